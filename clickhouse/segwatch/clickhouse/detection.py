@@ -1,0 +1,231 @@
+"""Running detectors: the manifest, their windows, and writing ``ml_anomalies``.
+
+A detector is one ``.sql`` file plus an entry in ``detectors/manifest.yaml``.
+Values reach the SQL only as query parameters; the file name and parameter
+names are validated against strict patterns. A run for a window that was
+already run adds no duplicate rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import yaml
+from clickhouse_connect.driver.client import Client
+
+__all__ = [
+    "ANOMALY_COLUMNS",
+    "DetectorRun",
+    "DetectorSpec",
+    "ManifestError",
+    "load_manifest",
+    "parse_duration",
+    "run_detector",
+    "run_detectors",
+]
+
+ANOMALIES_TABLE = "ml_anomalies"
+ANOMALY_COLUMNS = (
+    "detector",
+    "model_name",
+    "model_version",
+    "model_stage",
+    "segment_dim",
+    "segment_value",
+    "quantity",
+    "window_start",
+    "window_end",
+    "baseline_start",
+    "baseline_end",
+    "score",
+    "threshold",
+    "p_value",
+    "support",
+    "baseline_support",
+    "baseline_value",
+    "current_value",
+    "exemplar_trace_ids",
+    "details",
+)
+"""The columns every detector returns, in order (the detector contract)."""
+
+_KEY_COLUMNS = ("model_name", "model_version", "model_stage", "segment_dim", "segment_value",
+                "quantity")
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_DURATION = re.compile(r"^(\d+)\s*([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_RESERVED = {"detector", "window_start", "window_end", "baseline_start", "baseline_end"}
+
+
+class ManifestError(ValueError):
+    """The detector manifest is invalid; the message lists every problem."""
+
+
+def parse_duration(text: str) -> int:
+    """``15m`` → 900 seconds; ``ValueError`` for anything else."""
+    match = _DURATION.match(str(text).strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"duration {text!r} must be a positive number with s, m, h or d")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """One manifest entry, validated. Durations in seconds."""
+
+    name: str
+    sql: str
+    description: str
+    cadence: int
+    window: int
+    baseline: int
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def windows(self, at: dt.datetime) -> dict[str, dt.datetime]:
+        """Window and baseline for a run at ``at``: the window ends at the last cadence boundary."""
+        epoch = int(at.timestamp())
+        end = epoch - epoch % self.cadence
+        start = end - self.window
+        return {
+            "window_start": _utc(start),
+            "window_end": _utc(end),
+            "baseline_start": _utc(start - self.baseline),
+            "baseline_end": _utc(start),
+        }
+
+
+def _utc(epoch: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(epoch, tz=dt.timezone.utc)
+
+
+def load_manifest(package: str = "segwatch.clickhouse.detectors") -> list[DetectorSpec]:
+    """Read and validate ``manifest.yaml`` and the SQL files it names."""
+    folder = resources.files(package)
+    try:
+        document = yaml.safe_load(folder.joinpath("manifest.yaml").read_text("utf-8"))
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"detectors/manifest.yaml is not valid YAML: {exc}") from exc
+    entries = document.get("detectors") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        raise ManifestError("detectors/manifest.yaml must have a list under 'detectors'")
+    problems: list[str] = []
+    specs: list[DetectorSpec] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        where = f"detectors[{i}]"
+        if not isinstance(entry, dict):
+            problems.append(f"{where}: must be a mapping")
+            continue
+        name = entry.get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            problems.append(f"{where}.name: {name!r} must match {_NAME.pattern}")
+            continue
+        where = f"detectors[{name}]"
+        if name in seen:
+            problems.append(f"{where}: defined twice")
+        seen.add(name)
+        unknown = set(entry) - {"name", "file", "description", "cadence", "window", "baseline",
+                                "parameters"}
+        if unknown:
+            problems.append(f"{where}: unknown keys {sorted(unknown)}")
+        durations: dict[str, int] = {}
+        for key in ("cadence", "window", "baseline"):
+            try:
+                durations[key] = parse_duration(entry.get(key, ""))
+            except ValueError as exc:
+                problems.append(f"{where}.{key}: {exc}")
+        file_name = entry.get("file", f"{name}.sql")
+        if not isinstance(file_name, str) or not re.match(r"^[a-z0-9_]+\.sql$", file_name):
+            problems.append(f"{where}.file: {file_name!r} must be a plain .sql file name")
+            continue
+        sql_file = folder.joinpath(file_name)
+        if not sql_file.is_file():
+            problems.append(f"{where}.file: {file_name} does not exist")
+            continue
+        parameters = entry.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            problems.append(f"{where}.parameters: must be a mapping")
+            continue
+        for key, value in parameters.items():
+            if not isinstance(key, str) or not _NAME.match(key) or key in _RESERVED:
+                problems.append(f"{where}.parameters.{key}: not an allowed parameter name")
+            elif isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                problems.append(f"{where}.parameters.{key}: must be a number or a string")
+        if len(durations) == 3:
+            specs.append(DetectorSpec(
+                name=name,
+                sql=sql_file.read_text("utf-8"),
+                description=str(entry.get("description", "")),
+                parameters=dict(parameters),
+                **durations,
+            ))
+    if problems:
+        raise ManifestError("invalid detector manifest:\n" + "\n".join(f"  - {p}" for p in problems))
+    return specs
+
+
+def run_detector(client: Client, spec: DetectorSpec, at: dt.datetime) -> list[dict[str, Any]]:
+    """Run one detector for the window ending before ``at``; store and return new anomalies."""
+    windows = spec.windows(at)
+    parameters: dict[str, Any] = {
+        **spec.parameters,
+        "detector": spec.name,
+        **{k: v.strftime("%Y-%m-%d %H:%M:%S") for k, v in windows.items()},
+    }
+    result = client.query(spec.sql, parameters=parameters)
+    names = list(result.column_names)
+    if names != list(ANOMALY_COLUMNS):
+        raise ManifestError(
+            f"detector {spec.name} returned columns {names}, expected {list(ANOMALY_COLUMNS)}"
+        )
+    rows = [dict(zip(names, row, strict=True)) for row in result.result_rows]
+    if not rows:
+        return []
+    existing = {
+        tuple(row)
+        for row in client.query(
+            f"SELECT {', '.join(_KEY_COLUMNS)} FROM {ANOMALIES_TABLE} "
+            "WHERE detector = {detector:String} AND window_start = {window_start:DateTime('UTC')}",
+            parameters={"detector": spec.name, "window_start": parameters["window_start"]},
+        ).result_rows
+    }
+    new = [row for row in rows if tuple(row[k] for k in _KEY_COLUMNS) not in existing]
+    if new:
+        detected_at = dt.datetime.now(dt.timezone.utc)
+        client.insert(
+            ANOMALIES_TABLE,
+            [[detected_at, *(row[c] for c in ANOMALY_COLUMNS)] for row in new],
+            column_names=["detected_at", *ANOMALY_COLUMNS],
+        )
+    return new
+
+
+@dataclass(frozen=True)
+class DetectorRun:
+    """What one detector run did."""
+
+    detector: str
+    window_start: dt.datetime
+    window_end: dt.datetime
+    new_anomalies: list[dict[str, Any]]
+    seconds: float
+
+
+def run_detectors(
+    client: Client, at: dt.datetime | None = None, specs: list[DetectorSpec] | None = None
+) -> list[DetectorRun]:
+    """Run every detector (or ``specs``) once for the windows ending before ``at`` (now)."""
+    at = at or dt.datetime.now(dt.timezone.utc)
+    runs: list[DetectorRun] = []
+    for spec in load_manifest() if specs is None else specs:
+        started = time.perf_counter()
+        new = run_detector(client, spec, at)
+        windows = spec.windows(at)
+        runs.append(DetectorRun(spec.name, windows["window_start"], windows["window_end"], new,
+                                time.perf_counter() - started))
+    return runs

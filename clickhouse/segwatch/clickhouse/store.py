@@ -1,0 +1,148 @@
+"""Opening the ClickHouse store a DSN names: embedded (chdb) or a server (http/https).
+
+segwatch reads ``chdb://<dir>`` as "the directory <dir>", relative or absolute
+(``chdb://./segwatch-data``, ``chdb:///var/lib/segwatch``); ``chdb://memory`` is
+an in-memory engine. ``http(s)://user:pass@host:8123/db`` reaches a server,
+and the DSN's database (default ``segwatch``) is created if missing.
+
+An embedded store is locked by the one process that opens it; a second process
+gets :class:`StoreLockedError`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+__all__ = [
+    "DEFAULT_DATABASE",
+    "DEFAULT_DSN",
+    "StoreError",
+    "StoreLockedError",
+    "StoreLocation",
+    "open_client",
+    "parse_dsn",
+    "validate_identifier",
+]
+
+DEFAULT_DSN = "chdb://./segwatch-data"
+DEFAULT_DATABASE = "segwatch"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+class StoreError(RuntimeError):
+    """The store cannot be reached or opened."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the embedded store."""
+
+
+def validate_identifier(name: str, what: str = "identifier") -> str:
+    """Return ``name`` if it is a plain SQL identifier, else raise ``ValueError``.
+
+    Identifiers are the only things segwatch ever formats into SQL; this keeps
+    them to letters, digits and underscores.
+    """
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+        raise ValueError(f"{what} {name!r} must match {_IDENTIFIER.pattern}")
+    return name
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where a DSN points: an embedded directory (``path``) or a server (``url``)."""
+
+    dsn: str
+    embedded: bool
+    path: str | None
+    database: str
+
+    @property
+    def in_memory(self) -> bool:
+        return self.embedded and self.path is None
+
+
+def parse_dsn(dsn: str) -> StoreLocation:
+    """Validate a storage DSN; raise ``ValueError`` naming what is wrong."""
+    if not isinstance(dsn, str) or "://" not in dsn:
+        raise ValueError(f"storage DSN {dsn!r} must look like chdb://DIR or http(s)://HOST:PORT/DB")
+    scheme, _, rest = dsn.partition("://")
+    if scheme == "chdb":
+        location, _, query = rest.partition("?")
+        if query:
+            raise ValueError(f"storage DSN {dsn!r}: chdb:// takes no options")
+        if location in ("", "memory", ":memory:"):
+            return StoreLocation(dsn, True, None, DEFAULT_DATABASE)
+        return StoreLocation(dsn, True, os.path.abspath(unquote(location)), DEFAULT_DATABASE)
+    if scheme in ("http", "https"):
+        parsed = urlparse(dsn)
+        if not parsed.hostname:
+            raise ValueError(f"storage DSN {dsn!r} names no host")
+        database = unquote(parsed.path.strip("/")) or DEFAULT_DATABASE
+        validate_identifier(database, "database in storage DSN")
+        return StoreLocation(dsn, False, None, database)
+    raise ValueError(f"storage DSN {dsn!r}: scheme must be chdb, http or https, not {scheme!r}")
+
+
+def open_client(location: StoreLocation, **settings: Any) -> Client:
+    """Open a client on the store's database, creating the database if needed."""
+    try:
+        if location.embedded:
+            bootstrap = _open_embedded(location, None)
+        else:
+            bootstrap = clickhouse_connect.get_client(
+                dsn=_server_dsn(location), database="default", settings=settings
+            )
+        bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {location.database}")
+        if location.embedded:
+            return _open_embedded(location, location.database, settings)
+        return clickhouse_connect.get_client(
+            dsn=_server_dsn(location), database=location.database, settings=settings
+        )
+    except ClickHouseError as exc:
+        raise StoreError(f"cannot open store {_redact(location.dsn)}: {exc}") from exc
+
+
+def _open_embedded(
+    location: StoreLocation, database: str | None, settings: dict[str, Any] | None = None
+) -> Client:
+    if location.path is not None:
+        os.makedirs(location.path, exist_ok=True)
+    try:
+        return clickhouse_connect.get_client(
+            interface="chdb", path=location.path, database=database, settings=settings or {}
+        )
+    except ClickHouseError as exc:
+        if location.path is not None and "Cannot lock file" in str(exc):
+            raise StoreLockedError(
+                f"the embedded store {location.path} is open in another process "
+                "(a running collector?); reach it through that process or stop it"
+            ) from exc
+        if "already initialized with path" in str(exc):
+            raise StoreError(
+                "this process already has another embedded store open; "
+                "chdb allows one store directory per process"
+            ) from exc
+        raise
+
+
+def _server_dsn(location: StoreLocation) -> str:
+    parsed = urlparse(location.dsn)
+    return parsed._replace(path="").geturl()
+
+
+def _redact(dsn: str) -> str:
+    """The DSN without its password, for messages and logs."""
+    parsed = urlparse(dsn)
+    if parsed.password:
+        netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
+        return parsed._replace(netloc=netloc).geturl()
+    return dsn

@@ -1,0 +1,72 @@
+"""Raw model-call rows for ``ml_model_calls``, built from a decoded batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .decode import ModelCallBatch
+
+__all__ = ["CALL_COLUMNS", "CallRows", "call_rows"]
+
+CALL_COLUMNS = (
+    "timestamp",
+    "trace_id",
+    "span_id",
+    "duration_ns",
+    "model_name",
+    "model_version",
+    "model_stage",
+    "operation",
+    "prediction_id",
+    "service_name",
+    "numbers",
+    "strings",
+)
+
+
+@dataclass
+class CallRows:
+    """Raw call rows in column-oriented form."""
+
+    columns: dict[str, list[Any]] = field(
+        default_factory=lambda: {name: [] for name in CALL_COLUMNS}
+    )
+
+    def __len__(self) -> int:
+        return len(self.columns["trace_id"])
+
+    def extend(self, other: CallRows) -> None:
+        for name, values in other.columns.items():
+            self.columns[name].extend(values)
+
+    def column_data(self) -> list[list[Any]]:
+        return [self.columns[name] for name in CALL_COLUMNS]
+
+
+def call_rows(batch: ModelCallBatch) -> CallRows:
+    """One row per model call; values keyed by quantity name (``feature.amount``)."""
+    n = len(batch)
+    numbers: list[dict[str, float]] = [{} for _ in range(n)]
+    strings: list[dict[str, str]] = [{} for _ in range(n)]
+    for name, column in (*batch.quantities.items(), *batch.contexts.items()):
+        for row, number in zip(column.number_rows, column.numbers, strict=True):
+            numbers[row][name] = number
+        for row, label in zip(column.label_rows, column.labels, strict=True):
+            strings[row][name] = label
+    out = CallRows()
+    c = out.columns
+    models = batch.models
+    c["timestamp"] = batch.start_ns  # DateTime64(9) takes integer nanoseconds
+    c["trace_id"] = [t.hex() for t in batch.trace_ids]
+    c["span_id"] = [s.hex() for s in batch.span_ids]
+    c["duration_ns"] = batch.duration_ns
+    c["model_name"] = [models[i][0] for i in batch.model_index]
+    c["model_version"] = [models[i][1] for i in batch.model_index]
+    c["model_stage"] = [models[i][2] for i in batch.model_index]
+    c["operation"] = batch.operations
+    c["prediction_id"] = batch.prediction_ids
+    c["service_name"] = batch.service_names
+    c["numbers"] = numbers
+    c["strings"] = strings
+    return out

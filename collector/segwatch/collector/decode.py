@@ -1,0 +1,202 @@
+"""OTLP trace requests → columnar model-call rows, in one pass over the attributes.
+
+This is the collector's hot path. Each span with ``ml.model.name`` becomes one
+row; each ``ml.feature.*``, ``ml.output.*`` and ``ml.metric.*`` attribute is
+appended to its quantity's column (``feature.amount``, ...), and each
+``ml.context.*`` attribute to a context column. Every attribute is touched
+exactly once and no per-row dict is built: the aggregator works on the columns
+with numpy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from segwatch.instrumentation import attributes as attr
+
+__all__ = ["Column", "ModelCallBatch", "ModelKey", "decode_request"]
+
+ModelKey = tuple[str, str, str]
+"""(model name, version, stage) of a model call."""
+
+DEFAULT_STAGE = "serving"
+_ABSENT: Any = object()
+
+_FEATURE = attr.ML_FEATURE_PREFIX
+_OUTPUT = attr.ML_OUTPUT_PREFIX
+_METRIC = attr.ML_METRIC_PREFIX
+_CONTEXT = attr.ML_CONTEXT_PREFIX
+_NAME = attr.ML_MODEL_NAME
+_VERSION = attr.ML_MODEL_VERSION
+_STAGE = attr.ML_MODEL_STAGE
+_OPERATION = attr.ML_OPERATION
+_PREDICTION_ID = attr.ML_PREDICTION_ID
+
+
+@dataclass
+class Column:
+    """One quantity's values across the rows of a batch.
+
+    Numbers (ints and finite or non-finite doubles) and labels (strings and
+    booleans, as ``true``/``false``) are kept apart; a row absent from both is
+    MISSING for this quantity.
+    """
+
+    number_rows: list[int] = field(default_factory=list)
+    numbers: list[float] = field(default_factory=list)
+    label_rows: list[int] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ModelCallBatch:
+    """The model calls of one or more requests, as columns.
+
+    ``model_index[i]`` indexes ``models``; ``quantities`` are keyed like
+    ``feature.amount``; ``contexts`` like ``context.language``.
+    """
+
+    models: list[ModelKey] = field(default_factory=list)
+    model_index: list[int] = field(default_factory=list)
+    start_ns: list[int] = field(default_factory=list)
+    duration_ns: list[int] = field(default_factory=list)
+    trace_ids: list[bytes] = field(default_factory=list)
+    span_ids: list[bytes] = field(default_factory=list)
+    operations: list[str] = field(default_factory=list)
+    prediction_ids: list[str] = field(default_factory=list)
+    service_names: list[str] = field(default_factory=list)
+    quantities: dict[str, Column] = field(default_factory=dict)
+    contexts: dict[str, Column] = field(default_factory=dict)
+    rejected_spans: int = 0
+    rejection_reasons: list[str] = field(default_factory=list)
+    ignored_values: int = 0
+
+    def __len__(self) -> int:
+        return len(self.start_ns)
+
+    def reject(self, reason: str) -> None:
+        self.rejected_spans += 1
+        if len(self.rejection_reasons) < 5 and reason not in self.rejection_reasons:
+            self.rejection_reasons.append(reason)
+
+
+def _service_name(resource: Any) -> str:
+    for kv in resource.attributes:
+        if kv.key == "service.name":
+            return str(kv.value.string_value)
+    return ""
+
+
+def decode_request(request: ExportTraceServiceRequest) -> ModelCallBatch:
+    """Extract the model calls of a request; spans without ``ml.model.name`` are skipped.
+
+    A span whose ``ml.model.name`` is not a non-empty string is rejected
+    (counted, with a reason, for the OTLP partial-success answer). Attribute
+    values of a type the convention does not allow (arrays, maps, bytes) are
+    ignored and counted in ``ignored_values``.
+    """
+    batch = ModelCallBatch()
+    model_ids: dict[ModelKey, int] = {}
+    quantities = batch.quantities
+    contexts = batch.contexts
+    for resource_spans in request.resource_spans:
+        service = _service_name(resource_spans.resource)
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                row = len(batch.start_ns)
+                name: Any = _ABSENT
+                appended = False
+                version = ""
+                stage = DEFAULT_STAGE
+                operation = ""
+                prediction_id = ""
+                for kv in span.attributes:
+                    key = kv.key
+                    if not key.startswith("ml."):
+                        continue
+                    value = kv.value
+                    kind = value.WhichOneof("value")
+                    if key.startswith(_FEATURE) or key.startswith(_OUTPUT) or key.startswith(_METRIC):
+                        table = quantities
+                    elif key.startswith(_CONTEXT):
+                        table = contexts
+                    else:
+                        if key == _NAME:
+                            name = value.string_value if kind == "string_value" else None
+                        elif key == _VERSION:
+                            version = _as_text(value, kind)
+                        elif key == _STAGE:
+                            stage = _as_text(value, kind) or DEFAULT_STAGE
+                        elif key == _OPERATION:
+                            operation = _as_text(value, kind)
+                        elif key == _PREDICTION_ID:
+                            prediction_id = _as_text(value, kind)
+                        continue
+                    column = table.get(key[3:])
+                    if column is None:
+                        column = table[key[3:]] = Column()
+                    appended = True
+                    if kind == "double_value":
+                        column.number_rows.append(row)
+                        column.numbers.append(value.double_value)
+                    elif kind == "int_value":
+                        column.number_rows.append(row)
+                        column.numbers.append(float(value.int_value))
+                    elif kind == "string_value":
+                        column.label_rows.append(row)
+                        column.labels.append(value.string_value)
+                    elif kind == "bool_value":
+                        column.label_rows.append(row)
+                        column.labels.append("true" if value.bool_value else "false")
+                    elif kind is not None:
+                        batch.ignored_values += 1
+                if name is _ABSENT or not name:
+                    if appended:
+                        _undo_row(batch, row)
+                    if appended or name is not _ABSENT:
+                        batch.reject(f"span {span.name!r}: {_NAME} must be a non-empty string")
+                    continue
+                key_ = (name, version, stage)
+                index = model_ids.get(key_)
+                if index is None:
+                    index = model_ids[key_] = len(batch.models)
+                    batch.models.append(key_)
+                batch.model_index.append(index)
+                start = span.start_time_unix_nano
+                batch.start_ns.append(start)
+                batch.duration_ns.append(max(0, span.end_time_unix_nano - start))
+                batch.trace_ids.append(span.trace_id)
+                batch.span_ids.append(span.span_id)
+                batch.operations.append(operation)
+                batch.prediction_ids.append(prediction_id)
+                batch.service_names.append(service)
+    return batch
+
+
+def _as_text(value: Any, kind: str | None) -> str:
+    if kind == "string_value":
+        return str(value.string_value)
+    if kind == "int_value":
+        return str(value.int_value)
+    if kind == "double_value":
+        number = value.double_value
+        return str(int(number)) if math.isfinite(number) and number.is_integer() else str(number)
+    if kind == "bool_value":
+        return "true" if value.bool_value else "false"
+    return ""
+
+
+
+def _undo_row(batch: ModelCallBatch, row: int) -> None:
+    """Take back the values appended by a span that turned out not to be a valid model call."""
+    for column in (*batch.quantities.values(), *batch.contexts.values()):
+        while column.number_rows and column.number_rows[-1] == row:
+            column.number_rows.pop()
+            column.numbers.pop()
+        while column.label_rows and column.label_rows[-1] == row:
+            column.label_rows.pop()
+            column.labels.pop()

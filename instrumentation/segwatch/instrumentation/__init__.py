@@ -1,0 +1,12 @@
+"""segwatch.instrumentation: make model calls observable as OpenTelemetry spans.
+
+This package depends on the OpenTelemetry API and SDK only: importing it loads
+no gRPC server, numpy, pandas or ClickHouse client.
+"""
+
+from __future__ import annotations
+
+from . import attributes
+from .monitor import ModelCall, monitor
+
+__all__ = ["ModelCall", "attributes", "monitor"]

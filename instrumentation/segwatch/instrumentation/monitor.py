@@ -1,0 +1,241 @@
+"""``monitor``: one object that is both a decorator and a context manager.
+
+It turns a model call into an OTel span named ``predict {model}`` carrying the
+segwatch span convention (see :mod:`segwatch.instrumentation.attributes`).
+
+Contract: the instrumentation never raises into the model call and never blocks
+it. Any failure while reading features or outputs is logged (once per monitor
+and problem) and the call goes on; an exception *from the model* propagates
+unchanged and is recorded on the span. With no OTel SDK configured the span is
+non-recording and nothing is extracted, so the cost is a few attribute lookups.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from contextvars import ContextVar
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar, cast
+
+from opentelemetry import trace
+from opentelemetry.trace import INVALID_SPAN, Span
+
+from . import attributes as attr
+from .values import AttributeScalar, features_from_input, outputs_from_result, to_attribute_value
+
+__all__ = ["ModelCall", "monitor"]
+
+_logger = logging.getLogger(__name__)
+_TRACER_NAME = "segwatch.instrumentation"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ModelCall:
+    """What one monitored call records; handed out by ``with monitor(...) as call``.
+
+    Not thread-safe: one call belongs to the thread (or task) that made it.
+    Every method swallows its own errors (see the module docstring).
+    """
+
+    __slots__ = ("_monitor", "_span")
+
+    def __init__(self, owner: monitor, span: Span) -> None:
+        self._monitor = owner
+        self._span = span
+
+    @property
+    def span(self) -> Span:
+        """The OTel span of this call, for anything the convention does not cover."""
+        return self._span
+
+    def features(self, **values: Any) -> None:
+        """Record input features; ``None`` marks a feature MISSING."""
+        self._record(attr.ML_FEATURE_PREFIX, values)
+
+    def outputs(self, **values: Any) -> None:
+        """Record model outputs (score, class, ...)."""
+        self._record(attr.ML_OUTPUT_PREFIX, values)
+
+    def metric(self, name: str, value: float) -> None:
+        """Record one numeric behaviour metric, e.g. ``confidence``."""
+        self._record(attr.ML_METRIC_PREFIX, {name: value})
+
+    def prediction_id(self, prediction_id: str) -> None:
+        """Set the id that joins delayed labels to this prediction."""
+        if self._span.is_recording():
+            self._span.set_attribute(attr.ML_PREDICTION_ID, str(prediction_id))
+
+    def _record(self, prefix: str, values: dict[str, Any]) -> None:
+        if not self._span.is_recording():
+            return
+        try:
+            converted = {name: to_attribute_value(v) for name, v in values.items()}
+        except Exception as exc:
+            self._monitor._report(f"{prefix}*", exc)
+            return
+        self._set_all(prefix, converted)
+
+    def _set_all(self, prefix: str, values: dict[str, AttributeScalar | None]) -> None:
+        try:
+            self._span.set_attributes({prefix + k: v for k, v in values.items() if v is not None})
+        except Exception as exc:
+            self._monitor._report(f"{prefix}*", exc)
+
+
+class monitor:  # noqa: N801 - lower case like contextlib's and prometheus_client's helpers
+    """Monitor a model: decorate its predict function, or wrap a call with ``with``.
+
+    >>> @monitor(model="fraud", version="3")
+    ... def predict(features: dict) -> float: ...
+
+    As a decorator it reads features from the call's first argument (a dict,
+    a pandas row or one-row DataFrame, or a 1-D array with ``feature_names``)
+    and outputs from the return value (a number becomes ``ml.output.prediction``,
+    a dict one output per key). Works on sync and async functions.
+
+    As a context manager it yields a :class:`ModelCall` to record features,
+    outputs and metrics explicitly. ``call(start_time=...)`` records a call
+    that happened earlier (replays and backfills).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        version: str | None = None,
+        stage: str = "serving",
+        *,
+        operation: str = "predict",
+        feature_names: Sequence[str] | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
+        if not isinstance(model, str) or not model:
+            raise ValueError("model must be a non-empty string")
+        if not operation:
+            raise ValueError("operation must be a non-empty string")
+        self.model = model
+        self.version = None if version is None else str(version)
+        self.stage = stage
+        self.operation = operation
+        self.feature_names = list(feature_names) if feature_names is not None else None
+        # A ProxyTracer when no provider is set yet: it follows a provider set later.
+        self._tracer = trace.get_tracer(_TRACER_NAME, tracer_provider=tracer_provider)
+        self._span_name = attr.SPAN_NAME_FORMAT.format(operation=operation, model=model)
+        self._base_attributes: dict[str, str] = {
+            attr.ML_MODEL_NAME: model,
+            attr.ML_MODEL_STAGE: stage,
+            attr.ML_OPERATION: operation,
+        }
+        if self.version is not None:
+            self._base_attributes[attr.ML_MODEL_VERSION] = self.version
+        self._reported: set[str] = set()
+        # Open ``with monitor:`` blocks, per thread and task, so one monitor
+        # object can be entered concurrently and re-entrantly.
+        self._active: ContextVar[tuple[Any, ...]] = ContextVar(
+            f"segwatch_monitor_{id(self)}", default=()
+        )
+
+    # -- context manager ---------------------------------------------------
+    @contextmanager
+    def call(self, start_time: int | None = None) -> Iterator[ModelCall]:
+        """Record one model call; ``start_time`` in ns since the epoch (default: now)."""
+        try:
+            span = self._tracer.start_span(
+                self._span_name, attributes=self._base_attributes, start_time=start_time
+            )
+        except Exception as exc:  # an SDK failure must not stop the model call
+            self._report("span", exc)
+            span = INVALID_SPAN
+        with trace.use_span(span, end_on_exit=True, record_exception=True):
+            yield ModelCall(self, span)
+
+    def __enter__(self) -> ModelCall:
+        manager = self.call()
+        model_call = manager.__enter__()
+        self._active.set((*self._active.get(), manager))
+        return model_call
+
+    def __exit__(self, *exc_info: Any) -> None:
+        *outer, manager = self._active.get()
+        self._active.set(tuple(outer))
+        manager.__exit__(*exc_info)
+
+    # -- decorator -----------------------------------------------------------
+    def __call__(self, func: F) -> F:
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with self.call() as model_call:
+                    self._record_input(model_call, args, kwargs)
+                    result = await func(*args, **kwargs)
+                    self._record_output(model_call, result)
+                    return result
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with self.call() as model_call:
+                self._record_input(model_call, args, kwargs)
+                result = func(*args, **kwargs)
+                self._record_output(model_call, result)
+                return result
+
+        return cast(F, wrapper)
+
+    def _record_input(self, model_call: ModelCall, args: tuple[Any, ...], kwargs: Any) -> None:
+        if not model_call.span.is_recording():
+            return
+        data = _first_data_argument(args, kwargs)
+        if data is None:
+            return
+        try:
+            features = features_from_input(data, self.feature_names)
+        except Exception as exc:
+            self._report("features", exc)
+            return
+        model_call._set_all(attr.ML_FEATURE_PREFIX, features)
+
+    def _record_output(self, model_call: ModelCall, result: Any) -> None:
+        if not model_call.span.is_recording():
+            return
+        try:
+            outputs = outputs_from_result(result)
+        except Exception as exc:
+            self._report("outputs", exc)
+            return
+        model_call._set_all(attr.ML_OUTPUT_PREFIX, outputs)
+
+    def _report(self, what: str, exc: Exception) -> None:
+        # Log each kind of problem once per monitor: a model called 1,000 times a
+        # second must not flood the logs, and must never see the exception.
+        key = f"{what}:{type(exc).__name__}"
+        if key not in self._reported:
+            self._reported.add(key)
+            _logger.warning("segwatch: cannot record %s of model %r: %s", what, self.model, exc)
+
+
+def _first_data_argument(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The model's input: the first positional argument, skipping a method's ``self``."""
+    candidates = list(args)
+    if candidates and _looks_like_self(candidates[0]):
+        candidates = candidates[1:]
+    if candidates:
+        return candidates[0]
+    return next(iter(kwargs.values()), None)
+
+
+def _looks_like_self(obj: Any) -> bool:
+    # A bound method's owner: an object of a user class with the method on it.
+    # Inputs (dicts, arrays, frames, lists) come from builtins or numpy/pandas.
+    module = type(obj).__module__
+    return not (
+        module == "builtins"
+        or module.startswith(("numpy", "pandas"))
+        or isinstance(obj, (dict, list, tuple))
+    )
+
