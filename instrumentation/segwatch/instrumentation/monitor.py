@@ -140,8 +140,14 @@ class monitor:  # noqa: N801 - lower case like contextlib's and prometheus_clien
 
     # -- context manager ---------------------------------------------------
     @contextmanager
-    def call(self, start_time: int | None = None) -> Iterator[ModelCall]:
-        """Record one model call; ``start_time`` in ns since the epoch (default: now)."""
+    def call(
+        self, start_time: int | None = None, end_time: int | None = None
+    ) -> Iterator[ModelCall]:
+        """Record one model call.
+
+        ``start_time`` and ``end_time`` (ns since the epoch) default to now; set
+        them to record a call that happened earlier (replays, backfills).
+        """
         try:
             span = self._tracer.start_span(
                 self._span_name, attributes=self._base_attributes, start_time=start_time
@@ -149,8 +155,11 @@ class monitor:  # noqa: N801 - lower case like contextlib's and prometheus_clien
         except Exception as exc:  # an SDK failure must not stop the model call
             self._report("span", exc)
             span = INVALID_SPAN
-        with trace.use_span(span, end_on_exit=True, record_exception=True):
-            yield ModelCall(self, span)
+        try:
+            with trace.use_span(span, end_on_exit=False, record_exception=True):
+                yield ModelCall(self, span)
+        finally:
+            span.end(end_time=end_time)
 
     def __enter__(self) -> ModelCall:
         manager = self.call()

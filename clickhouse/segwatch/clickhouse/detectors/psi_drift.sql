@@ -8,14 +8,15 @@
 -- Proportions are smoothed (add 0.5 per bin) so an empty bin never divides by 0.
 --
 -- Noise control (first cut): both windows need {min_support} calls; a segment is
--- reported only when the drift is specific to it, i.e. the rest of its dimension
--- (whole model minus the segment) did not drift; of the two views of one pair
+-- reported only when the drift is specific to it: the rest of its dimension
+-- (the whole model minus every flagged segment of that dimension) did not
+-- shift (PSI at most {rest_threshold}); of the two views of one pair
 -- of fields (segment by A, measure B / segment by B, measure A) only the
 -- stronger is reported; the whole model (__all__) is reported only when no
 -- specific segment explains the quantity's drift.
 --
 -- Parameters: detector, window_start, window_end, baseline_start, baseline_end,
--- threshold, min_support, bins. Output: the detector contract (see manifest.yaml).
+-- threshold, rest_threshold, min_support, bins. Output: the detector contract (see manifest.yaml).
 WITH
     (b, c) -> arraySum(arrayMap(
         (x, y) -> (((y + 0.5) / (arraySum(c) + 0.5 * length(c))) - ((x + 0.5) / (arraySum(b) + 0.5 * length(b))))
@@ -88,9 +89,7 @@ aligned AS (
     SELECT s.model_name AS model_name, s.model_version AS model_version, s.model_stage AS model_stage,
            s.segment_dim AS segment_dim, s.segment_value AS segment_value, s.quantity AS quantity,
            arrayMap(x -> s.seg_b[x], q.bins) AS b,
-           arrayMap(x -> s.seg_c[x], q.bins) AS c,
-           arrayMap((a, x) -> a - x, q.all_b, b) AS rest_b,
-           arrayMap((a, x) -> a - x, q.all_c, c) AS rest_c
+           arrayMap(x -> s.seg_c[x], q.bins) AS c
     FROM (
         SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
                mapFromArrays(groupArray(bin), groupArray(b)) AS seg_b,
@@ -100,26 +99,35 @@ aligned AS (
     ) AS s
     INNER JOIN quantity_bins AS q USING (model_name, model_version, model_stage, quantity)
 ),
-scored AS (
-    SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
-           psi(b, c) AS score,
-           arraySum(c) AS support,
-           arraySum(b) AS baseline_support,
-           if(segment_dim = '__all__' OR arraySum(rest_c) < {min_support:UInt64}
-                  OR arraySum(rest_b) < {min_support:UInt64},
-              0., psi(rest_b, rest_c)) AS rest_score
-    FROM aligned
-),
 flagged AS (
-    SELECT *
-    FROM scored
+    SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity, b, c,
+           psi(b, c) AS score, arraySum(c) AS support, arraySum(b) AS baseline_support
+    FROM aligned
     WHERE score > {threshold:Float64}
       AND support >= {min_support:UInt64}
       AND baseline_support >= {min_support:UInt64}
 ),
+dimension_rest AS (
+    -- Per dimension and quantity: everything outside the flagged segments.
+    SELECT f.model_name AS model_name, f.model_version AS model_version,
+           f.model_stage AS model_stage, f.segment_dim AS segment_dim, f.quantity AS quantity,
+           arrayMap((a, x) -> a - x, any(q.all_b), sumForEach(f.b)) AS rest_b,
+           arrayMap((a, x) -> a - x, any(q.all_c), sumForEach(f.c)) AS rest_c,
+           if(arraySum(rest_b) < {min_support:UInt64} OR arraySum(rest_c) < {min_support:UInt64},
+              inf, psi(rest_b, rest_c)) AS rest_score
+    FROM flagged AS f
+    INNER JOIN quantity_bins AS q USING (model_name, model_version, model_stage, quantity)
+    WHERE f.segment_dim != '__all__'
+    GROUP BY f.model_name, f.model_version, f.model_stage, f.segment_dim, f.quantity
+),
 candidates AS (
-    SELECT * FROM flagged
-    WHERE segment_dim != '__all__' AND rest_score <= {threshold:Float64}
+    -- The drift is specific to the flagged segments when the rest of their
+    -- dimension did not move (PSI at most rest_threshold; 0.1 = "no shift").
+    SELECT f.*, r.rest_score AS rest_score
+    FROM flagged AS f
+    INNER JOIN dimension_rest AS r
+        USING (model_name, model_version, model_stage, segment_dim, quantity)
+    WHERE r.rest_score <= {rest_threshold:Float64}
 ),
 specific AS (
     -- (country=BR, feature.amount) and (amount=[100, 1000), feature.country) are
@@ -139,9 +147,13 @@ specific AS (
     WHERE m.mirror_score < c.score
 ),
 reported AS (
-    SELECT * FROM specific
+    SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
+           score, support, baseline_support, rest_score
+    FROM specific
     UNION ALL
-    SELECT * FROM flagged
+    SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
+           score, support, baseline_support, nan AS rest_score
+    FROM flagged
     WHERE segment_dim = '__all__'
       AND (model_name, model_version, model_stage, quantity) NOT IN (
           SELECT model_name, model_version, model_stage, quantity FROM specific)
@@ -174,7 +186,7 @@ SELECT
            ''),
         '; ', toString(r.support), ' calls in the window',
         if(r.segment_dim = '__all__', '',
-           concat('; the rest of ', r.segment_dim, ' did not drift (PSI ',
+           concat('; the rest of ', r.segment_dim, ' did not shift (PSI ',
                   toString(round(r.rest_score, 3)), ')'))
     ) AS details
 FROM reported AS r

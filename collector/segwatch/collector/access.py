@@ -1,0 +1,158 @@
+"""StoreAccess: how the CLI reaches the store — directly, or through a running collector.
+
+An embedded store is locked by the process that opens it. While a collector
+runs on it, ``segwatch sql``, ``anomalies`` and ``detect`` go through the
+collector's local API (found through the discovery file the collector writes
+into the store directory); otherwise they open the store themselves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import urllib.error
+import urllib.request
+from typing import Any, Protocol
+
+from clickhouse_connect.driver.client import Client
+
+from segwatch.clickhouse.detection import run_detectors
+from segwatch.clickhouse.migrate import apply_migrations
+from segwatch.clickhouse.queries import Table, list_anomalies, read_only_query
+from segwatch.clickhouse.store import StoreLocation, open_client, parse_dsn
+
+__all__ = [
+    "ApiAccess",
+    "ApiError",
+    "DirectAccess",
+    "StoreAccess",
+    "detect_table",
+    "discovery_path",
+    "open_access",
+    "read_discovery",
+]
+
+DISCOVERY_FILE = "segwatch-collector.json"
+
+
+class StoreAccess(Protocol):
+    def sql(self, query: str) -> Table: ...
+    def anomalies(self, limit: int, model: str | None) -> Table: ...
+    def detect(self, at: dt.datetime | None) -> Table: ...
+    def close(self) -> None: ...
+
+
+def detect_table(client: Client, at: dt.datetime | None) -> Table:
+    """Run the detectors now and tabulate the new anomalies."""
+    runs = run_detectors(client, at)
+    rows: list[list[Any]] = []
+    for run in runs:
+        for a in run.new_anomalies:
+            rows.append([
+                run.detector, a["model_name"], a["model_version"],
+                f"{a['segment_dim']}={a['segment_value']}", a["quantity"],
+                round(float(a["score"]), 4), a["threshold"], a["support"],
+                (a["exemplar_trace_ids"] or [""])[0],
+            ])
+    columns = ["detector", "model", "version", "segment", "quantity", "score", "threshold",
+               "support", "exemplar_trace_id"]
+    return Table(columns, rows)
+
+
+class DirectAccess:
+    """The store opened by this process."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def sql(self, query: str) -> Table:
+        return read_only_query(self.client, query)
+
+    def anomalies(self, limit: int, model: str | None) -> Table:
+        return list_anomalies(self.client, limit, model)
+
+    def detect(self, at: dt.datetime | None) -> Table:
+        return detect_table(self.client, at)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class ApiError(RuntimeError):
+    """The collector's local API answered with an error."""
+
+
+class ApiAccess:
+    """The store of a running collector, through its local API."""
+
+    def __init__(self, base_url: str, timeout: float = 120.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.base_url + path, data=data, method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read()).get("error", str(exc))
+            except ValueError:
+                message = str(exc)
+            raise ApiError(message) from exc
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/api/v1/status")
+        return result
+
+    def sql(self, query: str) -> Table:
+        return Table.from_json(self._call("POST", "/api/v1/sql", {"query": query}))
+
+    def anomalies(self, limit: int, model: str | None) -> Table:
+        return Table.from_json(
+            self._call("POST", "/api/v1/anomalies", {"limit": limit, "model": model})
+        )
+
+    def detect(self, at: dt.datetime | None) -> Table:
+        body = {"at": at.isoformat() if at else None}
+        return Table.from_json(self._call("POST", "/api/v1/detect", body))
+
+    def close(self) -> None:
+        pass
+
+
+def discovery_path(location: StoreLocation) -> str | None:
+    """Where a collector on this store announces its local API (embedded stores only)."""
+    if location.path is None:
+        return None
+    return os.path.join(location.path, DISCOVERY_FILE)
+
+
+def read_discovery(location: StoreLocation) -> dict[str, Any] | None:
+    """The running collector's announcement, if its process is alive."""
+    path = discovery_path(location)
+    if path is None or not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            info: dict[str, Any] = json.load(handle)
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return None  # stale: the collector that wrote it is gone
+    return info
+
+
+def open_access(dsn: str) -> StoreAccess:
+    """Reach the store: through a running collector's API if there is one, else directly."""
+    location = parse_dsn(dsn)
+    info = read_discovery(location)
+    if info is not None:
+        return ApiAccess(str(info["api"]))
+    client = open_client(location)
+    apply_migrations(client)
+    return DirectAccess(client)

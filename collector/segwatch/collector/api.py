@@ -1,0 +1,136 @@
+"""LocalApi: the collector's loopback HTTP API for the CLI.
+
+``POST /api/v1/sql`` (read-only), ``POST /api/v1/anomalies``,
+``POST /api/v1/detect`` and ``GET /api/v1/status``; JSON in, JSON out.
+Binds to loopback by default: it offers read access to the store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from segwatch.clickhouse.queries import list_anomalies, read_only_query
+
+from .access import detect_table
+from .config import parse_endpoint
+
+__all__ = ["LocalApi"]
+
+_logger = logging.getLogger(__name__)
+_MAX_BODY = 1024 * 1024
+
+
+class _BadRequest(ValueError):
+    pass
+
+
+class LocalApi:
+    """HTTP server on ``endpoint``; ``start()`` returns once the port is bound."""
+
+    def __init__(
+        self, endpoint: str, client: Client, status: Callable[[], dict[str, Any]]
+    ) -> None:
+        self._endpoint = endpoint
+        self._client = client
+        self._status = status
+        self._lock = threading.Lock()  # one query at a time through this client
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> None:
+        host, port = parse_endpoint(self._endpoint)
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                api._handle(self, None)
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                if length > _MAX_BODY:
+                    api._reply(self, 413, {"error": f"request body over {_MAX_BODY} bytes"})
+                    return
+                api._handle(self, self.rfile.read(length))
+
+            def log_message(self, format: str, *args: Any) -> None:
+                _logger.debug("api: " + format, *args)
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="segwatch-api", daemon=True
+        )
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def _handle(self, handler: BaseHTTPRequestHandler, body: bytes | None) -> None:
+        route = (handler.command, handler.path.split("?")[0])
+        try:
+            request = json.loads(body) if body else {}
+            if not isinstance(request, dict):
+                raise _BadRequest("the request body must be a JSON object")
+            with self._lock:
+                reply = self._route(route, request)
+        except (_BadRequest, ValueError) as exc:
+            self._reply(handler, 400, {"error": str(exc)})
+        except ClickHouseError as exc:
+            self._reply(handler, 400, {"error": str(exc)})
+        except LookupError:
+            self._reply(handler, 404, {"error": f"no route {route[0]} {route[1]}"})
+        except Exception as exc:  # the API must answer, whatever went wrong
+            _logger.exception("api request failed")
+            self._reply(handler, 500, {"error": str(exc)})
+        else:
+            self._reply(handler, 200, reply)
+
+    def _route(self, route: tuple[str, str], request: dict[str, Any]) -> dict[str, Any]:
+        if route == ("GET", "/api/v1/status"):
+            return {"pid": os.getpid(), **self._status()}
+        if route == ("POST", "/api/v1/sql"):
+            query = request.get("query")
+            if not isinstance(query, str) or not query.strip():
+                raise _BadRequest("'query' must be a non-empty string")
+            return read_only_query(self._client, query).to_json()
+        if route == ("POST", "/api/v1/anomalies"):
+            limit = request.get("limit", 50)
+            model = request.get("model")
+            if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+                raise _BadRequest("'limit' must be an integer from 1 to 10000")
+            if model is not None and not isinstance(model, str):
+                raise _BadRequest("'model' must be a string")
+            return list_anomalies(self._client, limit, model).to_json()
+        if route == ("POST", "/api/v1/detect"):
+            at_text = request.get("at")
+            at = dt.datetime.fromisoformat(at_text) if at_text else None
+            return detect_table(self._client, at).to_json()
+        raise LookupError(route)
+
+    @staticmethod
+    def _reply(handler: BaseHTTPRequestHandler, code: int, payload: dict[str, Any]) -> None:
+        data = json.dumps(payload).encode()
+        handler.send_response(code)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)

@@ -1,0 +1,163 @@
+"""The ``segwatch`` command line.
+
+Exit codes: 0 success, 1 the command failed (store unreachable, query error),
+2 bad usage or bad configuration. Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from segwatch.clickhouse.store import StoreError
+
+from .access import ApiError, open_access
+from .config import CollectorConfig, ConfigError, load_config
+from .table import print_table
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segwatch",
+        description="Per-segment monitoring of ML models on OpenTelemetry and ClickHouse.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    demo = commands.add_parser(
+        "demo", help="run a collector and a simulated service, inject drift, find it",
+        description="Start a collector on an embedded store, send a simulated service's model "
+        "calls through the OTel SDK, inject drift into one segment and run the detectors.",
+    )
+    demo.add_argument("--data", metavar="DIR", help="store directory (default: a temporary one)")
+    demo.add_argument("--json", action="store_true", help="print the anomalies as JSON")
+
+    collector = commands.add_parser(
+        "collector", help="run the collector (OTLP/gRPC receiver, aggregation, detectors)",
+        description="Run the collector until interrupted (SIGINT or SIGTERM).",
+    )
+    _config_argument(collector)
+
+    sql = commands.add_parser(
+        "sql", help="run a read-only SQL query on the store",
+        description="Run a read-only SQL query on the store (through a running collector if "
+        "one holds the embedded store).",
+    )
+    sql.add_argument("query", help="the SQL query, e.g. \"SELECT count() FROM ml_model_calls\"")
+    _config_argument(sql)
+    _json_argument(sql)
+
+    anomalies = commands.add_parser(
+        "anomalies", help="list the anomalies the detectors found",
+        description="List anomalies, newest first.",
+    )
+    anomalies.add_argument("--limit", type=_positive_int, default=50, help="rows (default 50)")
+    anomalies.add_argument("--model", help="only this model")
+    _config_argument(anomalies)
+    _json_argument(anomalies)
+
+    detect = commands.add_parser(
+        "detect", help="run the detectors now",
+        description="Run every detector once for the windows that ended before --at (now).",
+    )
+    detect.add_argument("--at", type=_timestamp, help="ISO time, e.g. 2026-11-26T12:00:00Z")
+    _config_argument(detect)
+    _json_argument(detect)
+    return parser
+
+
+def _config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="collector YAML config (default: none)")
+
+
+def _json_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"{value} is not between 1 and 10000")
+    return value
+
+
+def _timestamp(text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO if args.command == "collector"
+        else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return run_demo(args.data, as_json=args.json)
+        config = load_config(args.config)
+        if args.command == "collector":
+            return _run_collector(config)
+        access = open_access(config.storage.dsn)
+        try:
+            if args.command == "sql":
+                print_table(access.sql(args.query), sys.stdout, args.json)
+            elif args.command == "anomalies":
+                print_table(access.anomalies(args.limit, args.model), sys.stdout, args.json)
+            elif args.command == "detect":
+                print_table(access.detect(args.at), sys.stdout, args.json)
+        finally:
+            access.close()
+        return EXIT_OK
+    except ConfigError as exc:
+        print(f"segwatch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (StoreError, ApiError, ClickHouseError, OSError, ValueError) as exc:
+        print(f"segwatch: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _run_collector(config: CollectorConfig) -> int:
+    from .service import Collector
+
+    collector = Collector(config)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    collector.start()
+    try:
+        stop.wait()
+    finally:
+        collector.shutdown()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

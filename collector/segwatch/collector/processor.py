@@ -1,0 +1,79 @@
+"""ModelCallProcessor: decoded spans → segments → aggregates → the exporter."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from .aggregate import SegmentAggregator
+from .calls import CallRows, call_rows
+from .decode import decode_request
+from .errors import RetryableError
+from .export import ClickHouseExporter
+
+__all__ = ["ConsumeResult", "ModelCallProcessor", "ProcessorStats"]
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConsumeResult:
+    """What happened to one request: spans accepted as model calls, spans rejected, and why."""
+
+    accepted: int
+    rejected: int
+    message: str = ""
+
+
+@dataclass
+class ProcessorStats:
+    requests: int = 0
+    model_calls: int = 0
+    rejected_spans: int = 0
+    ignored_values: int = 0
+
+
+class ModelCallProcessor:
+    """Consumes OTLP trace requests; returns once their data is stored.
+
+    Thread-safe: the receiver calls :meth:`consume` from its worker threads.
+    Blocks the calling thread until the exporter has written the request's
+    rows (group commit), at most ``store_timeout`` seconds.
+    """
+
+    def __init__(
+        self,
+        aggregator: SegmentAggregator,
+        exporter: ClickHouseExporter,
+        *,
+        raw_calls: bool = True,
+        store_timeout: float = 30.0,
+    ) -> None:
+        self._aggregator = aggregator
+        self._exporter = exporter
+        self._raw_calls = raw_calls
+        self._store_timeout = store_timeout
+        self._lock = threading.Lock()
+        self.stats = ProcessorStats()
+
+    def consume(self, request: ExportTraceServiceRequest) -> ConsumeResult:
+        batch = decode_request(request)
+        with self._lock:
+            self.stats.requests += 1
+            self.stats.rejected_spans += batch.rejected_spans
+            self.stats.ignored_values += batch.ignored_values
+        message = "; ".join(batch.rejection_reasons)
+        if len(batch):
+            aggregates = self._aggregator.aggregate(batch)
+            calls = call_rows(batch) if self._raw_calls else CallRows()
+            future = self._exporter.submit(aggregates, calls)
+            try:
+                future.result(timeout=self._store_timeout)
+            except Exception as exc:
+                raise RetryableError(f"the store did not take the data: {exc}") from exc
+            with self._lock:
+                self.stats.model_calls += len(batch)
+        return ConsumeResult(len(batch), batch.rejected_spans, message)

@@ -1,0 +1,98 @@
+"""OTLPReceiver: the OTLP/gRPC ``TraceService`` endpoint (default 127.0.0.1:4317).
+
+Maps pipeline outcomes to OTLP answers: accepted data → OK (with
+``partial_success`` counting rejected spans and saying why); a
+:class:`RetryableError` → ``UNAVAILABLE``; a :class:`PermanentError` →
+``INVALID_ARGUMENT``.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+from typing import Any, Protocol
+
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from .config import parse_endpoint
+from .errors import PermanentError, RetryableError
+from .processor import ConsumeResult
+
+__all__ = ["OTLPReceiver", "TraceConsumer"]
+
+_logger = logging.getLogger(__name__)
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class TraceConsumer(Protocol):
+    """The receiver's next component."""
+
+    def consume(
+        self, request: trace_service_pb2.ExportTraceServiceRequest
+    ) -> ConsumeResult: ...
+
+
+class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+    def __init__(self, consumer: TraceConsumer) -> None:
+        self._consumer = consumer
+
+    def Export(  # noqa: N802 - the gRPC method name
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        try:
+            result = self._consumer.consume(request)
+        except PermanentError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except RetryableError as exc:
+            _logger.warning("answering UNAVAILABLE: %s", exc)
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        response = trace_service_pb2.ExportTraceServiceResponse()
+        if result.rejected:
+            response.partial_success.rejected_spans = result.rejected
+            response.partial_success.error_message = result.message
+        return response
+
+
+class OTLPReceiver:
+    """gRPC server for OTLP traces. ``start()`` returns once the port is bound."""
+
+    def __init__(self, endpoint: str, consumer: TraceConsumer, max_workers: int = 8) -> None:
+        self._endpoint = endpoint
+        self._consumer = consumer
+        self._max_workers = max_workers
+        self._server: grpc.Server | None = None
+        self.port: int | None = None
+
+    @property
+    def address(self) -> str:
+        host, _ = parse_endpoint(self._endpoint)
+        return f"{host}:{self.port}"
+
+    def start(self) -> None:
+        host, port = parse_endpoint(self._endpoint)
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self._max_workers,
+                                       thread_name_prefix="segwatch-otlp"),
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
+            _TraceService(self._consumer), server
+        )
+        bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            self.port = server.add_insecure_port(bind)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {self._endpoint}: {exc}") from exc
+        if not self.port:
+            raise OSError(f"cannot listen on {self._endpoint}")
+        server.start()
+        self._server = server
+
+    def shutdown(self, grace: float = 5.0) -> None:
+        if self._server is not None:
+            self._server.stop(grace).wait()
+            self._server = None

@@ -1,0 +1,138 @@
+"""Collector: builds the pipeline from a config and runs it.
+
+receiver → processor (decode, segment, aggregate) → exporter → ClickHouse,
+plus the detector scheduler and the local API. Components are built with
+their next consumer and started in reverse order of the data flow, so nothing
+is accepted before its consumer is ready; shutdown goes the other way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from segwatch.clickhouse.detection import load_manifest
+from segwatch.clickhouse.migrate import apply_migrations
+from segwatch.clickhouse.store import open_client, parse_dsn
+
+from .access import discovery_path
+from .aggregate import SegmentAggregator
+from .api import LocalApi
+from .config import CollectorConfig
+from .export import ClickHouseExporter
+from .processor import ModelCallProcessor
+from .receiver import OTLPReceiver
+from .scheduler import DetectorScheduler
+
+__all__ = ["Collector"]
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Clients:
+    exporter: Client
+    scheduler: Client
+    api: Client
+
+
+class Collector:
+    """The whole collector process, as one object with ``start()`` / ``shutdown()``."""
+
+    def __init__(self, config: CollectorConfig) -> None:
+        self.config = config
+        self.location = parse_dsn(config.storage.dsn)
+        self._clients: _Clients | None = None
+        self.exporter: ClickHouseExporter | None = None
+        self.processor: ModelCallProcessor | None = None
+        self.receiver: OTLPReceiver | None = None
+        self.scheduler: DetectorScheduler | None = None
+        self.api: LocalApi | None = None
+
+    def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _start(self) -> None:
+        config = self.config
+        first = open_client(self.location)
+        applied = apply_migrations(first)
+        if applied:
+            _logger.info("applied migrations: %s", ", ".join(applied))
+        # One client per component: each runs its queries on its own thread.
+        self._clients = _Clients(first, open_client(self.location), open_client(self.location))
+        self.exporter = ClickHouseExporter(self._clients.exporter)
+        self.exporter.start()
+        self.processor = ModelCallProcessor(
+            SegmentAggregator(top_k=config.segments.top_k),
+            self.exporter,
+            raw_calls=config.storage.raw_calls,
+        )
+        if config.scheduler.enabled:
+            self.scheduler = DetectorScheduler(self._clients.scheduler, load_manifest())
+            self.scheduler.start()
+        self.api = LocalApi(config.api.endpoint, self._clients.api, self.status)
+        self.api.start()
+        self.receiver = OTLPReceiver(
+            config.receiver.endpoint, self.processor, config.receiver.max_workers
+        )
+        self.receiver.start()
+        self._write_discovery()
+        _logger.info("collector listening on %s (OTLP/gRPC), API on %s, store %s",
+                     self.receiver.address, self.api.url, self.location.path or self.location.dsn)
+
+    def status(self) -> dict[str, Any]:
+        stats = self.processor.stats if self.processor else None
+        return {
+            "receiver": self.receiver.address if self.receiver else None,
+            "store": self.location.path or "memory" if self.location.embedded else "server",
+            "requests": stats.requests if stats else 0,
+            "model_calls": stats.model_calls if stats else 0,
+            "rejected_spans": stats.rejected_spans if stats else 0,
+            "detector_runs": self.scheduler.runs if self.scheduler else 0,
+        }
+
+    def _write_discovery(self) -> None:
+        path = discovery_path(self.location)
+        if path is None or self.api is None:
+            return
+        temporary = f"{path}.{os.getpid()}.tmp"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump({"pid": os.getpid(), "api": self.api.url,
+                       "otlp_grpc": self.receiver.address if self.receiver else None}, handle)
+        os.replace(temporary, path)
+
+    def shutdown(self) -> None:
+        """Stop accepting, finish what was accepted, stop the rest; safe to call twice."""
+        path = discovery_path(self.location)
+        if path is not None and os.path.exists(path):
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    if json.load(handle).get("pid") == os.getpid():
+                        os.remove(path)
+            except (OSError, ValueError):
+                pass
+        if self.receiver is not None:
+            self.receiver.shutdown()
+            self.receiver = None
+        if self.api is not None:
+            self.api.shutdown()
+            self.api = None
+        if self.scheduler is not None:
+            self.scheduler.shutdown()
+            self.scheduler = None
+        if self.exporter is not None:
+            self.exporter.shutdown()
+            self.exporter = None
+        if self._clients is not None:
+            for client in (self._clients.exporter, self._clients.scheduler, self._clients.api):
+                client.close()
+            self._clients = None
