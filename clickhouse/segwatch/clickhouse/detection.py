@@ -54,8 +54,14 @@ ANOMALY_COLUMNS = (
 )
 """The columns every detector returns, in order (the detector contract)."""
 
-_KEY_COLUMNS = ("model_name", "model_version", "model_stage", "segment_dim", "segment_value",
-                "quantity")
+_KEY_COLUMNS = (
+    "model_name",
+    "model_version",
+    "model_stage",
+    "segment_dim",
+    "segment_value",
+    "quantity",
+)
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -129,8 +135,15 @@ def load_manifest(package: str = "segwatch.clickhouse.detectors") -> list[Detect
         if name in seen:
             problems.append(f"{where}: defined twice")
         seen.add(name)
-        unknown = set(entry) - {"name", "file", "description", "cadence", "window", "baseline",
-                                "parameters"}
+        unknown = set(entry) - {
+            "name",
+            "file",
+            "description",
+            "cadence",
+            "window",
+            "baseline",
+            "parameters",
+        }
         if unknown:
             problems.append(f"{where}: unknown keys {sorted(unknown)}")
         durations: dict[str, int] = {}
@@ -157,15 +170,18 @@ def load_manifest(package: str = "segwatch.clickhouse.detectors") -> list[Detect
             elif isinstance(value, bool) or not isinstance(value, (int, float, str)):
                 problems.append(f"{where}.parameters.{key}: must be a number or a string")
         if len(durations) == 3:
-            specs.append(DetectorSpec(
-                name=name,
-                sql=sql_file.read_text("utf-8"),
-                description=str(entry.get("description", "")),
-                parameters=dict(parameters),
-                **durations,
-            ))
+            specs.append(
+                DetectorSpec(
+                    name=name,
+                    sql=sql_file.read_text("utf-8"),
+                    description=str(entry.get("description", "")),
+                    parameters=dict(parameters),
+                    **durations,
+                )
+            )
     if problems:
-        raise ManifestError("invalid detector manifest:\n" + "\n".join(f"  - {p}" for p in problems))
+        listing = "\n".join(f"  - {p}" for p in problems)
+        raise ManifestError(f"invalid detector manifest:\n{listing}")
     return specs
 
 
@@ -226,6 +242,13 @@ def run_detectors(
         started = time.perf_counter()
         new = run_detector(client, spec, at)
         windows = spec.windows(at)
-        runs.append(DetectorRun(spec.name, windows["window_start"], windows["window_end"], new,
-                                time.perf_counter() - started))
+        runs.append(
+            DetectorRun(
+                spec.name,
+                windows["window_start"],
+                windows["window_end"],
+                new,
+                time.perf_counter() - started,
+            )
+        )
     return runs

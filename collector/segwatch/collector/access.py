@@ -16,7 +16,6 @@ import urllib.request
 from typing import Any, Protocol
 
 from clickhouse_connect.driver.client import Client
-
 from segwatch.clickhouse.detection import run_detectors
 from segwatch.clickhouse.migrate import apply_migrations
 from segwatch.clickhouse.queries import Table, list_anomalies, read_only_query
@@ -49,14 +48,30 @@ def detect_table(client: Client, at: dt.datetime | None) -> Table:
     rows: list[list[Any]] = []
     for run in runs:
         for a in run.new_anomalies:
-            rows.append([
-                run.detector, a["model_name"], a["model_version"],
-                f"{a['segment_dim']}={a['segment_value']}", a["quantity"],
-                round(float(a["score"]), 4), a["threshold"], a["support"],
-                (a["exemplar_trace_ids"] or [""])[0],
-            ])
-    columns = ["detector", "model", "version", "segment", "quantity", "score", "threshold",
-               "support", "exemplar_trace_id"]
+            rows.append(
+                [
+                    run.detector,
+                    a["model_name"],
+                    a["model_version"],
+                    f"{a['segment_dim']}={a['segment_value']}",
+                    a["quantity"],
+                    round(float(a["score"]), 4),
+                    a["threshold"],
+                    a["support"],
+                    (a["exemplar_trace_ids"] or [""])[0],
+                ]
+            )
+    columns = [
+        "detector",
+        "model",
+        "version",
+        "segment",
+        "quantity",
+        "score",
+        "threshold",
+        "support",
+        "exemplar_trace_id",
+    ]
     return Table(columns, rows)
 
 
@@ -93,7 +108,9 @@ class ApiAccess:
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
-            self.base_url + path, data=data, method=method,
+            self.base_url + path,
+            data=data,
+            method=method,
             headers={"Content-Type": "application/json"},
         )
         try:

@@ -128,7 +128,8 @@ class SegmentAggregator:
         minutes, minute_codes = np.unique(start_ns // NS_PER_MINUTE, return_inverse=True)
         bucket_seconds = (minutes * 60).tolist()
         quantities = [
-            q for name, column in sorted(batch.quantities.items())
+            q
+            for name, column in sorted(batch.quantities.items())
             if (q := _quantity(name, column, rows)) is not None
         ]
         if not quantities:
@@ -155,8 +156,17 @@ class SegmentAggregator:
                 if quantity.name == dimension.name:
                     continue  # a dimension split by itself says nothing new
                 _append_quantity(
-                    out, model, dimension.name, quantity, groups, n_groups, counts, live,
-                    bucket_of, label_of, exemplars,
+                    out,
+                    model,
+                    dimension.name,
+                    quantity,
+                    groups,
+                    n_groups,
+                    counts,
+                    live,
+                    bucket_of,
+                    label_of,
+                    exemplars,
                 )
 
 
@@ -280,7 +290,5 @@ def _append_quantity(
         keys, key_counts = histograms.get(g, empty)
         c["histogram"].append({k - _HIST_SHIFT: n_ for k, n_ in zip(keys, key_counts, strict=True)})
         labels, label_counts = categories.get(g, empty)
-        c["categories"].append(
-            {names[k]: n_ for k, n_ in zip(labels, label_counts, strict=True)}
-        )
+        c["categories"].append({names[k]: n_ for k, n_ in zip(labels, label_counts, strict=True)})
     c["exemplar_trace_ids"].extend(exemplars)

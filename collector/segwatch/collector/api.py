@@ -18,7 +18,6 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
-
 from segwatch.clickhouse.queries import list_anomalies, read_only_query
 
 from .access import detect_table
@@ -37,9 +36,7 @@ class _BadRequest(ValueError):
 class LocalApi:
     """HTTP server on ``endpoint``; ``start()`` returns once the port is bound."""
 
-    def __init__(
-        self, endpoint: str, client: Client, status: Callable[[], dict[str, Any]]
-    ) -> None:
+    def __init__(self, endpoint: str, client: Client, status: Callable[[], dict[str, Any]]) -> None:
         self._endpoint = endpoint
         self._client = client
         self._status = status
@@ -51,17 +48,17 @@ class LocalApi:
     def url(self) -> str:
         assert self._server is not None
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> None:
         host, port = parse_endpoint(self._endpoint)
         api = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 api._handle(self, None)
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 if length > _MAX_BODY:
                     api._reply(self, 413, {"error": f"request body over {_MAX_BODY} bytes"})

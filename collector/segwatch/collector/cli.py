@@ -15,7 +15,6 @@ import threading
 from collections.abc import Sequence
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
-
 from segwatch.clickhouse.store import StoreError
 
 from .access import ApiError, open_access
@@ -36,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     demo = commands.add_parser(
-        "demo", help="run a collector and a simulated service, inject drift, find it",
+        "demo",
+        help="run a collector and a simulated service, inject drift, find it",
         description="Start a collector on an embedded store, send a simulated service's model "
         "calls through the OTel SDK, inject drift into one segment and run the detectors.",
     )
@@ -44,22 +44,25 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print the anomalies as JSON")
 
     collector = commands.add_parser(
-        "collector", help="run the collector (OTLP/gRPC receiver, aggregation, detectors)",
+        "collector",
+        help="run the collector (OTLP/gRPC receiver, aggregation, detectors)",
         description="Run the collector until interrupted (SIGINT or SIGTERM).",
     )
     _config_argument(collector)
 
     sql = commands.add_parser(
-        "sql", help="run a read-only SQL query on the store",
+        "sql",
+        help="run a read-only SQL query on the store",
         description="Run a read-only SQL query on the store (through a running collector if "
         "one holds the embedded store).",
     )
-    sql.add_argument("query", help="the SQL query, e.g. \"SELECT count() FROM ml_model_calls\"")
+    sql.add_argument("query", help='the SQL query, e.g. "SELECT count() FROM ml_model_calls"')
     _config_argument(sql)
     _json_argument(sql)
 
     anomalies = commands.add_parser(
-        "anomalies", help="list the anomalies the detectors found",
+        "anomalies",
+        help="list the anomalies the detectors found",
         description="List anomalies, newest first.",
     )
     anomalies.add_argument("--limit", type=_positive_int, default=50, help="rows (default 50)")
@@ -68,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     _json_argument(anomalies)
 
     detect = commands.add_parser(
-        "detect", help="run the detectors now",
+        "detect",
+        help="run the detectors now",
         description="Run every detector once for the windows that ended before --at (now).",
     )
     detect.add_argument("--at", type=_timestamp, help="ISO time, e.g. 2026-11-26T12:00:00Z")
@@ -106,7 +110,10 @@ def _timestamp(text: str) -> dt.datetime:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO if args.command == "collector"
+        level=logging.DEBUG
+        if args.verbose
+        else logging.INFO
+        if args.command == "collector"
         else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )

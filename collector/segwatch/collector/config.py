@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-
 from segwatch.clickhouse.store import DEFAULT_DSN, parse_dsn
 
 __all__ = [
@@ -180,9 +179,7 @@ def _mapping_items(
     return items
 
 
-def _typed_value(
-    node: yaml.Node, spec: tuple[type, Any], path: str, problems: list[str]
-) -> Any:
+def _typed_value(node: yaml.Node, spec: tuple[type, Any], path: str, problems: list[str]) -> Any:
     expected, validator = spec
     if expected is dict:
         if not isinstance(node, yaml.MappingNode):
@@ -197,7 +194,9 @@ def _typed_value(
         problems.append(f"{path} (line {_line(node)}): must be an integer, not {value!r}")
         return None
     if expected is not int and not isinstance(value, expected):
-        problems.append(f"{path} (line {_line(node)}): must be a {expected.__name__}, not {value!r}")
+        problems.append(
+            f"{path} (line {_line(node)}): must be a {expected.__name__}, not {value!r}"
+        )
         return None
     if validator is not None:
         try:

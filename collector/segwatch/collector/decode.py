@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from segwatch.instrumentation import attributes as attr
 
 __all__ = ["Column", "ModelCallBatch", "ModelKey", "decode_request"]
@@ -30,6 +29,7 @@ _FEATURE = attr.ML_FEATURE_PREFIX
 _OUTPUT = attr.ML_OUTPUT_PREFIX
 _METRIC = attr.ML_METRIC_PREFIX
 _CONTEXT = attr.ML_CONTEXT_PREFIX
+_QUANTITY_PREFIXES = (_FEATURE, _OUTPUT, _METRIC)
 _NAME = attr.ML_MODEL_NAME
 _VERSION = attr.ML_MODEL_VERSION
 _STAGE = attr.ML_MODEL_STAGE
@@ -120,7 +120,7 @@ def decode_request(request: ExportTraceServiceRequest) -> ModelCallBatch:
                         continue
                     value = kv.value
                     kind = value.WhichOneof("value")
-                    if key.startswith(_FEATURE) or key.startswith(_OUTPUT) or key.startswith(_METRIC):
+                    if key.startswith(_QUANTITY_PREFIXES):
                         table = quantities
                     elif key.startswith(_CONTEXT):
                         table = contexts
@@ -188,7 +188,6 @@ def _as_text(value: Any, kind: str | None) -> str:
     if kind == "bool_value":
         return "true" if value.bool_value else "false"
     return ""
-
 
 
 def _undo_row(batch: ModelCallBatch, row: int) -> None:

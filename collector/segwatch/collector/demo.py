@@ -24,7 +24,6 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
 from segwatch.clickhouse.detection import load_manifest
 from segwatch.clickhouse.queries import Table
 from segwatch.instrumentation import monitor
@@ -82,8 +81,12 @@ def simulate(scenario: DemoScenario, provider: TracerProvider, progress: Any = N
                 amount *= scenario.drift_factor
             age = None if rng.random() < 0.03 else rng.randint(1, 3000)
             with fraud.call(start_time=at, end_time=at + 2_000_000) as call:
-                call.features(amount=round(amount, 2), country=country,
-                              device=rng.choice(["ios", "android", "web"]), account_age_days=age)
+                call.features(
+                    amount=round(amount, 2),
+                    country=country,
+                    device=rng.choice(["ios", "android", "web"]),
+                    account_age_days=age,
+                )
                 score = 1 / (1 + 2.718 ** (-(amount - 300) / 150))
                 call.outputs(score=round(score, 4))
                 call.prediction_id(f"tx-{minute}-{sent}")
@@ -128,26 +131,37 @@ def run_demo(data_dir: str | None, as_json: bool = False) -> int:
         now = int(time.time())
         scenario = DemoScenario(end=now - now % 300)
         provider = TracerProvider(resource=Resource.create({"service.name": "segwatch-demo"}))
-        provider.add_span_processor(BatchSpanProcessor(
-            OTLPSpanExporter(endpoint=f"http://{endpoint}", insecure=True),
-            max_queue_size=65536, max_export_batch_size=1024, schedule_delay_millis=200,
-        ))
-        say(f"simulating 2 models over {scenario.baseline_minutes + scenario.drift_minutes} "
+        provider.add_span_processor(
+            BatchSpanProcessor(
+                OTLPSpanExporter(endpoint=f"http://{endpoint}", insecure=True),
+                max_queue_size=65536,
+                max_export_batch_size=1024,
+                schedule_delay_millis=200,
+            )
+        )
+        say(
+            f"simulating 2 models over {scenario.baseline_minutes + scenario.drift_minutes} "
             f"minutes of traffic ({scenario.total_calls} calls); amounts grow "
             f"{scenario.drift_factor:g}x for country={scenario.drift_country} in the last "
-            f"{scenario.drift_minutes} minutes")
+            f"{scenario.drift_minutes} minutes"
+        )
         sent = simulate(scenario, provider, say)
         provider.force_flush()
         provider.shutdown()
-        stored = _wait_for(lambda: collector.processor.stats.model_calls if collector.processor
-                           else 0, sent, timeout=60)
+        stored = _wait_for(
+            lambda: collector.processor.stats.model_calls if collector.processor else 0,
+            sent,
+            timeout=60,
+        )
         say(f"  collector stored {stored} of {sent} model calls")
         import datetime as dt
 
         at = dt.datetime.fromtimestamp(scenario.end, dt.timezone.utc)
         spec = load_manifest()[0]
-        say(f"running detector {spec.name} on the last {spec.window // 60} minutes against the "
-            f"{spec.baseline // 60} minutes before")
+        say(
+            f"running detector {spec.name} on the last {spec.window // 60} minutes against the "
+            f"{spec.baseline // 60} minutes before"
+        )
         assert collector._clients is not None
         table = detect_table(collector._clients.api, at)
     finally:
@@ -164,8 +178,10 @@ def run_demo(data_dir: str | None, as_json: bool = False) -> int:
         say("")
     elapsed = time.monotonic() - started
     if found:
-        say(f"found the injected drift in fraud / country={scenario.drift_country} "
-            f"({len(table.rows)} anomalies, {elapsed:.0f} s)")
+        say(
+            f"found the injected drift in fraud / country={scenario.drift_country} "
+            f"({len(table.rows)} anomalies, {elapsed:.0f} s)"
+        )
         return 0
     say(f"the injected drift in country={scenario.drift_country} was NOT found")
     return 1

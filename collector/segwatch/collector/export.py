@@ -123,7 +123,9 @@ class ClickHouseExporter:
         self.stats.call_rows += len(pending.calls)
         _logger.debug(
             "flushed %d aggregate rows, %d calls in %.1f ms",
-            len(pending.aggregates), len(pending.calls), (time.perf_counter() - started) * 1e3,
+            len(pending.aggregates),
+            len(pending.calls),
+            (time.perf_counter() - started) * 1e3,
         )
         for waiter in pending.waiters:
             waiter.set_result(None)

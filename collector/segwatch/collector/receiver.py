@@ -28,16 +28,14 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 class TraceConsumer(Protocol):
     """The receiver's next component."""
 
-    def consume(
-        self, request: trace_service_pb2.ExportTraceServiceRequest
-    ) -> ConsumeResult: ...
+    def consume(self, request: trace_service_pb2.ExportTraceServiceRequest) -> ConsumeResult: ...
 
 
-class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, consumer: TraceConsumer) -> None:
         self._consumer = consumer
 
-    def Export(  # noqa: N802 - the gRPC method name
+    def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         try:
@@ -72,14 +70,15 @@ class OTLPReceiver:
     def start(self) -> None:
         host, port = parse_endpoint(self._endpoint)
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=self._max_workers,
-                                       thread_name_prefix="segwatch-otlp"),
+            futures.ThreadPoolExecutor(
+                max_workers=self._max_workers, thread_name_prefix="segwatch-otlp"
+            ),
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
             ],
         )
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
             _TraceService(self._consumer), server
         )
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 
 from clickhouse_connect.driver.client import Client
-
 from segwatch.clickhouse.detection import DetectorSpec, run_detector
 
 __all__ = ["DetectorScheduler"]
@@ -78,5 +77,9 @@ class DetectorScheduler:
             _logger.exception("detector %s failed", spec.name)
             return
         self.runs += 1
-        _logger.info("detector %s: %d new anomalies in %.2f s", spec.name, len(new),
-                     time.perf_counter() - started)
+        _logger.info(
+            "detector %s: %d new anomalies in %.2f s",
+            spec.name,
+            len(new),
+            time.perf_counter() - started,
+        )

@@ -171,7 +171,6 @@ def segment_dimension(
     return SegmentDimension(name, labels, codes)
 
 
-
 def positions_in(
     rows: npt.NDArray[np.int64], wanted: npt.NDArray[np.int64]
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
-
 from segwatch.clickhouse.detection import load_manifest
 from segwatch.clickhouse.migrate import apply_migrations
 from segwatch.clickhouse.store import open_client, parse_dsn
@@ -86,8 +85,12 @@ class Collector:
         )
         self.receiver.start()
         self._write_discovery()
-        _logger.info("collector listening on %s (OTLP/gRPC), API on %s, store %s",
-                     self.receiver.address, self.api.url, self.location.path or self.location.dsn)
+        _logger.info(
+            "collector listening on %s (OTLP/gRPC), API on %s, store %s",
+            self.receiver.address,
+            self.api.url,
+            self.location.path or self.location.dsn,
+        )
 
     def status(self) -> dict[str, Any]:
         stats = self.processor.stats if self.processor else None
@@ -106,8 +109,14 @@ class Collector:
             return
         temporary = f"{path}.{os.getpid()}.tmp"
         with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump({"pid": os.getpid(), "api": self.api.url,
-                       "otlp_grpc": self.receiver.address if self.receiver else None}, handle)
+            json.dump(
+                {
+                    "pid": os.getpid(),
+                    "api": self.api.url,
+                    "otlp_grpc": self.receiver.address if self.receiver else None,
+                },
+                handle,
+            )
         os.replace(temporary, path)
 
     def shutdown(self) -> None:

@@ -34,8 +34,10 @@ def print_table(table: Table, out: TextIO, as_json: bool = False) -> None:
     widths = [len(c) for c in table.columns]
     for row in cells:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+
     def line(values: list[str]) -> str:
         return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+
     out.write(line(table.columns) + "\n")
     out.write(line(["-" * w for w in widths]) + "\n")
     for row in cells:

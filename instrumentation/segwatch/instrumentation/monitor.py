@@ -15,9 +15,9 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from contextvars import ContextVar
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar, cast
 
 from opentelemetry import trace
@@ -86,7 +86,7 @@ class ModelCall:
             self._monitor._report(f"{prefix}*", exc)
 
 
-class monitor:  # noqa: N801 - lower case like contextlib's and prometheus_client's helpers
+class monitor:
     """Monitor a model: decorate its predict function, or wrap a call with ``with``.
 
     >>> @monitor(model="fraud", version="3")
@@ -247,4 +247,3 @@ def _looks_like_self(obj: Any) -> bool:
         or module.startswith(("numpy", "pandas"))
         or isinstance(obj, (dict, list, tuple))
     )
-

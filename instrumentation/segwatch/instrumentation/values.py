@@ -94,9 +94,7 @@ def outputs_from_result(result: Any) -> dict[str, AttributeScalar | None]:
     """
     if isinstance(result, Mapping):
         return {str(k): to_attribute_value(v) for k, v in result.items()}
-    if getattr(result, "ndim", None) == 1 and len(result) == 1:
-        result = result[0]
-    elif isinstance(result, (list, tuple)) and len(result) == 1:
+    one_element_array = getattr(result, "ndim", None) == 1 and len(result) == 1
+    if one_element_array or (isinstance(result, (list, tuple)) and len(result) == 1):
         result = result[0]
     return {PREDICTION_OUTPUT: to_attribute_value(result)}
-
