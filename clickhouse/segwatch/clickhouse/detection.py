@@ -194,14 +194,14 @@ def run_detector(client: Client, spec: DetectorSpec, at: dt.datetime) -> list[di
         **{k: v.strftime("%Y-%m-%d %H:%M:%S") for k, v in windows.items()},
     }
     result = client.query(spec.sql, parameters=parameters)
+    if not result.result_rows:
+        return []  # the embedded engine reports no column names for an empty result
     names = list(result.column_names)
     if names != list(ANOMALY_COLUMNS):
         raise ManifestError(
             f"detector {spec.name} returned columns {names}, expected {list(ANOMALY_COLUMNS)}"
         )
     rows = [dict(zip(names, row, strict=True)) for row in result.result_rows]
-    if not rows:
-        return []
     existing = {
         tuple(row)
         for row in client.query(

@@ -11,6 +11,7 @@ gets :class:`StoreLockedError`.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 from dataclasses import dataclass
@@ -121,7 +122,7 @@ def _open_embedded(
             interface="chdb", path=location.path, database=database, settings=settings or {}
         )
     except ClickHouseError as exc:
-        if location.path is not None and "Cannot lock file" in str(exc):
+        if location.path is not None and _held_by_another_process(location.path):
             raise StoreLockedError(
                 f"the embedded store {location.path} is open in another process "
                 "(a running collector?); reach it through that process or stop it"
@@ -132,6 +133,20 @@ def _open_embedded(
                 "chdb allows one store directory per process"
             ) from exc
         raise
+
+
+def _held_by_another_process(path: str) -> bool:
+    """True if another process holds the engine's lock on ``<path>/status``."""
+    status = os.path.join(path, "status")
+    if not os.path.exists(status):
+        return False
+    with open(status, "rb") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
 
 
 def _server_dsn(location: StoreLocation) -> str:

@@ -1,0 +1,134 @@
+"""The PSI detector on the real embedded ClickHouse, checked against numpy."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import textwrap
+
+import numpy as np
+import pytest
+
+from segwatch.clickhouse.detection import (
+    ManifestError,
+    load_manifest,
+    parse_duration,
+    run_detectors,
+)
+from segwatch.collector.aggregate import SegmentAggregator
+from segwatch.collector.calls import CallRows
+from segwatch.collector.decode import decode_request
+from segwatch.collector.export import ClickHouseExporter
+from segwatch.instrumentation import monitor
+
+END = 1_800_000_000 - 1_800_000_000 % 300  # a 5-minute boundary
+
+
+def _ingest(client, recorder, rows: list[tuple[int, dict]]) -> None:
+    m = monitor(model="shop", version="1", tracer_provider=recorder.provider)
+    for at, features in rows:
+        with m.call(start_time=at * 1_000_000_000, end_time=at * 1_000_000_000 + 1) as call:
+            call.features(**features)
+    exporter = ClickHouseExporter(client)
+    exporter.start()
+    try:
+        batch = decode_request(recorder.request())
+        exporter.submit(SegmentAggregator().aggregate(batch), CallRows()).result(timeout=30)
+    finally:
+        exporter.shutdown()
+
+
+def _traffic(seed: int, color_weights_now: list[float]) -> tuple[list, np.ndarray, np.ndarray]:
+    rng = random.Random(seed)
+    colors = ["red", "green", "blue"]
+    rows, before, now = [], np.zeros(3), np.zeros(3)
+    for second in range(END - 75 * 60, END):
+        if second % 3:
+            continue
+        current = second >= END - 15 * 60
+        weights = color_weights_now if current else [0.5, 0.3, 0.2]
+        color = rng.choices(range(3), weights)[0]
+        (now if current else before)[color] += 1
+        rows.append((second, {"color": colors[color], "size": rng.choice(["S", "M", "L"])}))
+    return rows, before, now
+
+
+
+def _psi(b: np.ndarray, c: np.ndarray) -> float:
+    pb = (b + 0.5) / (b.sum() + 0.5 * len(b))
+    pc = (c + 0.5) / (c.sum() + 0.5 * len(c))
+    return float(np.sum((pc - pb) * np.log(pc / pb)))
+
+
+def test_psi_matches_numpy_and_reruns_add_nothing(client, recorder) -> None:
+    rows, before, now = _traffic(seed=3, color_weights_now=[0.2, 0.3, 0.5])
+    _ingest(client, recorder, rows)
+    at = dt.datetime.fromtimestamp(END, dt.timezone.utc)
+    (run,) = run_detectors(client, at)
+    found = {(a["segment_dim"], a["segment_value"], a["quantity"]): a for a in run.new_anomalies}
+    # A global shift of color: every size drifts alike, so the whole model is the culprit.
+    assert set(found) == {("__all__", "__all__", "feature.color")}
+    anomaly = found[("__all__", "__all__", "feature.color")]
+    assert anomaly["score"] == pytest.approx(_psi(before, now), rel=1e-9)
+    assert anomaly["support"] == now.sum() and anomaly["baseline_support"] == before.sum()
+    assert "PSI" in anomaly["details"] and len(anomaly["exemplar_trace_ids"][0]) == 32
+    assert [r.new_anomalies for r in run_detectors(client, at)] == [[]]
+    count = client.query("SELECT count() FROM ml_anomalies FINAL").result_rows[0][0]
+    assert count == 1
+
+
+def test_no_anomaly_without_drift(client, recorder) -> None:
+    rows, _, _ = _traffic(seed=4, color_weights_now=[0.5, 0.3, 0.2])
+    _ingest(client, recorder, rows)
+    (run,) = run_detectors(client, dt.datetime.fromtimestamp(END, dt.timezone.utc))
+    assert run.new_anomalies == []
+
+
+def test_partial_rows_merge_in_clickhouse(client, recorder) -> None:
+    rows, _, _ = _traffic(seed=5, color_weights_now=[0.5, 0.3, 0.2])
+    _ingest(client, recorder, rows[::2])
+    _ingest(client, recorder, rows[1::2])
+    client.command("OPTIMIZE TABLE ml_segment_aggregates FINAL")
+    merged = client.query(
+        "SELECT count(), sum(count) FROM ml_segment_aggregates "
+        "WHERE segment_dim = '__all__' AND quantity = 'feature.color'"
+    ).result_rows[0]
+    minutes = len({at // 60 for at, _ in rows})
+    assert merged == (minutes, len(rows))  # one merged row per minute, every call counted
+
+
+def test_manifest_is_valid_and_durations_parse() -> None:
+    (psi,) = load_manifest()
+    assert (psi.name, psi.window, psi.baseline) == ("psi_drift", 900, 3600)
+    assert parse_duration("2h") == 7200
+    for bad in ["", "5", "0m", "1w", "m5"]:
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+def test_bad_manifest_lists_every_problem(tmp_path, monkeypatch) -> None:
+    package = tmp_path / "fake_detectors"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "ok.sql").write_text("SELECT 1")
+    (package / "manifest.yaml").write_text(textwrap.dedent("""
+        detectors:
+          - name: ok
+            cadence: 5x
+            window: 15m
+            baseline: 1h
+            colour: red
+            parameters: {window_start: 1}
+          - name: Bad-Name
+          - name: missing_file
+            file: nope.sql
+            cadence: 1m
+            window: 1m
+            baseline: 1m
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ManifestError) as info:
+        load_manifest("fake_detectors")
+    message = str(info.value)
+    for expected in ["cadence", "colour", "window_start", "Bad-Name", "nope.sql"]:
+        assert expected in message

@@ -1,0 +1,77 @@
+"""Numbered migrations on the real embedded ClickHouse."""
+
+from __future__ import annotations
+
+import pytest
+
+from segwatch.clickhouse.migrate import (
+    Migration,
+    MigrationError,
+    apply_migrations,
+    load_migrations,
+)
+from segwatch.clickhouse.store import open_client, parse_dsn
+
+
+@pytest.fixture
+def bare_client(store_dsn: str):  # type: ignore[no-untyped-def]
+    opened = open_client(parse_dsn(store_dsn))
+    yield opened
+    opened.close()
+
+
+def test_fresh_store_gets_every_migration_once(bare_client) -> None:
+    shipped = load_migrations()
+    assert [m.version for m in shipped] == list(range(1, len(shipped) + 1))
+    assert apply_migrations(bare_client) == [m.name for m in shipped]
+    assert apply_migrations(bare_client) == []  # re-running applies nothing new
+    rows = bare_client.query("SELECT version FROM segwatch_migrations ORDER BY version")
+    assert [r[0] for r in rows.result_rows] == [m.version for m in shipped]
+    tables = {r[0] for r in bare_client.query("SHOW TABLES").result_rows}
+    assert {"ml_segment_aggregates", "ml_model_calls", "ml_anomalies"} <= tables
+
+
+def test_every_column_has_a_comment(bare_client) -> None:
+    apply_migrations(bare_client)
+    rows = bare_client.query(
+        "SELECT table, name FROM system.columns WHERE database = currentDatabase() "
+        "AND comment = ''"
+    ).result_rows
+    assert rows == []
+
+
+def test_new_migration_is_applied_after_the_shipped_ones(bare_client) -> None:
+    shipped = load_migrations()
+    apply_migrations(bare_client, shipped)
+    extra = Migration(
+        len(shipped) + 1, "9999_extra.sql",
+        "CREATE TABLE extra (x UInt8 COMMENT 'x') ENGINE = MergeTree ORDER BY x;\n"
+        "-- a comment; with a semicolon\n"
+        "INSERT INTO extra VALUES (1);",
+    )
+    assert apply_migrations(bare_client, [*shipped, extra]) == ["9999_extra.sql"]
+    assert bare_client.query("SELECT count() FROM extra").result_rows == [(1,)]
+
+
+def test_an_edited_migration_is_refused(bare_client) -> None:
+    shipped = load_migrations()
+    apply_migrations(bare_client, shipped)
+    first = shipped[0]
+    edited = Migration(first.version, first.name, first.sql + "\n-- edited\n")
+    with pytest.raises(MigrationError, match="never be edited"):
+        apply_migrations(bare_client, [edited, *shipped[1:]])
+
+
+def test_numbering_gaps_and_bad_names_are_refused(tmp_path, monkeypatch) -> None:
+    package = tmp_path / "fake_migrations"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "0001_a.sql").write_text("SELECT 1;")
+    (package / "0003_c.sql").write_text("SELECT 1;")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(MigrationError, match="without gaps"):
+        load_migrations("fake_migrations")
+    (package / "0003_c.sql").unlink()
+    (package / "2_bad.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match="NNNN_name.sql"):
+        load_migrations("fake_migrations")

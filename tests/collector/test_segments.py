@@ -1,0 +1,58 @@
+"""Segment assignment: decades, special values, MISSING, top-K folding."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from segwatch.collector.decode import Column
+from segwatch.collector.segments import (
+    MISSING,
+    OTHER,
+    CategoryVocabulary,
+    segment_dimension,
+)
+
+
+def _labels(column: Column, n: int, top_k: int = 20) -> list[str]:
+    dimension = segment_dimension(
+        "feature.x", column, np.arange(n, dtype=np.int64), CategoryVocabulary(top_k)
+    )
+    return [dimension.labels[c] for c in dimension.codes]
+
+
+def test_numbers_fall_in_decades_with_special_segments() -> None:
+    values = [0.5, 1.0, 9.99, 10.0, 999.0, 1000.0, -5.0, -10.0, 0.0, math.nan, math.inf, -math.inf]
+    column = Column(number_rows=list(range(len(values))), numbers=values)
+    assert _labels(column, len(values)) == [
+        "[0.1, 1)", "[1, 10)", "[1, 10)", "[10, 100)", "[100, 1000)", "[1000, 10000)",
+        "(-10, -1]", "(-100, -10]", "0", "NaN", "inf", "-inf",
+    ]  # fmt: skip
+
+
+def test_absent_rows_are_missing_and_labels_are_kept() -> None:
+    column = Column(label_rows=[0, 2], labels=["BR", "true"], number_rows=[3], numbers=[5.0])
+    assert _labels(column, 5) == ["BR", MISSING, "true", "[1, 10)", MISSING]
+
+
+def test_categories_beyond_top_k_fold_into_other() -> None:
+    labels = ["a"] * 5 + ["b"] * 4 + ["c"] * 3 + ["d", "e"]
+    column = Column(label_rows=list(range(len(labels))), labels=labels)
+    assigned = _labels(column, len(labels), top_k=2)
+    assert assigned == ["a"] * 5 + ["b"] * 4 + [OTHER] * 5
+
+
+def test_vocabulary_keeps_the_most_frequent_and_stays_bounded() -> None:
+    vocabulary = CategoryVocabulary(top_k=3, capacity=64)
+    for i in range(1000):  # a long tail of one-off values
+        vocabulary.observe([f"rare-{i}", "x", "y", "z"], [1, 10, 10, 10])
+    kept = vocabulary.observe([], [])
+    assert kept == {"x", "y", "z"}
+    assert len(vocabulary._counts) <= 64
+
+
+def test_top_k_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        CategoryVocabulary(0)

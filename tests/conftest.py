@@ -1,0 +1,58 @@
+"""Shared fixtures. Everything runs against the real embedded ClickHouse (chdb).
+
+chdb allows one store directory per process at a time, so every fixture that
+opens a store closes it again before the next test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+
+class SpanRecorder:
+    """A real OTel SDK tracer provider whose finished spans can be encoded as OTLP."""
+
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+
+    def spans(self) -> list:  # type: ignore[type-arg]
+        return list(self.exporter.get_finished_spans())
+
+    def request(self) -> ExportTraceServiceRequest:
+        """The finished spans as the OTLP request the SDK exporter would send; clears them."""
+        request = encode_spans(self.exporter.get_finished_spans())
+        self.exporter.clear()
+        return request
+
+
+@pytest.fixture
+def recorder() -> Iterator[SpanRecorder]:
+    rec = SpanRecorder()
+    yield rec
+    rec.provider.shutdown()
+
+
+@pytest.fixture
+def store_dsn(tmp_path: Path) -> str:
+    return f"chdb://{tmp_path / 'store'}"
+
+
+@pytest.fixture
+def client(store_dsn: str):  # type: ignore[no-untyped-def]
+    from segwatch.clickhouse.migrate import apply_migrations
+    from segwatch.clickhouse.store import open_client, parse_dsn
+
+    opened = open_client(parse_dsn(store_dsn))
+    apply_migrations(opened)
+    yield opened
+    opened.close()
