@@ -53,7 +53,6 @@ def _traffic(seed: int, color_weights_now: list[float]) -> tuple[list, np.ndarra
     return rows, before, now
 
 
-
 def _psi(b: np.ndarray, c: np.ndarray) -> float:
     pb = (b + 0.5) / (b.sum() + 0.5 * len(b))
     pc = (c + 0.5) / (c.sum() + 0.5 * len(c))
@@ -111,7 +110,8 @@ def test_bad_manifest_lists_every_problem(tmp_path, monkeypatch) -> None:
     package.mkdir()
     (package / "__init__.py").write_text("")
     (package / "ok.sql").write_text("SELECT 1")
-    (package / "manifest.yaml").write_text(textwrap.dedent("""
+    (package / "manifest.yaml").write_text(
+        textwrap.dedent("""
         detectors:
           - name: ok
             cadence: 5x
@@ -125,7 +125,8 @@ def test_bad_manifest_lists_every_problem(tmp_path, monkeypatch) -> None:
             cadence: 1m
             window: 1m
             baseline: 1m
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ManifestError) as info:
         load_manifest("fake_detectors")

@@ -34,8 +34,7 @@ def test_fresh_store_gets_every_migration_once(bare_client) -> None:
 def test_every_column_has_a_comment(bare_client) -> None:
     apply_migrations(bare_client)
     rows = bare_client.query(
-        "SELECT table, name FROM system.columns WHERE database = currentDatabase() "
-        "AND comment = ''"
+        "SELECT table, name FROM system.columns WHERE database = currentDatabase() AND comment = ''"
     ).result_rows
     assert rows == []
 
@@ -44,7 +43,8 @@ def test_new_migration_is_applied_after_the_shipped_ones(bare_client) -> None:
     shipped = load_migrations()
     apply_migrations(bare_client, shipped)
     extra = Migration(
-        len(shipped) + 1, "9999_extra.sql",
+        len(shipped) + 1,
+        "9999_extra.sql",
         "CREATE TABLE extra (x UInt8 COMMENT 'x') ENGINE = MergeTree ORDER BY x;\n"
         "-- a comment; with a semicolon\n"
         "INSERT INTO extra VALUES (1);",
@@ -73,5 +73,5 @@ def test_numbering_gaps_and_bad_names_are_refused(tmp_path, monkeypatch) -> None
         load_migrations("fake_migrations")
     (package / "0003_c.sql").unlink()
     (package / "2_bad.sql").write_text("SELECT 1;")
-    with pytest.raises(MigrationError, match="NNNN_name.sql"):
+    with pytest.raises(MigrationError, match=r"NNNN_name\.sql"):
         load_migrations("fake_migrations")

@@ -16,6 +16,7 @@ import urllib.request
 from typing import Any, Protocol
 
 from clickhouse_connect.driver.client import Client
+
 from segwatch.clickhouse.detection import run_detectors
 from segwatch.clickhouse.migrate import apply_migrations
 from segwatch.clickhouse.queries import Table, list_anomalies, read_only_query

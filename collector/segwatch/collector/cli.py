@@ -15,6 +15,7 @@ import threading
 from collections.abc import Sequence
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
+
 from segwatch.clickhouse.store import StoreError
 
 from .access import ApiError, open_access

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+
 from segwatch.clickhouse.store import DEFAULT_DSN, parse_dsn
 
 __all__ = [

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
 from segwatch.instrumentation import attributes as attr
 
 __all__ = ["Column", "ModelCallBatch", "ModelKey", "decode_request"]

@@ -24,6 +24,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
 from segwatch.clickhouse.detection import load_manifest
 from segwatch.clickhouse.queries import Table
 from segwatch.instrumentation import monitor

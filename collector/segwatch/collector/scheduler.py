@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 from clickhouse_connect.driver.client import Client
+
 from segwatch.clickhouse.detection import DetectorSpec, run_detector
 
 __all__ = ["DetectorScheduler"]

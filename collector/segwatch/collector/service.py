@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
+
 from segwatch.clickhouse.detection import load_manifest
 from segwatch.clickhouse.migrate import apply_migrations
 from segwatch.clickhouse.store import open_client, parse_dsn

@@ -1,0 +1,183 @@
+"""Ingest benchmark: spans/s through receive → aggregate → store, beside two baselines.
+
+All three are measured in the same run on the same OTLP payload (requests of
+model-call spans encoded by the real OTel SDK encoder):
+
+1. ``decode``: the bare protobuf decode (upb) of the requests;
+2. ``decode + attribute pass``: the decode plus one Python pass that touches
+   every attribute's key and value (the naive way to read spans);
+3. ``segwatch``: the requests sent over real gRPC on loopback to a
+   ``segwatch collector`` subprocess on a fresh embedded store; a request
+   counts once the collector has acknowledged it, i.e. once its aggregates
+   and raw rows are in ClickHouse.
+
+Run: ``python bench/ingest.py [--spans-per-request 1000] [--requests 40]``.
+Prints the three rates and the ratios of segwatch to each baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from segwatch.instrumentation import monitor
+
+EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+def build_payload(spans_per_request: int, seed: int = 1) -> bytes:
+    """One serialized request of fraud-model spans: 10 features, 2 outputs, 1 metric.
+
+    Span start times spread over the 5 seconds before now, like one batch of
+    the SDK's BatchSpanProcessor (it exports every 5 s by default).
+    """
+    rng = random.Random(seed)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    model = monitor("fraud", version="2.3", tracer_provider=provider)
+    start = time.time() - 5
+    for _ in range(spans_per_request):
+        at = int((start + rng.random() * 5) * 1e9)
+        with model.call(start_time=at, end_time=at + 1_000_000) as call:
+            call.features(
+                amount=round(rng.lognormvariate(3.9, 0.8), 2),
+                account_age_days=rng.randint(1, 3000),
+                items=rng.randint(1, 12),
+                distance_km=round(rng.expovariate(0.05), 1),
+                hour=rng.randint(0, 23),
+                country=rng.choice(["US", "BR", "DE", "FR", "IN", "MX", "GB"]),
+                device=rng.choice(["ios", "android", "web"]),
+                channel=rng.choice(["app", "site", "pos"]),
+                currency=rng.choice(["USD", "BRL", "EUR"]),
+                returning=rng.random() < 0.6,
+            )
+            call.outputs(score=round(rng.random(), 4), label=rng.choice(["ok", "review"]))
+            call.metric("latency_ms", round(rng.expovariate(0.2), 2))
+    payload = encode_spans(exporter.get_finished_spans()).SerializeToString()
+    provider.shutdown()
+    return bytes(payload)
+
+
+def bench_decode(payload: bytes, repeat: int) -> float:
+    started = time.perf_counter()
+    spans = 0
+    for _ in range(repeat):
+        request = ExportTraceServiceRequest.FromString(payload)
+        spans += sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+    return spans / (time.perf_counter() - started)
+
+
+def bench_attribute_pass(payload: bytes, repeat: int) -> float:
+    started = time.perf_counter()
+    spans = 0
+    for _ in range(repeat):
+        request = ExportTraceServiceRequest.FromString(payload)
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    spans += 1
+                    for kv in span.attributes:
+                        key = kv.key
+                        value = kv.value
+                        kind = value.WhichOneof("value")
+                        if kind is not None:
+                            getattr(value, kind)
+                        del key
+    return spans / (time.perf_counter() - started)
+
+
+def start_collector(store: Path) -> tuple[subprocess.Popen[str], str]:
+    config = store.parent / "bench.yaml"
+    config.write_text(
+        f"storage:\n  dsn: chdb://{store}\n"
+        "receiver:\n  grpc:\n    endpoint: 127.0.0.1:0\n"
+        "api:\n  endpoint: 127.0.0.1:0\n"
+        "scheduler:\n  enabled: false\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "segwatch.collector.cli", "collector", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    discovery = store / "segwatch-collector.json"
+    deadline = time.monotonic() + 60
+    while not discovery.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"collector did not start: {process.stderr.read()}")  # type: ignore[union-attr]
+        time.sleep(0.05)
+    return process, str(json.loads(discovery.read_text())["otlp_grpc"])
+
+
+def bench_collector(payload: bytes, spans_per_request: int, requests: int, clients: int) -> float:
+    with tempfile.TemporaryDirectory(prefix="segwatch-bench-") as tmp:
+        process, address = start_collector(Path(tmp) / "store")
+        try:
+            channel = grpc.insecure_channel(
+                address, options=[("grpc.max_send_message_length", 64 << 20)]
+            )
+            export = channel.unary_unary(EXPORT_METHOD)  # raw bytes in and out
+            export(payload, timeout=60)  # warm-up: first inserts, caches
+            remaining = iter(range(requests))
+            lock = threading.Lock()
+
+            def worker() -> None:
+                while True:
+                    with lock:
+                        if next(remaining, None) is None:
+                            return
+                    export(payload, timeout=120)
+
+            threads = [threading.Thread(target=worker) for _ in range(clients)]
+            started = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            elapsed = time.perf_counter() - started
+            channel.close()
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+    return requests * spans_per_request / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spans-per-request", type=int, default=1000)
+    parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--clients", type=int, default=2, help="concurrent gRPC clients")
+    args = parser.parse_args()
+    payload = build_payload(args.spans_per_request)
+    print(
+        f"payload: {args.spans_per_request} spans/request, {len(payload) / 1024:.0f} KiB, "
+        "10 features + 2 outputs + 1 metric per span"
+    )
+    decode = bench_decode(payload, args.requests)
+    walk = bench_attribute_pass(payload, args.requests)
+    ours = bench_collector(payload, args.spans_per_request, args.requests, args.clients)
+    print(f"{'baseline: protobuf decode':44s} {decode:12,.0f} spans/s")
+    print(f"{'baseline: decode + one pass over attributes':44s} {walk:12,.0f} spans/s")
+    print(f"{'segwatch: receive -> aggregate -> store':44s} {ours:12,.0f} spans/s")
+    print(f"ratio segwatch / decode:                 {ours / decode:6.3f}")
+    print(f"ratio segwatch / decode + attribute pass: {ours / walk:6.3f}")
+
+
+if __name__ == "__main__":
+    main()

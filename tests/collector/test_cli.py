@@ -1,0 +1,127 @@
+"""The segwatch CLI in real subprocesses: help, errors, direct store and running collector."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SEGWATCH = [sys.executable, "-m", "segwatch.collector.cli"]
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SEGWATCH, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def write_config(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "segwatch.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> str:
+    return write_config(
+        tmp_path,
+        f"storage:\n  dsn: chdb://{tmp_path / 'store'}\n"
+        "receiver:\n  grpc:\n    endpoint: 127.0.0.1:0\n"
+        "api:\n  endpoint: 127.0.0.1:0\n",
+    )
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["demo"], ["collector"], ["sql"], ["anomalies"], ["detect"]]
+)
+def test_help(command: list[str]) -> None:
+    result = run(*command, "--help")
+    assert result.returncode == 0
+    assert "usage: segwatch" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["sql"], 2, "the following arguments are required: query"),
+        (["anomalies", "--limit", "0"], 2, "not between 1 and 10000"),
+        (["detect", "--at", "yesterday"], 2, "not an ISO 8601 time"),
+        (["sql", "SELECT 1", "--config", "/nonexistent.yaml"], 2, "file not found"),
+        (["frobnicate"], 2, "invalid choice"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_a_reason(args: list[str], code: int, message: str) -> None:
+    result = run(*args)
+    assert result.returncode == code
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_config_names_every_problem(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "storage:\n  dsn: mysql://x\nreceivr: {}\n")
+    result = run("sql", "SELECT 1", "--config", path)
+    assert result.returncode == 2
+    assert "storage.dsn (line 2)" in result.stderr
+    assert "receivr (line 3): unknown key; did you mean 'receiver'?" in result.stderr
+
+
+def test_sql_on_the_store_directly(config: str) -> None:
+    result = run("sql", "SELECT 1 + 1 AS two, 'x' AS s", "--config", config)
+    assert result.returncode == 0, result.stderr
+    assert "two" in result.stdout and "2" in result.stdout
+    as_json = run(
+        "sql", "SELECT count() AS n FROM ml_segment_aggregates", "--config", config, "--json"
+    )
+    assert json.loads(as_json.stdout) == {"columns": ["n"], "rows": [[0]]}
+
+
+@pytest.mark.parametrize(
+    "query", ["INSERT INTO ml_anomalies (detector) VALUES ('x')", "DROP TABLE ml_anomalies"]
+)
+def test_sql_is_read_only(config: str, query: str) -> None:
+    result = run("sql", query, "--config", config)
+    assert result.returncode == 1
+    assert "readonly" in result.stderr.lower()
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sql_reaches_a_running_collector(config: str, tmp_path: Path) -> None:
+    collector = subprocess.Popen(
+        [*SEGWATCH, "collector", "--config", config],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    discovery = tmp_path / "store" / "segwatch-collector.json"
+    try:
+        deadline = time.monotonic() + 60
+        while not discovery.exists():
+            assert collector.poll() is None, collector.stdout.read()  # type: ignore[union-attr]
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        info = json.loads(discovery.read_text())
+        assert info["pid"] == collector.pid and info["api"].startswith("http://127.0.0.1:")
+        # The store is locked by the collector; the CLI goes through its local API.
+        result = run(
+            "sql", "SELECT count() FROM ml_segment_aggregates", "--config", config, "--json"
+        )
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["rows"] == [[0]]
+        refused = run("sql", "DROP TABLE ml_anomalies", "--config", config)
+        assert refused.returncode == 1 and "readonly" in refused.stderr.lower()
+        for command in (["anomalies", "--json"], ["detect", "--json"]):
+            answer = run(*command, "--config", config)
+            assert answer.returncode == 0, answer.stderr
+            assert json.loads(answer.stdout)["rows"] == []
+    finally:
+        collector.send_signal(signal.SIGTERM)
+        output, _ = collector.communicate(timeout=60)
+    assert collector.returncode == 0, output
+    assert not discovery.exists()
+    # With the collector gone, the CLI opens the store itself again.
+    assert run("sql", "SELECT 1", "--config", config).returncode == 0
+    assert os.path.isdir(tmp_path / "store")

@@ -1,0 +1,117 @@
+"""End to end through the real parts: OTel SDK OTLP/gRPC exporter → collector on a
+loopback port → embedded ClickHouse → PSI detector."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from segwatch.clickhouse.detection import run_detectors
+from segwatch.clickhouse.queries import list_anomalies
+from segwatch.collector.config import (
+    ApiConfig,
+    CollectorConfig,
+    ReceiverConfig,
+    SchedulerConfig,
+    StorageConfig,
+)
+from segwatch.collector.demo import DemoScenario, simulate
+from segwatch.collector.service import Collector
+
+
+@pytest.fixture
+def collector(store_dsn: str) -> Iterator[Collector]:
+    config = CollectorConfig(
+        storage=StorageConfig(dsn=store_dsn),
+        receiver=ReceiverConfig(endpoint="127.0.0.1:0"),
+        api=ApiConfig(endpoint="127.0.0.1:0"),
+        scheduler=SchedulerConfig(enabled=False),
+    )
+    running = Collector(config)
+    running.start()
+    yield running
+    running.shutdown()
+
+
+def _wait(condition, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_drift_in_one_segment_is_found_there_and_nowhere_else(collector: Collector) -> None:
+    assert collector.receiver is not None and collector.processor is not None
+    provider = TracerProvider(resource=Resource.create({"service.name": "e2e"}))
+    provider.add_span_processor(
+        BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=f"http://{collector.receiver.address}", insecure=True),
+            max_queue_size=65536,
+            max_export_batch_size=1024,
+            schedule_delay_millis=100,
+        )
+    )
+    now = int(time.time())
+    scenario = DemoScenario(end=now - now % 300, drift_country="MX", seed=11)
+    sent = simulate(scenario, provider)
+    provider.force_flush()
+    provider.shutdown()
+    stats = collector.processor.stats
+    _wait(lambda: stats.model_calls >= sent)
+    assert stats.model_calls == sent and stats.rejected_spans == 0
+
+    client = collector._clients.api  # type: ignore[union-attr]
+    # Every call landed in its own minute bucket: per model, 75 one-minute buckets.
+    buckets = client.query(
+        "SELECT model_name, uniqExact(bucket_start), sum(count) FROM ml_segment_aggregates "
+        "WHERE segment_dim = '__all__' AND quantity = 'feature.country' GROUP BY model_name"
+    ).result_rows
+    assert buckets == [("fraud", 75, 75 * scenario.fraud_per_minute)]
+    calls = client.query("SELECT count(), uniqExact(trace_id) FROM ml_model_calls").result_rows
+    assert calls == [(sent, sent)]
+
+    (run,) = run_detectors(client, dt.datetime.fromtimestamp(scenario.end, dt.timezone.utc))
+    found = {(a["model_name"], a["segment_dim"], a["segment_value"]) for a in run.new_anomalies}
+    assert found == {("fraud", "feature.country", "MX")}
+    quantities = {a["quantity"] for a in run.new_anomalies}
+    assert "feature.amount" in quantities
+    # Each anomaly links to a real trace of the drifting segment.
+    trace_id = run.new_anomalies[0]["exemplar_trace_ids"][0]
+    country = client.query(
+        "SELECT strings['feature.country'] FROM ml_model_calls WHERE trace_id = {t:String}",
+        parameters={"t": trace_id},
+    ).result_rows
+    assert country == [("MX",)]
+    assert len(list_anomalies(client).rows) == len(run.new_anomalies)
+
+
+def test_partial_success_counts_rejected_spans(collector: Collector) -> None:
+    assert collector.receiver is not None
+    request = trace_service_pb2.ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add().spans
+    good = spans.add(
+        name="predict m",
+        trace_id=b"\x01" * 16,
+        span_id=b"\x02" * 8,
+        start_time_unix_nano=1_800_000_000 * 10**9,
+    )
+    good.attributes.add(key="ml.model.name").value.string_value = "m"
+    good.attributes.add(key="ml.feature.x").value.double_value = 1.0
+    bad = spans.add(name="predict ?", trace_id=b"\x03" * 16, span_id=b"\x04" * 8)
+    bad.attributes.add(key="ml.feature.x").value.double_value = 2.0
+    spans.add(name="GET /", trace_id=b"\x05" * 16, span_id=b"\x06" * 8)  # not a model call
+    with grpc.insecure_channel(collector.receiver.address) as channel:
+        stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+        response = stub.Export(request, timeout=30)
+    assert response.partial_success.rejected_spans == 1
+    assert "ml.model.name" in response.partial_success.error_message
+    assert collector.processor is not None and collector.processor.stats.model_calls == 1
