@@ -73,6 +73,9 @@ def test_sql_on_the_store_directly(config: str) -> None:
     result = run("sql", "SELECT 1 + 1 AS two, 'x' AS s", "--config", config)
     assert result.returncode == 0, result.stderr
     assert "two" in result.stdout and "2" in result.stdout
+    empty = run("anomalies", "--config", config)
+    assert empty.returncode == 0 and "(0 rows)" in empty.stdout
+    assert empty.stdout.splitlines()[0].split()[:3] == ["window_end", "detector", "model_name"]
     as_json = run(
         "sql", "SELECT count() AS n FROM ml_segment_aggregates", "--config", config, "--json"
     )
@@ -117,6 +120,7 @@ def test_sql_reaches_a_running_collector(config: str, tmp_path: Path) -> None:
             answer = run(*command, "--config", config)
             assert answer.returncode == 0, answer.stderr
             assert json.loads(answer.stdout)["rows"] == []
+            assert "segment_value" in answer.stdout or "segment" in answer.stdout
     finally:
         collector.send_signal(signal.SIGTERM)
         output, _ = collector.communicate(timeout=60)

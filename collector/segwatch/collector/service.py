@@ -146,3 +146,4 @@ class Collector:
             for client in (self._clients.exporter, self._clients.scheduler, self._clients.api):
                 client.close()
             self._clients = None
+            _logger.info("collector stopped")
