@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import random
 import textwrap
 
 import numpy as np
 import pytest
+from shop_traffic import END, ingest, traffic
 
 from segwatch.clickhouse.detection import (
     ManifestError,
@@ -15,42 +15,6 @@ from segwatch.clickhouse.detection import (
     parse_duration,
     run_detectors,
 )
-from segwatch.collector.aggregate import SegmentAggregator
-from segwatch.collector.calls import CallRows
-from segwatch.collector.decode import decode_request
-from segwatch.collector.export import ClickHouseExporter
-from segwatch.instrumentation import monitor
-
-END = 1_800_000_000 - 1_800_000_000 % 300  # a 5-minute boundary
-
-
-def _ingest(client, recorder, rows: list[tuple[int, dict]]) -> None:
-    m = monitor(model="shop", version="1", tracer_provider=recorder.provider)
-    for at, features in rows:
-        with m.call(start_time=at * 1_000_000_000, end_time=at * 1_000_000_000 + 1) as call:
-            call.features(**features)
-    exporter = ClickHouseExporter(client)
-    exporter.start()
-    try:
-        batch = decode_request(recorder.request())
-        exporter.submit(SegmentAggregator().aggregate(batch), CallRows()).result(timeout=30)
-    finally:
-        exporter.shutdown()
-
-
-def _traffic(seed: int, color_weights_now: list[float]) -> tuple[list, np.ndarray, np.ndarray]:
-    rng = random.Random(seed)
-    colors = ["red", "green", "blue"]
-    rows, before, now = [], np.zeros(3), np.zeros(3)
-    for second in range(END - 75 * 60, END):
-        if second % 3:
-            continue
-        current = second >= END - 15 * 60
-        weights = color_weights_now if current else [0.5, 0.3, 0.2]
-        color = rng.choices(range(3), weights)[0]
-        (now if current else before)[color] += 1
-        rows.append((second, {"color": colors[color], "size": rng.choice(["S", "M", "L"])}))
-    return rows, before, now
 
 
 def _psi(b: np.ndarray, c: np.ndarray) -> float:
@@ -60,8 +24,8 @@ def _psi(b: np.ndarray, c: np.ndarray) -> float:
 
 
 def test_psi_matches_numpy_and_reruns_add_nothing(client, recorder) -> None:
-    rows, before, now = _traffic(seed=3, color_weights_now=[0.2, 0.3, 0.5])
-    _ingest(client, recorder, rows)
+    rows, before, now = traffic(seed=3, color_weights_now=[0.2, 0.3, 0.5])
+    ingest(client, recorder, rows)
     at = dt.datetime.fromtimestamp(END, dt.timezone.utc)
     (run,) = run_detectors(client, at)
     found = {(a["segment_dim"], a["segment_value"], a["quantity"]): a for a in run.new_anomalies}
@@ -77,16 +41,16 @@ def test_psi_matches_numpy_and_reruns_add_nothing(client, recorder) -> None:
 
 
 def test_no_anomaly_without_drift(client, recorder) -> None:
-    rows, _, _ = _traffic(seed=4, color_weights_now=[0.5, 0.3, 0.2])
-    _ingest(client, recorder, rows)
+    rows, _, _ = traffic(seed=4, color_weights_now=[0.5, 0.3, 0.2])
+    ingest(client, recorder, rows)
     (run,) = run_detectors(client, dt.datetime.fromtimestamp(END, dt.timezone.utc))
     assert run.new_anomalies == []
 
 
 def test_partial_rows_merge_in_clickhouse(client, recorder) -> None:
-    rows, _, _ = _traffic(seed=5, color_weights_now=[0.5, 0.3, 0.2])
-    _ingest(client, recorder, rows[::2])
-    _ingest(client, recorder, rows[1::2])
+    rows, _, _ = traffic(seed=5, color_weights_now=[0.5, 0.3, 0.2])
+    ingest(client, recorder, rows[::2])
+    ingest(client, recorder, rows[1::2])
     client.command("OPTIMIZE TABLE ml_segment_aggregates FINAL")
     merged = client.query(
         "SELECT count(), sum(count) FROM ml_segment_aggregates "

@@ -47,6 +47,7 @@ class Collector:
     def __init__(self, config: CollectorConfig) -> None:
         self.config = config
         self.location = parse_dsn(config.storage.dsn)
+        self._opened: list[Client] = []
         self._clients: _Clients | None = None
         self.exporter: ClickHouseExporter | None = None
         self.processor: ModelCallProcessor | None = None
@@ -63,12 +64,13 @@ class Collector:
 
     def _start(self) -> None:
         config = self.config
-        first = open_client(self.location)
-        applied = apply_migrations(first)
+        # One client per component: each runs its queries on its own thread.
+        for _ in range(3):
+            self._opened.append(open_client(self.location))
+        self._clients = _Clients(*self._opened)
+        applied = apply_migrations(self._clients.exporter)
         if applied:
             _logger.info("applied migrations: %s", ", ".join(applied))
-        # One client per component: each runs its queries on its own thread.
-        self._clients = _Clients(first, open_client(self.location), open_client(self.location))
         self.exporter = ClickHouseExporter(self._clients.exporter)
         self.exporter.start()
         self.processor = ModelCallProcessor(
@@ -142,8 +144,9 @@ class Collector:
         if self.exporter is not None:
             self.exporter.shutdown()
             self.exporter = None
-        if self._clients is not None:
-            for client in (self._clients.exporter, self._clients.scheduler, self._clients.api):
-                client.close()
-            self._clients = None
+        for client in self._opened:
+            client.close()
+        if self._opened:
             _logger.info("collector stopped")
+        self._opened.clear()
+        self._clients = None
