@@ -9,11 +9,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from segwatch.clickhouse.detection import run_detectors
 from segwatch.clickhouse.queries import list_anomalies
@@ -24,7 +20,7 @@ from segwatch.collector.config import (
     SchedulerConfig,
     StorageConfig,
 )
-from segwatch.collector.demo import DemoScenario, simulate
+from segwatch.collector.demo import DemoScenario, service_tracer_provider, simulate
 from segwatch.collector.service import Collector
 
 
@@ -51,15 +47,7 @@ def _wait(condition, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-
 
 def test_drift_in_one_segment_is_found_there_and_nowhere_else(collector: Collector) -> None:
     assert collector.receiver is not None and collector.processor is not None
-    provider = TracerProvider(resource=Resource.create({"service.name": "e2e"}))
-    provider.add_span_processor(
-        BatchSpanProcessor(
-            OTLPSpanExporter(endpoint=f"http://{collector.receiver.address}", insecure=True),
-            max_queue_size=65536,
-            max_export_batch_size=1024,
-            schedule_delay_millis=100,
-        )
-    )
+    provider = service_tracer_provider(collector.receiver.address, "e2e")
     now = int(time.time())
     scenario = DemoScenario(end=now - now % 300, drift_country="MX", seed=11)
     sent = simulate(scenario, provider)

@@ -54,14 +54,7 @@ ANOMALY_COLUMNS = (
 )
 """The columns every detector returns, in order (the detector contract)."""
 
-_KEY_COLUMNS = (
-    "model_name",
-    "model_version",
-    "model_stage",
-    "segment_dim",
-    "segment_value",
-    "quantity",
-)
+_KEY_COLUMNS = ANOMALY_COLUMNS[1:7]  # model_name ... quantity: one anomaly per window
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

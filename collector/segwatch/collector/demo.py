@@ -34,7 +34,7 @@ from .config import ApiConfig, CollectorConfig, ReceiverConfig, SchedulerConfig,
 from .service import Collector
 from .table import print_table
 
-__all__ = ["DemoScenario", "run_demo", "simulate"]
+__all__ = ["DemoScenario", "run_demo", "service_tracer_provider", "simulate"]
 
 NS = 1_000_000_000
 COUNTRIES = ["US", "US", "US", "BR", "BR", "DE", "FR", "IN", "MX", "GB"]
@@ -62,6 +62,24 @@ class DemoScenario:
     def total_calls(self) -> int:
         minutes = self.baseline_minutes + self.drift_minutes
         return minutes * (self.fraud_per_minute + self.sentiment_per_minute)
+
+
+def service_tracer_provider(endpoint: str, service_name: str) -> TracerProvider:
+    """The simulated service's OTel SDK: a batch processor and the OTLP/gRPC exporter.
+
+    The queue is large because replayed traffic is produced far faster than
+    real traffic; the SDK would otherwise drop spans.
+    """
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider.add_span_processor(
+        BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=f"http://{endpoint}", insecure=True),
+            max_queue_size=65536,
+            max_export_batch_size=1024,
+            schedule_delay_millis=200,
+        )
+    )
+    return provider
 
 
 def simulate(scenario: DemoScenario, provider: TracerProvider, progress: Any = None) -> int:
@@ -131,15 +149,7 @@ def run_demo(data_dir: str | None, as_json: bool = False) -> int:
         say(f"  collector listening on {endpoint} (OTLP/gRPC)")
         now = int(time.time())
         scenario = DemoScenario(end=now - now % 300)
-        provider = TracerProvider(resource=Resource.create({"service.name": "segwatch-demo"}))
-        provider.add_span_processor(
-            BatchSpanProcessor(
-                OTLPSpanExporter(endpoint=f"http://{endpoint}", insecure=True),
-                max_queue_size=65536,
-                max_export_batch_size=1024,
-                schedule_delay_millis=200,
-            )
-        )
+        provider = service_tracer_provider(endpoint, "segwatch-demo")
         say(
             f"simulating 2 models over {scenario.baseline_minutes + scenario.drift_minutes} "
             f"minutes of traffic ({scenario.total_calls} calls); amounts grow "
