@@ -69,6 +69,16 @@ def test_bad_config_names_every_problem(tmp_path: Path) -> None:
     assert "receivr (line 3): unknown key; did you mean 'receiver'?" in result.stderr
 
 
+def test_unreachable_server_is_one_line_without_the_password(tmp_path: Path) -> None:
+    """No ClickHouse server can run on this machine: this checks the http(s) path's errors."""
+    path = write_config(tmp_path, "storage:\n  dsn: http://default:s3cret@127.0.0.1:1/segwatch\n")
+    result = run("sql", "SELECT 1", "--config", path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("segwatch: error: cannot open store http://default:***@")
+    assert "s3cret" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_sql_on_the_store_directly(config: str) -> None:
     result = run("sql", "SELECT 1 + 1 AS two, 'x' AS s", "--config", config)
     assert result.returncode == 0, result.stderr

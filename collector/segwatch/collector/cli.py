@@ -118,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # The one-line error says what failed; the drivers' retry chatter does not help.
+        for noisy in ("urllib3", "clickhouse_connect"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         if args.command == "demo":
             from .demo import run_demo
