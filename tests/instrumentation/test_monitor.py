@@ -124,7 +124,15 @@ def test_without_sdk_it_is_a_no_op() -> None:
     def predict(x: dict) -> int:
         return 7
 
-    assert predict({"a": 1}) == 7
+    class Watched(dict):  # counts how often the instrumentation reads the input
+        reads = 0
+
+        def items(self):  # type: ignore[no-untyped-def]
+            Watched.reads += 1
+            return super().items()
+
+    assert predict(Watched(a=1)) == 7
+    assert Watched.reads == 0  # no SDK: nothing is extracted
     with monitor(model="m", tracer_provider=provider) as call:
         call.features(a=1)
         assert not call.span.is_recording()

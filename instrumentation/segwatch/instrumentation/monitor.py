@@ -148,13 +148,21 @@ class monitor:
         ``start_time`` and ``end_time`` (ns since the epoch) default to now; set
         them to record a call that happened earlier (replays, backfills).
         """
+        span = self._start_span(start_time)
+        with self._activate(span, end_time) as model_call:
+            yield model_call
+
+    def _start_span(self, start_time: int | None) -> Span:
         try:
-            span = self._tracer.start_span(
+            return self._tracer.start_span(
                 self._span_name, attributes=self._base_attributes, start_time=start_time
             )
         except Exception as exc:  # an SDK failure must not stop the model call
             self._report("span", exc)
-            span = INVALID_SPAN
+            return INVALID_SPAN
+
+    @contextmanager
+    def _activate(self, span: Span, end_time: int | None = None) -> Iterator[ModelCall]:
         try:
             with trace.use_span(span, end_on_exit=False, record_exception=True):
                 yield ModelCall(self, span)
@@ -174,11 +182,16 @@ class monitor:
 
     # -- decorator -----------------------------------------------------------
     def __call__(self, func: F) -> F:
+        # The wrappers skip all recording work when the span is a no-op (no SDK
+        # configured): then the cost is one start_span call.
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                with self.call() as model_call:
+                span = self._start_span(None)
+                if not span.get_span_context().is_valid:
+                    return await func(*args, **kwargs)
+                with self._activate(span) as model_call:
                     self._record_input(model_call, args, kwargs)
                     result = await func(*args, **kwargs)
                     self._record_output(model_call, result)
@@ -188,7 +201,10 @@ class monitor:
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with self.call() as model_call:
+            span = self._start_span(None)
+            if not span.get_span_context().is_valid:
+                return func(*args, **kwargs)
+            with self._activate(span) as model_call:
                 self._record_input(model_call, args, kwargs)
                 result = func(*args, **kwargs)
                 self._record_output(model_call, result)
