@@ -93,7 +93,12 @@ def test_sql_on_the_store_directly(config: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "query", ["INSERT INTO ml_anomalies (detector) VALUES ('x')", "DROP TABLE ml_anomalies"]
+    "query",
+    [
+        "INSERT INTO ml_anomalies (detector) VALUES ('x')",
+        "DROP TABLE ml_anomalies",
+        "SELECT 1 SETTINGS readonly = 0",
+    ],
 )
 def test_sql_is_read_only(config: str, query: str) -> None:
     result = run("sql", query, "--config", config)
