@@ -48,3 +48,14 @@ def test_array_values_are_ignored_and_counted(recorder) -> None:
     batch = decode_request(recorder.request())
     assert len(batch) == 1
     assert batch.ignored_values == 1
+
+
+def test_attributes_without_a_name_after_the_prefix_are_skipped(recorder) -> None:
+    tracer = recorder.provider.get_tracer("t")
+    with tracer.start_as_current_span("predict m") as span:
+        span.set_attribute("ml.model.name", "m")
+        span.set_attribute("ml.feature.", 1.0)
+        span.set_attribute("ml.featurex", 1.0)
+        span.set_attribute("ml.feature.ok", 2.0)
+    batch = decode_request(recorder.request())
+    assert set(batch.quantities) == {"feature.ok"}

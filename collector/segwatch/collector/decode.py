@@ -25,6 +25,7 @@ ModelKey = tuple[str, str, str]
 
 DEFAULT_STAGE = "serving"
 _ABSENT: Any = object()
+_SKIP = object()
 
 _FEATURE = attr.ML_FEATURE_PREFIX
 _OUTPUT = attr.ML_OUTPUT_PREFIX
@@ -102,8 +103,9 @@ def decode_request(request: ExportTraceServiceRequest) -> ModelCallBatch:
     """
     batch = ModelCallBatch()
     model_ids: dict[ModelKey, int] = {}
-    quantities = batch.quantities
-    contexts = batch.contexts
+    # Each attribute key is classified once per request: a Column to append
+    # to, the name of a model field, or _SKIP. Spans repeat the same keys.
+    targets: dict[str, Column | str | object] = {}
     for resource_spans in request.resource_spans:
         service = _service_name(resource_spans.resource)
         for scope_spans in resource_spans.scope_spans:
@@ -117,29 +119,26 @@ def decode_request(request: ExportTraceServiceRequest) -> ModelCallBatch:
                 prediction_id = ""
                 for kv in span.attributes:
                     key = kv.key
-                    if not key.startswith("ml."):
+                    target = targets.get(key)
+                    if target is None:
+                        target = targets[key] = _classify(key, batch)
+                    if target is _SKIP:
                         continue
                     value = kv.value
                     kind = value.WhichOneof("value")
-                    if key.startswith(_QUANTITY_PREFIXES):
-                        table = quantities
-                    elif key.startswith(_CONTEXT):
-                        table = contexts
-                    else:
-                        if key == _NAME:
+                    if target.__class__ is str:
+                        if target == _NAME:
                             name = value.string_value if kind == "string_value" else None
-                        elif key == _VERSION:
+                        elif target == _VERSION:
                             version = _as_text(value, kind)
-                        elif key == _STAGE:
+                        elif target == _STAGE:
                             stage = _as_text(value, kind) or DEFAULT_STAGE
-                        elif key == _OPERATION:
+                        elif target == _OPERATION:
                             operation = _as_text(value, kind)
-                        elif key == _PREDICTION_ID:
+                        else:
                             prediction_id = _as_text(value, kind)
                         continue
-                    column = table.get(key[3:])
-                    if column is None:
-                        column = table[key[3:]] = Column()
+                    column: Column = target  # type: ignore[assignment]
                     appended = True
                     if kind == "double_value":
                         column.number_rows.append(row)
@@ -176,6 +175,27 @@ def decode_request(request: ExportTraceServiceRequest) -> ModelCallBatch:
                 batch.prediction_ids.append(prediction_id)
                 batch.service_names.append(service)
     return batch
+
+
+_MODEL_FIELDS = frozenset({_NAME, _VERSION, _STAGE, _OPERATION, _PREDICTION_ID})
+
+
+def _classify(key: str, batch: ModelCallBatch) -> Column | str | object:
+    """Where values of attribute ``key`` go: a column, a model field's name, or nowhere."""
+    if key in _MODEL_FIELDS:
+        return key
+    if key.startswith(_QUANTITY_PREFIXES):
+        table = batch.quantities
+    elif key.startswith(_CONTEXT):
+        table = batch.contexts
+    else:
+        return _SKIP
+    if key.endswith("."):
+        return _SKIP  # ml.feature. with no name: nothing to call it
+    column = table.get(key[3:])
+    if column is None:
+        column = table[key[3:]] = Column()
+    return column
 
 
 def _as_text(value: Any, kind: str | None) -> str:
