@@ -22,6 +22,8 @@ from .decode import Column, ModelCallBatch, ModelKey
 from .histogram import histogram_keys
 from .segments import (
     CategoryVocabulary,
+    SegmentDimension,
+    factorize,
     positions_in,
     segment_dimension,
     whole_model,
@@ -126,7 +128,6 @@ class SegmentAggregator:
         out: AggregateRows,
     ) -> None:
         minutes, minute_codes = np.unique(start_ns // NS_PER_MINUTE, return_inverse=True)
-        bucket_seconds = (minutes * 60).tolist()
         quantities = [
             q
             for name, column in sorted(batch.quantities.items())
@@ -141,33 +142,80 @@ class SegmentAggregator:
                 dimension = segment_dimension(name, column, rows, vocabulary)
                 if len(dimension.labels) > 1 or dimension.codes.any():
                     dimensions.append(dimension)
+        groups = _SegmentGroups.build(dimensions, minute_codes, minutes * 60, rows, batch)
+        own_dimension = {d.name: i for i, d in enumerate(dimensions)}
+        for quantity in quantities:
+            # A dimension split by itself says nothing new: skip that pair.
+            skip = own_dimension.get(quantity.name, -1)
+            _append_quantity(out, model, quantity, groups, groups.live_dim != skip)
+
+
+@dataclass
+class _SegmentGroups:
+    """Every (dimension, minute, segment) group of one model's rows, numbered globally.
+
+    ``matrix[d, i]`` is the group of row ``i`` in dimension ``d``; groups of
+    dimension ``d`` occupy one contiguous range, so one ``bincount`` over the
+    flattened matrix aggregates every dimension at once.
+    """
+
+    matrix: npt.NDArray[np.int64]
+    total: int
+    counts: npt.NDArray[np.int64]
+    live: npt.NDArray[np.int64]  # groups with at least one call
+    live_dim: npt.NDArray[np.int64]  # dimension index of each live group
+    dim_names: npt.NDArray[np.object_]
+    bucket_start: npt.NDArray[np.int64]
+    labels: npt.NDArray[np.object_]
+    exemplars: npt.NDArray[np.object_]
+
+    @classmethod
+    def build(
+        cls,
+        dimensions: list[SegmentDimension],
+        minute_codes: npt.NDArray[np.int64],
+        bucket_seconds: npt.NDArray[np.int64],
+        rows: npt.NDArray[np.int64],
+        batch: ModelCallBatch,
+    ) -> _SegmentGroups:
+        n_minutes = len(bucket_seconds)
+        sizes = np.array([len(d.labels) for d in dimensions], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(sizes * n_minutes)[:-1]]).astype(np.int64)
+        matrix = np.vstack(
+            [minute_codes * size + d.codes + offset
+             for d, size, offset in zip(dimensions, sizes.tolist(), offsets.tolist(), strict=True)]
+        )  # fmt: skip
+        total = int(offsets[-1] + sizes[-1] * n_minutes)
+        flat = matrix.ravel()
+        counts = np.bincount(flat, minlength=total)
+        live = np.flatnonzero(counts)
+        live_dim = np.searchsorted(offsets, live, side="right") - 1
+        local = live - offsets[live_dim]
+        size_of = sizes[live_dim]
+        label_code = local % size_of
+        # The first call of each group is its exemplar.
+        first = np.full(total, len(rows), dtype=np.int64)
+        np.minimum.at(first, flat, np.tile(np.arange(len(rows), dtype=np.int64), len(dimensions)))
         trace_ids = batch.trace_ids
-        for dimension in dimensions:
-            n_labels = len(dimension.labels)
-            groups = minute_codes * n_labels + dimension.codes
-            n_groups = len(minutes) * n_labels
-            counts = np.bincount(groups, minlength=n_groups)
-            live = np.flatnonzero(counts)
-            first_rows = _first_row_per_group(groups, n_groups)
-            exemplars = [[trace_ids[rows[first_rows[g]]].hex()] for g in live.tolist()]
-            bucket_of = [bucket_seconds[g // n_labels] for g in live.tolist()]
-            label_of = [dimension.labels[g % n_labels] for g in live.tolist()]
-            for quantity in quantities:
-                if quantity.name == dimension.name:
-                    continue  # a dimension split by itself says nothing new
-                _append_quantity(
-                    out,
-                    model,
-                    dimension.name,
-                    quantity,
-                    groups,
-                    n_groups,
-                    counts,
-                    live,
-                    bucket_of,
-                    label_of,
-                    exemplars,
-                )
+        return cls(
+            matrix=matrix,
+            total=total,
+            counts=counts,
+            live=live,
+            live_dim=live_dim,
+            dim_names=np.array([d.name for d in dimensions], dtype=object)[live_dim],
+            bucket_start=bucket_seconds[local // size_of],
+            labels=np.array(
+                [
+                    dimensions[d].labels[c]
+                    for d, c in zip(live_dim.tolist(), label_code.tolist(), strict=True)
+                ],
+                dtype=object,
+            ),
+            exemplars=np.array(
+                [[trace_ids[r].hex()] for r in rows[first[live]].tolist()] + [None], dtype=object
+            )[:-1],  # the extra None keeps numpy from making a 2-D array of the lists
+        )
 
 
 def _quantity(name: str, column: Column, rows: npt.NDArray[np.int64]) -> _Quantity | None:
@@ -191,8 +239,7 @@ def _quantity(name: str, column: Column, rows: npt.NDArray[np.int64]) -> _Quanti
         label_positions = np.concatenate([label_positions, number_pos[odd]])
         numbers, number_pos = numbers[finite], number_pos[finite]
     if label_values:
-        names, codes = np.unique(np.asarray(label_values, dtype=object), return_inverse=True)
-        label_names = [str(n) for n in names.tolist()]
+        label_names, codes = factorize(label_values)
     else:
         codes, label_names = np.zeros(0, dtype=np.int64), []
     return _Quantity(
@@ -211,12 +258,6 @@ def _special_name(value: float) -> str:
     if value != value:
         return "nan"
     return "inf" if value > 0 else "-inf"
-
-
-def _first_row_per_group(groups: npt.NDArray[np.int64], n_groups: int) -> npt.NDArray[np.int64]:
-    first = np.full(n_groups, len(groups), dtype=np.int64)
-    np.minimum.at(first, groups, np.arange(len(groups), dtype=np.int64))
-    return first
 
 
 def _pairs_by_group(
@@ -244,42 +285,42 @@ _HIST_SHIFT = 32768  # Int16 keys shifted to non-negative for combined codes
 def _append_quantity(
     out: AggregateRows,
     model: ModelKey,
-    dimension: str,
     quantity: _Quantity,
-    groups: npt.NDArray[np.int64],
-    n_groups: int,
-    counts: npt.NDArray[np.int64],
-    live: npt.NDArray[np.int64],
-    bucket_of: list[int],
-    label_of: list[str],
-    exemplars: list[list[str]],
+    groups: _SegmentGroups,
+    keep: npt.NDArray[np.bool_],
 ) -> None:
-    present = np.bincount(groups[quantity.present], minlength=n_groups)
-    number_groups = groups[quantity.number_pos]
-    values = quantity.numbers
-    numeric_count = np.bincount(number_groups, minlength=n_groups)
-    sums = np.bincount(number_groups, weights=values, minlength=n_groups)
-    sum_sq = np.bincount(number_groups, weights=values * values, minlength=n_groups)
-    minima = np.full(n_groups, np.inf)
-    maxima = np.full(n_groups, -np.inf)
+    """Append the rows of one quantity in every live group where ``keep`` holds."""
+    total = groups.total
+    n_dims = len(groups.matrix)
+    live = groups.live[keep]
+    present = np.bincount(groups.matrix[:, quantity.present].ravel(), minlength=total)
+    number_groups = groups.matrix[:, quantity.number_pos].ravel()
+    values = np.tile(quantity.numbers, n_dims)
+    numeric_count = np.bincount(number_groups, minlength=total)
+    sums = np.bincount(number_groups, weights=values, minlength=total)
+    sum_sq = np.bincount(number_groups, weights=values * values, minlength=total)
+    minima = np.full(total, np.inf)
+    maxima = np.full(total, -np.inf)
     np.minimum.at(minima, number_groups, values)
     np.maximum.at(maxima, number_groups, values)
-    histograms = _pairs_by_group(
-        number_groups, quantity.hist_keys.astype(np.int64) + _HIST_SHIFT, live
+    hist_keys = np.tile(quantity.hist_keys.astype(np.int64) + _HIST_SHIFT, n_dims)
+    histograms = _pairs_by_group(number_groups, hist_keys, live)
+    categories = _pairs_by_group(
+        groups.matrix[:, quantity.label_pos].ravel(), np.tile(quantity.label_codes, n_dims), live
     )
-    categories = _pairs_by_group(groups[quantity.label_pos], quantity.label_codes, live)
     names = quantity.label_names
     c = out.columns
     n = len(live)
+    counts = groups.counts[live]
     c["model_name"].extend([model[0]] * n)
     c["model_version"].extend([model[1]] * n)
     c["model_stage"].extend([model[2]] * n)
-    c["bucket_start"].extend(bucket_of)
-    c["segment_dim"].extend([dimension] * n)
-    c["segment_value"].extend(label_of)
+    c["bucket_start"].extend(groups.bucket_start[keep].tolist())
+    c["segment_dim"].extend(groups.dim_names[keep].tolist())
+    c["segment_value"].extend(groups.labels[keep].tolist())
     c["quantity"].extend([quantity.name] * n)
-    c["count"].extend(counts[live].tolist())
-    c["missing"].extend((counts[live] - present[live]).tolist())
+    c["count"].extend(counts.tolist())
+    c["missing"].extend((counts - present[live]).tolist())
     c["numeric_count"].extend(numeric_count[live].tolist())
     c["sum"].extend(sums[live].tolist())
     c["sum_sq"].extend(sum_sq[live].tolist())
@@ -291,4 +332,4 @@ def _append_quantity(
         c["histogram"].append({k - _HIST_SHIFT: n_ for k, n_ in zip(keys, key_counts, strict=True)})
         labels, label_counts = categories.get(g, empty)
         c["categories"].append({names[k]: n_ for k, n_ in zip(labels, label_counts, strict=True)})
-    c["exemplar_trace_ids"].extend(exemplars)
+    c["exemplar_trace_ids"].extend(groups.exemplars[keep].tolist())

@@ -31,6 +31,7 @@ __all__ = [
     "CategoryVocabulary",
     "SegmentDimension",
     "decade_label",
+    "factorize",
     "positions_in",
     "segment_dimension",
     "whole_model",
@@ -157,10 +158,11 @@ def segment_dimension(
         label_rows = np.asarray(column.label_rows, dtype=np.int64)
         position, found = positions_in(rows, label_rows)
         if found.any():
-            values = np.asarray(column.labels, dtype=object)[found]
-            distinct, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-            kept = vocabulary.observe(distinct.tolist(), counts.tolist())
-            segment_of = [value if value in kept else OTHER for value in distinct.tolist()]
+            labels_found = [column.labels[i] for i in np.flatnonzero(found).tolist()]
+            values, inverse = factorize(labels_found)
+            counts = np.bincount(inverse, minlength=len(values))
+            kept = vocabulary.observe(values, counts.tolist())
+            segment_of = [value if value in kept else OTHER for value in values]
             segment_labels = sorted(set(segment_of))
             label_code = {label: i + len(labels) for i, label in enumerate(segment_labels)}
             mapping = np.fromiter(
@@ -169,6 +171,17 @@ def segment_dimension(
             codes[position[found]] = mapping[inverse]
             labels.extend(segment_labels)
     return SegmentDimension(name, labels, codes)
+
+
+def factorize(values: list[str]) -> tuple[list[str], npt.NDArray[np.int64]]:
+    """Distinct values in first-seen order, and each value's index among them.
+
+    A dict does this in one pass; ``np.unique`` on an object array sorts
+    Python strings and is several times slower.
+    """
+    index: dict[str, int] = {}
+    codes = [index.setdefault(v, len(index)) for v in values]
+    return list(index), np.asarray(codes, dtype=np.int64)
 
 
 def positions_in(
