@@ -7,6 +7,7 @@ no gRPC server, numpy, pandas or ClickHouse client.
 from __future__ import annotations
 
 from . import attributes
+from .context import context, set_context
 from .monitor import ModelCall, monitor
 
-__all__ = ["ModelCall", "attributes", "monitor"]
+__all__ = ["ModelCall", "attributes", "context", "monitor", "set_context"]

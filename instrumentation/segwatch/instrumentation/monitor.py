@@ -24,6 +24,7 @@ from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Span
 
 from . import attributes as attr
+from .context import context_attributes
 from .values import AttributeScalar, features_from_input, outputs_from_result, to_attribute_value
 
 __all__ = ["ModelCall", "monitor"]
@@ -163,6 +164,13 @@ class monitor:
 
     @contextmanager
     def _activate(self, span: Span, end_time: int | None = None) -> Iterator[ModelCall]:
+        if span.is_recording():
+            try:
+                fields = context_attributes()
+                if fields:
+                    span.set_attributes(fields)
+            except Exception as exc:
+                self._report("context", exc)
         try:
             with trace.use_span(span, end_on_exit=False, record_exception=True):
                 yield ModelCall(self, span)
