@@ -11,7 +11,6 @@ import random
 import numpy as np
 
 from segwatch.collector.aggregate import SegmentAggregator
-from segwatch.collector.calls import CallRows
 from segwatch.collector.decode import decode_request
 from segwatch.collector.export import ClickHouseExporter
 from segwatch.instrumentation import monitor
@@ -28,7 +27,7 @@ def ingest(client, recorder, rows: list[tuple[int, dict]]) -> None:
     exporter.start()
     try:
         batch = decode_request(recorder.request())
-        exporter.submit(SegmentAggregator().aggregate(batch), CallRows()).result(timeout=30)
+        exporter.submit(SegmentAggregator().aggregate(batch)).result(timeout=30)
     finally:
         exporter.shutdown()
 

@@ -12,14 +12,14 @@ vocabularies.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from .decode import Column, ModelCallBatch, ModelKey
 from .histogram import histogram_keys
+from .rows import TableRows
 from .segments import (
     CategoryVocabulary,
     SegmentDimension,
@@ -55,23 +55,11 @@ AGGREGATE_COLUMNS = (
 """Column order of :class:`AggregateRows`, as in ``ml_segment_aggregates``."""
 
 
-@dataclass
-class AggregateRows:
-    """Aggregate rows in column-oriented form, ready for one insert."""
+class AggregateRows(TableRows):
+    """Rows of ``ml_segment_aggregates``."""
 
-    columns: dict[str, list[Any]] = field(
-        default_factory=lambda: {name: [] for name in AGGREGATE_COLUMNS}
-    )
-
-    def __len__(self) -> int:
-        return len(self.columns["count"])
-
-    def extend(self, other: AggregateRows) -> None:
-        for name, values in other.columns.items():
-            self.columns[name].extend(values)
-
-    def column_data(self) -> list[list[Any]]:
-        return [self.columns[name] for name in AGGREGATE_COLUMNS]
+    table = "ml_segment_aggregates"
+    column_names = AGGREGATE_COLUMNS
 
 
 @dataclass

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 from .decode import ModelCallBatch
+from .rows import TableRows
 
 __all__ = ["CALL_COLUMNS", "CallRows", "call_rows"]
 
@@ -25,23 +23,11 @@ CALL_COLUMNS = (
 )
 
 
-@dataclass
-class CallRows:
-    """Raw call rows in column-oriented form."""
+class CallRows(TableRows):
+    """Rows of ``ml_model_calls``."""
 
-    columns: dict[str, list[Any]] = field(
-        default_factory=lambda: {name: [] for name in CALL_COLUMNS}
-    )
-
-    def __len__(self) -> int:
-        return len(self.columns["trace_id"])
-
-    def extend(self, other: CallRows) -> None:
-        for name, values in other.columns.items():
-            self.columns[name].extend(values)
-
-    def column_data(self) -> list[list[Any]]:
-        return [self.columns[name] for name in CALL_COLUMNS]
+    table = "ml_model_calls"
+    column_names = CALL_COLUMNS
 
 
 def call_rows(batch: ModelCallBatch) -> CallRows:

@@ -1,10 +1,11 @@
 """ClickHouseExporter: batched inserts with group commit.
 
-Receiver threads hand over the aggregate rows (and raw model-call rows) of one
-request with :meth:`ClickHouseExporter.submit` and wait on the returned future;
-one writer thread takes everything pending, inserts it in one insert per
-table, and resolves every waiting future. An Export is therefore answered only
-once its data is in the store, while concurrent requests share one insert.
+Receiver threads hand over the rows of one request (aggregates, raw calls,
+labels: any :class:`TableRows`) with :meth:`ClickHouseExporter.submit` and
+wait on the returned future; one writer thread takes everything pending,
+inserts it in one insert per table, and resolves every waiting future. An
+Export is therefore answered only once its data is in the store, while
+concurrent requests share one insert.
 If an insert fails, every request in it gets the error (the receiver answers
 UNAVAILABLE and the client retries); nothing of a failed flush is kept, so a
 retry cannot double-count.
@@ -20,19 +21,14 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from .aggregate import AGGREGATE_COLUMNS, AggregateRows
-from .calls import CALL_COLUMNS, CallRows
+from .rows import TableRows
 
 __all__ = ["ClickHouseExporter", "ExportStats"]
 
 _logger = logging.getLogger(__name__)
-
-AGGREGATES_TABLE = "ml_segment_aggregates"
-CALLS_TABLE = "ml_model_calls"
 
 
 @dataclass
@@ -40,16 +36,14 @@ class ExportStats:
     """Counters of what the exporter wrote (read without a lock: approximate)."""
 
     flushes: int = 0
-    aggregate_rows: int = 0
-    call_rows: int = 0
+    rows: dict[str, int] = field(default_factory=dict)  # by table
     failures: int = 0
     last_error: str = ""
 
 
 @dataclass
 class _Pending:
-    aggregates: AggregateRows = field(default_factory=AggregateRows)
-    calls: CallRows = field(default_factory=CallRows)
+    tables: dict[str, TableRows] = field(default_factory=dict)
     waiters: list[Future[None]] = field(default_factory=list)
 
 
@@ -74,15 +68,17 @@ class ClickHouseExporter:
         self._thread = threading.Thread(target=self._run, name="segwatch-exporter", daemon=True)
         self._thread.start()
 
-    def submit(self, aggregates: AggregateRows, calls: CallRows) -> Future[None]:
+    def submit(self, *rows: TableRows) -> Future[None]:
         """Queue rows for the next flush; the future resolves once they are stored."""
         future: Future[None] = Future()
         with self._cond:
             if self._stopping:
                 future.set_exception(RuntimeError("the exporter is shut down"))
                 return future
-            self._pending.aggregates.extend(aggregates)
-            self._pending.calls.extend(calls)
+            tables = self._pending.tables
+            for part in rows:
+                if len(part):
+                    tables.setdefault(part.table, part.empty()).extend(part)
             self._pending.waiters.append(future)
             self._cond.notify()
         return future
@@ -107,10 +103,13 @@ class ClickHouseExporter:
     def _flush(self, pending: _Pending) -> None:
         started = time.perf_counter()
         try:
-            if len(pending.aggregates):
-                self._insert(AGGREGATES_TABLE, pending.aggregates.column_data(), AGGREGATE_COLUMNS)
-            if len(pending.calls):
-                self._insert(CALLS_TABLE, pending.calls.column_data(), CALL_COLUMNS)
+            for rows in pending.tables.values():
+                self._client.insert(
+                    rows.table,
+                    rows.column_data(),
+                    column_names=list(rows.column_names),
+                    column_oriented=True,
+                )
         except Exception as exc:
             self.stats.failures += 1
             self.stats.last_error = str(exc)
@@ -119,16 +118,12 @@ class ClickHouseExporter:
                 waiter.set_exception(exc)
             return
         self.stats.flushes += 1
-        self.stats.aggregate_rows += len(pending.aggregates)
-        self.stats.call_rows += len(pending.calls)
+        for table, rows in pending.tables.items():
+            self.stats.rows[table] = self.stats.rows.get(table, 0) + len(rows)
         _logger.debug(
-            "flushed %d aggregate rows, %d calls in %.1f ms",
-            len(pending.aggregates),
-            len(pending.calls),
+            "flushed %s in %.1f ms",
+            ", ".join(f"{len(r)} rows of {t}" for t, r in pending.tables.items()),
             (time.perf_counter() - started) * 1e3,
         )
         for waiter in pending.waiters:
             waiter.set_result(None)
-
-    def _insert(self, table: str, columns: list[list[Any]], names: tuple[str, ...]) -> None:
-        self._client.insert(table, columns, column_names=list(names), column_oriented=True)

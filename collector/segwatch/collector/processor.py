@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from .aggregate import SegmentAggregator
-from .calls import CallRows, call_rows
+from .calls import call_rows
 from .decode import decode_request
 from .errors import RetryableError
 from .export import ClickHouseExporter
@@ -68,8 +68,8 @@ class ModelCallProcessor:
         message = "; ".join(batch.rejection_reasons)
         if len(batch):
             aggregates = self._aggregator.aggregate(batch)
-            calls = call_rows(batch) if self._raw_calls else CallRows()
-            future = self._exporter.submit(aggregates, calls)
+            parts = [aggregates, call_rows(batch)] if self._raw_calls else [aggregates]
+            future = self._exporter.submit(*parts)
             try:
                 future.result(timeout=self._store_timeout)
             except Exception as exc:
