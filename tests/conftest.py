@@ -48,6 +48,30 @@ def store_dsn(tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def collector(store_dsn: str):  # type: ignore[no-untyped-def]
+    """A running collector on loopback ports chosen by the OS, detectors not scheduled."""
+    from segwatch.collector.config import (
+        ApiConfig,
+        CollectorConfig,
+        ReceiverConfig,
+        SchedulerConfig,
+        StorageConfig,
+    )
+    from segwatch.collector.service import Collector
+
+    config = CollectorConfig(
+        storage=StorageConfig(dsn=store_dsn),
+        receiver=ReceiverConfig(endpoint="127.0.0.1:0"),
+        api=ApiConfig(endpoint="127.0.0.1:0"),
+        scheduler=SchedulerConfig(enabled=False),
+    )
+    running = Collector(config)
+    running.start()
+    yield running
+    running.shutdown()
+
+
+@pytest.fixture
 def client(store_dsn: str):  # type: ignore[no-untyped-def]
     from segwatch.clickhouse.migrate import apply_migrations
     from segwatch.clickhouse.store import open_client, parse_dsn

@@ -5,44 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
 
 import grpc
-import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from waiting import wait_until
 
 from segwatch.clickhouse.detection import run_detectors
 from segwatch.clickhouse.queries import list_anomalies
-from segwatch.collector.config import (
-    ApiConfig,
-    CollectorConfig,
-    ReceiverConfig,
-    SchedulerConfig,
-    StorageConfig,
-)
 from segwatch.collector.demo import DemoScenario, service_tracer_provider, simulate
 from segwatch.collector.service import Collector
-
-
-@pytest.fixture
-def collector(store_dsn: str) -> Iterator[Collector]:
-    config = CollectorConfig(
-        storage=StorageConfig(dsn=store_dsn),
-        receiver=ReceiverConfig(endpoint="127.0.0.1:0"),
-        api=ApiConfig(endpoint="127.0.0.1:0"),
-        scheduler=SchedulerConfig(enabled=False),
-    )
-    running = Collector(config)
-    running.start()
-    yield running
-    running.shutdown()
-
-
-def _wait(condition, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_drift_in_one_segment_is_found_there_and_nowhere_else(collector: Collector) -> None:
@@ -54,7 +25,7 @@ def test_drift_in_one_segment_is_found_there_and_nowhere_else(collector: Collect
     provider.force_flush()
     provider.shutdown()
     stats = collector.processor.stats
-    _wait(lambda: stats.model_calls >= sent)
+    wait_until(lambda: stats.model_calls >= sent)
     assert stats.model_calls == sent and stats.rejected_spans == 0
 
     client = collector._clients.api  # type: ignore[union-attr]

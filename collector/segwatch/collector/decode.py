@@ -18,7 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from segwatch.instrumentation import attributes as attr
 
-__all__ = ["Column", "ModelCallBatch", "ModelKey", "decode_request"]
+__all__ = ["Column", "ModelCallBatch", "ModelKey", "decode_request", "service_name"]
 
 ModelKey = tuple[str, str, str]
 """(model name, version, stage) of a model call."""
@@ -86,7 +86,8 @@ class ModelCallBatch:
             self.rejection_reasons.append(reason)
 
 
-def _service_name(resource: Any) -> str:
+def service_name(resource: Any) -> str:
+    """The ``service.name`` attribute of an OTLP resource, or empty."""
     for kv in resource.attributes:
         if kv.key == "service.name":
             return str(kv.value.string_value)
@@ -107,7 +108,7 @@ def decode_request(request: ExportTraceServiceRequest) -> ModelCallBatch:
     # to, the name of a model field, or _SKIP. Spans repeat the same keys.
     targets: dict[str, Column | str | object] = {}
     for resource_spans in request.resource_spans:
-        service = _service_name(resource_spans.resource)
+        service = service_name(resource_spans.resource)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 row = len(batch.start_ns)

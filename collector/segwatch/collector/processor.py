@@ -6,6 +6,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from .aggregate import SegmentAggregator
@@ -13,6 +14,8 @@ from .calls import call_rows
 from .decode import decode_request
 from .errors import RetryableError
 from .export import ClickHouseExporter
+from .labels import decode_labels
+from .rows import TableRows
 
 __all__ = ["ConsumeResult", "ModelCallProcessor", "ProcessorStats"]
 
@@ -34,10 +37,12 @@ class ProcessorStats:
     model_calls: int = 0
     rejected_spans: int = 0
     ignored_values: int = 0
+    labels: int = 0
+    rejected_labels: int = 0
 
 
 class ModelCallProcessor:
-    """Consumes OTLP trace requests; returns once their data is stored.
+    """Consumes OTLP trace and log requests; returns once their data is stored.
 
     Thread-safe: the receiver calls :meth:`consume` from its worker threads.
     Blocks the calling thread until the exporter has written the request's
@@ -68,12 +73,27 @@ class ModelCallProcessor:
         message = "; ".join(batch.rejection_reasons)
         if len(batch):
             aggregates = self._aggregator.aggregate(batch)
-            parts = [aggregates, call_rows(batch)] if self._raw_calls else [aggregates]
-            future = self._exporter.submit(*parts)
-            try:
-                future.result(timeout=self._store_timeout)
-            except Exception as exc:
-                raise RetryableError(f"the store did not take the data: {exc}") from exc
+            parts: list[TableRows] = [aggregates]
+            if self._raw_calls:
+                parts.append(call_rows(batch))
+            self._store(parts)
             with self._lock:
                 self.stats.model_calls += len(batch)
         return ConsumeResult(len(batch), batch.rejected_spans, message)
+
+    def consume_logs(self, request: ExportLogsServiceRequest) -> ConsumeResult:
+        """Store the ``ml.label`` records of a log request; other records are ignored."""
+        batch = decode_labels(request)
+        if len(batch.rows):
+            self._store([batch.rows])
+        with self._lock:
+            self.stats.labels += len(batch.rows)
+            self.stats.rejected_labels += batch.rejected
+        return ConsumeResult(len(batch.rows), batch.rejected, "; ".join(batch.reasons))
+
+    def _store(self, parts: list[TableRows]) -> None:
+        future = self._exporter.submit(*parts)
+        try:
+            future.result(timeout=self._store_timeout)
+        except Exception as exc:
+            raise RetryableError(f"the store did not take the data: {exc}") from exc

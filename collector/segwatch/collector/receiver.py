@@ -1,7 +1,8 @@
-"""OTLPReceiver: the OTLP/gRPC ``TraceService`` endpoint (default 127.0.0.1:4317).
+"""OTLPReceiver: the OTLP/gRPC endpoint (default 127.0.0.1:4317).
 
+Serves ``TraceService`` (model-call spans) and ``LogsService`` (delayed labels).
 Maps pipeline outcomes to OTLP answers: accepted data → OK (with
-``partial_success`` counting rejected spans and saying why); a
+``partial_success`` counting rejected spans or log records and saying why); a
 :class:`RetryableError` → ``UNAVAILABLE``; a :class:`PermanentError` →
 ``INVALID_ARGUMENT``.
 """
@@ -9,42 +10,52 @@ Maps pipeline outcomes to OTLP answers: accepted data → OK (with
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent import futures
 from typing import Any, Protocol
 
 import grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from .config import parse_endpoint
 from .errors import PermanentError, RetryableError
 from .processor import ConsumeResult
 
-__all__ = ["OTLPReceiver", "TraceConsumer"]
+__all__ = ["OTLPConsumer", "OTLPReceiver"]
 
 _logger = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
-class TraceConsumer(Protocol):
-    """The receiver's next component."""
+class OTLPConsumer(Protocol):
+    """The receiver's next component: takes trace and log requests."""
 
     def consume(self, request: trace_service_pb2.ExportTraceServiceRequest) -> ConsumeResult: ...
 
+    def consume_logs(self, request: logs_service_pb2.ExportLogsServiceRequest) -> ConsumeResult: ...
+
+
+def _answer(consume: Callable[[], ConsumeResult], context: Any) -> ConsumeResult:
+    """Run the pipeline; turn its errors into the gRPC codes OTLP prescribes."""
+    try:
+        return consume()
+    except PermanentError as exc:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    except RetryableError as exc:
+        _logger.warning("answering UNAVAILABLE: %s", exc)
+        context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+    raise AssertionError("unreachable: context.abort raises")
+
 
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, consumer: TraceConsumer) -> None:
+    def __init__(self, consumer: OTLPConsumer) -> None:
         self._consumer = consumer
 
     def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
     ) -> trace_service_pb2.ExportTraceServiceResponse:
-        try:
-            result = self._consumer.consume(request)
-        except PermanentError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except RetryableError as exc:
-            _logger.warning("answering UNAVAILABLE: %s", exc)
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        result = _answer(lambda: self._consumer.consume(request), context)
         response = trace_service_pb2.ExportTraceServiceResponse()
         if result.rejected:
             response.partial_success.rejected_spans = result.rejected
@@ -52,10 +63,25 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         return response
 
 
-class OTLPReceiver:
-    """gRPC server for OTLP traces. ``start()`` returns once the port is bound."""
+class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):
+    def __init__(self, consumer: OTLPConsumer) -> None:
+        self._consumer = consumer
 
-    def __init__(self, endpoint: str, consumer: TraceConsumer, max_workers: int = 8) -> None:
+    def Export(
+        self, request: logs_service_pb2.ExportLogsServiceRequest, context: Any
+    ) -> logs_service_pb2.ExportLogsServiceResponse:
+        result = _answer(lambda: self._consumer.consume_logs(request), context)
+        response = logs_service_pb2.ExportLogsServiceResponse()
+        if result.rejected:
+            response.partial_success.rejected_log_records = result.rejected
+            response.partial_success.error_message = result.message
+        return response
+
+
+class OTLPReceiver:
+    """gRPC server for OTLP traces and logs. ``start()`` returns once the port is bound."""
+
+    def __init__(self, endpoint: str, consumer: OTLPConsumer, max_workers: int = 8) -> None:
         self._endpoint = endpoint
         self._consumer = consumer
         self._max_workers = max_workers
@@ -80,6 +106,9 @@ class OTLPReceiver:
         )
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
             _TraceService(self._consumer), server
+        )
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            _LogsService(self._consumer), server
         )
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import attributes
 from .context import context, set_context
+from .labels import log_label
 from .monitor import ModelCall, monitor
 
-__all__ = ["ModelCall", "attributes", "context", "monitor", "set_context"]
+__all__ = ["ModelCall", "attributes", "context", "log_label", "monitor", "set_context"]
