@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from segwatch.collector.decode import Column
+from segwatch.collector.columns import Column
 from segwatch.collector.segments import (
     MISSING,
     OTHER,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .decode import Column, ModelCallBatch, ModelKey
+from .columns import Column, ModelCallBatch, ModelKey
 from .histogram import histogram_keys
 from .rows import TableRows
 from .segments import (
@@ -208,10 +208,8 @@ class _SegmentGroups:
 
 def _quantity(name: str, column: Column, rows: npt.NDArray[np.int64]) -> _Quantity | None:
     """Positions (within ``rows``) and values of one quantity for one model."""
-    number_rows = np.asarray(column.number_rows, dtype=np.int64)
-    numbers = np.asarray(column.numbers, dtype=np.float64)
-    label_rows = np.asarray(column.label_rows, dtype=np.int64)
-    labels = column.labels
+    number_rows, numbers = column.number_data()
+    label_rows, labels = column.label_data()
     number_pos, number_found = positions_in(rows, number_rows)
     label_pos, label_found = positions_in(rows, label_rows)
     if not number_found.any() and not label_found.any():

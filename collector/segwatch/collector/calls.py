@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .decode import ModelCallBatch
+from .columns import ModelCallBatch
 from .rows import TableRows
 
 __all__ = ["CALL_COLUMNS", "CallRows", "call_rows"]
@@ -36,9 +36,11 @@ def call_rows(batch: ModelCallBatch) -> CallRows:
     numbers: list[dict[str, float]] = [{} for _ in range(n)]
     strings: list[dict[str, str]] = [{} for _ in range(n)]
     for name, column in (*batch.quantities.items(), *batch.contexts.items()):
-        for row, number in zip(column.number_rows, column.numbers, strict=True):
+        number_rows, values = column.number_data()
+        for row, number in zip(number_rows.tolist(), values.tolist(), strict=True):
             numbers[row][name] = number
-        for row, label in zip(column.label_rows, column.labels, strict=True):
+        label_rows, labels = column.label_data()
+        for row, label in zip(label_rows.tolist(), labels, strict=True):
             strings[row][name] = label
     out = CallRows()
     c = out.columns

@@ -11,17 +11,15 @@ with numpy.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from segwatch.instrumentation import attributes as attr
 
-__all__ = ["Column", "ModelCallBatch", "ModelKey", "decode_request", "service_name"]
+from .columns import Column, ModelCallBatch, ModelKey
 
-ModelKey = tuple[str, str, str]
-"""(model name, version, stage) of a model call."""
+__all__ = ["decode_request", "service_name"]
 
 DEFAULT_STAGE = "serving"
 _ABSENT: Any = object()
@@ -37,53 +35,6 @@ _VERSION = attr.ML_MODEL_VERSION
 _STAGE = attr.ML_MODEL_STAGE
 _OPERATION = attr.ML_OPERATION
 _PREDICTION_ID = attr.ML_PREDICTION_ID
-
-
-@dataclass
-class Column:
-    """One quantity's values across the rows of a batch.
-
-    Numbers (ints and finite or non-finite doubles) and labels (strings and
-    booleans, as ``true``/``false``) are kept apart; a row absent from both is
-    MISSING for this quantity.
-    """
-
-    number_rows: list[int] = field(default_factory=list)
-    numbers: list[float] = field(default_factory=list)
-    label_rows: list[int] = field(default_factory=list)
-    labels: list[str] = field(default_factory=list)
-
-
-@dataclass
-class ModelCallBatch:
-    """The model calls of one or more requests, as columns.
-
-    ``model_index[i]`` indexes ``models``; ``quantities`` are keyed like
-    ``feature.amount``; ``contexts`` like ``context.language``.
-    """
-
-    models: list[ModelKey] = field(default_factory=list)
-    model_index: list[int] = field(default_factory=list)
-    start_ns: list[int] = field(default_factory=list)
-    duration_ns: list[int] = field(default_factory=list)
-    trace_ids: list[bytes] = field(default_factory=list)
-    span_ids: list[bytes] = field(default_factory=list)
-    operations: list[str] = field(default_factory=list)
-    prediction_ids: list[str] = field(default_factory=list)
-    service_names: list[str] = field(default_factory=list)
-    quantities: dict[str, Column] = field(default_factory=dict)
-    contexts: dict[str, Column] = field(default_factory=dict)
-    rejected_spans: int = 0
-    rejection_reasons: list[str] = field(default_factory=list)
-    ignored_values: int = 0
-
-    def __len__(self) -> int:
-        return len(self.start_ns)
-
-    def reject(self, reason: str) -> None:
-        self.rejected_spans += 1
-        if len(self.rejection_reasons) < 5 and reason not in self.rejection_reasons:
-            self.rejection_reasons.append(reason)
 
 
 def service_name(resource: Any) -> str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .decode import Column
+from .columns import Column
 
 __all__ = [
     "ALL",
@@ -146,19 +146,19 @@ def segment_dimension(
     labels: list[str] = [MISSING]
     codes = np.zeros(n, dtype=np.int64)  # 0 = MISSING
     # Map batch row numbers to positions within this model's rows.
-    if column.number_rows:
-        number_rows = np.asarray(column.number_rows, dtype=np.int64)
+    number_rows, numbers = column.number_data()
+    if len(number_rows):
         position, found = positions_in(rows, number_rows)
         if found.any():
-            numeric = _numeric_codes(np.asarray(column.numbers, dtype=np.float64)[found])
+            numeric = _numeric_codes(numbers[found])
             distinct, inverse = np.unique(numeric, return_inverse=True)
             codes[position[found]] = inverse + len(labels)
             labels.extend(decade_label(int(c)) for c in distinct)
-    if column.label_rows:
-        label_rows = np.asarray(column.label_rows, dtype=np.int64)
+    label_rows, all_labels = column.label_data()
+    if len(label_rows):
         position, found = positions_in(rows, label_rows)
         if found.any():
-            labels_found = [column.labels[i] for i in np.flatnonzero(found).tolist()]
+            labels_found = [all_labels[i] for i in np.flatnonzero(found).tolist()]
             values, inverse = factorize(labels_found)
             counts = np.bincount(inverse, minlength=len(values))
             kept = vocabulary.observe(values, counts.tolist())

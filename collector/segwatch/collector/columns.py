@@ -1,0 +1,85 @@
+"""The decoded model calls of a request: one row per call, one column per quantity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Column", "ModelCallBatch", "ModelKey"]
+
+ModelKey = tuple[str, str, str]
+"""(model name, version, stage) of a model call."""
+
+
+@dataclass
+class Column:
+    """One quantity's values across the rows of a batch.
+
+    Numbers (ints and finite or non-finite doubles) and labels (strings and
+    booleans, as ``true``/``false``) are kept apart; a row absent from both is
+    MISSING for this quantity.
+    """
+
+    number_rows: list[int] = field(default_factory=list)
+    numbers: list[float] = field(default_factory=list)
+    label_rows: list[int] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    # Whole blocks of rows from batch spans, kept as arrays: (rows, values).
+    number_chunks: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]] = field(
+        default_factory=list
+    )
+    label_chunks: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.object_]]] = field(
+        default_factory=list
+    )
+
+    def number_data(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """Rows and values of every number in the column."""
+        rows = [np.asarray(self.number_rows, dtype=np.int64), *(r for r, _ in self.number_chunks)]
+        values = [np.asarray(self.numbers, dtype=np.float64), *(v for _, v in self.number_chunks)]
+        return np.concatenate(rows), np.concatenate(values)
+
+    def label_data(self) -> tuple[npt.NDArray[np.int64], list[str]]:
+        """Rows and values of every label in the column."""
+        rows = [np.asarray(self.label_rows, dtype=np.int64), *(r for r, _ in self.label_chunks)]
+        labels = list(self.labels)
+        for _, chunk in self.label_chunks:
+            labels.extend(chunk.tolist())
+        return np.concatenate(rows), labels
+
+    def __bool__(self) -> bool:
+        return bool(self.number_rows or self.label_rows or self.number_chunks
+                    or self.label_chunks)  # fmt: skip
+
+
+@dataclass
+class ModelCallBatch:
+    """The model calls of one or more requests, as columns.
+
+    ``model_index[i]`` indexes ``models``; ``quantities`` are keyed like
+    ``feature.amount``; ``contexts`` like ``context.language``.
+    """
+
+    models: list[ModelKey] = field(default_factory=list)
+    model_index: list[int] = field(default_factory=list)
+    start_ns: list[int] = field(default_factory=list)
+    duration_ns: list[int] = field(default_factory=list)
+    trace_ids: list[bytes] = field(default_factory=list)
+    span_ids: list[bytes] = field(default_factory=list)
+    operations: list[str] = field(default_factory=list)
+    prediction_ids: list[str] = field(default_factory=list)
+    service_names: list[str] = field(default_factory=list)
+    quantities: dict[str, Column] = field(default_factory=dict)
+    contexts: dict[str, Column] = field(default_factory=dict)
+    rejected_spans: int = 0
+    rejection_reasons: list[str] = field(default_factory=list)
+    ignored_values: int = 0
+
+    def __len__(self) -> int:
+        return len(self.start_ns)
+
+    def reject(self, reason: str) -> None:
+        self.rejected_spans += 1
+        if len(self.rejection_reasons) < 5 and reason not in self.rejection_reasons:
+            self.rejection_reasons.append(reason)
