@@ -40,14 +40,15 @@ def test_spans_with_ml_values_but_no_valid_model_name_are_rejected(recorder) -> 
     assert batch.quantities["feature.a"].number_rows == [0]
 
 
-def test_array_values_are_ignored_and_counted(recorder) -> None:
+def test_arrays_without_a_batch_size_are_rejected(recorder) -> None:
     tracer = recorder.provider.get_tracer("t")
     with tracer.start_as_current_span("predict m") as span:
         span.set_attribute("ml.model.name", "m")
         span.set_attribute("ml.feature.vector", [1.0, 2.0])
     batch = decode_request(recorder.request())
-    assert len(batch) == 1
-    assert batch.ignored_values == 1
+    assert len(batch) == 0
+    assert batch.rejected_spans == 1
+    assert "ml.batch.size" in batch.rejection_reasons[0]
 
 
 def test_attributes_without_a_name_after_the_prefix_are_skipped(recorder) -> None:

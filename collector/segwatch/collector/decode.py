@@ -17,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from segwatch.instrumentation import attributes as attr
 
+from .batch_spans import BatchSpanError, decode_batch_span
 from .columns import Column, ModelCallBatch, ModelKey
 
 __all__ = ["decode_request", "service_name"]
@@ -24,6 +25,7 @@ __all__ = ["decode_request", "service_name"]
 DEFAULT_STAGE = "serving"
 _ABSENT: Any = object()
 _SKIP = object()
+_BATCH = object()
 
 _FEATURE = attr.ML_FEATURE_PREFIX
 _OUTPUT = attr.ML_OUTPUT_PREFIX
@@ -58,6 +60,13 @@ def decode_request(request: ExportTraceServiceRequest) -> ModelCallBatch:
     # Each attribute key is classified once per request: a Column to append
     # to, the name of a model field, or _SKIP. Spans repeat the same keys.
     targets: dict[str, Column | str | object] = {}
+
+    def columns_for(key: str) -> Column | str | object:
+        target = targets.get(key)
+        if target is None:
+            target = targets[key] = _classify(key, batch)
+        return target
+
     for resource_spans in request.resource_spans:
         service = service_name(resource_spans.resource)
         for scope_spans in resource_spans.scope_spans:
@@ -65,6 +74,7 @@ def decode_request(request: ExportTraceServiceRequest) -> ModelCallBatch:
                 row = len(batch.start_ns)
                 name: Any = _ABSENT
                 appended = False
+                is_batch = False
                 version = ""
                 stage = DEFAULT_STAGE
                 operation = ""
@@ -75,6 +85,9 @@ def decode_request(request: ExportTraceServiceRequest) -> ModelCallBatch:
                     if target is None:
                         target = targets[key] = _classify(key, batch)
                     if target is _SKIP:
+                        continue
+                    if target is _BATCH:
+                        is_batch = True
                         continue
                     value = kv.value
                     kind = value.WhichOneof("value")
@@ -104,38 +117,63 @@ def decode_request(request: ExportTraceServiceRequest) -> ModelCallBatch:
                     elif kind == "bool_value":
                         column.label_rows.append(row)
                         column.labels.append("true" if value.bool_value else "false")
+                    elif kind == "array_value":
+                        is_batch = True  # read by decode_batch_span below
                     elif kind is not None:
                         batch.ignored_values += 1
+                if is_batch and appended:
+                    _undo_row(batch, row)  # the batch path re-reads every value
                 if name is _ABSENT or not name:
-                    if appended:
+                    if appended and not is_batch:
                         _undo_row(batch, row)
-                    if appended or name is not _ABSENT:
+                    if appended or is_batch or name is not _ABSENT:
                         batch.reject(f"span {span.name!r}: {_NAME} must be a non-empty string")
                     continue
+                n = 1
+                row_ids: list[str] | None = None
+                if is_batch:
+                    try:
+                        n, row_ids = decode_batch_span(span, batch, columns_for, row)
+                    except BatchSpanError as exc:
+                        batch.reject(f"span {span.name!r}: {exc}")
+                        continue
                 key_ = (name, version, stage)
                 index = model_ids.get(key_)
                 if index is None:
                     index = model_ids[key_] = len(batch.models)
                     batch.models.append(key_)
-                batch.model_index.append(index)
                 start = span.start_time_unix_nano
-                batch.start_ns.append(start)
-                batch.duration_ns.append(max(0, span.end_time_unix_nano - start))
-                batch.trace_ids.append(span.trace_id)
-                batch.span_ids.append(span.span_id)
-                batch.operations.append(operation)
-                batch.prediction_ids.append(prediction_id)
-                batch.service_names.append(service)
+                if n == 1:
+                    batch.model_index.append(index)
+                    batch.start_ns.append(start)
+                    batch.duration_ns.append(max(0, span.end_time_unix_nano - start))
+                    batch.trace_ids.append(span.trace_id)
+                    batch.span_ids.append(span.span_id)
+                    batch.operations.append(operation)
+                    batch.prediction_ids.append(prediction_id)
+                    batch.service_names.append(service)
+                else:
+                    batch.model_index.extend([index] * n)
+                    batch.start_ns.extend([start] * n)
+                    batch.duration_ns.extend([max(0, span.end_time_unix_nano - start)] * n)
+                    batch.trace_ids.extend([span.trace_id] * n)
+                    batch.span_ids.extend([span.span_id] * n)
+                    batch.operations.extend([operation] * n)
+                    batch.prediction_ids.extend(row_ids or [prediction_id] * n)
+                    batch.service_names.extend([service] * n)
     return batch
 
 
 _MODEL_FIELDS = frozenset({_NAME, _VERSION, _STAGE, _OPERATION, _PREDICTION_ID})
+_BATCH_FIELDS = frozenset({attr.ML_BATCH_SIZE, attr.ML_BATCH_COLUMNS})
 
 
 def _classify(key: str, batch: ModelCallBatch) -> Column | str | object:
     """Where values of attribute ``key`` go: a column, a model field's name, or nowhere."""
     if key in _MODEL_FIELDS:
         return key
+    if key in _BATCH_FIELDS:
+        return _BATCH
     if key.startswith(_QUANTITY_PREFIXES):
         table = batch.quantities
     elif key.startswith(_CONTEXT):
