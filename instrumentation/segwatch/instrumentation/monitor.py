@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -24,8 +25,10 @@ from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Span
 
 from . import attributes as attr
+from .batch_writer import DEFAULT_COLUMNS_ABOVE, batch_attributes, row_attributes
 from .context import context_attributes
-from .values import AttributeScalar, features_from_input, outputs_from_result, to_attribute_value
+from .tables import Rows, read_features, read_outputs
+from .values import AttributeScalar, to_attribute_value
 
 __all__ = ["ModelCall", "monitor"]
 
@@ -42,11 +45,12 @@ class ModelCall:
     Every method swallows its own errors (see the module docstring).
     """
 
-    __slots__ = ("_monitor", "_span")
+    __slots__ = ("_batch", "_monitor", "_span")
 
     def __init__(self, owner: monitor, span: Span) -> None:
         self._monitor = owner
         self._span = span
+        self._batch: Rows | None = None  # a batch's feature columns, until its outputs come
 
     @property
     def span(self) -> Span:
@@ -69,6 +73,23 @@ class ModelCall:
         """Set the id that joins delayed labels to this prediction."""
         if self._span.is_recording():
             self._span.set_attribute(attr.ML_PREDICTION_ID, str(prediction_id))
+
+    def batch(self, n: int, features: dict[str, Any], outputs: dict[str, Any] | None = None,
+              metrics: dict[str, Any] | None = None) -> None:  # fmt: skip
+        """Record a call on ``n`` rows: each value a sequence (list, array, Series) of ``n``.
+
+        Written as one batch span: plain arrays for small batches,
+        ``ml.batch.columns`` for large ones (see the README).
+        """
+        if not self._span.is_recording():
+            return
+        columns = {attr_name(attr.ML_FEATURE_PREFIX, k): v for k, v in features.items()}
+        for prefix, values in ((attr.ML_OUTPUT_PREFIX, outputs), (attr.ML_METRIC_PREFIX, metrics)):
+            columns.update({attr_name(prefix, k): v for k, v in (values or {}).items()})
+        try:
+            self._span.set_attributes(batch_attributes(columns, n, self._monitor.columns_above))
+        except Exception as exc:
+            self._monitor._report("batch", exc)
 
     def _record(self, prefix: str, values: dict[str, Any]) -> None:
         if not self._span.is_recording():
@@ -111,6 +132,9 @@ class monitor:
         *,
         operation: str = "predict",
         feature_names: Sequence[str] | None = None,
+        classes: Sequence[Any] | None = None,
+        per_row: bool = False,
+        columns_above: int = DEFAULT_COLUMNS_ABOVE,
         tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         if not isinstance(model, str) or not model:
@@ -122,6 +146,11 @@ class monitor:
         self.stage = stage
         self.operation = operation
         self.feature_names = list(feature_names) if feature_names is not None else None
+        self.classes = _plain_list(classes) if classes is not None else None
+        self.per_row = per_row
+        if columns_above < 0:
+            raise ValueError("columns_above must be at least 0")
+        self.columns_above = columns_above
         # A ProxyTracer when no provider is set yet: it follows a provider set later.
         self._tracer = trace.get_tracer(_TRACER_NAME, tracer_provider=tracer_provider)
         self._span_name = attr.SPAN_NAME_FORMAT.format(operation=operation, model=model)
@@ -196,52 +225,140 @@ class monitor:
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                rows = self._read_input(args, kwargs) if self.per_row else None
+                if rows is not None and not rows.single:
+                    parent = self._start_rows_span()
+                    if not parent.get_span_context().is_valid:
+                        return await func(*args, **kwargs)
+                    with trace.use_span(parent, end_on_exit=True):
+                        started = time.time_ns()
+                        result = await func(*args, **kwargs)
+                        self._emit_rows(rows, result, args, started)
+                        return result
                 span = self._start_span(None)
                 if not span.get_span_context().is_valid:
                     return await func(*args, **kwargs)
                 with self._activate(span) as model_call:
                     self._record_input(model_call, args, kwargs)
-                    result = await func(*args, **kwargs)
-                    self._record_output(model_call, result)
+                    try:
+                        result = await func(*args, **kwargs)
+                    except BaseException:
+                        self._record_output(model_call, _NO_RESULT, args)
+                        raise
+                    self._record_output(model_call, result, args)
                     return result
 
             return cast(F, async_wrapper)
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            rows = self._read_input(args, kwargs) if self.per_row else None
+            if rows is not None and not rows.single:
+                parent = self._start_rows_span()
+                if not parent.get_span_context().is_valid:
+                    return func(*args, **kwargs)
+                with trace.use_span(parent, end_on_exit=True):
+                    started = time.time_ns()
+                    result = func(*args, **kwargs)
+                    self._emit_rows(rows, result, args, started)
+                    return result
             span = self._start_span(None)
             if not span.get_span_context().is_valid:
                 return func(*args, **kwargs)
             with self._activate(span) as model_call:
                 self._record_input(model_call, args, kwargs)
-                result = func(*args, **kwargs)
-                self._record_output(model_call, result)
+                try:
+                    result = func(*args, **kwargs)
+                except BaseException:
+                    self._record_output(model_call, _NO_RESULT, args)
+                    raise
+                self._record_output(model_call, result, args)
                 return result
 
         return cast(F, wrapper)
 
+    def _start_rows_span(self) -> Span:
+        """``per_row``: the call's own span; not a model call (no ``ml.*``), its rows are."""
+        try:
+            return self._tracer.start_span(f"{self._span_name} rows")
+        except Exception as exc:
+            self._report("span", exc)
+            return INVALID_SPAN
+
+    def _read_input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Rows | None:
+        owner, data = _split_arguments(args, kwargs)
+        if data is None:
+            return None
+        names = self.feature_names or _names_of(owner)
+        try:
+            return read_features(data, names)
+        except Exception as exc:
+            self._report("features", exc)
+            return None
+
     def _record_input(self, model_call: ModelCall, args: tuple[Any, ...], kwargs: Any) -> None:
         if not model_call.span.is_recording():
             return
-        data = _first_data_argument(args, kwargs)
-        if data is None:
+        rows = self._read_input(args, kwargs)
+        if rows is None:
+            return
+        if not rows.single:
+            model_call._batch = rows
             return
         try:
-            features = features_from_input(data, self.feature_names)
+            features = {k: to_attribute_value(v) for k, v in rows.scalars().items()}
         except Exception as exc:
             self._report("features", exc)
             return
         model_call._set_all(attr.ML_FEATURE_PREFIX, features)
 
-    def _record_output(self, model_call: ModelCall, result: Any) -> None:
+    def _record_output(self, model_call: ModelCall, result: Any, args: tuple[Any, ...]) -> None:
         if not model_call.span.is_recording():
             return
+        rows = model_call._batch
+        outputs: dict[str, Any] = {}
+        metrics: dict[str, Any] = {}
+        if result is not _NO_RESULT:
+            try:
+                outputs, metrics = read_outputs(result, rows.n if rows else 1,
+                                                self._classes_of(args))  # fmt: skip
+            except Exception as exc:
+                self._report("outputs", exc)
+        if rows is not None:
+            model_call._batch = None
+            model_call.batch(rows.n, rows.columns, outputs, metrics)
+            return
         try:
-            outputs = outputs_from_result(result)
+            model_call._set_all(attr.ML_OUTPUT_PREFIX, _first_values(outputs))
+            model_call._set_all(attr.ML_METRIC_PREFIX, _first_values(metrics))
         except Exception as exc:
             self._report("outputs", exc)
-            return
-        model_call._set_all(attr.ML_OUTPUT_PREFIX, outputs)
+
+    def _classes_of(self, args: tuple[Any, ...]) -> list[Any] | None:
+        if self.classes is not None:
+            return self.classes
+        owner = args[0] if args and _looks_like_self(args[0]) else None
+        classes = getattr(owner, "classes_", None)
+        return _plain_list(classes) if classes is not None else None
+
+    def _emit_rows(self, rows: Rows, result: Any, args: tuple[Any, ...], started: int) -> None:
+        """``per_row``: one span per input row, all with the call's start and end."""
+        try:
+            outputs, metrics = read_outputs(result, rows.n, self._classes_of(args))
+            columns = {attr_name(attr.ML_FEATURE_PREFIX, k): v for k, v in rows.columns.items()}
+            columns.update({attr_name(attr.ML_OUTPUT_PREFIX, k): v for k, v in outputs.items()})
+            columns.update({attr_name(attr.ML_METRIC_PREFIX, k): v for k, v in metrics.items()})
+            ended = time.time_ns()
+            context = context_attributes()
+            for i in range(rows.n):
+                span = self._tracer.start_span(
+                    self._span_name,
+                    attributes={**self._base_attributes, **context, **row_attributes(columns, i)},
+                    start_time=started,
+                )
+                span.end(end_time=ended)
+        except Exception as exc:
+            self._report("rows", exc)
 
     def _report(self, what: str, exc: Exception) -> None:
         # Log each kind of problem once per monitor: a model called 1,000 times a
@@ -252,14 +369,41 @@ class monitor:
             _logger.warning("segwatch: cannot record %s of model %r: %s", what, self.model, exc)
 
 
-def _first_data_argument(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """The model's input: the first positional argument, skipping a method's ``self``."""
-    candidates = list(args)
-    if candidates and _looks_like_self(candidates[0]):
-        candidates = candidates[1:]
+def _split_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """(the method's owner or None, the model's input): the first argument after ``self``."""
+    owner = args[0] if args and _looks_like_self(args[0]) else None
+    candidates = args[1:] if owner is not None else args
     if candidates:
-        return candidates[0]
-    return next(iter(kwargs.values()), None)
+        return owner, candidates[0]
+    return owner, next(iter(kwargs.values()), None)
+
+
+def _names_of(owner: Any) -> list[str] | None:
+    """Feature names a fitted estimator knows (scikit-learn's ``feature_names_in_``)."""
+    names = getattr(owner, "feature_names_in_", None)
+    return [str(n) for n in _plain_list(names)] if names is not None else None
+
+
+def _plain_list(values: Any) -> list[Any]:
+    tolist = getattr(values, "tolist", None)
+    return list(tolist()) if callable(tolist) else list(values)
+
+
+def attr_name(prefix: str, name: str) -> str:
+    """``ml.feature.`` + ``amount`` → ``feature.amount``: a column name of a batch."""
+    return prefix[3:] + str(name)
+
+
+def _first_values(columns: dict[str, Any]) -> dict[str, AttributeScalar | None]:
+    out: dict[str, AttributeScalar | None] = {}
+    for name, values in columns.items():
+        first = values.iloc[0] if hasattr(values, "iloc") else values[0]
+        out[name] = to_attribute_value(first)
+    return out
+
+
+_NO_RESULT = object()
+"""The model raised: a batch's features are still recorded, without outputs."""
 
 
 def _looks_like_self(obj: Any) -> bool:
