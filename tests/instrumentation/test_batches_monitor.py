@@ -143,11 +143,20 @@ def test_batch_through_monitor_aggregates_like_single_calls(recorder, n: int) ->
     singles = SegmentAggregator().aggregate(_one_minute(decode_request(recorder.request())))
 
     def states(rows):  # type: ignore[no-untyped-def]
-        c = rows.columns
-        drop = {"exemplar_trace_ids"}
-        return sorted(
-            (*tuple((k, round(v, 9) if isinstance(v, float) else v) for k, v in ((k, c[k][i]) for k in c if k not in drop) if not isinstance(v, dict)), tuple(sorted(c["histogram"][i].items())), tuple(sorted(c["categories"][i].items())))
-            for i in range(len(rows))
-        )  # fmt: skip
+        """Every aggregate row as a sortable tuple (maps as sorted pairs, floats rounded)."""
+        out = []
+        for i in range(len(rows)):
+            row = []
+            for name, values in rows.columns.items():
+                value = values[i]
+                if name == "exemplar_trace_ids":
+                    continue  # different spans, different trace ids
+                if isinstance(value, dict):
+                    value = tuple(sorted(value.items()))
+                elif isinstance(value, float):
+                    value = round(value, 9)
+                row.append((name, value))
+            out.append(tuple(row))
+        return sorted(out)
 
     assert states(batched) == states(singles)
