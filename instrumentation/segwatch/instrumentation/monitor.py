@@ -134,6 +134,7 @@ class monitor:
         feature_names: Sequence[str] | None = None,
         classes: Sequence[Any] | None = None,
         per_row: bool = False,
+        record_outputs: bool = True,
         columns_above: int = DEFAULT_COLUMNS_ABOVE,
         tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
@@ -148,6 +149,7 @@ class monitor:
         self.feature_names = list(feature_names) if feature_names is not None else None
         self.classes = _plain_list(classes) if classes is not None else None
         self.per_row = per_row
+        self.record_outputs = record_outputs
         if columns_above < 0:
             raise ValueError("columns_above must be at least 0")
         self.columns_above = columns_above
@@ -318,7 +320,7 @@ class monitor:
         rows = model_call._batch
         outputs: dict[str, Any] = {}
         metrics: dict[str, Any] = {}
-        if result is not _NO_RESULT:
+        if result is not _NO_RESULT and self.record_outputs:
             try:
                 outputs, metrics = read_outputs(result, rows.n if rows else 1,
                                                 self._classes_of(args))  # fmt: skip
