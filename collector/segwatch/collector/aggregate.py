@@ -21,6 +21,7 @@ from .columns import Column, ModelCallBatch, ModelKey
 from .histogram import histogram_keys
 from .rows import TableRows
 from .segments import (
+    OTHER,
     CategoryVocabulary,
     SegmentDimension,
     factorize,
@@ -42,6 +43,7 @@ AGGREGATE_COLUMNS = (
     "segment_value",
     "quantity",
     "count",
+    "sampled",
     "missing",
     "numeric_count",
     "sum",
@@ -102,9 +104,10 @@ class SegmentAggregator:
             return out
         model_index = np.asarray(batch.model_index, dtype=np.int64)
         start_ns = np.asarray(batch.start_ns, dtype=np.int64)
+        weights = np.asarray(batch.weights, dtype=np.float64)
         for index, model in enumerate(batch.models):
             rows = np.flatnonzero(model_index == index)
-            self._aggregate_model(batch, model, rows, start_ns[rows], out)
+            self._aggregate_model(batch, model, rows, start_ns[rows], weights[rows], out)
         return out
 
     def _aggregate_model(
@@ -113,16 +116,10 @@ class SegmentAggregator:
         model: ModelKey,
         rows: npt.NDArray[np.int64],
         start_ns: npt.NDArray[np.int64],
+        weights: npt.NDArray[np.float64],
         out: AggregateRows,
     ) -> None:
         minutes, minute_codes = np.unique(start_ns // NS_PER_MINUTE, return_inverse=True)
-        quantities = [
-            q
-            for name, column in sorted(batch.quantities.items())
-            if (q := _quantity(name, column, rows)) is not None
-        ]
-        if not quantities:
-            return
         dimensions = [whole_model(len(rows))]
         for name, column in sorted((*batch.quantities.items(), *batch.contexts.items())):
             if name.startswith(("feature.", "context.")):
@@ -130,7 +127,14 @@ class SegmentAggregator:
                 dimension = segment_dimension(name, column, rows, vocabulary)
                 if len(dimension.labels) > 1 or dimension.codes.any():
                     dimensions.append(dimension)
-        groups = _SegmentGroups.build(dimensions, minute_codes, minutes * 60, rows, batch)
+        quantities = [
+            q
+            for name, column in sorted(batch.quantities.items())
+            if (q := _quantity(name, column, rows, self._vocabulary(model[0], name))) is not None
+        ]
+        if not quantities:
+            return
+        groups = _SegmentGroups.build(dimensions, minute_codes, minutes * 60, rows, weights, batch)
         own_dimension = {d.name: i for i, d in enumerate(dimensions)}
         for quantity in quantities:
             # A dimension split by itself says nothing new: skip that pair.
@@ -148,8 +152,10 @@ class _SegmentGroups:
     """
 
     matrix: npt.NDArray[np.int64]
+    weights: npt.NDArray[np.float64]  # per row
     total: int
-    counts: npt.NDArray[np.int64]
+    counts: npt.NDArray[np.float64]  # weighted calls per group
+    sampled: npt.NDArray[np.int64]  # rows received per group
     live: npt.NDArray[np.int64]  # groups with at least one call
     live_dim: npt.NDArray[np.int64]  # dimension index of each live group
     dim_names: npt.NDArray[np.object_]
@@ -164,6 +170,7 @@ class _SegmentGroups:
         minute_codes: npt.NDArray[np.int64],
         bucket_seconds: npt.NDArray[np.int64],
         rows: npt.NDArray[np.int64],
+        weights: npt.NDArray[np.float64],
         batch: ModelCallBatch,
     ) -> _SegmentGroups:
         n_minutes = len(bucket_seconds)
@@ -175,8 +182,12 @@ class _SegmentGroups:
         )  # fmt: skip
         total = int(offsets[-1] + sizes[-1] * n_minutes)
         flat = matrix.ravel()
-        counts = np.bincount(flat, minlength=total)
-        live = np.flatnonzero(counts)
+        sampled = np.bincount(flat, minlength=total)
+        counts = np.asarray(
+            np.bincount(flat, weights=np.tile(weights, len(dimensions)), minlength=total),
+            dtype=np.float64,
+        )
+        live = np.flatnonzero(sampled)
         live_dim = np.searchsorted(offsets, live, side="right") - 1
         local = live - offsets[live_dim]
         size_of = sizes[live_dim]
@@ -187,8 +198,10 @@ class _SegmentGroups:
         trace_ids = batch.trace_ids
         return cls(
             matrix=matrix,
+            weights=weights,
             total=total,
             counts=counts,
+            sampled=sampled,
             live=live,
             live_dim=live_dim,
             dim_names=np.array([d.name for d in dimensions], dtype=object)[live_dim],
@@ -206,7 +219,9 @@ class _SegmentGroups:
         )
 
 
-def _quantity(name: str, column: Column, rows: npt.NDArray[np.int64]) -> _Quantity | None:
+def _quantity(
+    name: str, column: Column, rows: npt.NDArray[np.int64], vocabulary: CategoryVocabulary
+) -> _Quantity | None:
     """Positions (within ``rows``) and values of one quantity for one model."""
     number_rows, numbers = column.number_data()
     label_rows, labels = column.label_data()
@@ -225,6 +240,7 @@ def _quantity(name: str, column: Column, rows: npt.NDArray[np.int64]) -> _Quanti
         label_positions = np.concatenate([label_positions, number_pos[odd]])
         numbers, number_pos = numbers[finite], number_pos[finite]
     if label_values:
+        label_values = _fold(name, label_values, vocabulary)
         label_names, codes = factorize(label_values)
     else:
         codes, label_names = np.zeros(0, dtype=np.int64), []
@@ -240,6 +256,26 @@ def _quantity(name: str, column: Column, rows: npt.NDArray[np.int64]) -> _Quanti
     )
 
 
+def _fold(name: str, values: list[str], vocabulary: CategoryVocabulary) -> list[str]:
+    """Values outside the top K become ``__other__``, so category maps stay bounded.
+
+    A feature's vocabulary was already updated when it was segmented; other
+    quantities (outputs) update theirs here.
+    """
+    if name.startswith("feature."):
+        kept = vocabulary.kept
+    else:
+        distinct, inverse = factorize(values)
+        kept = vocabulary.observe(distinct, np.bincount(inverse).tolist())
+    keep = kept | _SPECIAL_NAMES
+    if all(v in keep for v in set(values)):
+        return values
+    return [v if v in keep else OTHER for v in values]
+
+
+_SPECIAL_NAMES = frozenset({"nan", "inf", "-inf"})  # from numbers: never folded
+
+
 def _special_name(value: float) -> str:
     if value != value:
         return "nan"
@@ -247,18 +283,22 @@ def _special_name(value: float) -> str:
 
 
 def _pairs_by_group(
-    group: npt.NDArray[np.int64], key: npt.NDArray[np.int64], live: npt.NDArray[np.int64]
-) -> dict[int, tuple[list[int], list[int]]]:
-    """(keys, counts) per group, for the groups in ``live``."""
+    group: npt.NDArray[np.int64],
+    key: npt.NDArray[np.int64],
+    weights: npt.NDArray[np.float64],
+    live: npt.NDArray[np.int64],
+) -> dict[int, tuple[list[int], list[float]]]:
+    """(keys, weighted counts) per group, for the groups in ``live``."""
     if not len(group):
         return {}
     span = int(key.max()) + 1 if len(key) else 1
-    combined, counts = np.unique(group * span + key, return_counts=True)
+    combined, inverse = np.unique(group * span + key, return_inverse=True)
+    counts = np.bincount(inverse, weights=weights, minlength=len(combined))
     owners = combined // span
     keys = combined % span
     bounds = np.searchsorted(owners, live)
     ends = np.searchsorted(owners, live, side="right")
-    result: dict[int, tuple[list[int], list[int]]] = {}
+    result: dict[int, tuple[list[int], list[float]]] = {}
     for g, lo, hi in zip(live.tolist(), bounds.tolist(), ends.tolist(), strict=True):
         if hi > lo:
             result[g] = (keys[lo:hi].tolist(), counts[lo:hi].tolist())
@@ -279,25 +319,35 @@ def _append_quantity(
     total = groups.total
     n_dims = len(groups.matrix)
     live = groups.live[keep]
-    present = np.bincount(groups.matrix[:, quantity.present].ravel(), minlength=total)
+    w = groups.weights
+    present = np.bincount(
+        groups.matrix[:, quantity.present].ravel(),
+        weights=np.tile(w[quantity.present], n_dims),
+        minlength=total,
+    )
     number_groups = groups.matrix[:, quantity.number_pos].ravel()
     values = np.tile(quantity.numbers, n_dims)
-    numeric_count = np.bincount(number_groups, minlength=total)
-    sums = np.bincount(number_groups, weights=values, minlength=total)
-    sum_sq = np.bincount(number_groups, weights=values * values, minlength=total)
+    value_weights = np.tile(w[quantity.number_pos], n_dims)
+    numeric_count = np.bincount(number_groups, weights=value_weights, minlength=total)
+    sums = np.bincount(number_groups, weights=values * value_weights, minlength=total)
+    sum_sq = np.bincount(number_groups, weights=values * values * value_weights, minlength=total)
     minima = np.full(total, np.inf)
     maxima = np.full(total, -np.inf)
     np.minimum.at(minima, number_groups, values)
     np.maximum.at(maxima, number_groups, values)
     hist_keys = np.tile(quantity.hist_keys.astype(np.int64) + _HIST_SHIFT, n_dims)
-    histograms = _pairs_by_group(number_groups, hist_keys, live)
+    histograms = _pairs_by_group(number_groups, hist_keys, value_weights, live)
     categories = _pairs_by_group(
-        groups.matrix[:, quantity.label_pos].ravel(), np.tile(quantity.label_codes, n_dims), live
+        groups.matrix[:, quantity.label_pos].ravel(),
+        np.tile(quantity.label_codes, n_dims),
+        np.tile(w[quantity.label_pos], n_dims),
+        live,
     )
     names = quantity.label_names
     c = out.columns
     n = len(live)
     counts = groups.counts[live]
+    c["sampled"].extend(groups.sampled[live].tolist())
     c["model_name"].extend([model[0]] * n)
     c["model_version"].extend([model[1]] * n)
     c["model_stage"].extend([model[2]] * n)
@@ -312,7 +362,7 @@ def _append_quantity(
     c["sum_sq"].extend(sum_sq[live].tolist())
     c["min"].extend(minima[live].tolist())
     c["max"].extend(maxima[live].tolist())
-    empty: tuple[list[int], list[int]] = ([], [])
+    empty: tuple[list[int], list[float]] = ([], [])
     for g in live.tolist():
         keys, key_counts = histograms.get(g, empty)
         c["histogram"].append({k - _HIST_SHIFT: n_ for k, n_ in zip(keys, key_counts, strict=True)})

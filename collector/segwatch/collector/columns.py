@@ -70,6 +70,7 @@ class ModelCallBatch:
     operations: list[str] = field(default_factory=list)
     prediction_ids: list[str] = field(default_factory=list)
     service_names: list[str] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)  # ml.sample.weight, default 1
     quantities: dict[str, Column] = field(default_factory=dict)
     contexts: dict[str, Column] = field(default_factory=dict)
     rejected_spans: int = 0

@@ -79,6 +79,7 @@ def decode_request(request: ExportTraceServiceRequest) -> ModelCallBatch:
                 stage = DEFAULT_STAGE
                 operation = ""
                 prediction_id = ""
+                weight = 1.0
                 for kv in span.attributes:
                     key = kv.key
                     target = targets.get(key)
@@ -100,6 +101,8 @@ def decode_request(request: ExportTraceServiceRequest) -> ModelCallBatch:
                             stage = _as_text(value, kind) or DEFAULT_STAGE
                         elif target == _OPERATION:
                             operation = _as_text(value, kind)
+                        elif target == _WEIGHT:
+                            weight = _as_weight(value, kind)
                         else:
                             prediction_id = _as_text(value, kind)
                         continue
@@ -129,6 +132,11 @@ def decode_request(request: ExportTraceServiceRequest) -> ModelCallBatch:
                     if appended or is_batch or name is not _ABSENT:
                         batch.reject(f"span {span.name!r}: {_NAME} must be a non-empty string")
                     continue
+                if not weight > 0:  # NaN fails this too
+                    if appended and not is_batch:
+                        _undo_row(batch, row)
+                    batch.reject(f"span {span.name!r}: {_WEIGHT} must be a positive finite number")
+                    continue
                 n = 1
                 row_ids: list[str] | None = None
                 if is_batch:
@@ -152,6 +160,7 @@ def decode_request(request: ExportTraceServiceRequest) -> ModelCallBatch:
                     batch.operations.append(operation)
                     batch.prediction_ids.append(prediction_id)
                     batch.service_names.append(service)
+                    batch.weights.append(weight)
                 else:
                     batch.model_index.extend([index] * n)
                     batch.start_ns.extend([start] * n)
@@ -161,10 +170,12 @@ def decode_request(request: ExportTraceServiceRequest) -> ModelCallBatch:
                     batch.operations.extend([operation] * n)
                     batch.prediction_ids.extend(row_ids or [prediction_id] * n)
                     batch.service_names.extend([service] * n)
+                    batch.weights.extend([weight] * n)
     return batch
 
 
-_MODEL_FIELDS = frozenset({_NAME, _VERSION, _STAGE, _OPERATION, _PREDICTION_ID})
+_WEIGHT = attr.ML_SAMPLE_WEIGHT
+_MODEL_FIELDS = frozenset({_NAME, _VERSION, _STAGE, _OPERATION, _PREDICTION_ID, _WEIGHT})
 _BATCH_FIELDS = frozenset({attr.ML_BATCH_SIZE, attr.ML_BATCH_COLUMNS})
 
 
@@ -186,6 +197,17 @@ def _classify(key: str, batch: ModelCallBatch) -> Column | str | object:
     if column is None:
         column = table[key[3:]] = Column()
     return column
+
+
+def _as_weight(value: Any, kind: str | None) -> float:
+    """``ml.sample.weight`` as a float; 0 (rejected) when it is not a positive finite number."""
+    if kind == "double_value":
+        number = float(value.double_value)
+    elif kind == "int_value":
+        number = float(value.int_value)
+    else:
+        return 0.0
+    return number if math.isfinite(number) else 0.0
 
 
 def _as_text(value: Any, kind: str | None) -> str:

@@ -78,6 +78,11 @@ class CategoryVocabulary:
         self._kept: frozenset[str] = frozenset()
         self._lock = threading.Lock()
 
+    @property
+    def kept(self) -> frozenset[str]:
+        """The values kept as segments after the last :meth:`observe`."""
+        return self._kept
+
     def observe(self, values: list[str], counts: list[int]) -> frozenset[str]:
         """Count a batch's distinct values; return the values kept as segments."""
         with self._lock:

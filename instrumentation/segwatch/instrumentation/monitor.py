@@ -15,8 +15,9 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar, cast
@@ -25,10 +26,13 @@ from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Span
 
 from . import attributes as attr
-from .batch_writer import DEFAULT_COLUMNS_ABOVE, batch_attributes, row_attributes
+from .arguments import first_values, looks_like_self, names_of, plain_list, split_arguments
+from .batch_writer import DEFAULT_COLUMNS_ABOVE, row_attributes
 from .context import context_attributes
+from .model_call import ModelCall, batch_columns
+from .privacy import RecordingPolicy
 from .tables import Rows, read_features, read_outputs
-from .values import AttributeScalar, to_attribute_value
+from .values import to_attribute_value
 
 __all__ = ["ModelCall", "monitor"]
 
@@ -36,76 +40,6 @@ _logger = logging.getLogger(__name__)
 _TRACER_NAME = "segwatch.instrumentation"
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class ModelCall:
-    """What one monitored call records; handed out by ``with monitor(...) as call``.
-
-    Not thread-safe: one call belongs to the thread (or task) that made it.
-    Every method swallows its own errors (see the module docstring).
-    """
-
-    __slots__ = ("_batch", "_monitor", "_span")
-
-    def __init__(self, owner: monitor, span: Span) -> None:
-        self._monitor = owner
-        self._span = span
-        self._batch: Rows | None = None  # a batch's feature columns, until its outputs come
-
-    @property
-    def span(self) -> Span:
-        """The OTel span of this call, for anything the convention does not cover."""
-        return self._span
-
-    def features(self, **values: Any) -> None:
-        """Record input features; ``None`` marks a feature MISSING."""
-        self._record(attr.ML_FEATURE_PREFIX, values)
-
-    def outputs(self, **values: Any) -> None:
-        """Record model outputs (score, class, ...)."""
-        self._record(attr.ML_OUTPUT_PREFIX, values)
-
-    def metric(self, name: str, value: float) -> None:
-        """Record one numeric behaviour metric, e.g. ``confidence``."""
-        self._record(attr.ML_METRIC_PREFIX, {name: value})
-
-    def prediction_id(self, prediction_id: str) -> None:
-        """Set the id that joins delayed labels to this prediction."""
-        if self._span.is_recording():
-            self._span.set_attribute(attr.ML_PREDICTION_ID, str(prediction_id))
-
-    def batch(self, n: int, features: dict[str, Any], outputs: dict[str, Any] | None = None,
-              metrics: dict[str, Any] | None = None) -> None:  # fmt: skip
-        """Record a call on ``n`` rows: each value a sequence (list, array, Series) of ``n``.
-
-        Written as one batch span: plain arrays for small batches,
-        ``ml.batch.columns`` for large ones (see the README).
-        """
-        if not self._span.is_recording():
-            return
-        columns = {attr_name(attr.ML_FEATURE_PREFIX, k): v for k, v in features.items()}
-        for prefix, values in ((attr.ML_OUTPUT_PREFIX, outputs), (attr.ML_METRIC_PREFIX, metrics)):
-            columns.update({attr_name(prefix, k): v for k, v in (values or {}).items()})
-        try:
-            self._span.set_attributes(batch_attributes(columns, n, self._monitor.columns_above))
-        except Exception as exc:
-            self._monitor._report("batch", exc)
-
-    def _record(self, prefix: str, values: dict[str, Any]) -> None:
-        if not self._span.is_recording():
-            return
-        try:
-            converted = {name: to_attribute_value(v) for name, v in values.items()}
-        except Exception as exc:
-            self._monitor._report(f"{prefix}*", exc)
-            return
-        self._set_all(prefix, converted)
-
-    def _set_all(self, prefix: str, values: dict[str, AttributeScalar | None]) -> None:
-        try:
-            self._span.set_attributes({prefix + k: v for k, v in values.items() if v is not None})
-        except Exception as exc:
-            self._monitor._report(f"{prefix}*", exc)
 
 
 class monitor:
@@ -136,6 +70,13 @@ class monitor:
         per_row: bool = False,
         record_outputs: bool = True,
         columns_above: int = DEFAULT_COLUMNS_ABOVE,
+        sample_rate: float = 1.0,
+        features_allow: Collection[str] | None = None,
+        features_deny: Collection[str] = (),
+        hash_features: Collection[str] = (),
+        hash_salt: str = "",
+        max_string_length: int = 128,
+        record_text: bool = False,
         tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         if not isinstance(model, str) or not model:
@@ -147,22 +88,31 @@ class monitor:
         self.stage = stage
         self.operation = operation
         self.feature_names = list(feature_names) if feature_names is not None else None
-        self.classes = _plain_list(classes) if classes is not None else None
+        self.classes = plain_list(classes) if classes is not None else None
         self.per_row = per_row
         self.record_outputs = record_outputs
         if columns_above < 0:
             raise ValueError("columns_above must be at least 0")
         self.columns_above = columns_above
+        if not 0 < sample_rate <= 1:
+            raise ValueError("sample_rate must be in (0, 1]")
+        self.sample_rate = float(sample_rate)
+        self.policy = RecordingPolicy.build(
+            features_allow, features_deny, hash_features, hash_salt, max_string_length, record_text
+        )
         # A ProxyTracer when no provider is set yet: it follows a provider set later.
         self._tracer = trace.get_tracer(_TRACER_NAME, tracer_provider=tracer_provider)
         self._span_name = attr.SPAN_NAME_FORMAT.format(operation=operation, model=model)
-        self._base_attributes: dict[str, str] = {
+        self._base_attributes: dict[str, str | float] = {
             attr.ML_MODEL_NAME: model,
             attr.ML_MODEL_STAGE: stage,
             attr.ML_OPERATION: operation,
         }
         if self.version is not None:
             self._base_attributes[attr.ML_MODEL_VERSION] = self.version
+        if self.sample_rate < 1:
+            # Each recorded call stands for 1 / rate calls: the collector weights by it.
+            self._base_attributes[attr.ML_SAMPLE_WEIGHT] = 1 / self.sample_rate
         self._reported: set[str] = set()
         # Open ``with monitor:`` blocks, per thread and task, so one monitor
         # object can be entered concurrently and re-entrantly.
@@ -180,9 +130,15 @@ class monitor:
         ``start_time`` and ``end_time`` (ns since the epoch) default to now; set
         them to record a call that happened earlier (replays, backfills).
         """
+        if not self._sampled():
+            yield ModelCall(self, INVALID_SPAN)  # not sampled: records nothing
+            return
         span = self._start_span(start_time)
         with self._activate(span, end_time) as model_call:
             yield model_call
+
+    def _sampled(self) -> bool:
+        return self.sample_rate >= 1 or random.random() < self.sample_rate
 
     def _start_span(self, start_time: int | None) -> Span:
         try:
@@ -227,7 +183,7 @@ class monitor:
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                rows = self._read_input(args, kwargs) if self.per_row else None
+                rows = self._read_input(args, kwargs) if self.per_row and self._sampled() else None
                 if rows is not None and not rows.single:
                     parent = self._start_rows_span()
                     if not parent.get_span_context().is_valid:
@@ -237,6 +193,8 @@ class monitor:
                         result = await func(*args, **kwargs)
                         self._emit_rows(rows, result, args, started)
                         return result
+                if not self._sampled():
+                    return await func(*args, **kwargs)
                 span = self._start_span(None)
                 if not span.get_span_context().is_valid:
                     return await func(*args, **kwargs)
@@ -254,7 +212,7 @@ class monitor:
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            rows = self._read_input(args, kwargs) if self.per_row else None
+            rows = self._read_input(args, kwargs) if self.per_row and self._sampled() else None
             if rows is not None and not rows.single:
                 parent = self._start_rows_span()
                 if not parent.get_span_context().is_valid:
@@ -264,6 +222,8 @@ class monitor:
                     result = func(*args, **kwargs)
                     self._emit_rows(rows, result, args, started)
                     return result
+            if not self._sampled():
+                return func(*args, **kwargs)
             span = self._start_span(None)
             if not span.get_span_context().is_valid:
                 return func(*args, **kwargs)
@@ -288,10 +248,10 @@ class monitor:
             return INVALID_SPAN
 
     def _read_input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Rows | None:
-        owner, data = _split_arguments(args, kwargs)
+        owner, data = split_arguments(args, kwargs)
         if data is None:
             return None
-        names = self.feature_names or _names_of(owner)
+        names = self.feature_names or names_of(owner)
         try:
             return read_features(data, names)
         except Exception as exc:
@@ -308,7 +268,8 @@ class monitor:
             model_call._batch = rows
             return
         try:
-            features = {k: to_attribute_value(v) for k, v in rows.scalars().items()}
+            scalars = self.policy.features(rows.scalars())
+            features = {k: to_attribute_value(v) for k, v in scalars.items()}
         except Exception as exc:
             self._report("features", exc)
             return
@@ -331,25 +292,23 @@ class monitor:
             model_call.batch(rows.n, rows.columns, outputs, metrics)
             return
         try:
-            model_call._set_all(attr.ML_OUTPUT_PREFIX, _first_values(outputs))
-            model_call._set_all(attr.ML_METRIC_PREFIX, _first_values(metrics))
+            model_call._set_all(attr.ML_OUTPUT_PREFIX, self.policy.outputs(first_values(outputs)))
+            model_call._set_all(attr.ML_METRIC_PREFIX, first_values(metrics))
         except Exception as exc:
             self._report("outputs", exc)
 
     def _classes_of(self, args: tuple[Any, ...]) -> list[Any] | None:
         if self.classes is not None:
             return self.classes
-        owner = args[0] if args and _looks_like_self(args[0]) else None
+        owner = args[0] if args and looks_like_self(args[0]) else None
         classes = getattr(owner, "classes_", None)
-        return _plain_list(classes) if classes is not None else None
+        return plain_list(classes) if classes is not None else None
 
     def _emit_rows(self, rows: Rows, result: Any, args: tuple[Any, ...], started: int) -> None:
         """``per_row``: one span per input row, all with the call's start and end."""
         try:
             outputs, metrics = read_outputs(result, rows.n, self._classes_of(args))
-            columns = {attr_name(attr.ML_FEATURE_PREFIX, k): v for k, v in rows.columns.items()}
-            columns.update({attr_name(attr.ML_OUTPUT_PREFIX, k): v for k, v in outputs.items()})
-            columns.update({attr_name(attr.ML_METRIC_PREFIX, k): v for k, v in metrics.items()})
+            columns = batch_columns(self.policy, rows.columns, outputs, metrics)
             ended = time.time_ns()
             context = context_attributes()
             for i in range(rows.n):
@@ -371,49 +330,5 @@ class monitor:
             _logger.warning("segwatch: cannot record %s of model %r: %s", what, self.model, exc)
 
 
-def _split_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
-    """(the method's owner or None, the model's input): the first argument after ``self``."""
-    owner = args[0] if args and _looks_like_self(args[0]) else None
-    candidates = args[1:] if owner is not None else args
-    if candidates:
-        return owner, candidates[0]
-    return owner, next(iter(kwargs.values()), None)
-
-
-def _names_of(owner: Any) -> list[str] | None:
-    """Feature names a fitted estimator knows (scikit-learn's ``feature_names_in_``)."""
-    names = getattr(owner, "feature_names_in_", None)
-    return [str(n) for n in _plain_list(names)] if names is not None else None
-
-
-def _plain_list(values: Any) -> list[Any]:
-    tolist = getattr(values, "tolist", None)
-    return list(tolist()) if callable(tolist) else list(values)
-
-
-def attr_name(prefix: str, name: str) -> str:
-    """``ml.feature.`` + ``amount`` → ``feature.amount``: a column name of a batch."""
-    return prefix[3:] + str(name)
-
-
-def _first_values(columns: dict[str, Any]) -> dict[str, AttributeScalar | None]:
-    out: dict[str, AttributeScalar | None] = {}
-    for name, values in columns.items():
-        first = values.iloc[0] if hasattr(values, "iloc") else values[0]
-        out[name] = to_attribute_value(first)
-    return out
-
-
 _NO_RESULT = object()
 """The model raised: a batch's features are still recorded, without outputs."""
-
-
-def _looks_like_self(obj: Any) -> bool:
-    # A bound method's owner: an object of a user class with the method on it.
-    # Inputs (dicts, arrays, frames, lists) come from builtins or numpy/pandas.
-    module = type(obj).__module__
-    return not (
-        module == "builtins"
-        or module.startswith(("numpy", "pandas"))
-        or isinstance(obj, (dict, list, tuple))
-    )

@@ -7,7 +7,7 @@
 -- MISSING is a bin of its own, so a feature that stops arriving drifts too.
 -- Proportions are smoothed (add 0.5 per bin) so an empty bin never divides by 0.
 --
--- Noise control (first cut): both windows need {min_support} calls; a segment is
+-- Noise control (first cut): both windows need {min_support} received calls; a segment is
 -- reported only when the drift is specific to it: the rest of its dimension
 -- (the whole model minus every flagged segment of that dimension) did not
 -- shift (PSI at most {rest_threshold}); of the two views of one pair
@@ -27,6 +27,7 @@ windowed AS (
         model_name, model_version, model_stage, segment_dim, segment_value, quantity,
         bucket_start >= {window_start:DateTime('UTC')} AS is_current,
         sum(count) AS calls,
+        sum(sampled) AS sampled_calls,
         sum(missing) AS missing_calls,
         sum(numeric_count) AS numeric_calls,
         sum(sum) AS total,
@@ -99,10 +100,22 @@ aligned AS (
     ) AS s
     INNER JOIN quantity_bins AS q USING (model_name, model_version, model_stage, quantity)
 ),
+observed AS (
+    -- Support is what was received, not the weighted estimate: sampling does not add evidence.
+    SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
+           sumIf(sampled_calls, is_current) AS support,
+           sumIf(sampled_calls, NOT is_current) AS baseline_support
+    FROM windowed
+    GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity
+),
 flagged AS (
-    SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity, b, c,
-           psi(b, c) AS score, arraySum(c) AS support, arraySum(b) AS baseline_support
-    FROM aligned
+    SELECT a.model_name AS model_name, a.model_version AS model_version,
+           a.model_stage AS model_stage, a.segment_dim AS segment_dim,
+           a.segment_value AS segment_value, a.quantity AS quantity, a.b AS b, a.c AS c,
+           psi(a.b, a.c) AS score, o.support AS support, o.baseline_support AS baseline_support
+    FROM aligned AS a
+    INNER JOIN observed AS o
+        USING (model_name, model_version, model_stage, segment_dim, segment_value, quantity)
     WHERE score > {threshold:Float64}
       AND support >= {min_support:UInt64}
       AND baseline_support >= {min_support:UInt64}

@@ -1,0 +1,110 @@
+"""ModelCall: what one monitored call records, single row or batch."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.trace import Span
+
+from . import attributes as attr
+from .batch_writer import batch_attributes
+from .privacy import RecordingPolicy
+from .tables import Rows
+from .values import AttributeScalar, to_attribute_value
+
+if TYPE_CHECKING:
+    from .monitor import monitor
+
+__all__ = ["ModelCall", "attr_name", "batch_columns"]
+
+
+class ModelCall:
+    """What one monitored call records; handed out by ``with monitor(...) as call``.
+
+    Not thread-safe: one call belongs to the thread (or task) that made it.
+    Every method swallows its own errors (see the module docstring).
+    """
+
+    __slots__ = ("_batch", "_monitor", "_span")
+
+    def __init__(self, owner: monitor, span: Span) -> None:
+        self._monitor = owner
+        self._span = span
+        self._batch: Rows | None = None  # a batch's feature columns, until its outputs come
+
+    @property
+    def span(self) -> Span:
+        """The OTel span of this call, for anything the convention does not cover."""
+        return self._span
+
+    def features(self, **values: Any) -> None:
+        """Record input features; ``None`` marks a feature MISSING."""
+        if self._span.is_recording():
+            self._record(attr.ML_FEATURE_PREFIX, self._monitor.policy.features(values))
+
+    def outputs(self, **values: Any) -> None:
+        """Record model outputs (score, class, ...)."""
+        if self._span.is_recording():
+            self._record(attr.ML_OUTPUT_PREFIX, self._monitor.policy.outputs(values))
+
+    def metric(self, name: str, value: float) -> None:
+        """Record one numeric behaviour metric, e.g. ``confidence``."""
+        self._record(attr.ML_METRIC_PREFIX, {name: value})
+
+    def prediction_id(self, prediction_id: str) -> None:
+        """Set the id that joins delayed labels to this prediction."""
+        if self._span.is_recording():
+            self._span.set_attribute(attr.ML_PREDICTION_ID, str(prediction_id))
+
+    def batch(self, n: int, features: dict[str, Any], outputs: dict[str, Any] | None = None,
+              metrics: dict[str, Any] | None = None) -> None:  # fmt: skip
+        """Record a call on ``n`` rows: each value a sequence (list, array, Series) of ``n``.
+
+        Written as one batch span: plain arrays for small batches,
+        ``ml.batch.columns`` for large ones (see the README).
+        """
+        if not self._span.is_recording():
+            return
+        try:
+            columns = batch_columns(self._monitor.policy, features, outputs or {}, metrics or {})
+            self._span.set_attributes(batch_attributes(columns, n, self._monitor.columns_above))
+        except Exception as exc:
+            self._monitor._report("batch", exc)
+
+    def _record(self, prefix: str, values: dict[str, Any]) -> None:
+        if not self._span.is_recording():
+            return
+        try:
+            converted = {name: to_attribute_value(v) for name, v in values.items()}
+        except Exception as exc:
+            self._monitor._report(f"{prefix}*", exc)
+            return
+        self._set_all(prefix, converted)
+
+    def _set_all(self, prefix: str, values: dict[str, AttributeScalar | None]) -> None:
+        try:
+            self._span.set_attributes({prefix + k: v for k, v in values.items() if v is not None})
+        except Exception as exc:
+            self._monitor._report(f"{prefix}*", exc)
+
+
+def attr_name(prefix: str, name: str) -> str:
+    """``ml.feature.`` + ``amount`` → ``feature.amount``: a column name of a batch."""
+    return prefix[3:] + str(name)
+
+
+def batch_columns(
+    policy: RecordingPolicy,
+    features: dict[str, Any],
+    outputs: dict[str, Any],
+    metrics: dict[str, Any],
+) -> dict[str, Any]:
+    """A batch's columns keyed ``feature.x``, ``output.y``, ``metric.z``, policy applied."""
+    columns = {
+        attr_name(attr.ML_FEATURE_PREFIX, k): v for k, v in policy.feature_columns(features).items()
+    }
+    columns.update({
+        attr_name(attr.ML_OUTPUT_PREFIX, k): v for k, v in policy.output_columns(outputs).items()
+    })  # fmt: skip
+    columns.update({attr_name(attr.ML_METRIC_PREFIX, k): v for k, v in metrics.items()})
+    return columns

@@ -1,0 +1,99 @@
+"""Sampling keeps statistics unbiased; privacy rules decide what is recorded."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+
+import pandas as pd
+import pytest
+
+from segwatch.collector.aggregate import SegmentAggregator
+from segwatch.collector.decode import decode_request
+from segwatch.instrumentation import monitor
+
+
+def test_sampled_calls_are_weighted_back_to_unbiased_counts_and_means(recorder) -> None:
+    rng = random.Random(4)
+    model = monitor("fraud", sample_rate=0.1, tracer_provider=recorder.provider)
+    truth = {"BR": 0, "US": 0}
+    amounts = []
+    for _ in range(20_000):
+        country = "BR" if rng.random() < 0.3 else "US"
+        amount = rng.expovariate(1 / 50)
+        truth[country] += 1
+        amounts.append(amount)
+        with model as call:
+            call.features(country=country, amount=amount)
+    spans = recorder.spans()
+    assert all(s.attributes["ml.sample.weight"] == 10.0 for s in spans)
+    assert 1_700 < len(spans) < 2_300  # 2,000 ± 7 σ
+    rows = SegmentAggregator().aggregate(decode_request(recorder.request()))
+    c = rows.columns
+
+    def total(dim: str, value: str, field: str) -> float:
+        return sum(
+            c[field][i] for i in range(len(rows))
+            if c["segment_dim"][i] == dim and c["segment_value"][i] == value
+            and c["quantity"][i] == "feature.amount"
+        )  # fmt: skip
+
+    for country, n in truth.items():
+        estimate = total("feature.country", country, "count")
+        sigma = math.sqrt(n * 0.1 * 0.9) / 0.1
+        assert abs(estimate - n) < 4 * sigma, (country, estimate, n)
+        assert total("feature.country", country, "sampled") == pytest.approx(estimate / 10)
+    mean = total("__all__", "__all__", "sum") / total("__all__", "__all__", "numeric_count")
+    true_mean = sum(amounts) / len(amounts)
+    assert abs(mean - true_mean) < 4 * 50 / math.sqrt(len(spans))
+
+
+def test_sample_rate_is_validated() -> None:
+    for bad in (0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="sample_rate"):
+            monitor("m", sample_rate=bad)
+
+
+def test_allow_deny_hash_and_free_text_rules(recorder) -> None:
+    model = monitor(
+        "m",
+        features_deny=["ssn"],
+        hash_features=["user_id"],
+        hash_salt="pepper",
+        max_string_length=10,
+        tracer_provider=recorder.provider,
+    )
+    with model as call:
+        call.features(ssn="123-45-6789", user_id="u-42", note="short", text="a" * 500, n=3)
+        call.outputs(summary="b" * 50, label="ok")
+    (span,) = recorder.spans()
+    a = span.attributes
+    assert "ml.feature.ssn" not in a
+    assert a["ml.feature.user_id"] == hashlib.sha256(b"pepperu-42").hexdigest()[:16]
+    assert a["ml.feature.note"] == "short"
+    assert "ml.feature.text" not in a and "ml.output.summary" not in a  # free text: not recorded
+    assert a["ml.output.label"] == "ok" and a["ml.feature.n"] == 3
+
+
+def test_allow_list_and_record_text_on_batches(recorder) -> None:
+    model = monitor(
+        "m", features_allow=["country", "review"], record_text=True, max_string_length=5,
+        tracer_provider=recorder.provider,
+    )  # fmt: skip
+
+    @model
+    def predict(frame: pd.DataFrame) -> list[float]:
+        return [0.5] * len(frame)
+
+    predict(pd.DataFrame({"country": ["BR", "US"], "secret": [1, 2],
+                          "review": ["great product", "bad"]}))  # fmt: skip
+    (span,) = recorder.spans()
+    assert span.attributes["ml.feature.country"] == ("BR", "US")
+    assert span.attributes["ml.feature.review"] == ("great", "bad")  # truncated, as asked
+    assert "ml.feature.secret" not in span.attributes
+
+
+def test_a_string_instead_of_a_list_of_names_is_refused() -> None:
+    with pytest.raises(ValueError, match="features_deny"):
+        monitor("m", features_deny="ssn")
