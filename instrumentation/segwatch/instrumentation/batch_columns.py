@@ -78,6 +78,13 @@ def encode_columns(columns: Mapping[str, Any], rows: int) -> bytes:
             header_columns.append({"name": name, "type": kind, "nulls": False})
             buffers.append((None, data))
             continue
+        factorized = _category_buffers(raw, rows)
+        if factorized is not None:
+            categories, validity, data = factorized
+            header_columns.append({"name": name, "type": "category", "nulls": validity is not None,
+                                   "categories": categories})  # fmt: skip
+            buffers.append((validity, data))
+            continue
         values = _as_list(raw)
         if len(values) != rows:
             raise ValueError(f"column {name!r} has {len(values)} values for {rows} rows")
@@ -125,6 +132,28 @@ def _numeric_buffer(raw: Any) -> tuple[str, bytes] | None:
     if kind in ("i", "u"):
         return "int64", bytes(raw.astype("<i8").tobytes())
     return "bool", bytes(raw.astype("u1").tobytes())
+
+
+def _category_buffers(raw: Any, rows: int) -> tuple[list[str], bytes | None, bytes] | None:
+    """A pandas Series of text (or other objects), factorized without a Python loop per row.
+
+    numpy is imported here only when pandas already is (the Series came from it).
+    """
+    factorize = getattr(raw, "factorize", None)
+    if not callable(factorize) or getattr(raw, "ndim", 1) != 1 or len(raw) != rows:
+        return None
+    import numpy as np  # loaded already: pandas depends on it
+
+    codes, uniques = factorize(use_na_sentinel=True)
+    categories = [value if type(value) is str else _text(value) for value in uniques.tolist()]
+    if len(set(categories)) != len(categories):
+        return None  # e.g. 1 and "1" in one column: let the generic path merge them
+    valid = codes >= 0
+    validity = None
+    if not valid.all():
+        validity = bytes(np.packbits(valid, bitorder="little").tobytes())
+        codes = np.where(valid, codes, 0)
+    return categories, validity, bytes(codes.astype("<i4").tobytes())
 
 
 def _text(value: Any) -> str:

@@ -25,12 +25,15 @@ class ModelCall:
     Every method swallows its own errors (see the module docstring).
     """
 
-    __slots__ = ("_batch", "_monitor", "_span")
+    __slots__ = ("_batch", "_monitor", "_pending", "_span")
 
     def __init__(self, owner: monitor, span: Span) -> None:
         self._monitor = owner
         self._span = span
         self._batch: Rows | None = None  # a batch's feature columns, until its outputs come
+        # Attributes are gathered here and set on the span once, when the call
+        # ends: every set_attributes call takes the span's lock and validates.
+        self._pending: dict[str, Any] = {}
 
     @property
     def span(self) -> Span:
@@ -54,7 +57,7 @@ class ModelCall:
     def prediction_id(self, prediction_id: str) -> None:
         """Set the id that joins delayed labels to this prediction."""
         if self._span.is_recording():
-            self._span.set_attribute(attr.ML_PREDICTION_ID, str(prediction_id))
+            self._pending[attr.ML_PREDICTION_ID] = str(prediction_id)
 
     def batch(self, n: int, features: dict[str, Any], outputs: dict[str, Any] | None = None,
               metrics: dict[str, Any] | None = None) -> None:  # fmt: skip
@@ -67,7 +70,7 @@ class ModelCall:
             return
         try:
             columns = batch_columns(self._monitor.policy, features, outputs or {}, metrics or {})
-            self._span.set_attributes(batch_attributes(columns, n, self._monitor.columns_above))
+            self._pending.update(batch_attributes(columns, n, self._monitor.columns_above))
         except Exception as exc:
             self._monitor._report("batch", exc)
 
@@ -82,10 +85,19 @@ class ModelCall:
         self._set_all(prefix, converted)
 
     def _set_all(self, prefix: str, values: dict[str, AttributeScalar | None]) -> None:
-        try:
-            self._span.set_attributes({prefix + k: v for k, v in values.items() if v is not None})
-        except Exception as exc:
-            self._monitor._report(f"{prefix}*", exc)
+        pending = self._pending
+        for name, value in values.items():
+            if value is not None:
+                pending[prefix + name] = value
+
+    def _flush(self) -> None:
+        """Set everything recorded on the span, in one call (at the end of the call)."""
+        if self._pending:
+            try:
+                self._span.set_attributes(self._pending)
+            except Exception as exc:
+                self._monitor._report("attributes", exc)
+            self._pending = {}
 
 
 def attr_name(prefix: str, name: str) -> str:

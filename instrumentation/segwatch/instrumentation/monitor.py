@@ -100,6 +100,8 @@ class monitor:
         self.policy = RecordingPolicy.build(
             features_allow, features_deny, hash_features, hash_salt, max_string_length, record_text
         )
+        # No allow/deny/hash rules: plain dict inputs take a one-pass fast path.
+        self._plain_policy = not (features_allow is not None or features_deny or hash_features)
         # A ProxyTracer when no provider is set yet: it follows a provider set later.
         self._tracer = trace.get_tracer(_TRACER_NAME, tracer_provider=tracer_provider)
         self._span_name = attr.SPAN_NAME_FORMAT.format(operation=operation, model=model)
@@ -151,17 +153,17 @@ class monitor:
 
     @contextmanager
     def _activate(self, span: Span, end_time: int | None = None) -> Iterator[ModelCall]:
+        model_call = ModelCall(self, span)
         if span.is_recording():
             try:
-                fields = context_attributes()
-                if fields:
-                    span.set_attributes(fields)
+                model_call._pending.update(context_attributes())
             except Exception as exc:
                 self._report("context", exc)
         try:
             with trace.use_span(span, end_on_exit=False, record_exception=True):
-                yield ModelCall(self, span)
+                yield model_call
         finally:
+            model_call._flush()
             span.end(end_time=end_time)
 
     def __enter__(self) -> ModelCall:
@@ -261,6 +263,9 @@ class monitor:
     def _record_input(self, model_call: ModelCall, args: tuple[Any, ...], kwargs: Any) -> None:
         if not model_call.span.is_recording():
             return
+        if self._plain_policy and args and type(args[0]) is dict:
+            self._record_dict(model_call, args[0])
+            return
         rows = self._read_input(args, kwargs)
         if rows is None:
             return
@@ -275,10 +280,32 @@ class monitor:
             return
         model_call._set_all(attr.ML_FEATURE_PREFIX, features)
 
+    def _record_dict(self, model_call: ModelCall, row: dict[Any, Any]) -> None:
+        """The common case, one pass: a plain dict of features, default recording policy."""
+        pending = model_call._pending
+        prefix = attr.ML_FEATURE_PREFIX
+        longest = self.policy.max_string_length
+        try:
+            for name, value in row.items():
+                kind = type(value)
+                if kind is float or kind is int or kind is bool:
+                    pending[prefix + name] = value
+                elif kind is str:
+                    if len(value) <= longest:
+                        pending[prefix + name] = value
+                elif value is not None:
+                    converted = to_attribute_value(value)
+                    if converted is not None:
+                        pending[prefix + str(name)] = self.policy.text(converted)
+        except Exception as exc:
+            self._report("features", exc)
+
     def _record_output(self, model_call: ModelCall, result: Any, args: tuple[Any, ...]) -> None:
         if not model_call.span.is_recording():
             return
         rows = model_call._batch
+        if rows is None and self.record_outputs and _record_plain_output(model_call, result):
+            return
         outputs: dict[str, Any] = {}
         metrics: dict[str, Any] = {}
         if result is not _NO_RESULT and self.record_outputs:
@@ -332,3 +359,27 @@ class monitor:
 
 _NO_RESULT = object()
 """The model raised: a batch's features are still recorded, without outputs."""
+
+
+_PLAIN_TYPES = (float, int, bool)
+
+
+def _record_plain_output(model_call: ModelCall, result: Any) -> bool:
+    """The common case, one pass: a number, or a dict of numbers and short strings.
+
+    Returns False (nothing recorded) for anything else; the general path reads it.
+    """
+    kind = type(result)
+    if kind is float or kind is int or kind is bool:
+        model_call._pending[attr.ML_OUTPUT_PREFIX + attr.PREDICTION_OUTPUT] = result
+        return True
+    if kind is not dict:
+        return False
+    longest = model_call._monitor.policy.max_string_length
+    values = result.values()
+    if not all(type(v) in _PLAIN_TYPES or (type(v) is str and len(v) <= longest) for v in values):
+        return False
+    pending = model_call._pending
+    for name, value in result.items():
+        pending[attr.ML_OUTPUT_PREFIX + str(name)] = value
+    return True

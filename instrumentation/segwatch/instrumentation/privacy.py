@@ -88,20 +88,26 @@ class RecordingPolicy:
                 continue
             if name in self.hashed:
                 out[name] = [self.hash(v) for v in _values(column)]
-            elif _may_hold_text(column):
-                out[name] = [self.text(v) for v in _values(column)]
             else:
-                out[name] = column
+                out[name] = self._text_column(column)
         return out
 
     def outputs(self, values: dict[str, Any]) -> dict[str, Any]:
         return {name: self.text(value) for name, value in values.items()}
 
     def output_columns(self, columns: dict[str, Any]) -> dict[str, Any]:
-        return {
-            name: [self.text(v) for v in _values(column)] if _may_hold_text(column) else column
-            for name, column in columns.items()
-        }
+        return {name: self._text_column(column) for name, column in columns.items()}
+
+    def _text_column(self, column: Any) -> Any:
+        """The column unchanged when it holds no free text, else with the text rule applied."""
+        if not _may_hold_text(column):
+            return column
+        lengths = getattr(getattr(column, "str", None), "len", None)
+        if callable(lengths):  # a pandas Series of text: one vectorised check
+            longest = lengths().max()
+            if not longest > self.max_string_length:  # NaN (no text at all) included
+                return column
+        return [self.text(v) for v in _values(column)]
 
 
 def _values(column: Any) -> list[Any]:

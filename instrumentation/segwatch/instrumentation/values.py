@@ -20,13 +20,12 @@ def to_attribute_value(value: Any) -> AttributeScalar | None:
     gives it a segment of its own); anything else that is not a scalar raises
     ``TypeError`` so the caller can report it.
     """
+    kind = type(value)
+    if kind is float or kind is str or kind is int or kind is bool:
+        return value  # type: ignore[no-any-return]  # the common case, no subclass checks
     if value is None:
         return None
-    if isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
+    if isinstance(value, (bool, str, int, float)):
         return value
     item = getattr(value, "item", None)  # numpy scalar, 0-d array
     if callable(item) and getattr(value, "ndim", 0) == 0:
