@@ -77,11 +77,12 @@ class ModelCall:
     def _record(self, prefix: str, values: dict[str, Any]) -> None:
         if not self._span.is_recording():
             return
-        try:
-            converted = {name: to_attribute_value(v) for name, v in values.items()}
-        except Exception as exc:
-            self._monitor._report(f"{prefix}*", exc)
-            return
+        converted: dict[str, AttributeScalar | None] = {}
+        for name, value in values.items():
+            try:
+                converted[name] = to_attribute_value(value)
+            except Exception as exc:  # skip this value, keep the others
+                self._monitor._report(prefix[3:].rstrip("."), exc)
         self._set_all(prefix, converted)
 
     def _set_all(self, prefix: str, values: dict[str, AttributeScalar | None]) -> None:

@@ -16,7 +16,9 @@ import functools
 import inspect
 import logging
 import random
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -115,7 +117,10 @@ class monitor:
         if self.sample_rate < 1:
             # Each recorded call stands for 1 / rate calls: the collector weights by it.
             self._base_attributes[attr.ML_SAMPLE_WEIGHT] = 1 / self.sample_rate
-        self._reported: set[str] = set()
+        self.problems: Counter[str] = Counter()
+        """How often each kind of problem happened (``features``, ``outputs``, ...)."""
+        self._last_logged: dict[str, float] = {}
+        self._problems_lock = threading.Lock()
         # Open ``with monitor:`` blocks, per thread and task, so one monitor
         # object can be entered concurrently and re-entrantly.
         self._active: ContextVar[tuple[Any, ...]] = ContextVar(
@@ -164,7 +169,10 @@ class monitor:
                 yield model_call
         finally:
             model_call._flush()
-            span.end(end_time=end_time)
+            try:
+                span.end(end_time=end_time)
+            except Exception as exc:  # a span processor that raises must not reach the model
+                self._report("span", exc)
 
     def __enter__(self) -> ModelCall:
         manager = self.call()
@@ -294,10 +302,14 @@ class monitor:
                     if len(value) <= longest:
                         pending[prefix + name] = value
                 elif value is not None:
-                    converted = to_attribute_value(value)
+                    try:
+                        converted = to_attribute_value(value)
+                    except Exception as exc:  # skip this value, keep the others
+                        self._report("features", exc)
+                        continue
                     if converted is not None:
                         pending[prefix + str(name)] = self.policy.text(converted)
-        except Exception as exc:
+        except Exception as exc:  # the input itself misbehaves (e.g. items() raises)
             self._report("features", exc)
 
     def _record_output(self, model_call: ModelCall, result: Any, args: tuple[Any, ...]) -> None:
@@ -348,13 +360,28 @@ class monitor:
         except Exception as exc:
             self._report("rows", exc)
 
-    def _report(self, what: str, exc: Exception) -> None:
-        # Log each kind of problem once per monitor: a model called 1,000 times a
-        # second must not flood the logs, and must never see the exception.
+    def _report(self, what: str, exc: BaseException) -> None:
+        """Count a problem; log it at most once a minute per kind (with the count since).
+
+        A model called 1,000 times a second must not flood the logs, and must
+        never see the exception.
+        """
         key = f"{what}:{type(exc).__name__}"
-        if key not in self._reported:
-            self._reported.add(key)
-            _logger.warning("segwatch: cannot record %s of model %r: %s", what, self.model, exc)
+        now = time.monotonic()
+        with self._problems_lock:
+            self.problems[what] += 1
+            last = self._last_logged.get(key)
+            if last is not None and now - last < LOG_INTERVAL_SECONDS:
+                return
+            self._last_logged[key] = now
+            count = self.problems[what]
+        _logger.warning(
+            "segwatch: cannot record %s of model %r (%d so far): %s", what, self.model, count, exc
+        )
+
+
+LOG_INTERVAL_SECONDS = 60.0
+"""The same kind of problem is logged at most once per this many seconds."""
 
 
 _NO_RESULT = object()
