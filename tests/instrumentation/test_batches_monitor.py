@@ -95,6 +95,19 @@ def test_single_row_probabilities(recorder) -> None:
     assert span.attributes["ml.metric.confidence"] == 0.8
 
 
+def test_full_probability_vector_on_request(recorder) -> None:
+    @monitor(model="m", classes=["no", "yes"], record_probabilities=True,
+             tracer_provider=recorder.provider)  # fmt: skip
+    def predict_proba(rows: list[dict]) -> np.ndarray:
+        return np.array([[0.9, 0.1], [0.3, 0.7]])
+
+    predict_proba([{"a": 1}, {"a": 2}])
+    (span,) = recorder.spans()
+    assert span.attributes["ml.output.label"] == ("no", "yes")
+    assert span.attributes["ml.output.proba_yes"] == (0.1, 0.7)
+    assert span.attributes["ml.output.proba_no"] == (0.9, 0.3)
+
+
 def test_per_row_option_records_one_span_per_row(recorder) -> None:
     @monitor(model="m", per_row=True, tracer_provider=recorder.provider)
     def predict(df: pd.DataFrame) -> np.ndarray:

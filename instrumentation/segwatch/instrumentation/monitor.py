@@ -71,6 +71,7 @@ class monitor:
         classes: Sequence[Any] | None = None,
         per_row: bool = False,
         record_outputs: bool = True,
+        record_probabilities: bool = False,
         columns_above: int = DEFAULT_COLUMNS_ABOVE,
         sample_rate: float = 1.0,
         features_allow: Collection[str] | None = None,
@@ -93,6 +94,7 @@ class monitor:
         self.classes = plain_list(classes) if classes is not None else None
         self.per_row = per_row
         self.record_outputs = record_outputs
+        self.record_probabilities = record_probabilities
         if columns_above < 0:
             raise ValueError("columns_above must be at least 0")
         self.columns_above = columns_above
@@ -322,8 +324,10 @@ class monitor:
         metrics: dict[str, Any] = {}
         if result is not _NO_RESULT and self.record_outputs:
             try:
-                outputs, metrics = read_outputs(result, rows.n if rows else 1,
-                                                self._classes_of(args))  # fmt: skip
+                outputs, metrics = read_outputs(
+                    result, rows.n if rows else 1, self._classes_of(args),
+                    self.record_probabilities,
+                )  # fmt: skip
             except Exception as exc:
                 self._report("outputs", exc)
         if rows is not None:
@@ -346,7 +350,9 @@ class monitor:
     def _emit_rows(self, rows: Rows, result: Any, args: tuple[Any, ...], started: int) -> None:
         """``per_row``: one span per input row, all with the call's start and end."""
         try:
-            outputs, metrics = read_outputs(result, rows.n, self._classes_of(args))
+            outputs, metrics = read_outputs(
+                result, rows.n, self._classes_of(args), self.record_probabilities
+            )
             columns = batch_columns(self.policy, rows.columns, outputs, metrics)
             ended = time.time_ns()
             context = context_attributes()

@@ -94,14 +94,15 @@ def _check_names(names: list[str], width: int) -> None:
 
 
 def read_outputs(
-    result: Any, n: int, classes: Sequence[Any] | None = None
+    result: Any, n: int, classes: Sequence[Any] | None = None, probabilities: bool = False
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(outputs, metrics) of a call on ``n`` rows, as columns of ``n`` values.
 
     A number, string or 1-D array becomes ``prediction``; a mapping or
     DataFrame one output per key; a 2-D array of class probabilities (one row
     per input row, two or more columns) becomes ``label`` (the top class, named
-    by ``classes`` when given) and the ``confidence`` metric (its probability).
+    by ``classes`` when given) and the ``confidence`` metric (its probability),
+    plus, with ``probabilities``, one output ``proba_<class>`` per class.
     """
     if isinstance(result, Mapping):
         return {str(k): _column(v, n) for k, v in result.items()}, {}
@@ -118,7 +119,7 @@ def read_outputs(
         width = len(result[0]) if len(result) else 0
         if width == 1:
             return {PREDICTION_OUTPUT: [row[0] for row in _as_rows(result)]}, {}
-        return _probabilities(result, classes)
+        return _probabilities(result, classes, probabilities)
     return {PREDICTION_OUTPUT: _column(result, n)}, {}
 
 
@@ -141,7 +142,7 @@ def _as_rows(result: Any) -> list[list[Any]]:
 
 
 def _probabilities(
-    result: Any, classes: Sequence[Any] | None
+    result: Any, classes: Sequence[Any] | None, full: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     rows = _as_rows(result)
     tops = [max(range(len(row)), key=row.__getitem__) for row in rows]
@@ -150,4 +151,9 @@ def _probabilities(
         raise ValueError(f"{len(names)} classes for {len(rows[0])} probability columns")
     labels = [names[i] if names is not None else i for i in tops]
     confidence = [row[i] for row, i in zip(rows, tops, strict=True)]
-    return {LABEL_OUTPUT: labels}, {CONFIDENCE_METRIC: confidence}
+    outputs: dict[str, Any] = {LABEL_OUTPUT: labels}
+    if full:
+        for j in range(len(rows[0])):
+            name = names[j] if names is not None else j
+            outputs[f"proba_{name}"] = [row[j] for row in rows]
+    return outputs, {CONFIDENCE_METRIC: confidence}
