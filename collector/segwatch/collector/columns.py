@@ -48,9 +48,6 @@ class Column:
             labels.extend(chunk.tolist())
         return np.concatenate(rows), labels
 
-    def __bool__(self) -> bool:
-        return bool(self.number_rows or self.label_rows or self.number_chunks
-                    or self.label_chunks)  # fmt: skip
 
 
 @dataclass

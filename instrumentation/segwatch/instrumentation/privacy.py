@@ -52,10 +52,6 @@ class RecordingPolicy:
             record_text=record_text,
         )
 
-    @property
-    def is_default(self) -> bool:
-        return self == RecordingPolicy()
-
     def keeps(self, name: str) -> bool:
         return name not in self.deny and (self.allow is None or name in self.allow)
 
