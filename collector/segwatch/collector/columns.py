@@ -49,7 +49,6 @@ class Column:
         return np.concatenate(rows), labels
 
 
-
 @dataclass
 class ModelCallBatch:
     """The model calls of one or more requests, as columns.

@@ -1,26 +1,40 @@
-"""The collector's YAML configuration: frozen dataclasses and one validation pass.
+"""The collector's YAML configuration: what to collect and what "normal" is.
 
-Validation collects *every* problem, each with its YAML path and line, and
-raises one :class:`ConfigError` listing them all; startup refuses bad config.
-Every key has a default, so an empty file (or no file) is a valid config.
+One file, every key optional (an empty file, or none, is valid: zero config).
+:func:`parse_config` validates it in one pass and raises :class:`ConfigError`
+listing *every* problem with its YAML path and line; startup refuses bad
+config. The reference is ``docs/config.md``.
 """
 
 from __future__ import annotations
 
 import difflib
+import itertools
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from segwatch.clickhouse.detection import load_manifest, parse_duration
 from segwatch.clickhouse.store import DEFAULT_DSN, parse_dsn
+
+from .config_schema import Choice, ListOf, Problems, Record, Scalar, Table, validate
 
 __all__ = [
     "ApiConfig",
+    "BaselineConfig",
     "CollectorConfig",
     "ConfigError",
+    "DetectorConfig",
+    "ExpectedBias",
+    "FieldConfig",
+    "ModelConfig",
     "ReceiverConfig",
+    "SchedulerConfig",
+    "SegmentSpec",
+    "SegmentsConfig",
     "StorageConfig",
     "load_config",
     "parse_config",
@@ -29,6 +43,7 @@ __all__ = [
 
 DEFAULT_GRPC_ENDPOINT = "127.0.0.1:4317"
 DEFAULT_API_ENDPOINT = "127.0.0.1:4320"
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 
 
 class ConfigError(ValueError):
@@ -39,6 +54,80 @@ class ConfigError(ValueError):
         self.problems = problems
         listing = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"{source}: {len(problems)} problem(s):\n{listing}")
+
+
+# -- the configuration, as frozen dataclasses --------------------------------
+
+
+@dataclass(frozen=True)
+class SegmentSpec:
+    """How one field splits traffic into segments.
+
+    ``kind``: ``auto`` (log decades for numbers, top K for categories),
+    ``log`` (``base``), ``linear`` (``width``, ``origin``), ``edges``,
+    ``quantiles`` (``count``, from the baseline), ``top`` (``count``) or
+    ``none`` (not a segment dimension).
+    """
+
+    kind: str = "auto"
+    base: float = 10.0
+    width: float = 1.0
+    origin: float = 0.0
+    edges: tuple[float, ...] = ()
+    count: int = 0
+
+
+@dataclass(frozen=True)
+class FieldConfig:
+    type: str = "auto"  # number, category, bool or auto (inferred from the data)
+    segments: SegmentSpec = field(default_factory=SegmentSpec)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    features: dict[str, FieldConfig] = field(default_factory=dict)
+    outputs: dict[str, FieldConfig] = field(default_factory=dict)
+    metrics: dict[str, FieldConfig] = field(default_factory=dict)
+    contexts: tuple[str, ...] = ()
+    crosses: tuple[tuple[str, str], ...] = ()
+    baseline: str | None = None
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    kind: str  # trailing, same_hour_last_week, version, training
+    window: int = 3600
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class ExpectedBias:
+    """``dimension`` may move ``quantities`` (all, when empty) of ``model``: not an anomaly."""
+
+    model: str
+    dimension: str
+    quantities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    enabled: bool = True
+    cadence: int | None = None
+    window: int | None = None
+    baseline: int | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    url: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    webhooks: tuple[WebhookConfig, ...] = ()
+    otlp_endpoint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +150,8 @@ class ApiConfig:
 @dataclass(frozen=True)
 class SegmentsConfig:
     top_k: int = 20
+    min_segment_size: int = 200
+    crosses: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,6 +166,15 @@ class CollectorConfig:
     api: ApiConfig = field(default_factory=ApiConfig)
     segments: SegmentsConfig = field(default_factory=SegmentsConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    models: dict[str, ModelConfig] = field(default_factory=dict)
+    contexts: dict[str, FieldConfig] = field(default_factory=dict)
+    baselines: dict[str, BaselineConfig] = field(default_factory=dict)
+    expected_biases: tuple[ExpectedBias, ...] = ()
+    detectors: dict[str, DetectorConfig] = field(default_factory=dict)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+
+
+# -- checks ------------------------------------------------------------------
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
@@ -85,23 +185,119 @@ def parse_endpoint(endpoint: str) -> tuple[str, int]:
     return host.strip("[]"), int(port_text)
 
 
-# The schema: section → key → (type, validator or None). Types are checked first.
-_SCHEMA: dict[str, dict[str, tuple[type, Any]]] = {
-    "storage": {"dsn": (str, parse_dsn), "raw_calls": (bool, None)},
-    "receiver": {"grpc": (dict, None)},
-    "api": {"endpoint": (str, parse_endpoint)},
-    "segments": {"top_k": (int, lambda v: _check(v >= 1, "must be at least 1"))},
-    "scheduler": {"enabled": (bool, None)},
-}
-_GRPC_SCHEMA: dict[str, tuple[type, Any]] = {
-    "endpoint": (str, parse_endpoint),
-    "max_workers": (int, lambda v: _check(1 <= v <= 256, "must be between 1 and 256")),
-}
+def _at_least(minimum: float, strictly: bool = False) -> Any:
+    def check(value: float) -> None:
+        if value < minimum or (strictly and value == minimum):
+            raise ValueError(f"must be {'greater than' if strictly else 'at least'} {minimum}")
+
+    return check
 
 
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
+def _between(low: int, high: int) -> Any:
+    def check(value: int) -> None:
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+
+    return check
+
+
+def _one_of(*allowed: str) -> Any:
+    def check(value: str) -> None:
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}, not {value!r}")
+
+    return check
+
+
+def _field_name(name: str) -> None:
+    if not _FIELD_NAME.match(name):
+        raise ValueError(
+            f"name {name!r} must be letters, digits, _, . or - (and not start with one)"
+        )
+
+
+def _duration(text: str) -> None:
+    parse_duration(text)
+
+
+def _url(text: str) -> None:
+    if not re.match(r"^https?://[^\s/]+", text):
+        raise ValueError(f"{text!r} must be an http(s):// URL")
+
+
+def _increasing(values: list[float]) -> None:
+    if any(b <= a for a, b in itertools.pairwise(values)):
+        raise ValueError("edges must be strictly increasing")
+
+
+# -- the schema --------------------------------------------------------------
+
+_NUMBER = Scalar((int, float))
+_SEGMENTS = Choice({
+    "log": Record({"base": Scalar((int, float), _at_least(1, strictly=True))}),
+    "linear": Record({"width": Scalar((int, float), _at_least(0, strictly=True)),
+                      "origin": _NUMBER}),
+    "edges": ListOf(_NUMBER, min_len=1),
+    "quantiles": Scalar(int, _between(2, 100)),
+    "top": Scalar(int, _between(1, 10_000)),
+})  # fmt: skip
+_FIELD = Record({
+    "type": Scalar(str, _one_of("number", "category", "bool", "auto")),
+    "segments": _SEGMENTS,
+    "segment": Scalar(bool),
+})  # fmt: skip
+_FIELDS = Table(_FIELD, _field_name)
+_CROSS = ListOf(Scalar(str), min_len=2, max_len=2)
+_SCHEMA = Record({
+    "storage": Record({"dsn": Scalar(str, lambda v: (parse_dsn(v), None)[1]),
+                       "raw_calls": Scalar(bool)}),
+    "receiver": Record({"grpc": Record({
+        "endpoint": Scalar(str, lambda v: (parse_endpoint(v), None)[1]),
+        "max_workers": Scalar(int, _between(1, 256)),
+    })}),
+    "api": Record({"endpoint": Scalar(str, lambda v: (parse_endpoint(v), None)[1])}),
+    "scheduler": Record({"enabled": Scalar(bool)}),
+    "segments": Record({
+        "top_k": Scalar(int, _between(1, 10_000)),
+        "min_segment_size": Scalar(int, _at_least(1)),
+        "crosses": ListOf(_CROSS),
+    }),
+    "models": Table(Record({
+        "features": _FIELDS,
+        "outputs": _FIELDS,
+        "metrics": _FIELDS,
+        "contexts": ListOf(Scalar(str, _field_name)),
+        "crosses": ListOf(_CROSS),
+        "baseline": Scalar(str),
+    })),
+    "contexts": _FIELDS,
+    "baselines": Table(Record({
+        "kind": Scalar(str, _one_of("trailing", "same_hour_last_week", "version", "training")),
+        "window": Scalar(str, _duration),
+        "version": Scalar(str),
+    }), _field_name),
+    "expected_biases": ListOf(Record({
+        "model": Scalar(str),
+        "dimension": Scalar(str),
+        "quantities": ListOf(Scalar(str)),
+    })),
+    "detectors": Table(Record({
+        "enabled": Scalar(bool),
+        "cadence": Scalar(str, _duration),
+        "window": Scalar(str, _duration),
+        "baseline": Scalar(str, _duration),
+        "threshold": Scalar((int, float), _at_least(0)),
+        "min_support": Scalar(int, _at_least(1)),
+        "parameters": Table(Scalar((int, float, str))),
+    })),
+    "alerts": Record({
+        "webhooks": ListOf(Record({"url": Scalar(str, _url), "name": Scalar(str)})),
+        "otlp": Record({"endpoint": Scalar(str, _url)}),
+    }),
+})  # fmt: skip
+
+
+# -- loading -----------------------------------------------------------------
 
 
 def load_config(path: str | None) -> CollectorConfig:
@@ -111,8 +307,7 @@ def load_config(path: str | None) -> CollectorConfig:
     if not os.path.isfile(path):
         raise ConfigError(path, ["file not found"])
     with open(path, encoding="utf-8") as handle:
-        text = handle.read()
-    return parse_config(text, source=path)
+        return parse_config(handle.read(), source=path)
 
 
 def parse_config(text: str, source: str = "<config>") -> CollectorConfig:
@@ -121,92 +316,163 @@ def parse_config(text: str, source: str = "<config>") -> CollectorConfig:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(source, [f"not valid YAML: {exc}"]) from exc
-    problems: list[str] = []
-    values: dict[str, dict[str, Any]] = {}
-    if root is None:
-        return CollectorConfig()
-    if not isinstance(root, yaml.MappingNode):
-        raise ConfigError(source, [f"(line {_line(root)}): the top level must be a mapping"])
-    for section, node in _mapping_items(root, "", _SCHEMA, problems):
-        values[section] = {}
-        if not isinstance(node, yaml.MappingNode):
-            problems.append(f"{section} (line {_line(node)}): must be a mapping")
-            continue
-        for key, value_node in _mapping_items(node, section, _SCHEMA[section], problems):
-            path = f"{section}.{key}"
-            value = _typed_value(value_node, _SCHEMA[section][key], path, problems)
-            if value is None:
-                continue
-            if key == "grpc":
-                values[section].update(_grpc(value_node, path, problems))
-            else:
-                values[section][key] = value
-    if problems:
-        raise ConfigError(source, problems)
+    problems = Problems()
+    data = validate(root, _SCHEMA, "", problems) if root is not None else {}
+    if data is None:
+        raise ConfigError(source, problems.items or ["the top level must be a mapping"])
+    config = _build(data, problems)
+    _check_references(config, data, problems)
+    if problems.items:
+        raise ConfigError(source, problems.items)
+    return config
+
+
+def _build(data: dict[str, Any], problems: Problems) -> CollectorConfig:
+    receiver = data.get("receiver", {}).get("grpc", {})
+    segments = data.get("segments", {})
     return CollectorConfig(
-        storage=StorageConfig(**values.get("storage", {})),
-        receiver=ReceiverConfig(**values.get("receiver", {})),
-        api=ApiConfig(**values.get("api", {})),
-        segments=SegmentsConfig(**values.get("segments", {})),
-        scheduler=SchedulerConfig(**values.get("scheduler", {})),
+        storage=StorageConfig(**data.get("storage", {})),
+        receiver=ReceiverConfig(**receiver),
+        api=ApiConfig(**data.get("api", {})),
+        scheduler=SchedulerConfig(**data.get("scheduler", {})),
+        segments=SegmentsConfig(
+            top_k=segments.get("top_k", 20),
+            min_segment_size=segments.get("min_segment_size", 200),
+            crosses=tuple(tuple(c) for c in segments.get("crosses", ())),
+        ),
+        models={
+            name: _model(f"models.{name}", model, problems)
+            for name, model in data.get("models", {}).items()
+        },
+        contexts={
+            name: _field(f"contexts.{name}", spec, problems)
+            for name, spec in data.get("contexts", {}).items()
+        },
+        baselines={
+            name: BaselineConfig(
+                kind=spec.get("kind", "trailing"),
+                window=parse_duration(spec["window"]) if "window" in spec else 3600,
+                version=spec.get("version"),
+            )
+            for name, spec in data.get("baselines", {}).items()
+        },
+        expected_biases=tuple(
+            ExpectedBias(b.get("model", ""), b.get("dimension", ""), tuple(b.get("quantities", ())))
+            for b in data.get("expected_biases", ())
+        ),
+        detectors={
+            name: DetectorConfig(
+                enabled=spec.get("enabled", True),
+                cadence=parse_duration(spec["cadence"]) if "cadence" in spec else None,
+                window=parse_duration(spec["window"]) if "window" in spec else None,
+                baseline=parse_duration(spec["baseline"]) if "baseline" in spec else None,
+                parameters={
+                    **spec.get("parameters", {}),
+                    **{k: spec[k] for k in ("threshold", "min_support") if k in spec},
+                },
+            )
+            for name, spec in data.get("detectors", {}).items()
+        },
+        alerts=AlertsConfig(
+            webhooks=tuple(
+                WebhookConfig(w["url"], w.get("name", ""))
+                for w in data.get("alerts", {}).get("webhooks", ())
+                if "url" in w
+            ),
+            otlp_endpoint=data.get("alerts", {}).get("otlp", {}).get("endpoint"),
+        ),
     )
 
 
-def _grpc(node: yaml.Node, path: str, problems: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value_node in _mapping_items(node, path, _GRPC_SCHEMA, problems):
-        value = _typed_value(value_node, _GRPC_SCHEMA[key], f"{path}.{key}", problems)
-        if value is not None:
-            out[key] = value
-    return out
-
-
-def _mapping_items(
-    node: yaml.Node, path: str, allowed: dict[str, Any], problems: list[str]
-) -> list[tuple[str, yaml.Node]]:
-    items: list[tuple[str, yaml.Node]] = []
-    for key_node, value_node in node.value:
-        key = key_node.value
-        where = f"{path}.{key}" if path else key
-        if key not in allowed:
-            hint = difflib.get_close_matches(key, list(allowed), n=1)
-            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-            known = ", ".join(sorted(allowed))
-            problems.append(
-                f"{where} (line {_line(key_node)}): unknown key{suggestion} (known: {known})"
-            )
-            continue
-        items.append((key, value_node))
-    return items
-
-
-def _typed_value(node: yaml.Node, spec: tuple[type, Any], path: str, problems: list[str]) -> Any:
-    expected, validator = spec
-    if expected is dict:
-        if not isinstance(node, yaml.MappingNode):
-            problems.append(f"{path} (line {_line(node)}): must be a mapping")
-            return None
-        return node
-    if not isinstance(node, yaml.ScalarNode):
-        problems.append(f"{path} (line {_line(node)}): must be a {expected.__name__}")
-        return None
-    value = yaml.safe_load(yaml.serialize(node))
-    if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
-        problems.append(f"{path} (line {_line(node)}): must be an integer, not {value!r}")
-        return None
-    if expected is not int and not isinstance(value, expected):
-        problems.append(
-            f"{path} (line {_line(node)}): must be a {expected.__name__}, not {value!r}"
+def _field(path: str, spec: dict[str, Any], problems: Problems) -> FieldConfig:
+    kind = spec.get("type", "auto")
+    segments = SegmentSpec()
+    if spec.get("segment") is False:
+        segments = SegmentSpec(kind="none")
+    elif "segments" in spec:
+        ((how, value),) = spec["segments"].items()
+        numeric_only = how in ("log", "linear", "edges", "quantiles")
+        if numeric_only and kind in ("category", "bool"):
+            problems.at(f"{path}.segments.{how}", f"{how} buckets need type: number, not {kind}")
+        if how == "top" and kind == "number":
+            problems.at(f"{path}.segments.top", "top K is for categories, not type: number")
+        if how == "edges":
+            try:
+                _increasing(value)
+            except ValueError as exc:
+                problems.at(f"{path}.segments.edges", str(exc))
+        segments = SegmentSpec(
+            kind=how,
+            base=float(value.get("base", 10)) if how == "log" else 10.0,
+            width=float(value.get("width", 1)) if how == "linear" else 1.0,
+            origin=float(value.get("origin", 0)) if how == "linear" else 0.0,
+            edges=tuple(float(e) for e in value) if how == "edges" else (),
+            count=int(value) if how in ("quantiles", "top") else 0,
         )
-        return None
-    if validator is not None:
-        try:
-            validator(value)
-        except ValueError as exc:
-            problems.append(f"{path} (line {_line(node)}): {exc}")
-            return None
-    return value
+        if how == "linear" and "width" not in value:
+            problems.at(f"{path}.segments.linear", "linear buckets need a width")
+    return FieldConfig(type=kind, segments=segments)
 
 
-def _line(node: yaml.Node) -> int:
-    return int(node.start_mark.line) + 1
+def _model(path: str, spec: dict[str, Any], problems: Problems) -> ModelConfig:
+    return ModelConfig(
+        features={n: _field(f"{path}.features.{n}", f, problems)
+                  for n, f in spec.get("features", {}).items()},
+        outputs={n: _field(f"{path}.outputs.{n}", f, problems)
+                 for n, f in spec.get("outputs", {}).items()},
+        metrics={n: _field(f"{path}.metrics.{n}", f, problems)
+                 for n, f in spec.get("metrics", {}).items()},
+        contexts=tuple(spec.get("contexts", ())),
+        crosses=tuple(tuple(c) for c in spec.get("crosses", ())),
+        baseline=spec.get("baseline"),
+    )  # fmt: skip
+
+
+def _check_references(config: CollectorConfig, data: dict[str, Any], problems: Problems) -> None:
+    """What the structure alone cannot tell: names that must refer to something declared."""
+    for name, model in config.models.items():
+        dimensions = set(model.features) | set(model.contexts)
+        for context in model.contexts:
+            if context not in config.contexts:
+                problems.at(f"models.{name}.contexts", f"context {context!r} is not declared "
+                            "under contexts")  # fmt: skip
+        for i, cross in enumerate(model.crosses):
+            for part in cross:
+                if part not in dimensions:
+                    problems.at(
+                        f"models.{name}.crosses[{i}]",
+                        f"{part!r} is not a feature or context of model {name!r}",
+                    )
+            if cross[0] == cross[1]:
+                problems.at(f"models.{name}.crosses[{i}]", "a cross needs two different fields")
+        if model.baseline is not None and model.baseline not in config.baselines:
+            problems.at(f"models.{name}.baseline", f"no baseline named {model.baseline!r}")
+    declared = {f for m in config.models.values() for f in (*m.features, *m.contexts)}
+    declared |= set(config.contexts)
+    for i, cross in enumerate(config.segments.crosses):
+        for part in cross:
+            if part not in declared:
+                problems.at(f"segments.crosses[{i}]", f"{part!r} is not a declared feature or "
+                            "context")  # fmt: skip
+    for name, baseline in config.baselines.items():
+        if baseline.kind == "version" and not baseline.version:
+            problems.at(f"baselines.{name}", "a version baseline must name its version")
+    for i, bias in enumerate(config.expected_biases):
+        where = f"expected_biases[{i}]"
+        if not bias.model or not bias.dimension:
+            problems.at(where, "needs model and dimension")
+        elif bias.model not in config.models:
+            problems.at(f"{where}.model", f"no model named {bias.model!r} under models")
+        else:
+            model = config.models[bias.model]
+            if bias.dimension not in (*model.features, *model.contexts):
+                problems.at(f"{where}.dimension", f"{bias.dimension!r} is not a feature or "
+                            f"context of model {bias.model!r}")  # fmt: skip
+    if config.detectors:
+        known = {spec.name for spec in load_manifest()}
+        for name in config.detectors:
+            if name not in known:
+                hint = difflib.get_close_matches(name, sorted(known), n=1)
+                suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+                problems.at(f"detectors.{name}", f"no detector named {name!r}{suggestion} "
+                            f"(known: {', '.join(sorted(known))})")  # fmt: skip
