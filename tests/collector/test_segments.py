@@ -17,7 +17,7 @@ from segwatch.collector.segments import (
 
 
 def _labels(column: Column, n: int, top_k: int = 20) -> list[str]:
-    dimension = segment_dimension(
+    dimension, _ = segment_dimension(
         "feature.x", column, np.arange(n, dtype=np.int64), CategoryVocabulary(top_k)
     )
     return [dimension.labels[c] for c in dimension.codes]

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from clickhouse_connect.driver.client import Client
 
-from segwatch.clickhouse.detection import run_detectors
+from segwatch.clickhouse.detection import DetectorSpec, run_detectors
 from segwatch.clickhouse.migrate import apply_migrations
 from segwatch.clickhouse.queries import Table, list_anomalies, read_only_query
 from segwatch.clickhouse.store import StoreLocation, open_client, parse_dsn
@@ -43,9 +43,11 @@ class StoreAccess(Protocol):
     def close(self) -> None: ...
 
 
-def detect_table(client: Client, at: dt.datetime | None) -> Table:
-    """Run the detectors now and tabulate the new anomalies."""
-    runs = run_detectors(client, at)
+def detect_table(
+    client: Client, at: dt.datetime | None, specs: list[DetectorSpec] | None = None
+) -> Table:
+    """Run the detectors (``specs``, default the manifest's) now; tabulate the new anomalies."""
+    runs = run_detectors(client, at, specs)
     rows: list[list[Any]] = []
     for run in runs:
         for a in run.new_anomalies:
@@ -79,8 +81,9 @@ def detect_table(client: Client, at: dt.datetime | None) -> Table:
 class DirectAccess:
     """The store opened by this process."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, specs: list[DetectorSpec] | None = None) -> None:
         self.client = client
+        self.specs = specs
 
     def sql(self, query: str) -> Table:
         return read_only_query(self.client, query)
@@ -89,7 +92,7 @@ class DirectAccess:
         return list_anomalies(self.client, limit, model)
 
     def detect(self, at: dt.datetime | None) -> Table:
-        return detect_table(self.client, at)
+        return detect_table(self.client, at, self.specs)
 
     def close(self) -> None:
         self.client.close()
@@ -165,12 +168,16 @@ def read_discovery(location: StoreLocation) -> dict[str, Any] | None:
     return info
 
 
-def open_access(dsn: str) -> StoreAccess:
-    """Reach the store: through a running collector's API if there is one, else directly."""
+def open_access(dsn: str, specs: list[DetectorSpec] | None = None) -> StoreAccess:
+    """Reach the store: through a running collector's API if there is one, else directly.
+
+    ``specs`` are the detectors ``detect`` runs on a directly opened store; a
+    running collector runs its own configured ones.
+    """
     location = parse_dsn(dsn)
     info = read_discovery(location)
     if info is not None:
         return ApiAccess(str(info["api"]))
     client = open_client(location)
     apply_migrations(client)
-    return DirectAccess(client)
+    return DirectAccess(client, specs)

@@ -12,6 +12,7 @@ vocabularies.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,11 +20,13 @@ import numpy.typing as npt
 
 from .columns import Column, ModelCallBatch, ModelKey
 from .histogram import histogram_keys
+from .plan import SegmentationPlan
 from .rows import TableRows
 from .segments import (
     OTHER,
     CategoryVocabulary,
     SegmentDimension,
+    cross_dimension,
     factorize,
     positions_in,
     segment_dimension,
@@ -85,17 +88,20 @@ class SegmentAggregator:
     only shared state is the per-dimension category vocabularies.
     """
 
-    def __init__(self, top_k: int = 20) -> None:
-        self.top_k = top_k
+    def __init__(self, plan: SegmentationPlan | None = None) -> None:
+        self.plan = plan or SegmentationPlan()
         self._vocabularies: dict[tuple[str, str], CategoryVocabulary] = {}
         self._lock = threading.Lock()
+        self.folded: Counter[tuple[str, str]] = Counter()
+        """Rows whose value was folded into ``__other__``, by (model, dimension)."""
 
     def _vocabulary(self, model: str, dimension: str) -> CategoryVocabulary:
         key = (model, dimension)
         vocabulary = self._vocabularies.get(key)
         if vocabulary is None:
+            top_k = self.plan.top_k(model, dimension)
             with self._lock:
-                vocabulary = self._vocabularies.setdefault(key, CategoryVocabulary(self.top_k))
+                vocabulary = self._vocabularies.setdefault(key, CategoryVocabulary(top_k))
         return vocabulary
 
     def aggregate(self, batch: ModelCallBatch) -> AggregateRows:
@@ -121,16 +127,32 @@ class SegmentAggregator:
     ) -> None:
         minutes, minute_codes = np.unique(start_ns // NS_PER_MINUTE, return_inverse=True)
         dimensions = [whole_model(len(rows))]
+        plan = self.plan
+        observed: set[str] = set()  # dimensions whose vocabulary this batch updated
         for name, column in sorted((*batch.quantities.items(), *batch.contexts.items())):
-            if name.startswith(("feature.", "context.")):
+            if name.startswith(("feature.", "context.")) and plan.is_dimension(model[0], name):
                 vocabulary = self._vocabulary(model[0], name)
-                dimension = segment_dimension(name, column, rows, vocabulary)
+                dimension, folded = segment_dimension(
+                    name, column, rows, vocabulary, plan.buckets(model[0], name)
+                )
+                observed.add(name)
+                if folded:
+                    with self._lock:
+                        self.folded[(model[0], name)] += folded
                 if len(dimension.labels) > 1 or dimension.codes.any():
                     dimensions.append(dimension)
+        by_name = {d.name: d for d in dimensions}
+        for first, second in plan.crosses(model[0], set(by_name)):
+            dimensions.append(cross_dimension(by_name[first], by_name[second]))
         quantities = [
             q
             for name, column in sorted(batch.quantities.items())
-            if (q := _quantity(name, column, rows, self._vocabulary(model[0], name))) is not None
+            if (
+                q := _quantity(
+                    name, column, rows, self._vocabulary(model[0], name), name in observed
+                )
+            )
+            is not None
         ]
         if not quantities:
             return
@@ -220,7 +242,11 @@ class _SegmentGroups:
 
 
 def _quantity(
-    name: str, column: Column, rows: npt.NDArray[np.int64], vocabulary: CategoryVocabulary
+    name: str,
+    column: Column,
+    rows: npt.NDArray[np.int64],
+    vocabulary: CategoryVocabulary,
+    observed: bool,
 ) -> _Quantity | None:
     """Positions (within ``rows``) and values of one quantity for one model."""
     number_rows, numbers = column.number_data()
@@ -240,7 +266,7 @@ def _quantity(
         label_positions = np.concatenate([label_positions, number_pos[odd]])
         numbers, number_pos = numbers[finite], number_pos[finite]
     if label_values:
-        label_values = _fold(name, label_values, vocabulary)
+        label_values = _fold(label_values, vocabulary, observed)
         label_names, codes = factorize(label_values)
     else:
         codes, label_names = np.zeros(0, dtype=np.int64), []
@@ -256,13 +282,14 @@ def _quantity(
     )
 
 
-def _fold(name: str, values: list[str], vocabulary: CategoryVocabulary) -> list[str]:
+def _fold(values: list[str], vocabulary: CategoryVocabulary, observed: bool) -> list[str]:
     """Values outside the top K become ``__other__``, so category maps stay bounded.
 
-    A feature's vocabulary was already updated when it was segmented; other
-    quantities (outputs) update theirs here.
+    A dimension's vocabulary was already updated when it was segmented
+    (``observed``); other quantities (outputs, fields that are not dimensions)
+    update theirs here.
     """
-    if name.startswith("feature."):
+    if observed:
         kept = vocabulary.kept
     else:
         distinct, inverse = factorize(values)

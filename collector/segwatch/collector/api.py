@@ -37,9 +37,16 @@ class _BadRequest(ValueError):
 class LocalApi:
     """HTTP server on ``endpoint``; ``start()`` returns once the port is bound."""
 
-    def __init__(self, endpoint: str, client: Client, status: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        client: Client,
+        status: Callable[[], dict[str, Any]],
+        detectors: list[DetectorSpec] | None = None,
+    ) -> None:
         self._endpoint = endpoint
         self._client = client
+        self._detectors = detectors
         self._status = status
         self._lock = threading.Lock()  # one query at a time through this client
         self._server: ThreadingHTTPServer | None = None
@@ -121,7 +128,7 @@ class LocalApi:
         if route == ("POST", "/api/v1/detect"):
             at_text = request.get("at")
             at = dt.datetime.fromisoformat(at_text) if at_text else None
-            return detect_table(self._client, at).to_json()
+            return detect_table(self._client, at, self._detectors).to_json()
         raise LookupError(route)
 
     @staticmethod

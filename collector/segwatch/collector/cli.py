@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import signal
 import sys
@@ -19,7 +20,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from segwatch.clickhouse.store import StoreError
 
 from .access import ApiError, open_access
-from .config import CollectorConfig, ConfigError, load_config
+from .config import CollectorConfig, ConfigError, configured_detectors, load_config
 from .table import print_table
 
 __all__ = ["main"]
@@ -70,6 +71,23 @@ def _parser() -> argparse.ArgumentParser:
     anomalies.add_argument("--model", help="only this model")
     _config_argument(anomalies)
     _json_argument(anomalies)
+
+    validate = commands.add_parser(
+        "validate",
+        help="check a config file and list every problem",
+        description="Check a config file; exit 0 when valid, 2 with every problem listed.",
+    )
+    validate.add_argument("file", help="the YAML config to check")
+    _json_argument(validate)
+
+    explain = commands.add_parser(
+        "explain",
+        help="show what a config will track and roughly what it will cost",
+        description="Print the models x quantities x segments a config tracks, the estimated "
+        "aggregate rows per hour, and the detectors with their cadence.",
+    )
+    explain.add_argument("file", help="the YAML config to explain")
+    _json_argument(explain)
 
     detect = commands.add_parser(
         "detect",
@@ -127,10 +145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .demo import run_demo
 
             return run_demo(args.data, as_json=args.json)
+        if args.command == "validate":
+            return _validate(args.file, args.json)
+        if args.command == "explain":
+            return _explain(args.file, args.json)
         config = load_config(args.config)
         if args.command == "collector":
             return _run_collector(config)
-        access = open_access(config.storage.dsn)
+        access = open_access(config.storage.dsn, configured_detectors(config))
         try:
             if args.command == "sql":
                 print_table(access.sql(args.query), sys.stdout, args.json)
@@ -149,6 +171,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+
+
+def _validate(path: str, as_json: bool) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        if as_json:
+            print(json.dumps({"file": path, "valid": False, "problems": exc.problems}))
+        else:
+            print(f"segwatch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if as_json:
+        print(json.dumps({"file": path, "valid": True, "problems": []}))
+    else:
+        print(
+            f"{path}: valid ({len(config.models)} models, {len(config.contexts)} contexts, "
+            f"{len(config.baselines)} baselines, {len(config.expected_biases)} expected biases)"
+        )
+    return EXIT_OK
+
+
+def _explain(path: str, as_json: bool) -> int:
+    from .explain import detector_table, explain_models
+
+    config = load_config(path)
+    models, detectors = explain_models(config), detector_table(config)
+    if as_json:
+        print(json.dumps({"models": models.to_json(), "detectors": detectors.to_json()}))
+        return EXIT_OK
+    print(f"{path}: store {config.storage.dsn}, OTLP/gRPC on {config.receiver.endpoint}\n")
+    print_table(models, sys.stdout)
+    print(
+        "\nModels not declared here are monitored too, with inferred types and default "
+        f"segments (top {config.segments.top_k} categories, log decades).\n"
+    )
+    print_table(detectors, sys.stdout)
+    return EXIT_OK
 
 
 def _one_line(exc: BaseException) -> str:

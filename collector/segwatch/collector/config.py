@@ -8,6 +8,7 @@ config. The reference is ``docs/config.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import itertools
 import os
@@ -17,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from segwatch.clickhouse.detection import load_manifest, parse_duration
+from segwatch.clickhouse.detection import DetectorSpec, load_manifest, parse_duration
 from segwatch.clickhouse.store import DEFAULT_DSN, parse_dsn
 
 from .config_schema import Choice, ListOf, Problems, Record, Scalar, Table, validate
@@ -36,6 +37,7 @@ __all__ = [
     "SegmentSpec",
     "SegmentsConfig",
     "StorageConfig",
+    "configured_detectors",
     "load_config",
     "parse_config",
     "parse_endpoint",
@@ -476,3 +478,28 @@ def _check_references(config: CollectorConfig, data: dict[str, Any], problems: P
                 suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
                 problems.at(f"detectors.{name}", f"no detector named {name!r}{suggestion} "
                             f"(known: {', '.join(sorted(known))})")  # fmt: skip
+
+
+def configured_detectors(config: CollectorConfig) -> list[DetectorSpec]:
+    """The manifest's detectors with the config's overrides, the disabled ones left out.
+
+    ``segments.min_segment_size`` is every detector's ``min_support`` unless a
+    detector's own config says otherwise.
+    """
+    specs: list[DetectorSpec] = []
+    for spec in load_manifest():
+        override = config.detectors.get(spec.name, DetectorConfig())
+        if not override.enabled:
+            continue
+        parameters = dict(spec.parameters)
+        if "min_support" in parameters:
+            parameters["min_support"] = config.segments.min_segment_size
+        parameters.update(override.parameters)
+        specs.append(dataclasses.replace(
+            spec,
+            cadence=override.cadence or spec.cadence,
+            window=override.window or spec.window,
+            baseline=override.baseline or spec.baseline,
+            parameters=parameters,
+        ))  # fmt: skip
+    return specs

@@ -174,7 +174,7 @@ def run_demo(data_dir: str | None, as_json: bool = False) -> int:
             f"{spec.baseline // 60} minutes before"
         )
         assert collector._clients is not None
-        table = detect_table(collector._clients.api, at)
+        table = detect_table(collector._clients.api, at, collector.detectors)
     finally:
         collector.shutdown()
         if temporary is not None:

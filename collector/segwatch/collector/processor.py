@@ -57,7 +57,7 @@ class ModelCallProcessor:
         raw_calls: bool = True,
         store_timeout: float = 30.0,
     ) -> None:
-        self._aggregator = aggregator
+        self.aggregator = aggregator
         self._exporter = exporter
         self._raw_calls = raw_calls
         self._store_timeout = store_timeout
@@ -72,7 +72,7 @@ class ModelCallProcessor:
             self.stats.ignored_values += batch.ignored_values
         message = "; ".join(batch.rejection_reasons)
         if len(batch):
-            aggregates = self._aggregator.aggregate(batch)
+            aggregates = self.aggregator.aggregate(batch)
             parts: list[TableRows] = [aggregates]
             if self._raw_calls:
                 parts.append(call_rows(batch))

@@ -15,13 +15,13 @@ Assignment is columnar: one numpy pass per dimension and batch.
 from __future__ import annotations
 
 import heapq
-import math
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from .buckets import LogBuckets, NumericBuckets
 from .columns import Column
 
 __all__ = [
@@ -30,7 +30,7 @@ __all__ = [
     "OTHER",
     "CategoryVocabulary",
     "SegmentDimension",
-    "decade_label",
+    "cross_dimension",
     "factorize",
     "positions_in",
     "segment_dimension",
@@ -40,10 +40,6 @@ __all__ = [
 MISSING = "MISSING"
 OTHER = "__other__"
 ALL = "__all__"
-
-# Integer codes for the numeric special segments; decades use their exponent.
-_ZERO, _NAN, _POS_INF, _NEG_INF = 10_000, 10_001, 10_002, 10_003
-_NEGATIVE_OFFSET = 1_000  # (-10^(e+1), -10^e] gets code e - 1000 ... kept apart from positives
 
 
 @dataclass(frozen=True)
@@ -101,64 +97,33 @@ class CategoryVocabulary:
             return self._kept
 
 
-def decade_label(code: int) -> str:
-    """Human label of a numeric segment code (see :func:`_numeric_codes`)."""
-    special = {_ZERO: "0", _NAN: "NaN", _POS_INF: "inf", _NEG_INF: "-inf"}
-    if code in special:
-        return special[code]
-    if code >= -_NEGATIVE_OFFSET // 2:
-        return f"[{_power(code)}, {_power(code + 1)})"
-    exponent = code + _NEGATIVE_OFFSET
-    return f"(-{_power(exponent + 1)}, -{_power(exponent)}]"
-
-
-def _power(exponent: int) -> str:
-    value = 10.0**exponent
-    return f"{value:g}" if -4 <= exponent <= 6 else f"1e{exponent}"
-
-
-def _numeric_codes(values: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
-    """Segment code per value: the decade exponent, or a special code."""
-    codes = np.empty(values.shape, dtype=np.int64)
-    finite = np.isfinite(values)
-    nonzero = finite & (values != 0)
-    magnitude = np.abs(values[nonzero])
-    exponent = np.floor(np.log10(magnitude)).astype(np.int64)
-    # log10 can land one decade off at exact powers of ten; settle it exactly.
-    exponent -= (10.0**exponent > magnitude).astype(np.int64)
-    exponent += (10.0 ** (exponent + 1) <= magnitude).astype(np.int64)
-    negative = values[nonzero] < 0
-    exponent[negative] -= _NEGATIVE_OFFSET
-    codes[nonzero] = exponent
-    codes[finite & (values == 0)] = _ZERO
-    codes[np.isnan(values)] = _NAN
-    codes[values == math.inf] = _POS_INF
-    codes[values == -math.inf] = _NEG_INF
-    return codes
-
-
 def segment_dimension(
     name: str,
     column: Column,
     rows: npt.NDArray[np.int64],
     vocabulary: CategoryVocabulary,
-) -> SegmentDimension:
+    buckets: NumericBuckets | None = None,
+) -> tuple[SegmentDimension, int]:
     """Assign each of ``rows`` (batch row numbers of one model) a segment of ``name``.
 
-    ``rows`` must be sorted; rows absent from the column are MISSING.
+    Numbers fall in ``buckets`` (log decades by default), text in the
+    vocabulary's top K. ``rows`` must be sorted; rows absent from the column
+    are MISSING. Returns the dimension and how many rows were folded into
+    ``__other__``.
     """
     n = len(rows)
     labels: list[str] = [MISSING]
     codes = np.zeros(n, dtype=np.int64)  # 0 = MISSING
-    # Map batch row numbers to positions within this model's rows.
+    folded = 0
     number_rows, numbers = column.number_data()
     if len(number_rows):
         position, found = positions_in(rows, number_rows)
         if found.any():
-            numeric = _numeric_codes(numbers[found])
+            bucketing = buckets or _DECADES
+            numeric = bucketing.codes(numbers[found])
             distinct, inverse = np.unique(numeric, return_inverse=True)
             codes[position[found]] = inverse + len(labels)
-            labels.extend(decade_label(int(c)) for c in distinct)
+            labels.extend(bucketing.label(int(c)) for c in distinct)
     label_rows, all_labels = column.label_data()
     if len(label_rows):
         position, found = positions_in(rows, label_rows)
@@ -168,6 +133,8 @@ def segment_dimension(
             counts = np.bincount(inverse, minlength=len(values))
             kept = vocabulary.observe(values, counts.tolist())
             segment_of = [value if value in kept else OTHER for value in values]
+            folded = int(sum(c for v, c in zip(values, counts.tolist(), strict=True)
+                             if v not in kept))  # fmt: skip
             segment_labels = sorted(set(segment_of))
             label_code = {label: i + len(labels) for i, label in enumerate(segment_labels)}
             mapping = np.fromiter(
@@ -175,7 +142,19 @@ def segment_dimension(
             )
             codes[position[found]] = mapping[inverse]
             labels.extend(segment_labels)
-    return SegmentDimension(name, labels, codes)
+    return SegmentDimension(name, labels, codes), folded
+
+
+def cross_dimension(first: SegmentDimension, second: SegmentDimension) -> SegmentDimension:
+    """The cross of two dimensions: one segment per pair of segments, e.g. ``BR × ios``."""
+    combined = first.codes * len(second.labels) + second.codes
+    distinct, inverse = np.unique(combined, return_inverse=True)
+    width = len(second.labels)
+    labels = [f"{first.labels[c // width]} × {second.labels[c % width]}" for c in distinct.tolist()]
+    return SegmentDimension(f"{first.name}×{second.name}", labels, inverse.astype(np.int64))
+
+
+_DECADES = LogBuckets(10.0)
 
 
 def factorize(values: list[str]) -> tuple[list[str], npt.NDArray[np.int64]]:

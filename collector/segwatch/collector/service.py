@@ -16,15 +16,15 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from segwatch.clickhouse.detection import load_manifest
 from segwatch.clickhouse.migrate import apply_migrations
 from segwatch.clickhouse.store import open_client, parse_dsn
 
 from .access import discovery_path
 from .aggregate import SegmentAggregator
 from .api import LocalApi
-from .config import CollectorConfig
+from .config import CollectorConfig, configured_detectors
 from .export import ClickHouseExporter
+from .plan import SegmentationPlan
 from .processor import ModelCallProcessor
 from .receiver import OTLPReceiver
 from .scheduler import DetectorScheduler
@@ -47,6 +47,7 @@ class Collector:
     def __init__(self, config: CollectorConfig) -> None:
         self.config = config
         self.location = parse_dsn(config.storage.dsn)
+        self.detectors = configured_detectors(config)
         self._opened: list[Client] = []
         self._clients: _Clients | None = None
         self.exporter: ClickHouseExporter | None = None
@@ -74,14 +75,14 @@ class Collector:
         self.exporter = ClickHouseExporter(self._clients.exporter)
         self.exporter.start()
         self.processor = ModelCallProcessor(
-            SegmentAggregator(top_k=config.segments.top_k),
+            SegmentAggregator(SegmentationPlan(config)),
             self.exporter,
             raw_calls=config.storage.raw_calls,
         )
         if config.scheduler.enabled:
-            self.scheduler = DetectorScheduler(self._clients.scheduler, load_manifest())
+            self.scheduler = DetectorScheduler(self._clients.scheduler, self.detectors)
             self.scheduler.start()
-        self.api = LocalApi(config.api.endpoint, self._clients.api, self.status)
+        self.api = LocalApi(config.api.endpoint, self._clients.api, self.status, self.detectors)
         self.api.start()
         self.receiver = OTLPReceiver(
             config.receiver.endpoint, self.processor, config.receiver.max_workers
@@ -104,6 +105,12 @@ class Collector:
             "model_calls": stats.model_calls if stats else 0,
             "rejected_spans": stats.rejected_spans if stats else 0,
             "detector_runs": self.scheduler.runs if self.scheduler else 0,
+            "folded_into_other": {
+                f"{model}/{dimension}": rows
+                for (model, dimension), rows in sorted(self.processor.aggregator.folded.items())
+            }
+            if self.processor
+            else {},
         }
 
     def _write_discovery(self) -> None:
