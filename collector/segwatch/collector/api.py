@@ -19,6 +19,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from segwatch.clickhouse.detection import DetectorSpec
 from segwatch.clickhouse.queries import list_anomalies, read_only_query
 
 from .access import detect_table
