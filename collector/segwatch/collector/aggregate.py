@@ -92,6 +92,7 @@ class SegmentAggregator:
         self.plan = plan or SegmentationPlan()
         self._vocabularies: dict[tuple[str, str], CategoryVocabulary] = {}
         self._lock = threading.Lock()
+        self._known: dict[str, set[str]] = {}  # fields seen per model
         self.folded: Counter[tuple[str, str]] = Counter()
         """Rows whose value was folded into ``__other__``, by (model, dimension)."""
 
@@ -103,6 +104,27 @@ class SegmentAggregator:
             with self._lock:
                 vocabulary = self._vocabularies.setdefault(key, CategoryVocabulary(top_k))
         return vocabulary
+
+    def _model_columns(
+        self, batch: ModelCallBatch, model: str, rows: npt.NDArray[np.int64]
+    ) -> dict[str, Column]:
+        """Every field of ``model``: in this batch, declared in the config, or seen before.
+
+        A field absent from a batch still gets its rows (all MISSING), so the
+        aggregates of any split of the calls merge to those of all of them.
+        """
+        columns: dict[str, Column] = {}
+        for name, column in (*batch.quantities.items(), *batch.contexts.items()):
+            if _has_rows(column, rows):
+                columns[name] = column
+        with self._lock:
+            known = self._known.setdefault(model, set())
+            if len(known) < MAX_FIELDS_PER_MODEL:
+                known.update(list(columns)[: MAX_FIELDS_PER_MODEL - len(known)])
+            expected = known | self.plan.declared_fields(model)
+        for name in expected - columns.keys():
+            columns[name] = _EMPTY
+        return dict(sorted(columns.items()))
 
     def aggregate(self, batch: ModelCallBatch) -> AggregateRows:
         out = AggregateRows()
@@ -126,10 +148,11 @@ class SegmentAggregator:
         out: AggregateRows,
     ) -> None:
         minutes, minute_codes = np.unique(start_ns // NS_PER_MINUTE, return_inverse=True)
+        columns = self._model_columns(batch, model[0], rows)
         dimensions = [whole_model(len(rows))]
         plan = self.plan
         observed: set[str] = set()  # dimensions whose vocabulary this batch updated
-        for name, column in sorted((*batch.quantities.items(), *batch.contexts.items())):
+        for name, column in columns.items():
             if name.startswith(("feature.", "context.")) and plan.is_dimension(model[0], name):
                 vocabulary = self._vocabulary(model[0], name)
                 dimension, folded = segment_dimension(
@@ -139,20 +162,14 @@ class SegmentAggregator:
                 if folded:
                     with self._lock:
                         self.folded[(model[0], name)] += folded
-                if len(dimension.labels) > 1 or dimension.codes.any():
-                    dimensions.append(dimension)
+                dimensions.append(dimension)
         by_name = {d.name: d for d in dimensions}
         for first, second in plan.crosses(model[0], set(by_name)):
             dimensions.append(cross_dimension(by_name[first], by_name[second]))
         quantities = [
-            q
-            for name, column in sorted(batch.quantities.items())
-            if (
-                q := _quantity(
-                    name, column, rows, self._vocabulary(model[0], name), name in observed
-                )
-            )
-            is not None
+            _quantity(name, column, rows, self._vocabulary(model[0], name), name in observed)
+            for name, column in columns.items()
+            if not name.startswith("context.")
         ]
         if not quantities:
             return
@@ -241,20 +258,32 @@ class _SegmentGroups:
         )
 
 
+def _has_rows(column: Column, rows: npt.NDArray[np.int64]) -> bool:
+    """Whether ``column`` has a value in any of ``rows`` (one model's rows)."""
+    for column_rows in (column.number_data()[0], column.label_data()[0]):
+        if len(column_rows) and positions_in(rows, column_rows)[1].any():
+            return True
+    return False
+
+
+MAX_FIELDS_PER_MODEL = 2000
+"""Fields remembered per model; beyond it, new fields count only in batches that have them."""
+
+_EMPTY = Column()
+
+
 def _quantity(
     name: str,
     column: Column,
     rows: npt.NDArray[np.int64],
     vocabulary: CategoryVocabulary,
     observed: bool,
-) -> _Quantity | None:
+) -> _Quantity:
     """Positions (within ``rows``) and values of one quantity for one model."""
     number_rows, numbers = column.number_data()
     label_rows, labels = column.label_data()
     number_pos, number_found = positions_in(rows, number_rows)
     label_pos, label_found = positions_in(rows, label_rows)
-    if not number_found.any() and not label_found.any():
-        return None
     numbers = numbers[number_found]
     number_pos = number_pos[number_found]
     finite = np.isfinite(numbers)

@@ -53,6 +53,18 @@ class SegmentationPlan:
                 found = self._buckets.setdefault(key, buckets_for(spec))
         return found
 
+    def declared_fields(self, model: str) -> set[str]:
+        """The fields the config declares for ``model``, as quantity/dimension names."""
+        model_config = self.config.models.get(model)
+        if model_config is None:
+            return set()
+        return (
+            {f"feature.{n}" for n in model_config.features}
+            | {f"output.{n}" for n in model_config.outputs}
+            | {f"metric.{n}" for n in model_config.metrics}
+            | {f"context.{n}" for n in model_config.contexts}
+        )
+
     def crosses(self, model: str, dimensions: set[str]) -> list[tuple[str, str]]:
         """The declared crosses whose two fields are both dimensions of this batch."""
         declared = list(self.config.segments.crosses)

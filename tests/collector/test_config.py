@@ -1,0 +1,131 @@
+"""The configuration language: the documented examples, a file full of mistakes, the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from segwatch.collector.config import (
+    CollectorConfig,
+    ConfigError,
+    configured_detectors,
+    parse_config,
+)
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "config.md"
+EXAMPLES = re.findall(r"```yaml\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)[1:]
+SEGWATCH = [sys.executable, "-m", "segwatch.collector.cli"]
+
+MISTAKES = """\
+storage:
+  dsn: chdb://./data
+recevier:
+  grpc: {endpoint: 127.0.0.1:4317}
+segments:
+  top_k: 0
+  crosses:
+    - [country, planet]
+models:
+  fraud:
+    features:
+      amount: {type: number, segments: {edges: [0, 100, 50]}}
+      country: {type: category, segments: {log: {base: 10}}}
+      age: {segments: {linear: {origin: 0}}}
+      device: {segments: {tpo: 5}}
+    crosses: [[country, device], [country, country]]
+    baseline: lastweek
+    featurs: {}
+baselines:
+  v2: {kind: version}
+expected_biases:
+  - {model: fraud, dimension: planet}
+  - {model: nope, dimension: country}
+detectors:
+  psi_drfit: {threshold: 0.3}
+alerts:
+  webhooks: [{url: "ftp://x"}]
+"""
+
+EXPECTED_PROBLEMS = [
+    "recevier (line 3): unknown key; did you mean 'receiver'?",
+    "segments.top_k (line 6): must be between 1 and 10000",
+    "segments.crosses[0] (line 8): 'planet' is not a declared feature or context",
+    "models.fraud.features.amount.segments.edges (line 12): edges must be strictly increasing",
+    "models.fraud.features.country.segments.log (line 13): log buckets need type: number",
+    "models.fraud.features.age.segments.linear (line 14): linear buckets need a width",
+    "models.fraud.features.device.segments.tpo (line 15): unknown kind; did you mean 'top'?",
+    "models.fraud.crosses[1] (line 16): a cross needs two different fields",
+    "models.fraud.baseline (line 17): no baseline named 'lastweek'",
+    "models.fraud.featurs (line 18): unknown key; did you mean 'features'?",
+    "baselines.v2 (line 20): a version baseline must name its version",
+    "expected_biases[0].dimension (line 22): 'planet' is not a feature or context",
+    "expected_biases[1].model (line 23): no model named 'nope'",
+    "detectors.psi_drfit (line 25): no detector named 'psi_drfit'; did you mean 'psi_drift'?",
+    "alerts.webhooks[0].url (line 27): 'ftp://x' must be an http(s):// URL",
+]
+
+
+@pytest.mark.parametrize("text", EXAMPLES, ids=["text_pipeline", "fraud"])
+def test_documented_examples_are_valid(text: str) -> None:
+    config = parse_config(text)
+    assert config.models
+
+
+def test_every_mistake_is_reported_once_with_path_and_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(MISTAKES, source="mistakes.yaml")
+    problems = info.value.problems
+    for expected in EXPECTED_PROBLEMS:
+        assert sum(p.startswith(expected) for p in problems) == 1, (expected, problems)
+    assert len(problems) == len(EXPECTED_PROBLEMS)
+
+
+def test_zero_config_is_the_defaults() -> None:
+    assert parse_config("") == CollectorConfig()
+    assert parse_config("# nothing but a comment\n") == CollectorConfig()
+
+
+def test_detector_overrides_and_minimum_segment_size() -> None:
+    config = parse_config(EXAMPLES[1])  # fraud: min_segment_size 500, psi_drift overridden
+    (psi,) = configured_detectors(config)
+    assert (psi.cadence, psi.window, psi.baseline) == (300, 900, 7200)
+    assert psi.parameters["min_support"] == 500 and psi.parameters["threshold"] == 0.2
+    disabled = parse_config("detectors:\n  psi_drift: {enabled: false}\n")
+    assert configured_detectors(disabled) == []
+
+
+def test_validate_command(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(EXAMPLES[0])
+    bad.write_text(MISTAKES)
+    ok = subprocess.run([*SEGWATCH, "validate", str(good)], capture_output=True, text=True)
+    assert ok.returncode == 0 and "valid (3 models" in ok.stdout
+    refused = subprocess.run([*SEGWATCH, "validate", str(bad)], capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert "15 problem(s)" in refused.stderr and "line 27" in refused.stderr
+    as_json = subprocess.run([*SEGWATCH, "validate", str(bad), "--json"], capture_output=True,
+                             text=True)  # fmt: skip
+    assert as_json.returncode == 2 and len(json.loads(as_json.stdout)["problems"]) == 15
+
+
+def test_explain_command(tmp_path: Path) -> None:
+    path = tmp_path / "fraud.yaml"
+    path.write_text(EXAMPLES[1])
+    result = subprocess.run([*SEGWATCH, "explain", str(path), "--json"], capture_output=True,
+                            text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    rows = {(r[0], r[1]): r for r in report["models"]["rows"]}
+    assert rows[("fraud", "feature.account_age_days")][2] == 6  # 5 edge buckets + MISSING
+    assert rows[("fraud", "feature.country")][2] == 42  # top 40 + MISSING + __other__
+    assert ("fraud", "feature.user_id") not in rows  # segment: false
+    assert rows[("fraud", "country×device")][2] == 42 * 27
+    total = rows[("fraud", "(all)")]
+    assert total[3] == 9 and total[4] > 0  # quantities, aggregate rows per hour
+    (detector,) = report["detectors"]["rows"]
+    assert detector[:4] == ["psi_drift", "5m", "15m", "120m"]
