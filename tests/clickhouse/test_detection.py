@@ -27,7 +27,9 @@ def test_psi_matches_numpy_and_reruns_add_nothing(client, recorder) -> None:
     rows, before, now = traffic(seed=3, color_weights_now=[0.2, 0.3, 0.5])
     ingest(client, recorder, rows)
     at = dt.datetime.fromtimestamp(END, dt.timezone.utc)
-    (run,) = run_detectors(client, at)
+    runs = {r.detector: r for r in run_detectors(client, at)}
+    assert runs["psi_drift_training"].new_anomalies == []  # no training profile loaded
+    run = runs["psi_drift"]
     found = {(a["segment_dim"], a["segment_value"], a["quantity"]): a for a in run.new_anomalies}
     # A global shift of color: every size drifts alike, so the whole model is the culprit.
     assert set(found) == {("__all__", "__all__", "feature.color")}
@@ -35,7 +37,7 @@ def test_psi_matches_numpy_and_reruns_add_nothing(client, recorder) -> None:
     assert anomaly["score"] == pytest.approx(_psi(before, now), rel=1e-9)
     assert anomaly["support"] == now.sum() and anomaly["baseline_support"] == before.sum()
     assert "PSI" in anomaly["details"] and len(anomaly["exemplar_trace_ids"][0]) == 32
-    assert [r.new_anomalies for r in run_detectors(client, at)] == [[]]
+    assert [r.new_anomalies for r in run_detectors(client, at)] == [[], []]
     count = client.query("SELECT count() FROM ml_anomalies FINAL").result_rows[0][0]
     assert count == 1
 
@@ -43,8 +45,8 @@ def test_psi_matches_numpy_and_reruns_add_nothing(client, recorder) -> None:
 def test_no_anomaly_without_drift(client, recorder) -> None:
     rows, _, _ = traffic(seed=4, color_weights_now=[0.5, 0.3, 0.2])
     ingest(client, recorder, rows)
-    (run,) = run_detectors(client, dt.datetime.fromtimestamp(END, dt.timezone.utc))
-    assert run.new_anomalies == []
+    runs = run_detectors(client, dt.datetime.fromtimestamp(END, dt.timezone.utc))
+    assert [r.new_anomalies for r in runs] == [[], []]
 
 
 def test_partial_rows_merge_in_clickhouse(client, recorder) -> None:
@@ -61,8 +63,9 @@ def test_partial_rows_merge_in_clickhouse(client, recorder) -> None:
 
 
 def test_manifest_is_valid_and_durations_parse() -> None:
-    (psi,) = load_manifest()
+    psi, training = load_manifest()
     assert (psi.name, psi.window, psi.baseline) == ("psi_drift", 900, 3600)
+    assert training.parameters["baseline_name"] == "training" and training.sql == psi.sql
     assert parse_duration("2h") == 7200
     for bad in ["", "5", "0m", "1w", "m5"]:
         with pytest.raises(ValueError):

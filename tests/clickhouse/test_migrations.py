@@ -83,3 +83,18 @@ def test_numbering_gaps_and_bad_names_are_refused(tmp_path, monkeypatch) -> None
     (package / "2_bad.sql").write_text("SELECT 1;")
     with pytest.raises(MigrationError, match=r"NNNN_name\.sql"):
         load_migrations("fake_migrations")
+
+
+def test_statements_split_outside_quotes_only() -> None:
+    from segwatch.clickhouse.sqlfile import split_statements
+
+    sql = (
+        "-- a comment; with a semicolon\n"
+        "CREATE TABLE t (x UInt8 COMMENT 'a -- not a comment; not a split') ENGINE = Memory;\n"
+        "SELECT 'it''s', \"we;ird\" -- trailing comment\n"
+        "FROM t;"
+    )
+    assert split_statements(sql) == [
+        "CREATE TABLE t (x UInt8 COMMENT 'a -- not a comment; not a split') ENGINE = Memory",
+        "SELECT 'it''s', \"we;ird\" \nFROM t",
+    ]

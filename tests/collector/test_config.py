@@ -92,11 +92,11 @@ def test_zero_config_is_the_defaults() -> None:
 
 def test_detector_overrides_and_minimum_segment_size() -> None:
     config = parse_config(EXAMPLES[1])  # fraud: min_segment_size 500, psi_drift overridden
-    (psi,) = configured_detectors(config)
+    psi = next(d for d in configured_detectors(config) if d.name == "psi_drift")
     assert (psi.cadence, psi.window, psi.baseline) == (300, 900, 7200)
     assert psi.parameters["min_support"] == 500 and psi.parameters["threshold"] == 0.2
     disabled = parse_config("detectors:\n  psi_drift: {enabled: false}\n")
-    assert configured_detectors(disabled) == []
+    assert [d.name for d in configured_detectors(disabled)] == ["psi_drift_training"]
 
 
 def test_validate_command(tmp_path: Path) -> None:
@@ -127,5 +127,5 @@ def test_explain_command(tmp_path: Path) -> None:
     assert rows[("fraud", "country×device")][2] == 42 * 27
     total = rows[("fraud", "(all)")]
     assert total[3] == 9 and total[4] > 0  # quantities, aggregate rows per hour
-    (detector,) = report["detectors"]["rows"]
+    detector = report["detectors"]["rows"][0]
     assert detector[:4] == ["psi_drift", "5m", "15m", "120m"]

@@ -38,7 +38,8 @@ def test_drift_in_one_segment_is_found_there_and_nowhere_else(collector: Collect
     calls = client.query("SELECT count(), uniqExact(trace_id) FROM ml_model_calls").result_rows
     assert calls == [(sent, sent)]
 
-    (run,) = run_detectors(client, dt.datetime.fromtimestamp(scenario.end, dt.timezone.utc))
+    runs = run_detectors(client, dt.datetime.fromtimestamp(scenario.end, dt.timezone.utc))
+    run = next(r for r in runs if r.detector == "psi_drift")
     found = {(a["model_name"], a["segment_dim"], a["segment_value"]) for a in run.new_anomalies}
     assert found == {("fraud", "feature.country", "MX")}
     quantities = {a["quantity"] for a in run.new_anomalies}
