@@ -65,7 +65,9 @@ def test_partial_rows_merge_in_clickhouse(client, recorder) -> None:
 def test_manifest_is_valid_and_durations_parse() -> None:
     psi, training = load_manifest()
     assert (psi.name, psi.window, psi.baseline) == ("psi_drift", 900, 3600)
-    assert training.parameters["baseline_name"] == "training" and training.sql == psi.sql
+    assert training.parameters["baseline_name"] == "training"
+    assert "ml_baseline_aggregates" in training.sql and "ml_baseline_aggregates" not in psi.sql
+    assert "/*@" not in psi.sql + training.sql  # every fragment marker was filled
     assert parse_duration("2h") == 7200
     for bad in ["", "5", "0m", "1w", "m5"]:
         with pytest.raises(ValueError):

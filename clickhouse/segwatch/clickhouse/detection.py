@@ -84,6 +84,7 @@ class DetectorSpec:
     window: int
     baseline: int
     parameters: dict[str, Any] = field(default_factory=dict)
+    run_if: str = ""  # a query of one boolean: the detector runs only when it is true
 
     def windows(self, at: dt.datetime) -> dict[str, dt.datetime]:
         """Window and baseline for a run at ``at``: the window ends at the last cadence boundary."""
@@ -136,6 +137,8 @@ def load_manifest(package: str = "segwatch.clickhouse.detectors") -> list[Detect
             "window",
             "baseline",
             "parameters",
+            "fragments",
+            "run_if",
         }
         if unknown:
             problems.append(f"{where}: unknown keys {sorted(unknown)}")
@@ -153,6 +156,10 @@ def load_manifest(package: str = "segwatch.clickhouse.detectors") -> list[Detect
         if not sql_file.is_file():
             problems.append(f"{where}.file: {file_name} does not exist")
             continue
+        fragments = entry.get("fragments") or {}
+        sql = _with_fragments(sql_file.read_text("utf-8"), fragments, folder, where, problems)
+        if sql is None:
+            continue
         parameters = entry.get("parameters") or {}
         if not isinstance(parameters, dict):
             problems.append(f"{where}.parameters: must be a mapping")
@@ -166,7 +173,8 @@ def load_manifest(package: str = "segwatch.clickhouse.detectors") -> list[Detect
             specs.append(
                 DetectorSpec(
                     name=name,
-                    sql=sql_file.read_text("utf-8"),
+                    sql=sql,
+                    run_if=str(entry.get("run_if") or ""),
                     description=str(entry.get("description", "")),
                     parameters=dict(parameters),
                     **durations,
@@ -178,6 +186,35 @@ def load_manifest(package: str = "segwatch.clickhouse.detectors") -> list[Detect
     return specs
 
 
+_MARKER = re.compile(r"/\*@([a-z][a-z0-9_]*)\*/")
+
+
+def _with_fragments(
+    sql: str, fragments: Any, folder: Any, where: str, problems: list[str]
+) -> str | None:
+    """Fill each ``/*@name*/`` marker with the fragment file the manifest names for it."""
+    if not isinstance(fragments, dict):
+        problems.append(f"{where}.fragments: must be a mapping of marker to file")
+        return None
+    texts: dict[str, str] = {}
+    for name, file_name in fragments.items():
+        if not isinstance(file_name, str) or not re.match(r"^[a-z0-9_]+\.sql$", file_name):
+            problems.append(f"{where}.fragments.{name}: {file_name!r} must be a .sql file name")
+        elif not folder.joinpath(file_name).is_file():
+            problems.append(f"{where}.fragments.{name}: {file_name} does not exist")
+        else:
+            texts[str(name)] = folder.joinpath(file_name).read_text("utf-8")
+    markers = set(_MARKER.findall(sql))
+    missing, unused = sorted(markers - set(texts)), sorted(set(texts) - markers)
+    if missing:
+        problems.append(f"{where}: no fragment for marker(s) {', '.join(missing)}")
+    if unused:
+        problems.append(f"{where}.fragments: no marker for {', '.join(unused)}")
+    if missing or unused or len(texts) != len(fragments):
+        return None
+    return _MARKER.sub(lambda match: texts[match.group(1)], sql)
+
+
 def run_detector(client: Client, spec: DetectorSpec, at: dt.datetime) -> list[dict[str, Any]]:
     """Run one detector for the window ending before ``at``; store and return new anomalies."""
     windows = spec.windows(at)
@@ -186,6 +223,10 @@ def run_detector(client: Client, spec: DetectorSpec, at: dt.datetime) -> list[di
         "detector": spec.name,
         **{k: v.strftime("%Y-%m-%d %H:%M:%S") for k, v in windows.items()},
     }
+    if spec.run_if:
+        used = {k: v for k, v in parameters.items() if "{" + k + ":" in spec.run_if}
+        if not client.query(spec.run_if, parameters=used).result_rows[0][0]:
+            return []  # e.g. no training profile loaded: nothing to compare with
     result = client.query(spec.sql, parameters=parameters)
     if not result.result_rows:
         return []  # the embedded engine reports no column names for an empty result

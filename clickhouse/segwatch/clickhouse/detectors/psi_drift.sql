@@ -15,65 +15,19 @@
 -- stronger is reported; the whole model (__all__) is reported only when no
 -- specific segment explains the quantity's drift.
 --
--- Baseline: the trailing window before the current one, or, when baseline_name
--- is set, the profile of that name loaded with `segwatch baseline`.
+-- Baseline: the fragment the manifest puts at the windowed marker defines `windowed`:
+-- windows_trailing.sql (the window before the current one) or
+-- windows_profile.sql (the profile named baseline_name).
 --
 -- Parameters: detector, window_start, window_end, baseline_start, baseline_end,
--- threshold, rest_threshold, min_support, bins, baseline_name. Output: the detector contract (see manifest.yaml).
+-- threshold, rest_threshold, min_support, bins, baseline_name.
+-- Output: the detector contract (see manifest.yaml).
 WITH
     (b, c) -> arraySum(arrayMap(
         (x, y) -> (((y + 0.5) / (arraySum(c) + 0.5 * length(c))) - ((x + 0.5) / (arraySum(b) + 0.5 * length(b))))
                   * log(((y + 0.5) / (arraySum(c) + 0.5 * length(c))) / ((x + 0.5) / (arraySum(b) + 0.5 * length(b)))),
         b, c)) AS psi,
-live AS (
-    SELECT
-        model_name, model_version, model_stage, segment_dim, segment_value, quantity,
-        bucket_start >= {window_start:DateTime('UTC')} AS is_current,
-        sum(count) AS calls,
-        sum(sampled) AS sampled_calls,
-        sum(missing) AS missing_calls,
-        sum(numeric_count) AS numeric_calls,
-        sum(sum) AS total,
-        sumMap(histogram) AS hist,
-        sumMap(categories) AS cats,
-        groupUniqArrayArray(5)(exemplar_trace_ids) AS exemplars
-    FROM ml_segment_aggregates
-    WHERE bucket_start < {window_end:DateTime('UTC')}
-      AND (bucket_start >= {window_start:DateTime('UTC')}
-           OR ({baseline_name:String} = ''
-               AND bucket_start >= {baseline_start:DateTime('UTC')}
-               AND bucket_start < {baseline_end:DateTime('UTC')}))
-    GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity, is_current
-),
-profile AS (
-    -- With baseline_name set: a loaded profile (segwatch baseline) is the baseline,
-    -- for every stage of the model and for its version (or every version).
-    SELECT
-        c.model_name AS model_name, c.model_version AS model_version,
-        c.model_stage AS model_stage, b.segment_dim AS segment_dim,
-        b.segment_value AS segment_value, b.quantity AS quantity,
-        toUInt8(0) AS is_current,
-        sum(b.count) AS calls,
-        sum(b.sampled) AS sampled_calls,
-        sum(b.missing) AS missing_calls,
-        sum(b.numeric_count) AS numeric_calls,
-        sum(b.sum) AS total,
-        sumMap(b.histogram) AS hist,
-        sumMap(b.categories) AS cats,
-        CAST([], 'Array(String)') AS exemplars
-    FROM ml_baseline_aggregates AS b
-    INNER JOIN (
-        SELECT DISTINCT model_name, model_version, model_stage FROM live WHERE is_current
-    ) AS c ON b.model_name = c.model_name
-    WHERE b.baseline_name = {baseline_name:String}
-      AND (b.model_version = '' OR b.model_version = c.model_version)
-    GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity
-),
-windowed AS (
-    SELECT * FROM live
-    UNION ALL
-    SELECT * FROM profile
-),
+/*@windowed*/
 edges AS (
     -- Decile edges (histogram keys) of each quantity's baseline over the whole model.
     SELECT

@@ -1,0 +1,55 @@
+-- The windows of a profile baseline: the current window, and the profile named
+-- baseline_name (loaded with `segwatch baseline`) as the baseline.
+live AS (
+    SELECT
+        model_name, model_version, model_stage, segment_dim, segment_value, quantity,
+        bucket_start >= {window_start:DateTime('UTC')} AS is_current,
+        sum(count) AS calls,
+        sum(sampled) AS sampled_calls,
+        sum(missing) AS missing_calls,
+        sum(numeric_count) AS numeric_calls,
+        sum(sum) AS total,
+        sumMap(histogram) AS hist,
+        sumMap(categories) AS cats,
+        groupUniqArrayArray(5)(exemplar_trace_ids) AS exemplars
+    FROM ml_segment_aggregates
+    WHERE bucket_start >= {window_start:DateTime('UTC')}
+      AND bucket_start < {window_end:DateTime('UTC')}
+    GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity, is_current
+),
+profile AS (
+    -- With baseline_name set: a loaded profile (segwatch baseline) is the baseline,
+    -- for every stage of the model and for its version (or every version). The
+    -- live (model, version, stage) keys come from a scalar subquery, computed once.
+    SELECT
+        key.1 AS model_name, key.2 AS model_version, key.3 AS model_stage,
+        b.segment_dim AS segment_dim, b.segment_value AS segment_value,
+        b.quantity AS quantity,
+        toUInt8(0) AS is_current,
+        sum(b.count) AS calls,
+        sum(b.sampled) AS sampled_calls,
+        sum(b.missing) AS missing_calls,
+        sum(b.numeric_count) AS numeric_calls,
+        sum(b.sum) AS total,
+        sumMap(b.histogram) AS hist,
+        sumMap(b.categories) AS cats,
+        CAST([], 'Array(String)') AS exemplars
+    FROM ml_baseline_aggregates AS b
+    ARRAY JOIN (
+        SELECT groupArray((model_name, model_version, model_stage)) FROM (
+            SELECT DISTINCT model_name, model_version, model_stage
+            FROM ml_segment_aggregates
+            WHERE segment_dim = '__all__'
+              AND bucket_start >= {window_start:DateTime('UTC')}
+              AND bucket_start < {window_end:DateTime('UTC')})
+    ) AS key
+    WHERE b.baseline_name = {baseline_name:String}
+      AND b.model_name = key.1
+      AND (b.model_version = '' OR b.model_version = key.2)
+    GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity
+),
+windowed AS (
+    SELECT * FROM live
+    UNION ALL
+    SELECT * FROM profile
+),
