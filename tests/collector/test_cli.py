@@ -131,6 +131,11 @@ def test_sql_reaches_a_running_collector(config: str, tmp_path: Path) -> None:
         assert json.loads(result.stdout)["rows"] == [[0]]
         refused = run("sql", "DROP TABLE ml_anomalies", "--config", config)
         assert refused.returncode == 1 and "readonly" in refused.stderr.lower()
+        training = tmp_path / "train.csv"
+        training.write_text("amount,country\n1.5,BR\n20,US\n")
+        loaded = run("baseline", str(training), "--model", "fraud", "--config", config)
+        assert loaded.returncode == 0, loaded.stderr  # through the collector's API
+        assert "loaded 2 rows" in loaded.stdout
         for command in (["anomalies", "--json"], ["detect", "--json"]):
             answer = run(*command, "--config", config)
             assert answer.returncode == 0, answer.stderr

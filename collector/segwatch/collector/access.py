@@ -22,6 +22,9 @@ from segwatch.clickhouse.migrate import apply_migrations
 from segwatch.clickhouse.queries import Table, list_anomalies, read_only_query
 from segwatch.clickhouse.store import StoreLocation, open_client, parse_dsn
 
+from .config import CollectorConfig
+from .profiles import Progress, load_profile, read_table
+
 __all__ = [
     "ApiAccess",
     "ApiError",
@@ -37,6 +40,7 @@ DISCOVERY_FILE = "segwatch-collector.json"
 
 
 class StoreAccess(Protocol):
+    def load_baseline(self, path: str, model: str, version: str, name: str) -> int: ...
     def sql(self, query: str) -> Table: ...
     def anomalies(self, limit: int, model: str | None) -> Table: ...
     def detect(self, at: dt.datetime | None) -> Table: ...
@@ -81,9 +85,20 @@ def detect_table(
 class DirectAccess:
     """The store opened by this process."""
 
-    def __init__(self, client: Client, specs: list[DetectorSpec] | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        specs: list[DetectorSpec] | None = None,
+        config: CollectorConfig | None = None,
+    ) -> None:
         self.client = client
         self.specs = specs
+        self.config = config
+        self.progress: Progress | None = None
+
+    def load_baseline(self, path: str, model: str, version: str, name: str) -> int:
+        return load_profile(self.client, read_table(path), model=model, version=version,
+                            name=name, config=self.config, progress=self.progress)  # fmt: skip
 
     def sql(self, query: str) -> Table:
         return read_only_query(self.client, query)
@@ -134,6 +149,10 @@ class ApiAccess:
     def sql(self, query: str) -> Table:
         return Table.from_json(self._call("POST", "/api/v1/sql", {"query": query}))
 
+    def load_baseline(self, path: str, model: str, version: str, name: str) -> int:
+        body = {"path": os.path.abspath(path), "model": model, "version": version, "name": name}
+        return int(self._call("POST", "/api/v1/baseline", body)["rows"])
+
     def anomalies(self, limit: int, model: str | None) -> Table:
         return Table.from_json(
             self._call("POST", "/api/v1/anomalies", {"limit": limit, "model": model})
@@ -168,7 +187,9 @@ def read_discovery(location: StoreLocation) -> dict[str, Any] | None:
     return info
 
 
-def open_access(dsn: str, specs: list[DetectorSpec] | None = None) -> StoreAccess:
+def open_access(
+    dsn: str, specs: list[DetectorSpec] | None = None, config: CollectorConfig | None = None
+) -> StoreAccess:
     """Reach the store: through a running collector's API if there is one, else directly.
 
     ``specs`` are the detectors ``detect`` runs on a directly opened store; a
@@ -180,4 +201,4 @@ def open_access(dsn: str, specs: list[DetectorSpec] | None = None) -> StoreAcces
         return ApiAccess(str(info["api"]))
     client = open_client(location)
     apply_migrations(client)
-    return DirectAccess(client, specs)
+    return DirectAccess(client, specs, config)

@@ -1,7 +1,8 @@
 """LocalApi: the collector's loopback HTTP API for the CLI.
 
 ``POST /api/v1/sql`` (read-only), ``POST /api/v1/anomalies``,
-``POST /api/v1/detect`` and ``GET /api/v1/status``; JSON in, JSON out.
+``POST /api/v1/detect``, ``POST /api/v1/baseline`` (loads a file on this
+machine) and ``GET /api/v1/status``; JSON in, JSON out.
 Binds to loopback by default: it offers read access to the store.
 """
 
@@ -23,7 +24,8 @@ from segwatch.clickhouse.detection import DetectorSpec
 from segwatch.clickhouse.queries import list_anomalies, read_only_query
 
 from .access import detect_table
-from .config import parse_endpoint
+from .config import CollectorConfig, parse_endpoint
+from .profiles import load_profile, read_table
 
 __all__ = ["LocalApi"]
 
@@ -44,8 +46,10 @@ class LocalApi:
         client: Client,
         status: Callable[[], dict[str, Any]],
         detectors: list[DetectorSpec] | None = None,
+        config: CollectorConfig | None = None,
     ) -> None:
         self._endpoint = endpoint
+        self._config = config
         self._client = client
         self._detectors = detectors
         self._status = status
@@ -126,6 +130,14 @@ class LocalApi:
             if model is not None and not isinstance(model, str):
                 raise _BadRequest("'model' must be a string")
             return list_anomalies(self._client, limit, model).to_json()
+        if route == ("POST", "/api/v1/baseline"):
+            fields = {k: request.get(k) for k in ("path", "model", "version", "name")}
+            if not all(isinstance(v, str) for v in fields.values()) or not fields["path"]:
+                raise _BadRequest("'path', 'model', 'version' and 'name' must be strings")
+            rows = load_profile(self._client, read_table(str(fields["path"])),
+                                model=str(fields["model"]), version=str(fields["version"]),
+                                name=str(fields["name"]), config=self._config)  # fmt: skip
+            return {"rows": rows}
         if route == ("POST", "/api/v1/detect"):
             at_text = request.get("at")
             at = dt.datetime.fromisoformat(at_text) if at_text else None

@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -19,7 +20,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from segwatch.clickhouse.store import StoreError
 
-from .access import ApiError, open_access
+from .access import ApiError, DirectAccess, open_access
 from .config import CollectorConfig, ConfigError, configured_detectors, load_config
 from .table import print_table
 
@@ -71,6 +72,20 @@ def _parser() -> argparse.ArgumentParser:
     anomalies.add_argument("--model", help="only this model")
     _config_argument(anomalies)
     _json_argument(anomalies)
+
+    baseline = commands.add_parser(
+        "baseline",
+        help="load a training set as a baseline profile of a model",
+        description="Load a training set (CSV, or parquet with pandas and pyarrow) through the "
+        "same segmentation and aggregation as live traffic, as the profile --name of --model. "
+        "Loading again replaces the profile. Columns output.* and metric.* are outputs and "
+        "metrics; the others are features.",
+    )
+    baseline.add_argument("file", help="the training set: a .csv or .parquet file")
+    baseline.add_argument("--model", required=True, help="the model the profile describes")
+    baseline.add_argument("--version", default="", help="its version (default: every version)")
+    baseline.add_argument("--name", default="training", help="profile name (default training)")
+    _config_argument(baseline)
 
     validate = commands.add_parser(
         "validate",
@@ -152,7 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
         if args.command == "collector":
             return _run_collector(config)
-        access = open_access(config.storage.dsn, configured_detectors(config))
+        if args.command == "baseline" and not os.path.isfile(args.file):
+            raise ValueError(f"{args.file}: no such file")
+        access = open_access(config.storage.dsn, configured_detectors(config), config)
         try:
             if args.command == "sql":
                 print_table(access.sql(args.query), sys.stdout, args.json)
@@ -160,6 +177,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print_table(access.anomalies(args.limit, args.model), sys.stdout, args.json)
             elif args.command == "detect":
                 print_table(access.detect(args.at), sys.stdout, args.json)
+            elif args.command == "baseline":
+                if isinstance(access, DirectAccess):
+                    access.progress = _progress_bar
+                rows = access.load_baseline(args.file, args.model, args.version, args.name)
+                print(
+                    f"loaded {rows} rows of {args.file} as profile {args.name!r} of model "
+                    f"{args.model!r}" + (f" version {args.version!r}" if args.version else "")
+                )
         finally:
             access.close()
         return EXIT_OK
@@ -171,6 +196,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+
+
+def _progress_bar(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    end = "\n" if done >= total else ""
+    print(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,} rows", end=end,
+          file=sys.stderr, flush=True)  # fmt: skip
 
 
 def _validate(path: str, as_json: bool) -> int:

@@ -82,7 +82,9 @@ class Collector:
         if config.scheduler.enabled:
             self.scheduler = DetectorScheduler(self._clients.scheduler, self.detectors)
             self.scheduler.start()
-        self.api = LocalApi(config.api.endpoint, self._clients.api, self.status, self.detectors)
+        self.api = LocalApi(
+            config.api.endpoint, self._clients.api, self.status, self.detectors, config
+        )
         self.api.start()
         self.receiver = OTLPReceiver(
             config.receiver.endpoint, self.processor, config.receiver.max_workers

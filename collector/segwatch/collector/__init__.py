@@ -1,0 +1,7 @@
+"""segwatch.collector: the OTLP receiver, segmentation, aggregation, storage and CLI."""
+
+from __future__ import annotations
+
+from .profiles import baseline
+
+__all__ = ["baseline"]
