@@ -99,15 +99,17 @@ def open_client(location: StoreLocation, **settings: Any) -> Client:
         if location.embedded:
             bootstrap = _open_embedded(location, None)
         else:
-            bootstrap = clickhouse_connect.get_client(
-                dsn=_server_dsn(location), database="default", settings=settings
-            )
+            bootstrap = clickhouse_connect.get_client(dsn=_server_dsn(location), database="default")
+        # The bootstrap session has none of ``settings`` (they may say readonly).
         bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {location.database}")
         if location.embedded:
-            return _open_embedded(location, location.database, settings)
-        return clickhouse_connect.get_client(
-            dsn=_server_dsn(location), database=location.database, settings=settings
-        )
+            client = _open_embedded(location, location.database, settings)
+        else:
+            client = clickhouse_connect.get_client(
+                dsn=_server_dsn(location), database=location.database, settings=settings
+            )
+        bootstrap.close()  # after the client is open: an embedded store stays locked
+        return client
     except ClickHouseError as exc:
         raise StoreError(f"cannot open store {_redact(location.dsn)}: {exc}") from exc
 

@@ -47,9 +47,13 @@ class LocalApi:
         status: Callable[[], dict[str, Any]],
         detectors: list[DetectorSpec] | None = None,
         config: CollectorConfig | None = None,
+        sql_client: Client | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._config = config
+        # Analysts' SQL runs on its own readonly session: a per-query readonly
+        # setting would stay on the session and stop the API's own writes.
+        self._sql_client = sql_client or client
         self._client = client
         self._detectors = detectors
         self._status = status
@@ -121,7 +125,7 @@ class LocalApi:
             query = request.get("query")
             if not isinstance(query, str) or not query.strip():
                 raise _BadRequest("'query' must be a non-empty string")
-            return read_only_query(self._client, query).to_json()
+            return read_only_query(self._sql_client, query).to_json()
         if route == ("POST", "/api/v1/anomalies"):
             limit = request.get("limit", 50)
             model = request.get("model")

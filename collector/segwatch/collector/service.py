@@ -17,6 +17,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from segwatch.clickhouse.migrate import apply_migrations
+from segwatch.clickhouse.queries import READ_ONLY
 from segwatch.clickhouse.store import open_client, parse_dsn
 
 from .access import discovery_path
@@ -39,6 +40,7 @@ class _Clients:
     exporter: Client
     scheduler: Client
     api: Client
+    sql: Client  # a readonly=1 session: analysts' queries cannot write
 
 
 class Collector:
@@ -68,6 +70,7 @@ class Collector:
         # One client per component: each runs its queries on its own thread.
         for _ in range(3):
             self._opened.append(open_client(self.location))
+        self._opened.append(open_client(self.location, **READ_ONLY))
         self._clients = _Clients(*self._opened)
         applied = apply_migrations(self._clients.exporter)
         if applied:
@@ -83,7 +86,12 @@ class Collector:
             self.scheduler = DetectorScheduler(self._clients.scheduler, self.detectors)
             self.scheduler.start()
         self.api = LocalApi(
-            config.api.endpoint, self._clients.api, self.status, self.detectors, config
+            config.api.endpoint,
+            self._clients.api,
+            self.status,
+            self.detectors,
+            config,
+            sql_client=self._clients.sql,
         )
         self.api.start()
         self.receiver = OTLPReceiver(
