@@ -142,6 +142,7 @@ class StorageConfig:
 class ReceiverConfig:
     endpoint: str = DEFAULT_GRPC_ENDPOINT
     max_workers: int = 8
+    allowed_lateness: int = 7 * 86400  # seconds; older spans are refused (partial success)
 
 
 @dataclass(frozen=True)
@@ -253,10 +254,13 @@ _CROSS = ListOf(Scalar(str), min_len=2, max_len=2)
 _SCHEMA = Record({
     "storage": Record({"dsn": Scalar(str, lambda v: (parse_dsn(v), None)[1]),
                        "raw_calls": Scalar(bool)}),
-    "receiver": Record({"grpc": Record({
-        "endpoint": Scalar(str, lambda v: (parse_endpoint(v), None)[1]),
-        "max_workers": Scalar(int, _between(1, 256)),
-    })}),
+    "receiver": Record({
+        "grpc": Record({
+            "endpoint": Scalar(str, lambda v: (parse_endpoint(v), None)[1]),
+            "max_workers": Scalar(int, _between(1, 256)),
+        }),
+        "allowed_lateness": Scalar(str, _duration),
+    }),
     "api": Record({"endpoint": Scalar(str, lambda v: (parse_endpoint(v), None)[1])}),
     "scheduler": Record({"enabled": Scalar(bool)}),
     "segments": Record({
@@ -330,7 +334,9 @@ def parse_config(text: str, source: str = "<config>") -> CollectorConfig:
 
 
 def _build(data: dict[str, Any], problems: Problems) -> CollectorConfig:
-    receiver = data.get("receiver", {}).get("grpc", {})
+    receiver = dict(data.get("receiver", {}).get("grpc", {}))
+    if "allowed_lateness" in data.get("receiver", {}):
+        receiver["allowed_lateness"] = parse_duration(data["receiver"]["allowed_lateness"])
     segments = data.get("segments", {})
     return CollectorConfig(
         storage=StorageConfig(**data.get("storage", {})),

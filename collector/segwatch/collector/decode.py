@@ -47,11 +47,13 @@ def service_name(resource: Any) -> str:
     return ""
 
 
-def decode_request(request: ExportTraceServiceRequest) -> ModelCallBatch:
+def decode_request(request: ExportTraceServiceRequest, oldest_ns: int = 0) -> ModelCallBatch:
     """Extract the model calls of a request; spans without ``ml.model.name`` are skipped.
 
-    A span whose ``ml.model.name`` is not a non-empty string is rejected
-    (counted, with a reason, for the OTLP partial-success answer). Attribute
+    A span whose ``ml.model.name`` is not a non-empty string, or that started
+    before ``oldest_ns`` (the allowed lateness), is rejected (counted, with a
+    reason, for the OTLP partial-success answer). Late spans that are not that
+    late land in their own minute bucket, and ClickHouse merges them there. Attribute
     values of a type the convention does not allow (arrays, maps, bytes) are
     ignored and counted in ``ignored_values``.
     """
@@ -136,6 +138,11 @@ def decode_request(request: ExportTraceServiceRequest) -> ModelCallBatch:
                     if appended and not is_batch:
                         _undo_row(batch, row)
                     batch.reject(f"span {span.name!r}: {_WEIGHT} must be a positive finite number")
+                    continue
+                if span.start_time_unix_nano < oldest_ns:
+                    if appended and not is_batch:
+                        _undo_row(batch, row)
+                    batch.reject(f"span {span.name!r} started before the allowed lateness")
                     continue
                 n = 1
                 row_ids: list[str] | None = None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -56,16 +58,23 @@ class ModelCallProcessor:
         *,
         raw_calls: bool = True,
         store_timeout: float = 30.0,
+        allowed_lateness: float | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.aggregator = aggregator
         self._exporter = exporter
         self._raw_calls = raw_calls
         self._store_timeout = store_timeout
+        self._allowed_lateness = allowed_lateness
+        self._clock = clock
         self._lock = threading.Lock()
         self.stats = ProcessorStats()
 
     def consume(self, request: ExportTraceServiceRequest) -> ConsumeResult:
-        batch = decode_request(request)
+        oldest_ns = 0
+        if self._allowed_lateness is not None:
+            oldest_ns = int((self._clock() - self._allowed_lateness) * 1e9)
+        batch = decode_request(request, oldest_ns)
         with self._lock:
             self.stats.requests += 1
             self.stats.rejected_spans += batch.rejected_spans

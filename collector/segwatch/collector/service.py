@@ -81,6 +81,7 @@ class Collector:
             SegmentAggregator(SegmentationPlan(config)),
             self.exporter,
             raw_calls=config.storage.raw_calls,
+            allowed_lateness=config.receiver.allowed_lateness,
         )
         if config.scheduler.enabled:
             self.scheduler = DetectorScheduler(self._clients.scheduler, self.detectors)
