@@ -27,6 +27,26 @@ WITH
         (x, y) -> (((y + 0.5) / (arraySum(c) + 0.5 * length(c))) - ((x + 0.5) / (arraySum(b) + 0.5 * length(b))))
                   * log(((y + 0.5) / (arraySum(c) + 0.5 * length(c))) / ((x + 0.5) / (arraySum(b) + 0.5 * length(b)))),
         b, c)) AS psi,
+live AS (
+    SELECT
+        model_name, model_version, model_stage, segment_dim, segment_value, quantity,
+        bucket_start >= {window_start:DateTime('UTC')} AS is_current,
+        sum(count) AS calls,
+        sum(sampled) AS sampled_calls,
+        sum(missing) AS missing_calls,
+        sum(numeric_count) AS numeric_calls,
+        sum(sum) AS total,
+        sumMap(histogram) AS hist,
+        sumMap(categories) AS cats,
+        groupUniqArrayArray(5)(exemplar_trace_ids) AS exemplars
+    FROM ml_segment_aggregates
+    -- The trailing baseline's rows too, unless a profile is the baseline.
+    WHERE bucket_start >= if({baseline_name:String} = '', {baseline_start:DateTime('UTC')},
+                             {window_start:DateTime('UTC')})
+      AND bucket_start < {window_end:DateTime('UTC')}
+      AND (bucket_start < {baseline_end:DateTime('UTC')} OR bucket_start >= {window_start:DateTime('UTC')})
+    GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity, is_current
+),
 /*@windowed*/
 edges AS (
     -- Decile edges (histogram keys) of each quantity's baseline over the whole model.

@@ -1,22 +1,5 @@
--- The windows of a profile baseline: the current window, and the profile named
--- baseline_name (loaded with `segwatch baseline`) as the baseline.
-live AS (
-    SELECT
-        model_name, model_version, model_stage, segment_dim, segment_value, quantity,
-        bucket_start >= {window_start:DateTime('UTC')} AS is_current,
-        sum(count) AS calls,
-        sum(sampled) AS sampled_calls,
-        sum(missing) AS missing_calls,
-        sum(numeric_count) AS numeric_calls,
-        sum(sum) AS total,
-        sumMap(histogram) AS hist,
-        sumMap(categories) AS cats,
-        groupUniqArrayArray(5)(exemplar_trace_ids) AS exemplars
-    FROM ml_segment_aggregates
-    WHERE bucket_start >= {window_start:DateTime('UTC')}
-      AND bucket_start < {window_end:DateTime('UTC')}
-    GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity, is_current
-),
+-- The baseline is the profile named baseline_name (loaded with `segwatch baseline`):
+-- `live` holds only the current window then.
 profile AS (
     -- With baseline_name set: a loaded profile (segwatch baseline) is the baseline,
     -- for every stage of the model and for its version (or every version). The
