@@ -348,8 +348,12 @@ def _pairs_by_group(
     if not len(group):
         return {}
     span = int(key.max()) + 1 if len(key) else 1
-    combined, inverse = np.unique(group * span + key, return_inverse=True)
-    counts = np.bincount(inverse, weights=weights, minlength=len(combined))
+    if weights.min() == weights.max():  # unsampled (or uniformly sampled): a plain sort is enough
+        combined, plain = np.unique(group * span + key, return_counts=True)
+        counts = plain * float(weights[0])
+    else:
+        combined, inverse = np.unique(group * span + key, return_inverse=True)
+        counts = np.bincount(inverse, weights=weights, minlength=len(combined))
     owners = combined // span
     keys = combined % span
     bounds = np.searchsorted(owners, live)

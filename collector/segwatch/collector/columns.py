@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,20 +34,34 @@ class Column:
     label_chunks: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.object_]]] = field(
         default_factory=list
     )
+    # The arrays above, joined: the aggregator reads a column several times.
+    # Keyed by the lengths they were built from, so appending invalidates them.
+    _number_cache: Any = field(default=None, repr=False, compare=False)
+    _label_cache: Any = field(default=None, repr=False, compare=False)
 
     def number_data(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-        """Rows and values of every number in the column."""
+        """Rows and values of every number in the column (built once, then reused)."""
+        key = (len(self.number_rows), len(self.number_chunks))
+        cached = self._number_cache
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
         rows = [np.asarray(self.number_rows, dtype=np.int64), *(r for r, _ in self.number_chunks)]
         values = [np.asarray(self.numbers, dtype=np.float64), *(v for _, v in self.number_chunks)]
-        return np.concatenate(rows), np.concatenate(values)
+        self._number_cache = (key, np.concatenate(rows), np.concatenate(values))
+        return self._number_cache[1], self._number_cache[2]
 
     def label_data(self) -> tuple[npt.NDArray[np.int64], list[str]]:
-        """Rows and values of every label in the column."""
+        """Rows and values of every label in the column (built once, then reused)."""
+        key = (len(self.label_rows), len(self.label_chunks))
+        cached = self._label_cache
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
         rows = [np.asarray(self.label_rows, dtype=np.int64), *(r for r, _ in self.label_chunks)]
         labels = list(self.labels)
         for _, chunk in self.label_chunks:
             labels.extend(chunk.tolist())
-        return np.concatenate(rows), labels
+        self._label_cache = (key, np.concatenate(rows), labels)
+        return self._label_cache[1], self._label_cache[2]
 
 
 @dataclass
