@@ -53,9 +53,10 @@ def decode_request(request: ExportTraceServiceRequest, oldest_ns: int = 0) -> Mo
     A span whose ``ml.model.name`` is not a non-empty string, or that started
     before ``oldest_ns`` (the allowed lateness), is rejected (counted, with a
     reason, for the OTLP partial-success answer). Late spans that are not that
-    late land in their own minute bucket, and ClickHouse merges them there. Attribute
-    values of a type the convention does not allow (arrays, maps, bytes) are
-    ignored and counted in ``ignored_values``.
+    late land in their own minute bucket, and ClickHouse merges them there.
+    Array values make a span a batch span (see :mod:`.batch_spans`); values of
+    a type the convention does not allow (maps, bytes) are ignored and counted
+    in ``ignored_values``.
     """
     batch = ModelCallBatch()
     model_ids: dict[ModelKey, int] = {}
@@ -126,23 +127,15 @@ def decode_request(request: ExportTraceServiceRequest, oldest_ns: int = 0) -> Mo
                         is_batch = True  # read by decode_batch_span below
                     elif kind is not None:
                         batch.ignored_values += 1
-                if is_batch and appended:
-                    _undo_row(batch, row)  # the batch path re-reads every value
-                if name is _ABSENT or not name:
+                if appended and is_batch:
+                    _undo_row(batch, row)  # decode_batch_span re-reads every value
+                if name is _ABSENT and not appended and not is_batch:
+                    continue  # not a model call at all
+                reason = _rejection(span, name, weight, oldest_ns)
+                if reason:
                     if appended and not is_batch:
-                        _undo_row(batch, row)
-                    if appended or is_batch or name is not _ABSENT:
-                        batch.reject(f"span {span.name!r}: {_NAME} must be a non-empty string")
-                    continue
-                if not weight > 0:  # NaN fails this too
-                    if appended and not is_batch:
-                        _undo_row(batch, row)
-                    batch.reject(f"span {span.name!r}: {_WEIGHT} must be a positive finite number")
-                    continue
-                if span.start_time_unix_nano < oldest_ns:
-                    if appended and not is_batch:
-                        _undo_row(batch, row)
-                    batch.reject(f"span {span.name!r} started before the allowed lateness")
+                        _undo_row(batch, row)  # not a usable call: keep none of its values
+                    batch.reject(reason)
                     continue
                 n = 1
                 row_ids: list[str] | None = None
@@ -204,6 +197,17 @@ def _classify(key: str, batch: ModelCallBatch) -> Column | str | object:
     if column is None:
         column = table[key[3:]] = Column()
     return column
+
+
+def _rejection(span: Any, name: Any, weight: float, oldest_ns: int) -> str:
+    """Why a span with ml.* values is not a usable model call, or ``""``."""
+    if name is _ABSENT or not name:
+        return f"span {span.name!r}: {_NAME} must be a non-empty string"
+    if not weight > 0:  # NaN fails this too
+        return f"span {span.name!r}: {_WEIGHT} must be a positive finite number"
+    if span.start_time_unix_nano < oldest_ns:
+        return f"span {span.name!r} started before the allowed lateness"
+    return ""
 
 
 def _as_weight(value: Any, kind: str | None) -> float:
