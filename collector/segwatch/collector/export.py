@@ -51,13 +51,12 @@ class ClickHouseExporter:
     """Writes aggregates and raw calls to ClickHouse, one flush at a time.
 
     ``start()`` starts the writer thread; ``shutdown()`` flushes what is
-    pending and stops it. ``max_wait`` bounds how long data may wait for the
-    next flush when the writer is idle (it normally flushes at once).
+    pending and stops it. The writer flushes as soon as data is pending; what
+    arrives during a flush goes in the next one.
     """
 
-    def __init__(self, client: Client, max_wait: float = 0.05) -> None:
+    def __init__(self, client: Client) -> None:
         self._client = client
-        self._max_wait = max_wait
         self._pending = _Pending()
         self._cond = threading.Condition()
         self._stopping = False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -20,8 +19,6 @@ from .labels import decode_labels
 from .rows import TableRows
 
 __all__ = ["ConsumeResult", "ModelCallProcessor", "ProcessorStats"]
-
-_logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
