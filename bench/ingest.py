@@ -143,7 +143,18 @@ def start_collector(store: Path) -> tuple[subprocess.Popen[str], str]:
     return process, str(json.loads(discovery.read_text())["otlp_grpc"])
 
 
-def bench_collector(payload: bytes, spans_per_request: int, requests: int, clients: int) -> float:
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bench_collector(
+    payload: bytes, spans_per_request: int, requests: int, clients: int
+) -> tuple[float, float, float]:
+    """Spans/s through the collector, and its RSS (MiB) idle and at its peak under load."""
     with tempfile.TemporaryDirectory(prefix="segwatch-bench-") as tmp:
         process, address = start_collector(Path(tmp) / "store")
         try:
@@ -151,7 +162,18 @@ def bench_collector(payload: bytes, spans_per_request: int, requests: int, clien
                 address, options=[("grpc.max_send_message_length", 64 << 20)]
             )
             export = channel.unary_unary(EXPORT_METHOD)  # raw bytes in and out
+            idle = _rss_mib(process.pid)
             export(payload, timeout=60)  # warm-up: first inserts, caches
+            peak = idle
+            sampling = threading.Event()
+
+            def sample() -> None:
+                nonlocal peak
+                while not sampling.wait(0.2):
+                    peak = max(peak, _rss_mib(process.pid))
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
             remaining = iter(range(requests))
             lock = threading.Lock()
 
@@ -169,11 +191,13 @@ def bench_collector(payload: bytes, spans_per_request: int, requests: int, clien
             for thread in threads:
                 thread.join()
             elapsed = time.perf_counter() - started
+            sampling.set()
+            sampler.join()
             channel.close()
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)
-    return requests * spans_per_request / elapsed
+    return requests * spans_per_request / elapsed, idle, peak
 
 
 def main() -> None:
@@ -189,12 +213,16 @@ def main() -> None:
     )
     decode = bench_decode(payload, args.requests)
     walk = bench_attribute_pass(payload, args.requests)
-    ours = bench_collector(payload, args.spans_per_request, args.requests, args.clients)
+    ours, idle, peak = bench_collector(payload, args.spans_per_request, args.requests, args.clients)
     print(f"{'baseline: protobuf decode':44s} {decode:12,.0f} spans/s")
     print(f"{'baseline: decode + one pass over attributes':44s} {walk:12,.0f} spans/s")
     print(f"{'segwatch: receive -> aggregate -> store':44s} {ours:12,.0f} spans/s")
     print(f"ratio segwatch / decode:                 {ours / decode:6.3f}")
     print(f"ratio segwatch / decode + attribute pass: {ours / walk:6.3f}")
+    print(
+        f"collector RSS: idle {idle:.0f} MiB, peak under load {peak:.0f} MiB "
+        f"(+{peak - idle:.0f} MiB)"
+    )
 
 
 if __name__ == "__main__":
