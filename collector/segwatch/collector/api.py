@@ -48,12 +48,14 @@ class LocalApi:
         detectors: list[DetectorSpec] | None = None,
         config: CollectorConfig | None = None,
         sql_client: Client | None = None,
+        on_baseline: Callable[[], object] | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._config = config
         # Analysts' SQL runs on its own readonly session: a per-query readonly
         # setting would stay on the session and stop the API's own writes.
         self._sql_client = sql_client or client
+        self._on_baseline = on_baseline  # e.g. switch to the new profile's quantile buckets
         self._client = client
         self._detectors = detectors
         self._status = status
@@ -141,6 +143,8 @@ class LocalApi:
             rows = load_profile(self._client, read_table(str(fields["path"])),
                                 model=str(fields["model"]), version=str(fields["version"]),
                                 name=str(fields["name"]), config=self._config)  # fmt: skip
+            if self._on_baseline is not None:
+                self._on_baseline()
             return {"rows": rows}
         if route == ("POST", "/api/v1/detect"):
             at_text = request.get("at")

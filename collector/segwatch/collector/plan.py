@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import threading
 
-from .buckets import NumericBuckets, buckets_for
+from .buckets import EdgeBuckets, NumericBuckets, buckets_for
 from .config import CollectorConfig, FieldConfig, SegmentSpec
 
 __all__ = ["SegmentationPlan"]
 
 _DEFAULT = FieldConfig()
+DEFAULT_QUANTILES = 10
 
 
 class SegmentationPlan:
@@ -26,6 +27,7 @@ class SegmentationPlan:
     def __init__(self, config: CollectorConfig | None = None) -> None:
         self.config = config or CollectorConfig()
         self._buckets: dict[tuple[str, str], NumericBuckets] = {}
+        self._quantile_edges: dict[tuple[str, str], tuple[float, ...]] = {}
         self._lock = threading.Lock()
 
     def field(self, model: str, dimension: str) -> FieldConfig:
@@ -49,9 +51,39 @@ class SegmentationPlan:
         found = self._buckets.get(key)
         if found is None:
             spec: SegmentSpec = self.field(model, dimension).segments
+            edges = self._quantile_edges.get(key)
+            if spec.kind in ("quantiles", "auto") and edges:
+                built: NumericBuckets = EdgeBuckets(edges)
+            else:
+                built = buckets_for(spec)
             with self._lock:
-                found = self._buckets.setdefault(key, buckets_for(spec))
+                found = self._buckets.setdefault(key, built)
         return found
+
+    def quantile_counts(self, fields: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """How many quantile buckets each (model, feature) of a baseline profile wants.
+
+        ``quantiles: N`` fields want N; features the config leaves to ``auto``
+        (zero config included) switch from log decades to baseline deciles.
+        """
+        counts: dict[tuple[str, str], int] = {}
+        for model, quantity in fields:
+            spec = self.field(model, quantity)
+            if spec.segments.kind == "quantiles":
+                counts[(model, quantity)] = spec.segments.count
+            elif spec.segments.kind == "auto" and spec.type in ("auto", "number"):
+                counts[(model, quantity)] = DEFAULT_QUANTILES
+        return counts
+
+    def use_quantile_edges(self, edges: dict[tuple[str, str], tuple[float, ...]]) -> None:
+        """Bucket these numeric dimensions at a baseline's quantiles from now on.
+
+        Their segment labels change with it (``[12.5, 40.1)`` instead of decades).
+        """
+        with self._lock:
+            self._quantile_edges = dict(edges)
+            for key in edges:
+                self._buckets.pop(key, None)
 
     def declared_fields(self, model: str) -> set[str]:
         """The fields the config declares for ``model``, as quantity/dimension names."""

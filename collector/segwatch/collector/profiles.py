@@ -21,10 +21,19 @@ from clickhouse_connect.driver.client import Client
 from .aggregate import AggregateRows, SegmentAggregator
 from .columns import Column, ModelCallBatch
 from .config import CollectorConfig
+from .histogram import bucket_value
 from .plan import SegmentationPlan
 from .rows import TableRows
 
-__all__ = ["BASELINE_COLUMNS", "BaselineRows", "baseline", "load_profile", "read_table"]
+__all__ = [
+    "BASELINE_COLUMNS",
+    "BaselineRows",
+    "baseline",
+    "load_profile",
+    "quantile_edges",
+    "read_table",
+    "refresh_quantile_buckets",
+]
 
 BASELINE_COLUMNS = (
     "baseline_name", "model_name", "model_version", "segment_dim", "segment_value", "quantity",
@@ -162,6 +171,54 @@ def load_profile(
         if progress is not None:
             progress(done, total)
     return done
+
+
+def quantile_edges(
+    client: Client, counts: dict[tuple[str, str], int], name: str = "training"
+) -> dict[tuple[str, str], tuple[float, ...]]:
+    """Bucket edges at the profile's quantiles, per (model, numeric feature).
+
+    ``counts`` says how many buckets each (model, feature) wants; the edges
+    come from the profile's whole-model histogram (1 % accurate), deduplicated.
+    """
+    if not counts:
+        return {}
+    rows = client.query(
+        "SELECT model_name, quantity, sumMap(histogram) FROM ml_baseline_aggregates "
+        "WHERE baseline_name = {name:String} AND segment_dim = '__all__' "
+        "AND startsWith(quantity, 'feature.') GROUP BY model_name, quantity",
+        parameters={"name": name},
+    ).result_rows
+    edges: dict[tuple[str, str], tuple[float, ...]] = {}
+    for model, quantity, histogram in rows:
+        wanted = counts.get((model, quantity))
+        if not wanted or not histogram:
+            continue
+        keys = sorted(histogram)
+        cumulative = np.cumsum([histogram[k] for k in keys])
+        total = cumulative[-1]
+        cuts: list[float] = []
+        for i in range(1, wanted):
+            index = int(np.searchsorted(cumulative, total * i / wanted))
+            value = bucket_value(int(keys[min(index, len(keys) - 1)]))
+            if not cuts or value > cuts[-1]:
+                cuts.append(value)
+        if cuts:
+            edges[(model, quantity)] = tuple(cuts)
+    return edges
+
+
+def refresh_quantile_buckets(client: Client, plan: SegmentationPlan, name: str = "training") -> int:
+    """Point ``plan`` at the quantiles of profile ``name``; return how many fields use them."""
+    fields = client.query(
+        "SELECT DISTINCT model_name, quantity FROM ml_baseline_aggregates "
+        "WHERE baseline_name = {name:String} AND segment_dim = '__all__' "
+        "AND startsWith(quantity, 'feature.')",
+        parameters={"name": name},
+    ).result_rows
+    edges = quantile_edges(client, plan.quantile_counts([(m, q) for m, q in fields]), name)
+    plan.use_quantile_edges(edges)
+    return len(edges)
 
 
 def read_table(path: str) -> Any:

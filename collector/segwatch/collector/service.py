@@ -27,6 +27,7 @@ from .config import CollectorConfig, configured_detectors
 from .export import ClickHouseExporter
 from .plan import SegmentationPlan
 from .processor import ModelCallProcessor
+from .profiles import refresh_quantile_buckets
 from .receiver import OTLPReceiver
 from .scheduler import DetectorScheduler
 
@@ -77,8 +78,10 @@ class Collector:
             _logger.info("applied migrations: %s", ", ".join(applied))
         self.exporter = ClickHouseExporter(self._clients.exporter)
         self.exporter.start()
+        self.plan = SegmentationPlan(config)
+        refresh_quantile_buckets(self._clients.exporter, self.plan)
         self.processor = ModelCallProcessor(
-            SegmentAggregator(SegmentationPlan(config)),
+            SegmentAggregator(self.plan),
             self.exporter,
             raw_calls=config.storage.raw_calls,
             allowed_lateness=config.receiver.allowed_lateness,
@@ -93,6 +96,7 @@ class Collector:
             self.detectors,
             config,
             sql_client=self._clients.sql,
+            on_baseline=lambda: refresh_quantile_buckets(self._clients.api, self.plan),  # type: ignore[union-attr]
         )
         self.api.start()
         self.receiver = OTLPReceiver(
