@@ -97,3 +97,15 @@ def test_allow_list_and_record_text_on_batches(recorder) -> None:
 def test_a_string_instead_of_a_list_of_names_is_refused() -> None:
     with pytest.raises(ValueError, match="features_deny"):
         monitor("m", features_deny="ssn")
+
+
+def test_per_row_monitor_samples_each_call_once(recorder) -> None:
+    @monitor("m", per_row=True, sample_rate=0.5, tracer_provider=recorder.provider)
+    def predict(row: dict) -> float:
+        return 1.0
+
+    random.seed(11)
+    for i in range(4000):
+        predict({"x": float(i)})
+    # One sampling decision per call: ~2,000 spans (± 7 σ), not ~1,000 as with two.
+    assert 1_780 < len(recorder.spans()) < 2_220

@@ -189,28 +189,22 @@ class monitor:
 
     # -- decorator -----------------------------------------------------------
     def __call__(self, func: F) -> F:
-        # The wrappers skip all recording work when the span is a no-op (no SDK
-        # configured): then the cost is one start_span call.
+        # No SDK, or not sampled: the call runs unmonitored after one start_span.
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                rows = self._read_input(args, kwargs) if self.per_row and self._sampled() else None
-                if rows is not None and not rows.single:
-                    parent = self._start_rows_span()
-                    if not parent.get_span_context().is_valid:
-                        return await func(*args, **kwargs)
+                mode, state = self._prepare(args, kwargs)
+                if mode is _PLAIN:
+                    return await func(*args, **kwargs)
+                if mode is _ROWS:
+                    rows, parent = state
                     with trace.use_span(parent, end_on_exit=True):
                         started = time.time_ns()
                         result = await func(*args, **kwargs)
                         self._emit_rows(rows, result, args, started)
                         return result
-                if not self._sampled():
-                    return await func(*args, **kwargs)
-                span = self._start_span(None)
-                if not span.get_span_context().is_valid:
-                    return await func(*args, **kwargs)
-                with self._activate(span) as model_call:
+                with self._activate(state) as model_call:
                     self._record_input(model_call, args, kwargs)
                     try:
                         result = await func(*args, **kwargs)
@@ -224,22 +218,17 @@ class monitor:
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            rows = self._read_input(args, kwargs) if self.per_row and self._sampled() else None
-            if rows is not None and not rows.single:
-                parent = self._start_rows_span()
-                if not parent.get_span_context().is_valid:
-                    return func(*args, **kwargs)
+            mode, state = self._prepare(args, kwargs)
+            if mode is _PLAIN:
+                return func(*args, **kwargs)
+            if mode is _ROWS:
+                rows, parent = state
                 with trace.use_span(parent, end_on_exit=True):
                     started = time.time_ns()
                     result = func(*args, **kwargs)
                     self._emit_rows(rows, result, args, started)
                     return result
-            if not self._sampled():
-                return func(*args, **kwargs)
-            span = self._start_span(None)
-            if not span.get_span_context().is_valid:
-                return func(*args, **kwargs)
-            with self._activate(span) as model_call:
+            with self._activate(state) as model_call:
                 self._record_input(model_call, args, kwargs)
                 try:
                     result = func(*args, **kwargs)
@@ -250,6 +239,25 @@ class monitor:
                 return result
 
         return cast(F, wrapper)
+
+    def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[object, Any]:
+        """How to run one decorated call: unmonitored, one span per row, or one span.
+
+        The sampling decision is made here, once per call.
+        """
+        if not self._sampled():
+            return _PLAIN, None
+        if self.per_row:
+            rows = self._read_input(args, kwargs)
+            if rows is not None and not rows.single:
+                parent = self._start_rows_span()
+                if not parent.get_span_context().is_valid:
+                    return _PLAIN, None
+                return _ROWS, (rows, parent)
+        span = self._start_span(None)
+        if not span.get_span_context().is_valid:
+            return _PLAIN, None
+        return _SPAN, span
 
     def _start_rows_span(self) -> Span:
         """``per_row``: the call's own span; not a model call (no ``ml.*``), its rows are."""
@@ -416,3 +424,7 @@ def _record_plain_output(model_call: ModelCall, result: Any) -> bool:
     for name, value in result.items():
         pending[attr.ML_OUTPUT_PREFIX + str(name)] = value
     return True
+
+
+_PLAIN, _ROWS, _SPAN = object(), object(), object()
+"""How :meth:`monitor._prepare` says a decorated call runs."""
