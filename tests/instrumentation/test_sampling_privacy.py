@@ -99,13 +99,18 @@ def test_a_string_instead_of_a_list_of_names_is_refused() -> None:
         monitor("m", features_deny="ssn")
 
 
-def test_per_row_monitor_samples_each_call_once(recorder) -> None:
+def test_per_row_monitor_samples_each_batch_call_once(recorder) -> None:
     @monitor("m", per_row=True, sample_rate=0.5, tracer_provider=recorder.provider)
-    def predict(row: dict) -> float:
-        return 1.0
+    def predict(rows: list[dict]) -> list[float]:
+        return [1.0] * len(rows)
 
     random.seed(11)
-    for i in range(4000):
-        predict({"x": float(i)})
-    # One sampling decision per call: ~2,000 spans (± 7 σ), not ~1,000 as with two.
-    assert 1_780 < len(recorder.spans()) < 2_220
+    for i in range(2000):
+        predict([{"x": float(i)}, {"x": 2.0}])
+    spans = recorder.spans()
+    # One sampling decision per call: ~1,000 of 2,000 batch calls (± 7 σ) are
+    # recorded, each as its two row spans and never as one batch span.
+    assert not any("ml.batch.size" in s.attributes for s in spans)
+    calls = [s for s in spans if "ml.model.name" not in s.attributes]
+    assert 845 < len(calls) < 1_155
+    assert len(spans) == 3 * len(calls)
