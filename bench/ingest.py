@@ -43,9 +43,8 @@ from segwatch.instrumentation import monitor
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
-DIMENSIONS = ("country", "device", "channel", "amount", "hour")
-"""The five segment dimensions; the other fifteen features are measured, not segmented."""
-
+# Five segment dimensions (country, device, channel, amount, hour) and two
+# crosses; the other fifteen features are measured, not segmented.
 CONFIG_MODELS = """\
 segments:
   crosses: [[country, device], [channel, amount]]

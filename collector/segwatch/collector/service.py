@@ -51,6 +51,7 @@ class Collector:
         self.config = config
         self.location = parse_dsn(config.storage.dsn)
         self.detectors = configured_detectors(config)
+        self.plan = SegmentationPlan(config)
         self._opened: list[Client] = []
         self._clients: _Clients | None = None
         self.exporter: ClickHouseExporter | None = None
@@ -78,7 +79,6 @@ class Collector:
             _logger.info("applied migrations: %s", ", ".join(applied))
         self.exporter = ClickHouseExporter(self._clients.exporter)
         self.exporter.start()
-        self.plan = SegmentationPlan(config)
         refresh_quantile_buckets(self._clients.exporter, self.plan)
         self.processor = ModelCallProcessor(
             SegmentAggregator(self.plan),
