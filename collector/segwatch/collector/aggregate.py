@@ -18,10 +18,16 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from .aggregate_rows import (
+    AGGREGATE_COLUMNS,
+    AGGREGATE_SCHEMA,
+    AggregateRows,
+    AggregateRowsBuilder,
+    GroupEntries,
+)
 from .columns import Column, ModelCallBatch, ModelKey
 from .histogram import histogram_keys
 from .plan import SegmentationPlan
-from .rows import TableRows
 from .segments import (
     OTHER,
     CategoryVocabulary,
@@ -33,38 +39,9 @@ from .segments import (
     whole_model,
 )
 
-__all__ = ["AGGREGATE_COLUMNS", "AggregateRows", "SegmentAggregator"]
+__all__ = ["AGGREGATE_COLUMNS", "AGGREGATE_SCHEMA", "AggregateRows", "SegmentAggregator"]
 
 NS_PER_MINUTE = 60 * 1_000_000_000
-
-AGGREGATE_COLUMNS = (
-    "model_name",
-    "model_version",
-    "model_stage",
-    "bucket_start",
-    "segment_dim",
-    "segment_value",
-    "quantity",
-    "count",
-    "sampled",
-    "missing",
-    "numeric_count",
-    "sum",
-    "sum_sq",
-    "min",
-    "max",
-    "histogram",
-    "categories",
-    "exemplar_trace_ids",
-)
-"""Column order of :class:`AggregateRows`, as in ``ml_segment_aggregates``."""
-
-
-class AggregateRows(TableRows):
-    """Rows of ``ml_segment_aggregates``."""
-
-    table = "ml_segment_aggregates"
-    column_names = AGGREGATE_COLUMNS
 
 
 @dataclass
@@ -127,16 +104,16 @@ class SegmentAggregator:
         return dict(sorted(columns.items()))
 
     def aggregate(self, batch: ModelCallBatch) -> AggregateRows:
-        out = AggregateRows()
+        out = AggregateRowsBuilder()
         if not len(batch):
-            return out
+            return out.build()
         model_index = np.asarray(batch.model_index, dtype=np.int64)
         start_ns = np.asarray(batch.start_ns, dtype=np.int64)
         weights = np.asarray(batch.weights, dtype=np.float64)
         for index, model in enumerate(batch.models):
             rows = np.flatnonzero(model_index == index)
             self._aggregate_model(batch, model, rows, start_ns[rows], weights[rows], out)
-        return out
+        return out.build()
 
     def _aggregate_model(
         self,
@@ -145,7 +122,7 @@ class SegmentAggregator:
         rows: npt.NDArray[np.int64],
         start_ns: npt.NDArray[np.int64],
         weights: npt.NDArray[np.float64],
-        out: AggregateRows,
+        out: AggregateRowsBuilder,
     ) -> None:
         minutes, minute_codes = np.unique(start_ns // NS_PER_MINUTE, return_inverse=True)
         columns = self._model_columns(batch, model[0], rows)
@@ -187,7 +164,9 @@ class _SegmentGroups:
 
     ``matrix[d, i]`` is the group of row ``i`` in dimension ``d``; groups of
     dimension ``d`` occupy one contiguous range, so one ``bincount`` over the
-    flattened matrix aggregates every dimension at once.
+    flattened matrix aggregates every dimension at once. Per live group (at
+    least one call) it knows its dimension, segment, minute and exemplar, as
+    codes into small dictionaries.
     """
 
     matrix: npt.NDArray[np.int64]
@@ -197,10 +176,11 @@ class _SegmentGroups:
     sampled: npt.NDArray[np.int64]  # rows received per group
     live: npt.NDArray[np.int64]  # groups with at least one call
     live_dim: npt.NDArray[np.int64]  # dimension index of each live group
-    dim_names: npt.NDArray[np.object_]
-    bucket_start: npt.NDArray[np.int64]
-    labels: npt.NDArray[np.object_]
-    exemplars: npt.NDArray[np.object_]
+    dim_names: list[str]
+    bucket_start: npt.NDArray[np.int64]  # per live group
+    segment_codes: npt.NDArray[np.int64]  # per live group, into segment_names
+    segment_names: list[str]  # every dimension's labels, one after the other
+    exemplars: list[str]  # per live group: the trace id (hex) of its first call
 
     @classmethod
     def build(
@@ -230,7 +210,7 @@ class _SegmentGroups:
         live_dim = np.searchsorted(offsets, live, side="right") - 1
         local = live - offsets[live_dim]
         size_of = sizes[live_dim]
-        label_code = local % size_of
+        label_offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         # The first call of each group is its exemplar.
         first = np.full(total, len(rows), dtype=np.int64)
         np.minimum.at(first, flat, np.tile(np.arange(len(rows), dtype=np.int64), len(dimensions)))
@@ -243,18 +223,11 @@ class _SegmentGroups:
             sampled=sampled,
             live=live,
             live_dim=live_dim,
-            dim_names=np.array([d.name for d in dimensions], dtype=object)[live_dim],
+            dim_names=[d.name for d in dimensions],
             bucket_start=bucket_seconds[local // size_of],
-            labels=np.array(
-                [
-                    dimensions[d].labels[c]
-                    for d, c in zip(live_dim.tolist(), label_code.tolist(), strict=True)
-                ],
-                dtype=object,
-            ),
-            exemplars=np.array(
-                [[trace_ids[r].hex()] for r in rows[first[live]].tolist()] + [None], dtype=object
-            )[:-1],  # the extra None keeps numpy from making a 2-D array of the lists
+            segment_codes=label_offsets[live_dim] + local % size_of,
+            segment_names=[label for d in dimensions for label in d.labels],
+            exemplars=[trace_ids[r].hex() for r in rows[first[live]].tolist()],
         )
 
 
@@ -338,16 +311,17 @@ def _special_name(value: float) -> str:
     return "inf" if value > 0 else "-inf"
 
 
-def _pairs_by_group(
+def _entries_by_group(
     group: npt.NDArray[np.int64],
     key: npt.NDArray[np.int64],
     weights: npt.NDArray[np.float64],
     live: npt.NDArray[np.int64],
-) -> dict[int, tuple[list[int], list[float]]]:
-    """(keys, weighted counts) per group, for the groups in ``live``."""
+    total: int,
+) -> GroupEntries:
+    """Distinct keys and their weighted counts per group of ``live`` (sorted), in that order."""
     if not len(group):
-        return {}
-    span = int(key.max()) + 1 if len(key) else 1
+        return GroupEntries(np.zeros(len(live), dtype=np.int64), _NO_INTS, _NO_FLOATS)
+    span = int(key.max()) + 1
     if weights.min() == weights.max():  # unsampled (or uniformly sampled): a plain sort is enough
         combined, plain = np.unique(group * span + key, return_counts=True)
         counts = plain * float(weights[0])
@@ -355,21 +329,20 @@ def _pairs_by_group(
         combined, inverse = np.unique(group * span + key, return_inverse=True)
         counts = np.bincount(inverse, weights=weights, minlength=len(combined))
     owners = combined // span
-    keys = combined % span
-    bounds = np.searchsorted(owners, live)
-    ends = np.searchsorted(owners, live, side="right")
-    result: dict[int, tuple[list[int], list[float]]] = {}
-    for g, lo, hi in zip(live.tolist(), bounds.tolist(), ends.tolist(), strict=True):
-        if hi > lo:
-            result[g] = (keys[lo:hi].tolist(), counts[lo:hi].tolist())
-    return result
+    wanted = np.zeros(total, dtype=bool)
+    wanted[live] = True
+    take = wanted[owners]  # entries are sorted by group, as live is
+    lengths = np.searchsorted(owners, live, side="right") - np.searchsorted(owners, live)
+    return GroupEntries(lengths, (combined % span)[take], counts[take])
 
 
+_NO_INTS = np.zeros(0, dtype=np.int64)
+_NO_FLOATS = np.zeros(0, dtype=np.float64)
 _HIST_SHIFT = 32768  # Int16 keys shifted to non-negative for combined codes
 
 
 def _append_quantity(
-    out: AggregateRows,
+    out: AggregateRowsBuilder,
     model: ModelKey,
     quantity: _Quantity,
     groups: _SegmentGroups,
@@ -378,7 +351,8 @@ def _append_quantity(
     """Append the rows of one quantity in every live group where ``keep`` holds."""
     total = groups.total
     n_dims = len(groups.matrix)
-    live = groups.live[keep]
+    kept = np.flatnonzero(keep)
+    live = groups.live[kept]
     w = groups.weights
     present = np.bincount(
         groups.matrix[:, quantity.present].ravel(),
@@ -395,37 +369,39 @@ def _append_quantity(
     maxima = np.full(total, -np.inf)
     np.minimum.at(minima, number_groups, values)
     np.maximum.at(maxima, number_groups, values)
-    hist_keys = np.tile(quantity.hist_keys.astype(np.int64) + _HIST_SHIFT, n_dims)
-    histograms = _pairs_by_group(number_groups, hist_keys, value_weights, live)
-    categories = _pairs_by_group(
+    histogram = _entries_by_group(
+        number_groups,
+        np.tile(quantity.hist_keys.astype(np.int64) + _HIST_SHIFT, n_dims),
+        value_weights,
+        live,
+        total,
+    )
+    categories = _entries_by_group(
         groups.matrix[:, quantity.label_pos].ravel(),
         np.tile(quantity.label_codes, n_dims),
         np.tile(w[quantity.label_pos], n_dims),
         live,
+        total,
     )
-    names = quantity.label_names
-    c = out.columns
-    n = len(live)
     counts = groups.counts[live]
-    c["sampled"].extend(groups.sampled[live].tolist())
-    c["model_name"].extend([model[0]] * n)
-    c["model_version"].extend([model[1]] * n)
-    c["model_stage"].extend([model[2]] * n)
-    c["bucket_start"].extend(groups.bucket_start[keep].tolist())
-    c["segment_dim"].extend(groups.dim_names[keep].tolist())
-    c["segment_value"].extend(groups.labels[keep].tolist())
-    c["quantity"].extend([quantity.name] * n)
-    c["count"].extend(counts.tolist())
-    c["missing"].extend((counts - present[live]).tolist())
-    c["numeric_count"].extend(numeric_count[live].tolist())
-    c["sum"].extend(sums[live].tolist())
-    c["sum_sq"].extend(sum_sq[live].tolist())
-    c["min"].extend(minima[live].tolist())
-    c["max"].extend(maxima[live].tolist())
-    empty: tuple[list[int], list[float]] = ([], [])
-    for g in live.tolist():
-        keys, key_counts = histograms.get(g, empty)
-        c["histogram"].append({k - _HIST_SHIFT: n_ for k, n_ in zip(keys, key_counts, strict=True)})
-        labels, label_counts = categories.get(g, empty)
-        c["categories"].append({names[k]: n_ for k, n_ in zip(labels, label_counts, strict=True)})
-    c["exemplar_trace_ids"].extend(groups.exemplars[keep].tolist())
+    out.add(
+        model,
+        quantity.name,
+        dims=(groups.live_dim[kept], groups.dim_names),
+        segments=(groups.segment_codes[kept], groups.segment_names),
+        exemplars=(kept, groups.exemplars),
+        bucket_start=groups.bucket_start[kept],
+        numbers={
+            "count": counts,
+            "sampled": groups.sampled[live],
+            "missing": counts - present[live],
+            "numeric_count": numeric_count[live],
+            "sum": sums[live],
+            "sum_sq": sum_sq[live],
+            "min": minima[live],
+            "max": maxima[live],
+        },
+        histogram=GroupEntries(histogram.lengths, histogram.keys - _HIST_SHIFT, histogram.values),
+        categories=categories,
+        category_names=quantity.label_names,
+    )

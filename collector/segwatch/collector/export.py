@@ -2,8 +2,10 @@
 
 Receiver threads hand over the rows of one request (aggregates, raw calls,
 labels: any :class:`TableRows`) with :meth:`ClickHouseExporter.submit` and
-wait on the returned future; one writer thread takes everything pending,
-inserts it in one insert per table, and resolves every waiting future. An
+wait on the returned future; the rows are encoded as Native blocks right
+there, on the submitting thread. One writer thread takes everything pending,
+inserts it with one insert per table (the blocks of all requests, one after
+the other), and resolves every waiting future. An
 Export is therefore answered only once its data is in the store, while
 concurrent requests share one insert.
 If an insert fails, every request in it gets the error (the receiver answers
@@ -21,10 +23,11 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from .rows import TableRows
+from .rows import TableRows, insert_blocks
 
 __all__ = ["ClickHouseExporter", "ExportStats"]
 
@@ -42,8 +45,16 @@ class ExportStats:
 
 
 @dataclass
+class _TableBlocks:
+    column_names: tuple[str, ...]
+    settings: dict[str, Any]
+    blocks: list[bytes] = field(default_factory=list)
+    rows: int = 0
+
+
+@dataclass
 class _Pending:
-    tables: dict[str, TableRows] = field(default_factory=dict)
+    tables: dict[str, _TableBlocks] = field(default_factory=dict)
     waiters: list[Future[None]] = field(default_factory=list)
 
 
@@ -70,14 +81,22 @@ class ClickHouseExporter:
     def submit(self, *rows: TableRows) -> Future[None]:
         """Queue rows for the next flush; the future resolves once they are stored."""
         future: Future[None] = Future()
+        encoded = [(part, part.native()) for part in rows if len(part)]
         with self._cond:
             if self._stopping:
                 future.set_exception(RuntimeError("the exporter is shut down"))
                 return future
             tables = self._pending.tables
-            for part in rows:
-                if len(part):
-                    tables.setdefault(part.table, part.empty()).extend(part)
+            for part, block in encoded:
+                pending = tables.get(part.table)
+                if pending is None:
+                    pending = tables[part.table] = _TableBlocks(
+                        part.column_names, part.insert_settings
+                    )
+                elif pending.column_names != part.column_names:
+                    raise ValueError(f"rows for {part.table} with different columns")
+                pending.blocks.append(block)
+                pending.rows += len(part)
             self._pending.waiters.append(future)
             self._cond.notify()
         return future
@@ -102,12 +121,9 @@ class ClickHouseExporter:
     def _flush(self, pending: _Pending) -> None:
         started = time.perf_counter()
         try:
-            for rows in pending.tables.values():
-                self._client.insert(
-                    rows.table,
-                    rows.column_data(),
-                    column_names=list(rows.column_names),
-                    column_oriented=True,
+            for table, blocks in pending.tables.items():
+                insert_blocks(
+                    self._client, table, blocks.column_names, blocks.blocks, blocks.settings
                 )
         except Exception as exc:
             self.stats.failures += 1
@@ -117,11 +133,11 @@ class ClickHouseExporter:
                 waiter.set_exception(exc)
             return
         self.stats.flushes += 1
-        for table, rows in pending.tables.items():
-            self.stats.rows[table] = self.stats.rows.get(table, 0) + len(rows)
+        for table, blocks in pending.tables.items():
+            self.stats.rows[table] = self.stats.rows.get(table, 0) + blocks.rows
         _logger.debug(
             "flushed %s in %.1f ms",
-            ", ".join(f"{len(r)} rows of {t}" for t, r in pending.tables.items()),
+            ", ".join(f"{b.rows} rows of {t}" for t, b in pending.tables.items()),
             (time.perf_counter() - started) * 1e3,
         )
         for waiter in pending.waiters:

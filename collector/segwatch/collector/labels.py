@@ -19,17 +19,19 @@ from segwatch.instrumentation import attributes as attr
 from .decode import service_name
 from .rows import TableRows
 
-__all__ = ["LABEL_COLUMNS", "LabelBatch", "LabelRows", "decode_labels"]
+__all__ = ["LABEL_COLUMNS", "LABEL_SCHEMA", "LabelBatch", "LabelRows", "decode_labels"]
 
-LABEL_COLUMNS = (
-    "timestamp",
-    "model_name",
-    "prediction_id",
-    "numbers",
-    "strings",
-    "trace_id",
-    "service_name",
-)
+LABEL_SCHEMA = {
+    "timestamp": "DateTime64(9, 'UTC')",
+    "model_name": "LowCardinality(String)",
+    "prediction_id": "String",
+    "numbers": "Map(LowCardinality(String), Float64)",
+    "strings": "Map(LowCardinality(String), String)",
+    "trace_id": "String",
+    "service_name": "LowCardinality(String)",
+}
+"""Columns of ``ml_labels`` written by the collector, and their types, in insert order."""
+LABEL_COLUMNS = tuple(LABEL_SCHEMA)
 
 
 class LabelRows(TableRows):
@@ -37,6 +39,7 @@ class LabelRows(TableRows):
 
     table = "ml_labels"
     column_names = LABEL_COLUMNS
+    column_types = tuple(LABEL_SCHEMA.values())
 
 
 @dataclass

@@ -18,15 +18,16 @@ from typing import Any
 import numpy as np
 from clickhouse_connect.driver.client import Client
 
-from .aggregate import AggregateRows, SegmentAggregator
+from .aggregate import AGGREGATE_COLUMNS, AGGREGATE_SCHEMA, AggregateRows, SegmentAggregator
 from .columns import Column, ModelCallBatch
 from .config import CollectorConfig
 from .histogram import bucket_value
 from .plan import SegmentationPlan
-from .rows import TableRows
+from .rows import MERGE_LATER, TableRows
 
 __all__ = [
     "BASELINE_COLUMNS",
+    "BASELINE_SCHEMA",
     "BaselineRows",
     "baseline",
     "load_profile",
@@ -35,11 +36,17 @@ __all__ = [
     "refresh_quantile_buckets",
 ]
 
-BASELINE_COLUMNS = (
-    "baseline_name", "model_name", "model_version", "segment_dim", "segment_value", "quantity",
-    "count", "sampled", "missing", "numeric_count", "sum", "sum_sq", "min", "max", "histogram",
-    "categories", "loaded_at",
-)  # fmt: skip
+BASELINE_SCHEMA = {
+    "baseline_name": "LowCardinality(String)",
+    **{
+        name: AGGREGATE_SCHEMA[name]
+        for name in AGGREGATE_COLUMNS
+        if name not in ("model_stage", "bucket_start", "exemplar_trace_ids")
+    },
+    "loaded_at": "SimpleAggregateFunction(max, DateTime64(3, 'UTC'))",
+}
+"""Columns of ``ml_baseline_aggregates`` and their types, in insert order."""
+BASELINE_COLUMNS = tuple(BASELINE_SCHEMA)
 CHUNK_ROWS = 50_000
 Progress = Callable[[int, int], None]
 
@@ -49,6 +56,8 @@ class BaselineRows(TableRows):
 
     table = "ml_baseline_aggregates"
     column_names = BASELINE_COLUMNS
+    column_types = tuple(BASELINE_SCHEMA.values())
+    insert_settings = MERGE_LATER
 
 
 def _quantity_name(column: str) -> str:
@@ -165,8 +174,7 @@ def load_profile(
             continue
         rows = _profile_rows(aggregator.aggregate(_batch(columns, n, model, version)), name,
                              loaded_at)  # fmt: skip
-        client.insert(rows.table, rows.column_data(), column_names=list(rows.column_names),
-                      column_oriented=True)  # fmt: skip
+        rows.insert_into(client)
         done += n
         if progress is not None:
             progress(done, total)

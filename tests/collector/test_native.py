@@ -1,0 +1,95 @@
+"""Native-format blocks: what goes in comes back out of the real engine, for every table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pytest
+
+from segwatch.collector.aggregate import AggregateRows
+from segwatch.collector.calls import CallRows
+from segwatch.collector.labels import LabelRows
+from segwatch.collector.native import ArrayColumn, Coded, MapColumn, native_block
+from segwatch.collector.profiles import BaselineRows
+from segwatch.collector.rows import insert_blocks
+
+
+@pytest.mark.parametrize("rows_type", [AggregateRows, CallRows, LabelRows, BaselineRows])
+def test_declared_types_are_the_tables_types(client, rows_type) -> None:  # type: ignore[no-untyped-def]
+    described = {
+        row[0]: row[1] for row in client.query(f"DESCRIBE TABLE {rows_type.table}").result_rows
+    }
+    declared = dict(zip(rows_type.column_names, rows_type.column_types, strict=True))
+    assert declared == {name: described[name] for name in declared}
+
+
+def test_every_shape_round_trips_through_the_engine(client) -> None:  # type: ignore[no-untyped-def]
+    client.command(
+        "CREATE TABLE shapes (i UInt64, f Float64, d DateTime('UTC'), t DateTime64(9, 'UTC'), "
+        "s String, lc LowCardinality(String), hist Map(Int16, Float64), "
+        "cats Map(LowCardinality(String), Float64), texts Map(String, String), "
+        "ids Array(String), total SimpleAggregateFunction(sum, Float64)) "
+        "ENGINE = MergeTree ORDER BY i"
+    )
+    names = ("i", "f", "d", "t", "s", "lc", "hist", "cats", "texts", "ids", "total")
+    types = (
+        "UInt64", "Float64", "DateTime('UTC')", "DateTime64(9, 'UTC')", "String",
+        "LowCardinality(String)", "Map(Int16, Float64)", "Map(LowCardinality(String), Float64)",
+        "Map(String, String)", "Array(String)", "SimpleAggregateFunction(sum, Float64)",
+    )  # fmt: skip
+    odd = "quote ' back \\ nul \x00 tab \t é 😀 " + "x" * 300  # a length past one varint byte
+    columnar = [
+        np.array([1, 2, 3], dtype=np.uint64),
+        np.array([0.5, -math.inf, 1e300]),
+        np.array([0, 60, 1_700_000_000]),
+        np.array([1, 2, 1_700_000_000_123_456_789]),
+        Coded(np.array([1, 0, 1]), ["", odd]),
+        Coded(np.array([2, 2, 0]), ["a", "b", "c"]),
+        MapColumn(
+            np.array([2, 2, 3], dtype=np.uint64),
+            np.array([-5, 7, 32767]),
+            np.array([1.0, 2.5, 3.0]),
+        ),
+        MapColumn(
+            np.array([0, 1, 2], dtype=np.uint64),
+            Coded(np.array([0, 0]), ["k"]),
+            np.array([4.0, 5.0]),
+        ),
+        MapColumn(np.array([1, 1, 1], dtype=np.uint64), [odd], [odd]),
+        ArrayColumn(np.array([0, 2, 3], dtype=np.uint64), ["t1", "t2", odd]),
+        np.array([1.0, 2.0, 3.0]),
+    ]
+    as_lists = [
+        [4], [0.0], [dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)], [5], ["plain"], ["z"],
+        [{}], [{"k": 1.0, "j": 2.0}], [{}], [[]], [0.0],
+    ]  # fmt: skip
+    insert_blocks(client, "shapes", names, [native_block(names, types, columnar),
+                                            native_block(names, types, as_lists)])  # fmt: skip
+    rows = client.query("SELECT * FROM shapes ORDER BY i").result_rows
+    assert len(rows) == 4
+    utc = dt.timezone.utc
+    assert rows[0][:2] == (1, 0.5) and rows[1][1] == -math.inf and rows[2][1] == 1e300
+    assert [r[2].replace(tzinfo=utc).timestamp() for r in rows[:3]] == [0, 60, 1_700_000_000]
+    assert rows[3][2].replace(tzinfo=utc) == dt.datetime(2026, 1, 1, tzinfo=utc)
+    assert [r[4] for r in rows] == [odd, "", odd, "plain"]
+    assert [r[5] for r in rows] == ["c", "c", "a", "z"]
+    assert [r[6] for r in rows] == [{-5: 1.0, 7: 2.5}, {}, {32767: 3.0}, {}]
+    assert [r[7] for r in rows] == [{}, {"k": 4.0}, {"k": 5.0}, {"k": 1.0, "j": 2.0}]
+    assert [r[8] for r in rows] == [{odd: odd}, {}, {}, {}]
+    assert [r[9] for r in rows] == [[], ["t1", "t2"], [odd], []]
+
+
+def test_columns_index_like_lists() -> None:
+    column = MapColumn(np.array([1, 1, 3], dtype=np.uint64), Coded(np.array([1, 0, 1]), ["a", "b"]),
+                       np.array([1.0, 2.0, 3.0]))  # fmt: skip
+    assert column.tolist() == [{"b": 1.0}, {}, {"a": 2.0, "b": 3.0}]
+    assert ArrayColumn(np.array([0, 1], dtype=np.uint64), ["x"])[1] == ["x"]
+
+
+def test_mismatched_lengths_and_unknown_types_are_refused() -> None:
+    with pytest.raises(ValueError, match="column b has 1 rows, expected 2"):
+        native_block(("a", "b"), ("UInt8", "UInt8"), [[1, 2], [1]])
+    with pytest.raises(ValueError, match="unsupported ClickHouse type Decimal"):
+        native_block(("a",), ("Decimal(9, 2)",), [[1]])
