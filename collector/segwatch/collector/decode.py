@@ -20,10 +20,11 @@ from segwatch.instrumentation import attributes as attr
 from .batch_spans import BatchSpanError, decode_batch_span
 from .columns import Column, ModelCallBatch, ModelKey
 
-__all__ = ["decode_request", "service_name"]
+__all__ = ["ABSENT", "DEFAULT_STAGE", "decode_request", "rejection_reason", "service_name"]
 
 DEFAULT_STAGE = "serving"
-_ABSENT: Any = object()
+ABSENT: Any = object()
+"""The name of a span that has no ``ml.model.name`` at all (not even an empty one)."""
 _SKIP = object()
 _BATCH = object()
 
@@ -75,7 +76,7 @@ def decode_request(request: ExportTraceServiceRequest, oldest_ns: int = 0) -> Mo
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 row = len(batch.start_ns)
-                name: Any = _ABSENT
+                name: Any = ABSENT
                 appended = False
                 is_batch = False
                 version = ""
@@ -129,9 +130,9 @@ def decode_request(request: ExportTraceServiceRequest, oldest_ns: int = 0) -> Mo
                         batch.ignored_values += 1
                 if appended and is_batch:
                     _undo_row(batch, row)  # decode_batch_span re-reads every value
-                if name is _ABSENT and not appended and not is_batch:
+                if name is ABSENT and not appended and not is_batch:
                     continue  # not a model call at all
-                reason = _rejection(span, name, weight, oldest_ns)
+                reason = rejection_reason(span, name, weight, oldest_ns)
                 if reason:
                     if appended and not is_batch:
                         _undo_row(batch, row)  # not a usable call: keep none of its values
@@ -199,9 +200,9 @@ def _classify(key: str, batch: ModelCallBatch) -> Column | str | object:
     return column
 
 
-def _rejection(span: Any, name: Any, weight: float, oldest_ns: int) -> str:
+def rejection_reason(span: Any, name: Any, weight: float, oldest_ns: int) -> str:
     """Why a span with ml.* values is not a usable model call, or ``""``."""
-    if name is _ABSENT or not name:
+    if name is ABSENT or not name:
         return f"span {span.name!r}: {_NAME} must be a non-empty string"
     if not weight > 0:  # NaN fails this too
         return f"span {span.name!r}: {_WEIGHT} must be a positive finite number"

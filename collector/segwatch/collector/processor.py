@@ -7,16 +7,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from .aggregate import SegmentAggregator
 from .calls import call_rows
+from .columns import ModelCallBatch
 from .decode import decode_request
-from .errors import RetryableError
+from .errors import PermanentError, RetryableError
 from .export import ClickHouseExporter
 from .labels import decode_labels
 from .rows import TableRows
+from .span_scan import scan_request
 
 __all__ = ["ConsumeResult", "ModelCallProcessor", "ProcessorStats"]
 
@@ -67,11 +70,16 @@ class ModelCallProcessor:
         self._lock = threading.Lock()
         self.stats = ProcessorStats()
 
-    def consume(self, request: ExportTraceServiceRequest) -> ConsumeResult:
+    def consume(self, request: ExportTraceServiceRequest | bytes) -> ConsumeResult:
+        """Store the model calls of a request, parsed or as its serialized bytes.
+
+        Bytes take the fast path (:func:`.span_scan.scan_request`) when the
+        request allows it; malformed bytes raise :class:`PermanentError`.
+        """
         oldest_ns = 0
         if self._allowed_lateness is not None:
             oldest_ns = int((self._clock() - self._allowed_lateness) * 1e9)
-        batch = decode_request(request, oldest_ns)
+        batch = _decode(request, oldest_ns)
         with self._lock:
             self.stats.requests += 1
             self.stats.rejected_spans += batch.rejected_spans
@@ -103,3 +111,15 @@ class ModelCallProcessor:
             future.result(timeout=self._store_timeout)
         except Exception as exc:
             raise RetryableError(f"the store did not take the data: {exc}") from exc
+
+
+def _decode(request: ExportTraceServiceRequest | bytes, oldest_ns: int) -> ModelCallBatch:
+    if isinstance(request, bytes):
+        batch = scan_request(request, oldest_ns)
+        if batch is not None:
+            return batch
+        try:
+            request = ExportTraceServiceRequest.FromString(request)
+        except DecodeError as exc:
+            raise PermanentError(f"not an OTLP trace request: {exc}") from exc
+    return decode_request(request, oldest_ns)

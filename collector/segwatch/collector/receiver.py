@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import grpc
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from .config import parse_endpoint
 from .errors import PermanentError, RetryableError
@@ -31,7 +31,9 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 class OTLPConsumer(Protocol):
     """The receiver's next component: takes trace and log requests."""
 
-    def consume(self, request: trace_service_pb2.ExportTraceServiceRequest) -> ConsumeResult: ...
+    def consume(
+        self, request: trace_service_pb2.ExportTraceServiceRequest | bytes
+    ) -> ConsumeResult: ...
 
     def consume_logs(self, request: logs_service_pb2.ExportLogsServiceRequest) -> ConsumeResult: ...
 
@@ -48,13 +50,23 @@ def _answer(consume: Callable[[], ConsumeResult], context: Any) -> ConsumeResult
     raise AssertionError("unreachable: context.abort raises")
 
 
-class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+class _TraceService:
+    """TraceService/Export, taking the request as bytes: the consumer parses it (fast path)."""
+
     def __init__(self, consumer: OTLPConsumer) -> None:
         self._consumer = consumer
 
-    def Export(
-        self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
-    ) -> trace_service_pb2.ExportTraceServiceResponse:
+    def handler(self) -> grpc.GenericRpcHandler[bytes, Any]:
+        export = grpc.unary_unary_rpc_method_handler(
+            self.Export,
+            request_deserializer=None,  # raw bytes
+            response_serializer=trace_service_pb2.ExportTraceServiceResponse.SerializeToString,
+        )
+        return grpc.method_handlers_generic_handler(
+            "opentelemetry.proto.collector.trace.v1.TraceService", {"Export": export}
+        )
+
+    def Export(self, request: bytes, context: Any) -> trace_service_pb2.ExportTraceServiceResponse:
         result = _answer(lambda: self._consumer.consume(request), context)
         response = trace_service_pb2.ExportTraceServiceResponse()
         if result.rejected:
@@ -104,9 +116,7 @@ class OTLPReceiver:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            _TraceService(self._consumer), server
-        )
+        server.add_generic_rpc_handlers((_TraceService(self._consumer).handler(),))
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(  # type: ignore[no-untyped-call]
             _LogsService(self._consumer), server
         )

@@ -1,0 +1,523 @@
+"""Reading OTLP trace requests with numpy: the fast path of :mod:`.decode`.
+
+upb parses the request down to the spans, but leaves each attribute as its
+raw bytes: the descriptors below declare ``Span.attributes`` as ``repeated
+bytes``, the same wire format as ``repeated KeyValue``. The attributes of all
+spans are then joined into one buffer and read at once with numpy: where each
+key and value sits, the value types, the numbers, and the strings,
+factorized by hash. Python touches each distinct key and each distinct
+string once, and each span a few times, but never each attribute.
+
+Anything outside the common shape makes :func:`scan_request` return None and
+the caller decodes the request with :func:`.decode.decode_request`, the
+reference: array values (batch spans), ``ml.batch.*`` keys, map or bytes
+values, a key repeated within a span, fields out of canonical order, keys or
+strings that are not valid UTF-8. Both give the same batch; a differential
+test holds them to it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+from segwatch.instrumentation import attributes as attr
+
+from .columns import Column, ModelCallBatch, ModelKey
+from .decode import ABSENT, DEFAULT_STAGE, rejection_reason
+
+__all__ = ["scan_request"]
+
+_F = descriptor_pb2.FieldDescriptorProto
+
+
+def _flat_request_class() -> Any:
+    """ExportTraceServiceRequest with only the fields we read, attributes as raw bytes."""
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="segwatch/flat_trace.proto", package="segwatch.flat", syntax="proto3"
+    )
+    one, many = _F.LABEL_OPTIONAL, _F.LABEL_REPEATED
+    messages: dict[str, list[tuple[str, int, int, Any, str]]] = {
+        "Span": [
+            ("trace_id", 1, _F.TYPE_BYTES, one, ""),
+            ("span_id", 2, _F.TYPE_BYTES, one, ""),
+            ("name", 5, _F.TYPE_STRING, one, ""),
+            ("start_time_unix_nano", 7, _F.TYPE_FIXED64, one, ""),
+            ("end_time_unix_nano", 8, _F.TYPE_FIXED64, one, ""),
+            ("attributes", 9, _F.TYPE_BYTES, many, ""),
+        ],
+        "ScopeSpans": [("spans", 2, _F.TYPE_MESSAGE, many, "Span")],
+        "Resource": [("attributes", 1, _F.TYPE_BYTES, many, "")],
+        "ResourceSpans": [
+            ("resource", 1, _F.TYPE_MESSAGE, one, "Resource"),
+            ("scope_spans", 2, _F.TYPE_MESSAGE, many, "ScopeSpans"),
+        ],
+        "Request": [("resource_spans", 1, _F.TYPE_MESSAGE, many, "ResourceSpans")],
+    }
+    for message_name, fields in messages.items():
+        message = proto.message_type.add(name=message_name)
+        for name, number, type_, label, type_name in fields:
+            field = message.field.add(name=name, number=number, type=type_, label=label)
+            if type_name:
+                field.type_name = f".segwatch.flat.{type_name}"
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("segwatch.flat.Request"))
+
+
+_FlatRequest = _flat_request_class()
+
+
+class _NotSimple(Exception):
+    """The request has something only the reference decoder handles."""
+
+
+# What an attribute key is, once classified (per distinct key).
+_SKIP, _COLUMN, _NAME, _VERSION, _STAGE, _OPERATION, _PREDICTION_ID, _WEIGHT = range(8)
+_MODEL_FIELDS = {
+    attr.ML_MODEL_NAME: _NAME,
+    attr.ML_MODEL_VERSION: _VERSION,
+    attr.ML_MODEL_STAGE: _STAGE,
+    attr.ML_OPERATION: _OPERATION,
+    attr.ML_PREDICTION_ID: _PREDICTION_ID,
+    attr.ML_SAMPLE_WEIGHT: _WEIGHT,
+}
+_BATCH_FIELDS = frozenset({attr.ML_BATCH_SIZE, attr.ML_BATCH_COLUMNS})
+_COLUMN_PREFIXES = (
+    attr.ML_FEATURE_PREFIX,
+    attr.ML_OUTPUT_PREFIX,
+    attr.ML_METRIC_PREFIX,
+    attr.ML_CONTEXT_PREFIX,
+)
+
+# AnyValue kinds, as the first byte of the value (field number << 3 | wire type).
+_NONE, _STRING, _BOOL, _INT, _DOUBLE = 0, 0x0A, 0x10, 0x18, 0x21
+_KEY_WIDTH = 64  # longer keys and strings take the per-value path in _factorize
+
+
+def scan_request(payload: bytes, oldest_ns: int = 0) -> ModelCallBatch | None:
+    """The model calls of a serialized request, or None when the reference decoder must read it.
+
+    Same contract as :func:`.decode.decode_request`, which gives the same
+    batch for every request this function accepts.
+    """
+    try:
+        request = _FlatRequest.FromString(payload)
+        return _scan(request, oldest_ns)
+    except (DecodeError, _NotSimple):
+        return None
+
+
+def _service_name(chunks: Any) -> str:
+    for chunk in chunks:
+        kv = KeyValue.FromString(chunk)
+        if kv.key == "service.name":
+            return str(kv.value.string_value)
+    return ""
+
+
+def _scan(request: Any, oldest_ns: int) -> ModelCallBatch:
+    chunks: list[bytes] = []
+    counts: list[int] = []
+    spans: list[Any] = []
+    services: list[str] = []
+    for resource_spans in request.resource_spans:
+        service = _service_name(resource_spans.resource.attributes)
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                attributes = span.attributes
+                chunks.extend(attributes)
+                counts.append(len(attributes))
+                spans.append(span)
+                services.append(service)
+    batch = ModelCallBatch()
+    if not chunks:
+        return batch
+    kvs = _KeyValues.read(chunks, counts)
+    kinds, columns = _classify_keys(kvs.key_names, batch)
+    key_kind = kinds[kvs.key_codes]
+    relevant = key_kind != _SKIP
+    _refuse_repeated_keys(kvs.span[relevant], kvs.key_codes[relevant], len(kvs.key_names))
+    strings = _Strings.read(kvs, relevant)
+
+    n_spans = len(spans)
+    has_column = np.zeros(n_spans, dtype=bool)
+    has_column[kvs.span[key_kind == _COLUMN]] = True
+    fields = _SpanFields(n_spans)
+    for kind in (_NAME, _VERSION, _STAGE, _OPERATION, _PREDICTION_ID, _WEIGHT):
+        fields.read(kind, np.flatnonzero(key_kind == kind), kvs, strings)
+    is_call = has_column | fields.has_name
+    if not is_call.any():
+        return batch
+
+    accepted = _accept(batch, spans, np.flatnonzero(is_call), fields, oldest_ns)
+    row_of_span = np.full(n_spans, -1, dtype=np.int64)
+    row_of_span[accepted] = np.arange(len(accepted), dtype=np.int64)
+    _fill_rows(batch, spans, services, accepted, fields)
+    _fill_columns(batch, columns, kvs, key_kind, row_of_span, strings)
+    return batch
+
+
+@dataclass
+class _KeyValues:
+    """Where the key and the value of every attribute sit in one buffer, and what they are."""
+
+    buf: npt.NDArray[np.uint8]
+    span: npt.NDArray[np.int64]  # the span of each attribute
+    key_codes: npt.NDArray[np.int64]  # into key_names
+    key_names: list[str]  # in the order the keys first appear
+    kind: npt.NDArray[np.uint8]  # _NONE, _STRING, _BOOL, _INT or _DOUBLE
+    payload: npt.NDArray[np.int64]  # where the string's bytes or the number starts
+    size: npt.NDArray[np.int64]  # the string's length (strings only)
+
+    @classmethod
+    def read(cls, chunks: list[bytes], counts: list[int]) -> _KeyValues:
+        n = len(chunks)
+        lengths = np.fromiter(map(len, chunks), dtype=np.int64, count=n)
+        # Padded so that a read of up to _KEY_WIDTH bytes from any position stays inside.
+        buf = np.frombuffer(b"".join(chunks) + bytes(_KEY_WIDTH + 16), dtype=np.uint8)
+        end = np.cumsum(lengths)
+        start = end - lengths
+        if (lengths == 0).any() or (buf[start] != 0x0A).any():
+            raise _NotSimple  # an empty KeyValue, or not the key first
+        raw_key_len, key_len_size = _varints(buf, start + 1)
+        key_len = raw_key_len.astype(np.int64)
+        key_start = start + 1 + key_len_size
+        key_end = key_start + key_len
+        if (key_end > end).any() or (key_len > _KEY_WIDTH).any():
+            raise _NotSimple
+        kind = np.zeros(n, dtype=np.uint8)
+        payload = np.zeros(n, dtype=np.int64)
+        size = np.zeros(n, dtype=np.int64)
+        valued = np.flatnonzero(key_end < end)
+        if len(valued):
+            tag_at = key_end[valued]
+            if (buf[tag_at] != 0x12).any():
+                raise _NotSimple  # something after the key that is not its value
+            raw_value_len, value_len_size = _varints(buf, tag_at + 1)
+            value_len = raw_value_len.astype(np.int64)
+            value_start = tag_at + 1 + value_len_size
+            if (value_start + value_len != end[valued]).any():
+                raise _NotSimple
+            nonempty = value_len > 0
+            valued, value_start = valued[nonempty], value_start[nonempty]
+            kind[valued] = buf[value_start]
+            payload[valued] = value_start + 1
+            # Each value must be one field of a kind we read, ending where the KeyValue
+            # ends; anything else (arrays: batch spans) goes to the reference decoder.
+            value_kind = kind[valued]
+            is_double = value_kind == _DOUBLE
+            if (end[valued[is_double]] != value_start[is_double] + 9).any():
+                raise _NotSimple
+            varint = np.isin(value_kind, (_STRING, _BOOL, _INT))
+            if not (is_double | varint).all():
+                raise _NotSimple
+            at = valued[varint]
+            raw_inner, inner_size = _varints(buf, payload[at])
+            inner = raw_inner.astype(np.int64)  # a string's length (ints may wrap: unused)
+            is_string = kind[at] == _STRING
+            stop = payload[at] + inner_size + np.where(is_string, inner, 0).astype(np.int64)
+            if (stop != end[at]).any():
+                raise _NotSimple
+            payload[at[is_string]] += inner_size[is_string]
+            size[at[is_string]] = inner[is_string]
+        key_codes, key_names = _factorize(buf, key_start, key_len)
+        return cls(
+            buf=buf,
+            span=np.repeat(np.arange(len(counts), dtype=np.int64), counts),
+            key_codes=key_codes,
+            key_names=[_text(k) for k in key_names],
+            kind=kind,
+            payload=payload,
+            size=size,
+        )
+
+    def numbers(self, at: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        """Doubles, ints (as floats) and bools (as 0/1) of the attributes ``at``."""
+        out = np.zeros(len(at), dtype=np.float64)
+        kind = self.kind[at]
+        doubles = kind == _DOUBLE
+        if doubles.any():
+            where = self.payload[at[doubles]]
+            out[doubles] = self.buf[where[:, None] + np.arange(8)].copy().view("<f8").ravel()
+        ints = (kind == _INT) | (kind == _BOOL)
+        if ints.any():
+            out[ints] = _varints(self.buf, self.payload[at[ints]])[0].view(np.int64)
+        return out
+
+
+def _varints(
+    buf: npt.NDArray[np.uint8], at: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]:
+    """The varints starting at ``at``: values and byte sizes (reads past the end see zeros)."""
+    byte = buf[np.minimum(at, len(buf) - 1)]
+    value = (byte & 0x7F).astype(np.uint64)
+    size = np.ones(len(at), dtype=np.int64)
+    more = np.flatnonzero(byte & 0x80)
+    shift = 7
+    while len(more):
+        if shift > 63:
+            raise _NotSimple  # longer than ten bytes: not a varint
+        byte = buf[np.minimum(at[more] + size[more], len(buf) - 1)]
+        value[more] |= (byte & 0x7F).astype(np.uint64) << np.uint64(shift)
+        size[more] += 1
+        more = more[(byte & 0x80) != 0]
+        shift += 7
+    return value, size
+
+
+def _factorize(
+    buf: npt.NDArray[np.uint8], start: npt.NDArray[np.int64], length: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], list[bytes]]:
+    """Codes and distinct byte strings of the slices ``buf[start:start+length]``.
+
+    Slices up to ``_KEY_WIDTH`` bytes are hashed as padded rows (collisions
+    are checked, not assumed away); longer ones go through a dict.
+    """
+    codes = np.zeros(len(start), dtype=np.int64)
+    distinct: list[bytes] = []
+    short = np.flatnonzero(length <= _KEY_WIDTH)
+    if len(short):
+        width = max(8, int(length[short].max() + 7) // 8 * 8)
+        windows = np.lib.stride_tricks.sliding_window_view(buf, width)
+        rows = windows[start[short]]  # a copy: fancy indexing
+        rows[np.arange(width) >= length[short, None]] = 0
+        words = rows.view(np.uint64)
+        digest = length[short].astype(np.uint64)
+        for column in range(words.shape[1]):
+            digest = digest * np.uint64(0x100000001B3) ^ words[:, column]
+        _, first, inverse = np.unique(digest, return_index=True, return_inverse=True)
+        if not (rows == rows[first[inverse]]).all():
+            raise _NotSimple  # a hash collision: vanishingly rare, and never silently wrong
+        order = np.argsort(first)  # number the slices in the order they first appear
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        codes[short] = rank[inverse]
+        first = first[order]
+        sizes = length[short][first].tolist()
+        distinct = [rows[i, :n].tobytes() for i, n in zip(first.tolist(), sizes, strict=True)]
+    long = np.flatnonzero(length > _KEY_WIDTH)
+    if len(long):
+        seen = {value: code for code, value in enumerate(distinct)}
+        for i, s, n in zip(long.tolist(), start[long].tolist(), length[long].tolist(), strict=True):
+            value = buf[s : s + n].tobytes()
+            code = seen.get(value)
+            if code is None:
+                code = seen[value] = len(distinct)
+                distinct.append(value)
+            codes[i] = code
+    return codes, distinct
+
+
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _NotSimple from None  # the reference decoder refuses the request
+
+
+def _classify_keys(
+    names: list[str], batch: ModelCallBatch
+) -> tuple[npt.NDArray[np.int64], dict[int, Column]]:
+    """The kind of each distinct key, and its column for quantities and contexts.
+
+    ``names`` come in the order the keys first appear in the request, so the
+    columns are created in the reference decoder's order.
+    """
+    kinds = np.zeros(len(names), dtype=np.int64)
+    columns: dict[int, Column] = {}
+    for code, key in enumerate(names):
+        if key in _BATCH_FIELDS:
+            raise _NotSimple
+        kind = _MODEL_FIELDS.get(key)
+        if kind is not None:
+            kinds[code] = kind
+        elif key.startswith(_COLUMN_PREFIXES) and not key.endswith("."):
+            kinds[code] = _COLUMN
+            context = key.startswith(attr.ML_CONTEXT_PREFIX)
+            table = batch.contexts if context else batch.quantities
+            columns[code] = table[key[3:]] = Column()
+    return kinds, columns
+
+
+def _refuse_repeated_keys(
+    spans: npt.NDArray[np.int64], keys: npt.NDArray[np.int64], n_keys: int
+) -> None:
+    pairs = np.sort(spans * n_keys + keys, kind="stable")  # runs per span: cheap to sort
+    if (np.diff(pairs) == 0).any():
+        raise _NotSimple  # the reference decoder defines what a repeated key means
+
+
+class _Strings:
+    """The string values worth reading (of keys we use), factorized: ``values[code[i]]``."""
+
+    def __init__(self, code: npt.NDArray[np.int64], values: npt.NDArray[np.object_]) -> None:
+        self.code = code
+        self.values = values
+
+    @classmethod
+    def read(cls, kvs: _KeyValues, relevant: npt.NDArray[np.bool_]) -> _Strings:
+        at = np.flatnonzero(relevant & (kvs.kind == _STRING))
+        code = np.full(len(kvs.kind), -1, dtype=np.int64)
+        codes, distinct = _factorize(kvs.buf, kvs.payload[at], kvs.size[at])
+        code[at] = codes
+        return cls(code, _objects([_text(d) for d in distinct]))
+
+
+def _objects(values: list[Any]) -> npt.NDArray[np.object_]:
+    """A 1-D object array of ``values`` (never 2-D, whatever they are)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+class _SpanFields:
+    """The model fields of every span (name, version, stage, operation, prediction id, weight)."""
+
+    def __init__(self, n_spans: int) -> None:
+        self.has_name = np.zeros(n_spans, dtype=bool)
+        self.name = np.full(n_spans, None, dtype=object)  # None: absent or not a string
+        self.version = np.full(n_spans, "", dtype=object)
+        self.stage = np.full(n_spans, "", dtype=object)
+        self.operation = np.full(n_spans, "", dtype=object)
+        self.prediction_id = np.full(n_spans, "", dtype=object)
+        self.weight = np.ones(n_spans, dtype=np.float64)
+
+    def read(
+        self, kind: int, at: npt.NDArray[np.int64], kvs: _KeyValues, strings: _Strings
+    ) -> None:
+        if not len(at):
+            return
+        spans = kvs.span[at]
+        value_kind = kvs.kind[at]
+        if kind == _WEIGHT:
+            number = (value_kind == _DOUBLE) | (value_kind == _INT)
+            weight = np.where(number, kvs.numbers(at), 0.0)
+            weight[~np.isfinite(weight)] = 0.0
+            self.weight[spans] = weight
+            return
+        is_string = value_kind == _STRING
+        if kind == _NAME:
+            self.has_name[spans] = True
+            names = np.full(len(at), None, dtype=object)
+            names[is_string] = strings.values[strings.code[at[is_string]]]
+            self.name[spans] = names
+            return
+        texts = np.empty(len(at), dtype=object)
+        texts[is_string] = strings.values[strings.code[at[is_string]]]
+        others = np.flatnonzero(~is_string)
+        if len(others):  # rare: a version or an id sent as a number or a bool
+            texts[others] = [_as_text(kvs, i) for i in at[others].tolist()]
+        target = {_VERSION: self.version, _STAGE: self.stage, _OPERATION: self.operation,
+                  _PREDICTION_ID: self.prediction_id}[kind]  # fmt: skip
+        target[spans] = texts
+
+
+def _as_text(kvs: _KeyValues, i: int) -> str:
+    """A non-string model field as text, exactly as the reference decoder writes it."""
+    kind = kvs.kind[i]
+    if kind == _NONE:
+        return ""
+    at = np.array([i], dtype=np.int64)
+    if kind == _DOUBLE:
+        number = float(kvs.numbers(at)[0])
+        return str(int(number)) if math.isfinite(number) and number.is_integer() else str(number)
+    integer = int(_varints(kvs.buf, kvs.payload[at])[0].view(np.int64)[0])
+    if kind == _BOOL:
+        return "true" if integer else "false"
+    return str(integer)
+
+
+def _accept(
+    batch: ModelCallBatch,
+    spans: list[Any],
+    candidates: npt.NDArray[np.int64],
+    fields: _SpanFields,
+    oldest_ns: int,
+) -> npt.NDArray[np.int64]:
+    """The candidate spans that are usable model calls; the others are rejected with a reason."""
+    names = fields.name[candidates].tolist()
+    usable = np.fromiter((bool(n) for n in names), dtype=bool, count=len(names))
+    usable &= fields.weight[candidates] > 0
+    if oldest_ns:
+        starts = [spans[i].start_time_unix_nano for i in candidates.tolist()]
+        usable &= np.array(starts, dtype=np.uint64) >= np.uint64(max(0, oldest_ns))
+    for i in candidates[~usable].tolist():
+        name = fields.name[i] if fields.has_name[i] else ABSENT
+        batch.reject(rejection_reason(spans[i], name, float(fields.weight[i]), oldest_ns))
+    accepted: npt.NDArray[np.int64] = candidates[usable]
+    return accepted
+
+
+def _fill_rows(
+    batch: ModelCallBatch,
+    spans: list[Any],
+    services: list[str],
+    accepted: npt.NDArray[np.int64],
+    fields: _SpanFields,
+) -> None:
+    """One row per accepted span: model, times, ids, operation, prediction id, weight."""
+    stages = fields.stage[accepted]
+    stages[stages == ""] = DEFAULT_STAGE
+    model_ids: dict[ModelKey, int] = {}
+    for key in zip(fields.name[accepted].tolist(), fields.version[accepted].tolist(),
+                   stages.tolist(), strict=True):  # fmt: skip
+        index = model_ids.get(key)
+        if index is None:
+            index = model_ids[key] = len(batch.models)
+            batch.models.append(key)
+        batch.model_index.append(index)
+    picked = [spans[i] for i in accepted.tolist()]
+    batch.start_ns = [s.start_time_unix_nano for s in picked]
+    batch.duration_ns = [max(0, s.end_time_unix_nano - s.start_time_unix_nano) for s in picked]
+    batch.trace_ids = [s.trace_id for s in picked]
+    batch.span_ids = [s.span_id for s in picked]
+    batch.operations = fields.operation[accepted].tolist()
+    batch.prediction_ids = fields.prediction_id[accepted].tolist()
+    batch.service_names = [services[i] for i in accepted.tolist()]
+    batch.weights = fields.weight[accepted].tolist()
+
+
+def _fill_columns(
+    batch: ModelCallBatch,
+    columns: dict[int, Column],
+    kvs: _KeyValues,
+    key_kind: npt.NDArray[np.int64],
+    row_of_span: npt.NDArray[np.int64],
+    strings: _Strings,
+) -> None:
+    """Each quantity's and context's values, as one chunk of (rows, values) per column."""
+    at = np.flatnonzero(
+        (key_kind == _COLUMN) & (row_of_span[kvs.span] >= 0) & (kvs.kind != _NONE)
+    )
+    at = at[np.argsort(kvs.key_codes[at], kind="stable")]  # by key, then in row order
+    keys = kvs.key_codes[at]
+    rows = row_of_span[kvs.span[at]]
+    kind = kvs.kind[at]
+    is_number = (kind == _DOUBLE) | (kind == _INT)
+    numbers = np.zeros(len(at), dtype=np.float64)
+    numbers[is_number] = kvs.numbers(at[is_number])
+    labels = np.empty(len(at), dtype=object)
+    is_string = kind == _STRING
+    labels[is_string] = strings.values[strings.code[at[is_string]]]
+    is_bool = kind == _BOOL
+    if is_bool.any():
+        labels[is_bool] = np.where(kvs.numbers(at[is_bool]) != 0, "true", "false").astype(object)
+    bounds = np.flatnonzero(np.diff(keys)) + 1
+    for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(at)], strict=True):
+        if lo == hi:
+            continue
+        column = columns[int(keys[lo])]
+        number = is_number[lo:hi]
+        if number.any():
+            column.number_chunks.append((rows[lo:hi][number], numbers[lo:hi][number]))
+        if not number.all():
+            label = ~number
+            column.label_chunks.append((rows[lo:hi][label], labels[lo:hi][label]))

@@ -1,0 +1,147 @@
+"""The numpy fast path reads every request exactly as the reference decoder does."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+from segwatch.collector.columns import ModelCallBatch
+from segwatch.collector.decode import decode_request
+from segwatch.collector.span_scan import scan_request
+from segwatch.instrumentation import monitor
+
+_FIELDS = (
+    "models", "model_index", "start_ns", "duration_ns", "trace_ids", "span_ids", "operations",
+    "prediction_ids", "service_names", "weights", "rejected_spans", "rejection_reasons",
+    "ignored_values",
+)  # fmt: skip
+
+
+def assert_same_batch(fast: ModelCallBatch, reference: ModelCallBatch) -> None:
+    for name in _FIELDS:
+        assert getattr(fast, name) == getattr(reference, name), name
+    for table in ("quantities", "contexts"):
+        ours, theirs = getattr(fast, table), getattr(reference, table)
+        assert list(ours) == list(theirs), table
+        for key, column in theirs.items():
+            rows, numbers = column.number_data()
+            fast_rows, fast_numbers = ours[key].number_data()
+            assert fast_rows.tolist() == rows.tolist(), key
+            np.testing.assert_array_equal(fast_numbers, numbers)  # NaN == NaN here
+            label_rows, labels = column.label_data()
+            fast_label_rows, fast_labels = ours[key].label_data()
+            assert (fast_label_rows.tolist(), list(fast_labels)) == (label_rows.tolist(), labels)
+
+
+def test_sdk_spans_take_the_fast_path_and_match(recorder) -> None:
+    tracer = recorder.provider.get_tracer("t")
+    with tracer.start_as_current_span("GET /health") as span:
+        span.set_attribute("http.route", "/health")
+    model = monitor("fraud", version="2", tracer_provider=recorder.provider)
+    for i in range(50):
+        with model.call() as call:
+            call.features(amount=i * 1.5, n=i - 25, country=["BR", "US", "ñ€"][i % 3],
+                          flag=i % 2 == 0, big=2**62 + i)  # fmt: skip
+            call.outputs(score=0.5 if i % 7 else math.nan, label="ok")
+            call.metric("latency", float(i))
+            call.prediction_id(f"p{i}")
+    payload = recorder.request().SerializeToString()
+    fast = scan_request(payload)
+    assert fast is not None and len(fast) == 50
+    assert_same_batch(fast, decode_request(ExportTraceServiceRequest.FromString(payload)))
+
+
+def _value(kind: str, x: Any) -> AnyValue:
+    if kind == "empty":
+        return AnyValue()
+    if kind == "array":
+        value = AnyValue()
+        value.array_value.values.add().double_value = 1.0
+        return value
+    return AnyValue(**{kind: x})
+
+
+_VALUES = st.one_of(
+    st.tuples(st.just("string_value"), st.text(max_size=80)),
+    st.tuples(st.just("int_value"), st.integers(-(2**63), 2**63 - 1)),
+    st.tuples(st.just("double_value"), st.floats(allow_nan=True, allow_infinity=True)),
+    st.tuples(st.just("bool_value"), st.booleans()),
+    st.tuples(st.just("empty"), st.none()),
+)
+"""Values of the kinds the fast path reads (the others: test_what_the_fast_path_leaves...)."""
+_KEYS = st.sampled_from(
+    [
+        "ml.model.name", "ml.model.version", "ml.model.stage", "ml.operation",
+        "ml.prediction.id", "ml.sample.weight", "ml.feature.a", "ml.feature.b", "ml.output.y",
+        "ml.metric.m", "ml.context.lang", "ml.feature.", "http.method", "ml.featurex",
+    ]
+)  # fmt: skip
+_SPAN = st.tuples(
+    st.lists(st.tuples(_KEYS, _VALUES), max_size=8, unique_by=lambda kv: kv[0]),
+    st.integers(0, 2**64 - 1),  # start
+    st.integers(0, 2**64 - 1),  # end
+    st.booleans(),  # with a valid model name
+)
+
+
+def _request(resources: list[tuple[str, list[Any]]]) -> bytes:
+    request = ExportTraceServiceRequest()
+    for service, spans in resources:
+        resource_spans = request.resource_spans.add()
+        if service:
+            resource_spans.resource.attributes.add(
+                key="service.name", value=AnyValue(string_value=service)
+            )
+        scope = resource_spans.scope_spans.add()
+        for i, (attributes, start, end, named) in enumerate(spans):
+            span = scope.spans.add(name=f"span {i}", start_time_unix_nano=start,
+                                   end_time_unix_nano=end, trace_id=bytes([i % 256]) * 16,
+                                   span_id=bytes([i % 256]) * 8)  # fmt: skip
+            if named and all(key != "ml.model.name" for key, _ in attributes):
+                span.attributes.append(
+                    KeyValue(key="ml.model.name", value=AnyValue(string_value="m"))
+                )
+            for key, (kind, x) in attributes:
+                span.attributes.append(KeyValue(key=key, value=_value(kind, x)))
+    return request.SerializeToString()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    resources=st.lists(
+        st.tuples(st.sampled_from(["", "svc-a", "svc-b"]), st.lists(_SPAN, max_size=6)), max_size=3
+    ),
+    oldest_ns=st.sampled_from([0, 2**40, 2**63]),
+)
+def test_generated_requests_decode_the_same_both_ways(resources, oldest_ns) -> None:
+    payload = _request(resources)
+    fast = scan_request(payload, oldest_ns)
+    reference = decode_request(ExportTraceServiceRequest.FromString(payload), oldest_ns)
+    if fast is not None:
+        assert_same_batch(fast, reference)
+
+
+def test_what_the_fast_path_leaves_to_the_reference() -> None:
+    def one(*attributes: tuple[str, AnyValue]) -> bytes:
+        return _request([("", [([(k, v) for k, v in attributes], 1, 2, True)])])
+
+    def kv(key: str, kind: str, x: Any = None) -> tuple[str, tuple[str, Any]]:
+        return key, (kind, x)
+
+    assert scan_request(one(kv("ml.feature.a", "double_value", 1.0))) is not None
+    assert scan_request(one(kv("ml.feature.a", "array"))) is None  # a batch span
+    assert scan_request(one(kv("ml.batch.size", "int_value", 2))) is None
+    assert scan_request(one(kv("ml.feature.a", "bytes_value", b"x"))) is None
+    assert (
+        scan_request(one(kv("ml.feature.a", "int_value", 1), kv("ml.feature.a", "int_value", 2)))
+        is None
+    )
+    assert scan_request(one(kv("", "int_value", 1))) is None  # no key field at all
+    assert scan_request(one(kv("ml.feature." + "k" * 70, "int_value", 1))) is None
+    assert scan_request(b"\x0a\xff") is None  # malformed: the reference raises the error
