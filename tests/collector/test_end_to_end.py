@@ -75,3 +75,19 @@ def test_partial_success_counts_rejected_spans(collector: Collector) -> None:
     assert response.partial_success.rejected_spans == 1
     assert "ml.model.name" in response.partial_success.error_message
     assert collector.processor is not None and collector.processor.stats.model_calls == 1
+
+
+def test_bytes_that_are_not_a_trace_request_are_refused_as_invalid(collector: Collector) -> None:
+    assert collector.receiver is not None
+    with grpc.insecure_channel(collector.receiver.address) as channel:
+        export = channel.unary_unary(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+        )  # raw bytes in and out
+        try:
+            export(b"\x0a\xff\xff", timeout=30)
+        except grpc.RpcError as error:
+            assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert "not an OTLP trace request" in (error.details() or "")
+        else:
+            raise AssertionError("a malformed request was accepted")
+    assert collector.processor is not None and collector.processor.stats.model_calls == 0
