@@ -7,9 +7,10 @@ model-call spans encoded by the real OTel SDK encoder):
 2. ``decode + attribute pass``: the decode plus one Python pass that touches
    every attribute's key and value (the naive way to read spans);
 3. ``segwatch``: the requests sent over real gRPC on loopback to a
-   ``segwatch collector`` subprocess on a fresh embedded store; a request
-   counts once the collector has acknowledged it, i.e. once its aggregates
-   and raw rows are in ClickHouse.
+   ``segwatch collector`` subprocess on a fresh embedded store. The clock
+   stops once every request is acknowledged (in the collector's fsynced
+   spool) *and* a query through the collector's API (which flushes first)
+   finds all of their raw rows in ClickHouse: end to end through the store.
 
 The payload is the one issue 4 sets targets on: spans with 20 features, 3
 outputs, 5 segment dimensions and 2 crosses (the collector gets that config).
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import signal
 import subprocess
@@ -29,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -119,7 +122,18 @@ def bench_attribute_pass(payload: bytes, repeat: int) -> float:
     return spans / (time.perf_counter() - started)
 
 
-def start_collector(store: Path) -> tuple[subprocess.Popen[str], str]:
+def stored_calls(api: str) -> int:
+    """Raw model-call rows in the store, asked through the collector's API (it flushes first)."""
+    request = urllib.request.Request(
+        f"{api}/api/v1/sql",
+        data=json.dumps({"query": "SELECT count() FROM ml_model_calls"}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return int(json.loads(response.read())["rows"][0][0])
+
+
+def start_collector(store: Path) -> tuple[subprocess.Popen[str], str, str]:
     config = store.parent / "bench.yaml"
     config.write_text(
         f"storage:\n  dsn: chdb://{store}\n"
@@ -139,7 +153,15 @@ def start_collector(store: Path) -> tuple[subprocess.Popen[str], str]:
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"collector did not start: {process.stderr.read()}")  # type: ignore[union-attr]
         time.sleep(0.05)
-    return process, str(json.loads(discovery.read_text())["otlp_grpc"])
+    found = json.loads(discovery.read_text())
+    return process, str(found["otlp_grpc"]), str(found["api"])
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_mib(pid: int) -> float:
@@ -152,10 +174,10 @@ def _rss_mib(pid: int) -> float:
 
 def bench_collector(
     payload: bytes, spans_per_request: int, requests: int, clients: int
-) -> tuple[float, float, float]:
-    """Spans/s through the collector, and its RSS (MiB) idle and at its peak under load."""
+) -> tuple[float, float, float, float]:
+    """Spans/s through the collector, the CPU it used (cores busy), its RSS idle and at peak."""
     with tempfile.TemporaryDirectory(prefix="segwatch-bench-") as tmp:
-        process, address = start_collector(Path(tmp) / "store")
+        process, address, api = start_collector(Path(tmp) / "store")
         try:
             channel = grpc.insecure_channel(
                 address, options=[("grpc.max_send_message_length", 64 << 20)]
@@ -184,19 +206,24 @@ def bench_collector(
                     export(payload, timeout=120)
 
             threads = [threading.Thread(target=worker) for _ in range(clients)]
+            cpu_before = _cpu_seconds(process.pid)
             started = time.perf_counter()
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
+            stored = stored_calls(api)
             elapsed = time.perf_counter() - started
+            cores = (_cpu_seconds(process.pid) - cpu_before) / elapsed
             sampling.set()
             sampler.join()
             channel.close()
+            if stored != (requests + 1) * spans_per_request:
+                raise RuntimeError(f"{stored} calls in the store, {requests + 1} requests sent")
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)
-    return requests * spans_per_request / elapsed, idle, peak
+    return requests * spans_per_request / elapsed, cores, idle, peak
 
 
 def main() -> None:
@@ -212,12 +239,19 @@ def main() -> None:
     )
     decode = bench_decode(payload, args.requests)
     walk = bench_attribute_pass(payload, args.requests)
-    ours, idle, peak = bench_collector(payload, args.spans_per_request, args.requests, args.clients)
+    ours, cores, idle, peak = bench_collector(
+        payload, args.spans_per_request, args.requests, args.clients
+    )
     print(f"{'baseline: protobuf decode':44s} {decode:12,.0f} spans/s")
     print(f"{'baseline: decode + one pass over attributes':44s} {walk:12,.0f} spans/s")
     print(f"{'segwatch: receive -> aggregate -> store':44s} {ours:12,.0f} spans/s")
+    print(
+        f"{'segwatch per core (spans per CPU-second)':44s} {ours / cores:12,.0f} spans/s "
+        f"(the collector kept {cores:.2f} cores busy)"
+    )
     print(f"ratio segwatch / decode:                 {ours / decode:6.3f}")
     print(f"ratio segwatch / decode + attribute pass: {ours / walk:6.3f}")
+    print(f"ratio per core / decode + attribute pass: {ours / cores / walk:6.3f}")
     print(
         f"collector RSS: idle {idle:.0f} MiB, peak under load {peak:.0f} MiB "
         f"(+{peak - idle:.0f} MiB)"

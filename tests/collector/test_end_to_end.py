@@ -27,6 +27,7 @@ def test_drift_in_one_segment_is_found_there_and_nowhere_else(collector: Collect
     stats = collector.processor.stats
     wait_until(lambda: stats.model_calls >= sent)
     assert stats.model_calls == sent and stats.rejected_spans == 0
+    collector.flush()  # acknowledged = spooled; the store has it after the next flush
 
     client = collector._clients.api  # type: ignore[union-attr]
     # Every call landed in its own minute bucket: per model, 75 one-minute buckets.

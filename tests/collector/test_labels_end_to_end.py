@@ -41,6 +41,7 @@ def test_labels_arriving_days_later_join_their_predictions(collector) -> None:
 
     stats = collector.processor.stats
     wait_until(lambda: stats.model_calls >= 20 and stats.labels >= 11)
+    collector.flush()
     client = collector._clients.api
     rows = client.query(
         "SELECT prediction_id, numbers['output.score'], label_strings['label.is_fraud'] "

@@ -26,11 +26,13 @@ def test_late_rows_merge_into_their_minute_and_too_late_ones_are_refused(client,
     processor = ModelCallProcessor(
         SegmentAggregator(), exporter, allowed_lateness=3600, clock=lambda: NOW
     )
+    processor.start()
     try:
         on_time = processor.consume(_request(recorder, [10.5, 10.2]))
         late = processor.consume(_request(recorder, [10.7, 59.0]))  # same minute, arriving later
         too_late = processor.consume(_request(recorder, [61.0, 5.0]))
     finally:
+        processor.shutdown()
         exporter.shutdown()
     assert (on_time.accepted, late.accepted) == (2, 2)
     assert (too_late.accepted, too_late.rejected) == (1, 1)

@@ -78,6 +78,7 @@ def test_node_sdk_and_python_sdk_give_the_same_aggregates(collector, tmp_path: P
     assert result.returncode == 0, result.stderr
     stats = collector.processor.stats
     wait_until(lambda: stats.model_calls >= 2 * len(calls))
+    collector.flush()
     client = collector._clients.api
     python_rows, node_rows = _aggregates(client, "python"), _aggregates(client, "node")
     assert len(python_rows) > 100

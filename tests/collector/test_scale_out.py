@@ -19,6 +19,7 @@ from segwatch.collector.config import (
     CollectorConfig,
     ReceiverConfig,
     SchedulerConfig,
+    SpoolConfig,
     StorageConfig,
 )
 from segwatch.collector.demo import service_tracer_provider
@@ -48,9 +49,10 @@ def _calls(n: int) -> list[dict]:
     ]
 
 
-def _collector(dsn: str) -> Collector:
+def _collector(dsn: str, spool: Path) -> Collector:
+    """A collector with a spool of its own, as every instance of a scale-out has."""
     return Collector(CollectorConfig(
-        storage=StorageConfig(dsn=dsn),
+        storage=StorageConfig(dsn=dsn, spool=SpoolConfig(path=str(spool))),
         receiver=ReceiverConfig(endpoint="127.0.0.1:0"),
         api=ApiConfig(endpoint="127.0.0.1:0"),
         scheduler=SchedulerConfig(enabled=False),
@@ -77,7 +79,10 @@ def _merged_aggregates(collector: Collector) -> list[tuple]:
 def test_two_collectors_on_halves_equal_one_on_everything(tmp_path: Path) -> None:
     calls = _calls(3_000)
     shared = f"chdb://{tmp_path / 'shared'}"
-    first, second = _collector(shared), _collector(shared)
+    first, second = (
+        _collector(shared, tmp_path / "spool-1"),
+        _collector(shared, tmp_path / "spool-2"),
+    )
     first.start()
     second.start()
     try:
@@ -90,16 +95,19 @@ def test_two_collectors_on_halves_equal_one_on_everything(tmp_path: Path) -> Non
                 >= len(calls)
             )
         )  # type: ignore[union-attr]
+        first.flush()
+        second.flush()
         two = _merged_aggregates(first)
     finally:
         second.shutdown()
         first.shutdown()
 
-    single = _collector(f"chdb://{tmp_path / 'single'}")
+    single = _collector(f"chdb://{tmp_path / 'single'}", tmp_path / "spool-single")
     single.start()
     try:
         _send(single, calls)
         wait_until(lambda: single.processor.stats.model_calls >= len(calls))  # type: ignore[union-attr]
+        single.flush()
         one = _merged_aggregates(single)
     finally:
         single.shutdown()

@@ -116,6 +116,7 @@ def test_opentelemetry_instrument_monitors_an_unmodified_service(collector) -> N
     assert result.returncode == 0, result.stderr
     stats = collector.processor.stats
     wait_until(lambda: stats.model_calls >= 200)
+    collector.flush()
     rows = collector._clients.api.query(
         "SELECT model_name, service_name, count() FROM ml_model_calls GROUP BY ALL"
     ).result_rows

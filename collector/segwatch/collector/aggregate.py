@@ -274,7 +274,7 @@ def _quantity(
         codes, label_names = np.zeros(0, dtype=np.int64), []
     return _Quantity(
         name=name,
-        present=np.unique(np.concatenate([number_pos, label_positions])),
+        present=_union(number_pos, label_positions, len(rows)),
         number_pos=number_pos,
         numbers=numbers,
         hist_keys=histogram_keys(numbers),
@@ -282,6 +282,14 @@ def _quantity(
         label_codes=codes.astype(np.int64),
         label_names=label_names,
     )
+
+
+def _union(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.int64]:
+    """Sorted distinct positions in ``a`` or ``b`` (all below ``n``), without a sort."""
+    mask = np.zeros(n, dtype=bool)
+    mask[a] = True
+    mask[b] = True
+    return np.flatnonzero(mask)
 
 
 def _fold(values: list[str], vocabulary: CategoryVocabulary, observed: bool) -> list[str]:
@@ -321,8 +329,16 @@ def _entries_by_group(
     """Distinct keys and their weighted counts per group of ``live`` (sorted), in that order."""
     if not len(group):
         return GroupEntries(np.zeros(len(live), dtype=np.int64), _NO_INTS, _NO_FLOATS)
-    span = int(key.max()) + 1
-    if weights.min() == weights.max():  # unsampled (or uniformly sampled): a plain sort is enough
+    distinct, key = _compact(key)
+    span = len(distinct)
+    cells = total * span
+    if cells <= max(_DENSE_CELLS, 4 * len(group)):
+        # Few (group, key) cells: count them all at once, no sort (the common case:
+        # a quantity's values take a few hundred histogram keys or categories).
+        dense = np.bincount(group * span + key, weights=weights, minlength=cells)
+        combined = np.flatnonzero(dense)
+        counts = dense[combined]
+    elif weights.min() == weights.max():  # unsampled (or uniformly sampled): a plain sort
         combined, plain = np.unique(group * span + key, return_counts=True)
         counts = plain * float(weights[0])
     else:
@@ -333,9 +349,24 @@ def _entries_by_group(
     wanted[live] = True
     take = wanted[owners]  # entries are sorted by group, as live is
     lengths = np.searchsorted(owners, live, side="right") - np.searchsorted(owners, live)
-    return GroupEntries(lengths, (combined % span)[take], counts[take])
+    return GroupEntries(lengths, distinct[(combined % span)[take]], counts[take].astype(np.float64))
 
 
+def _compact(
+    key: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The distinct keys (sorted) and each key's index among them, in O(n + range)."""
+    low = int(key.min())
+    width = int(key.max()) - low + 1
+    if width > 1 << 20:  # a wide range: a sort is cheaper than the counters
+        distinct, inverse = np.unique(key, return_inverse=True)
+        return distinct, inverse.astype(np.int64)
+    occurs = np.bincount(key - low, minlength=width) > 0
+    index = np.cumsum(occurs) - 1
+    return np.flatnonzero(occurs) + low, index[key - low]
+
+
+_DENSE_CELLS = 1 << 20  # 8 MiB of float64 counters at most
 _NO_INTS = np.zeros(0, dtype=np.int64)
 _NO_FLOATS = np.zeros(0, dtype=np.float64)
 _HIST_SHIFT = 32768  # Int16 keys shifted to non-negative for combined codes

@@ -49,6 +49,7 @@ class LocalApi:
         config: CollectorConfig | None = None,
         sql_client: Client | None = None,
         on_baseline: Callable[[], object] | None = None,
+        before_read: Callable[[], object] | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._config = config
@@ -56,6 +57,8 @@ class LocalApi:
         # setting would stay on the session and stop the API's own writes.
         self._sql_client = sql_client or client
         self._on_baseline = on_baseline  # e.g. switch to the new profile's quantile buckets
+        # Read your writes: what the collector acknowledged is flushed before a query.
+        self._before_read = before_read
         self._client = client
         self._detectors = detectors
         self._status = status
@@ -121,6 +124,8 @@ class LocalApi:
             self._reply(handler, 200, reply)
 
     def _route(self, route: tuple[str, str], request: dict[str, Any]) -> dict[str, Any]:
+        if route[0] == "POST" and self._before_read is not None:
+            self._before_read()
         if route == ("GET", "/api/v1/status"):
             return {"pid": os.getpid(), **self._status()}
         if route == ("POST", "/api/v1/sql"):

@@ -95,3 +95,43 @@ class ModelCallBatch:
         self.rejected_spans += 1
         if len(self.rejection_reasons) < 5 and reason not in self.rejection_reasons:
             self.rejection_reasons.append(reason)
+
+    @classmethod
+    def concat(cls, batches: list[ModelCallBatch]) -> ModelCallBatch:
+        """The rows of ``batches``, one after the other, as one batch (counters are not kept)."""
+        if len(batches) == 1:
+            return batches[0]
+        out = cls()
+        model_ids: dict[ModelKey, int] = {}
+        for batch in batches:
+            offset = len(out.start_ns)
+            remap = []
+            for model in batch.models:
+                if model not in model_ids:
+                    model_ids[model] = len(out.models)
+                    out.models.append(model)
+                remap.append(model_ids[model])
+            out.model_index.extend(remap[i] for i in batch.model_index)
+            for name in _ROW_FIELDS:
+                getattr(out, name).extend(getattr(batch, name))
+            for table, source in ((out.quantities, batch.quantities),
+                                  (out.contexts, batch.contexts)):  # fmt: skip
+                for key, column in source.items():
+                    target = table.get(key)
+                    if target is None:
+                        target = table[key] = Column()
+                    rows, numbers = column.number_data()
+                    if len(rows):
+                        target.number_chunks.append((rows + offset, numbers))
+                    label_rows, labels = column.label_data()
+                    if len(label_rows):
+                        target.label_chunks.append(
+                            (label_rows + offset, np.array([*labels, None], dtype=object)[:-1])
+                        )
+        return out
+
+
+_ROW_FIELDS = (
+    "start_ns", "duration_ns", "trace_ids", "span_ids", "operations", "prediction_ids",
+    "service_names", "weights",
+)  # fmt: skip

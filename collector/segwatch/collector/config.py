@@ -36,6 +36,7 @@ __all__ = [
     "SchedulerConfig",
     "SegmentSpec",
     "SegmentsConfig",
+    "SpoolConfig",
     "StorageConfig",
     "configured_detectors",
     "load_config",
@@ -133,9 +134,20 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
+class SpoolConfig:
+    """The write-ahead spool: requests are acknowledged once in it, flushed to the store later."""
+
+    enabled: bool = True
+    path: str = ""  # default: <store dir>/segwatch-spool, or ./segwatch-spool for a server
+    max_mib: int = 1024  # unflushed data it may hold before the receiver answers UNAVAILABLE
+    flush_interval: float = 1.0  # seconds between flushes to the store
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     dsn: str = DEFAULT_DSN
     raw_calls: bool = True
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
 
 
 @dataclass(frozen=True)
@@ -196,8 +208,8 @@ def _at_least(minimum: float, strictly: bool = False) -> Any:
     return check
 
 
-def _between(low: int, high: int) -> Any:
-    def check(value: int) -> None:
+def _between(low: float, high: float) -> Any:
+    def check(value: float) -> None:
         if not low <= value <= high:
             raise ValueError(f"must be between {low} and {high}")
 
@@ -252,8 +264,16 @@ _FIELD = Record({
 _FIELDS = Table(_FIELD, _field_name)
 _CROSS = ListOf(Scalar(str), min_len=2, max_len=2)
 _SCHEMA = Record({
-    "storage": Record({"dsn": Scalar(str, lambda v: (parse_dsn(v), None)[1]),
-                       "raw_calls": Scalar(bool)}),
+    "storage": Record({
+        "dsn": Scalar(str, lambda v: (parse_dsn(v), None)[1]),
+        "raw_calls": Scalar(bool),
+        "spool": Record({
+            "enabled": Scalar(bool),
+            "path": Scalar(str),
+            "max_mib": Scalar(int, _at_least(16)),
+            "flush_interval": Scalar((int, float), _between(0.01, 60)),
+        }),
+    }),
     "receiver": Record({
         "grpc": Record({
             "endpoint": Scalar(str, lambda v: (parse_endpoint(v), None)[1]),
@@ -339,7 +359,10 @@ def _build(data: dict[str, Any], problems: Problems) -> CollectorConfig:
         receiver["allowed_lateness"] = parse_duration(data["receiver"]["allowed_lateness"])
     segments = data.get("segments", {})
     return CollectorConfig(
-        storage=StorageConfig(**data.get("storage", {})),
+        storage=StorageConfig(
+            **{k: v for k, v in data.get("storage", {}).items() if k != "spool"},
+            spool=SpoolConfig(**data.get("storage", {}).get("spool", {})),
+        ),
         receiver=ReceiverConfig(**receiver),
         api=ApiConfig(**data.get("api", {})),
         scheduler=SchedulerConfig(**data.get("scheduler", {})),

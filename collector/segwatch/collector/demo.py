@@ -164,6 +164,7 @@ def run_demo(data_dir: str | None, as_json: bool = False) -> int:
             sent,
             timeout=60,
         )
+        collector.flush()  # acknowledged calls wait in the spool for at most a second
         say(f"  collector stored {stored} of {sent} model calls")
         import datetime as dt
 

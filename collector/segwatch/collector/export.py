@@ -12,8 +12,8 @@ If an insert fails, every request in it gets the error (the receiver answers
 UNAVAILABLE and the client retries); nothing of a failed flush is kept, so a
 retry cannot double-count.
 
-A durable local spool for store outages comes with the production-hardening
-work; until then a store outage means retries from the clients.
+Model calls reach it through :class:`.call_buffer.CallBuffer` (after the
+spool); labels directly.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class _TableBlocks:
 
 @dataclass
 class _Pending:
-    tables: dict[str, _TableBlocks] = field(default_factory=dict)
+    tables: dict[tuple[str, str | None], _TableBlocks] = field(default_factory=dict)
     waiters: list[Future[None]] = field(default_factory=list)
 
 
@@ -78,8 +78,13 @@ class ClickHouseExporter:
         self._thread = threading.Thread(target=self._run, name="segwatch-exporter", daemon=True)
         self._thread.start()
 
-    def submit(self, *rows: TableRows) -> Future[None]:
-        """Queue rows for the next flush; the future resolves once they are stored."""
+    def submit(self, *rows: TableRows, token: str | None = None) -> Future[None]:
+        """Queue rows for the next flush; the future resolves once they are stored.
+
+        With a ``token``, each table's rows go in an insert of their own with
+        the deduplication token ``<token>-<table>``: inserting them again with
+        the same token (a replay after a crash) adds nothing.
+        """
         future: Future[None] = Future()
         encoded = [(part, part.native()) for part in rows if len(part)]
         with self._cond:
@@ -88,11 +93,13 @@ class ClickHouseExporter:
                 return future
             tables = self._pending.tables
             for part, block in encoded:
-                pending = tables.get(part.table)
+                key = (part.table, token)
+                pending = tables.get(key)
                 if pending is None:
-                    pending = tables[part.table] = _TableBlocks(
-                        part.column_names, part.insert_settings
-                    )
+                    settings = dict(part.insert_settings)
+                    if token is not None:
+                        settings["insert_deduplication_token"] = f"{token}-{part.table}"
+                    pending = tables[key] = _TableBlocks(part.column_names, settings)
                 elif pending.column_names != part.column_names:
                     raise ValueError(f"rows for {part.table} with different columns")
                 pending.blocks.append(block)
@@ -121,7 +128,7 @@ class ClickHouseExporter:
     def _flush(self, pending: _Pending) -> None:
         started = time.perf_counter()
         try:
-            for table, blocks in pending.tables.items():
+            for (table, _), blocks in pending.tables.items():
                 insert_blocks(
                     self._client, table, blocks.column_names, blocks.blocks, blocks.settings
                 )
@@ -133,11 +140,11 @@ class ClickHouseExporter:
                 waiter.set_exception(exc)
             return
         self.stats.flushes += 1
-        for table, blocks in pending.tables.items():
+        for (table, _), blocks in pending.tables.items():
             self.stats.rows[table] = self.stats.rows.get(table, 0) + blocks.rows
         _logger.debug(
             "flushed %s in %.1f ms",
-            ", ".join(f"{b.rows} rows of {t}" for t, b in pending.tables.items()),
+            ", ".join(f"{b.rows} rows of {t}" for (t, _), b in pending.tables.items()),
             (time.perf_counter() - started) * 1e3,
         )
         for waiter in pending.waiters:

@@ -192,11 +192,23 @@ def _string(text: str) -> bytes:
 
 def _strings(values: Any) -> bytes:
     if isinstance(values, Coded):
-        encoded = np.array([_string(s) for s in values.dictionary] + [b""], dtype=object)
-        return b"".join(encoded[np.asarray(values.codes, dtype=np.intp)].tolist())
+        pieces = np.array([_string(s) for s in values.dictionary] + [b""], dtype=object)
+        return b"".join(pieces[np.asarray(values.codes, dtype=np.intp)].tolist())
     if isinstance(values, np.ndarray):
         values = values.tolist()
-    return b"".join([_string(v) for v in values])
+    encoded = [v.encode() for v in values]
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    if not len(encoded) or lengths.max() >= 0x80:
+        return b"".join([_string(v) for v in values])
+    # Every length fits one varint byte: interleave the length bytes with numpy.
+    data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    out = np.empty(len(data) + len(encoded), dtype=np.uint8)
+    at = np.cumsum(lengths + 1) - (lengths + 1)  # where each length byte goes
+    out[at] = lengths
+    text = np.ones(len(out), dtype=bool)
+    text[at] = False
+    out[text] = data
+    return out.tobytes()
 
 
 def _low_cardinality(values: Any) -> tuple[bytes, bytes]:
@@ -204,8 +216,9 @@ def _low_cardinality(values: Any) -> tuple[bytes, bytes]:
     if isinstance(values, Coded):
         codes, dictionary = np.asarray(values.codes), list(values.dictionary)
     else:
-        distinct, codes = np.unique(np.asarray(list(values), dtype=object), return_inverse=True)
-        dictionary = distinct.tolist()
+        index: dict[str, int] = {}
+        codes = np.array([index.setdefault(v, len(index)) for v in values], dtype=np.int64)
+        dictionary = list(index)
     prefix = np.array([1], dtype="<u8").tobytes()
     if not len(codes):
         return prefix, b""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
@@ -12,7 +13,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from .aggregate import SegmentAggregator
-from .calls import call_rows
+from .call_buffer import CallBuffer
 from .columns import ModelCallBatch
 from .decode import decode_request
 from .errors import PermanentError, RetryableError
@@ -20,6 +21,7 @@ from .export import ClickHouseExporter
 from .labels import decode_labels
 from .rows import TableRows
 from .span_scan import scan_request
+from .spool import TRACES, Position, Record, Spool, SpoolFullError, record_bytes
 
 __all__ = ["ConsumeResult", "ModelCallProcessor", "ProcessorStats"]
 
@@ -44,11 +46,14 @@ class ProcessorStats:
 
 
 class ModelCallProcessor:
-    """Consumes OTLP trace and log requests; returns once their data is stored.
+    """Consumes OTLP trace and log requests; returns once their data is durable.
 
     Thread-safe: the receiver calls :meth:`consume` from its worker threads.
-    Blocks the calling thread until the exporter has written the request's
-    rows (group commit), at most ``store_timeout`` seconds.
+    With a ``spool``, a request is durable once it is in the fsynced spool
+    (its calls then wait in the :class:`CallBuffer` for the next flush);
+    without one, once its calls are in the store. Labels always go straight
+    to the store. Blocks the calling thread at most ``store_timeout`` seconds.
+    ``start()`` starts the flusher; ``shutdown()`` flushes what is pending.
     """
 
     def __init__(
@@ -56,19 +61,50 @@ class ModelCallProcessor:
         aggregator: SegmentAggregator,
         exporter: ClickHouseExporter,
         *,
+        spool: Spool | None = None,
         raw_calls: bool = True,
+        flush_interval: float = 1.0,
         store_timeout: float = 30.0,
         allowed_lateness: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.aggregator = aggregator
         self._exporter = exporter
-        self._raw_calls = raw_calls
+        self._spool = spool
+        self.buffer = CallBuffer(aggregator, exporter, spool, raw_calls=raw_calls,
+                                 flush_interval=flush_interval)  # fmt: skip
         self._store_timeout = store_timeout
         self._allowed_lateness = allowed_lateness
         self._clock = clock
         self._lock = threading.Lock()
+        self._spool_lock = threading.Lock()  # spool order == buffer order
         self.stats = ProcessorStats()
+
+    def start(self) -> None:
+        self.buffer.start()
+
+    def shutdown(self) -> None:
+        self.buffer.shutdown()
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Return once every call accepted so far is in the store."""
+        self.buffer.flush(timeout)
+
+    def replay(self, records: list[Record], interrupted: tuple[Position, Position] | None) -> int:
+        """Queue the spooled requests a previous run acknowledged but did not flush.
+
+        The interrupted flush (if any) is queued to be flushed again exactly,
+        with its original deduplication token. Returns the calls queued.
+        """
+        calls = 0
+        for record in records:
+            if record.kind != TRACES:
+                continue
+            batch = _decode(record.payload, 0)  # accepted once: no lateness check again
+            closes = interrupted is not None and record.end == interrupted[1]
+            self.buffer.add(batch, record.end, record_bytes(record.payload), closes_flush=closes)
+            calls += len(batch)
+        return calls
 
     def consume(self, request: ExportTraceServiceRequest | bytes) -> ConsumeResult:
         """Store the model calls of a request, parsed or as its serialized bytes.
@@ -86,14 +122,26 @@ class ModelCallProcessor:
             self.stats.ignored_values += batch.ignored_values
         message = "; ".join(batch.rejection_reasons)
         if len(batch):
-            aggregates = self.aggregator.aggregate(batch)
-            parts: list[TableRows] = [aggregates]
-            if self._raw_calls:
-                parts.append(call_rows(batch))
-            self._store(parts)
+            self._accept(batch, request)
             with self._lock:
                 self.stats.model_calls += len(batch)
         return ConsumeResult(len(batch), batch.rejected_spans, message)
+
+    def _accept(self, batch: ModelCallBatch, request: ExportTraceServiceRequest | bytes) -> None:
+        self.buffer.reserve(len(batch))
+        if self._spool is None:
+            waiter = self.buffer.add(batch)
+            assert waiter is not None
+            _wait(waiter, self._store_timeout)
+            return
+        payload = request if isinstance(request, bytes) else request.SerializeToString()
+        with self._spool_lock:
+            try:
+                end = self._spool.write(TRACES, payload)
+            except (SpoolFullError, OSError) as exc:
+                raise RetryableError(f"cannot spool the request: {exc}") from exc
+            self.buffer.add(batch, end, record_bytes(payload))
+        self._spool.sync(end)
 
     def consume_logs(self, request: ExportLogsServiceRequest) -> ConsumeResult:
         """Store the ``ml.label`` records of a log request; other records are ignored."""
@@ -106,11 +154,14 @@ class ModelCallProcessor:
         return ConsumeResult(len(batch.rows), batch.rejected, "; ".join(batch.reasons))
 
     def _store(self, parts: list[TableRows]) -> None:
-        future = self._exporter.submit(*parts)
-        try:
-            future.result(timeout=self._store_timeout)
-        except Exception as exc:
-            raise RetryableError(f"the store did not take the data: {exc}") from exc
+        _wait(self._exporter.submit(*parts), self._store_timeout)
+
+
+def _wait(future: Future[None], timeout: float) -> None:
+    try:
+        future.result(timeout=timeout)
+    except Exception as exc:
+        raise RetryableError(f"the store did not take the data: {exc}") from exc
 
 
 def _decode(request: ExportTraceServiceRequest | bytes, oldest_ns: int) -> ModelCallBatch:

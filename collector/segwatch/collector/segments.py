@@ -148,7 +148,9 @@ def segment_dimension(
 def cross_dimension(first: SegmentDimension, second: SegmentDimension) -> SegmentDimension:
     """The cross of two dimensions: one segment per pair of segments, e.g. ``BR × ios``."""
     combined = first.codes * len(second.labels) + second.codes
-    distinct, inverse = np.unique(combined, return_inverse=True)
+    occurs = np.bincount(combined, minlength=len(first.labels) * len(second.labels)) > 0
+    distinct = np.flatnonzero(occurs)  # sorted, as np.unique would give, without the sort
+    inverse = (np.cumsum(occurs) - 1)[combined]
     width = len(second.labels)
     labels = [f"{first.labels[c // width]} × {second.labels[c % width]}" for c in distinct.tolist()]
     return SegmentDimension(f"{first.name}×{second.name}", labels, inverse.astype(np.int64))
@@ -174,5 +176,10 @@ def positions_in(
     """For each batch row in ``wanted``: its position in the sorted ``rows``, and whether found."""
     if not len(wanted) or not len(rows):
         return np.zeros(len(wanted), dtype=np.int64), np.zeros(len(wanted), dtype=bool)
+    first = int(rows[0])
+    if int(rows[-1]) - first == len(rows) - 1:  # consecutive rows (one model's batch): no search
+        position = wanted - first
+        found = (position >= 0) & (position < len(rows))
+        return np.clip(position, 0, len(rows) - 1), found
     position = np.minimum(np.searchsorted(rows, wanted), len(rows) - 1)
     return position, rows[position] == wanted

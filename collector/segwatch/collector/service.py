@@ -30,6 +30,7 @@ from .processor import ModelCallProcessor
 from .profiles import refresh_quantile_buckets
 from .receiver import OTLPReceiver
 from .scheduler import DetectorScheduler
+from .spool import Spool
 
 __all__ = ["Collector"]
 
@@ -56,6 +57,7 @@ class Collector:
         self._clients: _Clients | None = None
         self.exporter: ClickHouseExporter | None = None
         self.processor: ModelCallProcessor | None = None
+        self.spool: Spool | None = None
         self.receiver: OTLPReceiver | None = None
         self.scheduler: DetectorScheduler | None = None
         self.api: LocalApi | None = None
@@ -80,12 +82,21 @@ class Collector:
         self.exporter = ClickHouseExporter(self._clients.exporter)
         self.exporter.start()
         refresh_quantile_buckets(self._clients.exporter, self.plan)
+        self.spool = self._open_spool()
         self.processor = ModelCallProcessor(
             SegmentAggregator(self.plan),
             self.exporter,
+            spool=self.spool,
             raw_calls=config.storage.raw_calls,
+            flush_interval=config.storage.spool.flush_interval,
             allowed_lateness=config.receiver.allowed_lateness,
         )
+        if self.spool is not None:
+            records, interrupted = self.spool.open()
+            replayed = self.processor.replay(records, interrupted)
+            if replayed:
+                _logger.info("replaying %d model calls from the spool", replayed)
+        self.processor.start()
         if config.scheduler.enabled:
             self.scheduler = DetectorScheduler(self._clients.scheduler, self.detectors)
             self.scheduler.start()
@@ -96,6 +107,7 @@ class Collector:
             self.detectors,
             config,
             sql_client=self._clients.sql,
+            before_read=self.flush,
             on_baseline=lambda: refresh_quantile_buckets(self._clients.api, self.plan),  # type: ignore[union-attr]
         )
         self.api.start()
@@ -110,6 +122,21 @@ class Collector:
             self.api.url,
             self.location.path or self.location.dsn,
         )
+
+    def _open_spool(self) -> Spool | None:
+        settings = self.config.storage.spool
+        if not settings.enabled or self.location.in_memory:
+            return None  # acknowledged means stored
+        path = settings.path
+        if not path:
+            base = self.location.path if self.location.embedded else "."
+            path = os.path.join(str(base), "segwatch-spool")
+        return Spool(path, max_bytes=settings.max_mib << 20)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Return once every model call acknowledged so far is in the store."""
+        if self.processor is not None:
+            self.processor.flush(timeout)
 
     def status(self) -> dict[str, Any]:
         stats = self.processor.stats if self.processor else None
@@ -163,9 +190,14 @@ class Collector:
         if self.scheduler is not None:
             self.scheduler.shutdown()
             self.scheduler = None
+        if self.processor is not None:
+            self.processor.shutdown()  # flushes what the receiver accepted
         if self.exporter is not None:
             self.exporter.shutdown()
             self.exporter = None
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
         for client in self._opened:
             client.close()
         if self._opened:

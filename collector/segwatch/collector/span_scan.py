@@ -494,9 +494,7 @@ def _fill_columns(
     strings: _Strings,
 ) -> None:
     """Each quantity's and context's values, as one chunk of (rows, values) per column."""
-    at = np.flatnonzero(
-        (key_kind == _COLUMN) & (row_of_span[kvs.span] >= 0) & (kvs.kind != _NONE)
-    )
+    at = np.flatnonzero((key_kind == _COLUMN) & (row_of_span[kvs.span] >= 0) & (kvs.kind != _NONE))
     at = at[np.argsort(kvs.key_codes[at], kind="stable")]  # by key, then in row order
     keys = kvs.key_codes[at]
     rows = row_of_span[kvs.span[at]]

@@ -1,0 +1,252 @@
+"""CallBuffer: model calls between their acknowledgement and the store.
+
+With a spool, a request is acknowledged once it is in the spool; its decoded
+calls wait here and are flushed every ``flush_interval`` seconds (sooner when
+``max_flush_calls`` are waiting): all waiting batches are joined, aggregated
+once and written in one insert per table. A minute of one segment then costs
+one aggregate row per flush instead of one per request, and an insert's
+fixed cost is paid once per flush: that is where the collector's throughput
+comes from. Each flush carries a deduplication token naming its spool range,
+so a replay after a crash cannot count it twice.
+
+Without a spool (an in-memory store, or ``storage.spool.enabled: false``)
+the caller waits for the flush, which starts at once: acknowledged still
+means stored.
+
+If the store fails, spooled calls stay here and the flush is retried with
+backoff; :meth:`CallBuffer.reserve` refuses new calls beyond
+``max_pending_calls``, so memory stays bounded while the clients retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from .aggregate import SegmentAggregator
+from .calls import call_rows
+from .columns import ModelCallBatch
+from .errors import RetryableError
+from .export import ClickHouseExporter
+from .rows import TableRows
+from .spool import Position, Spool
+
+__all__ = ["CallBuffer"]
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Entry:
+    batch: ModelCallBatch
+    end: Position | None  # where its spool record ends; None without a spool
+    size: int  # spool bytes
+    waiter: Future[None] | None
+    closes_flush: bool = False  # a replayed interrupted flush: flush exactly up to here
+
+
+class CallBuffer:
+    """Collects decoded batches and flushes them to the exporter on one thread.
+
+    ``add`` is called by receiver threads (in spool order, under the
+    processor's lock); ``start()`` starts the flusher, ``shutdown()`` flushes
+    what is left and stops it.
+    """
+
+    def __init__(
+        self,
+        aggregator: SegmentAggregator,
+        exporter: ClickHouseExporter,
+        spool: Spool | None = None,
+        *,
+        raw_calls: bool = True,
+        flush_interval: float = 1.0,
+        max_flush_calls: int = 50_000,
+        max_pending_calls: int = 100_000,
+        store_timeout: float = 60.0,
+    ) -> None:
+        self._aggregator = aggregator
+        self._exporter = exporter
+        self._spool = spool
+        self._raw_calls = raw_calls
+        self._flush_interval = flush_interval
+        self._max_flush_calls = max_flush_calls
+        self._max_pending_calls = max_pending_calls
+        self._store_timeout = store_timeout
+        self._pending: list[_Entry] = []
+        self._pending_calls = 0
+        self._oldest = 0.0  # monotonic time the oldest pending entry arrived
+        self._forced = 0  # flushes requested by flush()
+        self._flushed = 0  # ... and done
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._retry_at = 0.0
+        self.failures = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="segwatch-flush", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending_calls(self) -> int:
+        return self._pending_calls
+
+    def reserve(self, calls: int, timeout: float = 5.0) -> None:
+        """Wait until ``calls`` more fit under the pending limit; :class:`RetryableError` if not.
+
+        Waiting here is the back-pressure: the client's next request waits for
+        this answer, so intake slows to what the store takes; only a store
+        that stays behind for ``timeout`` makes the receiver answer UNAVAILABLE.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._pending_calls and self._pending_calls + calls > self._max_pending_calls:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RetryableError(
+                        f"{self._pending_calls} model calls are waiting for the store "
+                        f"(limit {self._max_pending_calls}); retry later"
+                    )
+                self._cond.wait(left)
+
+    def add(
+        self, batch: ModelCallBatch, end: Position | None = None, size: int = 0,
+        *, closes_flush: bool = False,
+    ) -> Future[None] | None:  # fmt: skip
+        """Queue a batch; without a spool, returns a future that resolves once it is stored."""
+        waiter: Future[None] | None = Future() if self._spool is None else None
+        with self._cond:
+            if self._stopping and waiter is not None:
+                waiter.set_exception(RuntimeError("the collector is shutting down"))
+                return waiter
+            if not self._pending:
+                self._oldest = time.monotonic()
+            self._pending.append(_Entry(batch, end, size, waiter, closes_flush))
+            self._pending_calls += len(batch)
+            self._cond.notify()
+        return waiter
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Return once everything added before the call is in the store (or raise)."""
+        with self._cond:
+            self._forced += 1
+            wanted = self._forced
+            self._cond.notify()
+            deadline = time.monotonic() + timeout
+            while self._flushed < wanted:
+                if not self._cond.wait(max(0.0, deadline - time.monotonic())):
+                    raise TimeoutError("the store did not take the pending model calls in time")
+
+    def shutdown(self, timeout: float = 60.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # -- the flusher -----------------------------------------------------------
+
+    def _due(self, now: float) -> bool:
+        if not self._pending:
+            return False
+        if now < self._retry_at and not self._stopping:
+            return False
+        return (
+            self._stopping
+            or self._forced > self._flushed
+            or self._spool is None
+            or self._pending_calls >= self._max_flush_calls
+            or now - self._oldest >= self._flush_interval
+        )
+
+    def _take(self) -> list[_Entry]:
+        """A prefix of the pending entries: durable ones, up to max_flush_calls."""
+        synced = self._spool.synced if self._spool is not None else None
+        taken: list[_Entry] = []
+        calls = 0
+        for entry in self._pending:
+            if synced is not None and entry.end is not None and entry.end > synced:
+                break  # not yet fsynced (its request is not acknowledged yet)
+            if taken and (calls + len(entry.batch) > self._max_flush_calls or entry.closes_flush):
+                break
+            taken.append(entry)
+            calls += len(entry.batch)
+            if entry.closes_flush:
+                break
+        del self._pending[: len(taken)]
+        self._pending_calls -= calls
+        self._cond.notify_all()  # room for reserve()
+        if self._pending:
+            self._oldest = time.monotonic()
+        return taken
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while True:
+            with self._cond:
+                while not self._due(time.monotonic()):
+                    if self._stopping and not self._pending:
+                        self._flushed = self._forced
+                        self._cond.notify_all()
+                        return
+                    if not self._pending and self._forced > self._flushed:
+                        self._flushed = self._forced
+                        self._cond.notify_all()
+                    wait = self._flush_interval
+                    if self._pending and self._retry_at:
+                        wait = max(0.01, self._retry_at - time.monotonic())
+                    self._cond.wait(wait)
+                forced = self._forced
+                taken = self._take()
+            if not taken:
+                if self._spool is not None:  # records written but not yet synced: soon
+                    time.sleep(0.001)
+                continue
+            if self._write(taken):
+                backoff = 0.5
+                with self._cond:
+                    self._retry_at = 0.0
+                    if not self._pending:
+                        self._flushed = max(self._flushed, forced)
+                        self._cond.notify_all()
+            else:
+                with self._cond:
+                    if self._spool is not None:  # keep them; the store will be back
+                        self._pending[:0] = taken
+                        self._pending_calls += sum(len(e.batch) for e in taken)
+                        self._retry_at = time.monotonic() + backoff
+                        backoff = min(backoff * 2, 30.0)
+                    if self._stopping:
+                        return  # what is left stays in the spool for the next start
+
+    def _write(self, taken: list[_Entry]) -> bool:
+        """Aggregate and store one flush; True once it is in the store."""
+        batch = ModelCallBatch.concat([entry.batch for entry in taken])
+        parts: list[TableRows] = [self._aggregator.aggregate(batch)]
+        if self._raw_calls:
+            parts.append(call_rows(batch))
+        token = None
+        first, last = taken[0].end, taken[-1].end
+        if self._spool is not None and first is not None and last is not None:
+            token = self._spool.token(first, last)
+            self._spool.begin_flush(first, last)
+        try:
+            self._exporter.submit(*parts, token=token).result(timeout=self._store_timeout)
+        except Exception as exc:
+            self.failures += 1
+            _logger.warning("flush of %d model calls failed: %s", len(batch), exc)
+            error = RetryableError(f"the store did not take the data: {exc}")
+            for entry in taken:
+                if entry.waiter is not None:
+                    entry.waiter.set_exception(error)
+            return False
+        if self._spool is not None and last is not None:
+            self._spool.end_flush(last, sum(entry.size for entry in taken))
+        for entry in taken:
+            if entry.waiter is not None:
+                entry.waiter.set_result(None)
+        return True

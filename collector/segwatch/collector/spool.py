@@ -1,0 +1,278 @@
+"""Spool: the collector's write-ahead log of accepted requests.
+
+An Export is acknowledged once its request is in the spool and the spool is
+fsynced; the data reaches ClickHouse later, in bigger and fewer inserts. On
+start, whatever was acknowledged but not yet flushed is read back and
+flushed (replayed). Layout of the directory:
+
+* ``<id>.wal`` segments, ``id`` growing (nanoseconds at creation): records
+  of ``u32 length, u32 crc32, u8 kind, payload``; a torn or corrupt tail
+  (a crash mid-write, never acknowledged) is cut off on open;
+* ``flushed``: the position up to which everything is in the store;
+* ``flushing``: the range of the flush in progress, so a replay repeats
+  exactly that flush with the same deduplication token (ClickHouse drops it
+  if the first attempt had landed): nothing is lost, nothing counted twice;
+* ``spool-id``: a random name for this spool, part of every token, so
+  collectors sharing a store never share tokens.
+
+Thread-safe. ``write`` and ``sync`` are separate so concurrent requests
+share one fsync (group commit).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "TRACES",
+    "Position",
+    "Record",
+    "Spool",
+    "SpoolFullError",
+    "SpoolLockedError",
+    "record_bytes",
+]
+
+_HEADER = struct.Struct("<IIB")
+TRACES = 1
+"""Record kind: a serialized ExportTraceServiceRequest."""
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    """Where a record ends: (segment id, byte offset after it)."""
+
+    segment: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.segment}.{self.offset}"
+
+    @classmethod
+    def parse(cls, text: str) -> Position:
+        segment, offset = text.strip().split(".")
+        return cls(int(segment), int(offset))
+
+
+START = Position(0, 0)
+
+
+@dataclass(frozen=True)
+class Record:
+    end: Position
+    kind: int
+    payload: bytes
+
+
+def record_bytes(payload: bytes) -> int:
+    """What a record of ``payload`` takes in a segment."""
+    return _HEADER.size + len(payload)
+
+
+class SpoolLockedError(RuntimeError):
+    """Another collector holds this spool directory."""
+
+
+class SpoolFullError(RuntimeError):
+    """The spool holds its maximum of unflushed bytes: refuse until flushes catch up."""
+
+
+class Spool:
+    """Append-only, fsynced segments of records, released once flushed."""
+
+    def __init__(self, directory: str | Path, *, max_bytes: int, segment_bytes: int = 64 << 20):
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._fd = -1
+        self._segment = 0
+        self._offset = 0
+        self._written = START
+        self._synced = START
+        self._flushed = START
+        self._bytes = 0  # unflushed bytes on disk
+        self.identity = ""
+        self._lock_fd = -1
+
+    # -- opening and replay ----------------------------------------------------
+
+    def open(self) -> tuple[list[Record], tuple[Position, Position] | None]:
+        """Recover the directory; return the unflushed records and the interrupted flush, if any.
+
+        The interrupted flush is a (first end, last end) range of records that
+        must be flushed again as one, with :meth:`token` of that range.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_directory()
+        identity = self.directory / "spool-id"
+        if not identity.exists():
+            _write_atomically(identity, secrets.token_hex(8))
+        self.identity = identity.read_text().strip()
+        flushed = self.directory / "flushed"
+        self._flushed = Position.parse(flushed.read_text()) if flushed.exists() else START
+        records: list[Record] = []
+        for segment in self._segments():
+            records.extend(self._read_segment(segment))
+        pending = [r for r in records if r.end > self._flushed]
+        interrupted = None
+        flushing = self.directory / "flushing"
+        if flushing.exists():
+            first, last = (Position.parse(p) for p in flushing.read_text().split())
+            if last > self._flushed:
+                interrupted = (first, last)
+        self._bytes = sum(record_bytes(r.payload) for r in pending)
+        self._release_segments()
+        self._new_segment()
+        return pending, interrupted
+
+    def _lock_directory(self) -> None:
+        """One collector per spool: a second one would replay and release the first's data."""
+        fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SpoolLockedError(
+                f"the spool {self.directory} is used by another collector: give each collector "
+                "its own storage.spool.path"
+            ) from None
+        self._lock_fd = fd
+
+    def _segments(self) -> list[int]:
+        return sorted(int(p.stem) for p in self.directory.glob("*.wal") if p.stem.isdigit())
+
+    def _path(self, segment: int) -> Path:
+        return self.directory / f"{segment:020d}.wal"
+
+    def _read_segment(self, segment: int) -> Iterator[Record]:
+        path = self._path(segment)
+        data = path.read_bytes()
+        offset = 0
+        while offset + _HEADER.size <= len(data):
+            length, crc, kind = _HEADER.unpack_from(data, offset)
+            start = offset + _HEADER.size
+            payload = data[start : start + length]
+            if len(payload) < length or zlib.crc32(payload) != crc:
+                break  # a torn write: never acknowledged
+            offset = start + length
+            yield Record(Position(segment, offset), kind, payload)
+        if offset < len(data):
+            with open(path, "r+b") as handle:
+                handle.truncate(offset)
+                os.fsync(handle.fileno())
+
+    # -- appending -------------------------------------------------------------
+
+    def write(self, kind: int, payload: bytes) -> Position:
+        """Append a record (not yet durable: call :meth:`sync` with the position).
+
+        Raises :class:`SpoolFullError` when the unflushed bytes would pass ``max_bytes``.
+        """
+        size = _HEADER.size + len(payload)
+        with self._lock:
+            if self._bytes + size > self.max_bytes:
+                raise SpoolFullError(
+                    f"the spool holds {self._bytes / 2**20:.0f} MiB not yet in the store "
+                    f"(limit {self.max_bytes / 2**20:.0f} MiB)"
+                )
+            if self._offset and self._offset + size > self.segment_bytes:
+                self._new_segment()
+            header = _HEADER.pack(len(payload), zlib.crc32(payload), kind)
+            os.write(self._fd, header)
+            os.write(self._fd, payload)
+            self._offset += size
+            self._bytes += size
+            self._written = Position(self._segment, self._offset)
+            return self._written
+
+    def sync(self, position: Position) -> None:
+        """Return once everything up to ``position`` is on disk (one fsync serves many)."""
+        if position <= self._synced:
+            return
+        with self._sync_lock:
+            if position <= self._synced:
+                return
+            with self._lock:
+                target, fd = self._written, self._fd
+            os.fdatasync(fd)
+            self._synced = target
+
+    @property
+    def synced(self) -> Position:
+        return self._synced
+
+    @property
+    def unflushed_bytes(self) -> int:
+        return self._bytes
+
+    def _new_segment(self) -> None:
+        if self._fd >= 0:
+            os.fdatasync(self._fd)  # everything before the new segment is durable
+            os.close(self._fd)
+            self._synced = max(self._synced, self._written)
+        segment = max(time.time_ns(), self._segment + 1, *(s + 1 for s in self._segments()))
+        self._fd = os.open(self._path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        _fsync_directory(self.directory)
+        self._segment, self._offset = segment, 0
+
+    # -- flushing --------------------------------------------------------------
+
+    def token(self, first: Position, last: Position) -> str:
+        """The deduplication token of the flush of records ``first`` … ``last`` (their ends)."""
+        return f"segwatch-{self.identity}-{first}-{last}"
+
+    def begin_flush(self, first: Position, last: Position) -> None:
+        """Record that records ``first`` … ``last`` are being flushed (before inserting them)."""
+        _write_atomically(self.directory / "flushing", f"{first} {last}")
+
+    def end_flush(self, last: Position, released_bytes: int) -> None:
+        """Everything up to ``last`` is in the store: advance the mark, drop whole segments."""
+        _write_atomically(self.directory / "flushed", str(last))
+        with self._lock:
+            self._flushed = max(self._flushed, last)
+            self._bytes = max(0, self._bytes - released_bytes)
+        self._release_segments()
+
+    def _release_segments(self) -> None:
+        for segment in self._segments():
+            if segment < self._flushed.segment and segment != self._segment:
+                self._path(segment).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.fdatasync(self._fd)
+                os.close(self._fd)
+                self._fd = -1
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = -1
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_suffix(".tmp")
+    with open(temporary, "w", encoding="ascii") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
