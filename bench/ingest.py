@@ -62,7 +62,12 @@ models:
 """ + "".join(f"      f{j}: {{type: number, segment: false}}\n" for j in range(15))
 
 
-def build_payload(spans_per_request: int, seed: int = 1) -> bytes:
+COUNTRIES = ["US", "BR", "DE", "FR", "IN", "MX", "GB"]
+
+
+def build_payload(
+    spans_per_request: int, seed: int = 1, countries: int = 7, devices: int = 3
+) -> bytes:
     """One serialized request of fraud-model spans: 20 features, 3 outputs.
 
     Five features are segment dimensions and two crosses are declared (see
@@ -80,8 +85,12 @@ def build_payload(spans_per_request: int, seed: int = 1) -> bytes:
         with model.call(start_time=at, end_time=at + 1_000_000) as call:
             features = {f"f{j}": round(rng.gauss(j, 1 + j / 5), 3) for j in range(15)}
             call.features(
-                country=rng.choice(["US", "BR", "DE", "FR", "IN", "MX", "GB"]),
-                device=rng.choice(["ios", "android", "web"]),
+                country=rng.choice(COUNTRIES[:countries])
+                if countries <= 7
+                else f"c{rng.randrange(countries)}",
+                device=rng.choice(["ios", "android", "web"])
+                if devices <= 3
+                else f"d{rng.randrange(devices)}",
                 channel=rng.choice(["app", "site", "pos"]),
                 amount=round(rng.lognormvariate(3.9, 0.8), 2),
                 hour=rng.randint(0, 23),
@@ -122,24 +131,37 @@ def bench_attribute_pass(payload: bytes, repeat: int) -> float:
     return spans / (time.perf_counter() - started)
 
 
-def stored_calls(api: str) -> int:
-    """Raw model-call rows in the store, asked through the collector's API (it flushes first)."""
+def _ask(api: str, query: str) -> int:
+    """A number from the store, asked through the collector's API (which flushes first)."""
     request = urllib.request.Request(
         f"{api}/api/v1/sql",
-        data=json.dumps({"query": "SELECT count() FROM ml_model_calls"}).encode(),
+        data=json.dumps({"query": query}).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=120) as response:
         return int(json.loads(response.read())["rows"][0][0])
 
 
-def start_collector(store: Path) -> tuple[subprocess.Popen[str], str, str]:
+def stored_calls(api: str) -> int:
+    return _ask(api, "SELECT count() FROM ml_model_calls")
+
+
+def active_segments(api: str) -> int:
+    return _ask(
+        api,
+        "SELECT uniqExact(segment_dim, segment_value) FROM ml_segment_aggregates "
+        "WHERE quantity = 'output.score'",
+    )
+
+
+def start_collector(store: Path, top_k: int) -> tuple[subprocess.Popen[str], str, str]:
     config = store.parent / "bench.yaml"
     config.write_text(
         f"storage:\n  dsn: chdb://{store}\n"
         "receiver:\n  grpc:\n    endpoint: 127.0.0.1:0\n"
         "api:\n  endpoint: 127.0.0.1:0\n"
-        "scheduler:\n  enabled: false\n" + CONFIG_MODELS
+        "scheduler:\n  enabled: false\n"
+        + CONFIG_MODELS.replace("segments:\n", f"segments:\n  top_k: {top_k}\n")
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "segwatch.collector.cli", "collector", "--config", str(config)],
@@ -173,18 +195,18 @@ def _rss_mib(pid: int) -> float:
 
 
 def bench_collector(
-    payload: bytes, spans_per_request: int, requests: int, clients: int
+    payloads: list[bytes], spans_per_request: int, requests: int, clients: int, top_k: int
 ) -> tuple[float, float, float, float]:
     """Spans/s through the collector, the CPU it used (cores busy), its RSS idle and at peak."""
     with tempfile.TemporaryDirectory(prefix="segwatch-bench-") as tmp:
-        process, address, api = start_collector(Path(tmp) / "store")
+        process, address, api = start_collector(Path(tmp) / "store", top_k)
         try:
             channel = grpc.insecure_channel(
                 address, options=[("grpc.max_send_message_length", 64 << 20)]
             )
             export = channel.unary_unary(EXPORT_METHOD)  # raw bytes in and out
             idle = _rss_mib(process.pid)
-            export(payload, timeout=60)  # warm-up: first inserts, caches
+            export(payloads[0], timeout=60)  # warm-up: first inserts, caches
             peak = idle
             sampling = threading.Event()
 
@@ -195,15 +217,16 @@ def bench_collector(
 
             sampler = threading.Thread(target=sample)
             sampler.start()
-            remaining = iter(range(requests))
+            remaining = iter(range(1, requests + 1))
             lock = threading.Lock()
 
             def worker() -> None:
                 while True:
                     with lock:
-                        if next(remaining, None) is None:
-                            return
-                    export(payload, timeout=120)
+                        index = next(remaining, None)
+                    if index is None:
+                        return
+                    export(payloads[index % len(payloads)], timeout=120)
 
             threads = [threading.Thread(target=worker) for _ in range(clients)]
             cpu_before = _cpu_seconds(process.pid)
@@ -218,11 +241,13 @@ def bench_collector(
             sampling.set()
             sampler.join()
             channel.close()
+            segments = active_segments(api)
             if stored != (requests + 1) * spans_per_request:
                 raise RuntimeError(f"{stored} calls in the store, {requests + 1} requests sent")
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)
+    print(f"active segments in the store: {segments:,}")
     return requests * spans_per_request / elapsed, cores, idle, peak
 
 
@@ -231,16 +256,30 @@ def main() -> None:
     parser.add_argument("--spans-per-request", type=int, default=1000)
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--clients", type=int, default=2, help="concurrent gRPC clients")
+    parser.add_argument(
+        "--segments",
+        type=int,
+        default=0,
+        help="make about this many segments active (country × device cross of N/10 × 10 "
+        "values, over 20 different requests); default: 7 countries × 3 devices",
+    )
     args = parser.parse_args()
-    payload = build_payload(args.spans_per_request)
+    if args.segments:
+        countries = max(8, args.segments // 10)
+        payloads = [build_payload(args.spans_per_request, seed, countries, 10)
+                    for seed in range(20)]  # fmt: skip
+    else:
+        countries, payloads = 20, [build_payload(args.spans_per_request)]
+    payload = payloads[0]
     print(
         f"payload: {args.spans_per_request} spans/request, {len(payload) / 1024:.0f} KiB; "
         "per span 20 features (5 segment dimensions, 2 crosses) + 3 outputs"
+        + (f"; {countries} countries x 10 devices" if args.segments else "")
     )
     decode = bench_decode(payload, args.requests)
     walk = bench_attribute_pass(payload, args.requests)
     ours, cores, idle, peak = bench_collector(
-        payload, args.spans_per_request, args.requests, args.clients
+        payloads, args.spans_per_request, args.requests, args.clients, top_k=countries
     )
     print(f"{'baseline: protobuf decode':44s} {decode:12,.0f} spans/s")
     print(f"{'baseline: decode + one pass over attributes':44s} {walk:12,.0f} spans/s")

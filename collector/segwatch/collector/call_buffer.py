@@ -64,8 +64,8 @@ class CallBuffer:
         *,
         raw_calls: bool = True,
         flush_interval: float = 1.0,
-        max_flush_calls: int = 50_000,
-        max_pending_calls: int = 100_000,
+        max_flush_calls: int = 10_000,
+        max_pending_calls: int = 20_000,
         store_timeout: float = 60.0,
     ) -> None:
         self._aggregator = aggregator
