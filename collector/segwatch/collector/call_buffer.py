@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -45,7 +46,9 @@ class _Entry:
     end: Position | None  # where its spool record ends; None without a spool
     size: int  # spool bytes
     waiter: Future[None] | None
-    closes_flush: bool = False  # a replayed interrupted flush: flush exactly up to here
+    # A replayed interrupted flush is flushed alone, exactly as before (same token).
+    opens_flush: bool = False
+    closes_flush: bool = False
 
 
 class CallBuffer:
@@ -115,7 +118,7 @@ class CallBuffer:
 
     def add(
         self, batch: ModelCallBatch, end: Position | None = None, size: int = 0,
-        *, closes_flush: bool = False,
+        *, opens_flush: bool = False, closes_flush: bool = False,
     ) -> Future[None] | None:  # fmt: skip
         """Queue a batch; without a spool, returns a future that resolves once it is stored."""
         waiter: Future[None] | None = Future() if self._spool is None else None
@@ -125,7 +128,7 @@ class CallBuffer:
                 return waiter
             if not self._pending:
                 self._oldest = time.monotonic()
-            self._pending.append(_Entry(batch, end, size, waiter, closes_flush))
+            self._pending.append(_Entry(batch, end, size, waiter, opens_flush, closes_flush))
             self._pending_calls += len(batch)
             self._cond.notify()
         return waiter
@@ -171,7 +174,7 @@ class CallBuffer:
         for entry in self._pending:
             if synced is not None and entry.end is not None and entry.end > synced:
                 break  # not yet fsynced (its request is not acknowledged yet)
-            if taken and (calls + len(entry.batch) > self._max_flush_calls or entry.closes_flush):
+            if taken and (calls + len(entry.batch) > self._max_flush_calls or entry.opens_flush):
                 break
             taken.append(entry)
             calls += len(entry.batch)
@@ -229,7 +232,10 @@ class CallBuffer:
         parts: list[TableRows] = [self._aggregator.aggregate(batch)]
         if self._raw_calls:
             parts.append(call_rows(batch))
-        token = None
+        # Every flush has a token: a spooled one names its spool range (a replay repeats
+        # it); one without a spool is unique. Without any token ClickHouse would compare
+        # block contents and drop a flush that merely looks like an earlier one.
+        token = f"segwatch-{uuid.uuid4().hex}"
         first, last = taken[0].end, taken[-1].end
         if self._spool is not None and first is not None and last is not None:
             token = self._spool.token(first, last)

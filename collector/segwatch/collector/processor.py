@@ -101,8 +101,10 @@ class ModelCallProcessor:
             if record.kind != TRACES:
                 continue
             batch = _decode(record.payload, 0)  # accepted once: no lateness check again
+            opens = interrupted is not None and record.end == interrupted[0]
             closes = interrupted is not None and record.end == interrupted[1]
-            self.buffer.add(batch, record.end, record_bytes(record.payload), closes_flush=closes)
+            self.buffer.add(batch, record.end, record_bytes(record.payload),
+                            opens_flush=opens, closes_flush=closes)  # fmt: skip
             calls += len(batch)
         return calls
 

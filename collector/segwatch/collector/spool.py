@@ -132,6 +132,14 @@ class Spool:
             if last > self._flushed:
                 interrupted = (first, last)
         self._bytes = sum(record_bytes(r.payload) for r in pending)
+        if records:
+            # What a killed process wrote is readable, so replay it all; make it durable
+            # first (records never synced were never acknowledged: replaying them too is
+            # at least once for requests the client may also resend).
+            for segment in {r.end.segment for r in pending}:
+                with open(self._path(segment), "rb") as handle:
+                    os.fsync(handle.fileno())
+            self._written = self._synced = records[-1].end
         self._release_segments()
         self._new_segment()
         return pending, interrupted
