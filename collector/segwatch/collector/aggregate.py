@@ -26,7 +26,7 @@ from .aggregate_rows import (
     GroupEntries,
 )
 from .columns import Column, ModelCallBatch, ModelKey
-from .histogram import histogram_keys
+from .histogram import LogHistogram, log_histogram
 from .plan import SegmentationPlan
 from .segments import (
     OTHER,
@@ -67,6 +67,7 @@ class SegmentAggregator:
 
     def __init__(self, plan: SegmentationPlan | None = None) -> None:
         self.plan = plan or SegmentationPlan()
+        self._histogram = log_histogram(self.plan.config.storage.histogram_accuracy)
         self._vocabularies: dict[tuple[str, str], CategoryVocabulary] = {}
         self._lock = threading.Lock()
         self._known: dict[str, set[str]] = {}  # fields seen per model
@@ -144,7 +145,14 @@ class SegmentAggregator:
         for first, second in plan.crosses(model[0], set(by_name)):
             dimensions.append(cross_dimension(by_name[first], by_name[second]))
         quantities = [
-            _quantity(name, column, rows, self._vocabulary(model[0], name), name in observed)
+            _quantity(
+                name,
+                column,
+                rows,
+                self._vocabulary(model[0], name),
+                name in observed,
+                self._histogram,
+            )
             for name, column in columns.items()
             if not name.startswith("context.")
         ]
@@ -251,6 +259,7 @@ def _quantity(
     rows: npt.NDArray[np.int64],
     vocabulary: CategoryVocabulary,
     observed: bool,
+    histogram: LogHistogram,
 ) -> _Quantity:
     """Positions (within ``rows``) and values of one quantity for one model."""
     number_rows, numbers = column.number_data()
@@ -277,7 +286,7 @@ def _quantity(
         present=_union(number_pos, label_positions, len(rows)),
         number_pos=number_pos,
         numbers=numbers,
-        hist_keys=histogram_keys(numbers),
+        hist_keys=histogram.keys(numbers),
         label_pos=label_positions,
         label_codes=codes.astype(np.int64),
         label_names=label_names,

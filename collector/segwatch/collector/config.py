@@ -148,6 +148,7 @@ class StorageConfig:
     dsn: str = DEFAULT_DSN
     raw_calls: bool = True
     spool: SpoolConfig = field(default_factory=SpoolConfig)
+    histogram_accuracy: float = 0.01  # relative accuracy of the stored histograms, store-wide
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,7 @@ _SCHEMA = Record({
     "storage": Record({
         "dsn": Scalar(str, lambda v: (parse_dsn(v), None)[1]),
         "raw_calls": Scalar(bool),
+        "histogram_accuracy": Scalar((int, float), _between(0.0005, 0.2)),
         "spool": Record({
             "enabled": Scalar(bool),
             "path": Scalar(str),

@@ -21,9 +21,10 @@ from clickhouse_connect.driver.client import Client
 from .aggregate import AGGREGATE_COLUMNS, AGGREGATE_SCHEMA, AggregateRows, SegmentAggregator
 from .columns import Column, ModelCallBatch
 from .config import CollectorConfig
-from .histogram import bucket_value
+from .histogram import DEFAULT_ACCURACY, log_histogram
 from .plan import SegmentationPlan
 from .rows import MERGE_LATER, TableRows
+from .store_settings import check_store_settings
 
 __all__ = [
     "BASELINE_COLUMNS",
@@ -159,6 +160,7 @@ def load_profile(
         raise ValueError("a baseline needs a model name")
     if not name:
         raise ValueError("a baseline needs a name")
+    check_store_settings(client, config or CollectorConfig())
     client.command(
         "ALTER TABLE ml_baseline_aggregates DELETE WHERE baseline_name = {name:String} "
         "AND model_name = {model:String} AND model_version = {version:String} "
@@ -182,15 +184,19 @@ def load_profile(
 
 
 def quantile_edges(
-    client: Client, counts: dict[tuple[str, str], int], name: str = "training"
+    client: Client,
+    counts: dict[tuple[str, str], int],
+    name: str = "training",
+    accuracy: float = DEFAULT_ACCURACY,
 ) -> dict[tuple[str, str], tuple[float, ...]]:
     """Bucket edges at the profile's quantiles, per (model, numeric feature).
 
     ``counts`` says how many buckets each (model, feature) wants; the edges
-    come from the profile's whole-model histogram (1 % accurate), deduplicated.
+    come from the profile's whole-model histogram (``accuracy``), deduplicated.
     """
     if not counts:
         return {}
+    sketch = log_histogram(accuracy)
     rows = client.query(
         "SELECT model_name, quantity, sumMap(histogram) FROM ml_baseline_aggregates "
         "WHERE baseline_name = {name:String} AND segment_dim = '__all__' "
@@ -208,7 +214,7 @@ def quantile_edges(
         cuts: list[float] = []
         for i in range(1, wanted):
             index = int(np.searchsorted(cumulative, total * i / wanted))
-            value = bucket_value(int(keys[min(index, len(keys) - 1)]))
+            value = sketch.value(int(keys[min(index, len(keys) - 1)]))
             if not cuts or value > cuts[-1]:
                 cuts.append(value)
         if cuts:
@@ -224,7 +230,8 @@ def refresh_quantile_buckets(client: Client, plan: SegmentationPlan, name: str =
         "AND startsWith(quantity, 'feature.')",
         parameters={"name": name},
     ).result_rows
-    edges = quantile_edges(client, plan.quantile_counts([(m, q) for m, q in fields]), name)
+    edges = quantile_edges(client, plan.quantile_counts([(m, q) for m, q in fields]), name,
+                           plan.config.storage.histogram_accuracy)  # fmt: skip
     plan.use_quantile_edges(edges)
     return len(edges)
 

@@ -31,6 +31,7 @@ from .profiles import refresh_quantile_buckets
 from .receiver import OTLPReceiver
 from .scheduler import DetectorScheduler
 from .spool import Spool
+from .store_settings import check_store_settings
 
 __all__ = ["Collector"]
 
@@ -79,6 +80,7 @@ class Collector:
         applied = apply_migrations(self._clients.exporter)
         if applied:
             _logger.info("applied migrations: %s", ", ".join(applied))
+        check_store_settings(self._clients.exporter, config)
         self.exporter = ClickHouseExporter(self._clients.exporter)
         self.exporter.start()
         refresh_quantile_buckets(self._clients.exporter, self.plan)

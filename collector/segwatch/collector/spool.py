@@ -78,7 +78,7 @@ def record_bytes(payload: bytes) -> int:
     return _HEADER.size + len(payload)
 
 
-class SpoolLockedError(RuntimeError):
+class SpoolLockedError(OSError):
     """Another collector holds this spool directory."""
 
 
