@@ -15,8 +15,11 @@ model-call spans encoded by the real OTel SDK encoder):
 The payload is the one issue 4 sets targets on: spans with 20 features, 3
 outputs, 5 segment dimensions and 2 crosses (the collector gets that config).
 
-Run: ``python bench/ingest.py [--spans-per-request 1000] [--requests 40]``.
-Prints the three rates and the ratios of segwatch to each baseline.
+Run: ``python bench/ingest.py [--requests 600] [--clients 2] [--segments 10000]
+[--flush-calls 10000]``. Prints the three rates, segwatch's spans per CPU-second
+(the collector process's user + system time: its threads and the embedded
+engine's, background merges included), the ratios to each baseline, and the
+collector's RSS idle and at its peak.
 """
 
 from __future__ import annotations
@@ -154,10 +157,13 @@ def active_segments(api: str) -> int:
     )
 
 
-def start_collector(store: Path, top_k: int) -> tuple[subprocess.Popen[str], str, str]:
+def start_collector(
+    store: Path, top_k: int, flush_calls: int
+) -> tuple[subprocess.Popen[str], str, str]:
     config = store.parent / "bench.yaml"
     config.write_text(
         f"storage:\n  dsn: chdb://{store}\n"
+        f"  spool:\n    flush_calls: {flush_calls}\n    max_pending_calls: {2 * flush_calls}\n"
         "receiver:\n  grpc:\n    endpoint: 127.0.0.1:0\n"
         "api:\n  endpoint: 127.0.0.1:0\n"
         "scheduler:\n  enabled: false\n"
@@ -195,11 +201,16 @@ def _rss_mib(pid: int) -> float:
 
 
 def bench_collector(
-    payloads: list[bytes], spans_per_request: int, requests: int, clients: int, top_k: int
+    payloads: list[bytes],
+    spans_per_request: int,
+    requests: int,
+    clients: int,
+    top_k: int,
+    flush_calls: int,
 ) -> tuple[float, float, float, float]:
     """Spans/s through the collector, the CPU it used (cores busy), its RSS idle and at peak."""
     with tempfile.TemporaryDirectory(prefix="segwatch-bench-") as tmp:
-        process, address, api = start_collector(Path(tmp) / "store", top_k)
+        process, address, api = start_collector(Path(tmp) / "store", top_k, flush_calls)
         try:
             channel = grpc.insecure_channel(
                 address, options=[("grpc.max_send_message_length", 64 << 20)]
@@ -254,7 +265,7 @@ def bench_collector(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans-per-request", type=int, default=1000)
-    parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--requests", type=int, default=600)
     parser.add_argument("--clients", type=int, default=2, help="concurrent gRPC clients")
     parser.add_argument(
         "--segments",
@@ -262,6 +273,12 @@ def main() -> None:
         default=0,
         help="make about this many segments active (country × device cross of N/10 × 10 "
         "values, over 20 different requests); default: 7 countries × 3 devices",
+    )
+    parser.add_argument(
+        "--flush-calls",
+        type=int,
+        default=10_000,
+        help="the collector's storage.spool.flush_calls (max_pending_calls: twice that)",
     )
     args = parser.parse_args()
     if args.segments:
@@ -279,7 +296,7 @@ def main() -> None:
     decode = bench_decode(payload, args.requests)
     walk = bench_attribute_pass(payload, args.requests)
     ours, cores, idle, peak = bench_collector(
-        payloads, args.spans_per_request, args.requests, args.clients, top_k=countries
+        payloads, args.spans_per_request, args.requests, args.clients, countries, args.flush_calls
     )
     print(f"{'baseline: protobuf decode':44s} {decode:12,.0f} spans/s")
     print(f"{'baseline: decode + one pass over attributes':44s} {walk:12,.0f} spans/s")

@@ -141,6 +141,11 @@ class SpoolConfig:
     path: str = ""  # default: <store dir>/segwatch-spool, or ./segwatch-spool for a server
     max_mib: int = 1024  # unflushed data it may hold before the receiver answers UNAVAILABLE
     flush_interval: float = 1.0  # seconds between flushes to the store
+    # Memory against throughput: calls per flush (bigger flushes: fewer parts for
+    # ClickHouse to merge, more memory per flush) and calls waiting for the store
+    # before the receiver holds back its answers (back-pressure).
+    flush_calls: int = 10_000
+    max_pending_calls: int = 20_000
 
 
 @dataclass(frozen=True)
@@ -274,6 +279,8 @@ _SCHEMA = Record({
             "path": Scalar(str),
             "max_mib": Scalar(int, _at_least(16)),
             "flush_interval": Scalar((int, float), _between(0.01, 60)),
+            "flush_calls": Scalar(int, _between(100, 10_000_000)),
+            "max_pending_calls": Scalar(int, _between(100, 100_000_000)),
         }),
     }),
     "receiver": Record({

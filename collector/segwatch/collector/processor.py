@@ -64,6 +64,8 @@ class ModelCallProcessor:
         spool: Spool | None = None,
         raw_calls: bool = True,
         flush_interval: float = 1.0,
+        flush_calls: int = 10_000,
+        max_pending_calls: int = 20_000,
         store_timeout: float = 30.0,
         allowed_lateness: float | None = None,
         clock: Callable[[], float] = time.time,
@@ -71,8 +73,15 @@ class ModelCallProcessor:
         self.aggregator = aggregator
         self._exporter = exporter
         self._spool = spool
-        self.buffer = CallBuffer(aggregator, exporter, spool, raw_calls=raw_calls,
-                                 flush_interval=flush_interval)  # fmt: skip
+        self.buffer = CallBuffer(
+            aggregator,
+            exporter,
+            spool,
+            raw_calls=raw_calls,
+            flush_interval=flush_interval,
+            max_flush_calls=flush_calls,
+            max_pending_calls=max(max_pending_calls, flush_calls),
+        )
         self._store_timeout = store_timeout
         self._allowed_lateness = allowed_lateness
         self._clock = clock

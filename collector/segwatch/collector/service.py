@@ -91,6 +91,8 @@ class Collector:
             spool=self.spool,
             raw_calls=config.storage.raw_calls,
             flush_interval=config.storage.spool.flush_interval,
+            flush_calls=config.storage.spool.flush_calls,
+            max_pending_calls=config.storage.spool.max_pending_calls,
             allowed_lateness=config.receiver.allowed_lateness,
         )
         if self.spool is not None:
