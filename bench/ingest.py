@@ -158,11 +158,11 @@ def active_segments(api: str) -> int:
 
 
 def start_collector(
-    store: Path, top_k: int, flush_calls: int
+    store: Path, top_k: int, flush_calls: int, accuracy: float
 ) -> tuple[subprocess.Popen[str], str, str]:
     config = store.parent / "bench.yaml"
     config.write_text(
-        f"storage:\n  dsn: chdb://{store}\n"
+        f"storage:\n  dsn: chdb://{store}\n  histogram_accuracy: {accuracy}\n"
         f"  spool:\n    flush_calls: {flush_calls}\n    max_pending_calls: {2 * flush_calls}\n"
         "receiver:\n  grpc:\n    endpoint: 127.0.0.1:0\n"
         "api:\n  endpoint: 127.0.0.1:0\n"
@@ -207,10 +207,11 @@ def bench_collector(
     clients: int,
     top_k: int,
     flush_calls: int,
+    accuracy: float,
 ) -> tuple[float, float, float, float]:
     """Spans/s through the collector, the CPU it used (cores busy), its RSS idle and at peak."""
     with tempfile.TemporaryDirectory(prefix="segwatch-bench-") as tmp:
-        process, address, api = start_collector(Path(tmp) / "store", top_k, flush_calls)
+        process, address, api = start_collector(Path(tmp) / "store", top_k, flush_calls, accuracy)
         try:
             channel = grpc.insecure_channel(
                 address, options=[("grpc.max_send_message_length", 64 << 20)]
@@ -280,6 +281,9 @@ def main() -> None:
         default=10_000,
         help="the collector's storage.spool.flush_calls (max_pending_calls: twice that)",
     )
+    parser.add_argument(
+        "--histogram-accuracy", type=float, default=0.01, help="storage.histogram_accuracy"
+    )
     args = parser.parse_args()
     if args.segments:
         countries = max(8, args.segments // 10)
@@ -296,7 +300,13 @@ def main() -> None:
     decode = bench_decode(payload, args.requests)
     walk = bench_attribute_pass(payload, args.requests)
     ours, cores, idle, peak = bench_collector(
-        payloads, args.spans_per_request, args.requests, args.clients, countries, args.flush_calls
+        payloads,
+        args.spans_per_request,
+        args.requests,
+        args.clients,
+        countries,
+        args.flush_calls,
+        args.histogram_accuracy,
     )
     print(f"{'baseline: protobuf decode':44s} {decode:12,.0f} spans/s")
     print(f"{'baseline: decode + one pass over attributes':44s} {walk:12,.0f} spans/s")
