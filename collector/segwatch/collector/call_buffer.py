@@ -219,6 +219,9 @@ class CallBuffer:
             else:
                 with self._cond:
                     if self._spool is not None:  # keep them; the store will be back
+                        # Retry exactly this flush, under the same token: one of its
+                        # tables may have landed before the other failed.
+                        taken[0].opens_flush = taken[-1].closes_flush = True
                         self._pending[:0] = taken
                         self._pending_calls += sum(len(e.batch) for e in taken)
                         self._retry_at = time.monotonic() + backoff

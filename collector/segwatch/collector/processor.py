@@ -152,7 +152,10 @@ class ModelCallProcessor:
             except (SpoolFullError, OSError) as exc:
                 raise RetryableError(f"cannot spool the request: {exc}") from exc
             self.buffer.add(batch, end, record_bytes(payload))
-        self._spool.sync(end)
+        try:
+            self._spool.sync(end)
+        except OSError as exc:
+            raise RetryableError(f"cannot sync the spool: {exc}") from exc
 
     def consume_logs(self, request: ExportLogsServiceRequest) -> ConsumeResult:
         """Store the ``ml.label`` records of a log request; other records are ignored."""

@@ -211,10 +211,13 @@ class Spool:
         with self._sync_lock:
             if position <= self._synced:
                 return
-            with self._lock:
-                target, fd = self._written, self._fd
-            os.fdatasync(fd)
-            self._synced = target
+            with self._lock:  # a duplicate stays valid if the segment rotates meanwhile
+                target, fd = self._written, os.dup(self._fd)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            self._synced = max(self._synced, target)
 
     @property
     def synced(self) -> Position:

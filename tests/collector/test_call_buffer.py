@@ -1,0 +1,70 @@
+"""Flushes that fail halfway are retried whole, under the same token: counted once.
+
+The store here is the real embedded engine behind a fault-injecting wrapper
+(the only way to make one insert of a flush fail and the next succeed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from waiting import wait_until
+
+from segwatch.collector.aggregate import SegmentAggregator
+from segwatch.collector.decode import decode_request
+from segwatch.collector.export import ClickHouseExporter
+from segwatch.collector.processor import ModelCallProcessor
+from segwatch.collector.spool import Spool
+from segwatch.instrumentation import monitor
+
+
+class _FailOnce:
+    """Passes everything to the real client, except the first insert into ``table``."""
+
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+        self.failed = 0
+
+    def raw_insert(self, table: str, *args: Any, **kwargs: Any) -> Any:
+        if table == self._table and not self.failed:
+            self.failed += 1
+            raise ConnectionError("the store went away mid-flush")
+        return self._client.raw_insert(table, *args, **kwargs)
+
+
+def test_a_flush_that_failed_after_one_table_is_not_counted_twice(
+    tmp_path: Path, client, recorder
+) -> None:  # type: ignore[no-untyped-def]
+    faulty = _FailOnce(client, "ml_model_calls")  # aggregates land, raw calls fail
+    exporter = ClickHouseExporter(faulty)  # type: ignore[arg-type]
+    exporter.start()
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 20)
+    spool.open()
+    processor = ModelCallProcessor(SegmentAggregator(), exporter, spool=spool, flush_interval=0.05)
+    processor.start()
+    try:
+        model = monitor("m", tracer_provider=recorder.provider)
+        for _ in range(2):
+            for i in range(20):
+                with model.call() as call:
+                    call.features(x=float(i))
+            request = recorder.request()
+            assert len(decode_request(request)) == 20
+            processor.consume(request)
+            # The second request arrives while the first flush waits for its retry:
+            # the retry must still be that flush alone, or its token would change.
+            wait_until(lambda: faulty.failed == 1)
+        processor.flush(timeout=30)
+    finally:
+        processor.shutdown()
+        exporter.shutdown()
+        spool.close()
+    assert faulty.failed == 1
+    calls = client.query("SELECT count() FROM ml_model_calls").result_rows
+    totals = client.query(
+        "SELECT sum(count) FROM ml_segment_aggregates "
+        "WHERE segment_dim = '__all__' AND quantity = 'feature.x'"
+    ).result_rows
+    assert calls == [(40,)] and totals == [(40.0,)]
