@@ -146,6 +146,12 @@ def _ask(api: str, query: str) -> int:
 
 
 def stored_calls(api: str) -> int:
+    if os.environ.get("BENCH_RAW_CALLS") == "false":
+        return _ask(
+            api,
+            "SELECT toUInt64(sum(sampled)) FROM ml_segment_aggregates "
+            "WHERE segment_dim = '__all__' AND quantity = 'output.score'",
+        )
     return _ask(api, "SELECT count() FROM ml_model_calls")
 
 
@@ -163,6 +169,7 @@ def start_collector(
     config = store.parent / "bench.yaml"
     config.write_text(
         f"storage:\n  dsn: chdb://{store}\n  histogram_accuracy: {accuracy}\n"
+        f"  raw_calls: {os.environ.get('BENCH_RAW_CALLS', 'true')}\n"
         f"  spool:\n    flush_calls: {flush_calls}\n    max_pending_calls: {2 * flush_calls}\n"
         "receiver:\n  grpc:\n    endpoint: 127.0.0.1:0\n"
         "api:\n  endpoint: 127.0.0.1:0\n"
