@@ -15,7 +15,7 @@ from segwatch.collector.aggregate import SegmentAggregator
 from segwatch.collector.decode import decode_request
 from segwatch.collector.export import ClickHouseExporter
 from segwatch.collector.processor import ModelCallProcessor
-from segwatch.collector.spool import Spool
+from segwatch.collector.spool import TRACES, Spool
 from segwatch.instrumentation import monitor
 
 
@@ -68,3 +68,34 @@ def test_a_flush_that_failed_after_one_table_is_not_counted_twice(
         "WHERE segment_dim = '__all__' AND quantity = 'feature.x'"
     ).result_rows
     assert calls == [(40,)] and totals == [(40.0,)]
+
+
+def test_a_large_spool_is_replayed_within_the_pending_limit(
+    tmp_path: Path, client, recorder
+) -> None:  # type: ignore[no-untyped-def]
+    model = monitor("m", tracer_provider=recorder.provider)
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 24)
+    spool.open()
+    for _ in range(10):  # ten acknowledged requests the store never got
+        for i in range(20):
+            with model.call() as call:
+                call.features(x=float(i))
+        spool.sync(spool.write(TRACES, recorder.request().SerializeToString()))
+    spool.close()
+
+    exporter = ClickHouseExporter(client)
+    exporter.start()
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 24)
+    processor = ModelCallProcessor(SegmentAggregator(), exporter, spool=spool,
+                                   flush_calls=40, max_pending_calls=50)  # fmt: skip
+    processor.start()
+    try:
+        replayed = processor.replay(*spool.open())
+        processor.flush(timeout=30)
+    finally:
+        processor.shutdown()
+        exporter.shutdown()
+        spool.close()
+    assert replayed == 200
+    assert processor.buffer.peak_pending_calls <= 50  # never the whole spool in memory
+    assert client.query("SELECT count() FROM ml_model_calls").result_rows == [(200,)]

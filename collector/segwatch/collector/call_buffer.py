@@ -89,6 +89,7 @@ class CallBuffer:
         self._thread: threading.Thread | None = None
         self._retry_at = 0.0
         self.failures = 0
+        self.peak_pending_calls = 0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="segwatch-flush", daemon=True)
@@ -98,17 +99,18 @@ class CallBuffer:
     def pending_calls(self) -> int:
         return self._pending_calls
 
-    def reserve(self, calls: int, timeout: float = 5.0) -> None:
+    def reserve(self, calls: int, timeout: float | None = 5.0) -> None:
         """Wait until ``calls`` more fit under the pending limit; :class:`RetryableError` if not.
 
         Waiting here is the back-pressure: the client's next request waits for
         this answer, so intake slows to what the store takes; only a store
-        that stays behind for ``timeout`` makes the receiver answer UNAVAILABLE.
+        that stays behind for ``timeout`` seconds (None: wait as long as it
+        takes) makes the receiver answer UNAVAILABLE.
         """
-        deadline = time.monotonic() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while self._pending_calls and self._pending_calls + calls > self._max_pending_calls:
-                left = deadline - time.monotonic()
+                left = 60.0 if deadline is None else deadline - time.monotonic()
                 if left <= 0:
                     raise RetryableError(
                         f"{self._pending_calls} model calls are waiting for the store "
@@ -130,6 +132,7 @@ class CallBuffer:
                 self._oldest = time.monotonic()
             self._pending.append(_Entry(batch, end, size, waiter, opens_flush, closes_flush))
             self._pending_calls += len(batch)
+            self.peak_pending_calls = max(self.peak_pending_calls, self._pending_calls)
             self._cond.notify()
         return waiter
 

@@ -102,14 +102,19 @@ class ModelCallProcessor:
     def replay(self, records: list[Record], interrupted: tuple[Position, Position] | None) -> int:
         """Queue the spooled requests a previous run acknowledged but did not flush.
 
-        The interrupted flush (if any) is queued to be flushed again exactly,
-        with its original deduplication token. Returns the calls queued.
+        Call after :meth:`start` and before the receiver starts: the records
+        are queued in spool order, no more at a time than the pending limit
+        (a long store outage can leave a large spool), waiting for the flusher
+        as long as it takes. The interrupted flush (if any) is queued to be
+        flushed again exactly, with its original deduplication token. Returns
+        the calls queued.
         """
         calls = 0
         for record in records:
             if record.kind != TRACES:
                 continue
             batch = _decode(record.payload, 0)  # accepted once: no lateness check again
+            self.buffer.reserve(len(batch), timeout=None)
             opens = interrupted is not None and record.end == interrupted[0]
             closes = interrupted is not None and record.end == interrupted[1]
             self.buffer.add(batch, record.end, record_bytes(record.payload),

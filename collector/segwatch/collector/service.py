@@ -95,12 +95,14 @@ class Collector:
             max_pending_calls=config.storage.spool.max_pending_calls,
             allowed_lateness=config.receiver.allowed_lateness,
         )
+        self.processor.start()
         if self.spool is not None:
             records, interrupted = self.spool.open()
+            if records:
+                _logger.info("replaying %d spooled requests into the store", len(records))
             replayed = self.processor.replay(records, interrupted)
             if replayed:
-                _logger.info("replaying %d model calls from the spool", replayed)
-        self.processor.start()
+                _logger.info("replayed %d model calls from the spool", replayed)
         if config.scheduler.enabled:
             self.scheduler = DetectorScheduler(self._clients.scheduler, self.detectors)
             self.scheduler.start()
