@@ -145,3 +145,36 @@ def test_what_the_fast_path_leaves_to_the_reference() -> None:
     assert scan_request(one(kv("", "int_value", 1))) is None  # no key field at all
     assert scan_request(one(kv("ml.feature." + "k" * 70, "int_value", 1))) is None
     assert scan_request(b"\x0a\xff") is None  # malformed: the reference raises the error
+
+
+def test_irregular_spans_are_left_to_the_reference() -> None:
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    from segwatch.collector.span_scan import _FlatRequest
+
+    span = Span(name="predict m", trace_id=b"\x01" * 16, span_id=b"\x02" * 8,
+                start_time_unix_nano=5, end_time_unix_nano=9)  # fmt: skip
+    span.attributes.add(key="ml.model.name").value.string_value = "m"
+    span.attributes.add(key="ml.feature.x").value.double_value = 1.5
+    good = span.SerializeToString()
+
+    def request(*raw_spans: bytes) -> bytes:
+        flat = _FlatRequest()
+        flat.resource_spans.add().scope_spans.add().spans.extend(raw_spans)
+        return bytes(flat.SerializeToString())
+
+    fast = scan_request(request(good, b"", good))  # an empty span is a span with no fields
+    assert fast is not None and len(fast) == 2
+    assert_same_batch(
+        fast, decode_request(ExportTraceServiceRequest.FromString(request(good, b"", good)))
+    )
+    for irregular in (
+        good + b"\x2a\x01b",  # the name twice: which one counts is the reference's call
+        good + b"\x39" + bytes(8),  # the start time twice
+        good + b"\x38\x01",  # the start time as a varint
+        good + b"\x4b",  # a group (wire type 3)
+        good + b"\x4a\x05ab",  # an attribute longer than its span
+        good + b"\x2a\x02\xff\xfe",  # a name that is not UTF-8... as a second name
+        b"\x2a\x02\xff\xfe",  # a name that is not UTF-8
+    ):
+        assert scan_request(request(good, irregular)) is None, irregular

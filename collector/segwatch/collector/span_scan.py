@@ -32,6 +32,8 @@ from segwatch.instrumentation import attributes as attr
 
 from .columns import Column, ModelCallBatch, ModelKey
 from .decode import ABSENT, DEFAULT_STAGE, rejection_reason
+from .span_wire import SpanTable
+from .wire import NotSimple, varints
 
 __all__ = ["scan_request"]
 
@@ -39,21 +41,13 @@ _F = descriptor_pb2.FieldDescriptorProto
 
 
 def _flat_request_class() -> Any:
-    """ExportTraceServiceRequest with only the fields we read, attributes as raw bytes."""
+    """ExportTraceServiceRequest down to the spans, each left as its raw bytes."""
     proto = descriptor_pb2.FileDescriptorProto(
         name="segwatch/flat_trace.proto", package="segwatch.flat", syntax="proto3"
     )
     one, many = _F.LABEL_OPTIONAL, _F.LABEL_REPEATED
     messages: dict[str, list[tuple[str, int, int, Any, str]]] = {
-        "Span": [
-            ("trace_id", 1, _F.TYPE_BYTES, one, ""),
-            ("span_id", 2, _F.TYPE_BYTES, one, ""),
-            ("name", 5, _F.TYPE_STRING, one, ""),
-            ("start_time_unix_nano", 7, _F.TYPE_FIXED64, one, ""),
-            ("end_time_unix_nano", 8, _F.TYPE_FIXED64, one, ""),
-            ("attributes", 9, _F.TYPE_BYTES, many, ""),
-        ],
-        "ScopeSpans": [("spans", 2, _F.TYPE_MESSAGE, many, "Span")],
+        "ScopeSpans": [("spans", 2, _F.TYPE_BYTES, many, "")],  # read by span_wire
         "Resource": [("attributes", 1, _F.TYPE_BYTES, many, "")],
         "ResourceSpans": [
             ("resource", 1, _F.TYPE_MESSAGE, one, "Resource"),
@@ -73,10 +67,6 @@ def _flat_request_class() -> Any:
 
 
 _FlatRequest = _flat_request_class()
-
-
-class _NotSimple(Exception):
-    """The request has something only the reference decoder handles."""
 
 
 # What an attribute key is, once classified (per distinct key).
@@ -111,7 +101,7 @@ def scan_request(payload: bytes, oldest_ns: int = 0) -> ModelCallBatch | None:
     try:
         request = _FlatRequest.FromString(payload)
         return _scan(request, oldest_ns)
-    except (DecodeError, _NotSimple):
+    except (DecodeError, NotSimple):
         return None
 
 
@@ -124,23 +114,22 @@ def _service_name(chunks: Any) -> str:
 
 
 def _scan(request: Any, oldest_ns: int) -> ModelCallBatch:
-    chunks: list[bytes] = []
-    counts: list[int] = []
-    spans: list[Any] = []
+    blobs: list[bytes] = []
     services: list[str] = []
     for resource_spans in request.resource_spans:
         service = _service_name(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
-            for span in scope_spans.spans:
-                attributes = span.attributes
-                chunks.extend(attributes)
-                counts.append(len(attributes))
-                spans.append(span)
-                services.append(service)
+            spans = scope_spans.spans
+            blobs.extend(spans)
+            services.extend([service] * len(spans))
     batch = ModelCallBatch()
-    if not chunks:
+    if not blobs:
         return batch
-    kvs = _KeyValues.read(chunks, counts)
+    spans = SpanTable.read(blobs)
+    spans.check_names()
+    if not len(spans.kv_span):
+        return batch
+    kvs = _KeyValues.read(spans.buf, spans.kv_span, spans.kv_start, spans.kv_stop)
     kinds, columns = _classify_keys(kvs.key_names, batch)
     key_kind = kinds[kvs.key_codes]
     relevant = key_kind != _SKIP
@@ -178,21 +167,23 @@ class _KeyValues:
     size: npt.NDArray[np.int64]  # the string's length (strings only)
 
     @classmethod
-    def read(cls, chunks: list[bytes], counts: list[int]) -> _KeyValues:
-        n = len(chunks)
-        lengths = np.fromiter(map(len, chunks), dtype=np.int64, count=n)
-        # Padded so that a read of up to _KEY_WIDTH bytes from any position stays inside.
-        buf = np.frombuffer(b"".join(chunks) + bytes(_KEY_WIDTH + 16), dtype=np.uint8)
-        end = np.cumsum(lengths)
-        start = end - lengths
-        if (lengths == 0).any() or (buf[start] != 0x0A).any():
-            raise _NotSimple  # an empty KeyValue, or not the key first
-        raw_key_len, key_len_size = _varints(buf, start + 1)
+    def read(
+        cls,
+        buf: npt.NDArray[np.uint8],
+        span: npt.NDArray[np.int64],
+        start: npt.NDArray[np.int64],
+        end: npt.NDArray[np.int64],
+    ) -> _KeyValues:
+        """The KeyValue messages ``buf[start:end]`` (``buf`` padded past its end)."""
+        n = len(start)
+        if (end == start).any() or (buf[start] != 0x0A).any():
+            raise NotSimple  # an empty KeyValue, or not the key first
+        raw_key_len, key_len_size = varints(buf, start + 1)
         key_len = raw_key_len.astype(np.int64)
         key_start = start + 1 + key_len_size
         key_end = key_start + key_len
         if (key_end > end).any() or (key_len > _KEY_WIDTH).any():
-            raise _NotSimple
+            raise NotSimple
         kind = np.zeros(n, dtype=np.uint8)
         payload = np.zeros(n, dtype=np.int64)
         size = np.zeros(n, dtype=np.int64)
@@ -200,12 +191,12 @@ class _KeyValues:
         if len(valued):
             tag_at = key_end[valued]
             if (buf[tag_at] != 0x12).any():
-                raise _NotSimple  # something after the key that is not its value
-            raw_value_len, value_len_size = _varints(buf, tag_at + 1)
+                raise NotSimple  # something after the key that is not its value
+            raw_value_len, value_len_size = varints(buf, tag_at + 1)
             value_len = raw_value_len.astype(np.int64)
             value_start = tag_at + 1 + value_len_size
             if (value_start + value_len != end[valued]).any():
-                raise _NotSimple
+                raise NotSimple
             nonempty = value_len > 0
             valued, value_start = valued[nonempty], value_start[nonempty]
             kind[valued] = buf[value_start]
@@ -215,23 +206,23 @@ class _KeyValues:
             value_kind = kind[valued]
             is_double = value_kind == _DOUBLE
             if (end[valued[is_double]] != value_start[is_double] + 9).any():
-                raise _NotSimple
+                raise NotSimple
             varint = np.isin(value_kind, (_STRING, _BOOL, _INT))
             if not (is_double | varint).all():
-                raise _NotSimple
+                raise NotSimple
             at = valued[varint]
-            raw_inner, inner_size = _varints(buf, payload[at])
+            raw_inner, inner_size = varints(buf, payload[at])
             inner = raw_inner.astype(np.int64)  # a string's length (ints may wrap: unused)
             is_string = kind[at] == _STRING
             stop = payload[at] + inner_size + np.where(is_string, inner, 0).astype(np.int64)
             if (stop != end[at]).any():
-                raise _NotSimple
+                raise NotSimple
             payload[at[is_string]] += inner_size[is_string]
             size[at[is_string]] = inner[is_string]
         key_codes, key_names = _factorize(buf, key_start, key_len)
         return cls(
             buf=buf,
-            span=np.repeat(np.arange(len(counts), dtype=np.int64), counts),
+            span=span,
             key_codes=key_codes,
             key_names=[_text(k) for k in key_names],
             kind=kind,
@@ -249,28 +240,8 @@ class _KeyValues:
             out[doubles] = self.buf[where[:, None] + np.arange(8)].copy().view("<f8").ravel()
         ints = (kind == _INT) | (kind == _BOOL)
         if ints.any():
-            out[ints] = _varints(self.buf, self.payload[at[ints]])[0].view(np.int64)
+            out[ints] = varints(self.buf, self.payload[at[ints]])[0].view(np.int64)
         return out
-
-
-def _varints(
-    buf: npt.NDArray[np.uint8], at: npt.NDArray[np.int64]
-) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]:
-    """The varints starting at ``at``: values and byte sizes (reads past the end see zeros)."""
-    byte = buf[np.minimum(at, len(buf) - 1)]
-    value = (byte & 0x7F).astype(np.uint64)
-    size = np.ones(len(at), dtype=np.int64)
-    more = np.flatnonzero(byte & 0x80)
-    shift = 7
-    while len(more):
-        if shift > 63:
-            raise _NotSimple  # longer than ten bytes: not a varint
-        byte = buf[np.minimum(at[more] + size[more], len(buf) - 1)]
-        value[more] |= (byte & 0x7F).astype(np.uint64) << np.uint64(shift)
-        size[more] += 1
-        more = more[(byte & 0x80) != 0]
-        shift += 7
-    return value, size
 
 
 def _factorize(
@@ -295,7 +266,7 @@ def _factorize(
             digest = digest * np.uint64(0x100000001B3) ^ words[:, column]
         _, first, inverse = np.unique(digest, return_index=True, return_inverse=True)
         if not (rows == rows[first[inverse]]).all():
-            raise _NotSimple  # a hash collision: vanishingly rare, and never silently wrong
+            raise NotSimple  # a hash collision: vanishingly rare, and never silently wrong
         order = np.argsort(first)  # number the slices in the order they first appear
         rank = np.empty_like(order)
         rank[order] = np.arange(len(order))
@@ -320,7 +291,7 @@ def _text(raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise _NotSimple from None  # the reference decoder refuses the request
+        raise NotSimple from None  # the reference decoder refuses the request
 
 
 def _classify_keys(
@@ -335,7 +306,7 @@ def _classify_keys(
     columns: dict[int, Column] = {}
     for code, key in enumerate(names):
         if key in _BATCH_FIELDS:
-            raise _NotSimple
+            raise NotSimple
         kind = _MODEL_FIELDS.get(key)
         if kind is not None:
             kinds[code] = kind
@@ -352,7 +323,7 @@ def _refuse_repeated_keys(
 ) -> None:
     pairs = np.sort(spans * n_keys + keys, kind="stable")  # runs per span: cheap to sort
     if (np.diff(pairs) == 0).any():
-        raise _NotSimple  # the reference decoder defines what a repeated key means
+        raise NotSimple  # the reference decoder defines what a repeated key means
 
 
 class _Strings:
@@ -429,7 +400,7 @@ def _as_text(kvs: _KeyValues, i: int) -> str:
     if kind == _DOUBLE:
         number = float(kvs.numbers(at)[0])
         return str(int(number)) if math.isfinite(number) and number.is_integer() else str(number)
-    integer = int(_varints(kvs.buf, kvs.payload[at])[0].view(np.int64)[0])
+    integer = int(varints(kvs.buf, kvs.payload[at])[0].view(np.int64)[0])
     if kind == _BOOL:
         return "true" if integer else "false"
     return str(integer)
@@ -437,7 +408,7 @@ def _as_text(kvs: _KeyValues, i: int) -> str:
 
 def _accept(
     batch: ModelCallBatch,
-    spans: list[Any],
+    spans: SpanTable,
     candidates: npt.NDArray[np.int64],
     fields: _SpanFields,
     oldest_ns: int,
@@ -446,19 +417,18 @@ def _accept(
     names = fields.name[candidates].tolist()
     usable = np.fromiter((bool(n) for n in names), dtype=bool, count=len(names))
     usable &= fields.weight[candidates] > 0
-    if oldest_ns:
-        starts = [spans[i].start_time_unix_nano for i in candidates.tolist()]
-        usable &= np.array(starts, dtype=np.uint64) >= np.uint64(max(0, oldest_ns))
+    if oldest_ns > 0:
+        usable &= spans.start_ns[candidates] >= np.uint64(oldest_ns)
     for i in candidates[~usable].tolist():
         name = fields.name[i] if fields.has_name[i] else ABSENT
-        batch.reject(rejection_reason(spans[i], name, float(fields.weight[i]), oldest_ns))
+        batch.reject(rejection_reason(spans.view(i), name, float(fields.weight[i]), oldest_ns))
     accepted: npt.NDArray[np.int64] = candidates[usable]
     return accepted
 
 
 def _fill_rows(
     batch: ModelCallBatch,
-    spans: list[Any],
+    spans: SpanTable,
     services: list[str],
     accepted: npt.NDArray[np.int64],
     fields: _SpanFields,
@@ -474,11 +444,11 @@ def _fill_rows(
             index = model_ids[key] = len(batch.models)
             batch.models.append(key)
         batch.model_index.append(index)
-    picked = [spans[i] for i in accepted.tolist()]
-    batch.start_ns = [s.start_time_unix_nano for s in picked]
-    batch.duration_ns = [max(0, s.end_time_unix_nano - s.start_time_unix_nano) for s in picked]
-    batch.trace_ids = [s.trace_id for s in picked]
-    batch.span_ids = [s.span_id for s in picked]
+    start, end = spans.start_ns[accepted], spans.end_ns[accepted]
+    batch.start_ns = start.tolist()
+    batch.duration_ns = np.where(end > start, end - start, 0).tolist()
+    batch.trace_ids = spans.trace_ids(accepted)
+    batch.span_ids = spans.span_ids(accepted)
     batch.operations = fields.operation[accepted].tolist()
     batch.prediction_ids = fields.prediction_id[accepted].tolist()
     batch.service_names = [services[i] for i in accepted.tolist()]
