@@ -14,7 +14,7 @@ from waiting import wait_until
 from segwatch.collector.aggregate import SegmentAggregator
 from segwatch.collector.decode import decode_request
 from segwatch.collector.export import ClickHouseExporter
-from segwatch.collector.processor import ModelCallProcessor
+from segwatch.collector.processor import ModelCallProcessor, spool_payload
 from segwatch.collector.spool import TRACES, Spool
 from segwatch.instrumentation import monitor
 
@@ -80,7 +80,7 @@ def test_a_large_spool_is_replayed_within_the_pending_limit(
         for i in range(20):
             with model.call() as call:
                 call.features(x=float(i))
-        spool.sync(spool.write(TRACES, recorder.request().SerializeToString()))
+        spool.sync(spool.write(TRACES, spool_payload(recorder.request().SerializeToString())))
     spool.close()
 
     exporter = ClickHouseExporter(client)
@@ -99,3 +99,33 @@ def test_a_large_spool_is_replayed_within_the_pending_limit(
     assert replayed == 200
     assert processor.buffer.peak_pending_calls <= 50  # never the whole spool in memory
     assert client.query("SELECT count() FROM ml_model_calls").result_rows == [(200,)]
+
+
+def test_a_replay_refuses_what_was_refused_as_too_late(tmp_path: Path, client, recorder) -> None:  # type: ignore[no-untyped-def]
+    """The replay judges lateness against the limit the request was accepted under."""
+    now = 1_800_000_000.0
+    model = monitor("m", tracer_provider=recorder.provider)
+    for started in (now - 10, now - 7200):  # on time, and two hours late (limit: one hour)
+        at = int(started * 1e9)
+        with model.call(start_time=at, end_time=at + 1000) as call:
+            call.features(x=1.0)
+    exporter = ClickHouseExporter(client)
+    exporter.start()
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 24)
+    spool.open()
+    first = ModelCallProcessor(SegmentAggregator(), exporter, spool=spool, flush_interval=60,
+                               allowed_lateness=3600, clock=lambda: now)  # fmt: skip
+    first.start()
+    try:
+        result = first.consume(recorder.request())
+        spool.close()  # as if it died before its first flush
+        assert (result.accepted, result.rejected) == (1, 1)
+        again = Spool(tmp_path / "spool", max_bytes=1 << 24)
+        second = ModelCallProcessor(SegmentAggregator(), exporter, spool=again,
+                                    clock=lambda: now + 86_400)  # fmt: skip
+        replayed = second.replay(*again.open())  # a day later: no lateness check would take both
+        again.close()
+    finally:
+        first.shutdown()
+        exporter.shutdown()
+    assert replayed == 1

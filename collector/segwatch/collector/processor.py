@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +25,11 @@ from .rows import TableRows
 from .span_scan import scan_request
 from .spool import TRACES, Position, Record, Spool, SpoolFullError, record_bytes
 
-__all__ = ["ConsumeResult", "ModelCallProcessor", "ProcessorStats"]
+__all__ = ["ConsumeResult", "ModelCallProcessor", "ProcessorStats", "spool_payload"]
+
+_logger = logging.getLogger(__name__)
+_OLDEST = struct.Struct("<q")
+"""A spooled trace request starts with the lateness limit it was accepted under."""
 
 
 @dataclass(frozen=True)
@@ -111,9 +117,16 @@ class ModelCallProcessor:
         """
         calls = 0
         for record in records:
-            if record.kind != TRACES:
+            if record.kind != TRACES or len(record.payload) < _OLDEST.size:
+                _logger.error("skipping a spool record of unknown kind %d", record.kind)
                 continue
-            batch = _decode(record.payload, 0)  # accepted once: no lateness check again
+            # The same lateness limit as when it was accepted: the same calls come back.
+            (oldest_ns,) = _OLDEST.unpack_from(record.payload)
+            try:
+                batch = _decode(record.payload[_OLDEST.size :], oldest_ns)
+            except PermanentError as exc:  # cannot happen: it was decoded before it was spooled
+                _logger.error("skipping an unreadable spool record: %s", exc)
+                continue
             self.buffer.reserve(len(batch), timeout=None)
             opens = interrupted is not None and record.end == interrupted[0]
             closes = interrupted is not None and record.end == interrupted[1]
@@ -138,19 +151,22 @@ class ModelCallProcessor:
             self.stats.ignored_values += batch.ignored_values
         message = "; ".join(batch.rejection_reasons)
         if len(batch):
-            self._accept(batch, request)
+            self._accept(batch, request, oldest_ns)
             with self._lock:
                 self.stats.model_calls += len(batch)
         return ConsumeResult(len(batch), batch.rejected_spans, message)
 
-    def _accept(self, batch: ModelCallBatch, request: ExportTraceServiceRequest | bytes) -> None:
+    def _accept(
+        self, batch: ModelCallBatch, request: ExportTraceServiceRequest | bytes, oldest_ns: int
+    ) -> None:
         self.buffer.reserve(len(batch))
         if self._spool is None:
             waiter = self.buffer.add(batch)
             assert waiter is not None
             _wait(waiter, self._store_timeout)
             return
-        payload = request if isinstance(request, bytes) else request.SerializeToString()
+        body = request if isinstance(request, bytes) else request.SerializeToString()
+        payload = spool_payload(body, oldest_ns)
         with self._spool_lock:
             try:
                 end = self._spool.write(TRACES, payload)
@@ -174,6 +190,11 @@ class ModelCallProcessor:
 
     def _store(self, parts: list[TableRows]) -> None:
         _wait(self._exporter.submit(*parts), self._store_timeout)
+
+
+def spool_payload(request: bytes, oldest_ns: int = 0) -> bytes:
+    """A trace request as the spool keeps it: the lateness limit it was accepted under, then it."""
+    return _OLDEST.pack(oldest_ns) + request
 
 
 def _wait(future: Future[None], timeout: float) -> None:

@@ -44,7 +44,7 @@ __all__ = [
 
 _HEADER = struct.Struct("<IIB")
 TRACES = 1
-"""Record kind: a serialized ExportTraceServiceRequest."""
+"""Record kind: a trace request (see ``processor.spool_payload``)."""
 
 
 @dataclass(frozen=True, order=True)
