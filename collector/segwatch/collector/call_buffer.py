@@ -235,9 +235,13 @@ class CallBuffer:
     def _write(self, taken: list[_Entry]) -> bool:
         """Aggregate and store one flush; True once it is in the store."""
         batch = ModelCallBatch.concat([entry.batch for entry in taken])
-        parts: list[TableRows] = [self._aggregator.aggregate(batch)]
-        if self._raw_calls:
-            parts.append(call_rows(batch))
+        try:
+            parts: list[TableRows] = [self._aggregator.aggregate(batch)]
+            if self._raw_calls:
+                parts.append(call_rows(batch))
+        except Exception as exc:  # a bug, not bad data: keep the flusher alive, and say so
+            _logger.exception("aggregating %d model calls failed", len(batch))
+            return self._failed(taken, exc)
         # Every flush has a token: a spooled one names its spool range (a replay repeats
         # it); one without a spool is unique. Without any token ClickHouse would compare
         # block contents and drop a flush that merely looks like an earlier one.
@@ -249,16 +253,19 @@ class CallBuffer:
         try:
             self._exporter.submit(*parts, token=token).result(timeout=self._store_timeout)
         except Exception as exc:
-            self.failures += 1
             _logger.warning("flush of %d model calls failed: %s", len(batch), exc)
-            error = RetryableError(f"the store did not take the data: {exc}")
-            for entry in taken:
-                if entry.waiter is not None:
-                    entry.waiter.set_exception(error)
-            return False
+            return self._failed(taken, exc)
         if self._spool is not None and last is not None:
             self._spool.end_flush(last, sum(entry.size for entry in taken))
         for entry in taken:
             if entry.waiter is not None:
                 entry.waiter.set_result(None)
         return True
+
+    def _failed(self, taken: list[_Entry], exc: Exception) -> bool:
+        self.failures += 1
+        error = RetryableError(f"the store did not take the data: {exc}")
+        for entry in taken:
+            if entry.waiter is not None:
+                entry.waiter.set_exception(error)
+        return False
