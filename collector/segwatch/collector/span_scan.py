@@ -1,19 +1,20 @@
 """Reading OTLP trace requests with numpy: the fast path of :mod:`.decode`.
 
-upb parses the request down to the spans, but leaves each attribute as its
-raw bytes: the descriptors below declare ``Span.attributes`` as ``repeated
-bytes``, the same wire format as ``repeated KeyValue``. The attributes of all
-spans are then joined into one buffer and read at once with numpy: where each
-key and value sits, the value types, the numbers, and the strings,
-factorized by hash. Python touches each distinct key and each distinct
-string once, and each span a few times, but never each attribute.
+upb parses the request down to the spans and leaves each span as its raw
+bytes (the descriptors below declare ``ScopeSpans.spans`` as ``repeated
+bytes``, the same wire format); :mod:`.span_wire` walks the spans' fields for
+all spans at once and finds their attributes in one buffer. This module reads
+those attributes at once with numpy: where each key and value sits, the value
+types, the numbers, and the strings, factorized by hash. Python touches each
+distinct key and each distinct string once, and each accepted span a few
+times, but never each attribute.
 
 Anything outside the common shape makes :func:`scan_request` return None and
 the caller decodes the request with :func:`.decode.decode_request`, the
 reference: array values (batch spans), ``ml.batch.*`` keys, map or bytes
 values, a key repeated within a span, fields out of canonical order, keys or
-strings that are not valid UTF-8. Both give the same batch; a differential
-test holds them to it.
+strings that are not valid UTF-8, irregular spans (see :mod:`.span_wire`).
+Both give the same batch; a differential test holds them to it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from segwatch.instrumentation import attributes as attr
 from .columns import Column, ModelCallBatch, ModelKey
 from .decode import ABSENT, DEFAULT_STAGE, rejection_reason
 from .span_wire import SpanTable
-from .wire import NotSimple, varints
+from .wire import KEY_WIDTH, NotSimple, factorize_slices, varints
 
 __all__ = ["scan_request"]
 
@@ -89,7 +90,6 @@ _COLUMN_PREFIXES = (
 
 # AnyValue kinds, as the first byte of the value (field number << 3 | wire type).
 _NONE, _STRING, _BOOL, _INT, _DOUBLE = 0, 0x0A, 0x10, 0x18, 0x21
-_KEY_WIDTH = 64  # longer keys and strings take the per-value path in _factorize
 
 
 def scan_request(payload: bytes, oldest_ns: int = 0) -> ModelCallBatch | None:
@@ -182,7 +182,7 @@ class _KeyValues:
         key_len = raw_key_len.astype(np.int64)
         key_start = start + 1 + key_len_size
         key_end = key_start + key_len
-        if (key_end > end).any() or (key_len > _KEY_WIDTH).any():
+        if (key_end > end).any() or (key_len > KEY_WIDTH).any():
             raise NotSimple
         kind = np.zeros(n, dtype=np.uint8)
         payload = np.zeros(n, dtype=np.int64)
@@ -219,7 +219,7 @@ class _KeyValues:
                 raise NotSimple
             payload[at[is_string]] += inner_size[is_string]
             size[at[is_string]] = inner[is_string]
-        key_codes, key_names = _factorize(buf, key_start, key_len)
+        key_codes, key_names = factorize_slices(buf, key_start, key_len)
         return cls(
             buf=buf,
             span=span,
@@ -242,49 +242,6 @@ class _KeyValues:
         if ints.any():
             out[ints] = varints(self.buf, self.payload[at[ints]])[0].view(np.int64)
         return out
-
-
-def _factorize(
-    buf: npt.NDArray[np.uint8], start: npt.NDArray[np.int64], length: npt.NDArray[np.int64]
-) -> tuple[npt.NDArray[np.int64], list[bytes]]:
-    """Codes and distinct byte strings of the slices ``buf[start:start+length]``.
-
-    Slices up to ``_KEY_WIDTH`` bytes are hashed as padded rows (collisions
-    are checked, not assumed away); longer ones go through a dict.
-    """
-    codes = np.zeros(len(start), dtype=np.int64)
-    distinct: list[bytes] = []
-    short = np.flatnonzero(length <= _KEY_WIDTH)
-    if len(short):
-        width = max(8, int(length[short].max() + 7) // 8 * 8)
-        windows = np.lib.stride_tricks.sliding_window_view(buf, width)
-        rows = windows[start[short]]  # a copy: fancy indexing
-        rows[np.arange(width) >= length[short, None]] = 0
-        words = rows.view(np.uint64)
-        digest = length[short].astype(np.uint64)
-        for column in range(words.shape[1]):
-            digest = digest * np.uint64(0x100000001B3) ^ words[:, column]
-        _, first, inverse = np.unique(digest, return_index=True, return_inverse=True)
-        if not (rows == rows[first[inverse]]).all():
-            raise NotSimple  # a hash collision: vanishingly rare, and never silently wrong
-        order = np.argsort(first)  # number the slices in the order they first appear
-        rank = np.empty_like(order)
-        rank[order] = np.arange(len(order))
-        codes[short] = rank[inverse]
-        first = first[order]
-        sizes = length[short][first].tolist()
-        distinct = [rows[i, :n].tobytes() for i, n in zip(first.tolist(), sizes, strict=True)]
-    long = np.flatnonzero(length > _KEY_WIDTH)
-    if len(long):
-        seen = {value: code for code, value in enumerate(distinct)}
-        for i, s, n in zip(long.tolist(), start[long].tolist(), length[long].tolist(), strict=True):
-            value = buf[s : s + n].tobytes()
-            code = seen.get(value)
-            if code is None:
-                code = seen[value] = len(distinct)
-                distinct.append(value)
-            codes[i] = code
-    return codes, distinct
 
 
 def _text(raw: bytes) -> str:
@@ -337,7 +294,7 @@ class _Strings:
     def read(cls, kvs: _KeyValues, relevant: npt.NDArray[np.bool_]) -> _Strings:
         at = np.flatnonzero(relevant & (kvs.kind == _STRING))
         code = np.full(len(kvs.kind), -1, dtype=np.int64)
-        codes, distinct = _factorize(kvs.buf, kvs.payload[at], kvs.size[at])
+        codes, distinct = factorize_slices(kvs.buf, kvs.payload[at], kvs.size[at])
         code[at] = codes
         return cls(code, _objects([_text(d) for d in distinct]))
 

@@ -21,14 +21,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .wire import NotSimple, varints
+from .wire import KEY_WIDTH, NotSimple, varints
 
 __all__ = ["SpanTable"]
 
 _VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
 _TRACE_ID, _SPAN_ID, _NAME, _START, _END, _ATTRIBUTE = 1, 2, 5, 7, 8, 9
 _SINGULAR = {_TRACE_ID: _LEN, _SPAN_ID: _LEN, _NAME: _LEN, _START: _FIXED64, _END: _FIXED64}
-PADDING = 80
+PADDING = KEY_WIDTH + 16
 """Zero bytes after the joined spans, so fixed-width reads near the end stay inside."""
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["NotSimple", "varints"]
+__all__ = ["KEY_WIDTH", "NotSimple", "factorize_slices", "varints"]
+
+KEY_WIDTH = 64
+"""Slices up to this long are factorized by hashing padded rows; longer ones one by one."""
 
 
 class NotSimple(Exception):
@@ -30,3 +33,46 @@ def varints(
         more = more[(byte & 0x80) != 0]
         shift += 7
     return value, size
+
+
+def factorize_slices(
+    buf: npt.NDArray[np.uint8], start: npt.NDArray[np.int64], length: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], list[bytes]]:
+    """Codes and distinct byte strings of the slices ``buf[start:start+length]``.
+
+    Slices up to ``KEY_WIDTH`` bytes are hashed as padded rows (collisions
+    are checked, not assumed away); longer ones go through a dict.
+    """
+    codes = np.zeros(len(start), dtype=np.int64)
+    distinct: list[bytes] = []
+    short = np.flatnonzero(length <= KEY_WIDTH)
+    if len(short):
+        width = max(8, int(length[short].max() + 7) // 8 * 8)
+        windows = np.lib.stride_tricks.sliding_window_view(buf, width)
+        rows = windows[start[short]]  # a copy: fancy indexing
+        rows[np.arange(width) >= length[short, None]] = 0
+        words = rows.view(np.uint64)
+        digest = length[short].astype(np.uint64)
+        for column in range(words.shape[1]):
+            digest = digest * np.uint64(0x100000001B3) ^ words[:, column]
+        _, first, inverse = np.unique(digest, return_index=True, return_inverse=True)
+        if not (rows == rows[first[inverse]]).all():
+            raise NotSimple  # a hash collision: vanishingly rare, and never silently wrong
+        order = np.argsort(first)  # number the slices in the order they first appear
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        codes[short] = rank[inverse]
+        first = first[order]
+        sizes = length[short][first].tolist()
+        distinct = [rows[i, :n].tobytes() for i, n in zip(first.tolist(), sizes, strict=True)]
+    long = np.flatnonzero(length > KEY_WIDTH)
+    if len(long):
+        seen = {value: code for code, value in enumerate(distinct)}
+        for i, s, n in zip(long.tolist(), start[long].tolist(), length[long].tolist(), strict=True):
+            value = buf[s : s + n].tobytes()
+            code = seen.get(value)
+            if code is None:
+                code = seen[value] = len(distinct)
+                distinct.append(value)
+            codes[i] = code
+    return codes, distinct
