@@ -13,6 +13,7 @@ from waiting import wait_until
 
 from segwatch.collector.aggregate import SegmentAggregator
 from segwatch.collector.decode import decode_request
+from segwatch.collector.errors import RetryableError
 from segwatch.collector.export import ClickHouseExporter
 from segwatch.collector.processor import ModelCallProcessor, spool_payload
 from segwatch.collector.spool import TRACES, Spool
@@ -129,3 +130,61 @@ def test_a_replay_refuses_what_was_refused_as_too_late(tmp_path: Path, client, r
         first.shutdown()
         exporter.shutdown()
     assert replayed == 1
+
+
+class _Outage:
+    """The real client, behind a switch that makes every insert fail while the store is down."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.down = True
+
+    def raw_insert(self, *args: Any, **kwargs: Any) -> Any:
+        if self.down:
+            raise ConnectionError("the store is down")
+        return self._client.raw_insert(*args, **kwargs)
+
+
+def test_a_store_outage_holds_calls_within_bounds_then_everything_lands_once(
+    tmp_path: Path, client, recorder
+) -> None:  # type: ignore[no-untyped-def]
+    store = _Outage(client)
+    exporter = ClickHouseExporter(store)  # type: ignore[arg-type]
+    exporter.start()
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 24)
+    spool.open()
+    processor = ModelCallProcessor(SegmentAggregator(), exporter, spool=spool, flush_interval=0.05,
+                                   flush_calls=20, max_pending_calls=50,
+                                   backpressure_timeout=0.5)  # fmt: skip
+    processor.start()
+    model = monitor("m", tracer_provider=recorder.provider)
+
+    def request() -> Any:
+        for i in range(20):
+            with model.call() as call:
+                call.features(x=float(i))
+        return recorder.request()
+
+    try:
+        accepted = refused = 0
+        for _ in range(6):
+            try:
+                processor.consume(request())
+                accepted += 1
+            except RetryableError as error:  # the receiver answers UNAVAILABLE
+                assert "waiting for the store" in str(error)
+                refused += 1
+        assert processor.buffer.peak_pending_calls <= 60  # bounded while the store is down
+        assert accepted >= 2 and refused >= 1
+        assert client.query("SELECT count() FROM ml_model_calls").result_rows == [(0,)]
+        store.down = False  # the store is back: the retries land everything accepted
+        processor.flush(timeout=60)
+    finally:
+        processor.shutdown()
+        exporter.shutdown()
+        spool.close()
+    assert client.query("SELECT count() FROM ml_model_calls").result_rows == [(20 * accepted,)]
+    assert client.query(
+        "SELECT sum(count) FROM ml_segment_aggregates "
+        "WHERE segment_dim = '__all__' AND quantity = 'feature.x'"
+    ).result_rows == [(20.0 * accepted,)]

@@ -73,6 +73,7 @@ class ModelCallProcessor:
         flush_calls: int = 10_000,
         max_pending_calls: int = 20_000,
         store_timeout: float = 30.0,
+        backpressure_timeout: float = 5.0,
         allowed_lateness: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -89,6 +90,7 @@ class ModelCallProcessor:
             max_pending_calls=max(max_pending_calls, flush_calls),
         )
         self._store_timeout = store_timeout
+        self._backpressure_timeout = backpressure_timeout  # then UNAVAILABLE
         self._allowed_lateness = allowed_lateness
         self._clock = clock
         self._lock = threading.Lock()
@@ -159,7 +161,7 @@ class ModelCallProcessor:
     def _accept(
         self, batch: ModelCallBatch, request: ExportTraceServiceRequest | bytes, oldest_ns: int
     ) -> None:
-        self.buffer.reserve(len(batch))
+        self.buffer.reserve(len(batch), self._backpressure_timeout)
         if self._spool is None:
             waiter = self.buffer.add(batch)
             assert waiter is not None
