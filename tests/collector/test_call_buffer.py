@@ -6,6 +6,7 @@ The store here is the real embedded engine behind a fault-injecting wrapper
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +189,46 @@ def test_a_store_outage_holds_calls_within_bounds_then_everything_lands_once(
         "SELECT sum(count) FROM ml_segment_aggregates "
         "WHERE segment_dim = '__all__' AND quantity = 'feature.x'"
     ).result_rows == [(20.0 * accepted,)]
+
+
+def test_flush_returns_under_steady_load(tmp_path: Path, client) -> None:  # type: ignore[no-untyped-def]
+    """What was added before flush() is stored; calls arriving meanwhile do not hold it up."""
+    import threading
+
+    from segwatch.collector.columns import ModelCallBatch
+
+    exporter = ClickHouseExporter(client)
+    exporter.start()
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 30)
+    spool.open()
+    processor = ModelCallProcessor(SegmentAggregator(), exporter, spool=spool, flush_interval=0.2)
+    processor.start()
+    stop = threading.Event()
+    one = ModelCallBatch(models=[("m", "", "serving")], model_index=[0], start_ns=[1],
+                         duration_ns=[1], trace_ids=[b"\x01" * 16], span_ids=[b"\x02" * 8],
+                         operations=[""], prediction_ids=[""], service_names=[""],
+                         weights=[1.0])  # fmt: skip
+
+    def load() -> None:
+        while not stop.is_set():  # a steady trickle: the buffer is never empty for long
+            end = spool.write(1, b"x")
+            processor.buffer.add(one, end, 10)
+            spool.sync(end)
+            stop.wait(0.001)
+
+    sender = threading.Thread(target=load)
+    sender.start()
+    try:
+        time.sleep(0.3)
+        before = processor.buffer._added
+        started = time.monotonic()
+        processor.flush(timeout=20)
+        waited = time.monotonic() - started
+        assert processor.buffer._stored >= before
+    finally:
+        stop.set()
+        sender.join()
+        processor.shutdown()
+        exporter.shutdown()
+        spool.close()
+    assert waited < 20

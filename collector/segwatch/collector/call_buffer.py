@@ -82,8 +82,10 @@ class CallBuffer:
         self._pending: list[_Entry] = []
         self._pending_calls = 0
         self._oldest = 0.0  # monotonic time the oldest pending entry arrived
-        self._forced = 0  # flushes requested by flush()
-        self._flushed = 0  # ... and done
+        # Entries are stored in the order they were added, so counts say what is stored:
+        self._added = 0  # entries added so far
+        self._stored = 0  # ... of which in the store
+        self._wanted = 0  # flush() wants the first this many stored now
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -131,19 +133,24 @@ class CallBuffer:
             if not self._pending:
                 self._oldest = time.monotonic()
             self._pending.append(_Entry(batch, end, size, waiter, opens_flush, closes_flush))
+            self._added += 1
             self._pending_calls += len(batch)
             self.peak_pending_calls = max(self.peak_pending_calls, self._pending_calls)
             self._cond.notify()
         return waiter
 
     def flush(self, timeout: float = 60.0) -> None:
-        """Return once everything added before the call is in the store (or raise)."""
+        """Return once everything added before the call is in the store (or raise).
+
+        Calls added meanwhile do not make it wait longer: under steady load it
+        returns as soon as the earlier ones are stored.
+        """
         with self._cond:
-            self._forced += 1
-            wanted = self._forced
-            self._cond.notify()
+            wanted = self._added
+            self._wanted = max(self._wanted, wanted)
+            self._cond.notify_all()
             deadline = time.monotonic() + timeout
-            while self._flushed < wanted:
+            while self._stored < wanted:
                 if not self._cond.wait(max(0.0, deadline - time.monotonic())):
                     raise TimeoutError("the store did not take the pending model calls in time")
 
@@ -163,7 +170,7 @@ class CallBuffer:
             return False
         return (
             self._stopping
-            or self._forced > self._flushed
+            or self._stored < self._wanted
             or self._spool is None
             or self._pending_calls >= self._max_flush_calls
             or now - self._oldest >= self._flush_interval
@@ -196,17 +203,12 @@ class CallBuffer:
             with self._cond:
                 while not self._due(time.monotonic()):
                     if self._stopping and not self._pending:
-                        self._flushed = self._forced
                         self._cond.notify_all()
                         return
-                    if not self._pending and self._forced > self._flushed:
-                        self._flushed = self._forced
-                        self._cond.notify_all()
                     wait = self._flush_interval
                     if self._pending and self._retry_at:
                         wait = max(0.01, self._retry_at - time.monotonic())
                     self._cond.wait(wait)
-                forced = self._forced
                 taken = self._take()
             if not taken:
                 if self._spool is not None:  # records written but not yet synced: soon
@@ -216,9 +218,8 @@ class CallBuffer:
                 backoff = 0.5
                 with self._cond:
                     self._retry_at = 0.0
-                    if not self._pending:
-                        self._flushed = max(self._flushed, forced)
-                        self._cond.notify_all()
+                    self._stored += len(taken)
+                    self._cond.notify_all()
             else:
                 with self._cond:
                     if self._spool is not None:  # keep them; the store will be back
