@@ -1,19 +1,15 @@
 """ClickHouseExporter: batched inserts with group commit.
 
-Receiver threads hand over the rows of one request (aggregates, raw calls,
-labels: any :class:`TableRows`) with :meth:`ClickHouseExporter.submit` and
-wait on the returned future; the rows are encoded as Native blocks right
-there, on the submitting thread. One writer thread takes everything pending,
-inserts it with one insert per table (the blocks of all requests, one after
-the other), and resolves every waiting future. An
-Export is therefore answered only once its data is in the store, while
-concurrent requests share one insert.
-If an insert fails, every request in it gets the error (the receiver answers
-UNAVAILABLE and the client retries); nothing of a failed flush is kept, so a
-retry cannot double-count.
-
-Model calls reach it through :class:`.call_buffer.CallBuffer` (after the
-spool); labels directly.
+Producers (the :class:`.call_buffer.CallBuffer`'s flusher for model calls,
+receiver threads for labels) hand over rows (any :class:`TableRows`) with
+:meth:`ClickHouseExporter.submit` and wait on the returned future; the rows
+are encoded as Native blocks right there, on the submitting thread. One
+writer thread takes everything pending, inserts it with one insert per table
+and deduplication token (the blocks of all submissions, one after the
+other), and resolves every waiting future, so concurrent submissions share
+one insert. If an insert fails, every submission in it gets the error; the
+caller decides what to retry (the flusher retries its flush under the same
+token; a label request is answered UNAVAILABLE and the client resends it).
 """
 
 from __future__ import annotations
