@@ -93,8 +93,10 @@ class SpanTable:
     def check_names(self) -> None:
         """Span names must be UTF-8 (the reference decoder refuses the request otherwise)."""
         start, stop = self.ids[_NAME]
-        high = np.flatnonzero(self.buf >= 0x80)
-        odd = np.flatnonzero(np.searchsorted(high, start) != np.searchsorted(high, stop))
+        lengths = stop - start
+        owner = np.repeat(np.arange(len(start)), lengths)  # the names' bytes only, not the buffer
+        within = np.arange(len(owner)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        odd = np.unique(owner[self.buf[start[owner] + within] >= 0x80])
         for name in self.bytes_of(_NAME, odd):  # only names beyond ASCII
             try:
                 name.decode("utf-8")
