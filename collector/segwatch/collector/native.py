@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .segments import factorize
+
 __all__ = ["ArrayColumn", "Coded", "MapColumn", "native_block"]
 
 
@@ -43,9 +45,6 @@ class Coded:
 
     def __getitem__(self, index: int) -> str:
         return self.dictionary[int(self.codes[index])]
-
-    def tolist(self) -> list[str]:
-        return [self.dictionary[c] for c in self.codes.tolist()]
 
 
 @dataclass(frozen=True)
@@ -82,9 +81,6 @@ class ArrayColumn:
     def __getitem__(self, index: int) -> list[Any]:
         start = int(self.ends[index - 1]) if index else 0
         return _items(self.values, start, int(self.ends[index]))
-
-    def tolist(self) -> list[list[Any]]:
-        return [self[i] for i in range(len(self))]
 
 
 def _items(values: Any, start: int, stop: int) -> list[Any]:
@@ -216,9 +212,7 @@ def _low_cardinality(values: Any) -> tuple[bytes, bytes]:
     if isinstance(values, Coded):
         codes, dictionary = np.asarray(values.codes), list(values.dictionary)
     else:
-        index: dict[str, int] = {}
-        codes = np.array([index.setdefault(v, len(index)) for v in values], dtype=np.int64)
-        dictionary = list(index)
+        dictionary, codes = factorize(list(values))
     prefix = np.array([1], dtype="<u8").tobytes()
     if not len(codes):
         return prefix, b""
