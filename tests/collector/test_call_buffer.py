@@ -13,6 +13,7 @@ from typing import Any
 from waiting import wait_until
 
 from segwatch.collector.aggregate import SegmentAggregator
+from segwatch.collector.config import SpoolConfig
 from segwatch.collector.decode import decode_request
 from segwatch.collector.errors import RetryableError
 from segwatch.collector.export import ClickHouseExporter
@@ -44,7 +45,9 @@ def test_a_flush_that_failed_after_one_table_is_not_counted_twice(
     exporter.start()
     spool = Spool(tmp_path / "spool", max_bytes=1 << 20)
     spool.open()
-    processor = ModelCallProcessor(SegmentAggregator(), exporter, spool=spool, flush_interval=0.05)
+    processor = ModelCallProcessor(
+        SegmentAggregator(), exporter, spool=spool, flushing=SpoolConfig(flush_interval=0.05)
+    )
     processor.start()
     try:
         model = monitor("m", tracer_provider=recorder.provider)
@@ -88,8 +91,8 @@ def test_a_large_spool_is_replayed_within_the_pending_limit(
     exporter = ClickHouseExporter(client)
     exporter.start()
     spool = Spool(tmp_path / "spool", max_bytes=1 << 24)
-    processor = ModelCallProcessor(SegmentAggregator(), exporter, spool=spool,
-                                   flush_calls=40, max_pending_calls=50)  # fmt: skip
+    flushing = SpoolConfig(flush_calls=40, max_pending_calls=50)
+    processor = ModelCallProcessor(SegmentAggregator(), exporter, spool=spool, flushing=flushing)
     processor.start()
     try:
         replayed = processor.replay(*spool.open())
@@ -115,7 +118,8 @@ def test_a_replay_refuses_what_was_refused_as_too_late(tmp_path: Path, client, r
     exporter.start()
     spool = Spool(tmp_path / "spool", max_bytes=1 << 24)
     spool.open()
-    first = ModelCallProcessor(SegmentAggregator(), exporter, spool=spool, flush_interval=60,
+    first = ModelCallProcessor(SegmentAggregator(), exporter, spool=spool,
+                               flushing=SpoolConfig(flush_interval=60),
                                allowed_lateness=3600, clock=lambda: now)  # fmt: skip
     first.start()
     try:
@@ -154,8 +158,8 @@ def test_a_store_outage_holds_calls_within_bounds_then_everything_lands_once(
     exporter.start()
     spool = Spool(tmp_path / "spool", max_bytes=1 << 24)
     spool.open()
-    processor = ModelCallProcessor(SegmentAggregator(), exporter, spool=spool, flush_interval=0.05,
-                                   flush_calls=20, max_pending_calls=50,
+    flushing = SpoolConfig(flush_interval=0.05, flush_calls=20, max_pending_calls=50)
+    processor = ModelCallProcessor(SegmentAggregator(), exporter, spool=spool, flushing=flushing,
                                    backpressure_timeout=0.5)  # fmt: skip
     processor.start()
     model = monitor("m", tracer_provider=recorder.provider)
@@ -201,7 +205,9 @@ def test_flush_returns_under_steady_load(tmp_path: Path, client) -> None:  # typ
     exporter.start()
     spool = Spool(tmp_path / "spool", max_bytes=1 << 30)
     spool.open()
-    processor = ModelCallProcessor(SegmentAggregator(), exporter, spool=spool, flush_interval=0.2)
+    processor = ModelCallProcessor(
+        SegmentAggregator(), exporter, spool=spool, flushing=SpoolConfig(flush_interval=0.2)
+    )
     processor.start()
     stop = threading.Event()
     one = ModelCallBatch(models=[("m", "", "serving")], model_index=[0], start_ns=[1],

@@ -77,7 +77,7 @@ class CallBuffer:
         self._raw_calls = raw_calls
         self._flush_interval = flush_interval
         self._max_flush_calls = max_flush_calls
-        self._max_pending_calls = max_pending_calls
+        self._max_pending_calls = max(max_pending_calls, max_flush_calls)  # room for one flush
         self._store_timeout = store_timeout
         self._pending: list[_Entry] = []
         self._pending_calls = 0

@@ -17,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from .aggregate import SegmentAggregator
 from .call_buffer import CallBuffer
 from .columns import ModelCallBatch
+from .config import SpoolConfig
 from .decode import decode_request
 from .errors import PermanentError, RetryableError
 from .export import ClickHouseExporter
@@ -28,6 +29,7 @@ from .spool import TRACES, Position, Record, Spool, SpoolFullError, record_bytes
 __all__ = ["ConsumeResult", "ModelCallProcessor", "ProcessorStats", "spool_payload"]
 
 _logger = logging.getLogger(__name__)
+_DEFAULT_FLUSHING = SpoolConfig()  # how often and how much the buffer flushes, and its bound
 _OLDEST = struct.Struct("<q")
 """A spooled trace request starts with the lateness limit it was accepted under."""
 
@@ -69,9 +71,7 @@ class ModelCallProcessor:
         *,
         spool: Spool | None = None,
         raw_calls: bool = True,
-        flush_interval: float = 1.0,
-        flush_calls: int = 10_000,
-        max_pending_calls: int = 20_000,
+        flushing: SpoolConfig = _DEFAULT_FLUSHING,
         store_timeout: float = 30.0,
         backpressure_timeout: float = 5.0,
         allowed_lateness: float | None = None,
@@ -85,9 +85,9 @@ class ModelCallProcessor:
             exporter,
             spool,
             raw_calls=raw_calls,
-            flush_interval=flush_interval,
-            max_flush_calls=flush_calls,
-            max_pending_calls=max(max_pending_calls, flush_calls),
+            flush_interval=flushing.flush_interval,
+            max_flush_calls=flushing.flush_calls,
+            max_pending_calls=flushing.max_pending_calls,
         )
         self._store_timeout = store_timeout
         self._backpressure_timeout = backpressure_timeout  # then UNAVAILABLE

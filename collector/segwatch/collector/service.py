@@ -90,9 +90,7 @@ class Collector:
             self.exporter,
             spool=self.spool,
             raw_calls=config.storage.raw_calls,
-            flush_interval=config.storage.spool.flush_interval,
-            flush_calls=config.storage.spool.flush_calls,
-            max_pending_calls=config.storage.spool.max_pending_calls,
+            flushing=config.storage.spool,
             allowed_lateness=config.receiver.allowed_lateness,
         )
         self.processor.start()
