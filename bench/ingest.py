@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -146,13 +147,12 @@ def _ask(api: str, query: str) -> int:
 
 
 def stored_calls(api: str) -> int:
-    if os.environ.get("BENCH_RAW_CALLS") == "false":
-        return _ask(
-            api,
-            "SELECT toUInt64(sum(sampled)) FROM ml_segment_aggregates "
-            "WHERE segment_dim = '__all__' AND quantity = 'output.score'",
-        )
-    return _ask(api, "SELECT count() FROM ml_model_calls")
+    """Calls in the store's aggregates (with or without raw rows)."""
+    return _ask(
+        api,
+        "SELECT toUInt64(sum(sampled)) FROM ml_segment_aggregates "
+        "WHERE segment_dim = '__all__' AND quantity = 'output.score'",
+    )
 
 
 def active_segments(api: str) -> int:
@@ -163,18 +163,30 @@ def active_segments(api: str) -> int:
     )
 
 
+@dataclass(frozen=True)
+class CollectorOptions:
+    """What the benchmark varies in the collector's config."""
+
+    top_k: int = 20
+    flush_calls: int = 10_000
+    histogram_accuracy: float = 0.01
+    raw_calls: bool = True
+
+
 def start_collector(
-    store: Path, top_k: int, flush_calls: int, accuracy: float
+    store: Path, options: CollectorOptions
 ) -> tuple[subprocess.Popen[str], str, str]:
     config = store.parent / "bench.yaml"
+    flush_calls = options.flush_calls
     config.write_text(
-        f"storage:\n  dsn: chdb://{store}\n  histogram_accuracy: {accuracy}\n"
-        f"  raw_calls: {os.environ.get('BENCH_RAW_CALLS', 'true')}\n"
+        f"storage:\n  dsn: chdb://{store}\n"
+        f"  histogram_accuracy: {options.histogram_accuracy}\n"
+        f"  raw_calls: {'true' if options.raw_calls else 'false'}\n"
         f"  spool:\n    flush_calls: {flush_calls}\n    max_pending_calls: {2 * flush_calls}\n"
         "receiver:\n  grpc:\n    endpoint: 127.0.0.1:0\n"
         "api:\n  endpoint: 127.0.0.1:0\n"
         "scheduler:\n  enabled: false\n"
-        + CONFIG_MODELS.replace("segments:\n", f"segments:\n  top_k: {top_k}\n")
+        + CONFIG_MODELS.replace("segments:\n", f"segments:\n  top_k: {options.top_k}\n")
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "segwatch.collector.cli", "collector", "--config", str(config)],
@@ -212,13 +224,11 @@ def bench_collector(
     spans_per_request: int,
     requests: int,
     clients: int,
-    top_k: int,
-    flush_calls: int,
-    accuracy: float,
+    options: CollectorOptions,
 ) -> tuple[float, float, float, float]:
     """Spans/s through the collector, the CPU it used (cores busy), its RSS idle and at peak."""
     with tempfile.TemporaryDirectory(prefix="segwatch-bench-") as tmp:
-        process, address, api = start_collector(Path(tmp) / "store", top_k, flush_calls, accuracy)
+        process, address, api = start_collector(Path(tmp) / "store", options)
         try:
             channel = grpc.insecure_channel(
                 address, options=[("grpc.max_send_message_length", 64 << 20)]
@@ -291,6 +301,9 @@ def main() -> None:
     parser.add_argument(
         "--histogram-accuracy", type=float, default=0.01, help="storage.histogram_accuracy"
     )
+    parser.add_argument(
+        "--no-raw-calls", action="store_true", help="storage.raw_calls: false (aggregates only)"
+    )
     args = parser.parse_args()
     if args.segments:
         countries = max(8, args.segments // 10)
@@ -311,9 +324,9 @@ def main() -> None:
         args.spans_per_request,
         args.requests,
         args.clients,
-        countries,
-        args.flush_calls,
-        args.histogram_accuracy,
+        CollectorOptions(
+            countries, args.flush_calls, args.histogram_accuracy, not args.no_raw_calls
+        ),
     )
     print(f"{'baseline: protobuf decode':44s} {decode:12,.0f} spans/s")
     print(f"{'baseline: decode + one pass over attributes':44s} {walk:12,.0f} spans/s")
