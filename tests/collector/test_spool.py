@@ -15,12 +15,14 @@ def _spool(path: Path, **kwargs) -> Spool:  # type: ignore[no-untyped-def]
 
 def test_synced_records_come_back_after_a_restart(tmp_path: Path) -> None:
     spool = _spool(tmp_path)
-    assert spool.open() == ([], None)
+    records, interrupted = spool.open()
+    assert (list(records), interrupted) == ([], None)
     ends = [spool.write(TRACES, f"request {i}".encode()) for i in range(3)]
     spool.sync(ends[-1])
     spool.close()  # as after a crash: nothing was flushed
     again = _spool(tmp_path)
-    records, interrupted = again.open()
+    found, interrupted = again.open()
+    records = list(found)
     assert [r.payload for r in records] == [b"request 0", b"request 1", b"request 2"]
     assert [r.end for r in records] == ends and interrupted is None
     again.close()
@@ -35,7 +37,7 @@ def test_a_torn_tail_is_cut_and_appends_continue(tmp_path: Path) -> None:
     with open(segment, "ab") as handle:  # a crash in the middle of the next record
         handle.write(b"\x10\x00\x00\x00\x01\x02")
     again = _spool(tmp_path)
-    records, _ = again.open()
+    records = list(again.open()[0])
     assert [r.payload for r in records] == [b"whole"]
     assert segment.stat().st_size == records[0].end.offset
     again.sync(again.write(TRACES, b"next"))
@@ -45,7 +47,7 @@ def test_a_torn_tail_is_cut_and_appends_continue(tmp_path: Path) -> None:
 
 def _reopen(path: Path) -> list:  # type: ignore[type-arg]
     spool = _spool(path)
-    records, _ = spool.open()
+    records = list(spool.open()[0])
     spool.close()
     return records
 
@@ -73,8 +75,8 @@ def test_an_interrupted_flush_is_reported_with_its_range_and_token(tmp_path: Pat
     token = spool.token(ends[0], ends[1])
     spool.close()  # crashed between the insert and end_flush
     again = _spool(tmp_path)
-    records, interrupted = again.open()
-    assert len(records) == 3 and interrupted == (ends[0], ends[1])
+    found, interrupted = again.open()
+    assert len(list(found)) == 3 and interrupted == (ends[0], ends[1])
     assert again.token(*interrupted) == token  # the replay uses the same token
     again.close()
 

@@ -6,7 +6,7 @@ import logging
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -107,7 +107,9 @@ class ModelCallProcessor:
         """Return once every call accepted so far is in the store."""
         self.buffer.flush(timeout)
 
-    def replay(self, records: list[Record], interrupted: tuple[Position, Position] | None) -> int:
+    def replay(
+        self, records: Iterable[Record], interrupted: tuple[Position, Position] | None
+    ) -> int:
         """Queue the spooled requests a previous run acknowledged but did not flush.
 
         Call after :meth:`start` and before the receiver starts: the records

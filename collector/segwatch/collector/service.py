@@ -96,8 +96,6 @@ class Collector:
         self.processor.start()
         if self.spool is not None:
             records, interrupted = self.spool.open()
-            if records:
-                _logger.info("replaying %d spooled requests into the store", len(records))
             replayed = self.processor.replay(records, interrupted)
             if replayed:
                 _logger.info("replayed %d model calls from the spool", replayed)

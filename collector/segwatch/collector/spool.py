@@ -107,9 +107,11 @@ class Spool:
 
     # -- opening and replay ----------------------------------------------------
 
-    def open(self) -> tuple[list[Record], tuple[Position, Position] | None]:
+    def open(self) -> tuple[Iterator[Record], tuple[Position, Position] | None]:
         """Recover the directory; return the unflushed records and the interrupted flush, if any.
 
+        The records come lazily, a segment at a time (a spool left large by a
+        long outage is never in memory at once); read them before writing.
         The interrupted flush is a (first end, last end) range of records that
         must be flushed again as one, with :meth:`token` of that range.
         """
@@ -121,28 +123,39 @@ class Spool:
         self.identity = identity.read_text().strip()
         flushed = self.directory / "flushed"
         self._flushed = Position.parse(flushed.read_text()) if flushed.exists() else START
-        records: list[Record] = []
-        for segment in self._segments():
-            records.extend(self._read_segment(segment))
-        pending = [r for r in records if r.end > self._flushed]
         interrupted = None
         flushing = self.directory / "flushing"
         if flushing.exists():
             first, last = (Position.parse(p) for p in flushing.read_text().split())
             if last > self._flushed:
                 interrupted = (first, last)
-        self._bytes = sum(record_bytes(r.payload) for r in pending)
-        if records:
-            # What a killed process wrote is readable, so replay it all; make it durable
-            # first (records never synced were never acknowledged: replaying them too is
-            # at least once for requests the client may also resend).
-            for segment in {r.end.segment for r in pending}:
+        # First pass: cut torn tails, count what is unflushed, make it durable. What a
+        # killed process wrote is readable, so it is all replayed (records never synced
+        # were never acknowledged: replaying them is at least once for what a client
+        # may also resend).
+        last_end = START
+        for segment in self._segments():
+            for record in self._read_segment(segment, truncate=True):
+                last_end = record.end
+                if record.end > self._flushed:
+                    self._bytes += record_bytes(record.payload)
+            if last_end.segment == segment and last_end > self._flushed:
                 with open(self._path(segment), "rb") as handle:
                     os.fsync(handle.fileno())
-            self._written = self._synced = records[-1].end
+        if last_end > START:
+            self._written = self._synced = last_end
         self._release_segments()
         self._new_segment()
-        return pending, interrupted
+        return self._unflushed(last_end), interrupted
+
+    def _unflushed(self, last: Position) -> Iterator[Record]:
+        """Second pass: the records after the flushed mark, up to ``last``, a segment at a time."""
+        for segment in self._segments():
+            if segment > last.segment:
+                return
+            for record in self._read_segment(segment):
+                if self._flushed < record.end <= last:
+                    yield record
 
     def _lock_directory(self) -> None:
         """One collector per spool: a second one would replay and release the first's data."""
@@ -163,7 +176,7 @@ class Spool:
     def _path(self, segment: int) -> Path:
         return self.directory / f"{segment:020d}.wal"
 
-    def _read_segment(self, segment: int) -> Iterator[Record]:
+    def _read_segment(self, segment: int, truncate: bool = False) -> Iterator[Record]:
         path = self._path(segment)
         data = path.read_bytes()
         offset = 0
@@ -175,7 +188,7 @@ class Spool:
                 break  # a torn write: never acknowledged
             offset = start + length
             yield Record(Position(segment, offset), kind, payload)
-        if offset < len(data):
+        if truncate and offset < len(data):
             with open(path, "r+b") as handle:
                 handle.truncate(offset)
                 os.fsync(handle.fileno())
