@@ -46,6 +46,7 @@ class _Entry:
     end: Position | None  # where its spool record ends; None without a spool
     size: int  # spool bytes
     waiter: Future[None] | None
+    arrived: float  # monotonic time it was added: the flush interval counts from the oldest
     # A replayed interrupted flush is flushed alone, exactly as before (same token).
     opens_flush: bool = False
     closes_flush: bool = False
@@ -81,7 +82,6 @@ class CallBuffer:
         self._store_timeout = store_timeout
         self._pending: list[_Entry] = []
         self._pending_calls = 0
-        self._oldest = 0.0  # monotonic time the oldest pending entry arrived
         # Entries are stored in the order they were added, so counts say what is stored:
         self._added = 0  # entries added so far
         self._stored = 0  # ... of which in the store
@@ -130,9 +130,8 @@ class CallBuffer:
             if self._stopping and waiter is not None:
                 waiter.set_exception(RuntimeError("the collector is shutting down"))
                 return waiter
-            if not self._pending:
-                self._oldest = time.monotonic()
-            self._pending.append(_Entry(batch, end, size, waiter, opens_flush, closes_flush))
+            entry = _Entry(batch, end, size, waiter, time.monotonic(), opens_flush, closes_flush)
+            self._pending.append(entry)
             self._added += 1
             self._pending_calls += len(batch)
             self.peak_pending_calls = max(self.peak_pending_calls, self._pending_calls)
@@ -173,7 +172,7 @@ class CallBuffer:
             or self._stored < self._wanted
             or self._spool is None
             or self._pending_calls >= self._max_flush_calls
-            or now - self._oldest >= self._flush_interval
+            or now - self._pending[0].arrived >= self._flush_interval
         )
 
     def _take(self) -> list[_Entry]:
@@ -193,8 +192,6 @@ class CallBuffer:
         del self._pending[: len(taken)]
         self._pending_calls -= calls
         self._cond.notify_all()  # room for reserve()
-        if self._pending:
-            self._oldest = time.monotonic()
         return taken
 
     def _run(self) -> None:
