@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .columns import ModelCallBatch
+from .columns import ModelCallBatch, object_array
 from .native import Coded, MapColumn
 from .rows import TableRows
 
@@ -81,7 +81,7 @@ def _row_map(n: int, names: list[str], parts: list[tuple[Any, int, Any]]) -> Map
     if isinstance(parts[0][2], np.ndarray):
         values: Any = np.concatenate([v for _, _, v in parts])
     else:
-        values = np.array([v for _, _, part in parts for v in part] + [None], dtype=object)[:-1]
+        values = object_array([v for _, _, part in parts for v in part])
     order = np.argsort(rows, kind="stable")  # by row, then in column order
     ends = np.cumsum(np.bincount(rows, minlength=n)).astype(np.uint64)
     return MapColumn(ends, Coded(keys[order], names), values[order])

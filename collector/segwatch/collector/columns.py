@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Column", "ModelCallBatch", "ModelKey"]
+__all__ = ["Column", "ModelCallBatch", "ModelKey", "object_array"]
 
 ModelKey = tuple[str, str, str]
 """(model name, version, stage) of a model call."""
@@ -125,9 +125,7 @@ class ModelCallBatch:
                         target.number_chunks.append((rows + offset, numbers))
                     label_rows, labels = column.label_data()
                     if len(label_rows):
-                        target.label_chunks.append(
-                            (label_rows + offset, np.array([*labels, None], dtype=object)[:-1])
-                        )
+                        target.label_chunks.append((label_rows + offset, object_array(labels)))
         return out
 
 
@@ -135,3 +133,10 @@ _ROW_FIELDS = (
     "start_ns", "duration_ns", "trace_ids", "span_ids", "operations", "prediction_ids",
     "service_names", "weights",
 )  # fmt: skip
+
+
+def object_array(values: list[Any]) -> npt.NDArray[np.object_]:
+    """A 1-D object array of ``values`` (never 2-D, whatever they are)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out

@@ -31,7 +31,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from segwatch.instrumentation import attributes as attr
 
-from .columns import Column, ModelCallBatch, ModelKey
+from .columns import Column, ModelCallBatch, ModelKey, object_array
 from .decode import ABSENT, DEFAULT_STAGE, rejection_reason
 from .span_wire import SpanTable
 from .wire import KEY_WIDTH, NotSimple, factorize_slices, varints
@@ -296,14 +296,7 @@ class _Strings:
         code = np.full(len(kvs.kind), -1, dtype=np.int64)
         codes, distinct = factorize_slices(kvs.buf, kvs.payload[at], kvs.size[at])
         code[at] = codes
-        return cls(code, _objects([_text(d) for d in distinct]))
-
-
-def _objects(values: list[Any]) -> npt.NDArray[np.object_]:
-    """A 1-D object array of ``values`` (never 2-D, whatever they are)."""
-    out = np.empty(len(values), dtype=object)
-    out[:] = values
-    return out
+        return cls(code, object_array([_text(d) for d in distinct]))
 
 
 class _SpanFields:
