@@ -20,7 +20,14 @@ from segwatch.instrumentation import attributes as attr
 from .batch_spans import BatchSpanError, decode_batch_span
 from .columns import Column, ModelCallBatch, ModelKey
 
-__all__ = ["ABSENT", "DEFAULT_STAGE", "decode_request", "rejection_reason", "service_name"]
+__all__ = [
+    "ABSENT",
+    "DEFAULT_STAGE",
+    "decode_request",
+    "double_text",
+    "rejection_reason",
+    "service_name",
+]
 
 DEFAULT_STAGE = "serving"
 ABSENT: Any = object()
@@ -228,11 +235,15 @@ def _as_text(value: Any, kind: str | None) -> str:
     if kind == "int_value":
         return str(value.int_value)
     if kind == "double_value":
-        number = value.double_value
-        return str(int(number)) if math.isfinite(number) and number.is_integer() else str(number)
+        return double_text(value.double_value)
     if kind == "bool_value":
         return "true" if value.bool_value else "false"
     return ""
+
+
+def double_text(number: float) -> str:
+    """A double sent where text is meant (a version, an id): ``2.0`` reads ``2``."""
+    return str(int(number)) if math.isfinite(number) and number.is_integer() else str(number)
 
 
 def _undo_row(batch: ModelCallBatch, row: int) -> None:

@@ -19,7 +19,6 @@ Both give the same batch; a differential test holds them to it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +31,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from segwatch.instrumentation import attributes as attr
 
 from .columns import Column, ModelCallBatch, ModelKey, object_array
-from .decode import ABSENT, DEFAULT_STAGE, rejection_reason
+from .decode import ABSENT, DEFAULT_STAGE, double_text, rejection_reason
 from .span_wire import SpanTable
 from .wire import KEY_WIDTH, NotSimple, factorize_slices, varints
 
@@ -348,8 +347,7 @@ def _as_text(kvs: _KeyValues, i: int) -> str:
         return ""
     at = np.array([i], dtype=np.int64)
     if kind == _DOUBLE:
-        number = float(kvs.numbers(at)[0])
-        return str(int(number)) if math.isfinite(number) and number.is_integer() else str(number)
+        return double_text(float(kvs.numbers(at)[0]))
     integer = int(varints(kvs.buf, kvs.payload[at])[0].view(np.int64)[0])
     if kind == _BOOL:
         return "true" if integer else "false"
