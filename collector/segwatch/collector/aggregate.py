@@ -27,6 +27,7 @@ from .aggregate_rows import (
 )
 from .columns import Column, ModelCallBatch, ModelKey
 from .histogram import LogHistogram, log_histogram
+from .kernels import group_entries, group_stats
 from .plan import SegmentationPlan
 from .segments import (
     OTHER,
@@ -328,59 +329,6 @@ def _special_name(value: float) -> str:
     return "inf" if value > 0 else "-inf"
 
 
-def _entries_by_group(
-    group: npt.NDArray[np.int64],
-    key: npt.NDArray[np.int64],
-    weights: npt.NDArray[np.float64],
-    live: npt.NDArray[np.int64],
-    total: int,
-) -> GroupEntries:
-    """Distinct keys and their weighted counts per group of ``live`` (sorted), in that order."""
-    if not len(group):
-        return GroupEntries(np.zeros(len(live), dtype=np.int64), _NO_INTS, _NO_FLOATS)
-    distinct, key = _compact(key)
-    span = len(distinct)
-    cells = total * span
-    if cells <= max(_DENSE_CELLS, 4 * len(group)):
-        # Few (group, key) cells: count them all at once, no sort (the common case:
-        # a quantity's values take a few hundred histogram keys or categories).
-        dense = np.bincount(group * span + key, weights=weights, minlength=cells)
-        combined = np.flatnonzero(dense)
-        counts = dense[combined]
-    elif weights.min() == weights.max():  # unsampled (or uniformly sampled): a plain sort
-        combined, plain = np.unique(group * span + key, return_counts=True)
-        counts = plain * float(weights[0])
-    else:
-        combined, inverse = np.unique(group * span + key, return_inverse=True)
-        counts = np.bincount(inverse, weights=weights, minlength=len(combined))
-    owners = combined // span
-    wanted = np.zeros(total, dtype=bool)
-    wanted[live] = True
-    take = wanted[owners]  # entries are sorted by group, as live is
-    lengths = np.searchsorted(owners, live, side="right") - np.searchsorted(owners, live)
-    return GroupEntries(lengths, distinct[(combined % span)[take]], counts[take].astype(np.float64))
-
-
-def _compact(
-    key: npt.NDArray[np.int64],
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """The distinct keys (sorted) and each key's index among them, in O(n + range)."""
-    low = int(key.min())
-    width = int(key.max()) - low + 1
-    if width > 1 << 20:  # a wide range: a sort is cheaper than the counters
-        distinct, inverse = np.unique(key, return_inverse=True)
-        return distinct, inverse.astype(np.int64)
-    occurs = np.bincount(key - low, minlength=width) > 0
-    index = np.cumsum(occurs) - 1
-    return np.flatnonzero(occurs) + low, index[key - low]
-
-
-_DENSE_CELLS = 1 << 20  # 8 MiB of float64 counters at most
-_NO_INTS = np.zeros(0, dtype=np.int64)
-_NO_FLOATS = np.zeros(0, dtype=np.float64)
-_HIST_SHIFT = 32768  # Int16 keys shifted to non-negative for combined codes
-
-
 def _append_quantity(
     out: AggregateRowsBuilder,
     model: ModelKey,
@@ -390,38 +338,17 @@ def _append_quantity(
 ) -> None:
     """Append the rows of one quantity in every live group where ``keep`` holds."""
     total = groups.total
-    n_dims = len(groups.matrix)
     kept = np.flatnonzero(keep)
     live = groups.live[kept]
     w = groups.weights
-    present = np.bincount(
-        groups.matrix[:, quantity.present].ravel(),
-        weights=np.tile(w[quantity.present], n_dims),
-        minlength=total,
+    present, numeric_count, sums, sum_sq, minima, maxima = group_stats(
+        groups.matrix, quantity.present, quantity.number_pos, quantity.numbers, w, total
     )
-    number_groups = groups.matrix[:, quantity.number_pos].ravel()
-    values = np.tile(quantity.numbers, n_dims)
-    value_weights = np.tile(w[quantity.number_pos], n_dims)
-    numeric_count = np.bincount(number_groups, weights=value_weights, minlength=total)
-    sums = np.bincount(number_groups, weights=values * value_weights, minlength=total)
-    sum_sq = np.bincount(number_groups, weights=values * values * value_weights, minlength=total)
-    minima = np.full(total, np.inf)
-    maxima = np.full(total, -np.inf)
-    np.minimum.at(minima, number_groups, values)
-    np.maximum.at(maxima, number_groups, values)
-    histogram = _entries_by_group(
-        number_groups,
-        np.tile(quantity.hist_keys.astype(np.int64) + _HIST_SHIFT, n_dims),
-        value_weights,
-        live,
-        total,
+    histogram = group_entries(
+        groups.matrix, quantity.number_pos, quantity.hist_keys.astype(np.int64), w, live, total
     )
-    categories = _entries_by_group(
-        groups.matrix[:, quantity.label_pos].ravel(),
-        np.tile(quantity.label_codes, n_dims),
-        np.tile(w[quantity.label_pos], n_dims),
-        live,
-        total,
+    categories = group_entries(
+        groups.matrix, quantity.label_pos, quantity.label_codes, w, live, total
     )
     counts = groups.counts[live]
     out.add(
@@ -441,7 +368,7 @@ def _append_quantity(
             "min": minima[live],
             "max": maxima[live],
         },
-        histogram=GroupEntries(histogram.lengths, histogram.keys - _HIST_SHIFT, histogram.values),
-        categories=categories,
+        histogram=GroupEntries(*histogram),
+        categories=GroupEntries(*categories),
         category_names=quantity.label_names,
     )

@@ -1,0 +1,214 @@
+/* The aggregator's inner loops, compiled (see kernels.py, which loads this with ctypes).
+ *
+ * Plain C99 over caller-owned numpy buffers: no Python API, so the library
+ * does not depend on the interpreter's version, and ctypes releases the GIL
+ * while a loop runs. kernels.py checks every array's dtype, contiguity and
+ * length, and that every group number is below `total`, before calling.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Per group: weighted rows present, numeric count, sum, sum of squares, min, max.
+ *
+ * groups is n_dims x n_rows (row-major): groups[d * n_rows + r] is the group of
+ * row r in dimension d. Terms are added dimension by dimension, rows in order:
+ * the same order as numpy's bincount over the tiled arrays, so the same sums. */
+void segwatch_group_stats(const int64_t *groups, int64_t n_dims, int64_t n_rows,
+                          const int64_t *present, int64_t n_present,
+                          const int64_t *number_pos, const double *numbers, int64_t n_numbers,
+                          const double *weights, int64_t total, double *weighted_present,
+                          double *numeric_count, double *sums, double *sum_sq, double *minima,
+                          double *maxima) {
+    for (int64_t g = 0; g < total; g++) {
+        weighted_present[g] = numeric_count[g] = sums[g] = sum_sq[g] = 0.0;
+        minima[g] = INFINITY;
+        maxima[g] = -INFINITY;
+    }
+    for (int64_t d = 0; d < n_dims; d++) {
+        const int64_t *group_of = groups + d * n_rows;
+        for (int64_t i = 0; i < n_present; i++) {
+            int64_t r = present[i];
+            weighted_present[group_of[r]] += weights[r];
+        }
+        for (int64_t i = 0; i < n_numbers; i++) {
+            int64_t r = number_pos[i];
+            int64_t g = group_of[r];
+            double w = weights[r], v = numbers[i];
+            numeric_count[g] += w;
+            sums[g] += v * w;
+            sum_sq[g] += v * v * w;
+            if (v < minima[g]) minima[g] = v;
+            if (v > maxima[g]) maxima[g] = v;
+        }
+    }
+}
+
+typedef struct {
+    int64_t key;
+    double weight;
+} cell;
+
+static int by_key(const void *a, const void *b) {
+    int64_t x = ((const cell *)a)->key, y = ((const cell *)b)->key;
+    return (x > y) - (x < y);
+}
+
+/* Sort cells[first:stop] (distinct keys) by key. */
+static void sort_cells(int64_t *keys, double *weights, int64_t first, int64_t stop,
+                       cell *scratch) {
+    int64_t n = stop - first;
+    if (n > 16) {
+        for (int64_t i = 0; i < n; i++) {
+            scratch[i].key = keys[first + i];
+            scratch[i].weight = weights[first + i];
+        }
+        qsort(scratch, (size_t)n, sizeof(cell), by_key);
+        for (int64_t i = 0; i < n; i++) {
+            keys[first + i] = scratch[i].key;
+            weights[first + i] = scratch[i].weight;
+        }
+        return;
+    }
+    for (int64_t i = first + 1; i < stop; i++) { /* a group's few keys: insertion sort */
+        int64_t key = keys[i];
+        double weight = weights[i];
+        int64_t j = i - 1;
+        while (j >= first && keys[j] > key) {
+            keys[j + 1] = keys[j];
+            weights[j + 1] = weights[j];
+            j--;
+        }
+        keys[j + 1] = key;
+        weights[j + 1] = weight;
+    }
+}
+
+/* Per group of `live` (sorted): its distinct keys (sorted) and their summed weights.
+ *
+ * Row rows[i] has key keys[i] (n of them) and counts in its group of every
+ * dimension with weights[rows[i]] (positive). Writes each live group's entry
+ * count to lengths and the entries, group after group, to out_keys and
+ * out_weights (room for n * n_dims); returns how many, or -1 when out of memory.
+ * Cells add their weights in the order numpy's bincount over the tiled arrays
+ * would. */
+int64_t segwatch_group_entries(const int64_t *groups, int64_t n_dims, int64_t n_rows,
+                               const int64_t *rows, const int64_t *keys, int64_t n,
+                               const double *weights, const int64_t *live, int64_t n_live,
+                               int64_t total, int64_t dense_cells, int64_t *lengths,
+                               int64_t *out_keys, double *out_weights) {
+    memset(lengths, 0, (size_t)n_live * sizeof(int64_t));
+    if (n == 0) return 0;
+    /* The distinct keys, sorted, and each key's index among them (a counting pass). */
+    int64_t low = keys[0], high = keys[0];
+    for (int64_t i = 1; i < n; i++) {
+        if (keys[i] < low) low = keys[i];
+        if (keys[i] > high) high = keys[i];
+    }
+    int64_t width = high - low + 1;
+    int64_t *index = calloc((size_t)width, sizeof(int64_t));
+    int64_t *distinct = malloc((size_t)width * sizeof(int64_t));
+    if (!index || !distinct) {
+        free(index);
+        free(distinct);
+        return -1;
+    }
+    for (int64_t i = 0; i < n; i++) index[keys[i] - low] = 1;
+    int64_t span = 0;
+    for (int64_t j = 0; j < width; j++) {
+        if (index[j]) {
+            index[j] = span;
+            distinct[span++] = j + low;
+        }
+    }
+    int64_t m = 0;
+    if (total * span <= dense_cells) {
+        /* Few (group, key) cells: count them all, then read the live groups' cells. */
+        double *cells = calloc((size_t)(total * span), sizeof(double));
+        if (!cells) {
+            m = -1;
+            goto done;
+        }
+        for (int64_t d = 0; d < n_dims; d++) {
+            const int64_t *group_of = groups + d * n_rows;
+            for (int64_t i = 0; i < n; i++) {
+                int64_t r = rows[i];
+                cells[group_of[r] * span + index[keys[i] - low]] += weights[r];
+            }
+        }
+        for (int64_t li = 0; li < n_live; li++) {
+            const double *mine = cells + live[li] * span;
+            int64_t first = m;
+            for (int64_t j = 0; j < span; j++) {
+                if (mine[j] != 0.0) {
+                    out_keys[m] = distinct[j];
+                    out_weights[m++] = mine[j];
+                }
+            }
+            lengths[li] = m - first;
+        }
+        free(cells);
+        goto done;
+    }
+    /* Many cells (many groups, few calls each): bucket the entries by group (a stable
+     * counting sort), merge each live group's equal keys, sort its few keys. */
+    int64_t entries = n * n_dims;
+    int64_t *starts = calloc((size_t)(total + 1), sizeof(int64_t));
+    int64_t *entry_keys = malloc((size_t)entries * sizeof(int64_t));
+    double *entry_weights = malloc((size_t)entries * sizeof(double));
+    int64_t *slot = malloc((size_t)span * sizeof(int64_t)); /* a key's cell in the output */
+    cell *scratch = malloc((size_t)span * sizeof(cell));
+    if (!starts || !entry_keys || !entry_weights || !slot || !scratch) {
+        m = -1;
+        goto free_buckets;
+    }
+    for (int64_t d = 0; d < n_dims; d++) {
+        const int64_t *group_of = groups + d * n_rows;
+        for (int64_t i = 0; i < n; i++) starts[group_of[rows[i]] + 1]++;
+    }
+    for (int64_t g = 0; g < total; g++) starts[g + 1] += starts[g];
+    int64_t *fill = malloc((size_t)total * sizeof(int64_t));
+    if (!fill) {
+        m = -1;
+        goto free_buckets;
+    }
+    memcpy(fill, starts, (size_t)total * sizeof(int64_t));
+    for (int64_t d = 0; d < n_dims; d++) {
+        const int64_t *group_of = groups + d * n_rows;
+        for (int64_t i = 0; i < n; i++) {
+            int64_t r = rows[i];
+            int64_t j = fill[group_of[r]]++;
+            entry_keys[j] = index[keys[i] - low];
+            entry_weights[j] = weights[r];
+        }
+    }
+    free(fill);
+    for (int64_t k = 0; k < span; k++) slot[k] = -1;
+    for (int64_t li = 0; li < n_live; li++) {
+        int64_t g = live[li], first = m;
+        for (int64_t j = starts[g]; j < starts[g + 1]; j++) {
+            int64_t k = entry_keys[j];
+            if (slot[k] >= first) { /* seen in this group (earlier groups' slots are lower) */
+                out_weights[slot[k]] += entry_weights[j];
+            } else {
+                slot[k] = m;
+                out_keys[m] = k;
+                out_weights[m++] = entry_weights[j];
+            }
+        }
+        sort_cells(out_keys, out_weights, first, m, scratch);
+        for (int64_t j = first; j < m; j++) out_keys[j] = distinct[out_keys[j]];
+        lengths[li] = m - first;
+    }
+free_buckets:
+    free(starts);
+    free(entry_keys);
+    free(entry_weights);
+    free(slot);
+    free(scratch);
+done:
+    free(index);
+    free(distinct);
+    return m;
+}

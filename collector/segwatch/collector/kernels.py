@@ -1,0 +1,227 @@
+"""The aggregator's inner loops: compiled C (``_kernels.c``) where it was built, else numpy.
+
+Aggregating one quantity over every segment dimension is, in numpy, a dozen
+passes over a tiled ``dimensions × values`` array (one ``bincount`` per
+statistic, ``ufunc.at`` for min and max, a compaction and a count for the
+histogram). In C each is one loop over the values that updates every
+statistic of the value's group in place: several times faster, no temporary
+arrays, and ctypes releases the GIL during the call, so receiver threads
+decode while the flusher aggregates.
+
+The library is compiled when the package is installed (``hatch_build.py``);
+without a C compiler the numpy formulation below does the same work, slower
+(:data:`COMPILED` says which one runs). Both give the same numbers bit for
+bit: sums add the same terms in the same order (dimension by dimension, values
+in order), which ``tests/collector/test_kernels.py`` checks.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["COMPILED", "LIBRARY", "group_entries", "group_stats"]
+
+_logger = logging.getLogger(__name__)
+
+LIBRARY = Path(__file__).with_name("_kernels.so")
+"""Where the build puts the compiled loops."""
+
+DENSE_CELLS = 1 << 20
+"""Up to this many (group, key) cells (8 MiB of counters), or four per entry, entries are
+counted densely; beyond, bucketed by group (C) or sorted (numpy)."""
+
+_F64 = npt.NDArray[np.float64]
+_I64 = npt.NDArray[np.int64]
+
+
+def _load() -> ctypes.CDLL | None:
+    if not LIBRARY.exists():
+        return None
+    try:
+        library = ctypes.CDLL(str(LIBRARY))
+    except OSError as exc:  # built for another platform, damaged: say so, keep working
+        _logger.warning("cannot load %s (%s): aggregating with numpy, slower", LIBRARY, exc)
+        return None
+    i64 = ctypes.c_int64
+    pointer = ctypes.c_void_p
+    library.segwatch_group_stats.restype = None
+    library.segwatch_group_stats.argtypes = [
+        pointer, i64, i64, pointer, i64, pointer, pointer, i64, pointer, i64, *[pointer] * 6
+    ]  # fmt: skip
+    library.segwatch_group_entries.restype = i64
+    library.segwatch_group_entries.argtypes = [
+        pointer, i64, i64, pointer, pointer, i64, pointer, pointer, i64, i64, i64,
+        pointer, pointer, pointer,
+    ]  # fmt: skip
+    return library
+
+
+_LIBRARY = _load()
+COMPILED = _LIBRARY is not None
+"""Whether the compiled loops run (else the numpy formulation)."""
+
+
+def _address(array: npt.NDArray[np.generic]) -> int:
+    return int(array.ctypes.data)
+
+
+def _checked(groups: _I64, total: int, **arrays: tuple[npt.NDArray[np.generic], type, int]) -> _I64:
+    """Refuse what would make the C loops read or write out of bounds."""
+    groups = np.ascontiguousarray(groups, dtype=np.int64)
+    if groups.ndim != 2:
+        raise ValueError("groups must be dimensions × rows")
+    if groups.size and (int(groups.min()) < 0 or int(groups.max()) >= total):
+        raise ValueError(f"group numbers must be in [0, {total})")
+    for name, (array, dtype, length) in arrays.items():
+        if array.dtype != dtype or array.ndim != 1 or not array.flags.c_contiguous:
+            raise TypeError(f"{name} must be a contiguous 1-D {np.dtype(dtype).name} array")
+        if length >= 0 and len(array) != length:
+            raise ValueError(f"{name} has {len(array)} values, not {length}")
+    return groups
+
+
+def group_stats(
+    groups: _I64,
+    present: _I64,
+    number_pos: _I64,
+    numbers: _F64,
+    weights: _F64,
+    total: int,
+) -> tuple[_F64, _F64, _F64, _F64, _F64, _F64]:
+    """Per group: weighted rows present, numeric count, sum, sum of squares, min, max.
+
+    ``groups[d, i]`` is the group (below ``total``) of row ``i`` in dimension
+    ``d``; ``present`` are the rows with any value, ``number_pos`` those with
+    the finite ``numbers``; ``weights`` are per row.
+    """
+    n_rows = groups.shape[1] if groups.ndim == 2 else 0
+    groups = _checked(
+        groups, total, present=(present, np.int64, -1), number_pos=(number_pos, np.int64, -1),
+        numbers=(numbers, np.float64, len(number_pos)), weights=(weights, np.float64, n_rows),
+    )  # fmt: skip
+    _check_rows(present, n_rows)
+    _check_rows(number_pos, n_rows)
+    if _LIBRARY is None:
+        return _numpy_group_stats(groups, present, number_pos, numbers, weights, total)
+    out = tuple(np.empty(total) for _ in range(6))
+    _LIBRARY.segwatch_group_stats(
+        _address(groups), groups.shape[0], n_rows,
+        _address(present), len(present),
+        _address(number_pos), _address(numbers), len(number_pos),
+        _address(weights), total, *(_address(a) for a in out),
+    )  # fmt: skip
+    return out  # type: ignore[return-value]
+
+
+def group_entries(
+    groups: _I64,
+    rows: _I64,
+    keys: _I64,
+    weights: _F64,
+    live: _I64,
+    total: int,
+    dense_cells: int | None = None,
+) -> tuple[_I64, _I64, _F64]:
+    """Per group of ``live`` (sorted): its distinct keys (sorted) and their summed weights.
+
+    Row ``rows[i]`` has key ``keys[i]`` and counts in its group of every
+    dimension (``groups[d, rows[i]]``) with ``weights[rows[i]]``, which must
+    be positive (a cell with weight is a cell with entries). Returns each live
+    group's number of entries, then all entries' keys and weights, group after
+    group. ``dense_cells`` overrides when to count densely (tests use it).
+    """
+    n_rows = groups.shape[1] if groups.ndim == 2 else 0
+    groups = _checked(
+        groups, total, rows=(rows, np.int64, -1), keys=(keys, np.int64, len(rows)),
+        weights=(weights, np.float64, n_rows), live=(live, np.int64, -1),
+    )  # fmt: skip
+    _check_rows(rows, n_rows)
+    _check_rows(live, total)
+    capacity = groups.shape[0] * len(rows)
+    if dense_cells is None:
+        dense_cells = max(DENSE_CELLS, 4 * capacity)  # then a count beats the alternative
+    if _LIBRARY is None:
+        return _numpy_group_entries(groups, rows, keys, weights, live, total, dense_cells)
+    lengths = np.empty(len(live), dtype=np.int64)
+    out_keys = np.empty(capacity, dtype=np.int64)
+    out_weights = np.empty(capacity, dtype=np.float64)
+    entries = _LIBRARY.segwatch_group_entries(
+        _address(groups), groups.shape[0], n_rows,
+        _address(rows), _address(keys), len(rows), _address(weights),
+        _address(live), len(live), total, dense_cells,
+        _address(lengths), _address(out_keys), _address(out_weights),
+    )  # fmt: skip
+    if entries < 0:
+        raise MemoryError("no memory to count the aggregates' entries")
+    return lengths, out_keys[:entries].copy(), out_weights[:entries].copy()
+
+
+def _check_rows(rows: _I64, limit: int) -> None:
+    if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= limit):
+        raise ValueError(f"row numbers must be in [0, {limit})")
+
+
+# -- the numpy formulation (no compiler; and what the C loops are tested against) ---------
+
+
+def _numpy_group_stats(
+    groups: _I64, present: _I64, number_pos: _I64, numbers: _F64, weights: _F64, total: int
+) -> tuple[_F64, _F64, _F64, _F64, _F64, _F64]:
+    dims = len(groups)
+    flat = groups[:, number_pos].ravel()
+    values = np.tile(numbers, dims)
+    w = np.tile(weights[number_pos], dims)
+    minima, maxima = np.full(total, np.inf), np.full(total, -np.inf)
+    np.minimum.at(minima, flat, values)
+    np.maximum.at(maxima, flat, values)
+    weighted_present = np.bincount(
+        groups[:, present].ravel(), weights=np.tile(weights[present], dims), minlength=total
+    )
+    return (
+        weighted_present.astype(np.float64),
+        np.bincount(flat, weights=w, minlength=total).astype(np.float64),
+        np.bincount(flat, weights=values * w, minlength=total).astype(np.float64),
+        np.bincount(flat, weights=values * values * w, minlength=total).astype(np.float64),
+        minima,
+        maxima,
+    )
+
+
+def _numpy_group_entries(
+    groups: _I64,
+    rows: _I64,
+    keys: _I64,
+    weights: _F64,
+    live: _I64,
+    total: int,
+    dense_cells: int,
+) -> tuple[_I64, _I64, _F64]:
+    if not len(rows):
+        return np.zeros(len(live), dtype=np.int64), keys[:0], weights[:0]
+    dims = len(groups)
+    group = groups[:, rows].ravel()
+    distinct, key = np.unique(np.tile(keys, dims), return_inverse=True)
+    span = len(distinct)
+    cell_weights = np.tile(weights[rows], dims)
+    if total * span <= dense_cells:
+        dense = np.bincount(group * span + key, weights=cell_weights, minlength=total * span)
+        cells = np.flatnonzero(dense)
+        sums = dense[cells]
+    else:  # a stable sort keeps each cell's terms in the dense count's order
+        cells, inverse = np.unique(group * span + key, return_inverse=True)
+        sums = np.bincount(inverse, weights=cell_weights, minlength=len(cells))
+    owners = cells // span
+    wanted = np.zeros(total, dtype=bool)
+    wanted[live] = True
+    take = wanted[owners]
+    lengths = np.searchsorted(owners, live, side="right") - np.searchsorted(owners, live)
+    return (
+        lengths.astype(np.int64),
+        distinct[(cells % span)[take]].astype(np.int64),
+        sums[take].astype(np.float64),
+    )

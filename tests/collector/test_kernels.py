@@ -1,0 +1,106 @@
+"""The aggregator's compiled loops against the numpy formulation of the same sums."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from segwatch.collector import kernels
+from segwatch.collector.kernels import (
+    _numpy_group_entries,
+    _numpy_group_stats,
+    group_entries,
+    group_stats,
+)
+
+
+def test_the_compiled_loops_are_built_and_current():
+    # pip install builds them (hatch_build.py); a stale build would test old code.
+    assert kernels.COMPILED, f"{kernels.LIBRARY} was not built: is there a C compiler?"
+    source = kernels.LIBRARY.with_name("_kernels.c")
+    if source.exists():  # a source checkout
+        assert kernels.LIBRARY.stat().st_mtime >= source.stat().st_mtime, (
+            "_kernels.c changed since the library was built: pip install -e . again"
+        )
+
+
+def _case(seed: int, rows: int, dims: int, groups_per_dim: int, key_range: int, sampled: bool):
+    rng = np.random.default_rng(seed)
+    offsets = np.arange(dims) * groups_per_dim
+    groups = (rng.integers(0, groups_per_dim, (dims, rows)) + offsets[:, None]).astype(np.int64)
+    total = dims * groups_per_dim
+    present = np.flatnonzero(rng.random(rows) < 0.8).astype(np.int64)
+    number_pos = present[rng.random(len(present)) < 0.7]
+    numbers = rng.normal(0, 100, len(number_pos))
+    keys = rng.integers(-key_range, key_range + 1, len(number_pos)).astype(np.int64)
+    weights = rng.uniform(0.1, 5, rows) if sampled else np.ones(rows)
+    return groups, total, present, number_pos, numbers, keys, weights
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    rows=st.integers(0, 300),
+    dims=st.integers(1, 5),
+    groups_per_dim=st.integers(1, 40),
+    key_range=st.sampled_from([0, 3, 200, 20000]),
+    sampled=st.booleans(),
+)
+def test_kernels_equal_the_numpy_formulation(seed, rows, dims, groups_per_dim, key_range, sampled):
+    groups, total, present, number_pos, numbers, keys, weights = _case(
+        seed, rows, dims, groups_per_dim, key_range, sampled
+    )
+    stats = group_stats(groups, present, number_pos, numbers, weights, total)
+    expected_stats = _numpy_group_stats(groups, present, number_pos, numbers, weights, total)
+    for got, expected in zip(stats, expected_stats, strict=True):
+        # The same terms added in the same order: equal, not merely close.
+        np.testing.assert_array_equal(got, expected)
+    live = np.unique(groups[:, present].ravel()) if len(present) else np.zeros(0, np.int64)
+    # Both ways of counting, in both: dense counters, and what is used when cells are many.
+    for dense_cells in (1 << 40, 0):
+        expected = _numpy_group_entries(groups, number_pos, keys, weights, live, total, dense_cells)
+        got = group_entries(groups, number_pos, keys, weights, live, total, dense_cells)
+        assert got[0].tolist() == expected[0].tolist()
+        np.testing.assert_array_equal(got[1], expected[1])
+        np.testing.assert_array_equal(got[2], expected[2])
+
+
+def test_entries_skip_groups_that_are_not_live():
+    groups = np.array([[0, 1, 2, 2]], dtype=np.int64)
+    rows = np.arange(4, dtype=np.int64)
+    keys = np.array([5, 6, 7, 7], dtype=np.int64)
+    weights = np.array([1.0, 2.0, 0.5, 0.25])
+    lengths, out_keys, out_weights = group_entries(
+        groups, rows, keys, weights, np.array([0, 2], dtype=np.int64), 3
+    )
+    assert lengths.tolist() == [1, 1]
+    assert out_keys.tolist() == [5, 7]
+    assert out_weights.tolist() == [1.0, 0.75]
+
+
+@pytest.mark.parametrize("dense_cells", [1 << 20, 0])
+def test_entries_of_no_rows(dense_cells):
+    groups = np.zeros((2, 3), dtype=np.int64)
+    empty = np.zeros(0, dtype=np.int64)
+    lengths, out_keys, out_weights = group_entries(
+        groups, empty, empty, np.ones(3), np.array([0]), 1, dense_cells
+    )
+    assert lengths.tolist() == [0] and len(out_keys) == 0 and len(out_weights) == 0
+
+
+def test_arguments_that_would_reach_out_of_bounds_are_refused():
+    groups = np.array([[0, 1]], dtype=np.int64)
+    rows = np.arange(2, dtype=np.int64)
+    ones = np.ones(2)
+    with pytest.raises(ValueError, match="group numbers"):
+        group_stats(groups, rows, rows, ones, ones, 1)
+    with pytest.raises(ValueError, match="row numbers"):
+        group_stats(groups, np.array([2]), rows, ones, ones, 2)
+    with pytest.raises(ValueError, match="weights has 1 values"):
+        group_stats(groups, rows, rows, ones, ones[:1], 2)
+    with pytest.raises(TypeError, match="keys must be a contiguous 1-D int64"):
+        group_entries(groups, rows, rows.astype(np.int32), ones, rows, 2)
+    with pytest.raises(ValueError, match="row numbers"):  # a live group past the end
+        group_entries(groups, rows, rows, ones, np.array([5]), 2)
