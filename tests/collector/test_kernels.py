@@ -104,3 +104,92 @@ def test_arguments_that_would_reach_out_of_bounds_are_refused():
         group_entries(groups, rows, rows.astype(np.int32), ones, rows, 2)
     with pytest.raises(ValueError, match="row numbers"):  # a live group past the end
         group_entries(groups, rows, rows, ones, np.array([5]), 2)
+
+
+# -- the span reader's loops ---------------------------------------------------------------
+
+
+def _field(number: int, wire_type: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | wire_type) + payload
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append(value & 0x7F | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+_FIELDS = st.one_of(
+    st.builds(lambda n, v: _field(n, 0, _varint(v)), st.integers(1, 40), st.integers(0, 2**64 - 1)),
+    st.builds(lambda n, b: _field(n, 1, b), st.integers(1, 40), st.binary(min_size=8, max_size=8)),
+    st.builds(lambda n, b: _field(n, 2, _varint(len(b)) + b), st.integers(1, 2**20),
+              st.binary(max_size=40)),
+    st.builds(lambda n, b: _field(n, 5, b), st.integers(1, 40), st.binary(min_size=4, max_size=4)),
+    st.binary(max_size=6),  # anything: mostly irregular
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(spans=st.lists(st.lists(_FIELDS, max_size=6).map(b"".join), max_size=6))
+def test_compiled_span_walk_equals_the_numpy_walk(spans):
+    from segwatch.collector.span_wire import PADDING, _checked_fields, _numpy_walk
+    from segwatch.collector.wire import NotSimple
+
+    lengths = np.array([len(s) for s in spans], dtype=np.int64)
+    buf = np.frombuffer(b"".join(spans) + bytes(PADDING), dtype=np.uint8)
+    end = np.cumsum(lengths)
+    start = end - lengths
+    try:
+        expected = _numpy_walk(buf, start, end)
+    except NotSimple:
+        expected = None
+    walked = kernels.walk_fields(buf, start, end)
+    if expected is None:  # irregular: or regular but refused by the schema checks after
+        if walked is not None:
+            with pytest.raises(NotSimple):
+                _checked_fields(*walked)
+        return
+    assert walked is not None
+    for got, want in zip(walked, (expected.span, expected.number, expected.wire_type,
+                                  expected.start, expected.stop), strict=True):  # fmt: skip
+        np.testing.assert_array_equal(got, want)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.binary(min_size=1, max_size=400),
+    slices=st.lists(st.tuples(st.integers(0, 399), st.integers(0, 120)), max_size=60),
+)
+def test_compiled_factorize_equals_numpy(data, slices):
+    from segwatch.collector.span_wire import PADDING
+    from segwatch.collector.wire import factorize_slices, numpy_factorize_slices
+
+    text = data * 3  # repeats: equal slices at other places
+    buf = np.frombuffer(text + bytes(PADDING), dtype=np.uint8)  # padded, as the scan's buffer
+    bounded = [(min(s, len(text)), n) for s, n in slices]
+    start = np.array([s for s, _ in bounded], dtype=np.int64)
+    length = np.array([min(n, len(text) - s) for s, n in bounded], dtype=np.int64)
+    codes, distinct = factorize_slices(buf, start, length)
+    expected_codes, expected_distinct = numpy_factorize_slices(buf, start, length)
+    slices_bytes = [buf[s : s + n].tobytes() for s, n in zip(start, length, strict=True)]
+    assert [distinct[c] for c in codes.tolist()] == slices_bytes
+    assert [expected_distinct[c] for c in expected_codes.tolist()] == slices_bytes
+    assert len(set(distinct)) == len(distinct) == len(expected_distinct)
+    assert distinct == list(dict.fromkeys(slices_bytes))  # numbered as they first appear
+
+
+def test_factorize_tells_apart_strings_that_share_a_hash_slot():
+    from segwatch.collector.span_wire import PADDING
+    from segwatch.collector.wire import factorize_slices
+
+    # 5,000 distinct 4-byte strings, each twice: slots are shared, strings must be compared.
+    values = np.arange(5000, dtype="<u4")
+    text = values.tobytes() * 2
+    buf = np.frombuffer(text + bytes(PADDING), dtype=np.uint8)
+    start = np.arange(0, len(text), 4, dtype=np.int64)
+    codes, distinct = factorize_slices(buf, start, np.full(len(start), 4, dtype=np.int64))
+    assert len(distinct) == 5000
+    assert codes.tolist() == list(range(5000)) * 2

@@ -212,3 +212,113 @@ done:
     free(distinct);
     return m;
 }
+
+/* -- reading OTLP spans (span_wire.py, wire.py) ------------------------------------------ */
+
+/* A varint at buf[*pos] before end; advances *pos. 0 when it is cut off or too long. */
+static int read_varint(const uint8_t *buf, int64_t *pos, int64_t end, uint64_t *value) {
+    uint64_t result = 0;
+    for (int shift = 0; shift < 64 && *pos < end; shift += 7) {
+        uint8_t byte = buf[(*pos)++];
+        result |= (uint64_t)(byte & 0x7F) << shift;
+        if (!(byte & 0x80)) {
+            *value = result;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Every field of every span buf[span_start[s]:span_end[s]], in span order: its span, field
+ * number, wire type and payload bounds (a varint's own bytes; a length-delimited field's
+ * bytes after the length). With span == NULL only counts. Returns the number of fields,
+ * -1 when a span is irregular (field number 0, a wire type protobuf 3 does not use, a
+ * field past its span), -2 when there are more than `capacity`. */
+int64_t segwatch_walk_fields(const uint8_t *buf, const int64_t *span_start,
+                             const int64_t *span_end, int64_t n_spans, int64_t capacity,
+                             int64_t *span, int64_t *number, int64_t *wire_type, int64_t *start,
+                             int64_t *stop) {
+    int64_t n = 0;
+    for (int64_t s = 0; s < n_spans; s++) {
+        int64_t pos = span_start[s], end = span_end[s];
+        while (pos < end) {
+            uint64_t tag, value;
+            if (!read_varint(buf, &pos, end, &tag) || (tag >> 3) == 0) return -1;
+            int64_t body = pos, field_stop;
+            switch (tag & 7) {
+            case 0:
+                if (!read_varint(buf, &pos, end, &value)) return -1;
+                field_stop = pos;
+                break;
+            case 1:
+                field_stop = body + 8;
+                break;
+            case 2:
+                if (!read_varint(buf, &pos, end, &value) || value > (uint64_t)(end - pos))
+                    return -1;
+                body = pos;
+                field_stop = pos + (int64_t)value;
+                break;
+            case 5:
+                field_stop = body + 4;
+                break;
+            default:
+                return -1; /* groups (3, 4) and 6, 7 */
+            }
+            if (field_stop > end) return -1;
+            if (span != NULL) {
+                if (n >= capacity) return -2;
+                span[n] = s;
+                number[n] = (int64_t)(tag >> 3);
+                wire_type[n] = (int64_t)(tag & 7);
+                start[n] = body;
+                stop[n] = field_stop;
+            }
+            n++;
+            pos = field_stop;
+        }
+    }
+    return n;
+}
+
+static uint64_t hash_bytes(const uint8_t *data, int64_t length) {
+    uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)length; /* FNV-1a */
+    for (int64_t i = 0; i < length; i++) h = (h ^ data[i]) * 0x100000001b3ULL;
+    return h ^ (h >> 29);
+}
+
+/* Codes of the byte strings buf[start[i]:start[i]+length[i]], numbered in the order they
+ * first appear; firsts[c] is the first slice with code c. Returns the number of distinct
+ * strings, or -1 when out of memory. */
+int64_t segwatch_factorize_slices(const uint8_t *buf, const int64_t *start,
+                                  const int64_t *length, int64_t n, int64_t *codes,
+                                  int64_t *firsts) {
+    int64_t size = 16;
+    while (size < 2 * n) size *= 2;
+    int64_t *table = malloc((size_t)size * sizeof(int64_t)); /* code + 1, 0 = empty */
+    if (!table) return -1;
+    memset(table, 0, (size_t)size * sizeof(int64_t));
+    int64_t distinct = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *data = buf + start[i];
+        int64_t len = length[i];
+        int64_t at = (int64_t)(hash_bytes(data, len) & (uint64_t)(size - 1));
+        for (;;) {
+            int64_t code = table[at] - 1;
+            if (code < 0) {
+                table[at] = distinct + 1;
+                firsts[distinct] = i;
+                codes[i] = distinct++;
+                break;
+            }
+            int64_t first = firsts[code];
+            if (length[first] == len && memcmp(buf + start[first], data, (size_t)len) == 0) {
+                codes[i] = code;
+                break;
+            }
+            at = (at + 1) & (size - 1);
+        }
+    }
+    free(table);
+    return distinct;
+}

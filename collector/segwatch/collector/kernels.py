@@ -1,4 +1,9 @@
-"""The aggregator's inner loops: compiled C (``_kernels.c``) where it was built, else numpy.
+"""The collector's inner loops: compiled C (``_kernels.c``) where it was built, else numpy.
+
+Two families: the aggregator's (:func:`group_stats`, :func:`group_entries`)
+and the span reader's (:func:`walk_fields`, :func:`factorize_slices`, used by
+:mod:`.span_wire` and :mod:`.wire`, which keep their numpy formulation for a
+build without a compiler).
 
 Aggregating one quantity over every segment dimension is, in numpy, a dozen
 passes over a tiled ``dimensions × values`` array (one ``bincount`` per
@@ -24,7 +29,14 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["COMPILED", "LIBRARY", "group_entries", "group_stats"]
+__all__ = [
+    "COMPILED",
+    "LIBRARY",
+    "factorize_slices",
+    "group_entries",
+    "group_stats",
+    "walk_fields",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -58,6 +70,10 @@ def _load() -> ctypes.CDLL | None:
         pointer, i64, i64, pointer, pointer, i64, pointer, pointer, i64, i64, i64,
         pointer, pointer, pointer,
     ]  # fmt: skip
+    library.segwatch_walk_fields.restype = i64
+    library.segwatch_walk_fields.argtypes = [pointer, pointer, pointer, i64, i64, *[pointer] * 5]
+    library.segwatch_factorize_slices.restype = i64
+    library.segwatch_factorize_slices.argtypes = [pointer, pointer, pointer, i64, pointer, pointer]
     return library
 
 
@@ -70,19 +86,23 @@ def _address(array: npt.NDArray[np.generic]) -> int:
     return int(array.ctypes.data)
 
 
-def _checked(groups: _I64, total: int, **arrays: tuple[npt.NDArray[np.generic], type, int]) -> _I64:
-    """Refuse what would make the C loops read or write out of bounds."""
+def _check_groups(groups: _I64, total: int) -> _I64:
+    """Refuse group numbers the C loops would write out of bounds with."""
     groups = np.ascontiguousarray(groups, dtype=np.int64)
     if groups.ndim != 2:
         raise ValueError("groups must be dimensions × rows")
     if groups.size and (int(groups.min()) < 0 or int(groups.max()) >= total):
         raise ValueError(f"group numbers must be in [0, {total})")
+    return groups
+
+
+def _check_arrays(**arrays: tuple[npt.NDArray[np.generic], type, int]) -> None:
+    """Each array must be 1-D, contiguous, of its dtype and (unless -1) of its length."""
     for name, (array, dtype, length) in arrays.items():
         if array.dtype != dtype or array.ndim != 1 or not array.flags.c_contiguous:
             raise TypeError(f"{name} must be a contiguous 1-D {np.dtype(dtype).name} array")
         if length >= 0 and len(array) != length:
             raise ValueError(f"{name} has {len(array)} values, not {length}")
-    return groups
 
 
 def group_stats(
@@ -100,8 +120,9 @@ def group_stats(
     the finite ``numbers``; ``weights`` are per row.
     """
     n_rows = groups.shape[1] if groups.ndim == 2 else 0
-    groups = _checked(
-        groups, total, present=(present, np.int64, -1), number_pos=(number_pos, np.int64, -1),
+    groups = _check_groups(groups, total)
+    _check_arrays(
+        present=(present, np.int64, -1), number_pos=(number_pos, np.int64, -1),
         numbers=(numbers, np.float64, len(number_pos)), weights=(weights, np.float64, n_rows),
     )  # fmt: skip
     _check_rows(present, n_rows)
@@ -136,8 +157,9 @@ def group_entries(
     group. ``dense_cells`` overrides when to count densely (tests use it).
     """
     n_rows = groups.shape[1] if groups.ndim == 2 else 0
-    groups = _checked(
-        groups, total, rows=(rows, np.int64, -1), keys=(keys, np.int64, len(rows)),
+    groups = _check_groups(groups, total)
+    _check_arrays(
+        rows=(rows, np.int64, -1), keys=(keys, np.int64, len(rows)),
         weights=(weights, np.float64, n_rows), live=(live, np.int64, -1),
     )  # fmt: skip
     _check_rows(rows, n_rows)
@@ -159,6 +181,63 @@ def group_entries(
     if entries < 0:
         raise MemoryError("no memory to count the aggregates' entries")
     return lengths, out_keys[:entries].copy(), out_weights[:entries].copy()
+
+
+def walk_fields(
+    buf: npt.NDArray[np.uint8], span_start: _I64, span_end: _I64
+) -> tuple[_I64, _I64, _I64, _I64, _I64] | None:
+    """Every protobuf field of every span ``buf[span_start[s]:span_end[s]]``, in span order.
+
+    Returns (span, field number, wire type, payload start, payload stop) per
+    field, or None when a span is irregular: field number 0, a wire type
+    protobuf 3 does not use (groups), a field running past its span. Only
+    with :data:`COMPILED`.
+    """
+    assert _LIBRARY is not None
+    _check_buffer(buf)
+    _check_arrays(span_start=(span_start, np.int64, -1),
+                  span_end=(span_end, np.int64, len(span_start)))  # fmt: skip
+    if len(span_start) and (
+        int(span_start.min()) < 0 or int(span_end.max()) > len(buf) or (span_end < span_start).any()
+    ):
+        raise ValueError("spans must lie within the buffer")
+    args = (_address(buf), _address(span_start), _address(span_end), len(span_start))
+    count = _LIBRARY.segwatch_walk_fields(*args, 0, *[None] * 5)
+    if count < 0:
+        return None
+    out = tuple(np.empty(count, dtype=np.int64) for _ in range(5))
+    if _LIBRARY.segwatch_walk_fields(*args, count, *(_address(a) for a in out)) != count:
+        raise RuntimeError("the span walk changed between its two passes")
+    return out  # type: ignore[return-value]
+
+
+def factorize_slices(buf: npt.NDArray[np.uint8], start: _I64, length: _I64) -> tuple[_I64, _I64]:
+    """Codes of the byte strings ``buf[start[i]:start[i] + length[i]]``, first seen first.
+
+    Returns the codes and, per code, the first slice that has it. Only with
+    :data:`COMPILED`.
+    """
+    assert _LIBRARY is not None
+    _check_buffer(buf)
+    _check_arrays(start=(start, np.int64, -1), length=(length, np.int64, len(start)))
+    if len(start) and (
+        int(start.min()) < 0 or int(length.min()) < 0 or int((start + length).max()) > len(buf)
+    ):
+        raise ValueError("slices must lie within the buffer")
+    codes = np.empty(len(start), dtype=np.int64)
+    firsts = np.empty(len(start), dtype=np.int64)
+    distinct = _LIBRARY.segwatch_factorize_slices(
+        _address(buf), _address(start), _address(length), len(start),
+        _address(codes), _address(firsts),
+    )  # fmt: skip
+    if distinct < 0:
+        raise MemoryError("no memory to factorize the request's strings")
+    return codes, firsts[:distinct].copy()
+
+
+def _check_buffer(buf: npt.NDArray[np.uint8]) -> None:
+    if buf.dtype != np.uint8 or buf.ndim != 1 or not buf.flags.c_contiguous:
+        raise TypeError("the buffer must be a contiguous 1-D uint8 array")
 
 
 def _check_rows(rows: _I64, limit: int) -> None:

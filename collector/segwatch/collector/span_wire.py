@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from . import kernels
 from .wire import KEY_WIDTH, NotSimple, varints
 
 __all__ = ["SpanTable"]
@@ -119,6 +120,18 @@ class _Fields:
 def _walk(
     buf: npt.NDArray[np.uint8], pos: npt.NDArray[np.int64], end: npt.NDArray[np.int64]
 ) -> _Fields:
+    """Every field of every span, checked: compiled (one pass), else :func:`_numpy_walk`."""
+    if not kernels.COMPILED:
+        return _numpy_walk(buf, pos, end)
+    walked = kernels.walk_fields(buf, pos, end)
+    if walked is None:
+        raise NotSimple  # groups, a field past its span, or field number 0
+    return _checked_fields(*walked)
+
+
+def _numpy_walk(
+    buf: npt.NDArray[np.uint8], pos: npt.NDArray[np.int64], end: npt.NDArray[np.int64]
+) -> _Fields:
     pos = pos.copy()
     active = np.flatnonzero(pos < end)
     steps: list[tuple[npt.NDArray[np.int64], ...]] = []
@@ -143,6 +156,9 @@ def _walk(
         steps.append((active, tag, start, stop))
         pos[active] = stop
         active = active[(stop < end[active]) & (stop >= start)]
+    if not steps:  # no span has a field (every one empty): nothing to read
+        nothing = np.zeros(0, dtype=np.int64)
+        return _checked_fields(nothing, nothing, nothing, nothing, nothing)
     span, tag, start, stop = (np.concatenate(parts) for parts in zip(*steps, strict=True))
     number, wire_type = tag >> 3, tag & 7
     if (
@@ -158,9 +174,17 @@ def _walk(
     step = np.repeat(np.arange(len(steps)), [len(s[0]) for s in steps])
     order = np.empty(len(span), dtype=np.int64)
     order[first[span] + step] = np.arange(len(span))
-    span, number, wire_type, start, stop = (
-        a[order] for a in (span, number, wire_type, start, stop)
-    )
+    return _checked_fields(*(a[order] for a in (span, number, wire_type, start, stop)))
+
+
+def _checked_fields(
+    span: npt.NDArray[np.int64],
+    number: npt.NDArray[np.int64],
+    wire_type: npt.NDArray[np.int64],
+    start: npt.NDArray[np.int64],
+    stop: npt.NDArray[np.int64],
+) -> _Fields:
+    """The fields (in span order) if the ones we read are as the schema says."""
     for field, expected in _SINGULAR.items():
         mine = number == field
         if (wire_type[mine] != expected).any() or (np.bincount(span[mine]) > 1).any():

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["KEY_WIDTH", "NotSimple", "factorize_slices", "varints"]
+from . import kernels
+
+__all__ = ["KEY_WIDTH", "NotSimple", "factorize_slices", "numpy_factorize_slices", "varints"]
 
 KEY_WIDTH = 64
 """Slices up to this long are factorized by hashing padded rows; longer ones one by one."""
@@ -39,6 +41,25 @@ def factorize_slices(
     buf: npt.NDArray[np.uint8], start: npt.NDArray[np.int64], length: npt.NDArray[np.int64]
 ) -> tuple[npt.NDArray[np.int64], list[bytes]]:
     """Codes and distinct byte strings of the slices ``buf[start:start+length]``.
+
+    Codes number the strings in the order they first appear. Compiled, a hash
+    table (:func:`.kernels.factorize_slices`); else :func:`numpy_factorize_slices`.
+    """
+    if not kernels.COMPILED:
+        return numpy_factorize_slices(buf, start, length)
+    codes, firsts = kernels.factorize_slices(buf, start, length)
+    data = buf.data
+    distinct = [
+        bytes(data[s : s + n])
+        for s, n in zip(start[firsts].tolist(), length[firsts].tolist(), strict=True)
+    ]
+    return codes, distinct
+
+
+def numpy_factorize_slices(
+    buf: npt.NDArray[np.uint8], start: npt.NDArray[np.int64], length: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], list[bytes]]:
+    """:func:`factorize_slices` with numpy only.
 
     Slices up to ``KEY_WIDTH`` bytes are hashed as padded rows (collisions
     are checked, not assumed away); longer ones go through a dict.
