@@ -89,7 +89,7 @@ def test_batch_rows_and_per_row_prediction_ids(recorder) -> None:
     rows, values = batch.quantities["feature.x"].number_data()
     assert rows.tolist() == [0, 2] and values.tolist() == [1.0, 3.0]
     rows, labels = batch.quantities["feature.region"].label_data()
-    assert rows.tolist() == [0, 1, 2] and labels == ["EU"] * 3
+    assert rows.tolist() == [0, 1, 2] and labels.tolist() == ["EU"] * 3
 
 
 @pytest.mark.parametrize(

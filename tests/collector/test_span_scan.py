@@ -36,7 +36,10 @@ def assert_same_batch(fast: ModelCallBatch, reference: ModelCallBatch) -> None:
             np.testing.assert_array_equal(fast_numbers, numbers)  # NaN == NaN here
             label_rows, labels = column.label_data()
             fast_label_rows, fast_labels = ours[key].label_data()
-            assert (fast_label_rows.tolist(), list(fast_labels)) == (label_rows.tolist(), labels)
+            assert (fast_label_rows.tolist(), fast_labels.tolist()) == (
+                label_rows.tolist(),
+                labels.tolist(),
+            )
 
 
 def test_sdk_spans_take_the_fast_path_and_match(recorder) -> None:

@@ -37,7 +37,7 @@ def test_large_dataframe_becomes_one_columnar_batch_span(recorder) -> None:
     _rows, values = batch.quantities["feature.amount"].number_data()
     assert values.tolist() == frame["amount"].tolist()
     _, labels = batch.quantities["feature.country"].label_data()
-    assert labels == frame["country"].tolist()
+    assert labels.tolist() == frame["country"].tolist()
     _, predictions = batch.quantities["output.prediction"].number_data()
     assert predictions == pytest.approx((frame["amount"] / 100).tolist())
 

@@ -34,7 +34,6 @@ from .segments import (
     CategoryVocabulary,
     SegmentDimension,
     cross_dimension,
-    factorize,
     positions_in,
     segment_dimension,
     whole_model,
@@ -242,7 +241,7 @@ class _SegmentGroups:
 
 def _has_rows(column: Column, rows: npt.NDArray[np.int64]) -> bool:
     """Whether ``column`` has a value in any of ``rows`` (one model's rows)."""
-    for column_rows in (column.number_data()[0], column.label_data()[0]):
+    for column_rows in (column.number_data()[0], column.label_codes()[0]):
         if len(column_rows) and positions_in(rows, column_rows)[1].any():
             return True
     return False
@@ -264,24 +263,26 @@ def _quantity(
 ) -> _Quantity:
     """Positions (within ``rows``) and values of one quantity for one model."""
     number_rows, numbers = column.number_data()
-    label_rows, labels = column.label_data()
+    label_rows, label_codes, names = column.label_codes()
     number_pos, number_found = positions_in(rows, number_rows)
     label_pos, label_found = positions_in(rows, label_rows)
     numbers = numbers[number_found]
     number_pos = number_pos[number_found]
     finite = np.isfinite(numbers)
-    label_values: list[str] = [labels[i] for i in np.flatnonzero(label_found).tolist()]
+    codes = label_codes[label_found]
     label_positions = label_pos[label_found]
     if not finite.all():  # NaN and infinities are counted as categories
         odd = ~finite
-        label_values.extend(_special_name(v) for v in numbers[odd].tolist())
+        index = {label: code for code, label in enumerate(names)}
+        names = list(names)
+        special = [index.setdefault(_special_name(v), len(index)) for v in numbers[odd].tolist()]
+        names.extend(list(index)[len(names) :])
+        codes = np.concatenate([codes, np.asarray(special, dtype=np.int64)])
         label_positions = np.concatenate([label_positions, number_pos[odd]])
         numbers, number_pos = numbers[finite], number_pos[finite]
-    if label_values:
-        label_values = _fold(label_values, vocabulary, observed)
-        label_names, codes = factorize(label_values)
-    else:
-        codes, label_names = np.zeros(0, dtype=np.int64), []
+    label_names: list[str] = []
+    if len(codes):
+        codes, label_names = _fold(codes, names, vocabulary, observed)
     return _Quantity(
         name=name,
         present=_union(number_pos, label_positions, len(rows)),
@@ -289,7 +290,7 @@ def _quantity(
         numbers=numbers,
         hist_keys=histogram.keys(numbers),
         label_pos=label_positions,
-        label_codes=codes.astype(np.int64),
+        label_codes=codes,
         label_names=label_names,
     )
 
@@ -302,22 +303,29 @@ def _union(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64], n: int) -> npt.ND
     return np.flatnonzero(mask)
 
 
-def _fold(values: list[str], vocabulary: CategoryVocabulary, observed: bool) -> list[str]:
-    """Values outside the top K become ``__other__``, so category maps stay bounded.
+def _fold(
+    codes: npt.NDArray[np.int64], names: list[str], vocabulary: CategoryVocabulary, observed: bool
+) -> tuple[npt.NDArray[np.int64], list[str]]:
+    """The labels ``names[codes]`` outside the top K become ``__other__``; maps stay bounded.
 
-    A dimension's vocabulary was already updated when it was segmented
-    (``observed``); other quantities (outputs, fields that are not dimensions)
-    update theirs here.
+    Returns codes into the labels that occur (and ``__other__`` if any was
+    folded), in ``names`` order. A dimension's vocabulary was already updated
+    when it was segmented (``observed``); other quantities (outputs, fields
+    that are not dimensions) update theirs here.
     """
+    all_counts = np.bincount(codes, minlength=len(names))
+    present = np.flatnonzero(all_counts).tolist()
     if observed:
         kept = vocabulary.kept
     else:
-        distinct, inverse = factorize(values)
-        kept = vocabulary.observe(distinct, np.bincount(inverse).tolist())
+        kept = vocabulary.observe([names[i] for i in present], all_counts[present].tolist())
     keep = kept | _SPECIAL_NAMES
-    if all(v in keep for v in set(values)):
-        return values
-    return [v if v in keep else OTHER for v in values]
+    labels: dict[str, int] = {}
+    mapping = np.zeros(len(names), dtype=np.int64)
+    mapping[present] = [
+        labels.setdefault(names[i] if names[i] in keep else OTHER, len(labels)) for i in present
+    ]
+    return mapping[codes], list(labels)
 
 
 _SPECIAL_NAMES = frozenset({"nan", "inf", "-inf"})  # from numbers: never folded

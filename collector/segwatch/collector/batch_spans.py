@@ -18,7 +18,7 @@ import numpy as np
 from segwatch.instrumentation import attributes as attr
 
 from .batch_columns import BatchColumnsError, decode_columns
-from .columns import Column, ModelCallBatch
+from .columns import Column, LabelChunk, ModelCallBatch
 
 __all__ = ["MAX_BATCH_ROWS", "BatchSpanError", "decode_batch_span"]
 
@@ -120,10 +120,10 @@ def decode_batch_span(
         if column_data.numbers is not None:
             column.number_chunks.append((rows[valid], column_data.numbers[valid]))
         elif column_data.labels is not None:
-            column.label_chunks.append((rows[valid], column_data.labels[valid]))
+            column.label_chunks.append(LabelChunk.of(rows[valid], column_data.labels[valid]))
     for column, is_number, item in scalars:
         if is_number:
             column.number_chunks.append((rows, np.full(size, item, dtype=np.float64)))
         else:
-            column.label_chunks.append((rows, np.full(size, item, dtype=object)))
+            column.label_chunks.append(LabelChunk(rows, np.zeros(size, dtype=np.int64), [item]))
     return size, prediction_ids

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .columns import ModelCallBatch, object_array
+from .columns import ModelCallBatch
 from .native import Coded, MapColumn
 from .rows import TableRows
 
@@ -44,7 +44,7 @@ def call_rows(batch: ModelCallBatch) -> CallRows:
     n = len(batch)
     names: list[str] = []
     number_parts: list[tuple[npt.NDArray[np.int64], int, npt.NDArray[np.float64]]] = []
-    label_parts: list[tuple[npt.NDArray[np.int64], int, list[str]]] = []
+    label_parts: list[tuple[npt.NDArray[np.int64], int, npt.NDArray[np.object_]]] = []
     for name, column in (*batch.quantities.items(), *batch.contexts.items()):
         names.append(name)
         number_rows, values = column.number_data()
@@ -78,10 +78,7 @@ def _row_map(n: int, names: list[str], parts: list[tuple[Any, int, Any]]) -> Map
         return MapColumn(np.zeros(n, dtype=np.uint64), Coded(np.zeros(0, np.int64), names), [])
     rows = np.concatenate([r for r, _, _ in parts])
     keys = np.concatenate([np.full(len(r), k, dtype=np.int64) for r, k, _ in parts])
-    if isinstance(parts[0][2], np.ndarray):
-        values: Any = np.concatenate([v for _, _, v in parts])
-    else:
-        values = object_array([v for _, _, part in parts for v in part])
+    values = np.concatenate([v for _, _, v in parts])
     order = np.argsort(rows, kind="stable")  # by row, then in column order
     ends = np.cumsum(np.bincount(rows, minlength=n)).astype(np.uint64)
     return MapColumn(ends, Coded(keys[order], names), values[order])

@@ -8,10 +8,30 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Column", "ModelCallBatch", "ModelKey", "object_array"]
+__all__ = ["Column", "LabelChunk", "ModelCallBatch", "ModelKey", "object_array"]
 
 ModelKey = tuple[str, str, str]
 """(model name, version, stage) of a model call."""
+
+
+@dataclass(frozen=True)
+class LabelChunk:
+    """Labels of a block of rows as codes: row ``rows[i]`` has ``dictionary[codes[i]]``.
+
+    The span reader hands its labels over this way (factorized once per
+    request), so no later step touches a Python string per row.
+    """
+
+    rows: npt.NDArray[np.int64]
+    codes: npt.NDArray[np.int64]
+    dictionary: list[str]
+
+    @classmethod
+    def of(cls, rows: npt.NDArray[np.int64], values: Any) -> LabelChunk:
+        """From the labels themselves (a list or an object array), factorized here."""
+        index: dict[str, int] = {}
+        codes = [index.setdefault(v, len(index)) for v in list(values)]
+        return cls(rows, np.asarray(codes, dtype=np.int64), list(index))
 
 
 @dataclass
@@ -27,14 +47,12 @@ class Column:
     numbers: list[float] = field(default_factory=list)
     label_rows: list[int] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
-    # Whole blocks of rows from batch spans, kept as arrays: (rows, values).
+    # Whole blocks of rows (batch spans, the span reader, joined batches), kept as arrays.
     number_chunks: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]] = field(
         default_factory=list
     )
-    label_chunks: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.object_]]] = field(
-        default_factory=list
-    )
-    # The arrays above, joined: the aggregator reads a column several times.
+    label_chunks: list[LabelChunk] = field(default_factory=list)
+    # The parts above, joined: the aggregator reads a column several times.
     # Keyed by the lengths they were built from, so appending invalidates them.
     _number_cache: Any = field(default=None, repr=False, compare=False)
     _label_cache: Any = field(default=None, repr=False, compare=False)
@@ -50,18 +68,32 @@ class Column:
         self._number_cache = (key, np.concatenate(rows), np.concatenate(values))
         return self._number_cache[1], self._number_cache[2]
 
-    def label_data(self) -> tuple[npt.NDArray[np.int64], list[str]]:
-        """Rows and values of every label in the column (built once, then reused)."""
+    def label_codes(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], list[str]]:
+        """Rows of every label, their codes and the dictionary (built once, then reused).
+
+        The dictionary holds each distinct label once, in the order the parts
+        bring them; a label of the dictionary may have no row here.
+        """
         key = (len(self.label_rows), len(self.label_chunks))
         cached = self._label_cache
         if cached is not None and cached[0] == key:
-            return cached[1], cached[2]
-        rows = [np.asarray(self.label_rows, dtype=np.int64), *(r for r, _ in self.label_chunks)]
-        labels = list(self.labels)
-        for _, chunk in self.label_chunks:
-            labels.extend(chunk.tolist())
-        self._label_cache = (key, np.concatenate(rows), labels)
-        return self._label_cache[1], self._label_cache[2]
+            return cached[1], cached[2], cached[3]
+        index: dict[str, int] = {}
+        rows = [np.asarray(self.label_rows, dtype=np.int64)]
+        codes = [np.fromiter((index.setdefault(v, len(index)) for v in self.labels),
+                             dtype=np.int64, count=len(self.labels))]  # fmt: skip
+        for chunk in self.label_chunks:
+            remap = np.fromiter((index.setdefault(v, len(index)) for v in chunk.dictionary),
+                                dtype=np.int64, count=len(chunk.dictionary))  # fmt: skip
+            rows.append(chunk.rows)
+            codes.append(remap[chunk.codes])
+        self._label_cache = (key, np.concatenate(rows), np.concatenate(codes), list(index))
+        return self._label_cache[1], self._label_cache[2], self._label_cache[3]
+
+    def label_data(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.object_]]:
+        """Rows and values of every label in the column."""
+        rows, codes, dictionary = self.label_codes()
+        return rows, object_array(dictionary)[codes]
 
 
 @dataclass
@@ -123,9 +155,11 @@ class ModelCallBatch:
                     rows, numbers = column.number_data()
                     if len(rows):
                         target.number_chunks.append((rows + offset, numbers))
-                    label_rows, labels = column.label_data()
+                    label_rows, codes, dictionary = column.label_codes()
                     if len(label_rows):
-                        target.label_chunks.append((label_rows + offset, object_array(labels)))
+                        target.label_chunks.append(
+                            LabelChunk(label_rows + offset, codes, dictionary)
+                        )
         return out
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from clickhouse_connect.driver.client import Client
 
 from .aggregate import AGGREGATE_COLUMNS, AGGREGATE_SCHEMA, AggregateRows, SegmentAggregator
-from .columns import Column, ModelCallBatch
+from .columns import Column, LabelChunk, ModelCallBatch
 from .config import CollectorConfig
 from .histogram import DEFAULT_ACCURACY, log_histogram
 from .plan import SegmentationPlan
@@ -76,7 +76,7 @@ def _column(values: Any, first_row: int) -> Column:
         numbers = array.astype(np.float64)
         column.number_chunks.append((rows, numbers))  # NaN stays a value, as in live data
     elif array.dtype.kind == "b":
-        column.label_chunks.append((rows, np.where(array, "true", "false").astype(object)))
+        column.label_chunks.append(LabelChunk(rows, array.astype(np.int64), ["false", "true"]))
     else:  # objects: numbers, text and None (MISSING) may mix
         objects = array.astype(object).tolist()
         number_at = [i for i, v in enumerate(objects)
@@ -88,7 +88,7 @@ def _column(values: Any, first_row: int) -> Column:
             column.number_chunks.append((rows[number_at], numbers))
         if label_at:
             labels = [_text(objects[i]) for i in label_at]
-            column.label_chunks.append((rows[label_at], np.array(labels, dtype=object)))
+            column.label_chunks.append(LabelChunk.of(rows[label_at], labels))
     return column
 
 

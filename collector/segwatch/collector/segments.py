@@ -124,23 +124,23 @@ def segment_dimension(
             distinct, inverse = np.unique(numeric, return_inverse=True)
             codes[position[found]] = inverse + len(labels)
             labels.extend(bucketing.label(int(c)) for c in distinct)
-    label_rows, all_labels = column.label_data()
+    label_rows, label_codes, dictionary = column.label_codes()
     if len(label_rows):
         position, found = positions_in(rows, label_rows)
         if found.any():
-            labels_found = [all_labels[i] for i in np.flatnonzero(found).tolist()]
-            values, inverse = factorize(labels_found)
-            counts = np.bincount(inverse, minlength=len(values))
-            kept = vocabulary.observe(values, counts.tolist())
+            found_codes = label_codes[found]
+            all_counts = np.bincount(found_codes, minlength=len(dictionary))
+            present = np.flatnonzero(all_counts)  # the dictionary's labels these rows have
+            values = [dictionary[i] for i in present.tolist()]
+            counts = all_counts[present].tolist()
+            kept = vocabulary.observe(values, counts)
             segment_of = [value if value in kept else OTHER for value in values]
-            folded = int(sum(c for v, c in zip(values, counts.tolist(), strict=True)
-                             if v not in kept))  # fmt: skip
+            folded = sum(c for v, c in zip(values, counts, strict=True) if v not in kept)
             segment_labels = sorted(set(segment_of))
             label_code = {label: i + len(labels) for i, label in enumerate(segment_labels)}
-            mapping = np.fromiter(
-                (label_code[s] for s in segment_of), dtype=np.int64, count=len(segment_of)
-            )
-            codes[position[found]] = mapping[inverse]
+            mapping = np.zeros(len(dictionary), dtype=np.int64)
+            mapping[present] = [label_code[s] for s in segment_of]
+            codes[position[found]] = mapping[found_codes]
             labels.extend(segment_labels)
     return SegmentDimension(name, labels, codes), folded
 

@@ -30,7 +30,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from segwatch.instrumentation import attributes as attr
 
-from .columns import Column, ModelCallBatch, ModelKey, object_array
+from .columns import Column, LabelChunk, ModelCallBatch, ModelKey, object_array
 from .decode import ABSENT, DEFAULT_STAGE, double_text, rejection_reason
 from .span_wire import SpanTable
 from .wire import KEY_WIDTH, NotSimple, factorize_slices, varints
@@ -420,12 +420,14 @@ def _fill_columns(
     is_number = (kind == _DOUBLE) | (kind == _INT)
     numbers = np.zeros(len(at), dtype=np.float64)
     numbers[is_number] = kvs.numbers(at[is_number])
-    labels = np.empty(len(at), dtype=object)
+    # Labels as codes into the request's strings, then "false" and "true" for booleans.
+    label_codes = np.zeros(len(at), dtype=np.int64)
     is_string = kind == _STRING
-    labels[is_string] = strings.values[strings.code[at[is_string]]]
+    label_codes[is_string] = strings.code[at[is_string]]
     is_bool = kind == _BOOL
     if is_bool.any():
-        labels[is_bool] = np.where(kvs.numbers(at[is_bool]) != 0, "true", "false").astype(object)
+        label_codes[is_bool] = len(strings.values) + (kvs.numbers(at[is_bool]) != 0)
+    dictionary: list[str] = [*strings.values.tolist(), "false", "true"]
     bounds = np.flatnonzero(np.diff(keys)) + 1
     for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(at)], strict=True):
         if lo == hi:
@@ -436,4 +438,8 @@ def _fill_columns(
             column.number_chunks.append((rows[lo:hi][number], numbers[lo:hi][number]))
         if not number.all():
             label = ~number
-            column.label_chunks.append((rows[lo:hi][label], labels[lo:hi][label]))
+            distinct, codes = np.unique(label_codes[lo:hi][label], return_inverse=True)
+            column.label_chunks.append(
+                LabelChunk(rows[lo:hi][label], codes.astype(np.int64),
+                           [dictionary[i] for i in distinct.tolist()])
+            )  # fmt: skip
