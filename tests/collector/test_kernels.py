@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from segwatch.collector import kernels
 from segwatch.collector.kernels import (
+    GroupMatrix,
     _numpy_group_entries,
     _numpy_group_stats,
     group_entries,
@@ -52,7 +53,8 @@ def test_kernels_equal_the_numpy_formulation(seed, rows, dims, groups_per_dim, k
     groups, total, present, number_pos, numbers, keys, weights = _case(
         seed, rows, dims, groups_per_dim, key_range, sampled
     )
-    stats = group_stats(groups, present, number_pos, numbers, weights, total)
+    checked = GroupMatrix(groups, total)
+    stats = group_stats(checked, present, number_pos, numbers, weights)
     expected_stats = _numpy_group_stats(groups, present, number_pos, numbers, weights, total)
     for got, expected in zip(stats, expected_stats, strict=True):
         # The same terms added in the same order: equal, not merely close.
@@ -61,7 +63,7 @@ def test_kernels_equal_the_numpy_formulation(seed, rows, dims, groups_per_dim, k
     # Both ways of counting, in both: dense counters, and what is used when cells are many.
     for dense_cells in (1 << 40, 0):
         expected = _numpy_group_entries(groups, number_pos, keys, weights, live, total, dense_cells)
-        got = group_entries(groups, number_pos, keys, weights, live, total, dense_cells)
+        got = group_entries(checked, number_pos, keys, weights, live, dense_cells)
         assert got[0].tolist() == expected[0].tolist()
         np.testing.assert_array_equal(got[1], expected[1])
         np.testing.assert_array_equal(got[2], expected[2])
@@ -73,7 +75,7 @@ def test_entries_skip_groups_that_are_not_live():
     keys = np.array([5, 6, 7, 7], dtype=np.int64)
     weights = np.array([1.0, 2.0, 0.5, 0.25])
     lengths, out_keys, out_weights = group_entries(
-        groups, rows, keys, weights, np.array([0, 2], dtype=np.int64), 3
+        GroupMatrix(groups, 3), rows, keys, weights, np.array([0, 2], dtype=np.int64)
     )
     assert lengths.tolist() == [1, 1]
     assert out_keys.tolist() == [5, 7]
@@ -85,7 +87,7 @@ def test_entries_of_no_rows(dense_cells):
     groups = np.zeros((2, 3), dtype=np.int64)
     empty = np.zeros(0, dtype=np.int64)
     lengths, out_keys, out_weights = group_entries(
-        groups, empty, empty, np.ones(3), np.array([0]), 1, dense_cells
+        GroupMatrix(groups, 1), empty, empty, np.ones(3), np.array([0]), dense_cells
     )
     assert lengths.tolist() == [0] and len(out_keys) == 0 and len(out_weights) == 0
 
@@ -95,15 +97,18 @@ def test_arguments_that_would_reach_out_of_bounds_are_refused():
     rows = np.arange(2, dtype=np.int64)
     ones = np.ones(2)
     with pytest.raises(ValueError, match="group numbers"):
-        group_stats(groups, rows, rows, ones, ones, 1)
+        GroupMatrix(groups, 1)
+    checked = GroupMatrix(groups, 2)
+    with pytest.raises(ValueError, match="read-only"):
+        checked.matrix[0, 0] = 7  # checked once, so it must not change after
     with pytest.raises(ValueError, match="row numbers"):
-        group_stats(groups, np.array([2]), rows, ones, ones, 2)
+        group_stats(checked, np.array([2]), rows, ones, ones)
     with pytest.raises(ValueError, match="weights has 1 values"):
-        group_stats(groups, rows, rows, ones, ones[:1], 2)
+        group_stats(checked, rows, rows, ones, ones[:1])
     with pytest.raises(TypeError, match="keys must be a contiguous 1-D int64"):
-        group_entries(groups, rows, rows.astype(np.int32), ones, rows, 2)
+        group_entries(checked, rows, rows.astype(np.int32), ones, rows)
     with pytest.raises(ValueError, match="row numbers"):  # a live group past the end
-        group_entries(groups, rows, rows, ones, np.array([5]), 2)
+        group_entries(checked, rows, rows, ones, np.array([5]))
 
 
 # -- the span reader's loops ---------------------------------------------------------------

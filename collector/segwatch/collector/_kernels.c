@@ -45,46 +45,6 @@ void segwatch_group_stats(const int64_t *groups, int64_t n_dims, int64_t n_rows,
     }
 }
 
-typedef struct {
-    int64_t key;
-    double weight;
-} cell;
-
-static int by_key(const void *a, const void *b) {
-    int64_t x = ((const cell *)a)->key, y = ((const cell *)b)->key;
-    return (x > y) - (x < y);
-}
-
-/* Sort cells[first:stop] (distinct keys) by key. */
-static void sort_cells(int64_t *keys, double *weights, int64_t first, int64_t stop,
-                       cell *scratch) {
-    int64_t n = stop - first;
-    if (n > 16) {
-        for (int64_t i = 0; i < n; i++) {
-            scratch[i].key = keys[first + i];
-            scratch[i].weight = weights[first + i];
-        }
-        qsort(scratch, (size_t)n, sizeof(cell), by_key);
-        for (int64_t i = 0; i < n; i++) {
-            keys[first + i] = scratch[i].key;
-            weights[first + i] = scratch[i].weight;
-        }
-        return;
-    }
-    for (int64_t i = first + 1; i < stop; i++) { /* a group's few keys: insertion sort */
-        int64_t key = keys[i];
-        double weight = weights[i];
-        int64_t j = i - 1;
-        while (j >= first && keys[j] > key) {
-            keys[j + 1] = keys[j];
-            weights[j + 1] = weights[j];
-            j--;
-        }
-        keys[j + 1] = key;
-        weights[j + 1] = weight;
-    }
-}
-
 /* Per group of `live` (sorted): its distinct keys (sorted) and their summed weights.
  *
  * Row rows[i] has key keys[i] (n of them) and counts in its group of every
@@ -151,62 +111,58 @@ int64_t segwatch_group_entries(const int64_t *groups, int64_t n_dims, int64_t n_
         free(cells);
         goto done;
     }
-    /* Many cells (many groups, few calls each): bucket the entries by group (a stable
-     * counting sort), merge each live group's equal keys, sort its few keys. */
+    /* Many cells (many groups, wide keys): sort the entries by (group, key) with two
+     * stable counting sorts (by key, then by group), so equal cells end up adjacent
+     * with their weights in the dense count's order, then merge them. */
     int64_t entries = n * n_dims;
-    int64_t *starts = calloc((size_t)(total + 1), sizeof(int64_t));
-    int64_t *entry_keys = malloc((size_t)entries * sizeof(int64_t));
-    double *entry_weights = malloc((size_t)entries * sizeof(double));
-    int64_t *slot = malloc((size_t)span * sizeof(int64_t)); /* a key's cell in the output */
-    cell *scratch = malloc((size_t)span * sizeof(cell));
-    if (!starts || !entry_keys || !entry_weights || !slot || !scratch) {
+    int64_t *starts = calloc((size_t)((total > span ? total : span) + 1), sizeof(int64_t));
+    int64_t *by_key = malloc((size_t)entries * sizeof(int64_t));   /* entry numbers */
+    int64_t *by_cell = malloc((size_t)entries * sizeof(int64_t));
+    int64_t *entry_group = malloc((size_t)entries * sizeof(int64_t));
+    int64_t *entry_key = malloc((size_t)entries * sizeof(int64_t));
+    if (!starts || !by_key || !by_cell || !entry_group || !entry_key) {
         m = -1;
         goto free_buckets;
     }
-    for (int64_t d = 0; d < n_dims; d++) {
-        const int64_t *group_of = groups + d * n_rows;
-        for (int64_t i = 0; i < n; i++) starts[group_of[rows[i]] + 1]++;
-    }
-    for (int64_t g = 0; g < total; g++) starts[g + 1] += starts[g];
-    int64_t *fill = malloc((size_t)total * sizeof(int64_t));
-    if (!fill) {
-        m = -1;
-        goto free_buckets;
-    }
-    memcpy(fill, starts, (size_t)total * sizeof(int64_t));
-    for (int64_t d = 0; d < n_dims; d++) {
+    for (int64_t d = 0; d < n_dims; d++) { /* entry e = d * n + i, in the dense count's order */
         const int64_t *group_of = groups + d * n_rows;
         for (int64_t i = 0; i < n; i++) {
-            int64_t r = rows[i];
-            int64_t j = fill[group_of[r]]++;
-            entry_keys[j] = index[keys[i] - low];
-            entry_weights[j] = weights[r];
+            entry_group[d * n + i] = group_of[rows[i]];
+            entry_key[d * n + i] = index[keys[i] - low];
         }
     }
-    free(fill);
-    for (int64_t k = 0; k < span; k++) slot[k] = -1;
+    for (int64_t e = 0; e < entries; e++) starts[entry_key[e] + 1]++;
+    for (int64_t k = 0; k < span; k++) starts[k + 1] += starts[k];
+    for (int64_t e = 0; e < entries; e++) by_key[starts[entry_key[e]]++] = e;
+    memset(starts, 0, (size_t)(total + 1) * sizeof(int64_t));
+    for (int64_t e = 0; e < entries; e++) starts[entry_group[e] + 1]++;
+    for (int64_t g = 0; g < total; g++) starts[g + 1] += starts[g];
+    for (int64_t j = 0; j < entries; j++) {
+        int64_t e = by_key[j];
+        by_cell[starts[entry_group[e]]++] = e;
+    }
+    /* starts[g] is now where group g + 1 begins: group g is starts[g - 1] .. starts[g]. */
     for (int64_t li = 0; li < n_live; li++) {
         int64_t g = live[li], first = m;
-        for (int64_t j = starts[g]; j < starts[g + 1]; j++) {
-            int64_t k = entry_keys[j];
-            if (slot[k] >= first) { /* seen in this group (earlier groups' slots are lower) */
-                out_weights[slot[k]] += entry_weights[j];
+        for (int64_t j = g ? starts[g - 1] : 0; j < starts[g]; j++) {
+            int64_t e = by_cell[j];
+            int64_t key = distinct[entry_key[e]];
+            double weight = weights[rows[e % n]];
+            if (m > first && out_keys[m - 1] == key) {
+                out_weights[m - 1] += weight;
             } else {
-                slot[k] = m;
-                out_keys[m] = k;
-                out_weights[m++] = entry_weights[j];
+                out_keys[m] = key;
+                out_weights[m++] = weight;
             }
         }
-        sort_cells(out_keys, out_weights, first, m, scratch);
-        for (int64_t j = first; j < m; j++) out_keys[j] = distinct[out_keys[j]];
         lengths[li] = m - first;
     }
 free_buckets:
     free(starts);
-    free(entry_keys);
-    free(entry_weights);
-    free(slot);
-    free(scratch);
+    free(by_key);
+    free(by_cell);
+    free(entry_group);
+    free(entry_key);
 done:
     free(index);
     free(distinct);

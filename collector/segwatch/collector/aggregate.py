@@ -27,7 +27,7 @@ from .aggregate_rows import (
 )
 from .columns import Column, ModelCallBatch, ModelKey
 from .histogram import LogHistogram, log_histogram
-from .kernels import group_entries, group_stats
+from .kernels import GroupMatrix, group_entries, group_stats
 from .plan import SegmentationPlan
 from .segments import (
     OTHER,
@@ -178,6 +178,7 @@ class _SegmentGroups:
     """
 
     matrix: npt.NDArray[np.int64]
+    checked: GroupMatrix  # the same, checked for the compiled loops
     weights: npt.NDArray[np.float64]  # per row
     total: int
     counts: npt.NDArray[np.float64]  # weighted calls per group
@@ -225,6 +226,7 @@ class _SegmentGroups:
         trace_ids = batch.trace_ids
         return cls(
             matrix=matrix,
+            checked=GroupMatrix(matrix, total),
             weights=weights,
             total=total,
             counts=counts,
@@ -345,19 +347,17 @@ def _append_quantity(
     keep: npt.NDArray[np.bool_],
 ) -> None:
     """Append the rows of one quantity in every live group where ``keep`` holds."""
-    total = groups.total
     kept = np.flatnonzero(keep)
     live = groups.live[kept]
     w = groups.weights
+    checked = groups.checked
     present, numeric_count, sums, sum_sq, minima, maxima = group_stats(
-        groups.matrix, quantity.present, quantity.number_pos, quantity.numbers, w, total
+        checked, quantity.present, quantity.number_pos, quantity.numbers, w
     )
     histogram = group_entries(
-        groups.matrix, quantity.number_pos, quantity.hist_keys.astype(np.int64), w, live, total
+        checked, quantity.number_pos, quantity.hist_keys.astype(np.int64), w, live
     )
-    categories = group_entries(
-        groups.matrix, quantity.label_pos, quantity.label_codes, w, live, total
-    )
+    categories = group_entries(checked, quantity.label_pos, quantity.label_codes, w, live)
     counts = groups.counts[live]
     out.add(
         model,

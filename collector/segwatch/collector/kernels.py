@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ import numpy.typing as npt
 __all__ = [
     "COMPILED",
     "LIBRARY",
+    "GroupMatrix",
     "factorize_slices",
     "group_entries",
     "group_stats",
@@ -86,14 +88,31 @@ def _address(array: npt.NDArray[np.generic]) -> int:
     return int(array.ctypes.data)
 
 
-def _check_groups(groups: _I64, total: int) -> _I64:
-    """Refuse group numbers the C loops would write out of bounds with."""
-    groups = np.ascontiguousarray(groups, dtype=np.int64)
-    if groups.ndim != 2:
-        raise ValueError("groups must be dimensions × rows")
-    if groups.size and (int(groups.min()) < 0 or int(groups.max()) >= total):
-        raise ValueError(f"group numbers must be in [0, {total})")
-    return groups
+@dataclass(frozen=True)
+class GroupMatrix:
+    """The group of every row in every segment dimension, checked once for the C loops.
+
+    ``matrix[d, r]`` is the group of row ``r`` in dimension ``d``, below
+    ``total``; the matrix is kept as a read-only view, so what was checked
+    stays true.
+    """
+
+    matrix: _I64
+    total: int
+
+    def __post_init__(self) -> None:
+        matrix = np.ascontiguousarray(self.matrix, dtype=np.int64)
+        if matrix.ndim != 2:
+            raise ValueError("a group matrix is dimensions × rows")
+        if matrix.size and (int(matrix.min()) < 0 or int(matrix.max()) >= self.total):
+            raise ValueError(f"group numbers must be in [0, {self.total})")
+        matrix = matrix.view()
+        matrix.flags.writeable = False
+        object.__setattr__(self, "matrix", matrix)
+
+    @property
+    def rows(self) -> int:
+        return int(self.matrix.shape[1])
 
 
 def _check_arrays(**arrays: tuple[npt.NDArray[np.generic], type, int]) -> None:
@@ -106,21 +125,14 @@ def _check_arrays(**arrays: tuple[npt.NDArray[np.generic], type, int]) -> None:
 
 
 def group_stats(
-    groups: _I64,
-    present: _I64,
-    number_pos: _I64,
-    numbers: _F64,
-    weights: _F64,
-    total: int,
+    groups: GroupMatrix, present: _I64, number_pos: _I64, numbers: _F64, weights: _F64
 ) -> tuple[_F64, _F64, _F64, _F64, _F64, _F64]:
     """Per group: weighted rows present, numeric count, sum, sum of squares, min, max.
 
-    ``groups[d, i]`` is the group (below ``total``) of row ``i`` in dimension
-    ``d``; ``present`` are the rows with any value, ``number_pos`` those with
-    the finite ``numbers``; ``weights`` are per row.
+    ``present`` are the rows with any value, ``number_pos`` those with the
+    finite ``numbers``; ``weights`` are per row.
     """
-    n_rows = groups.shape[1] if groups.ndim == 2 else 0
-    groups = _check_groups(groups, total)
+    n_rows, total = groups.rows, groups.total
     _check_arrays(
         present=(present, np.int64, -1), number_pos=(number_pos, np.int64, -1),
         numbers=(numbers, np.float64, len(number_pos)), weights=(weights, np.float64, n_rows),
@@ -128,10 +140,10 @@ def group_stats(
     _check_rows(present, n_rows)
     _check_rows(number_pos, n_rows)
     if _LIBRARY is None:
-        return _numpy_group_stats(groups, present, number_pos, numbers, weights, total)
+        return _numpy_group_stats(groups.matrix, present, number_pos, numbers, weights, total)
     out = tuple(np.empty(total) for _ in range(6))
     _LIBRARY.segwatch_group_stats(
-        _address(groups), groups.shape[0], n_rows,
+        _address(groups.matrix), groups.matrix.shape[0], n_rows,
         _address(present), len(present),
         _address(number_pos), _address(numbers), len(number_pos),
         _address(weights), total, *(_address(a) for a in out),
@@ -140,40 +152,38 @@ def group_stats(
 
 
 def group_entries(
-    groups: _I64,
+    groups: GroupMatrix,
     rows: _I64,
     keys: _I64,
     weights: _F64,
     live: _I64,
-    total: int,
     dense_cells: int | None = None,
 ) -> tuple[_I64, _I64, _F64]:
     """Per group of ``live`` (sorted): its distinct keys (sorted) and their summed weights.
 
     Row ``rows[i]`` has key ``keys[i]`` and counts in its group of every
-    dimension (``groups[d, rows[i]]``) with ``weights[rows[i]]``, which must
+    dimension (``groups.matrix[d, rows[i]]``) with ``weights[rows[i]]``, which must
     be positive (a cell with weight is a cell with entries). Returns each live
     group's number of entries, then all entries' keys and weights, group after
     group. ``dense_cells`` overrides when to count densely (tests use it).
     """
-    n_rows = groups.shape[1] if groups.ndim == 2 else 0
-    groups = _check_groups(groups, total)
+    n_rows, total = groups.rows, groups.total
     _check_arrays(
         rows=(rows, np.int64, -1), keys=(keys, np.int64, len(rows)),
         weights=(weights, np.float64, n_rows), live=(live, np.int64, -1),
     )  # fmt: skip
     _check_rows(rows, n_rows)
     _check_rows(live, total)
-    capacity = groups.shape[0] * len(rows)
+    capacity = groups.matrix.shape[0] * len(rows)
     if dense_cells is None:
         dense_cells = max(DENSE_CELLS, 4 * capacity)  # then a count beats the alternative
     if _LIBRARY is None:
-        return _numpy_group_entries(groups, rows, keys, weights, live, total, dense_cells)
+        return _numpy_group_entries(groups.matrix, rows, keys, weights, live, total, dense_cells)
     lengths = np.empty(len(live), dtype=np.int64)
     out_keys = np.empty(capacity, dtype=np.int64)
     out_weights = np.empty(capacity, dtype=np.float64)
     entries = _LIBRARY.segwatch_group_entries(
-        _address(groups), groups.shape[0], n_rows,
+        _address(groups.matrix), groups.matrix.shape[0], n_rows,
         _address(rows), _address(keys), len(rows), _address(weights),
         _address(live), len(live), total, dense_cells,
         _address(lengths), _address(out_keys), _address(out_weights),
