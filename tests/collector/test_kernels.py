@@ -198,3 +198,90 @@ def test_factorize_tells_apart_strings_that_share_a_hash_slot():
     codes, distinct = factorize_slices(buf, start, np.full(len(start), 4, dtype=np.int64))
     assert len(distinct) == 5000
     assert codes.tolist() == list(range(5000)) * 2
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.uint64])
+def test_fixed64_values_at_any_offset(dtype):
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=50).astype("<f8") if dtype == np.float64 else rng.integers(
+        0, 2**63, 50, dtype="<u8")  # fmt: skip
+    raw = bytearray(rng.integers(0, 256, 700, dtype=np.uint8).tobytes())
+    at = np.sort(rng.choice(np.arange(0, 700 - 8, 9), 50, replace=False)).astype(np.int64)
+    for value, offset in zip(values, at.tolist(), strict=True):  # unaligned, little-endian
+        raw[offset : offset + 8] = value.tobytes()
+    buf = np.frombuffer(bytes(raw), dtype=np.uint8)
+    assert kernels.read_fixed64(buf, at, dtype).tolist() == values.tolist()
+    with pytest.raises(ValueError, match="within the buffer"):
+        kernels.read_fixed64(buf, np.array([len(buf) - 7], dtype=np.int64), dtype)
+
+
+def _key_value(key: str, kind: str, value: object) -> bytes:
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    any_value = AnyValue()
+    if kind == "array":
+        any_value.array_value.values.add().int_value = 1
+    elif kind not in ("empty", "none"):
+        setattr(any_value, kind, value)
+    message = KeyValue(key=key)
+    if kind != "none":
+        message.value.CopyFrom(any_value)
+    return message.SerializeToString()
+
+
+_KEY_VALUES = st.one_of(
+    st.builds(_key_value, st.text(max_size=70), st.just("string_value"), st.text(max_size=30)),
+    st.builds(_key_value, st.text(max_size=10), st.just("bool_value"), st.booleans()),
+    st.builds(_key_value, st.text(max_size=10), st.just("int_value"),
+              st.integers(-(2**63), 2**63 - 1)),
+    st.builds(_key_value, st.text(max_size=10), st.just("double_value"), st.floats()),
+    st.builds(_key_value, st.text(max_size=10), st.just("bytes_value"), st.binary(max_size=5)),
+    st.builds(_key_value, st.text(max_size=10), st.sampled_from(["array", "empty", "none"]),
+              st.none()),
+    st.binary(max_size=12),  # anything: mostly irregular
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(messages=st.lists(_KEY_VALUES, min_size=1, max_size=8))
+def test_compiled_key_value_reader_equals_numpy(messages):
+    from segwatch.collector.span_scan import _numpy_key_values
+    from segwatch.collector.span_wire import PADDING
+    from segwatch.collector.wire import KEY_WIDTH, NotSimple
+
+    lengths = np.array([len(m) for m in messages], dtype=np.int64)
+    buf = np.frombuffer(b"".join(messages) + bytes(PADDING), dtype=np.uint8)
+    end = np.cumsum(lengths)
+    start = end - lengths
+    try:
+        expected = _numpy_key_values(buf, start, end)
+    except NotSimple:
+        expected = None
+    got = kernels.read_key_values(buf, start, end, KEY_WIDTH)
+    assert (got is None) == (expected is None)
+    if got is not None and expected is not None:
+        for ours, theirs in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"\x18\x05\x10\x01",  # an int, then a bool: two fields in one AnyValue
+        b"\x10\x01\x10\x00",  # a bool twice
+        b"\x0a\x01ab",  # a string one byte shorter than the value
+        b"\x21" + bytes(9),  # a double with a byte too many
+        b"\x2a\x00",  # an empty array (arrays are batch spans: the reference decoder's)
+    ],
+)
+def test_key_values_that_are_not_simple_go_to_the_reference_decoder(value):
+    from segwatch.collector.span_scan import _numpy_key_values
+    from segwatch.collector.span_wire import PADDING
+    from segwatch.collector.wire import KEY_WIDTH, NotSimple
+
+    message = b"\x0a\x01k\x12" + bytes([len(value)]) + value
+    buf = np.frombuffer(message + bytes(PADDING), dtype=np.uint8)
+    start, end = np.array([0], dtype=np.int64), np.array([len(message)], dtype=np.int64)
+    assert kernels.read_key_values(buf, start, end, KEY_WIDTH) is None
+    with pytest.raises(NotSimple):
+        _numpy_key_values(buf, start, end)

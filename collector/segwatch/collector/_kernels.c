@@ -278,3 +278,57 @@ int64_t segwatch_factorize_slices(const uint8_t *buf, const int64_t *start,
     free(table);
     return distinct;
 }
+
+/* out[i] = the 8 little-endian bytes at buf[at[i]] (doubles and fixed64 fields). */
+void segwatch_read_fixed64(const uint8_t *buf, const int64_t *at, int64_t n, uint8_t *out) {
+    for (int64_t i = 0; i < n; i++) memcpy(out + 8 * i, buf + at[i], 8);
+}
+
+/* Where the key and the value of each attribute (a KeyValue message buf[start[i]:end[i]])
+ * are, and what the value is: kind[i] is the AnyValue's tag byte (0x0A string, 0x10 bool,
+ * 0x18 int, 0x21 double) or 0 for no value; payload[i] is where the string's bytes or the
+ * number start, size[i] the string's length. Returns 0, or -1 when an attribute is not
+ * that simple (the key not first, a key longer than max_key, anything after the value, a
+ * value of another kind: arrays, maps, bytes), which the reference decoder then reads. */
+int64_t segwatch_read_key_values(const uint8_t *buf, const int64_t *start, const int64_t *end,
+                                 int64_t n, int64_t max_key, int64_t *key_start,
+                                 int64_t *key_length, uint8_t *kind, int64_t *payload,
+                                 int64_t *size) {
+    for (int64_t i = 0; i < n; i++) {
+        int64_t pos = start[i], stop = end[i];
+        uint64_t length;
+        if (pos >= stop || buf[pos++] != 0x0A) return -1;
+        if (!read_varint(buf, &pos, stop, &length) || length > (uint64_t)max_key ||
+            length > (uint64_t)(stop - pos))
+            return -1;
+        key_start[i] = pos;
+        key_length[i] = (int64_t)length;
+        pos += (int64_t)length;
+        kind[i] = 0;
+        payload[i] = size[i] = 0;
+        if (pos == stop) continue; /* no value */
+        if (buf[pos++] != 0x12 || !read_varint(buf, &pos, stop, &length) ||
+            length != (uint64_t)(stop - pos))
+            return -1;
+        if (length == 0) continue; /* an empty AnyValue */
+        uint8_t tag = buf[pos++];
+        kind[i] = tag;
+        payload[i] = pos;
+        if (tag == 0x21) {
+            if (stop - pos != 8) return -1;
+        } else if (tag == 0x0A || tag == 0x10 || tag == 0x18) {
+            uint64_t inner;
+            if (!read_varint(buf, &pos, stop, &inner)) return -1;
+            if (tag == 0x0A) {
+                if (inner != (uint64_t)(stop - pos)) return -1;
+                payload[i] = pos;
+                size[i] = (int64_t)inner;
+            } else if (pos != stop) {
+                return -1;
+            }
+        } else {
+            return -1;
+        }
+    }
+    return 0;
+}

@@ -26,6 +26,7 @@ import ctypes
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +38,8 @@ __all__ = [
     "factorize_slices",
     "group_entries",
     "group_stats",
+    "read_fixed64",
+    "read_key_values",
     "walk_fields",
 ]
 
@@ -74,6 +77,17 @@ def _load() -> ctypes.CDLL | None:
     ]  # fmt: skip
     library.segwatch_walk_fields.restype = i64
     library.segwatch_walk_fields.argtypes = [pointer, pointer, pointer, i64, i64, *[pointer] * 5]
+    library.segwatch_read_key_values.restype = i64
+    library.segwatch_read_key_values.argtypes = [
+        pointer,
+        pointer,
+        pointer,
+        i64,
+        i64,
+        *[pointer] * 5,
+    ]
+    library.segwatch_read_fixed64.restype = None
+    library.segwatch_read_fixed64.argtypes = [pointer, pointer, i64, pointer]
     library.segwatch_factorize_slices.restype = i64
     library.segwatch_factorize_slices.argtypes = [pointer, pointer, pointer, i64, pointer, pointer]
     return library
@@ -207,10 +221,7 @@ def walk_fields(
     _check_buffer(buf)
     _check_arrays(span_start=(span_start, np.int64, -1),
                   span_end=(span_end, np.int64, len(span_start)))  # fmt: skip
-    if len(span_start) and (
-        int(span_start.min()) < 0 or int(span_end.max()) > len(buf) or (span_end < span_start).any()
-    ):
-        raise ValueError("spans must lie within the buffer")
+    _check_within(buf, span_start, span_end)
     args = (_address(buf), _address(span_start), _address(span_end), len(span_start))
     count = _LIBRARY.segwatch_walk_fields(*args, 0, *[None] * 5)
     if count < 0:
@@ -243,6 +254,51 @@ def factorize_slices(buf: npt.NDArray[np.uint8], start: _I64, length: _I64) -> t
     if distinct < 0:
         raise MemoryError("no memory to factorize the request's strings")
     return codes, firsts[:distinct].copy()
+
+
+def read_key_values(
+    buf: npt.NDArray[np.uint8], start: _I64, end: _I64, max_key: int
+) -> tuple[_I64, _I64, npt.NDArray[np.uint8], _I64, _I64] | None:
+    """Key start and length, value kind, payload and size of each KeyValue ``buf[start:end]``.
+
+    The kind is the AnyValue's tag byte (0x0A string, 0x10 bool, 0x18 int,
+    0x21 double) or 0 (no value); the payload is where the string's bytes or
+    the number start, the size the string's length. None when an attribute is
+    not that simple (arrays, maps, bytes, a key longer than ``max_key``, the key
+    not first, anything after the value). Only with :data:`COMPILED`.
+    """
+    assert _LIBRARY is not None
+    _check_buffer(buf)
+    _check_arrays(start=(start, np.int64, -1), end=(end, np.int64, len(start)))
+    _check_within(buf, start, end)
+    n = len(start)
+    key_start, key_length, payload, size = (np.empty(n, dtype=np.int64) for _ in range(4))
+    kind = np.empty(n, dtype=np.uint8)
+    status = _LIBRARY.segwatch_read_key_values(
+        _address(buf), _address(start), _address(end), n, max_key,
+        _address(key_start), _address(key_length), _address(kind), _address(payload),
+        _address(size),
+    )  # fmt: skip
+    return None if status < 0 else (key_start, key_length, kind, payload, size)
+
+
+def read_fixed64(buf: npt.NDArray[np.uint8], at: _I64, dtype: type) -> npt.NDArray[Any]:
+    """The 8-byte little-endian values at ``buf[at[i]]``, as ``dtype`` (``<f8`` or ``<u8``)."""
+    _check_buffer(buf)
+    _check_arrays(at=(at, np.int64, -1))
+    if len(at) and (int(at.min()) < 0 or int(at.max()) > len(buf) - 8):
+        raise ValueError("fixed64 values must lie within the buffer")
+    out = np.empty(len(at), dtype=np.dtype(dtype).newbyteorder("<"))
+    if _LIBRARY is None:
+        out[:] = buf[at[:, None] + np.arange(8)].copy().view(out.dtype).ravel()
+    else:
+        _LIBRARY.segwatch_read_fixed64(_address(buf), _address(at), len(at), _address(out))
+    return out
+
+
+def _check_within(buf: npt.NDArray[np.uint8], start: _I64, end: _I64) -> None:
+    if len(start) and (int(start.min()) < 0 or int(end.max()) > len(buf) or (end < start).any()):
+        raise ValueError("messages must lie within the buffer")
 
 
 def _check_buffer(buf: npt.NDArray[np.uint8]) -> None:

@@ -30,6 +30,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from segwatch.instrumentation import attributes as attr
 
+from . import kernels
 from .columns import Column, LabelChunk, ModelCallBatch, ModelKey, object_array
 from .decode import ABSENT, DEFAULT_STAGE, double_text, rejection_reason
 from .span_wire import SpanTable
@@ -174,50 +175,13 @@ class _KeyValues:
         end: npt.NDArray[np.int64],
     ) -> _KeyValues:
         """The KeyValue messages ``buf[start:end]`` (``buf`` padded past its end)."""
-        n = len(start)
-        if (end == start).any() or (buf[start] != 0x0A).any():
-            raise NotSimple  # an empty KeyValue, or not the key first
-        raw_key_len, key_len_size = varints(buf, start + 1)
-        key_len = raw_key_len.astype(np.int64)
-        key_start = start + 1 + key_len_size
-        key_end = key_start + key_len
-        if (key_end > end).any() or (key_len > KEY_WIDTH).any():
-            raise NotSimple
-        kind = np.zeros(n, dtype=np.uint8)
-        payload = np.zeros(n, dtype=np.int64)
-        size = np.zeros(n, dtype=np.int64)
-        valued = np.flatnonzero(key_end < end)
-        if len(valued):
-            tag_at = key_end[valued]
-            if (buf[tag_at] != 0x12).any():
-                raise NotSimple  # something after the key that is not its value
-            raw_value_len, value_len_size = varints(buf, tag_at + 1)
-            value_len = raw_value_len.astype(np.int64)
-            value_start = tag_at + 1 + value_len_size
-            if (value_start + value_len != end[valued]).any():
-                raise NotSimple
-            nonempty = value_len > 0
-            valued, value_start = valued[nonempty], value_start[nonempty]
-            kind[valued] = buf[value_start]
-            payload[valued] = value_start + 1
-            # Each value must be one field of a kind we read, ending where the KeyValue
-            # ends; anything else (arrays: batch spans) goes to the reference decoder.
-            value_kind = kind[valued]
-            is_double = value_kind == _DOUBLE
-            if (end[valued[is_double]] != value_start[is_double] + 9).any():
-                raise NotSimple
-            varint = np.isin(value_kind, (_STRING, _BOOL, _INT))
-            if not (is_double | varint).all():
-                raise NotSimple
-            at = valued[varint]
-            raw_inner, inner_size = varints(buf, payload[at])
-            inner = raw_inner.astype(np.int64)  # a string's length (ints may wrap: unused)
-            is_string = kind[at] == _STRING
-            stop = payload[at] + inner_size + np.where(is_string, inner, 0).astype(np.int64)
-            if (stop != end[at]).any():
-                raise NotSimple
-            payload[at[is_string]] += inner_size[is_string]
-            size[at[is_string]] = inner[is_string]
+        if kernels.COMPILED:
+            located = kernels.read_key_values(buf, start, end, KEY_WIDTH)
+            if located is None:
+                raise NotSimple  # arrays (batch spans), maps, bytes, a long key, ...
+            key_start, key_len, kind, payload, size = located
+        else:
+            key_start, key_len, kind, payload, size = _numpy_key_values(buf, start, end)
         key_codes, key_names = factorize_slices(buf, key_start, key_len)
         return cls(
             buf=buf,
@@ -236,11 +200,68 @@ class _KeyValues:
         doubles = kind == _DOUBLE
         if doubles.any():
             where = self.payload[at[doubles]]
-            out[doubles] = self.buf[where[:, None] + np.arange(8)].copy().view("<f8").ravel()
+            out[doubles] = kernels.read_fixed64(self.buf, where, np.float64)
         ints = (kind == _INT) | (kind == _BOOL)
         if ints.any():
             out[ints] = varints(self.buf, self.payload[at[ints]])[0].view(np.int64)
         return out
+
+
+def _numpy_key_values(
+    buf: npt.NDArray[np.uint8], start: npt.NDArray[np.int64], end: npt.NDArray[np.int64]
+) -> tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.uint8],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+]:
+    """:func:`.kernels.read_key_values` with numpy: key start and length, kind, payload, size."""
+    n = len(start)
+    if (end == start).any() or (buf[start] != 0x0A).any():
+        raise NotSimple  # an empty KeyValue, or not the key first
+    raw_key_len, key_len_size = varints(buf, start + 1)
+    key_len = raw_key_len.astype(np.int64)
+    key_start = start + 1 + key_len_size
+    key_end = key_start + key_len
+    if (key_end > end).any() or (key_len > KEY_WIDTH).any():
+        raise NotSimple
+    kind = np.zeros(n, dtype=np.uint8)
+    payload = np.zeros(n, dtype=np.int64)
+    size = np.zeros(n, dtype=np.int64)
+    valued = np.flatnonzero(key_end < end)
+    if len(valued):
+        tag_at = key_end[valued]
+        if (buf[tag_at] != 0x12).any():
+            raise NotSimple  # something after the key that is not its value
+        raw_value_len, value_len_size = varints(buf, tag_at + 1)
+        value_len = raw_value_len.astype(np.int64)
+        value_start = tag_at + 1 + value_len_size
+        if (value_start + value_len != end[valued]).any():
+            raise NotSimple
+        nonempty = value_len > 0
+        valued, value_start = valued[nonempty], value_start[nonempty]
+        kind[valued] = buf[value_start]
+        payload[valued] = value_start + 1
+        # Each value must be one field of a kind we read, ending where the KeyValue
+        # ends; anything else (arrays: batch spans) goes to the reference decoder.
+        value_kind = kind[valued]
+        is_double = value_kind == _DOUBLE
+        if (end[valued[is_double]] != value_start[is_double] + 9).any():
+            raise NotSimple
+        varint = np.isin(value_kind, (_STRING, _BOOL, _INT))
+        if not (is_double | varint).all():
+            raise NotSimple
+        at = valued[varint]
+        raw_inner, inner_size = varints(buf, payload[at])
+        inner = raw_inner.astype(np.int64)  # a string's length (ints may wrap: unused)
+        is_string = kind[at] == _STRING
+        stop = payload[at] + inner_size + np.where(is_string, inner, 0).astype(np.int64)
+        if (stop != end[at]).any():
+            raise NotSimple
+        payload[at[is_string]] += inner_size[is_string]
+        size[at[is_string]] = inner[is_string]
+    return key_start, key_len, kind, payload, size
 
 
 def _text(raw: bytes) -> str:

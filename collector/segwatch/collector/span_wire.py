@@ -210,7 +210,7 @@ def _fixed64(
     mine = fields.number == field
     at = fields.start[mine]
     if len(at):
-        out[fields.span[mine]] = buf[at[:, None] + np.arange(8)].copy().view("<u8").ravel()
+        out[fields.span[mine]] = kernels.read_fixed64(buf, at, np.uint64)
     return out
 
 
