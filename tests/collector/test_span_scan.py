@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -11,6 +13,8 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from segwatch.collector import kernels
+from segwatch.collector.aggregate import SegmentAggregator
 from segwatch.collector.columns import ModelCallBatch
 from segwatch.collector.decode import decode_request
 from segwatch.collector.span_scan import scan_request
@@ -128,6 +132,46 @@ def test_generated_requests_decode_the_same_both_ways(resources, oldest_ns) -> N
     reference = decode_request(ExportTraceServiceRequest.FromString(payload), oldest_ns)
     assert fast is not None  # these shapes are all the fast path's to read
     assert_same_batch(fast, reference)
+
+
+@contextmanager
+def _numpy_only() -> Iterator[None]:
+    """As on a machine where the compiled loops could not be built."""
+    library, compiled = kernels._LIBRARY, kernels.COMPILED
+    kernels._LIBRARY, kernels.COMPILED = None, False
+    try:
+        yield
+    finally:
+        kernels._LIBRARY, kernels.COMPILED = library, compiled
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    resources=st.lists(
+        st.tuples(st.sampled_from(["", "svc-a", "svc-b"]), st.lists(_SPAN, max_size=6)), max_size=3
+    ),
+)
+def test_without_the_compiled_loops_the_fast_path_reads_the_same(resources) -> None:
+    payload = _request(resources)
+    with _numpy_only():
+        fast = scan_request(payload)
+    assert fast is not None
+    assert_same_batch(fast, decode_request(ExportTraceServiceRequest.FromString(payload)))
+
+
+def test_without_the_compiled_loops_the_aggregates_are_the_same(recorder) -> None:
+    model = monitor("fraud", tracer_provider=recorder.provider)
+    for i in range(300):
+        with model.call() as call:
+            call.features(amount=(i % 17) * 10.5, country=["BR", "US", "DE"][i % 3], n=i)
+            call.outputs(score=(i % 10) / 10, label=["a", "b"][i % 2])
+    payload = recorder.request().SerializeToString()
+    compiled = SegmentAggregator().aggregate(scan_request(payload))
+    with _numpy_only():
+        batch = scan_request(payload)
+        assert batch is not None
+        numpy_rows = SegmentAggregator().aggregate(batch)
+    assert len(compiled) > 0 and compiled.native() == numpy_rows.native()  # byte for byte
 
 
 def test_what_the_fast_path_leaves_to_the_reference() -> None:

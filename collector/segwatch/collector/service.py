@@ -20,6 +20,7 @@ from segwatch.clickhouse.migrate import apply_migrations
 from segwatch.clickhouse.queries import READ_ONLY
 from segwatch.clickhouse.store import open_client, parse_dsn
 
+from . import kernels
 from .access import discovery_path
 from .aggregate import SegmentAggregator
 from .api import LocalApi
@@ -72,6 +73,12 @@ class Collector:
 
     def _start(self) -> None:
         config = self.config
+        if not kernels.COMPILED:
+            _logger.warning(
+                "the compiled loops (%s) are not built: decoding and aggregating with numpy, "
+                "several times slower; reinstall with a C compiler",
+                kernels.LIBRARY.name,
+            )
         # One client per component: each runs its queries on its own thread.
         for _ in range(3):
             self._opened.append(open_client(self.location))
