@@ -109,6 +109,8 @@ def test_arguments_that_would_reach_out_of_bounds_are_refused():
         group_entries(checked, rows, rows.astype(np.int32), ones, rows)
     with pytest.raises(ValueError, match="row numbers"):  # a live group past the end
         group_entries(checked, rows, rows, ones, np.array([5]))
+    with pytest.raises(ValueError, match="keys must span fewer"):  # a counter per key value
+        group_entries(checked, rows, np.array([0, 2**40]), ones, rows)
 
 
 # -- the span reader's loops ---------------------------------------------------------------

@@ -170,15 +170,14 @@ class SegmentAggregator:
 class _SegmentGroups:
     """Every (dimension, minute, segment) group of one model's rows, numbered globally.
 
-    ``matrix[d, i]`` is the group of row ``i`` in dimension ``d``; groups of
-    dimension ``d`` occupy one contiguous range, so one ``bincount`` over the
-    flattened matrix aggregates every dimension at once. Per live group (at
+    ``groups.matrix[d, i]`` is the group of row ``i`` in dimension ``d``;
+    groups of dimension ``d`` occupy one contiguous range, so one pass over
+    the matrix aggregates every dimension at once. Per live group (at
     least one call) it knows its dimension, segment, minute and exemplar, as
     codes into small dictionaries.
     """
 
-    matrix: npt.NDArray[np.int64]
-    checked: GroupMatrix  # the same, checked for the compiled loops
+    groups: GroupMatrix  # checked once, for the compiled loops
     weights: npt.NDArray[np.float64]  # per row
     total: int
     counts: npt.NDArray[np.float64]  # weighted calls per group
@@ -225,8 +224,7 @@ class _SegmentGroups:
         np.minimum.at(first, flat, np.tile(np.arange(len(rows), dtype=np.int64), len(dimensions)))
         trace_ids = batch.trace_ids
         return cls(
-            matrix=matrix,
-            checked=GroupMatrix(matrix, total),
+            groups=GroupMatrix(matrix, total),
             weights=weights,
             total=total,
             counts=counts,
@@ -350,7 +348,7 @@ def _append_quantity(
     kept = np.flatnonzero(keep)
     live = groups.live[kept]
     w = groups.weights
-    checked = groups.checked
+    checked = groups.groups
     present, numeric_count, sums, sum_sq, minima, maxima = group_stats(
         checked, quantity.present, quantity.number_pos, quantity.numbers, w
     )

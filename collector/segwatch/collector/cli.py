@@ -141,7 +141,15 @@ def _timestamp(text: str) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
+# The embedded engine's allocator (the jemalloc inside chdb) keeps freed pages
+# for seconds; handing them back after one second kept the collector's peak RSS
+# 20-100 MiB lower under load (bench/ingest.py) at no measured cost. It is read
+# when chdb loads, so it is set before any store is opened; a value set wins.
+EMBEDDED_ALLOCATOR = ("JE_MALLOC_CONF", "dirty_decay_ms:1000,muzzy_decay_ms:0")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault(*EMBEDDED_ALLOCATOR)
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG

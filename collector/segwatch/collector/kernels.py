@@ -1,8 +1,9 @@
 """The collector's inner loops: compiled C (``_kernels.c``) where it was built, else numpy.
 
 Two families: the aggregator's (:func:`group_stats`, :func:`group_entries`)
-and the span reader's (:func:`walk_fields`, :func:`factorize_slices`, used by
-:mod:`.span_wire` and :mod:`.wire`, which keep their numpy formulation for a
+and the span reader's (:func:`walk_fields`, :func:`read_key_values`,
+:func:`factorize_slices`, :func:`read_fixed64`, used by :mod:`.span_wire`,
+:mod:`.span_scan` and :mod:`.wire`, which keep their numpy formulation for a
 build without a compiler).
 
 Aggregating one quantity over every segment dimension is, in numpy, a dozen
@@ -50,7 +51,11 @@ LIBRARY = Path(__file__).with_name("_kernels.so")
 
 DENSE_CELLS = 1 << 20
 """Up to this many (group, key) cells (8 MiB of counters), or four per entry, entries are
-counted densely; beyond, bucketed by group (C) or sorted (numpy)."""
+counted densely; beyond, sorted (two counting sorts in C, ``np.unique`` in numpy)."""
+
+MAX_KEY_RANGE = 1 << 24
+"""Keys of one call to :func:`group_entries` span at most this many values (the C loop
+keeps a counter per value in the range: histogram keys span 65,536, category codes fewer)."""
 
 _F64 = npt.NDArray[np.float64]
 _I64 = npt.NDArray[np.int64]
@@ -62,7 +67,7 @@ def _load() -> ctypes.CDLL | None:
     try:
         library = ctypes.CDLL(str(LIBRARY))
     except OSError as exc:  # built for another platform, damaged: say so, keep working
-        _logger.warning("cannot load %s (%s): aggregating with numpy, slower", LIBRARY, exc)
+        _logger.warning("cannot load %s (%s): using numpy instead, slower", LIBRARY, exc)
         return None
     i64 = ctypes.c_int64
     pointer = ctypes.c_void_p
@@ -79,13 +84,8 @@ def _load() -> ctypes.CDLL | None:
     library.segwatch_walk_fields.argtypes = [pointer, pointer, pointer, i64, i64, *[pointer] * 5]
     library.segwatch_read_key_values.restype = i64
     library.segwatch_read_key_values.argtypes = [
-        pointer,
-        pointer,
-        pointer,
-        i64,
-        i64,
-        *[pointer] * 5,
-    ]
+        pointer, pointer, pointer, i64, i64, *[pointer] * 5
+    ]  # fmt: skip
     library.segwatch_read_fixed64.restype = None
     library.segwatch_read_fixed64.argtypes = [pointer, pointer, i64, pointer]
     library.segwatch_factorize_slices.restype = i64
@@ -107,7 +107,7 @@ class GroupMatrix:
     """The group of every row in every segment dimension, checked once for the C loops.
 
     ``matrix[d, r]`` is the group of row ``r`` in dimension ``d``, below
-    ``total``; the matrix is kept as a read-only view, so what was checked
+    ``total``; the matrix is kept as a read-only copy, so what was checked
     stays true.
     """
 
@@ -115,12 +115,11 @@ class GroupMatrix:
     total: int
 
     def __post_init__(self) -> None:
-        matrix = np.ascontiguousarray(self.matrix, dtype=np.int64)
+        matrix = np.array(self.matrix, dtype=np.int64, order="C")  # a copy: ours alone
         if matrix.ndim != 2:
             raise ValueError("a group matrix is dimensions × rows")
         if matrix.size and (int(matrix.min()) < 0 or int(matrix.max()) >= self.total):
             raise ValueError(f"group numbers must be in [0, {self.total})")
-        matrix = matrix.view()
         matrix.flags.writeable = False
         object.__setattr__(self, "matrix", matrix)
 
@@ -188,6 +187,8 @@ def group_entries(
     )  # fmt: skip
     _check_rows(rows, n_rows)
     _check_rows(live, total)
+    if len(keys) and int(keys.max()) - int(keys.min()) >= MAX_KEY_RANGE:
+        raise ValueError(f"keys must span fewer than {MAX_KEY_RANGE} values")
     capacity = groups.matrix.shape[0] * len(rows)
     if dense_cells is None:
         dense_cells = max(DENSE_CELLS, 4 * capacity)  # then a count beats the alternative
@@ -357,7 +358,7 @@ def _numpy_group_entries(
         dense = np.bincount(group * span + key, weights=cell_weights, minlength=total * span)
         cells = np.flatnonzero(dense)
         sums = dense[cells]
-    else:  # a stable sort keeps each cell's terms in the dense count's order
+    else:  # bincount adds each cell's terms in input order, as the dense count does
         cells, inverse = np.unique(group * span + key, return_inverse=True)
         sums = np.bincount(inverse, weights=cell_weights, minlength=len(cells))
     owners = cells // span

@@ -1,12 +1,14 @@
-"""The spans of a request, read field by field for all spans at once with numpy.
+"""The spans of a request, read field by field for all spans at once.
 
 upb hands over each span as its serialized bytes; :meth:`SpanTable.read`
-joins them and walks their fields in lock-step: step ``k`` reads the
-``k``-th field of every span that has one, so a request of a thousand spans
-with thirty fields each takes thirty numpy steps, not thirty thousand Python
-ones (and no Python object per attribute). What comes out: each span's trace
-and span id, name, start and end, and where each of its attributes
-(``KeyValue`` messages) sits in the joined buffer, in span order.
+joins them and walks their fields in one compiled pass
+(:func:`.kernels.walk_fields`), or, without the compiled loops, in numpy
+lock-step: step ``k`` reads the ``k``-th field of every span that has one, so
+a request of a thousand spans with thirty fields each takes thirty numpy
+steps, not thirty thousand Python ones. Either way no Python object is made
+per attribute. What comes out: each span's trace and span id, name, start and
+end, and where each of its attributes (``KeyValue`` messages) sits in the
+joined buffer, in span order.
 
 Anything irregular raises :class:`.wire.NotSimple` and the request goes to the
 reference decoder: a field we read repeated or with the wrong wire type, a

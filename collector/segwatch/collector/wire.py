@@ -42,8 +42,9 @@ def factorize_slices(
 ) -> tuple[npt.NDArray[np.int64], list[bytes]]:
     """Codes and distinct byte strings of the slices ``buf[start:start+length]``.
 
-    Codes number the strings in the order they first appear. Compiled, a hash
-    table (:func:`.kernels.factorize_slices`); else :func:`numpy_factorize_slices`.
+    Equal strings get equal codes. Compiled, a hash table
+    (:func:`.kernels.factorize_slices`) that numbers them as they first appear;
+    else :func:`numpy_factorize_slices`.
     """
     if not kernels.COMPILED:
         return numpy_factorize_slices(buf, start, length)
