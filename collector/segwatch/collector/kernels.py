@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,10 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-LIBRARY = Path(__file__).with_name("_kernels.so")
-"""Where the build puts the compiled loops."""
+LIBRARY = Path(
+    os.environ.get("SEGWATCH_KERNELS_LIBRARY") or Path(__file__).with_name("_kernels.so")
+)
+"""Where the build puts the compiled loops (``bench/sanitize.sh`` points elsewhere)."""
 
 DENSE_CELLS = 1 << 20
 """Up to this many (group, key) cells (8 MiB of counters), or four per entry, entries are
