@@ -109,7 +109,7 @@ def test_arguments_that_would_reach_out_of_bounds_are_refused():
         group_entries(checked, rows, rows.astype(np.int32), ones, rows)
     with pytest.raises(ValueError, match="row numbers"):  # a live group past the end
         group_entries(checked, rows, rows, ones, np.array([5]))
-    with pytest.raises(ValueError, match="keys must span fewer"):  # a counter per key value
+    with pytest.raises(ValueError, match="keys span fewer"):  # a counter per key value
         group_entries(checked, rows, np.array([0, 2**40]), ones, rows)
 
 
@@ -287,3 +287,19 @@ def test_key_values_that_are_not_simple_go_to_the_reference_decoder(value):
     assert kernels.read_key_values(buf, start, end, KEY_WIDTH) is None
     with pytest.raises(NotSimple):
         _numpy_key_values(buf, start, end)
+
+
+def test_the_span_reader_loops_refuse_positions_outside_the_buffer():
+    buf = np.zeros(16, dtype=np.uint8)
+    inside, past = np.array([0], dtype=np.int64), np.array([17], dtype=np.int64)
+    with pytest.raises(ValueError, match="within the buffer"):
+        kernels.walk_fields(buf, inside, past)
+    with pytest.raises(ValueError, match="within the buffer"):
+        kernels.walk_fields(buf, np.array([5]), np.array([4]))  # ends before it starts
+    with pytest.raises(ValueError, match="within the buffer"):
+        kernels.read_key_values(buf, np.array([-1]), inside, 64)
+    with pytest.raises(ValueError, match="within the buffer"):
+        kernels.factorize_slices(buf, np.array([10]), np.array([7]))
+    with pytest.raises(ValueError, match="within the buffer"):
+        kernels.factorize_slices(buf, np.array([0]), np.array([-1]))
+    assert kernels.factorize_slices(buf, np.array([10]), np.array([6]))[0].tolist() == [0]

@@ -1,26 +1,35 @@
-/* The aggregator's inner loops, compiled (see kernels.py, which loads this with ctypes).
+/* The collector's inner loops, compiled (see kernels.py, which loads this with ctypes).
  *
  * Plain C99 over caller-owned numpy buffers: no Python API, so the library
  * does not depend on the interpreter's version, and ctypes releases the GIL
- * while a loop runs. kernels.py checks every array's dtype, contiguity and
- * length, and that every group number is below `total`, before calling.
+ * while a loop runs. kernels.py checks each array's dtype, contiguity and
+ * length; these loops check every index they follow before using it and
+ * return OUT_OF_RANGE instead of reading or writing outside a buffer (the
+ * group numbers of a GroupMatrix are checked once, when it is made).
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#define OUT_OF_RANGE (-3)
+#define NO_MEMORY (-1)
+
 /* Per group: weighted rows present, numeric count, sum, sum of squares, min, max.
  *
  * groups is n_dims x n_rows (row-major): groups[d * n_rows + r] is the group of
  * row r in dimension d. Terms are added dimension by dimension, rows in order:
  * the same order as numpy's bincount over the tiled arrays, so the same sums. */
-void segwatch_group_stats(const int64_t *groups, int64_t n_dims, int64_t n_rows,
-                          const int64_t *present, int64_t n_present,
-                          const int64_t *number_pos, const double *numbers, int64_t n_numbers,
-                          const double *weights, int64_t total, double *weighted_present,
-                          double *numeric_count, double *sums, double *sum_sq, double *minima,
-                          double *maxima) {
+int64_t segwatch_group_stats(const int64_t *groups, int64_t n_dims, int64_t n_rows,
+                             const int64_t *present, int64_t n_present,
+                             const int64_t *number_pos, const double *numbers,
+                             int64_t n_numbers, const double *weights, int64_t total,
+                             double *weighted_present, double *numeric_count, double *sums,
+                             double *sum_sq, double *minima, double *maxima) {
+    for (int64_t i = 0; i < n_present; i++)
+        if (present[i] < 0 || present[i] >= n_rows) return OUT_OF_RANGE;
+    for (int64_t i = 0; i < n_numbers; i++)
+        if (number_pos[i] < 0 || number_pos[i] >= n_rows) return OUT_OF_RANGE;
     for (int64_t g = 0; g < total; g++) {
         weighted_present[g] = numeric_count[g] = sums[g] = sum_sq[g] = 0.0;
         minima[g] = INFINITY;
@@ -43,6 +52,7 @@ void segwatch_group_stats(const int64_t *groups, int64_t n_dims, int64_t n_rows,
             if (v > maxima[g]) maxima[g] = v;
         }
     }
+    return 0;
 }
 
 /* Per group of `live` (sorted): its distinct keys (sorted) and their summed weights.
@@ -50,14 +60,19 @@ void segwatch_group_stats(const int64_t *groups, int64_t n_dims, int64_t n_rows,
  * Row rows[i] has key keys[i] (n of them) and counts in its group of every
  * dimension with weights[rows[i]] (positive). Writes each live group's entry
  * count to lengths and the entries, group after group, to out_keys and
- * out_weights (room for n * n_dims); returns how many, or -1 when out of memory.
+ * out_weights (room for n * n_dims); returns how many, NO_MEMORY, or OUT_OF_RANGE
+ * (a row or live group out of range, keys spanning more than max_width values).
  * Cells add their weights in the order numpy's bincount over the tiled arrays
  * would. */
 int64_t segwatch_group_entries(const int64_t *groups, int64_t n_dims, int64_t n_rows,
                                const int64_t *rows, const int64_t *keys, int64_t n,
                                const double *weights, const int64_t *live, int64_t n_live,
-                               int64_t total, int64_t dense_cells, int64_t *lengths,
-                               int64_t *out_keys, double *out_weights) {
+                               int64_t total, int64_t dense_cells, int64_t max_width,
+                               int64_t *lengths, int64_t *out_keys, double *out_weights) {
+    for (int64_t i = 0; i < n; i++)
+        if (rows[i] < 0 || rows[i] >= n_rows) return OUT_OF_RANGE;
+    for (int64_t li = 0; li < n_live; li++)
+        if (live[li] < 0 || live[li] >= total) return OUT_OF_RANGE;
     memset(lengths, 0, (size_t)n_live * sizeof(int64_t));
     if (n == 0) return 0;
     /* The distinct keys, sorted, and each key's index among them (a counting pass). */
@@ -66,13 +81,14 @@ int64_t segwatch_group_entries(const int64_t *groups, int64_t n_dims, int64_t n_
         if (keys[i] < low) low = keys[i];
         if (keys[i] > high) high = keys[i];
     }
+    if ((uint64_t)high - (uint64_t)low >= (uint64_t)max_width) return OUT_OF_RANGE;
     int64_t width = high - low + 1;
     int64_t *index = calloc((size_t)width, sizeof(int64_t));
     int64_t *distinct = malloc((size_t)width * sizeof(int64_t));
     if (!index || !distinct) {
         free(index);
         free(distinct);
-        return -1;
+        return NO_MEMORY;
     }
     for (int64_t i = 0; i < n; i++) index[keys[i] - low] = 1;
     int64_t span = 0;
@@ -87,7 +103,7 @@ int64_t segwatch_group_entries(const int64_t *groups, int64_t n_dims, int64_t n_
         /* Few (group, key) cells: count them all, then read the live groups' cells. */
         double *cells = calloc((size_t)(total * span), sizeof(double));
         if (!cells) {
-            m = -1;
+            m = NO_MEMORY;
             goto done;
         }
         for (int64_t d = 0; d < n_dims; d++) {
@@ -121,7 +137,7 @@ int64_t segwatch_group_entries(const int64_t *groups, int64_t n_dims, int64_t n_
     int64_t *entry_group = malloc((size_t)entries * sizeof(int64_t));
     int64_t *entry_key = malloc((size_t)entries * sizeof(int64_t));
     if (!starts || !by_key || !by_cell || !entry_group || !entry_key) {
-        m = -1;
+        m = NO_MEMORY;
         goto free_buckets;
     }
     for (int64_t d = 0; d < n_dims; d++) { /* entry e = d * n + i, in the dense count's order */
@@ -189,14 +205,16 @@ static int read_varint(const uint8_t *buf, int64_t *pos, int64_t end, uint64_t *
  * number, wire type and payload bounds (a varint's own bytes; a length-delimited field's
  * bytes after the length). With span == NULL only counts. Returns the number of fields,
  * -1 when a span is irregular (field number 0, a wire type protobuf 3 does not use, a
- * field past its span), -2 when there are more than `capacity`. */
-int64_t segwatch_walk_fields(const uint8_t *buf, const int64_t *span_start,
+ * field past its span), -2 when there are more than `capacity`, OUT_OF_RANGE when a span
+ * is not within the buffer's buf_len bytes. */
+int64_t segwatch_walk_fields(const uint8_t *buf, int64_t buf_len, const int64_t *span_start,
                              const int64_t *span_end, int64_t n_spans, int64_t capacity,
                              int64_t *span, int64_t *number, int64_t *wire_type, int64_t *start,
                              int64_t *stop) {
     int64_t n = 0;
     for (int64_t s = 0; s < n_spans; s++) {
         int64_t pos = span_start[s], end = span_end[s];
+        if (pos < 0 || end < pos || end > buf_len) return OUT_OF_RANGE;
         while (pos < end) {
             uint64_t tag, value;
             if (!read_varint(buf, &pos, end, &tag) || (tag >> 3) == 0) return -1;
@@ -245,14 +263,16 @@ static uint64_t hash_bytes(const uint8_t *data, int64_t length) {
 
 /* Codes of the byte strings buf[start[i]:start[i]+length[i]], numbered in the order they
  * first appear; firsts[c] is the first slice with code c. Returns the number of distinct
- * strings, or -1 when out of memory. */
-int64_t segwatch_factorize_slices(const uint8_t *buf, const int64_t *start,
+ * strings, NO_MEMORY, or OUT_OF_RANGE when a slice is not within buf_len bytes. */
+int64_t segwatch_factorize_slices(const uint8_t *buf, int64_t buf_len, const int64_t *start,
                                   const int64_t *length, int64_t n, int64_t *codes,
                                   int64_t *firsts) {
+    for (int64_t i = 0; i < n; i++)
+        if (start[i] < 0 || length[i] < 0 || length[i] > buf_len - start[i]) return OUT_OF_RANGE;
     int64_t size = 16;
     while (size < 2 * n) size *= 2;
     int64_t *table = malloc((size_t)size * sizeof(int64_t)); /* code + 1, 0 = empty */
-    if (!table) return -1;
+    if (!table) return NO_MEMORY;
     memset(table, 0, (size_t)size * sizeof(int64_t));
     int64_t distinct = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -279,9 +299,15 @@ int64_t segwatch_factorize_slices(const uint8_t *buf, const int64_t *start,
     return distinct;
 }
 
-/* out[i] = the 8 little-endian bytes at buf[at[i]] (doubles and fixed64 fields). */
-void segwatch_read_fixed64(const uint8_t *buf, const int64_t *at, int64_t n, uint8_t *out) {
-    for (int64_t i = 0; i < n; i++) memcpy(out + 8 * i, buf + at[i], 8);
+/* out[i] = the 8 little-endian bytes at buf[at[i]] (doubles and fixed64 fields); 0, or
+ * OUT_OF_RANGE when a value is not within buf_len bytes. */
+int64_t segwatch_read_fixed64(const uint8_t *buf, int64_t buf_len, const int64_t *at, int64_t n,
+                              uint8_t *out) {
+    for (int64_t i = 0; i < n; i++) {
+        if (at[i] < 0 || at[i] > buf_len - 8) return OUT_OF_RANGE;
+        memcpy(out + 8 * i, buf + at[i], 8);
+    }
+    return 0;
 }
 
 /* Where the key and the value of each attribute (a KeyValue message buf[start[i]:end[i]])
@@ -289,13 +315,15 @@ void segwatch_read_fixed64(const uint8_t *buf, const int64_t *at, int64_t n, uin
  * 0x18 int, 0x21 double) or 0 for no value; payload[i] is where the string's bytes or the
  * number start, size[i] the string's length. Returns 0, or -1 when an attribute is not
  * that simple (the key not first, a key longer than max_key, anything after the value, a
- * value of another kind: arrays, maps, bytes), which the reference decoder then reads. */
-int64_t segwatch_read_key_values(const uint8_t *buf, const int64_t *start, const int64_t *end,
-                                 int64_t n, int64_t max_key, int64_t *key_start,
-                                 int64_t *key_length, uint8_t *kind, int64_t *payload,
-                                 int64_t *size) {
+ * value of another kind: arrays, maps, bytes), which the reference decoder then reads;
+ * OUT_OF_RANGE when a message is not within buf_len bytes. */
+int64_t segwatch_read_key_values(const uint8_t *buf, int64_t buf_len, const int64_t *start,
+                                 const int64_t *end, int64_t n, int64_t max_key,
+                                 int64_t *key_start, int64_t *key_length, uint8_t *kind,
+                                 int64_t *payload, int64_t *size) {
     for (int64_t i = 0; i < n; i++) {
         int64_t pos = start[i], stop = end[i];
+        if (pos < 0 || stop < pos || stop > buf_len) return OUT_OF_RANGE;
         uint64_t length;
         if (pos >= stop || buf[pos++] != 0x0A) return -1;
         if (!read_varint(buf, &pos, stop, &length) || length > (uint64_t)max_key ||

@@ -74,25 +74,29 @@ def _load() -> ctypes.CDLL | None:
         return None
     i64 = ctypes.c_int64
     pointer = ctypes.c_void_p
-    library.segwatch_group_stats.restype = None
+    library.segwatch_group_stats.restype = i64
     library.segwatch_group_stats.argtypes = [
         pointer, i64, i64, pointer, i64, pointer, pointer, i64, pointer, i64, *[pointer] * 6
     ]  # fmt: skip
     library.segwatch_group_entries.restype = i64
     library.segwatch_group_entries.argtypes = [
-        pointer, i64, i64, pointer, pointer, i64, pointer, pointer, i64, i64, i64,
+        pointer, i64, i64, pointer, pointer, i64, pointer, pointer, i64, i64, i64, i64,
         pointer, pointer, pointer,
     ]  # fmt: skip
     library.segwatch_walk_fields.restype = i64
-    library.segwatch_walk_fields.argtypes = [pointer, pointer, pointer, i64, i64, *[pointer] * 5]
+    library.segwatch_walk_fields.argtypes = [
+        pointer, i64, pointer, pointer, i64, i64, *[pointer] * 5
+    ]  # fmt: skip
     library.segwatch_read_key_values.restype = i64
     library.segwatch_read_key_values.argtypes = [
-        pointer, pointer, pointer, i64, i64, *[pointer] * 5
+        pointer, i64, pointer, pointer, i64, i64, *[pointer] * 5
     ]  # fmt: skip
-    library.segwatch_read_fixed64.restype = None
-    library.segwatch_read_fixed64.argtypes = [pointer, pointer, i64, pointer]
+    library.segwatch_read_fixed64.restype = i64
+    library.segwatch_read_fixed64.argtypes = [pointer, i64, pointer, i64, pointer]
     library.segwatch_factorize_slices.restype = i64
-    library.segwatch_factorize_slices.argtypes = [pointer, pointer, pointer, i64, pointer, pointer]
+    library.segwatch_factorize_slices.argtypes = [
+        pointer, i64, pointer, pointer, i64, pointer, pointer
+    ]  # fmt: skip
     return library
 
 
@@ -153,17 +157,18 @@ def group_stats(
         present=(present, np.int64, -1), number_pos=(number_pos, np.int64, -1),
         numbers=(numbers, np.float64, len(number_pos)), weights=(weights, np.float64, n_rows),
     )  # fmt: skip
-    _check_rows(present, n_rows)
-    _check_rows(number_pos, n_rows)
     if _LIBRARY is None:
+        _check_rows(present, n_rows)
+        _check_rows(number_pos, n_rows)
         return _numpy_group_stats(groups.matrix, present, number_pos, numbers, weights, total)
     out = tuple(np.empty(total) for _ in range(6))
-    _LIBRARY.segwatch_group_stats(
+    status = _LIBRARY.segwatch_group_stats(
         _address(groups.matrix), groups.matrix.shape[0], n_rows,
         _address(present), len(present),
         _address(number_pos), _address(numbers), len(number_pos),
         _address(weights), total, *(_address(a) for a in out),
     )  # fmt: skip
+    _raise_for(status, "row numbers must be in [0, {})", n_rows)
     return out  # type: ignore[return-value]
 
 
@@ -188,14 +193,14 @@ def group_entries(
         rows=(rows, np.int64, -1), keys=(keys, np.int64, len(rows)),
         weights=(weights, np.float64, n_rows), live=(live, np.int64, -1),
     )  # fmt: skip
-    _check_rows(rows, n_rows)
-    _check_rows(live, total)
-    if len(keys) and int(keys.max()) - int(keys.min()) >= MAX_KEY_RANGE:
-        raise ValueError(f"keys must span fewer than {MAX_KEY_RANGE} values")
     capacity = groups.matrix.shape[0] * len(rows)
     if dense_cells is None:
         dense_cells = max(DENSE_CELLS, 4 * capacity)  # then a count beats the alternative
     if _LIBRARY is None:
+        _check_rows(rows, n_rows)
+        _check_rows(live, total)
+        if len(keys) and int(keys.max()) - int(keys.min()) >= MAX_KEY_RANGE:
+            raise ValueError(_ENTRIES_RANGE)
         return _numpy_group_entries(groups.matrix, rows, keys, weights, live, total, dense_cells)
     lengths = np.empty(len(live), dtype=np.int64)
     out_keys = np.empty(capacity, dtype=np.int64)
@@ -203,11 +208,10 @@ def group_entries(
     entries = _LIBRARY.segwatch_group_entries(
         _address(groups.matrix), groups.matrix.shape[0], n_rows,
         _address(rows), _address(keys), len(rows), _address(weights),
-        _address(live), len(live), total, dense_cells,
+        _address(live), len(live), total, dense_cells, MAX_KEY_RANGE,
         _address(lengths), _address(out_keys), _address(out_weights),
     )  # fmt: skip
-    if entries < 0:
-        raise MemoryError("no memory to count the aggregates' entries")
+    _raise_for(entries, _ENTRIES_RANGE)
     return lengths, out_keys[:entries].copy(), out_weights[:entries].copy()
 
 
@@ -225,11 +229,11 @@ def walk_fields(
     _check_buffer(buf)
     _check_arrays(span_start=(span_start, np.int64, -1),
                   span_end=(span_end, np.int64, len(span_start)))  # fmt: skip
-    _check_within(buf, span_start, span_end)
-    args = (_address(buf), _address(span_start), _address(span_end), len(span_start))
+    args = (_address(buf), len(buf), _address(span_start), _address(span_end), len(span_start))
     count = _LIBRARY.segwatch_walk_fields(*args, 0, *[None] * 5)
-    if count < 0:
+    if count == _IRREGULAR:
         return None
+    _raise_for(count, _MESSAGES_RANGE)
     out = tuple(np.empty(count, dtype=np.int64) for _ in range(5))
     if _LIBRARY.segwatch_walk_fields(*args, count, *(_address(a) for a in out)) != count:
         raise RuntimeError("the span walk changed between its two passes")
@@ -245,18 +249,13 @@ def factorize_slices(buf: npt.NDArray[np.uint8], start: _I64, length: _I64) -> t
     assert _LIBRARY is not None
     _check_buffer(buf)
     _check_arrays(start=(start, np.int64, -1), length=(length, np.int64, len(start)))
-    if len(start) and (
-        int(start.min()) < 0 or int(length.min()) < 0 or int((start + length).max()) > len(buf)
-    ):
-        raise ValueError("slices must lie within the buffer")
     codes = np.empty(len(start), dtype=np.int64)
     firsts = np.empty(len(start), dtype=np.int64)
     distinct = _LIBRARY.segwatch_factorize_slices(
-        _address(buf), _address(start), _address(length), len(start),
+        _address(buf), len(buf), _address(start), _address(length), len(start),
         _address(codes), _address(firsts),
     )  # fmt: skip
-    if distinct < 0:
-        raise MemoryError("no memory to factorize the request's strings")
+    _raise_for(distinct, "slices must lie within the buffer")
     return codes, firsts[:distinct].copy()
 
 
@@ -274,35 +273,49 @@ def read_key_values(
     assert _LIBRARY is not None
     _check_buffer(buf)
     _check_arrays(start=(start, np.int64, -1), end=(end, np.int64, len(start)))
-    _check_within(buf, start, end)
     n = len(start)
     key_start, key_length, payload, size = (np.empty(n, dtype=np.int64) for _ in range(4))
     kind = np.empty(n, dtype=np.uint8)
     status = _LIBRARY.segwatch_read_key_values(
-        _address(buf), _address(start), _address(end), n, max_key,
+        _address(buf), len(buf), _address(start), _address(end), n, max_key,
         _address(key_start), _address(key_length), _address(kind), _address(payload),
         _address(size),
     )  # fmt: skip
-    return None if status < 0 else (key_start, key_length, kind, payload, size)
+    if status == _IRREGULAR:
+        return None
+    _raise_for(status, _MESSAGES_RANGE)
+    return key_start, key_length, kind, payload, size
 
 
 def read_fixed64(buf: npt.NDArray[np.uint8], at: _I64, dtype: type) -> npt.NDArray[Any]:
     """The 8-byte little-endian values at ``buf[at[i]]``, as ``dtype`` (``<f8`` or ``<u8``)."""
     _check_buffer(buf)
     _check_arrays(at=(at, np.int64, -1))
-    if len(at) and (int(at.min()) < 0 or int(at.max()) > len(buf) - 8):
-        raise ValueError("fixed64 values must lie within the buffer")
     out = np.empty(len(at), dtype=np.dtype(dtype).newbyteorder("<"))
     if _LIBRARY is None:
+        if len(at) and (int(at.min()) < 0 or int(at.max()) > len(buf) - 8):
+            raise ValueError(_FIXED64_RANGE)
         out[:] = buf[at[:, None] + np.arange(8)].copy().view(out.dtype).ravel()
-    else:
-        _LIBRARY.segwatch_read_fixed64(_address(buf), _address(at), len(at), _address(out))
+        return out
+    status = _LIBRARY.segwatch_read_fixed64(
+        _address(buf), len(buf), _address(at), len(at), _address(out)
+    )
+    _raise_for(status, _FIXED64_RANGE)
     return out
 
 
-def _check_within(buf: npt.NDArray[np.uint8], start: _I64, end: _I64) -> None:
-    if len(start) and (int(start.min()) < 0 or int(end.max()) > len(buf) or (end < start).any()):
-        raise ValueError("messages must lie within the buffer")
+_IRREGULAR, _NO_MEMORY, _OUT_OF_RANGE = -1, -1, -3  # what the C loops return
+_ENTRIES_RANGE = f"row numbers must be in range and keys span fewer than {MAX_KEY_RANGE} values"
+_MESSAGES_RANGE = "messages must lie within the buffer"
+_FIXED64_RANGE = "fixed64 values must lie within the buffer"
+
+
+def _raise_for(status: int, message: str, *args: object) -> None:
+    """Turn a C loop's error status into the exception it means."""
+    if status == _OUT_OF_RANGE:
+        raise ValueError(message.format(*args))
+    if status < 0:
+        raise MemoryError("the compiled loops ran out of memory")
 
 
 def _check_buffer(buf: npt.NDArray[np.uint8]) -> None:
