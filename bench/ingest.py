@@ -16,7 +16,7 @@ The payload is the one issue 4 sets targets on: spans with 20 features, 3
 outputs, 5 segment dimensions and 2 crosses (the collector gets that config).
 
 Run: ``python bench/ingest.py [--requests 600] [--clients 2] [--segments 10000]
-[--flush-calls 10000]``. Prints the three rates, segwatch's spans per CPU-second
+[--flush-calls 20000]``. Prints the three rates, segwatch's spans per CPU-second
 (the collector process's user + system time: its threads and the embedded
 engine's, background merges included), the ratios to each baseline, and the
 collector's RSS idle and at its peak.
@@ -45,6 +45,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from segwatch.collector.config import SpoolConfig
 from segwatch.instrumentation import monitor
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -168,7 +169,7 @@ class CollectorOptions:
     """What the benchmark varies in the collector's config."""
 
     top_k: int = 20
-    flush_calls: int = 10_000
+    flush_calls: int = SpoolConfig().flush_calls
     histogram_accuracy: float = 0.01
     raw_calls: bool = True
 
@@ -295,7 +296,7 @@ def main() -> None:
     parser.add_argument(
         "--flush-calls",
         type=int,
-        default=10_000,
+        default=SpoolConfig().flush_calls,
         help="the collector's storage.spool.flush_calls (max_pending_calls: twice that)",
     )
     parser.add_argument(

@@ -30,12 +30,15 @@ from dataclasses import dataclass
 from .aggregate import SegmentAggregator
 from .calls import call_rows
 from .columns import ModelCallBatch
+from .config import SpoolConfig
 from .errors import RetryableError
 from .export import ClickHouseExporter
 from .rows import TableRows
 from .spool import Position, Spool
 
 __all__ = ["CallBuffer"]
+
+_DEFAULTS = SpoolConfig()
 
 _logger = logging.getLogger(__name__)
 
@@ -68,8 +71,8 @@ class CallBuffer:
         *,
         raw_calls: bool = True,
         flush_interval: float = 1.0,
-        max_flush_calls: int = 10_000,
-        max_pending_calls: int = 20_000,
+        max_flush_calls: int = _DEFAULTS.flush_calls,
+        max_pending_calls: int = _DEFAULTS.max_pending_calls,
         store_timeout: float = 60.0,
     ) -> None:
         self._aggregator = aggregator

@@ -143,9 +143,11 @@ class SpoolConfig:
     flush_interval: float = 1.0  # seconds between flushes to the store
     # Memory against throughput: calls per flush (bigger flushes: fewer parts for
     # ClickHouse to merge, more memory per flush) and calls waiting for the store
-    # before the receiver holds back its answers (back-pressure).
-    flush_calls: int = 10_000
-    max_pending_calls: int = 20_000
+    # before the receiver holds back its answers (back-pressure). bench/ingest.py:
+    # 20,000 rather than 10,000 took ~25 % less CPU per span for ~30 MiB more RSS
+    # (and fewer aggregate rows per span, so no more memory, with 10,000 segments).
+    flush_calls: int = 20_000
+    max_pending_calls: int = 40_000
 
 
 @dataclass(frozen=True)
