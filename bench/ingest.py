@@ -16,7 +16,7 @@ The payload is the one issue 4 sets targets on: spans with 20 features, 3
 outputs, 5 segment dimensions and 2 crosses (the collector gets that config).
 
 Run: ``python bench/ingest.py [--requests 600] [--clients 2] [--segments 10000]
-[--flush-calls 20000]``. Prints the three rates, segwatch's spans per CPU-second
+[--flush-calls 20000] [--rate 25000]``. Prints the three rates, segwatch's spans per CPU-second
 (the collector process's user + system time: its threads and the embedded
 engine's, background merges included), the ratios to each baseline, and the
 collector's RSS idle and at its peak.
@@ -226,8 +226,13 @@ def bench_collector(
     requests: int,
     clients: int,
     options: CollectorOptions,
+    rate: float | None = None,
 ) -> tuple[float, float, float, float]:
-    """Spans/s through the collector, the CPU it used (cores busy), its RSS idle and at peak."""
+    """Spans/s through the collector, the CPU it used (cores busy), its RSS idle and at peak.
+
+    With a ``rate`` (spans/s), request ``i`` is sent no sooner than ``i`` request
+    intervals after the start: the load of a steady stream instead of flat out.
+    """
     with tempfile.TemporaryDirectory(prefix="segwatch-bench-") as tmp:
         process, address, api = start_collector(Path(tmp) / "store", options)
         try:
@@ -256,6 +261,9 @@ def bench_collector(
                         index = next(remaining, None)
                     if index is None:
                         return
+                    if rate:
+                        due = started + (index - 1) * spans_per_request / rate
+                        time.sleep(max(0.0, due - time.perf_counter()))
                     export(payloads[index % len(payloads)], timeout=120)
 
             threads = [threading.Thread(target=worker) for _ in range(clients)]
@@ -305,6 +313,12 @@ def main() -> None:
     parser.add_argument(
         "--no-raw-calls", action="store_true", help="storage.raw_calls: false (aggregates only)"
     )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="send at most this many spans/s (a steady stream; default: as fast as it goes)",
+    )
     args = parser.parse_args()
     if args.segments:
         countries = max(8, args.segments // 10)
@@ -328,6 +342,7 @@ def main() -> None:
         CollectorOptions(
             countries, args.flush_calls, args.histogram_accuracy, not args.no_raw_calls
         ),
+        args.rate,
     )
     print(f"{'baseline: protobuf decode':44s} {decode:12,.0f} spans/s")
     print(f"{'baseline: decode + one pass over attributes':44s} {walk:12,.0f} spans/s")
