@@ -37,18 +37,29 @@ class _FailOnce:
         return self._client.raw_insert(table, *args, **kwargs)
 
 
+def _spooled_processor(
+    client: Any, tmp_path: Path, *, max_bytes: int, flush_interval: float
+) -> tuple[ModelCallProcessor, ClickHouseExporter, Spool]:
+    """A started processor on a fresh spool in ``tmp_path``, writing through ``client``."""
+    exporter = ClickHouseExporter(client)
+    exporter.start()
+    spool = Spool(tmp_path / "spool", max_bytes=max_bytes)
+    spool.open()
+    processor = ModelCallProcessor(
+        SegmentAggregator(), exporter, spool=spool,
+        flushing=SpoolConfig(flush_interval=flush_interval),
+    )  # fmt: skip
+    processor.start()
+    return processor, exporter, spool
+
+
 def test_a_flush_that_failed_after_one_table_is_not_counted_twice(
     tmp_path: Path, client, recorder
 ) -> None:  # type: ignore[no-untyped-def]
     faulty = _FailOnce(client, "ml_model_calls")  # aggregates land, raw calls fail
-    exporter = ClickHouseExporter(faulty)  # type: ignore[arg-type]
-    exporter.start()
-    spool = Spool(tmp_path / "spool", max_bytes=1 << 20)
-    spool.open()
-    processor = ModelCallProcessor(
-        SegmentAggregator(), exporter, spool=spool, flushing=SpoolConfig(flush_interval=0.05)
+    processor, exporter, spool = _spooled_processor(
+        faulty, tmp_path, max_bytes=1 << 20, flush_interval=0.05
     )
-    processor.start()
     try:
         model = monitor("m", tracer_provider=recorder.provider)
         for _ in range(2):
@@ -201,14 +212,9 @@ def test_flush_returns_under_steady_load(tmp_path: Path, client) -> None:  # typ
 
     from segwatch.collector.columns import ModelCallBatch
 
-    exporter = ClickHouseExporter(client)
-    exporter.start()
-    spool = Spool(tmp_path / "spool", max_bytes=1 << 30)
-    spool.open()
-    processor = ModelCallProcessor(
-        SegmentAggregator(), exporter, spool=spool, flushing=SpoolConfig(flush_interval=0.2)
+    processor, exporter, spool = _spooled_processor(
+        client, tmp_path, max_bytes=1 << 30, flush_interval=0.2
     )
-    processor.start()
     stop = threading.Event()
     one = ModelCallBatch(models=[("m", "", "serving")], model_index=[0], start_ns=[1],
                          duration_ns=[1], trace_ids=[b"\x01" * 16], span_ids=[b"\x02" * 8],

@@ -139,16 +139,24 @@ _FIELDS = st.one_of(
 )  # fmt: skip
 
 
+def _joined(messages: list[bytes]):
+    """The messages one after the other in a padded buffer (as the scan joins spans),
+    and where each starts and ends."""
+    from segwatch.collector.span_wire import PADDING
+
+    lengths = np.array([len(m) for m in messages], dtype=np.int64)
+    buf = np.frombuffer(b"".join(messages) + bytes(PADDING), dtype=np.uint8)
+    end = np.cumsum(lengths)
+    return buf, end - lengths, end
+
+
 @settings(max_examples=300, deadline=None)
 @given(spans=st.lists(st.lists(_FIELDS, max_size=6).map(b"".join), max_size=6))
 def test_compiled_span_walk_equals_the_numpy_walk(spans):
-    from segwatch.collector.span_wire import PADDING, _checked_fields, _numpy_walk
+    from segwatch.collector.span_wire import _checked_fields, _numpy_walk
     from segwatch.collector.wire import NotSimple
 
-    lengths = np.array([len(s) for s in spans], dtype=np.int64)
-    buf = np.frombuffer(b"".join(spans) + bytes(PADDING), dtype=np.uint8)
-    end = np.cumsum(lengths)
-    start = end - lengths
+    buf, start, end = _joined(spans)
     try:
         expected = _numpy_walk(buf, start, end)
     except NotSimple:
@@ -248,13 +256,9 @@ _KEY_VALUES = st.one_of(
 @given(messages=st.lists(_KEY_VALUES, min_size=1, max_size=8))
 def test_compiled_key_value_reader_equals_numpy(messages):
     from segwatch.collector.span_scan import _numpy_key_values
-    from segwatch.collector.span_wire import PADDING
     from segwatch.collector.wire import KEY_WIDTH, NotSimple
 
-    lengths = np.array([len(m) for m in messages], dtype=np.int64)
-    buf = np.frombuffer(b"".join(messages) + bytes(PADDING), dtype=np.uint8)
-    end = np.cumsum(lengths)
-    start = end - lengths
+    buf, start, end = _joined(messages)
     try:
         expected = _numpy_key_values(buf, start, end)
     except NotSimple:
@@ -278,12 +282,9 @@ def test_compiled_key_value_reader_equals_numpy(messages):
 )
 def test_key_values_that_are_not_simple_go_to_the_reference_decoder(value):
     from segwatch.collector.span_scan import _numpy_key_values
-    from segwatch.collector.span_wire import PADDING
     from segwatch.collector.wire import KEY_WIDTH, NotSimple
 
-    message = b"\x0a\x01k\x12" + bytes([len(value)]) + value
-    buf = np.frombuffer(message + bytes(PADDING), dtype=np.uint8)
-    start, end = np.array([0], dtype=np.int64), np.array([len(message)], dtype=np.int64)
+    buf, start, end = _joined([b"\x0a\x01k\x12" + bytes([len(value)]) + value])
     assert kernels.read_key_values(buf, start, end, KEY_WIDTH) is None
     with pytest.raises(NotSimple):
         _numpy_key_values(buf, start, end)

@@ -304,7 +304,9 @@ def read_fixed64(buf: npt.NDArray[np.uint8], at: _I64, dtype: type) -> npt.NDArr
     return out
 
 
-_IRREGULAR, _NO_MEMORY, _OUT_OF_RANGE = -1, -1, -3  # what the C loops return
+# What the C loops return: -1 is "irregular" from the span reader's loops, "no memory"
+# from the others (any other negative status is also no memory); -3 is out of range.
+_IRREGULAR, _OUT_OF_RANGE = -1, -3
 _ENTRIES_RANGE = f"row numbers must be in range and keys span fewer than {MAX_KEY_RANGE} values"
 _MESSAGES_RANGE = "messages must lie within the buffer"
 _FIXED64_RANGE = "fixed64 values must lie within the buffer"
