@@ -11,7 +11,7 @@ import pytest
 from segwatch.collector.aggregate import AggregateRows
 from segwatch.collector.calls import CallRows
 from segwatch.collector.labels import LabelRows
-from segwatch.collector.native import ArrayColumn, Coded, MapColumn, native_block
+from segwatch.collector.native import ArrayColumn, Coded, MapColumn, native_block, native_chunks
 from segwatch.collector.profiles import BaselineRows
 from segwatch.collector.rows import insert_blocks
 
@@ -65,7 +65,9 @@ def test_every_shape_round_trips_through_the_engine(client) -> None:  # type: ig
         [4], [0.0], [dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)], [5], ["plain"], ["z"],
         [{}], [{"k": 1.0, "j": 2.0}], [{}], [[]], [0.0],
     ]  # fmt: skip
-    insert_blocks(client, "shapes", names, [native_block(names, types, columnar),
+    # One block streamed in pieces (as the exporter inserts), one as joined bytes.
+    assert b"".join(native_chunks(names, types, columnar)) == native_block(names, types, columnar)
+    insert_blocks(client, "shapes", names, [native_chunks(names, types, columnar),
                                             native_block(names, types, as_lists)])  # fmt: skip
     rows = client.query("SELECT * FROM shapes ORDER BY i").result_rows
     assert len(rows) == 4
@@ -91,5 +93,7 @@ def test_columns_index_like_lists() -> None:
 def test_mismatched_lengths_and_unknown_types_are_refused() -> None:
     with pytest.raises(ValueError, match="column b has 1 rows, expected 2"):
         native_block(("a", "b"), ("UInt8", "UInt8"), [[1, 2], [1]])
+    with pytest.raises(ValueError, match="column b has 1 rows"):  # at once, not mid-insert
+        native_chunks(("a", "b"), ("UInt8", "UInt8"), [[1, 2], [1]])
     with pytest.raises(ValueError, match="unsupported ClickHouse type Decimal"):
         native_block(("a",), ("Decimal(9, 2)",), [[1]])

@@ -91,6 +91,7 @@ class _Strings:
         self.values.extend(dictionary)
 
     def column(self) -> Coded:
+        """The column (emptying the pieces)."""
         return Coded(_concat(self.codes, np.int64), self.values)
 
 
@@ -161,6 +162,8 @@ class AggregateRowsBuilder:
         self._cat_values.append(categories.values)
 
     def build(self) -> AggregateRows:
+        """The rows; empties the builder on the way (pieces are freed once joined, so a
+        large flush holds its rows about once, not twice)."""
         out = AggregateRows()
         c = out.columns
         names = self._names.values
@@ -190,6 +193,9 @@ class AggregateRowsBuilder:
 
 
 def _concat(parts: list[npt.NDArray[Any]], dtype: Any) -> npt.NDArray[Any]:
+    """The pieces joined; empties ``parts``."""
     if not parts:
         return np.zeros(0, dtype=dtype)
-    return np.concatenate(parts).astype(dtype, copy=False)
+    joined = np.concatenate(parts).astype(dtype, copy=False)
+    parts.clear()
+    return joined

@@ -3,13 +3,15 @@
 Producers (the :class:`.call_buffer.CallBuffer`'s flusher for model calls,
 receiver threads for labels) hand over rows (any :class:`TableRows`) with
 :meth:`ClickHouseExporter.submit` and wait on the returned future; the rows
-are encoded as Native blocks right there, on the submitting thread. One
-writer thread takes everything pending, inserts it with one insert per table
-and deduplication token (the blocks of all submissions, one after the
-other), and resolves every waiting future, so concurrent submissions share
-one insert. If an insert fails, every submission in it gets the error; the
-caller decides what to retry (the flusher retries its flush under the same
-token; a label request is answered UNAVAILABLE and the client resends it).
+are checked right there, on the submitting thread, and encoded as Native
+blocks while they are inserted, piece by piece (a flush never holds its
+encoded copy whole). One writer thread takes everything pending, inserts it
+with one insert per table and deduplication token (the blocks of all
+submissions, one after the other), and resolves every waiting future, so
+concurrent submissions share one insert. If an insert fails, every
+submission in it gets the error; the caller decides what to retry (the
+flusher retries its flush under the same token; a label request is answered
+UNAVAILABLE and the client resends it).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +47,7 @@ class ExportStats:
 class _TableBlocks:
     column_names: tuple[str, ...]
     settings: dict[str, Any]
-    blocks: list[bytes] = field(default_factory=list)
+    blocks: list[Iterator[bytes]] = field(default_factory=list)
     rows: int = 0
 
 
@@ -82,7 +85,7 @@ class ClickHouseExporter:
         the same token (a replay after a crash) adds nothing.
         """
         future: Future[None] = Future()
-        encoded = [(part, part.native()) for part in rows if len(part)]
+        encoded = [(part, part.native_chunks()) for part in rows if len(part)]
         with self._cond:
             if self._stopping:
                 future.set_exception(RuntimeError("the exporter is shut down"))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from .segments import factorize
 
-__all__ = ["ArrayColumn", "Coded", "MapColumn", "native_block"]
+__all__ = ["ArrayColumn", "Coded", "MapColumn", "native_block", "native_chunks"]
 
 
 @dataclass(frozen=True)
@@ -93,15 +93,33 @@ def _items(values: Any, start: int, stop: int) -> list[Any]:
 
 def native_block(names: Sequence[str], types: Sequence[str], columns: Sequence[Any]) -> bytes:
     """One Native block of ``columns`` (all of the same length), typed as ``types``."""
+    return b"".join(native_chunks(names, types, columns))
+
+
+def native_chunks(
+    names: Sequence[str], types: Sequence[str], columns: Sequence[Any]
+) -> Iterator[bytes]:
+    """The same block as :func:`native_block`, in pieces, encoded as they are asked for.
+
+    An insert writes each piece and drops it before the next is encoded, so a
+    large flush never holds its encoded copy whole (or twice, joined) beside
+    its rows. Column lengths are checked at once, before the first piece.
+    """
     rows = len(columns[0]) if columns else 0
-    parts = [_varint(len(columns)), _varint(rows)]
-    for name, type_, values in zip(names, types, columns, strict=True):
+    for name, values in zip(names, columns, strict=True):
         if len(values) != rows:
             raise ValueError(f"column {name} has {len(values)} rows, expected {rows}")
-        parts += [_string(name), _string(type_)]
+    return _chunks(names, types, columns, rows)
+
+
+def _chunks(
+    names: Sequence[str], types: Sequence[str], columns: Sequence[Any], rows: int
+) -> Iterator[bytes]:
+    yield _varint(len(columns)) + _varint(rows)
+    for name, type_, values in zip(names, types, columns, strict=True):
         prefix, data = _encode(type_, values)
-        parts += [prefix, data]
-    return b"".join(parts)
+        yield _string(name) + _string(type_) + prefix
+        yield from data
 
 
 _FIXED = {
@@ -119,13 +137,13 @@ _FIXED = {
 _WRAPPER = re.compile(r"^(\w+)\((.*)\)$")
 
 
-def _encode(type_: str, values: Any) -> tuple[bytes, bytes]:
-    """(serialization-state prefix, data) of one column; only LowCardinality has a prefix."""
+def _encode(type_: str, values: Any) -> tuple[bytes, list[bytes]]:
+    """(serialization-state prefix, data in pieces) of one column; LowCardinality has a prefix."""
     dtype = _FIXED.get(type_)
     if dtype is not None:
-        return b"", np.ascontiguousarray(values, dtype=dtype).tobytes()
+        return b"", [np.ascontiguousarray(values, dtype=dtype).tobytes()]
     if type_ == "String":
-        return b"", _strings(values)
+        return b"", [_strings(values)]
     match = _WRAPPER.match(type_)
     if match is None:
         raise ValueError(f"unsupported ClickHouse type {type_}")
@@ -135,21 +153,21 @@ def _encode(type_: str, values: Any) -> tuple[bytes, bytes]:
     if wrapper == "SimpleAggregateFunction":
         return _encode(_split_arguments(inner)[1], values)
     if wrapper == "DateTime":
-        return b"", _times(values, 0).astype("<u4").tobytes()
+        return b"", [_times(values, 0).astype("<u4").tobytes()]
     if wrapper == "DateTime64":
         scale = int(_split_arguments(inner)[0])
-        return b"", _times(values, scale).astype("<i8").tobytes()
+        return b"", [_times(values, scale).astype("<i8").tobytes()]
     if wrapper == "Map":
         key_type, value_type = _split_arguments(inner)
         entries = values if isinstance(values, MapColumn) else _map_column(values)
         key_prefix, keys = _encode(key_type, entries.keys)
         value_prefix, data = _encode(value_type, entries.values)
         ends = np.ascontiguousarray(entries.ends, dtype="<u8").tobytes()
-        return key_prefix + value_prefix, ends + keys + data
+        return key_prefix + value_prefix, [ends, *keys, *data]
     if wrapper == "Array":
         column = values if isinstance(values, ArrayColumn) else _array_column(values)
         prefix, data = _encode(inner, column.values)
-        return prefix, np.ascontiguousarray(column.ends, dtype="<u8").tobytes() + data
+        return prefix, [np.ascontiguousarray(column.ends, dtype="<u8").tobytes(), *data]
     raise ValueError(f"unsupported ClickHouse type {type_}")
 
 
@@ -207,7 +225,7 @@ def _strings(values: Any) -> bytes:
     return out.tobytes()
 
 
-def _low_cardinality(values: Any) -> tuple[bytes, bytes]:
+def _low_cardinality(values: Any) -> tuple[bytes, list[bytes]]:
     """``LowCardinality(String)``: dictionary format version 1, one granule of keys + indexes."""
     if isinstance(values, Coded):
         codes, dictionary = np.asarray(values.codes), list(values.dictionary)
@@ -215,7 +233,7 @@ def _low_cardinality(values: Any) -> tuple[bytes, bytes]:
         dictionary, codes = factorize(list(values))
     prefix = np.array([1], dtype="<u8").tobytes()
     if not len(codes):
-        return prefix, b""
+        return prefix, []
     if len(dictionary) <= 1 << 8:
         index_type, index_dtype = 0, "<u1"
     elif len(dictionary) <= 1 << 16:
@@ -227,7 +245,7 @@ def _low_cardinality(values: Any) -> tuple[bytes, bytes]:
     header = np.array([flags, len(dictionary)], dtype="<u8").tobytes()
     keys = b"".join([_string(s) for s in dictionary])
     count = np.array([len(codes)], dtype="<u8").tobytes()
-    return prefix, header + keys + count + codes.astype(index_dtype).tobytes()
+    return prefix, [header + keys + count, codes.astype(index_dtype).tobytes()]
 
 
 def _times(values: Any, scale: int) -> npt.NDArray[np.int64]:

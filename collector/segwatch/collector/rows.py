@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 from clickhouse_connect.driver.client import Client
 
-from .native import native_block
+from .native import native_chunks
 
 __all__ = ["MERGE_LATER", "TableRows", "insert_blocks"]
 
@@ -35,7 +35,11 @@ class TableRows:
 
     def native(self) -> bytes:
         """These rows as one ClickHouse Native block."""
-        return native_block(
+        return b"".join(self.native_chunks())
+
+    def native_chunks(self) -> Iterator[bytes]:
+        """The Native block in pieces, encoded as they are asked for (lengths checked now)."""
+        return native_chunks(
             self.column_names, self.column_types, [self.columns[n] for n in self.column_names]
         )
 
@@ -43,7 +47,7 @@ class TableRows:
         """Insert these rows (nothing when there are none)."""
         if len(self):
             insert_blocks(
-                client, self.table, self.column_names, [self.native()], self.insert_settings
+                client, self.table, self.column_names, [self.native_chunks()], self.insert_settings
             )
 
 
@@ -57,10 +61,14 @@ def insert_blocks(
     client: Client,
     table: str,
     column_names: Iterable[str],
-    blocks: list[bytes],
+    blocks: Iterable[bytes | Iterable[bytes]],
     settings: dict[str, Any] | None = None,
 ) -> None:
-    """One ``INSERT ... FORMAT Native`` of several blocks (of the same columns)."""
-    client.raw_insert(
-        table, list(column_names), b"".join(blocks), fmt="Native", settings=settings or None
-    )
+    """One ``INSERT ... FORMAT Native`` of several blocks (of the same columns).
+
+    A block is its bytes or its pieces (:meth:`TableRows.native_chunks`); the
+    pieces are streamed to the store (a file for the embedded engine, a
+    chunked request body over HTTP), never joined.
+    """
+    pieces = (p for b in blocks for p in ([b] if isinstance(b, bytes) else b))  # a Generator
+    client.raw_insert(table, list(column_names), pieces, fmt="Native", settings=settings or None)
