@@ -39,6 +39,8 @@ def test_wheel_holds_the_three_subpackages_and_the_sql(tmp_path: Path) -> None:
         "segwatch/clickhouse/migrations/0001_segment_aggregates.sql",
         "segwatch/clickhouse/detectors/manifest.yaml",
         "segwatch/clickhouse/detectors/psi_drift.sql",
+        "segwatch/clickhouse/detectors/statistics.sql",
+        "segwatch/clickhouse/detectors/fdr.sql",
     ]:
         assert expected in names
     assert not any(n.startswith(("tests/", "bench/", "instrumentation/")) for n in names)

@@ -51,6 +51,7 @@ ANOMALY_COLUMNS = (
     "current_value",
     "exemplar_trace_ids",
     "details",
+    "statistics",
 )
 """The columns every detector returns, in order (the detector contract)."""
 

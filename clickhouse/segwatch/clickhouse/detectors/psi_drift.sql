@@ -1,32 +1,42 @@
--- psi_drift: Population Stability Index of every quantity in every segment,
--- the current window against a baseline window.
+-- psi_drift: distribution drift of every quantity in every segment, the current
+-- window against a baseline (the trailing window, or a loaded profile).
 --
--- Bins: for numbers, the baseline deciles ({bins} bins) of the quantity over the
--- whole model, read from the mergeable log histograms, so every segment of a
--- quantity shares one set of bins; for text and booleans, one bin per value;
--- MISSING is a bin of its own, so a feature that stops arriving drifts too.
--- Proportions are smoothed (add 0.5 per bin) so an empty bin never divides by 0.
+-- Statistics (all from the stored histograms, none from raw calls):
+--   * PSI, the score, and Jensen-Shannon distance on coarse bins: for numbers the
+--     baseline deciles ({bins} bins) of the quantity over the whole model, read from
+--     the mergeable log histograms, so every segment of a quantity shares one set
+--     of bins; for text and booleans one bin per value; MISSING is a bin of its own,
+--     so a feature that stops arriving drifts too;
+--   * a chi-square test of homogeneity on those bins (the categories' test);
+--   * for numbers, Kolmogorov-Smirnov (D and its asymptotic p-value) and
+--     Wasserstein-1 on the fine histogram buckets (within the store's relative
+--     accuracy of the values).
+-- p_value: the chi-square p-value; for numbers, the smaller of the KS and
+-- chi-square p-values, doubled (Bonferroni), so either test can find the change.
 --
--- Noise control (first cut): both windows need {min_support} received calls; a segment is
--- reported only when the drift is specific to it: the rest of its dimension
--- (the whole model minus every flagged segment of that dimension) did not
--- shift (PSI at most {rest_threshold}); of the two views of one pair
--- of fields (segment by A, measure B / segment by B, measure A) only the
--- stronger is reported; the whole model (__all__) is reported only when no
--- specific segment explains the quantity's drift.
+-- Noise control: both windows need {min_support} received calls; a segment is
+-- flagged only when PSI exceeds {threshold} AND the test survives
+-- Benjamini-Hochberg at false-discovery rate {fdr} over every segment and
+-- quantity tested in the run; it is reported only when the drift is specific
+-- to it: the rest of its dimension (the whole model minus every flagged segment
+-- of that dimension) did not shift (PSI at most {rest_threshold}); of the two
+-- views of one pair of fields (segment by A, measure B / segment by B, measure
+-- A) only the stronger is reported; the whole model (__all__) is reported only
+-- when no specific segment explains the quantity's drift.
 --
 -- Baseline: the fragment the manifest puts at the windowed marker defines `windowed`:
 -- windows_trailing.sql (the window before the current one) or
 -- windows_profile.sql (the profile named baseline_name).
 --
 -- Parameters: detector, window_start, window_end, baseline_start, baseline_end,
--- threshold, rest_threshold, min_support, bins, baseline_name.
+-- threshold, rest_threshold, min_support, bins, fdr, baseline_name.
 -- Output: the detector contract (see manifest.yaml).
 WITH
-    (b, c) -> arraySum(arrayMap(
-        (x, y) -> (((y + 0.5) / (arraySum(c) + 0.5 * length(c))) - ((x + 0.5) / (arraySum(b) + 0.5 * length(b))))
-                  * log(((y + 0.5) / (arraySum(c) + 0.5 * length(c))) / ((x + 0.5) / (arraySum(b) + 0.5 * length(b)))),
-        b, c)) AS psi,
+/*@statistics*/
+-- The store's histogram accuracy (ml_store_settings; 1 % before any was recorded).
+assumeNotNull((SELECT (1 + a) / (1 - a) FROM (
+    SELECT toFloat64OrDefault(argMax(value, set_at), 0.01) AS a
+    FROM ml_store_settings WHERE name = 'histogram_accuracy'))) AS histogram_gamma,
 live AS (
     SELECT
         model_name, model_version, model_stage, segment_dim, segment_value, quantity,
@@ -98,7 +108,8 @@ aligned AS (
     SELECT s.model_name AS model_name, s.model_version AS model_version, s.model_stage AS model_stage,
            s.segment_dim AS segment_dim, s.segment_value AS segment_value, s.quantity AS quantity,
            arrayMap(x -> s.seg_b[x], q.bins) AS b,
-           arrayMap(x -> s.seg_c[x], q.bins) AS c
+           arrayMap(x -> s.seg_c[x], q.bins) AS c,
+           q.all_b AS all_b, q.all_c AS all_c
     FROM (
         SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
                mapFromArrays(groupArray(bin), groupArray(b)) AS seg_b,
@@ -109,116 +120,172 @@ aligned AS (
     INNER JOIN quantity_bins AS q USING (model_name, model_version, model_stage, quantity)
 ),
 observed AS (
-    -- Support is what was received, not the weighted estimate: sampling does not add evidence.
+    -- Support is what was received, not the weighted estimate: sampling does not add
+    -- evidence. Numeric support likewise (the share of calls with a number).
     SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
            sumIf(sampled_calls, is_current) AS support,
-           sumIf(sampled_calls, NOT is_current) AS baseline_support
+           sumIf(sampled_calls, NOT is_current) AS baseline_support,
+           sumIf(sampled_calls * numeric_calls / greatest(calls, 1e-300), is_current) AS numeric_support,
+           sumIf(sampled_calls * numeric_calls / greatest(calls, 1e-300), NOT is_current)
+               AS baseline_numeric_support,
+           anyIf(hist, NOT is_current) AS hist_b,
+           anyIf(hist, is_current) AS hist_c,
+           if(sumIf(numeric_calls, NOT is_current) > 0,
+              sumIf(total, NOT is_current) / sumIf(numeric_calls, NOT is_current), nan) AS baseline_mean,
+           if(sumIf(numeric_calls, is_current) > 0,
+              sumIf(total, is_current) / sumIf(numeric_calls, is_current), nan) AS current_mean,
+           anyIf(exemplars, is_current) AS exemplars
     FROM windowed
     GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity
 ),
-flagged AS (
-    SELECT a.model_name AS model_name, a.model_version AS model_version,
-           a.model_stage AS model_stage, a.segment_dim AS segment_dim,
-           a.segment_value AS segment_value, a.quantity AS quantity, a.b AS b, a.c AS c,
-           psi(a.b, a.c) AS score, o.support AS support, o.baseline_support AS baseline_support
-    FROM aligned AS a
-    INNER JOIN observed AS o
-        USING (model_name, model_version, model_stage, segment_dim, segment_value, quantity)
-    WHERE score > {threshold:Float64}
-      AND support >= {min_support:UInt64}
-      AND baseline_support >= {min_support:UInt64}
+fine AS (
+    -- Both windows' fine buckets in key order (key order is value order), as
+    -- (key, baseline, current) entries; a key in both windows appears twice and
+    -- only its last entry ends the key's step of the two CDFs. (Each step is a
+    -- subquery of its own: an alias used twice is expanded twice, and the
+    -- statistics' lambdas would otherwise grow the query tree past its limit.)
+    SELECT *,
+           arrayMax(arrayMap((gap, i) -> if(i = length(keys) OR keys[i + 1] != keys[i], gap, 0),
+                             cdf_gaps, arrayEnumerate(keys))) AS ks,
+           arraySum(arrayMap((gap, i) -> if(i < length(keys),
+                                            gap * (sw_key_value(keys[i + 1], histogram_gamma)
+                                                   - sw_key_value(keys[i], histogram_gamma)), 0),
+                             cdf_gaps, arrayEnumerate(keys))) AS wasserstein
+    FROM (
+        SELECT *, arrayMap((x, y) -> abs(x / cdf_b[-1] - y / cdf_c[-1]), cdf_b, cdf_c) AS cdf_gaps
+        FROM (
+            SELECT *,
+                   arrayMap(e -> e.1, entries) AS keys,
+                   arrayCumSum(arrayMap(e -> e.2, entries)) AS cdf_b,
+                   arrayCumSum(arrayMap(e -> e.3, entries)) AS cdf_c
+            FROM (
+                SELECT *,
+                       arraySort(e -> e.1, arrayConcat(
+                           arrayMap((k, v) -> (k, v, 0.), mapKeys(hist_b), mapValues(hist_b)),
+                           arrayMap((k, v) -> (k, 0., v), mapKeys(hist_c), mapValues(hist_c))))
+                           AS entries,
+                       length(mapKeys(hist_b)) > 0 AND length(mapKeys(hist_c)) > 0 AS numeric
+                FROM observed
+                WHERE support >= {min_support:UInt64} AND baseline_support >= {min_support:UInt64}
+            )
+        )
+    )
 ),
-dimension_rest AS (
-    -- Per dimension and quantity: everything outside the flagged segments.
-    SELECT f.model_name AS model_name, f.model_version AS model_version,
-           f.model_stage AS model_stage, f.segment_dim AS segment_dim, f.quantity AS quantity,
-           arrayMap((a, x) -> a - x, any(q.all_b), sumForEach(f.b)) AS rest_b,
-           arrayMap((a, x) -> a - x, any(q.all_c), sumForEach(f.c)) AS rest_c,
-           if(arraySum(rest_b) < {min_support:UInt64} OR arraySum(rest_c) < {min_support:UInt64},
-              inf, psi(rest_b, rest_c)) AS rest_score
-    FROM flagged AS f
-    INNER JOIN quantity_bins AS q USING (model_name, model_version, model_stage, quantity)
-    WHERE f.segment_dim != '__all__'
-    GROUP BY f.model_name, f.model_version, f.model_stage, f.segment_dim, f.quantity
+tested AS (
+    SELECT *, if(numeric, least(1.0, 2 * least(ks_p, chi2_p)), chi2_p) AS p_value
+    FROM (
+        SELECT *,
+               sw_chi2_sf(chi2, length(kept_b) - 1) AS chi2_p,
+               if(numeric, sw_kolmogorov_sf(ks_t), nan) AS ks_p
+        FROM (
+            SELECT *, sw_chi2_of(kept_b, kept_c) AS chi2
+            FROM (
+                SELECT a.model_name AS model_name, a.model_version AS model_version,
+                       a.model_stage AS model_stage, a.segment_dim AS segment_dim,
+                       a.segment_value AS segment_value, a.quantity AS quantity,
+                       a.b AS b, a.c AS c, a.all_b AS all_b, a.all_c AS all_c,
+                       sw_psi(a.b, a.c) AS score,
+                       sw_js(a.b, a.c) AS js,
+                       sw_kept_b(a.b, a.c, f.baseline_support, f.support) AS kept_b,
+                       sw_kept_c(a.b, a.c, f.baseline_support, f.support) AS kept_c,
+                       f.numeric AS numeric,
+                       if(f.numeric, f.ks, nan) AS ks,
+                       f.ks * sqrt(f.baseline_numeric_support * f.numeric_support
+                                   / (f.baseline_numeric_support + f.numeric_support)) AS ks_t,
+                       if(f.numeric, f.wasserstein, nan) AS wasserstein,
+                       f.support AS support, f.baseline_support AS baseline_support,
+                       f.baseline_mean AS baseline_mean, f.current_mean AS current_mean,
+                       f.exemplars AS exemplars
+                FROM aligned AS a
+                INNER JOIN fine AS f
+                    USING (model_name, model_version, model_stage, segment_dim, segment_value, quantity)
+            )
+        )
+    )
 ),
-candidates AS (
-    -- The drift is specific to the flagged segments when the rest of their
-    -- dimension did not move (PSI at most rest_threshold; 0.1 = "no shift").
-    SELECT f.*, r.rest_score AS rest_score
-    FROM flagged AS f
-    INNER JOIN dimension_rest AS r
-        USING (model_name, model_version, model_stage, segment_dim, quantity)
-    WHERE r.rest_score <= {rest_threshold:Float64}
-),
-specific AS (
-    -- (country=BR, feature.amount) and (amount=[100, 1000), feature.country) are
-    -- one change of the pair (country, amount) seen from both sides: keep the
-    -- side that scores higher.
-    SELECT c.*
-    FROM candidates AS c
-    LEFT JOIN (
-        SELECT model_name, model_version, model_stage, segment_dim, quantity,
-               max(score) AS mirror_score
-        FROM candidates
-        GROUP BY model_name, model_version, model_stage, segment_dim, quantity
-    ) AS m
-        ON m.model_name = c.model_name AND m.model_version = c.model_version
-       AND m.model_stage = c.model_stage
-       AND m.segment_dim = c.quantity AND m.quantity = c.segment_dim
-    WHERE m.mirror_score < c.score
-),
+/*@fdr*/
 reported AS (
-    SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
-           score, support, baseline_support, rest_score
-    FROM specific
-    UNION ALL
-    SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
-           score, support, baseline_support, nan AS rest_score
-    FROM flagged
-    WHERE segment_dim = '__all__'
-      AND (model_name, model_version, model_stage, quantity) NOT IN (
-          SELECT model_name, model_version, model_stage, quantity FROM specific)
+    -- Which flagged tests to report, in window functions over one pass (a CTE
+    -- read twice is computed twice):
+    --   rest_score: PSI of the rest of the segment's dimension (the whole model
+    --     minus every flagged segment of that dimension and quantity); the drift is
+    --     specific to the flagged segments when the rest did not move (at most
+    --     rest_threshold; 0.1 = "no shift");
+    --   mirror_score: (country=BR, feature.amount) and (amount=[100, 1000),
+    --     feature.country) are one change of the pair (country, amount) seen from
+    --     both sides: only the side that scores higher is reported;
+    --   the whole model (__all__) is reported only when no specific segment
+    --     explains the quantity's drift.
+    SELECT *
+    FROM (
+        SELECT *,
+               countIf(is_specific) OVER (PARTITION BY model_name, model_version, model_stage, quantity)
+                   AS explaining_segments
+        FROM (
+            SELECT *,
+                   segment_dim != '__all__' AND rest_score <= {rest_threshold:Float64}
+                   AND if(segment_dim < quantity, mirror_hi, mirror_lo) < score AS is_specific
+            FROM (
+                SELECT *,
+                       maxIf(score, segment_dim < quantity AND segment_dim != '__all__'
+                                    AND rest_score <= {rest_threshold:Float64}) OVER pair AS mirror_lo,
+                       maxIf(score, segment_dim > quantity AND segment_dim != '__all__'
+                                    AND rest_score <= {rest_threshold:Float64}) OVER pair AS mirror_hi
+                FROM (
+                    SELECT *,
+                           if(arraySum(rest_b) < {min_support:UInt64} OR arraySum(rest_c) < {min_support:UInt64},
+                              inf, sw_psi(rest_b, rest_c)) AS rest_score
+                    FROM (
+                        SELECT *,
+                               arrayMap((a, x) -> a - x, all_b, sumForEach(b) OVER dimension) AS rest_b,
+                               arrayMap((a, x) -> a - x, all_c, sumForEach(c) OVER dimension) AS rest_c
+                        FROM significant
+                        WHERE score > {threshold:Float64}
+                        WINDOW dimension AS (PARTITION BY model_name, model_version, model_stage,
+                                                          segment_dim, quantity)
+                    )
+                )
+                WINDOW pair AS (PARTITION BY model_name, model_version, model_stage,
+                                             least(segment_dim, quantity), greatest(segment_dim, quantity))
+            )
+        )
+    )
+    WHERE is_specific OR (segment_dim = '__all__' AND explaining_segments = 0)
 )
 SELECT
     {detector:String} AS detector,
-    r.model_name AS model_name, r.model_version AS model_version, r.model_stage AS model_stage,
-    r.segment_dim AS segment_dim, r.segment_value AS segment_value, r.quantity AS quantity,
+    model_name, model_version, model_stage, segment_dim, segment_value, quantity,
     {window_start:DateTime('UTC')} AS window_start,
     {window_end:DateTime('UTC')} AS window_end,
     {baseline_start:DateTime('UTC')} AS baseline_start,
     {baseline_end:DateTime('UTC')} AS baseline_end,
-    r.score AS score,
+    score,
     {threshold:Float64} AS threshold,
-    CAST(NULL AS Nullable(Float64)) AS p_value,
-    r.support AS support,
-    r.baseline_support AS baseline_support,
-    if(base.numeric_calls > 0, base.total / base.numeric_calls, nan) AS baseline_value,
-    if(cur.numeric_calls > 0, cur.total / cur.numeric_calls, nan) AS current_value,
-    cur.exemplars AS exemplar_trace_ids,
+    p_value,
+    support,
+    baseline_support,
+    baseline_mean AS baseline_value,
+    current_mean AS current_value,
+    exemplars AS exemplar_trace_ids,
     concat(
-        r.quantity, ' drifted for ',
-        if(r.segment_dim = '__all__', 'the whole model', concat(r.segment_dim, '=', r.segment_value)),
-        ': PSI ', toString(round(r.score, 3)), ' > ', toString({threshold:Float64}),
+        quantity, ' drifted for ',
+        if(segment_dim = '__all__', 'the whole model', concat(segment_dim, '=', segment_value)),
+        ': PSI ', toString(round(score, 3)), ' > ', toString({threshold:Float64}),
+        if(isNaN(ks), '', concat(', KS ', toString(round(ks, 3)))),
+        if(p_value < 1e-6, ' (p < 1e-6)', concat(' (p = ', toString(round(p_value, 6)), ')')),
         if({baseline_name:String} = '',
            concat(' against the baseline ', toString({baseline_start:DateTime('UTC')}), ' to ',
                   toString({baseline_end:DateTime('UTC')}), ' UTC'),
            concat(' against the ', {baseline_name:String}, ' profile')),
-        if(base.numeric_calls > 0 AND cur.numeric_calls > 0,
-           concat('; mean ', toString(round(base.total / base.numeric_calls, 3)), ' -> ',
-                  toString(round(cur.total / cur.numeric_calls, 3))),
+        if(isFinite(baseline_mean) AND isFinite(current_mean),
+           concat('; mean ', toString(round(baseline_mean, 3)), ' -> ', toString(round(current_mean, 3))),
            ''),
-        '; ', toString(r.support), ' calls in the window',
-        if(r.segment_dim = '__all__', '',
-           concat('; the rest of ', r.segment_dim, ' did not shift (PSI ',
-                  toString(round(r.rest_score, 3)), ')'))
-    ) AS details
-FROM reported AS r
-INNER JOIN windowed AS cur
-    ON cur.model_name = r.model_name AND cur.model_version = r.model_version
-   AND cur.model_stage = r.model_stage AND cur.segment_dim = r.segment_dim
-   AND cur.segment_value = r.segment_value AND cur.quantity = r.quantity AND cur.is_current
-INNER JOIN windowed AS base
-    ON base.model_name = r.model_name AND base.model_version = r.model_version
-   AND base.model_stage = r.model_stage AND base.segment_dim = r.segment_dim
-   AND base.segment_value = r.segment_value AND base.quantity = r.quantity AND NOT base.is_current
-ORDER BY r.score DESC
+        '; ', toString(support), ' calls in the window',
+        if(segment_dim = '__all__', '',
+           concat('; the rest of ', segment_dim, ' did not shift (PSI ', toString(round(rest_score, 3)), ')'))
+    ) AS details,
+    map('psi', score, 'js', js, 'chi2', chi2, 'chi2_p', chi2_p, 'ks', ks, 'ks_p', ks_p,
+        'wasserstein', wasserstein, 'fdr_tests', toFloat64(fdr_tests),
+        'rest_psi', if(segment_dim = '__all__', nan, rest_score)) AS statistics
+FROM reported
+ORDER BY score DESC

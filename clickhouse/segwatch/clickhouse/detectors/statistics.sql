@@ -1,0 +1,51 @@
+-- Statistics the detectors share, as WITH-lambdas (a fragment: the manifest puts
+-- it at the detector's statistics marker, right after WITH). Every name starts
+-- with sw_ so it cannot shadow a column. Counts are arrays aligned bin by bin.
+--
+-- PSI on smoothed proportions (add 0.5 per bin: an empty bin never divides by 0).
+(counts) -> arrayMap(x -> (x + 0.5) / (arraySum(counts) + 0.5 * length(counts)), counts) AS sw_smoothed,
+(b, c) -> arraySum(arrayMap((p, q) -> (q - p) * log(q / p), sw_smoothed(b), sw_smoothed(c))) AS sw_psi,
+-- Jensen-Shannon distance, base 2, in [0, 1] (the square root of the divergence,
+-- as scipy.spatial.distance.jensenshannon): raw proportions, 0 log 0 = 0.
+(p, m) -> if(p > 0, p * log2(p / m), 0) AS sw_plogp,
+(b, c) -> sqrt(greatest(0, 0.5 * arraySum(arrayMap(
+        (p, q) -> sw_plogp(p, (p + q) / 2) + sw_plogp(q, (p + q) / 2),
+        arrayMap(x -> x / arraySum(b), b), arrayMap(x -> x / arraySum(c), c))))) AS sw_js,
+-- Chi-square test of homogeneity of two count vectors (a 2 x K table; bins empty
+-- in both are left out), scaled to nb and nc observations: the histograms hold
+-- weighted counts, the evidence is the calls received.
+(b, c, nb, nc) -> arrayFilter((x, y) -> x + y > 0,
+        arrayMap(x -> x * nb / arraySum(b), b), arrayMap(x -> x * nc / arraySum(c), c)) AS sw_kept_b,
+(b, c, nb, nc) -> arrayFilter((y, x) -> x + y > 0,
+        arrayMap(x -> x * nc / arraySum(c), c), arrayMap(x -> x * nb / arraySum(b), b)) AS sw_kept_c,
+(b, c) -> arraySum(arrayMap(
+        (x, y) -> pow(x - (x + y) * arraySum(b) / (arraySum(b) + arraySum(c)), 2)
+                  / ((x + y) * arraySum(b) / (arraySum(b) + arraySum(c)))
+                + pow(y - (x + y) * arraySum(c) / (arraySum(b) + arraySum(c)), 2)
+                  / ((x + y) * arraySum(c) / (arraySum(b) + arraySum(c))),
+        b, c)) AS sw_chi2_of,
+-- Regularized upper incomplete gamma Q(a, x): the series for P below a + 1, the
+-- continued fraction (modified Lentz) above (Numerical Recipes 6.2).
+(a, x) -> 1 - exp(-x + a * log(x) - lgamma(a + 1)) * arrayFold(
+        (acc, n) -> (acc.1 * x / (a + n), acc.2 + acc.1 * x / (a + n)),
+        range(1, 400), (1.0, 1.0)).2 AS sw_gamma_q_series,
+(a, x) -> exp(-x + a * log(x) - lgamma(a)) * arrayFold(
+        (acc, i) -> (
+            acc.1 + 2,
+            if(abs((acc.1 + 2) + (-i * (i - a)) / acc.2) < 1e-300, 1e-300, (acc.1 + 2) + (-i * (i - a)) / acc.2),
+            1 / if(abs((-i * (i - a)) * acc.3 + acc.1 + 2) < 1e-300, 1e-300, (-i * (i - a)) * acc.3 + acc.1 + 2),
+            acc.4
+              * (1 / if(abs((-i * (i - a)) * acc.3 + acc.1 + 2) < 1e-300, 1e-300, (-i * (i - a)) * acc.3 + acc.1 + 2))
+              * if(abs((acc.1 + 2) + (-i * (i - a)) / acc.2) < 1e-300, 1e-300, (acc.1 + 2) + (-i * (i - a)) / acc.2)),
+        range(1, 300), (x + 1 - a, 1e300, 1 / (x + 1 - a), 1 / (x + 1 - a))).4 AS sw_gamma_q_fraction,
+(a, x) -> if(x <= 0, 1.0, greatest(0.0, least(1.0,
+        if(x < a + 1, sw_gamma_q_series(a, x), sw_gamma_q_fraction(a, x))))) AS sw_gamma_q,
+-- The chi-square survival function: P(X > x) for `dof` degrees of freedom.
+(x, dof) -> if(dof < 1, 1.0, sw_gamma_q(dof / 2, x / 2)) AS sw_chi2_sf,
+-- Kolmogorov's limiting distribution, P(K > t) (scipy.stats.kstwobign.sf): the
+-- asymptotic p-value of the two-sample KS statistic D at t = D sqrt(nb nc / (nb + nc)).
+(t) -> if(t < 0.05, 1.0, greatest(0.0, least(1.0, 2 * arraySum(arrayMap(
+        j -> pow(-1, j - 1) * exp(-2 * j * j * t * t), range(1, 101)))))) AS sw_kolmogorov_sf,
+-- The value a log-histogram key stands for (segwatch.collector.histogram): gamma
+-- = (1 + accuracy) / (1 - accuracy); key 0 is exact zero.
+(k, gamma) -> if(k = 0, 0.0, sign(k) * 2 * pow(gamma, abs(k) - 16384) / (gamma + 1)) AS sw_key_value,
