@@ -106,7 +106,8 @@ def test_drift_statistics_match_scipy_on_the_calls(client, recorder) -> None:  #
     rows, sent = _drifting_amounts(seed=5)
     ingest(client, recorder, rows)
     spec = next(s for s in load_manifest() if s.name == "psi_drift")
-    found = run_detector(client, spec, dt.datetime.fromtimestamp(END, dt.timezone.utc))
+    at = dt.datetime.fromtimestamp(END, dt.timezone.utc)
+    found = run_detector(client, spec, at).new_anomalies
     culprits = [(a["segment_dim"], a["segment_value"], a["quantity"]) for a in found]
     assert culprits[0] == ("feature.country", "BR", "feature.amount"), culprits
     anomaly = found[0]

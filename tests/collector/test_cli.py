@@ -49,6 +49,8 @@ def test_help(command: list[str]) -> None:
     [
         (["sql"], 2, "the following arguments are required: query"),
         (["anomalies", "--limit", "0"], 2, "not between 1 and 10000"),
+        (["anomalies", "--state", "closed"], 2, "invalid choice: 'closed'"),
+        (["anomalies", "--since", "5"], 2, "must be a positive number with s, m, h or d"),
         (["detect", "--at", "yesterday"], 2, "not an ISO 8601 time"),
         (["sql", "SELECT 1", "--config", "/nonexistent.yaml"], 2, "file not found"),
         (["frobnicate"], 2, "invalid choice"),
@@ -85,7 +87,10 @@ def test_sql_on_the_store_directly(config: str) -> None:
     assert "two" in result.stdout and "2" in result.stdout
     empty = run("anomalies", "--config", config)
     assert empty.returncode == 0 and "(0 rows)" in empty.stdout
-    assert empty.stdout.splitlines()[0].split()[:3] == ["window_end", "detector", "model_name"]
+    assert empty.stdout.splitlines()[0].split()[:3] == ["state", "opened_at", "resolved_at"]
+    findings = run("anomalies", "--findings", "--since", "1h", "--config", config)
+    assert findings.returncode == 0, findings.stderr
+    assert findings.stdout.splitlines()[0].split()[:2] == ["window_end", "detector"]
     as_json = run(
         "sql", "SELECT count() AS n FROM ml_segment_aggregates", "--config", config, "--json"
     )
@@ -136,7 +141,8 @@ def test_sql_reaches_a_running_collector(config: str, tmp_path: Path) -> None:
         loaded = run("baseline", str(training), "--model", "fraud", "--config", config)
         assert loaded.returncode == 0, loaded.stderr  # through the collector's API
         assert "loaded 2 rows" in loaded.stdout
-        for command in (["anomalies", "--json"], ["detect", "--json"]):
+        for command in (["anomalies", "--json", "--state", "open", "--since", "2h"],
+                        ["anomalies", "--json", "--findings"], ["detect", "--json"]):  # fmt: skip
             answer = run(*command, "--config", config)
             assert answer.returncode == 0, answer.stderr
             assert json.loads(answer.stdout)["rows"] == []

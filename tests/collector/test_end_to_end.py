@@ -11,7 +11,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from waiting import wait_until
 
 from segwatch.clickhouse.detection import run_detectors
-from segwatch.clickhouse.queries import list_anomalies
+from segwatch.clickhouse.queries import AnomalyFilter, list_anomalies
 from segwatch.collector.demo import DemoScenario, service_tracer_provider, simulate
 from segwatch.collector.service import Collector
 
@@ -52,7 +52,7 @@ def test_drift_in_one_segment_is_found_there_and_nowhere_else(collector: Collect
         parameters={"t": trace_id},
     ).result_rows
     assert country == [("MX",)]
-    assert len(list_anomalies(client).rows) == len(run.new_anomalies)
+    assert len(list_anomalies(client, AnomalyFilter(findings=True)).rows) == len(run.new_anomalies)
 
 
 def test_partial_success_counts_rejected_spans(collector: Collector) -> None:

@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 from clickhouse_connect.driver.client import Client
 
+from .lifecycle import Persistence, most_specific, update_lifecycle
+
 __all__ = [
     "ANOMALY_COLUMNS",
     "DetectorRun",
@@ -86,6 +88,7 @@ class DetectorSpec:
     baseline: int
     parameters: dict[str, Any] = field(default_factory=dict)
     run_if: str = ""  # a query of one boolean: the detector runs only when it is true
+    persistence: Persistence = field(default_factory=Persistence)
 
     def windows(self, at: dt.datetime) -> dict[str, dt.datetime]:
         """Window and baseline for a run at ``at``: the window ends at the last cadence boundary."""
@@ -140,6 +143,7 @@ def load_manifest(package: str = "segwatch.clickhouse.detectors") -> list[Detect
             "parameters",
             "fragments",
             "run_if",
+            "persistence",
         }
         if unknown:
             problems.append(f"{where}: unknown keys {sorted(unknown)}")
@@ -170,7 +174,8 @@ def load_manifest(package: str = "segwatch.clickhouse.detectors") -> list[Detect
                 problems.append(f"{where}.parameters.{key}: not an allowed parameter name")
             elif isinstance(value, bool) or not isinstance(value, (int, float, str)):
                 problems.append(f"{where}.parameters.{key}: must be a number or a string")
-        if len(durations) == 3:
+        persistence = _persistence(entry.get("persistence"), where, problems)
+        if len(durations) == 3 and persistence is not None:
             specs.append(
                 DetectorSpec(
                     name=name,
@@ -178,6 +183,7 @@ def load_manifest(package: str = "segwatch.clickhouse.detectors") -> list[Detect
                     run_if=str(entry.get("run_if") or ""),
                     description=str(entry.get("description", "")),
                     parameters=dict(parameters),
+                    persistence=persistence,
                     **durations,
                 )
             )
@@ -185,6 +191,24 @@ def load_manifest(package: str = "segwatch.clickhouse.detectors") -> list[Detect
         listing = "\n".join(f"  - {p}" for p in problems)
         raise ManifestError(f"invalid detector manifest:\n{listing}")
     return specs
+
+
+def _persistence(value: Any, where: str, problems: list[str]) -> Persistence | None:
+    """``{found: 2, windows: 3}`` (default: found once opens, one window)."""
+    if value is None:
+        return Persistence()
+    if not isinstance(value, dict) or set(value) - {"found", "windows"}:
+        problems.append(f"{where}.persistence: must be a mapping with found and windows")
+        return None
+    found, windows = value.get("found", 1), value.get("windows", 1)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (found, windows)):
+        problems.append(f"{where}.persistence: found and windows must be whole numbers")
+        return None
+    try:
+        return Persistence(found, windows)
+    except ValueError as exc:
+        problems.append(f"{where}.persistence: {exc}")
+        return None
 
 
 _MARKER = re.compile(r"/\*@([a-z][a-z0-9_]*)\*/")
@@ -216,9 +240,52 @@ def _with_fragments(
     return _MARKER.sub(lambda match: texts[match.group(1)], sql)
 
 
-def run_detector(client: Client, spec: DetectorSpec, at: dt.datetime) -> list[dict[str, Any]]:
-    """Run one detector for the window ending before ``at``; store and return new anomalies."""
+@dataclass(frozen=True)
+class DetectorRun:
+    """What one detector run did: its new findings and the anomalies it opened or resolved."""
+
+    detector: str
+    window_start: dt.datetime
+    window_end: dt.datetime
+    new_anomalies: list[dict[str, Any]]
+    seconds: float = 0.0
+    opened: list[dict[str, Any]] = field(default_factory=list)
+    resolved: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_detector(client: Client, spec: DetectorSpec, at: dt.datetime) -> DetectorRun:
+    """Run one detector for the window ending before ``at``.
+
+    Stores its new findings (the most specific culprit of each family) in
+    ``ml_anomalies`` and the anomalies that open or resolve in
+    ``ml_anomaly_events``. Running a window again adds nothing.
+    """
+    started = time.perf_counter()
     windows = spec.windows(at)
+    new = _find(client, spec, windows)
+    opened, resolved = update_lifecycle(
+        client,
+        spec.name,
+        windows["window_start"],
+        windows["window_end"],
+        spec.cadence,
+        spec.persistence,
+    )
+    return DetectorRun(
+        spec.name,
+        windows["window_start"],
+        windows["window_end"],
+        new,
+        time.perf_counter() - started,
+        opened,
+        resolved,
+    )
+
+
+def _find(
+    client: Client, spec: DetectorSpec, windows: dict[str, dt.datetime]
+) -> list[dict[str, Any]]:
+    """The detector's query for these windows; stores and returns the findings not yet stored."""
     parameters: dict[str, Any] = {
         **spec.parameters,
         "detector": spec.name,
@@ -236,7 +303,7 @@ def run_detector(client: Client, spec: DetectorSpec, at: dt.datetime) -> list[di
         raise ManifestError(
             f"detector {spec.name} returned columns {names}, expected {list(ANOMALY_COLUMNS)}"
         )
-    rows = [dict(zip(names, row, strict=True)) for row in result.result_rows]
+    rows = most_specific([dict(zip(names, row, strict=True)) for row in result.result_rows])
     existing = {
         tuple(row)
         for row in client.query(
@@ -256,34 +323,10 @@ def run_detector(client: Client, spec: DetectorSpec, at: dt.datetime) -> list[di
     return new
 
 
-@dataclass(frozen=True)
-class DetectorRun:
-    """What one detector run did."""
-
-    detector: str
-    window_start: dt.datetime
-    window_end: dt.datetime
-    new_anomalies: list[dict[str, Any]]
-    seconds: float
-
-
 def run_detectors(
     client: Client, at: dt.datetime | None = None, specs: list[DetectorSpec] | None = None
 ) -> list[DetectorRun]:
     """Run every detector (or ``specs``) once for the windows ending before ``at`` (now)."""
     at = at or dt.datetime.now(dt.timezone.utc)
-    runs: list[DetectorRun] = []
-    for spec in load_manifest() if specs is None else specs:
-        started = time.perf_counter()
-        new = run_detector(client, spec, at)
-        windows = spec.windows(at)
-        runs.append(
-            DetectorRun(
-                spec.name,
-                windows["window_start"],
-                windows["window_end"],
-                new,
-                time.perf_counter() - started,
-            )
-        )
-    return runs
+    chosen = load_manifest() if specs is None else specs  # [] (all disabled) runs none
+    return [run_detector(client, spec, at) for spec in chosen]

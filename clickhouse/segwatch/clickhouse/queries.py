@@ -10,7 +10,14 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-__all__ = ["Table", "list_anomalies", "read_only_query", "run_query"]
+__all__ = [
+    "ANOMALY_STATES",
+    "AnomalyFilter",
+    "Table",
+    "list_anomalies",
+    "read_only_query",
+    "run_query",
+]
 
 _SELECT = re.compile(r"^\s*(SELECT|WITH)\b", re.IGNORECASE)
 
@@ -73,15 +80,101 @@ def read_only_query(client: Client, query: str) -> Table:
     return run_query(client, query, settings=READ_ONLY)
 
 
-def list_anomalies(client: Client, limit: int = 50, model: str | None = None) -> Table:
-    """The latest anomalies, newest window first (``FINAL``: one row per key)."""
-    return run_query(
-        client,
-        "SELECT window_end, detector, model_name, model_version, model_stage, segment_dim, "
-        "segment_value, quantity, round(score, 4) AS score, threshold, support, "
-        "exemplar_trace_ids[1] AS exemplar_trace_id, details "
-        "FROM ml_anomalies FINAL "
-        "WHERE {model:String} = '' OR model_name = {model:String} "
-        "ORDER BY window_end DESC, score DESC LIMIT {limit:UInt32}",
-        parameters={"limit": limit, "model": model or ""},
-    )
+ANOMALY_STATES = ("all", "open", "resolved")
+
+
+@dataclass(frozen=True)
+class AnomalyFilter:
+    """Which anomalies to list; every field is validated (``ValueError`` names it).
+
+    ``since``: only anomalies with a transition (or, with ``findings``, a
+    finding) in the last this many seconds. ``findings``: list what each
+    detector run found, window by window, instead of the anomalies' states.
+    """
+
+    limit: int = 50
+    model: str | None = None
+    state: str = "all"
+    since: int | None = None
+    findings: bool = False
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.limit, bool)
+            or not isinstance(self.limit, int)
+            or not (1 <= self.limit <= 10_000)
+        ):
+            raise ValueError("'limit' must be an integer from 1 to 10000")
+        if self.model is not None and not isinstance(self.model, str):
+            raise ValueError("'model' must be a string")
+        if self.state not in ANOMALY_STATES:
+            raise ValueError(f"'state' must be one of {', '.join(ANOMALY_STATES)}")
+        if self.since is not None and (
+            isinstance(self.since, bool) or not isinstance(self.since, int) or self.since <= 0
+        ):
+            raise ValueError("'since' must be a positive number of seconds")
+        if not isinstance(self.findings, bool):
+            raise ValueError("'findings' must be true or false")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"limit": self.limit, "model": self.model, "state": self.state,
+                "since": self.since, "findings": self.findings}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AnomalyFilter:
+        unknown = set(data) - {"limit", "model", "state", "since", "findings"}
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+_STATES_QUERY = """
+SELECT current_state AS state, opened_at, resolved_at, detector, model_name, model_version,
+       model_stage, segment_dim, segment_value, quantity, round(last_score, 4) AS score,
+       last_support AS support, last_exemplar AS exemplar_trace_id, last_details AS details
+FROM (
+    SELECT detector, model_name, model_version, model_stage, segment_dim, segment_value, quantity,
+           argMax(state, window_end) AS current_state,
+           maxIf(window_end, state = 'open') AS opened_at,
+           if(current_state = 'resolved', toNullable(max(window_end)), NULL) AS resolved_at,
+           max(window_end) AS last_change,
+           argMaxIf(score, window_end, state = 'open') AS last_score,
+           argMaxIf(support, window_end, state = 'open') AS last_support,
+           argMaxIf(exemplar_trace_ids[1], window_end, state = 'open') AS last_exemplar,
+           argMax(details, window_end) AS last_details
+    FROM ml_anomaly_events FINAL
+    WHERE {model:String} = '' OR model_name = {model:String}
+    GROUP BY detector, model_name, model_version, model_stage, segment_dim, segment_value, quantity
+)
+WHERE ({state:String} = 'all' OR current_state = {state:String})
+  AND ({since:UInt64} = 0 OR last_change >= now() - toIntervalSecond({since:UInt64}))
+ORDER BY last_change DESC, score DESC
+LIMIT {limit:UInt32}
+"""
+
+_FINDINGS_QUERY = """
+SELECT window_end, detector, model_name, model_version, model_stage, segment_dim,
+       segment_value, quantity, round(score, 4) AS score, threshold, p_value, support,
+       exemplar_trace_ids[1] AS exemplar_trace_id, details
+FROM ml_anomalies FINAL
+WHERE ({model:String} = '' OR model_name = {model:String})
+  AND ({since:UInt64} = 0 OR window_end >= now() - toIntervalSecond({since:UInt64}))
+ORDER BY window_end DESC, score DESC
+LIMIT {limit:UInt32}
+"""
+
+
+def list_anomalies(client: Client, selection: AnomalyFilter | None = None) -> Table:
+    """The anomalies (open and resolved, latest change first), or each run's findings.
+
+    ``FINAL``: one row per key whatever the merges have done so far.
+    """
+    selection = selection or AnomalyFilter()
+    parameters = {
+        "limit": selection.limit,
+        "model": selection.model or "",
+        "state": selection.state,
+        "since": selection.since or 0,  # 0: no time limit
+    }
+    query = _FINDINGS_QUERY if selection.findings else _STATES_QUERY
+    return run_query(client, query, parameters=parameters)

@@ -19,7 +19,7 @@ from clickhouse_connect.driver.client import Client
 
 from segwatch.clickhouse.detection import DetectorSpec, run_detectors
 from segwatch.clickhouse.migrate import apply_migrations
-from segwatch.clickhouse.queries import Table, list_anomalies, read_only_query
+from segwatch.clickhouse.queries import AnomalyFilter, Table, list_anomalies, read_only_query
 from segwatch.clickhouse.store import StoreLocation, open_client, parse_dsn
 
 from .config import CollectorConfig
@@ -42,7 +42,7 @@ DISCOVERY_FILE = "segwatch-collector.json"
 class StoreAccess(Protocol):
     def load_baseline(self, path: str, model: str, version: str, name: str) -> int: ...
     def sql(self, query: str) -> Table: ...
-    def anomalies(self, limit: int, model: str | None) -> Table: ...
+    def anomalies(self, selection: AnomalyFilter) -> Table: ...
     def detect(self, at: dt.datetime | None) -> Table: ...
     def close(self) -> None: ...
 
@@ -103,8 +103,8 @@ class DirectAccess:
     def sql(self, query: str) -> Table:
         return read_only_query(self.client, query)
 
-    def anomalies(self, limit: int, model: str | None) -> Table:
-        return list_anomalies(self.client, limit, model)
+    def anomalies(self, selection: AnomalyFilter) -> Table:
+        return list_anomalies(self.client, selection)
 
     def detect(self, at: dt.datetime | None) -> Table:
         return detect_table(self.client, at, self.specs)
@@ -153,10 +153,8 @@ class ApiAccess:
         body = {"path": os.path.abspath(path), "model": model, "version": version, "name": name}
         return int(self._call("POST", "/api/v1/baseline", body)["rows"])
 
-    def anomalies(self, limit: int, model: str | None) -> Table:
-        return Table.from_json(
-            self._call("POST", "/api/v1/anomalies", {"limit": limit, "model": model})
-        )
+    def anomalies(self, selection: AnomalyFilter) -> Table:
+        return Table.from_json(self._call("POST", "/api/v1/anomalies", selection.to_json()))
 
     def detect(self, at: dt.datetime | None) -> Table:
         body = {"at": at.isoformat() if at else None}

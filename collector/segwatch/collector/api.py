@@ -21,7 +21,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from segwatch.clickhouse.detection import DetectorSpec
-from segwatch.clickhouse.queries import list_anomalies, read_only_query
+from segwatch.clickhouse.queries import AnomalyFilter, list_anomalies, read_only_query
 
 from .access import detect_table
 from .config import CollectorConfig, parse_endpoint
@@ -134,13 +134,11 @@ class LocalApi:
                 raise _BadRequest("'query' must be a non-empty string")
             return read_only_query(self._sql_client, query).to_json()
         if route == ("POST", "/api/v1/anomalies"):
-            limit = request.get("limit", 50)
-            model = request.get("model")
-            if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
-                raise _BadRequest("'limit' must be an integer from 1 to 10000")
-            if model is not None and not isinstance(model, str):
-                raise _BadRequest("'model' must be a string")
-            return list_anomalies(self._client, limit, model).to_json()
+            try:
+                selection = AnomalyFilter.from_json(request)
+            except (TypeError, ValueError) as exc:
+                raise _BadRequest(str(exc)) from exc
+            return list_anomalies(self._client, selection).to_json()
         if route == ("POST", "/api/v1/baseline"):
             fields = {k: request.get(k) for k in ("path", "model", "version", "name")}
             if not all(isinstance(v, str) for v in fields.values()) or not fields["path"]:

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from segwatch.clickhouse.detection import parse_duration
+from segwatch.clickhouse.queries import ANOMALY_STATES, AnomalyFilter
 from segwatch.clickhouse.store import StoreError
 
 from .access import ApiError, DirectAccess, open_access
@@ -66,10 +68,21 @@ def _parser() -> argparse.ArgumentParser:
     anomalies = commands.add_parser(
         "anomalies",
         help="list the anomalies the detectors found",
-        description="List anomalies, newest first.",
+        description="List anomalies, latest change first: each one's state (open, or resolved "
+        "once its detector stopped finding it), when it opened and resolved, and the sentence "
+        "that explains it. --findings lists what each detector run found, window by window.",
     )
     anomalies.add_argument("--limit", type=_positive_int, default=50, help="rows (default 50)")
     anomalies.add_argument("--model", help="only this model")
+    anomalies.add_argument(
+        "--state", choices=ANOMALY_STATES, default="all", help="open, resolved or all (default)"
+    )
+    anomalies.add_argument(
+        "--since", type=_duration, help="only what changed in the last DURATION (e.g. 30m, 24h, 7d)"
+    )
+    anomalies.add_argument(
+        "--findings", action="store_true", help="each detector run's findings instead"
+    )
     _config_argument(anomalies)
     _json_argument(anomalies)
 
@@ -121,6 +134,13 @@ def _config_argument(parser: argparse.ArgumentParser) -> None:
 
 def _json_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _duration(text: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -182,7 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "sql":
                 print_table(access.sql(args.query), sys.stdout, args.json)
             elif args.command == "anomalies":
-                print_table(access.anomalies(args.limit, args.model), sys.stdout, args.json)
+                selection = AnomalyFilter(args.limit, args.model, args.state, args.since,
+                                          args.findings)  # fmt: skip
+                print_table(access.anomalies(selection), sys.stdout, args.json)
             elif args.command == "detect":
                 print_table(access.detect(args.at), sys.stdout, args.json)
             elif args.command == "baseline":

@@ -70,17 +70,18 @@ class DetectorScheduler:
             self._stop.wait(max(0.1, min(wait, 5.0)))
 
     def _run_one(self, spec: DetectorSpec, at: float) -> None:
-        started = time.perf_counter()
         try:
-            new = run_detector(self._client, spec, dt.datetime.fromtimestamp(at, dt.timezone.utc))
+            run = run_detector(self._client, spec, dt.datetime.fromtimestamp(at, dt.timezone.utc))
         except Exception:
             self.failures += 1
             _logger.exception("detector %s failed", spec.name)
             return
         self.runs += 1
         _logger.info(
-            "detector %s: %d new anomalies in %.2f s",
+            "detector %s: %d findings, %d opened, %d resolved in %.2f s",
             spec.name,
-            len(new),
-            time.perf_counter() - started,
+            len(run.new_anomalies),
+            len(run.opened),
+            len(run.resolved),
+            run.seconds,
         )

@@ -1,0 +1,196 @@
+"""What a detector run's findings mean: the most specific culprit, open and resolved.
+
+A detector run finds anomalies per segment, quantity and window
+(``ml_anomalies``). Two steps turn those findings into alerts people trust:
+
+* :func:`most_specific` — one alert for a parent segment and its crosses: when
+  ``country=BR`` and ``country×device=BR × ios`` are both found for the same
+  quantity, the cross is kept if it scores higher (the change is concentrated
+  there), the parent otherwise (the change spans the parent; its crosses only
+  share it).
+* :func:`update_lifecycle` — persistence and the open → resolved lifecycle: an
+  anomaly opens when its key was found in at least ``found`` of the detector's
+  last ``windows`` windows, and resolves once it was found in none of them.
+  Each transition is a row of ``ml_anomaly_events``; running a window again
+  replaces its transitions (same key and window), never adds to them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+__all__ = ["EVENT_COLUMNS", "KEY_COLUMNS", "Persistence", "most_specific", "update_lifecycle"]
+
+KEY_COLUMNS = (
+    "detector",
+    "model_name",
+    "model_version",
+    "model_stage",
+    "segment_dim",
+    "segment_value",
+    "quantity",
+)
+"""What identifies one anomaly across windows."""
+
+EVENT_COLUMNS = (
+    "state",
+    *KEY_COLUMNS,
+    "window_start",
+    "window_end",
+    "score",
+    "threshold",
+    "p_value",
+    "support",
+    "exemplar_trace_ids",
+    "details",
+    "statistics",
+)
+"""The columns of ``ml_anomaly_events`` a transition fills (``recorded_at`` is added)."""
+
+_CROSS = "×"  # segment dimensions of crosses: "feature.country×feature.device"
+_CROSS_VALUE = " × "  # their values: "BR × ios"
+
+
+@dataclass(frozen=True)
+class Persistence:
+    """Open an anomaly once found in ``found`` of the last ``windows`` windows."""
+
+    found: int = 1
+    windows: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.found <= self.windows <= 100:
+            raise ValueError(
+                "persistence needs 1 <= found <= windows <= 100, "
+                f"not {self.found} of {self.windows}"
+            )
+
+
+def _parents(finding: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (dimension, value) segments a cross segment lies in; none for a plain one."""
+    dims = str(finding["segment_dim"]).split(_CROSS)
+    values = str(finding["segment_value"]).split(_CROSS_VALUE)
+    if len(dims) < 2 or len(dims) != len(values):
+        return []
+    return list(zip(dims, values, strict=True))
+
+
+def most_specific(findings: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The findings with one per parent-and-crosses family, the most specific culprit.
+
+    A cross and a parent are one family when the cross's segment lies in the
+    parent's and both are about the same detector, model and quantity. The
+    one kept names the others in its ``details``.
+    """
+
+    def family(f: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(f[k] for k in KEY_COLUMNS if k not in ("segment_dim", "segment_value"))
+
+    by_segment = {(family(f), f["segment_dim"], f["segment_value"]): f for f in findings}
+    dropped: set[int] = set()
+    for finding in findings:
+        for dim, value in _parents(finding):
+            parent = by_segment.get((family(finding), dim, value))
+            if parent is None or id(parent) in dropped or id(finding) in dropped:
+                continue
+            concentrated = finding["score"] > parent["score"]
+            keep, drop = (finding, parent) if concentrated else (parent, finding)
+            dropped.add(id(drop))
+            keep["details"] = (
+                f"{keep['details']}; also seen in {drop['segment_dim']}={drop['segment_value']} "
+                f"(score {drop['score']:.3g})"
+            )
+    return [f for f in findings if id(f) not in dropped]
+
+
+def update_lifecycle(
+    client: Client,
+    detector: str,
+    window_start: dt.datetime,
+    window_end: dt.datetime,
+    cadence: int,
+    persistence: Persistence,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Record the anomalies of ``detector`` that open or resolve at ``window_end``.
+
+    Reads the findings of the last ``persistence.windows`` windows (ends a
+    ``cadence`` apart) and each key's state before this window; returns the
+    transitions it recorded: (opened, resolved).
+    """
+    since = window_end - dt.timedelta(seconds=cadence * persistence.windows)
+    keys = ", ".join(KEY_COLUMNS)
+    recent = client.query(
+        f"SELECT {keys}, window_start, window_end, score, threshold, p_value, support, "
+        "exemplar_trace_ids, details, statistics FROM ml_anomalies FINAL "
+        "WHERE detector = {detector:String} AND window_end > {since:DateTime('UTC')} "
+        "AND window_end <= {window_end:DateTime('UTC')} ORDER BY window_end",
+        parameters={"detector": detector, "since": _text(since), "window_end": _text(window_end)},
+    )
+    found: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in recent.result_rows:
+        finding = dict(zip(recent.column_names, row, strict=True))
+        found.setdefault(tuple(finding[k] for k in KEY_COLUMNS), []).append(finding)
+    latest = client.query(
+        f"SELECT {keys}, argMax(state, window_end), max(window_end), "
+        "argMax((score, threshold, p_value, support, exemplar_trace_ids, statistics), window_end) "
+        "FROM ml_anomaly_events FINAL "
+        "WHERE detector = {detector:String} AND window_end <= {window_end:DateTime('UTC')} "
+        f"GROUP BY {keys}",
+        parameters={"detector": detector, "window_end": _text(window_end)},
+    )
+    open_now: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    decided: set[tuple[Any, ...]] = set()  # a transition at this window already: a rerun
+    n = len(KEY_COLUMNS)
+    for row in latest.result_rows:
+        key, state, last_end, last = tuple(row[:n]), row[n], row[n + 1], row[n + 2]
+        if _utc(last_end) == window_end:
+            decided.add(key)
+        elif state == "open":
+            open_now[key] = last
+    window = {"window_start": window_start, "window_end": window_end}
+    opened = [
+        {**findings[-1], **window, "state": "open"}
+        for key, findings in found.items()
+        if key not in open_now
+        and key not in decided
+        and len({f["window_end"] for f in findings}) >= persistence.found
+    ]
+    resolved = []
+    for key, last in open_now.items():
+        if key in found or key in decided:
+            continue
+        score, threshold, p_value, support, exemplars, statistics = last
+        resolved.append({
+            **dict(zip(KEY_COLUMNS, key, strict=True)), **window, "state": "resolved",
+            "score": score, "threshold": threshold, "p_value": p_value, "support": support,
+            "exemplar_trace_ids": exemplars, "statistics": statistics,
+            "details": f"{key[6]} for {_segment(key[4], key[5])} resolved: not found in the "
+                       f"last {persistence.windows} window(s) of {detector}",
+        })  # fmt: skip
+    transitions = opened + resolved
+    if transitions:
+        recorded_at = dt.datetime.now(dt.timezone.utc)
+        client.insert(
+            "ml_anomaly_events",
+            [[recorded_at, *(t[c] for c in EVENT_COLUMNS)] for t in transitions],
+            column_names=["recorded_at", *EVENT_COLUMNS],
+        )
+    return opened, resolved
+
+
+def _text(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    """The engine returns naive UTC datetimes; make them comparable with aware ones."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def _segment(dim: str, value: str) -> str:
+    return "the whole model" if dim == "__all__" else f"{dim}={value}"
