@@ -46,6 +46,15 @@
 -- asymptotic p-value of the two-sample KS statistic D at t = D sqrt(nb nc / (nb + nc)).
 (t) -> if(t < 0.05, 1.0, greatest(0.0, least(1.0, 2 * arraySum(arrayMap(
         j -> pow(-1, j - 1) * exp(-2 * j * j * t * t), range(1, 101)))))) AS sw_kolmogorov_sf,
+-- Window means of a series laid out as [current, baseline windows...] (totals
+-- and counts per window): the baseline windows with at least min_calls calls.
+(totals, counts, min_calls) -> arrayFilter(x -> isFinite(x), arrayMap(
+        (t, n) -> if(n >= min_calls, t / n, nan), arraySlice(totals, 2), arraySlice(counts, 2)))
+        AS sw_window_means,
+-- The median (the mean of the two middle values for an even count; NaN if empty).
+(xs) -> if(length(xs) = 0, nan,
+        (arraySort(xs)[intDiv(length(xs) + 1, 2)] + arraySort(xs)[intDiv(length(xs), 2) + 1]) / 2)
+        AS sw_median,
 -- The value a log-histogram key stands for (segwatch.collector.histogram): gamma
 -- = (1 + accuracy) / (1 - accuracy); key 0 is exact zero.
 (k, gamma) -> if(k = 0, 0.0, sign(k) * 2 * pow(gamma, abs(k) - 16384) / (gamma + 1)) AS sw_key_value,

@@ -1,0 +1,154 @@
+-- metric_shift: a behaviour metric (confidence, latency, any ml.metric.*, numeric
+-- outputs: quantities matching {quantities}) whose mean in the current window
+-- is far from its usual level, per segment.
+--
+-- Baseline: the means of the same metric in earlier windows of the same length:
+--   * trailing ({season} = 0): every window from baseline_start to the current one;
+--   * seasonal ({season} > 0, e.g. 7d): the windows within {span} seconds of the
+--     same moment {season} seconds ago (same hour last week).
+-- Score: the robust z-score |mean - median| / (1.4826 MAD) of the window means
+-- (median and MAD: a few bad windows in the baseline do not move them); the
+-- scale is floored at {min_relative_scale} of the median, so a metric that never
+-- varied does not alarm on a rounding change. p-value: two-sided normal.
+--
+-- Noise control: {min_support} calls in the window and {min_baseline_windows}
+-- baseline windows with {min_window_calls} calls each; |z| above {threshold} and
+-- Benjamini-Hochberg at {fdr} over every test of the run; a segment is reported
+-- only when the rest of its dimension did not shift (|z| of the rest at most
+-- {rest_threshold}), the whole model only when no segment explains the shift.
+--
+-- Output: the detector contract (see manifest.yaml).
+WITH
+/*@statistics*/
+toUnixTimestamp({window_start:DateTime('UTC')}) AS current_start,
+toUnixTimestamp({window_end:DateTime('UTC')}) AS current_end,
+current_end - current_start AS window_seconds,
+if({season:UInt32} = 0, toUnixTimestamp({baseline_start:DateTime('UTC')}),
+   current_start - {season:UInt32} - {span:UInt32}) AS history_start,
+if({season:UInt32} = 0, toUnixTimestamp({baseline_end:DateTime('UTC')}),
+   current_end - {season:UInt32} + {span:UInt32}) AS history_end,
+-- Slot 0 (array index 1) is the current window, slots 1.. the baseline windows in time order.
+toUInt32(1 + intDiv(history_end - history_start + window_seconds - 1, window_seconds)) AS slots,
+series AS (
+    SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
+           groupArrayInsertAt(0., slots)(total, toUInt32(slot)) AS totals,
+           groupArrayInsertAt(0., slots)(numbers, toUInt32(slot)) AS counts,
+           sumIf(received, slot = 0) AS support,
+           sumIf(received, slot > 0) AS baseline_support,
+           anyIf(exemplars, slot = 0) AS exemplars
+    FROM (
+        SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
+               if(bucket_start >= {window_start:DateTime('UTC')}, 0,
+                  1 + intDiv(toUnixTimestamp(bucket_start) - history_start, window_seconds)) AS slot,
+               sum(sum) AS total, sum(numeric_count) AS numbers, sum(sampled) AS received,
+               groupUniqArrayArray(5)(exemplar_trace_ids) AS exemplars
+        FROM ml_segment_aggregates
+        WHERE match(quantity, {quantities:String})
+          AND ((bucket_start >= {window_start:DateTime('UTC')} AND bucket_start < {window_end:DateTime('UTC')})
+               OR (bucket_start >= toDateTime(history_start) AND bucket_start < toDateTime(history_end)))
+        GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity, slot
+    )
+    GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity
+),
+tested AS (
+    -- Robust z of each segment, and the whole model's series beside it (for the rest).
+    SELECT *,
+           abs(z) AS score,
+           erfc(abs(z) / sqrt(2)) AS p_value
+    FROM (
+        SELECT *, (current_mean - median) / scale AS z
+        FROM (
+            SELECT *,
+                   greatest(1.4826 * sw_median(arrayMap(x -> abs(x - median), means)),
+                            {min_relative_scale:Float64} * abs(median), 1e-12) AS scale
+            FROM (
+                SELECT *, sw_median(means) AS median
+                FROM (
+                    SELECT *,
+                           sw_window_means(totals, counts, {min_window_calls:Float64}) AS means,
+                           totals[1] / counts[1] AS current_mean,
+                           anyIf(totals, segment_dim = '__all__') OVER model_quantity AS all_totals,
+                           anyIf(counts, segment_dim = '__all__') OVER model_quantity AS all_counts
+                    FROM series
+                    WHERE support >= {min_support:UInt64} AND counts[1] > 0
+                    WINDOW model_quantity AS (PARTITION BY model_name, model_version, model_stage, quantity)
+                )
+                WHERE length(means) >= {min_baseline_windows:UInt32}
+            )
+        )
+    )
+),
+/*@fdr*/
+reported AS (
+    -- A segment's shift is its own when the rest of its dimension (the whole
+    -- model minus every flagged segment of that dimension) kept its level; the
+    -- whole model is reported only when no segment explains the shift.
+    SELECT *
+    FROM (
+        SELECT *,
+               countIf(is_specific) OVER (PARTITION BY model_name, model_version, model_stage, quantity)
+                   AS explaining_segments
+        FROM (
+            SELECT *,
+                   segment_dim != '__all__' AND abs(rest_z) <= {rest_threshold:Float64} AS is_specific
+            FROM (
+                SELECT *,
+                       if(length(rest_means) < {min_baseline_windows:UInt32} OR rest_counts[1] = 0, inf,
+                          (rest_totals[1] / rest_counts[1] - rest_median)
+                          / greatest(1.4826 * sw_median(arrayMap(x -> abs(x - rest_median), rest_means)),
+                                     {min_relative_scale:Float64} * abs(rest_median), 1e-12)) AS rest_z
+                FROM (
+                    SELECT *, sw_median(rest_means) AS rest_median
+                    FROM (
+                        SELECT *,
+                               sw_window_means(rest_totals, rest_counts, {min_window_calls:Float64}) AS rest_means
+                        FROM (
+                            SELECT *,
+                                   arrayMap((a, x) -> a - x, all_totals, sumForEach(totals) OVER dimension) AS rest_totals,
+                                   arrayMap((a, x) -> a - x, all_counts, sumForEach(counts) OVER dimension) AS rest_counts
+                            FROM significant
+                            WHERE score > {threshold:Float64}
+                            WINDOW dimension AS (PARTITION BY model_name, model_version, model_stage,
+                                                              segment_dim, quantity)
+                        )
+                    )
+                )
+            )
+        )
+    )
+    WHERE is_specific OR (segment_dim = '__all__' AND explaining_segments = 0)
+)
+SELECT
+    {detector:String} AS detector,
+    model_name, model_version, model_stage, segment_dim, segment_value, quantity,
+    {window_start:DateTime('UTC')} AS window_start,
+    {window_end:DateTime('UTC')} AS window_end,
+    toDateTime(history_start, 'UTC') AS baseline_start,
+    toDateTime(history_end, 'UTC') AS baseline_end,
+    score,
+    {threshold:Float64} AS threshold,
+    p_value,
+    support,
+    baseline_support,
+    median AS baseline_value,
+    current_mean AS current_value,
+    exemplars AS exemplar_trace_ids,
+    concat(
+        quantity, if(z < 0, ' dropped', ' rose'), ' for ',
+        if(segment_dim = '__all__', 'the whole model', concat(segment_dim, '=', segment_value)),
+        ': ', toString(round(current_mean, 4)), ' against a median of ', toString(round(median, 4)),
+        if({season:UInt32} = 0,
+           concat(' over the ', toString(length(means)), ' windows before'),
+           concat(' in ', toString(length(means)), ' windows around the same time ',
+                  toString(round({season:UInt32} / 86400, 1)), ' days earlier')),
+        ' (robust z ', toString(round(z, 2)), ', threshold ', toString({threshold:Float64}),
+        if(p_value < 1e-6, ', p < 1e-6', concat(', p = ', toString(round(p_value, 6)))), '); ',
+        toString(support), ' calls in the window',
+        if(segment_dim = '__all__', '',
+           concat('; the rest of ', segment_dim, ' held its level (z ', toString(round(rest_z, 2)), ')'))
+    ) AS details,
+    map('z', z, 'median', median, 'mad_scale', scale, 'current_mean', current_mean,
+        'baseline_windows', toFloat64(length(means)), 'fdr_tests', toFloat64(fdr_tests),
+        'rest_z', if(segment_dim = '__all__', nan, rest_z)) AS statistics
+FROM reported
+ORDER BY score DESC
