@@ -51,7 +51,7 @@ series AS (
     GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity
 ),
 tested AS (
-    -- Robust z of each segment, and the whole model's series beside it (for the rest).
+    -- Robust z of each segment, and its dimension's series beside it (for the rest).
     SELECT *,
            abs(z) AS score,
            erfc(abs(z) / sqrt(2)) AS p_value
@@ -67,11 +67,12 @@ tested AS (
                     SELECT *,
                            sw_window_means(totals, counts, {min_window_calls:Float64}) AS means,
                            totals[1] / counts[1] AS current_mean,
-                           anyIf(totals, segment_dim = '__all__') OVER model_quantity AS all_totals,
-                           anyIf(counts, segment_dim = '__all__') OVER model_quantity AS all_counts
+                           -- every tested segment of the dimension: the reference for its rest
+                           sumForEach(totals) OVER dimension AS dimension_totals,
+                           sumForEach(counts) OVER dimension AS dimension_counts
                     FROM series
                     WHERE support >= {min_support:UInt64} AND counts[1] > 0
-                    WINDOW model_quantity AS (PARTITION BY model_name, model_version, model_stage, quantity)
+                    WINDOW dimension AS (PARTITION BY model_name, model_version, model_stage, segment_dim, quantity)
                 )
                 WHERE length(means) >= {min_baseline_windows:UInt32}
             )
@@ -80,8 +81,8 @@ tested AS (
 ),
 /*@fdr*/
 reported AS (
-    -- A segment's shift is its own when the rest of its dimension (the whole
-    -- model minus every flagged segment of that dimension) kept its level; the
+    -- A segment's shift is its own when the rest of its dimension (its tested
+    -- segments minus every flagged one) kept its level; the
     -- whole model is reported only when no segment explains the shift.
     SELECT *
     FROM (
@@ -93,7 +94,7 @@ reported AS (
                    segment_dim != '__all__' AND abs(rest_z) <= {rest_threshold:Float64} AS is_specific
             FROM (
                 SELECT *,
-                       if(length(rest_means) < {min_baseline_windows:UInt32} OR rest_counts[1] = 0, inf,
+                       if(length(rest_means) < {min_baseline_windows:UInt32} OR rest_counts[1] < {min_window_calls:Float64}, inf,
                           (rest_totals[1] / rest_counts[1] - rest_median)
                           / greatest(1.4826 * sw_median(arrayMap(x -> abs(x - rest_median), rest_means)),
                                      {min_relative_scale:Float64} * abs(rest_median), 1e-12)) AS rest_z
@@ -104,8 +105,8 @@ reported AS (
                                sw_window_means(rest_totals, rest_counts, {min_window_calls:Float64}) AS rest_means
                         FROM (
                             SELECT *,
-                                   arrayMap((a, x) -> a - x, all_totals, sumForEach(totals) OVER dimension) AS rest_totals,
-                                   arrayMap((a, x) -> a - x, all_counts, sumForEach(counts) OVER dimension) AS rest_counts
+                                   arrayMap((a, x) -> a - x, dimension_totals, sumForEach(totals) OVER dimension) AS rest_totals,
+                                   arrayMap((a, x) -> a - x, dimension_counts, sumForEach(counts) OVER dimension) AS rest_counts
                             FROM significant
                             WHERE score > {threshold:Float64}
                             WINDOW dimension AS (PARTITION BY model_name, model_version, model_stage,

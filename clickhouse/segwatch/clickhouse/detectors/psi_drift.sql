@@ -108,8 +108,7 @@ aligned AS (
     SELECT s.model_name AS model_name, s.model_version AS model_version, s.model_stage AS model_stage,
            s.segment_dim AS segment_dim, s.segment_value AS segment_value, s.quantity AS quantity,
            arrayMap(x -> s.seg_b[x], q.bins) AS b,
-           arrayMap(x -> s.seg_c[x], q.bins) AS c,
-           q.all_b AS all_b, q.all_c AS all_c
+           arrayMap(x -> s.seg_c[x], q.bins) AS c
     FROM (
         SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
                mapFromArrays(groupArray(bin), groupArray(b)) AS seg_b,
@@ -172,7 +171,12 @@ fine AS (
     )
 ),
 tested AS (
-    SELECT *, if(numeric, least(1.0, 2 * least(ks_p, chi2_p)), chi2_p) AS p_value
+    -- Beside each test, the bins of every tested segment of its dimension: the
+    -- reference for the rest of the dimension (a segment without a baseline,
+    -- e.g. a new value, is not one).
+    SELECT *, if(numeric, least(1.0, 2 * least(ks_p, chi2_p)), chi2_p) AS p_value,
+           sumForEach(b) OVER dimension AS dimension_b,
+           sumForEach(c) OVER dimension AS dimension_c
     FROM (
         SELECT *,
                sw_chi2_sf(chi2, length(kept_b) - 1) AS chi2_p,
@@ -183,7 +187,7 @@ tested AS (
                 SELECT a.model_name AS model_name, a.model_version AS model_version,
                        a.model_stage AS model_stage, a.segment_dim AS segment_dim,
                        a.segment_value AS segment_value, a.quantity AS quantity,
-                       a.b AS b, a.c AS c, a.all_b AS all_b, a.all_c AS all_c,
+                       a.b AS b, a.c AS c,
                        sw_psi(a.b, a.c) AS score,
                        sw_js(a.b, a.c) AS js,
                        sw_kept_b(a.b, a.c, f.baseline_support, f.support) AS kept_b,
@@ -202,13 +206,14 @@ tested AS (
             )
         )
     )
+    WINDOW dimension AS (PARTITION BY model_name, model_version, model_stage, segment_dim, quantity)
 ),
 /*@fdr*/
 reported AS (
     -- Which flagged tests to report, in window functions over one pass (a CTE
     -- read twice is computed twice):
-    --   rest_score: PSI of the rest of the segment's dimension (the whole model
-    --     minus every flagged segment of that dimension and quantity); the drift is
+    --   rest_score: PSI of the rest of the segment's dimension (its tested segments
+    --     minus every flagged one, for that quantity); the drift is
     --     specific to the flagged segments when the rest did not move (at most
     --     rest_threshold; 0.1 = "no shift");
     --   mirror_score: (country=BR, feature.amount) and (amount=[100, 1000),
@@ -237,8 +242,8 @@ reported AS (
                               inf, sw_psi(rest_b, rest_c)) AS rest_score
                     FROM (
                         SELECT *,
-                               arrayMap((a, x) -> a - x, all_b, sumForEach(b) OVER dimension) AS rest_b,
-                               arrayMap((a, x) -> a - x, all_c, sumForEach(c) OVER dimension) AS rest_c
+                               arrayMap((a, x) -> a - x, dimension_b, sumForEach(b) OVER dimension) AS rest_b,
+                               arrayMap((a, x) -> a - x, dimension_c, sumForEach(c) OVER dimension) AS rest_c
                         FROM significant
                         WHERE score > {threshold:Float64}
                         WINDOW dimension AS (PARTITION BY model_name, model_version, model_stage,

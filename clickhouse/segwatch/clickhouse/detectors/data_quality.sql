@@ -1,0 +1,186 @@
+-- data_quality: a feature pipeline breaks for one segment. One file, three checks
+-- ({check}), each its own manifest entry (its own anomalies and lifecycle):
+--   * missing:    the share of calls where the quantity is MISSING jumped
+--                 (a two-proportion z-test, one-sided);
+--   * range:      numbers outside the range the whole model showed in the
+--                 baseline (beyond {range_tolerance} of it, relative: the
+--                 histograms hold values within the store's accuracy);
+--   * categories: values the whole model never showed in the baseline.
+-- For range and categories the p-value asks how surprising that many calls are
+-- when a value falls out of range with probability 2 / (n + 1) after n baseline
+-- values, or is unseen with the Good-Turing mass (seen-once values + 1) / (n + 1)
+-- (a Poisson tail).
+-- Score: the bad share in the window minus the baseline's (for missing), the bad
+-- share (otherwise). Noise control: {min_support} calls in both windows, the
+-- score above {threshold}, Benjamini-Hochberg at {fdr}; a segment is reported
+-- only when the rest of its dimension (its other tested segments) scores at
+-- most {rest_threshold}, the whole model only when no segment explains it.
+--
+-- Output: the detector contract (see manifest.yaml).
+WITH
+/*@statistics*/
+assumeNotNull((SELECT (1 + a) / (1 - a) FROM (
+    SELECT toFloat64OrDefault(argMax(value, set_at), 0.01) AS a
+    FROM ml_store_settings WHERE name = 'histogram_accuracy'))) AS histogram_gamma,
+paired AS (
+    SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
+           sumIf(sampled, is_current) AS support,
+           sumIf(sampled, NOT is_current) AS baseline_support,
+           sumIf(calls, is_current) AS calls_c, sumIf(calls, NOT is_current) AS calls_b,
+           sumIf(missing_calls, is_current) AS missing_c, sumIf(missing_calls, NOT is_current) AS missing_b,
+           sumIf(numeric_calls, is_current) AS numeric_c, sumIf(numeric_calls, NOT is_current) AS numeric_b,
+           minIf(low, NOT is_current) AS low_b, maxIf(high, NOT is_current) AS high_b,
+           anyIf(hist, is_current) AS hist_c,
+           anyIf(cats, is_current) AS cats_c, anyIf(cats, NOT is_current) AS cats_b,
+           anyIf(exemplars, is_current) AS exemplars
+    FROM (
+        SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
+               bucket_start >= {window_start:DateTime('UTC')} AS is_current,
+               sum(count) AS calls, sum(sampled) AS sampled, sum(missing) AS missing_calls,
+               sum(numeric_count) AS numeric_calls, min(min) AS low, max(max) AS high,
+               sumMap(histogram) AS hist, sumMap(categories) AS cats,
+               groupUniqArrayArray(5)(exemplar_trace_ids) AS exemplars
+        FROM ml_segment_aggregates
+        WHERE bucket_start >= {baseline_start:DateTime('UTC')}
+          AND bucket_start < {window_end:DateTime('UTC')}
+          AND (bucket_start < {baseline_end:DateTime('UTC')} OR bucket_start >= {window_start:DateTime('UTC')})
+        GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity, is_current
+    )
+    GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity
+),
+measured AS (
+    -- bad_c / total_c: the bad share in the window; bad_b / total_b: in the baseline
+    -- (0 for range and categories: the baseline defines what is good); p_null: the
+    -- chance of one bad call when nothing changed (range and categories).
+    SELECT *,
+           multiIf({check:String} = 'missing', missing_c,
+                   {check:String} = 'range',
+                   arraySum(arrayMap((k, v) -> if(
+                       sw_key_value(k, histogram_gamma) < model_low - abs(model_low) * {range_tolerance:Float64}
+                       OR sw_key_value(k, histogram_gamma) > model_high + abs(model_high) * {range_tolerance:Float64},
+                       v, 0), mapKeys(hist_c), mapValues(hist_c))),
+                   arraySum(arrayMap((k, v) -> if(has(model_categories, k), 0, v),
+                                     mapKeys(cats_c), mapValues(cats_c)))) AS bad_c,
+           multiIf({check:String} = 'missing', calls_c, {check:String} = 'range', numeric_c,
+                   calls_c - missing_c - numeric_c) AS total_c,
+           if({check:String} = 'missing', missing_b, 0) AS bad_b,
+           multiIf({check:String} = 'missing', calls_b, {check:String} = 'range', numeric_b,
+                   calls_b - missing_b - numeric_b) AS total_b,
+           if({check:String} = 'range', 2 / (model_baseline_support + 1),
+              (model_seen_once + 1) / (model_baseline_support + 1)) AS p_null
+    FROM (
+        SELECT *,
+               anyIf(low_b, segment_dim = '__all__') OVER model_quantity AS model_low,
+               anyIf(high_b, segment_dim = '__all__') OVER model_quantity AS model_high,
+               anyIf(mapKeys(cats_b), segment_dim = '__all__') OVER model_quantity AS model_categories,
+               anyIf(arrayCount(v -> v <= 1, mapValues(cats_b)), segment_dim = '__all__')
+                   OVER model_quantity AS model_seen_once,
+               anyIf(baseline_support, segment_dim = '__all__') OVER model_quantity AS model_baseline_support
+        FROM paired
+        WINDOW model_quantity AS (PARTITION BY model_name, model_version, model_stage, quantity)
+    )
+    WHERE support >= {min_support:UInt64} AND baseline_support >= {min_support:UInt64}
+      AND ({check:String} != 'range' OR (numeric_c > 0 AND numeric_b > 0 AND isFinite(model_low)))
+      AND ({check:String} != 'categories' OR length(model_categories) > 0)
+),
+tested AS (
+    SELECT *,
+           share_c - share_b AS score,
+           if({check:String} = 'missing',
+              -- one-sided two-proportion z-test on the calls received
+              0.5 * erfc((share_c - share_b)
+                         / sqrt(greatest(pooled * (1 - pooled) * (1 / support + 1 / baseline_support), 1e-300))
+                         / sqrt(2)),
+              -- P(at least this many bad calls) for a Poisson count of mean support * p_null
+              if(bad_received < 1, 1.0, 1 - sw_gamma_q(bad_received, support * p_null))) AS p_value
+    FROM (
+        SELECT *,
+               if(total_c > 0, bad_c / total_c, 0) AS share_c,
+               if(total_b > 0, bad_b / total_b, 0) AS share_b,
+               (bad_c / greatest(calls_c, 1e-300) * support + bad_b / greatest(calls_b, 1e-300) * baseline_support)
+                   / (support + baseline_support) AS pooled,
+               round(bad_c / greatest(calls_c, 1e-300) * support) AS bad_received,
+               -- the counts of every tested segment of the dimension, for the rest of it
+               -- (segments without a baseline, e.g. a new value, are not a reference)
+               sum(bad_c) OVER dimension AS dimension_bad_c,
+               sum(total_c) OVER dimension AS dimension_total_c,
+               sum(bad_b) OVER dimension AS dimension_bad_b,
+               sum(total_b) OVER dimension AS dimension_total_b
+        FROM measured
+        WHERE total_c > 0
+        WINDOW dimension AS (PARTITION BY model_name, model_version, model_stage, segment_dim, quantity)
+    )
+),
+/*@fdr*/
+reported AS (
+    SELECT *
+    FROM (
+        SELECT *,
+               countIf(is_specific) OVER (PARTITION BY model_name, model_version, model_stage, quantity)
+                   AS explaining_segments
+        FROM (
+            SELECT *,
+                   segment_dim != '__all__' AND rest_score <= {rest_threshold:Float64} AS is_specific
+            FROM (
+                SELECT *,
+                       -- every segment of the dimension flagged: it does not localize anything
+                       if(rest_total_c < {min_support:UInt64}, inf,
+                          rest_bad_c / rest_total_c
+                          - if(rest_total_b <= 0, 0, rest_bad_b / rest_total_b)) AS rest_score
+                FROM (
+                    SELECT *,
+                           dimension_bad_c - sum(bad_c) OVER dimension AS rest_bad_c,
+                           dimension_total_c - sum(total_c) OVER dimension AS rest_total_c,
+                           dimension_bad_b - sum(bad_b) OVER dimension AS rest_bad_b,
+                           dimension_total_b - sum(total_b) OVER dimension AS rest_total_b
+                    FROM significant
+                    WHERE score > {threshold:Float64}
+                    WINDOW dimension AS (PARTITION BY model_name, model_version, model_stage, segment_dim, quantity)
+                )
+            )
+        )
+    )
+    WHERE is_specific OR (segment_dim = '__all__' AND explaining_segments = 0)
+)
+SELECT
+    {detector:String} AS detector,
+    model_name, model_version, model_stage, segment_dim, segment_value, quantity,
+    {window_start:DateTime('UTC')} AS window_start,
+    {window_end:DateTime('UTC')} AS window_end,
+    {baseline_start:DateTime('UTC')} AS baseline_start,
+    {baseline_end:DateTime('UTC')} AS baseline_end,
+    score,
+    {threshold:Float64} AS threshold,
+    p_value,
+    support,
+    baseline_support,
+    share_b AS baseline_value,
+    share_c AS current_value,
+    exemplars AS exemplar_trace_ids,
+    concat(
+        multiIf({check:String} = 'missing', concat(quantity, ' went missing more often for '),
+                {check:String} = 'range', concat(quantity, ' left its usual range for '),
+                concat(quantity, ' took values never seen before for ')),
+        if(segment_dim = '__all__', 'the whole model', concat(segment_dim, '=', segment_value)), ': ',
+        multiIf({check:String} = 'missing',
+                concat('missing in ', toString(round(100 * share_c, 1)), ' % of calls, ',
+                       toString(round(100 * share_b, 1)), ' % in the baseline'),
+                {check:String} = 'range',
+                concat(toString(round(100 * share_c, 2)), ' % of values outside [',
+                       toString(round(model_low, 4)), ', ', toString(round(model_high, 4)),
+                       '], the whole model''s baseline range'),
+                concat(toString(round(100 * share_c, 2)), ' % of calls with a value the baseline never had',
+                       if(length(arrayFilter(k -> NOT has(model_categories, k), mapKeys(cats_c))) > 0,
+                          concat(' (e.g. ', arrayStringConcat(arraySlice(arrayFilter(
+                              k -> NOT has(model_categories, k), mapKeys(cats_c)), 1, 3), ', '), ')'),
+                          ''))),
+        if(p_value < 1e-6, ' (p < 1e-6)', concat(' (p = ', toString(round(p_value, 6)), ')')),
+        '; ', toString(support), ' calls in the window',
+        if(segment_dim = '__all__', '',
+           concat('; the rest of ', segment_dim, ' scored ', toString(round(rest_score, 4))))
+    ) AS details,
+    map('share', share_c, 'baseline_share', share_b, 'bad_calls', bad_received,
+        'fdr_tests', toFloat64(fdr_tests),
+        'rest_score', if(segment_dim = '__all__', nan, rest_score)) AS statistics
+FROM reported
+ORDER BY score DESC

@@ -1,0 +1,99 @@
+"""Data-quality detectors: missing values, out-of-range numbers, never-seen values, per segment."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import pytest
+from scipy import stats
+from shop_traffic import END
+
+from segwatch.clickhouse.detection import load_manifest, run_detector
+from segwatch.collector.aggregate import SegmentAggregator
+from segwatch.collector.decode import decode_request
+from segwatch.collector.export import ClickHouseExporter
+from segwatch.instrumentation import monitor
+
+WINDOW = 900
+
+
+def _payments(broken: bool, seed: int = 3) -> list[tuple[int, dict]]:
+    """3 sparse hours and 15 dense minutes of payments; ``broken``: three faults at the end.
+
+    In the last 15 minutes: amount is missing in half of BR's calls, amounts
+    from ios are a thousand times larger, and DE sends a channel never seen.
+    """
+    rng = random.Random(seed)
+    calls = []
+    for second in [*range(END - 3 * 3600 - WINDOW, END - WINDOW, 4), *range(END - WINDOW, END)]:
+        country = rng.choice(["BR", "US", "DE", "FR"])
+        device = rng.choice(["ios", "android", "web"])
+        features: dict = {"country": country, "device": device,
+                          "channel": rng.choice(["app", "shop", "phone"]),
+                          "amount": rng.uniform(5, 500)}  # fmt: skip
+        if broken and second >= END - WINDOW:
+            if country == "BR" and rng.random() < 0.5:
+                features["amount"] = None
+            elif device == "ios" and features["amount"] is not None:
+                features["amount"] *= 1000
+            if country == "DE":
+                features["channel"] = "fax"
+        calls.append((second, features))
+    return calls
+
+
+def _store(client, recorder, calls) -> None:  # type: ignore[no-untyped-def]
+    model = monitor(model="payments", version="1", tracer_provider=recorder.provider)
+    for second, features in calls:
+        with model.call(start_time=second * 10**9, end_time=second * 10**9 + 1) as call:
+            call.features(**{k: v for k, v in features.items() if v is not None})
+    exporter = ClickHouseExporter(client)
+    exporter.start()
+    try:
+        batch = decode_request(recorder.request())
+        exporter.submit(SegmentAggregator().aggregate(batch)).result(timeout=30)
+    finally:
+        exporter.shutdown()
+
+
+def _run(client, name: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    spec = next(s for s in load_manifest() if s.name == name)
+    return run_detector(client, spec, dt.datetime.fromtimestamp(END, dt.timezone.utc)).new_anomalies
+
+
+def _culprits(found: list[dict]) -> list[tuple[str, str, str]]:
+    return [(a["segment_dim"], a["segment_value"], a["quantity"]) for a in found]
+
+
+def test_each_break_is_found_in_its_segment(client, recorder) -> None:  # type: ignore[no-untyped-def]
+    calls = _payments(broken=True)
+    _store(client, recorder, calls)
+
+    missing = _run(client, "data_missing")
+    assert _culprits(missing) == [("feature.country", "BR", "feature.amount")]
+    br_now = [f for s, f in calls if s >= END - WINDOW and f["country"] == "BR"]
+    share = sum(f["amount"] is None for f in br_now) / len(br_now)
+    assert missing[0]["current_value"] == pytest.approx(share) and missing[0]["baseline_value"] == 0
+    # The one-sided two-proportion z-test, as scipy's normal distribution has it.
+    n_b = sum(1 for s, f in calls if s < END - WINDOW and f["country"] == "BR")
+    pooled = share * len(br_now) / (len(br_now) + n_b)
+    z = share / (pooled * (1 - pooled) * (1 / len(br_now) + 1 / n_b)) ** 0.5
+    assert missing[0]["p_value"] == pytest.approx(stats.norm.sf(z), rel=1e-6, abs=1e-300)
+    assert "missing in" in missing[0]["details"]
+
+    out_of_range = _run(client, "data_range")
+    assert _culprits(out_of_range) == [("feature.device", "ios", "feature.amount")]
+    assert out_of_range[0]["current_value"] == pytest.approx(1.0)  # every ios amount
+    assert "outside" in out_of_range[0]["details"]
+
+    unseen = _run(client, "data_categories")
+    assert _culprits(unseen) == [("feature.country", "DE", "feature.channel")]
+    assert unseen[0]["current_value"] == pytest.approx(1.0)
+    assert "fax" in unseen[0]["details"]
+
+
+def test_healthy_data_raises_nothing(client, recorder) -> None:  # type: ignore[no-untyped-def]
+    _store(client, recorder, _payments(broken=False))
+    for name in ("data_missing", "data_range", "data_categories"):
+        assert _run(client, name) == [], name
