@@ -13,8 +13,8 @@
 -- Score: the bad share in the window minus the baseline's (for missing), the bad
 -- share (otherwise). Noise control: {min_support} calls in both windows, the
 -- score above {threshold}, Benjamini-Hochberg at {fdr}; a segment is reported
--- only when the rest of its dimension (its other tested segments) scores at
--- most {rest_threshold}, the whole model only when no segment explains it.
+-- only when the rest of its dimension scores at most {rest_threshold} (see
+-- `reported`), the whole model only when no segment explains it.
 --
 -- Output: the detector contract (see manifest.yaml).
 WITH
@@ -100,15 +100,19 @@ tested AS (
                (bad_c / greatest(calls_c, 1e-300) * support + bad_b / greatest(calls_b, 1e-300) * baseline_support)
                    / (support + baseline_support) AS pooled,
                round(bad_c / greatest(calls_c, 1e-300) * support) AS bad_received,
-               -- the counts of every tested segment of the dimension, for the rest of it
-               -- (segments without a baseline, e.g. a new value, are not a reference)
+               -- the two references for the rest of the dimension (see `reported`)
+               anyIf(bad_c, segment_dim = '__all__') OVER model_quantity AS model_bad_c,
+               anyIf(total_c, segment_dim = '__all__') OVER model_quantity AS model_total_c,
+               anyIf(bad_b, segment_dim = '__all__') OVER model_quantity AS model_bad_b,
+               anyIf(total_b, segment_dim = '__all__') OVER model_quantity AS model_total_b,
                sum(bad_c) OVER dimension AS dimension_bad_c,
                sum(total_c) OVER dimension AS dimension_total_c,
                sum(bad_b) OVER dimension AS dimension_bad_b,
                sum(total_b) OVER dimension AS dimension_total_b
         FROM measured
         WHERE total_c > 0
-        WINDOW dimension AS (PARTITION BY model_name, model_version, model_stage, segment_dim, quantity)
+        WINDOW dimension AS (PARTITION BY model_name, model_version, model_stage, segment_dim, quantity),
+               model_quantity AS (PARTITION BY model_name, model_version, model_stage, quantity)
     )
 ),
 /*@fdr*/
@@ -123,16 +127,28 @@ reported AS (
                    segment_dim != '__all__' AND rest_score <= {rest_threshold:Float64} AS is_specific
             FROM (
                 SELECT *,
-                       -- every segment of the dimension flagged: it does not localize anything
-                       if(rest_total_c < {min_support:UInt64}, inf,
-                          rest_bad_c / rest_total_c
-                          - if(rest_total_b <= 0, 0, rest_bad_b / rest_total_b)) AS rest_score
+                       -- the larger of the two views; a rest too thin to judge localizes nothing
+                       greatest(
+                           if(rest_total_c < {min_support:UInt64} OR rest_total_b < {min_support:UInt64}, inf,
+                              rest_bad_c / rest_total_c - rest_bad_b / rest_total_b),
+                           if(tested_rest_total_c < {min_support:UInt64}
+                              OR tested_rest_total_b < {min_support:UInt64}, inf,
+                              tested_rest_bad_c / tested_rest_total_c - tested_rest_bad_b / tested_rest_total_b))
+                           AS rest_score
                 FROM (
                     SELECT *,
-                           dimension_bad_c - sum(bad_c) OVER dimension AS rest_bad_c,
-                           dimension_total_c - sum(total_c) OVER dimension AS rest_total_c,
-                           dimension_bad_b - sum(bad_b) OVER dimension AS rest_bad_b,
-                           dimension_total_b - sum(total_b) OVER dimension AS rest_total_b
+                           -- The rest of the dimension, two views: the whole model minus every
+                           -- flagged segment of the dimension, and its tested segments minus
+                           -- the flagged ones (a segment without a baseline, e.g. a new value,
+                           -- is then no reference).
+                           model_bad_c - sum(bad_c) OVER dimension AS rest_bad_c,
+                           model_total_c - sum(total_c) OVER dimension AS rest_total_c,
+                           model_bad_b - sum(bad_b) OVER dimension AS rest_bad_b,
+                           model_total_b - sum(total_b) OVER dimension AS rest_total_b,
+                           dimension_bad_c - sum(bad_c) OVER dimension AS tested_rest_bad_c,
+                           dimension_total_c - sum(total_c) OVER dimension AS tested_rest_total_c,
+                           dimension_bad_b - sum(bad_b) OVER dimension AS tested_rest_bad_b,
+                           dimension_total_b - sum(total_b) OVER dimension AS tested_rest_total_b
                     FROM significant
                     WHERE score > {threshold:Float64}
                     WINDOW dimension AS (PARTITION BY model_name, model_version, model_stage, segment_dim, quantity)

@@ -67,12 +67,15 @@ tested AS (
                     SELECT *,
                            sw_window_means(totals, counts, {min_window_calls:Float64}) AS means,
                            totals[1] / counts[1] AS current_mean,
-                           -- every tested segment of the dimension: the reference for its rest
+                           -- the two references for the rest of the dimension (see `reported`)
+                           anyIf(totals, segment_dim = '__all__') OVER model_quantity AS all_totals,
+                           anyIf(counts, segment_dim = '__all__') OVER model_quantity AS all_counts,
                            sumForEach(totals) OVER dimension AS dimension_totals,
                            sumForEach(counts) OVER dimension AS dimension_counts
                     FROM series
                     WHERE support >= {min_support:UInt64} AND counts[1] > 0
-                    WINDOW dimension AS (PARTITION BY model_name, model_version, model_stage, segment_dim, quantity)
+                    WINDOW dimension AS (PARTITION BY model_name, model_version, model_stage, segment_dim, quantity),
+                           model_quantity AS (PARTITION BY model_name, model_version, model_stage, quantity)
                 )
                 WHERE length(means) >= {min_baseline_windows:UInt32}
             )
@@ -81,8 +84,8 @@ tested AS (
 ),
 /*@fdr*/
 reported AS (
-    -- A segment's shift is its own when the rest of its dimension (its tested
-    -- segments minus every flagged one) kept its level; the
+    -- A segment's shift is its own when the rest of its dimension kept its
+    -- level; the
     -- whole model is reported only when no segment explains the shift.
     SELECT *
     FROM (
@@ -91,27 +94,44 @@ reported AS (
                    AS explaining_segments
         FROM (
             SELECT *,
-                   segment_dim != '__all__' AND abs(rest_z) <= {rest_threshold:Float64} AS is_specific
+                   segment_dim != '__all__' AND rest_z <= {rest_threshold:Float64} AS is_specific
             FROM (
+                -- |robust z| of the rest, the larger of its two views; inf when too thin
                 SELECT *,
-                       if(length(rest_means) < {min_baseline_windows:UInt32} OR rest_counts[1] < {min_window_calls:Float64}, inf,
-                          (rest_totals[1] / rest_counts[1] - rest_median)
-                          / greatest(1.4826 * sw_median(arrayMap(x -> abs(x - rest_median), rest_means)),
-                                     {min_relative_scale:Float64} * abs(rest_median), 1e-12)) AS rest_z
+                       greatest(
+                           if(length(rest_means) < {min_baseline_windows:UInt32}
+                              OR rest_counts[1] < {min_window_calls:Float64}, inf,
+                              abs(rest_totals[1] / rest_counts[1] - sw_median(rest_means))
+                              / greatest(1.4826 * sw_median(arrayMap(x -> abs(x - sw_median(rest_means)), rest_means)),
+                                         {min_relative_scale:Float64} * abs(sw_median(rest_means)), 1e-12)),
+                           if(length(tested_rest_means) < {min_baseline_windows:UInt32}
+                              OR tested_rest_counts[1] < {min_window_calls:Float64}, inf,
+                              abs(tested_rest_totals[1] / tested_rest_counts[1] - sw_median(tested_rest_means))
+                              / greatest(1.4826 * sw_median(arrayMap(x -> abs(x - sw_median(tested_rest_means)),
+                                                                     tested_rest_means)),
+                                         {min_relative_scale:Float64} * abs(sw_median(tested_rest_means)), 1e-12)))
+                           AS rest_z
                 FROM (
-                    SELECT *, sw_median(rest_means) AS rest_median
+                    SELECT *,
+                           sw_window_means(rest_totals, rest_counts, {min_window_calls:Float64}) AS rest_means,
+                           sw_window_means(tested_rest_totals, tested_rest_counts, {min_window_calls:Float64})
+                               AS tested_rest_means
                     FROM (
+                        -- The rest of the dimension, two views: the whole model minus every
+                        -- flagged segment of the dimension, and its tested segments minus the
+                        -- flagged ones (a segment without enough calls, e.g. a new value, is
+                        -- then no reference).
                         SELECT *,
-                               sw_window_means(rest_totals, rest_counts, {min_window_calls:Float64}) AS rest_means
-                        FROM (
-                            SELECT *,
-                                   arrayMap((a, x) -> a - x, dimension_totals, sumForEach(totals) OVER dimension) AS rest_totals,
-                                   arrayMap((a, x) -> a - x, dimension_counts, sumForEach(counts) OVER dimension) AS rest_counts
-                            FROM significant
-                            WHERE score > {threshold:Float64}
-                            WINDOW dimension AS (PARTITION BY model_name, model_version, model_stage,
-                                                              segment_dim, quantity)
-                        )
+                               arrayMap((a, x) -> a - x, all_totals, sumForEach(totals) OVER dimension) AS rest_totals,
+                               arrayMap((a, x) -> a - x, all_counts, sumForEach(counts) OVER dimension) AS rest_counts,
+                               arrayMap((a, x) -> a - x, dimension_totals, sumForEach(totals) OVER dimension)
+                                   AS tested_rest_totals,
+                               arrayMap((a, x) -> a - x, dimension_counts, sumForEach(counts) OVER dimension)
+                                   AS tested_rest_counts
+                        FROM significant
+                        WHERE score > {threshold:Float64}
+                        WINDOW dimension AS (PARTITION BY model_name, model_version, model_stage,
+                                                          segment_dim, quantity)
                     )
                 )
             )
@@ -146,7 +166,7 @@ SELECT
         if(p_value < 1e-6, ', p < 1e-6', concat(', p = ', toString(round(p_value, 6)))), '); ',
         toString(support), ' calls in the window',
         if(segment_dim = '__all__', '',
-           concat('; the rest of ', segment_dim, ' held its level (z ', toString(round(rest_z, 2)), ')'))
+           concat('; the rest of ', segment_dim, ' held its level (|z| ', toString(round(rest_z, 2)), ')'))
     ) AS details,
     map('z', z, 'median', median, 'mad_scale', scale, 'current_mean', current_mean,
         'baseline_windows', toFloat64(length(means)), 'fdr_tests', toFloat64(fdr_tests),

@@ -18,8 +18,8 @@
 -- flagged only when PSI exceeds {threshold} AND the test survives
 -- Benjamini-Hochberg at false-discovery rate {fdr} over every segment and
 -- quantity tested in the run; it is reported only when the drift is specific
--- to it: the rest of its dimension (the whole model minus every flagged segment
--- of that dimension) did not shift (PSI at most {rest_threshold}); of the two
+-- to it: the rest of its dimension did not shift (PSI at most {rest_threshold}; see
+-- `reported`); of the two
 -- views of one pair of fields (segment by A, measure B / segment by B, measure
 -- A) only the stronger is reported; the whole model (__all__) is reported only
 -- when no specific segment explains the quantity's drift.
@@ -108,7 +108,8 @@ aligned AS (
     SELECT s.model_name AS model_name, s.model_version AS model_version, s.model_stage AS model_stage,
            s.segment_dim AS segment_dim, s.segment_value AS segment_value, s.quantity AS quantity,
            arrayMap(x -> s.seg_b[x], q.bins) AS b,
-           arrayMap(x -> s.seg_c[x], q.bins) AS c
+           arrayMap(x -> s.seg_c[x], q.bins) AS c,
+           q.all_b AS all_b, q.all_c AS all_c
     FROM (
         SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
                mapFromArrays(groupArray(bin), groupArray(b)) AS seg_b,
@@ -171,9 +172,8 @@ fine AS (
     )
 ),
 tested AS (
-    -- Beside each test, the bins of every tested segment of its dimension: the
-    -- reference for the rest of the dimension (a segment without a baseline,
-    -- e.g. a new value, is not one).
+    -- Beside each test, the bins of every tested segment of its dimension (one
+    -- reference for the rest of the dimension, see `reported`).
     SELECT *, if(numeric, least(1.0, 2 * least(ks_p, chi2_p)), chi2_p) AS p_value,
            sumForEach(b) OVER dimension AS dimension_b,
            sumForEach(c) OVER dimension AS dimension_c
@@ -187,7 +187,7 @@ tested AS (
                 SELECT a.model_name AS model_name, a.model_version AS model_version,
                        a.model_stage AS model_stage, a.segment_dim AS segment_dim,
                        a.segment_value AS segment_value, a.quantity AS quantity,
-                       a.b AS b, a.c AS c,
+                       a.b AS b, a.c AS c, a.all_b AS all_b, a.all_c AS all_c,
                        sw_psi(a.b, a.c) AS score,
                        sw_js(a.b, a.c) AS js,
                        sw_kept_b(a.b, a.c, f.baseline_support, f.support) AS kept_b,
@@ -212,10 +212,12 @@ tested AS (
 reported AS (
     -- Which flagged tests to report, in window functions over one pass (a CTE
     -- read twice is computed twice):
-    --   rest_score: PSI of the rest of the segment's dimension (its tested segments
-    --     minus every flagged one, for that quantity); the drift is
-    --     specific to the flagged segments when the rest did not move (at most
-    --     rest_threshold; 0.1 = "no shift");
+    --   rest_score: PSI of the rest of the segment's dimension, for that quantity,
+    --     the larger of two views: the whole model minus every flagged segment of
+    --     the dimension, and its tested segments minus the flagged ones (a
+    --     segment without a baseline, e.g. a new value, is then no reference);
+    --     empty rests score inf. The drift is specific to the flagged segments
+    --     when the rest did not move (at most rest_threshold; 0.1 = "no shift");
     --   mirror_score: (country=BR, feature.amount) and (amount=[100, 1000),
     --     feature.country) are one change of the pair (country, amount) seen from
     --     both sides: only the side that scores higher is reported;
@@ -238,12 +240,18 @@ reported AS (
                                     AND rest_score <= {rest_threshold:Float64}) OVER pair AS mirror_hi
                 FROM (
                     SELECT *,
-                           if(arraySum(rest_b) < {min_support:UInt64} OR arraySum(rest_c) < {min_support:UInt64},
-                              inf, sw_psi(rest_b, rest_c)) AS rest_score
+                           greatest(
+                               if(arraySum(rest_b) < {min_support:UInt64} OR arraySum(rest_c) < {min_support:UInt64},
+                                  inf, sw_psi(rest_b, rest_c)),
+                               if(arraySum(tested_rest_b) < {min_support:UInt64}
+                                  OR arraySum(tested_rest_c) < {min_support:UInt64},
+                                  inf, sw_psi(tested_rest_b, tested_rest_c))) AS rest_score
                     FROM (
                         SELECT *,
-                               arrayMap((a, x) -> a - x, dimension_b, sumForEach(b) OVER dimension) AS rest_b,
-                               arrayMap((a, x) -> a - x, dimension_c, sumForEach(c) OVER dimension) AS rest_c
+                               arrayMap((a, x) -> a - x, all_b, sumForEach(b) OVER dimension) AS rest_b,
+                               arrayMap((a, x) -> a - x, all_c, sumForEach(c) OVER dimension) AS rest_c,
+                               arrayMap((a, x) -> a - x, dimension_b, sumForEach(b) OVER dimension) AS tested_rest_b,
+                               arrayMap((a, x) -> a - x, dimension_c, sumForEach(c) OVER dimension) AS tested_rest_c
                         FROM significant
                         WHERE score > {threshold:Float64}
                         WINDOW dimension AS (PARTITION BY model_name, model_version, model_stage,
