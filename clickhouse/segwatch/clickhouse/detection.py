@@ -19,6 +19,7 @@ import yaml
 from clickhouse_connect.driver.client import Client
 
 from .lifecycle import Persistence, most_specific, update_lifecycle
+from .rollups import FIVE_MINUTES, ONE_HOUR, roll_up
 
 __all__ = [
     "ANOMALY_COLUMNS",
@@ -74,6 +75,14 @@ def parse_duration(text: str) -> int:
     if not match or int(match.group(1)) == 0:
         raise ValueError(f"duration {text!r} must be a positive number with s, m, h or d")
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def check_detector_duration(seconds: int) -> int:
+    """Detectors read 5-minute roll-ups: their cadence, window and baseline are whole
+    multiples of 5 minutes (``ValueError`` otherwise)."""
+    if seconds % FIVE_MINUTES.seconds:
+        raise ValueError(f"{seconds} s is not a whole number of 5 minutes")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -150,7 +159,7 @@ def load_manifest(package: str = "segwatch.clickhouse.detectors") -> list[Detect
         durations: dict[str, int] = {}
         for key in ("cadence", "window", "baseline"):
             try:
-                durations[key] = parse_duration(entry.get(key, ""))
+                durations[key] = check_detector_duration(parse_duration(entry.get(key, "")))
             except ValueError as exc:
                 problems.append(f"{where}.{key}: {exc}")
         file_name = entry.get("file", f"{name}.sql")
@@ -262,6 +271,7 @@ def run_detector(client: Client, spec: DetectorSpec, at: dt.datetime) -> Detecto
     """
     started = time.perf_counter()
     windows = spec.windows(at)
+    _roll_up_for(client, spec, windows)
     new = _find(client, spec, windows)
     opened, resolved = update_lifecycle(
         client,
@@ -280,6 +290,21 @@ def run_detector(client: Client, spec: DetectorSpec, at: dt.datetime) -> Detecto
         opened,
         resolved,
     )
+
+
+def _roll_up_for(client: Client, spec: DetectorSpec, windows: dict[str, dt.datetime]) -> None:
+    """Roll up what this run reads and is not rolled up for good yet (see rollups)."""
+    start, end = windows["baseline_start"], windows["window_end"]
+    ranges = [(start, end)]
+    season = int(spec.parameters.get("season", 0) or 0)
+    if season:  # metric_shift against the same time `season` seconds earlier
+        span = int(spec.parameters.get("span", 0) or 0)
+        ranges.append((windows["window_start"] - dt.timedelta(seconds=season + span),
+                       end - dt.timedelta(seconds=season - span)))  # fmt: skip
+    for first, last in ranges:
+        roll_up(client, FIVE_MINUTES, first, last)
+    if ONE_HOUR.table in spec.sql:
+        roll_up(client, ONE_HOUR, start, windows["baseline_end"])
 
 
 def _find(

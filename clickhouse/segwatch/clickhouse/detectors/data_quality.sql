@@ -22,6 +22,7 @@ WITH
 assumeNotNull((SELECT (1 + a) / (1 - a) FROM (
     SELECT toFloat64OrDefault(argMax(value, set_at), 0.01) AS a
     FROM ml_store_settings WHERE name = 'histogram_accuracy'))) AS histogram_gamma,
+/*@rolled_up*/
 paired AS (
     SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
            sumIf(sampled, is_current) AS support,
@@ -40,7 +41,7 @@ paired AS (
                sum(numeric_count) AS numeric_calls, min(min) AS low, max(max) AS high,
                sumMap(histogram) AS hist, sumMap(categories) AS cats,
                groupUniqArrayArray(5)(exemplar_trace_ids) AS exemplars
-        FROM ml_segment_aggregates
+        FROM rolled_up
         WHERE bucket_start >= {baseline_start:DateTime('UTC')}
           AND bucket_start < {window_end:DateTime('UTC')}
           AND (bucket_start < {baseline_end:DateTime('UTC')} OR bucket_start >= {window_start:DateTime('UTC')})

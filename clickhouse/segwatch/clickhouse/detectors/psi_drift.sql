@@ -37,6 +37,7 @@ WITH
 assumeNotNull((SELECT (1 + a) / (1 - a) FROM (
     SELECT toFloat64OrDefault(argMax(value, set_at), 0.01) AS a
     FROM ml_store_settings WHERE name = 'histogram_accuracy'))) AS histogram_gamma,
+/*@rolled_up*/
 live AS (
     SELECT
         model_name, model_version, model_stage, segment_dim, segment_value, quantity,
@@ -49,7 +50,7 @@ live AS (
         sumMap(histogram) AS hist,
         sumMap(categories) AS cats,
         groupUniqArrayArray(5)(exemplar_trace_ids) AS exemplars
-    FROM ml_segment_aggregates
+    FROM rolled_up
     -- The trailing baseline's rows too, unless a profile is the baseline.
     WHERE bucket_start >= if({baseline_name:String} = '', {baseline_start:DateTime('UTC')},
                              {window_start:DateTime('UTC')})
@@ -58,85 +59,72 @@ live AS (
     GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity, is_current
 ),
 /*@windowed*/
-edges AS (
-    -- Decile edges (histogram keys) of each quantity's baseline over the whole model.
-    SELECT
-        model_name, model_version, model_stage, quantity,
-        mapKeys(hist) AS keys,
-        arrayCumSum(mapValues(hist)) AS cumulative,
-        arrayDistinct(arrayMap(
-            q -> keys[arrayFirstIndex(s -> s >= q * arraySum(mapValues(hist)), cumulative)],
-            arrayMap(i -> i / {bins:UInt32}, range(1, {bins:UInt32})))) AS decile_keys
-    FROM windowed
-    WHERE segment_dim = '__all__' AND NOT is_current AND length(mapKeys(hist)) > 0
-),
-binned AS (
-    SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity, is_current,
-           concat('h', toString(arrayCount(e -> e < kc.1, decile_keys))) AS bin, kc.2 AS n
+segments AS (
+    -- One row per segment and quantity: its bins in both windows, aligned to the
+    -- quantity's bins over the whole model, and what the statistics need.
+    --   Bins: for numbers, the whole model's baseline deciles (histogram keys);
+    --   then one bin per text or boolean value the whole model showed in either
+    --   window; then MISSING. Bins empty in the whole model in both windows are
+    --   dropped (the PSI smoothing would count them).
+    SELECT *,
+           arrayFilter((x, k) -> k, b_all_bins, keep) AS b,
+           arrayFilter((x, k) -> k, c_all_bins, keep) AS c
     FROM (
-        SELECT w.*, e.decile_keys
-        FROM windowed AS w
-        LEFT JOIN edges AS e USING (model_name, model_version, model_stage, quantity)
+        SELECT *,
+               anyIf(arrayMap((x, y) -> x + y > 0, b_all_bins, c_all_bins), segment_dim = '__all__')
+                   OVER model_quantity AS keep
+        FROM (
+            SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
+                   anyIf(counts, NOT is_current) AS b_counts, anyIf(counts, is_current) AS c_counts,
+                   -- a window without calls has no row: zeros
+                   if(empty(b_counts), arrayWithConstant(length(c_counts), 0.), b_counts) AS b_all_bins,
+                   if(empty(c_counts), arrayWithConstant(length(b_counts), 0.), c_counts) AS c_all_bins,
+                   -- Support is what was received, not the weighted estimate: sampling does not
+                   -- add evidence. Numeric support likewise (the share of calls with a number).
+                   sumIf(sampled_calls, is_current) AS support,
+                   sumIf(sampled_calls, NOT is_current) AS baseline_support,
+                   sumIf(sampled_calls * numeric_calls / greatest(calls, 1e-300), is_current) AS numeric_support,
+                   sumIf(sampled_calls * numeric_calls / greatest(calls, 1e-300), NOT is_current)
+                       AS baseline_numeric_support,
+                   anyIf(hist, NOT is_current) AS hist_b,
+                   anyIf(hist, is_current) AS hist_c,
+                   if(sumIf(numeric_calls, NOT is_current) > 0,
+                      sumIf(total, NOT is_current) / sumIf(numeric_calls, NOT is_current), nan) AS baseline_mean,
+                   if(sumIf(numeric_calls, is_current) > 0,
+                      sumIf(total, is_current) / sumIf(numeric_calls, is_current), nan) AS current_mean,
+                   anyIf(exemplars, is_current) AS exemplars
+            FROM (
+                SELECT *,
+                       arrayConcat(
+                           -- numbers: the bin of each fine bucket is how many decile edges lie below it
+                           arrayMap(i -> arraySum(arrayMap(
+                                        (k, v) -> if(arrayCount(e -> e < k, decile_keys) = i, v, 0),
+                                        mapKeys(hist), mapValues(hist))),
+                                    range(length(decile_keys) + 1)),
+                           arrayMap(name -> cats[name], category_names),
+                           [missing_calls]) AS counts
+                FROM (
+                    SELECT *,
+                           anyIf(baseline_deciles, segment_dim = '__all__' AND NOT is_current
+                                 AND length(mapKeys(hist)) > 0) OVER model_quantity AS decile_keys,
+                           arraySort(arrayDistinct(arrayFlatten(
+                               groupArrayIf(mapKeys(cats), segment_dim = '__all__') OVER model_quantity)))
+                               AS category_names
+                    FROM (
+                        SELECT *,
+                               arrayDistinct(arrayMap(
+                                   q -> mapKeys(hist)[arrayFirstIndex(
+                                       s -> s >= q * arraySum(mapValues(hist)), arrayCumSum(mapValues(hist)))],
+                                   arrayMap(i -> i / {bins:UInt32}, range(1, {bins:UInt32})))) AS baseline_deciles
+                        FROM windowed
+                    )
+                    WINDOW model_quantity AS (PARTITION BY model_name, model_version, model_stage, quantity)
+                )
+            )
+            GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity
+        )
+        WINDOW model_quantity AS (PARTITION BY model_name, model_version, model_stage, quantity)
     )
-    ARRAY JOIN arrayZip(mapKeys(hist), mapValues(hist)) AS kc
-    UNION ALL
-    SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity, is_current,
-           concat('c:', kc.1) AS bin, kc.2 AS n
-    FROM windowed
-    ARRAY JOIN arrayZip(mapKeys(cats), mapValues(cats)) AS kc
-    UNION ALL
-    SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity, is_current,
-           'missing' AS bin, missing_calls AS n
-    FROM windowed
-    WHERE missing_calls > 0
-),
-per_bin AS (
-    SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity, bin,
-           sumIf(n, NOT is_current) AS b, sumIf(n, is_current) AS c
-    FROM binned
-    GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity, bin
-),
-quantity_bins AS (
-    -- Every bin of a quantity, with its whole-model counts: segments are aligned to these.
-    SELECT model_name, model_version, model_stage, quantity,
-           groupArray(bin) AS bins, groupArray(b) AS all_b, groupArray(c) AS all_c
-    FROM per_bin
-    WHERE segment_dim = '__all__'
-    GROUP BY model_name, model_version, model_stage, quantity
-),
-aligned AS (
-    SELECT s.model_name AS model_name, s.model_version AS model_version, s.model_stage AS model_stage,
-           s.segment_dim AS segment_dim, s.segment_value AS segment_value, s.quantity AS quantity,
-           arrayMap(x -> s.seg_b[x], q.bins) AS b,
-           arrayMap(x -> s.seg_c[x], q.bins) AS c,
-           q.all_b AS all_b, q.all_c AS all_c
-    FROM (
-        SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
-               mapFromArrays(groupArray(bin), groupArray(b)) AS seg_b,
-               mapFromArrays(groupArray(bin), groupArray(c)) AS seg_c
-        FROM per_bin
-        GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity
-    ) AS s
-    INNER JOIN quantity_bins AS q USING (model_name, model_version, model_stage, quantity)
-),
-observed AS (
-    -- Support is what was received, not the weighted estimate: sampling does not add
-    -- evidence. Numeric support likewise (the share of calls with a number).
-    SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
-           sumIf(sampled_calls, is_current) AS support,
-           sumIf(sampled_calls, NOT is_current) AS baseline_support,
-           sumIf(sampled_calls * numeric_calls / greatest(calls, 1e-300), is_current) AS numeric_support,
-           sumIf(sampled_calls * numeric_calls / greatest(calls, 1e-300), NOT is_current)
-               AS baseline_numeric_support,
-           anyIf(hist, NOT is_current) AS hist_b,
-           anyIf(hist, is_current) AS hist_c,
-           if(sumIf(numeric_calls, NOT is_current) > 0,
-              sumIf(total, NOT is_current) / sumIf(numeric_calls, NOT is_current), nan) AS baseline_mean,
-           if(sumIf(numeric_calls, is_current) > 0,
-              sumIf(total, is_current) / sumIf(numeric_calls, is_current), nan) AS current_mean,
-           anyIf(exemplars, is_current) AS exemplars
-    FROM windowed
-    GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity
 ),
 fine AS (
     -- Both windows' fine buckets in key order (key order is value order), as
@@ -165,15 +153,14 @@ fine AS (
                            arrayMap((k, v) -> (k, 0., v), mapKeys(hist_c), mapValues(hist_c))))
                            AS entries,
                        length(mapKeys(hist_b)) > 0 AND length(mapKeys(hist_c)) > 0 AS numeric
-                FROM observed
-                WHERE support >= {min_support:UInt64} AND baseline_support >= {min_support:UInt64}
+                FROM segments
             )
         )
     )
 ),
 tested AS (
-    -- Beside each test, the bins of every tested segment of its dimension (one
-    -- reference for the rest of the dimension, see `reported`).
+    -- Beside each test, the whole model's bins and those of every tested segment of
+    -- its dimension (the two references for the rest of the dimension, see `reported`).
     SELECT *, if(numeric, least(1.0, 2 * least(ks_p, chi2_p)), chi2_p) AS p_value,
            sumForEach(b) OVER dimension AS dimension_b,
            sumForEach(c) OVER dimension AS dimension_c
@@ -184,25 +171,23 @@ tested AS (
         FROM (
             SELECT *, sw_chi2_of(kept_b, kept_c) AS chi2
             FROM (
-                SELECT a.model_name AS model_name, a.model_version AS model_version,
-                       a.model_stage AS model_stage, a.segment_dim AS segment_dim,
-                       a.segment_value AS segment_value, a.quantity AS quantity,
-                       a.b AS b, a.c AS c, a.all_b AS all_b, a.all_c AS all_c,
-                       sw_psi(a.b, a.c) AS score,
-                       sw_js(a.b, a.c) AS js,
-                       sw_kept_b(a.b, a.c, f.baseline_support, f.support) AS kept_b,
-                       sw_kept_c(a.b, a.c, f.baseline_support, f.support) AS kept_c,
-                       f.numeric AS numeric,
-                       if(f.numeric, f.ks, nan) AS ks,
-                       f.ks * sqrt(f.baseline_numeric_support * f.numeric_support
-                                   / (f.baseline_numeric_support + f.numeric_support)) AS ks_t,
-                       if(f.numeric, f.wasserstein, nan) AS wasserstein,
-                       f.support AS support, f.baseline_support AS baseline_support,
-                       f.baseline_mean AS baseline_mean, f.current_mean AS current_mean,
-                       f.exemplars AS exemplars
-                FROM aligned AS a
-                INNER JOIN fine AS f
-                    USING (model_name, model_version, model_stage, segment_dim, segment_value, quantity)
+                SELECT *,
+                       sw_psi(b, c) AS score,
+                       sw_js(b, c) AS js,
+                       sw_kept_b(b, c, baseline_support, support) AS kept_b,
+                       sw_kept_c(b, c, baseline_support, support) AS kept_c,
+                       ks * sqrt(baseline_numeric_support * numeric_support
+                                 / (baseline_numeric_support + numeric_support)) AS ks_t
+                FROM (
+                    SELECT * EXCEPT (ks, wasserstein),
+                           if(numeric, ks, nan) AS ks,
+                           if(numeric, wasserstein, nan) AS wasserstein,
+                           anyIf(b, segment_dim = '__all__') OVER model_quantity AS all_b,
+                           anyIf(c, segment_dim = '__all__') OVER model_quantity AS all_c
+                    FROM fine
+                    WINDOW model_quantity AS (PARTITION BY model_name, model_version, model_stage, quantity)
+                )
+                WHERE support >= {min_support:UInt64} AND baseline_support >= {min_support:UInt64}
             )
         )
     )

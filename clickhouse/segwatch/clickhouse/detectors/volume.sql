@@ -14,6 +14,7 @@
 -- Output: the detector contract (see manifest.yaml).
 WITH
 /*@statistics*/
+/*@rolled_up*/
 tested AS (
     SELECT *,
            greatest(0., 1 - support / expected) AS score,
@@ -38,7 +39,7 @@ tested AS (
                            bucket_start >= {window_start:DateTime('UTC')} AS is_current,
                            sum(sampled) / uniqExact(quantity) AS calls,
                            groupUniqArrayArray(5)(exemplar_trace_ids) AS bucket_exemplars
-                    FROM ml_segment_aggregates
+                    FROM rolled_up
                     WHERE bucket_start >= {baseline_start:DateTime('UTC')}
                       AND bucket_start < {window_end:DateTime('UTC')}
                       AND (bucket_start < {baseline_end:DateTime('UTC')}

@@ -21,7 +21,7 @@ profile AS (
     ARRAY JOIN (
         SELECT groupArray((model_name, model_version, model_stage)) FROM (
             SELECT DISTINCT model_name, model_version, model_stage
-            FROM ml_segment_aggregates
+            FROM ml_segment_rollup_5m FINAL
             WHERE segment_dim = '__all__'
               AND bucket_start >= {window_start:DateTime('UTC')}
               AND bucket_start < {window_end:DateTime('UTC')})

@@ -1,0 +1,18 @@
+-- The rows a run reads (a fragment: the manifest puts it at the detector's
+-- rolled_up marker, in its WITH list): the current window from the 5-minute
+-- roll-up; the baseline [baseline_start, baseline_end) from the 1-hour roll-up
+-- for its whole hours and the 5-minute one for the rest, so a day of baseline is
+-- 24 rows per segment and quantity, not 1,440 (see segwatch.clickhouse.rollups,
+-- which the runner calls first).
+toStartOfHour({baseline_start:DateTime('UTC')} + INTERVAL 3599 SECOND) AS sw_hours_start,
+toStartOfHour({baseline_end:DateTime('UTC')}) AS sw_hours_end,
+rolled_up AS (
+    SELECT * FROM ml_segment_rollup_5m FINAL
+    WHERE (bucket_start >= {window_start:DateTime('UTC')} AND bucket_start < {window_end:DateTime('UTC')})
+       OR (bucket_start >= {baseline_start:DateTime('UTC')} AND bucket_start < {baseline_end:DateTime('UTC')}
+           AND (bucket_start < sw_hours_start OR bucket_start >= sw_hours_end))
+    UNION ALL
+    SELECT * FROM ml_segment_rollup_1h FINAL
+    WHERE bucket_start >= sw_hours_start AND bucket_start < sw_hours_end
+      AND bucket_start >= {baseline_start:DateTime('UTC')} AND bucket_start < {baseline_end:DateTime('UTC')}
+),

@@ -1,0 +1,98 @@
+"""Rolling ml_segment_aggregates up to 5-minute and 1-hour buckets for the detectors.
+
+A detector run reads its current window from the 5-minute roll-up and its
+baseline from the 1-hour one: a few rows per segment and quantity instead of
+every minute (a day of 1,000 segments x 30 quantities is 43 million minute
+rows). The minute table stays the source of truth; :func:`roll_up` builds the
+buckets a run needs that are not rolled up yet, and rolls a bucket up once
+more if it was rolled up less than ``settle`` seconds after it ended, so
+calls that arrived late still count (a roll-up replaces the bucket's earlier
+rows: ReplacingMergeTree on ``rolled_at``, read with ``FINAL``); a bucket
+rolled up after that is final and never read from the minute rows again.
+5-minute buckets come from the minute rows, 1-hour buckets from the 5-minute
+ones. Only complete buckets (ending before ``end``) are rolled up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from clickhouse_connect.driver.client import Client
+
+__all__ = ["FIVE_MINUTES", "ONE_HOUR", "Rollup", "roll_up"]
+
+
+@dataclass(frozen=True)
+class Rollup:
+    table: str
+    seconds: int
+    source: str  # the table its buckets are built from
+    final: str  # "FINAL" when the source is itself a roll-up
+
+
+FIVE_MINUTES = Rollup("ml_segment_rollup_5m", 300, "ml_segment_aggregates", "")
+ONE_HOUR = Rollup("ml_segment_rollup_1h", 3600, "ml_segment_rollup_5m", "FINAL")
+
+_KEYS = "model_name, model_version, model_stage, segment_dim, segment_value, quantity"
+_INSERT = """
+INSERT INTO {table}
+SELECT model_name, model_version, model_stage,
+       toStartOfInterval(bucket_start, INTERVAL {seconds} SECOND, 'UTC') AS bucket,
+       segment_dim, segment_value, quantity,
+       sum(count), sum(sampled), sum(missing), sum(numeric_count), sum(sum), sum(sum_sq),
+       min(min), max(max), sumMap(histogram), sumMap(categories),
+       groupUniqArrayArray(5)(exemplar_trace_ids), now64(3)
+FROM {source} {final}
+WHERE bucket_start >= {{first:DateTime('UTC')}} AND bucket_start < {{last:DateTime('UTC')}}
+  AND toUnixTimestamp(toStartOfInterval(bucket_start, INTERVAL {seconds} SECOND, 'UTC'))
+      IN {{buckets:Array(UInt32)}}
+GROUP BY model_name, model_version, model_stage, bucket, segment_dim, segment_value, quantity
+"""
+
+
+def roll_up(
+    client: Client,
+    rollup: Rollup,
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    settle: int = 60,
+) -> int:
+    """Roll up the complete buckets of [start, end) that are missing or not yet final
+    (rolled up within ``settle`` seconds of their end); return how many were rolled up.
+
+    The 1-hour roll-up is built from the 5-minute one: roll that up first.
+    """
+    size = rollup.seconds
+    first = int(start.timestamp()) // size * size
+    last = int(end.timestamp()) // size * size  # buckets starting before it are complete
+    if last <= first:
+        return 0
+    final = {
+        int(row[0].replace(tzinfo=dt.timezone.utc).timestamp())
+        for row in client.query(
+            f"SELECT bucket_start FROM {rollup.table} "
+            "WHERE bucket_start >= {first:DateTime('UTC')} "
+            "AND bucket_start < {last:DateTime('UTC')} GROUP BY bucket_start "
+            "HAVING max(rolled_at) "
+            ">= bucket_start + toIntervalSecond({size:UInt32} + {settle:UInt32})",
+            parameters={"first": _text(first), "last": _text(last), "size": size, "settle": settle},
+        ).result_rows
+    }
+    wanted = [b for b in range(first, last, size) if b not in final]
+    if not wanted:
+        return 0
+    client.command(
+        _INSERT.format(table=rollup.table, seconds=size, source=rollup.source, final=rollup.final),
+        parameters={
+            "first": _text(wanted[0]),
+            "last": _text(wanted[-1] + size),
+            "buckets": wanted,
+        },
+    )
+    return len(wanted)
+
+
+def _text(epoch: int) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")

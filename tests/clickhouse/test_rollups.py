@@ -1,0 +1,58 @@
+"""Roll-ups hold exactly the minute aggregates, regrouped; unsettled buckets are rolled again."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from shop_traffic import END, ingest, traffic
+
+from segwatch.clickhouse.rollups import FIVE_MINUTES, ONE_HOUR, roll_up
+
+_TOTALS = (
+    "SELECT segment_dim, segment_value, quantity, toStartOfHour(bucket_start) AS hour, "
+    "sum(count), sum(sampled), sum(missing), sum(sum), min(min), max(max), "
+    "sumMap(histogram), sumMap(categories) FROM {table} {final} "
+    "GROUP BY ALL ORDER BY ALL"
+)
+
+
+def _at(epoch: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+
+
+def test_rollups_regroup_the_minute_rows_exactly(client, recorder) -> None:  # type: ignore[no-untyped-def]
+    rows, _, _ = traffic(seed=6, color_weights_now=[0.2, 0.3, 0.5])
+    ingest(client, recorder, rows)
+    start, end = _at(END - 2 * 3600), _at(END)
+    assert roll_up(client, FIVE_MINUTES, start, end) == 24  # every 5 minutes of 2 hours
+    assert roll_up(client, ONE_HOUR, start, end) == 2
+    minute = client.query(_TOTALS.format(table="ml_segment_aggregates", final="")).result_rows
+    for table in (FIVE_MINUTES.table, ONE_HOUR.table):
+        rolled = client.query(_TOTALS.format(table=table, final="FINAL")).result_rows
+        assert rolled == minute, table
+    buckets = client.query(
+        f"SELECT count(), uniqExact(bucket_start) FROM {ONE_HOUR.table} FINAL "
+        "WHERE segment_dim = '__all__' AND quantity = 'feature.color'"
+    ).result_rows
+    assert buckets == [(2, 2)]
+
+
+def test_a_bucket_rolled_before_it_settled_is_rolled_again(client, recorder) -> None:  # type: ignore[no-untyped-def]
+    # These buckets end in the future of the wall clock: never settled, so every
+    # roll-up takes them again, and a late call is counted.
+    rows, _, _ = traffic(seed=7, color_weights_now=[0.5, 0.3, 0.2])
+    ingest(client, recorder, rows[:-1])
+    start, end = _at(END - 600), _at(END)
+    assert roll_up(client, FIVE_MINUTES, start, end) == 2
+    ingest(client, recorder, rows[-1:])  # late: in the last bucket, rolled already
+    assert roll_up(client, FIVE_MINUTES, start, end) == 2
+    (calls,) = client.query(
+        f"SELECT sum(count) FROM {FIVE_MINUTES.table} FINAL "
+        "WHERE segment_dim = '__all__' AND quantity = 'feature.color'"
+    ).result_rows[0]
+    assert calls == sum(1 for at, _ in rows if at >= END - 600)
+    # A settled bucket (rolled long after it ended) is final: not read again.
+    past = 1_700_000_000 - 1_700_000_000 % 300
+    ingest(client, recorder, [(past - 500, {"color": "red"}), (past - 100, {"color": "blue"})])
+    assert roll_up(client, FIVE_MINUTES, _at(past - 600), _at(past)) == 2
+    assert roll_up(client, FIVE_MINUTES, _at(past - 600), _at(past)) == 0
