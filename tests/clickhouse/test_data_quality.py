@@ -57,9 +57,14 @@ def _store(client, recorder, calls) -> None:  # type: ignore[no-untyped-def]
         exporter.shutdown()
 
 
-def _run(client, name: str) -> list[dict]:  # type: ignore[no-untyped-def]
-    spec = next(s for s in load_manifest() if s.name == name)
-    return run_detector(client, spec, dt.datetime.fromtimestamp(END, dt.timezone.utc)).new_anomalies
+def _run(client) -> dict[str, list[dict]]:  # type: ignore[no-untyped-def]
+    """The findings of one data_quality run, by the detector (check) they belong to."""
+    spec = next(s for s in load_manifest() if s.name == "data_quality")
+    run = run_detector(client, spec, dt.datetime.fromtimestamp(END, dt.timezone.utc))
+    found: dict[str, list[dict]] = {name: [] for name in spec.detectors}
+    for anomaly in run.new_anomalies:
+        found[anomaly["detector"]].append(anomaly)
+    return found
 
 
 def _culprits(found: list[dict]) -> list[tuple[str, str, str]]:
@@ -70,7 +75,8 @@ def test_each_break_is_found_in_its_segment(client, recorder) -> None:  # type: 
     calls = _payments(broken=True)
     _store(client, recorder, calls)
 
-    missing = _run(client, "data_missing")
+    found = _run(client)
+    missing = found["data_missing"]
     assert _culprits(missing) == [("feature.country", "BR", "feature.amount")]
     br_now = [f for s, f in calls if s >= END - WINDOW and f["country"] == "BR"]
     share = sum(f["amount"] is None for f in br_now) / len(br_now)
@@ -82,12 +88,12 @@ def test_each_break_is_found_in_its_segment(client, recorder) -> None:  # type: 
     assert missing[0]["p_value"] == pytest.approx(stats.norm.sf(z), rel=1e-6, abs=1e-300)
     assert "missing in" in missing[0]["details"]
 
-    out_of_range = _run(client, "data_range")
+    out_of_range = found["data_range"]
     assert _culprits(out_of_range) == [("feature.device", "ios", "feature.amount")]
     assert out_of_range[0]["current_value"] == pytest.approx(1.0)  # every ios amount
     assert "outside" in out_of_range[0]["details"]
 
-    unseen = _run(client, "data_categories")
+    unseen = found["data_categories"]
     assert _culprits(unseen) == [("feature.country", "DE", "feature.channel")]
     assert unseen[0]["current_value"] == pytest.approx(1.0)
     assert "fax" in unseen[0]["details"]
@@ -95,5 +101,4 @@ def test_each_break_is_found_in_its_segment(client, recorder) -> None:  # type: 
 
 def test_healthy_data_raises_nothing(client, recorder) -> None:  # type: ignore[no-untyped-def]
     _store(client, recorder, _payments(broken=False))
-    for name in ("data_missing", "data_range", "data_categories"):
-        assert _run(client, name) == [], name
+    assert _run(client) == {"data_missing": [], "data_range": [], "data_categories": []}

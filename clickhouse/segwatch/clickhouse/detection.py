@@ -98,6 +98,12 @@ class DetectorSpec:
     parameters: dict[str, Any] = field(default_factory=dict)
     run_if: str = ""  # a query of one boolean: the detector runs only when it is true
     persistence: Persistence = field(default_factory=Persistence)
+    emits: tuple[str, ...] = ()  # the detector names its rows carry, when not just its own
+
+    @property
+    def detectors(self) -> tuple[str, ...]:
+        """The names of the detectors this query reports as (its own by default)."""
+        return self.emits or (self.name,)
 
     def windows(self, at: dt.datetime) -> dict[str, dt.datetime]:
         """Window and baseline for a run at ``at``: the window ends at the last cadence boundary."""
@@ -153,6 +159,7 @@ def load_manifest(package: str = "segwatch.clickhouse.detectors") -> list[Detect
             "fragments",
             "run_if",
             "persistence",
+            "emits",
         }
         if unknown:
             problems.append(f"{where}: unknown keys {sorted(unknown)}")
@@ -184,6 +191,16 @@ def load_manifest(package: str = "segwatch.clickhouse.detectors") -> list[Detect
             elif isinstance(value, bool) or not isinstance(value, (int, float, str)):
                 problems.append(f"{where}.parameters.{key}: must be a number or a string")
         persistence = _persistence(entry.get("persistence"), where, problems)
+        emits = entry.get("emits") or []
+        if not isinstance(emits, list) or not all(
+            isinstance(e, str) and _NAME.match(e) for e in emits
+        ):
+            problems.append(f"{where}.emits: must be a list of detector names ({_NAME.pattern})")
+            emits = []
+        for emitted in emits:
+            if emitted in seen and emitted != name:
+                problems.append(f"{where}.emits: {emitted} is the name of another detector")
+            seen.add(emitted)
         if len(durations) == 3 and persistence is not None:
             specs.append(
                 DetectorSpec(
@@ -193,6 +210,7 @@ def load_manifest(package: str = "segwatch.clickhouse.detectors") -> list[Detect
                     description=str(entry.get("description", "")),
                     parameters=dict(parameters),
                     persistence=persistence,
+                    emits=tuple(emits),
                     **durations,
                 )
             )
@@ -273,14 +291,19 @@ def run_detector(client: Client, spec: DetectorSpec, at: dt.datetime) -> Detecto
     windows = spec.windows(at)
     _roll_up_for(client, spec, windows)
     new = _find(client, spec, windows)
-    opened, resolved = update_lifecycle(
-        client,
-        spec.name,
-        windows["window_start"],
-        windows["window_end"],
-        spec.cadence,
-        spec.persistence,
-    )
+    opened: list[dict[str, Any]] = []
+    resolved: list[dict[str, Any]] = []
+    for detector in spec.detectors:
+        transitions = update_lifecycle(
+            client,
+            detector,
+            windows["window_start"],
+            windows["window_end"],
+            spec.cadence,
+            spec.persistence,
+        )
+        opened += transitions[0]
+        resolved += transitions[1]
     return DetectorRun(
         spec.name,
         windows["window_start"],
@@ -329,15 +352,24 @@ def _find(
             f"detector {spec.name} returned columns {names}, expected {list(ANOMALY_COLUMNS)}"
         )
     rows = most_specific([dict(zip(names, row, strict=True)) for row in result.result_rows])
+    strangers = {row["detector"] for row in rows} - set(spec.detectors)
+    if strangers:
+        raise ManifestError(f"detector {spec.name} returned rows of {sorted(strangers)}")
     existing = {
         tuple(row)
         for row in client.query(
-            f"SELECT {', '.join(_KEY_COLUMNS)} FROM {ANOMALIES_TABLE} "
-            "WHERE detector = {detector:String} AND window_start = {window_start:DateTime('UTC')}",
-            parameters={"detector": spec.name, "window_start": parameters["window_start"]},
+            f"SELECT detector, {', '.join(_KEY_COLUMNS)} FROM {ANOMALIES_TABLE} "
+            "WHERE detector IN {detectors:Array(String)} "
+            "AND window_start = {window_start:DateTime('UTC')}",
+            parameters={
+                "detectors": list(spec.detectors),
+                "window_start": parameters["window_start"],
+            },
         ).result_rows
     }
-    new = [row for row in rows if tuple(row[k] for k in _KEY_COLUMNS) not in existing]
+    new = [
+        row for row in rows if (row["detector"], *(row[k] for k in _KEY_COLUMNS)) not in existing
+    ]
     if new:
         detected_at = dt.datetime.now(dt.timezone.utc)
         client.insert(

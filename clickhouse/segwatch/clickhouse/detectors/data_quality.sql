@@ -1,5 +1,6 @@
--- data_quality: a feature pipeline breaks for one segment. One file, three checks
--- ({check}), each its own manifest entry (its own anomalies and lifecycle):
+-- data_quality: a feature pipeline breaks for one segment. One pass, three checks,
+-- each reported as a detector of its own (data_<check>: its own anomalies,
+-- lifecycle and false-discovery control):
 --   * missing:    the share of calls where the quantity is MISSING jumped
 --                 (a two-proportion z-test, one-sided);
 --   * range:      numbers outside the range the whole model showed in the
@@ -12,9 +13,10 @@
 -- (a Poisson tail).
 -- Score: the bad share in the window minus the baseline's (for missing), the bad
 -- share (otherwise). Noise control: {min_support} calls in both windows, the
--- score above {threshold}, Benjamini-Hochberg at {fdr}; a segment is reported
--- only when the rest of its dimension scores at most {rest_threshold} (see
--- `reported`), the whole model only when no segment explains it.
+-- score above {<check>_threshold}, Benjamini-Hochberg at {fdr} per check; a
+-- segment is reported only when the rest of its dimension scores at most
+-- {<check>_rest_threshold} (see `reported`), the whole model only when no
+-- segment explains it.
 --
 -- Output: the detector contract (see manifest.yaml).
 WITH
@@ -53,21 +55,21 @@ measured AS (
     -- bad_c / total_c: the bad share in the window; bad_b / total_b: in the baseline
     -- (0 for range and categories: the baseline defines what is good); p_null: the
     -- chance of one bad call when nothing changed (range and categories).
-    SELECT *,
-           multiIf({check:String} = 'missing', missing_c,
-                   {check:String} = 'range',
+    SELECT *, check,
+           multiIf(check = 'missing', missing_c,
+                   check = 'range',
                    arraySum(arrayMap((k, v) -> if(
                        sw_key_value(k, histogram_gamma) < model_low - abs(model_low) * {range_tolerance:Float64}
                        OR sw_key_value(k, histogram_gamma) > model_high + abs(model_high) * {range_tolerance:Float64},
                        v, 0), mapKeys(hist_c), mapValues(hist_c))),
                    arraySum(arrayMap((k, v) -> if(has(model_categories, k), 0, v),
                                      mapKeys(cats_c), mapValues(cats_c)))) AS bad_c,
-           multiIf({check:String} = 'missing', calls_c, {check:String} = 'range', numeric_c,
+           multiIf(check = 'missing', calls_c, check = 'range', numeric_c,
                    calls_c - missing_c - numeric_c) AS total_c,
-           if({check:String} = 'missing', missing_b, 0) AS bad_b,
-           multiIf({check:String} = 'missing', calls_b, {check:String} = 'range', numeric_b,
+           if(check = 'missing', missing_b, 0) AS bad_b,
+           multiIf(check = 'missing', calls_b, check = 'range', numeric_b,
                    calls_b - missing_b - numeric_b) AS total_b,
-           if({check:String} = 'range', 2 / (model_baseline_support + 1),
+           if(check = 'range', 2 / (model_baseline_support + 1),
               (model_seen_once + 1) / (model_baseline_support + 1)) AS p_null
     FROM (
         SELECT *,
@@ -80,14 +82,18 @@ measured AS (
         FROM paired
         WINDOW model_quantity AS (PARTITION BY model_name, model_version, model_stage, quantity)
     )
+    ARRAY JOIN ['missing', 'range', 'categories'] AS check
     WHERE support >= {min_support:UInt64} AND baseline_support >= {min_support:UInt64}
-      AND ({check:String} != 'range' OR (numeric_c > 0 AND numeric_b > 0 AND isFinite(model_low)))
-      AND ({check:String} != 'categories' OR length(model_categories) > 0)
+      AND (check != 'range' OR (numeric_c > 0 AND numeric_b > 0 AND isFinite(model_low)))
+      AND (check != 'categories' OR length(model_categories) > 0)
 ),
 tested AS (
     SELECT *,
+           concat('data_', check) AS fdr_family,
+           multiIf(check = 'missing', {missing_threshold:Float64}, check = 'range', {range_threshold:Float64},
+                   {categories_threshold:Float64}) AS threshold,
            share_c - share_b AS score,
-           if({check:String} = 'missing',
+           if(check = 'missing',
               -- one-sided two-proportion z-test on the calls received
               0.5 * erfc((share_c - share_b)
                          / sqrt(greatest(pooled * (1 - pooled) * (1 / support + 1 / baseline_support), 1e-300))
@@ -112,8 +118,8 @@ tested AS (
                sum(total_b) OVER dimension AS dimension_total_b
         FROM measured
         WHERE total_c > 0
-        WINDOW dimension AS (PARTITION BY model_name, model_version, model_stage, segment_dim, quantity),
-               model_quantity AS (PARTITION BY model_name, model_version, model_stage, quantity)
+        WINDOW dimension AS (PARTITION BY model_name, model_version, model_stage, segment_dim, quantity, check),
+               model_quantity AS (PARTITION BY model_name, model_version, model_stage, quantity, check)
     )
 ),
 /*@fdr*/
@@ -121,11 +127,14 @@ reported AS (
     SELECT *
     FROM (
         SELECT *,
-               countIf(is_specific) OVER (PARTITION BY model_name, model_version, model_stage, quantity)
+               countIf(is_specific) OVER (PARTITION BY model_name, model_version, model_stage, quantity, check)
                    AS explaining_segments
         FROM (
             SELECT *,
-                   segment_dim != '__all__' AND rest_score <= {rest_threshold:Float64} AS is_specific
+                   segment_dim != '__all__'
+                   AND rest_score <= multiIf(check = 'missing', {missing_rest_threshold:Float64},
+                                             check = 'range', {range_rest_threshold:Float64},
+                                             {categories_rest_threshold:Float64}) AS is_specific
             FROM (
                 SELECT *,
                        -- the larger of the two views; a rest too thin to judge localizes nothing
@@ -151,8 +160,8 @@ reported AS (
                            dimension_bad_b - sum(bad_b) OVER dimension AS tested_rest_bad_b,
                            dimension_total_b - sum(total_b) OVER dimension AS tested_rest_total_b
                     FROM significant
-                    WHERE score > {threshold:Float64}
-                    WINDOW dimension AS (PARTITION BY model_name, model_version, model_stage, segment_dim, quantity)
+                    WHERE score > threshold
+                    WINDOW dimension AS (PARTITION BY model_name, model_version, model_stage, segment_dim, quantity, check)
                 )
             )
         )
@@ -160,14 +169,14 @@ reported AS (
     WHERE is_specific OR (segment_dim = '__all__' AND explaining_segments = 0)
 )
 SELECT
-    {detector:String} AS detector,
+    fdr_family AS detector,
     model_name, model_version, model_stage, segment_dim, segment_value, quantity,
     {window_start:DateTime('UTC')} AS window_start,
     {window_end:DateTime('UTC')} AS window_end,
     {baseline_start:DateTime('UTC')} AS baseline_start,
     {baseline_end:DateTime('UTC')} AS baseline_end,
     score,
-    {threshold:Float64} AS threshold,
+    threshold,
     p_value,
     support,
     baseline_support,
@@ -175,14 +184,14 @@ SELECT
     share_c AS current_value,
     exemplars AS exemplar_trace_ids,
     concat(
-        multiIf({check:String} = 'missing', concat(quantity, ' went missing more often for '),
-                {check:String} = 'range', concat(quantity, ' left its usual range for '),
+        multiIf(check = 'missing', concat(quantity, ' went missing more often for '),
+                check = 'range', concat(quantity, ' left its usual range for '),
                 concat(quantity, ' took values never seen before for ')),
         if(segment_dim = '__all__', 'the whole model', concat(segment_dim, '=', segment_value)), ': ',
-        multiIf({check:String} = 'missing',
+        multiIf(check = 'missing',
                 concat('missing in ', toString(round(100 * share_c, 1)), ' % of calls, ',
                        toString(round(100 * share_b, 1)), ' % in the baseline'),
-                {check:String} = 'range',
+                check = 'range',
                 concat(toString(round(100 * share_c, 2)), ' % of values outside [',
                        toString(round(model_low, 4)), ', ', toString(round(model_high, 4)),
                        '], the whole model''s baseline range'),

@@ -1,8 +1,10 @@
 -- Benjamini-Hochberg false-discovery control over every test of one run (a
 -- fragment: the manifest puts it at the detector's fdr marker). Reads the
--- detector's `tested` (one row per segment and quantity tested, with p_value)
--- and defines `significant`: the tests BH rejects at level {fdr}, i.e. the k
--- smallest p-values, for the largest k with p_(k) <= k / m * fdr (m tests).
+-- detector's `tested` (one row per segment and quantity tested, with p_value,
+-- and fdr_family: the detector the test belongs to, when one query serves
+-- several) and defines `significant`: the tests BH rejects at level {fdr}, i.e.
+-- per family the k smallest p-values, for the largest k with
+-- p_(k) <= k / m * fdr (m tests).
 -- Thousands of segments tested at once then raise about fdr * (discoveries)
 -- false alarms, not 5 % of every segment. Nested, not two CTEs: a CTE read
 -- twice is computed twice.
@@ -10,11 +12,12 @@ significant AS (
     SELECT *
     FROM (
         SELECT *,
-               max(if(p_value <= fdr_rank / fdr_tests * {fdr:Float64}, fdr_rank, 0)) OVER () AS fdr_cut
+               max(if(p_value <= fdr_rank / fdr_tests * {fdr:Float64}, fdr_rank, 0))
+                   OVER (PARTITION BY fdr_family) AS fdr_cut
         FROM (
             SELECT *,
-                   row_number() OVER (ORDER BY p_value ASC, score DESC) AS fdr_rank,
-                   count() OVER () AS fdr_tests
+                   row_number() OVER (PARTITION BY fdr_family ORDER BY p_value ASC, score DESC) AS fdr_rank,
+                   count() OVER (PARTITION BY fdr_family) AS fdr_tests
             FROM tested
         )
     )

@@ -52,7 +52,7 @@ series AS (
 ),
 tested AS (
     -- Robust z of each segment, and its dimension's series beside it (for the rest).
-    SELECT *,
+    SELECT *, {detector:String} AS fdr_family,
            abs(z) AS score,
            erfc(abs(z) / sqrt(2)) AS p_value
     FROM (

@@ -96,13 +96,13 @@ segments AS (
             FROM (
                 SELECT *,
                        arrayConcat(
-                           -- numbers: the bin of each fine bucket is how many decile edges lie below it
-                           arrayMap(i -> arraySum(arrayMap(
-                                        (k, v) -> if(arrayCount(e -> e < k, decile_keys) = i, v, 0),
-                                        mapKeys(hist), mapValues(hist))),
+                           arrayMap(i -> arraySum(arrayFilter((v, j) -> j = i, mapValues(hist), key_bins)),
                                     range(length(decile_keys) + 1)),
                            arrayMap(name -> cats[name], category_names),
                            [missing_calls]) AS counts
+                FROM (
+                -- numbers: the bin of each fine bucket is how many decile edges lie below it
+                SELECT *, arrayMap(k -> arrayCount(e -> e < k, decile_keys), mapKeys(hist)) AS key_bins
                 FROM (
                     SELECT *,
                            anyIf(baseline_deciles, segment_dim = '__all__' AND NOT is_current
@@ -119,6 +119,7 @@ segments AS (
                         FROM windowed
                     )
                     WINDOW model_quantity AS (PARTITION BY model_name, model_version, model_stage, quantity)
+                )
                 )
             )
             GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity
@@ -161,13 +162,16 @@ fine AS (
 tested AS (
     -- Beside each test, the whole model's bins and those of every tested segment of
     -- its dimension (the two references for the rest of the dimension, see `reported`).
-    SELECT *, if(numeric, least(1.0, 2 * least(ks_p, chi2_p)), chi2_p) AS p_value,
+    SELECT *, {detector:String} AS fdr_family, if(numeric, least(1.0, 2 * least(ks_p, chi2_p)), chi2_p) AS p_value,
            sumForEach(b) OVER dimension AS dimension_b,
            sumForEach(c) OVER dimension AS dimension_c
     FROM (
         SELECT *,
-               sw_chi2_sf(chi2, length(kept_b) - 1) AS chi2_p,
-               if(numeric, sw_kolmogorov_sf(ks_t), nan) AS ks_p
+               -- Exact p-values only where they can matter: Benjamini-Hochberg at fdr <= 0.5
+               -- never rejects p > 0.5, so such a p may read 1 without changing a result
+               -- (chi-square: x below dof - 1 is below the median; Kolmogorov: t < 0.82).
+               if(chi2 < length(kept_b) - 2, 1.0, sw_chi2_sf(chi2, length(kept_b) - 1)) AS chi2_p,
+               if(numeric, if(ks_t < 0.82, 1.0, sw_kolmogorov_sf(ks_t)), nan) AS ks_p
         FROM (
             SELECT *, sw_chi2_of(kept_b, kept_c) AS chi2
             FROM (

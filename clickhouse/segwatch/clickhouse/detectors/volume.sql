@@ -16,7 +16,7 @@ WITH
 /*@statistics*/
 /*@rolled_up*/
 tested AS (
-    SELECT *,
+    SELECT *, {detector:String} AS fdr_family,
            greatest(0., 1 - support / expected) AS score,
            -- P(X <= k) for a Poisson count of mean `expected` is Q(k + 1, expected)
            sw_gamma_q(support + 1, expected) AS p_value
