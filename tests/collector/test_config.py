@@ -100,6 +100,16 @@ def test_detector_overrides_and_minimum_segment_size() -> None:
     assert "psi_drift" not in names and "psi_drift_training" in names
 
 
+def test_detector_durations_are_whole_five_minutes() -> None:
+    # The detectors read 5-minute roll-ups: a 7-minute window cannot be read from them.
+    with pytest.raises(ConfigError, match="not a whole number of 5 minutes"):
+        parse_config("detectors:\n  psi_drift: {window: 7m}\n")
+    assert (
+        parse_config("detectors:\n  psi_drift: {window: 30m}\n").detectors["psi_drift"].window
+        == 1800
+    )
+
+
 def test_validate_command(tmp_path: Path) -> None:
     good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
     good.write_text(EXAMPLES[0])

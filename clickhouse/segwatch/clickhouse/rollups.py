@@ -5,10 +5,12 @@ baseline from the 1-hour one: a few rows per segment and quantity instead of
 every minute (a day of 1,000 segments x 30 quantities is 43 million minute
 rows). The minute table stays the source of truth; :func:`roll_up` builds the
 buckets a run needs that are not rolled up yet, and rolls a bucket up once
-more if it was rolled up less than ``settle`` seconds after it ended, so
-calls that arrived late still count (a roll-up replaces the bucket's earlier
-rows: ReplacingMergeTree on ``rolled_at``, read with ``FINAL``); a bucket
-rolled up after that is final and never read from the minute rows again.
+more after it settled (``settle`` seconds after its end) if its roll-up was
+made before, so calls that arrived late still count (a roll-up replaces the
+bucket's earlier rows: ReplacingMergeTree on ``rolled_at``, read with
+``FINAL``). Until then the first roll-up serves every detector of a run; a
+bucket rolled up after it settled is final and never read from the minute
+rows again.
 5-minute buckets come from the minute rows, 1-hour buckets from the 5-minute
 ones. Only complete buckets (ending before ``end``) are rolled up.
 """
@@ -42,7 +44,7 @@ SELECT model_name, model_version, model_stage,
        segment_dim, segment_value, quantity,
        sum(count), sum(sampled), sum(missing), sum(numeric_count), sum(sum), sum(sum_sq),
        min(min), max(max), sumMap(histogram), sumMap(categories),
-       groupUniqArrayArray(5)(exemplar_trace_ids), now64(3)
+       groupUniqArrayArray(5)(exemplar_trace_ids), {{now:DateTime64(3, 'UTC')}}
 FROM {source} {final}
 WHERE bucket_start >= {{first:DateTime('UTC')}} AND bucket_start < {{last:DateTime('UTC')}}
   AND toUnixTimestamp(toStartOfInterval(bucket_start, INTERVAL {seconds} SECOND, 'UTC'))
@@ -58,29 +60,38 @@ def roll_up(
     end: dt.datetime,
     *,
     settle: int = 60,
+    now: dt.datetime | None = None,  # the wall clock (tests set it)
 ) -> int:
-    """Roll up the complete buckets of [start, end) that are missing or not yet final
-    (rolled up within ``settle`` seconds of their end); return how many were rolled up.
+    """Roll up the complete buckets of [start, end) that are missing, or settled since
+    their roll-up (see above); return how many were rolled up.
 
     The 1-hour roll-up is built from the 5-minute one: roll that up first.
     """
     size = rollup.seconds
+    moment = _text(int((now or dt.datetime.now(dt.timezone.utc)).timestamp()))
     first = int(start.timestamp()) // size * size
     last = int(end.timestamp()) // size * size  # buckets starting before it are complete
     if last <= first:
         return 0
-    final = {
-        int(row[0].replace(tzinfo=dt.timezone.utc).timestamp())
+    rolled = {
+        int(row[0].replace(tzinfo=dt.timezone.utc).timestamp()): row[1]
         for row in client.query(
-            f"SELECT bucket_start FROM {rollup.table} "
+            "SELECT bucket_start, max(rolled_at) >= settled OR {now:DateTime('UTC')} < settled "
+            "FROM (SELECT *, bucket_start + toIntervalSecond({size:UInt32} + {settle:UInt32}) "
+            f"AS settled FROM {rollup.table}) "
             "WHERE bucket_start >= {first:DateTime('UTC')} "
-            "AND bucket_start < {last:DateTime('UTC')} GROUP BY bucket_start "
-            "HAVING max(rolled_at) "
-            ">= bucket_start + toIntervalSecond({size:UInt32} + {settle:UInt32})",
-            parameters={"first": _text(first), "last": _text(last), "size": size, "settle": settle},
+            "AND bucket_start < {last:DateTime('UTC')} GROUP BY bucket_start, settled",
+            parameters={
+                "first": _text(first),
+                "last": _text(last),
+                "size": size,
+                "settle": settle,
+                "now": moment,
+            },
         ).result_rows
     }
-    wanted = [b for b in range(first, last, size) if b not in final]
+    # Roll up what is missing, and what settled after its roll-up was made.
+    wanted = [b for b in range(first, last, size) if not rolled.get(b, False)]
     if not wanted:
         return 0
     client.command(
@@ -89,6 +100,7 @@ def roll_up(
             "first": _text(wanted[0]),
             "last": _text(wanted[-1] + size),
             "buckets": wanted,
+            "now": moment,
         },
     )
     return len(wanted)

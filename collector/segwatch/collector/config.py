@@ -18,7 +18,12 @@ from typing import Any
 
 import yaml
 
-from segwatch.clickhouse.detection import DetectorSpec, load_manifest, parse_duration
+from segwatch.clickhouse.detection import (
+    DetectorSpec,
+    check_detector_duration,
+    load_manifest,
+    parse_duration,
+)
 from segwatch.clickhouse.store import DEFAULT_DSN, parse_dsn
 
 from .config_schema import Choice, ListOf, Problems, Record, Scalar, Table, validate
@@ -243,6 +248,10 @@ def _duration(text: str) -> None:
     parse_duration(text)
 
 
+def _detector_duration(text: str) -> None:
+    check_detector_duration(parse_duration(text))
+
+
 def _url(text: str) -> None:
     if not re.match(r"^https?://[^\s/]+", text):
         raise ValueError(f"{text!r} must be an http(s):// URL")
@@ -320,9 +329,9 @@ _SCHEMA = Record({
     })),
     "detectors": Table(Record({
         "enabled": Scalar(bool),
-        "cadence": Scalar(str, _duration),
-        "window": Scalar(str, _duration),
-        "baseline": Scalar(str, _duration),
+        "cadence": Scalar(str, _detector_duration),
+        "window": Scalar(str, _detector_duration),
+        "baseline": Scalar(str, _detector_duration),
         "threshold": Scalar((int, float), _at_least(0)),
         "min_support": Scalar(int, _at_least(1)),
         "parameters": Table(Scalar((int, float, str))),

@@ -41,8 +41,12 @@ paired AS (
                bucket_start >= {window_start:DateTime('UTC')} AS is_current,
                sum(count) AS calls, sum(sampled) AS sampled, sum(missing) AS missing_calls,
                sum(numeric_count) AS numeric_calls, min(min) AS low, max(max) AS high,
-               sumMap(histogram) AS hist, sumMap(categories) AS cats,
-               groupUniqArrayArray(5)(exemplar_trace_ids) AS exemplars
+               -- only the window's values are checked against the baseline's range
+               -- (min, max) and categories: its histogram and exemplars are enough
+               sumMapIf(histogram, bucket_start >= {window_start:DateTime('UTC')}) AS hist,
+               sumMap(categories) AS cats,
+               groupUniqArrayArrayIf(5)(exemplar_trace_ids, bucket_start >= {window_start:DateTime('UTC')})
+                   AS exemplars
         FROM rolled_up
         WHERE bucket_start >= {baseline_start:DateTime('UTC')}
           AND bucket_start < {window_end:DateTime('UTC')}

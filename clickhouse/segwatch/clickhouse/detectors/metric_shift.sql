@@ -41,7 +41,8 @@ series AS (
                if(bucket_start >= {window_start:DateTime('UTC')}, 0,
                   1 + intDiv(toUnixTimestamp(bucket_start) - history_start, window_seconds)) AS slot,
                sum(sum) AS total, sum(numeric_count) AS numbers, sum(sampled) AS received,
-               groupUniqArrayArray(5)(exemplar_trace_ids) AS exemplars
+               groupUniqArrayArrayIf(5)(exemplar_trace_ids, bucket_start >= {window_start:DateTime('UTC')})
+                   AS exemplars
         FROM ml_segment_rollup_5m FINAL  -- rolled up first by the runner
         WHERE match(quantity, {quantities:String})
           AND ((bucket_start >= {window_start:DateTime('UTC')} AND bucket_start < {window_end:DateTime('UTC')})

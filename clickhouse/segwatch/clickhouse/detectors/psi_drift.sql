@@ -49,7 +49,8 @@ live AS (
         sum(sum) AS total,
         sumMap(histogram) AS hist,
         sumMap(categories) AS cats,
-        groupUniqArrayArray(5)(exemplar_trace_ids) AS exemplars
+        groupUniqArrayArrayIf(5)(exemplar_trace_ids, bucket_start >= {window_start:DateTime('UTC')})
+            AS exemplars
     FROM rolled_up
     -- The trailing baseline's rows too, unless a profile is the baseline.
     WHERE bucket_start >= if({baseline_name:String} = '', {baseline_start:DateTime('UTC')},
@@ -112,10 +113,12 @@ segments AS (
                                AS category_names
                     FROM (
                         SELECT *,
-                               arrayDistinct(arrayMap(
+                               -- (only the whole model's baseline needs its deciles)
+                               if(segment_dim = '__all__' AND NOT is_current, arrayDistinct(arrayMap(
                                    q -> mapKeys(hist)[arrayFirstIndex(
                                        s -> s >= q * arraySum(mapValues(hist)), arrayCumSum(mapValues(hist)))],
-                                   arrayMap(i -> i / {bins:UInt32}, range(1, {bins:UInt32})))) AS baseline_deciles
+                                   arrayMap(i -> i / {bins:UInt32}, range(1, {bins:UInt32})))), [])
+                                   AS baseline_deciles
                         FROM windowed
                     )
                     WINDOW model_quantity AS (PARTITION BY model_name, model_version, model_stage, quantity)
