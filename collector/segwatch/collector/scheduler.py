@@ -6,11 +6,13 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from clickhouse_connect.driver.client import Client
 
 from segwatch.clickhouse.detection import DetectorSpec, run_detector
+
+from .alerts import AnomalyNotifier
 
 __all__ = ["DetectorScheduler"]
 
@@ -21,9 +23,10 @@ class DetectorScheduler:
     """Runs every detector once per cadence, for the window that just closed.
 
     A run starts ``lateness`` seconds after the cadence boundary, so spans of
-    the last minute that are still in flight land first. One thread; a failing
-    detector is logged and retried at its next boundary, never crashing the
-    collector.
+    the last minute that are still in flight land first. The anomalies a run
+    opens or resolves go to every notifier (OTLP logs, webhooks). One thread; a
+    failing detector is logged and retried at its next boundary, never
+    crashing the collector.
     """
 
     def __init__(
@@ -33,9 +36,11 @@ class DetectorScheduler:
         *,
         lateness: float = 15.0,
         clock: Callable[[], float] = time.time,
+        notifiers: Sequence[AnomalyNotifier] = (),
     ) -> None:
         self._client = client
         self._specs = specs
+        self._notifiers = list(notifiers)
         self._lateness = lateness
         self._clock = clock
         self._stop = threading.Event()
@@ -85,3 +90,9 @@ class DetectorScheduler:
             len(run.resolved),
             run.seconds,
         )
+        transitions = run.opened + run.resolved
+        for notifier in self._notifiers if transitions else ():
+            try:
+                notifier.notify(transitions)
+            except Exception:  # a notifier must not stop the scheduler
+                _logger.exception("delivering %d anomaly transitions failed", len(transitions))

@@ -23,6 +23,7 @@ from segwatch.clickhouse.store import open_client, parse_dsn
 from . import kernels
 from .access import discovery_path
 from .aggregate import SegmentAggregator
+from .alerts import notifiers
 from .api import LocalApi
 from .config import CollectorConfig, configured_detectors
 from .export import ClickHouseExporter
@@ -107,7 +108,9 @@ class Collector:
             if replayed:
                 _logger.info("replayed %d model calls from the spool", replayed)
         if config.scheduler.enabled:
-            self.scheduler = DetectorScheduler(self._clients.scheduler, self.detectors)
+            self.scheduler = DetectorScheduler(
+                self._clients.scheduler, self.detectors, notifiers=notifiers(config.alerts)
+            )
             self.scheduler.start()
         self.api = LocalApi(
             config.api.endpoint,

@@ -1,0 +1,262 @@
+"""Anomalies going out: OTLP log records and webhooks, when an anomaly opens or resolves.
+
+Each transition a detector run records (``ml_anomaly_events``) is delivered to
+every configured destination:
+
+* :class:`OtlpAnomalyExporter` — one OTLP/gRPC ``LogsService/Export`` per
+  batch to ``alerts.otlp.endpoint``: a log record per transition, event name
+  ``ml.anomaly``, the body the anomaly's sentence, the exemplar's trace id,
+  ``ml.anomaly.*`` and ``ml.model.*`` attributes; severity WARN when it
+  opens, INFO when it resolves. Retryable gRPC codes are retried with
+  jittered exponential backoff, honouring the server's ``RetryInfo`` delay.
+* :class:`WebhookNotifier` — one JSON ``POST`` per transition, with a
+  Slack-compatible ``text`` field and the anomaly's fields; retried on
+  connection errors, 429 and 5xx; at most ``per_minute`` posts a minute per
+  webhook (the rest are counted as dropped, and logged), so a bad hour does
+  not flood a channel.
+
+Delivery never raises into the detector run: failures are logged and counted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import grpc
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, SeverityNumber
+
+__all__ = [
+    "AnomalyNotifier",
+    "OtlpAnomalyExporter",
+    "WebhookNotifier",
+    "anomaly_log_records",
+    "notifiers",
+]
+
+if TYPE_CHECKING:
+    from .config import AlertsConfig
+
+_logger = logging.getLogger(__name__)
+
+EVENT_NAME = "ml.anomaly"
+_EXPORT_LOGS = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+_RETRYABLE = frozenset({
+    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
+    grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.DATA_LOSS,
+})  # fmt: skip
+_RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
+
+
+class AnomalyNotifier(Protocol):
+    """Delivers anomaly transitions somewhere; must not raise."""
+
+    def notify(self, transitions: Sequence[dict[str, Any]]) -> None: ...
+
+
+def _value(value: Any) -> AnyValue:
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    return AnyValue(string_value=str(value))
+
+
+def _nanos(moment: Any) -> int:
+    if isinstance(moment, dt.datetime):
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.timezone.utc)
+        return int(moment.timestamp()) * 1_000_000_000
+    return 0
+
+
+def anomaly_log_records(transitions: Sequence[dict[str, Any]]) -> list[LogRecord]:
+    """One OTLP log record per transition (see the module docstring)."""
+    records = []
+    now = time.time_ns()
+    for t in transitions:
+        attributes = {
+            "ml.model.name": t["model_name"],
+            "ml.model.version": t["model_version"],
+            "ml.model.stage": t["model_stage"],
+            "ml.anomaly.state": t["state"],
+            "ml.anomaly.detector": t["detector"],
+            "ml.anomaly.segment.dimension": t["segment_dim"],
+            "ml.anomaly.segment.value": t["segment_value"],
+            "ml.anomaly.quantity": t["quantity"],
+            "ml.anomaly.score": float(t["score"]),
+            "ml.anomaly.threshold": float(t["threshold"]),
+            "ml.anomaly.support": int(t["support"]),
+            "ml.anomaly.window.start": str(t["window_start"]),
+            "ml.anomaly.window.end": str(t["window_end"]),
+        }
+        if t.get("p_value") is not None:
+            attributes["ml.anomaly.p_value"] = float(t["p_value"])
+        trace_ids = t.get("exemplar_trace_ids") or []
+        try:
+            trace_id = bytes.fromhex(trace_ids[0]) if trace_ids else b""
+        except ValueError:
+            trace_id = b""
+        records.append(LogRecord(
+            time_unix_nano=_nanos(t["window_end"]),
+            observed_time_unix_nano=now,
+            severity_number=(SeverityNumber.SEVERITY_NUMBER_WARN if t["state"] == "open"
+                             else SeverityNumber.SEVERITY_NUMBER_INFO),
+            severity_text="WARN" if t["state"] == "open" else "INFO",
+            event_name=EVENT_NAME,
+            body=AnyValue(string_value=str(t["details"])),
+            attributes=[KeyValue(key=k, value=_value(v)) for k, v in attributes.items()],
+            trace_id=trace_id if len(trace_id) == 16 else b"",
+        ))  # fmt: skip
+    return records
+
+
+class OtlpAnomalyExporter:
+    """Sends transitions as OTLP log records to an OTLP/gRPC endpoint (``host:port``)."""
+
+    def __init__(self, endpoint: str, *, attempts: int = 5, timeout: float = 10.0) -> None:
+        target = endpoint.split("://", 1)[-1].rstrip("/")
+        self._channel = grpc.insecure_channel(target)
+        self._export = self._channel.unary_unary(
+            _EXPORT_LOGS,
+            request_serializer=ExportLogsServiceRequest.SerializeToString,
+            response_deserializer=lambda data: data,
+        )
+        self._attempts = attempts
+        self._timeout = timeout
+        self.sent = 0
+        self.failed = 0
+
+    def notify(self, transitions: Sequence[dict[str, Any]]) -> None:
+        if not transitions:
+            return
+        request = ExportLogsServiceRequest()
+        resource_logs = request.resource_logs.add()
+        resource_logs.resource.attributes.add(key="service.name").value.string_value = "segwatch"
+        scope_logs = resource_logs.scope_logs.add()
+        scope_logs.scope.name = "segwatch.detectors"
+        scope_logs.log_records.extend(anomaly_log_records(transitions))
+        delay = 0.5
+        for attempt in range(1, self._attempts + 1):
+            try:
+                self._export(request, timeout=self._timeout)
+                self.sent += len(transitions)
+                return
+            except grpc.RpcError as exc:
+                code = exc.code() if hasattr(exc, "code") else None
+                if code not in _RETRYABLE or attempt == self._attempts:
+                    self.failed += len(transitions)
+                    _logger.error("anomaly log records not delivered (%s): %s", code, exc)
+                    return
+                wait = _retry_delay(exc) or delay * random.uniform(0.8, 1.2)
+                time.sleep(min(wait, 30.0))
+                delay = min(delay * 2, 30.0)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def _retry_delay(error: grpc.RpcError) -> float | None:
+    """The ``RetryInfo`` delay in the error's status details, if the server sent one."""
+    trailers: Any = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    for key, value in trailers or ():
+        if key != "grpc-status-details-bin":
+            continue
+        try:  # googleapis-common-protos: there wherever the OTel exporters are
+            from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
+        except ImportError:
+            return None
+        for detail in status_pb2.Status.FromString(value).details:
+            if detail.type_url == _RETRY_INFO:
+                delay = error_details_pb2.RetryInfo.FromString(detail.value).retry_delay
+                return float(delay.seconds + delay.nanos / 1e9)
+    return None
+
+
+def webhook_payload(transition: dict[str, Any]) -> dict[str, Any]:
+    """The JSON a webhook receives: Slack's ``text``, then every field of the anomaly."""
+    verb = "opened" if transition["state"] == "open" else "resolved"
+    text = (
+        f"[segwatch] {transition['model_name']} {transition['model_version']}: anomaly {verb} "
+        f"({transition['detector']}): {transition['details']}"
+    )
+    fields = {k: (str(v) if isinstance(v, dt.datetime) else v) for k, v in transition.items()}
+    return {"text": text, "anomaly": fields}
+
+
+class WebhookNotifier:
+    """POSTs each transition as JSON to ``url``, retried, at most ``per_minute`` a minute."""
+
+    def __init__(
+        self, url: str, *, per_minute: int = 30, attempts: int = 4, timeout: float = 10.0
+    ) -> None:
+        self.url = url
+        self._per_minute = per_minute
+        self._attempts = attempts
+        self._timeout = timeout
+        self._sent_at: list[float] = []
+        self._lock = threading.Lock()
+        self.sent = 0
+        self.failed = 0
+        self.dropped = 0
+
+    def _allowed(self) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            self._sent_at = [t for t in self._sent_at if now - t < 60]
+            if len(self._sent_at) >= self._per_minute:
+                return False
+            self._sent_at.append(now)
+            return True
+
+    def notify(self, transitions: Sequence[dict[str, Any]]) -> None:
+        for transition in transitions:
+            if not self._allowed():
+                self.dropped += 1
+                _logger.warning("webhook rate limit reached: an anomaly was not posted")
+                continue
+            self._post(json.dumps(webhook_payload(transition), default=str).encode())
+
+    def _post(self, body: bytes) -> None:
+        delay = 0.5
+        for attempt in range(1, self._attempts + 1):
+            request = urllib.request.Request(
+                self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=self._timeout):
+                    self.sent += 1
+                    return
+            except urllib.error.HTTPError as exc:
+                retryable = exc.code == 429 or exc.code >= 500
+                error: Exception = exc
+            except (urllib.error.URLError, OSError) as exc:
+                retryable, error = True, exc
+            if not retryable or attempt == self._attempts:
+                self.failed += 1
+                _logger.error("webhook post failed: %s", error)
+                return
+            time.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, 30.0)
+
+
+def notifiers(config: AlertsConfig) -> list[AnomalyNotifier]:
+    """The destinations ``alerts`` configures: the OTLP endpoint, then each webhook."""
+    out: list[AnomalyNotifier] = []
+    if config.otlp_endpoint:
+        out.append(OtlpAnomalyExporter(config.otlp_endpoint))
+    out.extend(WebhookNotifier(webhook.url) for webhook in config.webhooks)
+    return out

@@ -1,0 +1,136 @@
+"""Anomaly delivery: OTLP log records to a real gRPC server, webhooks to a real HTTP server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from typing import ClassVar
+
+import grpc
+import pytest
+from google.protobuf.any_pb2 import Any as AnyMessage
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+
+from segwatch.collector.alerts import OtlpAnomalyExporter, WebhookNotifier, notifiers
+from segwatch.collector.config import AlertsConfig, WebhookConfig
+
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+
+
+def _transition(state: str = "open", segment: str = "BR") -> dict:
+    return {
+        "state": state, "detector": "psi_drift", "model_name": "fraud", "model_version": "2",
+        "model_stage": "serving", "segment_dim": "feature.country", "segment_value": segment,
+        "quantity": "feature.amount",
+        "window_start": dt.datetime(2026, 11, 26, 10, 0),
+        "window_end": dt.datetime(2026, 11, 26, 10, 15),
+        "score": 0.41, "threshold": 0.2, "p_value": 1e-9, "support": 3100,
+        "exemplar_trace_ids": [TRACE], "statistics": {"psi": 0.41},
+        "details": f"feature.amount drifted for feature.country={segment}: PSI 0.41 > 0.2",
+    }  # fmt: skip
+
+
+class _Logs(logs_service_pb2_grpc.LogsServiceServicer):
+    """Refuses the first export with UNAVAILABLE and a RetryInfo delay, then records."""
+
+    def __init__(self) -> None:
+        self.requests: list[logs_service_pb2.ExportLogsServiceRequest] = []
+        self.refused = 0
+
+    def Export(self, request, context):  # type: ignore[no-untyped-def]
+        if not self.refused:
+            self.refused += 1
+            info = error_details_pb2.RetryInfo()
+            info.retry_delay.nanos = 50_000_000
+            detail = AnyMessage()
+            detail.Pack(info)
+            status = status_pb2.Status(code=14, message="busy", details=[detail])
+            context.set_trailing_metadata([("grpc-status-details-bin", status.SerializeToString())])
+            context.abort(grpc.StatusCode.UNAVAILABLE, "busy")
+        self.requests.append(request)
+        return logs_service_pb2.ExportLogsServiceResponse()
+
+
+@pytest.fixture
+def logs_server() -> Iterator[tuple[_Logs, str]]:
+    servicer = _Logs()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield servicer, f"127.0.0.1:{port}"
+    server.stop(None)
+
+
+def test_anomalies_go_out_as_otlp_log_records(logs_server) -> None:  # type: ignore[no-untyped-def]
+    servicer, endpoint = logs_server
+    exporter = OtlpAnomalyExporter(f"http://{endpoint}")
+    exporter.notify([_transition("open"), _transition("resolved", "US")])
+    exporter.close()
+    assert servicer.refused == 1 and exporter.sent == 2  # retried after the RetryInfo delay
+    (request,) = servicer.requests
+    records = request.resource_logs[0].scope_logs[0].log_records
+    opened, resolved = records
+    assert opened.event_name == "ml.anomaly" and opened.severity_text == "WARN"
+    assert resolved.severity_text == "INFO"
+    assert opened.trace_id.hex() == TRACE
+    assert opened.body.string_value.startswith("feature.amount drifted for feature.country=BR")
+    attributes = {a.key: a.value for a in opened.attributes}
+    assert attributes["ml.anomaly.detector"].string_value == "psi_drift"
+    assert attributes["ml.anomaly.segment.value"].string_value == "BR"
+    assert attributes["ml.anomaly.score"].double_value == 0.41
+    assert attributes["ml.model.name"].string_value == "fraud"
+    assert opened.time_unix_nano == int(dt.datetime(2026, 11, 26, 10, 15, tzinfo=dt.timezone.utc)
+                                        .timestamp()) * 10**9  # fmt: skip
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    """Answers 503 to the first ``failures_left`` posts, then records them."""
+
+    bodies: ClassVar[list[dict]] = []
+    failures_left: ClassVar[int] = 0
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if _Hook.failures_left:
+            _Hook.failures_left -= 1
+            self.send_response(503)
+        else:
+            _Hook.bodies.append(body)
+            self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[str]:
+    _Hook.bodies, _Hook.failures_left = [], 1
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+
+
+def test_webhooks_are_retried_and_rate_limited(webhook: str) -> None:
+    notifier = WebhookNotifier(webhook, per_minute=2)
+    notifier.notify([_transition("open", country) for country in ("BR", "MX", "DE")])
+    assert (notifier.sent, notifier.failed, notifier.dropped) == (2, 0, 1)
+    first = _Hook.bodies[0]  # posted on the second try: the first got a 503
+    assert first["text"].startswith(
+        "[segwatch] fraud 2: anomaly opened (psi_drift): feature.amount"
+    )
+    assert first["anomaly"]["segment_value"] == "BR" and first["anomaly"]["score"] == 0.41
+
+
+def test_the_config_names_the_destinations() -> None:
+    built = notifiers(AlertsConfig(webhooks=(WebhookConfig("http://127.0.0.1:9/a"),),
+                                   otlp_endpoint="http://127.0.0.1:4317"))  # fmt: skip
+    assert [type(n).__name__ for n in built] == ["OtlpAnomalyExporter", "WebhookNotifier"]
