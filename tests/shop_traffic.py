@@ -23,6 +23,11 @@ def ingest(client, recorder, rows: list[tuple[int, dict]]) -> None:
     for at, features in rows:
         with m.call(start_time=at * 1_000_000_000, end_time=at * 1_000_000_000 + 1) as call:
             call.features(**features)
+    store_recorded(client, recorder)
+
+
+def store_recorded(client, recorder) -> None:  # type: ignore[no-untyped-def]
+    """Aggregate the calls the recorder holds and store them (as a collector flush would)."""
     exporter = ClickHouseExporter(client)
     exporter.start()
     try:

@@ -7,12 +7,9 @@ import random
 
 import pytest
 from scipy import stats
-from shop_traffic import END
+from shop_traffic import END, store_recorded
 
 from segwatch.clickhouse.detection import load_manifest, run_detector
-from segwatch.collector.aggregate import SegmentAggregator
-from segwatch.collector.decode import decode_request
-from segwatch.collector.export import ClickHouseExporter
 from segwatch.instrumentation import monitor
 
 WINDOW = 900
@@ -48,13 +45,7 @@ def _store(client, recorder, calls) -> None:  # type: ignore[no-untyped-def]
     for second, features in calls:
         with model.call(start_time=second * 10**9, end_time=second * 10**9 + 1) as call:
             call.features(**{k: v for k, v in features.items() if v is not None})
-    exporter = ClickHouseExporter(client)
-    exporter.start()
-    try:
-        batch = decode_request(recorder.request())
-        exporter.submit(SegmentAggregator().aggregate(batch)).result(timeout=30)
-    finally:
-        exporter.shutdown()
+    store_recorded(client, recorder)
 
 
 def _run(client) -> dict[str, list[dict]]:  # type: ignore[no-untyped-def]

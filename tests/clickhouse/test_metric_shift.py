@@ -9,12 +9,9 @@ import random
 import numpy as np
 import pytest
 from scipy import stats
-from shop_traffic import END
+from shop_traffic import END, store_recorded
 
 from segwatch.clickhouse.detection import DetectorSpec, load_manifest, run_detector
-from segwatch.collector.aggregate import SegmentAggregator
-from segwatch.collector.decode import decode_request
-from segwatch.collector.export import ClickHouseExporter
 from segwatch.instrumentation import monitor
 
 LANGUAGES = ["en", "es", "de", "fr"]
@@ -44,13 +41,7 @@ def _store(client, recorder, calls) -> None:  # type: ignore[no-untyped-def]
         with model.call(start_time=start, end_time=start + 1) as call:
             call.features(language=language)
             call.metric("confidence", confidence)
-    exporter = ClickHouseExporter(client)
-    exporter.start()
-    try:
-        batch = decode_request(recorder.request())
-        exporter.submit(SegmentAggregator().aggregate(batch)).result(timeout=30)
-    finally:
-        exporter.shutdown()
+    store_recorded(client, recorder)
 
 
 def _spec() -> DetectorSpec:

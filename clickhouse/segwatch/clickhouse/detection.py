@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from clickhouse_connect.driver.client import Client
 
-from .lifecycle import Persistence, most_specific, update_lifecycle
+from .lifecycle import KEY_COLUMNS, Persistence, most_specific, update_lifecycle
 from .rollups import FIVE_MINUTES, ONE_HOUR, roll_up
 
 __all__ = [
@@ -34,13 +34,7 @@ __all__ = [
 
 ANOMALIES_TABLE = "ml_anomalies"
 ANOMALY_COLUMNS = (
-    "detector",
-    "model_name",
-    "model_version",
-    "model_stage",
-    "segment_dim",
-    "segment_value",
-    "quantity",
+    *KEY_COLUMNS,  # detector, model, version, stage, segment dimension and value, quantity
     "window_start",
     "window_end",
     "baseline_start",
@@ -58,7 +52,6 @@ ANOMALY_COLUMNS = (
 )
 """The columns every detector returns, in order (the detector contract)."""
 
-_KEY_COLUMNS = ANOMALY_COLUMNS[1:7]  # model_name ... quantity: one anomaly per window
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -358,7 +351,7 @@ def _find(
     existing = {
         tuple(row)
         for row in client.query(
-            f"SELECT detector, {', '.join(_KEY_COLUMNS)} FROM {ANOMALIES_TABLE} "
+            f"SELECT {', '.join(KEY_COLUMNS)} FROM {ANOMALIES_TABLE} "
             "WHERE detector IN {detectors:Array(String)} "
             "AND window_start = {window_start:DateTime('UTC')}",
             parameters={
@@ -367,9 +360,7 @@ def _find(
             },
         ).result_rows
     }
-    new = [
-        row for row in rows if (row["detector"], *(row[k] for k in _KEY_COLUMNS)) not in existing
-    ]
+    new = [row for row in rows if tuple(row[k] for k in KEY_COLUMNS) not in existing]
     if new:
         detected_at = dt.datetime.now(dt.timezone.utc)
         client.insert(
