@@ -98,3 +98,30 @@ def test_statements_split_outside_quotes_only() -> None:
         "CREATE TABLE t (x UInt8 COMMENT 'a -- not a comment; not a split') ENGINE = Memory",
         "SELECT 'it''s', \"we;ird\" \nFROM t",
     ]
+
+
+def test_the_aggregates_keep_their_rows_when_reordered_by_time(bare_client) -> None:
+    shipped = load_migrations()
+    reorder = next(m for m in shipped if m.name == "0011_aggregates_by_time.sql")
+    apply_migrations(bare_client, shipped[: reorder.version - 1])
+    bare_client.command(
+        "INSERT INTO ml_segment_aggregates (model_name, bucket_start, segment_dim, segment_value, "
+        "quantity, count, sampled, histogram) SELECT 'm', toDateTime('2026-11-26 10:00:00', 'UTC') "
+        "+ 60 * (number % 90), '__all__', '__all__', 'output.score', 1, 1, map(16400, 1.) "
+        "FROM numbers(1000)"
+    )
+    assert apply_migrations(bare_client, shipped) == [
+        m.name for m in shipped[reorder.version - 1 :]
+    ]
+    (key,) = bare_client.query(
+        "SELECT sorting_key FROM system.tables WHERE database = currentDatabase() "
+        "AND name = 'ml_segment_aggregates'"
+    ).result_rows[0]
+    assert key.startswith("model_name, model_stage, model_version, toStartOfFiveMinutes(")
+    totals = bare_client.query(
+        "SELECT sum(count), sum(sampled), sumMap(histogram), uniqExact(bucket_start) "
+        "FROM ml_segment_aggregates"
+    ).result_rows
+    assert totals == [(1000.0, 1000, {16400: 1000.0}, 90)]
+    tables = {r[0] for r in bare_client.query("SHOW TABLES").result_rows}
+    assert "ml_segment_aggregates_by_time" not in tables
