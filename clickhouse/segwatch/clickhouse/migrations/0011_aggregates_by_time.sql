@@ -11,7 +11,11 @@ ORDER BY (model_name, model_stage, model_version, toStartOfFiveMinutes(bucket_st
 SETTINGS non_replicated_deduplication_window = 10000
 COMMENT 'segwatch: per-segment aggregates per model, version, stage, minute and quantity';
 
--- (A rerun after a crash mid-way starts the copy again from an empty table.)
+-- A rerun after a crash mid-way starts the copy again from an empty table; after
+-- a crash between EXCHANGE and DROP, the rerun keeps every row but swaps the old
+-- order back in (the rows are right; only reading the newest minutes is slower).
+-- Deduplication tokens recorded by the old table do not carry over: a collector
+-- replaying an interrupted flush right across this upgrade could write it twice.
 TRUNCATE TABLE ml_segment_aggregates_by_time;
 
 INSERT INTO ml_segment_aggregates_by_time SELECT * FROM ml_segment_aggregates;
