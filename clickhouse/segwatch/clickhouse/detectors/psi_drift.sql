@@ -26,7 +26,8 @@
 --
 -- Baseline: the fragment the manifest puts at the windowed marker defines `windowed`:
 -- windows_trailing.sql (the window before the current one) or
--- windows_profile.sql (the profile named baseline_name).
+-- windows_profile.sql (the profile named baseline_name), or windows_versions.sql
+-- (each challenger version against the champion, in the same window).
 --
 -- Parameters: detector, window_start, window_end, baseline_start, baseline_end,
 -- threshold, rest_threshold, min_support, bins, fdr, baseline_name.
@@ -93,7 +94,8 @@ segments AS (
                       sumIf(total, NOT is_current) / sumIf(numeric_calls, NOT is_current), nan) AS baseline_mean,
                    if(sumIf(numeric_calls, is_current) > 0,
                       sumIf(total, is_current) / sumIf(numeric_calls, is_current), nan) AS current_mean,
-                   anyIf(exemplars, is_current) AS exemplars
+                   anyIf(exemplars, is_current) AS exemplars,
+                   any(compared_with) AS compared_with
             FROM (
                 SELECT *,
                        arrayConcat(
@@ -278,10 +280,11 @@ SELECT
         ': PSI ', toString(round(score, 3)), ' > ', toString({threshold:Float64}),
         if(isNaN(ks), '', concat(', KS ', toString(round(ks, 3)))),
         if(p_value < 1e-6, ' (p < 1e-6)', concat(' (p = ', toString(round(p_value, 6)), ')')),
-        if({baseline_name:String} = '',
-           concat(' against the baseline ', toString({baseline_start:DateTime('UTC')}), ' to ',
-                  toString({baseline_end:DateTime('UTC')}), ' UTC'),
-           concat(' against the ', {baseline_name:String}, ' profile')),
+        multiIf(compared_with != '', concat(' against the ', compared_with, ' in the same window'),
+                {baseline_name:String} = '',
+                concat(' against the baseline ', toString({baseline_start:DateTime('UTC')}), ' to ',
+                       toString({baseline_end:DateTime('UTC')}), ' UTC'),
+                concat(' against the ', {baseline_name:String}, ' profile')),
         if(isFinite(baseline_mean) AND isFinite(current_mean),
            concat('; mean ', toString(round(baseline_mean, 3)), ' -> ', toString(round(current_mean, 3))),
            ''),

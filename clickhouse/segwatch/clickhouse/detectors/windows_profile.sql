@@ -32,7 +32,7 @@ profile AS (
     GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity
 ),
 windowed AS (
-    SELECT * FROM live
+    SELECT *, '' AS compared_with FROM live
     UNION ALL
-    SELECT * FROM profile
+    SELECT *, '' AS compared_with FROM profile
 ),

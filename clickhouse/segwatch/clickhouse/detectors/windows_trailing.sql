@@ -1,2 +1,2 @@
 -- The baseline is the trailing window before the current one, already in `live`.
-windowed AS (SELECT * FROM live),
+windowed AS (SELECT *, '' AS compared_with FROM live),
