@@ -94,15 +94,26 @@ def roll_up(
     wanted = [b for b in range(first, last, size) if not rolled.get(b, False)]
     if not wanted:
         return 0
-    client.command(
-        _INSERT.format(table=rollup.table, seconds=size, source=rollup.source, final=rollup.final),
-        parameters={
-            "first": _text(wanted[0]),
-            "last": _text(wanted[-1] + size),
-            "buckets": wanted,
-            "now": moment,
-        },
-    )
+    # One insert per run of consecutive buckets: each reads only its own time range
+    # (a bucket that had no calls is wanted every time, and must not widen the read).
+    runs: list[list[int]] = []
+    for bucket in wanted:
+        if runs and bucket == runs[-1][-1] + size:
+            runs[-1].append(bucket)
+        else:
+            runs.append([bucket])
+    for run in runs:
+        client.command(
+            _INSERT.format(
+                table=rollup.table, seconds=size, source=rollup.source, final=rollup.final
+            ),
+            parameters={
+                "first": _text(run[0]),
+                "last": _text(run[-1] + size),
+                "buckets": run,
+                "now": moment,
+            },
+        )
     return len(wanted)
 
 
