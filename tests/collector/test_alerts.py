@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import http.server
 import json
+import math
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -30,7 +31,7 @@ def _transition(state: str = "open", segment: str = "BR") -> dict:
         "window_start": dt.datetime(2026, 11, 26, 10, 0),
         "window_end": dt.datetime(2026, 11, 26, 10, 15),
         "score": 0.41, "threshold": 0.2, "p_value": 1e-9, "support": 3100,
-        "exemplar_trace_ids": [TRACE], "statistics": {"psi": 0.41},
+        "exemplar_trace_ids": [TRACE], "statistics": {"psi": 0.41, "ks": math.nan},
         "details": f"feature.amount drifted for feature.country={segment}: PSI 0.41 > 0.2",
     }  # fmt: skip
 
@@ -89,6 +90,10 @@ def test_anomalies_go_out_as_otlp_log_records(logs_server) -> None:  # type: ign
                                         .timestamp()) * 10**9  # fmt: skip
 
 
+def _strict(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")  # Python's json reads NaN; receivers do not
+
+
 class _Hook(http.server.BaseHTTPRequestHandler):
     """Answers 503 to the first ``failures_left`` posts, then records them."""
 
@@ -96,7 +101,8 @@ class _Hook(http.server.BaseHTTPRequestHandler):
     failures_left: ClassVar[int] = 0
 
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])),
+                          parse_constant=_strict)  # fmt: skip
         if _Hook.failures_left:
             _Hook.failures_left -= 1
             self.send_response(503)
@@ -128,6 +134,7 @@ def test_webhooks_are_retried_and_rate_limited(webhook: str) -> None:
         "[segwatch] fraud 2: anomaly opened (psi_drift): feature.amount"
     )
     assert first["anomaly"]["segment_value"] == "BR" and first["anomaly"]["score"] == 0.41
+    assert first["anomaly"]["statistics"] == {"psi": 0.41, "ks": None}  # NaN: null
 
 
 def test_the_config_names_the_destinations() -> None:

@@ -282,8 +282,15 @@ def run_detector(client: Client, spec: DetectorSpec, at: dt.datetime) -> Detecto
     """
     started = time.perf_counter()
     windows = spec.windows(at)
-    _roll_up_for(client, spec, windows)
-    new = _find(client, spec, windows)
+    parameters: dict[str, Any] = {
+        **spec.parameters,
+        "detector": spec.name,
+        **{k: v.strftime("%Y-%m-%d %H:%M:%S") for k, v in windows.items()},
+    }
+    new: list[dict[str, Any]] = []
+    if _should_run(client, spec, parameters):  # before rolling up: nothing to read otherwise
+        _roll_up_for(client, spec, windows)
+        new = _find(client, spec, parameters)
     opened: list[dict[str, Any]] = []
     resolved: list[dict[str, Any]] = []
     for detector in spec.detectors:
@@ -323,19 +330,17 @@ def _roll_up_for(client: Client, spec: DetectorSpec, windows: dict[str, dt.datet
         roll_up(client, ONE_HOUR, start, windows["baseline_end"])
 
 
-def _find(
-    client: Client, spec: DetectorSpec, windows: dict[str, dt.datetime]
-) -> list[dict[str, Any]]:
-    """The detector's query for these windows; stores and returns the findings not yet stored."""
-    parameters: dict[str, Any] = {
-        **spec.parameters,
-        "detector": spec.name,
-        **{k: v.strftime("%Y-%m-%d %H:%M:%S") for k, v in windows.items()},
-    }
-    if spec.run_if:
-        used = {k: v for k, v in parameters.items() if "{" + k + ":" in spec.run_if}
-        if not client.query(spec.run_if, parameters=used).result_rows[0][0]:
-            return []  # e.g. no training profile loaded: nothing to compare with
+def _should_run(client: Client, spec: DetectorSpec, parameters: dict[str, Any]) -> bool:
+    """False when the spec's ``run_if`` says there is nothing to compare with (e.g. no
+    training profile loaded)."""
+    if not spec.run_if:
+        return True
+    used = {k: v for k, v in parameters.items() if "{" + k + ":" in spec.run_if}
+    return bool(client.query(spec.run_if, parameters=used).result_rows[0][0])
+
+
+def _find(client: Client, spec: DetectorSpec, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+    """The detector's query with these parameters; stores and returns the new findings."""
     result = client.query(spec.sql, parameters=parameters)
     if not result.result_rows:
         return []  # the embedded engine reports no column names for an empty result

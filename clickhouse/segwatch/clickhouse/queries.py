@@ -14,6 +14,7 @@ __all__ = [
     "ANOMALY_STATES",
     "AnomalyFilter",
     "Table",
+    "json_value",
     "list_anomalies",
     "read_only_query",
     "run_query",
@@ -33,22 +34,23 @@ class Table:
     rows: list[list[Any]]
 
     def to_json(self) -> dict[str, Any]:
-        return {"columns": self.columns, "rows": [[_json_value(v) for v in r] for r in self.rows]}
+        return {"columns": self.columns, "rows": [[json_value(v) for v in r] for r in self.rows]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Table:
         return cls(list(data["columns"]), [list(r) for r in data["rows"]])
 
 
-def _json_value(value: Any) -> Any:
+def json_value(value: Any) -> Any:
+    """A value as strict JSON has it: NaN is null, infinities and datetimes are text."""
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else str(value)
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if isinstance(value, (list, tuple)):
-        return [_json_value(v) for v in value]
+        return [json_value(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _json_value(v) for k, v in value.items()}
+        return {str(k): json_value(v) for k, v in value.items()}
     return str(value)
 
 

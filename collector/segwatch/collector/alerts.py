@@ -36,6 +36,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, SeverityNumber
 
+from segwatch.clickhouse.queries import json_value
+
 __all__ = [
     "AnomalyNotifier",
     "OtlpAnomalyExporter",
@@ -63,6 +65,8 @@ class AnomalyNotifier(Protocol):
     """Delivers anomaly transitions somewhere; must not raise."""
 
     def notify(self, transitions: Sequence[dict[str, Any]]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def _value(value: Any) -> AnyValue:
@@ -193,8 +197,8 @@ def webhook_payload(transition: dict[str, Any]) -> dict[str, Any]:
         f"[segwatch] {transition['model_name']} {transition['model_version']}: anomaly {verb} "
         f"({transition['detector']}): {transition['details']}"
     )
-    fields = {k: (str(v) if isinstance(v, dt.datetime) else v) for k, v in transition.items()}
-    return {"text": text, "anomaly": fields}
+    # Strict JSON: a statistic that does not apply is NaN (e.g. KS for a category): null.
+    return {"text": text, "anomaly": json_value(transition)}
 
 
 class WebhookNotifier:
@@ -213,6 +217,9 @@ class WebhookNotifier:
         self.failed = 0
         self.dropped = 0
 
+    def close(self) -> None:
+        pass  # one connection per post: nothing held
+
     def _allowed(self) -> bool:
         now = time.monotonic()
         with self._lock:
@@ -228,7 +235,7 @@ class WebhookNotifier:
                 self.dropped += 1
                 _logger.warning("webhook rate limit reached: an anomaly was not posted")
                 continue
-            self._post(json.dumps(webhook_payload(transition), default=str).encode())
+            self._post(json.dumps(webhook_payload(transition), allow_nan=False).encode())
 
     def _post(self, body: bytes) -> None:
         delay = 0.5

@@ -60,6 +60,8 @@ class DetectorScheduler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        for notifier in self._notifiers:
+            notifier.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
