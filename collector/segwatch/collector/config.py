@@ -529,6 +529,18 @@ def _check_references(config: CollectorConfig, data: dict[str, Any], problems: P
                             f"(known: {', '.join(sorted(known))})")  # fmt: skip
 
 
+def expected_biases_parameter(config: CollectorConfig) -> str:
+    """The config's expected biases as the bias detector reads them: one
+    ``model<TAB>segment dimension<TAB>quantity`` per line (quantity empty: all)."""
+    lines = []
+    for bias in config.expected_biases:
+        model = config.models.get(bias.model, ModelConfig())
+        prefix = "feature" if bias.dimension in model.features else "context"
+        for quantity in bias.quantities or ("",):
+            lines.append(f"{bias.model}\t{prefix}.{bias.dimension}\t{quantity}")
+    return "\n".join(lines)
+
+
 def configured_detectors(config: CollectorConfig) -> list[DetectorSpec]:
     """The manifest's detectors with the config's overrides, the disabled ones left out.
 
@@ -543,6 +555,8 @@ def configured_detectors(config: CollectorConfig) -> list[DetectorSpec]:
         parameters = dict(spec.parameters)
         if "min_support" in parameters:
             parameters["min_support"] = config.segments.min_segment_size
+        if "expected_biases" in parameters:
+            parameters["expected_biases"] = expected_biases_parameter(config)
         parameters.update(override.parameters)
         specs.append(dataclasses.replace(
             spec,
