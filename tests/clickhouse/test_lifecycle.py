@@ -65,6 +65,14 @@ def test_one_alert_per_parent_and_its_crosses() -> None:
     ])  # fmt: skip
     assert [(f["segment_dim"], f["segment_value"]) for f in kept] == [
         ("feature.country", "BR"), (cross, "US × ios")]  # fmt: skip
+    # Found in several crosses of the parent, one of them scoring above it by chance
+    # (fewer calls, more noise): the change spans the parent, the parent is the culprit.
+    kept = most_specific([
+        _finding(cross, "BR × ios", 0.9), _finding("feature.country", "BR", 0.6),
+        _finding(cross, "BR × web", 0.5),
+    ])  # fmt: skip
+    assert [(f["segment_dim"], f["segment_value"]) for f in kept] == [("feature.country", "BR")]
+    assert "BR × ios" in kept[0]["details"] and "BR × web" in kept[0]["details"]
     # Another quantity, or an unrelated segment, is another family.
     kept = most_specific([_finding("feature.country", "BR", 0.6),
                           _finding(cross, "BR × ios", 0.9, quantity="feature.amount")])  # fmt: skip

@@ -46,7 +46,7 @@ def _store(client, recorder, calls) -> None:  # type: ignore[no-untyped-def]
 
 def _spec() -> DetectorSpec:
     spec = next(s for s in load_manifest() if s.name == "metric_shift")
-    # No floor on the scale: the test checks the MAD path itself.
+    # No floor at a share of the median: the test checks the MAD path itself.
     return dataclasses.replace(spec, parameters={**spec.parameters, "min_relative_scale": 0.0})
 
 
@@ -65,7 +65,9 @@ def _robust_z(calls, language: str, spec: DetectorSpec) -> tuple[float, float, f
     minimum = spec.parameters["min_window_calls"]
     means = np.array([np.mean(v) for v in tiles.values() if len(v) >= minimum])
     median = float(np.median(means))
-    scale = 1.4826 * float(np.median(np.abs(means - median)))
+    # The scale: the MAD's, floored at the current mean's standard error.
+    standard_error = float(np.std(current)) / np.sqrt(len(current))
+    scale = max(1.4826 * float(np.median(np.abs(means - median))), standard_error)
     return (float(np.mean(current)) - median) / scale, median, float(np.mean(current))
 
 
@@ -82,13 +84,28 @@ def test_a_confidence_drop_for_one_language_is_found_there(client, recorder) -> 
     assert anomaly["statistics"]["z"] == pytest.approx(z, rel=1e-9)
     assert anomaly["baseline_value"] == pytest.approx(median, rel=1e-9)
     assert anomaly["current_value"] == pytest.approx(mean, rel=1e-9)
-    assert anomaly["p_value"] == pytest.approx(2 * stats.norm.sf(abs(z)), rel=1e-6, abs=1e-300)
     assert anomaly["statistics"]["baseline_windows"] == 12
+    assert anomaly["p_value"] == pytest.approx(2 * stats.t.sf(abs(z), 11), rel=1e-6, abs=1e-300)
     assert abs(anomaly["statistics"]["rest_z"]) <= spec.parameters["rest_threshold"]
     assert "metric.confidence dropped for feature.language=es" in anomaly["details"]
 
 
 def test_steady_confidence_raises_nothing(client, recorder) -> None:  # type: ignore[no-untyped-def]
     _store(client, recorder, _sentiment_calls(drop=0.0))
+    run = run_detector(client, _spec(), dt.datetime.fromtimestamp(END, dt.timezone.utc))
+    assert run.new_anomalies == []
+
+
+def test_a_quiet_history_does_not_turn_sampling_noise_into_a_shift(client, recorder) -> None:  # type: ignore[no-untyped-def]
+    """Window means that never moved (MAD 0) and a current window whose mean is off
+    by its sampling noise only: the scale is floored at that window's standard error."""
+    rng = random.Random(4)
+    calls = []
+    for i, second in enumerate(range(END - 3 * 3600 - WINDOW, END - WINDOW, 4)):
+        # every earlier window: the same values, so the same mean, 0.9
+        calls.append((float(second), LANGUAGES[i % 4], 0.85 if (i // 4) % 2 else 0.95))
+    for second in range(END - WINDOW, END):
+        calls.append((float(second), rng.choice(LANGUAGES), rng.gauss(0.9, 0.05)))
+    _store(client, recorder, calls)
     run = run_detector(client, _spec(), dt.datetime.fromtimestamp(END, dt.timezone.utc))
     assert run.new_anomalies == []

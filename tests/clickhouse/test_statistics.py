@@ -46,6 +46,13 @@ def test_survival_functions_match_scipy(client) -> None:  # type: ignore[no-unty
     got = _evaluate(client, [f"sw_chi2_sf({x!r}, {k})" for x, k in cases])
     for (x, k), value in zip(cases, got, strict=True):
         assert value == pytest.approx(stats.chi2.sf(x, k), rel=1e-9, abs=1e-300), (x, k)
+    # Student's t (the incomplete beta on both sides of its switch point).
+    cases = [(float(t), int(k)) for t, k in zip(rng.gamma(2.0, 1.5, 30), rng.integers(1, 80, 30),
+                                                strict=True)]  # fmt: skip
+    cases += [(0.0, 5), (4.01, 14), (12.0, 3), (40.0, 100), (0.3, 1), (2.0, 1000)]
+    got = _evaluate(client, [f"sw_student_t_2sf({t!r}, {k})" for t, k in cases])
+    for (t, k), value in zip(cases, got, strict=True):
+        assert value == pytest.approx(2 * stats.t.sf(t, k), rel=1e-9, abs=1e-300), (t, k)
     points = [0.2, 0.5, 0.8, 1.0, 1.2224, 1.36, 1.63, 2.0, 3.0]
     got = _evaluate(client, [f"sw_kolmogorov_sf({t})" for t in points])
     assert got == pytest.approx([stats.kstwobign.sf(t) for t in points], rel=1e-9)

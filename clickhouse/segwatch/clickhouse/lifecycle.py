@@ -5,9 +5,9 @@ A detector run finds anomalies per segment, quantity and window
 
 * :func:`most_specific` — one alert for a parent segment and its crosses: when
   ``country=BR`` and ``country×device=BR × ios`` are both found for the same
-  quantity, the cross is kept if it scores higher (the change is concentrated
-  there), the parent otherwise (the change spans the parent; its crosses only
-  share it).
+  quantity, the cross is kept if it alone is found in BR and scores higher (the
+  change is concentrated there), the parent otherwise (the change spans the
+  parent; its crosses only share it).
 * :func:`update_lifecycle` — persistence and the open → resolved lifecycle: an
   anomaly opens when its key was found in at least ``found`` of the detector's
   last ``windows`` windows, and resolves once it was found in none of them.
@@ -84,28 +84,44 @@ def most_specific(findings: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The findings with one per parent-and-crosses family, the most specific culprit.
 
     A cross and a parent are one family when the cross's segment lies in the
-    parent's and both are about the same detector, model and quantity. The
-    one kept names the others in its ``details``.
+    parent's and both are about the same detector, model and quantity. When
+    several crosses of one cross dimension are found inside a parent found too
+    (``BR × ios`` and ``BR × web`` with ``BR``), the change spans the parent:
+    the parent is kept. A single cross is kept over its parent only when it
+    scores higher (the change is concentrated there). The one kept names the
+    others in its ``details``.
     """
 
     def family(f: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(f[k] for k in KEY_COLUMNS if k not in ("segment_dim", "segment_value"))
 
     by_segment = {(family(f), f["segment_dim"], f["segment_value"]): f for f in findings}
-    dropped: set[int] = set()
+    inside: dict[tuple[Any, ...], list[dict[str, Any]]] = {}  # crosses found in a found parent
     for finding in findings:
         for dim, value in _parents(finding):
-            parent = by_segment.get((family(finding), dim, value))
-            if parent is None or id(parent) in dropped or id(finding) in dropped:
-                continue
-            concentrated = finding["score"] > parent["score"]
-            keep, drop = (finding, parent) if concentrated else (parent, finding)
-            dropped.add(id(drop))
-            keep["details"] = (
-                f"{keep['details']}; also seen in {drop['segment_dim']}={drop['segment_value']} "
-                f"(score {drop['score']:.3g})"
-            )
+            if (family(finding), dim, value) in by_segment:
+                key = (family(finding), dim, value, finding["segment_dim"])
+                inside.setdefault(key, []).append(finding)
+    dropped: set[int] = set()
+    for (fam, dim, value, _), crosses in inside.items():
+        parent = by_segment[(fam, dim, value)]
+        crosses = [c for c in crosses if id(c) not in dropped]
+        if id(parent) in dropped or not crosses:
+            continue
+        if len(crosses) == 1 and crosses[0]["score"] > parent["score"]:
+            _fold(keep=crosses[0], drop=[parent], dropped=dropped)
+        else:
+            _fold(keep=parent, drop=crosses, dropped=dropped)
     return [f for f in findings if id(f) not in dropped]
+
+
+def _fold(keep: dict[str, Any], drop: list[dict[str, Any]], dropped: set[int]) -> None:
+    for other in drop:
+        dropped.add(id(other))
+        keep["details"] = (
+            f"{keep['details']}; also seen in {other['segment_dim']}={other['segment_value']} "
+            f"(score {other['score']:.3g})"
+        )
 
 
 def update_lifecycle(

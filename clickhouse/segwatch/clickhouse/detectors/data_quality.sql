@@ -141,9 +141,12 @@ reported AS (
                                              {categories_rest_threshold:Float64}) AS is_specific
             FROM (
                 SELECT *,
-                       -- the larger of the two views; a rest too thin to judge localizes nothing
+                       -- the larger of the two views; a rest too thin to judge localizes
+                       -- nothing, nor does one left with less than half of the model's calls
+                       -- (flagged segments holding most calls: the change is the model's)
                        greatest(
-                           if(rest_total_c < {min_support:UInt64} OR rest_total_b < {min_support:UInt64}, inf,
+                           if(rest_total_c < greatest(toFloat64({min_support:UInt64}), model_total_c / 2)
+                              OR rest_total_b < {min_support:UInt64}, inf,
                               rest_bad_c / rest_total_c - rest_bad_b / rest_total_b),
                            if(tested_rest_total_c < {min_support:UInt64}
                               OR tested_rest_total_b < {min_support:UInt64}, inf,

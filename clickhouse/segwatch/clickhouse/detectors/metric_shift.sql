@@ -9,7 +9,12 @@
 -- Score: the robust z-score |mean - median| / (1.4826 MAD) of the window means
 -- (median and MAD: a few bad windows in the baseline do not move them); the
 -- scale is floored at {min_relative_scale} of the median, so a metric that never
--- varied does not alarm on a rounding change. p-value: two-sided normal.
+-- varied does not alarm on a rounding change, and at the standard error of the
+-- current window's mean (its calls' deviation / sqrt(calls)): a MAD of a
+-- dozen window means can come out small by chance, the sampling noise of the
+-- window itself is known. p-value: two-sided Student's t with (baseline
+-- windows - 1) degrees of freedom, as the scale is estimated from those windows
+-- (a normal p would take a dozen windows' spread for the truth).
 --
 -- Noise control: {min_support} calls in the window and {min_baseline_windows}
 -- baseline windows with {min_window_calls} calls each; |z| above {threshold} and
@@ -34,6 +39,8 @@ series AS (
            groupArrayInsertAt(0., slots)(total, toUInt32(slot)) AS totals,
            groupArrayInsertAt(0., slots)(numbers, toUInt32(slot)) AS counts,
            sumIf(received, slot = 0) AS support,
+           sumIf(squares, slot = 0) AS current_squares,
+           sumIf(numeric_received, slot = 0) AS current_numeric_received,
            sumIf(received, slot > 0) AS baseline_support,
            anyIf(exemplars, slot = 0) AS exemplars
     FROM (
@@ -41,6 +48,7 @@ series AS (
                if(bucket_start >= {window_start:DateTime('UTC')}, 0,
                   1 + intDiv(toUnixTimestamp(bucket_start) - history_start, window_seconds)) AS slot,
                sum(sum) AS total, sum(numeric_count) AS numbers, sum(sampled) AS received,
+               sum(sum_sq) AS squares, sum(sampled * numeric_count / greatest(count, 1e-12)) AS numeric_received,
                groupUniqArrayArrayIf(5)(exemplar_trace_ids, bucket_start >= {window_start:DateTime('UTC')})
                    AS exemplars
         FROM ml_segment_rollup_5m FINAL  -- rolled up first by the runner
@@ -55,19 +63,24 @@ tested AS (
     -- Robust z of each segment, and its dimension's series beside it (for the rest).
     SELECT *, {detector:String} AS fdr_family,
            abs(z) AS score,
-           erfc(abs(z) / sqrt(2)) AS p_value
+           sw_student_t_2sf(z, length(means) - 1) AS p_value
     FROM (
         SELECT *, (current_mean - median) / scale AS z
         FROM (
             SELECT *,
                    greatest(1.4826 * sw_median(arrayMap(x -> abs(x - median), means)),
-                            {min_relative_scale:Float64} * abs(median), 1e-12) AS scale
+                            {min_relative_scale:Float64} * abs(median),
+                            -- the current mean's own standard error: a few quiet windows
+                            -- must not make its sampling noise look like a shift
+                            standard_error, 1e-12) AS scale
             FROM (
                 SELECT *, sw_median(means) AS median
                 FROM (
                     SELECT *,
                            sw_window_means(totals, counts, {min_window_calls:Float64}) AS means,
                            totals[1] / counts[1] AS current_mean,
+                           sqrt(greatest(current_squares / counts[1] - pow(current_mean, 2), 0)
+                                / greatest(current_numeric_received, 1)) AS standard_error,
                            -- the two references for the rest of the dimension (see `reported`)
                            anyIf(totals, segment_dim = '__all__') OVER model_quantity AS all_totals,
                            anyIf(counts, segment_dim = '__all__') OVER model_quantity AS all_counts,
@@ -97,11 +110,12 @@ reported AS (
             SELECT *,
                    segment_dim != '__all__' AND rest_z <= {rest_threshold:Float64} AS is_specific
             FROM (
-                -- |robust z| of the rest, the larger of its two views; inf when too thin
+                -- |robust z| of the rest, the larger of its two views; inf when too thin,
+                -- or when the flagged segments hold most of the calls (the model shifted)
                 SELECT *,
                        greatest(
                            if(length(rest_means) < {min_baseline_windows:UInt32}
-                              OR rest_counts[1] < {min_window_calls:Float64}, inf,
+                              OR rest_counts[1] < greatest({min_window_calls:Float64}, all_counts[1] / 2), inf,
                               abs(rest_totals[1] / rest_counts[1] - sw_median(rest_means))
                               / greatest(1.4826 * sw_median(arrayMap(x -> abs(x - sw_median(rest_means)), rest_means)),
                                          {min_relative_scale:Float64} * abs(sw_median(rest_means)), 1e-12)),
@@ -169,7 +183,7 @@ SELECT
         if(segment_dim = '__all__', '',
            concat('; the rest of ', segment_dim, ' held its level (|z| ', toString(round(rest_z, 2)), ')'))
     ) AS details,
-    map('z', z, 'median', median, 'mad_scale', scale, 'current_mean', current_mean,
+    map('z', z, 'median', median, 'scale', scale, 'standard_error', standard_error, 'current_mean', current_mean,
         'baseline_windows', toFloat64(length(means)), 'fdr_tests', toFloat64(fdr_tests),
         'rest_z', if(segment_dim = '__all__', nan, rest_z)) AS statistics
 FROM reported

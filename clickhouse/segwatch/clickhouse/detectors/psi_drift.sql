@@ -210,7 +210,9 @@ reported AS (
     --     the larger of two views: the whole model minus every flagged segment of
     --     the dimension, and its tested segments minus the flagged ones (a
     --     segment without a baseline, e.g. a new value, is then no reference);
-    --     empty rests score inf. The drift is specific to the flagged segments
+    --     rests too thin to judge score inf, and so does a rest left with less
+    --     than half of the model's calls (most calls moved: the model drifted,
+    --     not the segments). The drift is specific to the flagged segments
     --     when the rest did not move (at most rest_threshold; 0.1 = "no shift");
     --   mirror_score: (country=BR, feature.amount) and (amount=[100, 1000),
     --     feature.country) are one change of the pair (country, amount) seen from
@@ -235,7 +237,8 @@ reported AS (
                 FROM (
                     SELECT *,
                            greatest(
-                               if(arraySum(rest_b) < {min_support:UInt64} OR arraySum(rest_c) < {min_support:UInt64},
+                               if(arraySum(rest_b) < {min_support:UInt64}
+                                  OR arraySum(rest_c) < greatest(toFloat64({min_support:UInt64}), arraySum(all_c) / 2),
                                   inf, sw_psi(rest_b, rest_c)),
                                if(arraySum(tested_rest_b) < {min_support:UInt64}
                                   OR arraySum(tested_rest_c) < {min_support:UInt64},

@@ -42,6 +42,25 @@
         if(x < a + 1, sw_gamma_q_series(a, x), sw_gamma_q_fraction(a, x))))) AS sw_gamma_q,
 -- The chi-square survival function: P(X > x) for `dof` degrees of freedom.
 (x, dof) -> if(dof < 1, 1.0, sw_gamma_q(dof / 2, x / 2)) AS sw_chi2_sf,
+-- The regularized incomplete beta I_x(a, b): its continued fraction by modified
+-- Lentz (Numerical Recipes 6.4), each fold step two of the fraction's terms, on
+-- the side of x where it converges fast.
+(v) -> if(abs(v) < 1e-300, 1e-300, v) AS sw_nonzero,
+(acc, aa) -> (sw_nonzero(1 + aa / acc.1), 1 / sw_nonzero(1 + aa * acc.2),
+              acc.3 * sw_nonzero(1 + aa / acc.1) / sw_nonzero(1 + aa * acc.2)) AS sw_lentz_step,
+(a, b, x) -> arrayFold(
+        (acc, m) -> sw_lentz_step(
+            sw_lentz_step(acc, m * (b - m) * x / ((a - 1 + 2 * m) * (a + 2 * m))),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 1 + 2 * m))),
+        range(1, 200),
+        (1.0, 1 / sw_nonzero(1 - (a + b) * x / (a + 1)), 1 / sw_nonzero(1 - (a + b) * x / (a + 1)))).3
+        AS sw_beta_fraction,
+(a, b, x) -> if(x <= 0, 0.0, if(x >= 1, 1.0, if(x < (a + 1) / (a + b + 2),
+        exp(lgamma(a + b) - lgamma(a) - lgamma(b) + a * log(x) + b * log(1 - x)) * sw_beta_fraction(a, b, x) / a,
+        1 - exp(lgamma(a + b) - lgamma(a) - lgamma(b) + a * log(x) + b * log(1 - x))
+            * sw_beta_fraction(b, a, 1 - x) / b))) AS sw_beta_inc,
+-- Student's t, two-sided: P(|T| > |t|) for `dof` degrees of freedom.
+(t, dof) -> greatest(0.0, least(1.0, sw_beta_inc(dof / 2, 0.5, dof / (dof + t * t)))) AS sw_student_t_2sf,
 -- Kolmogorov's limiting distribution, P(K > t) (scipy.stats.kstwobign.sf): the
 -- asymptotic p-value of the two-sample KS statistic D at t = D sqrt(nb nc / (nb + nc)).
 (t) -> if(t < 0.05, 1.0, greatest(0.0, least(1.0, 2 * arraySum(arrayMap(
