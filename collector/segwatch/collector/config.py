@@ -535,7 +535,7 @@ def expected_biases_parameter(config: CollectorConfig) -> str:
     lines = []
     for bias in config.expected_biases:
         model = config.models.get(bias.model, ModelConfig())
-        prefix = "feature" if bias.dimension in model.features else "context"
+        prefix = "context" if bias.dimension in model.contexts else "feature"
         for quantity in bias.quantities or ("",):
             lines.append(f"{bias.model}\t{prefix}.{bias.dimension}\t{quantity}")
     return "\n".join(lines)

@@ -30,7 +30,14 @@ from segwatch.clickhouse.queries import Table
 from segwatch.instrumentation import monitor
 
 from .access import detect_table
-from .config import ApiConfig, CollectorConfig, ReceiverConfig, SchedulerConfig, StorageConfig
+from .config import (
+    ApiConfig,
+    CollectorConfig,
+    ExpectedBias,
+    ReceiverConfig,
+    SchedulerConfig,
+    StorageConfig,
+)
 from .service import Collector
 from .table import print_table
 
@@ -139,6 +146,9 @@ def run_demo(data_dir: str | None, as_json: bool = False) -> int:
         receiver=ReceiverConfig(endpoint="127.0.0.1:0"),
         api=ApiConfig(endpoint="127.0.0.1:0"),
         scheduler=SchedulerConfig(enabled=False),  # the demo runs the detectors itself
+        # The fraud score rises with the amount by design (see simulate): declared,
+        # so the bias detector does not report the amount segments.
+        expected_biases=(ExpectedBias("fraud", "amount", ("output.score",)),),
     )
     collector = Collector(config)
     say(f"segwatch demo: starting a collector on the embedded store {store_dir}")
