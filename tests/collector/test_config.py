@@ -110,6 +110,19 @@ def test_detector_durations_are_whole_five_minutes() -> None:
     )
 
 
+def test_labels_reach_the_performance_detector() -> None:
+    override = "detectors:\n  performance: {delay: 2d, threshold: 0.03}\n"
+    text = EXAMPLES[1].replace("detectors:\n", override)
+    config = parse_config(text)
+    performance = next(d for d in configured_detectors(config) if d.name == "performance")
+    assert performance.delay == 2 * 86400 and performance.parameters["threshold"] == 0.03
+    assert performance.parameters["labels"] == (
+        "fraud\tlabel.is_fraud\tclassification\toutput.decision\toutput.score\tfraud\t0.5"
+    )
+    with pytest.raises(ConfigError, match="a regression label needs prediction"):
+        parse_config("models:\n  eta:\n    labels:\n      minutes: {kind: regression}\n")
+
+
 def test_validate_command(tmp_path: Path) -> None:
     good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
     good.write_text(EXAMPLES[0])

@@ -92,6 +92,7 @@ class DetectorSpec:
     run_if: str = ""  # a query of one boolean: the detector runs only when it is true
     persistence: Persistence = field(default_factory=Persistence)
     emits: tuple[str, ...] = ()  # the detector names its rows carry, when not just its own
+    delay: int = 0  # seconds the window lags the run (labels that need time to arrive)
 
     @property
     def detectors(self) -> tuple[str, ...]:
@@ -101,7 +102,7 @@ class DetectorSpec:
     def windows(self, at: dt.datetime) -> dict[str, dt.datetime]:
         """Window and baseline for a run at ``at``: the window ends at the last cadence boundary."""
         epoch = int(at.timestamp())
-        end = epoch - epoch % self.cadence
+        end = epoch - epoch % self.cadence - self.delay
         start = end - self.window
         return {
             "window_start": _utc(start),
@@ -153,6 +154,7 @@ def load_manifest(package: str = "segwatch.clickhouse.detectors") -> list[Detect
             "run_if",
             "persistence",
             "emits",
+            "delay",
         }
         if unknown:
             problems.append(f"{where}: unknown keys {sorted(unknown)}")
@@ -162,6 +164,12 @@ def load_manifest(package: str = "segwatch.clickhouse.detectors") -> list[Detect
                 durations[key] = check_detector_duration(parse_duration(entry.get(key, "")))
             except ValueError as exc:
                 problems.append(f"{where}.{key}: {exc}")
+        delay = 0
+        if "delay" in entry:
+            try:
+                delay = check_detector_duration(parse_duration(entry["delay"]))
+            except ValueError as exc:
+                problems.append(f"{where}.delay: {exc}")
         file_name = entry.get("file", f"{name}.sql")
         if not isinstance(file_name, str) or not re.match(r"^[a-z0-9_]+\.sql$", file_name):
             problems.append(f"{where}.file: {file_name!r} must be a plain .sql file name")
@@ -204,6 +212,7 @@ def load_manifest(package: str = "segwatch.clickhouse.detectors") -> list[Detect
                     parameters=dict(parameters),
                     persistence=persistence,
                     emits=tuple(emits),
+                    delay=delay,
                     **durations,
                 )
             )
@@ -317,6 +326,8 @@ def run_detector(client: Client, spec: DetectorSpec, at: dt.datetime) -> Detecto
 
 def _roll_up_for(client: Client, spec: DetectorSpec, windows: dict[str, dt.datetime]) -> None:
     """Roll up what this run reads and is not rolled up for good yet (see rollups)."""
+    if FIVE_MINUTES.table not in spec.sql:
+        return  # reads no roll-up (e.g. performance: labelled raw calls)
     start, end = windows["baseline_start"], windows["window_end"]
     ranges = [(start, end)]
     season = int(spec.parameters.get("season", 0) or 0)

@@ -36,6 +36,7 @@ __all__ = [
     "DetectorConfig",
     "ExpectedBias",
     "FieldConfig",
+    "LabelConfig",
     "ModelConfig",
     "ReceiverConfig",
     "SchedulerConfig",
@@ -92,6 +93,24 @@ class FieldConfig:
 
 
 @dataclass(frozen=True)
+class LabelConfig:
+    """How one delayed label (``ml.label.<name>``) grades the model's calls.
+
+    ``classification``: the truth is a class; ``prediction`` names the output
+    holding the predicted class (accuracy, precision, recall), ``score`` a
+    numeric output scoring ``positive`` (AUC; with ``threshold`` it also
+    predicts the class when there is no ``prediction``). ``regression``: the
+    truth is a number, ``prediction`` the output estimating it (MAE, RMSE).
+    """
+
+    kind: str = "classification"
+    prediction: str = ""
+    score: str = ""
+    positive: str = "true"
+    threshold: float = 0.5
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     features: dict[str, FieldConfig] = field(default_factory=dict)
     outputs: dict[str, FieldConfig] = field(default_factory=dict)
@@ -99,6 +118,7 @@ class ModelConfig:
     contexts: tuple[str, ...] = ()
     crosses: tuple[tuple[str, str], ...] = ()
     baseline: str | None = None
+    labels: dict[str, LabelConfig] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -123,6 +143,7 @@ class DetectorConfig:
     cadence: int | None = None
     window: int | None = None
     baseline: int | None = None
+    delay: int | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
@@ -315,6 +336,13 @@ _SCHEMA = Record({
         "contexts": ListOf(Scalar(str, _field_name)),
         "crosses": ListOf(_CROSS),
         "baseline": Scalar(str),
+        "labels": Table(Record({
+            "kind": Scalar(str, _one_of("classification", "regression")),
+            "prediction": Scalar(str, _field_name),
+            "score": Scalar(str, _field_name),
+            "positive": Scalar((str, int, bool)),
+            "threshold": _NUMBER,
+        }), _field_name),
     })),
     "contexts": _FIELDS,
     "baselines": Table(Record({
@@ -332,6 +360,7 @@ _SCHEMA = Record({
         "cadence": Scalar(str, _detector_duration),
         "window": Scalar(str, _detector_duration),
         "baseline": Scalar(str, _detector_duration),
+        "delay": Scalar(str, _detector_duration),
         "threshold": Scalar((int, float), _at_least(0)),
         "min_support": Scalar(int, _at_least(1)),
         "parameters": Table(Scalar((int, float, str))),
@@ -417,6 +446,7 @@ def _build(data: dict[str, Any], problems: Problems) -> CollectorConfig:
                 cadence=parse_duration(spec["cadence"]) if "cadence" in spec else None,
                 window=parse_duration(spec["window"]) if "window" in spec else None,
                 baseline=parse_duration(spec["baseline"]) if "baseline" in spec else None,
+                delay=parse_duration(spec["delay"]) if "delay" in spec else None,
                 parameters={
                     **spec.get("parameters", {}),
                     **{k: spec[k] for k in ("threshold", "min_support") if k in spec},
@@ -476,7 +506,27 @@ def _model(path: str, spec: dict[str, Any], problems: Problems) -> ModelConfig:
         contexts=tuple(spec.get("contexts", ())),
         crosses=tuple(tuple(c) for c in spec.get("crosses", ())),
         baseline=spec.get("baseline"),
+        labels={n: _label(f"{path}.labels.{n}", label, problems)
+                for n, label in spec.get("labels", {}).items()},
     )  # fmt: skip
+
+
+def _label(path: str, spec: dict[str, Any], problems: Problems) -> LabelConfig:
+    kind = spec.get("kind", "classification")
+    if kind == "regression" and not spec.get("prediction"):
+        problems.at(path, "a regression label needs prediction: the output estimating it")
+    if kind == "classification" and not (spec.get("prediction") or spec.get("score")):
+        problems.at(path, "a classification label needs prediction (the predicted class) "
+                          "or score (the positive class's score)")  # fmt: skip
+    positive = spec.get("positive", "true")
+    return LabelConfig(
+        kind=kind,
+        prediction=spec.get("prediction", ""),
+        score=spec.get("score", ""),
+        # booleans are stored as true/false (segwatch.instrumentation.values)
+        positive=str(positive).lower() if isinstance(positive, bool) else str(positive),
+        threshold=float(spec.get("threshold", 0.5)),
+    )
 
 
 def _check_references(config: CollectorConfig, data: dict[str, Any], problems: Problems) -> None:
@@ -541,6 +591,26 @@ def expected_biases_parameter(config: CollectorConfig) -> str:
     return "\n".join(lines)
 
 
+def labels_parameter(config: CollectorConfig) -> str:
+    """The config's labels as the performance detector reads them: one
+    ``model<TAB>label<TAB>kind<TAB>prediction<TAB>score<TAB>positive<TAB>threshold``
+    per line, names as stored (``label.x``, ``output.y``; empty when not given)."""
+    lines = []
+    for model_name, model in sorted(config.models.items()):
+        for name, label in sorted(model.labels.items()):
+            fields = [
+                model_name,
+                f"label.{name}",
+                label.kind,
+                f"output.{label.prediction}" if label.prediction else "",
+                f"output.{label.score}" if label.score else "",
+                label.positive,
+                repr(label.threshold),
+            ]
+            lines.append("\t".join(fields))
+    return "\n".join(lines)
+
+
 def configured_detectors(config: CollectorConfig) -> list[DetectorSpec]:
     """The manifest's detectors with the config's overrides, the disabled ones left out.
 
@@ -557,12 +627,15 @@ def configured_detectors(config: CollectorConfig) -> list[DetectorSpec]:
             parameters["min_support"] = config.segments.min_segment_size
         if "expected_biases" in parameters:
             parameters["expected_biases"] = expected_biases_parameter(config)
+        if "labels" in parameters:
+            parameters["labels"] = labels_parameter(config)
         parameters.update(override.parameters)
         specs.append(dataclasses.replace(
             spec,
             cadence=override.cadence or spec.cadence,
             window=override.window or spec.window,
             baseline=override.baseline or spec.baseline,
+            delay=override.delay or spec.delay,
             parameters=parameters,
         ))  # fmt: skip
     return specs
