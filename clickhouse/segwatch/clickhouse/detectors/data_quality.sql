@@ -97,13 +97,14 @@ tested AS (
            multiIf(check = 'missing', {missing_threshold:Float64}, check = 'range', {range_threshold:Float64},
                    {categories_threshold:Float64}) AS threshold,
            share_c - share_b AS score,
-           if(check = 'missing',
+           -- (1 when the score cannot be reported: see fdr.sql)
+           if(score <= threshold, 1.0, if(check = 'missing',
               -- one-sided two-proportion z-test on the calls received
               0.5 * erfc((share_c - share_b)
                          / sqrt(greatest(pooled * (1 - pooled) * (1 / support + 1 / baseline_support), 1e-300))
                          / sqrt(2)),
               -- P(at least this many bad calls) for a Poisson count of mean support * p_null
-              if(bad_received < 1, 1.0, 1 - sw_gamma_q(bad_received, support * p_null))) AS p_value
+              if(bad_received < 1, 1.0, 1 - sw_gamma_q(bad_received, support * p_null)))) AS p_value
     FROM (
         SELECT *,
                if(total_c > 0, bad_c / total_c, 0) AS share_c,

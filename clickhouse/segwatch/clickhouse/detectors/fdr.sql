@@ -6,7 +6,11 @@
 -- per family the k smallest p-values, for the largest k with
 -- p_(k) <= k / m * fdr (m tests).
 -- Thousands of segments tested at once then raise about fdr * (discoveries)
--- false alarms, not 5 % of every segment. Nested, not two CTEs: a CTE read
+-- false alarms, not 5 % of every segment.
+-- A test whose score does not pass the detector's threshold is never reported;
+-- detectors give it p = 1 rather than compute its tail. That is conservative:
+-- with some p-values raised, BH rejects a subset of what it would reject with
+-- the exact ones (every test still counts in m). Nested, not two CTEs: a CTE read
 -- twice is computed twice.
 significant AS (
     SELECT *

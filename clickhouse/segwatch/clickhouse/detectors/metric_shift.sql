@@ -63,7 +63,8 @@ tested AS (
     -- Robust z of each segment, and its dimension's series beside it (for the rest).
     SELECT *, {detector:String} AS fdr_family,
            abs(z) AS score,
-           sw_student_t_2sf(z, length(means) - 1) AS p_value
+           -- (1 when |z| cannot be reported: see fdr.sql)
+           if(abs(z) <= {threshold:Float64}, 1.0, sw_student_t_2sf(z, length(means) - 1)) AS p_value
     FROM (
         SELECT *, (current_mean - median) / scale AS z
         FROM (

@@ -38,6 +38,11 @@ WITH
 assumeNotNull((SELECT (1 + a) / (1 - a) FROM (
     SELECT toFloat64OrDefault(argMax(value, set_at), 0.01) AS a
     FROM ml_store_settings WHERE name = 'histogram_accuracy'))) AS histogram_gamma,
+-- p-values of the chi-square (bins) and Kolmogorov-Smirnov (t = D sqrt(n m / (n + m)))
+-- tests; BH at fdr <= 0.5 never rejects p > 0.5, so below the median they read 1
+-- (chi-square: x below dof - 1; Kolmogorov: t < 0.82).
+(x, bins) -> if(x < bins - 2, 1.0, sw_chi2_sf(x, bins - 1)) AS sw_chi2_p,
+(t) -> if(t < 0.82, 1.0, sw_kolmogorov_sf(t)) AS sw_ks_p,
 /*@rolled_up*/
 live AS (
     SELECT
@@ -167,16 +172,18 @@ fine AS (
 tested AS (
     -- Beside each test, the whole model's bins and those of every tested segment of
     -- its dimension (the two references for the rest of the dimension, see `reported`).
-    SELECT *, {detector:String} AS fdr_family, if(numeric, least(1.0, 2 * least(ks_p, chi2_p)), chi2_p) AS p_value,
+    -- p-values only where they can matter: 1 for a test scoring at most the
+    -- threshold (see fdr.sql), so the costly tails are computed for the few
+    -- tests that can be reported.
+    SELECT *, {detector:String} AS fdr_family,
+           if(score > {threshold:Float64},
+              if(numeric, least(1.0, 2 * least(sw_ks_p(ks_t), sw_chi2_p(chi2, kept_bins))),
+                 sw_chi2_p(chi2, kept_bins)),
+              1.0) AS p_value,
            sumForEach(b) OVER dimension AS dimension_b,
            sumForEach(c) OVER dimension AS dimension_c
     FROM (
-        SELECT *,
-               -- Exact p-values only where they can matter: Benjamini-Hochberg at fdr <= 0.5
-               -- never rejects p > 0.5, so such a p may read 1 without changing a result
-               -- (chi-square: x below dof - 1 is below the median; Kolmogorov: t < 0.82).
-               if(chi2 < length(kept_b) - 2, 1.0, sw_chi2_sf(chi2, length(kept_b) - 1)) AS chi2_p,
-               if(numeric, if(ks_t < 0.82, 1.0, sw_kolmogorov_sf(ks_t)), nan) AS ks_p
+        SELECT *, length(kept_b) AS kept_bins
         FROM (
             SELECT *, sw_chi2_of(kept_b, kept_c) AS chi2
             FROM (
@@ -295,7 +302,8 @@ SELECT
         if(segment_dim = '__all__', '',
            concat('; the rest of ', segment_dim, ' did not shift (PSI ', toString(round(rest_score, 3)), ')'))
     ) AS details,
-    map('psi', score, 'js', js, 'chi2', chi2, 'chi2_p', chi2_p, 'ks', ks, 'ks_p', ks_p,
+    map('psi', score, 'js', js, 'chi2', chi2, 'chi2_p', sw_chi2_p(chi2, kept_bins),
+        'ks', ks, 'ks_p', if(numeric, sw_ks_p(ks_t), nan),
         'wasserstein', wasserstein, 'fdr_tests', toFloat64(fdr_tests),
         'rest_psi', if(segment_dim = '__all__', nan, rest_score)) AS statistics
 FROM reported

@@ -19,7 +19,8 @@ tested AS (
     SELECT *, {detector:String} AS fdr_family,
            greatest(0., 1 - support / expected) AS score,
            -- P(X <= k) for a Poisson count of mean `expected` is Q(k + 1, expected)
-           sw_gamma_q(support + 1, expected) AS p_value
+           -- (1 when the drop cannot be reported: see fdr.sql)
+           if(score <= {threshold:Float64}, 1.0, sw_gamma_q(support + 1, expected)) AS p_value
     FROM (
         SELECT *,
                baseline_support / model_baseline_support * model_support AS expected
