@@ -110,6 +110,14 @@ def test_detector_durations_are_whole_five_minutes() -> None:
     )
 
 
+def test_persistence_can_be_overridden() -> None:
+    config = parse_config("detectors:\n  volume: {persistence: {found: 3, windows: 4}}\n")
+    volume = next(d for d in configured_detectors(config) if d.name == "volume")
+    assert (volume.persistence.found, volume.persistence.windows) == (3, 4)
+    with pytest.raises(ConfigError, match=r"found \(5\) cannot exceed windows \(2\)"):
+        parse_config("detectors:\n  volume: {persistence: {found: 5, windows: 2}}\n")
+
+
 def test_labels_reach_the_performance_detector() -> None:
     override = "detectors:\n  performance: {delay: 2d, threshold: 0.03}\n"
     text = EXAMPLES[1].replace("detectors:\n", override)

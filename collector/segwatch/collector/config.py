@@ -24,6 +24,7 @@ from segwatch.clickhouse.detection import (
     load_manifest,
     parse_duration,
 )
+from segwatch.clickhouse.lifecycle import Persistence
 from segwatch.clickhouse.store import DEFAULT_DSN, parse_dsn
 
 from .config_schema import Choice, ListOf, Problems, Record, Scalar, Table, validate
@@ -144,6 +145,7 @@ class DetectorConfig:
     window: int | None = None
     baseline: int | None = None
     delay: int | None = None
+    persistence: tuple[int, int] | None = None  # (found, windows)
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
@@ -361,6 +363,8 @@ _SCHEMA = Record({
         "window": Scalar(str, _detector_duration),
         "baseline": Scalar(str, _detector_duration),
         "delay": Scalar(str, _detector_duration),
+        "persistence": Record({"found": Scalar(int, _between(1, 100)),
+                               "windows": Scalar(int, _between(1, 100))}),
         "threshold": Scalar((int, float), _at_least(0)),
         "min_support": Scalar(int, _at_least(1)),
         "parameters": Table(Scalar((int, float, str))),
@@ -447,6 +451,7 @@ def _build(data: dict[str, Any], problems: Problems) -> CollectorConfig:
                 window=parse_duration(spec["window"]) if "window" in spec else None,
                 baseline=parse_duration(spec["baseline"]) if "baseline" in spec else None,
                 delay=parse_duration(spec["delay"]) if "delay" in spec else None,
+                persistence=_persistence(f"detectors.{name}", spec.get("persistence"), problems),
                 parameters={
                     **spec.get("parameters", {}),
                     **{k: spec[k] for k in ("threshold", "min_support") if k in spec},
@@ -509,6 +514,17 @@ def _model(path: str, spec: dict[str, Any], problems: Problems) -> ModelConfig:
         labels={n: _label(f"{path}.labels.{n}", label, problems)
                 for n, label in spec.get("labels", {}).items()},
     )  # fmt: skip
+
+
+def _persistence(path: str, spec: Any, problems: Problems) -> tuple[int, int] | None:
+    """``{found: k, windows: n}``: an anomaly opens once found in k of the last n windows."""
+    if spec is None:
+        return None
+    found, windows = spec.get("found", 1), spec.get("windows", 1)
+    if found > windows:
+        problems.at(f"{path}.persistence", f"found ({found}) cannot exceed windows ({windows})")
+        return None
+    return found, windows
 
 
 def _label(path: str, spec: dict[str, Any], problems: Problems) -> LabelConfig:
@@ -636,6 +652,8 @@ def configured_detectors(config: CollectorConfig) -> list[DetectorSpec]:
             window=override.window or spec.window,
             baseline=override.baseline or spec.baseline,
             delay=override.delay or spec.delay,
+            persistence=Persistence(*override.persistence) if override.persistence
+                        else spec.persistence,
             parameters=parameters,
         ))  # fmt: skip
     return specs
