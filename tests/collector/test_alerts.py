@@ -17,14 +17,26 @@ from google.protobuf.any_pb2 import Any as AnyMessage
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 
-from segwatch.collector.alerts import OtlpAnomalyExporter, WebhookNotifier, notifiers
+from segwatch.clickhouse.queries import add_exemplar_span_ids
+from segwatch.collector.alerts import (
+    OtlpAnomalyExporter,
+    WebhookNotifier,
+    anomaly_log_records,
+    notifiers,
+)
+from segwatch.collector.calls import call_rows
 from segwatch.collector.config import AlertsConfig, WebhookConfig
+from segwatch.collector.decode import decode_request
+from segwatch.collector.export import ClickHouseExporter
+from segwatch.instrumentation import monitor
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
+SPAN = "b7ad6b7169203331"
 
 
 def _transition(state: str = "open", segment: str = "BR") -> dict:
     return {
+        "exemplar_span_id": SPAN,
         "state": state, "detector": "psi_drift", "model_name": "fraud", "model_version": "2",
         "model_stage": "serving", "segment_dim": "feature.country", "segment_value": segment,
         "quantity": "feature.amount",
@@ -79,7 +91,7 @@ def test_anomalies_go_out_as_otlp_log_records(logs_server) -> None:  # type: ign
     opened, resolved = records
     assert opened.event_name == "ml.anomaly" and opened.severity_text == "WARN"
     assert resolved.severity_text == "INFO"
-    assert opened.trace_id.hex() == TRACE
+    assert opened.trace_id.hex() == TRACE and opened.span_id.hex() == SPAN
     assert opened.body.string_value.startswith("feature.amount drifted for feature.country=BR")
     attributes = {a.key: a.value for a in opened.attributes}
     assert attributes["ml.anomaly.detector"].string_value == "psi_drift"
@@ -141,3 +153,29 @@ def test_the_config_names_the_destinations() -> None:
     built = notifiers(AlertsConfig(webhooks=(WebhookConfig("http://127.0.0.1:9/a"),),
                                    otlp_endpoint="http://127.0.0.1:4317"))  # fmt: skip
     assert [type(n).__name__ for n in built] == ["OtlpAnomalyExporter", "WebhookNotifier"]
+
+
+def test_the_exemplar_span_id_is_read_from_the_raw_calls(client, recorder) -> None:  # type: ignore[no-untyped-def]
+    """Aggregates keep trace ids only; the span of the call is found in ml_model_calls."""
+    model = monitor(model="fraud", version="2", tracer_provider=recorder.provider)
+    start = int(dt.datetime(2026, 11, 26, 10, 5, tzinfo=dt.timezone.utc).timestamp()) * 10**9
+    with model.call(start_time=start, end_time=start + 1) as call:
+        call.features(country="BR")
+    (span,) = recorder.spans()
+    trace, span_id = f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}"
+    exporter = ClickHouseExporter(client)
+    exporter.start()
+    try:
+        exporter.submit(call_rows(decode_request(recorder.request()))).result(timeout=30)
+    finally:
+        exporter.shutdown()
+    found, other_model, unknown = _transition(), _transition(), _transition()
+    for t in (found, other_model, unknown):
+        del t["exemplar_span_id"]
+    found["exemplar_trace_ids"] = other_model["exemplar_trace_ids"] = [trace]
+    other_model["model_name"] = "eta"  # the same trace, not a call of this model
+    add_exemplar_span_ids(client, [found, other_model, unknown])
+    assert found["exemplar_span_id"] == span_id
+    assert "exemplar_span_id" not in other_model and "exemplar_span_id" not in unknown
+    (record,) = anomaly_log_records([found])
+    assert (record.trace_id.hex(), record.span_id.hex()) == (trace, span_id)

@@ -14,6 +14,7 @@ __all__ = [
     "ANOMALY_STATES",
     "AnomalyFilter",
     "Table",
+    "add_exemplar_span_ids",
     "json_value",
     "list_anomalies",
     "read_only_query",
@@ -180,3 +181,38 @@ def list_anomalies(client: Client, selection: AnomalyFilter | None = None) -> Ta
     }
     query = _FINDINGS_QUERY if selection.findings else _STATES_QUERY
     return run_query(client, query, parameters=parameters)
+
+
+def add_exemplar_span_ids(client: Client, transitions: list[dict[str, Any]]) -> None:
+    """Set each transition's ``exemplar_span_id``: the span of its first exemplar trace
+    that was a call of its model, read from the raw calls (aggregates keep trace ids
+    only). Left out when raw calls are not kept or have expired.
+    """
+    wanted = {
+        (t["model_name"], t["exemplar_trace_ids"][0]): t
+        for t in transitions
+        if t.get("exemplar_trace_ids")
+    }
+    if not wanted:
+        return
+    starts = [t["window_start"] for t in transitions]
+    ends = [t["window_end"] for t in transitions]
+    rows = client.query(
+        "SELECT model_name, trace_id, any(span_id) FROM ml_model_calls "
+        "WHERE model_name IN {models:Array(String)} AND trace_id IN {traces:Array(String)} "
+        # exemplars come from the window, or from the baseline before it (a vanished segment)
+        "AND timestamp >= {since:DateTime('UTC')} - INTERVAL 8 DAY "
+        "AND timestamp < {until:DateTime('UTC')} GROUP BY model_name, trace_id",
+        parameters={
+            "models": sorted({m for m, _ in wanted}),
+            "traces": sorted({trace for _, trace in wanted}),
+            "since": min(starts).strftime("%Y-%m-%d %H:%M:%S"),
+            "until": max(ends).strftime("%Y-%m-%d %H:%M:%S"),
+        },
+    ).result_rows
+    spans = {(model, trace): span for model, trace, span in rows}
+    for t in transitions:
+        trace_ids = t.get("exemplar_trace_ids") or []
+        span = spans.get((t["model_name"], trace_ids[0])) if trace_ids else None
+        if span:
+            t["exemplar_span_id"] = span

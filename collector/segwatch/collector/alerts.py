@@ -5,7 +5,7 @@ every configured destination:
 
 * :class:`OtlpAnomalyExporter` — one OTLP/gRPC ``LogsService/Export`` per
   batch to ``alerts.otlp.endpoint``: a log record per transition, event name
-  ``ml.anomaly``, the body the anomaly's sentence, the exemplar's trace id,
+  ``ml.anomaly``, the body the anomaly's sentence, the exemplar's trace and span id,
   ``ml.anomaly.*`` and ``ml.model.*`` attributes; severity WARN when it
   opens, INFO when it resolves. Retryable gRPC codes are retried with
   jittered exponential backoff, honouring the server's ``RetryInfo`` delay.
@@ -114,6 +114,10 @@ def anomaly_log_records(transitions: Sequence[dict[str, Any]]) -> list[LogRecord
             trace_id = bytes.fromhex(trace_ids[0]) if trace_ids else b""
         except ValueError:
             trace_id = b""
+        try:
+            span_id = bytes.fromhex(t.get("exemplar_span_id") or "")
+        except ValueError:
+            span_id = b""
         records.append(LogRecord(
             time_unix_nano=_nanos(t["window_end"]),
             observed_time_unix_nano=now,
@@ -124,6 +128,7 @@ def anomaly_log_records(transitions: Sequence[dict[str, Any]]) -> list[LogRecord
             body=AnyValue(string_value=str(t["details"])),
             attributes=[KeyValue(key=k, value=_value(v)) for k, v in attributes.items()],
             trace_id=trace_id if len(trace_id) == 16 else b"",
+            span_id=span_id if len(trace_id) == 16 and len(span_id) == 8 else b"",
         ))  # fmt: skip
     return records
 

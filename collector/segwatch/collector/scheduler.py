@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from clickhouse_connect.driver.client import Client
 
 from segwatch.clickhouse.detection import DetectorSpec, run_detector
+from segwatch.clickhouse.queries import add_exemplar_span_ids
 
 from .alerts import AnomalyNotifier
 
@@ -93,6 +94,11 @@ class DetectorScheduler:
             run.seconds,
         )
         transitions = run.opened + run.resolved
+        if transitions and self._notifiers:
+            try:  # the exemplar's span id, for the OTLP records (trace ids alone are stored)
+                add_exemplar_span_ids(self._client, transitions)
+            except Exception:
+                _logger.exception("reading the exemplars' span ids failed; sending without")
         for notifier in self._notifiers if transitions else ():
             try:
                 notifier.notify(transitions)
