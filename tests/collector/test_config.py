@@ -127,6 +127,8 @@ def test_labels_reach_the_performance_detector() -> None:
     assert performance.parameters["labels"] == (
         "fraud\tlabel.is_fraud\tclassification\toutput.decision\toutput.score\tfraud\t0.5"
     )
+    with pytest.raises(ConfigError, match="'scor' is not an output of model 'fraud'"):
+        parse_config(text.replace("score: score, positive", "score: scor, positive"))
     with pytest.raises(ConfigError, match="a regression label needs prediction"):
         parse_config("models:\n  eta:\n    labels:\n      minutes: {kind: regression}\n")
 

@@ -188,11 +188,8 @@ def add_exemplar_span_ids(client: Client, transitions: list[dict[str, Any]]) -> 
     that was a call of its model, read from the raw calls (aggregates keep trace ids
     only). Left out when raw calls are not kept or have expired.
     """
-    wanted = {
-        (t["model_name"], t["exemplar_trace_ids"][0]): t
-        for t in transitions
-        if t.get("exemplar_trace_ids")
-    }
+    wanted = {(t["model_name"], t["exemplar_trace_ids"][0]) for t in transitions
+              if t.get("exemplar_trace_ids")}  # fmt: skip
     if not wanted:
         return
     starts = [t["window_start"] for t in transitions]

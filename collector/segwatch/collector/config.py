@@ -564,6 +564,11 @@ def _check_references(config: CollectorConfig, data: dict[str, Any], problems: P
                 problems.at(f"models.{name}.crosses[{i}]", "a cross needs two different fields")
         if model.baseline is not None and model.baseline not in config.baselines:
             problems.at(f"models.{name}.baseline", f"no baseline named {model.baseline!r}")
+        for label_name, label in model.labels.items():
+            for role, output in (("prediction", label.prediction), ("score", label.score)):
+                if output and model.outputs and output not in model.outputs:
+                    problems.at(f"models.{name}.labels.{label_name}.{role}",
+                                f"{output!r} is not an output of model {name!r}")  # fmt: skip
     declared = {f for m in config.models.values() for f in (*m.features, *m.contexts)}
     declared |= set(config.contexts)
     for i, cross in enumerate(config.segments.crosses):
