@@ -2,6 +2,11 @@
 -- it at the detector's statistics marker, right after WITH). Every name starts
 -- with sw_ so it cannot shadow a column. Counts are arrays aligned bin by bin.
 --
+-- One step of the modified Lentz method for a continued fraction b0 + a1/(b1 + a2/(b2 + ...)):
+-- state (C, D, value) and the step's terms (a, b) (Numerical Recipes 5.2).
+(v) -> if(abs(v) < 1e-300, 1e-300, v) AS sw_nonzero,
+(acc, a, b) -> (sw_nonzero(b + a / acc.1), 1 / sw_nonzero(b + a * acc.2),
+                acc.3 * sw_nonzero(b + a / acc.1) / sw_nonzero(b + a * acc.2)) AS sw_lentz_step,
 -- PSI on smoothed proportions (add 0.5 per bin: an empty bin never divides by 0).
 (counts) -> arrayMap(x -> (x + 0.5) / (arraySum(counts) + 0.5 * length(counts)), counts) AS sw_smoothed,
 (b, c) -> arraySum(arrayMap((p, q) -> (q - p) * log(q / p), sw_smoothed(b), sw_smoothed(c))) AS sw_psi,
@@ -25,34 +30,29 @@
                   / ((x + y) * arraySum(c) / (arraySum(b) + arraySum(c))),
         b, c)) AS sw_chi2_of,
 -- Regularized upper incomplete gamma Q(a, x): the series for P below a + 1, the
--- continued fraction (modified Lentz) above (Numerical Recipes 6.2).
+-- continued fraction (modified Lentz) above (Numerical Recipes 6.2). The
+-- fraction's terms are computed first, then folded one per step: a term or
+-- state used in an expression is expanded into the query tree each time it
+-- appears, and with nesting, planning a query took longer than running it.
 (a, x) -> 1 - exp(-x + a * log(x) - lgamma(a + 1)) * arrayFold(
         (acc, n) -> (acc.1 * x / (a + n), acc.2 + acc.1 * x / (a + n)),
         range(1, 400), (1.0, 1.0)).2 AS sw_gamma_q_series,
 (a, x) -> exp(-x + a * log(x) - lgamma(a)) * arrayFold(
-        (acc, i) -> (
-            acc.1 + 2,
-            if(abs((acc.1 + 2) + (-i * (i - a)) / acc.2) < 1e-300, 1e-300, (acc.1 + 2) + (-i * (i - a)) / acc.2),
-            1 / if(abs((-i * (i - a)) * acc.3 + acc.1 + 2) < 1e-300, 1e-300, (-i * (i - a)) * acc.3 + acc.1 + 2),
-            acc.4
-              * (1 / if(abs((-i * (i - a)) * acc.3 + acc.1 + 2) < 1e-300, 1e-300, (-i * (i - a)) * acc.3 + acc.1 + 2))
-              * if(abs((acc.1 + 2) + (-i * (i - a)) / acc.2) < 1e-300, 1e-300, (acc.1 + 2) + (-i * (i - a)) / acc.2)),
-        range(1, 300), (x + 1 - a, 1e300, 1 / (x + 1 - a), 1 / (x + 1 - a))).4 AS sw_gamma_q_fraction,
+        (acc, an, bn) -> sw_lentz_step(acc, an, bn),
+        arrayMap(i -> -i * (i - a), range(1, 300)), arrayMap(i -> x + 1 - a + 2 * i, range(1, 300)),
+        (1e300, 1 / (x + 1 - a), 1 / (x + 1 - a))).3 AS sw_gamma_q_fraction,
 (a, x) -> if(x <= 0, 1.0, greatest(0.0, least(1.0,
         if(x < a + 1, sw_gamma_q_series(a, x), sw_gamma_q_fraction(a, x))))) AS sw_gamma_q,
 -- The chi-square survival function: P(X > x) for `dof` degrees of freedom.
 (x, dof) -> if(dof < 1, 1.0, sw_gamma_q(dof / 2, x / 2)) AS sw_chi2_sf,
 -- The regularized incomplete beta I_x(a, b): its continued fraction by modified
--- Lentz (Numerical Recipes 6.4), each fold step two of the fraction's terms, on
--- the side of x where it converges fast.
-(v) -> if(abs(v) < 1e-300, 1e-300, v) AS sw_nonzero,
-(acc, aa) -> (sw_nonzero(1 + aa / acc.1), 1 / sw_nonzero(1 + aa * acc.2),
-              acc.3 * sw_nonzero(1 + aa / acc.1) / sw_nonzero(1 + aa * acc.2)) AS sw_lentz_step,
-(a, b, x) -> arrayFold(
-        (acc, m) -> sw_lentz_step(
-            sw_lentz_step(acc, m * (b - m) * x / ((a - 1 + 2 * m) * (a + 2 * m))),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 1 + 2 * m))),
-        range(1, 200),
+-- Lentz (Numerical Recipes 6.4), on the side of x where it converges fast;
+-- terms first, as for the gamma (term m: d_2m, then d_2m+1).
+(a, b, x) -> arrayFlatten(arrayMap(
+        m -> [m * (b - m) * x / ((a - 1 + 2 * m) * (a + 2 * m)),
+              -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 1 + 2 * m))],
+        range(1, 200))) AS sw_beta_terms,
+(a, b, x) -> arrayFold((acc, aa) -> sw_lentz_step(acc, aa, 1), sw_beta_terms(a, b, x),
         (1.0, 1 / sw_nonzero(1 - (a + b) * x / (a + 1)), 1 / sw_nonzero(1 - (a + b) * x / (a + 1)))).3
         AS sw_beta_fraction,
 (a, b, x) -> if(x <= 0, 0.0, if(x >= 1, 1.0, if(x < (a + 1) / (a + b + 2),
