@@ -110,6 +110,11 @@ def test_detector_durations_are_whole_five_minutes() -> None:
     )
 
 
+def test_the_false_discovery_rate_is_a_probability() -> None:
+    with pytest.raises(ConfigError, match="must lie between 0 and 1, not 1"):
+        parse_config("detectors:\n  volume: {parameters: {fdr: 1}}\n")
+
+
 def test_persistence_can_be_overridden() -> None:
     config = parse_config("detectors:\n  volume: {persistence: {found: 3, windows: 4}}\n")
     volume = next(d for d in configured_detectors(config) if d.name == "volume")

@@ -598,6 +598,13 @@ def _check_references(config: CollectorConfig, data: dict[str, Any], problems: P
                 suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
                 problems.at(f"detectors.{name}", f"no detector named {name!r}{suggestion} "
                             f"(known: {', '.join(sorted(known))})")  # fmt: skip
+        for name, detector in config.detectors.items():
+            fdr = detector.parameters.get("fdr")
+            if fdr is not None and not (isinstance(fdr, (int, float)) and 0 < fdr < 1):
+                problems.at(
+                    f"detectors.{name}.parameters.fdr",
+                    f"the false-discovery rate must lie between 0 and 1, not {fdr!r}",
+                )
 
 
 def expected_biases_parameter(config: CollectorConfig) -> str:

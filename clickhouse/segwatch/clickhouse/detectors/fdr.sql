@@ -20,9 +20,11 @@ significant AS (
                    OVER (PARTITION BY fdr_family) AS fdr_cut
         FROM (
             SELECT *,
-                   row_number() OVER (PARTITION BY fdr_family ORDER BY p_value ASC, score DESC) AS fdr_rank,
-                   count() OVER (PARTITION BY fdr_family) AS fdr_tests
-            FROM tested
+                   row_number() OVER (PARTITION BY fdr_family ORDER BY p_value ASC, score DESC) AS fdr_rank
+            FROM (SELECT *, count() OVER (PARTITION BY fdr_family) AS fdr_tests FROM tested)
+            -- p = 1 is never rejected (fdr < 1) and ranks after every smaller p:
+            -- leaving those tests out of the sort changes no rank that matters
+            WHERE p_value < 1
         )
     )
     WHERE fdr_rank <= fdr_cut
