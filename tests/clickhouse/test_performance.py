@@ -162,3 +162,19 @@ def test_a_regressor_whose_errors_grow_in_one_city(client, recorder) -> None:  #
     rmse = found["feature.city", "lyon", "label.minutes.rmse"]["statistics"]["current"]
     assert mae == pytest.approx(np.mean(np.abs(error)), rel=1e-9)
     assert rmse == pytest.approx(np.sqrt(np.mean(error**2)), rel=1e-9)
+
+
+def test_a_classifier_graded_from_its_score_alone(client, recorder) -> None:  # type: ignore[no-untyped-def]
+    """No predicted-class output: the class is score >= threshold (0.5 by default)."""
+    calls = _store(client, recorder, broken="BR")
+    spec = _spec()
+    labels = spec.parameters["labels"].replace("output.is_fraud", "")  # no prediction output
+    found = {
+        (a["segment_value"], a["quantity"]): a
+        for a in _run(client, dataclasses.replace(spec, parameters={**spec.parameters,
+                                                                     "labels": labels}))
+    }  # fmt: skip
+    br = [c for c in calls if c[1] == "BR" and c[0] >= WINDOW_END - HOUR]
+    accuracy = np.mean([(score >= 0.5) == truth for _, _, score, truth in br])
+    current = found["BR", "label.is_fraud.accuracy"]["statistics"]["current"]
+    assert current == pytest.approx(accuracy, rel=1e-9)

@@ -68,7 +68,10 @@ graded AS (
                task[2] AS label_name, task[3] AS kind, task[5] != '' AS has_score,
                sw_text_of(l.strings, l.numbers, task[2]) AS truth,
                if(task[4] != '', sw_text_of(c.strings, c.numbers, task[4]),
-                  if(c.numbers[task[5]] >= toFloat64OrZero(task[7]), task[6], '')) AS predicted,
+                  -- from the score alone the class is positive or not: a call scored
+                  -- below the threshold predicts "not positive", right for any other truth
+                  if(c.numbers[task[5]] >= toFloat64OrZero(task[7]), task[6],
+                     if(truth != task[6], truth, concat('not ', task[6])))) AS predicted,
                c.numbers[task[5]] AS score_value,
                c.numbers[task[4]] - l.numbers[task[2]] AS error
         FROM ml_model_calls AS c
