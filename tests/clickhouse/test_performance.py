@@ -123,7 +123,11 @@ def test_a_model_that_kept_its_performance_raises_nothing(client, recorder) -> N
 
 
 def test_without_labels_configured_it_does_not_run(client, recorder) -> None:  # type: ignore[no-untyped-def]
+    """The manifest's run_if: labels stored, but none configured → the query is not run."""
     _store(client, recorder, broken="BR")
+    run_if, labels = _spec().run_if, _spec().parameters["labels"]
+    assert client.query(run_if, parameters={"labels": labels}).result_rows[0][0]
+    assert not client.query(run_if, parameters={"labels": ""}).result_rows[0][0]
     spec = dataclasses.replace(_spec(), parameters={**_spec().parameters, "labels": ""})
     assert _run(client, spec) == []
 
