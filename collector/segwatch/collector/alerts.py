@@ -184,8 +184,8 @@ def _retry_delay(error: grpc.RpcError) -> float | None:
     for key, value in trailers or ():
         if key != "grpc-status-details-bin":
             continue
-        try:  # googleapis-common-protos: there wherever the OTel exporters are
-            from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
+        try:  # googleapis-common-protos, a dependency of the collector
+            from google.rpc import error_details_pb2, status_pb2
         except ImportError:
             return None
         for detail in status_pb2.Status.FromString(value).details:

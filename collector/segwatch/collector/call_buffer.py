@@ -13,9 +13,13 @@ Without a spool (an in-memory store, or ``storage.spool.enabled: false``)
 the caller waits for the flush, which starts at once: acknowledged still
 means stored.
 
-If the store fails, spooled calls stay here and the flush is retried with
-backoff; :meth:`CallBuffer.reserve` refuses new calls beyond
-``max_pending_calls``, so memory stays bounded while the clients retry.
+If the store fails, the calls stay and the flush is retried with backoff.
+Memory stays bounded by ``max_pending_calls``: beyond it, with a spool,
+requests are still acknowledged once spooled, but their calls are *spilled*
+(not kept here) and read back from the spool, in order, as the flushes make
+room; the spool's own size limit then bounds the outage it can absorb (the
+receiver answers UNAVAILABLE beyond it). Without a spool,
+:meth:`CallBuffer.reserve` refuses calls beyond the limit.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -34,7 +39,7 @@ from .config import SpoolConfig
 from .errors import RetryableError
 from .export import ClickHouseExporter
 from .rows import TableRows
-from .spool import Position, Spool
+from .spool import Position, Record, Spool, record_bytes
 
 __all__ = ["CallBuffer"]
 
@@ -74,6 +79,7 @@ class CallBuffer:
         max_flush_calls: int = _DEFAULTS.flush_calls,
         max_pending_calls: int = _DEFAULTS.max_pending_calls,
         store_timeout: float = 60.0,
+        reload: Callable[[Record], ModelCallBatch | None] | None = None,
     ) -> None:
         self._aggregator = aggregator
         self._exporter = exporter
@@ -93,6 +99,14 @@ class CallBuffer:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._retry_at = 0.0
+        # Spilling (with a spool and ``reload``, which decodes a spool record back
+        # into calls): the records after ``_spilled_after`` up to ``_spilled_upto``
+        # are acknowledged but only in the spool; None when nothing is spilled.
+        self._reload = reload if spool is not None else None
+        self._last_end: Position | None = None  # end of the last record added
+        self._spilled_after: Position | None = None
+        self._spilled_upto: Position | None = None
+        self.spilled_records = 0  # read back so far
         self.failures = 0
         self.peak_pending_calls = 0
 
@@ -108,15 +122,21 @@ class CallBuffer:
         """Wait until ``calls`` more fit under the pending limit; :class:`RetryableError` if not.
 
         Waiting here is the back-pressure: the client's next request waits for
-        this answer, so intake slows to what the store takes; only a store
-        that stays behind for ``timeout`` seconds (None: wait as long as it
-        takes) makes the receiver answer UNAVAILABLE.
+        this answer, so intake slows to what the store takes. A store that
+        stays behind for ``timeout`` seconds (None: wait as long as it takes)
+        makes the receiver answer UNAVAILABLE, or, when the buffer can spill
+        (a spool and ``reload``), makes the next :meth:`add` spill; a failing
+        store spills at once.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while self._pending_calls and self._pending_calls + calls > self._max_pending_calls:
+                if self._reload is not None and (self._spilled_after or self._retry_at):
+                    return  # spilling, or the store is failing: no point waiting
                 left = 60.0 if deadline is None else deadline - time.monotonic()
                 if left <= 0:
+                    if self._reload is not None:
+                        return  # add() spills it
                     raise RetryableError(
                         f"{self._pending_calls} model calls are waiting for the store "
                         f"(limit {self._max_pending_calls}); retry later"
@@ -127,19 +147,44 @@ class CallBuffer:
         self, batch: ModelCallBatch, end: Position | None = None, size: int = 0,
         *, opens_flush: bool = False, closes_flush: bool = False,
     ) -> Future[None] | None:  # fmt: skip
-        """Queue a batch; without a spool, returns a future that resolves once it is stored."""
+        """Queue a batch; without a spool, returns a future that resolves once it is stored.
+
+        With a spool, ``end`` is where the batch's spool record ends; records
+        must be added in spool order.
+        """
         waiter: Future[None] | None = Future() if self._spool is None else None
         with self._cond:
             if self._stopping and waiter is not None:
                 waiter.set_exception(RuntimeError("the collector is shutting down"))
                 return waiter
+            self._added += 1
+            previous, self._last_end = self._last_end, end
+            if self._spills(len(batch), end, previous):
+                self._spilled_upto = end
+                return None
             entry = _Entry(batch, end, size, waiter, time.monotonic(), opens_flush, closes_flush)
             self._pending.append(entry)
-            self._added += 1
             self._pending_calls += len(batch)
             self.peak_pending_calls = max(self.peak_pending_calls, self._pending_calls)
             self._cond.notify()
         return waiter
+
+    def _spills(self, calls: int, end: Position | None, previous: Position | None) -> bool:
+        """Whether a batch goes to the spool only (under the lock). Once one is, all are, until
+        the flusher has read them back: the flushes must follow the spool's order."""
+        if self._reload is None or end is None:
+            return False
+        if self._spilled_after is None:
+            if not self._pending_calls or self._pending_calls + calls <= self._max_pending_calls:
+                return False
+            if previous is None:
+                return False  # cannot happen: something is pending, so something was added
+            self._spilled_after = previous
+            _logger.warning(
+                "%d model calls are waiting for the store: spilling new ones to the spool",
+                self._pending_calls,
+            )
+        return True
 
     def flush(self, timeout: float = 60.0) -> None:
         """Return once everything added before the call is in the store (or raise).
@@ -201,15 +246,19 @@ class CallBuffer:
         backoff = 0.5
         while True:
             with self._cond:
-                while not self._due(time.monotonic()):
-                    if self._stopping and not self._pending:
+                while not self._due(time.monotonic()) and not self._wants_refill():
+                    if self._stopping and not self._pending and self._spilled_after is None:
                         self._cond.notify_all()
                         return
                     wait = self._flush_interval
                     if self._pending and self._retry_at:
                         wait = max(0.01, self._retry_at - time.monotonic())
                     self._cond.wait(wait)
-                taken = self._take()
+                refill = self._wants_refill()
+                taken = [] if refill else self._take()
+            if refill:
+                self._refill()
+                continue
             if not taken:
                 if self._spool is not None:  # records written but not yet synced: soon
                     time.sleep(0.001)
@@ -232,6 +281,47 @@ class CallBuffer:
                         backoff = min(backoff * 2, 30.0)
                     if self._stopping:
                         return  # what is left stays in the spool for the next start
+
+    def _wants_refill(self) -> bool:
+        """Spilled calls wait and there is room for them (under the lock)."""
+        if self._spilled_after is None:
+            return False
+        if self._stopping and self._retry_at:
+            return False  # the store is failing: what is spilled waits for the next start
+        return self._pending_calls <= self._max_pending_calls // 2
+
+    def _refill(self) -> None:
+        """Read spilled records back from the spool, in order, up to the pending limit."""
+        assert self._spool is not None and self._reload is not None
+        with self._cond:
+            after, upto = self._spilled_after, self._spilled_upto
+            room = self._max_pending_calls - self._pending_calls
+        assert after is not None and upto is not None
+        entries: list[_Entry] = []
+        unreadable = calls = 0
+        last = after
+        for record in self._spool.read(after, upto):
+            last = record.end
+            batch = self._reload(record)
+            if batch is None or not len(batch):
+                unreadable += 1  # logged by reload; its bytes are released with the next flush
+            else:
+                size = record_bytes(record.payload)
+                entries.append(_Entry(batch, record.end, size, None, time.monotonic()))
+                calls += len(batch)
+            if calls >= room:
+                break
+        with self._cond:
+            self._pending.extend(entries)
+            self._pending_calls += calls
+            self.peak_pending_calls = max(self.peak_pending_calls, self._pending_calls)
+            self._stored += unreadable  # counted as added: flush() must not wait for them
+            self.spilled_records += len(entries) + unreadable
+            if last == self._spilled_upto:
+                self._spilled_after = self._spilled_upto = None  # caught up
+            else:
+                self._spilled_after = last
+            self._cond.notify_all()
 
     def _write(self, taken: list[_Entry]) -> bool:
         """Aggregate and store one flush; True once it is in the store."""

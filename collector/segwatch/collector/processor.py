@@ -88,6 +88,7 @@ class ModelCallProcessor:
             flush_interval=flushing.flush_interval,
             max_flush_calls=flushing.flush_calls,
             max_pending_calls=flushing.max_pending_calls,
+            reload=_reload,
         )
         self._store_timeout = store_timeout
         self._backpressure_timeout = backpressure_timeout  # then UNAVAILABLE
@@ -121,15 +122,8 @@ class ModelCallProcessor:
         """
         calls = 0
         for record in records:
-            if record.kind != TRACES or len(record.payload) < _OLDEST.size:
-                _logger.error("skipping a spool record of unknown kind %d", record.kind)
-                continue
-            # The same lateness limit as when it was accepted: the same calls come back.
-            (oldest_ns,) = _OLDEST.unpack_from(record.payload)
-            try:
-                batch = _decode(record.payload[_OLDEST.size :], oldest_ns)
-            except PermanentError as exc:  # cannot happen: it was decoded before it was spooled
-                _logger.error("skipping an unreadable spool record: %s", exc)
+            batch = _reload(record)
+            if batch is None:
                 continue
             self.buffer.reserve(len(batch), timeout=None)
             opens = interrupted is not None and record.end == interrupted[0]
@@ -199,6 +193,20 @@ class ModelCallProcessor:
 def spool_payload(request: bytes, oldest_ns: int = 0) -> bytes:
     """A trace request as the spool keeps it: the lateness limit it was accepted under, then it."""
     return _OLDEST.pack(oldest_ns) + request
+
+
+def _reload(record: Record) -> ModelCallBatch | None:
+    """The model calls of a spooled trace request, as when it was accepted; None if unreadable."""
+    if record.kind != TRACES or len(record.payload) < _OLDEST.size:
+        _logger.error("skipping a spool record of unknown kind %d", record.kind)
+        return None
+    # The same lateness limit as when it was accepted: the same calls come back.
+    (oldest_ns,) = _OLDEST.unpack_from(record.payload)
+    try:
+        return _decode(record.payload[_OLDEST.size :], oldest_ns)
+    except PermanentError as exc:  # cannot happen: it was decoded before it was spooled
+        _logger.error("skipping an unreadable spool record: %s", exc)
+        return None
 
 
 def _wait(future: Future[None], timeout: float) -> None:

@@ -15,6 +15,8 @@ from concurrent import futures
 from typing import Any, Protocol
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
@@ -22,7 +24,7 @@ from .config import parse_endpoint
 from .errors import PermanentError, RetryableError
 from .processor import ConsumeResult
 
-__all__ = ["OTLPConsumer", "OTLPReceiver"]
+__all__ = ["OTLPConsumer", "OTLPReceiver", "retry_info_metadata"]
 
 _logger = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -38,6 +40,26 @@ class OTLPConsumer(Protocol):
     def consume_logs(self, request: logs_service_pb2.ExportLogsServiceRequest) -> ConsumeResult: ...
 
 
+def retry_info_metadata(message: str, delay: float) -> tuple[tuple[str, bytes], ...]:
+    """Trailers telling an OTLP client when to retry, as the OTLP specification asks.
+
+    The standard place is a ``google.rpc.Status`` with a ``RetryInfo`` detail in
+    ``grpc-status-details-bin`` (read by the Go and Java exporters); the Python
+    SDK's exporter reads the bare ``RetryInfo`` from ``google.rpc.retryinfo-bin``.
+    """
+    info = error_details_pb2.RetryInfo()
+    info.retry_delay.FromNanoseconds(int(delay * 1e9))
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(
+        code=grpc.StatusCode.UNAVAILABLE.value[0], message=message, details=[detail]
+    )
+    return (
+        ("grpc-status-details-bin", status.SerializeToString()),
+        ("google.rpc.retryinfo-bin", info.SerializeToString()),
+    )
+
+
 def _answer(consume: Callable[[], ConsumeResult], context: Any) -> ConsumeResult:
     """Run the pipeline; turn its errors into the gRPC codes OTLP prescribes."""
     try:
@@ -46,6 +68,7 @@ def _answer(consume: Callable[[], ConsumeResult], context: Any) -> ConsumeResult
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     except RetryableError as exc:
         _logger.warning("answering UNAVAILABLE: %s", exc)
+        context.set_trailing_metadata(retry_info_metadata(str(exc), exc.retry_after))
         context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
     raise AssertionError("unreachable: context.abort raises")
 

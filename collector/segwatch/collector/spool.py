@@ -157,6 +157,32 @@ class Spool:
                 if self._flushed < record.end <= last:
                     yield record
 
+    def read(self, after: Position, upto: Position) -> Iterator[Record]:
+        """The records ending after ``after``, up to ``upto``, read from disk one at a time.
+
+        For reading back what was spilled (acknowledged, but not kept in memory
+        while the store was behind); ``upto`` must be a record end already
+        written. Never holds more than one record in memory.
+        """
+        for segment in self._segments():
+            if segment < after.segment:
+                continue
+            if segment > upto.segment:
+                return
+            with open(self._path(segment), "rb") as handle:
+                offset = after.offset if segment == after.segment else 0
+                handle.seek(offset)
+                while segment < upto.segment or offset < upto.offset:
+                    header = handle.read(_HEADER.size)
+                    if len(header) < _HEADER.size:
+                        break  # the end of a full segment
+                    length, crc, kind = _HEADER.unpack(header)
+                    payload = handle.read(length)
+                    if len(payload) < length or zlib.crc32(payload) != crc:
+                        raise OSError(f"spool segment {segment} is corrupt at offset {offset}")
+                    offset += _HEADER.size + length
+                    yield Record(Position(segment, offset), kind, payload)
+
     def _lock_directory(self) -> None:
         """One collector per spool: a second one would replay and release the first's data."""
         fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)

@@ -1,0 +1,40 @@
+"""Fault-injecting wrappers around the real store client.
+
+The embedded engine cannot be made to fail on cue, so these pass every call
+to the real client except the inserts they are told to fail. Tests that use
+them say so in their docstrings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FailOnce:
+    """Passes everything to the real client, except the first insert into ``table``."""
+
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+        self.failed = 0
+
+    def raw_insert(self, table: str, *args: Any, **kwargs: Any) -> Any:
+        if table == self._table and not self.failed:
+            self.failed += 1
+            raise ConnectionError("the store went away mid-flush")
+        return self._client.raw_insert(table, *args, **kwargs)
+
+
+class Outage:
+    """The real client, behind a switch that makes every insert fail while the store is down."""
+
+    def __init__(self, client: Any, down: bool = True) -> None:
+        self._client = client
+        self.down = down
+        self.refused = 0
+
+    def raw_insert(self, *args: Any, **kwargs: Any) -> Any:
+        if self.down:
+            self.refused += 1
+            raise ConnectionError("the store is down")
+        return self._client.raw_insert(*args, **kwargs)
