@@ -11,6 +11,7 @@ vocabularies.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from .segments import (
 
 __all__ = ["AGGREGATE_COLUMNS", "AGGREGATE_SCHEMA", "AggregateRows", "SegmentAggregator"]
 
+_logger = logging.getLogger(__name__)
 NS_PER_MINUTE = 60 * 1_000_000_000
 
 
@@ -73,6 +75,41 @@ class SegmentAggregator:
         self._known: dict[str, set[str]] = {}  # fields seen per model
         self.folded: Counter[tuple[str, str]] = Counter()
         """Rows whose value was folded into ``__other__``, by (model, dimension)."""
+        self._admitted: set[tuple[str, str]] = set()  # dimensions segmented, by model
+        self._segments: Counter[str] = Counter()  # segments reserved, by model
+        self.unsegmented: Counter[str] = Counter()
+        """Dimensions refused by ``segments.max_per_model``, by model (counted once a batch)."""
+
+    def _admit(self, model: str, dimension: str) -> bool:
+        """Whether ``dimension`` is segmented: it fits the model's segment budget.
+
+        Each dimension reserves its top-k plus ``__other__`` and ``MISSING``
+        (a numeric one, its buckets: about as many) when first seen; declared
+        ones always fit. The budget bounds what clients inventing feature
+        names can create; the first dimensions seen keep their segments.
+        """
+        key = (model, dimension)
+        if key in self._admitted:
+            return True
+        with self._lock:
+            if key in self._admitted:
+                return True
+            cost = self.plan.top_k(model, dimension) + 2
+            budget = self.plan.config.segments.max_per_model
+            if self._segments[model] + cost > budget and (
+                dimension not in self.plan.declared_fields(model)
+            ):
+                if not self.unsegmented[model]:
+                    _logger.warning(
+                        "model %r has %d segments (segments.max_per_model %d): %s and further "
+                        "new dimensions are not segmented",
+                        model, self._segments[model], budget, dimension,
+                    )  # fmt: skip
+                self.unsegmented[model] += 1
+                return False
+            self._segments[model] += cost
+            self._admitted.add(key)
+            return True
 
     def _vocabulary(self, model: str, dimension: str) -> CategoryVocabulary:
         key = (model, dimension)
@@ -131,7 +168,11 @@ class SegmentAggregator:
         plan = self.plan
         observed: set[str] = set()  # dimensions whose vocabulary this batch updated
         for name, column in columns.items():
-            if name.startswith(("feature.", "context.")) and plan.is_dimension(model[0], name):
+            if (
+                name.startswith(("feature.", "context."))
+                and plan.is_dimension(model[0], name)
+                and self._admit(model[0], name)
+            ):
                 vocabulary = self._vocabulary(model[0], name)
                 dimension, folded = segment_dimension(
                     name, column, rows, vocabulary, plan.buckets(model[0], name)

@@ -28,6 +28,7 @@ from segwatch.clickhouse.lifecycle import Persistence
 from segwatch.clickhouse.store import DEFAULT_DSN, parse_dsn
 
 from .config_schema import Choice, ListOf, Problems, Record, Scalar, Table, validate
+from .limits import RequestLimits
 
 __all__ = [
     "ApiConfig",
@@ -45,6 +46,7 @@ __all__ = [
     "SegmentsConfig",
     "SpoolConfig",
     "StorageConfig",
+    "TlsConfig",
     "configured_detectors",
     "load_config",
     "parse_config",
@@ -187,15 +189,40 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """Server certificate and key (PEM files); with ``client_ca_file``, clients must
+    present a certificate signed by it (mutual TLS)."""
+
+    cert_file: str = ""
+    key_file: str = ""
+    client_ca_file: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+
+RECEIVER_TOKEN_ENV = "SEGWATCH_RECEIVER_TOKEN"
+"""The bearer token OTLP clients must send (``authorization: Bearer <token>``); unset: none."""
+API_TOKEN_ENV = "SEGWATCH_API_TOKEN"
+"""The bearer token the local API requires; required when the API is bound beyond loopback."""
+
+
+@dataclass(frozen=True)
 class ReceiverConfig:
     endpoint: str = DEFAULT_GRPC_ENDPOINT
     max_workers: int = 8
     allowed_lateness: int = 7 * 86400  # seconds; older spans are refused (partial success)
+    limits: RequestLimits = field(default_factory=RequestLimits)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    # The *name* of the environment variable holding the token: secrets stay out of files.
+    token_env: str = RECEIVER_TOKEN_ENV
 
 
 @dataclass(frozen=True)
 class ApiConfig:
     endpoint: str = DEFAULT_API_ENDPOINT
+    token_env: str = API_TOKEN_ENV
 
 
 @dataclass(frozen=True)
@@ -203,6 +230,9 @@ class SegmentsConfig:
     top_k: int = 20
     min_segment_size: int = 200
     crosses: tuple[tuple[str, str], ...] = ()
+    # Segments one model may have; a dimension that would pass it is not segmented
+    # (its values still count for the whole model). Bounds what a client can create.
+    max_per_model: int = 20_000
 
 
 @dataclass(frozen=True)
@@ -275,6 +305,16 @@ def _detector_duration(text: str) -> None:
     check_detector_duration(parse_duration(text))
 
 
+def _readable_file(path: str) -> None:
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise ValueError(f"{path!r} is not a readable file")
+
+
+def _env_name(name: str) -> None:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", name):
+        raise ValueError(f"{name!r} is not an environment variable name")
+
+
 def _url(text: str) -> None:
     if not re.match(r"^https?://[^\s/]+", text):
         raise ValueError(f"{text!r} must be an http(s):// URL")
@@ -321,14 +361,30 @@ _SCHEMA = Record({
         "grpc": Record({
             "endpoint": Scalar(str, lambda v: (parse_endpoint(v), None)[1]),
             "max_workers": Scalar(int, _between(1, 256)),
+            "tls": Record({
+                "cert_file": Scalar(str, _readable_file),
+                "key_file": Scalar(str, _readable_file),
+                "client_ca_file": Scalar(str, _readable_file),
+            }),
+            "token_env": Scalar(str, _env_name),
         }),
         "allowed_lateness": Scalar(str, _duration),
+        "limits": Record({
+            "max_message_mib": Scalar(int, _between(1, 1024)),
+            "max_spans_per_request": Scalar(int, _between(1, 10_000_000)),
+            "max_attributes_per_span": Scalar(int, _between(1, 100_000)),
+            "max_attribute_bytes": Scalar(int, _between(64, 64 << 20)),
+        }),
     }),
-    "api": Record({"endpoint": Scalar(str, lambda v: (parse_endpoint(v), None)[1])}),
+    "api": Record({
+        "endpoint": Scalar(str, lambda v: (parse_endpoint(v), None)[1]),
+        "token_env": Scalar(str, _env_name),
+    }),
     "scheduler": Record({"enabled": Scalar(bool)}),
     "segments": Record({
         "top_k": Scalar(int, _between(1, 10_000)),
         "min_segment_size": Scalar(int, _at_least(1)),
+        "max_per_model": Scalar(int, _between(10, 10_000_000)),
         "crosses": ListOf(_CROSS),
     }),
     "models": Table(Record({
@@ -408,8 +464,14 @@ def parse_config(text: str, source: str = "<config>") -> CollectorConfig:
 
 def _build(data: dict[str, Any], problems: Problems) -> CollectorConfig:
     receiver = dict(data.get("receiver", {}).get("grpc", {}))
+    receiver["tls"] = TlsConfig(**receiver.get("tls", {}))
+    receiver["limits"] = RequestLimits(**data.get("receiver", {}).get("limits", {}))
     if "allowed_lateness" in data.get("receiver", {}):
         receiver["allowed_lateness"] = parse_duration(data["receiver"]["allowed_lateness"])
+    tls = receiver["tls"]
+    if tls.enabled != bool(tls.key_file) or (tls.client_ca_file and not tls.enabled):
+        problems.at("receiver.grpc.tls", "cert_file and key_file go together, and "
+                                          "client_ca_file needs them")  # fmt: skip
     segments = data.get("segments", {})
     return CollectorConfig(
         storage=StorageConfig(
@@ -423,6 +485,7 @@ def _build(data: dict[str, Any], problems: Problems) -> CollectorConfig:
             top_k=segments.get("top_k", 20),
             min_segment_size=segments.get("min_segment_size", 200),
             crosses=tuple(tuple(c) for c in segments.get("crosses", ())),
+            max_per_model=segments.get("max_per_model", SegmentsConfig.max_per_model),
         ),
         models={
             name: _model(f"models.{name}", model, problems)

@@ -19,6 +19,7 @@ from segwatch.instrumentation import attributes as attr
 
 from .batch_spans import BatchSpanError, decode_batch_span
 from .columns import Column, ModelCallBatch, ModelKey
+from .limits import NO_LIMITS, RequestLimits
 
 __all__ = [
     "ABSENT",
@@ -55,7 +56,9 @@ def service_name(resource: Any) -> str:
     return ""
 
 
-def decode_request(request: ExportTraceServiceRequest, oldest_ns: int = 0) -> ModelCallBatch:
+def decode_request(
+    request: ExportTraceServiceRequest, oldest_ns: int = 0, limits: RequestLimits = NO_LIMITS
+) -> ModelCallBatch:
     """Extract the model calls of a request; spans without ``ml.model.name`` are skipped.
 
     A span whose ``ml.model.name`` is not a non-empty string, or that started
@@ -64,8 +67,12 @@ def decode_request(request: ExportTraceServiceRequest, oldest_ns: int = 0) -> Mo
     late land in their own minute bucket, and ClickHouse merges them there.
     Array values make a span a batch span (see :mod:`.batch_spans`); values of
     a type the convention does not allow (maps, bytes) are ignored and counted
-    in ``ignored_values``.
+    in ``ignored_values``. A model-call span over the ``limits`` is rejected;
+    a request of too many spans is refused (:class:`PermanentError`).
     """
+    limits.check_span_count(
+        sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+    )
     batch = ModelCallBatch()
     model_ids: dict[ModelKey, int] = {}
     # Each attribute key is classified once per request: a Column to append
@@ -139,7 +146,9 @@ def decode_request(request: ExportTraceServiceRequest, oldest_ns: int = 0) -> Mo
                     _undo_row(batch, row)  # decode_batch_span re-reads every value
                 if name is ABSENT and not appended and not is_batch:
                     continue  # not a model call at all
-                reason = rejection_reason(span, name, weight, oldest_ns)
+                reason = _limit_problem(span, limits) or rejection_reason(
+                    span, name, weight, oldest_ns
+                )
                 if reason:
                     if appended and not is_batch:
                         _undo_row(batch, row)  # not a usable call: keep none of its values
@@ -205,6 +214,14 @@ def _classify(key: str, batch: ModelCallBatch) -> Column | str | object:
     if column is None:
         column = table[key[3:]] = Column()
     return column
+
+
+def _limit_problem(span: Any, limits: RequestLimits) -> str:
+    if not (limits.max_attributes_per_span or limits.max_attribute_bytes):
+        return ""
+    attributes = span.attributes
+    largest = max((kv.ByteSize() for kv in attributes), default=0)
+    return limits.span_problem(span.name, len(attributes), largest)
 
 
 def rejection_reason(span: Any, name: Any, weight: float, oldest_ns: int) -> str:

@@ -22,16 +22,19 @@ from .decode import decode_request
 from .errors import PermanentError, RetryableError
 from .export import ClickHouseExporter
 from .labels import decode_labels
+from .limits import NO_LIMITS, RequestLimits
 from .rows import TableRows
 from .span_scan import scan_request
-from .spool import TRACES, Position, Record, Spool, SpoolFullError, record_bytes
+from .spool import TRACES, TRACES_LIMITED, Position, Record, Spool, SpoolFullError, record_bytes
 
 __all__ = ["ConsumeResult", "ModelCallProcessor", "ProcessorStats", "spool_payload"]
 
 _logger = logging.getLogger(__name__)
 _DEFAULT_FLUSHING = SpoolConfig()  # how often and how much the buffer flushes, and its bound
 _OLDEST = struct.Struct("<q")
-"""A spooled trace request starts with the lateness limit it was accepted under."""
+"""A spooled trace request starts with the lateness limit it was accepted under..."""
+_SPAN_LIMITS = struct.Struct("<II")
+"""... then (TRACES_LIMITED) the span limits: a replay rejects exactly the spans it did then."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class ModelCallProcessor:
         store_timeout: float = 30.0,
         backpressure_timeout: float = 5.0,
         allowed_lateness: float | None = None,
+        limits: RequestLimits = RequestLimits(),  # noqa: B008 - frozen
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.aggregator = aggregator
@@ -93,6 +97,7 @@ class ModelCallProcessor:
         self._store_timeout = store_timeout
         self._backpressure_timeout = backpressure_timeout  # then UNAVAILABLE
         self._allowed_lateness = allowed_lateness
+        self._limits = limits
         self._clock = clock
         self._lock = threading.Lock()
         self._spool_lock = threading.Lock()  # spool order == buffer order
@@ -142,7 +147,7 @@ class ModelCallProcessor:
         oldest_ns = 0
         if self._allowed_lateness is not None:
             oldest_ns = int((self._clock() - self._allowed_lateness) * 1e9)
-        batch = _decode(request, oldest_ns)
+        batch = _decode(request, oldest_ns, self._limits)
         with self._lock:
             self.stats.requests += 1
             self.stats.rejected_spans += batch.rejected_spans
@@ -164,10 +169,10 @@ class ModelCallProcessor:
             _wait(waiter, self._store_timeout)
             return
         body = request if isinstance(request, bytes) else request.SerializeToString()
-        payload = spool_payload(body, oldest_ns)
+        payload = spool_payload(body, oldest_ns, self._limits)
         with self._spool_lock:
             try:
-                end = self._spool.write(TRACES, payload)
+                end = self._spool.write(TRACES_LIMITED, payload)
             except (SpoolFullError, OSError) as exc:
                 raise RetryableError(f"cannot spool the request: {exc}") from exc
             self.buffer.add(batch, end, record_bytes(payload))
@@ -190,20 +195,33 @@ class ModelCallProcessor:
         _wait(self._exporter.submit(*parts), self._store_timeout)
 
 
-def spool_payload(request: bytes, oldest_ns: int = 0) -> bytes:
-    """A trace request as the spool keeps it: the lateness limit it was accepted under, then it."""
-    return _OLDEST.pack(oldest_ns) + request
+def spool_payload(request: bytes, oldest_ns: int = 0, limits: RequestLimits | None = None) -> bytes:
+    """A trace request as the spool keeps it: the limits it was accepted under, then it.
+
+    Without ``limits``, a :data:`.spool.TRACES` record; with them, :data:`.spool.TRACES_LIMITED`.
+    """
+    head = _OLDEST.pack(oldest_ns)
+    if limits is not None:
+        head += _SPAN_LIMITS.pack(limits.max_attributes_per_span, limits.max_attribute_bytes)
+    return head + request
 
 
 def _reload(record: Record) -> ModelCallBatch | None:
     """The model calls of a spooled trace request, as when it was accepted; None if unreadable."""
-    if record.kind != TRACES or len(record.payload) < _OLDEST.size:
+    payload = record.payload
+    head = _OLDEST.size + (_SPAN_LIMITS.size if record.kind == TRACES_LIMITED else 0)
+    if record.kind not in (TRACES, TRACES_LIMITED) or len(payload) < head:
         _logger.error("skipping a spool record of unknown kind %d", record.kind)
         return None
-    # The same lateness limit as when it was accepted: the same calls come back.
-    (oldest_ns,) = _OLDEST.unpack_from(record.payload)
+    # The same limits as when it was accepted: the same calls come back. (The span
+    # count is not checked again: an acknowledged request is never refused later.)
+    (oldest_ns,) = _OLDEST.unpack_from(payload)
+    limits = NO_LIMITS
+    if record.kind == TRACES_LIMITED:
+        attributes, attribute_bytes = _SPAN_LIMITS.unpack_from(payload, _OLDEST.size)
+        limits = RequestLimits(0, 0, attributes, attribute_bytes)
     try:
-        return _decode(record.payload[_OLDEST.size :], oldest_ns)
+        return _decode(payload[head:], oldest_ns, limits)
     except PermanentError as exc:  # cannot happen: it was decoded before it was spooled
         _logger.error("skipping an unreadable spool record: %s", exc)
         return None
@@ -216,13 +234,15 @@ def _wait(future: Future[None], timeout: float) -> None:
         raise RetryableError(f"the store did not take the data: {exc}") from exc
 
 
-def _decode(request: ExportTraceServiceRequest | bytes, oldest_ns: int) -> ModelCallBatch:
+def _decode(
+    request: ExportTraceServiceRequest | bytes, oldest_ns: int, limits: RequestLimits
+) -> ModelCallBatch:
     if isinstance(request, bytes):
-        batch = scan_request(request, oldest_ns)
+        batch = scan_request(request, oldest_ns, limits)
         if batch is not None:
             return batch
         try:
             request = ExportTraceServiceRequest.FromString(request)
         except DecodeError as exc:
             raise PermanentError(f"not an OTLP trace request: {exc}") from exc
-    return decode_request(request, oldest_ns)
+    return decode_request(request, oldest_ns, limits)

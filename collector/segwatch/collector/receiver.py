@@ -9,6 +9,7 @@ Maps pipeline outcomes to OTLP answers: accepted data → OK (with
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Callable
 from concurrent import futures
@@ -20,14 +21,13 @@ from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from .config import parse_endpoint
+from .config import TlsConfig, parse_endpoint
 from .errors import PermanentError, RetryableError
 from .processor import ConsumeResult
 
 __all__ = ["OTLPConsumer", "OTLPReceiver", "retry_info_metadata"]
 
 _logger = logging.getLogger(__name__)
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class OTLPConsumer(Protocol):
@@ -113,13 +113,56 @@ class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):
         return response
 
 
-class OTLPReceiver:
-    """gRPC server for OTLP traces and logs. ``start()`` returns once the port is bound."""
+class _BearerToken(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    """Lets through only calls whose ``authorization`` metadata is ``Bearer <token>``.
 
-    def __init__(self, endpoint: str, consumer: OTLPConsumer, max_workers: int = 8) -> None:
+    Compared in constant time (``hmac.compare_digest``): the time to refuse a
+    guess says nothing about how much of it was right.
+    """
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+        def refuse(request: Any, context: Any) -> None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+
+        self._refuse = grpc.unary_unary_rpc_method_handler(refuse)
+
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        given = b""
+        for key, value in details.invocation_metadata or ():
+            if key == "authorization":
+                given = value.encode() if isinstance(value, str) else value
+                break
+        if hmac.compare_digest(given, self._expected):
+            return continuation(details)
+        return self._refuse
+
+
+class OTLPReceiver:
+    """gRPC server for OTLP traces and logs. ``start()`` returns once the port is bound.
+
+    With ``tls``, the port speaks TLS only (and with a client CA, only to clients
+    presenting a certificate it signed); with ``token``, every call must carry it
+    as a bearer token, or is answered ``UNAUTHENTICATED``.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        consumer: OTLPConsumer,
+        max_workers: int = 8,
+        *,
+        max_message_bytes: int = 64 << 20,
+        tls: TlsConfig | None = None,
+        token: str | None = None,
+    ) -> None:
         self._endpoint = endpoint
         self._consumer = consumer
         self._max_workers = max_workers
+        self._max_message_bytes = max_message_bytes
+        self._tls = tls or TlsConfig()
+        self._token = token
         self._server: grpc.Server | None = None
         self.port: int | None = None
 
@@ -134,8 +177,9 @@ class OTLPReceiver:
             futures.ThreadPoolExecutor(
                 max_workers=self._max_workers, thread_name_prefix="segwatch-otlp"
             ),
+            interceptors=[_BearerToken(self._token)] if self._token else [],
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", self._max_message_bytes),
                 ("grpc.so_reuseport", 0),
             ],
         )
@@ -145,7 +189,10 @@ class OTLPReceiver:
         )
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            self.port = server.add_insecure_port(bind)
+            if self._tls.enabled:
+                self.port = server.add_secure_port(bind, _server_credentials(self._tls))
+            else:
+                self.port = server.add_insecure_port(bind)
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {self._endpoint}: {exc}") from exc
         if not self.port:
@@ -157,3 +204,16 @@ class OTLPReceiver:
         if self._server is not None:
             self._server.stop(grace).wait()
             self._server = None
+
+
+def _server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
+    def read(path: str) -> bytes:
+        with open(path, "rb") as handle:
+            return handle.read()
+
+    client_ca = read(tls.client_ca_file) if tls.client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(read(tls.key_file), read(tls.cert_file))],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )

@@ -100,6 +100,7 @@ class Collector:
             raw_calls=config.storage.raw_calls,
             flushing=config.storage.spool,
             allowed_lateness=config.receiver.allowed_lateness,
+            limits=config.receiver.limits,
         )
         self.processor.start()
         if self.spool is not None:
@@ -124,7 +125,12 @@ class Collector:
         )
         self.api.start()
         self.receiver = OTLPReceiver(
-            config.receiver.endpoint, self.processor, config.receiver.max_workers
+            config.receiver.endpoint,
+            self.processor,
+            config.receiver.max_workers,
+            max_message_bytes=config.receiver.limits.max_message_mib << 20,
+            tls=config.receiver.tls,
+            token=os.environ.get(config.receiver.token_env) or None,
         )
         self.receiver.start()
         self._write_discovery()

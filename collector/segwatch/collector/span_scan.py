@@ -33,6 +33,7 @@ from segwatch.instrumentation import attributes as attr
 from . import kernels
 from .columns import Column, LabelChunk, ModelCallBatch, ModelKey, object_array
 from .decode import ABSENT, DEFAULT_STAGE, double_text, rejection_reason
+from .limits import NO_LIMITS, RequestLimits
 from .span_wire import SpanTable
 from .wire import KEY_WIDTH, NotSimple, factorize_slices, varints
 
@@ -92,7 +93,9 @@ _COLUMN_PREFIXES = (
 _NONE, _STRING, _BOOL, _INT, _DOUBLE = 0, 0x0A, 0x10, 0x18, 0x21
 
 
-def scan_request(payload: bytes, oldest_ns: int = 0) -> ModelCallBatch | None:
+def scan_request(
+    payload: bytes, oldest_ns: int = 0, limits: RequestLimits = NO_LIMITS
+) -> ModelCallBatch | None:
     """The model calls of a serialized request, or None when the reference decoder must read it.
 
     Same contract as :func:`.decode.decode_request`, which gives the same
@@ -100,7 +103,7 @@ def scan_request(payload: bytes, oldest_ns: int = 0) -> ModelCallBatch | None:
     """
     try:
         request = _FlatRequest.FromString(payload)
-        return _scan(request, oldest_ns)
+        return _scan(request, oldest_ns, limits)
     except (DecodeError, NotSimple):
         return None
 
@@ -113,7 +116,7 @@ def _service_name(chunks: Any) -> str:
     return ""
 
 
-def _scan(request: Any, oldest_ns: int) -> ModelCallBatch:
+def _scan(request: Any, oldest_ns: int, limits: RequestLimits) -> ModelCallBatch:
     blobs: list[bytes] = []
     services: list[str] = []
     for resource_spans in request.resource_spans:
@@ -122,6 +125,7 @@ def _scan(request: Any, oldest_ns: int) -> ModelCallBatch:
             spans = scope_spans.spans
             blobs.extend(spans)
             services.extend([service] * len(spans))
+    limits.check_span_count(len(blobs))
     batch = ModelCallBatch()
     if not blobs:
         return batch
@@ -146,7 +150,7 @@ def _scan(request: Any, oldest_ns: int) -> ModelCallBatch:
     if not is_call.any():
         return batch
 
-    accepted = _accept(batch, spans, np.flatnonzero(is_call), fields, oldest_ns)
+    accepted = _accept(batch, spans, np.flatnonzero(is_call), fields, oldest_ns, limits)
     row_of_span = np.full(n_spans, -1, dtype=np.int64)
     row_of_span[accepted] = np.arange(len(accepted), dtype=np.int64)
     _fill_rows(batch, spans, services, accepted, fields)
@@ -381,16 +385,25 @@ def _accept(
     candidates: npt.NDArray[np.int64],
     fields: _SpanFields,
     oldest_ns: int,
+    limits: RequestLimits,
 ) -> npt.NDArray[np.int64]:
     """The candidate spans that are usable model calls; the others are rejected with a reason."""
+    attributes, largest, over = limits.spans_over(
+        spans.kv_span, spans.kv_stop - spans.kv_start, len(spans)
+    )
     names = fields.name[candidates].tolist()
     usable = np.fromiter((bool(n) for n in names), dtype=bool, count=len(names))
     usable &= fields.weight[candidates] > 0
+    usable &= ~over[candidates]
     if oldest_ns > 0:
         usable &= spans.start_ns[candidates] >= np.uint64(oldest_ns)
     for i in candidates[~usable].tolist():
+        view = spans.view(i)
         name = fields.name[i] if fields.has_name[i] else ABSENT
-        batch.reject(rejection_reason(spans.view(i), name, float(fields.weight[i]), oldest_ns))
+        batch.reject(
+            limits.span_problem(view.name, int(attributes[i]), int(largest[i]))
+            or rejection_reason(view, name, float(fields.weight[i]), oldest_ns)
+        )
     accepted: npt.NDArray[np.int64] = candidates[usable]
     return accepted
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 __all__ = [
     "TRACES",
+    "TRACES_LIMITED",
     "Position",
     "Record",
     "Spool",
@@ -44,7 +45,9 @@ __all__ = [
 
 _HEADER = struct.Struct("<IIB")
 TRACES = 1
-"""Record kind: a trace request (see ``processor.spool_payload``)."""
+"""Record kind: a trace request, after its lateness limit (see ``processor.spool_payload``)."""
+TRACES_LIMITED = 2
+"""Record kind: a trace request, after its lateness limit and its span limits."""
 
 
 @dataclass(frozen=True, order=True)

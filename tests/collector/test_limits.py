@@ -1,0 +1,172 @@
+"""Limits on what one request, one span and one model may bring (``receiver.limits``, segments).
+
+Over-limit model-call spans are rejected one by one and counted in the OTLP
+partial-success answer; too many spans in a request is INVALID_ARGUMENT; a
+message over the size limit is RESOURCE_EXHAUSTED (gRPC's own check, before
+anything is decoded). Both decoders apply the same checks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from segwatch.collector.aggregate import SegmentAggregator
+from segwatch.collector.columns import Column, ModelCallBatch
+from segwatch.collector.config import CollectorConfig, SegmentsConfig, parse_config
+from segwatch.collector.decode import decode_request
+from segwatch.collector.errors import PermanentError
+from segwatch.collector.limits import RequestLimits
+from segwatch.collector.plan import SegmentationPlan
+from segwatch.collector.processor import _reload, spool_payload
+from segwatch.collector.receiver import OTLPReceiver
+from segwatch.collector.span_scan import scan_request
+from segwatch.collector.spool import TRACES_LIMITED, Position, Record
+
+LIMITS = RequestLimits(
+    max_message_mib=1, max_spans_per_request=50, max_attributes_per_span=10,
+    max_attribute_bytes=200,
+)  # fmt: skip
+
+
+def _span(i: int, **extra: str | float) -> Span:
+    span = Span(name=f"predict {i}", trace_id=bytes([1]) * 16, span_id=i.to_bytes(8, "big"),
+                start_time_unix_nano=1_700_000_000_000_000_000 + i, end_time_unix_nano=0)  # fmt: skip
+    span.end_time_unix_nano = span.start_time_unix_nano + 1000
+    values = {"ml.model.name": "fraud", "ml.feature.amount": float(i), **extra}
+    for key, value in values.items():
+        any_value = (
+            AnyValue(string_value=value) if isinstance(value, str) else AnyValue(double_value=value)
+        )
+        span.attributes.append(KeyValue(key=key, value=any_value))
+    return span
+
+
+def _request(spans: list[Span]) -> trace_service_pb2.ExportTraceServiceRequest:
+    request = trace_service_pb2.ExportTraceServiceRequest()
+    request.resource_spans.add().scope_spans.add().spans.extend(spans)
+    return request
+
+
+def _both(request: trace_service_pb2.ExportTraceServiceRequest) -> list[ModelCallBatch]:
+    """The request through the fast path and through the reference decoder."""
+    fast = scan_request(request.SerializeToString(), 0, LIMITS)
+    assert fast is not None, "the fast path should read this request"
+    return [fast, decode_request(request, 0, LIMITS)]
+
+
+def test_a_span_with_too_many_attributes_is_rejected_alone() -> None:
+    many = {f"ml.feature.f{k}": float(k) for k in range(12)}  # 14 attributes in all
+    request = _request([_span(0), _span(1, **many), _span(2)])
+    for batch in _both(request):
+        assert len(batch) == 2 and batch.rejected_spans == 1
+        assert batch.rejection_reasons == [
+            "span 'predict 1': 14 attributes, over the limit of 10 "
+            "(receiver.limits.max_attributes_per_span)"
+        ]
+        assert batch.span_ids == [(0).to_bytes(8, "big"), (2).to_bytes(8, "big")]
+        assert sorted(batch.quantities["feature.amount"].number_data()[1].tolist()) == [0.0, 2.0]
+
+
+def test_a_span_with_an_oversized_attribute_is_rejected_alone() -> None:
+    request = _request(
+        [_span(0, **{"ml.feature.note": "x" * 300}), _span(1, **{"ml.feature.note": "ok"})]
+    )
+    for batch in _both(request):
+        assert len(batch) == 1 and batch.rejected_spans == 1
+        reason = batch.rejection_reasons[0]
+        assert reason.startswith("span 'predict 0': an attribute of 3")
+        assert "over the limit of 200 (receiver.limits.max_attribute_bytes)" in reason
+        assert batch.quantities["feature.note"].label_data()[1].tolist() == ["ok"]
+
+
+def test_spans_that_are_not_model_calls_are_ignored_whatever_their_size() -> None:
+    other = Span(name="GET /", trace_id=bytes(16), span_id=bytes(8))
+    other.attributes.append(KeyValue(key="http.body", value=AnyValue(string_value="y" * 5000)))
+    for batch in _both(_request([other, _span(1)])):
+        assert len(batch) == 1 and batch.rejected_spans == 0
+
+
+def test_too_many_spans_in_one_request_is_invalid() -> None:
+    request = _request([_span(i) for i in range(51)])
+    with pytest.raises(PermanentError, match="51 spans, over the limit of 50"):
+        scan_request(request.SerializeToString(), 0, LIMITS)
+    with pytest.raises(PermanentError, match="max_spans_per_request"):
+        decode_request(request, 0, LIMITS)
+
+
+def test_a_replay_rejects_exactly_what_was_rejected_when_it_was_acknowledged() -> None:
+    many = {f"ml.feature.f{k}": float(k) for k in range(12)}
+    body = _request([_span(i, **(many if i % 3 == 0 else {})) for i in range(60)][:50])
+    payload = spool_payload(body.SerializeToString(), 0, LIMITS)
+    replayed = _reload(Record(Position(1, len(payload)), TRACES_LIMITED, payload))
+    accepted = scan_request(body.SerializeToString(), 0, LIMITS)
+    assert replayed is not None and accepted is not None
+    assert len(replayed) == len(accepted) == 33
+    assert replayed.span_ids == accepted.span_ids
+
+
+class _Nothing:
+    def consume(self, request: Any) -> Any:  # pragma: no cover - never reached
+        raise AssertionError("an oversized message reached the pipeline")
+
+    consume_logs = consume
+
+
+def test_a_message_over_the_size_limit_is_refused_before_decoding() -> None:
+    receiver = OTLPReceiver("127.0.0.1:0", _Nothing(), max_message_bytes=1 << 20)  # type: ignore[arg-type]
+    receiver.start()
+    try:
+        with grpc.insecure_channel(receiver.address) as channel:
+            export = channel.unary_unary(
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+            )
+            with pytest.raises(grpc.RpcError) as caught:
+                export(b"\x0a" + bytes(2 << 20), timeout=10)
+    finally:
+        receiver.shutdown()
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+
+
+def test_the_limits_are_configured_and_checked() -> None:
+    config = parse_config(
+        "receiver:\n  limits:\n    max_spans_per_request: 500\n    max_attribute_bytes: 4096\n"
+        "segments:\n  max_per_model: 300\n"
+    )
+    assert config.receiver.limits == RequestLimits(64, 500, 1000, 4096)
+    assert config.segments.max_per_model == 300
+    with pytest.raises(ValueError) as caught:
+        parse_config("receiver:\n  limits:\n    max_attribute_bytes: 1\n    max_message_mib: 0\n")
+    assert "receiver.limits.max_attribute_bytes" in str(caught.value)
+    assert "receiver.limits.max_message_mib" in str(caught.value)
+
+
+def test_a_model_cannot_create_more_segments_than_its_budget() -> None:
+    # 10 category features of 30 values each; each dimension reserves top_k + 2 = 7 segments,
+    # so a budget of 30 segments four dimensions (28).
+    config = CollectorConfig(segments=SegmentsConfig(top_k=5, max_per_model=30))
+    aggregator = SegmentAggregator(SegmentationPlan(config))
+    n = 300
+    batch = ModelCallBatch(
+        models=[("m", "1", "serving")], model_index=[0] * n,
+        start_ns=[1_700_000_000_000_000_000] * n, duration_ns=[1] * n,
+        trace_ids=[bytes(16)] * n, span_ids=[bytes(8)] * n, operations=[""] * n,
+        prediction_ids=[""] * n, service_names=[""] * n, weights=[1.0] * n,
+    )  # fmt: skip
+    for f in range(10):
+        batch.quantities[f"feature.f{f}"] = Column(
+            label_rows=list(range(n)), labels=[f"v{i % 30}" for i in range(n)]
+        )
+    rows = aggregator.aggregate(batch)
+    dims = [rows.columns["segment_dim"][i] for i in range(len(rows))]
+    quantities = [rows.columns["quantity"][i] for i in range(len(rows))]
+    assert len({d for d in dims if d.startswith("feature.")}) == 4
+    assert aggregator.unsegmented["m"] == 6
+    # Every feature is still a quantity of the whole model.
+    whole = {q for d, q in zip(dims, quantities, strict=True) if d == "__all__"}
+    assert {f"feature.f{f}" for f in range(10)} <= whole
