@@ -35,9 +35,9 @@ LIMITS = RequestLimits(
 
 
 def _span(i: int, **extra: str | float) -> Span:
+    start = 1_700_000_000_000_000_000 + i
     span = Span(name=f"predict {i}", trace_id=bytes([1]) * 16, span_id=i.to_bytes(8, "big"),
-                start_time_unix_nano=1_700_000_000_000_000_000 + i, end_time_unix_nano=0)  # fmt: skip
-    span.end_time_unix_nano = span.start_time_unix_nano + 1000
+                start_time_unix_nano=start, end_time_unix_nano=start + 1000)  # fmt: skip
     values = {"ml.model.name": "fraud", "ml.feature.amount": float(i), **extra}
     for key, value in values.items():
         any_value = (
