@@ -22,7 +22,7 @@ from segwatch.clickhouse.migrate import apply_migrations
 from segwatch.clickhouse.queries import AnomalyFilter, Table, list_anomalies, read_only_query
 from segwatch.clickhouse.store import StoreLocation, open_client, parse_dsn
 
-from .config import CollectorConfig
+from .config import API_TOKEN_ENV, CollectorConfig
 from .profiles import Progress, load_profile, read_table
 
 __all__ = [
@@ -120,9 +120,10 @@ class ApiError(RuntimeError):
 class ApiAccess:
     """The store of a running collector, through its local API."""
 
-    def __init__(self, base_url: str, timeout: float = 120.0) -> None:
+    def __init__(self, base_url: str, timeout: float = 120.0, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self._token = token if token is not None else os.environ.get(API_TOKEN_ENV)
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -130,7 +131,10 @@ class ApiAccess:
             self.base_url + path,
             data=data,
             method=method,
-            headers={"Content-Type": "application/json"},
+            headers={
+                "Content-Type": "application/json",
+                **({"Authorization": f"Bearer {self._token}"} if self._token else {}),
+            },
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
@@ -196,7 +200,8 @@ def open_access(
     location = parse_dsn(dsn)
     info = read_discovery(location)
     if info is not None:
-        return ApiAccess(str(info["api"]))
+        token_env = config.api.token_env if config is not None else API_TOKEN_ENV
+        return ApiAccess(str(info["api"]), token=os.environ.get(token_env))
     client = open_client(location)
     apply_migrations(client)
     return DirectAccess(client, specs, config)

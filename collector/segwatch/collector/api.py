@@ -1,14 +1,22 @@
-"""LocalApi: the collector's loopback HTTP API for the CLI.
+"""LocalApi: the collector's HTTP API, for the CLI and for probes and scrapers.
 
 ``POST /api/v1/sql`` (read-only), ``POST /api/v1/anomalies``,
 ``POST /api/v1/detect``, ``POST /api/v1/baseline`` (loads a file on this
-machine) and ``GET /api/v1/status``; JSON in, JSON out.
-Binds to loopback by default: it offers read access to the store.
+machine) and ``GET /api/v1/status``; JSON in, JSON out. Binds to loopback by
+default: it offers read access to the store. Bound anywhere else it needs a
+token (``SEGWATCH_API_TOKEN``, or the variable ``api.token_env`` names), and
+every ``/api/`` request must carry it as ``Authorization: Bearer <token>``.
+
+``GET /healthz`` (the process answers), ``GET /readyz`` (it can take data:
+503 with the reasons when not) and ``GET /metrics`` (Prometheus) are open,
+as probes and scrapers expect; they reveal no data.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -24,7 +32,8 @@ from segwatch.clickhouse.detection import DetectorSpec
 from segwatch.clickhouse.queries import AnomalyFilter, list_anomalies, read_only_query
 
 from .access import detect_table
-from .config import CollectorConfig, parse_endpoint
+from .config import API_TOKEN_ENV, CollectorConfig, parse_endpoint
+from .metrics import CONTENT_TYPE
 from .profiles import load_profile, read_table
 
 __all__ = ["LocalApi"]
@@ -50,8 +59,14 @@ class LocalApi:
         sql_client: Client | None = None,
         on_baseline: Callable[[], object] | None = None,
         before_read: Callable[[], object] | None = None,
+        token: str | None = None,
+        readiness: Callable[[], list[str]] | None = None,
+        metrics: Callable[[], bytes] | None = None,
     ) -> None:
         self._endpoint = endpoint
+        self._token = f"Bearer {token}".encode() if token else None
+        self._readiness = readiness  # what stops the collector taking data; [] when ready
+        self._metrics = metrics
         self._config = config
         # Analysts' SQL runs on its own readonly session: a per-query readonly
         # setting would stay on the session and stop the API's own writes.
@@ -74,6 +89,12 @@ class LocalApi:
 
     def start(self) -> None:
         host, port = parse_endpoint(self._endpoint)
+        if self._token is None and not _is_loopback(host):
+            raise ValueError(
+                f"the API on {self._endpoint} would be reachable from other machines without a "
+                f"token: set {API_TOKEN_ENV} (or the variable api.token_env names), or bind it "
+                "to 127.0.0.1"
+            )
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -105,6 +126,14 @@ class LocalApi:
 
     def _handle(self, handler: BaseHTTPRequestHandler, body: bytes | None) -> None:
         route = (handler.command, handler.path.split("?")[0])
+        if self._probe(handler, route):
+            return
+        if self._token is not None:
+            given = (handler.headers.get("Authorization") or "").encode()
+            if not hmac.compare_digest(given, self._token):
+                self._reply(handler, 401, {"error": "missing or wrong bearer token"},
+                            {"WWW-Authenticate": 'Bearer realm="segwatch"'})  # fmt: skip
+                return
         try:
             request = json.loads(body) if body else {}
             if not isinstance(request, dict):
@@ -155,11 +184,51 @@ class LocalApi:
             return detect_table(self._client, at, self._detectors).to_json()
         raise LookupError(route)
 
+    def _probe(self, handler: BaseHTTPRequestHandler, route: tuple[str, str]) -> bool:
+        """Answer the health, readiness and metrics endpoints; False for any other route."""
+        if route == ("GET", "/healthz"):
+            self._reply(handler, 200, {"status": "ok"})
+        elif route == ("GET", "/readyz"):
+            problems = self._readiness() if self._readiness is not None else []
+            code = 503 if problems else 200
+            self._reply(handler, code, {"ready": not problems, "problems": problems})
+        elif route == ("GET", "/metrics") and self._metrics is not None:
+            self._send(handler, 200, self._metrics(), CONTENT_TYPE)
+        else:
+            return False
+        return True
+
+    @classmethod
+    def _reply(
+        cls,
+        handler: BaseHTTPRequestHandler,
+        code: int,
+        payload: dict[str, Any],
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        cls._send(handler, code, json.dumps(payload).encode(), "application/json", headers)
+
     @staticmethod
-    def _reply(handler: BaseHTTPRequestHandler, code: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
+    def _send(
+        handler: BaseHTTPRequestHandler,
+        code: int,
+        data: bytes,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         handler.send_response(code)
-        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Type", content_type)
         handler.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
         handler.end_headers()
         handler.wfile.write(data)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve anywhere

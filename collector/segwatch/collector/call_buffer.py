@@ -118,6 +118,16 @@ class CallBuffer:
     def pending_calls(self) -> int:
         return self._pending_calls
 
+    @property
+    def spilling(self) -> bool:
+        """Acknowledged calls wait in the spool only (the store is behind)."""
+        return self._spilled_after is not None
+
+    @property
+    def store_failing(self) -> bool:
+        """The last flush failed; it is retried with backoff."""
+        return bool(self._retry_at)
+
     def reserve(self, calls: int, timeout: float | None = 5.0) -> None:
         """Wait until ``calls`` more fit under the pending limit; :class:`RetryableError` if not.
 

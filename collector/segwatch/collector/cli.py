@@ -24,6 +24,7 @@ from segwatch.clickhouse.store import StoreError
 
 from .access import ApiError, DirectAccess, open_access
 from .config import CollectorConfig, ConfigError, configured_detectors, load_config
+from .logs import JsonLogFormatter
 from .table import print_table
 
 __all__ = ["main"]
@@ -37,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Per-segment monitoring of ML models on OpenTelemetry and ClickHouse.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=os.environ.get("SEGWATCH_LOG_FORMAT", "text"),
+        help="log lines as text, or as one JSON object each (for log pipelines); "
+        "default: $SEGWATCH_LOG_FORMAT or text",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     demo = commands.add_parser(
@@ -171,13 +179,19 @@ EMBEDDED_ALLOCATOR = ("JE_MALLOC_CONF", "dirty_decay_ms:1000,muzzy_decay_ms:0")
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault(*EMBEDDED_ALLOCATOR)
     args = _parser().parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        JsonLogFormatter()
+        if args.log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     logging.basicConfig(
         level=logging.DEBUG
         if args.verbose
         else logging.INFO
         if args.command == "collector"
         else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[handler],
     )
     if not args.verbose:
         # The one-line error says what failed; the drivers' retry chatter does not help.

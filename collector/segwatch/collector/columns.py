@@ -118,6 +118,7 @@ class ModelCallBatch:
     contexts: dict[str, Column] = field(default_factory=dict)
     rejected_spans: int = 0
     rejection_reasons: list[str] = field(default_factory=list)
+    rejected_by: dict[str, int] = field(default_factory=dict)  # by reason_code()
     ignored_values: int = 0
 
     def __len__(self) -> int:
@@ -125,6 +126,8 @@ class ModelCallBatch:
 
     def reject(self, reason: str) -> None:
         self.rejected_spans += 1
+        code = reason_code(reason)
+        self.rejected_by[code] = self.rejected_by.get(code, 0) + 1
         if len(self.rejection_reasons) < 5 and reason not in self.rejection_reasons:
             self.rejection_reasons.append(reason)
 
@@ -161,6 +164,19 @@ class ModelCallBatch:
                             LabelChunk(label_rows + offset, codes, dictionary)
                         )
         return out
+
+
+def reason_code(reason: str) -> str:
+    """The metric label of a rejection: ``limits``, ``late`` or ``invalid``.
+
+    Read from the messages of :mod:`.limits` (which name their config key)
+    and :func:`.decode.rejection_reason`.
+    """
+    if "(receiver.limits." in reason:
+        return "limits"
+    if "allowed lateness" in reason:
+        return "late"
+    return "invalid"
 
 
 _ROW_FIELDS = (

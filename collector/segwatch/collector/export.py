@@ -26,6 +26,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from .metrics import CollectorMetrics
 from .rows import TableRows, insert_blocks
 
 __all__ = ["ClickHouseExporter", "ExportStats"]
@@ -65,8 +66,9 @@ class ClickHouseExporter:
     arrives during a flush goes in the next one.
     """
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, metrics: CollectorMetrics | None = None) -> None:
         self._client = client
+        self._metrics = metrics
         self._pending = _Pending()
         self._cond = threading.Condition()
         self._stopping = False
@@ -134,11 +136,15 @@ class ClickHouseExporter:
         except Exception as exc:
             self.stats.failures += 1
             self.stats.last_error = str(exc)
+            if self._metrics is not None:
+                self._metrics.insert_failures.inc()
             _logger.error("insert into the store failed: %s", exc)
             for waiter in pending.waiters:
                 waiter.set_exception(exc)
             return
         self.stats.flushes += 1
+        if self._metrics is not None:
+            self._metrics.inserts.observe(time.perf_counter() - started)
         for (table, _), blocks in pending.tables.items():
             self.stats.rows[table] = self.stats.rows.get(table, 0) + blocks.rows
         _logger.debug(

@@ -6,9 +6,10 @@ import logging
 import struct
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -54,6 +55,7 @@ class ProcessorStats:
     ignored_values: int = 0
     labels: int = 0
     rejected_labels: int = 0
+    rejected_by: Counter[str] = field(default_factory=Counter)  # spans, then "label"
 
 
 class ModelCallProcessor:
@@ -151,6 +153,7 @@ class ModelCallProcessor:
         with self._lock:
             self.stats.requests += 1
             self.stats.rejected_spans += batch.rejected_spans
+            self.stats.rejected_by.update(batch.rejected_by)
             self.stats.ignored_values += batch.ignored_values
         message = "; ".join(batch.rejection_reasons)
         if len(batch):
@@ -189,6 +192,8 @@ class ModelCallProcessor:
         with self._lock:
             self.stats.labels += len(batch.rows)
             self.stats.rejected_labels += batch.rejected
+            if batch.rejected:
+                self.stats.rejected_by["label"] += batch.rejected
         return ConsumeResult(len(batch.rows), batch.rejected, "; ".join(batch.reasons))
 
     def _store(self, parts: list[TableRows]) -> None:

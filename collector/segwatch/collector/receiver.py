@@ -23,6 +23,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from .config import TlsConfig, parse_endpoint
 from .errors import PermanentError, RetryableError
+from .metrics import CollectorMetrics
 from .processor import ConsumeResult
 
 __all__ = ["OTLPConsumer", "OTLPReceiver", "retry_info_metadata"]
@@ -60,24 +61,38 @@ def retry_info_metadata(message: str, delay: float) -> tuple[tuple[str, bytes], 
     )
 
 
-def _answer(consume: Callable[[], ConsumeResult], context: Any) -> ConsumeResult:
+def _answer(
+    consume: Callable[[], ConsumeResult], context: Any, count: Callable[[str], None]
+) -> ConsumeResult:
     """Run the pipeline; turn its errors into the gRPC codes OTLP prescribes."""
     try:
-        return consume()
+        result = consume()
     except PermanentError as exc:
+        count("INVALID_ARGUMENT")
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     except RetryableError as exc:
+        count("UNAVAILABLE")
         _logger.warning("answering UNAVAILABLE: %s", exc)
         context.set_trailing_metadata(retry_info_metadata(str(exc), exc.retry_after))
         context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+    else:
+        count("OK")
+        return result
     raise AssertionError("unreachable: context.abort raises")
+
+
+def _counter(metrics: CollectorMetrics | None, signal: str) -> Callable[[str], None]:
+    if metrics is None:
+        return lambda code: None
+    return lambda code: metrics.requests.labels(signal, code).inc()
 
 
 class _TraceService:
     """TraceService/Export, taking the request as bytes: the consumer parses it (fast path)."""
 
-    def __init__(self, consumer: OTLPConsumer) -> None:
+    def __init__(self, consumer: OTLPConsumer, metrics: CollectorMetrics | None) -> None:
         self._consumer = consumer
+        self._count = _counter(metrics, "traces")
 
     def handler(self) -> grpc.GenericRpcHandler[bytes, Any]:
         export = grpc.unary_unary_rpc_method_handler(
@@ -90,7 +105,7 @@ class _TraceService:
         )
 
     def Export(self, request: bytes, context: Any) -> trace_service_pb2.ExportTraceServiceResponse:
-        result = _answer(lambda: self._consumer.consume(request), context)
+        result = _answer(lambda: self._consumer.consume(request), context, self._count)
         response = trace_service_pb2.ExportTraceServiceResponse()
         if result.rejected:
             response.partial_success.rejected_spans = result.rejected
@@ -99,13 +114,14 @@ class _TraceService:
 
 
 class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):
-    def __init__(self, consumer: OTLPConsumer) -> None:
+    def __init__(self, consumer: OTLPConsumer, metrics: CollectorMetrics | None) -> None:
         self._consumer = consumer
+        self._count = _counter(metrics, "logs")
 
     def Export(
         self, request: logs_service_pb2.ExportLogsServiceRequest, context: Any
     ) -> logs_service_pb2.ExportLogsServiceResponse:
-        result = _answer(lambda: self._consumer.consume_logs(request), context)
+        result = _answer(lambda: self._consumer.consume_logs(request), context, self._count)
         response = logs_service_pb2.ExportLogsServiceResponse()
         if result.rejected:
             response.partial_success.rejected_log_records = result.rejected
@@ -156,6 +172,7 @@ class OTLPReceiver:
         max_message_bytes: int = 64 << 20,
         tls: TlsConfig | None = None,
         token: str | None = None,
+        metrics: CollectorMetrics | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._consumer = consumer
@@ -163,6 +180,7 @@ class OTLPReceiver:
         self._max_message_bytes = max_message_bytes
         self._tls = tls or TlsConfig()
         self._token = token
+        self._metrics = metrics
         self._server: grpc.Server | None = None
         self.port: int | None = None
 
@@ -183,9 +201,9 @@ class OTLPReceiver:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        server.add_generic_rpc_handlers((_TraceService(self._consumer).handler(),))
+        server.add_generic_rpc_handlers((_TraceService(self._consumer, self._metrics).handler(),))
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            _LogsService(self._consumer), server
+            _LogsService(self._consumer, self._metrics), server
         )
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:

@@ -14,6 +14,7 @@ from segwatch.clickhouse.detection import DetectorSpec, run_detector
 from segwatch.clickhouse.queries import add_exemplar_span_ids
 
 from .alerts import AnomalyNotifier
+from .metrics import CollectorMetrics
 
 __all__ = ["DetectorScheduler"]
 
@@ -38,7 +39,9 @@ class DetectorScheduler:
         lateness: float = 15.0,
         clock: Callable[[], float] = time.time,
         notifiers: Sequence[AnomalyNotifier] = (),
+        metrics: CollectorMetrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._client = client
         self._specs = specs
         self._notifiers = list(notifiers)
@@ -82,9 +85,16 @@ class DetectorScheduler:
             run = run_detector(self._client, spec, dt.datetime.fromtimestamp(at, dt.timezone.utc))
         except Exception:
             self.failures += 1
+            if self._metrics is not None:
+                self._metrics.detector_failures.labels(spec.name).inc()
             _logger.exception("detector %s failed", spec.name)
             return
         self.runs += 1
+        if self._metrics is not None:
+            self._metrics.detector_seconds.labels(spec.name).observe(run.seconds)
+            self._metrics.detector_findings.labels(spec.name).inc(len(run.new_anomalies))
+            self._metrics.detector_transitions.labels(spec.name, "opened").inc(len(run.opened))
+            self._metrics.detector_transitions.labels(spec.name, "resolved").inc(len(run.resolved))
         _logger.info(
             "detector %s: %d findings, %d opened, %d resolved in %.2f s",
             spec.name,

@@ -27,6 +27,7 @@ from .alerts import notifiers
 from .api import LocalApi
 from .config import CollectorConfig, configured_detectors
 from .export import ClickHouseExporter
+from .metrics import CollectorMetrics
 from .plan import SegmentationPlan
 from .processor import ModelCallProcessor
 from .profiles import refresh_quantile_buckets
@@ -64,6 +65,8 @@ class Collector:
         self.receiver: OTLPReceiver | None = None
         self.scheduler: DetectorScheduler | None = None
         self.api: LocalApi | None = None
+        self.metrics = CollectorMetrics()
+        self.metrics.read_from(self._metric_values)
 
     def start(self) -> None:
         try:
@@ -89,7 +92,7 @@ class Collector:
         if applied:
             _logger.info("applied migrations: %s", ", ".join(applied))
         check_store_settings(self._clients.exporter, config)
-        self.exporter = ClickHouseExporter(self._clients.exporter)
+        self.exporter = ClickHouseExporter(self._clients.exporter, self.metrics)
         self.exporter.start()
         refresh_quantile_buckets(self._clients.exporter, self.plan)
         self.spool = self._open_spool()
@@ -110,7 +113,10 @@ class Collector:
                 _logger.info("replayed %d model calls from the spool", replayed)
         if config.scheduler.enabled:
             self.scheduler = DetectorScheduler(
-                self._clients.scheduler, self.detectors, notifiers=notifiers(config.alerts)
+                self._clients.scheduler,
+                self.detectors,
+                notifiers=notifiers(config.alerts),
+                metrics=self.metrics,
             )
             self.scheduler.start()
         self.api = LocalApi(
@@ -122,6 +128,9 @@ class Collector:
             sql_client=self._clients.sql,
             before_read=self.flush,
             on_baseline=lambda: refresh_quantile_buckets(self._clients.api, self.plan),  # type: ignore[union-attr]
+            token=os.environ.get(config.api.token_env) or None,
+            readiness=self.readiness,
+            metrics=self.metrics.exposition,
         )
         self.api.start()
         self.receiver = OTLPReceiver(
@@ -131,6 +140,7 @@ class Collector:
             max_message_bytes=config.receiver.limits.max_message_mib << 20,
             tls=config.receiver.tls,
             token=os.environ.get(config.receiver.token_env) or None,
+            metrics=self.metrics,
         )
         self.receiver.start()
         self._write_discovery()
@@ -156,6 +166,30 @@ class Collector:
         if self.processor is not None:
             self.processor.flush(timeout)
 
+    def readiness(self) -> list[str]:
+        """What keeps the collector from taking data now; empty when it is ready."""
+        problems = []
+        if self.receiver is None or self.receiver.port is None:
+            problems.append("the OTLP receiver is not listening")
+        if self.processor is not None and self.processor.buffer.store_failing:
+            error = self.exporter.stats.last_error if self.exporter else ""
+            problems.append(f"the store refuses inserts ({error}); data waits in the spool")
+        if self.spool is not None and self.spool.unflushed_bytes > 0.9 * self.spool.max_bytes:
+            problems.append("the spool is over 90 % full: requests will be refused")
+        return problems
+
+    def _metric_values(self) -> dict[str, Any]:
+        stats = self.processor.stats if self.processor else None
+        buffer = self.processor.buffer if self.processor else None
+        return {
+            "model_calls": stats.model_calls if stats else 0,
+            "rejected_spans": stats.rejected_spans if stats else 0,
+            "rejected_by": dict(stats.rejected_by) if stats else {},
+            "spool_bytes": self.spool.unflushed_bytes if self.spool else 0,
+            "pending_calls": buffer.pending_calls if buffer else 0,
+            "spilled": int(buffer.spilling) if buffer else 0,
+        }
+
     def status(self) -> dict[str, Any]:
         stats = self.processor.stats if self.processor else None
         return {
@@ -164,6 +198,7 @@ class Collector:
             "requests": stats.requests if stats else 0,
             "model_calls": stats.model_calls if stats else 0,
             "rejected_spans": stats.rejected_spans if stats else 0,
+            "rejected_by_reason": dict(stats.rejected_by) if stats else {},
             "detector_runs": self.scheduler.runs if self.scheduler else 0,
             "folded_into_other": {
                 f"{model}/{dimension}": rows
