@@ -59,7 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     collector = commands.add_parser(
         "collector",
         help="run the collector (OTLP/gRPC receiver, aggregation, detectors)",
-        description="Run the collector until interrupted (SIGINT or SIGTERM).",
+        description="Run the collector until interrupted (SIGINT or SIGTERM: it stops taking "
+        "data, flushes what it acknowledged and exits 0). Secrets come from the environment, "
+        "never from files or arguments: SEGWATCH_RECEIVER_TOKEN, the bearer token OTLP clients "
+        "must send; SEGWATCH_API_TOKEN, the local API's token (required when it is bound beyond "
+        "loopback). Probes and metrics: GET /healthz, /readyz, /metrics on the API's address.",
     )
     _config_argument(collector)
 
