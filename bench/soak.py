@@ -30,7 +30,7 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ingest import (  # noqa: E402 - bench/ is not a package
+from ingest import (  # bench/ is not a package
     EXPORT_METHOD,
     CollectorOptions,
     _rss_mib,
@@ -102,13 +102,16 @@ def soak(minutes: float, rate: float, every: float) -> None:
     settled = [s for s in samples if s[0] >= 60] or samples
     start, end = settled[0], settled[-1]
     peak = max(settled, key=lambda s: s[1])
-    print(f"\nsent {result['acked']:,} spans acknowledged ({result['refused']} requests refused) "
-          f"in {result['seconds']:.0f} s: {result['acked'] / result['seconds']:,.0f} spans/s")  # fmt: skip
+    acked, seconds = result["acked"], result["seconds"]
+    print(f"\nsent {acked:,} spans acknowledged ({result['refused']} requests refused) "
+          f"in {seconds:.0f} s: {acked / seconds:,.0f} spans/s")  # fmt: skip
     print(f"RSS after warm-up: start {start[1]:.0f} MiB (at {start[0]:.0f} s), peak "
           f"{peak[1]:.0f} MiB (at {peak[0]:.0f} s), end {end[1]:.0f} MiB; "
           f"end - start {end[1] - start[1]:+.0f} MiB")  # fmt: skip
-    print(f"most calls waiting: {max(s[2] for s in samples):,.0f}; "
-          f"largest spool: {max(s[3] for s in samples) / 2**20:.1f} MiB")
+    print(
+        f"most calls waiting: {max(s[2] for s in samples):,.0f}; "
+        f"largest spool: {max(s[3] for s in samples) / 2**20:.1f} MiB"
+    )
     lost = result["acked"] - stored
     print(f"in the store: {stored:,} calls; lost: {lost:,}")
     if lost:

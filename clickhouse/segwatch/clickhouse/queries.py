@@ -79,8 +79,36 @@ def run_query(
 
 
 def read_only_query(client: Client, query: str) -> Table:
-    """Run an analyst's query with ClickHouse's ``readonly=1``."""
+    """Run an analyst's query with ClickHouse's ``readonly=1``; one statement only.
+
+    A server refuses several statements in one query; the embedded engine ran
+    the first and left its result behind for the next query to trip on, so
+    they are refused here, before anything runs.
+    """
+    if _statements(query) > 1:
+        raise ValueError("one SQL statement at a time (found ';' between statements)")
     return run_query(client, query, settings=READ_ONLY)
+
+
+def _statements(query: str) -> int:
+    """How many statements ``query`` holds: ';' outside quotes and comments, not at the end."""
+    count, i, n = 1, 0, len(query)
+    while i < n:
+        char = query[i]
+        if char in "'\"`":
+            i += 1
+            while i < n and query[i] != char:
+                i += 2 if query[i] == "\\" else 1
+        elif query.startswith("--", i) or char == "#":
+            i = query.find("\n", i)
+            i = n if i < 0 else i
+        elif query.startswith("/*", i):
+            i = query.find("*/", i + 2)
+            i = n if i < 0 else i + 1
+        elif char == ";" and query[i + 1 :].strip(" \t\r\n;"):
+            count += 1
+        i += 1
+    return count
 
 
 ANOMALY_STATES = ("all", "open", "resolved")

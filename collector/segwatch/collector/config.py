@@ -305,6 +305,11 @@ def _detector_duration(text: str) -> None:
     check_detector_duration(parse_duration(text))
 
 
+def _identifier(name: str) -> None:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name):
+        raise ValueError(f"{name!r} must be letters, digits and _ (and not start with a digit)")
+
+
 def _readable_file(path: str) -> None:
     if not os.path.isfile(path) or not os.access(path, os.R_OK):
         raise ValueError(f"{path!r} is not a readable file")
@@ -401,7 +406,7 @@ _SCHEMA = Record({
             "positive": Scalar((str, int, bool)),
             "threshold": _NUMBER,
         }), _field_name),
-    })),
+    }), _field_name),
     "contexts": _FIELDS,
     "baselines": Table(Record({
         "kind": Scalar(str, _one_of("trailing", "same_hour_last_week", "version", "training")),
@@ -423,7 +428,7 @@ _SCHEMA = Record({
                                "windows": Scalar(int, _between(1, 100))}),
         "threshold": Scalar((int, float), _at_least(0)),
         "min_support": Scalar(int, _at_least(1)),
-        "parameters": Table(Scalar((int, float, str))),
+        "parameters": Table(Scalar((int, float, str)), _identifier),
     })),
     "alerts": Record({
         "webhooks": ListOf(Record({"url": Scalar(str, _url), "name": Scalar(str)})),
