@@ -224,12 +224,18 @@ def _limit_problem(span: Any, limits: RequestLimits) -> str:
     return limits.span_problem(span.name, len(attributes), largest)
 
 
+MAX_TIME_NS = 2**63
+"""Span times at or past it (the year 2262) do not fit ClickHouse's signed 64-bit nanoseconds."""
+
+
 def rejection_reason(span: Any, name: Any, weight: float, oldest_ns: int) -> str:
     """Why a span with ml.* values is not a usable model call, or ``""``."""
     if name is ABSENT or not name:
         return f"span {span.name!r}: {_NAME} must be a non-empty string"
     if not weight > 0:  # NaN fails this too
         return f"span {span.name!r}: {_WEIGHT} must be a positive finite number"
+    if span.start_time_unix_nano >= MAX_TIME_NS or span.end_time_unix_nano >= MAX_TIME_NS:
+        return f"span {span.name!r}: its times are past the year 2262"
     if span.start_time_unix_nano < oldest_ns:
         return f"span {span.name!r} started before the allowed lateness"
     return ""

@@ -32,7 +32,7 @@ from segwatch.instrumentation import attributes as attr
 
 from . import kernels
 from .columns import Column, LabelChunk, ModelCallBatch, ModelKey, object_array
-from .decode import ABSENT, DEFAULT_STAGE, double_text, rejection_reason
+from .decode import ABSENT, DEFAULT_STAGE, MAX_TIME_NS, double_text, rejection_reason
 from .limits import NO_LIMITS, RequestLimits
 from .span_wire import SpanTable
 from .wire import KEY_WIDTH, NotSimple, factorize_slices, varints
@@ -395,6 +395,8 @@ def _accept(
     usable = np.fromiter((bool(n) for n in names), dtype=bool, count=len(names))
     usable &= fields.weight[candidates] > 0
     usable &= ~over[candidates]
+    usable &= spans.start_ns[candidates] < np.uint64(MAX_TIME_NS)
+    usable &= spans.end_ns[candidates] < np.uint64(MAX_TIME_NS)
     if oldest_ns > 0:
         usable &= spans.start_ns[candidates] >= np.uint64(oldest_ns)
     for i in candidates[~usable].tolist():

@@ -41,6 +41,7 @@ class SpanView:
 
     name: str
     start_time_unix_nano: int
+    end_time_unix_nano: int
 
 
 @dataclass
@@ -91,7 +92,7 @@ class SpanTable:
 
     def view(self, span: int) -> SpanView:
         (name,) = self.bytes_of(_NAME, np.array([span], dtype=np.int64))
-        return SpanView(name.decode("utf-8"), int(self.start_ns[span]))
+        return SpanView(name.decode("utf-8"), int(self.start_ns[span]), int(self.end_ns[span]))
 
     def check_names(self) -> None:
         """Span names must be UTF-8 (the reference decoder refuses the request otherwise)."""
