@@ -141,7 +141,7 @@ class CallBuffer:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while self._pending_calls and self._pending_calls + calls > self._max_pending_calls:
-                if self._reload is not None and (self._spilled_after or self._retry_at):
+                if self._reload is not None and (self._spilled_after is not None or self._retry_at):
                     return  # spilling, or the store is failing: no point waiting
                 left = 60.0 if deadline is None else deadline - time.monotonic()
                 if left <= 0:
@@ -310,17 +310,21 @@ class CallBuffer:
         entries: list[_Entry] = []
         unreadable = calls = 0
         last = after
-        for record in self._spool.read(after, upto):
-            last = record.end
-            batch = self._reload(record)
-            if batch is None or not len(batch):
-                unreadable += 1  # logged by reload; its bytes are released with the next flush
-            else:
-                size = record_bytes(record.payload)
-                entries.append(_Entry(batch, record.end, size, None, time.monotonic()))
-                calls += len(batch)
-            if calls >= room:
-                break
+        try:
+            for record in self._spool.read(after, upto):
+                last = record.end
+                batch = self._reload(record)
+                if batch is None or not len(batch):
+                    unreadable += 1  # logged by reload; its bytes are released with a later flush
+                else:
+                    size = record_bytes(record.payload)
+                    entries.append(_Entry(batch, record.end, size, None, time.monotonic()))
+                    calls += len(batch)
+                if calls >= room:
+                    break
+        except OSError:  # the disk failed under the spool: keep what was read, try again soon
+            _logger.exception("reading spilled calls back from the spool failed")
+            time.sleep(1.0)
         with self._cond:
             self._pending.extend(entries)
             self._pending_calls += calls

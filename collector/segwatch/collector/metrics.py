@@ -31,7 +31,8 @@ class _Snapshot(Collector):
     def collect(self) -> Iterator[Any]:
         state = self._read()
         received = CounterMetricFamily(
-            "segwatch_spans_received", "Model-call spans received (accepted or rejected)."
+            "segwatch_spans_received",
+            "Model calls received, accepted or rejected (a batch span counts its calls).",
         )
         received.add_metric([], state["model_calls"] + state["rejected_spans"])
         yield received

@@ -136,10 +136,12 @@ class _BearerToken(grpc.ServerInterceptor):  # type: ignore[type-arg]
     guess says nothing about how much of it was right.
     """
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, metrics: CollectorMetrics | None) -> None:
         self._expected = f"Bearer {token}".encode()
 
         def refuse(request: Any, context: Any) -> None:
+            if metrics is not None:
+                metrics.requests.labels("any", "UNAUTHENTICATED").inc()
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
 
         self._refuse = grpc.unary_unary_rpc_method_handler(refuse)
@@ -195,7 +197,7 @@ class OTLPReceiver:
             futures.ThreadPoolExecutor(
                 max_workers=self._max_workers, thread_name_prefix="segwatch-otlp"
             ),
-            interceptors=[_BearerToken(self._token)] if self._token else [],
+            interceptors=[_BearerToken(self._token, self._metrics)] if self._token else [],
             options=[
                 ("grpc.max_receive_message_length", self._max_message_bytes),
                 ("grpc.so_reuseport", 0),
