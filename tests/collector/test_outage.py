@@ -124,6 +124,8 @@ def test_an_outage_spills_to_the_spool_refuses_with_retry_info_and_loses_nothing
         # The store is down: requests are spooled (past the memory limit, spilled) until
         # the spool is full, then refused with UNAVAILABLE and the SDK waits and retries.
         wait_until(lambda: pipeline.consumer.unavailable >= 3, timeout=60)
+        buffer = pipeline.processor.buffer
+        assert buffer.store_failing and buffer.spilling  # what /readyz and /metrics report
         assert pipeline.processor.buffer.peak_pending_calls <= PENDING_LIMIT + SPANS_PER_EXPORT
         assert pipeline.spool.unflushed_bytes > 10 * SPANS_PER_EXPORT * 300  # spilled to disk
         assert client.query("SELECT count() FROM ml_model_calls").result_rows == [(0,)]
@@ -134,6 +136,7 @@ def test_an_outage_spills_to_the_spool_refuses_with_retry_info_and_loses_nothing
     pipeline.processor.flush(timeout=60)
 
     assert results == [SpanExportResult.SUCCESS] * 40  # every export landed after its retries
+    assert not pipeline.processor.buffer.store_failing and not pipeline.processor.buffer.spilling
     assert pipeline.processor.buffer.spilled_records > 0  # some were read back from the spool
     assert pipeline.processor.buffer.peak_pending_calls <= PENDING_LIMIT + SPANS_PER_EXPORT
     sent = {format(s.context.span_id, "016x") for share in batches for s in share}

@@ -23,8 +23,9 @@ import trustme
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from segwatch.collector.access import ApiAccess, ApiError
 from segwatch.collector.api import LocalApi
-from segwatch.collector.config import TlsConfig
+from segwatch.collector.config import ConfigError, TlsConfig, parse_config
 from segwatch.collector.receiver import OTLPReceiver
 from segwatch.collector.service import Collector
 from segwatch.instrumentation import monitor
@@ -168,8 +169,29 @@ def test_the_api_needs_a_token_beyond_loopback_and_checks_it(collector: Collecto
         code, body = _get(f"{url}/api/v1/status", TOKEN)
         assert code == 200 and body["ok"] is True
         assert _get(f"{url}/healthz") == (200, {"status": "ok"})  # probes need no token
+        assert ApiAccess(url, token=TOKEN).status()["ok"] is True  # the CLI's client
+        with pytest.raises(ApiError, match="bearer token"):
+            ApiAccess(url, token="").status()
     finally:
         api.shutdown()
     # On loopback no token is needed (the default binding).
     assert collector.api is not None
     assert _get(f"{collector.api.url}/api/v1/status")[0] == 200
+
+
+def test_tls_settings_are_checked_when_the_config_is_read(certificates: dict[str, Any]) -> None:
+    files = certificates["files"]
+    config = parse_config(
+        f"receiver:\n  grpc:\n    tls:\n      cert_file: {files['cert']}\n"
+        f"      key_file: {files['key']}\n      client_ca_file: {files['ca']}\n"
+    )
+    assert config.receiver.tls == TlsConfig(str(files["cert"]), str(files["key"]), str(files["ca"]))
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            f"receiver:\n  grpc:\n    tls:\n      cert_file: {files['cert']}\n"
+            "      key_file: /nonexistent/server.key\n"
+        )
+    assert "receiver.grpc.tls.key_file" in str(caught.value)
+    assert "not a readable file" in str(caught.value)
+    with pytest.raises(ConfigError, match="cert_file and key_file go together"):
+        parse_config(f"receiver:\n  grpc:\n    tls:\n      cert_file: {files['cert']}\n")
