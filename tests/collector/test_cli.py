@@ -81,6 +81,14 @@ def test_unreachable_server_is_one_line_without_the_password(tmp_path: Path) -> 
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("dsn", ["ftp://default:s3cret@host/db", "http://default:s3cret@/db"])
+def test_a_malformed_dsn_is_reported_without_the_password(tmp_path: Path, dsn: str) -> None:
+    result = run("sql", "SELECT 1", "--config", write_config(tmp_path, f"storage:\n  dsn: {dsn}\n"))
+    assert result.returncode == 2
+    assert "storage.dsn (line 2)" in result.stderr and "default:***@" in result.stderr
+    assert "s3cret" not in result.stderr
+
+
 def test_sql_on_the_store_directly(config: str) -> None:
     result = run("sql", "SELECT 1 + 1 AS two, 'x' AS s", "--config", config)
     assert result.returncode == 0, result.stderr

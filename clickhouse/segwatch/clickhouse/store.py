@@ -30,6 +30,7 @@ __all__ = [
     "StoreLockedError",
     "open_client",
     "parse_dsn",
+    "redact_dsn",
     "validate_identifier",
 ]
 
@@ -74,7 +75,9 @@ class StoreLocation:
 def parse_dsn(dsn: str) -> StoreLocation:
     """Validate a storage DSN; raise ``ValueError`` naming what is wrong."""
     if not isinstance(dsn, str) or "://" not in dsn:
-        raise ValueError(f"storage DSN {dsn!r} must look like chdb://DIR or http(s)://HOST:PORT/DB")
+        raise ValueError(
+            f"storage DSN {redact_dsn(str(dsn))!r} must look like chdb://DIR or http(s)://HOST:PORT/DB"
+        )
     scheme, _, rest = dsn.partition("://")
     if scheme == "chdb":
         location, _, query = rest.partition("?")
@@ -86,11 +89,13 @@ def parse_dsn(dsn: str) -> StoreLocation:
     if scheme in ("http", "https"):
         parsed = urlparse(dsn)
         if not parsed.hostname:
-            raise ValueError(f"storage DSN {dsn!r} names no host")
+            raise ValueError(f"storage DSN {redact_dsn(dsn)!r} names no host")
         database = unquote(parsed.path.strip("/")) or DEFAULT_DATABASE
         validate_identifier(database, "database in storage DSN")
         return StoreLocation(dsn, False, None, database)
-    raise ValueError(f"storage DSN {dsn!r}: scheme must be chdb, http or https, not {scheme!r}")
+    raise ValueError(
+        f"storage DSN {redact_dsn(dsn)!r}: scheme must be chdb, http or https, not {scheme!r}"
+    )
 
 
 def open_client(location: StoreLocation, **settings: Any) -> Client:
@@ -111,7 +116,7 @@ def open_client(location: StoreLocation, **settings: Any) -> Client:
         bootstrap.close()  # after the client is open: an embedded store stays locked
         return client
     except ClickHouseError as exc:
-        raise StoreError(f"cannot open store {_redact(location.dsn)}: {exc}") from exc
+        raise StoreError(f"cannot open store {redact_dsn(location.dsn)}: {exc}") from exc
 
 
 def _open_embedded(
@@ -156,7 +161,7 @@ def _server_dsn(location: StoreLocation) -> str:
     return parsed._replace(path="").geturl()
 
 
-def _redact(dsn: str) -> str:
+def redact_dsn(dsn: str) -> str:
     """The DSN without its password, for messages and logs."""
     parsed = urlparse(dsn)
     if parsed.password:

@@ -18,7 +18,7 @@ from clickhouse_connect.driver.client import Client
 
 from segwatch.clickhouse.migrate import apply_migrations
 from segwatch.clickhouse.queries import READ_ONLY
-from segwatch.clickhouse.store import open_client, parse_dsn
+from segwatch.clickhouse.store import open_client, parse_dsn, redact_dsn
 
 from . import kernels
 from .access import discovery_path
@@ -148,7 +148,7 @@ class Collector:
             "collector listening on %s (OTLP/gRPC), API on %s, store %s",
             self.receiver.address,
             self.api.url,
-            self.location.path or self.location.dsn,
+            self.location.path or redact_dsn(self.location.dsn),
         )
 
     def _open_spool(self) -> Spool | None:
