@@ -96,7 +96,10 @@ def atheris_run(client: object, spool: Path, seconds: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--payloads", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument(
+        "--rounds", type=int, default=100,
+        help="hypothesis keeps what it generated for a run: short runs keep its memory flat",
+    )  # fmt: skip
     parser.add_argument("--atheris", type=float, metavar="SECONDS", help="then fuzz with atheris")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="segwatch-fuzz-") as tmp:

@@ -224,8 +224,9 @@ def _limit_problem(span: Any, limits: RequestLimits) -> str:
     return limits.span_problem(span.name, len(attributes), largest)
 
 
-MAX_TIME_NS = 2**63
-"""Span times at or past it (the year 2262) do not fit ClickHouse's signed 64-bit nanoseconds."""
+MAX_TIME_NS = (2**32 - 86400 * 366) * 10**9
+"""Span times at or past it (2105) are refused: ClickHouse's ``DateTime`` (the raw calls'
+retention TTL, the roll-ups' hours) ends in 2106, and ``DateTime64(9)`` in 2262."""
 
 
 def rejection_reason(span: Any, name: Any, weight: float, oldest_ns: int) -> str:
@@ -235,7 +236,7 @@ def rejection_reason(span: Any, name: Any, weight: float, oldest_ns: int) -> str
     if not weight > 0:  # NaN fails this too
         return f"span {span.name!r}: {_WEIGHT} must be a positive finite number"
     if span.start_time_unix_nano >= MAX_TIME_NS or span.end_time_unix_nano >= MAX_TIME_NS:
-        return f"span {span.name!r}: its times are past the year 2262"
+        return f"span {span.name!r}: its times are past the year 2105"
     if span.start_time_unix_nano < oldest_ns:
         return f"span {span.name!r} started before the allowed lateness"
     return ""
