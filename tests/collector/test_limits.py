@@ -112,6 +112,20 @@ def test_a_replay_rejects_exactly_what_was_rejected_when_it_was_acknowledged() -
     assert replayed.span_ids == accepted.span_ids
 
 
+def test_a_few_bytes_of_batch_span_cannot_make_more_calls_than_a_request_may_hold() -> None:
+    # ml.batch.size with scalar values broadcast to every row: 30 bytes asking for 40 calls.
+    def batch_span(i: int, size: int) -> Span:
+        span = _span(i)
+        span.attributes.append(KeyValue(key="ml.batch.size", value=AnyValue(int_value=size)))
+        return span
+
+    request = _request([_span(0), batch_span(1, 40), batch_span(2, 45), _span(3)])
+    batch = decode_request(request, 0, LIMITS)  # batch spans: always the reference decoder
+    assert len(batch) == 1 + 40 + 1  # the 45 rows would make 86 calls, over the 50 allowed
+    assert batch.rejected_spans == 1
+    assert "receiver.limits.max_spans_per_request" in batch.rejection_reasons[0]
+
+
 class _Nothing:
     def consume(self, request: Any) -> Any:  # pragma: no cover - never reached
         raise AssertionError("an oversized message reached the pipeline")

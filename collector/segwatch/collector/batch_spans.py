@@ -44,11 +44,13 @@ def _scalar(value: Any, kind: str | None) -> tuple[bool, Any] | None:
 
 
 def decode_batch_span(
-    span: Any, batch: ModelCallBatch, columns_for: Any, first_row: int
+    span: Any, batch: ModelCallBatch, columns_for: Any, first_row: int, max_rows: int | None = None
 ) -> tuple[int, list[str] | None]:
     """Add the rows of one batch span to ``batch``'s columns, from row ``first_row`` on.
 
     ``columns_for(key)`` maps an attribute key to its :class:`Column` (or not).
+    ``max_rows`` (None: :data:`MAX_BATCH_ROWS`) bounds the rows: a few bytes of
+    ``ml.batch.size`` and scalars would otherwise make a million calls.
     Returns the number of rows and the per-row prediction ids if the span has
     an array of them. Raises :class:`BatchSpanError`; nothing is added then.
     """
@@ -65,6 +67,11 @@ def decode_batch_span(
                 raise BatchSpanError(f"{attr.ML_BATCH_SIZE} must be an int from 1 to "
                                      f"{MAX_BATCH_ROWS}")  # fmt: skip
             size = int(value.int_value)
+            if max_rows is not None and size > max_rows:
+                raise BatchSpanError(
+                    f"{attr.ML_BATCH_SIZE} {size} would pass the request's limit of model calls "
+                    f"(receiver.limits.max_spans_per_request, each batch row counting as one)"
+                )
         elif key == attr.ML_BATCH_COLUMNS:
             if kind != "bytes_value":
                 raise BatchSpanError(f"{attr.ML_BATCH_COLUMNS} must be bytes")

@@ -158,7 +158,10 @@ def decode_request(
                 row_ids: list[str] | None = None
                 if is_batch:
                     try:
-                        n, row_ids = decode_batch_span(span, batch, columns_for, row)
+                        room = None  # the calls the request may still bring
+                        if limits.max_spans_per_request:
+                            room = max(0, limits.max_spans_per_request - len(batch.start_ns))
+                        n, row_ids = decode_batch_span(span, batch, columns_for, row, room)
                     except BatchSpanError as exc:
                         batch.reject(f"span {span.name!r}: {exc}")
                         continue

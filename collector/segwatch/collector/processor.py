@@ -34,7 +34,7 @@ _logger = logging.getLogger(__name__)
 _DEFAULT_FLUSHING = SpoolConfig()  # how often and how much the buffer flushes, and its bound
 _OLDEST = struct.Struct("<q")
 """A spooled trace request starts with the lateness limit it was accepted under..."""
-_SPAN_LIMITS = struct.Struct("<II")
+_SPAN_LIMITS = struct.Struct("<III")
 """... then (TRACES_LIMITED) the span limits: a replay rejects exactly the spans it did then."""
 
 
@@ -207,7 +207,9 @@ def spool_payload(request: bytes, oldest_ns: int = 0, limits: RequestLimits | No
     """
     head = _OLDEST.pack(oldest_ns)
     if limits is not None:
-        head += _SPAN_LIMITS.pack(limits.max_attributes_per_span, limits.max_attribute_bytes)
+        head += _SPAN_LIMITS.pack(
+            limits.max_spans_per_request, limits.max_attributes_per_span, limits.max_attribute_bytes
+        )
     return head + request
 
 
@@ -218,13 +220,13 @@ def _reload(record: Record) -> ModelCallBatch | None:
     if record.kind not in (TRACES, TRACES_LIMITED) or len(payload) < head:
         _logger.error("skipping a spool record of unknown kind %d", record.kind)
         return None
-    # The same limits as when it was accepted: the same calls come back. (The span
-    # count is not checked again: an acknowledged request is never refused later.)
+    # The same limits as when it was accepted: the same calls come back (the request
+    # passed them then, so it cannot be refused now).
     (oldest_ns,) = _OLDEST.unpack_from(payload)
     limits = NO_LIMITS
     if record.kind == TRACES_LIMITED:
-        attributes, attribute_bytes = _SPAN_LIMITS.unpack_from(payload, _OLDEST.size)
-        limits = RequestLimits(0, 0, attributes, attribute_bytes)
+        spans, attributes, attribute_bytes = _SPAN_LIMITS.unpack_from(payload, _OLDEST.size)
+        limits = RequestLimits(0, spans, attributes, attribute_bytes)
     try:
         return _decode(payload[head:], oldest_ns, limits)
     except PermanentError as exc:  # cannot happen: it was decoded before it was spooled
