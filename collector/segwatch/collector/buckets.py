@@ -65,8 +65,11 @@ class LogBuckets(NumericBuckets):
         magnitude = np.abs(values[nonzero])
         exponent = np.floor(np.log(magnitude) / math.log(self.base)).astype(np.int64)
         # Floating point can land one bucket off at exact powers: settle it exactly.
-        exponent -= (np.power(self.base, exponent.astype(np.float64)) > magnitude).astype(np.int64)
-        exponent += (np.power(self.base, exponent + 1.0) <= magnitude).astype(np.int64)
+        # (Near the largest doubles the next power is inf: never <= magnitude, as it should be.)
+        with np.errstate(over="ignore"):
+            lower = np.power(self.base, exponent.astype(np.float64))
+            exponent -= (lower > magnitude).astype(np.int64)
+            exponent += (np.power(self.base, exponent + 1.0) <= magnitude).astype(np.int64)
         exponent[values[nonzero] < 0] -= _NEGATIVE
         codes[nonzero] = exponent
         return codes
