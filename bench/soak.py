@@ -108,6 +108,12 @@ def soak(minutes: float, rate: float, every: float) -> None:
     print(f"RSS after warm-up: start {start[1]:.0f} MiB (at {start[0]:.0f} s), peak "
           f"{peak[1]:.0f} MiB (at {peak[0]:.0f} s), end {end[1]:.0f} MiB; "
           f"end - start {end[1] - start[1]:+.0f} MiB")  # fmt: skip
+    minutes: dict[int, list[float]] = {}
+    for sample in samples:
+        minutes.setdefault(int(sample[0] // 60), []).append(sample[1])
+    print("RSS by minute (lowest-highest MiB): " + ", ".join(
+        f"{m}: {min(v):.0f}-{max(v):.0f}" for m, v in sorted(minutes.items())
+    ))  # fmt: skip
     print(
         f"most calls waiting: {max(s[2] for s in samples):,.0f}; "
         f"largest spool: {max(s[3] for s in samples) / 2**20:.1f} MiB"
