@@ -308,18 +308,17 @@ class CallBuffer:
             room = self._max_pending_calls - self._pending_calls
         assert after is not None and upto is not None
         entries: list[_Entry] = []
-        unreadable = calls = 0
+        calls = 0
         last = after
         try:
             for record in self._spool.read(after, upto):
                 last = record.end
-                batch = self._reload(record)
-                if batch is None or not len(batch):
-                    unreadable += 1  # logged by reload; its bytes are released with a later flush
-                else:
-                    size = record_bytes(record.payload)
-                    entries.append(_Entry(batch, record.end, size, None, time.monotonic()))
-                    calls += len(batch)
+                # An unreadable record (logged by reload) still takes its place in the order,
+                # with no calls: its flush releases its spool bytes like any other.
+                batch = self._reload(record) or ModelCallBatch()
+                size = record_bytes(record.payload)
+                entries.append(_Entry(batch, record.end, size, None, time.monotonic()))
+                calls += len(batch)
                 if calls >= room:
                     break
         except OSError:  # the disk failed under the spool: keep what was read, try again soon
@@ -329,8 +328,7 @@ class CallBuffer:
             self._pending.extend(entries)
             self._pending_calls += calls
             self.peak_pending_calls = max(self.peak_pending_calls, self._pending_calls)
-            self._stored += unreadable  # counted as added: flush() must not wait for them
-            self.spilled_records += len(entries) + unreadable
+            self.spilled_records += len(entries)
             if last == self._spilled_upto:
                 self._spilled_after = self._spilled_upto = None  # caught up
             else:
