@@ -128,15 +128,19 @@ class PipelineUnderFuzz:
         from segwatch.collector.aggregate import SegmentAggregator
         from segwatch.collector.config import SpoolConfig
         from segwatch.collector.export import ClickHouseExporter
+        from segwatch.collector.limits import RequestLimits
         from segwatch.collector.processor import ModelCallProcessor
         from segwatch.collector.spool import Spool
 
         self.exporter = ClickHouseExporter(client)
         self.spool = Spool(spool_dir, max_bytes=1 << 30)
         self.spool.open()
+        # 5,000 calls a request: a fuzzed ml.batch.size makes that many calls from a few bytes
+        # (the default allows 100,000), and the fuzz is after breakage, not volume.
         self.processor = ModelCallProcessor(
             SegmentAggregator(), self.exporter, spool=self.spool, allowed_lateness=7 * 86400,
             flushing=SpoolConfig(flush_interval=0.5),
+            limits=RequestLimits(max_spans_per_request=5_000),
         )  # fmt: skip
         self.exporter.start()
         self.processor.start()
