@@ -8,6 +8,7 @@ anything is decoded). Both decoders apply the same checks.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import grpc
@@ -28,6 +29,7 @@ from segwatch.collector.receiver import OTLPReceiver
 from segwatch.collector.span_scan import scan_request
 from segwatch.collector.spool import TRACES_LIMITED, Position, Record
 
+NOW = time.time_ns() - 60 * 10**9  # recent: the raw calls keep 30 days
 LIMITS = RequestLimits(
     max_message_mib=1, max_spans_per_request=50, max_attributes_per_span=10,
     max_attribute_bytes=200,
@@ -35,7 +37,7 @@ LIMITS = RequestLimits(
 
 
 def _span(i: int, **extra: str | float) -> Span:
-    start = 1_700_000_000_000_000_000 + i
+    start = NOW + i
     span = Span(name=f"predict {i}", trace_id=bytes([1]) * 16, span_id=i.to_bytes(8, "big"),
                 start_time_unix_nano=start, end_time_unix_nano=start + 1000)  # fmt: skip
     values = {"ml.model.name": "fraud", "ml.feature.amount": float(i), **extra}
@@ -185,3 +187,51 @@ def test_a_model_cannot_create_more_segments_than_its_budget() -> None:
     # Every feature is still a quantity of the whole model.
     whole = {q for d, q in zip(dims, quantities, strict=True) if d == "__all__"}
     assert {f"feature.f{f}" for f in range(10)} <= whole
+
+
+def test_a_request_bringing_a_model_past_max_models_is_refused(client: Any, tmp_path: Any) -> None:
+    from segwatch.collector.export import ClickHouseExporter
+    from segwatch.collector.processor import ModelCallProcessor
+
+    exporter = ClickHouseExporter(client)
+    exporter.start()
+    processor = ModelCallProcessor(SegmentAggregator(), exporter, max_models=2)
+    processor.start()
+
+    def request(*models: str) -> bytes:
+        spans = []
+        for i, name in enumerate(models):
+            span = _span(i)
+            span.attributes[0].value.string_value = name  # ml.model.name
+            spans.append(span)
+        return _request(spans).SerializeToString()
+
+    try:
+        assert processor.consume(request("a", "b")).accepted == 2
+        with pytest.raises(PermanentError, match="'c' would pass the limit of 2 models"):
+            processor.consume(request("a", "c"))
+        assert processor.consume(request("b", "a")).accepted == 2  # known models still flow
+    finally:
+        processor.shutdown()
+        exporter.shutdown()
+    assert client.query("SELECT count() FROM ml_model_calls").result_rows == [(4,)]
+
+
+def test_field_vocabularies_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from segwatch.collector import aggregate
+
+    monkeypatch.setattr(aggregate, "MAX_VOCABULARIES", 3)
+    aggregator = SegmentAggregator()
+    n = 10
+    batch = ModelCallBatch(
+        models=[("m", "1", "serving")], model_index=[0] * n,
+        start_ns=[1_700_000_000_000_000_000] * n, duration_ns=[1] * n,
+        trace_ids=[bytes(16)] * n, span_ids=[bytes(8)] * n, operations=[""] * n,
+        prediction_ids=[""] * n, service_names=[""] * n, weights=[1.0] * n,
+    )  # fmt: skip
+    for f in range(6):
+        batch.quantities[f"feature.f{f}"] = Column(label_rows=list(range(n)), labels=["x"] * n)
+    rows = aggregator.aggregate(batch)
+    assert len(aggregator._vocabularies) == 3 and aggregator.vocabularies_full > 0
+    dims = {rows.columns["segment_dim"][i] for i in range(len(rows))}
+    assert {f"feature.f{f}" for f in range(6)} <= dims  # every field still segmented

@@ -73,6 +73,7 @@ class SegmentAggregator:
         self._vocabularies: dict[tuple[str, str], CategoryVocabulary] = {}
         self._lock = threading.Lock()
         self._known: dict[str, set[str]] = {}  # fields seen per model
+        self.vocabularies_full = 0  # vocabularies not kept: MAX_VOCABULARIES reached
         self.folded: Counter[tuple[str, str]] = Counter()
         """Rows whose value was folded into ``__other__``, by (model, dimension)."""
         self._admitted: set[tuple[str, str]] = set()  # dimensions segmented, by model
@@ -112,11 +113,25 @@ class SegmentAggregator:
             return True
 
     def _vocabulary(self, model: str, dimension: str) -> CategoryVocabulary:
+        """The field's remembered top values; past MAX_VOCABULARIES, a fresh one each batch.
+
+        Clients choose field names: remembering a vocabulary for every name
+        ever sent would grow without bound. Past the cap a field's top values
+        are this batch's own (its category counts still merge).
+        """
         key = (model, dimension)
         vocabulary = self._vocabularies.get(key)
         if vocabulary is None:
             top_k = self.plan.top_k(model, dimension)
             with self._lock:
+                if len(self._vocabularies) >= MAX_VOCABULARIES:
+                    if not self.vocabularies_full:
+                        _logger.warning(
+                            "%d field vocabularies remembered: new fields' top values are per "
+                            "batch from now on", MAX_VOCABULARIES,
+                        )  # fmt: skip
+                    self.vocabularies_full += 1
+                    return CategoryVocabulary(top_k)
                 vocabulary = self._vocabularies.setdefault(key, CategoryVocabulary(top_k))
         return vocabulary
 
@@ -287,6 +302,10 @@ def _has_rows(column: Column, rows: npt.NDArray[np.int64]) -> bool:
             return True
     return False
 
+
+MAX_VOCABULARIES = 20_000
+"""Field vocabularies kept across batches, all models together (each holds at most
+``max(64, 20 * top_k)`` values with their counts)."""
 
 MAX_FIELDS_PER_MODEL = 2000
 """Fields remembered per model; beyond it, new fields count only in batches that have them."""

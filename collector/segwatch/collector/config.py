@@ -233,6 +233,9 @@ class SegmentsConfig:
     # Segments one model may have; a dimension that would pass it is not segmented
     # (its values still count for the whole model). Bounds what a client can create.
     max_per_model: int = 20_000
+    # Models one collector tracks; a request bringing more is refused. Each model keeps
+    # state (its fields, their top values): clients inventing names must not grow it.
+    max_models: int = 1_000
 
 
 @dataclass(frozen=True)
@@ -390,6 +393,7 @@ _SCHEMA = Record({
         "top_k": Scalar(int, _between(1, 10_000)),
         "min_segment_size": Scalar(int, _at_least(1)),
         "max_per_model": Scalar(int, _between(10, 10_000_000)),
+        "max_models": Scalar(int, _between(1, 1_000_000)),
         "crosses": ListOf(_CROSS),
     }),
     "models": Table(Record({
@@ -491,6 +495,7 @@ def _build(data: dict[str, Any], problems: Problems) -> CollectorConfig:
             min_segment_size=segments.get("min_segment_size", 200),
             crosses=tuple(tuple(c) for c in segments.get("crosses", ())),
             max_per_model=segments.get("max_per_model", SegmentsConfig.max_per_model),
+            max_models=segments.get("max_models", SegmentsConfig.max_models),
         ),
         models={
             name: _model(f"models.{name}", model, problems)

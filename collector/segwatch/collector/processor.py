@@ -81,6 +81,7 @@ class ModelCallProcessor:
         backpressure_timeout: float = 5.0,
         allowed_lateness: float | None = None,
         limits: RequestLimits = RequestLimits(),  # noqa: B008 - frozen
+        max_models: int = 1_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.aggregator = aggregator
@@ -100,6 +101,8 @@ class ModelCallProcessor:
         self._backpressure_timeout = backpressure_timeout  # then UNAVAILABLE
         self._allowed_lateness = allowed_lateness
         self._limits = limits
+        self._max_models = max_models
+        self._models: set[str] = set()  # model names taken so far
         self._clock = clock
         self._lock = threading.Lock()
         self._spool_lock = threading.Lock()  # spool order == buffer order
@@ -132,6 +135,7 @@ class ModelCallProcessor:
             batch = _reload(record)
             if batch is None:
                 continue
+            self._admit_models(batch, replay=True)  # acknowledged once: never refused now
             self.buffer.reserve(len(batch), timeout=None)
             opens = interrupted is not None and record.end == interrupted[0]
             closes = interrupted is not None and record.end == interrupted[1]
@@ -150,6 +154,7 @@ class ModelCallProcessor:
         if self._allowed_lateness is not None:
             oldest_ns = int((self._clock() - self._allowed_lateness) * 1e9)
         batch = _decode(request, oldest_ns, self._limits)
+        self._admit_models(batch)
         with self._lock:
             self.stats.requests += 1
             self.stats.rejected_spans += batch.rejected_spans
@@ -161,6 +166,18 @@ class ModelCallProcessor:
             with self._lock:
                 self.stats.model_calls += len(batch)
         return ConsumeResult(len(batch), batch.rejected_spans, message)
+
+    def _admit_models(self, batch: ModelCallBatch, replay: bool = False) -> None:
+        """Refuse a request that would make the collector track more than ``max_models``."""
+        names = {model[0] for model in batch.models}
+        with self._lock:
+            new = names - self._models
+            if new and not replay and len(self._models) + len(new) > self._max_models:
+                raise PermanentError(
+                    f"model {sorted(new)[0]!r} would pass the limit of {self._max_models} models "
+                    "(segments.max_models)"
+                )
+            self._models |= new
 
     def _accept(
         self, batch: ModelCallBatch, request: ExportTraceServiceRequest | bytes, oldest_ns: int

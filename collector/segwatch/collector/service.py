@@ -104,6 +104,7 @@ class Collector:
             flushing=config.storage.spool,
             allowed_lateness=config.receiver.allowed_lateness,
             limits=config.receiver.limits,
+            max_models=config.segments.max_models,
         )
         self.processor.start()
         if self.spool is not None:
