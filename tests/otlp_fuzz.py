@@ -139,6 +139,7 @@ class PipelineUnderFuzz:
         # (the default allows 100,000), and the fuzz is after breakage, not volume.
         self.processor = ModelCallProcessor(
             SegmentAggregator(), self.exporter, spool=self.spool, allowed_lateness=7 * 86400,
+            allowed_skew=3600,
             flushing=SpoolConfig(flush_interval=0.5),
             limits=RequestLimits(max_spans_per_request=5_000),
         )  # fmt: skip

@@ -235,3 +235,17 @@ def test_field_vocabularies_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None
     assert len(aggregator._vocabularies) == 3 and aggregator.vocabularies_full > 0
     dims = {rows.columns["segment_dim"][i] for i in range(len(rows))}
     assert {f"feature.f{f}" for f in range(6)} <= dims  # every field still segmented
+
+
+def test_a_span_from_the_future_is_rejected_in_both_decoders() -> None:
+    import dataclasses
+
+    limits = dataclasses.replace(LIMITS, newest_ns=NOW + 10)
+    request = _request([_span(0), _span(11), _span(5)])  # starts NOW + i
+    fast = scan_request(request.SerializeToString(), 0, limits)
+    for batch in (fast, decode_request(request, 0, limits)):
+        assert batch is not None and len(batch) == 2 and batch.rejected_spans == 1
+        assert batch.rejection_reasons == [
+            "span 'predict 11' starts in the future, past the allowed clock skew"
+        ]
+        assert batch.rejected_by == {"late": 1}

@@ -167,14 +167,14 @@ class ModelCallBatch:
 
 
 def reason_code(reason: str) -> str:
-    """The metric label of a rejection: ``limits``, ``late`` or ``invalid``.
+    """The metric label of a rejection: ``limits``, ``late`` (or early) or ``invalid``.
 
     Read from the messages of :mod:`.limits` (which name their config key)
     and :func:`.decode.rejection_reason`.
     """
     if "(receiver.limits." in reason:
         return "limits"
-    if "allowed lateness" in reason:
+    if "allowed lateness" in reason or "allowed clock skew" in reason:
         return "late"
     return "invalid"
 

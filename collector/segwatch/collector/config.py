@@ -213,6 +213,7 @@ class ReceiverConfig:
     endpoint: str = DEFAULT_GRPC_ENDPOINT
     max_workers: int = 8
     allowed_lateness: int = 7 * 86400  # seconds; older spans are refused (partial success)
+    allowed_skew: int = 3600  # seconds a span may start in the future (its clock ahead)
     limits: RequestLimits = field(default_factory=RequestLimits)
     tls: TlsConfig = field(default_factory=TlsConfig)
     # The *name* of the environment variable holding the token: secrets stay out of files.
@@ -377,6 +378,7 @@ _SCHEMA = Record({
             "token_env": Scalar(str, _env_name),
         }),
         "allowed_lateness": Scalar(str, _duration),
+        "allowed_skew": Scalar(str, _duration),
         "limits": Record({
             "max_message_mib": Scalar(int, _between(1, 1024)),
             "max_spans_per_request": Scalar(int, _between(1, 10_000_000)),
@@ -475,8 +477,9 @@ def _build(data: dict[str, Any], problems: Problems) -> CollectorConfig:
     receiver = dict(data.get("receiver", {}).get("grpc", {}))
     receiver["tls"] = TlsConfig(**receiver.get("tls", {}))
     receiver["limits"] = RequestLimits(**data.get("receiver", {}).get("limits", {}))
-    if "allowed_lateness" in data.get("receiver", {}):
-        receiver["allowed_lateness"] = parse_duration(data["receiver"]["allowed_lateness"])
+    for key in ("allowed_lateness", "allowed_skew"):
+        if key in data.get("receiver", {}):
+            receiver[key] = parse_duration(data["receiver"][key])
     tls = receiver["tls"]
     if tls.enabled != bool(tls.key_file) or (tls.client_ca_file and not tls.enabled):
         problems.at("receiver.grpc.tls", "cert_file and key_file go together, and "

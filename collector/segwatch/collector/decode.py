@@ -147,7 +147,7 @@ def decode_request(
                 if name is ABSENT and not appended and not is_batch:
                     continue  # not a model call at all
                 reason = _limit_problem(span, limits) or rejection_reason(
-                    span, name, weight, oldest_ns
+                    span, name, weight, oldest_ns, limits.newest_ns
                 )
                 if reason:
                     if appended and not is_batch:
@@ -232,7 +232,9 @@ MAX_TIME_NS = (2**32 - 86400 * 366) * 10**9
 retention TTL, the roll-ups' hours) ends in 2106, and ``DateTime64(9)`` in 2262."""
 
 
-def rejection_reason(span: Any, name: Any, weight: float, oldest_ns: int) -> str:
+def rejection_reason(
+    span: Any, name: Any, weight: float, oldest_ns: int, newest_ns: int = 0
+) -> str:
     """Why a span with ml.* values is not a usable model call, or ``""``."""
     if name is ABSENT or not name:
         return f"span {span.name!r}: {_NAME} must be a non-empty string"
@@ -240,6 +242,8 @@ def rejection_reason(span: Any, name: Any, weight: float, oldest_ns: int) -> str
         return f"span {span.name!r}: {_WEIGHT} must be a positive finite number"
     if span.start_time_unix_nano >= MAX_TIME_NS or span.end_time_unix_nano >= MAX_TIME_NS:
         return f"span {span.name!r}: its times are past the year 2105"
+    if newest_ns and span.start_time_unix_nano > newest_ns:
+        return f"span {span.name!r} starts in the future, past the allowed clock skew"
     if span.start_time_unix_nano < oldest_ns:
         return f"span {span.name!r} started before the allowed lateness"
     return ""

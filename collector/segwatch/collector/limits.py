@@ -29,6 +29,8 @@ class RequestLimits:
     max_spans_per_request: int = 100_000
     max_attributes_per_span: int = 1_000
     max_attribute_bytes: int = 256 * 1024  # a batch span's column of 10,000 doubles is ~90 KiB
+    # Not configured here: the processor sets it for each request from receiver.allowed_skew.
+    newest_ns: int = 0  # a span starting after it is rejected (its clock is ahead)
 
     def check_span_count(self, spans: int) -> None:
         """Refuse a request of too many spans (:class:`PermanentError`)."""
@@ -68,4 +70,4 @@ class RequestLimits:
         return counts, largest, over
 
 
-NO_LIMITS = RequestLimits(0, 0, 0, 0)
+NO_LIMITS = RequestLimits(0, 0, 0, 0, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import struct
 import threading
@@ -34,7 +35,7 @@ _logger = logging.getLogger(__name__)
 _DEFAULT_FLUSHING = SpoolConfig()  # how often and how much the buffer flushes, and its bound
 _OLDEST = struct.Struct("<q")
 """A spooled trace request starts with the lateness limit it was accepted under..."""
-_SPAN_LIMITS = struct.Struct("<III")
+_SPAN_LIMITS = struct.Struct("<qIII")
 """... then (TRACES_LIMITED) the span limits: a replay rejects exactly the spans it did then."""
 
 
@@ -80,6 +81,7 @@ class ModelCallProcessor:
         store_timeout: float = 30.0,
         backpressure_timeout: float = 5.0,
         allowed_lateness: float | None = None,
+        allowed_skew: float | None = None,
         limits: RequestLimits = RequestLimits(),  # noqa: B008 - frozen
         max_models: int = 1_000,
         clock: Callable[[], float] = time.time,
@@ -101,6 +103,7 @@ class ModelCallProcessor:
         self._backpressure_timeout = backpressure_timeout  # then UNAVAILABLE
         self._allowed_lateness = allowed_lateness
         self._limits = limits
+        self._allowed_skew = allowed_skew  # seconds a span may start in the future
         self._max_models = max_models
         self._models: set[str] = set()  # model names taken so far
         self._clock = clock
@@ -151,9 +154,13 @@ class ModelCallProcessor:
         request allows it; malformed bytes raise :class:`PermanentError`.
         """
         oldest_ns = 0
+        now = self._clock()
         if self._allowed_lateness is not None:
-            oldest_ns = int((self._clock() - self._allowed_lateness) * 1e9)
-        batch = _decode(request, oldest_ns, self._limits)
+            oldest_ns = int((now - self._allowed_lateness) * 1e9)
+        limits = self._limits
+        if self._allowed_skew is not None:
+            limits = dataclasses.replace(limits, newest_ns=int((now + self._allowed_skew) * 1e9))
+        batch = _decode(request, oldest_ns, limits)
         self._admit_models(batch)
         with self._lock:
             self.stats.requests += 1
@@ -162,7 +169,7 @@ class ModelCallProcessor:
             self.stats.ignored_values += batch.ignored_values
         message = "; ".join(batch.rejection_reasons)
         if len(batch):
-            self._accept(batch, request, oldest_ns)
+            self._accept(batch, request, oldest_ns, limits)
             with self._lock:
                 self.stats.model_calls += len(batch)
         return ConsumeResult(len(batch), batch.rejected_spans, message)
@@ -180,7 +187,11 @@ class ModelCallProcessor:
             self._models |= new
 
     def _accept(
-        self, batch: ModelCallBatch, request: ExportTraceServiceRequest | bytes, oldest_ns: int
+        self,
+        batch: ModelCallBatch,
+        request: ExportTraceServiceRequest | bytes,
+        oldest_ns: int,
+        limits: RequestLimits,
     ) -> None:
         self.buffer.reserve(len(batch), self._backpressure_timeout)
         if self._spool is None:
@@ -189,7 +200,7 @@ class ModelCallProcessor:
             _wait(waiter, self._store_timeout)
             return
         body = request if isinstance(request, bytes) else request.SerializeToString()
-        payload = spool_payload(body, oldest_ns, self._limits)
+        payload = spool_payload(body, oldest_ns, limits)
         with self._spool_lock:
             try:
                 end = self._spool.write(TRACES_LIMITED, payload)
@@ -225,7 +236,10 @@ def spool_payload(request: bytes, oldest_ns: int = 0, limits: RequestLimits | No
     head = _OLDEST.pack(oldest_ns)
     if limits is not None:
         head += _SPAN_LIMITS.pack(
-            limits.max_spans_per_request, limits.max_attributes_per_span, limits.max_attribute_bytes
+            limits.newest_ns,
+            limits.max_spans_per_request,
+            limits.max_attributes_per_span,
+            limits.max_attribute_bytes,
         )
     return head + request
 
@@ -242,8 +256,8 @@ def _reload(record: Record) -> ModelCallBatch | None:
     (oldest_ns,) = _OLDEST.unpack_from(payload)
     limits = NO_LIMITS
     if record.kind == TRACES_LIMITED:
-        spans, attributes, attribute_bytes = _SPAN_LIMITS.unpack_from(payload, _OLDEST.size)
-        limits = RequestLimits(0, spans, attributes, attribute_bytes)
+        newest, spans, attributes, attribute_bytes = _SPAN_LIMITS.unpack_from(payload, _OLDEST.size)
+        limits = RequestLimits(0, spans, attributes, attribute_bytes, newest)
     try:
         return _decode(payload[head:], oldest_ns, limits)
     except PermanentError as exc:  # cannot happen: it was decoded before it was spooled

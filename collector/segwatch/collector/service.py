@@ -103,6 +103,7 @@ class Collector:
             raw_calls=config.storage.raw_calls,
             flushing=config.storage.spool,
             allowed_lateness=config.receiver.allowed_lateness,
+            allowed_skew=config.receiver.allowed_skew,
             limits=config.receiver.limits,
             max_models=config.segments.max_models,
         )

@@ -399,12 +399,14 @@ def _accept(
     usable &= spans.end_ns[candidates] < np.uint64(MAX_TIME_NS)
     if oldest_ns > 0:
         usable &= spans.start_ns[candidates] >= np.uint64(oldest_ns)
+    if limits.newest_ns > 0:
+        usable &= spans.start_ns[candidates] <= np.uint64(limits.newest_ns)
     for i in candidates[~usable].tolist():
         view = spans.view(i)
         name = fields.name[i] if fields.has_name[i] else ABSENT
         batch.reject(
             limits.span_problem(view.name, int(attributes[i]), int(largest[i]))
-            or rejection_reason(view, name, float(fields.weight[i]), oldest_ns)
+            or rejection_reason(view, name, float(fields.weight[i]), oldest_ns, limits.newest_ns)
         )
     accepted: npt.NDArray[np.int64] = candidates[usable]
     return accepted
