@@ -143,6 +143,7 @@ class PipelineUnderFuzz:
             allowed_skew=3600,
             flushing=SpoolConfig(flush_interval=0.5),
             limits=RequestLimits(max_spans_per_request=5_000),
+            max_models=50,  # fuzzed model names: the state of 50 models, not of 1,000
         )  # fmt: skip
         self.exporter.start()
         self.processor.start()

@@ -249,3 +249,30 @@ def test_a_span_from_the_future_is_rejected_in_both_decoders() -> None:
             "span 'predict 11' starts in the future, past the allowed clock skew"
         ]
         assert batch.rejected_by == {"late": 1}
+
+
+def test_a_model_cannot_have_more_fields_than_max_fields_per_model() -> None:
+    config = CollectorConfig(segments=SegmentsConfig(max_fields_per_model=3))
+    aggregator = SegmentAggregator(SegmentationPlan(config))
+    n = 10
+
+    def batch(fields: list[str]) -> ModelCallBatch:
+        out = ModelCallBatch(
+            models=[("m", "1", "serving")], model_index=[0] * n,
+            start_ns=[1_700_000_000_000_000_000] * n, duration_ns=[1] * n,
+            trace_ids=[bytes(16)] * n, span_ids=[bytes(8)] * n, operations=[""] * n,
+            prediction_ids=[""] * n, service_names=[""] * n, weights=[1.0] * n,
+        )  # fmt: skip
+        for name in fields:
+            out.quantities[name] = Column(number_rows=list(range(n)), numbers=[1.0] * n)
+        return out
+
+    def quantities(rows: Any) -> set[str]:
+        return {rows.columns["quantity"][i] for i in range(len(rows))}
+
+    first = aggregator.aggregate(batch(["feature.a", "feature.b"]))
+    assert quantities(first) == {"feature.a", "feature.b"}
+    second = aggregator.aggregate(batch(["feature.c", "feature.d", "feature.e"]))
+    kept = quantities(second)
+    assert len(kept) == 3 and {"feature.a", "feature.b"} <= kept  # one of c, d, e fits
+    assert aggregator.unaggregated["m"] == 2

@@ -74,6 +74,8 @@ class SegmentAggregator:
         self._lock = threading.Lock()
         self._known: dict[str, set[str]] = {}  # fields seen per model
         self.vocabularies_full = 0  # vocabularies not kept: MAX_VOCABULARIES reached
+        self.unaggregated: Counter[str] = Counter()
+        """Fields left out by ``segments.max_fields_per_model``, by model (once a batch)."""
         self.folded: Counter[tuple[str, str]] = Counter()
         """Rows whose value was folded into ``__other__``, by (model, dimension)."""
         self._admitted: set[tuple[str, str]] = set()  # dimensions segmented, by model
@@ -142,16 +144,32 @@ class SegmentAggregator:
 
         A field absent from a batch still gets its rows (all MISSING), so the
         aggregates of any split of the calls merge to those of all of them.
+        Past ``segments.max_fields_per_model`` fields (the declared ones always
+        fit), a new field is not aggregated: every field multiplies the rows
+        each segment writes, and clients choose the names.
         """
         columns: dict[str, Column] = {}
         for name, column in (*batch.quantities.items(), *batch.contexts.items()):
             if _has_rows(column, rows):
                 columns[name] = column
+        limit = self.plan.config.segments.max_fields_per_model
+        declared = self.plan.declared_fields(model)
         with self._lock:
             known = self._known.setdefault(model, set())
-            if len(known) < MAX_FIELDS_PER_MODEL:
-                known.update(list(columns)[: MAX_FIELDS_PER_MODEL - len(known)])
-            expected = known | self.plan.declared_fields(model)
+            for name in columns.keys() - known - declared:
+                if len(known) < limit:
+                    known.add(name)
+            expected = known | declared
+            dropped = columns.keys() - expected
+            if dropped:
+                if not self.unaggregated[model]:
+                    _logger.warning(
+                        "model %r has %d fields (segments.max_fields_per_model): %s and further "
+                        "new fields are not aggregated", model, len(known), sorted(dropped)[0],
+                    )  # fmt: skip
+                self.unaggregated[model] += len(dropped)
+        for name in dropped:
+            del columns[name]
         for name in expected - columns.keys():
             columns[name] = _EMPTY
         return dict(sorted(columns.items()))
@@ -306,9 +324,6 @@ def _has_rows(column: Column, rows: npt.NDArray[np.int64]) -> bool:
 MAX_VOCABULARIES = 20_000
 """Field vocabularies kept across batches, all models together (each holds at most
 ``max(64, 20 * top_k)`` values with their counts)."""
-
-MAX_FIELDS_PER_MODEL = 2000
-"""Fields remembered per model; beyond it, new fields count only in batches that have them."""
 
 _EMPTY = Column()
 

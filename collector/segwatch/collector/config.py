@@ -233,7 +233,10 @@ class SegmentsConfig:
     crosses: tuple[tuple[str, str], ...] = ()
     # Segments one model may have; a dimension that would pass it is not segmented
     # (its values still count for the whole model). Bounds what a client can create.
-    max_per_model: int = 20_000
+    max_per_model: int = 5_000
+    # Fields (features, outputs, metrics, contexts) one model may have: each multiplies the
+    # rows every segment writes. Past it new fields are not aggregated; declared ones fit.
+    max_fields_per_model: int = 500
     # Models one collector tracks; a request bringing more is refused. Each model keeps
     # state (its fields, their top values): clients inventing names must not grow it.
     max_models: int = 1_000
@@ -396,6 +399,7 @@ _SCHEMA = Record({
         "min_segment_size": Scalar(int, _at_least(1)),
         "max_per_model": Scalar(int, _between(10, 10_000_000)),
         "max_models": Scalar(int, _between(1, 1_000_000)),
+        "max_fields_per_model": Scalar(int, _between(1, 100_000)),
         "crosses": ListOf(_CROSS),
     }),
     "models": Table(Record({
@@ -499,6 +503,9 @@ def _build(data: dict[str, Any], problems: Problems) -> CollectorConfig:
             crosses=tuple(tuple(c) for c in segments.get("crosses", ())),
             max_per_model=segments.get("max_per_model", SegmentsConfig.max_per_model),
             max_models=segments.get("max_models", SegmentsConfig.max_models),
+            max_fields_per_model=segments.get(
+                "max_fields_per_model", SegmentsConfig.max_fields_per_model
+            ),
         ),
         models={
             name: _model(f"models.{name}", model, problems)
