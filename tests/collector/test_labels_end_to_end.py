@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
@@ -19,7 +21,7 @@ def test_labels_arriving_days_later_join_their_predictions(collector) -> None:
     address = collector.receiver.address
     tracer_provider = service_tracer_provider(address, "shop")
     fraud = monitor("fraud", version="1", tracer_provider=tracer_provider)
-    start = 1_800_000_000 * 10**9
+    start = (int(time.time()) - 5 * 86400) * 10**9  # the labels, 3-4 days on, are still past
     for i in range(20):
         with fraud.call(start_time=start + i, end_time=start + i + 1) as call:
             call.features(amount=10.0 * i)

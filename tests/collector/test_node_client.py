@@ -11,6 +11,7 @@ import os
 import random
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ from segwatch.collector.demo import service_tracer_provider
 from segwatch.instrumentation import monitor
 
 CLIENT = Path(__file__).resolve().parents[2] / "clients" / "node"
-START_NS = 1_800_000_000 * 10**9
+# Recent and on the hour: the collector refuses spans older than its lateness or from the future.
+START_NS = (int(time.time()) // 3600 * 3600 - 3 * 3600) * 10**9
 
 pytestmark = pytest.mark.skipif(
     shutil.which("node") is None or not (CLIENT / "node_modules").is_dir(),

@@ -10,6 +10,7 @@ ClickHouse server would.
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 from waiting import wait_until
@@ -26,7 +27,8 @@ from segwatch.collector.demo import service_tracer_provider
 from segwatch.collector.service import Collector
 from segwatch.instrumentation import monitor
 
-START_NS = 1_800_000_000 * 10**9
+# Recent and on the hour: the collector refuses spans older than its lateness or from the future.
+START_NS = (int(time.time()) // 3600 * 3600 - 3 * 3600) * 10**9
 
 AGGREGATES = (
     "SELECT model_name, bucket_start, segment_dim, segment_value, quantity, "
