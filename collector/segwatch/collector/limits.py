@@ -2,13 +2,15 @@
 
 The receiver refuses a message over ``max_message_mib`` (gRPC answers
 ``RESOURCE_EXHAUSTED`` before anything is decoded) and a request of more than
-``max_spans_per_request`` spans (``INVALID_ARGUMENT``). A model-call span
-with more than ``max_attributes_per_span`` attributes, or one attribute
-(key and value, as serialized) over ``max_attribute_bytes``, is rejected on
-its own and counted in the OTLP partial-success answer. Both decoders (the
-numpy fast path and the reference) apply the same checks with the same
-messages. 0 means no limit (what a replay uses for the request count: a
-request already acknowledged is never refused later).
+``max_spans_per_request`` spans (``INVALID_ARGUMENT``); a batch span whose
+rows would take the request's model calls past that same number is rejected.
+A model-call span with more than ``max_attributes_per_span`` attributes, or
+one attribute (key and value, as serialized) over ``max_attribute_bytes``, or
+starting after ``newest_ns`` (set per request from the allowed clock skew),
+is rejected on its own and counted in the OTLP partial-success answer. Both
+decoders (the numpy fast path and the reference) apply the same checks with
+the same messages. The spool keeps the limits a request was accepted under,
+so its replay rejects exactly the same spans. 0 means no limit.
 """
 
 from __future__ import annotations
