@@ -18,6 +18,7 @@ Run: ``python bench/fuzz.py [--payloads 100000] [--rounds 10] [--atheris 600]``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -82,10 +83,13 @@ def atheris_run(client: object, spool: Path, seconds: float) -> None:
     def one(data: bytes) -> None:
         if time.monotonic() > deadline:
             pipeline.processor.flush(timeout=300)
+            stored = client.query("SELECT count() FROM ml_model_calls").result_rows[0][0]  # type: ignore[attr-defined]
             print(f"atheris: {pipeline.payloads:,} payloads, {pipeline.refused:,} refused, "
-                  f"{pipeline.accepted:,} calls accepted; RSS {_rss_mib():.0f} MiB")  # fmt: skip
+                  f"{pipeline.accepted:,} calls accepted ({stored:,} in the store, with any "
+                  "from the rounds before); "
+                  f"RSS {_rss_mib():.0f} MiB", flush=True)  # fmt: skip
             pipeline.close()
-            raise SystemExit(0)
+            os._exit(0)  # libFuzzer reports any other exit as a crash and writes an artifact
         pipeline.feed(data)
 
     atheris.instrument_all()  # coverage of the already imported collector: the guidance
@@ -105,7 +109,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="segwatch-fuzz-") as tmp:
         client = open_client(parse_dsn(f"chdb://{tmp}/store"))
         apply_migrations(client)
-        hypothesis_rounds(client, Path(tmp) / "spool", args.payloads, args.rounds)
+        if args.payloads:
+            hypothesis_rounds(client, Path(tmp) / "spool", args.payloads, args.rounds)
         if args.atheris:
             atheris_run(client, Path(tmp) / "spool-atheris", args.atheris)
 
