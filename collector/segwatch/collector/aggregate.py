@@ -156,7 +156,7 @@ class SegmentAggregator:
         declared = self.plan.declared_fields(model)
         with self._lock:
             known = self._known.setdefault(model, set())
-            for name in columns.keys() - known - declared:
+            for name in sorted(columns.keys() - known - declared):  # the same choice everywhere
                 if len(known) < limit:
                     known.add(name)
             expected = known | declared
