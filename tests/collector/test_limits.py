@@ -169,12 +169,7 @@ def test_a_model_cannot_create_more_segments_than_its_budget() -> None:
     config = CollectorConfig(segments=SegmentsConfig(top_k=5, max_per_model=30))
     aggregator = SegmentAggregator(SegmentationPlan(config))
     n = 300
-    batch = ModelCallBatch(
-        models=[("m", "1", "serving")], model_index=[0] * n,
-        start_ns=[1_700_000_000_000_000_000] * n, duration_ns=[1] * n,
-        trace_ids=[bytes(16)] * n, span_ids=[bytes(8)] * n, operations=[""] * n,
-        prediction_ids=[""] * n, service_names=[""] * n, weights=[1.0] * n,
-    )  # fmt: skip
+    batch = _calls(n)
     for f in range(10):
         batch.quantities[f"feature.f{f}"] = Column(
             label_rows=list(range(n)), labels=[f"v{i % 30}" for i in range(n)]
@@ -223,12 +218,7 @@ def test_field_vocabularies_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(aggregate, "MAX_VOCABULARIES", 3)
     aggregator = SegmentAggregator()
     n = 10
-    batch = ModelCallBatch(
-        models=[("m", "1", "serving")], model_index=[0] * n,
-        start_ns=[1_700_000_000_000_000_000] * n, duration_ns=[1] * n,
-        trace_ids=[bytes(16)] * n, span_ids=[bytes(8)] * n, operations=[""] * n,
-        prediction_ids=[""] * n, service_names=[""] * n, weights=[1.0] * n,
-    )  # fmt: skip
+    batch = _calls(n)
     for f in range(6):
         batch.quantities[f"feature.f{f}"] = Column(label_rows=list(range(n)), labels=["x"] * n)
     rows = aggregator.aggregate(batch)
@@ -257,12 +247,7 @@ def test_a_model_cannot_have_more_fields_than_max_fields_per_model() -> None:
     n = 10
 
     def batch(fields: list[str]) -> ModelCallBatch:
-        out = ModelCallBatch(
-            models=[("m", "1", "serving")], model_index=[0] * n,
-            start_ns=[1_700_000_000_000_000_000] * n, duration_ns=[1] * n,
-            trace_ids=[bytes(16)] * n, span_ids=[bytes(8)] * n, operations=[""] * n,
-            prediction_ids=[""] * n, service_names=[""] * n, weights=[1.0] * n,
-        )  # fmt: skip
+        out = _calls(n)
         for name in fields:
             out.quantities[name] = Column(number_rows=list(range(n)), numbers=[1.0] * n)
         return out
@@ -276,3 +261,13 @@ def test_a_model_cannot_have_more_fields_than_max_fields_per_model() -> None:
     kept = quantities(second)
     assert kept == {"feature.a", "feature.b", "feature.c"}  # the first new name in order fits
     assert aggregator.unaggregated["m"] == 2
+
+
+def _calls(n: int) -> ModelCallBatch:
+    """``n`` calls of model ``m`` with no fields yet."""
+    return ModelCallBatch(
+        models=[("m", "1", "serving")], model_index=[0] * n,
+        start_ns=[1_700_000_000_000_000_000] * n, duration_ns=[1] * n,
+        trace_ids=[bytes(16)] * n, span_ids=[bytes(8)] * n, operations=[""] * n,
+        prediction_ids=[""] * n, service_names=[""] * n, weights=[1.0] * n,
+    )  # fmt: skip
