@@ -7,12 +7,15 @@ import http.server
 import json
 import math
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 import grpc
 import pytest
+import trustme
 from google.protobuf.any_pb2 import Any as AnyMessage
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
@@ -49,10 +52,16 @@ def _transition(state: str = "open", segment: str = "BR") -> dict:
 
 
 class _Logs(logs_service_pb2_grpc.LogsServiceServicer):
-    """Refuses the first export with UNAVAILABLE and a RetryInfo delay, then records."""
+    """Refuses the first export with UNAVAILABLE and a RetryInfo delay, then records.
+
+    The delay goes where the Go and Java exporters read it (a ``Status`` detail in
+    ``grpc-status-details-bin``) and where the Python SDK's reads it
+    (``google.rpc.retryinfo-bin``), as the collector's own receiver sends it.
+    """
 
     def __init__(self) -> None:
         self.requests: list[logs_service_pb2.ExportLogsServiceRequest] = []
+        self.metadata: list[dict[str, str]] = []
         self.refused = 0
 
     def Export(self, request, context):  # type: ignore[no-untyped-def]
@@ -63,9 +72,13 @@ class _Logs(logs_service_pb2_grpc.LogsServiceServicer):
             detail = AnyMessage()
             detail.Pack(info)
             status = status_pb2.Status(code=14, message="busy", details=[detail])
-            context.set_trailing_metadata([("grpc-status-details-bin", status.SerializeToString())])
+            context.set_trailing_metadata([
+                ("grpc-status-details-bin", status.SerializeToString()),
+                ("google.rpc.retryinfo-bin", info.SerializeToString()),
+            ])  # fmt: skip
             context.abort(grpc.StatusCode.UNAVAILABLE, "busy")
         self.requests.append(request)
+        self.metadata.append(dict(context.invocation_metadata()))
         return logs_service_pb2.ExportLogsServiceResponse()
 
 
@@ -83,9 +96,11 @@ def logs_server() -> Iterator[tuple[_Logs, str]]:
 def test_anomalies_go_out_as_otlp_log_records(logs_server) -> None:  # type: ignore[no-untyped-def]
     servicer, endpoint = logs_server
     exporter = OtlpAnomalyExporter(f"http://{endpoint}")
+    started = time.monotonic()
     exporter.notify([_transition("open"), _transition("resolved", "US")])
     exporter.close()
     assert servicer.refused == 1 and exporter.sent == 2  # retried after the RetryInfo delay
+    assert time.monotonic() - started < 0.75  # 50 ms as told, not the 1 s default backoff
     (request,) = servicer.requests
     records = request.resource_logs[0].scope_logs[0].log_records
     opened, resolved = records
@@ -100,6 +115,64 @@ def test_anomalies_go_out_as_otlp_log_records(logs_server) -> None:  # type: ign
     assert attributes["ml.model.name"].string_value == "fraud"
     assert opened.time_unix_nano == int(dt.datetime(2026, 11, 26, 10, 15, tzinfo=dt.timezone.utc)
                                         .timestamp()) * 10**9  # fmt: skip
+
+
+@pytest.fixture
+def tls_logs_server(tmp_path: Path) -> Iterator[tuple[_Logs, str, Path]]:
+    """A LogsService behind TLS with a certificate from a fresh CA (``trustme``)."""
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    credentials = grpc.ssl_server_credentials(
+        [(leaf.private_key_pem.bytes(), leaf.cert_chain_pems[0].bytes())]
+    )
+    servicer = _Logs()
+    servicer.refused = 1  # no UNAVAILABLE here
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(servicer, server)
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    yield servicer, f"127.0.0.1:{port}", ca_file
+    server.stop(None)
+
+
+@pytest.mark.parametrize("headers_from", ["config", "environment"])
+def test_anomalies_go_over_tls_with_headers(
+    tls_logs_server: tuple[_Logs, str, Path], monkeypatch: pytest.MonkeyPatch, headers_from: str
+) -> None:
+    """``https://`` is TLS, checked against the CA the OTel variable names; headers are sent."""
+    servicer, endpoint, ca_file = tls_logs_server
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE", str(ca_file))
+    options: dict[str, Any] = {}
+    if headers_from == "config":
+        options["headers"] = {"authorization": "Bearer s3cret"}
+    else:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "authorization=Bearer%20s3cret")
+    exporter = OtlpAnomalyExporter(f"https://{endpoint}", **options)
+    try:
+        exporter.notify([_transition("open")])
+    finally:
+        exporter.close()
+    assert (exporter.sent, exporter.failed) == (1, 0)
+    (metadata,) = servicer.metadata
+    assert metadata["authorization"] == "Bearer s3cret"
+    (request,) = servicer.requests
+    (record,) = request.resource_logs[0].scope_logs[0].log_records
+    assert record.event_name == "ml.anomaly" and record.trace_id.hex() == TRACE
+
+
+def test_a_server_certificate_from_an_unknown_ca_is_refused(
+    tls_logs_server: tuple[_Logs, str, Path],
+) -> None:
+    """Without the test CA the system roots are used, and they do not sign the server."""
+    servicer, endpoint, _ = tls_logs_server
+    exporter = OtlpAnomalyExporter(f"https://{endpoint}", timeout=2)
+    try:
+        exporter.notify([_transition("open")])  # logs the failure, does not raise
+    finally:
+        exporter.close()
+    assert (exporter.sent, exporter.failed) == (0, 1) and not servicer.requests
 
 
 def _strict(constant: str) -> None:

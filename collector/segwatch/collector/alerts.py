@@ -7,8 +7,15 @@ every configured destination:
   batch to ``alerts.otlp.endpoint``: a log record per transition, event name
   ``ml.anomaly``, the body the anomaly's sentence, the exemplar's trace and span id,
   ``ml.anomaly.*`` and ``ml.model.*`` attributes; severity WARN when it
-  opens, INFO when it resolves. Retryable gRPC codes are retried with
-  jittered exponential backoff, honouring the server's ``RetryInfo`` delay.
+  opens, INFO when it resolves. The transport is the OTel SDK's
+  ``OTLPLogExporter``, so it behaves as every OTLP exporter does: TLS for an
+  ``https://`` endpoint (``OTEL_EXPORTER_OTLP_[LOGS_]CERTIFICATE`` for a private
+  CA, plus client certificate and key for mutual TLS), headers from
+  ``OTEL_EXPORTER_OTLP_[LOGS_]HEADERS`` (e.g. ``authorization=Bearer%20...``),
+  compression and timeout from their ``OTEL_EXPORTER_OTLP_*`` variables, and
+  retryable gRPC codes retried with jittered exponential backoff within the
+  timeout, honouring the server's ``RetryInfo`` delay (read from the
+  ``google.rpc.retryinfo-bin`` trailer, where the Python SDK looks).
 * :class:`WebhookNotifier` — one JSON ``POST`` per transition, with a
   Slack-compatible ``text`` field and the anomaly's fields; retried on
   connection errors, 429 and 5xx; at most ``per_minute`` posts a minute per
@@ -28,10 +35,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, SeverityNumber
@@ -52,13 +60,6 @@ if TYPE_CHECKING:
 _logger = logging.getLogger(__name__)
 
 EVENT_NAME = "ml.anomaly"
-_EXPORT_LOGS = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
-_RETRYABLE = frozenset({
-    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
-    grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.OUT_OF_RANGE,
-    grpc.StatusCode.DATA_LOSS,
-})  # fmt: skip
-_RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 
 
 class AnomalyNotifier(Protocol):
@@ -133,19 +134,54 @@ def anomaly_log_records(transitions: Sequence[dict[str, Any]]) -> list[LogRecord
     return records
 
 
-class OtlpAnomalyExporter:
-    """Sends transitions as OTLP log records to an OTLP/gRPC endpoint (``host:port``)."""
+class _RequestLogExporter(OTLPLogExporter):
+    """``OTLPLogExporter`` that sends an ``ExportLogsServiceRequest`` built here.
 
-    def __init__(self, endpoint: str, *, attempts: int = 5, timeout: float = 10.0) -> None:
-        target = endpoint.split("://", 1)[-1].rstrip("/")
-        self._channel = grpc.insecure_channel(target)
-        self._export = self._channel.unary_unary(
-            _EXPORT_LOGS,
-            request_serializer=ExportLogsServiceRequest.SerializeToString,
-            response_deserializer=lambda data: data,
+    The records are built as protobuf (:func:`anomaly_log_records`) so their
+    shape — event name, exemplar trace and span id, attribute types — is exactly
+    the documented one; the exporter brings the transport (channel, TLS,
+    headers, compression, retry, ``RetryInfo``). Its ``_translate_data`` hook
+    turns SDK log records into that request; here the request is already made.
+    """
+
+    def _translate_data(self, data: Any) -> ExportLogsServiceRequest:
+        request: ExportLogsServiceRequest = data
+        return request
+
+    def _count_data(self, data: Any) -> int:
+        return sum(len(scope.log_records) for resource in data.resource_logs
+                   for scope in resource.scope_logs)  # fmt: skip
+
+
+class OtlpAnomalyExporter:
+    """Sends transitions as OTLP log records to an OTLP/gRPC endpoint.
+
+    ``endpoint`` is a URL: ``https://host:port`` is TLS (the system's roots, or
+    the CA in ``OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE`` / ``..._CERTIFICATE``, or
+    ``credentials``), ``http://host:port`` plaintext unless ``insecure=False``.
+    ``headers`` (e.g. ``{"authorization": "Bearer ..."}``) are sent with each
+    export; without them the OTel variables ``OTEL_EXPORTER_OTLP_LOGS_HEADERS``
+    then ``OTEL_EXPORTER_OTLP_HEADERS`` are read. ``timeout`` (seconds, default
+    ``OTEL_EXPORTER_OTLP_[LOGS_]TIMEOUT`` or 10) bounds one :meth:`notify`,
+    retries included. :meth:`notify` blocks for that long at most and never raises.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        insecure: bool | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self._exporter = _RequestLogExporter(
+            endpoint=endpoint,
+            insecure=insecure,
+            credentials=credentials,
+            headers=dict(headers) if headers else None,
+            timeout=timeout,
         )
-        self._attempts = attempts
-        self._timeout = timeout
         self.sent = 0
         self.failed = 0
 
@@ -157,42 +193,22 @@ class OtlpAnomalyExporter:
         resource_logs.resource.attributes.add(key="service.name").value.string_value = "segwatch"
         scope_logs = resource_logs.scope_logs.add()
         scope_logs.scope.name = "segwatch.detectors"
-        scope_logs.log_records.extend(anomaly_log_records(transitions))
-        delay = 0.5
-        for attempt in range(1, self._attempts + 1):
-            try:
-                self._export(request, timeout=self._timeout)
-                self.sent += len(transitions)
-                return
-            except grpc.RpcError as exc:
-                code = exc.code() if hasattr(exc, "code") else None
-                if code not in _RETRYABLE or attempt == self._attempts:
-                    self.failed += len(transitions)
-                    _logger.error("anomaly log records not delivered (%s): %s", code, exc)
-                    return
-                wait = _retry_delay(exc) or delay * random.uniform(0.8, 1.2)
-                time.sleep(min(wait, 30.0))
-                delay = min(delay * 2, 30.0)
+        try:
+            scope_logs.log_records.extend(anomaly_log_records(transitions))
+            exported: Any = self._exporter.export(request)  # type: ignore[arg-type]
+            # By name: the SDK renamed the enum (LogExportResult, LogRecordExportResult).
+            delivered = getattr(exported, "name", None) == "SUCCESS"
+        except Exception:  # delivery never raises into the detector run
+            _logger.exception("anomaly log records not delivered")
+            delivered = False
+        if delivered:
+            self.sent += len(transitions)
+        else:
+            self.failed += len(transitions)  # the exporter logged why
+            _logger.error("%d anomaly log records not delivered", len(transitions))
 
     def close(self) -> None:
-        self._channel.close()
-
-
-def _retry_delay(error: grpc.RpcError) -> float | None:
-    """The ``RetryInfo`` delay in the error's status details, if the server sent one."""
-    trailers: Any = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
-    for key, value in trailers or ():
-        if key != "grpc-status-details-bin":
-            continue
-        try:  # googleapis-common-protos, a dependency of the collector
-            from google.rpc import error_details_pb2, status_pb2
-        except ImportError:
-            return None
-        for detail in status_pb2.Status.FromString(value).details:
-            if detail.type_url == _RETRY_INFO:
-                delay = error_details_pb2.RetryInfo.FromString(detail.value).retry_delay
-                return float(delay.seconds + delay.nanos / 1e9)
-    return None
+        self._exporter.shutdown()
 
 
 def webhook_payload(transition: dict[str, Any]) -> dict[str, Any]:
