@@ -10,6 +10,8 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from .read_only import check_read_only
+
 __all__ = [
     "ANOMALY_STATES",
     "AnomalyFilter",
@@ -79,36 +81,17 @@ def run_query(
 
 
 def read_only_query(client: Client, query: str) -> Table:
-    """Run an analyst's query with ClickHouse's ``readonly=1``; one statement only.
+    """Run an analyst's query: one statement that only reads, under ``readonly=1``.
 
-    A server refuses several statements in one query; the embedded engine ran
-    the first and left its result behind for the next query to trip on, so
-    they are refused here, before anything runs.
+    :func:`~segwatch.clickhouse.read_only.check_read_only` refuses, with a
+    ``ValueError`` naming what it found, several statements (a server refuses
+    them; the embedded engine ran the first and left its result behind for the
+    next query to trip on), statements other than SELECT, WITH ... SELECT,
+    SHOW, DESCRIBE, EXPLAIN and EXISTS (``SYSTEM``, ``KILL``, ``USE`` ...),
+    ``INTO OUTFILE`` and a query's own ``FORMAT`` clause, before anything runs.
     """
-    if _statements(query) > 1:
-        raise ValueError("one SQL statement at a time (found ';' between statements)")
+    check_read_only(query)
     return run_query(client, query, settings=READ_ONLY)
-
-
-def _statements(query: str) -> int:
-    """How many statements ``query`` holds: ';' outside quotes and comments, not at the end."""
-    count, i, n = 1, 0, len(query)
-    while i < n:
-        char = query[i]
-        if char in "'\"`":
-            i += 1
-            while i < n and query[i] != char:
-                i += 2 if query[i] == "\\" else 1
-        elif query.startswith("--", i) or char == "#":
-            i = query.find("\n", i)
-            i = n if i < 0 else i
-        elif query.startswith("/*", i):
-            i = query.find("*/", i + 2)
-            i = n if i < 0 else i + 1
-        elif char == ";" and query[i + 1 :].strip(" \t\r\n;"):
-            count += 1
-        i += 1
-    return count
 
 
 ANOMALY_STATES = ("all", "open", "resolved")
