@@ -113,6 +113,44 @@ def test_arguments_that_would_reach_out_of_bounds_are_refused():
         group_entries(checked, rows, np.array([0, 2**40]), ones, rows)
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("dense_cells", [1 << 20, 0])
+def test_live_groups_must_be_strictly_increasing(monkeypatch, compiled, dense_cells):
+    """A repeated live group would write its entries twice, past the room they are given."""
+    if not compiled:
+        monkeypatch.setattr(kernels, "_LIBRARY", None)  # the numpy formulation: same contract
+    groups = GroupMatrix(np.zeros((1, 3), dtype=np.int64), 2)
+    rows = np.arange(3, dtype=np.int64)
+    keys = np.array([1, 2, 3], dtype=np.int64)  # three entries in group 0: room for three
+    for live in ([0, 0], [0, 0, 0, 0], [1, 0]):
+        with pytest.raises(ValueError, match="strictly increasing"):
+            group_entries(groups, rows, keys, np.ones(3), np.array(live), dense_cells)
+    lengths, out_keys, _ = group_entries(groups, rows, keys, np.ones(3), np.array([0, 1]))
+    assert lengths.tolist() == [3, 0] and out_keys.tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("dense_cells", [1 << 20, 0])
+def test_the_compiled_entries_loop_stops_at_its_capacity(dense_cells):
+    """The C function itself, past the wrapper's checks: it never writes past ``capacity``."""
+    assert kernels.COMPILED
+    matrix = np.zeros((1, 3), dtype=np.int64)
+    rows = np.arange(3, dtype=np.int64)
+    keys = np.array([1, 2, 3], dtype=np.int64)
+    weights = np.ones(3)
+    live = np.zeros(4, dtype=np.int64)  # group 0 four times: twelve entries
+    lengths = np.zeros(4, dtype=np.int64)
+    out_keys = np.full(8, -7, dtype=np.int64)  # room for 3, then a guard the loop must not touch
+    out_weights = np.full(8, -7.0)
+    address = kernels._address
+    status = kernels._LIBRARY.segwatch_group_entries(
+        address(matrix), 1, 3, address(rows), address(keys), 3, address(weights),
+        address(live), 4, 1, dense_cells, kernels.MAX_KEY_RANGE, 3,
+        address(lengths), address(out_keys), address(out_weights),
+    )  # fmt: skip
+    assert status == kernels._NO_ROOM
+    assert out_keys[3:].tolist() == [-7] * 5 and out_weights[3:].tolist() == [-7.0] * 5
+
+
 # -- the span reader's loops ---------------------------------------------------------------
 
 

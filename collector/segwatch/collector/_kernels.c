@@ -5,7 +5,9 @@
  * while a loop runs. kernels.py checks each array's dtype, contiguity and
  * length; these loops check every index they follow before using it and
  * return OUT_OF_RANGE instead of reading or writing outside a buffer (the
- * group numbers of a GroupMatrix are checked once, when it is made).
+ * group numbers of a GroupMatrix are checked once, when it is made). An output
+ * whose size depends on the data (group_entries, walk_fields) comes with its
+ * capacity, and the loop returns NO_ROOM rather than write past it.
  */
 #include <math.h>
 #include <stdint.h>
@@ -13,6 +15,7 @@
 #include <string.h>
 
 #define OUT_OF_RANGE (-3)
+#define NO_ROOM (-2) /* the output would not fit in the room the caller gave */
 #define NO_MEMORY (-1)
 
 /* Per group: weighted rows present, numeric count, sum, sum of squares, min, max.
@@ -59,16 +62,18 @@ int64_t segwatch_group_stats(const int64_t *groups, int64_t n_dims, int64_t n_ro
  *
  * Row rows[i] has key keys[i] (n of them) and counts in its group of every
  * dimension with weights[rows[i]] (positive). Writes each live group's entry
- * count to lengths and the entries, group after group, to out_keys and
- * out_weights (room for n * n_dims); returns how many, NO_MEMORY, or OUT_OF_RANGE
- * (a row or live group out of range, keys spanning more than max_width values).
- * Cells add their weights in the order numpy's bincount over the tiled arrays
- * would. */
+ * count to lengths (room for n_live) and the entries, group after group, to
+ * out_keys and out_weights (room for capacity each; n * n_dims is enough when no
+ * live group repeats); returns how many, NO_MEMORY, NO_ROOM (more entries than
+ * capacity: a live group given twice), or OUT_OF_RANGE (a row or live group out
+ * of range, keys spanning more than max_width values). Cells add their weights in
+ * the order numpy's bincount over the tiled arrays would. */
 int64_t segwatch_group_entries(const int64_t *groups, int64_t n_dims, int64_t n_rows,
                                const int64_t *rows, const int64_t *keys, int64_t n,
                                const double *weights, const int64_t *live, int64_t n_live,
                                int64_t total, int64_t dense_cells, int64_t max_width,
-                               int64_t *lengths, int64_t *out_keys, double *out_weights) {
+                               int64_t capacity, int64_t *lengths, int64_t *out_keys,
+                               double *out_weights) {
     for (int64_t i = 0; i < n; i++)
         if (rows[i] < 0 || rows[i] >= n_rows) return OUT_OF_RANGE;
     for (int64_t li = 0; li < n_live; li++)
@@ -118,6 +123,11 @@ int64_t segwatch_group_entries(const int64_t *groups, int64_t n_dims, int64_t n_
             int64_t first = m;
             for (int64_t j = 0; j < span; j++) {
                 if (mine[j] != 0.0) {
+                    if (m >= capacity) {
+                        free(cells);
+                        m = NO_ROOM;
+                        goto done;
+                    }
                     out_keys[m] = distinct[j];
                     out_weights[m++] = mine[j];
                 }
@@ -167,6 +177,10 @@ int64_t segwatch_group_entries(const int64_t *groups, int64_t n_dims, int64_t n_
             if (m > first && out_keys[m - 1] == key) {
                 out_weights[m - 1] += weight;
             } else {
+                if (m >= capacity) {
+                    m = NO_ROOM;
+                    goto free_buckets;
+                }
                 out_keys[m] = key;
                 out_weights[m++] = weight;
             }
@@ -205,8 +219,8 @@ static int read_varint(const uint8_t *buf, int64_t *pos, int64_t end, uint64_t *
  * number, wire type and payload bounds (a varint's own bytes; a length-delimited field's
  * bytes after the length). With span == NULL only counts. Returns the number of fields,
  * -1 when a span is irregular (field number 0, a wire type protobuf 3 does not use, a
- * field past its span), -2 when there are more than `capacity`, OUT_OF_RANGE when a span
- * is not within the buffer's buf_len bytes. */
+ * field past its span), NO_ROOM when there are more than `capacity`, OUT_OF_RANGE when a
+ * span is not within the buffer's buf_len bytes. */
 int64_t segwatch_walk_fields(const uint8_t *buf, int64_t buf_len, const int64_t *span_start,
                              const int64_t *span_end, int64_t n_spans, int64_t capacity,
                              int64_t *span, int64_t *number, int64_t *wire_type, int64_t *start,
@@ -241,7 +255,7 @@ int64_t segwatch_walk_fields(const uint8_t *buf, int64_t buf_len, const int64_t 
             }
             if (field_stop > end) return -1;
             if (span != NULL) {
-                if (n >= capacity) return -2;
+                if (n >= capacity) return NO_ROOM;
                 span[n] = s;
                 number[n] = (int64_t)(tag >> 3);
                 wire_type[n] = (int64_t)(tag & 7);

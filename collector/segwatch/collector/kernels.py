@@ -80,7 +80,7 @@ def _load() -> ctypes.CDLL | None:
     ]  # fmt: skip
     library.segwatch_group_entries.restype = i64
     library.segwatch_group_entries.argtypes = [
-        pointer, i64, i64, pointer, pointer, i64, pointer, pointer, i64, i64, i64, i64,
+        pointer, i64, i64, pointer, pointer, i64, pointer, pointer, i64, i64, i64, i64, i64,
         pointer, pointer, pointer,
     ]  # fmt: skip
     library.segwatch_walk_fields.restype = i64
@@ -180,20 +180,24 @@ def group_entries(
     live: _I64,
     dense_cells: int | None = None,
 ) -> tuple[_I64, _I64, _F64]:
-    """Per group of ``live`` (sorted): its distinct keys (sorted) and their summed weights.
+    """Per group of ``live``: its distinct keys (sorted) and their summed weights.
 
     Row ``rows[i]`` has key ``keys[i]`` and counts in its group of every
     dimension (``groups.matrix[d, rows[i]]``) with ``weights[rows[i]]``, which must
-    be positive (a cell with weight is a cell with entries). Returns each live
-    group's number of entries, then all entries' keys and weights, group after
-    group. ``dense_cells`` overrides when to count densely (tests use it).
+    be positive (a cell with weight is a cell with entries). ``live`` must be
+    strictly increasing (``ValueError`` otherwise): a group given twice would
+    have its entries twice, past the room the entries are given. Returns each
+    live group's number of entries, then all entries' keys and weights, group
+    after group. ``dense_cells`` overrides when to count densely (tests use it).
     """
     n_rows, total = groups.rows, groups.total
     _check_arrays(
         rows=(rows, np.int64, -1), keys=(keys, np.int64, len(rows)),
         weights=(weights, np.float64, n_rows), live=(live, np.int64, -1),
     )  # fmt: skip
-    capacity = groups.matrix.shape[0] * len(rows)
+    if len(live) > 1 and not bool(np.all(live[1:] > live[:-1])):
+        raise ValueError(_LIVE_ORDER)
+    capacity = groups.matrix.shape[0] * len(rows)  # every (dimension, row): one entry at most
     if dense_cells is None:
         dense_cells = max(DENSE_CELLS, 4 * capacity)  # then a count beats the alternative
     if _LIBRARY is None:
@@ -208,7 +212,7 @@ def group_entries(
     entries = _LIBRARY.segwatch_group_entries(
         _address(groups.matrix), groups.matrix.shape[0], n_rows,
         _address(rows), _address(keys), len(rows), _address(weights),
-        _address(live), len(live), total, dense_cells, MAX_KEY_RANGE,
+        _address(live), len(live), total, dense_cells, MAX_KEY_RANGE, capacity,
         _address(lengths), _address(out_keys), _address(out_weights),
     )  # fmt: skip
     _raise_for(entries, _ENTRIES_RANGE)
@@ -305,9 +309,11 @@ def read_fixed64(buf: npt.NDArray[np.uint8], at: _I64, dtype: type) -> npt.NDArr
 
 
 # What the C loops return: -1 is "irregular" from the span reader's loops, "no memory"
-# from the others (any other negative status is also no memory); -3 is out of range.
-_IRREGULAR, _OUT_OF_RANGE = -1, -3
+# from the others; -2 is "no room" (an output would pass the capacity it was given);
+# -3 is out of range.
+_IRREGULAR, _NO_ROOM, _OUT_OF_RANGE = -1, -2, -3
 _ENTRIES_RANGE = f"row numbers must be in range and keys span fewer than {MAX_KEY_RANGE} values"
+_LIVE_ORDER = "live groups must be strictly increasing (sorted, none repeated)"
 _MESSAGES_RANGE = "messages must lie within the buffer"
 _FIXED64_RANGE = "fixed64 values must lie within the buffer"
 
@@ -316,6 +322,8 @@ def _raise_for(status: int, message: str, *args: object) -> None:
     """Turn a C loop's error status into the exception it means."""
     if status == _OUT_OF_RANGE:
         raise ValueError(message.format(*args))
+    if status == _NO_ROOM:
+        raise ValueError("the output would pass the room it was given (a repeated index?)")
     if status < 0:
         raise MemoryError("the compiled loops ran out of memory")
 
