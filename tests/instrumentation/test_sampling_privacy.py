@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import math
 import random
 
@@ -60,7 +61,7 @@ def test_allow_deny_hash_and_free_text_rules(recorder) -> None:
         "m",
         features_deny=["ssn"],
         hash_features=["user_id"],
-        hash_salt="pepper",
+        hash_key="k3y-for-tests",
         max_string_length=10,
         tracer_provider=recorder.provider,
     )
@@ -70,10 +71,69 @@ def test_allow_deny_hash_and_free_text_rules(recorder) -> None:
     (span,) = recorder.spans()
     a = span.attributes
     assert "ml.feature.ssn" not in a
-    assert a["ml.feature.user_id"] == hashlib.sha256(b"pepperu-42").hexdigest()[:16]
+    assert a["ml.feature.user_id"] == _hmac(b"k3y-for-tests", b"u-42")
     assert a["ml.feature.note"] == "short"
     assert "ml.feature.text" not in a and "ml.output.summary" not in a  # free text: not recorded
     assert a["ml.output.label"] == "ok" and a["ml.feature.n"] == 3
+
+
+def _hmac(key: bytes, value: bytes) -> str:
+    return hmac.new(key, value, hashlib.sha256).hexdigest()[:16]
+
+
+def _hashed(recorder, **options) -> list[object]:  # type: ignore[no-untyped-def]
+    """``user_id`` as recorded by a monitor with ``options``: one call, then a batch."""
+    model = monitor("m", hash_features=["user_id"], tracer_provider=recorder.provider, **options)
+    with model as call:
+        call.features(user_id="u-42")
+    with model.call() as call:
+        call.batch(3, features={"user_id": ["u-42", 7, None]})
+    single, batch = recorder.spans()[-2:]
+    return [single.attributes["ml.feature.user_id"], *batch.attributes["ml.feature.user_id"]]
+
+
+def test_hashed_features_are_hmac_sha256_under_the_key(recorder, monkeypatch) -> None:
+    monkeypatch.delenv("SEGWATCH_HASH_KEY", raising=False)
+    first = _hashed(recorder, hash_key="first key")
+    assert first[0] == _hmac(b"first key", b"u-42") and first[1] == first[0]
+    assert first[2] == _hmac(b"first key", b"7")
+    assert first[3] is None  # MISSING stays MISSING
+    second = _hashed(recorder, hash_key=b"second key")
+    assert second[0] == _hmac(b"second key", b"u-42") != first[0]  # another key, another hash
+    assert first[0] != hashlib.sha256(b"u-42").hexdigest()[:16]  # not the dictionary-reversible one
+    monkeypatch.setenv("SEGWATCH_HASH_KEY", "from the environment")
+    assert _hashed(recorder)[0] == _hmac(b"from the environment", b"u-42")
+    assert _hashed(recorder, hash_key="first key")[0] == first[0]  # the argument wins
+
+
+def test_hashed_features_without_a_key_fail_when_the_monitor_is_made(monkeypatch) -> None:
+    """At configuration time, so a model call never meets the error."""
+    monkeypatch.delenv("SEGWATCH_HASH_KEY", raising=False)
+    for options in ({}, {"hash_key": None}):
+        with pytest.raises(ValueError, match=r"hash_key=.*SEGWATCH_HASH_KEY"):
+            monitor("m", hash_features=["user_id"], **options)
+    with pytest.raises(ValueError, match="SEGWATCH_HASH_KEY"), pytest.warns(DeprecationWarning):
+        monitor("m", hash_features=["user_id"], hash_salt="")  # the old default: no key
+    monkeypatch.setenv("SEGWATCH_HASH_KEY", "")  # set but empty: no key either
+    with pytest.raises(ValueError, match="SEGWATCH_HASH_KEY"):
+        monitor("m", hash_features=["user_id"])
+    with pytest.raises(ValueError, match="must not be empty"):
+        monitor("m", hash_features=["user_id"], hash_key=b"")
+    monitor("m")  # no hashed feature: no key needed
+
+
+def test_hash_salt_is_a_deprecated_name_for_the_key(recorder, monkeypatch) -> None:
+    monkeypatch.delenv("SEGWATCH_HASH_KEY", raising=False)
+    with pytest.warns(DeprecationWarning, match="hash_key="):
+        hashed = _hashed(recorder, hash_salt="pepper")
+    assert hashed[0] == _hmac(b"pepper", b"u-42")
+    with pytest.raises(ValueError, match="hash_key= only"):
+        monitor("m", hash_features=["user_id"], hash_key="a", hash_salt="b")
+
+
+def test_the_key_is_kept_out_of_reprs() -> None:
+    model = monitor("m", hash_features=["user_id"], hash_key="s3cret-key")
+    assert "s3cret-key" not in repr(model.policy)
 
 
 def test_allow_list_and_record_text_on_batches(recorder) -> None:

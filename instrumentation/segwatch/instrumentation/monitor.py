@@ -18,6 +18,7 @@ import logging
 import random
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -58,6 +59,14 @@ class monitor:
     As a context manager it yields a :class:`ModelCall` to record features,
     outputs and metrics explicitly. ``call(start_time=...)`` records a call
     that happened earlier (replays and backfills).
+
+    Privacy (:mod:`.privacy`): ``features_allow`` / ``features_deny`` choose the
+    features; ``hash_features`` are recorded as HMAC-SHA256 under a secret key,
+    ``hash_key=`` or else the ``SEGWATCH_HASH_KEY`` environment variable, read
+    here. Without a key the monitor is not made (``ValueError``): bad settings
+    fail when the service starts, never during a model call. ``hash_salt=`` is
+    the key's deprecated name (``DeprecationWarning``; the hashes differ from
+    the salted SHA-256 it used to give).
     """
 
     def __init__(
@@ -77,7 +86,8 @@ class monitor:
         features_allow: Collection[str] | None = None,
         features_deny: Collection[str] = (),
         hash_features: Collection[str] = (),
-        hash_salt: str = "",
+        hash_key: str | bytes | None = None,
+        hash_salt: str | None = None,
         max_string_length: int = 128,
         record_text: bool = False,
         tracer_provider: trace.TracerProvider | None = None,
@@ -101,8 +111,18 @@ class monitor:
         if not 0 < sample_rate <= 1:
             raise ValueError("sample_rate must be in (0, 1]")
         self.sample_rate = float(sample_rate)
+        if hash_salt is not None:
+            if hash_key is not None:
+                raise ValueError("pass hash_key= only: hash_salt= is its deprecated name")
+            warnings.warn(
+                "monitor(hash_salt=) is deprecated: pass hash_key= (or set SEGWATCH_HASH_KEY); "
+                "the salt is used as the HMAC-SHA256 key, so hashes differ from before",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            hash_key = hash_salt or None
         self.policy = RecordingPolicy.build(
-            features_allow, features_deny, hash_features, hash_salt, max_string_length, record_text
+            features_allow, features_deny, hash_features, hash_key, max_string_length, record_text
         )
         # No allow/deny/hash rules: plain dict inputs take a one-pass fast path.
         self._plain_policy = not (features_allow is not None or features_deny or hash_features)
