@@ -13,7 +13,15 @@ Without a spool (an in-memory store, or ``storage.spool.enabled: false``)
 the caller waits for the flush, which starts at once: acknowledged still
 means stored.
 
+A flush is a unit: once its insert may have landed, it is retried (and
+replayed after a crash) exactly as it was, records and token, whatever the
+flush settings are now; nothing after it is flushed until it is stored.
+
 If the store fails, the calls stay and the flush is retried with backoff.
+A flush that fails while the store answers (the store refused the data, or
+aggregating it raised: a bug) is set aside as a dead letter after
+``max_flush_attempts`` tries (:mod:`.dead_letters`), so one bad flush cannot
+stop ingestion for good.
 Memory stays bounded by ``max_pending_calls``: beyond it, with a spool,
 requests are still acknowledged once spooled, but their calls are *spilled*
 (not kept here) and read back from the spool, in order, as the flushes make
@@ -36,12 +44,18 @@ from .aggregate import SegmentAggregator
 from .calls import call_rows
 from .columns import ModelCallBatch
 from .config import SpoolConfig
+from .dead_letters import DeadLetters
 from .errors import RetryableError
-from .export import ClickHouseExporter
+from .export import ClickHouseExporter, InsertRefusedError
+from .failpoints import aggregate_error, exit_after_insert
 from .rows import TableRows
 from .spool import Position, Record, Spool, record_bytes
 
-__all__ = ["CallBuffer"]
+__all__ = ["CallBuffer", "Reload"]
+
+Reload = Callable[[Record], "tuple[ModelCallBatch, str | None] | None"]
+"""Decodes a spool record back into its calls, and the token it must be flushed under
+when it is a unit of its own (a requeued dead letter); None if unreadable."""
 
 _DEFAULTS = SpoolConfig()
 
@@ -53,11 +67,14 @@ class _Entry:
     batch: ModelCallBatch
     end: Position | None  # where its spool record ends; None without a spool
     size: int  # spool bytes
-    waiter: Future[None] | None
+    waiters: list[Future[None]]  # without a spool: resolved once stored
     arrived: float  # monotonic time it was added: the flush interval counts from the oldest
-    # A replayed interrupted flush is flushed alone, exactly as before (same token).
-    opens_flush: bool = False
-    closes_flush: bool = False
+    # A unit (a flush that may have landed, or a requeued dead letter) is flushed alone
+    # under this token: its spool records from ``first`` (the end of its first) to ``end``.
+    token: str | None = None
+    first: Position | None = None
+    adds: int = 1  # add() calls it stands for (flush() counts them)
+    refusals: int = 0  # failed flushes that were not the store's fault
 
 
 class CallBuffer:
@@ -79,7 +96,8 @@ class CallBuffer:
         max_flush_calls: int = _DEFAULTS.flush_calls,
         max_pending_calls: int = _DEFAULTS.max_pending_calls,
         store_timeout: float = 60.0,
-        reload: Callable[[Record], ModelCallBatch | None] | None = None,
+        reload: Reload | None = None,
+        max_flush_attempts: int = _DEFAULTS.max_flush_attempts,
     ) -> None:
         self._aggregator = aggregator
         self._exporter = exporter
@@ -89,6 +107,8 @@ class CallBuffer:
         self._max_flush_calls = max_flush_calls
         self._max_pending_calls = max(max_pending_calls, max_flush_calls)  # room for one flush
         self._store_timeout = store_timeout
+        self._max_flush_attempts = max_flush_attempts
+        self._dead_letters = DeadLetters(spool.directory) if spool is not None else None
         self._pending: list[_Entry] = []
         self._pending_calls = 0
         # Entries are stored in the order they were added, so counts say what is stored:
@@ -108,6 +128,8 @@ class CallBuffer:
         self._spilled_upto: Position | None = None
         self.spilled_records = 0  # read back so far
         self.failures = 0
+        self.dead_letters = 0  # flushes set aside
+        self.dead_letter_calls = 0
         self.peak_pending_calls = 0
 
     def start(self) -> None:
@@ -155,12 +177,15 @@ class CallBuffer:
 
     def add(
         self, batch: ModelCallBatch, end: Position | None = None, size: int = 0,
-        *, opens_flush: bool = False, closes_flush: bool = False,
+        *, token: str | None = None, first: Position | None = None,
     ) -> Future[None] | None:  # fmt: skip
         """Queue a batch; without a spool, returns a future that resolves once it is stored.
 
         With a spool, ``end`` is where the batch's spool record ends; records
-        must be added in spool order.
+        must be added in spool order. With a ``token`` the batch is a unit:
+        the spool records from ``first`` (the end of the first; default
+        ``end``) to ``end`` flushed alone, under that token (a replayed
+        interrupted flush, a requeued dead letter). A unit is never spilled.
         """
         waiter: Future[None] | None = Future() if self._spool is None else None
         with self._cond:
@@ -169,10 +194,12 @@ class CallBuffer:
                 return waiter
             self._added += 1
             previous, self._last_end = self._last_end, end
-            if self._spills(len(batch), end, previous):
+            if token is None and self._spills(len(batch), end, previous):
                 self._spilled_upto = end
                 return None
-            entry = _Entry(batch, end, size, waiter, time.monotonic(), opens_flush, closes_flush)
+            waiters = [waiter] if waiter is not None else []
+            first = first if first is not None else end
+            entry = _Entry(batch, end, size, waiters, time.monotonic(), token, first)
             self._pending.append(entry)
             self._pending_calls += len(batch)
             self.peak_pending_calls = max(self.peak_pending_calls, self._pending_calls)
@@ -231,21 +258,28 @@ class CallBuffer:
             or self._spool is None
             or self._pending_calls >= self._max_flush_calls
             or now - self._pending[0].arrived >= self._flush_interval
+            or self._spool_filling()
         )
 
+    def _spool_filling(self) -> bool:
+        """Over half the spool waits for the store: flush now rather than refuse requests
+        later (a large ``flush_calls`` under a light load would wait the interval out)."""
+        spool = self._spool
+        return spool is not None and spool.unflushed_bytes > spool.max_bytes // 2
+
     def _take(self) -> list[_Entry]:
-        """A prefix of the pending entries: durable ones, up to max_flush_calls."""
+        """A prefix of the pending entries: durable ones, up to max_flush_calls; a unit alone."""
         synced = self._spool.synced if self._spool is not None else None
         taken: list[_Entry] = []
         calls = 0
         for entry in self._pending:
             if synced is not None and entry.end is not None and entry.end > synced:
                 break  # not yet fsynced (its request is not acknowledged yet)
-            if taken and (calls + len(entry.batch) > self._max_flush_calls or entry.opens_flush):
+            if taken and (calls + len(entry.batch) > self._max_flush_calls or entry.token):
                 break
             taken.append(entry)
             calls += len(entry.batch)
-            if entry.closes_flush:
+            if entry.token is not None:
                 break
         del self._pending[: len(taken)]
         self._pending_calls -= calls
@@ -273,20 +307,21 @@ class CallBuffer:
                 if self._spool is not None:  # records written but not yet synced: soon
                     time.sleep(0.001)
                 continue
-            if self._write(taken):
+            unit = self._unit(taken)
+            error = self._write(unit)
+            if error is None or self._set_aside(unit, error):
                 backoff = 0.5
                 with self._cond:
                     self._retry_at = 0.0
-                    self._stored += len(taken)
+                    self._stored += unit.adds
                     self._cond.notify_all()
             else:
                 with self._cond:
-                    if self._spool is not None:  # keep them; the store will be back
-                        # Retry exactly this flush, under the same token: one of its
-                        # tables may have landed before the other failed.
-                        taken[0].opens_flush = taken[-1].closes_flush = True
-                        self._pending[:0] = taken
-                        self._pending_calls += sum(len(e.batch) for e in taken)
+                    if self._spool is not None:  # keep it; the store will be back
+                        # Retry exactly this flush, as one unit under the same token: one
+                        # of its tables may have landed before the other failed.
+                        self._pending.insert(0, unit)
+                        self._pending_calls += len(unit.batch)
                         self._retry_at = time.monotonic() + backoff
                         backoff = min(backoff * 2, 30.0)
                     if self._stopping:
@@ -315,9 +350,11 @@ class CallBuffer:
                 last = record.end
                 # An unreadable record (logged by reload) still takes its place in the order,
                 # with no calls: its flush releases its spool bytes like any other.
-                batch = self._reload(record) or ModelCallBatch()
+                batch, token = self._reload(record) or (ModelCallBatch(), None)
                 size = record_bytes(record.payload)
-                entries.append(_Entry(batch, record.end, size, None, time.monotonic()))
+                entries.append(
+                    _Entry(batch, record.end, size, [], time.monotonic(), token, record.end)
+                )
                 calls += len(batch)
                 if calls >= room:
                     break
@@ -335,40 +372,85 @@ class CallBuffer:
                 self._spilled_after = last
             self._cond.notify_all()
 
-    def _write(self, taken: list[_Entry]) -> bool:
-        """Aggregate and store one flush; True once it is in the store."""
-        batch = ModelCallBatch.concat([entry.batch for entry in taken])
+    def _unit(self, taken: list[_Entry]) -> _Entry:
+        """The flush of ``taken`` as one entry, with the token that names it from now on."""
+        if len(taken) == 1 and (taken[0].token is not None or self._spool is None):
+            return taken[0]
+        first, last = taken[0].first or taken[0].end, taken[-1].end
+        if self._spool is not None and first is not None and last is not None:
+            token = self._spool.token(first, last)
+        else:  # unique: without any token ClickHouse would drop a flush that looks like another
+            token = f"segwatch-{uuid.uuid4().hex}"
+        return _Entry(
+            ModelCallBatch.concat([entry.batch for entry in taken]),
+            last,
+            sum(entry.size for entry in taken),
+            [waiter for entry in taken for waiter in entry.waiters],
+            taken[0].arrived,
+            token,
+            first,
+            adds=sum(entry.adds for entry in taken),
+        )
+
+    def _write(self, unit: _Entry) -> Exception | None:
+        """Aggregate and store one flush; None once it is in the store, else what failed."""
+        batch = unit.batch
+        token = unit.token or f"segwatch-{uuid.uuid4().hex}"
         try:
+            aggregate_error({model[0] for model in batch.models})
             parts: list[TableRows] = [self._aggregator.aggregate(batch)]
             if self._raw_calls:
                 parts.append(call_rows(batch))
         except Exception as exc:  # a bug, not bad data: keep the flusher alive, and say so
             _logger.exception("aggregating %d model calls failed", len(batch))
-            return self._failed(taken, exc)
-        # Every flush has a token: a spooled one names its spool range (a replay repeats
-        # it); one without a spool is unique. Without any token ClickHouse would compare
-        # block contents and drop a flush that merely looks like an earlier one.
-        token = f"segwatch-{uuid.uuid4().hex}"
-        first, last = taken[0].end, taken[-1].end
-        if self._spool is not None and first is not None and last is not None:
-            token = self._spool.token(first, last)
-            self._spool.begin_flush(first, last)
+            return self._failed(unit, InsertRefusedError(f"aggregating them failed: {exc}"))
+        if self._spool is not None and unit.first is not None and unit.end is not None:
+            self._spool.begin_flush(unit.first, unit.end)
         try:
             self._exporter.submit(*parts, token=token).result(timeout=self._store_timeout)
         except Exception as exc:
             _logger.warning("flush of %d model calls failed: %s", len(batch), exc)
-            return self._failed(taken, exc)
-        if self._spool is not None and last is not None:
-            self._spool.end_flush(last, sum(entry.size for entry in taken))
-        for entry in taken:
-            if entry.waiter is not None:
-                entry.waiter.set_result(None)
-        return True
+            return self._failed(unit, exc)
+        exit_after_insert()
+        if self._spool is not None and unit.end is not None:
+            self._spool.end_flush(unit.end, unit.size)
+        for waiter in unit.waiters:
+            waiter.set_result(None)
+        return None
 
-    def _failed(self, taken: list[_Entry], exc: Exception) -> bool:
+    def _failed(self, unit: _Entry, exc: Exception) -> Exception:
         self.failures += 1
         error = RetryableError(f"the store did not take the data: {exc}")
-        for entry in taken:
-            if entry.waiter is not None:
-                entry.waiter.set_exception(error)
-        return False
+        for waiter in unit.waiters:
+            waiter.set_exception(error)
+        return exc
+
+    def _set_aside(self, unit: _Entry, error: Exception) -> bool:
+        """Move a flush that keeps failing for a reason not the store's to the dead letters.
+
+        True once it is set aside (the flusher goes on past it); False to retry it.
+        """
+        if not isinstance(error, InsertRefusedError) or self._dead_letters is None:
+            return False
+        unit.refusals += 1
+        if unit.refusals < self._max_flush_attempts:
+            return False
+        assert self._spool is not None and unit.end is not None and unit.token is not None
+        try:
+            letter = self._dead_letters.add(
+                self._spool.read(self._spool.flushed, unit.end),
+                token=unit.token, reason=str(error), calls=len(unit.batch),
+            )  # fmt: skip
+        except OSError:
+            _logger.exception("cannot write a dead letter: the flush stays, and is retried")
+            return False
+        self._spool.end_flush(unit.end, unit.size)
+        self.dead_letters += 1
+        self.dead_letter_calls += len(unit.batch)
+        _logger.error(
+            "set aside %d model calls after %d failed flushes (%s): dead letter %s in %s; "
+            "'segwatch spool requeue %s' sends them back",
+            len(unit.batch), unit.refusals, error, letter.name,
+            self._dead_letters.directory, letter.name,
+        )  # fmt: skip
+        return True

@@ -178,6 +178,9 @@ class SpoolConfig:
     # (and fewer aggregate rows per span, so no more memory, with 10,000 segments).
     flush_calls: int = 20_000
     max_pending_calls: int = 40_000
+    # A flush failing this many times while the store answers (it refuses the data, or
+    # aggregating raised) is set aside as a dead letter; store outages never count.
+    max_flush_attempts: int = 10
 
 
 @dataclass(frozen=True)
@@ -367,6 +370,7 @@ _SCHEMA = Record({
             "flush_interval": Scalar((int, float), _between(0.01, 60)),
             "flush_calls": Scalar(int, _between(100, 10_000_000)),
             "max_pending_calls": Scalar(int, _between(100, 100_000_000)),
+            "max_flush_attempts": Scalar(int, _between(1, 1000)),
         }),
     }),
     "receiver": Record({

@@ -17,6 +17,7 @@ UNAVAILABLE and the client resends it).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -25,13 +26,42 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import OperationalError
 
 from .metrics import CollectorMetrics
 from .rows import TableRows, insert_blocks
 
-__all__ = ["ClickHouseExporter", "ExportStats"]
+__all__ = ["ClickHouseExporter", "ExportStats", "InsertRefusedError"]
 
 _logger = logging.getLogger(__name__)
+
+# ClickHouse errors that say the store is busy, short of memory or unreachable, not
+# that the data is bad: worth retrying as long as it takes (cf. the OTel exporters'
+# retryable gRPC codes).
+_TRANSIENT_CODES = frozenset({
+    3,  # UNEXPECTED_END_OF_FILE
+    159,  # TIMEOUT_EXCEEDED
+    202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+    203,  # NO_FREE_CONNECTION
+    209,  # SOCKET_TIMEOUT
+    210,  # NETWORK_ERROR
+    236,  # ABORTED
+    241,  # MEMORY_LIMIT_EXCEEDED
+    242,  # TABLE_IS_READ_ONLY
+    243,  # NOT_ENOUGH_SPACE
+    252,  # TOO_MANY_PARTS
+    394,  # QUERY_WAS_CANCELLED
+    425,  # SYSTEM_ERROR
+    999,  # KEEPER_EXCEPTION
+})  # fmt: skip
+
+
+class InsertRefusedError(RuntimeError):
+    """The store answers, but refused this insert: the data's fault (or a bug), not the store's.
+
+    Retrying it as it is cannot help; the flusher sets such a flush aside after
+    a few tries (:mod:`.dead_letters`) instead of blocking everything behind it.
+    """
 
 
 @dataclass
@@ -139,8 +169,11 @@ class ClickHouseExporter:
             if self._metrics is not None:
                 self._metrics.insert_failures.inc()
             _logger.error("insert into the store failed: %s", exc)
+            error: Exception = exc
+            if not _transient(exc) and self._store_answers():
+                error = InsertRefusedError(f"the store answers but refused the insert: {exc}")
             for waiter in pending.waiters:
-                waiter.set_exception(exc)
+                waiter.set_exception(error)
             return
         self.stats.flushes += 1
         if self._metrics is not None:
@@ -154,3 +187,22 @@ class ClickHouseExporter:
         )
         for waiter in pending.waiters:
             waiter.set_result(None)
+
+    def _store_answers(self) -> bool:
+        """Whether the store takes a trivial query now (on the writer thread, its client's)."""
+        try:
+            self._client.command("SELECT 1")
+        except Exception:
+            return False
+        return True
+
+
+def _transient(exc: Exception) -> bool:
+    """Whether an insert error says the store is down or busy rather than the data bad."""
+    if isinstance(exc, (OSError, OperationalError)):
+        return True
+    code = getattr(exc, "code", None)
+    if code is None:  # the embedded engine's errors carry it only in their text
+        found = re.search(r"\bCode:\s*(\d+)", str(exc))
+        code = int(found.group(1)) if found else None
+    return code in _TRANSIENT_CODES

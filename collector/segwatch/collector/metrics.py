@@ -50,6 +50,13 @@ class _Snapshot(Collector):
             rejected.add_metric([reason], count)
         yield rejected
         for name, help_text in (
+            ("dead_letter_flushes", "Flushes set aside as dead letters (failing, store up)."),
+            ("dead_letter_calls", "Model calls in the flushes set aside as dead letters."),
+        ):
+            counter = CounterMetricFamily(f"segwatch_{name}", help_text)
+            counter.add_metric([], state[name.replace("_flushes", "s")])
+            yield counter
+        for name, help_text in (
             ("spool_bytes", "Bytes in the spool not yet in the store."),
             ("pending_calls", "Model calls held in memory, waiting for the store."),
             ("spilled", "1 while acknowledged calls wait in the spool only (store behind)."),

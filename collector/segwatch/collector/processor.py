@@ -20,6 +20,7 @@ from .aggregate import SegmentAggregator
 from .call_buffer import CallBuffer
 from .columns import ModelCallBatch
 from .config import SpoolConfig
+from .dead_letters import split_requeued
 from .decode import decode_request
 from .errors import PermanentError, RetryableError
 from .export import ClickHouseExporter
@@ -27,7 +28,16 @@ from .labels import decode_labels
 from .limits import NO_LIMITS, RequestLimits
 from .rows import TableRows
 from .span_scan import scan_request
-from .spool import TRACES, TRACES_LIMITED, Position, Record, Spool, SpoolFullError, record_bytes
+from .spool import (
+    REQUEUED,
+    TRACES,
+    TRACES_LIMITED,
+    Position,
+    Record,
+    Spool,
+    SpoolFullError,
+    record_bytes,
+)
 
 __all__ = ["ConsumeResult", "ModelCallProcessor", "ProcessorStats", "spool_payload"]
 
@@ -98,6 +108,7 @@ class ModelCallProcessor:
             max_flush_calls=flushing.flush_calls,
             max_pending_calls=flushing.max_pending_calls,
             reload=_reload,
+            max_flush_attempts=flushing.max_flush_attempts,
         )
         self._store_timeout = store_timeout
         self._backpressure_timeout = backpressure_timeout  # then UNAVAILABLE
@@ -129,23 +140,67 @@ class ModelCallProcessor:
         Call after :meth:`start` and before the receiver starts: the records
         are queued in spool order, no more at a time than the pending limit
         (a long store outage can leave a large spool), waiting for the flusher
-        as long as it takes. The interrupted flush (if any) is queued to be
-        flushed again exactly, with its original deduplication token. Returns
-        the calls queued.
+        as long as it takes. The interrupted flush (if any: the first records)
+        is decoded whole before it is queued, as one unit with its original
+        deduplication token, whatever the flush settings are now: the flusher
+        can take neither a part of it nor anything after it first. Returns the
+        calls queued.
         """
         calls = 0
+        unit: list[tuple[Record, ModelCallBatch, str | None]] = []
         for record in records:
-            batch = _reload(record)
-            if batch is None:
+            reloaded = _reload(record)
+            if interrupted is not None and interrupted[0] <= record.end <= interrupted[1]:
+                batch, token = reloaded or (ModelCallBatch(), None)
+                unit.append((record, batch, token))
+                if record.end == interrupted[1]:
+                    calls += self._queue_unit(unit, interrupted)
+                    unit = []
                 continue
+            if reloaded is None:
+                continue
+            batch, token = reloaded
             self._admit_models(batch, replay=True)  # acknowledged once: never refused now
             self.buffer.reserve(len(batch), timeout=None)
-            opens = interrupted is not None and record.end == interrupted[0]
-            closes = interrupted is not None and record.end == interrupted[1]
-            self.buffer.add(batch, record.end, record_bytes(record.payload),
-                            opens_flush=opens, closes_flush=closes)  # fmt: skip
+            self.buffer.add(batch, record.end, record_bytes(record.payload), token=token)
             calls += len(batch)
+        if unit:  # the range ends past the spool's end: cannot happen, but never drop calls
+            calls += self._queue_unit(unit, interrupted)
         return calls
+
+    def _queue_unit(
+        self,
+        unit: list[tuple[Record, ModelCallBatch, str | None]],
+        interrupted: tuple[Position, Position] | None,
+    ) -> int:
+        """Queue an interrupted flush's records as the one flush they were."""
+        assert self._spool is not None and interrupted is not None
+        batch = ModelCallBatch.concat([batch for _, batch, _ in unit])
+        # A requeued dead letter is a flush of its own, under its own token.
+        token = unit[0][2] if len(unit) == 1 and unit[0][2] else self._spool.token(*interrupted)
+        self._admit_models(batch, replay=True)
+        size = sum(record_bytes(record.payload) for record, _, _ in unit)
+        self.buffer.add(batch, unit[-1][0].end, size, token=token, first=unit[0][0].end)
+        return len(batch)
+
+    def requeue(self, payload: bytes) -> int:
+        """Send a dead letter back (a :data:`.spool.REQUEUED` payload); returns its calls.
+
+        It is spooled like a request and flushed alone, under its original token.
+        """
+        if self._spool is None:
+            raise RetryableError("this collector has no spool: nothing to requeue into")
+        record = Record(Position(0, 0), REQUEUED, payload)
+        reloaded = _reload(record)
+        if reloaded is None:
+            raise PermanentError("the dead letter cannot be read")
+        batch, token = reloaded
+        self._admit_models(batch, replay=True)
+        with self._spool_lock:
+            end = self._spool.write(REQUEUED, payload)
+            self.buffer.add(batch, end, record_bytes(payload), token=token)
+        self._spool.sync(end)
+        return len(batch)
 
     def consume(self, request: ExportTraceServiceRequest | bytes) -> ConsumeResult:
         """Store the model calls of a request, parsed or as its serialized bytes.
@@ -244,18 +299,28 @@ def spool_payload(request: bytes, oldest_ns: int = 0, limits: RequestLimits | No
     return head + request
 
 
-def _reload(record: Record) -> ModelCallBatch | None:
+def _reload(record: Record) -> tuple[ModelCallBatch, str | None] | None:
+    """The model calls of a spooled record, as when they were accepted, and the token they
+    must be flushed under if they are a unit of their own; None if unreadable."""
+    if record.kind == REQUEUED:
+        token, inner = split_requeued(record.payload)
+        batches = [_reload_request(kind, payload) for kind, payload in inner]
+        return ModelCallBatch.concat([b for b in batches if b is not None]), token
+    batch = _reload_request(record.kind, record.payload)
+    return None if batch is None else (batch, None)
+
+
+def _reload_request(kind: int, payload: bytes) -> ModelCallBatch | None:
     """The model calls of a spooled trace request, as when it was accepted; None if unreadable."""
-    payload = record.payload
-    head = _OLDEST.size + (_SPAN_LIMITS.size if record.kind == TRACES_LIMITED else 0)
-    if record.kind not in (TRACES, TRACES_LIMITED) or len(payload) < head:
-        _logger.error("skipping a spool record of unknown kind %d", record.kind)
+    head = _OLDEST.size + (_SPAN_LIMITS.size if kind == TRACES_LIMITED else 0)
+    if kind not in (TRACES, TRACES_LIMITED) or len(payload) < head:
+        _logger.error("skipping a spool record of unknown kind %d", kind)
         return None
     # The same limits as when it was accepted: the same calls come back (the request
     # passed them then, so it cannot be refused now).
     (oldest_ns,) = _OLDEST.unpack_from(payload)
     limits = NO_LIMITS
-    if record.kind == TRACES_LIMITED:
+    if kind == TRACES_LIMITED:
         newest, spans, attributes, attribute_bytes = _SPAN_LIMITS.unpack_from(payload, _OLDEST.size)
         limits = RequestLimits(0, spans, attributes, attribute_bytes, newest)
     try:

@@ -34,6 +34,7 @@ from .profiles import refresh_quantile_buckets
 from .receiver import OTLPReceiver
 from .scheduler import DetectorScheduler
 from .spool import Spool
+from .spool_admin import spool_directory
 from .store_settings import check_store_settings
 
 __all__ = ["Collector"]
@@ -154,14 +155,10 @@ class Collector:
         )
 
     def _open_spool(self) -> Spool | None:
-        settings = self.config.storage.spool
-        if not settings.enabled or self.location.in_memory:
+        path = spool_directory(self.config)
+        if path is None:
             return None  # acknowledged means stored
-        path = settings.path
-        if not path:
-            base = self.location.path if self.location.embedded else "."
-            path = os.path.join(str(base), "segwatch-spool")
-        return Spool(path, max_bytes=settings.max_mib << 20)
+        return Spool(path, max_bytes=self.config.storage.spool.max_mib << 20)
 
     def flush(self, timeout: float = 60.0) -> None:
         """Return once every model call acknowledged so far is in the store."""
@@ -190,6 +187,8 @@ class Collector:
             "spool_bytes": self.spool.unflushed_bytes if self.spool else 0,
             "pending_calls": buffer.pending_calls if buffer else 0,
             "spilled": int(buffer.spilling) if buffer else 0,
+            "dead_letters": buffer.dead_letters if buffer else 0,
+            "dead_letter_calls": buffer.dead_letter_calls if buffer else 0,
         }
 
     def status(self) -> dict[str, Any]:

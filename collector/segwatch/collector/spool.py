@@ -13,7 +13,9 @@ flushed (replayed). Layout of the directory:
   exactly that flush with the same deduplication token (ClickHouse drops it
   if the first attempt had landed): nothing is lost, nothing counted twice;
 * ``spool-id``: a random name for this spool, part of every token, so
-  collectors sharing a store never share tokens.
+  collectors sharing a store never share tokens;
+* ``dead-letters/``: flushes set aside after failing for a reason not the
+  store's (:mod:`.dead_letters`).
 
 Thread-safe. ``write`` and ``sync`` are separate so concurrent requests
 share one fsync (group commit).
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "REQUEUED",
     "TRACES",
     "TRACES_LIMITED",
     "Position",
@@ -40,7 +43,10 @@ __all__ = [
     "Spool",
     "SpoolFullError",
     "SpoolLockedError",
+    "fsync_directory",
+    "pack_record",
     "record_bytes",
+    "unpack_records",
 ]
 
 _HEADER = struct.Struct("<IIB")
@@ -48,6 +54,9 @@ TRACES = 1
 """Record kind: a trace request, after its lateness limit (see ``processor.spool_payload``)."""
 TRACES_LIMITED = 2
 """Record kind: a trace request, after its lateness limit and its span limits."""
+REQUEUED = 3
+"""Record kind: a dead-lettered flush sent back (see :mod:`.dead_letters`): its token, then
+its records; flushed alone, under its original token."""
 
 
 @dataclass(frozen=True, order=True)
@@ -79,6 +88,24 @@ class Record:
 def record_bytes(payload: bytes) -> int:
     """What a record of ``payload`` takes in a segment."""
     return _HEADER.size + len(payload)
+
+
+def pack_record(kind: int, payload: bytes) -> bytes:
+    """A record as a segment holds it: header, then payload."""
+    return _HEADER.pack(len(payload), zlib.crc32(payload), kind) + payload
+
+
+def unpack_records(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """The (kind, payload) of each whole, intact record in ``data``, up to the first that is not."""
+    offset = 0
+    while offset + _HEADER.size <= len(data):
+        length, crc, kind = _HEADER.unpack_from(data, offset)
+        start = offset + _HEADER.size
+        payload = data[start : start + length]
+        if len(payload) < length or zlib.crc32(payload) != crc:
+            return
+        offset = start + length
+        yield kind, payload
 
 
 class SpoolLockedError(OSError):
@@ -238,9 +265,7 @@ class Spool:
                 )
             if self._offset and self._offset + size > self.segment_bytes:
                 self._new_segment()
-            header = _HEADER.pack(len(payload), zlib.crc32(payload), kind)
-            os.write(self._fd, header)
-            os.write(self._fd, payload)
+            os.write(self._fd, pack_record(kind, payload))
             self._offset += size
             self._bytes += size
             self._written = Position(self._segment, self._offset)
@@ -266,6 +291,11 @@ class Spool:
         return self._synced
 
     @property
+    def flushed(self) -> Position:
+        """Everything up to here is in the store (or set aside as a dead letter)."""
+        return self._flushed
+
+    @property
     def unflushed_bytes(self) -> int:
         return self._bytes
 
@@ -276,7 +306,7 @@ class Spool:
             self._synced = max(self._synced, self._written)
         segment = max(time.time_ns(), self._segment + 1, *(s + 1 for s in self._segments()))
         self._fd = os.open(self._path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        _fsync_directory(self.directory)
+        fsync_directory(self.directory)
         self._segment, self._offset = segment, 0
 
     # -- flushing --------------------------------------------------------------
@@ -320,10 +350,10 @@ def _write_atomically(path: Path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

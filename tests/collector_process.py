@@ -1,0 +1,97 @@
+"""A real ``segwatch collector`` subprocess for tests, and calls to its local API."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from waiting import wait_until
+
+
+class CollectorProcess:
+    """``segwatch collector --config CONFIG`` on the embedded store ``store``.
+
+    ``env`` adds variables (e.g. ``SEGWATCH_FAILPOINTS``). Its log goes to
+    ``collector.log`` beside the store. With ``started=False`` the constructor
+    does not wait for it to listen (a failpoint may end it while it replays).
+    """
+
+    def __init__(
+        self, config: Path, store: Path, env: dict[str, str] | None = None, started: bool = True
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.log_path = store.parent / "collector.log"
+        discovery = store / "segwatch-collector.json"
+        discovery.unlink(missing_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "segwatch.collector.cli", "collector", "--config",
+                 str(config)],
+                stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, **(env or {})},
+            )  # fmt: skip
+        self.api = self.otlp = ""
+        self.token: str | None = None
+        if started:
+            self._wait_started(discovery)
+
+    def _wait_started(self, discovery: Path) -> None:
+        wait_until(lambda: discovery.exists() or self.process.poll() is not None, timeout=120)
+        assert self.process.poll() is None, f"the collector did not start:\n{self.log()}"
+        found = json.loads(discovery.read_text())
+        self.api = found["api"]
+        self.otlp = found["otlp_grpc"]
+        self.token = found.get("token")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One API request; the JSON answer (an HTTP error raises ``HTTPError``)."""
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(
+            self.api + path,
+            data=None if body is None else json.dumps(body).encode(),
+            method=method,
+            headers=headers,
+        )
+        with urllib.request.urlopen(request, timeout=300) as response:
+            return json.loads(response.read())
+
+    def sql(self, query: str) -> list[list[Any]]:
+        return list(self.call("POST", "/api/v1/sql", {"query": query})["rows"])
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"{self.api}/metrics", timeout=30) as response:
+            return str(response.read().decode())
+
+    def stop(self, timeout: float = 120) -> int:
+        """SIGTERM, and the exit code once it is gone."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def wait_dead(self, timeout: float = 120) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=60)
+
+
+def api_dies(collector: CollectorProcess, query: str) -> bool:
+    """Send a query that makes the collector flush; True if the process died answering it."""
+    with contextlib.suppress(urllib.error.URLError, ConnectionError, OSError):
+        collector.sql(query)
+    return collector.wait_dead() is not None
