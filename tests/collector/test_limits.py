@@ -107,9 +107,11 @@ def test_a_replay_rejects_exactly_what_was_rejected_when_it_was_acknowledged() -
     many = {f"ml.feature.f{k}": float(k) for k in range(12)}
     body = _request([_span(i, **(many if i % 3 == 0 else {})) for i in range(60)][:50])
     payload = spool_payload(body.SerializeToString(), 0, LIMITS)
-    replayed = _reload(Record(Position(1, len(payload)), TRACES_LIMITED, payload))
+    reloaded = _reload(Record(Position(1, len(payload)), TRACES_LIMITED, payload))
     accepted = scan_request(body.SerializeToString(), 0, LIMITS)
-    assert replayed is not None and accepted is not None
+    assert reloaded is not None and accepted is not None
+    replayed, token = reloaded
+    assert token is None  # a request, not a unit of its own
     assert len(replayed) == len(accepted) == 33
     assert replayed.span_ids == accepted.span_ids
 

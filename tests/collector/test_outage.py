@@ -60,8 +60,9 @@ class _Pipeline:
         self.exporter = ClickHouseExporter(self.store)  # type: ignore[arg-type]
         self.spool = Spool(tmp_path / "spool", max_bytes=spool_bytes)
         self.spool.open()
+        # Two failed flushes of a store that answers make a dead letter; an outage, none.
         flushing = SpoolConfig(flush_interval=0.05, flush_calls=100,
-                               max_pending_calls=PENDING_LIMIT)  # fmt: skip
+                               max_pending_calls=PENDING_LIMIT, max_flush_attempts=2)  # fmt: skip
         self.processor = ModelCallProcessor(
             SegmentAggregator(), self.exporter, spool=self.spool, flushing=flushing,
             backpressure_timeout=0.2,
@@ -129,6 +130,7 @@ def test_an_outage_spills_to_the_spool_refuses_with_retry_info_and_loses_nothing
         assert pipeline.processor.buffer.peak_pending_calls <= PENDING_LIMIT + SPANS_PER_EXPORT
         assert pipeline.spool.unflushed_bytes > 10 * SPANS_PER_EXPORT * 300  # spilled to disk
         assert client.query("SELECT count() FROM ml_model_calls").result_rows == [(0,)]
+        wait_until(lambda: buffer.failures >= 3, timeout=60)  # past max_flush_attempts
         pipeline.store.down = False  # the store is back
     finally:
         for sender in senders:
@@ -138,6 +140,9 @@ def test_an_outage_spills_to_the_spool_refuses_with_retry_info_and_loses_nothing
     assert results == [SpanExportResult.SUCCESS] * 40  # every export landed after its retries
     assert not pipeline.processor.buffer.store_failing and not pipeline.processor.buffer.spilling
     assert pipeline.processor.buffer.spilled_records > 0  # some were read back from the spool
+    # An outage is the store's fault: however many flushes failed, none was set aside.
+    assert pipeline.processor.buffer.failures >= 3
+    assert pipeline.processor.buffer.dead_letters == 0
     assert pipeline.processor.buffer.peak_pending_calls <= PENDING_LIMIT + SPANS_PER_EXPORT
     sent = {format(s.context.span_id, "016x") for share in batches for s in share}
     stored = [r[0] for r in client.query("SELECT span_id FROM ml_model_calls").result_rows]

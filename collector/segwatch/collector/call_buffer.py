@@ -150,6 +150,13 @@ class CallBuffer:
         """The last flush failed; it is retried with backoff."""
         return bool(self._retry_at)
 
+    def retry_now(self) -> None:
+        """The store is back: retry a failed flush now rather than at its next backoff."""
+        with self._cond:
+            if self._retry_at:
+                self._retry_at = time.monotonic()
+                self._cond.notify_all()
+
     def reserve(self, calls: int, timeout: float | None = 5.0) -> None:
         """Wait until ``calls`` more fit under the pending limit; :class:`RetryableError` if not.
 
@@ -324,6 +331,7 @@ class CallBuffer:
                         self._pending_calls += len(unit.batch)
                         self._retry_at = time.monotonic() + backoff
                         backoff = min(backoff * 2, 30.0)
+                        self._cond.notify_all()  # reserve() may spill instead of waiting
                     if self._stopping:
                         return  # what is left stays in the spool for the next start
 

@@ -1,0 +1,64 @@
+"""A collector whose store is unreachable at start still takes data, into its spool.
+
+The store here is an embedded one held by another process (an analyst's
+session, a baseline load) when the collector starts: the real engine refuses
+a second process. The collector starts anyway, acknowledges into the spool,
+says in ``/readyz`` why it is degraded, and flushes everything once the other
+process lets the store go.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from collector_process import CollectorProcess
+from test_exactly_once import COUNTS, ROWS, _config, _send_batches
+from waiting import wait_until
+
+HOLD = (
+    "import sys\n"
+    "from segwatch.clickhouse.store import open_client, parse_dsn\n"
+    "client = open_client(parse_dsn(sys.argv[1]))\n"
+    "print('holding', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+def _readiness(collector: CollectorProcess) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(f"{collector.api}/readyz", timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_the_collector_acknowledges_into_the_spool_until_its_store_is_back(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, f"chdb://{store}"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"holding\n"
+        collector = CollectorProcess(_config(tmp_path, store, flush_interval=0.1), store)
+        try:
+            _send_batches(collector.otlp, "fraud", spans=3)  # acknowledged: spooled
+            code, answer = _readiness(collector)
+            assert code == 503
+            assert "the store is unreachable" in str(answer["problems"])
+            assert holder.stdin is not None
+            holder.stdin.close()  # the other process lets the store go
+            assert holder.wait(timeout=60) == 0
+            wait_until(lambda: _readiness(collector)[0] == 200, timeout=60)
+            assert collector.sql(COUNTS.format(model="fraud")) == [[3 * ROWS, 3 * ROWS]]
+        finally:
+            assert collector.stop() == 0
+    finally:
+        holder.kill()
