@@ -34,7 +34,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from segwatch.collector.access import ApiAccess
 from segwatch.collector.config import SpoolConfig
 from segwatch.instrumentation import monitor
 
@@ -136,18 +136,12 @@ def bench_attribute_pass(payload: bytes, repeat: int) -> float:
     return spans / (time.perf_counter() - started)
 
 
-def _ask(api: str, query: str) -> int:
+def _ask(api: ApiAccess, query: str) -> int:
     """A number from the store, asked through the collector's API (which flushes first)."""
-    request = urllib.request.Request(
-        f"{api}/api/v1/sql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return int(json.loads(response.read())["rows"][0][0])
+    return int(api.sql(query).rows[0][0])
 
 
-def stored_calls(api: str) -> int:
+def stored_calls(api: ApiAccess) -> int:
     """Calls in the store's aggregates (with or without raw rows)."""
     return _ask(
         api,
@@ -156,7 +150,7 @@ def stored_calls(api: str) -> int:
     )
 
 
-def active_segments(api: str) -> int:
+def active_segments(api: ApiAccess) -> int:
     return _ask(
         api,
         "SELECT uniqExact(segment_dim, segment_value) FROM ml_segment_aggregates "
@@ -176,7 +170,7 @@ class CollectorOptions:
 
 def start_collector(
     store: Path, options: CollectorOptions
-) -> tuple[subprocess.Popen[str], str, str]:
+) -> tuple[subprocess.Popen[str], str, ApiAccess]:
     config = store.parent / "bench.yaml"
     flush_calls = options.flush_calls
     config.write_text(
@@ -202,7 +196,7 @@ def start_collector(
             raise RuntimeError(f"collector did not start: {process.stderr.read()}")  # type: ignore[union-attr]
         time.sleep(0.05)
     found = json.loads(discovery.read_text())
-    return process, str(found["otlp_grpc"]), str(found["api"])
+    return process, str(found["otlp_grpc"]), ApiAccess(found["api"], token=found["token"])
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -89,7 +89,7 @@ def soak(minutes: float, rate: float, every: float) -> None:
             print(" elapsed s   RSS MiB   pending calls   spool MiB")
             while sender.poll() is None:
                 time.sleep(every)
-                pending, spool = _queue_depth(api)
+                pending, spool = _queue_depth(api.base_url)
                 sample = (time.monotonic() - started, _rss_mib(collector.pid), pending, spool)
                 samples.append(sample)
                 print(f"{sample[0]:10.0f} {sample[1]:9.0f} {pending:15,.0f} {spool / 2**20:11.1f}",

@@ -15,8 +15,20 @@ import pytest
 SEGWATCH = [sys.executable, "-m", "segwatch.collector.cli"]
 
 
-def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SEGWATCH, *args], capture_output=True, text=True, timeout=timeout)
+def run(
+    *args: str, timeout: float = 120, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The CLI in a subprocess; ``env`` replaces the environment (no $SEGWATCH_CONFIG leaks in)."""
+    environment = {k: v for k, v in os.environ.items() if k != "SEGWATCH_CONFIG"}
+    return subprocess.run([*SEGWATCH, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd, env=environment if env is None else env)  # fmt: skip
+
+
+def make_store(path: Path) -> None:
+    """An empty embedded store (in a subprocess: chdb takes one store per process)."""
+    code = ("import sys\nfrom segwatch.clickhouse.store import open_client, parse_dsn\n"
+            "open_client(parse_dsn(sys.argv[1])).close()")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code, f"chdb://{path}"], check=True, timeout=120)
 
 
 def write_config(tmp_path: Path, text: str) -> str:
@@ -27,6 +39,7 @@ def write_config(tmp_path: Path, text: str) -> str:
 
 @pytest.fixture
 def config(tmp_path: Path) -> str:
+    """A config on the store ``tmp_path/store``, which a test reading it must create first."""
     return write_config(
         tmp_path,
         f"storage:\n  dsn: chdb://{tmp_path / 'store'}\n"
@@ -89,10 +102,12 @@ def test_a_malformed_dsn_is_reported_without_the_password(tmp_path: Path, dsn: s
     assert "s3cret" not in result.stderr
 
 
-def test_sql_on_the_store_directly(config: str) -> None:
+def test_sql_on_the_store_directly(config: str, tmp_path: Path) -> None:
+    make_store(tmp_path / "store")
     result = run("sql", "SELECT 1 + 1 AS two, 'x' AS s", "--config", config)
     assert result.returncode == 0, result.stderr
     assert "two" in result.stdout and "2" in result.stdout
+    assert result.stderr == f"segwatch: store chdb://{tmp_path / 'store'}\n"
     empty = run("anomalies", "--config", config)
     assert empty.returncode == 0 and "(0 rows)" in empty.stdout
     assert empty.stdout.splitlines()[0].split()[:3] == ["state", "opened_at", "resolved_at"]
@@ -113,11 +128,13 @@ def test_sql_on_the_store_directly(config: str) -> None:
         ("SELECT 1 SETTINGS readonly = 0", "readonly"),  # the engine's readonly=1 refuses it
     ],
 )
-def test_sql_is_read_only(config: str, query: str, refusal: str) -> None:
+def test_sql_is_read_only(config: str, query: str, refusal: str, tmp_path: Path) -> None:
+    make_store(tmp_path / "store")
     result = run("sql", query, "--config", config)
     assert result.returncode == 1
-    assert refusal in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    store_line, error = result.stderr.strip().splitlines()  # which store, then one error line
+    assert store_line.startswith("segwatch: store chdb://")
+    assert refusal in error
 
 
 def test_sql_reaches_a_running_collector(config: str, tmp_path: Path) -> None:
@@ -142,6 +159,8 @@ def test_sql_reaches_a_running_collector(config: str, tmp_path: Path) -> None:
         )
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["rows"] == [[0]]
+        assert result.stderr == (f"segwatch: store chdb://{tmp_path / 'store'} "
+                                 f"(through the collector at {info['api']})\n")  # fmt: skip
         refused = run("sql", "DROP TABLE ml_anomalies", "--config", config)
         assert refused.returncode == 1 and "DROP statements are not allowed" in refused.stderr
         training = tmp_path / "train.csv"
@@ -163,3 +182,56 @@ def test_sql_reaches_a_running_collector(config: str, tmp_path: Path) -> None:
     # With the collector gone, the CLI opens the store itself again.
     assert run("sql", "SELECT 1", "--config", config).returncode == 0
     assert os.path.isdir(tmp_path / "store")
+
+
+def test_read_commands_never_create_a_store(tmp_path: Path) -> None:
+    """With no config in an empty directory, `sql` used to create ./segwatch-data and answer."""
+    cwd = tmp_path / "empty"
+    cwd.mkdir()
+    for command in (["sql", "SELECT 1"], ["anomalies"], ["detect"]):
+        result = run(*command, cwd=cwd)
+        assert result.returncode == 1, result.stdout
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith(f"segwatch: error: no store at {cwd / 'segwatch-data'}: ")
+        assert "the default storage.dsn: no --config, $SEGWATCH_CONFIG" in line
+        assert list(cwd.iterdir()) == []  # nothing created
+    # A config naming a directory that holds no store: the same, naming the file to fix.
+    (cwd / "elsewhere").mkdir()
+    path = write_config(tmp_path, f"storage:\n  dsn: chdb://{cwd / 'elsewhere'}\n")
+    result = run("sql", "SELECT 1", "--config", path, cwd=cwd)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "holds no segwatch store" in line and f"storage.dsn of {path}" in line
+    assert list((cwd / "elsewhere").iterdir()) == []
+
+
+def test_the_config_is_found_and_its_relative_paths_are_its_own(tmp_path: Path) -> None:
+    """--config, else $SEGWATCH_CONFIG, else ./segwatch.yaml; chdb://data is beside the file."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    config = project / "segwatch.yaml"
+    config.write_text("storage:\n  dsn: chdb://data\n")
+    store = project / "data"
+    training = tmp_path / "train.csv"
+    training.write_text("amount,country\n1.5,BR\n20,US\n")
+    loaded = run("baseline", str(training), "--model", "fraud", "--config", str(config),
+                 cwd=elsewhere)  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr
+    assert store.is_dir() and list(elsewhere.iterdir()) == []  # not in the cwd
+    assert f"segwatch: store chdb://{store}\n" in loaded.stderr
+    query = ("SELECT sum(sampled) FROM ml_baseline_aggregates "
+             "WHERE segment_dim = '__all__' AND quantity = 'feature.amount'")  # fmt: skip
+    env = {**os.environ, "SEGWATCH_CONFIG": str(config)}
+    for where, environment in ((elsewhere, env), (project, None)):  # $SEGWATCH_CONFIG, ./
+        found = run("sql", query, "--json", cwd=where, env=environment)
+        assert found.returncode == 0, found.stderr
+        assert json.loads(found.stdout)["rows"] == [[2]]
+        assert found.stderr == f"segwatch: store chdb://{store}\n"
+    # --config wins over $SEGWATCH_CONFIG and ./segwatch.yaml.
+    other = write_config(tmp_path, f"storage:\n  dsn: chdb://{tmp_path / 'none'}\n")
+    chosen = run("sql", query, "--config", other, cwd=project, env=env)
+    assert chosen.returncode == 1 and f"no store at {tmp_path / 'none'}" in chosen.stderr
+    # $SEGWATCH_CONFIG naming a missing file is bad configuration, not the defaults.
+    missing = {**os.environ, "SEGWATCH_CONFIG": str(tmp_path / "nope.yaml")}
+    assert run("sql", query, cwd=elsewhere, env=missing).returncode == 2

@@ -62,9 +62,13 @@ def _start(config: Path, store: Path) -> tuple[subprocess.Popen[bytes], dict[str
     return process, json.loads(discovery.read_text())
 
 
-def _sql(api: str, query: str) -> list[list[object]]:
+def _sql(found: dict[str, str], query: str) -> list[list[object]]:
+    """A query through the collector's API, with the token from its discovery file."""
     request = urllib.request.Request(
-        f"{api}/api/v1/sql", data=json.dumps({"query": query}).encode(), method="POST"
+        f"{found['api']}/api/v1/sql",
+        data=json.dumps({"query": query}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {found['token']}"},
     )
     with urllib.request.urlopen(request, timeout=120) as response:
         return list(json.loads(response.read())["rows"])
@@ -112,10 +116,10 @@ def test_acknowledged_spans_survive_kill_9_exactly_once(tmp_path: Path) -> None:
 
     process, found = _start(config, store)  # same store, same spool: replays
     try:
-        rows = _sql(found["api"], "SELECT span_id FROM ml_model_calls")
+        rows = _sql(found, "SELECT span_id FROM ml_model_calls")
         stored = [str(r[0]) for r in rows]
         totals = _sql(
-            found["api"],
+            found,
             "SELECT sum(count), sum(sampled) FROM ml_segment_aggregates "
             "WHERE segment_dim = '__all__' AND quantity = 'output.score'",
         )

@@ -36,8 +36,11 @@ HOSTILE = [
 def _sql(collector: Collector, query: str) -> tuple[int, Any]:
     assert collector.api is not None
     request = urllib.request.Request(
-        f"{collector.api.url}/api/v1/sql", data=json.dumps({"query": query}).encode()
-    )
+        f"{collector.api.url}/api/v1/sql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json",
+                 "Authorization": f"Bearer {collector.api.token}"},
+    )  # fmt: skip
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.loads(response.read())

@@ -174,9 +174,11 @@ def test_the_api_needs_a_token_beyond_loopback_and_checks_it(collector: Collecto
             ApiAccess(url, token="").status()
     finally:
         api.shutdown()
-    # On loopback no token is needed (the default binding).
+    # On loopback a token is needed too: a random one per start unless one is given.
     assert collector.api is not None
-    assert _get(f"{collector.api.url}/api/v1/status")[0] == 200
+    assert _get(f"{collector.api.url}/api/v1/status")[0] == 401
+    assert len(collector.api.token) >= 32
+    assert _get(f"{collector.api.url}/api/v1/status", collector.api.token)[0] == 200
 
 
 def test_tls_settings_are_checked_when_the_config_is_read(certificates: dict[str, Any]) -> None:

@@ -6,7 +6,8 @@ an in-memory engine. ``http(s)://user:pass@host:8123/db`` reaches a server,
 and the DSN's database (default ``segwatch``) is created if missing.
 
 An embedded store is locked by the one process that opens it; a second process
-gets :class:`StoreLockedError`.
+gets :class:`StoreLockedError`. Readers use :func:`open_existing_client`: a DSN that
+names no existing store is :class:`StoreNotFoundError`, never a new, empty one.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ __all__ = [
     "StoreError",
     "StoreLocation",
     "StoreLockedError",
+    "StoreNotFoundError",
     "open_client",
+    "open_existing_client",
     "parse_dsn",
     "redact_dsn",
     "validate_identifier",
@@ -45,6 +48,10 @@ class StoreError(RuntimeError):
 
 class StoreLockedError(StoreError):
     """Another process holds the embedded store."""
+
+
+class StoreNotFoundError(StoreError):
+    """The DSN names no existing store (and the caller asked not to create one)."""
 
 
 def validate_identifier(name: str, what: str = "identifier") -> str:
@@ -100,13 +107,36 @@ def parse_dsn(dsn: str) -> StoreLocation:
 
 def open_client(location: StoreLocation, **settings: Any) -> Client:
     """Open a client on the store's database, creating the database if needed."""
+    return _open_client(location, True, settings)
+
+
+def open_existing_client(location: StoreLocation, **settings: Any) -> Client:
+    """Open a client on a store that exists; create nothing.
+
+    A directory that does not exist or holds no segwatch store, an in-memory
+    store, or a server without the database raise :class:`StoreNotFoundError`
+    (and leave no trace).
+    """
+    return _open_client(location, False, settings)
+
+
+def _open_client(location: StoreLocation, create: bool, settings: dict[str, Any]) -> Client:
+    if not create and location.embedded:
+        _check_embedded_store(location)
     try:
         if location.embedded:
             bootstrap = _open_embedded(location, None)
         else:
             bootstrap = clickhouse_connect.get_client(dsn=_server_dsn(location), database="default")
         # The bootstrap session has none of ``settings`` (they may say readonly).
-        bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {location.database}")
+        if create:
+            bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {location.database}")
+        elif str(bootstrap.command(f"EXISTS DATABASE {location.database}")).strip() != "1":
+            bootstrap.close()
+            raise StoreNotFoundError(
+                f"no store at {redact_dsn(location.dsn)}: the server has no database "
+                f"{location.database}"
+            )
         if location.embedded:
             client = _open_embedded(location, location.database, settings)
         else:
@@ -117,6 +147,22 @@ def open_client(location: StoreLocation, **settings: Any) -> Client:
         return client
     except ClickHouseError as exc:
         raise StoreError(f"cannot open store {redact_dsn(location.dsn)}: {exc}") from exc
+
+
+def _check_embedded_store(location: StoreLocation) -> None:
+    """Raise :class:`StoreNotFoundError` unless the embedded store already exists."""
+    if location.path is None:
+        raise StoreNotFoundError(
+            f"no store at {location.dsn}: an in-memory store lives and dies with the "
+            "process that opened it"
+        )
+    # The engine keeps a database's definition in metadata/<database>.sql.
+    if not os.path.isdir(location.path):
+        raise StoreNotFoundError(f"no store at {location.path}: the directory does not exist")
+    if not os.path.isfile(os.path.join(location.path, "metadata", f"{location.database}.sql")):
+        raise StoreNotFoundError(
+            f"no store at {location.path}: the directory holds no segwatch store"
+        )
 
 
 def _open_embedded(

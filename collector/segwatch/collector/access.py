@@ -3,7 +3,11 @@
 An embedded store is locked by the process that opens it. While a collector
 runs on it, ``segwatch sql``, ``anomalies`` and ``detect`` go through the
 collector's local API (found through the discovery file the collector writes
-into the store directory); otherwise they open the store themselves.
+into the store directory, mode 0600, with the API's token); otherwise they
+open the store themselves. The token goes only to a loopback address, or to
+the address the config's ``api.endpoint`` names: a discovery file pointing
+elsewhere is refused. Readers pass ``create=False``: a DSN naming no store is
+an error, never a new, empty store.
 """
 
 from __future__ import annotations
@@ -14,15 +18,24 @@ import os
 import urllib.error
 import urllib.request
 from typing import Any, Protocol
+from urllib.parse import urlencode, urlsplit
 
 from clickhouse_connect.driver.client import Client
 
 from segwatch.clickhouse.detection import DetectorSpec, run_detectors
 from segwatch.clickhouse.migrate import apply_migrations
 from segwatch.clickhouse.queries import AnomalyFilter, Table, list_anomalies, read_only_query
-from segwatch.clickhouse.store import StoreLocation, open_client, parse_dsn
+from segwatch.clickhouse.store import (
+    StoreError,
+    StoreLocation,
+    open_client,
+    open_existing_client,
+    parse_dsn,
+    redact_dsn,
+)
 
-from .config import API_TOKEN_ENV, CollectorConfig
+from .api_door import is_loopback
+from .config import API_TOKEN_ENV, CollectorConfig, parse_endpoint
 from .profiles import Progress, load_profile, read_table
 
 __all__ = [
@@ -30,6 +43,7 @@ __all__ = [
     "ApiError",
     "DirectAccess",
     "StoreAccess",
+    "describe_store",
     "detect_table",
     "discovery_path",
     "open_access",
@@ -40,6 +54,9 @@ DISCOVERY_FILE = "segwatch-collector.json"
 
 
 class StoreAccess(Protocol):
+    store: str
+    """Which store this reaches, and how: one line for people, without a password."""
+
     def load_baseline(self, path: str, model: str, version: str, name: str) -> int: ...
     def sql(self, query: str) -> Table: ...
     def anomalies(self, selection: AnomalyFilter) -> Table: ...
@@ -90,7 +107,9 @@ class DirectAccess:
         client: Client,
         specs: list[DetectorSpec] | None = None,
         config: CollectorConfig | None = None,
+        store: str = "",
     ) -> None:
+        self.store = store
         self.client = client
         self.specs = specs
         self.config = config
@@ -120,22 +139,39 @@ class ApiError(RuntimeError):
 class ApiAccess:
     """The store of a running collector, through its local API."""
 
-    def __init__(self, base_url: str, timeout: float = 120.0, token: str | None = None) -> None:
+    def __init__(
+        self, base_url: str, timeout: float = 120.0, token: str | None = None, store: str = ""
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.store = store or f"(through the collector at {self.base_url})"
         self._token = token if token is not None else os.environ.get(API_TOKEN_ENV)
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        upload: tuple[str, str] | None = None,
+    ) -> Any:
+        """``body`` goes as JSON; ``upload`` (a file, its Content-Type) as the file's bytes."""
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        if upload is not None:
+            headers["Content-Type"] = upload[1]
+            headers["Content-Length"] = str(os.path.getsize(upload[0]))
+            with open(upload[0], "rb") as stream:  # http.client sends it block by block
+                return self._send(urllib.request.Request(
+                    self.base_url + path, data=stream, method=method, headers=headers
+                ))  # fmt: skip
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
-            self.base_url + path,
-            data=data,
-            method=method,
-            headers={
-                "Content-Type": "application/json",
-                **({"Authorization": f"Bearer {self._token}"} if self._token else {}),
-            },
+            self.base_url + path, data=data, method=method, headers=headers
         )
+        return self._send(request)
+
+    def _send(self, request: urllib.request.Request) -> Any:
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.loads(response.read())
@@ -154,8 +190,10 @@ class ApiAccess:
         return Table.from_json(self._call("POST", "/api/v1/sql", {"query": query}))
 
     def load_baseline(self, path: str, model: str, version: str, name: str) -> int:
-        body = {"path": os.path.abspath(path), "model": model, "version": version, "name": name}
-        return int(self._call("POST", "/api/v1/baseline", body)["rows"])
+        """Upload the file's bytes; the collector never reads a path it is sent."""
+        kind = "application/vnd.apache.parquet" if path.endswith(".parquet") else "text/csv"
+        query = urlencode({"model": model, "version": version, "name": name})
+        return int(self._call("POST", f"/api/v1/baseline?{query}", upload=(path, kind))["rows"])
 
     def anomalies(self, selection: AnomalyFilter) -> Table:
         return Table.from_json(self._call("POST", "/api/v1/anomalies", selection.to_json()))
@@ -183,25 +221,67 @@ def read_discovery(location: StoreLocation) -> dict[str, Any] | None:
     try:
         with open(path, encoding="utf-8") as handle:
             info: dict[str, Any] = json.load(handle)
+    except PermissionError as exc:
+        raise StoreError(
+            f"cannot read {path}: it holds the running collector's API token and only the "
+            "collector's user may read it"
+        ) from exc
+    except (OSError, ValueError):
+        return None  # half gone: the collector that wrote it is stopping
+    try:
         os.kill(int(info["pid"]), 0)
-    except (OSError, ValueError, KeyError):
+    except PermissionError:
+        pass  # alive, another user's process
+    except (OSError, ValueError, KeyError, TypeError):
         return None  # stale: the collector that wrote it is gone
     return info
 
 
+def describe_store(location: StoreLocation) -> str:
+    """The store as people name it: its absolute directory, or the DSN without password."""
+    if location.embedded:
+        return f"chdb://{location.path}" if location.path else "chdb://memory"
+    return redact_dsn(location.dsn)
+
+
+def _trusted_api(url: str, config: CollectorConfig | None) -> bool:
+    """May the token go to ``url``: a loopback address, or the one the config names?"""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    if is_loopback(parts.hostname):
+        return True
+    if config is None:
+        return False
+    host, port = parse_endpoint(config.api.endpoint)
+    return (parts.hostname, parts.port) == (host, port)
+
+
 def open_access(
-    dsn: str, specs: list[DetectorSpec] | None = None, config: CollectorConfig | None = None
+    dsn: str,
+    specs: list[DetectorSpec] | None = None,
+    config: CollectorConfig | None = None,
+    create: bool = True,
 ) -> StoreAccess:
     """Reach the store: through a running collector's API if there is one, else directly.
 
     ``specs`` are the detectors ``detect`` runs on a directly opened store; a
-    running collector runs its own configured ones.
+    running collector runs its own configured ones. ``create=False`` (readers)
+    raises :class:`StoreNotFoundError` when the DSN names no existing store.
     """
     location = parse_dsn(dsn)
+    store = describe_store(location)
     info = read_discovery(location)
     if info is not None:
+        url = str(info.get("api"))
+        if not _trusted_api(url, config):
+            raise StoreError(
+                f"{discovery_path(location)} names the collector's API at {url}, neither a "
+                "loopback address nor the config's api.endpoint: not sending it the token"
+            )
         token_env = config.api.token_env if config is not None else API_TOKEN_ENV
-        return ApiAccess(str(info["api"]), token=os.environ.get(token_env))
-    client = open_client(location)
+        token = info.get("token") or os.environ.get(token_env)
+        return ApiAccess(url, token=token, store=f"{store} (through the collector at {url})")
+    client = open_client(location) if create else open_existing_client(location)
     apply_migrations(client)
-    return DirectAccess(client, specs, config)
+    return DirectAccess(client, specs, config, store=store)

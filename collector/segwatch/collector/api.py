@@ -1,11 +1,18 @@
 """LocalApi: the collector's HTTP API, for the CLI and for probes and scrapers.
 
 ``POST /api/v1/sql`` (read-only), ``POST /api/v1/anomalies``,
-``POST /api/v1/detect``, ``POST /api/v1/baseline`` (loads a file on this
-machine) and ``GET /api/v1/status``; JSON in, JSON out. Binds to loopback by
-default: it offers read access to the store. Bound anywhere else it needs a
-token (``SEGWATCH_API_TOKEN``, or the variable ``api.token_env`` names), and
-every ``/api/`` request must carry it as ``Authorization: Bearer <token>``.
+``POST /api/v1/detect`` and ``GET /api/v1/status``: JSON in, JSON out.
+``POST /api/v1/baseline?model=M&version=V&name=N`` takes a training set's
+bytes as its body (``text/csv`` or ``application/vnd.apache.parquet``, up to
+``api.max_upload_mib``), streamed to a temporary file: the collector never
+reads a path a client names.
+
+Every ``/api/`` request must carry the token as ``Authorization: Bearer
+<token>``, name the bound address in its ``Host`` header and, when it posts,
+say its body's type (:mod:`segwatch.collector.api_door`). The token is
+``SEGWATCH_API_TOKEN`` (or the variable ``api.token_env`` names), else a
+random one per start that the CLI reads from the discovery file. Binds to
+loopback by default; binding anywhere else needs a token from the environment.
 
 ``GET /healthz`` (the process answers), ``GET /readyz`` (it can take data:
 503 with the reasons when not) and ``GET /metrics`` (Prometheus) are open,
@@ -15,15 +22,16 @@ as probes and scrapers expect; they reveal no data.
 from __future__ import annotations
 
 import datetime as dt
-import hmac
-import ipaddress
+import io
 import json
 import logging
 import os
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import IO, Any
+from urllib.parse import parse_qs
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
@@ -32,7 +40,8 @@ from segwatch.clickhouse.detection import DetectorSpec
 from segwatch.clickhouse.queries import AnomalyFilter, list_anomalies, read_only_query
 
 from .access import detect_table
-from .config import API_TOKEN_ENV, CollectorConfig, parse_endpoint
+from .api_door import UPLOAD_TYPES, ApiDoor, Refusal, body_type, is_loopback, is_wildcard
+from .config import API_TOKEN_ENV, ApiConfig, CollectorConfig, parse_endpoint
 from .metrics import CONTENT_TYPE
 from .profiles import load_profile, read_table
 
@@ -40,6 +49,7 @@ __all__ = ["LocalApi"]
 
 _logger = logging.getLogger(__name__)
 _MAX_BODY = 1024 * 1024
+_BASELINE = ("POST", "/api/v1/baseline")
 
 
 class _BadRequest(ValueError):
@@ -64,7 +74,9 @@ class LocalApi:
         metrics: Callable[[], bytes] | None = None,
     ) -> None:
         self._endpoint = endpoint
-        self._token = f"Bearer {token}".encode() if token else None
+        self._door = ApiDoor(token or None)
+        settings = config.api if config is not None else ApiConfig()
+        self._max_upload = settings.max_upload_mib << 20
         self._readiness = readiness  # what stops the collector taking data; [] when ready
         self._metrics = metrics
         self._config = config
@@ -87,31 +99,43 @@ class LocalApi:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
+    @property
+    def local_url(self) -> str:
+        """Where a client on this machine reaches the API (loopback for a wildcard bind)."""
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        host = str(host)
+        if is_wildcard(host):
+            host = "::1" if ":" in host else "127.0.0.1"
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    @property
+    def token(self) -> str:
+        """The bearer token requests must carry: the one given, or the one made at start."""
+        return self._door.token
+
     def start(self) -> None:
         host, port = parse_endpoint(self._endpoint)
-        if self._token is None and not _is_loopback(host):
+        if not self._door.token_given and not is_loopback(host):
             raise ValueError(
-                f"the API on {self._endpoint} would be reachable from other machines without a "
-                f"token: set {API_TOKEN_ENV} (or the variable api.token_env names), or bind it "
-                "to 127.0.0.1"
+                f"the API on {self._endpoint} would be reachable from other machines with a "
+                f"token they cannot know: set {API_TOKEN_ENV} (or the variable api.token_env "
+                "names), or bind it to 127.0.0.1"
             )
         api = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                api._handle(self, None)
+                api._serve(self)
 
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > _MAX_BODY:
-                    api._reply(self, 413, {"error": f"request body over {_MAX_BODY} bytes"})
-                    return
-                api._handle(self, self.rfile.read(length))
+                api._serve(self)
 
             def log_message(self, format: str, *args: Any) -> None:
                 _logger.debug("api: " + format, *args)
 
         self._server = ThreadingHTTPServer((host, port), Handler)
+        self._door.bind(host, int(self._server.server_address[1]))
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="segwatch-api", daemon=True
@@ -124,22 +148,55 @@ class LocalApi:
             self._server.server_close()
             self._server = None
 
-    def _handle(self, handler: BaseHTTPRequestHandler, body: bytes | None) -> None:
-        route = (handler.command, handler.path.split("?")[0])
+    def _serve(self, handler: BaseHTTPRequestHandler) -> None:
+        """Answer one request: probes as they come, the rest once the door lets them in."""
+        path, _, query = handler.path.partition("?")
+        route = (handler.command, path)
         if self._probe(handler, route):
             return
-        if self._token is not None:
-            given = (handler.headers.get("Authorization") or "").encode()
-            if not hmac.compare_digest(given, self._token):
-                self._reply(handler, 401, {"error": "missing or wrong bearer token"},
-                            {"WWW-Authenticate": 'Bearer realm="segwatch"'})  # fmt: skip
-                return
+        refusal = self._door.refusal(route[0], path, handler.headers, upload=route == _BASELINE)
+        if refusal is None:
+            refusal = self._check_length(handler, route)
+        if refusal is not None:
+            handler.close_connection = True  # its body, if any, stays unread
+            self._reply(handler, refusal.code, {"error": refusal.message}, refusal.headers)
+            return
+        if route == _BASELINE:
+            self._answer(handler, route, lambda: self._load_baseline(handler, query))
+            return
+        self._answer(handler, route, lambda: self._run(handler, route))
+
+    def _check_length(
+        self, handler: BaseHTTPRequestHandler, route: tuple[str, str]
+    ) -> Refusal | None:
+        if route[0] != "POST":
+            return None
+        text = handler.headers.get("Content-Length")
+        if text is None or not text.isdigit():
+            return Refusal(411, "a POST needs a Content-Length")
+        limit = self._max_upload if route == _BASELINE else _MAX_BODY
+        if int(text) > limit:
+            return Refusal(413, f"request body over {limit} bytes"
+                           + (" (api.max_upload_mib)" if route == _BASELINE else ""))  # fmt: skip
+        return None
+
+    def _run(self, handler: BaseHTTPRequestHandler, route: tuple[str, str]) -> dict[str, Any]:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        request = json.loads(body) if body else {}
+        if not isinstance(request, dict):
+            raise _BadRequest("the request body must be a JSON object")
+        with self._lock:
+            return self._route(route, request)
+
+    def _answer(
+        self,
+        handler: BaseHTTPRequestHandler,
+        route: tuple[str, str],
+        compute: Callable[[], dict[str, Any]],
+    ) -> None:
         try:
-            request = json.loads(body) if body else {}
-            if not isinstance(request, dict):
-                raise _BadRequest("the request body must be a JSON object")
-            with self._lock:
-                reply = self._route(route, request)
+            reply = compute()
         except (_BadRequest, ValueError) as exc:
             self._reply(handler, 400, {"error": str(exc)})
         except ClickHouseError as exc:
@@ -168,21 +225,46 @@ class LocalApi:
             except (TypeError, ValueError) as exc:
                 raise _BadRequest(str(exc)) from exc
             return list_anomalies(self._client, selection).to_json()
-        if route == ("POST", "/api/v1/baseline"):
-            fields = {k: request.get(k) for k in ("path", "model", "version", "name")}
-            if not all(isinstance(v, str) for v in fields.values()) or not fields["path"]:
-                raise _BadRequest("'path', 'model', 'version' and 'name' must be strings")
-            rows = load_profile(self._client, read_table(str(fields["path"])),
-                                model=str(fields["model"]), version=str(fields["version"]),
-                                name=str(fields["name"]), config=self._config)  # fmt: skip
-            if self._on_baseline is not None:
-                self._on_baseline()
-            return {"rows": rows}
         if route == ("POST", "/api/v1/detect"):
             at_text = request.get("at")
             at = dt.datetime.fromisoformat(at_text) if at_text else None
             return detect_table(self._client, at, self._detectors).to_json()
         raise LookupError(route)
+
+    def _load_baseline(self, handler: BaseHTTPRequestHandler, query: str) -> dict[str, Any]:
+        """Stream the uploaded training set to a temporary file, then load it as a profile."""
+        params = parse_qs(query, keep_blank_values=True)
+        if "path" in params:
+            raise _BadRequest(
+                "the collector reads no file paths: send the training set's bytes as the "
+                "request body (segwatch baseline FILE does)"
+            )
+        fields = {}
+        for key, default in (("model", None), ("version", ""), ("name", "training")):
+            values = params.get(key, [] if default is None else [default])
+            if len(values) != 1 or (key != "version" and not values[0]):
+                raise _BadRequest(f"query parameter {key!r} must be given once, not empty")
+            fields[key] = values[0]
+        content_type = body_type(handler.headers)
+        length = int(handler.headers["Content-Length"])
+        with tempfile.NamedTemporaryFile(
+            prefix="segwatch-baseline-", suffix=UPLOAD_TYPES[content_type]
+        ) as spooled:
+            _copy(handler.rfile, spooled, length)
+            spooled.flush()
+            try:
+                table = read_table(spooled.name)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise _BadRequest(str(exc).replace(spooled.name, "the uploaded file")) from exc
+        with self._lock:
+            if self._before_read is not None:
+                self._before_read()
+            rows = load_profile(self._client, table, model=fields["model"],
+                                version=fields["version"], name=fields["name"],
+                                config=self._config)  # fmt: skip
+            if self._on_baseline is not None:
+                self._on_baseline()
+        return {"rows": rows}
 
     def _probe(self, handler: BaseHTTPRequestHandler, route: tuple[str, str]) -> bool:
         """Answer the health, readiness and metrics endpoints; False for any other route."""
@@ -204,7 +286,7 @@ class LocalApi:
         handler: BaseHTTPRequestHandler,
         code: int,
         payload: dict[str, Any],
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         cls._send(handler, code, json.dumps(payload).encode(), "application/json", headers)
 
@@ -214,7 +296,7 @@ class LocalApi:
         code: int,
         data: bytes,
         content_type: str,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         handler.send_response(code)
         handler.send_header("Content-Type", content_type)
@@ -225,10 +307,12 @@ class LocalApi:
         handler.wfile.write(data)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name: it may resolve anywhere
+def _copy(source: io.BufferedIOBase, target: IO[bytes], length: int) -> None:
+    """``length`` bytes from ``source`` to ``target``, a MiB at a time."""
+    remaining = length
+    while remaining:
+        chunk = source.read(min(remaining, 1 << 20))
+        if not chunk:
+            raise _BadRequest(f"the body ended after {length - remaining} of {length} bytes")
+        target.write(chunk)
+        remaining -= len(chunk)

@@ -1,7 +1,12 @@
 """The ``segwatch`` command line.
 
 Exit codes: 0 success, 1 the command failed (store unreachable, query error),
-2 bad usage or bad configuration. Errors are one line on stderr.
+2 bad usage or bad configuration. Errors are one line on stderr. A command
+that reads or writes a store first says which one, on a stderr line of its own
+(``segwatch: store chdb:///srv/segwatch-data (through the collector at ...)``).
+
+The config file: ``--config``, else ``$SEGWATCH_CONFIG``, else
+``./segwatch.yaml`` if it exists, else none (:mod:`.config_files`).
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from segwatch.clickhouse.detection import parse_duration
 from segwatch.clickhouse.queries import ANOMALY_STATES, AnomalyFilter
-from segwatch.clickhouse.store import StoreError
+from segwatch.clickhouse.store import StoreError, StoreNotFoundError
 
 from .access import ApiError, DirectAccess, open_access
 from .config import CollectorConfig, ConfigError, configured_detectors, load_config
+from .config_files import CONFIG_ENV, DEFAULT_CONFIG_FILE, find_config
 from .logs import JsonLogFormatter
 from .table import print_table
 
@@ -71,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
         "sql",
         help="run a read-only SQL query on the store",
         description="Run a read-only SQL query on the store (through a running collector if "
-        "one holds the embedded store).",
+        "one holds the embedded store). Never creates a store: a DSN naming none is an error.",
     )
     sql.add_argument("query", help='the SQL query, e.g. "SELECT count() FROM ml_model_calls"')
     _config_argument(sql)
@@ -141,7 +147,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="collector YAML config (default: none)")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"collector YAML config (default: ${CONFIG_ENV}, else ./{DEFAULT_CONFIG_FILE} if "
+        "it exists, else none); relative paths in it are relative to its directory",
+    )
 
 
 def _json_argument(parser: argparse.ArgumentParser) -> None:
@@ -210,12 +221,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(args.file, args.json)
         if args.command == "explain":
             return _explain(args.file, args.json)
-        config = load_config(args.config)
+        config_path = find_config(args.config)
+        config = load_config(config_path)
         if args.command == "collector":
             return _run_collector(config)
         if args.command == "baseline" and not os.path.isfile(args.file):
             raise ValueError(f"{args.file}: no such file")
-        access = open_access(config.storage.dsn, configured_detectors(config), config)
+        try:
+            # Only `baseline` may make a store (a profile loaded before the first collector);
+            # reading commands on a store that is not there would answer about nothing.
+            access = open_access(config.storage.dsn, configured_detectors(config), config,
+                                 create=args.command == "baseline")  # fmt: skip
+        except StoreNotFoundError as exc:
+            raise StoreNotFoundError(f"{exc} ({_dsn_origin(config_path)})") from exc
+        print(f"segwatch: store {access.store}", file=sys.stderr, flush=True)
         try:
             if args.command == "sql":
                 print_table(access.sql(args.query), sys.stdout, args.json)
@@ -244,6 +263,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+
+
+def _dsn_origin(config_path: str | None) -> str:
+    """Where the DSN that named no store came from, so the user knows what to fix."""
+    if config_path is not None:
+        return f"storage.dsn of {config_path}"
+    return (f"the default storage.dsn: no --config, ${CONFIG_ENV} or ./{DEFAULT_CONFIG_FILE} "
+            "names another")  # fmt: skip
 
 
 def _progress_bar(done: int, total: int) -> None:

@@ -3,7 +3,8 @@
 One file, every key optional (an empty file, or none, is valid: zero config).
 :func:`parse_config` validates it in one pass and raises :class:`ConfigError`
 listing *every* problem with its YAML path and line; startup refuses bad
-config. The reference is ``docs/config.md``.
+config. The reference is ``docs/config.md``. Relative paths in a file are
+relative to the file's directory (:mod:`segwatch.collector.config_files`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from segwatch.clickhouse.detection import (
 from segwatch.clickhouse.lifecycle import Persistence
 from segwatch.clickhouse.store import DEFAULT_DSN, parse_dsn
 
+from .config_files import resolve_dsn, resolve_path
 from .config_schema import Choice, ListOf, Problems, Record, Scalar, Table, validate
 from .limits import RequestLimits
 
@@ -208,7 +210,8 @@ class TlsConfig:
 RECEIVER_TOKEN_ENV = "SEGWATCH_RECEIVER_TOKEN"
 """The bearer token OTLP clients must send (``authorization: Bearer <token>``); unset: none."""
 API_TOKEN_ENV = "SEGWATCH_API_TOKEN"
-"""The bearer token the local API requires; required when the API is bound beyond loopback."""
+"""The local API's bearer token; unset: a random one per start, in the discovery file (0600).
+Required to bind the API beyond loopback (remote clients cannot read that file)."""
 
 
 @dataclass(frozen=True)
@@ -221,12 +224,16 @@ class ReceiverConfig:
     tls: TlsConfig = field(default_factory=TlsConfig)
     # The *name* of the environment variable holding the token: secrets stay out of files.
     token_env: str = RECEIVER_TOKEN_ENV
+    # Bound beyond loopback with neither TLS nor a token, the receiver refuses to start
+    # unless this says, explicitly, that anyone who reaches the port may send data.
+    insecure: bool = False
 
 
 @dataclass(frozen=True)
 class ApiConfig:
     endpoint: str = DEFAULT_API_ENDPOINT
     token_env: str = API_TOKEN_ENV
+    max_upload_mib: int = 1024  # largest training set `segwatch baseline` may upload
 
 
 @dataclass(frozen=True)
@@ -377,12 +384,14 @@ _SCHEMA = Record({
         "grpc": Record({
             "endpoint": Scalar(str, lambda v: (parse_endpoint(v), None)[1]),
             "max_workers": Scalar(int, _between(1, 256)),
+            # Whether the files are readable is checked once they are resolved (_build).
             "tls": Record({
-                "cert_file": Scalar(str, _readable_file),
-                "key_file": Scalar(str, _readable_file),
-                "client_ca_file": Scalar(str, _readable_file),
+                "cert_file": Scalar(str),
+                "key_file": Scalar(str),
+                "client_ca_file": Scalar(str),
             }),
             "token_env": Scalar(str, _env_name),
+            "insecure": Scalar(bool),
         }),
         "allowed_lateness": Scalar(str, _duration),
         "allowed_skew": Scalar(str, _duration),
@@ -396,6 +405,7 @@ _SCHEMA = Record({
     "api": Record({
         "endpoint": Scalar(str, lambda v: (parse_endpoint(v), None)[1]),
         "token_env": Scalar(str, _env_name),
+        "max_upload_mib": Scalar(int, _between(1, 1 << 20)),
     }),
     "scheduler": Record({"enabled": Scalar(bool)}),
     "segments": Record({
@@ -455,17 +465,27 @@ _SCHEMA = Record({
 
 
 def load_config(path: str | None) -> CollectorConfig:
-    """Read and validate a config file; ``None`` gives the defaults."""
+    """Read and validate a config file; ``None`` gives the defaults.
+
+    Relative paths in the file are resolved against the file's directory.
+    """
     if path is None:
         return CollectorConfig()
     if not os.path.isfile(path):
         raise ConfigError(path, ["file not found"])
     with open(path, encoding="utf-8") as handle:
-        return parse_config(handle.read(), source=path)
+        text = handle.read()
+    return parse_config(text, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
 
 
-def parse_config(text: str, source: str = "<config>") -> CollectorConfig:
-    """Validate YAML text; raise :class:`ConfigError` listing every problem."""
+def parse_config(
+    text: str, source: str = "<config>", base_dir: str | None = None
+) -> CollectorConfig:
+    """Validate YAML text; raise :class:`ConfigError` listing every problem.
+
+    ``base_dir``: the directory relative paths in the text are relative to
+    (the config file's); ``None`` leaves them relative to the current directory.
+    """
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -474,16 +494,16 @@ def parse_config(text: str, source: str = "<config>") -> CollectorConfig:
     data = validate(root, _SCHEMA, "", problems) if root is not None else {}
     if data is None:
         raise ConfigError(source, problems.items or ["the top level must be a mapping"])
-    config = _build(data, problems)
+    config = _build(data, problems, base_dir)
     _check_references(config, data, problems)
     if problems.items:
         raise ConfigError(source, problems.items)
     return config
 
 
-def _build(data: dict[str, Any], problems: Problems) -> CollectorConfig:
+def _build(data: dict[str, Any], problems: Problems, base_dir: str | None) -> CollectorConfig:
     receiver = dict(data.get("receiver", {}).get("grpc", {}))
-    receiver["tls"] = TlsConfig(**receiver.get("tls", {}))
+    receiver["tls"] = TlsConfig(**_tls_files(receiver.get("tls", {}), problems, base_dir))
     receiver["limits"] = RequestLimits(**data.get("receiver", {}).get("limits", {}))
     for key in ("allowed_lateness", "allowed_skew"):
         if key in data.get("receiver", {}):
@@ -493,11 +513,14 @@ def _build(data: dict[str, Any], problems: Problems) -> CollectorConfig:
         problems.at("receiver.grpc.tls", "cert_file and key_file go together, and "
                                           "client_ca_file needs them")  # fmt: skip
     segments = data.get("segments", {})
+    storage = {k: v for k, v in data.get("storage", {}).items() if k != "spool"}
+    if "dsn" in storage:
+        storage["dsn"] = resolve_dsn(base_dir, storage["dsn"])
+    spool = dict(data.get("storage", {}).get("spool", {}))
+    if "path" in spool:
+        spool["path"] = resolve_path(base_dir, spool["path"])
     return CollectorConfig(
-        storage=StorageConfig(
-            **{k: v for k, v in data.get("storage", {}).items() if k != "spool"},
-            spool=SpoolConfig(**data.get("storage", {}).get("spool", {})),
-        ),
+        storage=StorageConfig(**storage, spool=SpoolConfig(**spool)),
         receiver=ReceiverConfig(**receiver),
         api=ApiConfig(**data.get("api", {})),
         scheduler=SchedulerConfig(**data.get("scheduler", {})),
@@ -555,6 +578,18 @@ def _build(data: dict[str, Any], problems: Problems) -> CollectorConfig:
             otlp_endpoint=data.get("alerts", {}).get("otlp", {}).get("endpoint"),
         ),
     )
+
+
+def _tls_files(files: dict[str, str], problems: Problems, base_dir: str | None) -> dict[str, str]:
+    """The TLS files, resolved against the config's directory; each must be readable."""
+    resolved = {}
+    for key, path in files.items():
+        resolved[key] = resolve_path(base_dir, path)
+        try:
+            _readable_file(resolved[key])
+        except ValueError as exc:
+            problems.at(f"receiver.grpc.tls.{key}", str(exc))
+    return resolved
 
 
 def _field(path: str, spec: dict[str, Any], problems: Problems) -> FieldConfig:

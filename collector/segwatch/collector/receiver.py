@@ -21,7 +21,8 @@ from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from .config import TlsConfig, parse_endpoint
+from .api_door import is_loopback
+from .config import RECEIVER_TOKEN_ENV, TlsConfig, parse_endpoint
 from .errors import PermanentError, RetryableError
 from .metrics import CollectorMetrics
 from .processor import ConsumeResult
@@ -162,7 +163,9 @@ class OTLPReceiver:
 
     With ``tls``, the port speaks TLS only (and with a client CA, only to clients
     presenting a certificate it signed); with ``token``, every call must carry it
-    as a bearer token, or is answered ``UNAUTHENTICATED``.
+    as a bearer token, or is answered ``UNAUTHENTICATED``. Bound beyond loopback
+    with neither, ``start()`` refuses unless ``insecure`` says anyone who reaches
+    the port may send data.
     """
 
     def __init__(
@@ -175,8 +178,10 @@ class OTLPReceiver:
         tls: TlsConfig | None = None,
         token: str | None = None,
         metrics: CollectorMetrics | None = None,
+        insecure: bool = False,
     ) -> None:
         self._endpoint = endpoint
+        self._insecure = insecure
         self._consumer = consumer
         self._max_workers = max_workers
         self._max_message_bytes = max_message_bytes
@@ -193,6 +198,14 @@ class OTLPReceiver:
 
     def start(self) -> None:
         host, port = parse_endpoint(self._endpoint)
+        if not (is_loopback(host) or self._tls.enabled or self._token or self._insecure):
+            raise ValueError(
+                f"the OTLP receiver on {self._endpoint} would take data from other machines "
+                f"with neither TLS nor a token: set receiver.grpc.tls, or a token in "
+                f"{RECEIVER_TOKEN_ENV} (or the variable receiver.grpc.token_env names), or "
+                "receiver.grpc.insecure: true to accept anyone who reaches the port; or bind "
+                "it to 127.0.0.1"
+            )
         server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=self._max_workers, thread_name_prefix="segwatch-otlp"

@@ -144,6 +144,7 @@ class Collector:
             tls=config.receiver.tls,
             token=os.environ.get(config.receiver.token_env) or None,
             metrics=self.metrics,
+            insecure=config.receiver.insecure,
         )
         self.receiver.start()
         self._write_discovery()
@@ -213,12 +214,18 @@ class Collector:
         path = discovery_path(self.location)
         if path is None or self.api is None:
             return
+        # It holds the API's token: created 0600 (never readable by others, whatever
+        # the umask), then renamed into place whole.
         temporary = f"{path}.{os.getpid()}.tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
+        if os.path.lexists(temporary):
+            os.remove(temporary)  # left by a killed process that had this pid
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             json.dump(
                 {
                     "pid": os.getpid(),
-                    "api": self.api.url,
+                    "api": self.api.local_url,
+                    "token": self.api.token,
                     "otlp_grpc": self.receiver.address if self.receiver else None,
                 },
                 handle,
