@@ -68,8 +68,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the collector until interrupted (SIGINT or SIGTERM: it stops taking "
         "data, flushes what it acknowledged and exits 0). Secrets come from the environment, "
         "never from files or arguments: SEGWATCH_RECEIVER_TOKEN, the bearer token OTLP clients "
-        "must send; SEGWATCH_API_TOKEN, the local API's token (required when it is bound beyond "
-        "loopback). Probes and metrics: GET /healthz, /readyz, /metrics on the API's address.",
+        "must send; SEGWATCH_API_TOKEN, the local API's token (unset: a random one per start, "
+        "which the CLI reads from segwatch-collector.json, mode 0600, in the store directory; "
+        "required when the API is bound beyond loopback). Probes and metrics: GET /healthz, "
+        "/readyz, /metrics on the API's address, without a token.",
     )
     _config_argument(collector)
 

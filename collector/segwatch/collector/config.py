@@ -514,8 +514,8 @@ def _build(data: dict[str, Any], problems: Problems, base_dir: str | None) -> Co
                                           "client_ca_file needs them")  # fmt: skip
     segments = data.get("segments", {})
     storage = {k: v for k, v in data.get("storage", {}).items() if k != "spool"}
-    if "dsn" in storage:
-        storage["dsn"] = resolve_dsn(base_dir, storage["dsn"])
+    # The default store too lives beside the file: every command reading it finds the same.
+    storage["dsn"] = resolve_dsn(base_dir, storage.get("dsn", DEFAULT_DSN))
     spool = dict(data.get("storage", {}).get("spool", {}))
     if "path" in spool:
         spool["path"] = resolve_path(base_dir, spool["path"])
