@@ -166,6 +166,7 @@ class CollectorOptions:
     flush_calls: int = SpoolConfig().flush_calls
     histogram_accuracy: float = 0.01
     raw_calls: bool = True
+    fsync_parts: bool = True
 
 
 def start_collector(
@@ -177,6 +178,7 @@ def start_collector(
         f"storage:\n  dsn: chdb://{store}\n"
         f"  histogram_accuracy: {options.histogram_accuracy}\n"
         f"  raw_calls: {'true' if options.raw_calls else 'false'}\n"
+        f"  fsync_parts: {'true' if options.fsync_parts else 'false'}\n"
         f"  spool:\n    flush_calls: {flush_calls}\n    max_pending_calls: {2 * flush_calls}\n"
         "receiver:\n  grpc:\n    endpoint: 127.0.0.1:0\n"
         "api:\n  endpoint: 127.0.0.1:0\n"
@@ -308,6 +310,11 @@ def main() -> None:
         "--no-raw-calls", action="store_true", help="storage.raw_calls: false (aggregates only)"
     )
     parser.add_argument(
+        "--no-fsync-parts",
+        action="store_true",
+        help="storage.fsync_parts: false (inserts return before their parts are on disk)",
+    )
+    parser.add_argument(
         "--rate",
         type=float,
         default=None,
@@ -334,7 +341,11 @@ def main() -> None:
         args.requests,
         args.clients,
         CollectorOptions(
-            countries, args.flush_calls, args.histogram_accuracy, not args.no_raw_calls
+            countries,
+            args.flush_calls,
+            args.histogram_accuracy,
+            not args.no_raw_calls,
+            not args.no_fsync_parts,
         ),
         args.rate,
     )

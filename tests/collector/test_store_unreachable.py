@@ -62,3 +62,30 @@ def test_the_collector_acknowledges_into_the_spool_until_its_store_is_back(
             assert collector.stop() == 0
     finally:
         holder.kill()
+
+
+def test_sigterm_with_the_store_down_says_what_stays_in_the_spool(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    config = _config(tmp_path, store, flush_interval=0.1)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, f"chdb://{store}"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"holding\n"
+        collector = CollectorProcess(config, store)
+        try:
+            _send_batches(collector.otlp, "fraud", spans=2)
+        finally:
+            code = collector.stop()
+        # Not 0: acknowledged calls did not reach the store; they wait in the spool.
+        assert code == 75
+        assert f"{2 * ROWS} acknowledged model calls stay in the spool" in collector.log()
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+    collector = CollectorProcess(config, store)  # the store is free now: the spool is replayed
+    try:
+        assert collector.sql(COUNTS.format(model="fraud")) == [[2 * ROWS, 2 * ROWS]]
+    finally:
+        assert collector.stop() == 0

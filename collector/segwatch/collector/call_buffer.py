@@ -127,6 +127,7 @@ class CallBuffer:
         self._spilled_after: Position | None = None
         self._spilled_upto: Position | None = None
         self.spilled_records = 0  # read back so far
+        self._spilled_calls = 0  # calls only in the spool now
         self.failures = 0
         self.dead_letters = 0  # flushes set aside
         self.dead_letter_calls = 0
@@ -139,6 +140,11 @@ class CallBuffer:
     @property
     def pending_calls(self) -> int:
         return self._pending_calls
+
+    @property
+    def unstored_calls(self) -> int:
+        """Acknowledged calls not yet in the store: waiting here, or spilled to the spool."""
+        return self._pending_calls + self._spilled_calls
 
     @property
     def spilling(self) -> bool:
@@ -203,6 +209,7 @@ class CallBuffer:
             previous, self._last_end = self._last_end, end
             if token is None and self._spills(len(batch), end, previous):
                 self._spilled_upto = end
+                self._spilled_calls += len(batch)
                 return None
             waiters = [waiter] if waiter is not None else []
             first = first if first is not None else end
@@ -374,6 +381,7 @@ class CallBuffer:
             self._pending_calls += calls
             self.peak_pending_calls = max(self.peak_pending_calls, self._pending_calls)
             self.spilled_records += len(entries)
+            self._spilled_calls = max(0, self._spilled_calls - calls)
             if last == self._spilled_upto:
                 self._spilled_after = self._spilled_upto = None  # caught up
             else:

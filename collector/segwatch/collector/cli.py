@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
@@ -33,9 +34,17 @@ from .config_files import CONFIG_ENV, DEFAULT_CONFIG_FILE, find_config
 from .logs import JsonLogFormatter
 from .table import print_table
 
+if TYPE_CHECKING:
+    from .service import Collector
+
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_SPOOLED = 75
+"""``segwatch collector`` stopped with acknowledged calls still in the spool (sysexits'
+EX_TEMPFAIL): the store did not take them; the next start flushes them."""
+SHUTDOWN_SECONDS = 30.0
+"""SIGTERM ends the collector within this time, whatever the store or a query does."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -333,11 +342,28 @@ def _run_collector(config: CollectorConfig) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     collector.start()
-    try:
-        stop.wait()
-    finally:
-        collector.shutdown()
-    return EXIT_OK
+    stop.wait()
+    return _stop_collector(collector, SHUTDOWN_SECONDS)
+
+
+def _stop_collector(collector: Collector, seconds: float) -> int:
+    """Shut down within ``seconds``: 0 if every acknowledged call is stored, else
+    :data:`EXIT_SPOOLED` (the rest waits in the spool for the next start)."""
+    left: list[int] = []
+    worker = threading.Thread(
+        target=lambda: left.append(collector.shutdown()), name="segwatch-shutdown", daemon=True
+    )
+    worker.start()
+    worker.join(seconds)
+    if not left:  # a store that does not answer: what is not stored stays in the spool
+        logging.getLogger(__name__).error(
+            "the collector did not stop within %.0f s: exiting; acknowledged calls not yet "
+            "stored stay in the spool for the next start",
+            seconds,
+        )
+        logging.shutdown()
+        os._exit(EXIT_SPOOLED)
+    return EXIT_SPOOLED if left[0] else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -191,6 +191,9 @@ class StorageConfig:
     raw_calls: bool = True
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     histogram_accuracy: float = 0.01  # relative accuracy of the stored histograms, store-wide
+    # Inserts return once their parts are fsynced (see part_durability): acknowledged
+    # calls survive a power loss, not only a crash of the collector.
+    fsync_parts: bool = True
 
 
 @dataclass(frozen=True)
@@ -370,6 +373,7 @@ _SCHEMA = Record({
         "dsn": Scalar(str, lambda v: (parse_dsn(v), None)[1]),
         "raw_calls": Scalar(bool),
         "histogram_accuracy": Scalar((int, float), _between(0.0005, 0.2)),
+        "fsync_parts": Scalar(bool),
         "spool": Record({
             "enabled": Scalar(bool),
             "path": Scalar(str),

@@ -18,7 +18,7 @@ from clickhouse_connect.driver.client import Client
 
 from segwatch.clickhouse.migrate import apply_migrations
 from segwatch.clickhouse.queries import READ_ONLY
-from segwatch.clickhouse.store import open_client, parse_dsn, redact_dsn
+from segwatch.clickhouse.store import parse_dsn, redact_dsn
 
 from . import kernels
 from .access import discovery_path
@@ -28,6 +28,7 @@ from .api import LocalApi
 from .config import CollectorConfig, configured_detectors
 from .export import ClickHouseExporter
 from .metrics import CollectorMetrics
+from .part_durability import set_part_durability
 from .plan import SegmentationPlan
 from .processor import ModelCallProcessor
 from .profiles import refresh_quantile_buckets
@@ -35,6 +36,7 @@ from .receiver import OTLPReceiver
 from .scheduler import DetectorScheduler
 from .spool import Spool
 from .spool_admin import spool_directory
+from .store_connection import StoreConnection, StoreUnreachableError
 from .store_settings import check_store_settings
 
 __all__ = ["Collector"]
@@ -58,7 +60,7 @@ class Collector:
         self.location = parse_dsn(config.storage.dsn)
         self.detectors = configured_detectors(config)
         self.plan = SegmentationPlan(config)
-        self._opened: list[Client] = []
+        self._store: StoreConnection | None = None
         self._clients: _Clients | None = None
         self.exporter: ClickHouseExporter | None = None
         self.processor: ModelCallProcessor | None = None
@@ -84,19 +86,21 @@ class Collector:
                 "several times slower; reinstall with a C compiler",
                 kernels.LIBRARY.name,
             )
-        # One client per component: each runs its queries on its own thread.
-        for _ in range(3):
-            self._opened.append(open_client(self.location))
-        self._opened.append(open_client(self.location, **READ_ONLY))
-        self._clients = _Clients(*self._opened)
-        applied = apply_migrations(self._clients.exporter)
-        if applied:
-            _logger.info("applied migrations: %s", ", ".join(applied))
-        check_store_settings(self._clients.exporter, config)
+        # The spool first: with it, acknowledging needs no store.
+        self.spool = self._open_spool()
+        # One client per component: each runs its queries on its own thread. They open
+        # the store together; one that is unreachable now is opened once it is back.
+        self._store = StoreConnection(
+            self.location, [{}, {}, {}, READ_ONLY], self._set_up_store, self._store_back
+        )
+        self._clients = _Clients(*(self._store.client(i) for i in range(4)))
+        if not self._store.connect() and self.spool is None:
+            raise StoreUnreachableError(
+                f"the store is unreachable ({self._store.problem}) and there is no spool to "
+                "hold what would be acknowledged meanwhile"
+            )
         self.exporter = ClickHouseExporter(self._clients.exporter, self.metrics)
         self.exporter.start()
-        refresh_quantile_buckets(self._clients.exporter, self.plan)
-        self.spool = self._open_spool()
         self.processor = ModelCallProcessor(
             SegmentAggregator(self.plan),
             self.exporter,
@@ -155,6 +159,19 @@ class Collector:
             self.location.path or redact_dsn(self.location.dsn),
         )
 
+    def _set_up_store(self, client: Client) -> None:
+        """Bring a newly opened store up to date before anything else uses it."""
+        applied = apply_migrations(client)
+        if applied:
+            _logger.info("applied migrations: %s", ", ".join(applied))
+        check_store_settings(client, self.config)
+        set_part_durability(client, self.config.storage.fsync_parts)
+        refresh_quantile_buckets(client, self.plan)
+
+    def _store_back(self) -> None:
+        if self.processor is not None:
+            self.processor.buffer.retry_now()
+
     def _open_spool(self) -> Spool | None:
         path = spool_directory(self.config)
         if path is None:
@@ -163,6 +180,8 @@ class Collector:
 
     def flush(self, timeout: float = 60.0) -> None:
         """Return once every model call acknowledged so far is in the store."""
+        if self._store is not None and self._store.problem:
+            raise StoreUnreachableError(f"the store is unreachable: {self._store.problem}")
         if self.processor is not None:
             self.processor.flush(timeout)
 
@@ -171,7 +190,12 @@ class Collector:
         problems = []
         if self.receiver is None or self.receiver.port is None:
             problems.append("the OTLP receiver is not listening")
-        if self.processor is not None and self.processor.buffer.store_failing:
+        if self._store is not None and self._store.problem:
+            problems.append(
+                f"the store is unreachable ({self._store.problem}); acknowledged data waits "
+                "in the spool"
+            )
+        elif self.processor is not None and self.processor.buffer.store_failing:
             error = self.exporter.stats.last_error if self.exporter else ""
             problems.append(f"the store refuses inserts ({error}); data waits in the spool")
         if self.spool is not None and self.spool.unflushed_bytes > 0.9 * self.spool.max_bytes:
@@ -232,8 +256,13 @@ class Collector:
             )
         os.replace(temporary, path)
 
-    def shutdown(self) -> None:
-        """Stop accepting, finish what was accepted, stop the rest; safe to call twice."""
+    def shutdown(self) -> int:
+        """Stop accepting, finish what was accepted, stop the rest; safe to call twice.
+
+        Returns how many acknowledged model calls the store did not take (they
+        stay in the spool for the next start); 0 when everything is stored.
+        """
+        left = 0
         path = discovery_path(self.location)
         if path is not None and os.path.exists(path):
             try:
@@ -253,15 +282,27 @@ class Collector:
             self.scheduler = None
         if self.processor is not None:
             self.processor.shutdown()  # flushes what the receiver accepted
+            left = self.processor.buffer.unstored_calls
+            if left:
+                why = (self._store.problem if self._store else None) or (
+                    self.exporter.stats.last_error if self.exporter else ""
+                )
+                _logger.warning(
+                    "%d acknowledged model calls stay in the spool for the next start: the "
+                    "store did not take them (%s)",
+                    left,
+                    why or "unknown error",
+                )
+            self.processor = None
         if self.exporter is not None:
             self.exporter.shutdown()
             self.exporter = None
         if self.spool is not None:
             self.spool.close()
             self.spool = None
-        for client in self._opened:
-            client.close()
-        if self._opened:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
             _logger.info("collector stopped")
-        self._opened.clear()
         self._clients = None
+        return left
