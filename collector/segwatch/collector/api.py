@@ -17,6 +17,11 @@ loopback by default; binding anywhere else needs a token from the environment.
 ``GET /healthz`` (the process answers), ``GET /readyz`` (it can take data:
 503 with the reasons when not) and ``GET /metrics`` (Prometheus) are open,
 as probes and scrapers expect; they reveal no data.
+
+Requests are served concurrently, each on its own thread: analysts' queries
+run side by side on sessions of their own, each on a budget and cancelled
+when its client hangs up (:mod:`.analyst_queries`), so a slow query holds up
+neither another query nor the probes, flushes or detector runs.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import io
 import json
 import logging
 import os
+import select
+import socket
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
@@ -40,8 +47,10 @@ from segwatch.clickhouse.detection import DetectorSpec
 from segwatch.clickhouse.queries import AnomalyFilter, list_anomalies, read_only_query
 
 from .access import detect_table
+from .analyst_queries import AnalystQueries, QueryBudgetError, QueryCancelledError
 from .api_door import UPLOAD_TYPES, ApiDoor, Refusal, body_type, is_loopback, is_wildcard
 from .config import API_TOKEN_ENV, ApiConfig, CollectorConfig, parse_endpoint
+from .errors import RetryableError
 from .metrics import CONTENT_TYPE
 from .profiles import load_profile, read_table
 
@@ -72,6 +81,7 @@ class LocalApi:
         token: str | None = None,
         readiness: Callable[[], list[str]] | None = None,
         metrics: Callable[[], bytes] | None = None,
+        queries: AnalystQueries | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._door = ApiDoor(token or None)
@@ -83,13 +93,14 @@ class LocalApi:
         # Analysts' SQL runs on its own readonly session: a per-query readonly
         # setting would stay on the session and stop the API's own writes.
         self._sql_client = sql_client or client
+        self._queries = queries  # analysts' SQL on budgeted, cancellable sessions
         self._on_baseline = on_baseline  # e.g. switch to the new profile's quantile buckets
         # Read your writes: what the collector acknowledged is flushed before a query.
         self._before_read = before_read
         self._client = client
         self._detectors = detectors
         self._status = status
-        self._lock = threading.Lock()  # one query at a time through this client
+        self._lock = threading.Lock()  # one request at a time through ``client``
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -143,6 +154,8 @@ class LocalApi:
         self._thread.start()
 
     def shutdown(self) -> None:
+        if self._queries is not None:
+            self._queries.cancel_all()  # a running query must not hold the process
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -186,8 +199,21 @@ class LocalApi:
         request = json.loads(body) if body else {}
         if not isinstance(request, dict):
             raise _BadRequest("the request body must be a JSON object")
+        if route[0] == "POST" and self._before_read is not None:
+            self._before_read()  # read your writes: what was acknowledged is stored first
+        if route == ("POST", "/api/v1/sql"):
+            return self._sql(handler, request)
         with self._lock:
             return self._route(route, request)
+
+    def _sql(self, handler: BaseHTTPRequestHandler, request: dict[str, Any]) -> dict[str, Any]:
+        query = request.get("query")
+        if not isinstance(query, str) or not query.strip():
+            raise _BadRequest("'query' must be a non-empty string")
+        if self._queries is None:
+            with self._lock:
+                return read_only_query(self._sql_client, query).to_json()
+        return self._queries.run(query, abandoned=lambda: _hung_up(handler)).to_json()
 
     def _answer(
         self,
@@ -197,7 +223,9 @@ class LocalApi:
     ) -> None:
         try:
             reply = compute()
-        except (_BadRequest, ValueError) as exc:
+        except (QueryCancelledError, RetryableError, ConnectionError) as exc:
+            self._reply(handler, 503, {"error": str(exc)})
+        except (_BadRequest, QueryBudgetError, ValueError) as exc:
             self._reply(handler, 400, {"error": str(exc)})
         except ClickHouseError as exc:
             self._reply(handler, 400, {"error": str(exc)})
@@ -210,15 +238,8 @@ class LocalApi:
             self._reply(handler, 200, reply)
 
     def _route(self, route: tuple[str, str], request: dict[str, Any]) -> dict[str, Any]:
-        if route[0] == "POST" and self._before_read is not None:
-            self._before_read()
         if route == ("GET", "/api/v1/status"):
             return {"pid": os.getpid(), **self._status()}
-        if route == ("POST", "/api/v1/sql"):
-            query = request.get("query")
-            if not isinstance(query, str) or not query.strip():
-                raise _BadRequest("'query' must be a non-empty string")
-            return read_only_query(self._sql_client, query).to_json()
         if route == ("POST", "/api/v1/anomalies"):
             try:
                 selection = AnomalyFilter.from_json(request)
@@ -305,6 +326,17 @@ class LocalApi:
             handler.send_header(name, value)
         handler.end_headers()
         handler.wfile.write(data)
+
+
+def _hung_up(handler: BaseHTTPRequestHandler) -> bool:
+    """Whether the client closed its connection (its request is read: anything readable
+    now is the end of the stream)."""
+    connection = handler.connection
+    try:
+        readable, _, _ = select.select([connection], [], [], 0)
+        return bool(readable) and connection.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
 
 
 def _copy(source: io.BufferedIOBase, target: IO[bytes], length: int) -> None:

@@ -237,6 +237,11 @@ class ApiConfig:
     endpoint: str = DEFAULT_API_ENDPOINT
     token_env: str = API_TOKEN_ENV
     max_upload_mib: int = 1024  # largest training set `segwatch baseline` may upload
+    # What one analyst query (segwatch sql) may take; see analyst_queries.
+    max_execution_time: int = 60  # seconds
+    max_memory_mib: int = 4096
+    max_result_rows: int = 100_000
+    max_concurrent_queries: int = 4
 
 
 @dataclass(frozen=True)
@@ -410,6 +415,10 @@ _SCHEMA = Record({
         "endpoint": Scalar(str, lambda v: (parse_endpoint(v), None)[1]),
         "token_env": Scalar(str, _env_name),
         "max_upload_mib": Scalar(int, _between(1, 1 << 20)),
+        "max_execution_time": Scalar(str, _duration),
+        "max_memory_mib": Scalar(int, _between(16, 1 << 20)),
+        "max_result_rows": Scalar(int, _between(1, 100_000_000)),
+        "max_concurrent_queries": Scalar(int, _between(1, 64)),
     }),
     "scheduler": Record({"enabled": Scalar(bool)}),
     "segments": Record({
@@ -526,7 +535,7 @@ def _build(data: dict[str, Any], problems: Problems, base_dir: str | None) -> Co
     return CollectorConfig(
         storage=StorageConfig(**storage, spool=SpoolConfig(**spool)),
         receiver=ReceiverConfig(**receiver),
-        api=ApiConfig(**data.get("api", {})),
+        api=_api(data.get("api", {})),
         scheduler=SchedulerConfig(**data.get("scheduler", {})),
         segments=SegmentsConfig(
             top_k=segments.get("top_k", 20),
@@ -594,6 +603,13 @@ def _tls_files(files: dict[str, str], problems: Problems, base_dir: str | None) 
         except ValueError as exc:
             problems.at(f"receiver.grpc.tls.{key}", str(exc))
     return resolved
+
+
+def _api(spec: dict[str, Any]) -> ApiConfig:
+    spec = dict(spec)
+    if "max_execution_time" in spec:
+        spec["max_execution_time"] = parse_duration(spec["max_execution_time"])
+    return ApiConfig(**spec)
 
 
 def _field(path: str, spec: dict[str, Any], problems: Problems) -> FieldConfig:

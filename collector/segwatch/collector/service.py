@@ -17,13 +17,13 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from segwatch.clickhouse.migrate import apply_migrations
-from segwatch.clickhouse.queries import READ_ONLY
 from segwatch.clickhouse.store import parse_dsn, redact_dsn
 
 from . import kernels
 from .access import discovery_path
 from .aggregate import SegmentAggregator
 from .alerts import notifiers
+from .analyst_queries import AnalystQueries, QueryBudget
 from .api import LocalApi
 from .config import CollectorConfig, configured_detectors
 from .export import ClickHouseExporter
@@ -49,7 +49,7 @@ class _Clients:
     exporter: Client
     scheduler: Client
     api: Client
-    sql: Client  # a readonly=1 session: analysts' queries cannot write
+    control: Client  # cancels analysts' queries (KILL QUERY)
 
 
 class Collector:
@@ -90,10 +90,22 @@ class Collector:
         self.spool = self._open_spool()
         # One client per component: each runs its queries on its own thread. They open
         # the store together; one that is unreachable now is opened once it is back.
+        budget = QueryBudget(
+            config.api.max_execution_time,
+            config.api.max_memory_mib,
+            config.api.max_result_rows,
+            config.api.max_concurrent_queries,
+        )
+        query_sessions = budget.sessions()  # readonly=1, each on the budget
         self._store = StoreConnection(
-            self.location, [{}, {}, {}, READ_ONLY], self._set_up_store, self._store_back
+            self.location, [{}, {}, {}, {}, *query_sessions], self._set_up_store, self._store_back
         )
         self._clients = _Clients(*(self._store.client(i) for i in range(4)))
+        queries = AnalystQueries(
+            [(s["log_comment"], self._store.client(4 + i)) for i, s in enumerate(query_sessions)],
+            self._clients.control,
+            budget,
+        )
         if not self._store.connect() and self.spool is None:
             raise StoreUnreachableError(
                 f"the store is unreachable ({self._store.problem}) and there is no spool to "
@@ -132,7 +144,7 @@ class Collector:
             self.status,
             self.detectors,
             config,
-            sql_client=self._clients.sql,
+            queries=queries,
             before_read=self.flush,
             on_baseline=lambda: refresh_quantile_buckets(self._clients.api, self.plan),  # type: ignore[union-attr]
             token=os.environ.get(config.api.token_env) or None,
