@@ -11,6 +11,9 @@ next run, and the next run flushes in smaller pieces.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +23,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from waiting import wait_until
 
-from segwatch.collector.config import load_config
-from segwatch.collector.dead_letters import DeadLetters
-from segwatch.collector.spool_admin import requeue_dead_letters
 from segwatch.instrumentation import monitor
 
 # 200 rows of 100 doubles: a 160 KB ml.batch.columns, under the 256 KiB attribute limit.
@@ -98,31 +98,53 @@ def test_an_interrupted_flush_is_replayed_whole_whatever_the_flush_settings(
     assert counts == [[SPANS * ROWS, SPANS * ROWS]]
 
 
+def _spool_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "segwatch.collector.cli", "spool", *args, "--config", str(config)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
 def test_a_flush_failing_for_its_data_is_set_aside_and_can_be_requeued(tmp_path: Path) -> None:
     store = tmp_path / "store"
     config = _config(tmp_path, store, flush_interval=0.05, max_flush_attempts=3)
     # Aggregating model 'poison' raises, as a bug would; 'fraud' is fine.
     broken = CollectorProcess(config, store, {"SEGWATCH_FAILPOINTS": "aggregate-error=poison"})
     try:
-        _send_batches(broken.otlp, "poison", spans=1)
-        wait_until(lambda: "segwatch_dead_letter_flushes_total 1.0" in broken.metrics(), 120)
+        for letters in (1, 2):  # two poison flushes, one after the other
+            _send_batches(broken.otlp, "poison", spans=1)
+            wait_until(
+                lambda n=letters: f"segwatch_dead_letter_flushes_total {n}.0" in broken.metrics(),
+                timeout=120,
+            )
         _send_batches(broken.otlp, "fraud", spans=2)  # not blocked behind the poison
         assert broken.sql(COUNTS.format(model="fraud")) == [[2 * ROWS, 2 * ROWS]]
         assert broken.sql(COUNTS.format(model="poison")) == [[0, 0]]
-        assert f"segwatch_dead_letter_calls_total {ROWS}.0" in broken.metrics()
+        assert f"segwatch_dead_letter_calls_total {2 * ROWS}.0" in broken.metrics()
     finally:
         assert broken.stop() == 0
-    assert broken.log().count(f"set aside {ROWS} model calls after 3 failed flushes") == 1
-    letters = DeadLetters(store / "segwatch-spool").list()
-    assert [letter.calls for letter in letters] == [ROWS]
-    assert "failpoint aggregate-error" in letters[0].reason
+    assert broken.log().count(f"set aside {ROWS} model calls after 3 failed flushes") == 2
+    listed = _spool_cli(config, "--json")
+    assert listed.returncode == 0, listed.stderr
+    letters = json.loads(listed.stdout)["rows"]
+    assert [row[2] for row in letters] == [ROWS, ROWS]
+    assert all("failpoint aggregate-error" in row[3] for row in letters)
 
-    # The bug is fixed (no failpoint): sent back, the calls are stored once, and the letter goes.
-    assert requeue_dead_letters(load_config(str(config)), [letters[0].name]) == ROWS
+    # The bug is fixed (no failpoint). One letter goes into the spool while no collector
+    # runs, the other through the running collector: each is stored once, and forgotten.
+    first, second = (row[0] for row in letters)
+    offline = _spool_cli(config, "requeue", first)
+    assert offline.stdout == f"requeued 1 dead letter(s), {ROWS} model calls, for the next start\n"
     fixed = CollectorProcess(config, store)
     try:
         assert fixed.sql(COUNTS.format(model="poison")) == [[ROWS, ROWS]]
+        online = _spool_cli(config, "requeue", second)
+        assert online.returncode == 0, online.stderr
+        assert "through the running collector" in online.stdout
+        assert fixed.sql(COUNTS.format(model="poison")) == [[2 * ROWS, 2 * ROWS]]
         assert fixed.sql(COUNTS.format(model="fraud")) == [[2 * ROWS, 2 * ROWS]]
+        again = _spool_cli(config, "requeue", second)
+        assert again.returncode == 1 and f"no dead letter named '{second}'" in again.stderr
     finally:
         assert fixed.stop() == 0
-    assert DeadLetters(store / "segwatch-spool").list() == []
+    assert json.loads(_spool_cli(config, "--json").stdout)["rows"] == []

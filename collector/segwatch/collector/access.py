@@ -182,6 +182,10 @@ class ApiAccess:
                 message = str(exc)
             raise ApiError(message) from exc
 
+    def requeue(self, names: list[str]) -> int:
+        """Send dead letters back through the running collector; the calls they hold."""
+        return int(self._call("POST", "/api/v1/spool/requeue", {"names": names})["calls"])
+
     def status(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/api/v1/status")
         return result
@@ -281,7 +285,10 @@ def open_access(
             )
         token_env = config.api.token_env if config is not None else API_TOKEN_ENV
         token = info.get("token") or os.environ.get(token_env)
-        return ApiAccess(url, token=token, store=f"{store} (through the collector at {url})")
+        # The CLI waits for a query as long as the collector lets it run, and then some.
+        timeout = 120.0 if config is None else max(120.0, config.api.max_execution_time + 30.0)
+        return ApiAccess(url, timeout=timeout, token=token,
+                         store=f"{store} (through the collector at {url})")  # fmt: skip
     client = open_client(location) if create else open_existing_client(location)
     apply_migrations(client)
     return DirectAccess(client, specs, config, store=store)

@@ -82,6 +82,7 @@ class LocalApi:
         readiness: Callable[[], list[str]] | None = None,
         metrics: Callable[[], bytes] | None = None,
         queries: AnalystQueries | None = None,
+        requeue: Callable[[list[str]], int] | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._door = ApiDoor(token or None)
@@ -94,6 +95,7 @@ class LocalApi:
         # setting would stay on the session and stop the API's own writes.
         self._sql_client = sql_client or client
         self._queries = queries  # analysts' SQL on budgeted, cancellable sessions
+        self._requeue = requeue  # sends dead letters back into the spool
         self._on_baseline = on_baseline  # e.g. switch to the new profile's quantile buckets
         # Read your writes: what the collector acknowledged is flushed before a query.
         self._before_read = before_read
@@ -246,6 +248,15 @@ class LocalApi:
             except (TypeError, ValueError) as exc:
                 raise _BadRequest(str(exc)) from exc
             return list_anomalies(self._client, selection).to_json()
+        if route == ("POST", "/api/v1/spool/requeue") and self._requeue is not None:
+            names = request.get("names")
+            if (
+                not isinstance(names, list)
+                or not names
+                or not all(isinstance(n, str) for n in names)
+            ):
+                raise _BadRequest("'names' must be a non-empty list of dead-letter names")
+            return {"calls": self._requeue(names)}
         if route == ("POST", "/api/v1/detect"):
             at_text = request.get("at")
             at = dt.datetime.fromisoformat(at_text) if at_text else None

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from segwatch.clickhouse.detection import parse_duration
-from segwatch.clickhouse.queries import ANOMALY_STATES, AnomalyFilter
-from segwatch.clickhouse.store import StoreError, StoreNotFoundError
+from segwatch.clickhouse.queries import ANOMALY_STATES, AnomalyFilter, Table
+from segwatch.clickhouse.store import StoreError, StoreNotFoundError, parse_dsn
 
-from .access import ApiError, DirectAccess, open_access
+from .access import ApiAccess, ApiError, DirectAccess, open_access, read_discovery
 from .config import CollectorConfig, ConfigError, configured_detectors, load_config
 from .config_files import CONFIG_ENV, DEFAULT_CONFIG_FILE, find_config
 from .logs import JsonLogFormatter
@@ -154,6 +154,23 @@ def _parser() -> argparse.ArgumentParser:
     detect.add_argument("--at", type=_timestamp, help="ISO time, e.g. 2026-11-26T12:00:00Z")
     _config_argument(detect)
     _json_argument(detect)
+
+    spool = commands.add_parser(
+        "spool",
+        help="list the spool's dead letters, or send them back",
+        description="A flush that keeps failing while the store answers (the store refuses "
+        "its data, or aggregating it raised) is set aside as a dead letter after "
+        "storage.spool.max_flush_attempts tries, so that it cannot stop ingestion. "
+        "'segwatch spool' lists them; 'segwatch spool requeue NAME...' (or --all) sends them "
+        "back once the cause is fixed: through the running collector, or into the spool for "
+        "the next start. They are flushed under their original token: stored once.",
+    )
+    spool.add_argument("action", nargs="?", choices=("list", "requeue"), default="list",
+                       help="list (default) or requeue")  # fmt: skip
+    spool.add_argument("names", nargs="*", metavar="NAME", help="dead letters to requeue")
+    spool.add_argument("--all", action="store_true", help="requeue every dead letter")
+    _config_argument(spool)
+    _json_argument(spool)
     return parser
 
 
@@ -236,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(config_path)
         if args.command == "collector":
             return _run_collector(config)
+        if args.command == "spool":
+            return _spool(config, args.action, args.names, args.all, args.json)
         if args.command == "baseline" and not os.path.isfile(args.file):
             raise ValueError(f"{args.file}: no such file")
         try:
@@ -327,6 +346,43 @@ def _explain(path: str, as_json: bool) -> int:
     )
     print_table(detectors, sys.stdout)
     return EXIT_OK
+
+
+def _spool(
+    config: CollectorConfig, action: str, names: list[str], every: bool, as_json: bool
+) -> int:
+    from .spool_admin import dead_letters, requeue_dead_letters
+
+    letters = dead_letters(config)
+    if action == "list":
+        if names or every:
+            raise ValueError("'segwatch spool list' takes no names; did you mean requeue?")
+        listed = letters.list()
+        rows = [[letter.name, _utc(letter.failed_at), letter.calls, letter.reason]
+                for letter in listed]  # fmt: skip
+        print_table(Table(["name", "failed_at", "calls", "reason"], rows), sys.stdout, as_json)
+        return EXIT_OK
+    if every:
+        names = [letter.name for letter in letters.list()]
+    elif not names:
+        raise ValueError("name the dead letters to requeue (segwatch spool lists them), or --all")
+    if not names:
+        print("no dead letters to requeue")
+        return EXIT_OK
+    info = read_discovery(parse_dsn(config.storage.dsn))
+    if info is not None:  # the running collector holds the spool: it takes them
+        access = open_access(config.storage.dsn, config=config, create=False)
+        assert isinstance(access, ApiAccess)
+        calls = access.requeue(names)
+    else:
+        calls = requeue_dead_letters(config, names)
+    where = "through the running collector" if info is not None else "for the next start"
+    print(f"requeued {len(names)} dead letter(s), {calls} model calls, {where}")
+    return EXIT_OK
+
+
+def _utc(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _one_line(exc: BaseException) -> str:

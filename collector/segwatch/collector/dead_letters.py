@@ -92,7 +92,7 @@ class DeadLetters:
         for letter in self.list():
             if letter.name == name:
                 return letter
-        raise LookupError(f"no dead letter named {name!r} in {self.directory}")
+        raise ValueError(f"no dead letter named {name!r} in {self.directory}")
 
     def requeued_payload(self, letter: DeadLetter) -> bytes:
         """The payload of the :data:`.spool.REQUEUED` record that sends ``letter`` back."""

@@ -26,6 +26,7 @@ from .alerts import notifiers
 from .analyst_queries import AnalystQueries, QueryBudget
 from .api import LocalApi
 from .config import CollectorConfig, configured_detectors
+from .dead_letters import DeadLetters
 from .export import ClickHouseExporter
 from .metrics import CollectorMetrics
 from .part_durability import set_part_durability
@@ -145,6 +146,7 @@ class Collector:
             self.detectors,
             config,
             queries=queries,
+            requeue=self.requeue_dead_letters,
             before_read=self.flush,
             on_baseline=lambda: refresh_quantile_buckets(self._clients.api, self.plan),  # type: ignore[union-attr]
             token=os.environ.get(config.api.token_env) or None,
@@ -196,6 +198,18 @@ class Collector:
             raise StoreUnreachableError(f"the store is unreachable: {self._store.problem}")
         if self.processor is not None:
             self.processor.flush(timeout)
+
+    def requeue_dead_letters(self, names: list[str]) -> int:
+        """Send the named dead letters back into the running spool; the calls they hold."""
+        if self.spool is None or self.processor is None:
+            raise ValueError("this collector has no spool")
+        letters = DeadLetters(self.spool.directory)
+        chosen = [letters.get(name) for name in names]
+        calls = 0
+        for letter in chosen:
+            calls += self.processor.requeue(letters.requeued_payload(letter))
+            letters.remove(letter)
+        return calls
 
     def readiness(self) -> list[str]:
         """What keeps the collector from taking data now; empty when it is ready."""

@@ -44,7 +44,7 @@ def requeue_dead_letters(config: CollectorConfig, names: Iterable[str]) -> int:
     """Append the named dead letters to the (unused) spool; the calls they hold.
 
     Raises :class:`.spool.SpoolLockedError` while a collector holds the spool,
-    ``LookupError`` for a name that is not a dead letter. A letter is removed
+    ``ValueError`` for a name that is not a dead letter. A letter is removed
     only once its records are fsynced in the spool; if this is interrupted in
     between, requeueing it again is harmless (the repeat flush carries the
     same token, which the store drops).
