@@ -2,23 +2,19 @@
 
 A real collector subprocess on an embedded store takes model calls from the
 OTel SDK's OTLP exporter; it is killed with SIGKILL mid-stream, restarted on
-the same store and spool, and asked (through its API, which flushes first)
+the same store and spool with other flush settings, and asked (through its
+API, which flushes first)
 what it stored.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from collector_process import CollectorProcess
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -47,43 +43,21 @@ class _AcknowledgedSpans(SpanExporter):
         self._inner.shutdown()
 
 
-def _start(config: Path, store: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    discovery = store / "segwatch-collector.json"
-    discovery.unlink(missing_ok=True)
-    log = open(store.parent / "collector.log", "ab")  # noqa: SIM115 - the child keeps it
-    process = subprocess.Popen(
-        [sys.executable, "-m", "segwatch.collector.cli", "collector", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
+def _write_config(path: Path, store: Path, flush_interval: float, flush_calls: int) -> None:
+    path.write_text(
+        f"storage:\n  dsn: chdb://{store}\n  spool:\n    flush_interval: {flush_interval}\n"
+        f"    flush_calls: {flush_calls}\n"
+        "receiver:\n  grpc:\n    endpoint: 127.0.0.1:0\n"
+        "api:\n  endpoint: 127.0.0.1:0\nscheduler:\n  enabled: false\n"
     )
-    log.close()
-    wait_until(lambda: discovery.exists() or process.poll() is not None, timeout=60)
-    assert process.poll() is None, "the collector did not start"
-    return process, json.loads(discovery.read_text())
-
-
-def _sql(found: dict[str, str], query: str) -> list[list[object]]:
-    """A query through the collector's API, with the token from its discovery file."""
-    request = urllib.request.Request(
-        f"{found['api']}/api/v1/sql",
-        data=json.dumps({"query": query}).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {found['token']}"},
-    )
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return list(json.loads(response.read())["rows"])
 
 
 def test_acknowledged_spans_survive_kill_9_exactly_once(tmp_path: Path) -> None:
     store = tmp_path / "store"
     config = tmp_path / "collector.yaml"
-    config.write_text(
-        f"storage:\n  dsn: chdb://{store}\n  spool:\n    flush_interval: 0.5\n"
-        "receiver:\n  grpc:\n    endpoint: 127.0.0.1:0\n"
-        "api:\n  endpoint: 127.0.0.1:0\nscheduler:\n  enabled: false\n"
-    )
-    process, found = _start(config, store)
-    exporter = _AcknowledgedSpans(found["otlp_grpc"])
+    _write_config(config, store, flush_interval=0.5, flush_calls=20_000)
+    first = CollectorProcess(config, store)
+    exporter = _AcknowledgedSpans(first.otlp)
     provider = TracerProvider()
     provider.add_span_processor(
         BatchSpanProcessor(exporter, max_export_batch_size=256, schedule_delay_millis=20)
@@ -105,8 +79,7 @@ def test_acknowledged_spans_survive_kill_9_exactly_once(tmp_path: Path) -> None:
     sender.start()
     try:
         wait_until(lambda: len(exporter.acked) >= 3000, timeout=120)
-        os.kill(process.pid, signal.SIGKILL)  # mid-stream: flushes and acks in flight
-        process.wait(timeout=30)
+        first.kill()  # SIGKILL mid-stream: flushes and acks in flight
         wait_until(lambda: exporter.failed > 0, timeout=60)  # the SDK saw the collector die
     finally:
         stop.set()
@@ -114,18 +87,17 @@ def test_acknowledged_spans_survive_kill_9_exactly_once(tmp_path: Path) -> None:
         provider.shutdown()
     acked = set(exporter.acked)
 
-    process, found = _start(config, store)  # same store, same spool: replays
+    # Same store, same spool, other flush settings: it replays, in smaller flushes.
+    _write_config(config, store, flush_interval=0.02, flush_calls=100)
+    second = CollectorProcess(config, store)
     try:
-        rows = _sql(found, "SELECT span_id FROM ml_model_calls")
-        stored = [str(r[0]) for r in rows]
-        totals = _sql(
-            found,
+        stored = [str(r[0]) for r in second.sql("SELECT span_id FROM ml_model_calls")]
+        totals = second.sql(
             "SELECT sum(count), sum(sampled) FROM ml_segment_aggregates "
-            "WHERE segment_dim = '__all__' AND quantity = 'output.score'",
+            "WHERE segment_dim = '__all__' AND quantity = 'output.score'"
         )
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
+        assert second.stop() == 0
     assert len(acked) >= 3000
     assert acked <= set(stored), f"{len(acked - set(stored))} acknowledged spans were lost"
     assert len(stored) == len(set(stored)), "a span was stored twice"
