@@ -3,8 +3,7 @@
 A real collector subprocess on an embedded store takes model calls from the
 OTel SDK's OTLP exporter; it is killed with SIGKILL mid-stream, restarted on
 the same store and spool with other flush settings, and asked (through its
-API, which flushes first)
-what it stored.
+API, which flushes first) what it stored.
 """
 
 from __future__ import annotations
