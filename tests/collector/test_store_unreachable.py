@@ -9,11 +9,13 @@ process lets the store go.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from collector_process import CollectorProcess
@@ -29,6 +31,21 @@ HOLD = (
 )
 
 
+@contextlib.contextmanager
+def _held(store: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Another process holding the embedded store until its stdin closes (or it is killed)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, f"chdb://{store}"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"holding\n"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+
+
 def _readiness(collector: CollectorProcess) -> tuple[int, dict[str, object]]:
     try:
         with urllib.request.urlopen(f"{collector.api}/readyz", timeout=30) as response:
@@ -41,12 +58,7 @@ def test_the_collector_acknowledges_into_the_spool_until_its_store_is_back(
     tmp_path: Path,
 ) -> None:
     store = tmp_path / "store"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, f"chdb://{store}"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == b"holding\n"
+    with _held(store) as holder:
         collector = CollectorProcess(_config(tmp_path, store, flush_interval=0.1), store)
         try:
             _send_batches(collector.otlp, "fraud", spans=3)  # acknowledged: spooled
@@ -60,19 +72,12 @@ def test_the_collector_acknowledges_into_the_spool_until_its_store_is_back(
             assert collector.sql(COUNTS.format(model="fraud")) == [[3 * ROWS, 3 * ROWS]]
         finally:
             assert collector.stop() == 0
-    finally:
-        holder.kill()
 
 
 def test_sigterm_with_the_store_down_says_what_stays_in_the_spool(tmp_path: Path) -> None:
     store = tmp_path / "store"
     config = _config(tmp_path, store, flush_interval=0.1)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, f"chdb://{store}"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == b"holding\n"
+    with _held(store):
         collector = CollectorProcess(config, store)
         try:
             _send_batches(collector.otlp, "fraud", spans=2)
@@ -81,9 +86,6 @@ def test_sigterm_with_the_store_down_says_what_stays_in_the_spool(tmp_path: Path
         # Not 0: acknowledged calls did not reach the store; they wait in the spool.
         assert code == 75
         assert f"{2 * ROWS} acknowledged model calls stay in the spool" in collector.log()
-    finally:
-        holder.kill()
-        holder.wait(timeout=60)
     collector = CollectorProcess(config, store)  # the store is free now: the spool is replayed
     try:
         assert collector.sql(COUNTS.format(model="fraud")) == [[2 * ROWS, 2 * ROWS]]

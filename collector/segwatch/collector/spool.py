@@ -97,15 +97,21 @@ def pack_record(kind: int, payload: bytes) -> bytes:
 
 def unpack_records(data: bytes) -> Iterator[tuple[int, bytes]]:
     """The (kind, payload) of each whole, intact record in ``data``, up to the first that is not."""
+    for _, kind, payload in _intact_records(data):
+        yield kind, payload
+
+
+def _intact_records(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(offset after it, kind, payload) of each record in ``data`` up to the first torn one."""
     offset = 0
     while offset + _HEADER.size <= len(data):
         length, crc, kind = _HEADER.unpack_from(data, offset)
         start = offset + _HEADER.size
         payload = data[start : start + length]
         if len(payload) < length or zlib.crc32(payload) != crc:
-            return
+            return  # a torn write: never acknowledged
         offset = start + length
-        yield kind, payload
+        yield offset, kind, payload
 
 
 class SpoolLockedError(OSError):
@@ -236,13 +242,7 @@ class Spool:
         path = self._path(segment)
         data = path.read_bytes()
         offset = 0
-        while offset + _HEADER.size <= len(data):
-            length, crc, kind = _HEADER.unpack_from(data, offset)
-            start = offset + _HEADER.size
-            payload = data[start : start + length]
-            if len(payload) < length or zlib.crc32(payload) != crc:
-                break  # a torn write: never acknowledged
-            offset = start + length
+        for offset, kind, payload in _intact_records(data):
             yield Record(Position(segment, offset), kind, payload)
         if truncate and offset < len(data):
             with open(path, "r+b") as handle:
