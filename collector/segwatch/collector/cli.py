@@ -75,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
         "collector",
         help="run the collector (OTLP/gRPC receiver, aggregation, detectors)",
         description="Run the collector until interrupted (SIGINT or SIGTERM: it stops taking "
-        "data, flushes what it acknowledged and exits 0). Secrets come from the environment, "
+        "data, cancels running queries, flushes what it acknowledged and exits within 30 s: 0 "
+        "when everything acknowledged is in the store, 75 when some of it waits in the spool "
+        "for the next start). Secrets come from the environment, "
         "never from files or arguments: SEGWATCH_RECEIVER_TOKEN, the bearer token OTLP clients "
         "must send; SEGWATCH_API_TOKEN, the local API's token (unset: a random one per start, "
         "which the CLI reads from segwatch-collector.json, mode 0600, in the store directory; "
