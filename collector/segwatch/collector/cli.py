@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
@@ -397,8 +397,17 @@ def _run_collector(config: CollectorConfig) -> int:
 
     collector = Collector(config)
     stop = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        if not stop.is_set():
+            stop.set()
+            # Bounded whatever the process is doing, a long replay at start included.
+            watchdog = threading.Timer(SHUTDOWN_SECONDS + 5, _give_up, (SHUTDOWN_SECONDS + 5,))
+            watchdog.daemon = True
+            watchdog.start()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, on_signal)
     collector.start()
     stop.wait()
     return _stop_collector(collector, SHUTDOWN_SECONDS)
@@ -414,14 +423,19 @@ def _stop_collector(collector: Collector, seconds: float) -> int:
     worker.start()
     worker.join(seconds)
     if not left:  # a store that does not answer: what is not stored stays in the spool
-        logging.getLogger(__name__).error(
-            "the collector did not stop within %.0f s: exiting; acknowledged calls not yet "
-            "stored stay in the spool for the next start",
-            seconds,
-        )
-        logging.shutdown()
-        os._exit(EXIT_SPOOLED)
+        _give_up(seconds)
     return EXIT_SPOOLED if left[0] else EXIT_OK
+
+
+def _give_up(seconds: float) -> NoReturn:
+    """End the process now: what was acknowledged and not stored is safe in the spool."""
+    logging.getLogger(__name__).error(
+        "the collector did not stop within %.0f s: exiting; acknowledged calls not yet "
+        "stored stay in the spool for the next start",
+        seconds,
+    )
+    logging.shutdown()
+    os._exit(EXIT_SPOOLED)
 
 
 if __name__ == "__main__":
