@@ -90,8 +90,12 @@ class CollectorProcess:
             self.process.wait(timeout=60)
 
 
-def api_dies(collector: CollectorProcess, query: str) -> bool:
+def api_dies(collector: CollectorProcess, query: str, timeout: float = 120) -> bool:
     """Send a query that makes the collector flush; True if the process died answering it."""
     with contextlib.suppress(urllib.error.URLError, ConnectionError, OSError):
         collector.sql(query)
-    return collector.wait_dead() is not None
+    try:
+        collector.process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return True

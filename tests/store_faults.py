@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from clickhouse_connect.driver.exceptions import DatabaseError
+
 
 class FailOnce:
     """Passes everything to the real client, except the first insert into ``table``."""
@@ -26,15 +28,44 @@ class FailOnce:
 
 
 class Outage:
-    """The real client, behind a switch that makes every insert fail while the store is down."""
+    """The real client, behind a switch that makes every insert fail while the store is down.
+
+    Other queries pass (the exporter's ``SELECT 1`` probe answers): the inserts fail
+    with a connection error, which must count as an outage, never as bad data.
+    """
 
     def __init__(self, client: Any, down: bool = True) -> None:
         self._client = client
         self.down = down
         self.refused = 0
 
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        return self._client.command(*args, **kwargs)
+
     def raw_insert(self, *args: Any, **kwargs: Any) -> Any:
         if self.down:
             self.refused += 1
             raise ConnectionError("the store is down")
         return self._client.raw_insert(*args, **kwargs)
+
+
+class RefusesData:
+    """The real client, except that inserts into ``table`` fail with a data error while
+    ``refusing`` is set: the store answers everything else (a type mismatch, say)."""
+
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+        self.refusing = True
+        self.refused = 0
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        return self._client.command(*args, **kwargs)
+
+    def raw_insert(self, table: str, *args: Any, **kwargs: Any) -> Any:
+        if table == self._table and self.refusing:
+            self.refused += 1
+            raise DatabaseError(
+                f"Code: 53. DB::Exception: Type mismatch in {table}. (TYPE_MISMATCH)"
+            )
+        return self._client.raw_insert(table, *args, **kwargs)

@@ -19,7 +19,9 @@ A budget that runs out is a :class:`QueryBudgetError` naming the config key.
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import secrets
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -60,8 +62,10 @@ class QueryBudget:
         }
 
     def sessions(self) -> list[dict[str, Any]]:
-        """One set of session settings per concurrent query."""
-        return [self.session_settings(f"{_TAG}{i}") for i in range(self.concurrent)]
+        """One set of session settings per concurrent query, each tagged for ``KILL QUERY``
+        with a name no other collector on the same store shares."""
+        process = f"{_TAG}{os.getpid()}-{secrets.token_hex(4)}"
+        return [self.session_settings(f"{process}-{i}") for i in range(self.concurrent)]
 
 
 class QueryBudgetError(ValueError):

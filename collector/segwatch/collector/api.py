@@ -59,6 +59,8 @@ __all__ = ["LocalApi"]
 _logger = logging.getLogger(__name__)
 _MAX_BODY = 1024 * 1024
 _BASELINE = ("POST", "/api/v1/baseline")
+_READS = {("POST", "/api/v1/sql"), ("POST", "/api/v1/anomalies"), ("POST", "/api/v1/detect")}
+"""The routes that flush first, so they see everything acknowledged."""
 
 
 class _BadRequest(ValueError):
@@ -201,7 +203,7 @@ class LocalApi:
         request = json.loads(body) if body else {}
         if not isinstance(request, dict):
             raise _BadRequest("the request body must be a JSON object")
-        if route[0] == "POST" and self._before_read is not None:
+        if route in _READS and self._before_read is not None:
             self._before_read()  # read your writes: what was acknowledged is stored first
         if route == ("POST", "/api/v1/sql"):
             return self._sql(handler, request)
@@ -225,7 +227,7 @@ class LocalApi:
     ) -> None:
         try:
             reply = compute()
-        except (QueryCancelledError, RetryableError, ConnectionError) as exc:
+        except (QueryCancelledError, RetryableError, ConnectionError, TimeoutError) as exc:
             self._reply(handler, 503, {"error": str(exc)})
         except (_BadRequest, QueryBudgetError, ValueError) as exc:
             self._reply(handler, 400, {"error": str(exc)})

@@ -128,6 +128,7 @@ class CallBuffer:
         self._spilled_upto: Position | None = None
         self.spilled_records = 0  # read back so far
         self._spilled_calls = 0  # calls only in the spool now
+        self._in_flight_calls = 0  # calls of the flush being written
         self.failures = 0
         self.dead_letters = 0  # flushes set aside
         self.dead_letter_calls = 0
@@ -144,7 +145,7 @@ class CallBuffer:
     @property
     def unstored_calls(self) -> int:
         """Acknowledged calls not yet in the store: waiting here, or spilled to the spool."""
-        return self._pending_calls + self._spilled_calls
+        return self._pending_calls + self._spilled_calls + self._in_flight_calls
 
     @property
     def spilling(self) -> bool:
@@ -198,7 +199,9 @@ class CallBuffer:
         must be added in spool order. With a ``token`` the batch is a unit:
         the spool records from ``first`` (the end of the first; default
         ``end``) to ``end`` flushed alone, under that token (a replayed
-        interrupted flush, a requeued dead letter). A unit is never spilled.
+        interrupted flush, a requeued dead letter). A unit never starts a
+        spill, but while one is under way it joins it (one record: it is read
+        back with its token), so the flushes keep the spool's order.
         """
         waiter: Future[None] | None = Future() if self._spool is None else None
         with self._cond:
@@ -207,7 +210,12 @@ class CallBuffer:
                 return waiter
             self._added += 1
             previous, self._last_end = self._last_end, end
-            if token is None and self._spills(len(batch), end, previous):
+            spills = (
+                self._spilled_after is not None and first in (None, end)
+                if token is not None
+                else self._spills(len(batch), end, previous)
+            )
+            if spills:
                 self._spilled_upto = end
                 self._spilled_calls += len(batch)
                 return None
@@ -239,6 +247,9 @@ class CallBuffer:
 
     def flush(self, timeout: float = 60.0) -> None:
         """Return once everything added before the call is in the store (or raise).
+
+        Without a spool, calls whose flush failed count as done: their senders
+        were answered with the error, nothing was acknowledged.
 
         Calls added meanwhile do not make it wait longer: under steady load it
         returns as soon as the earlier ones are stored.
@@ -322,16 +333,22 @@ class CallBuffer:
                     time.sleep(0.001)
                 continue
             unit = self._unit(taken)
+            self._in_flight_calls = len(unit.batch)
             error = self._write(unit)
             if error is None or self._set_aside(unit, error):
                 backoff = 0.5
                 with self._cond:
+                    self._in_flight_calls = 0
                     self._retry_at = 0.0
                     self._stored += unit.adds
                     self._cond.notify_all()
             else:
                 with self._cond:
-                    if self._spool is not None:  # keep it; the store will be back
+                    self._in_flight_calls = 0
+                    if self._spool is None:  # its callers were answered with the error
+                        self._stored += unit.adds
+                        self._cond.notify_all()
+                    else:  # keep it; the store will be back
                         # Retry exactly this flush, as one unit under the same token: one
                         # of its tables may have landed before the other failed.
                         self._pending.insert(0, unit)
@@ -455,7 +472,7 @@ class CallBuffer:
         try:
             letter = self._dead_letters.add(
                 self._spool.read(self._spool.flushed, unit.end),
-                token=unit.token, reason=str(error), calls=len(unit.batch),
+                token=unit.token, reason=str(error), calls=len(unit.batch), end=unit.end,
             )  # fmt: skip
         except OSError:
             _logger.exception("cannot write a dead letter: the flush stays, and is retried")

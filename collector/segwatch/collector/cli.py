@@ -372,13 +372,13 @@ def _spool(
         print("no dead letters to requeue")
         return EXIT_OK
     info = read_discovery(parse_dsn(config.storage.dsn))
-    if info is not None:  # the running collector holds the spool: it takes them
-        access = open_access(config.storage.dsn, config=config, create=False)
-        assert isinstance(access, ApiAccess)
-        calls = access.requeue(names)
-    else:
-        calls = requeue_dead_letters(config, names)
-    where = "through the running collector" if info is not None else "for the next start"
+    access = open_access(config.storage.dsn, config=config, create=False) if info else None
+    if isinstance(access, ApiAccess):  # the running collector holds the spool: it takes them
+        calls, where = access.requeue(names), "through the running collector"
+    else:  # none runs (or it just stopped): into its spool, for the next start
+        if access is not None:
+            access.close()
+        calls, where = requeue_dead_letters(config, names), "for the next start"
     print(f"requeued {len(names)} dead letter(s), {calls} model calls, {where}")
     return EXIT_OK
 

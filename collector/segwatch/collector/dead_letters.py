@@ -7,8 +7,14 @@ restarts too. After ``storage.spool.max_flush_attempts`` such failures the
 flusher moves the flush's spool records here and goes on:
 
 * ``<spool>/dead-letters/<name>.wal``: the records, in the spool's own format;
-* ``<spool>/dead-letters/<name>.json``: why, when, how many calls, and the
-  flush's deduplication token (written last: a letter without it is unfinished).
+* ``<spool>/dead-letters/<name>.json``: why, when, how many calls, the
+  flush's deduplication token and where its records end in the spool (written
+  last: a ``.wal`` without it is unfinished, and removed at the next start).
+
+The spool is marked flushed past a letter only once the letter is written; a
+crash in between leaves a letter whose records the spool would replay too, so
+at start :meth:`DeadLetters.settle` marks them flushed first: a flush is either
+replayed or a dead letter, never both.
 
 ``segwatch spool`` lists them; ``segwatch spool requeue NAME`` sends one back:
 its records go into the spool as one :data:`.spool.REQUEUED` record that is
@@ -27,9 +33,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .spool import Record, fsync_directory, pack_record, unpack_records
+from .spool import REQUEUED, Position, Record, Spool, fsync_directory, pack_record, unpack_records
 
-__all__ = ["DeadLetter", "DeadLetters", "requeued_payload", "split_requeued"]
+__all__ = [
+    "DeadLetter",
+    "DeadLetters",
+    "open_settled",
+    "requests_in",
+    "requeued_payload",
+    "split_requeued",
+]
 
 _TOKEN_LENGTH = struct.Struct("<H")
 
@@ -44,6 +57,7 @@ class DeadLetter:
     calls: int
     records: int
     failed_at: float  # Unix seconds
+    end: str  # the spool position its records end at (Position's text)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -53,6 +67,7 @@ class DeadLetter:
             "calls": self.calls,
             "records": self.records,
             "failed_at": self.failed_at,
+            "end": self.end,
         }
 
 
@@ -62,8 +77,10 @@ class DeadLetters:
     def __init__(self, spool_directory: str | Path) -> None:
         self.directory = Path(spool_directory) / "dead-letters"
 
-    def add(self, records: Iterable[Record], *, token: str, reason: str, calls: int) -> DeadLetter:
-        """Write a flush's records and its description, durably; return its description."""
+    def add(
+        self, records: Iterable[Record], *, token: str, reason: str, calls: int, end: Position
+    ) -> DeadLetter:
+        """Write a flush's records (spool records up to ``end``) and its description, durably."""
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns()}"
         count = 0
@@ -73,7 +90,7 @@ class DeadLetters:
                 count += 1
             handle.flush()
             os.fsync(handle.fileno())
-        letter = DeadLetter(name, token, reason, calls, count, time.time())
+        letter = DeadLetter(name, token, reason, calls, count, time.time(), str(end))
         _write_json(self.directory / f"{name}.json", letter.to_json())
         fsync_directory(self.directory)
         return letter
@@ -95,9 +112,28 @@ class DeadLetters:
         raise ValueError(f"no dead letter named {name!r} in {self.directory}")
 
     def requeued_payload(self, letter: DeadLetter) -> bytes:
-        """The payload of the :data:`.spool.REQUEUED` record that sends ``letter`` back."""
+        """The payload of the :data:`.spool.REQUEUED` record that sends ``letter`` back.
+
+        A letter made of a requeued letter (it failed again) holds a REQUEUED
+        record; reading the payload back unwraps it (:func:`requests_in`), and
+        the letter's token is still the original one.
+        """
         data = (self.directory / f"{letter.name}.wal").read_bytes()
         return requeued_payload(letter.token, unpack_records(data))
+
+    def settle(self, spool: Spool) -> None:
+        """At start, before the replay: forget unfinished letters, and mark the records of
+        finished ones flushed if a crash came between writing a letter and that mark."""
+        if not self.directory.is_dir():
+            return
+        for path in self.directory.glob("*.wal"):
+            if not path.with_suffix(".json").exists():
+                path.unlink()  # the crash came first: the flush is replayed instead
+        for letter in self.list():
+            end = Position.parse(letter.end)
+            if end > spool.flushed:
+                size = (self.directory / f"{letter.name}.wal").stat().st_size
+                spool.end_flush(end, size)
 
     def remove(self, letter: DeadLetter) -> None:
         """Forget ``letter`` (once it is back in the spool)."""
@@ -110,6 +146,25 @@ def requeued_payload(token: str, records: Iterable[tuple[int, bytes]]) -> bytes:
     """``u16 token length, token, records``: one flush's records under its own token."""
     encoded = token.encode("ascii")
     return _TOKEN_LENGTH.pack(len(encoded)) + encoded + b"".join(pack_record(*r) for r in records)
+
+
+def open_settled(spool: Spool) -> tuple[Iterator[Record], tuple[Position, Position] | None]:
+    """Open ``spool`` for the replay (:meth:`.spool.Spool.open`), its dead letters settled:
+    the records a letter holds are neither replayed nor flushed again."""
+    records, interrupted = spool.open()
+    DeadLetters(spool.directory).settle(spool)
+    if interrupted is not None and interrupted[1] <= spool.flushed:
+        interrupted = None
+    return records, interrupted
+
+
+def requests_in(records: Iterable[tuple[int, bytes]]) -> Iterator[tuple[int, bytes]]:
+    """The trace requests among ``records``, those inside requeued letters unwrapped."""
+    for kind, payload in records:
+        if kind == REQUEUED:
+            yield from requests_in(split_requeued(payload)[1])
+        else:
+            yield kind, payload
 
 
 def split_requeued(payload: bytes) -> tuple[str, Iterator[tuple[int, bytes]]]:

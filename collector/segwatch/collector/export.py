@@ -35,24 +35,27 @@ __all__ = ["ClickHouseExporter", "ExportStats", "InsertRefusedError"]
 
 _logger = logging.getLogger(__name__)
 
-# ClickHouse errors that say the store is busy, short of memory or unreachable, not
-# that the data is bad: worth retrying as long as it takes (cf. the OTel exporters'
-# retryable gRPC codes).
-_TRANSIENT_CODES = frozenset({
-    3,  # UNEXPECTED_END_OF_FILE
-    159,  # TIMEOUT_EXCEEDED
-    202,  # TOO_MANY_SIMULTANEOUS_QUERIES
-    203,  # NO_FREE_CONNECTION
-    209,  # SOCKET_TIMEOUT
-    210,  # NETWORK_ERROR
-    236,  # ABORTED
-    241,  # MEMORY_LIMIT_EXCEEDED
-    242,  # TABLE_IS_READ_ONLY
-    243,  # NOT_ENOUGH_SPACE
-    252,  # TOO_MANY_PARTS
-    394,  # QUERY_WAS_CANCELLED
-    425,  # SYSTEM_ERROR
-    999,  # KEEPER_EXCEPTION
+# ClickHouse errors that say the data of an insert is bad, whatever the store's state:
+# retrying it as it is cannot help. Every other error (the store down, busy, short of
+# memory or disk, read-only, denied, a replica lost) is the store's, retried as long
+# as it takes: a flush is never set aside for an error not listed here.
+_DATA_ERROR_CODES = frozenset({
+    6,  # CANNOT_PARSE_TEXT
+    10,  # NOT_FOUND_COLUMN_IN_BLOCK
+    16,  # NO_SUCH_COLUMN_IN_TABLE
+    20,  # NUMBER_OF_COLUMNS_DOESNT_MATCH
+    27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    33,  # CANNOT_READ_ALL_DATA
+    41,  # CANNOT_PARSE_DATETIME
+    43,  # ILLEGAL_TYPE_OF_ARGUMENT
+    53,  # TYPE_MISMATCH
+    69,  # ARGUMENT_OUT_OF_BOUND
+    70,  # CANNOT_CONVERT_TYPE
+    72,  # CANNOT_PARSE_NUMBER
+    117,  # INCORRECT_DATA
+    131,  # TOO_LARGE_STRING_SIZE
+    321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
 })  # fmt: skip
 
 
@@ -83,9 +86,20 @@ class _TableBlocks:
 
 
 @dataclass
-class _Pending:
-    tables: dict[tuple[str, str | None], _TableBlocks] = field(default_factory=dict)
+class _Group:
+    """Submissions that share a fate: one token's (a flush), or all untokened ones."""
+
+    tables: dict[str, _TableBlocks] = field(default_factory=dict)
     waiters: list[Future[None]] = field(default_factory=list)
+
+
+@dataclass
+class _Pending:
+    groups: dict[str | None, _Group] = field(default_factory=dict)
+
+    @property
+    def waiters(self) -> list[Future[None]]:
+        return [waiter for group in self.groups.values() for waiter in group.waiters]
 
 
 class ClickHouseExporter:
@@ -122,20 +136,19 @@ class ClickHouseExporter:
             if self._stopping:
                 future.set_exception(RuntimeError("the exporter is shut down"))
                 return future
-            tables = self._pending.tables
+            group = self._pending.groups.setdefault(token, _Group())
             for part, block in encoded:
-                key = (part.table, token)
-                pending = tables.get(key)
+                pending = group.tables.get(part.table)
                 if pending is None:
                     settings = dict(part.insert_settings)
                     if token is not None:
                         settings["insert_deduplication_token"] = f"{token}-{part.table}"
-                    pending = tables[key] = _TableBlocks(part.column_names, settings)
+                    pending = group.tables[part.table] = _TableBlocks(part.column_names, settings)
                 elif pending.column_names != part.column_names:
                     raise ValueError(f"rows for {part.table} with different columns")
                 pending.blocks.append(block)
                 pending.rows += len(part)
-            self._pending.waiters.append(future)
+            group.waiters.append(future)
             self._cond.notify()
         return future
 
@@ -157,9 +170,15 @@ class ClickHouseExporter:
             self._flush(pending)
 
     def _flush(self, pending: _Pending) -> None:
+        """Insert every group; a group that fails fails its own submitters only (a label
+        insert the store refuses must not count against a flush of model calls)."""
+        for group in pending.groups.values():
+            self._insert(group)
+
+    def _insert(self, group: _Group) -> None:
         started = time.perf_counter()
         try:
-            for (table, _), blocks in pending.tables.items():
+            for table, blocks in group.tables.items():
                 insert_blocks(
                     self._client, table, blocks.column_names, blocks.blocks, blocks.settings
                 )
@@ -170,22 +189,22 @@ class ClickHouseExporter:
                 self._metrics.insert_failures.inc()
             _logger.error("insert into the store failed: %s", exc)
             error: Exception = exc
-            if not _transient(exc) and self._store_answers():
+            if _data_error(exc) and self._store_answers():
                 error = InsertRefusedError(f"the store answers but refused the insert: {exc}")
-            for waiter in pending.waiters:
+            for waiter in group.waiters:
                 waiter.set_exception(error)
             return
         self.stats.flushes += 1
         if self._metrics is not None:
             self._metrics.inserts.observe(time.perf_counter() - started)
-        for (table, _), blocks in pending.tables.items():
+        for table, blocks in group.tables.items():
             self.stats.rows[table] = self.stats.rows.get(table, 0) + blocks.rows
         _logger.debug(
             "flushed %s in %.1f ms",
-            ", ".join(f"{b.rows} rows of {t}" for (t, _), b in pending.tables.items()),
+            ", ".join(f"{b.rows} rows of {t}" for t, b in group.tables.items()),
             (time.perf_counter() - started) * 1e3,
         )
-        for waiter in pending.waiters:
+        for waiter in group.waiters:
             waiter.set_result(None)
 
     def _store_answers(self) -> bool:
@@ -197,12 +216,12 @@ class ClickHouseExporter:
         return True
 
 
-def _transient(exc: Exception) -> bool:
-    """Whether an insert error says the store is down or busy rather than the data bad."""
+def _data_error(exc: Exception) -> bool:
+    """Whether an insert error says the data is bad (not that the store is down or busy)."""
     if isinstance(exc, (OSError, OperationalError)):
-        return True
+        return False
     code = getattr(exc, "code", None)
     if code is None:  # the embedded engine's errors carry it only in their text
         found = re.search(r"\bCode:\s*(\d+)", str(exc))
         code = int(found.group(1)) if found else None
-    return code in _TRANSIENT_CODES
+    return code in _DATA_ERROR_CODES

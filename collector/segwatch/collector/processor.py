@@ -20,7 +20,7 @@ from .aggregate import SegmentAggregator
 from .call_buffer import CallBuffer
 from .columns import ModelCallBatch
 from .config import SpoolConfig
-from .dead_letters import split_requeued
+from .dead_letters import requests_in, split_requeued
 from .decode import decode_request
 from .errors import PermanentError, RetryableError
 from .export import ClickHouseExporter
@@ -189,7 +189,7 @@ class ModelCallProcessor:
         It is spooled like a request and flushed alone, under its original token.
         """
         if self._spool is None:
-            raise RetryableError("this collector has no spool: nothing to requeue into")
+            raise PermanentError("this collector has no spool: nothing to requeue into")
         record = Record(Position(0, 0), REQUEUED, payload)
         reloaded = _reload(record)
         if reloaded is None:
@@ -197,7 +197,10 @@ class ModelCallProcessor:
         batch, token = reloaded
         self._admit_models(batch, replay=True)
         with self._spool_lock:
-            end = self._spool.write(REQUEUED, payload)
+            try:
+                end = self._spool.write(REQUEUED, payload)
+            except (SpoolFullError, OSError) as exc:
+                raise RetryableError(f"cannot spool the dead letter: {exc}") from exc
             self.buffer.add(batch, end, record_bytes(payload), token=token)
         self._spool.sync(end)
         return len(batch)
@@ -304,7 +307,7 @@ def _reload(record: Record) -> tuple[ModelCallBatch, str | None] | None:
     must be flushed under if they are a unit of their own; None if unreadable."""
     if record.kind == REQUEUED:
         token, inner = split_requeued(record.payload)
-        batches = [_reload_request(kind, payload) for kind, payload in inner]
+        batches = [_reload_request(kind, payload) for kind, payload in requests_in(inner)]
         return ModelCallBatch.concat([b for b in batches if b is not None]), token
     batch = _reload_request(record.kind, record.payload)
     return None if batch is None else (batch, None)

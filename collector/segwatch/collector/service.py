@@ -26,7 +26,7 @@ from .alerts import notifiers
 from .analyst_queries import AnalystQueries, QueryBudget
 from .api import LocalApi
 from .config import CollectorConfig, configured_detectors
-from .dead_letters import DeadLetters
+from .dead_letters import DeadLetters, open_settled
 from .export import ClickHouseExporter
 from .metrics import CollectorMetrics
 from .part_durability import set_part_durability
@@ -127,7 +127,8 @@ class Collector:
         )
         self.processor.start()
         if self.spool is not None:
-            records, interrupted = self.spool.open()
+            # A flush set aside just before a crash is a dead letter, not to be replayed.
+            records, interrupted = open_settled(self.spool)
             replayed = self.processor.replay(records, interrupted)
             if replayed:
                 _logger.info("replayed %d model calls from the spool", replayed)

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from segwatch.clickhouse.store import parse_dsn
 
 from .config import CollectorConfig
-from .dead_letters import DeadLetter, DeadLetters
+from .dead_letters import DeadLetter, DeadLetters, open_settled
 from .spool import REQUEUED, Spool
 
 __all__ = ["requeue_dead_letters", "spool_directory"]
@@ -52,7 +52,7 @@ def requeue_dead_letters(config: CollectorConfig, names: Iterable[str]) -> int:
     letters = dead_letters(config)
     chosen: list[DeadLetter] = [letters.get(name) for name in names]
     spool = Spool(letters.directory.parent, max_bytes=config.storage.spool.max_mib << 20)
-    spool.open()
+    open_settled(spool)  # a letter's records are never both replayed and requeued
     try:
         for letter in chosen:
             end = spool.write(REQUEUED, letters.requeued_payload(letter))
