@@ -9,6 +9,7 @@ import trustme
 
 from segwatch.collector.config import ConfigError, load_config, parse_config
 from segwatch.collector.config_files import find_config, resolve_dsn
+from segwatch.collector.spool_admin import spool_directory
 
 
 def test_relative_paths_in_a_file_are_relative_to_the_file(
@@ -74,3 +75,13 @@ def test_find_config_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("SEGWATCH_CONFIG", "/etc/segwatch.yaml")
     assert find_config(None) == "/etc/segwatch.yaml"
     assert find_config("mine.yaml") == "mine.yaml"
+
+
+def test_a_server_collectors_spool_lives_beside_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "etc" / "segwatch.yaml"
+    config.parent.mkdir()
+    config.write_text("storage:\n  dsn: http://clickhouse.internal:8123/segwatch\n")
+    monkeypatch.chdir(tmp_path)  # started anywhere else: the spool stays put
+    assert spool_directory(load_config(str(config))) == str(tmp_path / "etc" / "segwatch-spool")

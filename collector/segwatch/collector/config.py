@@ -532,6 +532,9 @@ def _build(data: dict[str, Any], problems: Problems, base_dir: str | None) -> Co
     spool = dict(data.get("storage", {}).get("spool", {}))
     if "path" in spool:
         spool["path"] = resolve_path(base_dir, spool["path"])
+    elif base_dir is not None and storage["dsn"].startswith(("http://", "https://")):
+        # A server's collector keeps its spool beside the file too, not wherever it started.
+        spool["path"] = os.path.join(base_dir, "segwatch-spool")
     return CollectorConfig(
         storage=StorageConfig(**storage, spool=SpoolConfig(**spool)),
         receiver=ReceiverConfig(**receiver),
