@@ -1,4 +1,5 @@
-"""The README's Python examples run as shown (in a fresh interpreter, no OTel SDK set up)."""
+"""The README's Python examples run as shown (in a fresh interpreter, no OTel SDK set up),
+and its YAML configs are valid."""
 
 from __future__ import annotations
 
@@ -22,3 +23,13 @@ def test_readme_example_runs(code: str) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+YAML_BLOCKS = re.findall(r"```yaml\n(.*?)```", README.read_text(), flags=re.DOTALL)
+
+
+@pytest.mark.parametrize("text", YAML_BLOCKS, ids=[f"yaml{i}" for i in range(len(YAML_BLOCKS))])
+def test_readme_configs_are_valid(text: str) -> None:
+    from segwatch.collector.config import parse_config
+
+    parse_config(text, source="README.md")  # raises ConfigError listing what is wrong

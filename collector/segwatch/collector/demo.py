@@ -181,8 +181,8 @@ def run_demo(data_dir: str | None, as_json: bool = False) -> int:
         at = dt.datetime.fromtimestamp(scenario.end, dt.timezone.utc)
         spec = load_manifest()[0]
         say(
-            f"running detector {spec.name} on the last {spec.window // 60} minutes against the "
-            f"{spec.baseline // 60} minutes before"
+            f"running the {len(collector.detectors)} detectors ({spec.name}: the last "
+            f"{spec.window // 60} minutes against the {spec.baseline // 60} minutes before)"
         )
         assert collector._clients is not None
         table = detect_table(collector._clients.api, at, collector.detectors)
@@ -210,7 +210,7 @@ def run_demo(data_dir: str | None, as_json: bool = False) -> int:
 
 
 def _demo_view(table: Table) -> Table:
-    keep = ["model", "segment", "quantity", "score", "threshold", "exemplar_trace_id"]
+    keep = ["detector", "model", "segment", "quantity", "score", "threshold", "exemplar_trace_id"]
     index = [table.columns.index(c) for c in keep]
     return Table(keep, [[row[i] for i in index] for row in table.rows])
 
