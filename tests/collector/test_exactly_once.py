@@ -124,6 +124,7 @@ def test_a_flush_failing_for_its_data_is_set_aside_and_can_be_requeued(tmp_path:
     finally:
         assert broken.stop() == 0
     assert broken.log().count(f"set aside {ROWS} model calls after 3 failed flushes") == 2
+    assert f"2 dead letters ({2 * ROWS} model calls) wait in" in broken.log()  # said at exit
     listed = _spool_cli(config, "--json")
     assert listed.returncode == 0, listed.stderr
     letters = json.loads(listed.stdout)["rows"]

@@ -74,6 +74,15 @@ def test_a_query_past_its_budget_fails_with_one_line_naming_it(tmp_path: Path) -
         assert _cli_sql(collector, "SELECT number FROM numbers(1000)").returncode == 0
     finally:
         assert collector.stop() == 0
+    # No collector now: the CLI opens the store itself, on the same budget.
+    direct = _cli_sql(collector, FOREVER)
+    assert direct.returncode == 1
+    assert (
+        "segwatch: store chdb://" in direct.stderr and "through the collector" not in direct.stderr
+    )
+    assert direct.stderr.strip().splitlines()[-1] == (
+        "segwatch: error: the query ran past its time budget of 2 s (api.max_execution_time)"
+    )
 
 
 def test_a_slow_query_holds_up_neither_other_queries_nor_probes(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ an error, never a new, empty store.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -34,8 +35,9 @@ from segwatch.clickhouse.store import (
     redact_dsn,
 )
 
+from .analyst_queries import AnalystQueries, QueryBudget
 from .api_door import is_loopback
-from .config import API_TOKEN_ENV, CollectorConfig, parse_endpoint
+from .config import API_TOKEN_ENV, ApiConfig, CollectorConfig, parse_endpoint
 from .profiles import Progress, load_profile, read_table
 
 __all__ = [
@@ -108,8 +110,10 @@ class DirectAccess:
         specs: list[DetectorSpec] | None = None,
         config: CollectorConfig | None = None,
         store: str = "",
+        location: StoreLocation | None = None,
     ) -> None:
         self.store = store
+        self.location = location  # where to open the budgeted query session
         self.client = client
         self.specs = specs
         self.config = config
@@ -120,7 +124,18 @@ class DirectAccess:
                             name=name, config=self.config, progress=self.progress)  # fmt: skip
 
     def sql(self, query: str) -> Table:
-        return read_only_query(self.client, query)
+        """The query on a read-only session of its own, on the config's budget (as through a
+        collector: ``api.max_execution_time`` and the rest)."""
+        if self.location is None:
+            return read_only_query(self.client, query)
+        budget = QueryBudget.of(self.config.api if self.config else ApiConfig())
+        (settings,) = dataclasses.replace(budget, concurrent=1).sessions()
+        session = open_client(self.location, **settings)
+        try:
+            queries = AnalystQueries([(settings["log_comment"], session)], self.client, budget)
+            return queries.run(query)
+        finally:
+            session.close()
 
     def anomalies(self, selection: AnomalyFilter) -> Table:
         return list_anomalies(self.client, selection)
@@ -291,4 +306,4 @@ def open_access(
                          store=f"{store} (through the collector at {url})")  # fmt: skip
     client = open_client(location) if create else open_existing_client(location)
     apply_migrations(client)
-    return DirectAccess(client, specs, config, store=store)
+    return DirectAccess(client, specs, config, store=store, location=location)

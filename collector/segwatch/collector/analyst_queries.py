@@ -33,6 +33,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from segwatch.clickhouse.queries import READ_ONLY, Table, read_only_query
 
+from .config import ApiConfig
 from .errors import RetryableError
 
 __all__ = ["AnalystQueries", "QueryBudget", "QueryBudgetError", "QueryCancelledError"]
@@ -49,6 +50,16 @@ class QueryBudget:
     memory_mib: int = 4096
     result_rows: int = 100_000
     concurrent: int = 4
+
+    @classmethod
+    def of(cls, api: ApiConfig) -> QueryBudget:
+        """The budget the config's ``api`` section sets."""
+        return cls(
+            api.max_execution_time,
+            api.max_memory_mib,
+            api.max_result_rows,
+            api.max_concurrent_queries,
+        )
 
     def session_settings(self, tag: str) -> dict[str, Any]:
         """The settings of one query session; ``readonly`` last: nothing after it may change."""

@@ -435,7 +435,10 @@ class CallBuffer:
             if self._raw_calls:
                 parts.append(call_rows(batch))
         except Exception as exc:  # a bug, not bad data: keep the flusher alive, and say so
-            _logger.exception("aggregating %d model calls failed", len(batch))
+            if unit.refusals:  # the traceback once per flush is enough
+                _logger.error("aggregating %d model calls failed again: %s", len(batch), exc)
+            else:
+                _logger.exception("aggregating %d model calls failed", len(batch))
             return self._failed(unit, InsertRefusedError(f"aggregating them failed: {exc}"))
         if self._spool is not None and unit.first is not None and unit.end is not None:
             self._spool.begin_flush(unit.first, unit.end)

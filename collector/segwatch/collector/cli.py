@@ -223,7 +223,10 @@ EMBEDDED_ALLOCATOR = ("JE_MALLOC_CONF", "dirty_decay_ms:1000,muzzy_decay_ms:0")
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault(*EMBEDDED_ALLOCATOR)
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "spool":
+        _check_spool_usage(parser, args)
     handler = logging.StreamHandler()
     handler.setFormatter(
         JsonLogFormatter()
@@ -350,6 +353,15 @@ def _explain(path: str, as_json: bool) -> int:
     return EXIT_OK
 
 
+def _check_spool_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Bad usage of ``segwatch spool`` exits 2 with the usage line, as argparse's own errors."""
+    if args.action == "list" and (args.names or args.all):
+        parser.error("segwatch spool list takes no names and no --all (did you mean requeue?)")
+    if args.action == "requeue" and bool(args.names) == bool(args.all):
+        parser.error("segwatch spool requeue takes dead-letter names (segwatch spool lists "
+                     "them) or --all, one or the other")  # fmt: skip
+
+
 def _spool(
     config: CollectorConfig, action: str, names: list[str], every: bool, as_json: bool
 ) -> int:
@@ -357,8 +369,6 @@ def _spool(
 
     letters = dead_letters(config)
     if action == "list":
-        if names or every:
-            raise ValueError("'segwatch spool list' takes no names; did you mean requeue?")
         listed = letters.list()
         rows = [[letter.name, _utc(letter.failed_at), letter.calls, letter.reason]
                 for letter in listed]  # fmt: skip
@@ -366,8 +376,6 @@ def _spool(
         return EXIT_OK
     if every:
         names = [letter.name for letter in letters.list()]
-    elif not names:
-        raise ValueError("name the dead letters to requeue (segwatch spool lists them), or --all")
     if not names:
         print("no dead letters to requeue")
         return EXIT_OK

@@ -91,12 +91,7 @@ class Collector:
         self.spool = self._open_spool()
         # One client per component: each runs its queries on its own thread. They open
         # the store together; one that is unreachable now is opened once it is back.
-        budget = QueryBudget(
-            config.api.max_execution_time,
-            config.api.max_memory_mib,
-            config.api.max_result_rows,
-            config.api.max_concurrent_queries,
-        )
+        budget = QueryBudget.of(config.api)
         query_sessions = budget.sessions()  # readonly=1, each on the budget
         self._store = StoreConnection(
             self.location, [{}, {}, {}, {}, *query_sessions], self._set_up_store, self._store_back
@@ -325,6 +320,15 @@ class Collector:
             self.exporter.shutdown()
             self.exporter = None
         if self.spool is not None:
+            letters = DeadLetters(self.spool.directory).list()
+            if letters:
+                _logger.warning(
+                    "%d dead letters (%d model calls) wait in %s, not in the store: "
+                    "'segwatch spool' lists them, 'segwatch spool requeue' sends them back",
+                    len(letters),
+                    sum(letter.calls for letter in letters),
+                    DeadLetters(self.spool.directory).directory,
+                )
             self.spool.close()
             self.spool = None
         if self._store is not None:
