@@ -22,6 +22,7 @@ from segwatch.collector.dead_letters import DeadLetters, open_settled, requeued_
 from segwatch.collector.export import ClickHouseExporter
 from segwatch.collector.processor import ModelCallProcessor, spool_payload
 from segwatch.collector.spool import START, TRACES, Position, Spool
+from segwatch.collector.spool_admin import send_back
 from segwatch.instrumentation import monitor
 
 CALLS = 20
@@ -68,21 +69,34 @@ def _counts(client: Any) -> tuple[int, float]:
     return int(calls), float(counted)
 
 
-def test_a_refused_flush_is_set_aside_and_sent_back_once(
-    tmp_path: Path, client: Any, recorder: Any
-) -> None:
+def _refused_once(client: Any, recorder: Any, directory: Path) -> tuple[RefusesData, _Pipeline]:
+    """A pipeline whose store refuses the raw calls, once it has made one dead letter."""
     store = RefusesData(client, "ml_model_calls")
-    pipeline = _Pipeline(store, tmp_path / "spool")
+    pipeline = _Pipeline(store, directory)
     try:
         pipeline.processor.consume(_request(recorder))
         wait_until(lambda: pipeline.processor.buffer.dead_letters == 1, timeout=60)
+    except BaseException:
+        pipeline.close()
+        raise
+    return store, pipeline
+
+
+def _send_back(pipeline: _Pipeline, name: str) -> int:
+    return send_back(pipeline.letters, [name], pipeline.processor.requeue)
+
+
+def test_a_refused_flush_is_set_aside_and_sent_back_once(
+    tmp_path: Path, client: Any, recorder: Any
+) -> None:
+    store, pipeline = _refused_once(client, recorder, tmp_path / "spool")
+    try:
         assert store.refused == 2  # max_flush_attempts
         assert _counts(client) == (0, CALLS)  # the aggregates landed before the refusal
 
         # Sent back while the store still refuses: it fails again, a letter again.
         (first,) = pipeline.letters.list()
-        pipeline.processor.requeue(pipeline.letters.requeued_payload(first))
-        pipeline.letters.remove(first)
+        assert _send_back(pipeline, first.name) == CALLS
         wait_until(lambda: pipeline.processor.buffer.dead_letters == 2, timeout=60)
 
         # The cause is fixed: other traffic flows, and the letter sent back a second time
@@ -91,8 +105,7 @@ def test_a_refused_flush_is_set_aside_and_sent_back_once(
         pipeline.processor.consume(_request(recorder))
         (second,) = pipeline.letters.list()
         assert second.token == first.token and second.calls == CALLS
-        pipeline.processor.requeue(pipeline.letters.requeued_payload(second))
-        pipeline.letters.remove(second)
+        _send_back(pipeline, second.name)
         pipeline.processor.flush(timeout=60)
     finally:
         pipeline.close()
@@ -103,13 +116,8 @@ def test_a_refused_flush_is_set_aside_and_sent_back_once(
 def test_a_crash_between_the_letter_and_the_spool_mark_stores_nothing_twice(
     tmp_path: Path, client: Any, recorder: Any
 ) -> None:
-    store = RefusesData(client, "ml_model_calls")
-    pipeline = _Pipeline(store, tmp_path / "spool")
-    try:
-        pipeline.processor.consume(_request(recorder))
-        wait_until(lambda: pipeline.processor.buffer.dead_letters == 1, timeout=60)
-    finally:
-        pipeline.close()
+    _, pipeline = _refused_once(client, recorder, tmp_path / "spool")
+    pipeline.close()
     # As if the process died after writing the letter, before the spool's mark moved.
     (tmp_path / "spool" / "flushed").write_text(str(START))
 
@@ -118,8 +126,7 @@ def test_a_crash_between_the_letter_and_the_spool_mark_stores_nothing_twice(
         restarted.processor.flush(timeout=60)
         assert _counts(client) == (0, CALLS)  # not replayed: it is a dead letter
         (letter,) = restarted.letters.list()
-        restarted.processor.requeue(restarted.letters.requeued_payload(letter))
-        restarted.letters.remove(letter)
+        _send_back(restarted, letter.name)
         restarted.processor.flush(timeout=60)
     finally:
         restarted.close()

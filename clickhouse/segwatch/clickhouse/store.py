@@ -30,6 +30,7 @@ __all__ = [
     "StoreLocation",
     "StoreLockedError",
     "StoreNotFoundError",
+    "error_code",
     "open_client",
     "open_existing_client",
     "parse_dsn",
@@ -52,6 +53,16 @@ class StoreLockedError(StoreError):
 
 class StoreNotFoundError(StoreError):
     """The DSN names no existing store (and the caller asked not to create one)."""
+
+
+def error_code(exc: BaseException) -> int | None:
+    """The ClickHouse error code of an exception: its ``code`` (clickhouse-connect sets it
+    for a server's errors), else the ``Code: N.`` in its text (the embedded engine's)."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, int):
+        return code
+    found = re.search(r"\bCode:\s*(\d+)", str(exc))
+    return int(found.group(1)) if found else None
 
 
 def validate_identifier(name: str, what: str = "identifier") -> str:

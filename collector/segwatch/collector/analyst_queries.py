@@ -32,6 +32,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from segwatch.clickhouse.queries import READ_ONLY, Table, read_only_query
+from segwatch.clickhouse.store import error_code
 
 from .config import ApiConfig
 from .errors import RetryableError
@@ -169,7 +170,7 @@ class AnalystQueries:
                 raise error from exc
 
     def _explain(self, exc: ClickHouseError, cancelled: bool) -> Exception:
-        code = getattr(exc, "code", None) or _code_in(str(exc))
+        code = error_code(exc)
         if cancelled or code == 394:
             return QueryCancelledError(
                 "the query was cancelled: "
@@ -197,13 +198,3 @@ class AnalystQueries:
             running = list(self._running)
         for tag in running:
             self._kill(tag)
-
-
-def _code_in(text: str) -> int | None:
-    """The ClickHouse error code in a message (``Code: 159.``), for errors that carry none."""
-    marker = "Code: "
-    start = text.find(marker)
-    if start < 0:
-        return None
-    digits = text[start + len(marker) :].split(".", 1)[0]
-    return int(digits) if digits.isdigit() else None

@@ -430,7 +430,7 @@ class CallBuffer:
         batch = unit.batch
         token = unit.token or f"segwatch-{uuid.uuid4().hex}"
         try:
-            aggregate_error({model[0] for model in batch.models})
+            aggregate_error(batch.models)
             parts: list[TableRows] = [self._aggregator.aggregate(batch)]
             if self._raw_calls:
                 parts.append(call_rows(batch))

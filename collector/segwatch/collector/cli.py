@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
@@ -33,9 +33,6 @@ from .config import CollectorConfig, ConfigError, configured_detectors, load_con
 from .config_files import CONFIG_ENV, DEFAULT_CONFIG_FILE, find_config
 from .logs import JsonLogFormatter
 from .table import print_table
-
-if TYPE_CHECKING:
-    from .service import Collector
 
 __all__ = ["main"]
 
@@ -409,8 +406,9 @@ def _run_collector(config: CollectorConfig) -> int:
     def on_signal(*_: object) -> None:
         if not stop.is_set():
             stop.set()
-            # Bounded whatever the process is doing, a long replay at start included.
-            watchdog = threading.Timer(SHUTDOWN_SECONDS + 5, _give_up, (SHUTDOWN_SECONDS + 5,))
+            # The bound, whatever the process is doing: a long replay at start, a store
+            # that does not answer, a query that will not end.
+            watchdog = threading.Timer(SHUTDOWN_SECONDS, _give_up, (SHUTDOWN_SECONDS,))
             watchdog.daemon = True
             watchdog.start()
 
@@ -418,21 +416,8 @@ def _run_collector(config: CollectorConfig) -> int:
         signal.signal(signum, on_signal)
     collector.start()
     stop.wait()
-    return _stop_collector(collector, SHUTDOWN_SECONDS)
-
-
-def _stop_collector(collector: Collector, seconds: float) -> int:
-    """Shut down within ``seconds``: 0 if every acknowledged call is stored, else
-    :data:`EXIT_SPOOLED` (the rest waits in the spool for the next start)."""
-    left: list[int] = []
-    worker = threading.Thread(
-        target=lambda: left.append(collector.shutdown()), name="segwatch-shutdown", daemon=True
-    )
-    worker.start()
-    worker.join(seconds)
-    if not left:  # a store that does not answer: what is not stored stays in the spool
-        _give_up(seconds)
-    return EXIT_SPOOLED if left[0] else EXIT_OK
+    # 0 if every acknowledged call is stored, else EXIT_SPOOLED: the rest waits in the spool.
+    return EXIT_SPOOLED if collector.shutdown() else EXIT_OK
 
 
 def _give_up(seconds: float) -> NoReturn:

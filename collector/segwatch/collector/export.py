@@ -17,7 +17,6 @@ UNAVAILABLE and the client resends it).
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +26,8 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
+
+from segwatch.clickhouse.store import error_code
 
 from .metrics import CollectorMetrics
 from .rows import TableRows, insert_blocks
@@ -220,8 +221,4 @@ def _data_error(exc: Exception) -> bool:
     """Whether an insert error says the data is bad (not that the store is down or busy)."""
     if isinstance(exc, (OSError, OperationalError)):
         return False
-    code = getattr(exc, "code", None)
-    if code is None:  # the embedded engine's errors carry it only in their text
-        found = re.search(r"\bCode:\s*(\d+)", str(exc))
-        code = int(found.group(1)) if found else None
-    return code in _DATA_ERROR_CODES
+    return error_code(exc) in _DATA_ERROR_CODES

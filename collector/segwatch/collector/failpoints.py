@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Iterable
 
 __all__ = ["FAILPOINTS_ENV", "aggregate_error", "exit_after_insert"]
 
@@ -55,8 +56,10 @@ def exit_after_insert() -> None:
             os._exit(137)
 
 
-def aggregate_error(models: set[str]) -> None:
-    """``aggregate-error=NAME``: aggregating a flush holding model NAME raises, as a bug would."""
+def aggregate_error(models: Iterable[tuple[str, ...]]) -> None:
+    """``aggregate-error=NAME``: aggregating a flush holding model NAME raises, as a bug would.
+
+    ``models`` are the flush's model keys (name first); read only when armed."""
     name = _ARMED.get("aggregate-error")
-    if name is not None and name in models:
+    if name is not None and any(model[0] == name for model in models):
         raise RuntimeError(f"failpoint aggregate-error: model {name!r}")

@@ -36,7 +36,7 @@ from .profiles import refresh_quantile_buckets
 from .receiver import OTLPReceiver
 from .scheduler import DetectorScheduler
 from .spool import Spool
-from .spool_admin import spool_directory
+from .spool_admin import send_back, spool_directory
 from .store_connection import StoreConnection, StoreUnreachableError
 from .store_settings import check_store_settings
 
@@ -199,13 +199,7 @@ class Collector:
         """Send the named dead letters back into the running spool; the calls they hold."""
         if self.spool is None or self.processor is None:
             raise ValueError("this collector has no spool")
-        letters = DeadLetters(self.spool.directory)
-        chosen = [letters.get(name) for name in names]
-        calls = 0
-        for letter in chosen:
-            calls += self.processor.requeue(letters.requeued_payload(letter))
-            letters.remove(letter)
-        return calls
+        return send_back(DeadLetters(self.spool.directory), names, self.processor.requeue)
 
     def readiness(self) -> list[str]:
         """What keeps the collector from taking data now; empty when it is ready."""
@@ -320,14 +314,15 @@ class Collector:
             self.exporter.shutdown()
             self.exporter = None
         if self.spool is not None:
-            letters = DeadLetters(self.spool.directory).list()
-            if letters:
+            letters = DeadLetters(self.spool.directory)
+            waiting = letters.list()
+            if waiting:
                 _logger.warning(
                     "%d dead letters (%d model calls) wait in %s, not in the store: "
                     "'segwatch spool' lists them, 'segwatch spool requeue' sends them back",
-                    len(letters),
-                    sum(letter.calls for letter in letters),
-                    DeadLetters(self.spool.directory).directory,
+                    len(waiting),
+                    sum(letter.calls for letter in waiting),
+                    letters.directory,
                 )
             self.spool.close()
             self.spool = None

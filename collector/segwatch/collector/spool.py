@@ -92,7 +92,11 @@ def record_bytes(payload: bytes) -> int:
 
 def pack_record(kind: int, payload: bytes) -> bytes:
     """A record as a segment holds it: header, then payload."""
-    return _HEADER.pack(len(payload), zlib.crc32(payload), kind) + payload
+    return _header(kind, payload) + payload
+
+
+def _header(kind: int, payload: bytes) -> bytes:
+    return _HEADER.pack(len(payload), zlib.crc32(payload), kind)
 
 
 def unpack_records(data: bytes) -> Iterator[tuple[int, bytes]]:
@@ -265,7 +269,8 @@ class Spool:
                 )
             if self._offset and self._offset + size > self.segment_bytes:
                 self._new_segment()
-            os.write(self._fd, pack_record(kind, payload))
+            # One system call, and no copy of a request that may be megabytes.
+            os.writev(self._fd, [_header(kind, payload), payload])
             self._offset += size
             self._bytes += size
             self._written = Position(self._segment, self._offset)

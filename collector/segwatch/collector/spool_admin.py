@@ -10,7 +10,7 @@ are appended to the spool here and the next start flushes them.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable
 
 from segwatch.clickhouse.store import parse_dsn
 
@@ -40,7 +40,7 @@ def dead_letters(config: CollectorConfig) -> DeadLetters:
     return DeadLetters(directory)
 
 
-def requeue_dead_letters(config: CollectorConfig, names: Iterable[str]) -> int:
+def requeue_dead_letters(config: CollectorConfig, names: list[str]) -> int:
     """Append the named dead letters to the (unused) spool; the calls they hold.
 
     Raises :class:`.spool.SpoolLockedError` while a collector holds the spool,
@@ -50,14 +50,23 @@ def requeue_dead_letters(config: CollectorConfig, names: Iterable[str]) -> int:
     same token, which the store drops).
     """
     letters = dead_letters(config)
-    chosen: list[DeadLetter] = [letters.get(name) for name in names]
     spool = Spool(letters.directory.parent, max_bytes=config.storage.spool.max_mib << 20)
     open_settled(spool)  # a letter's records are never both replayed and requeued
     try:
-        for letter in chosen:
-            end = spool.write(REQUEUED, letters.requeued_payload(letter))
-            spool.sync(end)
-            letters.remove(letter)
+        return send_back(letters, names, lambda payload: spool.sync(spool.write(REQUEUED, payload)))
     finally:
         spool.close()
+
+
+def send_back(letters: DeadLetters, names: list[str], send: Callable[[bytes], object]) -> int:
+    """Hand each named letter's REQUEUED payload to ``send``, forgetting the letter once
+    ``send`` returned (it is then durable in the spool); the calls they hold.
+
+    Every name is checked first: a ``ValueError`` for one that is not a letter
+    sends none.
+    """
+    chosen: list[DeadLetter] = [letters.get(name) for name in names]
+    for letter in chosen:
+        send(letters.requeued_payload(letter))
+        letters.remove(letter)
     return sum(letter.calls for letter in chosen)
