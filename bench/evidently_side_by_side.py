@@ -34,9 +34,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from segwatch.clickhouse.detection import load_manifest, run_detector
 from segwatch.clickhouse.migrate import apply_migrations
 from segwatch.clickhouse.store import open_client, parse_dsn
-from segwatch.collector.aggregate import SegmentAggregator
-from segwatch.collector.decode import decode_request
-from segwatch.collector.export import ClickHouseExporter
+from segwatch.collector.aggregate.aggregator import SegmentAggregator
+from segwatch.collector.decode.reference_reader import decode_request
+from segwatch.collector.store.exporter import ClickHouseExporter
 from segwatch.instrumentation import monitor
 
 COUNTRIES = ["US", "GB", "DE", "FR", "BR", "IN", "MX", "ES", "IT", "CA",

@@ -44,7 +44,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from segwatch.collector.access import ApiAccess
+from segwatch.collector.cli.access import ApiAccess
 from segwatch.collector.config import SpoolConfig
 from segwatch.instrumentation import monitor
 

@@ -57,7 +57,7 @@ def collector(store_dsn: str):  # type: ignore[no-untyped-def]
         SchedulerConfig,
         StorageConfig,
     )
-    from segwatch.collector.service import Collector
+    from segwatch.collector.service.collector import Collector
 
     config = CollectorConfig(
         storage=StorageConfig(dsn=store_dsn),

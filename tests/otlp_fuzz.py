@@ -126,12 +126,12 @@ class PipelineUnderFuzz:
     """
 
     def __init__(self, client: Any, spool_dir: Any) -> None:
-        from segwatch.collector.aggregate import SegmentAggregator
+        from segwatch.collector.aggregate.aggregator import SegmentAggregator
         from segwatch.collector.config import SpoolConfig
-        from segwatch.collector.export import ClickHouseExporter
-        from segwatch.collector.limits import RequestLimits
-        from segwatch.collector.processor import ModelCallProcessor
-        from segwatch.collector.spool import Spool
+        from segwatch.collector.config.limits import RequestLimits
+        from segwatch.collector.durable.processor import ModelCallProcessor
+        from segwatch.collector.durable.spool import Spool
+        from segwatch.collector.store.exporter import ClickHouseExporter
 
         self.exporter = ClickHouseExporter(client)
         self.spool = Spool(spool_dir, max_bytes=1 << 30)
@@ -150,9 +150,9 @@ class PipelineUnderFuzz:
         self.payloads = self.accepted = self.rejected = self.refused = 0
 
     def feed(self, payload: bytes) -> None:
-        from segwatch.collector.decode import decode_request
+        from segwatch.collector.decode.fast_reader import scan_request
+        from segwatch.collector.decode.reference_reader import decode_request
         from segwatch.collector.errors import PermanentError
-        from segwatch.collector.span_scan import scan_request
 
         self.payloads += 1
         try:

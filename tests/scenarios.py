@@ -28,11 +28,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from segwatch.collector.aggregate import SegmentAggregator
+from segwatch.collector.aggregate.aggregator import SegmentAggregator
 from segwatch.collector.config import CollectorConfig, parse_config
-from segwatch.collector.decode import decode_request
-from segwatch.collector.export import ClickHouseExporter
-from segwatch.collector.plan import SegmentationPlan
+from segwatch.collector.decode.reference_reader import decode_request
+from segwatch.collector.segment.plan import SegmentationPlan
+from segwatch.collector.store.exporter import ClickHouseExporter
 from segwatch.instrumentation import monitor
 
 DAY = 86_400

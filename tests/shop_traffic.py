@@ -10,9 +10,9 @@ import random
 
 import numpy as np
 
-from segwatch.collector.aggregate import SegmentAggregator
-from segwatch.collector.decode import decode_request
-from segwatch.collector.export import ClickHouseExporter
+from segwatch.collector.aggregate.aggregator import SegmentAggregator
+from segwatch.collector.decode.reference_reader import decode_request
+from segwatch.collector.store.exporter import ClickHouseExporter
 from segwatch.instrumentation import monitor
 
 END = 1_800_000_000 - 1_800_000_000 % 300  # a 5-minute boundary

@@ -34,7 +34,8 @@ def test_wheel_holds_the_three_subpackages_and_the_sql(tmp_path: Path) -> None:
     for expected in [
         "segwatch/instrumentation/__init__.py",
         "segwatch/instrumentation/py.typed",
-        "segwatch/collector/cli.py",
+        "segwatch/collector/cli/main.py",
+        "segwatch/collector/decode/fast_reader.py",
         "segwatch/collector/py.typed",
         "segwatch/clickhouse/migrations/0001_segment_aggregates.sql",
         "segwatch/clickhouse/detectors/manifest.yaml",

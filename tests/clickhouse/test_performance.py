@@ -14,11 +14,11 @@ from scipy import stats
 from shop_traffic import END
 
 from segwatch.clickhouse.detection import DetectorSpec, run_detector
-from segwatch.collector.aggregate import SegmentAggregator
-from segwatch.collector.calls import call_rows
+from segwatch.collector.aggregate.aggregator import SegmentAggregator
 from segwatch.collector.config import configured_detectors, parse_config
-from segwatch.collector.decode import decode_request
-from segwatch.collector.export import ClickHouseExporter
+from segwatch.collector.decode.reference_reader import decode_request
+from segwatch.collector.store.call_rows import call_rows
+from segwatch.collector.store.exporter import ClickHouseExporter
 from segwatch.instrumentation import monitor
 
 CONFIG = """\

@@ -19,7 +19,7 @@ from scipy.spatial.distance import jensenshannon
 from shop_traffic import END, ingest
 
 from segwatch.clickhouse.detection import load_manifest, run_detector
-from segwatch.collector.histogram import bucket_value
+from segwatch.collector.aggregate.histogram import bucket_value
 
 FRAGMENT = resources.files("segwatch.clickhouse.detectors").joinpath("statistics.sql")
 

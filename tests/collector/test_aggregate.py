@@ -9,9 +9,9 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from segwatch.collector.aggregate import AggregateRows, SegmentAggregator
-from segwatch.collector.decode import decode_request
-from segwatch.collector.histogram import GAMMA, bucket_value, histogram_keys
+from segwatch.collector.aggregate.aggregator import AggregateRows, SegmentAggregator
+from segwatch.collector.aggregate.histogram import GAMMA, bucket_value, histogram_keys
+from segwatch.collector.decode.reference_reader import decode_request
 from segwatch.instrumentation import monitor
 
 KEY = ("model_name", "model_version", "model_stage", "bucket_start", "segment_dim",

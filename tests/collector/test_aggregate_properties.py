@@ -8,11 +8,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segwatch.collector.aggregate import SegmentAggregator
-from segwatch.collector.columns import Column, ModelCallBatch
+from segwatch.collector.aggregate.aggregator import SegmentAggregator
+from segwatch.collector.aggregate.histogram import RELATIVE_ACCURACY, bucket_value, histogram_keys
 from segwatch.collector.config import parse_config
-from segwatch.collector.histogram import RELATIVE_ACCURACY, bucket_value, histogram_keys
-from segwatch.collector.plan import SegmentationPlan
+from segwatch.collector.model_calls import Column, ModelCallBatch
+from segwatch.collector.segment.plan import SegmentationPlan
 
 values = st.one_of(
     st.none(),

@@ -21,16 +21,16 @@ from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-unty
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 
 from segwatch.clickhouse.queries import add_exemplar_span_ids
-from segwatch.collector.alerts import (
+from segwatch.collector.config import AlertsConfig, WebhookConfig
+from segwatch.collector.decode.reference_reader import decode_request
+from segwatch.collector.service.alerts import (
     OtlpAnomalyExporter,
     WebhookNotifier,
     anomaly_log_records,
     notifiers,
 )
-from segwatch.collector.calls import call_rows
-from segwatch.collector.config import AlertsConfig, WebhookConfig
-from segwatch.collector.decode import decode_request
-from segwatch.collector.export import ClickHouseExporter
+from segwatch.collector.store.call_rows import call_rows
+from segwatch.collector.store.exporter import ClickHouseExporter
 from segwatch.instrumentation import monitor
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"

@@ -9,9 +9,9 @@ import struct
 import numpy as np
 import pytest
 
-from segwatch.collector.aggregate import SegmentAggregator
-from segwatch.collector.batch_columns import BatchColumnsError, decode_columns
-from segwatch.collector.decode import decode_request
+from segwatch.collector.aggregate.aggregator import SegmentAggregator
+from segwatch.collector.decode.batch_columns import BatchColumnsError, decode_columns
+from segwatch.collector.decode.reference_reader import decode_request
 from segwatch.instrumentation import monitor
 from segwatch.instrumentation.batch_columns import encode_columns
 

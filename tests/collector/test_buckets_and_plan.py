@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from segwatch.collector.aggregate import SegmentAggregator
-from segwatch.collector.buckets import EdgeBuckets, LinearBuckets, LogBuckets
+from segwatch.collector.aggregate.aggregator import SegmentAggregator
 from segwatch.collector.config import parse_config
-from segwatch.collector.decode import decode_request
-from segwatch.collector.plan import SegmentationPlan
+from segwatch.collector.decode.reference_reader import decode_request
+from segwatch.collector.segment.buckets import EdgeBuckets, LinearBuckets, LogBuckets
+from segwatch.collector.segment.plan import SegmentationPlan
 from segwatch.instrumentation import monitor
 
 

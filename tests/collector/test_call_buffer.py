@@ -13,12 +13,12 @@ from typing import Any
 from store_faults import FailOnce, Outage
 from waiting import wait_until
 
-from segwatch.collector.aggregate import SegmentAggregator
+from segwatch.collector.aggregate.aggregator import SegmentAggregator
 from segwatch.collector.config import SpoolConfig
-from segwatch.collector.decode import decode_request
-from segwatch.collector.export import ClickHouseExporter
-from segwatch.collector.processor import ModelCallProcessor, spool_payload
-from segwatch.collector.spool import TRACES, Spool
+from segwatch.collector.decode.reference_reader import decode_request
+from segwatch.collector.durable.processor import ModelCallProcessor, spool_payload
+from segwatch.collector.durable.spool import TRACES, Spool
+from segwatch.collector.store.exporter import ClickHouseExporter
 from segwatch.instrumentation import monitor
 
 
@@ -179,7 +179,7 @@ def test_flush_returns_under_steady_load(tmp_path: Path, client) -> None:  # typ
     """What was added before flush() is stored; calls arriving meanwhile do not hold it up."""
     import threading
 
-    from segwatch.collector.columns import ModelCallBatch
+    from segwatch.collector.model_calls import ModelCallBatch
 
     processor, exporter, spool = _spooled_processor(
         client, tmp_path, max_bytes=1 << 30, flush_interval=0.2

@@ -8,8 +8,8 @@ import pytest
 import trustme
 
 from segwatch.collector.config import ConfigError, load_config, parse_config
-from segwatch.collector.config_files import find_config, resolve_dsn
-from segwatch.collector.spool_admin import spool_directory
+from segwatch.collector.config.files import find_config, resolve_dsn
+from segwatch.collector.durable.spool_admin import spool_directory
 
 
 def test_relative_paths_in_a_file_are_relative_to_the_file(

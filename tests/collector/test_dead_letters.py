@@ -16,13 +16,13 @@ from typing import Any
 from store_faults import Outage, RefusesData
 from waiting import wait_until
 
-from segwatch.collector.aggregate import SegmentAggregator
+from segwatch.collector.aggregate.aggregator import SegmentAggregator
 from segwatch.collector.config import SpoolConfig
-from segwatch.collector.dead_letters import DeadLetters, open_settled, requeued_payload
-from segwatch.collector.export import ClickHouseExporter
-from segwatch.collector.processor import ModelCallProcessor, spool_payload
-from segwatch.collector.spool import START, TRACES, Position, Spool
-from segwatch.collector.spool_admin import send_back
+from segwatch.collector.durable.dead_letters import DeadLetters, open_settled, requeued_payload
+from segwatch.collector.durable.processor import ModelCallProcessor, spool_payload
+from segwatch.collector.durable.spool import START, TRACES, Position, Spool
+from segwatch.collector.durable.spool_admin import send_back
+from segwatch.collector.store.exporter import ClickHouseExporter
 from segwatch.instrumentation import monitor
 
 CALLS = 20

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segwatch.collector.decode import decode_request
+from segwatch.collector.decode.reference_reader import decode_request
 from segwatch.instrumentation import monitor
 
 

@@ -12,8 +12,8 @@ from waiting import wait_until
 
 from segwatch.clickhouse.detection import run_detectors
 from segwatch.clickhouse.queries import AnomalyFilter, list_anomalies
-from segwatch.collector.demo import DemoScenario, service_tracer_provider, simulate
-from segwatch.collector.service import Collector
+from segwatch.collector.cli.demo import DemoScenario, service_tracer_provider, simulate
+from segwatch.collector.service.collector import Collector
 
 
 def test_drift_in_one_segment_is_found_there_and_nowhere_else(collector: Collector) -> None:

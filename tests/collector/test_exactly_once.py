@@ -3,7 +3,7 @@
 Real collector subprocesses on one embedded store and spool, fed by the OTel
 SDK's OTLP exporter. The crash lands where a random kill -9 rarely does,
 between an insert landing in the store and the spool marking it flushed,
-through a failpoint (``SEGWATCH_FAILPOINTS``, :mod:`segwatch.collector.failpoints`).
+through a failpoint (``SEGWATCH_FAILPOINTS``, :mod:`segwatch.collector.durable.failpoints`).
 The sizes are the ones that broke it: tens of thousands of batch calls with
 100 features take far longer to decode again than the flush interval of the
 next run, and the next run flushes in smaller pieces.

@@ -19,7 +19,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from segwatch.collector.config import ConfigError, parse_config
-from segwatch.collector.service import Collector
+from segwatch.collector.service.collector import Collector
 
 HOSTILE = [
     "'); DROP TABLE ml_model_calls; --",

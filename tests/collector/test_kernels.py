@@ -180,7 +180,7 @@ _FIELDS = st.one_of(
 def _joined(messages: list[bytes]):
     """The messages one after the other in a padded buffer (as the scan joins spans),
     and where each starts and ends."""
-    from segwatch.collector.span_wire import PADDING
+    from segwatch.collector.decode.span_table import PADDING
 
     lengths = np.array([len(m) for m in messages], dtype=np.int64)
     buf = np.frombuffer(b"".join(messages) + bytes(PADDING), dtype=np.uint8)
@@ -191,8 +191,8 @@ def _joined(messages: list[bytes]):
 @settings(max_examples=300, deadline=None)
 @given(spans=st.lists(st.lists(_FIELDS, max_size=6).map(b"".join), max_size=6))
 def test_compiled_span_walk_equals_the_numpy_walk(spans):
-    from segwatch.collector.span_wire import _checked_fields, _numpy_walk
-    from segwatch.collector.wire import NotSimple
+    from segwatch.collector.decode.span_table import _checked_fields, _numpy_walk
+    from segwatch.collector.decode.wire import NotSimple
 
     buf, start, end = _joined(spans)
     try:
@@ -217,8 +217,8 @@ def test_compiled_span_walk_equals_the_numpy_walk(spans):
     slices=st.lists(st.tuples(st.integers(0, 399), st.integers(0, 120)), max_size=60),
 )
 def test_compiled_factorize_equals_numpy(data, slices):
-    from segwatch.collector.span_wire import PADDING
-    from segwatch.collector.wire import factorize_slices, numpy_factorize_slices
+    from segwatch.collector.decode.span_table import PADDING
+    from segwatch.collector.decode.wire import factorize_slices, numpy_factorize_slices
 
     text = data * 3  # repeats: equal slices at other places
     buf = np.frombuffer(text + bytes(PADDING), dtype=np.uint8)  # padded, as the scan's buffer
@@ -235,8 +235,8 @@ def test_compiled_factorize_equals_numpy(data, slices):
 
 
 def test_factorize_tells_apart_strings_that_share_a_hash_slot():
-    from segwatch.collector.span_wire import PADDING
-    from segwatch.collector.wire import factorize_slices
+    from segwatch.collector.decode.span_table import PADDING
+    from segwatch.collector.decode.wire import factorize_slices
 
     # 5,000 distinct 4-byte strings, each twice: slots are shared, strings must be compared.
     values = np.arange(5000, dtype="<u4")
@@ -293,8 +293,8 @@ _KEY_VALUES = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(messages=st.lists(_KEY_VALUES, min_size=1, max_size=8))
 def test_compiled_key_value_reader_equals_numpy(messages):
-    from segwatch.collector.span_scan import _numpy_key_values
-    from segwatch.collector.wire import KEY_WIDTH, NotSimple
+    from segwatch.collector.decode.fast_reader import _numpy_key_values
+    from segwatch.collector.decode.wire import KEY_WIDTH, NotSimple
 
     buf, start, end = _joined(messages)
     try:
@@ -319,8 +319,8 @@ def test_compiled_key_value_reader_equals_numpy(messages):
     ],
 )
 def test_key_values_that_are_not_simple_go_to_the_reference_decoder(value):
-    from segwatch.collector.span_scan import _numpy_key_values
-    from segwatch.collector.wire import KEY_WIDTH, NotSimple
+    from segwatch.collector.decode.fast_reader import _numpy_key_values
+    from segwatch.collector.decode.wire import KEY_WIDTH, NotSimple
 
     buf, start, end = _joined([b"\x0a\x01k\x12" + bytes([len(value)]) + value])
     assert kernels.read_key_values(buf, start, end, KEY_WIDTH) is None

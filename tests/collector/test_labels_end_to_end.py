@@ -11,7 +11,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from waiting import wait_until
 
-from segwatch.collector.demo import service_tracer_provider
+from segwatch.collector.cli.demo import service_tracer_provider
 from segwatch.instrumentation import log_label, monitor
 
 DAY_NS = 86_400 * 10**9

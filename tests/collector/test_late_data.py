@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from segwatch.collector.aggregate import SegmentAggregator
-from segwatch.collector.export import ClickHouseExporter
-from segwatch.collector.processor import ModelCallProcessor
+from segwatch.collector.aggregate.aggregator import SegmentAggregator
+from segwatch.collector.durable.processor import ModelCallProcessor
+from segwatch.collector.store.exporter import ClickHouseExporter
 from segwatch.instrumentation import monitor
 
 NOW = 1_800_000_000.0  # the processor's clock, in seconds

@@ -17,17 +17,17 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from segwatch.collector.aggregate import SegmentAggregator
-from segwatch.collector.columns import Column, ModelCallBatch
+from segwatch.collector.aggregate.aggregator import SegmentAggregator
 from segwatch.collector.config import CollectorConfig, SegmentsConfig, parse_config
-from segwatch.collector.decode import decode_request
+from segwatch.collector.config.limits import RequestLimits
+from segwatch.collector.decode.fast_reader import scan_request
+from segwatch.collector.decode.reference_reader import decode_request
+from segwatch.collector.durable.processor import _reload, spool_payload
+from segwatch.collector.durable.spool import TRACES_LIMITED, Position, Record
 from segwatch.collector.errors import PermanentError
-from segwatch.collector.limits import RequestLimits
-from segwatch.collector.plan import SegmentationPlan
-from segwatch.collector.processor import _reload, spool_payload
-from segwatch.collector.receiver import OTLPReceiver
-from segwatch.collector.span_scan import scan_request
-from segwatch.collector.spool import TRACES_LIMITED, Position, Record
+from segwatch.collector.model_calls import Column, ModelCallBatch
+from segwatch.collector.receive.receiver import OTLPReceiver
+from segwatch.collector.segment.plan import SegmentationPlan
 
 NOW = time.time_ns() - 60 * 10**9  # recent: the raw calls keep 30 days
 LIMITS = RequestLimits(
@@ -187,8 +187,8 @@ def test_a_model_cannot_create_more_segments_than_its_budget() -> None:
 
 
 def test_a_request_bringing_a_model_past_max_models_is_refused(client: Any, tmp_path: Any) -> None:
-    from segwatch.collector.export import ClickHouseExporter
-    from segwatch.collector.processor import ModelCallProcessor
+    from segwatch.collector.durable.processor import ModelCallProcessor
+    from segwatch.collector.store.exporter import ClickHouseExporter
 
     exporter = ClickHouseExporter(client)
     exporter.start()
@@ -215,7 +215,7 @@ def test_a_request_bringing_a_model_past_max_models_is_refused(client: Any, tmp_
 
 
 def test_field_vocabularies_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    from segwatch.collector import aggregate
+    from segwatch.collector.aggregate import aggregator as aggregate
 
     monkeypatch.setattr(aggregate, "MAX_VOCABULARIES", 3)
     aggregator = SegmentAggregator()

@@ -8,12 +8,18 @@ import math
 import numpy as np
 import pytest
 
-from segwatch.collector.aggregate import AggregateRows
-from segwatch.collector.calls import CallRows
-from segwatch.collector.labels import LabelRows
-from segwatch.collector.native import ArrayColumn, Coded, MapColumn, native_block, native_chunks
-from segwatch.collector.profiles import BaselineRows
-from segwatch.collector.rows import insert_blocks
+from segwatch.collector.aggregate.aggregator import AggregateRows
+from segwatch.collector.decode.labels import LabelRows
+from segwatch.collector.profile.profiles import BaselineRows
+from segwatch.collector.store.call_rows import CallRows
+from segwatch.collector.store.native import (
+    ArrayColumn,
+    Coded,
+    MapColumn,
+    native_block,
+    native_chunks,
+)
+from segwatch.collector.store.rows import insert_blocks
 
 
 @pytest.mark.parametrize("rows_type", [AggregateRows, CallRows, LabelRows, BaselineRows])

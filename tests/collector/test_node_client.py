@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from waiting import wait_until
 
-from segwatch.collector.demo import service_tracer_provider
+from segwatch.collector.cli.demo import service_tracer_provider
 from segwatch.instrumentation import monitor
 
 CLIENT = Path(__file__).resolve().parents[2] / "clients" / "node"

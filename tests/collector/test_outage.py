@@ -23,13 +23,13 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from store_faults import Outage
 from waiting import wait_until
 
-from segwatch.collector.aggregate import SegmentAggregator
+from segwatch.collector.aggregate.aggregator import SegmentAggregator
 from segwatch.collector.config import SpoolConfig
+from segwatch.collector.durable.processor import ConsumeResult, ModelCallProcessor
+from segwatch.collector.durable.spool import Spool
 from segwatch.collector.errors import RetryableError
-from segwatch.collector.export import ClickHouseExporter
-from segwatch.collector.processor import ConsumeResult, ModelCallProcessor
-from segwatch.collector.receiver import OTLPReceiver
-from segwatch.collector.spool import Spool
+from segwatch.collector.receive.receiver import OTLPReceiver
+from segwatch.collector.store.exporter import ClickHouseExporter
 from segwatch.instrumentation import monitor
 
 SPANS_PER_EXPORT = 50

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from collector_process import CollectorProcess
 
-from segwatch.collector.part_durability import DURABLE_TABLES
+from segwatch.collector.store.part_durability import DURABLE_TABLES
 
 SETTINGS = (
     "SELECT name, extract(engine_full, 'fsync_after_insert = (\\\\d)'), "

@@ -15,7 +15,7 @@ from shop_traffic import END, ingest, traffic
 from segwatch.clickhouse.detection import run_detectors
 from segwatch.collector import baseline
 from segwatch.collector.config import CollectorConfig, StorageConfig
-from segwatch.collector.profiles import load_profile, read_table
+from segwatch.collector.profile.profiles import load_profile, read_table
 
 
 def _training_set(n: int = 3000) -> dict[str, np.ndarray]:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from segwatch.collector.aggregate import SegmentAggregator
-from segwatch.collector.buckets import EdgeBuckets, LogBuckets
+from segwatch.collector.aggregate.aggregator import SegmentAggregator
 from segwatch.collector.config import parse_config
-from segwatch.collector.decode import decode_request
-from segwatch.collector.plan import SegmentationPlan
-from segwatch.collector.profiles import load_profile, refresh_quantile_buckets
+from segwatch.collector.decode.reference_reader import decode_request
+from segwatch.collector.profile.profiles import load_profile, refresh_quantile_buckets
+from segwatch.collector.segment.buckets import EdgeBuckets, LogBuckets
+from segwatch.collector.segment.plan import SegmentationPlan
 from segwatch.instrumentation import monitor
 
 
@@ -69,7 +69,7 @@ def test_collector_starts_with_the_profile_quantiles(tmp_path) -> None:
         SchedulerConfig,
         StorageConfig,
     )  # fmt: skip
-    from segwatch.collector.service import Collector
+    from segwatch.collector.service.collector import Collector
 
     dsn = f"chdb://{tmp_path / 'store'}"
     client = open_client(parse_dsn(dsn))

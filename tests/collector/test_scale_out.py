@@ -15,6 +15,7 @@ from pathlib import Path
 
 from waiting import wait_until
 
+from segwatch.collector.cli.demo import service_tracer_provider
 from segwatch.collector.config import (
     ApiConfig,
     CollectorConfig,
@@ -23,8 +24,7 @@ from segwatch.collector.config import (
     SpoolConfig,
     StorageConfig,
 )
-from segwatch.collector.demo import service_tracer_provider
-from segwatch.collector.service import Collector
+from segwatch.collector.service.collector import Collector
 from segwatch.instrumentation import monitor
 
 # Recent and on the hour: the collector refuses spans older than its lateness or from the future.

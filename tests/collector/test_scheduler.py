@@ -7,7 +7,7 @@ import time
 from shop_traffic import ingest_color_shift
 
 from segwatch.clickhouse.detection import load_manifest
-from segwatch.collector.scheduler import DetectorScheduler
+from segwatch.collector.service.scheduler import DetectorScheduler
 
 
 def test_scheduler_runs_due_detectors_and_stores_their_anomalies(client, recorder) -> None:

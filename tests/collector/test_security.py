@@ -23,11 +23,11 @@ import trustme
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from segwatch.collector.access import ApiAccess, ApiError
-from segwatch.collector.api import LocalApi
+from segwatch.collector.cli.access import ApiAccess, ApiError
 from segwatch.collector.config import ConfigError, TlsConfig, parse_config
-from segwatch.collector.receiver import OTLPReceiver
-from segwatch.collector.service import Collector
+from segwatch.collector.receive.receiver import OTLPReceiver
+from segwatch.collector.service.api import LocalApi
+from segwatch.collector.service.collector import Collector
 from segwatch.instrumentation import monitor
 
 TOKEN = "s3cret-token-for-tests-0123456789"

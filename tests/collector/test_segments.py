@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from segwatch.collector.columns import Column
-from segwatch.collector.segments import (
+from segwatch.collector.model_calls import Column
+from segwatch.collector.segment.segments import (
     MISSING,
     OTHER,
     CategoryVocabulary,

@@ -14,10 +14,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from segwatch.collector import kernels
-from segwatch.collector.aggregate import SegmentAggregator
-from segwatch.collector.columns import ModelCallBatch
-from segwatch.collector.decode import decode_request
-from segwatch.collector.span_scan import scan_request
+from segwatch.collector.aggregate.aggregator import SegmentAggregator
+from segwatch.collector.decode.fast_reader import scan_request
+from segwatch.collector.decode.reference_reader import decode_request
+from segwatch.collector.model_calls import ModelCallBatch
 from segwatch.instrumentation import monitor
 
 _FIELDS = (
@@ -197,7 +197,7 @@ def test_what_the_fast_path_leaves_to_the_reference() -> None:
 def test_irregular_spans_are_left_to_the_reference() -> None:
     from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-    from segwatch.collector.span_scan import _FlatRequest
+    from segwatch.collector.decode.fast_reader import _FlatRequest
 
     span = Span(name="predict m", trace_id=b"\x01" * 16, span_id=b"\x02" * 8,
                 start_time_unix_nano=5, end_time_unix_nano=9)  # fmt: skip

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from segwatch.collector.spool import TRACES, Spool, SpoolFullError, SpoolLockedError
+from segwatch.collector.durable.spool import TRACES, Spool, SpoolFullError, SpoolLockedError
 
 
 def _spool(path: Path, **kwargs) -> Spool:  # type: ignore[no-untyped-def]
@@ -103,7 +103,7 @@ def test_a_replayed_flush_that_had_landed_is_not_counted_twice(tmp_path: Path, r
     (not ClickHouse's fallback of comparing block contents) can drop them.
     """
     from segwatch.collector.config import parse_config
-    from segwatch.collector.service import Collector
+    from segwatch.collector.service.collector import Collector
     from segwatch.instrumentation import monitor
 
     text = (

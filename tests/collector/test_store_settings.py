@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from segwatch.collector.config import ConfigError, parse_config
-from segwatch.collector.service import Collector
-from segwatch.collector.store_settings import StoreSettingsError
+from segwatch.collector.service.collector import Collector
+from segwatch.collector.store.settings import StoreSettingsError
 
 _BASE = (
     "receiver:\n  grpc:\n    endpoint: 127.0.0.1:0\n"

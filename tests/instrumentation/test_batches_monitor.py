@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segwatch.collector.aggregate import SegmentAggregator
-from segwatch.collector.decode import decode_request
+from segwatch.collector.aggregate.aggregator import SegmentAggregator
+from segwatch.collector.decode.reference_reader import decode_request
 from segwatch.instrumentation import monitor
 
 

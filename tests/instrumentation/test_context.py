@@ -5,8 +5,8 @@ from __future__ import annotations
 from opentelemetry import context as otel_context
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 
-from segwatch.collector.aggregate import SegmentAggregator
-from segwatch.collector.decode import decode_request
+from segwatch.collector.aggregate.aggregator import SegmentAggregator
+from segwatch.collector.decode.reference_reader import decode_request
 from segwatch.instrumentation import context, monitor, set_context
 
 

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .profiles import baseline
+from segwatch.collector.profile.profiles import baseline
 
 __all__ = ["baseline"]

@@ -1,0 +1,313 @@
+"""StoreAccess: how the CLI reaches the store — directly, or through a running collector.
+
+An embedded store is locked by the process that opens it. While a collector
+runs on it, ``segwatch sql``, ``anomalies`` and ``detect`` go through the
+collector's local API (found through the discovery file the collector writes
+into the store directory, mode 0600, with the API's token); otherwise they
+open the store themselves. The token goes only to a loopback address, or to
+the address the config's ``api.endpoint`` names: a discovery file pointing
+elsewhere is refused. Readers pass ``create=False``: a DSN naming no store is
+an error, never a new, empty store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import urllib.error
+import urllib.request
+from typing import Any, Protocol
+from urllib.parse import urlencode, urlsplit
+
+from clickhouse_connect.driver.client import Client
+
+from segwatch.clickhouse.detection import DetectorSpec, run_detectors
+from segwatch.clickhouse.migrate import apply_migrations
+from segwatch.clickhouse.queries import AnomalyFilter, Table, list_anomalies, read_only_query
+from segwatch.clickhouse.store import (
+    StoreError,
+    StoreLocation,
+    open_client,
+    open_existing_client,
+    parse_dsn,
+    redact_dsn,
+)
+from segwatch.collector.config.model import (
+    API_TOKEN_ENV,
+    ApiConfig,
+    CollectorConfig,
+    parse_endpoint,
+)
+from segwatch.collector.profile.profiles import Progress, load_profile, read_table
+from segwatch.collector.service.analyst_queries import AnalystQueries, QueryBudget
+from segwatch.collector.service.api_door import is_loopback
+
+__all__ = [
+    "ApiAccess",
+    "ApiError",
+    "DirectAccess",
+    "StoreAccess",
+    "describe_store",
+    "detect_table",
+    "discovery_path",
+    "open_access",
+    "read_discovery",
+]
+
+DISCOVERY_FILE = "segwatch-collector.json"
+
+
+class StoreAccess(Protocol):
+    store: str
+    """Which store this reaches, and how: one line for people, without a password."""
+
+    def load_baseline(self, path: str, model: str, version: str, name: str) -> int: ...
+    def sql(self, query: str) -> Table: ...
+    def anomalies(self, selection: AnomalyFilter) -> Table: ...
+    def detect(self, at: dt.datetime | None) -> Table: ...
+    def close(self) -> None: ...
+
+
+def detect_table(
+    client: Client, at: dt.datetime | None, specs: list[DetectorSpec] | None = None
+) -> Table:
+    """Run the detectors (``specs``, default the manifest's) now; tabulate the new anomalies."""
+    runs = run_detectors(client, at, specs)
+    rows: list[list[Any]] = []
+    for run in runs:
+        for a in run.new_anomalies:
+            rows.append(
+                [
+                    run.detector,
+                    a["model_name"],
+                    a["model_version"],
+                    f"{a['segment_dim']}={a['segment_value']}",
+                    a["quantity"],
+                    round(float(a["score"]), 4),
+                    a["threshold"],
+                    a["support"],
+                    (a["exemplar_trace_ids"] or [""])[0],
+                ]
+            )
+    columns = [
+        "detector",
+        "model",
+        "version",
+        "segment",
+        "quantity",
+        "score",
+        "threshold",
+        "support",
+        "exemplar_trace_id",
+    ]
+    return Table(columns, rows)
+
+
+class DirectAccess:
+    """The store opened by this process."""
+
+    def __init__(
+        self,
+        client: Client,
+        specs: list[DetectorSpec] | None = None,
+        config: CollectorConfig | None = None,
+        store: str = "",
+        location: StoreLocation | None = None,
+    ) -> None:
+        self.store = store
+        self.location = location  # where to open the budgeted query session
+        self.client = client
+        self.specs = specs
+        self.config = config
+        self.progress: Progress | None = None
+
+    def load_baseline(self, path: str, model: str, version: str, name: str) -> int:
+        return load_profile(self.client, read_table(path), model=model, version=version,
+                            name=name, config=self.config, progress=self.progress)  # fmt: skip
+
+    def sql(self, query: str) -> Table:
+        """The query on a read-only session of its own, on the config's budget (as through a
+        collector: ``api.max_execution_time`` and the rest)."""
+        if self.location is None:
+            return read_only_query(self.client, query)
+        budget = QueryBudget.of(self.config.api if self.config else ApiConfig())
+        (settings,) = dataclasses.replace(budget, concurrent=1).sessions()
+        session = open_client(self.location, **settings)
+        try:
+            queries = AnalystQueries([(settings["log_comment"], session)], self.client, budget)
+            return queries.run(query)
+        finally:
+            session.close()
+
+    def anomalies(self, selection: AnomalyFilter) -> Table:
+        return list_anomalies(self.client, selection)
+
+    def detect(self, at: dt.datetime | None) -> Table:
+        return detect_table(self.client, at, self.specs)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class ApiError(RuntimeError):
+    """The collector's local API answered with an error."""
+
+
+class ApiAccess:
+    """The store of a running collector, through its local API."""
+
+    def __init__(
+        self, base_url: str, timeout: float = 120.0, token: str | None = None, store: str = ""
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.store = store or f"(through the collector at {self.base_url})"
+        self._token = token if token is not None else os.environ.get(API_TOKEN_ENV)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        upload: tuple[str, str] | None = None,
+    ) -> Any:
+        """``body`` goes as JSON; ``upload`` (a file, its Content-Type) as the file's bytes."""
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        if upload is not None:
+            headers["Content-Type"] = upload[1]
+            headers["Content-Length"] = str(os.path.getsize(upload[0]))
+            with open(upload[0], "rb") as stream:  # http.client sends it block by block
+                return self._send(urllib.request.Request(
+                    self.base_url + path, data=stream, method=method, headers=headers
+                ))  # fmt: skip
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.base_url + path, data=data, method=method, headers=headers
+        )
+        return self._send(request)
+
+    def _send(self, request: urllib.request.Request) -> Any:
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read()).get("error", str(exc))
+            except ValueError:
+                message = str(exc)
+            raise ApiError(message) from exc
+
+    def requeue(self, names: list[str]) -> int:
+        """Send dead letters back through the running collector; the calls they hold."""
+        return int(self._call("POST", "/api/v1/spool/requeue", {"names": names})["calls"])
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/api/v1/status")
+        return result
+
+    def sql(self, query: str) -> Table:
+        return Table.from_json(self._call("POST", "/api/v1/sql", {"query": query}))
+
+    def load_baseline(self, path: str, model: str, version: str, name: str) -> int:
+        """Upload the file's bytes; the collector never reads a path it is sent."""
+        kind = "application/vnd.apache.parquet" if path.endswith(".parquet") else "text/csv"
+        query = urlencode({"model": model, "version": version, "name": name})
+        return int(self._call("POST", f"/api/v1/baseline?{query}", upload=(path, kind))["rows"])
+
+    def anomalies(self, selection: AnomalyFilter) -> Table:
+        return Table.from_json(self._call("POST", "/api/v1/anomalies", selection.to_json()))
+
+    def detect(self, at: dt.datetime | None) -> Table:
+        body = {"at": at.isoformat() if at else None}
+        return Table.from_json(self._call("POST", "/api/v1/detect", body))
+
+    def close(self) -> None:
+        pass
+
+
+def discovery_path(location: StoreLocation) -> str | None:
+    """Where a collector on this store announces its local API (embedded stores only)."""
+    if location.path is None:
+        return None
+    return os.path.join(location.path, DISCOVERY_FILE)
+
+
+def read_discovery(location: StoreLocation) -> dict[str, Any] | None:
+    """The running collector's announcement, if its process is alive."""
+    path = discovery_path(location)
+    if path is None or not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            info: dict[str, Any] = json.load(handle)
+    except PermissionError as exc:
+        raise StoreError(
+            f"cannot read {path}: it holds the running collector's API token and only the "
+            "collector's user may read it"
+        ) from exc
+    except (OSError, ValueError):
+        return None  # half gone: the collector that wrote it is stopping
+    try:
+        os.kill(int(info["pid"]), 0)
+    except PermissionError:
+        pass  # alive, another user's process
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # stale: the collector that wrote it is gone
+    return info
+
+
+def describe_store(location: StoreLocation) -> str:
+    """The store as people name it: its absolute directory, or the DSN without password."""
+    if location.embedded:
+        return f"chdb://{location.path}" if location.path else "chdb://memory"
+    return redact_dsn(location.dsn)
+
+
+def _trusted_api(url: str, config: CollectorConfig | None) -> bool:
+    """May the token go to ``url``: a loopback address, or the one the config names?"""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    if is_loopback(parts.hostname):
+        return True
+    if config is None:
+        return False
+    host, port = parse_endpoint(config.api.endpoint)
+    return (parts.hostname, parts.port) == (host, port)
+
+
+def open_access(
+    dsn: str,
+    specs: list[DetectorSpec] | None = None,
+    config: CollectorConfig | None = None,
+    create: bool = True,
+) -> StoreAccess:
+    """Reach the store: through a running collector's API if there is one, else directly.
+
+    ``specs`` are the detectors ``detect`` runs on a directly opened store; a
+    running collector runs its own configured ones. ``create=False`` (readers)
+    raises :class:`StoreNotFoundError` when the DSN names no existing store.
+    """
+    location = parse_dsn(dsn)
+    store = describe_store(location)
+    info = read_discovery(location)
+    if info is not None:
+        url = str(info.get("api"))
+        if not _trusted_api(url, config):
+            raise StoreError(
+                f"{discovery_path(location)} names the collector's API at {url}, neither a "
+                "loopback address nor the config's api.endpoint: not sending it the token"
+            )
+        token_env = config.api.token_env if config is not None else API_TOKEN_ENV
+        token = info.get("token") or os.environ.get(token_env)
+        # The CLI waits for a query as long as the collector lets it run, and then some.
+        timeout = 120.0 if config is None else max(120.0, config.api.max_execution_time + 30.0)
+        return ApiAccess(url, timeout=timeout, token=token,
+                         store=f"{store} (through the collector at {url})")  # fmt: skip
+    client = open_client(location) if create else open_existing_client(location)
+    apply_migrations(client)
+    return DirectAccess(client, specs, config, store=store, location=location)

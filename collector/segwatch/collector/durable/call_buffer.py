@@ -1,0 +1,493 @@
+"""CallBuffer: model calls between their acknowledgement and the store.
+
+With a spool, a request is acknowledged once it is in the spool; its decoded
+calls wait here and are flushed every ``flush_interval`` seconds (sooner when
+``max_flush_calls`` are waiting): all waiting batches are joined, aggregated
+once and written in one insert per table. A minute of one segment then costs
+one aggregate row per flush instead of one per request, and an insert's
+fixed cost is paid once per flush: that is where the collector's throughput
+comes from. Each flush carries a deduplication token naming its spool range,
+so a replay after a crash cannot count it twice.
+
+Without a spool (an in-memory store, or ``storage.spool.enabled: false``)
+the caller waits for the flush, which starts at once: acknowledged still
+means stored.
+
+A flush is a unit: once its insert may have landed, it is retried (and
+replayed after a crash) exactly as it was, records and token, whatever the
+flush settings are now; nothing after it is flushed until it is stored.
+
+If the store fails, the calls stay and the flush is retried with backoff.
+A flush that fails while the store answers (the store refused the data, or
+aggregating it raised: a bug) is set aside as a dead letter after
+``max_flush_attempts`` tries (:mod:`.dead_letters`), so one bad flush cannot
+stop ingestion for good.
+Memory stays bounded by ``max_pending_calls``: beyond it, with a spool,
+requests are still acknowledged once spooled, but their calls are *spilled*
+(not kept here) and read back from the spool, in order, as the flushes make
+room; the spool's own size limit then bounds the outage it can absorb (the
+receiver answers UNAVAILABLE beyond it). Without a spool,
+:meth:`CallBuffer.reserve` refuses calls beyond the limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from segwatch.collector.aggregate.aggregator import SegmentAggregator
+from segwatch.collector.config.model import SpoolConfig
+from segwatch.collector.errors import RetryableError
+from segwatch.collector.model_calls import ModelCallBatch
+from segwatch.collector.store.call_rows import call_rows
+from segwatch.collector.store.exporter import ClickHouseExporter, InsertRefusedError
+from segwatch.collector.store.rows import TableRows
+
+from .dead_letters import DeadLetters
+from .failpoints import aggregate_error, exit_after_insert
+from .spool import Position, Record, Spool, record_bytes
+
+__all__ = ["CallBuffer", "Reload"]
+
+Reload = Callable[[Record], "tuple[ModelCallBatch, str | None] | None"]
+"""Decodes a spool record back into its calls, and the token it must be flushed under
+when it is a unit of its own (a requeued dead letter); None if unreadable."""
+
+_DEFAULTS = SpoolConfig()
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Entry:
+    batch: ModelCallBatch
+    end: Position | None  # where its spool record ends; None without a spool
+    size: int  # spool bytes
+    waiters: list[Future[None]]  # without a spool: resolved once stored
+    arrived: float  # monotonic time it was added: the flush interval counts from the oldest
+    # A unit (a flush that may have landed, or a requeued dead letter) is flushed alone
+    # under this token: its spool records from ``first`` (the end of its first) to ``end``.
+    token: str | None = None
+    first: Position | None = None
+    adds: int = 1  # add() calls it stands for (flush() counts them)
+    refusals: int = 0  # failed flushes that were not the store's fault
+
+
+class CallBuffer:
+    """Collects decoded batches and flushes them to the exporter on one thread.
+
+    ``add`` is called by receiver threads (in spool order, under the
+    processor's lock); ``start()`` starts the flusher, ``shutdown()`` flushes
+    what is left and stops it.
+    """
+
+    def __init__(
+        self,
+        aggregator: SegmentAggregator,
+        exporter: ClickHouseExporter,
+        spool: Spool | None = None,
+        *,
+        raw_calls: bool = True,
+        flush_interval: float = 1.0,
+        max_flush_calls: int = _DEFAULTS.flush_calls,
+        max_pending_calls: int = _DEFAULTS.max_pending_calls,
+        store_timeout: float = 60.0,
+        reload: Reload | None = None,
+        max_flush_attempts: int = _DEFAULTS.max_flush_attempts,
+    ) -> None:
+        self._aggregator = aggregator
+        self._exporter = exporter
+        self._spool = spool
+        self._raw_calls = raw_calls
+        self._flush_interval = flush_interval
+        self._max_flush_calls = max_flush_calls
+        self._max_pending_calls = max(max_pending_calls, max_flush_calls)  # room for one flush
+        self._store_timeout = store_timeout
+        self._max_flush_attempts = max_flush_attempts
+        self._dead_letters = DeadLetters(spool.directory) if spool is not None else None
+        self._pending: list[_Entry] = []
+        self._pending_calls = 0
+        # Entries are stored in the order they were added, so counts say what is stored:
+        self._added = 0  # entries added so far
+        self._stored = 0  # ... of which in the store
+        self._wanted = 0  # flush() wants the first this many stored now
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._retry_at = 0.0
+        # Spilling (with a spool and ``reload``, which decodes a spool record back
+        # into calls): the records after ``_spilled_after`` up to ``_spilled_upto``
+        # are acknowledged but only in the spool; None when nothing is spilled.
+        self._reload = reload if spool is not None else None
+        self._last_end: Position | None = None  # end of the last record added
+        self._spilled_after: Position | None = None
+        self._spilled_upto: Position | None = None
+        self.spilled_records = 0  # read back so far
+        self._spilled_calls = 0  # calls only in the spool now
+        self._in_flight_calls = 0  # calls of the flush being written
+        self.failures = 0
+        self.dead_letters = 0  # flushes set aside
+        self.dead_letter_calls = 0
+        self.peak_pending_calls = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="segwatch-flush", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending_calls(self) -> int:
+        return self._pending_calls
+
+    @property
+    def unstored_calls(self) -> int:
+        """Acknowledged calls not yet in the store: waiting here, or spilled to the spool."""
+        return self._pending_calls + self._spilled_calls + self._in_flight_calls
+
+    @property
+    def spilling(self) -> bool:
+        """Acknowledged calls wait in the spool only (the store is behind)."""
+        return self._spilled_after is not None
+
+    @property
+    def store_failing(self) -> bool:
+        """The last flush failed; it is retried with backoff."""
+        return bool(self._retry_at)
+
+    def retry_now(self) -> None:
+        """The store is back: retry a failed flush now rather than at its next backoff."""
+        with self._cond:
+            if self._retry_at:
+                self._retry_at = time.monotonic()
+                self._cond.notify_all()
+
+    def reserve(self, calls: int, timeout: float | None = 5.0) -> None:
+        """Wait until ``calls`` more fit under the pending limit; :class:`RetryableError` if not.
+
+        Waiting here is the back-pressure: the client's next request waits for
+        this answer, so intake slows to what the store takes. A store that
+        stays behind for ``timeout`` seconds (None: wait as long as it takes)
+        makes the receiver answer UNAVAILABLE, or, when the buffer can spill
+        (a spool and ``reload``), makes the next :meth:`add` spill; a failing
+        store spills at once.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._pending_calls and self._pending_calls + calls > self._max_pending_calls:
+                if self._reload is not None and (self._spilled_after is not None or self._retry_at):
+                    return  # spilling, or the store is failing: no point waiting
+                left = 60.0 if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    if self._reload is not None:
+                        return  # add() spills it
+                    raise RetryableError(
+                        f"{self._pending_calls} model calls are waiting for the store "
+                        f"(limit {self._max_pending_calls}); retry later"
+                    )
+                self._cond.wait(left)
+
+    def add(
+        self, batch: ModelCallBatch, end: Position | None = None, size: int = 0,
+        *, token: str | None = None, first: Position | None = None,
+    ) -> Future[None] | None:  # fmt: skip
+        """Queue a batch; without a spool, returns a future that resolves once it is stored.
+
+        With a spool, ``end`` is where the batch's spool record ends; records
+        must be added in spool order. With a ``token`` the batch is a unit:
+        the spool records from ``first`` (the end of the first; default
+        ``end``) to ``end`` flushed alone, under that token (a replayed
+        interrupted flush, a requeued dead letter). A unit never starts a
+        spill, but while one is under way it joins it (one record: it is read
+        back with its token), so the flushes keep the spool's order.
+        """
+        waiter: Future[None] | None = Future() if self._spool is None else None
+        with self._cond:
+            if self._stopping and waiter is not None:
+                waiter.set_exception(RuntimeError("the collector is shutting down"))
+                return waiter
+            self._added += 1
+            previous, self._last_end = self._last_end, end
+            spills = (
+                self._spilled_after is not None and first in (None, end)
+                if token is not None
+                else self._spills(len(batch), end, previous)
+            )
+            if spills:
+                self._spilled_upto = end
+                self._spilled_calls += len(batch)
+                return None
+            waiters = [waiter] if waiter is not None else []
+            first = first if first is not None else end
+            entry = _Entry(batch, end, size, waiters, time.monotonic(), token, first)
+            self._pending.append(entry)
+            self._pending_calls += len(batch)
+            self.peak_pending_calls = max(self.peak_pending_calls, self._pending_calls)
+            self._cond.notify()
+        return waiter
+
+    def _spills(self, calls: int, end: Position | None, previous: Position | None) -> bool:
+        """Whether a batch goes to the spool only (under the lock). Once one is, all are, until
+        the flusher has read them back: the flushes must follow the spool's order."""
+        if self._reload is None or end is None:
+            return False
+        if self._spilled_after is None:
+            if not self._pending_calls or self._pending_calls + calls <= self._max_pending_calls:
+                return False
+            if previous is None:
+                return False  # cannot happen: something is pending, so something was added
+            self._spilled_after = previous
+            _logger.warning(
+                "%d model calls are waiting for the store: spilling new ones to the spool",
+                self._pending_calls,
+            )
+        return True
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Return once everything added before the call is in the store (or raise).
+
+        Without a spool, calls whose flush failed count as done: their senders
+        were answered with the error, nothing was acknowledged.
+
+        Calls added meanwhile do not make it wait longer: under steady load it
+        returns as soon as the earlier ones are stored.
+        """
+        with self._cond:
+            wanted = self._added
+            self._wanted = max(self._wanted, wanted)
+            self._cond.notify_all()
+            deadline = time.monotonic() + timeout
+            while self._stored < wanted:
+                if not self._cond.wait(max(0.0, deadline - time.monotonic())):
+                    raise TimeoutError("the store did not take the pending model calls in time")
+
+    def shutdown(self, timeout: float = 60.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # -- the flusher -----------------------------------------------------------
+
+    def _due(self, now: float) -> bool:
+        if not self._pending:
+            return False
+        if now < self._retry_at and not self._stopping:
+            return False
+        return (
+            self._stopping
+            or self._stored < self._wanted
+            or self._spool is None
+            or self._pending_calls >= self._max_flush_calls
+            or now - self._pending[0].arrived >= self._flush_interval
+            or self._spool_filling()
+        )
+
+    def _spool_filling(self) -> bool:
+        """Over half the spool waits for the store: flush now rather than refuse requests
+        later (a large ``flush_calls`` under a light load would wait the interval out)."""
+        spool = self._spool
+        return spool is not None and spool.unflushed_bytes > spool.max_bytes // 2
+
+    def _take(self) -> list[_Entry]:
+        """A prefix of the pending entries: durable ones, up to max_flush_calls; a unit alone."""
+        synced = self._spool.synced if self._spool is not None else None
+        taken: list[_Entry] = []
+        calls = 0
+        for entry in self._pending:
+            if synced is not None and entry.end is not None and entry.end > synced:
+                break  # not yet fsynced (its request is not acknowledged yet)
+            if taken and (calls + len(entry.batch) > self._max_flush_calls or entry.token):
+                break
+            taken.append(entry)
+            calls += len(entry.batch)
+            if entry.token is not None:
+                break
+        del self._pending[: len(taken)]
+        self._pending_calls -= calls
+        self._cond.notify_all()  # room for reserve()
+        return taken
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while True:
+            with self._cond:
+                while not self._due(time.monotonic()) and not self._wants_refill():
+                    if self._stopping and not self._pending and self._spilled_after is None:
+                        self._cond.notify_all()
+                        return
+                    wait = self._flush_interval
+                    if self._pending and self._retry_at:
+                        wait = max(0.01, self._retry_at - time.monotonic())
+                    self._cond.wait(wait)
+                refill = self._wants_refill()
+                taken = [] if refill else self._take()
+            if refill:
+                self._refill()
+                continue
+            if not taken:
+                if self._spool is not None:  # records written but not yet synced: soon
+                    time.sleep(0.001)
+                continue
+            unit = self._unit(taken)
+            self._in_flight_calls = len(unit.batch)
+            error = self._write(unit)
+            if error is None or self._set_aside(unit, error):
+                backoff = 0.5
+                with self._cond:
+                    self._in_flight_calls = 0
+                    self._retry_at = 0.0
+                    self._stored += unit.adds
+                    self._cond.notify_all()
+            else:
+                with self._cond:
+                    self._in_flight_calls = 0
+                    if self._spool is None:  # its callers were answered with the error
+                        self._stored += unit.adds
+                        self._cond.notify_all()
+                    else:  # keep it; the store will be back
+                        # Retry exactly this flush, as one unit under the same token: one
+                        # of its tables may have landed before the other failed.
+                        self._pending.insert(0, unit)
+                        self._pending_calls += len(unit.batch)
+                        self._retry_at = time.monotonic() + backoff
+                        backoff = min(backoff * 2, 30.0)
+                        self._cond.notify_all()  # reserve() may spill instead of waiting
+                    if self._stopping:
+                        return  # what is left stays in the spool for the next start
+
+    def _wants_refill(self) -> bool:
+        """Spilled calls wait and there is room for them (under the lock)."""
+        if self._spilled_after is None:
+            return False
+        if self._stopping and self._retry_at:
+            return False  # the store is failing: what is spilled waits for the next start
+        return self._pending_calls <= self._max_pending_calls // 2
+
+    def _refill(self) -> None:
+        """Read spilled records back from the spool, in order, up to the pending limit."""
+        assert self._spool is not None and self._reload is not None
+        with self._cond:
+            after, upto = self._spilled_after, self._spilled_upto
+            room = self._max_pending_calls - self._pending_calls
+        assert after is not None and upto is not None
+        entries: list[_Entry] = []
+        calls = 0
+        last = after
+        try:
+            for record in self._spool.read(after, upto):
+                last = record.end
+                # An unreadable record (logged by reload) still takes its place in the order,
+                # with no calls: its flush releases its spool bytes like any other.
+                batch, token = self._reload(record) or (ModelCallBatch(), None)
+                size = record_bytes(record.payload)
+                entries.append(
+                    _Entry(batch, record.end, size, [], time.monotonic(), token, record.end)
+                )
+                calls += len(batch)
+                if calls >= room:
+                    break
+        except OSError:  # the disk failed under the spool: keep what was read, try again soon
+            _logger.exception("reading spilled calls back from the spool failed")
+            time.sleep(1.0)
+        with self._cond:
+            self._pending.extend(entries)
+            self._pending_calls += calls
+            self.peak_pending_calls = max(self.peak_pending_calls, self._pending_calls)
+            self.spilled_records += len(entries)
+            self._spilled_calls = max(0, self._spilled_calls - calls)
+            if last == self._spilled_upto:
+                self._spilled_after = self._spilled_upto = None  # caught up
+            else:
+                self._spilled_after = last
+            self._cond.notify_all()
+
+    def _unit(self, taken: list[_Entry]) -> _Entry:
+        """The flush of ``taken`` as one entry, with the token that names it from now on."""
+        if len(taken) == 1 and (taken[0].token is not None or self._spool is None):
+            return taken[0]
+        first, last = taken[0].first or taken[0].end, taken[-1].end
+        if self._spool is not None and first is not None and last is not None:
+            token = self._spool.token(first, last)
+        else:  # unique: without any token ClickHouse would drop a flush that looks like another
+            token = f"segwatch-{uuid.uuid4().hex}"
+        return _Entry(
+            ModelCallBatch.concat([entry.batch for entry in taken]),
+            last,
+            sum(entry.size for entry in taken),
+            [waiter for entry in taken for waiter in entry.waiters],
+            taken[0].arrived,
+            token,
+            first,
+            adds=sum(entry.adds for entry in taken),
+        )
+
+    def _write(self, unit: _Entry) -> Exception | None:
+        """Aggregate and store one flush; None once it is in the store, else what failed."""
+        batch = unit.batch
+        token = unit.token or f"segwatch-{uuid.uuid4().hex}"
+        try:
+            aggregate_error(batch.models)
+            parts: list[TableRows] = [self._aggregator.aggregate(batch)]
+            if self._raw_calls:
+                parts.append(call_rows(batch))
+        except Exception as exc:  # a bug, not bad data: keep the flusher alive, and say so
+            if unit.refusals:  # the traceback once per flush is enough
+                _logger.error("aggregating %d model calls failed again: %s", len(batch), exc)
+            else:
+                _logger.exception("aggregating %d model calls failed", len(batch))
+            return self._failed(unit, InsertRefusedError(f"aggregating them failed: {exc}"))
+        if self._spool is not None and unit.first is not None and unit.end is not None:
+            self._spool.begin_flush(unit.first, unit.end)
+        try:
+            self._exporter.submit(*parts, token=token).result(timeout=self._store_timeout)
+        except Exception as exc:
+            _logger.warning("flush of %d model calls failed: %s", len(batch), exc)
+            return self._failed(unit, exc)
+        exit_after_insert()
+        if self._spool is not None and unit.end is not None:
+            self._spool.end_flush(unit.end, unit.size)
+        for waiter in unit.waiters:
+            waiter.set_result(None)
+        return None
+
+    def _failed(self, unit: _Entry, exc: Exception) -> Exception:
+        self.failures += 1
+        error = RetryableError(f"the store did not take the data: {exc}")
+        for waiter in unit.waiters:
+            waiter.set_exception(error)
+        return exc
+
+    def _set_aside(self, unit: _Entry, error: Exception) -> bool:
+        """Move a flush that keeps failing for a reason not the store's to the dead letters.
+
+        True once it is set aside (the flusher goes on past it); False to retry it.
+        """
+        if not isinstance(error, InsertRefusedError) or self._dead_letters is None:
+            return False
+        unit.refusals += 1
+        if unit.refusals < self._max_flush_attempts:
+            return False
+        assert self._spool is not None and unit.end is not None and unit.token is not None
+        try:
+            letter = self._dead_letters.add(
+                self._spool.read(self._spool.flushed, unit.end),
+                token=unit.token, reason=str(error), calls=len(unit.batch), end=unit.end,
+            )  # fmt: skip
+        except OSError:
+            _logger.exception("cannot write a dead letter: the flush stays, and is retried")
+            return False
+        self._spool.end_flush(unit.end, unit.size)
+        self.dead_letters += 1
+        self.dead_letter_calls += len(unit.batch)
+        _logger.error(
+            "set aside %d model calls after %d failed flushes (%s): dead letter %s in %s; "
+            "'segwatch spool requeue %s' sends them back",
+            len(unit.batch), unit.refusals, error, letter.name,
+            self._dead_letters.directory, letter.name,
+        )  # fmt: skip
+        return True

@@ -1,0 +1,334 @@
+"""Collector: builds the pipeline from a config and runs it.
+
+receiver → processor (decode, segment, aggregate) → exporter → ClickHouse,
+plus the detector scheduler and the local API. Components are built with
+their next consumer and started in reverse order of the data flow, so nothing
+is accepted before its consumer is ready; shutdown goes the other way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from segwatch.clickhouse.migrate import apply_migrations
+from segwatch.clickhouse.store import parse_dsn, redact_dsn
+from segwatch.collector import kernels
+from segwatch.collector.aggregate.aggregator import SegmentAggregator
+from segwatch.collector.cli.access import discovery_path
+from segwatch.collector.config.model import CollectorConfig, configured_detectors
+from segwatch.collector.durable.dead_letters import DeadLetters, open_settled
+from segwatch.collector.durable.processor import ModelCallProcessor
+from segwatch.collector.durable.spool import Spool
+from segwatch.collector.durable.spool_admin import send_back, spool_directory
+from segwatch.collector.metrics import CollectorMetrics
+from segwatch.collector.profile.profiles import refresh_quantile_buckets
+from segwatch.collector.receive.receiver import OTLPReceiver
+from segwatch.collector.segment.plan import SegmentationPlan
+from segwatch.collector.store.connection import StoreConnection, StoreUnreachableError
+from segwatch.collector.store.exporter import ClickHouseExporter
+from segwatch.collector.store.part_durability import set_part_durability
+from segwatch.collector.store.settings import check_store_settings
+
+from .alerts import notifiers
+from .analyst_queries import AnalystQueries, QueryBudget
+from .api import LocalApi
+from .scheduler import DetectorScheduler
+
+__all__ = ["Collector"]
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Clients:
+    exporter: Client
+    scheduler: Client
+    api: Client
+    control: Client  # cancels analysts' queries (KILL QUERY)
+
+
+class Collector:
+    """The whole collector process, as one object with ``start()`` / ``shutdown()``."""
+
+    def __init__(self, config: CollectorConfig) -> None:
+        self.config = config
+        self.location = parse_dsn(config.storage.dsn)
+        self.detectors = configured_detectors(config)
+        self.plan = SegmentationPlan(config)
+        self._store: StoreConnection | None = None
+        self._clients: _Clients | None = None
+        self.exporter: ClickHouseExporter | None = None
+        self.processor: ModelCallProcessor | None = None
+        self.spool: Spool | None = None
+        self.receiver: OTLPReceiver | None = None
+        self.scheduler: DetectorScheduler | None = None
+        self.api: LocalApi | None = None
+        self.metrics = CollectorMetrics()
+        self.metrics.read_from(self._metric_values)
+
+    def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _start(self) -> None:
+        config = self.config
+        if not kernels.COMPILED:
+            _logger.warning(
+                "the compiled loops (%s) are not built: decoding and aggregating with numpy, "
+                "several times slower; reinstall with a C compiler",
+                kernels.LIBRARY.name,
+            )
+        # The spool first: with it, acknowledging needs no store.
+        self.spool = self._open_spool()
+        # One client per component: each runs its queries on its own thread. They open
+        # the store together; one that is unreachable now is opened once it is back.
+        budget = QueryBudget.of(config.api)
+        query_sessions = budget.sessions()  # readonly=1, each on the budget
+        self._store = StoreConnection(
+            self.location, [{}, {}, {}, {}, *query_sessions], self._set_up_store, self._store_back
+        )
+        self._clients = _Clients(*(self._store.client(i) for i in range(4)))
+        queries = AnalystQueries(
+            [(s["log_comment"], self._store.client(4 + i)) for i, s in enumerate(query_sessions)],
+            self._clients.control,
+            budget,
+        )
+        if not self._store.connect() and self.spool is None:
+            raise StoreUnreachableError(
+                f"the store is unreachable ({self._store.problem}) and there is no spool to "
+                "hold what would be acknowledged meanwhile"
+            )
+        self.exporter = ClickHouseExporter(self._clients.exporter, self.metrics)
+        self.exporter.start()
+        self.processor = ModelCallProcessor(
+            SegmentAggregator(self.plan),
+            self.exporter,
+            spool=self.spool,
+            raw_calls=config.storage.raw_calls,
+            flushing=config.storage.spool,
+            allowed_lateness=config.receiver.allowed_lateness,
+            allowed_skew=config.receiver.allowed_skew,
+            limits=config.receiver.limits,
+            max_models=config.segments.max_models,
+        )
+        self.processor.start()
+        if self.spool is not None:
+            # A flush set aside just before a crash is a dead letter, not to be replayed.
+            records, interrupted = open_settled(self.spool)
+            replayed = self.processor.replay(records, interrupted)
+            if replayed:
+                _logger.info("replayed %d model calls from the spool", replayed)
+        if config.scheduler.enabled:
+            self.scheduler = DetectorScheduler(
+                self._clients.scheduler,
+                self.detectors,
+                notifiers=notifiers(config.alerts),
+                metrics=self.metrics,
+            )
+            self.scheduler.start()
+        self.api = LocalApi(
+            config.api.endpoint,
+            self._clients.api,
+            self.status,
+            self.detectors,
+            config,
+            queries=queries,
+            requeue=self.requeue_dead_letters,
+            before_read=self.flush,
+            on_baseline=lambda: refresh_quantile_buckets(self._clients.api, self.plan),  # type: ignore[union-attr]
+            token=os.environ.get(config.api.token_env) or None,
+            readiness=self.readiness,
+            metrics=self.metrics.exposition,
+        )
+        self.api.start()
+        self.receiver = OTLPReceiver(
+            config.receiver.endpoint,
+            self.processor,
+            config.receiver.max_workers,
+            max_message_bytes=config.receiver.limits.max_message_mib << 20,
+            tls=config.receiver.tls,
+            token=os.environ.get(config.receiver.token_env) or None,
+            metrics=self.metrics,
+            insecure=config.receiver.insecure,
+        )
+        self.receiver.start()
+        self._write_discovery()
+        _logger.info(
+            "collector listening on %s (OTLP/gRPC), API on %s, store %s",
+            self.receiver.address,
+            self.api.url,
+            self.location.path or redact_dsn(self.location.dsn),
+        )
+
+    def _set_up_store(self, client: Client) -> None:
+        """Bring a newly opened store up to date before anything else uses it."""
+        applied = apply_migrations(client)
+        if applied:
+            _logger.info("applied migrations: %s", ", ".join(applied))
+        check_store_settings(client, self.config)
+        set_part_durability(client, self.config.storage.fsync_parts)
+        refresh_quantile_buckets(client, self.plan)
+
+    def _store_back(self) -> None:
+        if self.processor is not None:
+            self.processor.buffer.retry_now()
+
+    def _open_spool(self) -> Spool | None:
+        path = spool_directory(self.config)
+        if path is None:
+            return None  # acknowledged means stored
+        return Spool(path, max_bytes=self.config.storage.spool.max_mib << 20)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Return once every model call acknowledged so far is in the store."""
+        if self._store is not None and self._store.problem:
+            raise StoreUnreachableError(f"the store is unreachable: {self._store.problem}")
+        if self.processor is not None:
+            self.processor.flush(timeout)
+
+    def requeue_dead_letters(self, names: list[str]) -> int:
+        """Send the named dead letters back into the running spool; the calls they hold."""
+        if self.spool is None or self.processor is None:
+            raise ValueError("this collector has no spool")
+        return send_back(DeadLetters(self.spool.directory), names, self.processor.requeue)
+
+    def readiness(self) -> list[str]:
+        """What keeps the collector from taking data now; empty when it is ready."""
+        problems = []
+        if self.receiver is None or self.receiver.port is None:
+            problems.append("the OTLP receiver is not listening")
+        if self._store is not None and self._store.problem:
+            problems.append(
+                f"the store is unreachable ({self._store.problem}); acknowledged data waits "
+                "in the spool"
+            )
+        elif self.processor is not None and self.processor.buffer.store_failing:
+            error = self.exporter.stats.last_error if self.exporter else ""
+            problems.append(f"the store refuses inserts ({error}); data waits in the spool")
+        if self.spool is not None and self.spool.unflushed_bytes > 0.9 * self.spool.max_bytes:
+            problems.append("the spool is over 90 % full: requests will be refused")
+        return problems
+
+    def _metric_values(self) -> dict[str, Any]:
+        stats = self.processor.stats if self.processor else None
+        buffer = self.processor.buffer if self.processor else None
+        return {
+            "model_calls": stats.model_calls if stats else 0,
+            "rejected_spans": stats.rejected_spans if stats else 0,
+            "rejected_by": dict(stats.rejected_by) if stats else {},
+            "spool_bytes": self.spool.unflushed_bytes if self.spool else 0,
+            "pending_calls": buffer.pending_calls if buffer else 0,
+            "spilled": int(buffer.spilling) if buffer else 0,
+            "dead_letters": buffer.dead_letters if buffer else 0,
+            "dead_letter_calls": buffer.dead_letter_calls if buffer else 0,
+        }
+
+    def status(self) -> dict[str, Any]:
+        stats = self.processor.stats if self.processor else None
+        return {
+            "receiver": self.receiver.address if self.receiver else None,
+            "store": self.location.path or "memory" if self.location.embedded else "server",
+            "requests": stats.requests if stats else 0,
+            "model_calls": stats.model_calls if stats else 0,
+            "rejected_spans": stats.rejected_spans if stats else 0,
+            "rejected_by_reason": dict(stats.rejected_by) if stats else {},
+            "detector_runs": self.scheduler.runs if self.scheduler else 0,
+            "folded_into_other": {
+                f"{model}/{dimension}": rows
+                for (model, dimension), rows in sorted(self.processor.aggregator.folded.items())
+            }
+            if self.processor
+            else {},
+        }
+
+    def _write_discovery(self) -> None:
+        path = discovery_path(self.location)
+        if path is None or self.api is None:
+            return
+        # It holds the API's token: created 0600 (never readable by others, whatever
+        # the umask), then renamed into place whole.
+        temporary = f"{path}.{os.getpid()}.tmp"
+        if os.path.lexists(temporary):
+            os.remove(temporary)  # left by a killed process that had this pid
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(
+                {
+                    "pid": os.getpid(),
+                    "api": self.api.local_url,
+                    "token": self.api.token,
+                    "otlp_grpc": self.receiver.address if self.receiver else None,
+                },
+                handle,
+            )
+        os.replace(temporary, path)
+
+    def shutdown(self) -> int:
+        """Stop accepting, finish what was accepted, stop the rest; safe to call twice.
+
+        Returns how many acknowledged model calls the store did not take (they
+        stay in the spool for the next start); 0 when everything is stored.
+        """
+        left = 0
+        path = discovery_path(self.location)
+        if path is not None and os.path.exists(path):
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    if json.load(handle).get("pid") == os.getpid():
+                        os.remove(path)
+            except (OSError, ValueError):
+                pass
+        if self.receiver is not None:
+            self.receiver.shutdown()
+            self.receiver = None
+        if self.api is not None:
+            self.api.shutdown()
+            self.api = None
+        if self.scheduler is not None:
+            self.scheduler.shutdown()
+            self.scheduler = None
+        if self.processor is not None:
+            self.processor.shutdown()  # flushes what the receiver accepted
+            left = self.processor.buffer.unstored_calls
+            if left:
+                why = (self._store.problem if self._store else None) or (
+                    self.exporter.stats.last_error if self.exporter else ""
+                )
+                _logger.warning(
+                    "%d acknowledged model calls stay in the spool for the next start: the "
+                    "store did not take them (%s)",
+                    left,
+                    why or "unknown error",
+                )
+            self.processor = None
+        if self.exporter is not None:
+            self.exporter.shutdown()
+            self.exporter = None
+        if self.spool is not None:
+            letters = DeadLetters(self.spool.directory)
+            waiting = letters.list()
+            if waiting:
+                _logger.warning(
+                    "%d dead letters (%d model calls) wait in %s, not in the store: "
+                    "'segwatch spool' lists them, 'segwatch spool requeue' sends them back",
+                    len(waiting),
+                    sum(letter.calls for letter in waiting),
+                    letters.directory,
+                )
+            self.spool.close()
+            self.spool = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+            _logger.info("collector stopped")
+        self._clients = None
+        return left
