@@ -23,7 +23,7 @@ from urllib.parse import urlencode, urlsplit
 
 from clickhouse_connect.driver.client import Client
 
-from segwatch.clickhouse.detection import DetectorSpec, run_detectors
+from segwatch.clickhouse.detection import DetectorSpec
 from segwatch.clickhouse.migrate import apply_migrations
 from segwatch.clickhouse.queries import AnomalyFilter, Table, list_anomalies, read_only_query
 from segwatch.clickhouse.store import (
@@ -34,15 +34,16 @@ from segwatch.clickhouse.store import (
     parse_dsn,
     redact_dsn,
 )
+from segwatch.collector.config.endpoints import is_loopback, parse_endpoint
 from segwatch.collector.config.model import (
     API_TOKEN_ENV,
     ApiConfig,
     CollectorConfig,
-    parse_endpoint,
 )
 from segwatch.collector.profile.profiles import Progress, load_profile, read_table
 from segwatch.collector.service.analyst_queries import AnalystQueries, QueryBudget
-from segwatch.collector.service.api_door import is_loopback
+from segwatch.collector.service.discovery import discovery_path, read_discovery
+from segwatch.collector.service.scheduler import detect_table
 
 __all__ = [
     "ApiAccess",
@@ -50,13 +51,8 @@ __all__ = [
     "DirectAccess",
     "StoreAccess",
     "describe_store",
-    "detect_table",
-    "discovery_path",
     "open_access",
-    "read_discovery",
 ]
-
-DISCOVERY_FILE = "segwatch-collector.json"
 
 
 class StoreAccess(Protocol):
@@ -68,41 +64,6 @@ class StoreAccess(Protocol):
     def anomalies(self, selection: AnomalyFilter) -> Table: ...
     def detect(self, at: dt.datetime | None) -> Table: ...
     def close(self) -> None: ...
-
-
-def detect_table(
-    client: Client, at: dt.datetime | None, specs: list[DetectorSpec] | None = None
-) -> Table:
-    """Run the detectors (``specs``, default the manifest's) now; tabulate the new anomalies."""
-    runs = run_detectors(client, at, specs)
-    rows: list[list[Any]] = []
-    for run in runs:
-        for a in run.new_anomalies:
-            rows.append(
-                [
-                    run.detector,
-                    a["model_name"],
-                    a["model_version"],
-                    f"{a['segment_dim']}={a['segment_value']}",
-                    a["quantity"],
-                    round(float(a["score"]), 4),
-                    a["threshold"],
-                    a["support"],
-                    (a["exemplar_trace_ids"] or [""])[0],
-                ]
-            )
-    columns = [
-        "detector",
-        "model",
-        "version",
-        "segment",
-        "quantity",
-        "score",
-        "threshold",
-        "support",
-        "exemplar_trace_id",
-    ]
-    return Table(columns, rows)
 
 
 class DirectAccess:
@@ -227,37 +188,6 @@ class ApiAccess:
 
     def close(self) -> None:
         pass
-
-
-def discovery_path(location: StoreLocation) -> str | None:
-    """Where a collector on this store announces its local API (embedded stores only)."""
-    if location.path is None:
-        return None
-    return os.path.join(location.path, DISCOVERY_FILE)
-
-
-def read_discovery(location: StoreLocation) -> dict[str, Any] | None:
-    """The running collector's announcement, if its process is alive."""
-    path = discovery_path(location)
-    if path is None or not os.path.exists(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as handle:
-            info: dict[str, Any] = json.load(handle)
-    except PermissionError as exc:
-        raise StoreError(
-            f"cannot read {path}: it holds the running collector's API token and only the "
-            "collector's user may read it"
-        ) from exc
-    except (OSError, ValueError):
-        return None  # half gone: the collector that wrote it is stopping
-    try:
-        os.kill(int(info["pid"]), 0)
-    except PermissionError:
-        pass  # alive, another user's process
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # stale: the collector that wrote it is gone
-    return info
 
 
 def describe_store(location: StoreLocation) -> str:

@@ -36,9 +36,9 @@ from segwatch.collector.config.model import (
     StorageConfig,
 )
 from segwatch.collector.service.collector import Collector
+from segwatch.collector.service.scheduler import detect_table
 from segwatch.instrumentation import monitor
 
-from .access import detect_table
 from .output import print_table
 
 __all__ = ["DemoScenario", "run_demo", "service_tracer_provider", "simulate"]

@@ -34,9 +34,10 @@ from segwatch.collector.config.model import (
     configured_detectors,
     load_config,
 )
+from segwatch.collector.service.discovery import read_discovery
 from segwatch.collector.service.logs import JsonLogFormatter
 
-from .access import ApiAccess, ApiError, DirectAccess, open_access, read_discovery
+from .access import ApiAccess, ApiError, DirectAccess, open_access
 from .output import print_table
 
 __all__ = ["main"]

@@ -28,6 +28,7 @@ from segwatch.clickhouse.detection import (
 from segwatch.clickhouse.lifecycle import Persistence
 from segwatch.clickhouse.store import DEFAULT_DSN, parse_dsn
 
+from .endpoints import parse_endpoint
 from .files import resolve_dsn, resolve_path
 from .limits import RequestLimits
 from .schema import Choice, ListOf, Problems, Record, Scalar, Table, validate
@@ -60,7 +61,6 @@ __all__ = [
     "labels_parameter",
     "load_config",
     "parse_config",
-    "parse_endpoint",
 ]
 
 DEFAULT_GRPC_ENDPOINT = "127.0.0.1:4317"
@@ -289,14 +289,6 @@ class CollectorConfig:
 
 
 # -- checks ------------------------------------------------------------------
-
-
-def parse_endpoint(endpoint: str) -> tuple[str, int]:
-    """``host:port`` (``[::1]:port`` for IPv6) → (host, port); ``ValueError`` if malformed."""
-    host, sep, port_text = endpoint.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"endpoint {endpoint!r} must be host:port with a port 0-65535")
-    return host.strip("[]"), int(port_text)
 
 
 def _at_least(minimum: float, strictly: bool = False) -> Any:

@@ -21,11 +21,11 @@ from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from segwatch.collector.config.model import RECEIVER_TOKEN_ENV, TlsConfig, parse_endpoint
+from segwatch.collector.config.endpoints import is_loopback, parse_endpoint
+from segwatch.collector.config.model import RECEIVER_TOKEN_ENV, TlsConfig
 from segwatch.collector.durable.processor import ConsumeResult
 from segwatch.collector.errors import PermanentError, RetryableError
 from segwatch.collector.metrics import CollectorMetrics
-from segwatch.collector.service.api_door import is_loopback
 
 __all__ = ["OTLPConsumer", "OTLPReceiver", "retry_info_metadata"]
 

@@ -32,7 +32,6 @@ __all__ = [
     "CategoryVocabulary",
     "SegmentDimension",
     "cross_dimension",
-    "factorize",
     "positions_in",
     "segment_dimension",
     "whole_model",
@@ -158,17 +157,6 @@ def cross_dimension(first: SegmentDimension, second: SegmentDimension) -> Segmen
 
 
 _DECADES = LogBuckets(10.0)
-
-
-def factorize(values: list[str]) -> tuple[list[str], npt.NDArray[np.int64]]:
-    """Distinct values in first-seen order, and each value's index among them.
-
-    A dict does this in one pass; ``np.unique`` on an object array sorts
-    Python strings and is several times slower.
-    """
-    index: dict[str, int] = {}
-    codes = [index.setdefault(v, len(index)) for v in values]
-    return list(index), np.asarray(codes, dtype=np.int64)
 
 
 def positions_in(

@@ -45,19 +45,19 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from segwatch.clickhouse.detection import DetectorSpec
 from segwatch.clickhouse.queries import AnomalyFilter, list_anomalies, read_only_query
-from segwatch.collector.cli.access import detect_table
+from segwatch.collector.config.endpoints import is_loopback, is_wildcard, parse_endpoint
 from segwatch.collector.config.model import (
     API_TOKEN_ENV,
     ApiConfig,
     CollectorConfig,
-    parse_endpoint,
 )
 from segwatch.collector.errors import RetryableError
 from segwatch.collector.metrics import CONTENT_TYPE
 from segwatch.collector.profile.profiles import load_profile, read_table
 
 from .analyst_queries import AnalystQueries, QueryBudgetError, QueryCancelledError
-from .api_door import UPLOAD_TYPES, ApiDoor, Refusal, body_type, is_loopback, is_wildcard
+from .api_door import UPLOAD_TYPES, ApiDoor, Refusal, body_type
+from .scheduler import detect_table
 
 __all__ = ["LocalApi"]
 

@@ -22,13 +22,14 @@ binding beyond loopback requires, is what keeps strangers out.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import Message
 
-__all__ = ["UPLOAD_TYPES", "ApiDoor", "Refusal", "body_type", "is_loopback", "is_wildcard"]
+from segwatch.collector.config.endpoints import is_loopback, is_wildcard
+
+__all__ = ["UPLOAD_TYPES", "ApiDoor", "Refusal", "body_type"]
 
 JSON = "application/json"
 UPLOAD_TYPES = {"text/csv": ".csv", "application/vnd.apache.parquet": ".parquet"}
@@ -42,19 +43,6 @@ class Refusal:
     code: int
     message: str
     headers: Mapping[str, str] | None = None
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name: it may resolve anywhere
-
-
-def is_wildcard(host: str) -> bool:
-    return host in ("", "0.0.0.0", "::")
 
 
 def body_type(headers: Message) -> str:

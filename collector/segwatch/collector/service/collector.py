@@ -8,7 +8,6 @@ is accepted before its consumer is ready; shutdown goes the other way.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from segwatch.clickhouse.migrate import apply_migrations
 from segwatch.clickhouse.store import parse_dsn, redact_dsn
 from segwatch.collector import kernels
 from segwatch.collector.aggregate.aggregator import SegmentAggregator
-from segwatch.collector.cli.access import discovery_path
 from segwatch.collector.config.model import CollectorConfig, configured_detectors
 from segwatch.collector.durable.dead_letters import DeadLetters, open_settled
 from segwatch.collector.durable.processor import ModelCallProcessor
@@ -38,6 +36,7 @@ from segwatch.collector.store.settings import check_store_settings
 from .alerts import notifiers
 from .analyst_queries import AnalystQueries, QueryBudget
 from .api import LocalApi
+from .discovery import discovery_path, remove_own_discovery, write_discovery
 from .scheduler import DetectorScheduler
 
 __all__ = ["Collector"]
@@ -254,23 +253,10 @@ class Collector:
         path = discovery_path(self.location)
         if path is None or self.api is None:
             return
-        # It holds the API's token: created 0600 (never readable by others, whatever
-        # the umask), then renamed into place whole.
-        temporary = f"{path}.{os.getpid()}.tmp"
-        if os.path.lexists(temporary):
-            os.remove(temporary)  # left by a killed process that had this pid
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(
-                {
-                    "pid": os.getpid(),
-                    "api": self.api.local_url,
-                    "token": self.api.token,
-                    "otlp_grpc": self.receiver.address if self.receiver else None,
-                },
-                handle,
-            )
-        os.replace(temporary, path)
+        otlp = self.receiver.address if self.receiver else None
+        write_discovery(
+            path, {"api": self.api.local_url, "token": self.api.token, "otlp_grpc": otlp}
+        )
 
     def shutdown(self) -> int:
         """Stop accepting, finish what was accepted, stop the rest; safe to call twice.
@@ -280,13 +266,8 @@ class Collector:
         """
         left = 0
         path = discovery_path(self.location)
-        if path is not None and os.path.exists(path):
-            try:
-                with open(path, encoding="utf-8") as handle:
-                    if json.load(handle).get("pid") == os.getpid():
-                        os.remove(path)
-            except (OSError, ValueError):
-                pass
+        if path is not None:
+            remove_own_discovery(path)
         if self.receiver is not None:
             self.receiver.shutdown()
             self.receiver = None

@@ -28,8 +28,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from segwatch.collector.segment.segments import factorize
-
 __all__ = ["ArrayColumn", "Coded", "MapColumn", "native_block", "native_chunks"]
 
 
@@ -282,3 +280,14 @@ def _array_column(rows: Sequence[Sequence[Any]]) -> ArrayColumn:
     for row in rows:
         values.extend(row)
     return ArrayColumn(np.cumsum([len(row) for row in rows], dtype=np.uint64), values)
+
+
+def factorize(values: list[str]) -> tuple[list[str], npt.NDArray[np.int64]]:
+    """Distinct values in first-seen order, and each value's index among them.
+
+    A dict does this in one pass; ``np.unique`` on an object array sorts
+    Python strings and is several times slower.
+    """
+    index: dict[str, int] = {}
+    codes = [index.setdefault(v, len(index)) for v in values]
+    return list(index), np.asarray(codes, dtype=np.int64)

@@ -1,0 +1,80 @@
+"""The discovery file: how the CLI finds the collector that holds an embedded store.
+
+An embedded store is locked by one process, so while a collector runs, the CLI
+reaches the store through the collector's local API. The collector announces
+that API (address, token, pid, OTLP address) in a file inside the store's
+directory, created 0600 and renamed into place whole; the CLI reads it and
+checks the pid is alive. Server stores (``http(s)://``) have no discovery file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from segwatch.clickhouse.store import StoreError, StoreLocation
+
+__all__ = [
+    "DISCOVERY_FILE",
+    "discovery_path",
+    "read_discovery",
+    "remove_own_discovery",
+    "write_discovery",
+]
+
+DISCOVERY_FILE = "segwatch-collector.json"
+
+
+def discovery_path(location: StoreLocation) -> str | None:
+    """Where a collector on this store announces its local API (embedded stores only)."""
+    if location.path is None:
+        return None
+    return os.path.join(location.path, DISCOVERY_FILE)
+
+
+def read_discovery(location: StoreLocation) -> dict[str, Any] | None:
+    """The running collector's announcement, if its process is alive."""
+    path = discovery_path(location)
+    if path is None or not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            info: dict[str, Any] = json.load(handle)
+    except PermissionError as exc:
+        raise StoreError(
+            f"cannot read {path}: it holds the running collector's API token and only the "
+            "collector's user may read it"
+        ) from exc
+    except (OSError, ValueError):
+        return None  # half gone: the collector that wrote it is stopping
+    try:
+        os.kill(int(info["pid"]), 0)
+    except PermissionError:
+        pass  # alive, another user's process
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # stale: the collector that wrote it is gone
+    return info
+
+
+def write_discovery(path: str, info: dict[str, Any]) -> None:
+    """Announce this process's API at ``path``: ``info`` plus this pid, created 0600, whole."""
+    # It holds the API's token: created 0600 (never readable by others, whatever
+    # the umask), then renamed into place whole.
+    temporary = f"{path}.{os.getpid()}.tmp"
+    if os.path.lexists(temporary):
+        os.remove(temporary)  # left by a killed process that had this pid
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        json.dump({"pid": os.getpid(), **info}, handle)
+    os.replace(temporary, path)
+
+
+def remove_own_discovery(path: str) -> None:
+    """Remove the announcement at ``path`` if this process wrote it (another may have since)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            if json.load(handle).get("pid") == os.getpid():
+                os.remove(path)
+    except (OSError, ValueError):
+        pass
