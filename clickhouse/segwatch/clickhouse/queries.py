@@ -15,7 +15,7 @@ from .read_only import check_read_only
 __all__ = [
     "ANOMALY_STATES",
     "AnomalyFilter",
-    "Table",
+    "QueryResult",
     "add_exemplar_span_ids",
     "json_value",
     "list_anomalies",
@@ -30,7 +30,7 @@ READ_ONLY = {"readonly": 1}
 
 
 @dataclass(frozen=True)
-class Table:
+class QueryResult:
     """A query result: column names and rows."""
 
     columns: list[str]
@@ -40,7 +40,7 @@ class Table:
         return {"columns": self.columns, "rows": [[json_value(v) for v in r] for r in self.rows]}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Table:
+    def from_json(cls, data: dict[str, Any]) -> QueryResult:
         return cls(list(data["columns"]), [list(r) for r in data["rows"]])
 
 
@@ -62,8 +62,8 @@ def run_query(
     query: str,
     parameters: dict[str, Any] | None = None,
     settings: dict[str, Any] | None = None,
-) -> Table:
-    """Run a query into a :class:`Table`, with column names even when no row comes back."""
+) -> QueryResult:
+    """Run a query into a :class:`QueryResult`, with column names even when no row comes back."""
     result = client.query(query, parameters=parameters, settings=settings)
     columns = list(result.column_names)
     if not columns and not result.result_rows and _SELECT.match(query):
@@ -77,10 +77,10 @@ def run_query(
             columns = [str(row[0]) for row in described.result_rows]
         except ClickHouseError:
             pass  # e.g. a FORMAT clause: the rows (none) still stand
-    return Table(columns, [list(row) for row in result.result_rows])
+    return QueryResult(columns, [list(row) for row in result.result_rows])
 
 
-def read_only_query(client: Client, query: str) -> Table:
+def read_only_query(client: Client, query: str) -> QueryResult:
     """Run an analyst's query: one statement that only reads, under ``readonly=1``.
 
     :func:`~segwatch.clickhouse.read_only.check_read_only` refuses, with a
@@ -178,7 +178,7 @@ LIMIT {limit:UInt32}
 """
 
 
-def list_anomalies(client: Client, selection: AnomalyFilter | None = None) -> Table:
+def list_anomalies(client: Client, selection: AnomalyFilter | None = None) -> QueryResult:
     """The anomalies (open and resolved, latest change first), or each run's findings.
 
     ``FINAL``: one row per key whatever the merges have done so far.

@@ -25,7 +25,7 @@ from clickhouse_connect.driver.client import Client
 
 from segwatch.clickhouse.detection import DetectorSpec
 from segwatch.clickhouse.migrate import apply_migrations
-from segwatch.clickhouse.queries import AnomalyFilter, Table, list_anomalies, read_only_query
+from segwatch.clickhouse.queries import AnomalyFilter, QueryResult, list_anomalies, read_only_query
 from segwatch.clickhouse.store import (
     StoreError,
     StoreLocation,
@@ -60,9 +60,9 @@ class StoreAccess(Protocol):
     """Which store this reaches, and how: one line for people, without a password."""
 
     def load_baseline(self, path: str, model: str, version: str, name: str) -> int: ...
-    def sql(self, query: str) -> Table: ...
-    def anomalies(self, selection: AnomalyFilter) -> Table: ...
-    def detect(self, at: dt.datetime | None) -> Table: ...
+    def sql(self, query: str) -> QueryResult: ...
+    def anomalies(self, selection: AnomalyFilter) -> QueryResult: ...
+    def detect(self, at: dt.datetime | None) -> QueryResult: ...
     def close(self) -> None: ...
 
 
@@ -88,7 +88,7 @@ class DirectAccess:
         return load_profile(self.client, read_table(path), model=model, version=version,
                             name=name, config=self.config, progress=self.progress)  # fmt: skip
 
-    def sql(self, query: str) -> Table:
+    def sql(self, query: str) -> QueryResult:
         """The query on a read-only session of its own, on the config's budget (as through a
         collector: ``api.max_execution_time`` and the rest)."""
         if self.location is None:
@@ -102,10 +102,10 @@ class DirectAccess:
         finally:
             session.close()
 
-    def anomalies(self, selection: AnomalyFilter) -> Table:
+    def anomalies(self, selection: AnomalyFilter) -> QueryResult:
         return list_anomalies(self.client, selection)
 
-    def detect(self, at: dt.datetime | None) -> Table:
+    def detect(self, at: dt.datetime | None) -> QueryResult:
         return detect_table(self.client, at, self.specs)
 
     def close(self) -> None:
@@ -170,8 +170,8 @@ class ApiAccess:
         result: dict[str, Any] = self._call("GET", "/api/v1/status")
         return result
 
-    def sql(self, query: str) -> Table:
-        return Table.from_json(self._call("POST", "/api/v1/sql", {"query": query}))
+    def sql(self, query: str) -> QueryResult:
+        return QueryResult.from_json(self._call("POST", "/api/v1/sql", {"query": query}))
 
     def load_baseline(self, path: str, model: str, version: str, name: str) -> int:
         """Upload the file's bytes; the collector never reads a path it is sent."""
@@ -179,12 +179,12 @@ class ApiAccess:
         query = urlencode({"model": model, "version": version, "name": name})
         return int(self._call("POST", f"/api/v1/baseline?{query}", upload=(path, kind))["rows"])
 
-    def anomalies(self, selection: AnomalyFilter) -> Table:
-        return Table.from_json(self._call("POST", "/api/v1/anomalies", selection.to_json()))
+    def anomalies(self, selection: AnomalyFilter) -> QueryResult:
+        return QueryResult.from_json(self._call("POST", "/api/v1/anomalies", selection.to_json()))
 
-    def detect(self, at: dt.datetime | None) -> Table:
+    def detect(self, at: dt.datetime | None) -> QueryResult:
         body = {"at": at.isoformat() if at else None}
-        return Table.from_json(self._call("POST", "/api/v1/detect", body))
+        return QueryResult.from_json(self._call("POST", "/api/v1/detect", body))
 
     def close(self) -> None:
         pass

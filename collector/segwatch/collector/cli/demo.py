@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from segwatch.clickhouse.detection import load_manifest
-from segwatch.clickhouse.queries import Table
+from segwatch.clickhouse.queries import QueryResult
 from segwatch.collector.config.model import (
     ApiConfig,
     CollectorConfig,
@@ -209,13 +209,13 @@ def run_demo(data_dir: str | None, as_json: bool = False) -> int:
     return 1
 
 
-def _demo_view(table: Table) -> Table:
+def _demo_view(table: QueryResult) -> QueryResult:
     keep = ["detector", "model", "segment", "quantity", "score", "threshold", "exemplar_trace_id"]
     index = [table.columns.index(c) for c in keep]
-    return Table(keep, [[row[i] for i in index] for row in table.rows])
+    return QueryResult(keep, [[row[i] for i in index] for row in table.rows])
 
 
-def _found_injected(table: Table, scenario: DemoScenario) -> bool:
+def _found_injected(table: QueryResult, scenario: DemoScenario) -> bool:
     segment = table.columns.index("segment")
     model = table.columns.index("model")
     wanted = f"feature.country={scenario.drift_country}"

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 from segwatch.clickhouse.detection import load_manifest
-from segwatch.clickhouse.queries import Table
+from segwatch.clickhouse.queries import QueryResult
 from segwatch.collector.config.model import (
     CollectorConfig,
     FieldConfig,
@@ -78,7 +78,7 @@ def _plan(name: str, model: ModelConfig, config: CollectorConfig) -> ModelPlan:
     return ModelPlan(name, len(quantities), dimensions, per_minute * 60)
 
 
-def explain_models(config: CollectorConfig) -> Table:
+def explain_models(config: CollectorConfig) -> QueryResult:
     """One row per model and dimension, with the model's total first."""
     rows: list[list[object]] = []
     for name, model in sorted(config.models.items()):
@@ -87,10 +87,12 @@ def explain_models(config: CollectorConfig) -> Table:
         rows.append([name, "(all)", segments, plan.quantities, plan.rows_per_hour])
         for dimension, count in plan.dimensions.items():
             rows.append([name, dimension, count, "", ""])
-    return Table(["model", "dimension", "segments", "quantities", "aggregate rows/hour"], rows)
+    return QueryResult(
+        ["model", "dimension", "segments", "quantities", "aggregate rows/hour"], rows
+    )
 
 
-def detector_table(config: CollectorConfig) -> Table:
+def detector_table(config: CollectorConfig) -> QueryResult:
     """The detectors the collector will run, with the config's overrides applied."""
     rows: list[list[object]] = []
     enabled = {spec.name for spec in configured_detectors(config)}
@@ -103,4 +105,4 @@ def detector_table(config: CollectorConfig) -> Table:
     for spec in load_manifest():
         if spec.name not in enabled:
             rows.append([spec.name, "disabled", "", "", ""])
-    return Table(["detector", "cadence", "window", "baseline", "parameters"], rows)
+    return QueryResult(["detector", "cadence", "window", "baseline", "parameters"], rows)

@@ -25,7 +25,7 @@ from typing import NoReturn
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from segwatch.clickhouse.detection import parse_duration
-from segwatch.clickhouse.queries import ANOMALY_STATES, AnomalyFilter, Table
+from segwatch.clickhouse.queries import ANOMALY_STATES, AnomalyFilter, QueryResult
 from segwatch.clickhouse.store import StoreError, StoreNotFoundError, parse_dsn
 from segwatch.collector.config.files import CONFIG_ENV, DEFAULT_CONFIG_FILE, find_config
 from segwatch.collector.config.model import (
@@ -375,7 +375,9 @@ def _spool(
         listed = letters.list()
         rows = [[letter.name, _utc(letter.failed_at), letter.calls, letter.reason]
                 for letter in listed]  # fmt: skip
-        print_table(Table(["name", "failed_at", "calls", "reason"], rows), sys.stdout, as_json)
+        print_table(
+            QueryResult(["name", "failed_at", "calls", "reason"], rows), sys.stdout, as_json
+        )
         return EXIT_OK
     if every:
         names = [letter.name for letter in letters.list()]

@@ -6,7 +6,7 @@ import json
 import math
 from typing import Any, TextIO
 
-from segwatch.clickhouse.queries import Table
+from segwatch.clickhouse.queries import QueryResult
 
 __all__ = ["print_table"]
 
@@ -24,7 +24,7 @@ def _cell(value: Any) -> str:
     return text if len(text) <= _MAX_CELL else text[: _MAX_CELL - 1] + "…"
 
 
-def print_table(table: Table, out: TextIO, as_json: bool = False) -> None:
+def print_table(table: QueryResult, out: TextIO, as_json: bool = False) -> None:
     """Print ``table`` as aligned columns, or as one JSON object with ``--json``."""
     if as_json:
         json.dump(table.to_json(), out)

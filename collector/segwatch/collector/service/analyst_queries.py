@@ -31,7 +31,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from segwatch.clickhouse.queries import READ_ONLY, Table, read_only_query
+from segwatch.clickhouse.queries import READ_ONLY, QueryResult, read_only_query
 from segwatch.clickhouse.store import error_code
 from segwatch.collector.config.model import ApiConfig
 from segwatch.collector.errors import RetryableError
@@ -118,7 +118,7 @@ class AnalystQueries:
         self._lock = threading.Lock()
         self._stopping = False
 
-    def run(self, query: str, abandoned: Callable[[], bool] | None = None) -> Table:
+    def run(self, query: str, abandoned: Callable[[], bool] | None = None) -> QueryResult:
         """The query's result; raises when it is refused, runs out of budget or is cancelled.
 
         ``abandoned`` is polled while the query runs: once it is true (the
@@ -144,8 +144,8 @@ class AnalystQueries:
 
     def _run_on(
         self, tag: str, client: Client, query: str, abandoned: Callable[[], bool] | None
-    ) -> Table:
-        result: Future[Table] = Future()
+    ) -> QueryResult:
+        result: Future[QueryResult] = Future()
 
         def work() -> None:
             try:

@@ -12,7 +12,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from segwatch.clickhouse.detection import DetectorSpec, run_detector, run_detectors
-from segwatch.clickhouse.queries import Table, add_exemplar_span_ids
+from segwatch.clickhouse.queries import QueryResult, add_exemplar_span_ids
 from segwatch.collector.metrics import CollectorMetrics
 
 from .alerts import AnomalyNotifier
@@ -119,7 +119,7 @@ class DetectorScheduler:
 
 def detect_table(
     client: Client, at: dt.datetime | None, specs: list[DetectorSpec] | None = None
-) -> Table:
+) -> QueryResult:
     """Run the detectors (``specs``, default the manifest's) now; tabulate the new anomalies."""
     runs = run_detectors(client, at, specs)
     rows: list[list[Any]] = []
@@ -149,4 +149,4 @@ def detect_table(
         "support",
         "exemplar_trace_id",
     ]
-    return Table(columns, rows)
+    return QueryResult(columns, rows)
