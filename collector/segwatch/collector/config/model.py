@@ -27,11 +27,19 @@ from segwatch.clickhouse.detection import (
 )
 from segwatch.clickhouse.lifecycle import Persistence
 from segwatch.clickhouse.store import DEFAULT_DSN, parse_dsn
+from segwatch.clickhouse.yaml_schema import (
+    Choice,
+    ListOf,
+    Problems,
+    Record,
+    Scalar,
+    Table,
+    validate,
+)
 
 from .endpoints import parse_endpoint
 from .files import resolve_dsn, resolve_path
 from .limits import RequestLimits
-from .schema import Choice, ListOf, Problems, Record, Scalar, Table, validate
 
 __all__ = [
     "API_TOKEN_ENV",
