@@ -13,15 +13,14 @@ Without a spool (an in-memory store, or ``storage.spool.enabled: false``)
 the caller waits for the flush, which starts at once: acknowledged still
 means stored.
 
-A flush is a unit: once its insert may have landed, it is retried (and
-replayed after a crash) exactly as it was, records and token, whatever the
-flush settings are now; nothing after it is flushed until it is stored.
+A flush is a unit (:mod:`.flush_unit`): once its insert may have landed,
+it is retried (and replayed after a crash) exactly as it was, records and
+token, whatever the flush settings are now; nothing after it is flushed
+until it is stored.
 
 If the store fails, the calls stay and the flush is retried with backoff.
-A flush that fails while the store answers (the store refused the data, or
-aggregating it raised: a bug) is set aside as a dead letter after
-``max_flush_attempts`` tries (:mod:`.dead_letters`), so one bad flush cannot
-stop ingestion for good.
+A flush that fails while the store answers is set aside as a dead letter
+after ``max_flush_attempts`` tries (:mod:`.flush_writer` writes the flushes).
 Memory stays bounded by ``max_pending_calls``: beyond it, with a spool,
 requests are still acknowledged once spooled, but their calls are *spilled*
 (not kept here) and read back from the spool, in order, as the flushes make
@@ -35,47 +34,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
-from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 
 from segwatch.collector.aggregate.aggregator import SegmentAggregator
 from segwatch.collector.config.model import SpoolConfig
 from segwatch.collector.errors import RetryableError
 from segwatch.collector.model_calls import ModelCallBatch
-from segwatch.collector.store.call_rows import call_rows
-from segwatch.collector.store.exporter import ClickHouseExporter, InsertRefusedError
-from segwatch.collector.store.rows import TableRows
+from segwatch.collector.store.exporter import ClickHouseExporter
 
-from .dead_letters import DeadLetters
-from .failpoints import aggregate_error, exit_after_insert
-from .spool import Position, Record, Spool, record_bytes
+from .flush_unit import PendingBatch, Reload, flush_unit, read_spilled
+from .flush_writer import FlushWriter
+from .spool import Position, Spool
 
 __all__ = ["CallBuffer", "Reload"]
-
-Reload = Callable[[Record], "tuple[ModelCallBatch, str | None] | None"]
-"""Decodes a spool record back into its calls, and the token it must be flushed under
-when it is a unit of its own (a requeued dead letter); None if unreadable."""
 
 _DEFAULTS = SpoolConfig()
 
 _logger = logging.getLogger(__name__)
-
-
-@dataclass
-class _Entry:
-    batch: ModelCallBatch
-    end: Position | None  # where its spool record ends; None without a spool
-    size: int  # spool bytes
-    waiters: list[Future[None]]  # without a spool: resolved once stored
-    arrived: float  # monotonic time it was added: the flush interval counts from the oldest
-    # A unit (a flush that may have landed, or a requeued dead letter) is flushed alone
-    # under this token: its spool records from ``first`` (the end of its first) to ``end``.
-    token: str | None = None
-    first: Position | None = None
-    adds: int = 1  # add() calls it stands for (flush() counts them)
-    refusals: int = 0  # failed flushes that were not the store's fault
 
 
 class CallBuffer:
@@ -100,17 +75,19 @@ class CallBuffer:
         reload: Reload | None = None,
         max_flush_attempts: int = _DEFAULTS.max_flush_attempts,
     ) -> None:
-        self._aggregator = aggregator
-        self._exporter = exporter
+        self._writer = FlushWriter(
+            aggregator,
+            exporter,
+            spool,
+            raw_calls=raw_calls,
+            store_timeout=store_timeout,
+            max_flush_attempts=max_flush_attempts,
+        )
         self._spool = spool
-        self._raw_calls = raw_calls
         self._flush_interval = flush_interval
         self._max_flush_calls = max_flush_calls
         self._max_pending_calls = max(max_pending_calls, max_flush_calls)  # room for one flush
-        self._store_timeout = store_timeout
-        self._max_flush_attempts = max_flush_attempts
-        self._dead_letters = DeadLetters(spool.directory) if spool is not None else None
-        self._pending: list[_Entry] = []
+        self._pending: list[PendingBatch] = []
         self._pending_calls = 0
         # Entries are stored in the order they were added, so counts say what is stored:
         self._added = 0  # entries added so far
@@ -130,9 +107,6 @@ class CallBuffer:
         self.spilled_records = 0  # read back so far
         self._spilled_calls = 0  # calls only in the spool now
         self._in_flight_calls = 0  # calls of the flush being written
-        self.failures = 0
-        self.dead_letters = 0  # flushes set aside
-        self.dead_letter_calls = 0
         self.peak_pending_calls = 0
 
     def start(self) -> None:
@@ -157,6 +131,21 @@ class CallBuffer:
     def store_failing(self) -> bool:
         """The last flush failed; it is retried with backoff."""
         return bool(self._retry_at)
+
+    @property
+    def failures(self) -> int:
+        """Flushes that failed so far (the store's fault or not)."""
+        return self._writer.failures
+
+    @property
+    def dead_letters(self) -> int:
+        """Flushes set aside as dead letters so far."""
+        return self._writer.dead_letters
+
+    @property
+    def dead_letter_calls(self) -> int:
+        """The model calls those dead letters hold."""
+        return self._writer.dead_letter_calls
 
     def retry_now(self) -> None:
         """The store is back: retry a failed flush now rather than at its next backoff."""
@@ -222,7 +211,7 @@ class CallBuffer:
                 return None
             waiters = [waiter] if waiter is not None else []
             first = first if first is not None else end
-            entry = _Entry(batch, end, size, waiters, time.monotonic(), token, first)
+            entry = PendingBatch(batch, end, size, waiters, time.monotonic(), token, first)
             self._pending.append(entry)
             self._pending_calls += len(batch)
             self.peak_pending_calls = max(self.peak_pending_calls, self._pending_calls)
@@ -293,10 +282,10 @@ class CallBuffer:
         spool = self._spool
         return spool is not None and spool.unflushed_bytes > spool.max_bytes // 2
 
-    def _take(self) -> list[_Entry]:
+    def _take(self) -> list[PendingBatch]:
         """A prefix of the pending entries: durable ones, up to max_flush_calls; a unit alone."""
         synced = self._spool.synced if self._spool is not None else None
-        taken: list[_Entry] = []
+        taken: list[PendingBatch] = []
         calls = 0
         for entry in self._pending:
             if synced is not None and entry.end is not None and entry.end > synced:
@@ -333,10 +322,10 @@ class CallBuffer:
                 if self._spool is not None:  # records written but not yet synced: soon
                     time.sleep(0.001)
                 continue
-            unit = self._unit(taken)
+            unit = flush_unit(taken, self._spool)
             self._in_flight_calls = len(unit.batch)
-            error = self._write(unit)
-            if error is None or self._set_aside(unit, error):
+            error = self._writer.write(unit)
+            if error is None or self._writer.set_aside(unit, error):
                 backoff = 0.5
                 with self._cond:
                     self._in_flight_calls = 0
@@ -375,25 +364,7 @@ class CallBuffer:
             after, upto = self._spilled_after, self._spilled_upto
             room = self._max_pending_calls - self._pending_calls
         assert after is not None and upto is not None
-        entries: list[_Entry] = []
-        calls = 0
-        last = after
-        try:
-            for record in self._spool.read(after, upto):
-                last = record.end
-                # An unreadable record (logged by reload) still takes its place in the order,
-                # with no calls: its flush releases its spool bytes like any other.
-                batch, token = self._reload(record) or (ModelCallBatch(), None)
-                size = record_bytes(record.payload)
-                entries.append(
-                    _Entry(batch, record.end, size, [], time.monotonic(), token, record.end)
-                )
-                calls += len(batch)
-                if calls >= room:
-                    break
-        except OSError:  # the disk failed under the spool: keep what was read, try again soon
-            _logger.exception("reading spilled calls back from the spool failed")
-            time.sleep(1.0)
+        entries, calls, last = read_spilled(self._spool, self._reload, after, upto, room)
         with self._cond:
             self._pending.extend(entries)
             self._pending_calls += calls
@@ -405,89 +376,3 @@ class CallBuffer:
             else:
                 self._spilled_after = last
             self._cond.notify_all()
-
-    def _unit(self, taken: list[_Entry]) -> _Entry:
-        """The flush of ``taken`` as one entry, with the token that names it from now on."""
-        if len(taken) == 1 and (taken[0].token is not None or self._spool is None):
-            return taken[0]
-        first, last = taken[0].first or taken[0].end, taken[-1].end
-        if self._spool is not None and first is not None and last is not None:
-            token = self._spool.token(first, last)
-        else:  # unique: without any token ClickHouse would drop a flush that looks like another
-            token = f"segwatch-{uuid.uuid4().hex}"
-        return _Entry(
-            ModelCallBatch.concat([entry.batch for entry in taken]),
-            last,
-            sum(entry.size for entry in taken),
-            [waiter for entry in taken for waiter in entry.waiters],
-            taken[0].arrived,
-            token,
-            first,
-            adds=sum(entry.adds for entry in taken),
-        )
-
-    def _write(self, unit: _Entry) -> Exception | None:
-        """Aggregate and store one flush; None once it is in the store, else what failed."""
-        batch = unit.batch
-        token = unit.token or f"segwatch-{uuid.uuid4().hex}"
-        try:
-            aggregate_error(batch.models)
-            parts: list[TableRows] = [self._aggregator.aggregate(batch)]
-            if self._raw_calls:
-                parts.append(call_rows(batch))
-        except Exception as exc:  # a bug, not bad data: keep the flusher alive, and say so
-            if unit.refusals:  # the traceback once per flush is enough
-                _logger.error("aggregating %d model calls failed again: %s", len(batch), exc)
-            else:
-                _logger.exception("aggregating %d model calls failed", len(batch))
-            return self._failed(unit, InsertRefusedError(f"aggregating them failed: {exc}"))
-        if self._spool is not None and unit.first is not None and unit.end is not None:
-            self._spool.begin_flush(unit.first, unit.end)
-        try:
-            self._exporter.submit(*parts, token=token).result(timeout=self._store_timeout)
-        except Exception as exc:
-            _logger.warning("flush of %d model calls failed: %s", len(batch), exc)
-            return self._failed(unit, exc)
-        exit_after_insert()
-        if self._spool is not None and unit.end is not None:
-            self._spool.end_flush(unit.end, unit.size)
-        for waiter in unit.waiters:
-            waiter.set_result(None)
-        return None
-
-    def _failed(self, unit: _Entry, exc: Exception) -> Exception:
-        self.failures += 1
-        error = RetryableError(f"the store did not take the data: {exc}")
-        for waiter in unit.waiters:
-            waiter.set_exception(error)
-        return exc
-
-    def _set_aside(self, unit: _Entry, error: Exception) -> bool:
-        """Move a flush that keeps failing for a reason not the store's to the dead letters.
-
-        True once it is set aside (the flusher goes on past it); False to retry it.
-        """
-        if not isinstance(error, InsertRefusedError) or self._dead_letters is None:
-            return False
-        unit.refusals += 1
-        if unit.refusals < self._max_flush_attempts:
-            return False
-        assert self._spool is not None and unit.end is not None and unit.token is not None
-        try:
-            letter = self._dead_letters.add(
-                self._spool.read(self._spool.flushed, unit.end),
-                token=unit.token, reason=str(error), calls=len(unit.batch), end=unit.end,
-            )  # fmt: skip
-        except OSError:
-            _logger.exception("cannot write a dead letter: the flush stays, and is retried")
-            return False
-        self._spool.end_flush(unit.end, unit.size)
-        self.dead_letters += 1
-        self.dead_letter_calls += len(unit.batch)
-        _logger.error(
-            "set aside %d model calls after %d failed flushes (%s): dead letter %s in %s; "
-            "'segwatch spool requeue %s' sends them back",
-            len(unit.batch), unit.refusals, error, letter.name,
-            self._dead_letters.directory, letter.name,
-        )  # fmt: skip
-        return True

@@ -1,0 +1,129 @@
+"""FlushWriter: one flush unit into the store, and the spool's marks around it.
+
+Writing a unit aggregates its calls (:mod:`segwatch.collector.aggregate`),
+marks its spool range as being flushed, inserts the aggregates (and the raw
+calls) in one insert round under the unit's deduplication token, then marks
+the range flushed. A crash between the insert and that mark replays the unit
+under the same token, and ClickHouse drops the repeat.
+
+A unit that fails while the store answers (the store refused the data, or
+aggregating it raised: a bug) is set aside as a dead letter after
+``max_flush_attempts`` tries (:mod:`.dead_letters`), so one bad flush cannot
+stop ingestion for good; a failure of the store itself is never a dead
+letter, only retried.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from segwatch.collector.aggregate.aggregator import SegmentAggregator
+from segwatch.collector.errors import RetryableError
+from segwatch.collector.store.call_rows import call_rows
+from segwatch.collector.store.exporter import ClickHouseExporter, InsertRefusedError
+from segwatch.collector.store.rows import TableRows
+
+from .dead_letters import DeadLetters
+from .failpoints import aggregate_error, exit_after_insert
+from .flush_unit import PendingBatch, unique_token
+from .spool import Spool
+
+__all__ = ["FlushWriter"]
+
+_logger = logging.getLogger(__name__)
+
+
+class FlushWriter:
+    """Writes flush units for the :class:`.call_buffer.CallBuffer`, one at a time.
+
+    Called on the buffer's flusher thread only, so it holds no lock (other
+    threads only read its counters). :meth:`write` blocks that thread for the
+    insert, at most ``store_timeout`` seconds.
+    """
+
+    def __init__(
+        self,
+        aggregator: SegmentAggregator,
+        exporter: ClickHouseExporter,
+        spool: Spool | None,
+        *,
+        raw_calls: bool,
+        store_timeout: float,
+        max_flush_attempts: int,
+    ) -> None:
+        self._aggregator = aggregator
+        self._exporter = exporter
+        self._spool = spool
+        self._raw_calls = raw_calls
+        self._store_timeout = store_timeout
+        self._max_flush_attempts = max_flush_attempts
+        self._dead_letters = DeadLetters(spool.directory) if spool is not None else None
+        self.failures = 0
+        self.dead_letters = 0  # flushes set aside
+        self.dead_letter_calls = 0
+
+    def write(self, unit: PendingBatch) -> Exception | None:
+        """Aggregate and store one flush; None once it is in the store, else what failed."""
+        batch = unit.batch
+        token = unit.token or unique_token()
+        try:
+            aggregate_error(batch.models)
+            parts: list[TableRows] = [self._aggregator.aggregate(batch)]
+            if self._raw_calls:
+                parts.append(call_rows(batch))
+        except Exception as exc:  # a bug, not bad data: keep the flusher alive, and say so
+            if unit.refusals:  # the traceback once per flush is enough
+                _logger.error("aggregating %d model calls failed again: %s", len(batch), exc)
+            else:
+                _logger.exception("aggregating %d model calls failed", len(batch))
+            return self._failed(unit, InsertRefusedError(f"aggregating them failed: {exc}"))
+        if self._spool is not None and unit.first is not None and unit.end is not None:
+            self._spool.begin_flush(unit.first, unit.end)
+        try:
+            self._exporter.submit(*parts, token=token).result(timeout=self._store_timeout)
+        except Exception as exc:
+            _logger.warning("flush of %d model calls failed: %s", len(batch), exc)
+            return self._failed(unit, exc)
+        exit_after_insert()
+        if self._spool is not None and unit.end is not None:
+            self._spool.end_flush(unit.end, unit.size)
+        for waiter in unit.waiters:
+            waiter.set_result(None)
+        return None
+
+    def _failed(self, unit: PendingBatch, exc: Exception) -> Exception:
+        self.failures += 1
+        error = RetryableError(f"the store did not take the data: {exc}")
+        for waiter in unit.waiters:
+            waiter.set_exception(error)
+        return exc
+
+    def set_aside(self, unit: PendingBatch, error: Exception) -> bool:
+        """Move a flush that keeps failing for a reason not the store's to the dead letters.
+
+        True once it is set aside (the flusher goes on past it); False to retry it.
+        """
+        if not isinstance(error, InsertRefusedError) or self._dead_letters is None:
+            return False
+        unit.refusals += 1
+        if unit.refusals < self._max_flush_attempts:
+            return False
+        assert self._spool is not None and unit.end is not None and unit.token is not None
+        try:
+            letter = self._dead_letters.add(
+                self._spool.read(self._spool.flushed, unit.end),
+                token=unit.token, reason=str(error), calls=len(unit.batch), end=unit.end,
+            )  # fmt: skip
+        except OSError:
+            _logger.exception("cannot write a dead letter: the flush stays, and is retried")
+            return False
+        self._spool.end_flush(unit.end, unit.size)
+        self.dead_letters += 1
+        self.dead_letter_calls += len(unit.batch)
+        _logger.error(
+            "set aside %d model calls after %d failed flushes (%s): dead letter %s in %s; "
+            "'segwatch spool requeue %s' sends them back",
+            len(unit.batch), unit.refusals, error, letter.name,
+            self._dead_letters.directory, letter.name,
+        )  # fmt: skip
+        return True
