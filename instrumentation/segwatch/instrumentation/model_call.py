@@ -1,34 +1,48 @@
-"""ModelCall: what one monitored call records, single row or batch."""
+"""ModelCall: what one monitored call records, single row or batch.
+
+A call knows its monitor only through :class:`CallSettings` (the policy, the
+batch threshold, the problem log): the monitor builds on this module, never
+the other way round.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry.trace import Span
 
 from . import attributes as attr
 from .batch_writer import batch_attributes
 from .privacy import RecordingPolicy
+from .problems import ProblemLog
 from .tables import Rows
 from .values import AttributeScalar, to_attribute_value
 
-if TYPE_CHECKING:
-    from .monitor import monitor
+__all__ = ["CallSettings", "ModelCall", "attr_name", "batch_columns"]
 
-__all__ = ["ModelCall", "attr_name", "batch_columns"]
+
+@dataclass(frozen=True, slots=True)
+class CallSettings:
+    """What every call of one monitor shares, fixed when the monitor is made."""
+
+    policy: RecordingPolicy
+    columns_above: int
+    """Batches of more rows than this go as ``ml.batch.columns``."""
+    problems: ProblemLog
 
 
 class ModelCall:
     """What one monitored call records; handed out by ``with monitor(...) as call``.
 
     Not thread-safe: one call belongs to the thread (or task) that made it.
-    Every method swallows its own errors (see the module docstring).
+    Every method swallows its own errors (the contract in :mod:`.monitor`).
     """
 
-    __slots__ = ("_batch", "_monitor", "_pending", "_span")
+    __slots__ = ("_batch", "_pending", "_settings", "_span")
 
-    def __init__(self, owner: monitor, span: Span) -> None:
-        self._monitor = owner
+    def __init__(self, settings: CallSettings, span: Span) -> None:
+        self._settings = settings
         self._span = span
         self._batch: Rows | None = None  # a batch's feature columns, until its outputs come
         # Attributes are gathered here and set on the span once, when the call
@@ -43,12 +57,12 @@ class ModelCall:
     def features(self, **values: Any) -> None:
         """Record input features; ``None`` marks a feature MISSING."""
         if self._span.is_recording():
-            self._record(attr.ML_FEATURE_PREFIX, self._monitor.policy.features(values))
+            self._record(attr.ML_FEATURE_PREFIX, self._settings.policy.features(values))
 
     def outputs(self, **values: Any) -> None:
         """Record model outputs (score, class, ...)."""
         if self._span.is_recording():
-            self._record(attr.ML_OUTPUT_PREFIX, self._monitor.policy.outputs(values))
+            self._record(attr.ML_OUTPUT_PREFIX, self._settings.policy.outputs(values))
 
     def metric(self, name: str, value: float) -> None:
         """Record one numeric behaviour metric, e.g. ``confidence``."""
@@ -69,10 +83,10 @@ class ModelCall:
         if not self._span.is_recording():
             return
         try:
-            columns = batch_columns(self._monitor.policy, features, outputs or {}, metrics or {})
-            self._pending.update(batch_attributes(columns, n, self._monitor.columns_above))
+            columns = batch_columns(self._settings.policy, features, outputs or {}, metrics or {})
+            self._pending.update(batch_attributes(columns, n, self._settings.columns_above))
         except Exception as exc:
-            self._monitor._report("batch", exc)
+            self._settings.problems.report("batch", exc)
 
     def _record(self, prefix: str, values: dict[str, Any]) -> None:
         if not self._span.is_recording():
@@ -82,7 +96,7 @@ class ModelCall:
             try:
                 converted[name] = to_attribute_value(value)
             except Exception as exc:  # skip this value, keep the others
-                self._monitor._report(prefix[3:].rstrip("."), exc)
+                self._settings.problems.report(prefix[3:].rstrip("."), exc)
         self._set_all(prefix, converted)
 
     def _set_all(self, prefix: str, values: dict[str, AttributeScalar | None]) -> None:
@@ -97,7 +111,7 @@ class ModelCall:
             try:
                 self._span.set_attributes(self._pending)
             except Exception as exc:
-                self._monitor._report("attributes", exc)
+                self._settings.problems.report("attributes", exc)
             self._pending = {}
 
 

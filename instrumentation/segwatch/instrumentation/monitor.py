@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 import random
-import threading
 import time
 import warnings
 from collections import Counter
@@ -29,17 +27,17 @@ from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Span
 
 from . import attributes as attr
-from .arguments import first_values, looks_like_self, names_of, plain_list, split_arguments
+from .arguments import plain_list
 from .batch_writer import DEFAULT_COLUMNS_ABOVE, row_attributes
+from .call_reader import NO_RESULT, CallReader
 from .context import context_attributes
-from .model_call import ModelCall, batch_columns
+from .model_call import CallSettings, ModelCall
 from .privacy import RecordingPolicy
-from .tables import Rows, read_features, read_outputs
-from .values import to_attribute_value
+from .problems import ProblemLog
+from .tables import Rows
 
 __all__ = ["ModelCall", "monitor"]
 
-_logger = logging.getLogger(__name__)
 _TRACER_NAME = "segwatch.instrumentation"
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -67,6 +65,9 @@ class monitor:
     fail when the service starts, never during a model call. ``hash_salt=`` is
     the key's deprecated name (``DeprecationWarning``; the hashes differ from
     the salted SHA-256 it used to give).
+
+    The settings are read once, when the monitor is made; its attributes of
+    the same names show them.
     """
 
     def __init__(
@@ -92,10 +93,7 @@ class monitor:
         record_text: bool = False,
         tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
-        if not isinstance(model, str) or not model:
-            raise ValueError("model must be a non-empty string")
-        if not operation:
-            raise ValueError("operation must be a non-empty string")
+        _check(model, operation, columns_above, sample_rate)
         self.model = model
         self.version = None if version is None else str(version)
         self.stage = stage
@@ -105,44 +103,26 @@ class monitor:
         self.per_row = per_row
         self.record_outputs = record_outputs
         self.record_probabilities = record_probabilities
-        if columns_above < 0:
-            raise ValueError("columns_above must be at least 0")
         self.columns_above = columns_above
-        if not 0 < sample_rate <= 1:
-            raise ValueError("sample_rate must be in (0, 1]")
         self.sample_rate = float(sample_rate)
-        if hash_salt is not None:
-            if hash_key is not None:
-                raise ValueError("pass hash_key= only: hash_salt= is its deprecated name")
-            warnings.warn(
-                "monitor(hash_salt=) is deprecated: pass hash_key= (or set SEGWATCH_HASH_KEY); "
-                "the salt is used as the HMAC-SHA256 key, so hashes differ from before",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            hash_key = hash_salt or None
         self.policy = RecordingPolicy.build(
-            features_allow, features_deny, hash_features, hash_key, max_string_length, record_text
-        )
-        # No allow/deny/hash rules: plain dict inputs take a one-pass fast path.
-        self._plain_policy = not (features_allow is not None or features_deny or hash_features)
+            features_allow, features_deny, hash_features, _hash_key(hash_key, hash_salt),
+            max_string_length, record_text,
+        )  # fmt: skip
+        problems = ProblemLog(model)
+        self.problems: Counter[str] = problems.counts
+        """How often each kind of problem happened (``features``, ``outputs``, ...)."""
+        self._settings = CallSettings(self.policy, columns_above, problems)
+        self._reader = CallReader(
+            self._settings, self.feature_names, self.classes, record_outputs,
+            record_probabilities,
+            plain_policy=not (features_allow is not None or features_deny or hash_features),
+        )  # fmt: skip
         # A ProxyTracer when no provider is set yet: it follows a provider set later.
         self._tracer = trace.get_tracer(_TRACER_NAME, tracer_provider=tracer_provider)
         self._span_name = attr.SPAN_NAME_FORMAT.format(operation=operation, model=model)
-        self._base_attributes: dict[str, str | float] = {
-            attr.ML_MODEL_NAME: model,
-            attr.ML_MODEL_STAGE: stage,
-            attr.ML_OPERATION: operation,
-        }
-        if self.version is not None:
-            self._base_attributes[attr.ML_MODEL_VERSION] = self.version
-        if self.sample_rate < 1:
-            # Each recorded call stands for 1 / rate calls: the collector weights by it.
-            self._base_attributes[attr.ML_SAMPLE_WEIGHT] = 1 / self.sample_rate
-        self.problems: Counter[str] = Counter()
-        """How often each kind of problem happened (``features``, ``outputs``, ...)."""
-        self._last_logged: dict[str, float] = {}
-        self._problems_lock = threading.Lock()
+        self._base_attributes = _span_attributes(model, self.version, stage, operation,
+                                                 self.sample_rate)  # fmt: skip
         # Open ``with monitor:`` blocks, per thread and task, so one monitor
         # object can be entered concurrently and re-entrantly.
         self._active: ContextVar[tuple[Any, ...]] = ContextVar(
@@ -160,7 +140,7 @@ class monitor:
         them to record a call that happened earlier (replays, backfills).
         """
         if not self._sampled():
-            yield ModelCall(self, INVALID_SPAN)  # not sampled: records nothing
+            yield ModelCall(self._settings, INVALID_SPAN)  # not sampled: records nothing
             return
         span = self._start_span(start_time)
         with self._activate(span, end_time) as model_call:
@@ -175,17 +155,17 @@ class monitor:
                 self._span_name, attributes=self._base_attributes, start_time=start_time
             )
         except Exception as exc:  # an SDK failure must not stop the model call
-            self._report("span", exc)
+            self._settings.problems.report("span", exc)
             return INVALID_SPAN
 
     @contextmanager
     def _activate(self, span: Span, end_time: int | None = None) -> Iterator[ModelCall]:
-        model_call = ModelCall(self, span)
+        model_call = ModelCall(self._settings, span)
         if span.is_recording():
             try:
                 model_call._pending.update(context_attributes())
             except Exception as exc:
-                self._report("context", exc)
+                self._settings.problems.report("context", exc)
         try:
             with trace.use_span(span, end_on_exit=False, record_exception=True):
                 yield model_call
@@ -194,7 +174,7 @@ class monitor:
             try:
                 span.end(end_time=end_time)
             except Exception as exc:  # a span processor that raises must not reach the model
-                self._report("span", exc)
+                self._settings.problems.report("span", exc)
 
     def __enter__(self) -> ModelCall:
         manager = self.call()
@@ -210,6 +190,7 @@ class monitor:
     # -- decorator -----------------------------------------------------------
     def __call__(self, func: F) -> F:
         # No SDK, or not sampled: the call runs unmonitored after one start_span.
+        record_input, record_output = self._reader.record_input, self._reader.record_output
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
@@ -225,13 +206,13 @@ class monitor:
                         self._emit_rows(rows, result, args, started)
                         return result
                 with self._activate(state) as model_call:
-                    self._record_input(model_call, args, kwargs)
+                    record_input(model_call, args, kwargs)
                     try:
                         result = await func(*args, **kwargs)
                     except BaseException:
-                        self._record_output(model_call, _NO_RESULT, args)
+                        record_output(model_call, NO_RESULT, args)
                         raise
-                    self._record_output(model_call, result, args)
+                    record_output(model_call, result, args)
                     return result
 
             return cast(F, async_wrapper)
@@ -249,13 +230,13 @@ class monitor:
                     self._emit_rows(rows, result, args, started)
                     return result
             with self._activate(state) as model_call:
-                self._record_input(model_call, args, kwargs)
+                record_input(model_call, args, kwargs)
                 try:
                     result = func(*args, **kwargs)
                 except BaseException:
-                    self._record_output(model_call, _NO_RESULT, args)
+                    record_output(model_call, NO_RESULT, args)
                     raise
-                self._record_output(model_call, result, args)
+                record_output(model_call, result, args)
                 return result
 
         return cast(F, wrapper)
@@ -268,7 +249,7 @@ class monitor:
         if not self._sampled():
             return _PLAIN, None
         if self.per_row:
-            rows = self._read_input(args, kwargs)
+            rows = self._reader.read_input(args, kwargs)
             if rows is not None and not rows.single:
                 parent = self._start_rows_span()
                 if not parent.get_span_context().is_valid:
@@ -284,104 +265,13 @@ class monitor:
         try:
             return self._tracer.start_span(f"{self._span_name} rows")
         except Exception as exc:
-            self._report("span", exc)
+            self._settings.problems.report("span", exc)
             return INVALID_SPAN
-
-    def _read_input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Rows | None:
-        owner, data = split_arguments(args, kwargs)
-        if data is None:
-            return None
-        names = self.feature_names or names_of(owner)
-        try:
-            return read_features(data, names)
-        except Exception as exc:
-            self._report("features", exc)
-            return None
-
-    def _record_input(self, model_call: ModelCall, args: tuple[Any, ...], kwargs: Any) -> None:
-        if not model_call.span.is_recording():
-            return
-        if self._plain_policy and args and type(args[0]) is dict:
-            self._record_dict(model_call, args[0])
-            return
-        rows = self._read_input(args, kwargs)
-        if rows is None:
-            return
-        if not rows.single:
-            model_call._batch = rows
-            return
-        try:
-            scalars = self.policy.features(rows.scalars())
-            features = {k: to_attribute_value(v) for k, v in scalars.items()}
-        except Exception as exc:
-            self._report("features", exc)
-            return
-        model_call._set_all(attr.ML_FEATURE_PREFIX, features)
-
-    def _record_dict(self, model_call: ModelCall, row: dict[Any, Any]) -> None:
-        """The common case, one pass: a plain dict of features, default recording policy."""
-        pending = model_call._pending
-        prefix = attr.ML_FEATURE_PREFIX
-        longest = self.policy.max_string_length
-        try:
-            for name, value in row.items():
-                kind = type(value)
-                if kind is float or kind is int or kind is bool:
-                    pending[prefix + name] = value
-                elif kind is str:
-                    if len(value) <= longest:
-                        pending[prefix + name] = value
-                elif value is not None:
-                    try:
-                        converted = to_attribute_value(value)
-                    except Exception as exc:  # skip this value, keep the others
-                        self._report("features", exc)
-                        continue
-                    if converted is not None:
-                        pending[prefix + str(name)] = self.policy.text(converted)
-        except Exception as exc:  # the input itself misbehaves (e.g. items() raises)
-            self._report("features", exc)
-
-    def _record_output(self, model_call: ModelCall, result: Any, args: tuple[Any, ...]) -> None:
-        if not model_call.span.is_recording():
-            return
-        rows = model_call._batch
-        if rows is None and self.record_outputs and _record_plain_output(model_call, result):
-            return
-        outputs: dict[str, Any] = {}
-        metrics: dict[str, Any] = {}
-        if result is not _NO_RESULT and self.record_outputs:
-            try:
-                outputs, metrics = read_outputs(
-                    result, rows.n if rows else 1, self._classes_of(args),
-                    self.record_probabilities,
-                )  # fmt: skip
-            except Exception as exc:
-                self._report("outputs", exc)
-        if rows is not None:
-            model_call._batch = None
-            model_call.batch(rows.n, rows.columns, outputs, metrics)
-            return
-        try:
-            model_call._set_all(attr.ML_OUTPUT_PREFIX, self.policy.outputs(first_values(outputs)))
-            model_call._set_all(attr.ML_METRIC_PREFIX, first_values(metrics))
-        except Exception as exc:
-            self._report("outputs", exc)
-
-    def _classes_of(self, args: tuple[Any, ...]) -> list[Any] | None:
-        if self.classes is not None:
-            return self.classes
-        owner = args[0] if args and looks_like_self(args[0]) else None
-        classes = getattr(owner, "classes_", None)
-        return plain_list(classes) if classes is not None else None
 
     def _emit_rows(self, rows: Rows, result: Any, args: tuple[Any, ...], started: int) -> None:
         """``per_row``: one span per input row, all with the call's start and end."""
         try:
-            outputs, metrics = read_outputs(
-                result, rows.n, self._classes_of(args), self.record_probabilities
-            )
-            columns = batch_columns(self.policy, rows.columns, outputs, metrics)
+            columns = self._reader.row_columns(rows, result, args)
             ended = time.time_ns()
             context = context_attributes()
             for i in range(rows.n):
@@ -392,59 +282,52 @@ class monitor:
                 )
                 span.end(end_time=ended)
         except Exception as exc:
-            self._report("rows", exc)
-
-    def _report(self, what: str, exc: BaseException) -> None:
-        """Count a problem; log it at most once a minute per kind (with the count since).
-
-        A model called 1,000 times a second must not flood the logs, and must
-        never see the exception.
-        """
-        key = f"{what}:{type(exc).__name__}"
-        now = time.monotonic()
-        with self._problems_lock:
-            self.problems[what] += 1
-            last = self._last_logged.get(key)
-            if last is not None and now - last < LOG_INTERVAL_SECONDS:
-                return
-            self._last_logged[key] = now
-            count = self.problems[what]
-        _logger.warning(
-            "segwatch: cannot record %s of model %r (%d so far): %s", what, self.model, count, exc
-        )
-
-
-LOG_INTERVAL_SECONDS = 60.0
-"""The same kind of problem is logged at most once per this many seconds."""
-
-
-_NO_RESULT = object()
-"""The model raised: a batch's features are still recorded, without outputs."""
-
-
-_PLAIN_TYPES = (float, int, bool)
-
-
-def _record_plain_output(model_call: ModelCall, result: Any) -> bool:
-    """The common case, one pass: a number, or a dict of numbers and short strings.
-
-    Returns False (nothing recorded) for anything else; the general path reads it.
-    """
-    kind = type(result)
-    if kind is float or kind is int or kind is bool:
-        model_call._pending[attr.ML_OUTPUT_PREFIX + attr.PREDICTION_OUTPUT] = result
-        return True
-    if kind is not dict:
-        return False
-    longest = model_call._monitor.policy.max_string_length
-    values = result.values()
-    if not all(type(v) in _PLAIN_TYPES or (type(v) is str and len(v) <= longest) for v in values):
-        return False
-    pending = model_call._pending
-    for name, value in result.items():
-        pending[attr.ML_OUTPUT_PREFIX + str(name)] = value
-    return True
+            self._settings.problems.report("rows", exc)
 
 
 _PLAIN, _ROWS, _SPAN = object(), object(), object()
 """How :meth:`monitor._prepare` says a decorated call runs."""
+
+
+def _check(model: str, operation: str, columns_above: int, sample_rate: float) -> None:
+    """``ValueError`` for a setting no monitor can work with."""
+    if not isinstance(model, str) or not model:
+        raise ValueError("model must be a non-empty string")
+    if not operation:
+        raise ValueError("operation must be a non-empty string")
+    if columns_above < 0:
+        raise ValueError("columns_above must be at least 0")
+    if not 0 < sample_rate <= 1:
+        raise ValueError("sample_rate must be in (0, 1]")
+
+
+def _hash_key(hash_key: str | bytes | None, hash_salt: str | None) -> str | bytes | None:
+    """``hash_key=``, or the deprecated ``hash_salt=`` (with its ``DeprecationWarning``)."""
+    if hash_salt is None:
+        return hash_key
+    if hash_key is not None:
+        raise ValueError("pass hash_key= only: hash_salt= is its deprecated name")
+    warnings.warn(
+        "monitor(hash_salt=) is deprecated: pass hash_key= (or set SEGWATCH_HASH_KEY); "
+        "the salt is used as the HMAC-SHA256 key, so hashes differ from before",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return hash_salt or None
+
+
+def _span_attributes(
+    model: str, version: str | None, stage: str, operation: str, sample_rate: float
+) -> dict[str, str | float]:
+    """The attributes every span of one monitor starts with."""
+    attributes: dict[str, str | float] = {
+        attr.ML_MODEL_NAME: model,
+        attr.ML_MODEL_STAGE: stage,
+        attr.ML_OPERATION: operation,
+    }
+    if version is not None:
+        attributes[attr.ML_MODEL_VERSION] = version
+    if sample_rate < 1:
+        # Each recorded call stands for 1 / rate calls: the collector weights by it.
+        attributes[attr.ML_SAMPLE_WEIGHT] = 1 / sample_rate
+    return attributes
