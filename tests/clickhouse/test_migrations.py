@@ -86,7 +86,7 @@ def test_numbering_gaps_and_bad_names_are_refused(tmp_path, monkeypatch) -> None
 
 
 def test_statements_split_outside_quotes_only() -> None:
-    from segwatch.clickhouse.sqlfile import split_statements
+    from segwatch.clickhouse.sql_text import split_statements
 
     sql = (
         "-- a comment; with a semicolon\n"

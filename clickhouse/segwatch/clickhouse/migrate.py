@@ -17,7 +17,7 @@ from importlib import resources
 
 from clickhouse_connect.driver.client import Client
 
-from .sqlfile import split_statements
+from .sql_text import split_statements
 
 __all__ = ["Migration", "MigrationError", "apply_migrations", "load_migrations"]
 
