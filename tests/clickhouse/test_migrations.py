@@ -100,6 +100,17 @@ def test_statements_split_outside_quotes_only() -> None:
     ]
 
 
+def test_a_semicolon_in_a_block_comment_or_a_heredoc_is_not_a_split(bare_client) -> None:
+    """On the real engine: the statements the shared lexer splits out are what ClickHouse reads."""
+    sql = (
+        "CREATE TABLE t /* one statement; not two */ (x String) ENGINE = Memory;\n"
+        "INSERT INTO t SELECT $$a; b$$;\n"
+        "/* nothing after this; */\n"
+    )
+    assert apply_migrations(bare_client, [Migration(1, "0001_t.sql", sql)]) == ["0001_t.sql"]
+    assert bare_client.query("SELECT x FROM t").result_rows == [("a; b",)]
+
+
 def test_the_aggregates_keep_their_rows_when_reordered_by_time(bare_client) -> None:
     shipped = load_migrations()
     reorder = next(m for m in shipped if m.name == "0011_aggregates_by_time.sql")

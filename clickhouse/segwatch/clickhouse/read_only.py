@@ -8,16 +8,15 @@ the store runs. So the statement is checked before it is sent, against an
 allow-list of the kinds that only read (:data:`READ_STATEMENTS`), and
 ``readonly=1`` stays on as the second line.
 
-The check reads tokens as ClickHouse's lexer (``src/Parsers/Lexer.cpp``) does:
-``'...'`` strings, ``"..."`` and backquoted identifiers (``\\`` and doubled-quote
-escapes), ``$tag$...$tag$`` heredocs, ``--``, ``//``, ``# `` and ``#!`` comments to
-the end of the line, and *nested* ``/* */`` comments. A keyword inside any of them
-is text: ``select 'FORMAT' AS x`` is a read.
+The check reads the query's tokens with :mod:`.sql_text`, as ClickHouse's lexer
+does: a keyword inside a string, a quoted identifier, a heredoc or a comment is
+text (``select 'FORMAT' AS x`` is a read).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from . import sql_text
+from .sql_text import Token
 
 __all__ = ["READ_STATEMENTS", "check_read_only"]
 
@@ -25,17 +24,7 @@ READ_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXI
 """The first keywords of the statements the read-only path runs (``WITH`` leads to a ``SELECT``)."""
 
 _ALLOWED = "SELECT, WITH ... SELECT, SHOW, DESCRIBE (DESC), EXPLAIN and EXISTS"
-_WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_$")
-_OPEN, _CLOSE = "([", ")]"
-
-
-class _Token(NamedTuple):
-    kind: str  # "word", "ident" (quoted identifier), "string" or "punct"
-    text: str
-    depth: int  # brackets open around it
-
-    def keyword(self) -> str:
-        return self.text.upper() if self.kind == "word" else ""
+_OPEN = "(["
 
 
 def check_read_only(query: str) -> None:
@@ -48,7 +37,7 @@ def check_read_only(query: str) -> None:
     picks (the engine would otherwise see two FORMAT clauses and blame one the
     user never wrote).
     """
-    tokens = _tokens(query)
+    tokens = sql_text.tokens(query)
     if not tokens:
         raise ValueError("no SQL statement in the query (only blanks or comments)")
     for i, token in enumerate(tokens[:-1]):
@@ -79,7 +68,7 @@ def check_read_only(query: str) -> None:
 
 
 def _is_format_clause(
-    before: _Token | None, token: _Token, after: _Token | None, then: _Token | None
+    before: Token | None, token: Token, after: Token | None, then: Token | None
 ) -> bool:
     """``FORMAT <name>`` closing the query (then the end, ``;`` or ``SETTINGS``).
 
@@ -93,80 +82,3 @@ def _is_format_clause(
     if after is None or after.kind not in ("word", "ident"):
         return False
     return then is None or then.text == ";" or then.keyword() == "SETTINGS"
-
-
-def _tokens(query: str) -> list[_Token]:
-    """The significant tokens of ``query``: no blanks, no comments."""
-    tokens: list[_Token] = []
-    depth, i, n = 0, 0, len(query)
-    while i < n:
-        char = query[i]
-        if char.isspace():
-            i += 1
-        elif char in "'\"`":
-            end = _quoted_end(query, i)
-            tokens.append(_Token("string" if char == "'" else "ident", query[i:end], depth))
-            i = end
-        elif query.startswith(("--", "//", "# ", "#!"), i):
-            end = query.find("\n", i)
-            i = n if end < 0 else end
-        elif query.startswith("/*", i):
-            i = _comment_end(query, i)
-        elif char == "$" and (end := _heredoc_end(query, i)) > 0:
-            tokens.append(_Token("string", query[i:end], depth))
-            i = end
-        elif char in _WORD:
-            end = i + 1
-            while end < n and query[end] in _WORD:
-                end += 1
-            tokens.append(_Token("word", query[i:end], depth))
-            i = end
-        else:
-            if char in _CLOSE:
-                depth = max(depth - 1, 0)
-            tokens.append(_Token("punct", char, depth))
-            if char in _OPEN:
-                depth += 1
-            i += 1
-    return tokens
-
-
-def _quoted_end(query: str, start: int) -> int:
-    """Past the closing quote of the string or identifier opened at ``start``."""
-    quote, i, n = query[start], start + 1, len(query)
-    while i < n:
-        if query[i] == "\\":
-            i += 2
-        elif query[i] == quote:
-            if query.startswith(quote, i + 1):  # a doubled quote is an escaped one
-                i += 2
-            else:
-                return i + 1
-        else:
-            i += 1
-    return n  # not closed: the engine refuses it
-
-
-def _comment_end(query: str, start: int) -> int:
-    """Past the ``*/`` that closes the comment opened at ``start``; they nest."""
-    nesting, i, n = 1, start + 2, len(query)
-    while i + 2 <= n:
-        if query.startswith("/*", i):
-            nesting, i = nesting + 1, i + 2
-        elif query.startswith("*/", i):
-            nesting, i = nesting - 1, i + 2
-            if nesting == 0:
-                return i
-        else:
-            i += 1
-    return n
-
-
-def _heredoc_end(query: str, start: int) -> int:
-    """Past the heredoc (``$tag$...$tag$``) opened at ``start``; 0 when there is none."""
-    close = query.find("$", start + 1)
-    if close < 0:
-        return 0
-    tag = query[start : close + 1]
-    end = query.find(tag, close + 1)
-    return 0 if end < 0 else end + len(tag)
