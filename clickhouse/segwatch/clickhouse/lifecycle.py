@@ -52,6 +52,10 @@ EVENT_COLUMNS = (
 )
 """The columns of ``ml_anomaly_events`` a transition fills (``recorded_at`` is added)."""
 
+_Key = tuple[Any, ...]
+"""One anomaly's values of :data:`KEY_COLUMNS`."""
+
+
 _CROSS = "×"  # segment dimensions of crosses: "feature.country×feature.device"
 _CROSS_VALUE = " × "  # their values: "BR × ios"
 
@@ -139,35 +143,8 @@ def update_lifecycle(
     transitions it recorded: (opened, resolved).
     """
     since = window_end - dt.timedelta(seconds=cadence * persistence.windows)
-    keys = ", ".join(KEY_COLUMNS)
-    recent = client.query(
-        f"SELECT {keys}, window_start, window_end, score, threshold, p_value, support, "
-        "exemplar_trace_ids, details, statistics FROM ml_anomalies FINAL "
-        "WHERE detector = {detector:String} AND window_end > {since:DateTime('UTC')} "
-        "AND window_end <= {window_end:DateTime('UTC')} ORDER BY window_end",
-        parameters={"detector": detector, "since": _text(since), "window_end": _text(window_end)},
-    )
-    found: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for row in recent.result_rows:
-        finding = dict(zip(recent.column_names, row, strict=True))
-        found.setdefault(tuple(finding[k] for k in KEY_COLUMNS), []).append(finding)
-    latest = client.query(
-        f"SELECT {keys}, argMax(state, window_end), max(window_end), "
-        "argMax((score, threshold, p_value, support, exemplar_trace_ids, statistics), window_end) "
-        "FROM ml_anomaly_events FINAL "
-        "WHERE detector = {detector:String} AND window_end <= {window_end:DateTime('UTC')} "
-        f"GROUP BY {keys}",
-        parameters={"detector": detector, "window_end": _text(window_end)},
-    )
-    open_now: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-    decided: set[tuple[Any, ...]] = set()  # a transition at this window already: a rerun
-    n = len(KEY_COLUMNS)
-    for row in latest.result_rows:
-        key, state, last_end, last = tuple(row[:n]), row[n], row[n + 1], row[n + 2]
-        if _utc(last_end) == window_end:
-            decided.add(key)
-        elif state == "open":
-            open_now[key] = last
+    found = _recent_findings(client, detector, since, window_end)
+    open_now, decided = _states_before(client, detector, window_end)
     window = {"window_start": window_start, "window_end": window_end}
     opened = [
         {**findings[-1], **window, "state": "open"}
@@ -176,18 +153,11 @@ def update_lifecycle(
         and key not in decided
         and len({f["window_end"] for f in findings}) >= persistence.found
     ]
-    resolved = []
-    for key, last in open_now.items():
-        if key in found or key in decided:
-            continue
-        score, threshold, p_value, support, exemplars, statistics = last
-        resolved.append({
-            **dict(zip(KEY_COLUMNS, key, strict=True)), **window, "state": "resolved",
-            "score": score, "threshold": threshold, "p_value": p_value, "support": support,
-            "exemplar_trace_ids": exemplars, "statistics": statistics,
-            "details": f"{key[6]} for {_segment(key[4], key[5])} resolved: not found in the "
-                       f"last {persistence.windows} window(s) of {detector}",
-        })  # fmt: skip
+    resolved = [
+        _resolution(key, last, window, f"the last {persistence.windows} window(s) of {detector}")
+        for key, last in open_now.items()
+        if key not in found and key not in decided
+    ]
     transitions = opened + resolved
     if transitions:
         recorded_at = dt.datetime.now(dt.timezone.utc)
@@ -197,6 +167,69 @@ def update_lifecycle(
             column_names=["recorded_at", *EVENT_COLUMNS],
         )
     return opened, resolved
+
+
+def _recent_findings(
+    client: Client, detector: str, since: dt.datetime, window_end: dt.datetime
+) -> dict[_Key, list[dict[str, Any]]]:
+    """The findings of windows ending in (``since``, ``window_end``], by key, oldest first."""
+    recent = client.query(
+        f"SELECT {', '.join(KEY_COLUMNS)}, window_start, window_end, score, threshold, p_value, "
+        "support, exemplar_trace_ids, details, statistics FROM ml_anomalies FINAL "
+        "WHERE detector = {detector:String} AND window_end > {since:DateTime('UTC')} "
+        "AND window_end <= {window_end:DateTime('UTC')} ORDER BY window_end",
+        parameters={"detector": detector, "since": _text(since), "window_end": _text(window_end)},
+    )
+    found: dict[_Key, list[dict[str, Any]]] = {}
+    for row in recent.result_rows:
+        finding = dict(zip(recent.column_names, row, strict=True))
+        found.setdefault(tuple(finding[k] for k in KEY_COLUMNS), []).append(finding)
+    return found
+
+
+def _states_before(
+    client: Client, detector: str, window_end: dt.datetime
+) -> tuple[dict[_Key, tuple[Any, ...]], set[_Key]]:
+    """(the keys open before this window, with their last figures; the keys decided at it).
+
+    A key with a transition at ``window_end`` already is a rerun of this window:
+    it is decided, neither opened nor resolved again.
+    """
+    keys = ", ".join(KEY_COLUMNS)
+    latest = client.query(
+        f"SELECT {keys}, argMax(state, window_end), max(window_end), "
+        "argMax((score, threshold, p_value, support, exemplar_trace_ids, statistics), window_end) "
+        "FROM ml_anomaly_events FINAL "
+        "WHERE detector = {detector:String} AND window_end <= {window_end:DateTime('UTC')} "
+        f"GROUP BY {keys}",
+        parameters={"detector": detector, "window_end": _text(window_end)},
+    )
+    open_now: dict[_Key, tuple[Any, ...]] = {}
+    decided: set[_Key] = set()
+    n = len(KEY_COLUMNS)
+    for row in latest.result_rows:
+        key, state, last_end, last = tuple(row[:n]), row[n], row[n + 1], row[n + 2]
+        if _utc(last_end) == window_end:
+            decided.add(key)
+        elif state == "open":
+            open_now[key] = last
+    return open_now, decided
+
+
+def _resolution(
+    key: _Key, last: tuple[Any, ...], window: dict[str, dt.datetime], unseen_in: str
+) -> dict[str, Any]:
+    """The ``resolved`` transition of an open anomaly, with the figures it was last open with."""
+    score, threshold, p_value, support, exemplars, statistics = last
+    found = dict(zip(KEY_COLUMNS, key, strict=True))
+    return {
+        **found, **window, "state": "resolved",
+        "score": score, "threshold": threshold, "p_value": p_value, "support": support,
+        "exemplar_trace_ids": exemplars, "statistics": statistics,
+        "details": f"{found['quantity']} for "
+                   f"{_segment(found['segment_dim'], found['segment_value'])} resolved: "
+                   f"not found in {unseen_in}",
+    }  # fmt: skip
 
 
 def _text(moment: dt.datetime) -> str:

@@ -11,6 +11,7 @@ bucket's earlier rows: ReplacingMergeTree on ``rolled_at``, read with
 ``FINAL``). Until then the first roll-up serves every detector of a run; a
 bucket rolled up after it settled is final and never read from the minute
 rows again.
+
 5-minute buckets come from the minute rows, 1-hour buckets from the 5-minute
 ones. Only complete buckets (ending before ``end``) are rolled up.
 """
@@ -73,48 +74,58 @@ def roll_up(
     last = int(end.timestamp()) // size * size  # buckets starting before it are complete
     if last <= first:
         return 0
-    rolled = {
-        int(row[0].replace(tzinfo=dt.timezone.utc).timestamp()): row[1]
-        for row in client.query(
-            "SELECT bucket_start, max(rolled_at) >= settled OR {now:DateTime('UTC')} < settled "
-            "FROM (SELECT *, bucket_start + toIntervalSecond({size:UInt32} + {settle:UInt32}) "
-            f"AS settled FROM {rollup.table}) "
-            "WHERE bucket_start >= {first:DateTime('UTC')} "
-            "AND bucket_start < {last:DateTime('UTC')} GROUP BY bucket_start, settled",
-            parameters={
-                "first": _text(first),
-                "last": _text(last),
-                "size": size,
-                "settle": settle,
-                "now": moment,
-            },
-        ).result_rows
-    }
+    current = _current_buckets(client, rollup, first, last, settle, moment)
     # Roll up what is missing, and what settled after its roll-up was made.
-    wanted = [b for b in range(first, last, size) if not rolled.get(b, False)]
-    if not wanted:
-        return 0
-    # One insert per run of consecutive buckets: each reads only its own time range
-    # (a bucket that had no calls is wanted every time, and must not widen the read).
+    wanted = [b for b in range(first, last, size) if not current.get(b, False)]
+    insert = _INSERT.format(
+        table=rollup.table, seconds=size, source=rollup.source, final=rollup.final
+    )
+    for run in _consecutive(wanted, size):
+        first_text, last_text = _text(run[0]), _text(run[-1] + size)
+        client.command(
+            insert,
+            parameters={"first": first_text, "last": last_text, "buckets": run, "now": moment},
+        )
+    return len(wanted)
+
+
+def _current_buckets(
+    client: Client, rollup: Rollup, first: int, last: int, settle: int, moment: str
+) -> dict[int, bool]:
+    """The buckets of [first, last) rolled up already: True when that roll-up is current.
+
+    Current means made after the bucket settled, or the bucket has not settled
+    yet (``moment`` is before its end plus ``settle``).
+    """
+    rows = client.query(
+        "SELECT bucket_start, max(rolled_at) >= settled OR {now:DateTime('UTC')} < settled "
+        "FROM (SELECT *, bucket_start + toIntervalSecond({size:UInt32} + {settle:UInt32}) "
+        f"AS settled FROM {rollup.table}) "
+        "WHERE bucket_start >= {first:DateTime('UTC')} "
+        "AND bucket_start < {last:DateTime('UTC')} GROUP BY bucket_start, settled",
+        parameters={
+            "first": _text(first),
+            "last": _text(last),
+            "size": rollup.seconds,
+            "settle": settle,
+            "now": moment,
+        },
+    ).result_rows
+    return {int(row[0].replace(tzinfo=dt.timezone.utc).timestamp()): row[1] for row in rows}
+
+
+def _consecutive(buckets: list[int], size: int) -> list[list[int]]:
+    """Runs of consecutive buckets: one insert each, reading only its own time range.
+
+    A bucket that had no calls is wanted every time, and must not widen the read.
+    """
     runs: list[list[int]] = []
-    for bucket in wanted:
+    for bucket in buckets:
         if runs and bucket == runs[-1][-1] + size:
             runs[-1].append(bucket)
         else:
             runs.append([bucket])
-    for run in runs:
-        client.command(
-            _INSERT.format(
-                table=rollup.table, seconds=size, source=rollup.source, final=rollup.final
-            ),
-            parameters={
-                "first": _text(run[0]),
-                "last": _text(run[-1] + size),
-                "buckets": run,
-                "now": moment,
-            },
-        )
-    return len(wanted)
+    return runs
 
 
 def _text(epoch: int) -> str:
