@@ -18,6 +18,15 @@
 #define NO_ROOM (-2) /* the output would not fit in the room the caller gave */
 #define NO_MEMORY (-1)
 
+/* The version of this library's interface: every function's arguments, return codes and
+ * meaning. kernels.py calls a library only if it returns the ABI kernels.py was written
+ * for, so a library built from an older source (a stale _kernels.so in an editable
+ * install) is not called with arguments it does not take. Change it here and in
+ * kernels.py (ABI) together, with any change to an exported function's interface. */
+#define SEGWATCH_KERNELS_ABI 1
+
+int64_t segwatch_kernels_abi(void) { return SEGWATCH_KERNELS_ABI; }
+
 /* Per group: weighted rows present, numeric count, sum, sum of squares, min, max.
  *
  * groups is n_dims x n_rows (row-major): groups[d * n_rows + r] is the group of

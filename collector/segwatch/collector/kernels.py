@@ -2,9 +2,9 @@
 
 Two families: the aggregator's (:func:`group_stats`, :func:`group_entries`)
 and the span reader's (:func:`walk_fields`, :func:`read_key_values`,
-:func:`factorize_slices`, :func:`read_fixed64`, used by :mod:`.span_wire`,
-:mod:`.span_scan` and :mod:`.wire`, which keep their numpy formulation for a
-build without a compiler).
+:func:`factorize_slices`, :func:`read_fixed64`, used by
+:mod:`.decode.span_table`, :mod:`.decode.fast_reader` and :mod:`.decode.wire`,
+which keep their numpy formulation for a build without a compiler).
 
 Aggregating one quantity over every segment dimension is, in numpy, a dozen
 passes over a tiled ``dimensions × values`` array (one ``bincount`` per
@@ -15,27 +15,28 @@ arrays, and ctypes releases the GIL during the call, so receiver threads
 decode while the flusher aggregates.
 
 The library is compiled when the package is installed (``hatch_build.py``);
-without a C compiler the numpy formulation below does the same work, slower
-(:data:`COMPILED` says which one runs). Both give the same numbers bit for
-bit: sums add the same terms in the same order (dimension by dimension, values
-in order), which ``tests/collector/test_kernels.py`` checks.
+without it (:mod:`.kernels_library` says when it is not used) the numpy
+formulation below does the same work, slower (:data:`COMPILED` says which one
+runs). Both give the same numbers bit for bit: sums add the same terms in the
+same order (dimension by dimension, values in order), which
+``tests/collector/test_kernels.py`` checks.
 """
 
 from __future__ import annotations
 
-import ctypes
-import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from segwatch.collector.kernels_library import ABI, LIBRARY, NUMPY_FORCED, load
+
 __all__ = [
+    "ABI",
     "COMPILED",
     "LIBRARY",
+    "NUMPY_FORCED",
     "GroupMatrix",
     "factorize_slices",
     "group_entries",
@@ -44,13 +45,6 @@ __all__ = [
     "read_key_values",
     "walk_fields",
 ]
-
-_logger = logging.getLogger(__name__)
-
-LIBRARY = Path(
-    os.environ.get("SEGWATCH_KERNELS_LIBRARY") or Path(__file__).with_name("_kernels.so")
-)
-"""Where the build puts the compiled loops (``bench/sanitize.sh`` points elsewhere)."""
 
 DENSE_CELLS = 1 << 20
 """Up to this many (group, key) cells (8 MiB of counters), or four per entry, entries are
@@ -64,43 +58,7 @@ _F64 = npt.NDArray[np.float64]
 _I64 = npt.NDArray[np.int64]
 
 
-def _load() -> ctypes.CDLL | None:
-    if not LIBRARY.exists():
-        return None
-    try:
-        library = ctypes.CDLL(str(LIBRARY))
-    except OSError as exc:  # built for another platform, damaged: say so, keep working
-        _logger.warning("cannot load %s (%s): using numpy instead, slower", LIBRARY, exc)
-        return None
-    i64 = ctypes.c_int64
-    pointer = ctypes.c_void_p
-    library.segwatch_group_stats.restype = i64
-    library.segwatch_group_stats.argtypes = [
-        pointer, i64, i64, pointer, i64, pointer, pointer, i64, pointer, i64, *[pointer] * 6
-    ]  # fmt: skip
-    library.segwatch_group_entries.restype = i64
-    library.segwatch_group_entries.argtypes = [
-        pointer, i64, i64, pointer, pointer, i64, pointer, pointer, i64, i64, i64, i64, i64,
-        pointer, pointer, pointer,
-    ]  # fmt: skip
-    library.segwatch_walk_fields.restype = i64
-    library.segwatch_walk_fields.argtypes = [
-        pointer, i64, pointer, pointer, i64, i64, *[pointer] * 5
-    ]  # fmt: skip
-    library.segwatch_read_key_values.restype = i64
-    library.segwatch_read_key_values.argtypes = [
-        pointer, i64, pointer, pointer, i64, i64, *[pointer] * 5
-    ]  # fmt: skip
-    library.segwatch_read_fixed64.restype = i64
-    library.segwatch_read_fixed64.argtypes = [pointer, i64, pointer, i64, pointer]
-    library.segwatch_factorize_slices.restype = i64
-    library.segwatch_factorize_slices.argtypes = [
-        pointer, i64, pointer, pointer, i64, pointer, pointer
-    ]  # fmt: skip
-    return library
-
-
-_LIBRARY = _load()
+_LIBRARY = load()
 COMPILED = _LIBRARY is not None
 """Whether the compiled loops run (else the numpy formulation)."""
 
