@@ -1,20 +1,45 @@
-"""A small schema language for YAML config, validated node by node.
+"""A small schema language for YAML documents, validated node by node.
 
 Every problem is collected with its YAML path and line; unknown keys get the
 nearest valid key as a hint. The result is plain Python data (dicts, lists,
-scalars) that :mod:`segwatch.collector.config` turns into frozen dataclasses.
+scalars) that the caller turns into frozen dataclasses.
+
+Two documents are written in it: the detector manifest
+(:func:`segwatch.clickhouse.detection.load_manifest`) and the collector's config
+(:mod:`segwatch.collector.config`). It lives in ``segwatch.clickhouse`` because
+that is the one package both can import: the collector depends on
+``segwatch.clickhouse``, never the other way round.
+
+Thread contract: schemas are immutable and may be shared; a :class:`Problems`
+belongs to one validation at a time.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-__all__ = ["Choice", "ListOf", "Problems", "Record", "Scalar", "Schema", "Table", "validate"]
+__all__ = [
+    "Choice",
+    "ListOf",
+    "MapOf",
+    "Problems",
+    "Record",
+    "Scalar",
+    "Schema",
+    "at_least",
+    "between",
+    "listing",
+    "matches",
+    "one_of",
+    "read",
+    "validate",
+]
 
 Check = Callable[[Any], None]
 """Raises ``ValueError`` with a message when a value is impossible."""
@@ -22,20 +47,31 @@ Check = Callable[[Any], None]
 
 @dataclass(frozen=True)
 class Scalar:
+    """One value of the given type(s) (an int is accepted where a float is), then ``check``."""
+
     kind: type | tuple[type, ...]
     check: Check | None = None
 
 
 @dataclass(frozen=True)
 class Record:
-    """A mapping with fixed keys, each optional."""
+    """A mapping with fixed keys, each optional unless ``required``.
+
+    Its value holds only the keys whose values passed: a required key may be
+    absent from it (the problem is reported), so check before reading one.
+    """
 
     fields: dict[str, Schema]
+    required: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
-class Table:
-    """A mapping whose keys the user names (model names, feature names)."""
+class MapOf:
+    """A mapping whose keys the user names (model names, feature names, parameters).
+
+    A key with nothing under it (``country:``) stands for an empty mapping when
+    the values are records: all their defaults.
+    """
 
     value: Schema
     key_check: Check | None = None
@@ -55,7 +91,7 @@ class Choice:
     options: dict[str, Schema]
 
 
-Schema = Scalar | Record | Table | ListOf | Choice
+Schema = Scalar | Record | MapOf | ListOf | Choice
 
 
 @dataclass
@@ -72,6 +108,67 @@ class Problems:
     def at(self, path: str, message: str) -> None:
         """A problem found after parsing, at a path seen while parsing."""
         self.add(path, self.lines.get(path), message)
+
+
+def listing(source: str, problems: Sequence[str]) -> str:
+    """``source: N problem(s):`` and one ``  - problem`` line each: an error's message."""
+    lines = "\n".join(f"  - {p}" for p in problems)
+    return f"{source}: {len(problems)} problem(s):\n{lines}"
+
+
+# -- checks shared by the documents ---------------------------------------------
+
+
+def at_least(minimum: float, strictly: bool = False) -> Check:
+    def check(value: float) -> None:
+        if value < minimum or (strictly and value == minimum):
+            raise ValueError(f"must be {'greater than' if strictly else 'at least'} {minimum}")
+
+    return check
+
+
+def between(low: float, high: float) -> Check:
+    def check(value: float) -> None:
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+
+    return check
+
+
+def one_of(*allowed: str) -> Check:
+    def check(value: str) -> None:
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}, not {value!r}")
+
+    return check
+
+
+def matches(pattern: re.Pattern[str]) -> Check:
+    def check(value: str) -> None:
+        if not pattern.match(value):
+            raise ValueError(f"{value!r} must match {pattern.pattern}")
+
+    return check
+
+
+# -- reading ------------------------------------------------------------------
+
+
+def read(text: str, schema: Schema, problems: Problems) -> Any:
+    """Parse YAML ``text`` and check it against ``schema``.
+
+    Returns the document's value (``{}`` for an empty one), or None when it
+    cannot be used at all (not YAML, or the top level has the wrong shape);
+    either way every problem found is in ``problems``.
+    """
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        problems.items.append(f"not valid YAML: {exc}")
+        return None
+    if root is None:
+        return {}
+    return validate(root, schema, "", problems)
 
 
 def _line(node: yaml.Node) -> int:
@@ -98,8 +195,8 @@ def validate(node: yaml.Node | None, schema: Schema, path: str, problems: Proble
         return None
     if isinstance(schema, Record):
         return _record(node, schema, path, problems)
-    if isinstance(schema, Table):
-        return _table(node, schema, path, problems)
+    if isinstance(schema, MapOf):
+        return _map(node, schema, path, problems)
     return _choice(node, schema, path, problems)
 
 
@@ -111,7 +208,11 @@ def _scalar(node: yaml.Node, schema: Scalar, path: str, problems: Problems) -> A
     if not isinstance(node, yaml.ScalarNode):
         problems.add(path, _line(node), f"must be {_type_name(schema.kind)}")
         return None
-    value = yaml.safe_load(yaml.serialize(node))
+    try:  # the node's own value, as yaml.safe_load would give it
+        value = yaml.constructor.SafeConstructor().construct_object(node)
+    except yaml.YAMLError as exc:  # an unknown tag, a malformed timestamp
+        problems.add(path, _line(node), f"cannot be read: {exc}")
+        return None
     kinds = schema.kind if isinstance(schema.kind, tuple) else (schema.kind,)
     if isinstance(value, bool) and bool not in kinds:
         ok = False
@@ -163,10 +264,14 @@ def _record(node: yaml.MappingNode, schema: Record, path: str, problems: Problem
         value = validate(value_node, schema.fields[key], where, problems)
         if value is not None:
             out[key] = value
+    present = {str(key_node.value) for key_node, _ in node.value}
+    missing = [key for key in schema.required if key not in present]
+    if missing:  # the rest is still checked: the caller skips a record without them
+        problems.add(path, _line(node), f"needs {', '.join(missing)}")
     return out
 
 
-def _table(node: yaml.MappingNode, schema: Table, path: str, problems: Problems) -> Any:
+def _map(node: yaml.MappingNode, schema: MapOf, path: str, problems: Problems) -> Any:
     out: dict[str, Any] = {}
     for key_node, value_node in node.value:
         key = str(key_node.value)
@@ -180,7 +285,7 @@ def _table(node: yaml.MappingNode, schema: Table, path: str, problems: Problems)
         if key in out:
             problems.add(where, _line(key_node), "appears twice")
             continue
-        if value_node.tag == "tag:yaml.org,2002:null":
+        if isinstance(schema.value, Record) and value_node.tag == "tag:yaml.org,2002:null":
             out[key] = {}  # `country:` with nothing under it: all defaults
             problems.lines[where] = _line(key_node)
             continue

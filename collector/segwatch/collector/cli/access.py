@@ -34,12 +34,9 @@ from segwatch.clickhouse.store import (
     parse_dsn,
     redact_dsn,
 )
+from segwatch.collector.config.collector_config import CollectorConfig
 from segwatch.collector.config.endpoints import is_loopback, parse_endpoint
-from segwatch.collector.config.model import (
-    API_TOKEN_ENV,
-    ApiConfig,
-    CollectorConfig,
-)
+from segwatch.collector.config.network import API_TOKEN_ENV, ApiConfig
 from segwatch.collector.profile.profiles import Progress, load_profile, read_table
 from segwatch.collector.service.analyst_queries import AnalystQueries, QueryBudget
 from segwatch.collector.service.discovery import discovery_path, read_discovery

@@ -27,14 +27,10 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from segwatch.clickhouse.detection import load_manifest
 from segwatch.clickhouse.queries import QueryResult
-from segwatch.collector.config.model import (
-    ApiConfig,
-    CollectorConfig,
-    ExpectedBias,
-    ReceiverConfig,
-    SchedulerConfig,
-    StorageConfig,
-)
+from segwatch.collector.config.collector_config import CollectorConfig
+from segwatch.collector.config.detectors import ExpectedBias, SchedulerConfig
+from segwatch.collector.config.network import ApiConfig, ReceiverConfig
+from segwatch.collector.config.storage import StorageConfig
 from segwatch.collector.service.collector import Collector
 from segwatch.collector.service.scheduler import detect_table
 from segwatch.instrumentation import monitor

@@ -12,12 +12,9 @@ from dataclasses import dataclass
 
 from segwatch.clickhouse.detection import load_manifest
 from segwatch.clickhouse.queries import QueryResult
-from segwatch.collector.config.model import (
-    CollectorConfig,
-    FieldConfig,
-    ModelConfig,
-    configured_detectors,
-)
+from segwatch.collector.config.collector_config import CollectorConfig
+from segwatch.collector.config.detector_specs import configured_detectors
+from segwatch.collector.config.fields import FieldConfig, ModelConfig
 
 __all__ = ["ModelPlan", "detector_table", "explain_models"]
 

@@ -27,13 +27,10 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from segwatch.clickhouse.detection import parse_duration
 from segwatch.clickhouse.queries import ANOMALY_STATES, AnomalyFilter, QueryResult
 from segwatch.clickhouse.store import StoreError, StoreNotFoundError, parse_dsn
+from segwatch.collector.config.collector_config import CollectorConfig
+from segwatch.collector.config.detector_specs import configured_detectors
 from segwatch.collector.config.files import CONFIG_ENV, DEFAULT_CONFIG_FILE, find_config
-from segwatch.collector.config.model import (
-    CollectorConfig,
-    ConfigError,
-    configured_detectors,
-    load_config,
-)
+from segwatch.collector.config.load import ConfigError, load_config
 from segwatch.collector.service.discovery import read_discovery
 from segwatch.collector.service.logs import JsonLogFormatter
 

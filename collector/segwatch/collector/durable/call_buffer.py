@@ -37,7 +37,7 @@ import time
 from concurrent.futures import Future
 
 from segwatch.collector.aggregate.aggregator import SegmentAggregator
-from segwatch.collector.config.model import SpoolConfig
+from segwatch.collector.config.storage import SpoolConfig
 from segwatch.collector.errors import RetryableError
 from segwatch.collector.model_calls import ModelCallBatch
 from segwatch.collector.store.exporter import ClickHouseExporter

@@ -18,7 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from segwatch.collector.aggregate.aggregator import SegmentAggregator
 from segwatch.collector.config.limits import NO_LIMITS, RequestLimits
-from segwatch.collector.config.model import SpoolConfig
+from segwatch.collector.config.storage import SpoolConfig
 from segwatch.collector.decode.fast_reader import scan_request
 from segwatch.collector.decode.labels import decode_labels
 from segwatch.collector.decode.reference_reader import decode_request

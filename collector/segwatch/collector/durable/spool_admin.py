@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 
 from segwatch.clickhouse.store import parse_dsn
-from segwatch.collector.config.model import CollectorConfig
+from segwatch.collector.config.collector_config import CollectorConfig
 
 from .dead_letters import DeadLetter, DeadLetters, open_settled
 from .spool import REQUEUED, Spool

@@ -25,7 +25,7 @@ from segwatch.collector.aggregate.aggregator import (
     SegmentAggregator,
 )
 from segwatch.collector.aggregate.histogram import DEFAULT_ACCURACY, log_histogram
-from segwatch.collector.config.model import CollectorConfig
+from segwatch.collector.config.collector_config import CollectorConfig
 from segwatch.collector.model_calls import Column, LabelChunk, ModelCallBatch
 from segwatch.collector.segment.plan import SegmentationPlan
 from segwatch.collector.store.rows import MERGE_LATER, TableRows

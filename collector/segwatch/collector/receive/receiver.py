@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from segwatch.collector.config.endpoints import is_loopback, parse_endpoint
-from segwatch.collector.config.model import RECEIVER_TOKEN_ENV, TlsConfig
+from segwatch.collector.config.network import RECEIVER_TOKEN_ENV, TlsConfig
 from segwatch.collector.durable.processor import ConsumeResult
 from segwatch.collector.errors import PermanentError, RetryableError
 from segwatch.collector.metrics import CollectorMetrics

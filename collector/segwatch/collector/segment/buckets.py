@@ -13,7 +13,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from segwatch.collector.config.model import SegmentSpec
+from segwatch.collector.config.fields import SegmentSpec
 
 __all__ = ["EdgeBuckets", "LinearBuckets", "LogBuckets", "NumericBuckets", "buckets_for"]
 

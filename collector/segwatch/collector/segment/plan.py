@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import threading
 
-from segwatch.collector.config.model import CollectorConfig, FieldConfig, SegmentSpec
+from segwatch.collector.config.collector_config import CollectorConfig
+from segwatch.collector.config.fields import FieldConfig, SegmentSpec
 
 from .buckets import EdgeBuckets, NumericBuckets, buckets_for
 

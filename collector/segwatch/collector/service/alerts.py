@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from segwatch.collector.config.model import AlertsConfig
+    from segwatch.collector.config.alerts import AlertsConfig
 
 _logger = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from segwatch.clickhouse.queries import READ_ONLY, QueryResult, read_only_query
 from segwatch.clickhouse.store import error_code
-from segwatch.collector.config.model import ApiConfig
+from segwatch.collector.config.network import ApiConfig
 from segwatch.collector.errors import RetryableError
 
 __all__ = ["AnalystQueries", "QueryBudget", "QueryBudgetError", "QueryCancelledError"]

@@ -45,12 +45,9 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from segwatch.clickhouse.detection import DetectorSpec
 from segwatch.clickhouse.queries import AnomalyFilter, list_anomalies, read_only_query
+from segwatch.collector.config.collector_config import CollectorConfig
 from segwatch.collector.config.endpoints import is_loopback, is_wildcard, parse_endpoint
-from segwatch.collector.config.model import (
-    API_TOKEN_ENV,
-    ApiConfig,
-    CollectorConfig,
-)
+from segwatch.collector.config.network import API_TOKEN_ENV, ApiConfig
 from segwatch.collector.errors import RetryableError
 from segwatch.collector.metrics import CONTENT_TYPE
 from segwatch.collector.profile.profiles import load_profile, read_table

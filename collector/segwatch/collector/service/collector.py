@@ -19,7 +19,8 @@ from segwatch.clickhouse.migrate import apply_migrations
 from segwatch.clickhouse.store import parse_dsn, redact_dsn
 from segwatch.collector import kernels
 from segwatch.collector.aggregate.aggregator import SegmentAggregator
-from segwatch.collector.config.model import CollectorConfig, configured_detectors
+from segwatch.collector.config.collector_config import CollectorConfig
+from segwatch.collector.config.detector_specs import configured_detectors
 from segwatch.collector.durable.dead_letters import DeadLetters, open_settled
 from segwatch.collector.durable.processor import ModelCallProcessor
 from segwatch.collector.durable.spool import Spool

@@ -12,7 +12,7 @@ import math
 
 from clickhouse_connect.driver.client import Client
 
-from segwatch.collector.config.model import CollectorConfig
+from segwatch.collector.config.collector_config import CollectorConfig
 
 __all__ = ["StoreSettingsError", "check_store_settings"]
 

@@ -1,0 +1,79 @@
+"""The manifest's detectors as this config runs them: its overrides, and the
+parameters it derives (expected biases for ``bias``, labels for ``performance``)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from segwatch.clickhouse.detection import DetectorSpec, load_manifest
+from segwatch.clickhouse.lifecycle import Persistence
+
+from .collector_config import CollectorConfig
+from .detectors import DetectorConfig
+from .fields import ModelConfig
+
+__all__ = ["configured_detectors", "expected_biases_parameter", "labels_parameter"]
+
+
+def expected_biases_parameter(config: CollectorConfig) -> str:
+    """The config's expected biases as the bias detector reads them: one
+    ``model<TAB>segment dimension<TAB>quantity`` per line (quantity empty: all)."""
+    lines = []
+    for bias in config.expected_biases:
+        model = config.models.get(bias.model, ModelConfig())
+        prefix = "context" if bias.dimension in model.contexts else "feature"
+        for quantity in bias.quantities or ("",):
+            lines.append(f"{bias.model}\t{prefix}.{bias.dimension}\t{quantity}")
+    return "\n".join(lines)
+
+
+def labels_parameter(config: CollectorConfig) -> str:
+    """The config's labels as the performance detector reads them: one
+    ``model<TAB>label<TAB>kind<TAB>prediction<TAB>score<TAB>positive<TAB>threshold``
+    per line, names as stored (``label.x``, ``output.y``; empty when not given)."""
+    lines = []
+    for model_name, model in sorted(config.models.items()):
+        for name, label in sorted(model.labels.items()):
+            fields = [
+                model_name,
+                f"label.{name}",
+                label.kind,
+                f"output.{label.prediction}" if label.prediction else "",
+                f"output.{label.score}" if label.score else "",
+                label.positive,
+                repr(label.threshold),
+            ]
+            lines.append("\t".join(fields))
+    return "\n".join(lines)
+
+
+def configured_detectors(config: CollectorConfig) -> list[DetectorSpec]:
+    """The manifest's detectors with the config's overrides, the disabled ones left out.
+
+    ``segments.min_segment_size`` is every detector's ``min_support`` unless a
+    detector's own config says otherwise.
+    """
+    specs: list[DetectorSpec] = []
+    for spec in load_manifest():
+        override = config.detectors.get(spec.name, DetectorConfig())
+        if not override.enabled:
+            continue
+        parameters = dict(spec.parameters)
+        if "min_support" in parameters:
+            parameters["min_support"] = config.segments.min_segment_size
+        if "expected_biases" in parameters:
+            parameters["expected_biases"] = expected_biases_parameter(config)
+        if "labels" in parameters:
+            parameters["labels"] = labels_parameter(config)
+        parameters.update(override.parameters)
+        specs.append(dataclasses.replace(
+            spec,
+            cadence=override.cadence or spec.cadence,
+            window=override.window or spec.window,
+            baseline=override.baseline or spec.baseline,
+            delay=override.delay or spec.delay,
+            persistence=Persistence(*override.persistence) if override.persistence
+                        else spec.persistence,
+            parameters=parameters,
+        ))  # fmt: skip
+    return specs

@@ -1,0 +1,234 @@
+"""The ``models``, ``contexts`` and ``segments`` sections: fields and how they split traffic.
+
+A field is one feature, output, metric or context of a model's calls; its
+:class:`SegmentSpec` says how it splits traffic into segments. A model also
+declares its crosses, its baseline and its delayed labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from segwatch.clickhouse.yaml_schema import (
+    Choice,
+    ListOf,
+    MapOf,
+    Problems,
+    Record,
+    Scalar,
+    at_least,
+    between,
+    one_of,
+)
+
+from . import checks
+
+__all__ = [
+    "MODELS_SCHEMA",
+    "NAMED_FIELDS_SCHEMA",
+    "SEGMENTS_SCHEMA",
+    "FieldConfig",
+    "LabelConfig",
+    "ModelConfig",
+    "SegmentSpec",
+    "SegmentsConfig",
+    "build_field",
+    "build_model",
+    "build_segments",
+]
+
+
+@dataclass(frozen=True)
+class SegmentSpec:
+    """How one field splits traffic into segments.
+
+    ``kind``: ``auto`` (log decades for numbers, top K for categories),
+    ``log`` (``base``), ``linear`` (``width``, ``origin``), ``edges``,
+    ``quantiles`` (``count``, from the baseline), ``top`` (``count``) or
+    ``none`` (not a segment dimension).
+    """
+
+    kind: str = "auto"
+    base: float = 10.0
+    width: float = 1.0
+    origin: float = 0.0
+    edges: tuple[float, ...] = ()
+    count: int = 0
+
+
+@dataclass(frozen=True)
+class FieldConfig:
+    type: str = "auto"  # number, category, bool or auto (inferred from the data)
+    segments: SegmentSpec = field(default_factory=SegmentSpec)
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """How one delayed label (``ml.label.<name>``) grades the model's calls.
+
+    ``classification``: the truth is a class; ``prediction`` names the output
+    holding the predicted class (accuracy, precision, recall), ``score`` a
+    numeric output scoring ``positive`` (AUC; with ``threshold`` it also
+    predicts the class when there is no ``prediction``). ``regression``: the
+    truth is a number, ``prediction`` the output estimating it (MAE, RMSE).
+    """
+
+    kind: str = "classification"
+    prediction: str = ""
+    score: str = ""
+    positive: str = "true"
+    threshold: float = 0.5
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    features: dict[str, FieldConfig] = field(default_factory=dict)
+    outputs: dict[str, FieldConfig] = field(default_factory=dict)
+    metrics: dict[str, FieldConfig] = field(default_factory=dict)
+    contexts: tuple[str, ...] = ()
+    crosses: tuple[tuple[str, str], ...] = ()
+    baseline: str | None = None
+    labels: dict[str, LabelConfig] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SegmentsConfig:
+    top_k: int = 20
+    min_segment_size: int = 200
+    crosses: tuple[tuple[str, str], ...] = ()
+    # Segments one model may have; a dimension that would pass it is not segmented
+    # (its values still count for the whole model). Bounds what a client can create.
+    max_per_model: int = 5_000
+    # Fields (features, outputs, metrics, contexts) one model may have: each multiplies the
+    # rows every segment writes. Past it new fields are not aggregated; declared ones fit.
+    max_fields_per_model: int = 500
+    # Models one collector tracks; a request bringing more is refused. Each model keeps
+    # state (its fields, their top values): clients inventing names must not grow it.
+    max_models: int = 1_000
+
+
+# -- the schema --------------------------------------------------------------
+
+_NUMBER = Scalar((int, float))
+_SEGMENTS = Choice({
+    "log": Record({"base": Scalar((int, float), at_least(1, strictly=True))}),
+    "linear": Record({"width": Scalar((int, float), at_least(0, strictly=True)),
+                      "origin": _NUMBER}),
+    "edges": ListOf(_NUMBER, min_len=1),
+    "quantiles": Scalar(int, between(2, 100)),
+    "top": Scalar(int, between(1, 10_000)),
+})  # fmt: skip
+_FIELD = Record({
+    "type": Scalar(str, one_of("number", "category", "bool", "auto")),
+    "segments": _SEGMENTS,
+    "segment": Scalar(bool),
+})  # fmt: skip
+_CROSS = ListOf(Scalar(str), min_len=2, max_len=2)
+
+NAMED_FIELDS_SCHEMA = MapOf(_FIELD, checks.field_name)
+"""Fields by name: a model's features, outputs or metrics, and the shared ``contexts``."""
+
+MODELS_SCHEMA = MapOf(Record({
+    "features": NAMED_FIELDS_SCHEMA,
+    "outputs": NAMED_FIELDS_SCHEMA,
+    "metrics": NAMED_FIELDS_SCHEMA,
+    "contexts": ListOf(Scalar(str, checks.field_name)),
+    "crosses": ListOf(_CROSS),
+    "baseline": Scalar(str),
+    "labels": MapOf(Record({
+        "kind": Scalar(str, one_of("classification", "regression")),
+        "prediction": Scalar(str, checks.field_name),
+        "score": Scalar(str, checks.field_name),
+        "positive": Scalar((str, int, bool)),
+        "threshold": _NUMBER,
+    }), checks.field_name),
+}), checks.field_name)  # fmt: skip
+
+SEGMENTS_SCHEMA = Record({
+    "top_k": Scalar(int, between(1, 10_000)),
+    "min_segment_size": Scalar(int, at_least(1)),
+    "max_per_model": Scalar(int, between(10, 10_000_000)),
+    "max_models": Scalar(int, between(1, 1_000_000)),
+    "max_fields_per_model": Scalar(int, between(1, 100_000)),
+    "crosses": ListOf(_CROSS),
+})  # fmt: skip
+
+
+# -- building ----------------------------------------------------------------
+
+
+def build_field(path: str, spec: dict[str, Any], problems: Problems) -> FieldConfig:
+    """The field at YAML ``path``; what the schema alone cannot tell goes to ``problems``."""
+    kind = spec.get("type", "auto")
+    if spec.get("segment") is False:
+        return FieldConfig(type=kind, segments=SegmentSpec(kind="none"))
+    if "segments" not in spec:
+        return FieldConfig(type=kind)
+    ((how, value),) = spec["segments"].items()
+    numeric_only = how in ("log", "linear", "edges", "quantiles")
+    if numeric_only and kind in ("category", "bool"):
+        problems.at(f"{path}.segments.{how}", f"{how} buckets need type: number, not {kind}")
+    if how == "top" and kind == "number":
+        problems.at(f"{path}.segments.top", "top K is for categories, not type: number")
+    if how == "edges":
+        try:
+            checks.increasing(value)
+        except ValueError as exc:
+            problems.at(f"{path}.segments.edges", str(exc))
+    segments = SegmentSpec(
+        kind=how,
+        base=float(value.get("base", 10)) if how == "log" else 10.0,
+        width=float(value.get("width", 1)) if how == "linear" else 1.0,
+        origin=float(value.get("origin", 0)) if how == "linear" else 0.0,
+        edges=tuple(float(e) for e in value) if how == "edges" else (),
+        count=int(value) if how in ("quantiles", "top") else 0,
+    )
+    if how == "linear" and "width" not in value:
+        problems.at(f"{path}.segments.linear", "linear buckets need a width")
+    return FieldConfig(type=kind, segments=segments)
+
+
+def build_model(path: str, spec: dict[str, Any], problems: Problems) -> ModelConfig:
+    return ModelConfig(
+        features={n: build_field(f"{path}.features.{n}", f, problems)
+                  for n, f in spec.get("features", {}).items()},
+        outputs={n: build_field(f"{path}.outputs.{n}", f, problems)
+                 for n, f in spec.get("outputs", {}).items()},
+        metrics={n: build_field(f"{path}.metrics.{n}", f, problems)
+                 for n, f in spec.get("metrics", {}).items()},
+        contexts=tuple(spec.get("contexts", ())),
+        crosses=tuple(tuple(c) for c in spec.get("crosses", ())),
+        baseline=spec.get("baseline"),
+        labels={n: _label(f"{path}.labels.{n}", label, problems)
+                for n, label in spec.get("labels", {}).items()},
+    )  # fmt: skip
+
+
+def _label(path: str, spec: dict[str, Any], problems: Problems) -> LabelConfig:
+    kind = spec.get("kind", "classification")
+    if kind == "regression" and not spec.get("prediction"):
+        problems.at(path, "a regression label needs prediction: the output estimating it")
+    if kind == "classification" and not (spec.get("prediction") or spec.get("score")):
+        problems.at(path, "a classification label needs prediction (the predicted class) "
+                          "or score (the positive class's score)")  # fmt: skip
+    positive = spec.get("positive", "true")
+    return LabelConfig(
+        kind=kind,
+        prediction=spec.get("prediction", ""),
+        score=spec.get("score", ""),
+        # booleans are stored as true/false (segwatch.instrumentation.values)
+        positive=str(positive).lower() if isinstance(positive, bool) else str(positive),
+        threshold=float(spec.get("threshold", 0.5)),
+    )
+
+
+def build_segments(spec: dict[str, Any]) -> SegmentsConfig:
+    return SegmentsConfig(
+        top_k=spec.get("top_k", 20),
+        min_segment_size=spec.get("min_segment_size", 200),
+        crosses=tuple(tuple(c) for c in spec.get("crosses", ())),
+        max_per_model=spec.get("max_per_model", SegmentsConfig.max_per_model),
+        max_models=spec.get("max_models", SegmentsConfig.max_models),
+        max_fields_per_model=spec.get("max_fields_per_model", SegmentsConfig.max_fields_per_model),
+    )

@@ -1,0 +1,174 @@
+"""Reading a config file: validate it in one pass, build it, check what it refers to.
+
+Every key is optional (an empty file, or none, is valid: zero config).
+:func:`parse_config` raises :class:`ConfigError` listing *every* problem with
+its YAML path and line; startup refuses bad config. The reference is
+``docs/config.md``. Relative paths in a file are relative to the file's
+directory (:mod:`.files`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from typing import Any
+
+from segwatch.clickhouse.detection import load_manifest
+from segwatch.clickhouse.yaml_schema import Problems, listing, read
+
+from .alerts import build_alerts
+from .collector_config import COLLECTOR_CONFIG_SCHEMA, CollectorConfig
+from .detectors import SchedulerConfig, build_baselines, build_detectors, build_expected_biases
+from .fields import build_field, build_model, build_segments
+from .network import build_api, build_receiver
+from .storage import build_storage
+
+__all__ = ["ConfigError", "load_config", "parse_config"]
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; ``problems`` lists each one as ``path (line N): message``."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(listing(source, problems))
+
+
+def load_config(path: str | None) -> CollectorConfig:
+    """Read and validate a config file; ``None`` gives the defaults.
+
+    Relative paths in the file are resolved against the file's directory.
+    """
+    if path is None:
+        return CollectorConfig()
+    if not os.path.isfile(path):
+        raise ConfigError(path, ["file not found"])
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    return parse_config(text, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
+
+
+def parse_config(
+    text: str, source: str = "<config>", base_dir: str | None = None
+) -> CollectorConfig:
+    """Validate YAML text; raise :class:`ConfigError` listing every problem.
+
+    ``base_dir``: the directory relative paths in the text are relative to
+    (the config file's); ``None`` leaves them relative to the current directory.
+    """
+    problems = Problems()
+    data = read(text, COLLECTOR_CONFIG_SCHEMA, problems)
+    if data is None:
+        raise ConfigError(source, problems.items or ["the top level must be a mapping"])
+    config = _build(data, problems, base_dir)
+    _check_references(config, problems)
+    if problems.items:
+        raise ConfigError(source, problems.items)
+    return config
+
+
+def _build(data: dict[str, Any], problems: Problems, base_dir: str | None) -> CollectorConfig:
+    """The validated data as a :class:`CollectorConfig`; what needs more than one value's
+    check (paired keys, files, edges in order) goes to ``problems``."""
+    return CollectorConfig(
+        receiver=build_receiver(data.get("receiver", {}), problems, base_dir),
+        storage=build_storage(data.get("storage", {}), base_dir),
+        api=build_api(data.get("api", {})),
+        scheduler=SchedulerConfig(**data.get("scheduler", {})),
+        segments=build_segments(data.get("segments", {})),
+        models={
+            name: build_model(f"models.{name}", model, problems)
+            for name, model in data.get("models", {}).items()
+        },
+        contexts={
+            name: build_field(f"contexts.{name}", spec, problems)
+            for name, spec in data.get("contexts", {}).items()
+        },
+        baselines=build_baselines(data.get("baselines", {})),
+        expected_biases=build_expected_biases(data.get("expected_biases", ())),
+        detectors=build_detectors(data.get("detectors", {}), problems),
+        alerts=build_alerts(data.get("alerts", {})),
+    )
+
+
+# -- what the structure alone cannot tell: names that must refer to something declared
+
+
+def _check_references(config: CollectorConfig, problems: Problems) -> None:
+    _check_models(config, problems)
+    _check_crosses(config, problems)
+    for name, baseline in config.baselines.items():
+        if baseline.kind == "version" and not baseline.version:
+            problems.at(f"baselines.{name}", "a version baseline must name its version")
+    _check_expected_biases(config, problems)
+    if config.detectors:
+        _check_detectors(config, problems)
+
+
+def _check_models(config: CollectorConfig, problems: Problems) -> None:
+    for name, model in config.models.items():
+        dimensions = set(model.features) | set(model.contexts)
+        for context in model.contexts:
+            if context not in config.contexts:
+                problems.at(f"models.{name}.contexts", f"context {context!r} is not declared "
+                            "under contexts")  # fmt: skip
+        for i, cross in enumerate(model.crosses):
+            for part in cross:
+                if part not in dimensions:
+                    problems.at(
+                        f"models.{name}.crosses[{i}]",
+                        f"{part!r} is not a feature or context of model {name!r}",
+                    )
+            if cross[0] == cross[1]:
+                problems.at(f"models.{name}.crosses[{i}]", "a cross needs two different fields")
+        if model.baseline is not None and model.baseline not in config.baselines:
+            problems.at(f"models.{name}.baseline", f"no baseline named {model.baseline!r}")
+        for label_name, label in model.labels.items():
+            for role, output in (("prediction", label.prediction), ("score", label.score)):
+                if output and model.outputs and output not in model.outputs:
+                    problems.at(f"models.{name}.labels.{label_name}.{role}",
+                                f"{output!r} is not an output of model {name!r}")  # fmt: skip
+
+
+def _check_crosses(config: CollectorConfig, problems: Problems) -> None:
+    """``segments.crosses`` name fields some model (or the shared contexts) declares."""
+    declared = {f for m in config.models.values() for f in (*m.features, *m.contexts)}
+    declared |= set(config.contexts)
+    for i, cross in enumerate(config.segments.crosses):
+        for part in cross:
+            if part not in declared:
+                problems.at(f"segments.crosses[{i}]", f"{part!r} is not a declared feature or "
+                            "context")  # fmt: skip
+
+
+def _check_expected_biases(config: CollectorConfig, problems: Problems) -> None:
+    for i, bias in enumerate(config.expected_biases):
+        where = f"expected_biases[{i}]"
+        if not bias.model or not bias.dimension:
+            problems.at(where, "needs model and dimension")
+        elif bias.model not in config.models:
+            problems.at(f"{where}.model", f"no model named {bias.model!r} under models")
+        else:
+            model = config.models[bias.model]
+            if bias.dimension not in (*model.features, *model.contexts):
+                problems.at(f"{where}.dimension", f"{bias.dimension!r} is not a feature or "
+                            f"context of model {bias.model!r}")  # fmt: skip
+
+
+def _check_detectors(config: CollectorConfig, problems: Problems) -> None:
+    """The overridden detectors exist in the manifest; a false-discovery rate is a probability."""
+    known = {spec.name for spec in load_manifest()}
+    for name in config.detectors:
+        if name not in known:
+            hint = difflib.get_close_matches(name, sorted(known), n=1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            problems.at(f"detectors.{name}", f"no detector named {name!r}{suggestion} "
+                        f"(known: {', '.join(sorted(known))})")  # fmt: skip
+    for name, detector in config.detectors.items():
+        fdr = detector.parameters.get("fdr")
+        if fdr is not None and not (isinstance(fdr, (int, float)) and 0 < fdr < 1):
+            problems.at(
+                f"detectors.{name}.parameters.fdr",
+                f"the false-discovery rate must lie between 0 and 1, not {fdr!r}",
+            )
