@@ -7,6 +7,12 @@ category counts and a few exemplar trace ids. Rows from different batches or
 collectors for the same key are merged by ClickHouse (AggregatingMergeTree),
 so this module never keeps state between batches except the category
 vocabularies.
+
+:class:`SegmentAggregator` decides what is aggregated (the fields each model
+may have, the dimensions that fit its segment budget, the vocabularies that
+fold categories into the top K) and runs the loop over models; each
+quantity's values are prepared by :mod:`.quantity_values` and summed over
+every segment at once by :mod:`.segment_groups`.
 """
 
 from __future__ import annotations
@@ -14,18 +20,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from segwatch.collector.kernels import GroupMatrix, group_entries, group_stats
 from segwatch.collector.model_calls import Column, ModelCallBatch, ModelKey
 from segwatch.collector.segment.plan import SegmentationPlan
 from segwatch.collector.segment.segments import (
-    OTHER,
     CategoryVocabulary,
-    SegmentDimension,
     cross_dimension,
     positions_in,
     segment_dimension,
@@ -36,10 +38,11 @@ from segwatch.collector.store.aggregate_rows import (
     AGGREGATE_SCHEMA,
     AggregateRows,
     AggregateRowsBuilder,
-    GroupEntries,
 )
 
-from .histogram import LogHistogram, log_histogram
+from .histogram import log_histogram
+from .quantity_values import quantity_values
+from .segment_groups import SegmentGroups, append_quantity_rows
 
 __all__ = ["AGGREGATE_COLUMNS", "AGGREGATE_SCHEMA", "AggregateRows", "SegmentAggregator"]
 
@@ -47,25 +50,13 @@ _logger = logging.getLogger(__name__)
 NS_PER_MINUTE = 60 * 1_000_000_000
 
 
-@dataclass
-class _Quantity:
-    """One quantity's values for the rows of one model, as positions and arrays."""
-
-    name: str
-    present: npt.NDArray[np.int64]  # positions with any value
-    number_pos: npt.NDArray[np.int64]  # positions with a finite number
-    numbers: npt.NDArray[np.float64]
-    hist_keys: npt.NDArray[np.int16]
-    label_pos: npt.NDArray[np.int64]  # positions with a label (text, bool, NaN, inf)
-    label_codes: npt.NDArray[np.int64]
-    label_names: list[str]
-
-
 class SegmentAggregator:
     """Turns :class:`ModelCallBatch` es into :class:`AggregateRows`.
 
-    Thread-safe: receiver threads may call :meth:`aggregate` concurrently; the
-    only shared state is the per-dimension category vocabularies.
+    Thread-safe: in the collector the call buffer's flusher thread calls
+    :meth:`aggregate`, but any number of threads may; what it keeps between
+    batches (the category vocabularies, the fields and dimensions admitted
+    per model, the counters) is guarded by locks.
     """
 
     def __init__(self, plan: SegmentationPlan | None = None) -> None:
@@ -220,7 +211,7 @@ class SegmentAggregator:
         for first, second in plan.crosses(model[0], set(by_name)):
             dimensions.append(cross_dimension(by_name[first], by_name[second]))
         quantities = [
-            _quantity(
+            quantity_values(
                 name,
                 column,
                 rows,
@@ -233,85 +224,12 @@ class SegmentAggregator:
         ]
         if not quantities:
             return
-        groups = _SegmentGroups.build(dimensions, minute_codes, minutes * 60, rows, weights, batch)
+        groups = SegmentGroups.build(dimensions, minute_codes, minutes * 60, rows, weights, batch)
         own_dimension = {d.name: i for i, d in enumerate(dimensions)}
         for quantity in quantities:
             # A dimension split by itself says nothing new: skip that pair.
             skip = own_dimension.get(quantity.name, -1)
-            _append_quantity(out, model, quantity, groups, groups.live_dim != skip)
-
-
-@dataclass
-class _SegmentGroups:
-    """Every (dimension, minute, segment) group of one model's rows, numbered globally.
-
-    ``groups.matrix[d, i]`` is the group of row ``i`` in dimension ``d``;
-    groups of dimension ``d`` occupy one contiguous range, so one pass over
-    the matrix aggregates every dimension at once. Per live group (at
-    least one call) it knows its dimension, segment, minute and exemplar, as
-    codes into small dictionaries.
-    """
-
-    groups: GroupMatrix  # checked once, for the compiled loops
-    weights: npt.NDArray[np.float64]  # per row
-    total: int
-    counts: npt.NDArray[np.float64]  # weighted calls per group
-    sampled: npt.NDArray[np.int64]  # rows received per group
-    live: npt.NDArray[np.int64]  # groups with at least one call
-    live_dim: npt.NDArray[np.int64]  # dimension index of each live group
-    dim_names: list[str]
-    bucket_start: npt.NDArray[np.int64]  # per live group
-    segment_codes: npt.NDArray[np.int64]  # per live group, into segment_names
-    segment_names: list[str]  # every dimension's labels, one after the other
-    exemplars: list[str]  # per live group: the trace id (hex) of its first call
-
-    @classmethod
-    def build(
-        cls,
-        dimensions: list[SegmentDimension],
-        minute_codes: npt.NDArray[np.int64],
-        bucket_seconds: npt.NDArray[np.int64],
-        rows: npt.NDArray[np.int64],
-        weights: npt.NDArray[np.float64],
-        batch: ModelCallBatch,
-    ) -> _SegmentGroups:
-        n_minutes = len(bucket_seconds)
-        sizes = np.array([len(d.labels) for d in dimensions], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(sizes * n_minutes)[:-1]]).astype(np.int64)
-        matrix = np.vstack(
-            [minute_codes * size + d.codes + offset
-             for d, size, offset in zip(dimensions, sizes.tolist(), offsets.tolist(), strict=True)]
-        )  # fmt: skip
-        total = int(offsets[-1] + sizes[-1] * n_minutes)
-        flat = matrix.ravel()
-        sampled = np.bincount(flat, minlength=total)
-        counts = np.asarray(
-            np.bincount(flat, weights=np.tile(weights, len(dimensions)), minlength=total),
-            dtype=np.float64,
-        )
-        live = np.flatnonzero(sampled)
-        live_dim = np.searchsorted(offsets, live, side="right") - 1
-        local = live - offsets[live_dim]
-        size_of = sizes[live_dim]
-        label_offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        # The first call of each group is its exemplar.
-        first = np.full(total, len(rows), dtype=np.int64)
-        np.minimum.at(first, flat, np.tile(np.arange(len(rows), dtype=np.int64), len(dimensions)))
-        trace_ids = batch.trace_ids
-        return cls(
-            groups=GroupMatrix(matrix, total),
-            weights=weights,
-            total=total,
-            counts=counts,
-            sampled=sampled,
-            live=live,
-            live_dim=live_dim,
-            dim_names=[d.name for d in dimensions],
-            bucket_start=bucket_seconds[local // size_of],
-            segment_codes=label_offsets[live_dim] + local % size_of,
-            segment_names=[label for d in dimensions for label in d.labels],
-            exemplars=[trace_ids[r].hex() for r in rows[first[live]].tolist()],
-        )
+            append_quantity_rows(out, model, quantity, groups, groups.live_dim != skip)
 
 
 def _has_rows(column: Column, rows: npt.NDArray[np.int64]) -> bool:
@@ -327,130 +245,3 @@ MAX_VOCABULARIES = 20_000
 ``max(64, 20 * top_k)`` values with their counts)."""
 
 _EMPTY = Column()
-
-
-def _quantity(
-    name: str,
-    column: Column,
-    rows: npt.NDArray[np.int64],
-    vocabulary: CategoryVocabulary,
-    observed: bool,
-    histogram: LogHistogram,
-) -> _Quantity:
-    """Positions (within ``rows``) and values of one quantity for one model."""
-    number_rows, numbers = column.number_data()
-    label_rows, label_codes, names = column.label_codes()
-    number_pos, number_found = positions_in(rows, number_rows)
-    label_pos, label_found = positions_in(rows, label_rows)
-    numbers = numbers[number_found]
-    number_pos = number_pos[number_found]
-    finite = np.isfinite(numbers)
-    codes = label_codes[label_found]
-    label_positions = label_pos[label_found]
-    if not finite.all():  # NaN and infinities are counted as categories
-        odd = ~finite
-        index = {label: code for code, label in enumerate(names)}
-        names = list(names)
-        special = [index.setdefault(_special_name(v), len(index)) for v in numbers[odd].tolist()]
-        names.extend(list(index)[len(names) :])
-        codes = np.concatenate([codes, np.asarray(special, dtype=np.int64)])
-        label_positions = np.concatenate([label_positions, number_pos[odd]])
-        numbers, number_pos = numbers[finite], number_pos[finite]
-    label_names: list[str] = []
-    if len(codes):
-        codes, label_names = _fold(codes, names, vocabulary, observed)
-    return _Quantity(
-        name=name,
-        present=_union(number_pos, label_positions, len(rows)),
-        number_pos=number_pos,
-        numbers=numbers,
-        hist_keys=histogram.keys(numbers),
-        label_pos=label_positions,
-        label_codes=codes,
-        label_names=label_names,
-    )
-
-
-def _union(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.int64]:
-    """Sorted distinct positions in ``a`` or ``b`` (all below ``n``), without a sort."""
-    mask = np.zeros(n, dtype=bool)
-    mask[a] = True
-    mask[b] = True
-    return np.flatnonzero(mask)
-
-
-def _fold(
-    codes: npt.NDArray[np.int64], names: list[str], vocabulary: CategoryVocabulary, observed: bool
-) -> tuple[npt.NDArray[np.int64], list[str]]:
-    """The labels ``names[codes]`` outside the top K become ``__other__``; maps stay bounded.
-
-    Returns codes into the labels that occur (and ``__other__`` if any was
-    folded), in ``names`` order. A dimension's vocabulary was already updated
-    when it was segmented (``observed``); other quantities (outputs, fields
-    that are not dimensions) update theirs here.
-    """
-    all_counts = np.bincount(codes, minlength=len(names))
-    present = np.flatnonzero(all_counts).tolist()
-    if observed:
-        kept = vocabulary.kept
-    else:
-        kept = vocabulary.observe([names[i] for i in present], all_counts[present].tolist())
-    keep = kept | _SPECIAL_NAMES
-    labels: dict[str, int] = {}
-    mapping = np.zeros(len(names), dtype=np.int64)
-    mapping[present] = [
-        labels.setdefault(names[i] if names[i] in keep else OTHER, len(labels)) for i in present
-    ]
-    return mapping[codes], list(labels)
-
-
-_SPECIAL_NAMES = frozenset({"nan", "inf", "-inf"})  # from numbers: never folded
-
-
-def _special_name(value: float) -> str:
-    if value != value:
-        return "nan"
-    return "inf" if value > 0 else "-inf"
-
-
-def _append_quantity(
-    out: AggregateRowsBuilder,
-    model: ModelKey,
-    quantity: _Quantity,
-    groups: _SegmentGroups,
-    keep: npt.NDArray[np.bool_],
-) -> None:
-    """Append the rows of one quantity in every live group where ``keep`` holds."""
-    kept = np.flatnonzero(keep)
-    live = groups.live[kept]
-    w = groups.weights
-    checked = groups.groups
-    present, numeric_count, sums, sum_sq, minima, maxima = group_stats(
-        checked, quantity.present, quantity.number_pos, quantity.numbers, w
-    )
-    histogram = group_entries(
-        checked, quantity.number_pos, quantity.hist_keys.astype(np.int64), w, live
-    )
-    categories = group_entries(checked, quantity.label_pos, quantity.label_codes, w, live)
-    counts = groups.counts[live]
-    out.add(
-        model,
-        quantity.name,
-        dims=(groups.live_dim[kept], groups.dim_names),
-        segments=(groups.segment_codes[kept], groups.segment_names),
-        exemplars=(kept, groups.exemplars),
-        bucket_start=groups.bucket_start[kept],
-        numbers={
-            "count": counts,
-            "sampled": groups.sampled[live],
-            "missing": counts - present[live],
-            "numeric_count": numeric_count[live],
-            "sum": sums[live],
-            "sum_sq": sum_sq[live],
-            "min": minima[live],
-            "max": maxima[live],
-        },
-        histogram=GroupEntries(*histogram),
-        categories=GroupEntries(*categories),
-        category_names=quantity.label_names,
-    )

@@ -8,7 +8,7 @@ Keys fit ClickHouse ``Int16``: magnitudes beyond the outermost bucket (about
 of :meth:`LogHistogram.value`, so quantiles read from the histogram are within
 ``α`` of the true ones, and two histograms merge by adding counts per key
 (ClickHouse ``sumMap``) -- if they share ``α``: a store holds one accuracy
-(see :mod:`.store_settings`).
+(see :mod:`segwatch.collector.store.settings`).
 """
 
 from __future__ import annotations

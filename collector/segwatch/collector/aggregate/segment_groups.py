@@ -1,0 +1,144 @@
+"""Every (dimension, minute, segment) group of one model's calls, and a quantity's rows over them.
+
+:class:`SegmentGroups` numbers the groups of every segment dimension at once
+(one row of a matrix per dimension); :func:`append_quantity_rows` sums one
+quantity (:mod:`.quantity_values`) over all of them in one pass of the
+compiled loops (:func:`segwatch.collector.kernels.group_stats` and
+:func:`~segwatch.collector.kernels.group_entries`, or their numpy
+formulation) and appends one mergeable row per live group to the
+:class:`AggregateRowsBuilder`.
+
+No shared state: called on the aggregating thread, with arrays it owns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from segwatch.collector.kernels import GroupMatrix, group_entries, group_stats
+from segwatch.collector.model_calls import ModelCallBatch, ModelKey
+from segwatch.collector.segment.segments import SegmentDimension
+from segwatch.collector.store.aggregate_rows import AggregateRowsBuilder, GroupEntries
+
+from .quantity_values import QuantityValues
+
+__all__ = ["SegmentGroups", "append_quantity_rows"]
+
+
+@dataclass
+class SegmentGroups:
+    """Every (dimension, minute, segment) group of one model's rows, numbered globally.
+
+    ``groups.matrix[d, i]`` is the group of row ``i`` in dimension ``d``;
+    groups of dimension ``d`` occupy one contiguous range, so one pass over
+    the matrix aggregates every dimension at once. Per live group (at
+    least one call) it knows its dimension, segment, minute and exemplar, as
+    codes into small dictionaries.
+    """
+
+    groups: GroupMatrix  # checked once, for the compiled loops
+    weights: npt.NDArray[np.float64]  # per row
+    total: int
+    counts: npt.NDArray[np.float64]  # weighted calls per group
+    sampled: npt.NDArray[np.int64]  # rows received per group
+    live: npt.NDArray[np.int64]  # groups with at least one call
+    live_dim: npt.NDArray[np.int64]  # dimension index of each live group
+    dim_names: list[str]
+    bucket_start: npt.NDArray[np.int64]  # per live group
+    segment_codes: npt.NDArray[np.int64]  # per live group, into segment_names
+    segment_names: list[str]  # every dimension's labels, one after the other
+    exemplars: list[str]  # per live group: the trace id (hex) of its first call
+
+    @classmethod
+    def build(
+        cls,
+        dimensions: list[SegmentDimension],
+        minute_codes: npt.NDArray[np.int64],
+        bucket_seconds: npt.NDArray[np.int64],
+        rows: npt.NDArray[np.int64],
+        weights: npt.NDArray[np.float64],
+        batch: ModelCallBatch,
+    ) -> SegmentGroups:
+        n_minutes = len(bucket_seconds)
+        sizes = np.array([len(d.labels) for d in dimensions], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(sizes * n_minutes)[:-1]]).astype(np.int64)
+        matrix = np.vstack(
+            [minute_codes * size + d.codes + offset
+             for d, size, offset in zip(dimensions, sizes.tolist(), offsets.tolist(), strict=True)]
+        )  # fmt: skip
+        total = int(offsets[-1] + sizes[-1] * n_minutes)
+        flat = matrix.ravel()
+        sampled = np.bincount(flat, minlength=total)
+        counts = np.asarray(
+            np.bincount(flat, weights=np.tile(weights, len(dimensions)), minlength=total),
+            dtype=np.float64,
+        )
+        live = np.flatnonzero(sampled)
+        live_dim = np.searchsorted(offsets, live, side="right") - 1
+        local = live - offsets[live_dim]
+        size_of = sizes[live_dim]
+        label_offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        # The first call of each group is its exemplar.
+        first = np.full(total, len(rows), dtype=np.int64)
+        np.minimum.at(first, flat, np.tile(np.arange(len(rows), dtype=np.int64), len(dimensions)))
+        trace_ids = batch.trace_ids
+        return cls(
+            groups=GroupMatrix(matrix, total),
+            weights=weights,
+            total=total,
+            counts=counts,
+            sampled=sampled,
+            live=live,
+            live_dim=live_dim,
+            dim_names=[d.name for d in dimensions],
+            bucket_start=bucket_seconds[local // size_of],
+            segment_codes=label_offsets[live_dim] + local % size_of,
+            segment_names=[label for d in dimensions for label in d.labels],
+            exemplars=[trace_ids[r].hex() for r in rows[first[live]].tolist()],
+        )
+
+
+def append_quantity_rows(
+    out: AggregateRowsBuilder,
+    model: ModelKey,
+    quantity: QuantityValues,
+    groups: SegmentGroups,
+    keep: npt.NDArray[np.bool_],
+) -> None:
+    """Append the rows of one quantity in every live group where ``keep`` holds."""
+    kept = np.flatnonzero(keep)
+    live = groups.live[kept]
+    w = groups.weights
+    checked = groups.groups
+    present, numeric_count, sums, sum_sq, minima, maxima = group_stats(
+        checked, quantity.present, quantity.number_pos, quantity.numbers, w
+    )
+    histogram = group_entries(
+        checked, quantity.number_pos, quantity.hist_keys.astype(np.int64), w, live
+    )
+    categories = group_entries(checked, quantity.label_pos, quantity.label_codes, w, live)
+    counts = groups.counts[live]
+    out.add(
+        model,
+        quantity.name,
+        dims=(groups.live_dim[kept], groups.dim_names),
+        segments=(groups.segment_codes[kept], groups.segment_names),
+        exemplars=(kept, groups.exemplars),
+        bucket_start=groups.bucket_start[kept],
+        numbers={
+            "count": counts,
+            "sampled": groups.sampled[live],
+            "missing": counts - present[live],
+            "numeric_count": numeric_count[live],
+            "sum": sums[live],
+            "sum_sq": sum_sq[live],
+            "min": minima[live],
+            "max": maxima[live],
+        },
+        histogram=GroupEntries(*histogram),
+        categories=GroupEntries(*categories),
+        category_names=quantity.label_names,
+    )
