@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,13 +75,25 @@ def test_manifest_is_valid_and_durations_parse() -> None:
             parse_duration(bad)
 
 
-def test_bad_manifest_lists_every_problem(tmp_path, monkeypatch) -> None:
-    package = tmp_path / "fake_detectors"
+def _manifest_package(root: Path, name: str, manifest: str, sql_files: dict[str, str]) -> str:
+    """A package ``name`` under ``root`` (on sys.path) holding a manifest and its SQL files.
+
+    Each test names its own package: Python caches an imported package by name.
+    """
+    package = root / name
     package.mkdir()
     (package / "__init__.py").write_text("")
-    (package / "ok.sql").write_text("SELECT 1")
-    (package / "manifest.yaml").write_text(
-        textwrap.dedent("""
+    (package / "manifest.yaml").write_text(textwrap.dedent(manifest))
+    for file_name, sql in sql_files.items():
+        (package / file_name).write_text(sql)
+    return name
+
+
+def test_bad_manifest_lists_every_problem(tmp_path, monkeypatch) -> None:
+    package = _manifest_package(
+        tmp_path,
+        "fake_detectors",
+        """\
         detectors:
           - name: ok
             cadence: 5x
@@ -94,11 +107,80 @@ def test_bad_manifest_lists_every_problem(tmp_path, monkeypatch) -> None:
             cadence: 1m
             window: 1m
             baseline: 1m
-    """)
+        """,
+        {"ok.sql": "SELECT 1"},
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ManifestError) as info:
-        load_manifest("fake_detectors")
+        load_manifest(package)
+    assert str(tmp_path / package / "manifest.yaml") in str(info.value)
+    expected = [
+        "detectors[0].cadence (line 3): duration '5x'",
+        "detectors[0].colour (line 6): unknown key",
+        "detectors[0].parameters.window_start (line 7): 'window_start' is not an allowed",
+        "detectors[1].name (line 8): 'Bad-Name' must match",
+        "detectors[1] (line 8): needs cadence, window, baseline",
+        "detectors[2].cadence (line 11): 60 s is not a whole number of 5 minutes",
+        "detectors[2].window (line 12): 60 s",
+        "detectors[2].baseline (line 13): 60 s",
+        "detectors[2].file (line 10): nope.sql does not exist",
+    ]
+    problems = info.value.problems
+    assert len(problems) == len(expected), problems
+    for start in expected:
+        assert sum(p.startswith(start) for p in problems) == 1, (start, problems)
+
+
+def test_manifest_errors_name_the_file_the_yaml_path_and_the_line(tmp_path, monkeypatch) -> None:
+    """What the schema checks (a window below zero, an unknown key) and what needs the other
+    entries or the files (a name taken twice, a fragment without its marker) alike."""
+    package = _manifest_package(
+        tmp_path,
+        "fake_detectors_lines",
+        """\
+        # a comment, so that lines are not indexes
+        detectors:
+          - name: drift
+            cadence: 5m
+            window: -15m
+            baseline: 1h
+            persistance: {found: 2, windows: 3}
+          - name: drift
+            file: other.sql
+            fragments: {unused: part.sql}
+            cadence: 5m
+            window: 15m
+            baseline: 1h
+            persistence: {found: 3, windows: 2}
+        """,
+        {"drift.sql": "SELECT 1", "other.sql": "SELECT 2", "part.sql": "1"},
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ManifestError) as info:
+        load_manifest(package)
     message = str(info.value)
-    for expected in ["cadence", "colour", "window_start", "Bad-Name", "nope.sql"]:
-        assert expected in message
+    assert message.startswith(f"invalid detector manifest {tmp_path / package / 'manifest.yaml'}")
+    assert info.value.problems == [
+        "detectors[0].window (line 5): duration '-15m' must be a positive number with s, m, h or d",
+        "detectors[0].persistance (line 7): unknown key; did you mean 'persistence'? (known: "
+        "baseline, cadence, delay, description, emits, file, fragments, name, parameters, "
+        "persistence, run_if, window)",
+        "detectors[1].name (line 8): drift is defined twice",
+        "detectors[1].fragments (line 10): no marker for unused in other.sql",
+        "detectors[1].persistence (line 14): persistence needs 1 <= found <= windows <= 100, "
+        "not 3 of 2",
+    ]
+    assert all(f"  - {problem}" in message for problem in info.value.problems)
+
+
+def test_a_manifest_that_is_not_yaml_or_lists_no_detectors(tmp_path, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    broken = _manifest_package(tmp_path, "fake_detectors_broken", "detectors: [\n", {})
+    with pytest.raises(ManifestError, match="not valid YAML"):
+        load_manifest(broken)
+    empty = _manifest_package(tmp_path, "fake_detectors_empty", "detectors: {}\n", {})
+    with pytest.raises(ManifestError, match=r"detectors \(line 1\): must be a list"):
+        load_manifest(empty)
+    nothing = _manifest_package(tmp_path, "fake_detectors_nothing", "# no detectors\n", {})
+    with pytest.raises(ManifestError, match=r"\(top level\): needs detectors"):
+        load_manifest(nothing)

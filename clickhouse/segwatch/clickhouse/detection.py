@@ -3,7 +3,9 @@
 A detector is one ``.sql`` file plus an entry in ``detectors/manifest.yaml``.
 Values reach the SQL only as query parameters; the file name and parameter
 names are validated against strict patterns. A run for a window that was
-already run adds no duplicate rows.
+already run adds no duplicate rows. The manifest is checked with
+:mod:`.yaml_schema`, as the collector's config is: every problem at once,
+with its YAML path and line.
 """
 
 from __future__ import annotations
@@ -11,15 +13,19 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
 from clickhouse_connect.driver.client import Client
 
 from .lifecycle import KEY_COLUMNS, Persistence, most_specific, update_lifecycle
 from .rollups import FIVE_MINUTES, ONE_HOUR, roll_up
+from .yaml_schema import ListOf, MapOf, Problems, Record, Scalar, listing, matches, read
+
+if TYPE_CHECKING:  # importlib.resources.abc is Python 3.11+; only annotations use it
+    from importlib.resources.abc import Traversable
 
 __all__ = [
     "ANOMALY_COLUMNS",
@@ -59,7 +65,15 @@ _RESERVED = {"detector", "window_start", "window_end", "baseline_start", "baseli
 
 
 class ManifestError(ValueError):
-    """The detector manifest is invalid; the message lists every problem."""
+    """The detector manifest is invalid, or a detector's query broke the detector contract.
+
+    For the manifest, ``problems`` lists each problem as ``path (line N): message``
+    and the message names the manifest's file; for a query it is empty.
+    """
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
 
 
 def parse_duration(text: str) -> int:
@@ -117,156 +131,127 @@ def _utc(epoch: int) -> dt.datetime:
 
 
 def load_manifest(package: str = "segwatch.clickhouse.detectors") -> list[DetectorSpec]:
-    """Read and validate ``manifest.yaml`` and the SQL files it names."""
+    """Read and validate ``manifest.yaml`` and the SQL files it names.
+
+    Raises :class:`ManifestError` listing every problem with the manifest's
+    path, the YAML path and the line (``detectors[2].window (line 40): ...``).
+    """
     folder = resources.files(package)
-    try:
-        document = yaml.safe_load(folder.joinpath("manifest.yaml").read_text("utf-8"))
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"detectors/manifest.yaml is not valid YAML: {exc}") from exc
-    entries = document.get("detectors") if isinstance(document, dict) else None
-    if not isinstance(entries, list):
-        raise ManifestError("detectors/manifest.yaml must have a list under 'detectors'")
-    problems: list[str] = []
+    manifest = folder.joinpath("manifest.yaml")
+    problems = Problems()
+    data = read(manifest.read_text("utf-8"), _MANIFEST, problems)
     specs: list[DetectorSpec] = []
-    seen: set[str] = set()
-    for i, entry in enumerate(entries):
-        where = f"detectors[{i}]"
-        if not isinstance(entry, dict):
-            problems.append(f"{where}: must be a mapping")
-            continue
-        name = entry.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
-            problems.append(f"{where}.name: {name!r} must match {_NAME.pattern}")
-            continue
-        where = f"detectors[{name}]"
-        if name in seen:
-            problems.append(f"{where}: defined twice")
-        seen.add(name)
-        unknown = set(entry) - {
-            "name",
-            "file",
-            "description",
-            "cadence",
-            "window",
-            "baseline",
-            "parameters",
-            "fragments",
-            "run_if",
-            "persistence",
-            "emits",
-            "delay",
-        }
-        if unknown:
-            problems.append(f"{where}: unknown keys {sorted(unknown)}")
-        durations: dict[str, int] = {}
-        for key in ("cadence", "window", "baseline"):
-            try:
-                durations[key] = check_detector_duration(parse_duration(entry.get(key, "")))
-            except ValueError as exc:
-                problems.append(f"{where}.{key}: {exc}")
-        delay = 0
-        if "delay" in entry:
-            try:
-                delay = check_detector_duration(parse_duration(entry["delay"]))
-            except ValueError as exc:
-                problems.append(f"{where}.delay: {exc}")
-        file_name = entry.get("file", f"{name}.sql")
-        if not isinstance(file_name, str) or not re.match(r"^[a-z0-9_]+\.sql$", file_name):
-            problems.append(f"{where}.file: {file_name!r} must be a plain .sql file name")
-            continue
-        sql_file = folder.joinpath(file_name)
-        if not sql_file.is_file():
-            problems.append(f"{where}.file: {file_name} does not exist")
-            continue
-        fragments = entry.get("fragments") or {}
-        sql = _with_fragments(sql_file.read_text("utf-8"), fragments, folder, where, problems)
-        if sql is None:
-            continue
-        parameters = entry.get("parameters") or {}
-        if not isinstance(parameters, dict):
-            problems.append(f"{where}.parameters: must be a mapping")
-            continue
-        for key, value in parameters.items():
-            if not isinstance(key, str) or not _NAME.match(key) or key in _RESERVED:
-                problems.append(f"{where}.parameters.{key}: not an allowed parameter name")
-            elif isinstance(value, bool) or not isinstance(value, (int, float, str)):
-                problems.append(f"{where}.parameters.{key}: must be a number or a string")
-        persistence = _persistence(entry.get("persistence"), where, problems)
-        emits = entry.get("emits") or []
-        if not isinstance(emits, list) or not all(
-            isinstance(e, str) and _NAME.match(e) for e in emits
-        ):
-            problems.append(f"{where}.emits: must be a list of detector names ({_NAME.pattern})")
-            emits = []
-        for emitted in emits:
-            if emitted in seen and emitted != name:
-                problems.append(f"{where}.emits: {emitted} is the name of another detector")
-            seen.add(emitted)
-        if len(durations) == 3 and persistence is not None:
-            specs.append(
-                DetectorSpec(
-                    name=name,
-                    sql=sql,
-                    run_if=str(entry.get("run_if") or ""),
-                    description=str(entry.get("description", "")),
-                    parameters=dict(parameters),
-                    persistence=persistence,
-                    emits=tuple(emits),
-                    delay=delay,
-                    **durations,
-                )
-            )
-    if problems:
-        listing = "\n".join(f"  - {p}" for p in problems)
-        raise ManifestError(f"invalid detector manifest:\n{listing}")
+    seen: set[str] = set()  # the names taken so far, the detectors' and what they emit
+    for i, entry in enumerate((data or {}).get("detectors", ())):
+        spec = _detector_spec(entry, f"detectors[{i}]", folder, seen, problems)
+        if spec is not None:
+            specs.append(spec)
+    if problems.items:
+        source = f"invalid detector manifest {manifest}"
+        raise ManifestError(listing(source, problems.items), problems.items)
     return specs
 
 
-def _persistence(value: Any, where: str, problems: list[str]) -> Persistence | None:
-    """``{found: 2, windows: 3}`` (default: found once opens, one window)."""
-    if value is None:
-        return Persistence()
-    if not isinstance(value, dict) or set(value) - {"found", "windows"}:
-        problems.append(f"{where}.persistence: must be a mapping with found and windows")
-        return None
-    found, windows = value.get("found", 1), value.get("windows", 1)
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (found, windows)):
-        problems.append(f"{where}.persistence: found and windows must be whole numbers")
-        return None
-    try:
-        return Persistence(found, windows)
-    except ValueError as exc:
-        problems.append(f"{where}.persistence: {exc}")
-        return None
+def _detector_duration(text: str) -> None:
+    check_detector_duration(parse_duration(text))
 
 
-_MARKER = re.compile(r"/\*@([a-z][a-z0-9_]*)\*/")
+def _sql_file_name(name: str) -> None:
+    if not re.match(r"^[a-z0-9_]+\.sql$", name):
+        raise ValueError(f"{name!r} must be a plain .sql file name")
 
 
-def _with_fragments(
-    sql: str, fragments: Any, folder: Any, where: str, problems: list[str]
+def _parameter_name(name: str) -> None:
+    if not _NAME.match(name) or name in _RESERVED:
+        raise ValueError(f"{name!r} is not an allowed parameter name ({_NAME.pattern}, not one of "
+                         f"{', '.join(sorted(_RESERVED))})")  # fmt: skip
+
+
+_REQUIRED = ("name", "cadence", "window", "baseline")
+_MANIFEST = Record({
+    "detectors": ListOf(Record({
+        "name": Scalar(str, matches(_NAME)),
+        "file": Scalar(str, _sql_file_name),  # default: <name>.sql
+        "description": Scalar(str),
+        "cadence": Scalar(str, _detector_duration),
+        "window": Scalar(str, _detector_duration),
+        "baseline": Scalar(str, _detector_duration),
+        "delay": Scalar(str, _detector_duration),
+        "parameters": MapOf(Scalar((int, float, str)), _parameter_name),
+        "fragments": MapOf(Scalar(str, _sql_file_name)),
+        "run_if": Scalar(str),
+        "persistence": Record({"found": Scalar(int), "windows": Scalar(int)}),
+        "emits": ListOf(Scalar(str, matches(_NAME))),
+    }, required=_REQUIRED)),
+}, required=("detectors",))  # fmt: skip
+"""The manifest's shape; what needs the files or other entries is checked after."""
+
+
+def _detector_spec(
+    entry: dict[str, Any], where: str, folder: Traversable, seen: set[str], problems: Problems
+) -> DetectorSpec | None:
+    """One validated entry as a spec, or None (its problems added)."""
+    if "name" not in entry:
+        return None  # missing or invalid: the schema said so
+    name = entry["name"]
+    if name in seen:
+        problems.at(f"{where}.name", f"{name} is defined twice")
+    seen.add(name)
+    for i, emitted in enumerate(entry.get("emits", ())):
+        if emitted in seen and emitted != name:
+            problems.at(f"{where}.emits[{i}]", f"{emitted} is the name of another detector")
+        seen.add(emitted)
+    sql = _detector_sql(entry, where, folder, problems)
+    persistence = Persistence()
+    if "persistence" in entry:
+        try:
+            persistence = Persistence(**entry["persistence"])
+        except ValueError as exc:
+            problems.at(f"{where}.persistence", str(exc))
+            return None
+    if sql is None or any(key not in entry for key in _REQUIRED):
+        return None  # a required key missing or invalid: the schema said so
+    return DetectorSpec(
+        name=name,
+        sql=sql,
+        run_if=entry.get("run_if", ""),
+        description=entry.get("description", ""),
+        parameters=entry.get("parameters", {}),
+        persistence=persistence,
+        emits=tuple(entry.get("emits", ())),
+        delay=parse_duration(entry["delay"]) if "delay" in entry else 0,
+        **{key: parse_duration(entry[key]) for key in ("cadence", "window", "baseline")},
+    )
+
+
+def _detector_sql(
+    entry: dict[str, Any], where: str, folder: Traversable, problems: Problems
 ) -> str | None:
-    """Fill each ``/*@name*/`` marker with the fragment file the manifest names for it."""
-    if not isinstance(fragments, dict):
-        problems.append(f"{where}.fragments: must be a mapping of marker to file")
+    """The entry's SQL file, each ``/*@name*/`` marker filled with the fragment named for it."""
+    file_name = entry.get("file", f"{entry['name']}.sql")
+    if not folder.joinpath(file_name).is_file():
+        problems.at(f"{where}.file" if "file" in entry else where, f"{file_name} does not exist")
         return None
+    sql = folder.joinpath(file_name).read_text("utf-8")
+    fragments: dict[str, str] = entry.get("fragments", {})
     texts: dict[str, str] = {}
-    for name, file_name in fragments.items():
-        if not isinstance(file_name, str) or not re.match(r"^[a-z0-9_]+\.sql$", file_name):
-            problems.append(f"{where}.fragments.{name}: {file_name!r} must be a .sql file name")
-        elif not folder.joinpath(file_name).is_file():
-            problems.append(f"{where}.fragments.{name}: {file_name} does not exist")
+    for name, fragment in fragments.items():
+        if folder.joinpath(fragment).is_file():
+            texts[name] = folder.joinpath(fragment).read_text("utf-8")
         else:
-            texts[str(name)] = folder.joinpath(file_name).read_text("utf-8")
+            problems.at(f"{where}.fragments.{name}", f"{fragment} does not exist")
     markers = set(_MARKER.findall(sql))
-    missing, unused = sorted(markers - set(texts)), sorted(set(texts) - markers)
+    missing, unused = sorted(markers - set(texts)), sorted(set(fragments) - markers)
     if missing:
-        problems.append(f"{where}: no fragment for marker(s) {', '.join(missing)}")
+        problems.at(where, f"no fragment for marker(s) {', '.join(missing)} in {file_name}")
     if unused:
-        problems.append(f"{where}.fragments: no marker for {', '.join(unused)}")
+        problems.at(f"{where}.fragments", f"no marker for {', '.join(unused)} in {file_name}")
     if missing or unused or len(texts) != len(fragments):
         return None
     return _MARKER.sub(lambda match: texts[match.group(1)], sql)
+
+
+_MARKER = re.compile(r"/\*@([a-z][a-z0-9_]*)\*/")
 
 
 @dataclass(frozen=True)

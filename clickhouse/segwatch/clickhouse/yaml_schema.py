@@ -157,16 +157,19 @@ def matches(pattern: re.Pattern[str]) -> Check:
 def read(text: str, schema: Schema, problems: Problems) -> Any:
     """Parse YAML ``text`` and check it against ``schema``.
 
-    Returns the document's value (``{}`` for an empty one), or None when it
-    cannot be used at all (not YAML, or the top level has the wrong shape);
-    either way every problem found is in ``problems``.
+    Returns the document's value (``{}`` for an empty one, which lacks any
+    required key of a :class:`Record`), or None when it cannot be used at all
+    (not YAML, or the top level has the wrong shape); either way every
+    problem found is in ``problems``.
     """
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         problems.items.append(f"not valid YAML: {exc}")
         return None
-    if root is None:
+    if root is None:  # empty, or nothing but comments
+        if isinstance(schema, Record) and schema.required:
+            problems.add("", None, f"needs {', '.join(schema.required)}")
         return {}
     return validate(root, schema, "", problems)
 
