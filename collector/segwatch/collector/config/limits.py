@@ -1,4 +1,4 @@
-"""RequestLimits: how much one OTLP request and one span may carry.
+"""RequestLimits, the ``receiver.limits`` section: how much one OTLP request and one span may carry.
 
 The receiver refuses a message over ``max_message_mib`` (gRPC answers
 ``RESOURCE_EXHAUSTED`` before anything is decoded) and a request of more than
@@ -8,9 +8,10 @@ A model-call span with more than ``max_attributes_per_span`` attributes, or
 one attribute (key and value, as serialized) over ``max_attribute_bytes``, or
 starting after ``newest_ns`` (set per request from the allowed clock skew),
 is rejected on its own and counted in the OTLP partial-success answer. Both
-decoders (the numpy fast path and the reference) apply the same checks with
-the same messages. The spool keeps the limits a request was accepted under,
-so its replay rejects exactly the same spans. 0 means no limit.
+readers in ``decode/`` (the numpy fast reader and the reference reader) apply
+the same checks with the same messages. The spool keeps the limits a request
+was accepted under, so its replay rejects exactly the same spans. 0 means no
+limit.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ __all__ = ["NO_LIMITS", "RequestLimits"]
 
 @dataclass(frozen=True)
 class RequestLimits:
+    """The limits one request is read under; immutable, shared by the receiver's threads."""
+
     max_message_mib: int = 64
     max_spans_per_request: int = 100_000
     max_attributes_per_span: int = 1_000
