@@ -12,9 +12,13 @@ Threads: a command runs on the main thread; ``segwatch collector`` hands its
 process to :class:`~segwatch.collector.service.collector.Collector` and waits
 for a signal.
 
-- ``main``: the argument parser and the commands.
+- ``main``: ``main()``: parse, set up logging, run the command, map errors to exit codes.
+- ``parser``: what the command line accepts (every help text), one function per command.
+- ``commands``: what each command does, one handler each, dispatched by name.
+- ``collector_process``: ``segwatch collector``: the process, its signals, its 30 s bound.
+- ``exits``: the exit codes.
 - ``access``: how a command reaches the store (directly or through the collector's API).
-- ``output``: tables and JSON for query results.
+- ``output``: tables and JSON for query results; the progress bar.
 - ``demo``, ``explain``: ``segwatch demo``, ``segwatch explain``.
 """
 

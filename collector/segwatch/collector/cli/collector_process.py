@@ -1,0 +1,59 @@
+"""``segwatch collector``: the collector as this process, until SIGINT or SIGTERM.
+
+Threads: the main thread starts the :class:`~segwatch.collector.service.collector.Collector`
+and waits for a signal; the first signal starts a watchdog timer, so the
+process ends within :data:`SHUTDOWN_SECONDS` whatever a long replay, a silent
+store or a query does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from typing import NoReturn
+
+from segwatch.collector.config.collector_config import CollectorConfig
+
+from .exits import EXIT_OK, EXIT_SPOOLED
+
+__all__ = ["SHUTDOWN_SECONDS", "run_collector"]
+
+SHUTDOWN_SECONDS = 30.0
+"""SIGTERM ends the collector within this time, whatever the store or a query does."""
+
+
+def run_collector(config: CollectorConfig) -> int:
+    """Run until a signal; 0 if every acknowledged call is stored, else :data:`.EXIT_SPOOLED`
+    (the rest waits in the spool for the next start)."""
+    from segwatch.collector.service.collector import Collector
+
+    collector = Collector(config)
+    stop = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        if not stop.is_set():
+            stop.set()
+            # The bound, whatever the process is doing: a long replay at start, a store
+            # that does not answer, a query that will not end.
+            watchdog = threading.Timer(SHUTDOWN_SECONDS, _give_up, (SHUTDOWN_SECONDS,))
+            watchdog.daemon = True
+            watchdog.start()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    collector.start()
+    stop.wait()
+    return EXIT_SPOOLED if collector.shutdown() else EXIT_OK
+
+
+def _give_up(seconds: float) -> NoReturn:
+    """End the process now: what was acknowledged and not stored is safe in the spool."""
+    logging.getLogger(__name__).error(
+        "the collector did not stop within %.0f s: exiting; acknowledged calls not yet "
+        "stored stay in the spool for the next start",
+        seconds,
+    )
+    logging.shutdown()
+    os._exit(EXIT_SPOOLED)

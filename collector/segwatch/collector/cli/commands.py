@@ -1,0 +1,213 @@
+"""What each ``segwatch`` command does, one handler each: ``handler(args) -> exit code``.
+
+A handler raises what it cannot do (:class:`ConfigError`, a store or API
+error, ``ValueError``); :func:`~.main.main` turns that into one line on stderr
+and the exit code. Heavy imports (the OTel SDK for ``demo``, the collector's
+pipeline for ``collector``) wait inside the handler that needs them, so the
+other commands start quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from segwatch.clickhouse.queries import AnomalyFilter, QueryResult
+from segwatch.clickhouse.store import StoreNotFoundError, parse_dsn
+from segwatch.collector.config.collector_config import CollectorConfig
+from segwatch.collector.config.detector_specs import configured_detectors
+from segwatch.collector.config.files import CONFIG_ENV, DEFAULT_CONFIG_FILE, find_config
+from segwatch.collector.config.load import ConfigError, load_config
+from segwatch.collector.service.discovery import read_discovery
+
+from .access import ApiAccess, DirectAccess, StoreAccess, open_access
+from .exits import EXIT_OK, EXIT_USAGE
+from .output import print_table, progress_bar
+
+if TYPE_CHECKING:
+    from segwatch.collector.durable.dead_letters import DeadLetters
+
+__all__ = ["HANDLERS", "Handler"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.data, as_json=args.json)
+
+
+def _collector(args: argparse.Namespace) -> int:
+    from .collector_process import run_collector
+
+    return run_collector(_config(args)[1])
+
+
+def _sql(args: argparse.Namespace) -> int:
+    with _open_store(*_config(args)) as access:
+        print_table(access.sql(args.query), sys.stdout, args.json)
+    return EXIT_OK
+
+
+def _anomalies(args: argparse.Namespace) -> int:
+    selection = AnomalyFilter(args.limit, args.model, args.state, args.since, args.findings)
+    with _open_store(*_config(args)) as access:
+        print_table(access.anomalies(selection), sys.stdout, args.json)
+    return EXIT_OK
+
+
+def _detect(args: argparse.Namespace) -> int:
+    with _open_store(*_config(args)) as access:
+        print_table(access.detect(args.at), sys.stdout, args.json)
+    return EXIT_OK
+
+
+def _baseline(args: argparse.Namespace) -> int:
+    config_path, config = _config(args)
+    if not os.path.isfile(args.file):
+        raise ValueError(f"{args.file}: no such file")
+    # Only `baseline` may make a store (a profile loaded before the first collector).
+    store = _open_store(config_path, config, create=True)
+    with store as access, progress_bar("rows") as progress:
+        if isinstance(access, DirectAccess):  # through a collector, the upload is one request
+            access.progress = progress
+        rows = access.load_baseline(args.file, args.model, args.version, args.name)
+    print(
+        f"loaded {rows} rows of {args.file} as profile {args.name!r} of model "
+        f"{args.model!r}" + (f" version {args.version!r}" if args.version else "")
+    )
+    return EXIT_OK
+
+
+def _config(args: argparse.Namespace) -> tuple[str | None, CollectorConfig]:
+    """The config file a command reads (``--config``, ``$SEGWATCH_CONFIG``, ...) and its
+    contents; ``(None, defaults)`` when there is none."""
+    config_path = find_config(args.config)
+    return config_path, load_config(config_path)
+
+
+@contextmanager
+def _open_store(
+    config_path: str | None, config: CollectorConfig, create: bool = False
+) -> Iterator[StoreAccess]:
+    """The config's store, named on a stderr line of its own, closed after the command.
+
+    Readers (``create=False``) never create a store: one that is not there
+    would answer about nothing.
+    """
+    try:
+        access = open_access(config.storage.dsn, configured_detectors(config), config,
+                             create=create)  # fmt: skip
+    except StoreNotFoundError as exc:
+        raise StoreNotFoundError(f"{exc} ({_dsn_origin(config_path)})") from exc
+    print(f"segwatch: store {access.store}", file=sys.stderr, flush=True)
+    try:
+        yield access
+    finally:
+        access.close()
+
+
+def _dsn_origin(config_path: str | None) -> str:
+    """Where the DSN that named no store came from, so the user knows what to fix."""
+    if config_path is not None:
+        return f"storage.dsn of {config_path}"
+    return (f"the default storage.dsn: no --config, ${CONFIG_ENV} or ./{DEFAULT_CONFIG_FILE} "
+            "names another")  # fmt: skip
+
+
+def _validate(args: argparse.Namespace) -> int:
+    path, as_json = args.file, args.json
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        if as_json:
+            print(json.dumps({"file": path, "valid": False, "problems": exc.problems}))
+        else:
+            print(f"segwatch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if as_json:
+        print(json.dumps({"file": path, "valid": True, "problems": []}))
+    else:
+        print(
+            f"{path}: valid ({len(config.models)} models, {len(config.contexts)} contexts, "
+            f"{len(config.baselines)} baselines, {len(config.expected_biases)} expected biases)"
+        )
+    return EXIT_OK
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from .explain import detector_table, explain_models
+
+    config = load_config(args.file)
+    models, detectors = explain_models(config), detector_table(config)
+    if args.json:
+        print(json.dumps({"models": models.to_json(), "detectors": detectors.to_json()}))
+        return EXIT_OK
+    print(f"{args.file}: store {config.storage.dsn}, OTLP/gRPC on {config.receiver.endpoint}\n")
+    print_table(models, sys.stdout)
+    print(
+        "\nModels not declared here are monitored too, with inferred types and default "
+        f"segments (top {config.segments.top_k} categories, log decades).\n"
+    )
+    print_table(detectors, sys.stdout)
+    return EXIT_OK
+
+
+def _spool(args: argparse.Namespace) -> int:
+    from segwatch.collector.durable.spool_admin import dead_letters
+
+    config = _config(args)[1]
+    letters = dead_letters(config)  # ValueError when the config has no spool
+    if args.action == "requeue":
+        return _requeue(config, letters, args.names, args.all)
+    listed = letters.list()
+    rows = [[letter.name, _utc(letter.failed_at), letter.calls, letter.reason]
+            for letter in listed]  # fmt: skip
+    print_table(QueryResult(["name", "failed_at", "calls", "reason"], rows), sys.stdout, args.json)
+    return EXIT_OK
+
+
+def _requeue(config: CollectorConfig, letters: DeadLetters, names: list[str], every: bool) -> int:
+    """Through the running collector, which holds the spool; else into it for the next start."""
+    from segwatch.collector.durable.spool_admin import requeue_dead_letters
+
+    if every:
+        names = [letter.name for letter in letters.list()]
+    if not names:
+        print("no dead letters to requeue")
+        return EXIT_OK
+    info = read_discovery(parse_dsn(config.storage.dsn))
+    access = open_access(config.storage.dsn, config=config, create=False) if info else None
+    if isinstance(access, ApiAccess):
+        calls, where = access.requeue(names), "through the running collector"
+    else:  # none runs (or it just stopped)
+        if access is not None:
+            access.close()
+        calls, where = requeue_dead_letters(config, names), "for the next start"
+    print(f"requeued {len(names)} dead letter(s), {calls} model calls, {where}")
+    return EXIT_OK
+
+
+def _utc(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+HANDLERS: dict[str, Handler] = {
+    "demo": _demo,
+    "collector": _collector,
+    "sql": _sql,
+    "anomalies": _anomalies,
+    "baseline": _baseline,
+    "validate": _validate,
+    "explain": _explain,
+    "detect": _detect,
+    "spool": _spool,
+}
+"""The handler of each sub-command :mod:`.parser` defines."""

@@ -1,0 +1,229 @@
+"""What ``segwatch`` accepts: the argument parser, one ``_add_<command>`` per sub-command.
+
+Every help text a user sees is here. Argument types turn bad input into
+argparse's own error (usage line, exit 2) before any command runs; the
+commands themselves are in :mod:`.commands`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+from importlib.metadata import PackageNotFoundError, version
+from typing import TypeAlias
+
+from segwatch.clickhouse.detection import parse_duration
+from segwatch.clickhouse.queries import ANOMALY_STATES
+from segwatch.collector.config.files import CONFIG_ENV, DEFAULT_CONFIG_FILE
+
+__all__ = ["build_parser", "check_usage", "installed_version"]
+
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def installed_version() -> str:
+    """The installed distribution's version (``unknown`` when run from a bare source tree)."""
+    try:
+        return version("segwatch")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segwatch",
+        description="Per-segment monitoring of ML models on OpenTelemetry and ClickHouse.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=os.environ.get("SEGWATCH_LOG_FORMAT", "text"),
+        help="log lines as text, or as one JSON object each (for log pipelines); "
+        "default: $SEGWATCH_LOG_FORMAT or text",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_add_demo, _add_collector, _add_sql, _add_anomalies, _add_baseline,
+                _add_validate, _add_explain, _add_detect, _add_spool):  # fmt: skip
+        add(commands)
+    return parser
+
+
+def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """What argparse cannot say alone; exits 2 with the usage line, as its own errors do."""
+    if args.command != "spool":
+        return
+    if args.action == "list" and (args.names or args.all):
+        parser.error("segwatch spool list takes no names and no --all (did you mean requeue?)")
+    if args.action == "requeue" and bool(args.names) == bool(args.all):
+        parser.error("segwatch spool requeue takes dead-letter names (segwatch spool lists "
+                     "them) or --all, one or the other")  # fmt: skip
+
+
+def _add_demo(commands: SubParsers) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="run a collector and a simulated service, inject drift, find it",
+        description="Start a collector on an embedded store, send a simulated service's model "
+        "calls through the OTel SDK, inject drift into one segment and run the detectors.",
+    )
+    demo.add_argument("--data", metavar="DIR", help="store directory (default: a temporary one)")
+    demo.add_argument("--json", action="store_true", help="print the anomalies as JSON")
+
+
+def _add_collector(commands: SubParsers) -> None:
+    collector = commands.add_parser(
+        "collector",
+        help="run the collector (OTLP/gRPC receiver, aggregation, detectors)",
+        description="Run the collector until interrupted (SIGINT or SIGTERM: it stops taking "
+        "data, cancels running queries, flushes what it acknowledged and exits within 30 s: 0 "
+        "when everything acknowledged is in the store, 75 when some of it waits in the spool "
+        "for the next start). Secrets come from the environment, "
+        "never from files or arguments: SEGWATCH_RECEIVER_TOKEN, the bearer token OTLP clients "
+        "must send; SEGWATCH_API_TOKEN, the local API's token (unset: a random one per start, "
+        "which the CLI reads from segwatch-collector.json, mode 0600, in the store directory; "
+        "required when the API is bound beyond loopback). Probes and metrics: GET /healthz, "
+        "/readyz, /metrics on the API's address, without a token.",
+    )
+    _config_argument(collector)
+
+
+def _add_sql(commands: SubParsers) -> None:
+    sql = commands.add_parser(
+        "sql",
+        help="run a read-only SQL query on the store",
+        description="Run a read-only SQL query on the store (through a running collector if "
+        "one holds the embedded store). Never creates a store: a DSN naming none is an error.",
+    )
+    sql.add_argument("query", help='the SQL query, e.g. "SELECT count() FROM ml_model_calls"')
+    _config_argument(sql)
+    _json_argument(sql)
+
+
+def _add_anomalies(commands: SubParsers) -> None:
+    anomalies = commands.add_parser(
+        "anomalies",
+        help="list the anomalies the detectors found",
+        description="List anomalies, latest change first: each one's state (open, or resolved "
+        "once its detector stopped finding it), when it opened and resolved, and the sentence "
+        "that explains it. --findings lists what each detector run found, window by window.",
+    )
+    anomalies.add_argument("--limit", type=_positive_int, default=50, help="rows (default 50)")
+    anomalies.add_argument("--model", help="only this model")
+    anomalies.add_argument(
+        "--state", choices=ANOMALY_STATES, default="all", help="open, resolved or all (default)"
+    )
+    anomalies.add_argument(
+        "--since", type=_duration, help="only what changed in the last DURATION (e.g. 30m, 24h, 7d)"
+    )
+    anomalies.add_argument(
+        "--findings", action="store_true", help="each detector run's findings instead"
+    )
+    _config_argument(anomalies)
+    _json_argument(anomalies)
+
+
+def _add_baseline(commands: SubParsers) -> None:
+    baseline = commands.add_parser(
+        "baseline",
+        help="load a training set as a baseline profile of a model",
+        description="Load a training set (CSV, or parquet with pandas and pyarrow) through the "
+        "same segmentation and aggregation as live traffic, as the profile --name of --model. "
+        "Loading again replaces the profile. Columns output.* and metric.* are outputs and "
+        "metrics; the others are features.",
+    )
+    baseline.add_argument("file", help="the training set: a .csv or .parquet file")
+    baseline.add_argument("--model", required=True, help="the model the profile describes")
+    baseline.add_argument("--version", default="", help="its version (default: every version)")
+    baseline.add_argument("--name", default="training", help="profile name (default training)")
+    _config_argument(baseline)
+
+
+def _add_validate(commands: SubParsers) -> None:
+    validate = commands.add_parser(
+        "validate",
+        help="check a config file and list every problem",
+        description="Check a config file; exit 0 when valid, 2 with every problem listed.",
+    )
+    validate.add_argument("file", help="the YAML config to check")
+    _json_argument(validate)
+
+
+def _add_explain(commands: SubParsers) -> None:
+    explain = commands.add_parser(
+        "explain",
+        help="show what a config will track and roughly what it will cost",
+        description="Print the models x quantities x segments a config tracks, the estimated "
+        "aggregate rows per hour, and the detectors with their cadence.",
+    )
+    explain.add_argument("file", help="the YAML config to explain")
+    _json_argument(explain)
+
+
+def _add_detect(commands: SubParsers) -> None:
+    detect = commands.add_parser(
+        "detect",
+        help="run the detectors now",
+        description="Run every detector once for the windows that ended before --at (now).",
+    )
+    detect.add_argument("--at", type=_timestamp, help="ISO time, e.g. 2026-11-26T12:00:00Z")
+    _config_argument(detect)
+    _json_argument(detect)
+
+
+def _add_spool(commands: SubParsers) -> None:
+    spool = commands.add_parser(
+        "spool",
+        help="list the spool's dead letters, or send them back",
+        description="A flush that keeps failing while the store answers (the store refuses "
+        "its data, or aggregating it raised) is set aside as a dead letter after "
+        "storage.spool.max_flush_attempts tries, so that it cannot stop ingestion. "
+        "'segwatch spool' lists them; 'segwatch spool requeue NAME...' (or --all) sends them "
+        "back once the cause is fixed: through the running collector, or into the spool for "
+        "the next start. They are flushed under their original token: stored once.",
+    )
+    spool.add_argument("action", nargs="?", choices=("list", "requeue"), default="list",
+                       help="list (default) or requeue")  # fmt: skip
+    spool.add_argument("names", nargs="*", metavar="NAME", help="dead letters to requeue")
+    spool.add_argument("--all", action="store_true", help="requeue every dead letter")
+    _config_argument(spool)
+    _json_argument(spool)
+
+
+def _config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"collector YAML config (default: ${CONFIG_ENV}, else ./{DEFAULT_CONFIG_FILE} if "
+        "it exists, else none); relative paths in it are relative to its directory",
+    )
+
+
+def _json_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _duration(text: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"{value} is not between 1 and 10000")
+    return value
+
+
+def _timestamp(text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
