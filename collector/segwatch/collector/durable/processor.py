@@ -1,4 +1,12 @@
-"""ModelCallProcessor: decoded spans → segments → aggregates → the exporter."""
+"""ModelCallProcessor: an OTLP request decoded, written to the spool, its calls to the buffer.
+
+The receiver's consumer. It decodes a trace request through ``decode/``
+(refusing bad spans), writes the request to the write-ahead spool and hands
+the decoded calls to the :class:`.call_buffer.CallBuffer`, which aggregates
+and stores them later; the request is acknowledged once the spool is
+fsynced. Label records go straight to the exporter. At start it replays what
+the spool holds; it also takes requeued dead letters.
+"""
 
 from __future__ import annotations
 
@@ -77,7 +85,10 @@ class ModelCallProcessor:
     With a ``spool``, a request is durable once it is in the fsynced spool
     (its calls then wait in the :class:`CallBuffer` for the next flush);
     without one, once its calls are in the store. Labels always go straight
-    to the store. Blocks the calling thread at most ``store_timeout`` seconds.
+    to the store. Blocks the calling thread at most ``backpressure_timeout``
+    seconds waiting for room in the buffer, then for the spool's write and
+    fsync, or (without a spool, and for labels) at most ``store_timeout``
+    seconds waiting for the store.
     ``start()`` starts the flusher; ``shutdown()`` flushes what is pending.
     """
 
@@ -209,7 +220,8 @@ class ModelCallProcessor:
     def consume(self, request: ExportTraceServiceRequest | bytes) -> ConsumeResult:
         """Store the model calls of a request, parsed or as its serialized bytes.
 
-        Bytes take the fast path (:func:`.span_scan.scan_request`) when the
+        Bytes take the fast path
+        (:func:`segwatch.collector.decode.fast_reader.scan_request`) when the
         request allows it; malformed bytes raise :class:`PermanentError`.
         """
         oldest_ns = 0
