@@ -53,6 +53,15 @@ class _Clients:
     control: Client  # cancels analysts' queries (KILL QUERY)
 
 
+def _warn_if_not_compiled() -> None:
+    if not kernels.COMPILED:
+        _logger.warning(
+            "the compiled loops (%s) are not built: decoding and aggregating with numpy, "
+            "several times slower; reinstall with a C compiler",
+            kernels.LIBRARY.name,
+        )
+
+
 class Collector:
     """The whole collector process, as one object with ``start()`` / ``shutdown()``."""
 
@@ -80,18 +89,32 @@ class Collector:
             raise
 
     def _start(self) -> None:
-        config = self.config
-        if not kernels.COMPILED:
-            _logger.warning(
-                "the compiled loops (%s) are not built: decoding and aggregating with numpy, "
-                "several times slower; reinstall with a C compiler",
-                kernels.LIBRARY.name,
-            )
+        """Build and start the components, each after the consumer it feeds."""
+        _warn_if_not_compiled()
         # The spool first: with it, acknowledging needs no store.
         self.spool = self._open_spool()
-        # One client per component: each runs its queries on its own thread. They open
-        # the store together; one that is unreachable now is opened once it is back.
-        budget = QueryBudget.of(config.api)
+        queries = self._connect_store()
+        self._start_pipeline()
+        self._start_scheduler()
+        self._start_api(queries)
+        self._start_receiver()
+        self._write_discovery()
+        assert self.receiver is not None and self.api is not None
+        _logger.info(
+            "collector listening on %s (OTLP/gRPC), API on %s, store %s",
+            self.receiver.address,
+            self.api.url,
+            self.location.path or redact_dsn(self.location.dsn),
+        )
+
+    def _connect_store(self) -> AnalystQueries:
+        """Open the store's clients (one per component) and the analysts' query sessions.
+
+        Each client runs its queries on its own thread. They open the store
+        together; one that is unreachable now is opened once it is back. Without
+        a spool the store must answer now: nothing could be acknowledged.
+        """
+        budget = QueryBudget.of(self.config.api)
         query_sessions = budget.sessions()  # readonly=1, each on the budget
         self._store = StoreConnection(
             self.location, [{}, {}, {}, {}, *query_sessions], self._set_up_store, self._store_back
@@ -107,6 +130,12 @@ class Collector:
                 f"the store is unreachable ({self._store.problem}) and there is no spool to "
                 "hold what would be acknowledged meanwhile"
             )
+        return queries
+
+    def _start_pipeline(self) -> None:
+        """The exporter, then the processor that feeds it; then what the spool holds, replayed."""
+        config = self.config
+        assert self._clients is not None
         self.exporter = ClickHouseExporter(self._clients.exporter, self.metrics)
         self.exporter.start()
         self.processor = ModelCallProcessor(
@@ -127,14 +156,22 @@ class Collector:
             replayed = self.processor.replay(records, interrupted)
             if replayed:
                 _logger.info("replayed %d model calls from the spool", replayed)
-        if config.scheduler.enabled:
-            self.scheduler = DetectorScheduler(
-                self._clients.scheduler,
-                self.detectors,
-                notifiers=notifiers(config.alerts),
-                metrics=self.metrics,
-            )
-            self.scheduler.start()
+
+    def _start_scheduler(self) -> None:
+        if not self.config.scheduler.enabled:
+            return
+        assert self._clients is not None
+        self.scheduler = DetectorScheduler(
+            self._clients.scheduler,
+            self.detectors,
+            notifiers=notifiers(self.config.alerts),
+            metrics=self.metrics,
+        )
+        self.scheduler.start()
+
+    def _start_api(self, queries: AnalystQueries) -> None:
+        config = self.config
+        assert self._clients is not None
         self.api = LocalApi(
             config.api.endpoint,
             self._clients.api,
@@ -150,6 +187,11 @@ class Collector:
             metrics=self.metrics.exposition,
         )
         self.api.start()
+
+    def _start_receiver(self) -> None:
+        """The OTLP receiver last: nothing is accepted before the pipeline behind it is ready."""
+        config = self.config
+        assert self.processor is not None
         self.receiver = OTLPReceiver(
             config.receiver.endpoint,
             self.processor,
@@ -161,13 +203,6 @@ class Collector:
             insecure=config.receiver.insecure,
         )
         self.receiver.start()
-        self._write_discovery()
-        _logger.info(
-            "collector listening on %s (OTLP/gRPC), API on %s, store %s",
-            self.receiver.address,
-            self.api.url,
-            self.location.path or redact_dsn(self.location.dsn),
-        )
 
     def _set_up_store(self, client: Client) -> None:
         """Bring a newly opened store up to date before anything else uses it."""
