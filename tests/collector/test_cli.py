@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import signal
@@ -55,6 +56,13 @@ def test_help(command: list[str]) -> None:
     result = run(*command, "--help")
     assert result.returncode == 0
     assert "usage: segwatch" in result.stdout
+
+
+def test_version_is_the_installed_distributions() -> None:
+    result = run("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"segwatch {importlib.metadata.version('segwatch')}\n"
+    assert "--version" in run("--help").stdout
 
 
 @pytest.mark.parametrize(

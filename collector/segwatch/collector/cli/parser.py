@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="log lines as text, or as one JSON object each (for log pipelines); "
         "default: $SEGWATCH_LOG_FORMAT or text",
     )
+    parser.add_argument("--version", action="version", version=f"segwatch {installed_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_add_demo, _add_collector, _add_sql, _add_anomalies, _add_baseline,
                 _add_validate, _add_explain, _add_detect, _add_spool):  # fmt: skip
