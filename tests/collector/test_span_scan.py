@@ -197,7 +197,7 @@ def test_what_the_fast_path_leaves_to_the_reference() -> None:
 def test_irregular_spans_are_left_to_the_reference() -> None:
     from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-    from segwatch.collector.decode.fast_reader import _FlatRequest
+    from segwatch.collector.decode.fast_reader import FlatTraceRequest
 
     span = Span(name="predict m", trace_id=b"\x01" * 16, span_id=b"\x02" * 8,
                 start_time_unix_nano=5, end_time_unix_nano=9)  # fmt: skip
@@ -206,7 +206,7 @@ def test_irregular_spans_are_left_to_the_reference() -> None:
     good = span.SerializeToString()
 
     def request(*raw_spans: bytes) -> bytes:
-        flat = _FlatRequest()
+        flat = FlatTraceRequest()
         flat.resource_spans.add().scope_spans.add().spans.extend(raw_spans)
         return bytes(flat.SerializeToString())
 

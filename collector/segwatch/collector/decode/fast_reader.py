@@ -1,25 +1,28 @@
-"""Reading OTLP trace requests with numpy: the fast path of :mod:`.decode`.
+"""Reading OTLP trace requests with numpy: the fast reader of the decode stage.
 
 upb parses the request down to the spans and leaves each span as its raw
-bytes (the descriptors below declare ``ScopeSpans.spans`` as ``repeated
-bytes``, the same wire format); :mod:`.span_wire` walks the spans' fields for
-all spans at once and finds their attributes in one buffer. This module reads
-those attributes at once with numpy: where each key and value sits, the value
-types, the numbers, and the strings, factorized by hash. Python touches each
-distinct key and each distinct string once, and each accepted span a few
+bytes (:data:`FlatTraceRequest` declares ``ScopeSpans.spans`` as ``repeated
+bytes``, the same wire format); :class:`.span_table.SpanTable` walks the
+spans' fields for all spans at once and finds their attributes in one buffer;
+:class:`.key_values.KeyValues` reads those attributes at once: where each key
+and value sits, the value kinds, the numbers, and the strings, factorized by
+hash. This module turns them into model calls: it classifies each distinct
+key once, reads each span's model fields, accepts or rejects each span, and
+hands the quantities and contexts over as whole chunks of rows. Python touches
+each distinct key and each distinct string once, and each accepted span a few
 times, but never each attribute.
 
 Anything outside the common shape makes :func:`scan_request` return None and
-the caller decodes the request with :func:`.decode.decode_request`, the
-reference: array values (batch spans), ``ml.batch.*`` keys, map or bytes
-values, a key repeated within a span, fields out of canonical order, keys or
-strings that are not valid UTF-8, irregular spans (see :mod:`.span_wire`).
-Both give the same batch; a differential test holds them to it.
+the caller reads the request with :func:`.reference_reader.decode_request`:
+array values (batch spans), ``ml.batch.*`` keys, map or bytes values, a key
+repeated within a span, a key longer than :data:`.wire.KEY_WIDTH`, fields out
+of canonical order, keys or strings that are not valid UTF-8, irregular spans
+(see :mod:`.span_table`), malformed bytes. Both give the same batch; a
+differential test (tests/collector/test_span_scan.py) holds them to it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,22 +31,24 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from segwatch.collector import kernels
 from segwatch.collector.config.limits import NO_LIMITS, RequestLimits
-from segwatch.collector.model_calls import (
-    Column,
-    LabelChunk,
-    ModelCallBatch,
-    ModelKey,
-    object_array,
-)
+from segwatch.collector.model_calls import Column, LabelChunk, ModelCallBatch, ModelKey
 from segwatch.instrumentation import attributes as attr
 
+from .key_values import (
+    BOOL_VALUE,
+    DOUBLE_VALUE,
+    INT_VALUE,
+    NO_VALUE,
+    STRING_VALUE,
+    KeyValues,
+    StringValues,
+)
 from .reference_reader import ABSENT, DEFAULT_STAGE, MAX_TIME_NS, double_text, rejection_reason
 from .span_table import SpanTable
-from .wire import KEY_WIDTH, NotSimple, factorize_slices, varints
+from .wire import NotSimple, varints
 
-__all__ = ["scan_request"]
+__all__ = ["FlatTraceRequest", "scan_request"]
 
 _F = descriptor_pb2.FieldDescriptorProto
 
@@ -55,7 +60,7 @@ def _flat_request_class() -> Any:
     )
     one, many = _F.LABEL_OPTIONAL, _F.LABEL_REPEATED
     messages: dict[str, list[tuple[str, int, int, Any, str]]] = {
-        "ScopeSpans": [("spans", 2, _F.TYPE_BYTES, many, "")],  # read by span_wire
+        "ScopeSpans": [("spans", 2, _F.TYPE_BYTES, many, "")],  # read by span_table
         "Resource": [("attributes", 1, _F.TYPE_BYTES, many, "")],
         "ResourceSpans": [
             ("resource", 1, _F.TYPE_MESSAGE, one, "Resource"),
@@ -74,7 +79,8 @@ def _flat_request_class() -> Any:
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("segwatch.flat.Request"))
 
 
-_FlatRequest = _flat_request_class()
+FlatTraceRequest: Any = _flat_request_class()
+"""The message class that parses a trace request down to its spans, each as raw bytes."""
 
 
 # What an attribute key is, once classified (per distinct key).
@@ -95,20 +101,18 @@ _COLUMN_PREFIXES = (
     attr.ML_CONTEXT_PREFIX,
 )
 
-# AnyValue kinds, as the first byte of the value (field number << 3 | wire type).
-_NONE, _STRING, _BOOL, _INT, _DOUBLE = 0, 0x0A, 0x10, 0x18, 0x21
-
 
 def scan_request(
     payload: bytes, oldest_ns: int = 0, limits: RequestLimits = NO_LIMITS
 ) -> ModelCallBatch | None:
-    """The model calls of a serialized request, or None when the reference decoder must read it.
+    """The model calls of a serialized request, or None when the reference reader must read it.
 
-    Same contract as :func:`.decode.decode_request`, which gives the same
-    batch for every request this function accepts.
+    Same contract as :func:`.reference_reader.decode_request`, which gives the
+    same batch for every request this function accepts. Malformed bytes give
+    None too: the caller's protobuf parse then names the error.
     """
     try:
-        request = _FlatRequest.FromString(payload)
+        request = FlatTraceRequest.FromString(payload)
         return _scan(request, oldest_ns, limits)
     except (DecodeError, NotSimple):
         return None
@@ -139,17 +143,17 @@ def _scan(request: Any, oldest_ns: int, limits: RequestLimits) -> ModelCallBatch
     spans.check_names()
     if not len(spans.kv_span):
         return batch
-    kvs = _KeyValues.read(spans.buf, spans.kv_span, spans.kv_start, spans.kv_stop)
+    kvs = KeyValues.read(spans.buf, spans.kv_span, spans.kv_start, spans.kv_stop)
     kinds, columns = _classify_keys(kvs.key_names, batch)
     key_kind = kinds[kvs.key_codes]
     relevant = key_kind != _SKIP
     _refuse_repeated_keys(kvs.span[relevant], kvs.key_codes[relevant], len(kvs.key_names))
-    strings = _Strings.read(kvs, relevant)
+    strings = StringValues.read(kvs, relevant)
 
     n_spans = len(spans)
     has_column = np.zeros(n_spans, dtype=bool)
     has_column[kvs.span[key_kind == _COLUMN]] = True
-    fields = _SpanFields(n_spans)
+    fields = _ModelFields(n_spans)
     for kind in (_NAME, _VERSION, _STAGE, _OPERATION, _PREDICTION_ID, _WEIGHT):
         fields.read(kind, np.flatnonzero(key_kind == kind), kvs, strings)
     is_call = has_column | fields.has_name
@@ -164,130 +168,13 @@ def _scan(request: Any, oldest_ns: int, limits: RequestLimits) -> ModelCallBatch
     return batch
 
 
-@dataclass
-class _KeyValues:
-    """Where the key and the value of every attribute sit in one buffer, and what they are."""
-
-    buf: npt.NDArray[np.uint8]
-    span: npt.NDArray[np.int64]  # the span of each attribute
-    key_codes: npt.NDArray[np.int64]  # into key_names
-    key_names: list[str]  # in the order the keys first appear
-    kind: npt.NDArray[np.uint8]  # _NONE, _STRING, _BOOL, _INT or _DOUBLE
-    payload: npt.NDArray[np.int64]  # where the string's bytes or the number starts
-    size: npt.NDArray[np.int64]  # the string's length (strings only)
-
-    @classmethod
-    def read(
-        cls,
-        buf: npt.NDArray[np.uint8],
-        span: npt.NDArray[np.int64],
-        start: npt.NDArray[np.int64],
-        end: npt.NDArray[np.int64],
-    ) -> _KeyValues:
-        """The KeyValue messages ``buf[start:end]`` (``buf`` padded past its end)."""
-        if kernels.COMPILED:
-            located = kernels.read_key_values(buf, start, end, KEY_WIDTH)
-            if located is None:
-                raise NotSimple  # arrays (batch spans), maps, bytes, a long key, ...
-            key_start, key_len, kind, payload, size = located
-        else:
-            key_start, key_len, kind, payload, size = _numpy_key_values(buf, start, end)
-        key_codes, key_names = factorize_slices(buf, key_start, key_len)
-        return cls(
-            buf=buf,
-            span=span,
-            key_codes=key_codes,
-            key_names=[_text(k) for k in key_names],
-            kind=kind,
-            payload=payload,
-            size=size,
-        )
-
-    def numbers(self, at: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
-        """Doubles, ints (as floats) and bools (as 0/1) of the attributes ``at``."""
-        out = np.zeros(len(at), dtype=np.float64)
-        kind = self.kind[at]
-        doubles = kind == _DOUBLE
-        if doubles.any():
-            where = self.payload[at[doubles]]
-            out[doubles] = kernels.read_fixed64(self.buf, where, np.float64)
-        ints = (kind == _INT) | (kind == _BOOL)
-        if ints.any():
-            out[ints] = varints(self.buf, self.payload[at[ints]])[0].view(np.int64)
-        return out
-
-
-def _numpy_key_values(
-    buf: npt.NDArray[np.uint8], start: npt.NDArray[np.int64], end: npt.NDArray[np.int64]
-) -> tuple[
-    npt.NDArray[np.int64],
-    npt.NDArray[np.int64],
-    npt.NDArray[np.uint8],
-    npt.NDArray[np.int64],
-    npt.NDArray[np.int64],
-]:
-    """:func:`.kernels.read_key_values` with numpy: key start and length, kind, payload, size."""
-    n = len(start)
-    if (end == start).any() or (buf[start] != 0x0A).any():
-        raise NotSimple  # an empty KeyValue, or not the key first
-    raw_key_len, key_len_size = varints(buf, start + 1)
-    key_len = raw_key_len.astype(np.int64)
-    key_start = start + 1 + key_len_size
-    key_end = key_start + key_len
-    if (key_end > end).any() or (key_len > KEY_WIDTH).any():
-        raise NotSimple
-    kind = np.zeros(n, dtype=np.uint8)
-    payload = np.zeros(n, dtype=np.int64)
-    size = np.zeros(n, dtype=np.int64)
-    valued = np.flatnonzero(key_end < end)
-    if len(valued):
-        tag_at = key_end[valued]
-        if (buf[tag_at] != 0x12).any():
-            raise NotSimple  # something after the key that is not its value
-        raw_value_len, value_len_size = varints(buf, tag_at + 1)
-        value_len = raw_value_len.astype(np.int64)
-        value_start = tag_at + 1 + value_len_size
-        if (value_start + value_len != end[valued]).any():
-            raise NotSimple
-        nonempty = value_len > 0
-        valued, value_start = valued[nonempty], value_start[nonempty]
-        kind[valued] = buf[value_start]
-        payload[valued] = value_start + 1
-        # Each value must be one field of a kind we read, ending where the KeyValue
-        # ends; anything else (arrays: batch spans) goes to the reference decoder.
-        value_kind = kind[valued]
-        is_double = value_kind == _DOUBLE
-        if (end[valued[is_double]] != value_start[is_double] + 9).any():
-            raise NotSimple
-        varint = np.isin(value_kind, (_STRING, _BOOL, _INT))
-        if not (is_double | varint).all():
-            raise NotSimple
-        at = valued[varint]
-        raw_inner, inner_size = varints(buf, payload[at])
-        inner = raw_inner.astype(np.int64)  # a string's length (ints may wrap: unused)
-        is_string = kind[at] == _STRING
-        stop = payload[at] + inner_size + np.where(is_string, inner, 0).astype(np.int64)
-        if (stop != end[at]).any():
-            raise NotSimple
-        payload[at[is_string]] += inner_size[is_string]
-        size[at[is_string]] = inner[is_string]
-    return key_start, key_len, kind, payload, size
-
-
-def _text(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise NotSimple from None  # the reference decoder refuses the request
-
-
 def _classify_keys(
     names: list[str], batch: ModelCallBatch
 ) -> tuple[npt.NDArray[np.int64], dict[int, Column]]:
     """The kind of each distinct key, and its column for quantities and contexts.
 
     ``names`` come in the order the keys first appear in the request, so the
-    columns are created in the reference decoder's order.
+    columns are created in the reference reader's order.
     """
     kinds = np.zeros(len(names), dtype=np.int64)
     columns: dict[int, Column] = {}
@@ -310,26 +197,10 @@ def _refuse_repeated_keys(
 ) -> None:
     pairs = np.sort(spans * n_keys + keys, kind="stable")  # runs per span: cheap to sort
     if (np.diff(pairs) == 0).any():
-        raise NotSimple  # the reference decoder defines what a repeated key means
+        raise NotSimple  # the reference reader defines what a repeated key means
 
 
-class _Strings:
-    """The string values worth reading (of keys we use), factorized: ``values[code[i]]``."""
-
-    def __init__(self, code: npt.NDArray[np.int64], values: npt.NDArray[np.object_]) -> None:
-        self.code = code
-        self.values = values
-
-    @classmethod
-    def read(cls, kvs: _KeyValues, relevant: npt.NDArray[np.bool_]) -> _Strings:
-        at = np.flatnonzero(relevant & (kvs.kind == _STRING))
-        code = np.full(len(kvs.kind), -1, dtype=np.int64)
-        codes, distinct = factorize_slices(kvs.buf, kvs.payload[at], kvs.size[at])
-        code[at] = codes
-        return cls(code, object_array([_text(d) for d in distinct]))
-
-
-class _SpanFields:
+class _ModelFields:
     """The model fields of every span (name, version, stage, operation, prediction id, weight)."""
 
     def __init__(self, n_spans: int) -> None:
@@ -342,19 +213,19 @@ class _SpanFields:
         self.weight = np.ones(n_spans, dtype=np.float64)
 
     def read(
-        self, kind: int, at: npt.NDArray[np.int64], kvs: _KeyValues, strings: _Strings
+        self, kind: int, at: npt.NDArray[np.int64], kvs: KeyValues, strings: StringValues
     ) -> None:
         if not len(at):
             return
         spans = kvs.span[at]
         value_kind = kvs.kind[at]
         if kind == _WEIGHT:
-            number = (value_kind == _DOUBLE) | (value_kind == _INT)
+            number = (value_kind == DOUBLE_VALUE) | (value_kind == INT_VALUE)
             weight = np.where(number, kvs.numbers(at), 0.0)
             weight[~np.isfinite(weight)] = 0.0
             self.weight[spans] = weight
             return
-        is_string = value_kind == _STRING
+        is_string = value_kind == STRING_VALUE
         if kind == _NAME:
             self.has_name[spans] = True
             names = np.full(len(at), None, dtype=object)
@@ -371,16 +242,16 @@ class _SpanFields:
         target[spans] = texts
 
 
-def _as_text(kvs: _KeyValues, i: int) -> str:
-    """A non-string model field as text, exactly as the reference decoder writes it."""
+def _as_text(kvs: KeyValues, i: int) -> str:
+    """A non-string model field as text, exactly as the reference reader writes it."""
     kind = kvs.kind[i]
-    if kind == _NONE:
+    if kind == NO_VALUE:
         return ""
     at = np.array([i], dtype=np.int64)
-    if kind == _DOUBLE:
+    if kind == DOUBLE_VALUE:
         return double_text(float(kvs.numbers(at)[0]))
     integer = int(varints(kvs.buf, kvs.payload[at])[0].view(np.int64)[0])
-    if kind == _BOOL:
+    if kind == BOOL_VALUE:
         return "true" if integer else "false"
     return str(integer)
 
@@ -389,7 +260,7 @@ def _accept(
     batch: ModelCallBatch,
     spans: SpanTable,
     candidates: npt.NDArray[np.int64],
-    fields: _SpanFields,
+    fields: _ModelFields,
     oldest_ns: int,
     limits: RequestLimits,
 ) -> npt.NDArray[np.int64]:
@@ -423,7 +294,7 @@ def _fill_rows(
     spans: SpanTable,
     services: list[str],
     accepted: npt.NDArray[np.int64],
-    fields: _SpanFields,
+    fields: _ModelFields,
 ) -> None:
     """One row per accepted span: model, times, ids, operation, prediction id, weight."""
     stages = fields.stage[accepted]
@@ -450,25 +321,26 @@ def _fill_rows(
 def _fill_columns(
     batch: ModelCallBatch,
     columns: dict[int, Column],
-    kvs: _KeyValues,
+    kvs: KeyValues,
     key_kind: npt.NDArray[np.int64],
     row_of_span: npt.NDArray[np.int64],
-    strings: _Strings,
+    strings: StringValues,
 ) -> None:
     """Each quantity's and context's values, as one chunk of (rows, values) per column."""
-    at = np.flatnonzero((key_kind == _COLUMN) & (row_of_span[kvs.span] >= 0) & (kvs.kind != _NONE))
+    valued = kvs.kind != NO_VALUE
+    at = np.flatnonzero((key_kind == _COLUMN) & (row_of_span[kvs.span] >= 0) & valued)
     at = at[np.argsort(kvs.key_codes[at], kind="stable")]  # by key, then in row order
     keys = kvs.key_codes[at]
     rows = row_of_span[kvs.span[at]]
     kind = kvs.kind[at]
-    is_number = (kind == _DOUBLE) | (kind == _INT)
+    is_number = (kind == DOUBLE_VALUE) | (kind == INT_VALUE)
     numbers = np.zeros(len(at), dtype=np.float64)
     numbers[is_number] = kvs.numbers(at[is_number])
     # Labels as codes into the request's strings, then "false" and "true" for booleans.
     label_codes = np.zeros(len(at), dtype=np.int64)
-    is_string = kind == _STRING
+    is_string = kind == STRING_VALUE
     label_codes[is_string] = strings.code[at[is_string]]
-    is_bool = kind == _BOOL
+    is_bool = kind == BOOL_VALUE
     if is_bool.any():
         label_codes[is_bool] = len(strings.values) + (kvs.numbers(at[is_bool]) != 0)
     dictionary: list[str] = [*strings.values.tolist(), "false", "true"]

@@ -11,7 +11,7 @@ end, and where each of its attributes (``KeyValue`` messages) sits in the
 joined buffer, in span order.
 
 Anything irregular raises :class:`.wire.NotSimple` and the request goes to the
-reference decoder: a field we read repeated or with the wrong wire type, a
+reference reader: a field we read repeated or with the wrong wire type, a
 wire type that protobuf 3 does not use (groups), a field that overruns its
 span, a name that is not UTF-8.
 """
@@ -27,7 +27,7 @@ from segwatch.collector import kernels
 
 from .wire import KEY_WIDTH, NotSimple, varints
 
-__all__ = ["SpanTable"]
+__all__ = ["PADDING", "SpanFields", "SpanTable", "SpanView", "checked_fields", "numpy_walk_fields"]
 
 _VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
 _TRACE_ID, _SPAN_ID, _NAME, _START, _END, _ATTRIBUTE = 1, 2, 5, 7, 8, 9
@@ -96,7 +96,7 @@ class SpanTable:
         return SpanView(name.decode("utf-8"), int(self.start_ns[span]), int(self.end_ns[span]))
 
     def check_names(self) -> None:
-        """Span names must be UTF-8 (the reference decoder refuses the request otherwise)."""
+        """Span names must be UTF-8 (the reference reader refuses the request otherwise)."""
         start, stop = self.ids[_NAME]
         lengths = stop - start
         owner = np.repeat(np.arange(len(start)), lengths)  # the names' bytes only, not the buffer
@@ -110,7 +110,7 @@ class SpanTable:
 
 
 @dataclass
-class _Fields:
+class SpanFields:
     """Every field of every span, in span order: span, number, wire type, payload bounds."""
 
     span: npt.NDArray[np.int64]
@@ -123,19 +123,20 @@ class _Fields:
 
 def _walk(
     buf: npt.NDArray[np.uint8], pos: npt.NDArray[np.int64], end: npt.NDArray[np.int64]
-) -> _Fields:
-    """Every field of every span, checked: compiled (one pass), else :func:`_numpy_walk`."""
+) -> SpanFields:
+    """Every field of every span, checked: compiled (one pass), else :func:`numpy_walk_fields`."""
     if not kernels.COMPILED:
-        return _numpy_walk(buf, pos, end)
+        return numpy_walk_fields(buf, pos, end)
     walked = kernels.walk_fields(buf, pos, end)
     if walked is None:
         raise NotSimple  # groups, a field past its span, or field number 0
-    return _checked_fields(*walked)
+    return checked_fields(*walked)
 
 
-def _numpy_walk(
+def numpy_walk_fields(
     buf: npt.NDArray[np.uint8], pos: npt.NDArray[np.int64], end: npt.NDArray[np.int64]
-) -> _Fields:
+) -> SpanFields:
+    """:func:`.kernels.walk_fields` with numpy, in lock-step over the spans, then checked."""
     pos = pos.copy()
     active = np.flatnonzero(pos < end)
     steps: list[tuple[npt.NDArray[np.int64], ...]] = []
@@ -162,7 +163,7 @@ def _numpy_walk(
         active = active[(stop < end[active]) & (stop >= start)]
     if not steps:  # no span has a field (every one empty): nothing to read
         nothing = np.zeros(0, dtype=np.int64)
-        return _checked_fields(nothing, nothing, nothing, nothing, nothing)
+        return checked_fields(nothing, nothing, nothing, nothing, nothing)
     span, tag, start, stop = (np.concatenate(parts) for parts in zip(*steps, strict=True))
     number, wire_type = tag >> 3, tag & 7
     if (
@@ -178,17 +179,20 @@ def _numpy_walk(
     step = np.repeat(np.arange(len(steps)), [len(s[0]) for s in steps])
     order = np.empty(len(span), dtype=np.int64)
     order[first[span] + step] = np.arange(len(span))
-    return _checked_fields(*(a[order] for a in (span, number, wire_type, start, stop)))
+    return checked_fields(*(a[order] for a in (span, number, wire_type, start, stop)))
 
 
-def _checked_fields(
+def checked_fields(
     span: npt.NDArray[np.int64],
     number: npt.NDArray[np.int64],
     wire_type: npt.NDArray[np.int64],
     start: npt.NDArray[np.int64],
     stop: npt.NDArray[np.int64],
-) -> _Fields:
-    """The fields (in span order) if the ones we read are as the schema says."""
+) -> SpanFields:
+    """The fields (in span order) if the ones we read are as the schema says.
+
+    Raises :class:`.wire.NotSimple` otherwise (the reference reader's business).
+    """
     for field, expected in _SINGULAR.items():
         mine = number == field
         if (wire_type[mine] != expected).any() or (np.bincount(span[mine]) > 1).any():
@@ -196,7 +200,7 @@ def _checked_fields(
     attributes = number == _ATTRIBUTE
     if (wire_type[attributes] != _LEN).any():
         raise NotSimple
-    return _Fields(span, number, wire_type, start, stop, attributes)
+    return SpanFields(span, number, wire_type, start, stop, attributes)
 
 
 _KNOWN = np.zeros(8, dtype=bool)  # wire types protobuf 3 uses
@@ -208,7 +212,7 @@ _FIXED_SIZE[_FIXED64], _FIXED_SIZE[_FIXED32] = 8, 4
 
 
 def _fixed64(
-    buf: npt.NDArray[np.uint8], fields: _Fields, field: int, n: int
+    buf: npt.NDArray[np.uint8], fields: SpanFields, field: int, n: int
 ) -> npt.NDArray[np.uint64]:
     out = np.zeros(n, dtype=np.uint64)  # proto3 default: 0
     mine = fields.number == field
@@ -219,7 +223,7 @@ def _fixed64(
 
 
 def _slices(
-    fields: _Fields, field: int, n: int
+    fields: SpanFields, field: int, n: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     start = np.zeros(n, dtype=np.int64)  # an absent field: the empty slice 0:0
     stop = np.zeros(n, dtype=np.int64)

@@ -14,7 +14,7 @@ KEY_WIDTH = 64
 
 
 class NotSimple(Exception):
-    """The request has something only the reference decoder handles."""
+    """The request has something only the reference reader handles."""
 
 
 def varints(
