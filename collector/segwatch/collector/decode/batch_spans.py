@@ -11,6 +11,7 @@ rejected whole.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ import numpy as np
 from segwatch.collector.model_calls import Column, LabelChunk, ModelCallBatch
 from segwatch.instrumentation import attributes as attr
 
-from .batch_columns import BatchColumnsError, decode_columns
+from .batch_columns import BatchColumnsError, DecodedColumn, decode_columns
 
 __all__ = ["MAX_BATCH_ROWS", "BatchSpanError", "decode_batch_span"]
 
@@ -54,11 +55,27 @@ def decode_batch_span(
     Returns the number of rows and the per-row prediction ids if the span has
     an array of them. Raises :class:`BatchSpanError`; nothing is added then.
     """
+    found = _read_attributes(span, columns_for, max_rows)
+    size, decoded = _validate(found)
+    _add_rows(found, size, decoded, columns_for, first_row)
+    return size, found.prediction_ids
+
+
+@dataclass
+class _BatchAttributes:
+    """What a batch span's attributes hold, before any of it is checked against the size."""
+
     size: int | None = None
-    payload: bytes | None = None
+    payload: bytes | None = None  # ml.batch.columns
     prediction_ids: list[str] | None = None
-    arrays: list[tuple[str, Column, list[Any]]] = []
-    scalars: list[tuple[Column, bool, Any]] = []
+    # (key, column, the array's values) and (column, is_number, the value for every row)
+    arrays: list[tuple[str, Column, list[Any]]] = field(default_factory=list)
+    scalars: list[tuple[Column, bool, Any]] = field(default_factory=list)
+
+
+def _read_attributes(span: Any, columns_for: Any, max_rows: int | None) -> _BatchAttributes:
+    """The span's size, columns payload, ids, arrays and scalars; a bad size raises at once."""
+    found = _BatchAttributes()
     for kv in span.attributes:
         key, value = kv.key, kv.value
         kind = value.WhichOneof("value")
@@ -66,7 +83,7 @@ def decode_batch_span(
             if kind != "int_value" or not 1 <= value.int_value <= MAX_BATCH_ROWS:
                 raise BatchSpanError(f"{attr.ML_BATCH_SIZE} must be an int from 1 to "
                                      f"{MAX_BATCH_ROWS}")  # fmt: skip
-            size = int(value.int_value)
+            found.size = size = int(value.int_value)
             if max_rows is not None and size > max_rows:
                 raise BatchSpanError(
                     f"{attr.ML_BATCH_SIZE} {size} would pass the request's limit of model calls "
@@ -75,39 +92,56 @@ def decode_batch_span(
         elif key == attr.ML_BATCH_COLUMNS:
             if kind != "bytes_value":
                 raise BatchSpanError(f"{attr.ML_BATCH_COLUMNS} must be bytes")
-            payload = bytes(value.bytes_value)
+            found.payload = bytes(value.bytes_value)
         elif key == attr.ML_PREDICTION_ID and kind == "array_value":
-            prediction_ids = [v.string_value for v in value.array_value.values]
+            found.prediction_ids = [v.string_value for v in value.array_value.values]
         else:
             column = columns_for(key)
             if not isinstance(column, Column):
                 continue
             if kind == "array_value":
-                arrays.append((key, column, list(value.array_value.values)))
+                found.arrays.append((key, column, list(value.array_value.values)))
             else:
                 scalar = _scalar(value, kind)
                 if scalar is not None:
-                    scalars.append((column, *scalar))
+                    found.scalars.append((column, *scalar))
+    return found
+
+
+def _validate(found: _BatchAttributes) -> tuple[int, list[DecodedColumn]]:
+    """The size and the decoded ``ml.batch.columns``, once everything agrees with the size."""
+    size = found.size
     if size is None:
         raise BatchSpanError(f"array values or {attr.ML_BATCH_COLUMNS} need {attr.ML_BATCH_SIZE}")
-    for key, _, values in arrays:
+    for key, _, values in found.arrays:
         if len(values) != size:
             raise BatchSpanError(f"{key} has {len(values)} values, {attr.ML_BATCH_SIZE} is {size}")
+    prediction_ids = found.prediction_ids
     if prediction_ids is not None and len(prediction_ids) != size:
         raise BatchSpanError(
             f"{attr.ML_PREDICTION_ID} has {len(prediction_ids)} ids for {size} rows"
         )
     try:
-        decoded = decode_columns(payload, size) if payload is not None else []
+        decoded = decode_columns(found.payload, size) if found.payload is not None else []
     except BatchColumnsError as exc:
         raise BatchSpanError(str(exc)) from exc
-    in_arrays = {key[3:] for key, _, _ in arrays}
+    in_arrays = {key[3:] for key, _, _ in found.arrays}
     for column_data in decoded:
         if column_data.name in in_arrays:
             raise BatchSpanError(f"{column_data.name} is both an array and in ml.batch.columns")
-    # Validated: add the rows.
+    return size, decoded
+
+
+def _add_rows(
+    found: _BatchAttributes,
+    size: int,
+    decoded: list[DecodedColumn],
+    columns_for: Any,
+    first_row: int,
+) -> None:
+    """The validated values, as rows ``first_row`` to ``first_row + size - 1`` of the columns."""
     rows = np.arange(first_row, first_row + size, dtype=np.int64)
-    for _, column, values in arrays:
+    for _, column, values in found.arrays:
         for i, element in enumerate(values):
             scalar = _scalar(element, element.WhichOneof("value"))
             if scalar is None:
@@ -128,9 +162,8 @@ def decode_batch_span(
             column.number_chunks.append((rows[valid], column_data.numbers[valid]))
         elif column_data.labels is not None:
             column.label_chunks.append(LabelChunk.of(rows[valid], column_data.labels[valid]))
-    for column, is_number, item in scalars:
+    for column, is_number, item in found.scalars:
         if is_number:
             column.number_chunks.append((rows, np.full(size, item, dtype=np.float64)))
         else:
             column.label_chunks.append(LabelChunk(rows, np.zeros(size, dtype=np.int64), [item]))
-    return size, prediction_ids

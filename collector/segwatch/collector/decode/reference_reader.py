@@ -1,16 +1,22 @@
-"""OTLP trace requests → columnar model-call rows, in one pass over the attributes.
+"""The reference reader: OTLP trace requests, as protobuf objects, → columnar model-call rows.
 
-This is the collector's hot path. Each span with ``ml.model.name`` becomes one
-row; each ``ml.feature.*``, ``ml.output.*`` and ``ml.metric.*`` attribute is
-appended to its quantity's column (``feature.amount``, ...), and each
-``ml.context.*`` attribute to a context column. Every attribute is touched
-exactly once and no per-row dict is built: the aggregator works on the columns
-with numpy.
+It reads every request the convention allows, one span and one attribute at
+a time: the fast reader (:mod:`.fast_reader`) reads the common shape of a
+request with numpy and leaves the rest to it (batch spans, ``ml.batch.*``,
+maps and bytes, repeated keys, irregular spans), and it defines what the fast
+reader must give (a differential test holds them to the same batch). Each
+span with ``ml.model.name`` becomes one row (a batch span many, see
+:mod:`.batch_spans`); each ``ml.feature.*``, ``ml.output.*`` and
+``ml.metric.*`` attribute is appended to its quantity's column
+(``feature.amount``, ...), and each ``ml.context.*`` attribute to a context
+column. Each attribute is read once (a batch span's once more, whole) and no
+per-row dict is built: the aggregator works on the columns with numpy.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -46,6 +52,9 @@ _VERSION = attr.ML_MODEL_VERSION
 _STAGE = attr.ML_MODEL_STAGE
 _OPERATION = attr.ML_OPERATION
 _PREDICTION_ID = attr.ML_PREDICTION_ID
+_WEIGHT = attr.ML_SAMPLE_WEIGHT
+_MODEL_FIELDS = frozenset({_NAME, _VERSION, _STAGE, _OPERATION, _PREDICTION_ID, _WEIGHT})
+_BATCH_FIELDS = frozenset({attr.ML_BATCH_SIZE, attr.ML_BATCH_COLUMNS})
 
 
 def service_name(resource: Any) -> str:
@@ -73,130 +82,176 @@ def decode_request(
     limits.check_span_count(
         sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
     )
-    batch = ModelCallBatch()
-    model_ids: dict[ModelKey, int] = {}
-    # Each attribute key is classified once per request: a Column to append
-    # to, the name of a model field, or _SKIP. Spans repeat the same keys.
-    targets: dict[str, Column | str | object] = {}
-
-    def columns_for(key: str) -> Column | str | object:
-        target = targets.get(key)
-        if target is None:
-            target = targets[key] = _classify(key, batch)
-        return target
-
+    reader = _RequestReader(oldest_ns, limits)
     for resource_spans in request.resource_spans:
         service = service_name(resource_spans.resource)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                row = len(batch.start_ns)
-                name: Any = ABSENT
-                appended = False
-                is_batch = False
-                version = ""
-                stage = DEFAULT_STAGE
-                operation = ""
-                prediction_id = ""
-                weight = 1.0
-                for kv in span.attributes:
-                    key = kv.key
-                    target = targets.get(key)
-                    if target is None:
-                        target = targets[key] = _classify(key, batch)
-                    if target is _SKIP:
-                        continue
-                    if target is _BATCH:
-                        is_batch = True
-                        continue
-                    value = kv.value
-                    kind = value.WhichOneof("value")
-                    if target.__class__ is str:
-                        if target == _NAME:
-                            name = value.string_value if kind == "string_value" else None
-                        elif target == _VERSION:
-                            version = _as_text(value, kind)
-                        elif target == _STAGE:
-                            stage = _as_text(value, kind) or DEFAULT_STAGE
-                        elif target == _OPERATION:
-                            operation = _as_text(value, kind)
-                        elif target == _WEIGHT:
-                            weight = _as_weight(value, kind)
-                        else:
-                            prediction_id = _as_text(value, kind)
-                        continue
-                    column: Column = target  # type: ignore[assignment]
-                    appended = True
-                    if kind == "double_value":
-                        column.number_rows.append(row)
-                        column.numbers.append(value.double_value)
-                    elif kind == "int_value":
-                        column.number_rows.append(row)
-                        column.numbers.append(float(value.int_value))
-                    elif kind == "string_value":
-                        column.label_rows.append(row)
-                        column.labels.append(value.string_value)
-                    elif kind == "bool_value":
-                        column.label_rows.append(row)
-                        column.labels.append("true" if value.bool_value else "false")
-                    elif kind == "array_value":
-                        is_batch = True  # read by decode_batch_span below
-                    elif kind is not None:
-                        batch.ignored_values += 1
-                if appended and is_batch:
-                    _undo_row(batch, row)  # decode_batch_span re-reads every value
-                if name is ABSENT and not appended and not is_batch:
-                    continue  # not a model call at all
-                reason = _limit_problem(span, limits) or rejection_reason(
-                    span, name, weight, oldest_ns, limits.newest_ns
-                )
-                if reason:
-                    if appended and not is_batch:
-                        _undo_row(batch, row)  # not a usable call: keep none of its values
-                    batch.reject(reason)
-                    continue
-                n = 1
-                row_ids: list[str] | None = None
-                if is_batch:
-                    try:
-                        room = None  # the calls the request may still bring
-                        if limits.max_spans_per_request:
-                            room = max(0, limits.max_spans_per_request - len(batch.start_ns))
-                        n, row_ids = decode_batch_span(span, batch, columns_for, row, room)
-                    except BatchSpanError as exc:
-                        batch.reject(f"span {span.name!r}: {exc}")
-                        continue
-                key_ = (name, version, stage)
-                index = model_ids.get(key_)
-                if index is None:
-                    index = model_ids[key_] = len(batch.models)
-                    batch.models.append(key_)
-                start = span.start_time_unix_nano
-                if n == 1:
-                    batch.model_index.append(index)
-                    batch.start_ns.append(start)
-                    batch.duration_ns.append(max(0, span.end_time_unix_nano - start))
-                    batch.trace_ids.append(span.trace_id)
-                    batch.span_ids.append(span.span_id)
-                    batch.operations.append(operation)
-                    batch.prediction_ids.append(prediction_id)
-                    batch.service_names.append(service)
-                    batch.weights.append(weight)
-                else:
-                    batch.model_index.extend([index] * n)
-                    batch.start_ns.extend([start] * n)
-                    batch.duration_ns.extend([max(0, span.end_time_unix_nano - start)] * n)
-                    batch.trace_ids.extend([span.trace_id] * n)
-                    batch.span_ids.extend([span.span_id] * n)
-                    batch.operations.extend([operation] * n)
-                    batch.prediction_ids.extend(row_ids or [prediction_id] * n)
-                    batch.service_names.extend([service] * n)
-                    batch.weights.extend([weight] * n)
-    return batch
+                reader.read_span(span, service)
+    return reader.batch
 
 
-_WEIGHT = attr.ML_SAMPLE_WEIGHT
-_MODEL_FIELDS = frozenset({_NAME, _VERSION, _STAGE, _OPERATION, _PREDICTION_ID, _WEIGHT})
-_BATCH_FIELDS = frozenset({attr.ML_BATCH_SIZE, attr.ML_BATCH_COLUMNS})
+@dataclass(slots=True)
+class _SpanValues:
+    """What one span's attributes say: its model fields, and what its values did to the columns."""
+
+    name: Any = ABSENT  # None: present but not a string
+    version: str = ""
+    stage: str = DEFAULT_STAGE
+    operation: str = ""
+    prediction_id: str = ""
+    weight: float = 1.0
+    appended: bool = False  # a quantity or context attribute was met (its value appended)
+    is_batch: bool = False  # an array value or an ml.batch.* key: a batch span
+
+    def set_field(self, field: str, value: Any, kind: str | None) -> None:
+        """Take the value of the model field ``field`` (an ``ml.*`` attribute name)."""
+        if field == _NAME:
+            self.name = value.string_value if kind == "string_value" else None
+        elif field == _VERSION:
+            self.version = _as_text(value, kind)
+        elif field == _STAGE:
+            self.stage = _as_text(value, kind) or DEFAULT_STAGE
+        elif field == _OPERATION:
+            self.operation = _as_text(value, kind)
+        elif field == _WEIGHT:
+            self.weight = _as_weight(value, kind)
+        else:
+            self.prediction_id = _as_text(value, kind)
+
+
+class _RequestReader:
+    """The batch of one request, filled span by span, and what it learned of the request's keys."""
+
+    def __init__(self, oldest_ns: int, limits: RequestLimits) -> None:
+        self.batch = ModelCallBatch()
+        self.oldest_ns = oldest_ns
+        self.limits = limits
+        self.model_ids: dict[ModelKey, int] = {}
+        # Each attribute key is classified once per request: a Column to append
+        # to, the name of a model field, _BATCH or _SKIP. Spans repeat the same keys.
+        self.targets: dict[str, Column | str | object] = {}
+
+    def target(self, key: str) -> Column | str | object:
+        """Where values of attribute ``key`` go (classified once per request)."""
+        target = self.targets.get(key)
+        if target is None:
+            target = self.targets[key] = _classify(key, self.batch)
+        return target
+
+    def read_span(self, span: Any, service: str) -> None:
+        """Add the span's model call (or a batch span's calls), reject it with a reason, or skip it.
+
+        The span's values are appended to the columns as its attributes are
+        read, and taken back if it turns out to be a batch span (read again,
+        whole, by :func:`.batch_spans.decode_batch_span`) or not a usable call.
+        """
+        batch = self.batch
+        row = len(batch.start_ns)
+        values = self._read_attributes(span, row)
+        if values.appended and values.is_batch:
+            _undo_row(batch, row)  # decode_batch_span re-reads every value
+        if values.name is ABSENT and not values.appended and not values.is_batch:
+            return  # not a model call at all
+        limits = self.limits
+        reason = _limit_problem(span, limits) or rejection_reason(
+            span, values.name, values.weight, self.oldest_ns, limits.newest_ns
+        )
+        if reason:
+            if values.appended and not values.is_batch:
+                _undo_row(batch, row)  # not a usable call: keep none of its values
+            batch.reject(reason)
+            return
+        n, row_ids = 1, None
+        if values.is_batch:
+            rows = self._read_batch_span(span, row)
+            if rows is None:
+                return
+            n, row_ids = rows
+        self._add_rows(span, service, values, n, row_ids)
+
+    def _read_attributes(self, span: Any, row: int) -> _SpanValues:
+        """Append the span's quantity and context values at ``row``; its model fields and flags."""
+        batch, targets = self.batch, self.targets
+        values = _SpanValues()
+        for kv in span.attributes:
+            key = kv.key
+            target = targets.get(key)
+            if target is None:
+                target = targets[key] = _classify(key, batch)
+            if target is _SKIP:
+                continue
+            if target is _BATCH:
+                values.is_batch = True
+                continue
+            value = kv.value
+            kind = value.WhichOneof("value")
+            if target.__class__ is str:
+                values.set_field(target, value, kind)
+                continue
+            column: Column = target  # type: ignore[assignment]
+            values.appended = True
+            if kind == "double_value":
+                column.number_rows.append(row)
+                column.numbers.append(value.double_value)
+            elif kind == "int_value":
+                column.number_rows.append(row)
+                column.numbers.append(float(value.int_value))
+            elif kind == "string_value":
+                column.label_rows.append(row)
+                column.labels.append(value.string_value)
+            elif kind == "bool_value":
+                column.label_rows.append(row)
+                column.labels.append("true" if value.bool_value else "false")
+            elif kind == "array_value":
+                values.is_batch = True  # read by decode_batch_span
+            elif kind is not None:
+                batch.ignored_values += 1
+        return values
+
+    def _read_batch_span(self, span: Any, row: int) -> tuple[int, list[str] | None] | None:
+        """A batch span's rows from ``row`` on (and ids), or None: rejected with the reason."""
+        limits = self.limits
+        try:
+            room = None  # the calls the request may still bring
+            if limits.max_spans_per_request:
+                room = max(0, limits.max_spans_per_request - len(self.batch.start_ns))
+            return decode_batch_span(span, self.batch, self.target, row, room)
+        except BatchSpanError as exc:
+            self.batch.reject(f"span {span.name!r}: {exc}")
+            return None
+
+    def _add_rows(
+        self, span: Any, service: str, values: _SpanValues, n: int, row_ids: list[str] | None
+    ) -> None:
+        """The span's ``n`` rows: model, times, ids, operation, prediction ids, weight."""
+        batch = self.batch
+        key = (values.name, values.version, values.stage)
+        index = self.model_ids.get(key)
+        if index is None:
+            index = self.model_ids[key] = len(batch.models)
+            batch.models.append(key)
+        start = span.start_time_unix_nano
+        if n == 1:
+            batch.model_index.append(index)
+            batch.start_ns.append(start)
+            batch.duration_ns.append(max(0, span.end_time_unix_nano - start))
+            batch.trace_ids.append(span.trace_id)
+            batch.span_ids.append(span.span_id)
+            batch.operations.append(values.operation)
+            batch.prediction_ids.append(values.prediction_id)
+            batch.service_names.append(service)
+            batch.weights.append(values.weight)
+        else:
+            batch.model_index.extend([index] * n)
+            batch.start_ns.extend([start] * n)
+            batch.duration_ns.extend([max(0, span.end_time_unix_nano - start)] * n)
+            batch.trace_ids.extend([span.trace_id] * n)
+            batch.span_ids.extend([span.span_id] * n)
+            batch.operations.extend([values.operation] * n)
+            batch.prediction_ids.extend(row_ids or [values.prediction_id] * n)
+            batch.service_names.extend([service] * n)
+            batch.weights.extend([values.weight] * n)
 
 
 def _classify(key: str, batch: ModelCallBatch) -> Column | str | object:
