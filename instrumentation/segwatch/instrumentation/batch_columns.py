@@ -1,5 +1,9 @@
-"""Encoding a batch's columns as ``ml.batch.columns`` (docs/batch-columns.md, version 1).
+"""The writer of ``ml.batch.columns``: a batch's columns in one bytes attribute (version 1).
 
+The format is docs/batch-columns.md; its constants live in
+:mod:`.batch_format`. This is one of its two ends: the collector's
+``segwatch.collector.decode.batch_columns`` reads what this module writes
+(with numpy, in the collector; this side runs in the monitored services).
 Pure standard library (``array``, ``json``, ``struct``): numpy arrays are
 accepted through their ``tolist``/``tobytes`` without importing numpy here.
 """
@@ -13,11 +17,10 @@ from array import array
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["MAGIC", "VERSION", "encode_columns"]
+from .batch_format import FIXED_HEADER, MAGIC, VERSION
 
-MAGIC = b"SWBC"
-VERSION = 1
-_FIXED_HEADER = struct.Struct("<4sB3xI")
+__all__ = ["encode_columns"]
+
 # array("d"/"q"/"i") write native byte order; the format is little-endian.
 _NATIVE_LITTLE_ENDIAN = struct.pack("=i", 1) == struct.pack("<i", 1) and array("i").itemsize == 4
 
@@ -107,7 +110,7 @@ def encode_columns(columns: Mapping[str, Any], rows: int) -> bytes:
         header_columns.append(entry)
         buffers.append((validity, data))
     header = json.dumps({"rows": rows, "columns": header_columns}, separators=(",", ":")).encode()
-    out = bytearray(_FIXED_HEADER.pack(MAGIC, VERSION, len(header)))
+    out = bytearray(FIXED_HEADER.pack(MAGIC, VERSION, len(header)))
     out.extend(header)
     for validity, data in buffers:
         _pad(out)

@@ -1,5 +1,9 @@
-"""Decoding ``ml.batch.columns`` (docs/batch-columns.md, version 1) with numpy views.
+"""The reader of ``ml.batch.columns``: a batch span's columns as numpy views (version 1).
 
+The format is docs/batch-columns.md; its constants live in
+:mod:`segwatch.instrumentation.batch_format`. This is one of its two ends: the
+services write it with :mod:`segwatch.instrumentation.batch_columns` (pure
+standard library); the collector reads it here, for :mod:`.batch_spans`.
 Every length, offset and code is checked against the payload before a view
 is made, so a malformed payload raises :class:`BatchColumnsError` naming the
 problem and never reads outside the buffer.
@@ -8,22 +12,26 @@ problem and never reads outside the buffer.
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from segwatch.instrumentation.batch_columns import MAGIC, VERSION
+from segwatch.instrumentation.batch_format import (
+    ALIGNMENT,
+    COLUMN_PREFIXES,
+    FIXED_HEADER,
+    LITTLE_ENDIAN_DTYPE,
+    MAGIC,
+    ROW_BYTES,
+    VERSION,
+)
 
 __all__ = ["BatchColumnsError", "DecodedColumn", "decode_columns"]
 
-_FIXED_HEADER = struct.Struct("<4sB3xI")
-_WIDTH = {"float64": 8, "int64": 8, "bool": 1, "category": 4}
-_DTYPE = {"float64": "<f8", "int64": "<i8", "bool": "u1", "category": "<i4"}
-_PREFIXES = ("feature.", "output.", "metric.", "context.")
 MAX_HEADER_BYTES = 16 * 1024 * 1024
+"""The longest JSON header this reader accepts."""
 
 
 class BatchColumnsError(ValueError):
@@ -42,18 +50,18 @@ class DecodedColumn:
 
 def decode_columns(payload: bytes, rows: int) -> list[DecodedColumn]:
     """Decode a version-1 payload whose header must say ``rows`` rows."""
-    if len(payload) < _FIXED_HEADER.size:
+    if len(payload) < FIXED_HEADER.size:
         raise BatchColumnsError("ml.batch.columns is shorter than its fixed header")
-    magic, version, header_len = _FIXED_HEADER.unpack_from(payload)
+    magic, version, header_len = FIXED_HEADER.unpack_from(payload)
     if magic != MAGIC:
         raise BatchColumnsError(f"ml.batch.columns magic {magic!r} is not {MAGIC!r}")
     if version != VERSION:
         raise BatchColumnsError(f"ml.batch.columns version {version} is not supported")
-    end = _FIXED_HEADER.size + header_len
+    end = FIXED_HEADER.size + header_len
     if header_len > MAX_HEADER_BYTES or end > len(payload):
         raise BatchColumnsError("ml.batch.columns header runs past the payload")
     try:
-        header = json.loads(payload[_FIXED_HEADER.size : end].decode("utf-8"))
+        header = json.loads(payload[FIXED_HEADER.size : end].decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise BatchColumnsError(f"ml.batch.columns header is not JSON: {exc}") from exc
     specs = _validate_header(header, rows)
@@ -69,8 +77,10 @@ def decode_columns(payload: bytes, rows: int) -> list[DecodedColumn]:
             offset += size
         offset = _align(offset)
         kind = spec["type"]
-        data = _view(payload, offset, rows * _WIDTH[kind], _DTYPE[kind], spec["name"])
-        offset += rows * _WIDTH[kind]
+        data = _view(
+            payload, offset, rows * ROW_BYTES[kind], LITTLE_ENDIAN_DTYPE[kind], spec["name"]
+        )
+        offset += rows * ROW_BYTES[kind]
         out.append(_column(spec, valid, data))
     if offset != len(payload):
         raise BatchColumnsError(
@@ -112,12 +122,12 @@ def _validate_header(header: Any, rows: int) -> list[dict[str, Any]]:
         if not isinstance(spec, dict):
             raise BatchColumnsError("each ml.batch.columns column must be an object")
         name = spec.get("name")
-        if not isinstance(name, str) or not name.startswith(_PREFIXES) or name.endswith("."):
+        if not isinstance(name, str) or not name.startswith(COLUMN_PREFIXES) or name.endswith("."):
             raise BatchColumnsError(f"column name {name!r} must be feature.*, output.*, ...")
         if name in seen:
             raise BatchColumnsError(f"column {name!r} appears twice")
         seen.add(name)
-        if spec.get("type") not in _WIDTH:
+        if spec.get("type") not in ROW_BYTES:
             raise BatchColumnsError(f"column {name!r}: unknown type {spec.get('type')!r}")
         if not isinstance(spec.get("nulls"), bool):
             raise BatchColumnsError(f"column {name!r}: 'nulls' must be true or false")
@@ -129,7 +139,7 @@ def _validate_header(header: Any, rows: int) -> list[dict[str, Any]]:
 
 
 def _align(offset: int) -> int:
-    return offset + (-offset % 8)
+    return offset + (-offset % ALIGNMENT)
 
 
 def _view(payload: bytes, offset: int, size: int, dtype: str, name: str) -> Any:
