@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import segwatch.collector.config as config_package
 from segwatch.collector.config import (
     CollectorConfig,
     ConfigError,
@@ -83,6 +84,29 @@ def test_every_mistake_is_reported_once_with_path_and_line() -> None:
     for expected in EXPECTED_PROBLEMS:
         assert sum(p.startswith(expected) for p in problems) == 1, (expected, problems)
     assert len(problems) == len(EXPECTED_PROBLEMS)
+
+
+def test_a_detector_parameter_needs_a_value() -> None:
+    # A name with nothing under it means "all defaults" for a record, not for a value.
+    with pytest.raises(ConfigError, match=r"parameters.threshold \(line 2\): must be an integer"):
+        parse_config("detectors:\n  volume: {parameters: {threshold: }}\n")
+
+
+PUBLIC_NAMES = {
+    "API_TOKEN_ENV", "DEFAULT_API_ENDPOINT", "DEFAULT_GRPC_ENDPOINT", "RECEIVER_TOKEN_ENV",
+    "AlertsConfig", "ApiConfig", "BaselineConfig", "CollectorConfig", "ConfigError",
+    "DetectorConfig", "ExpectedBias", "FieldConfig", "LabelConfig", "ModelConfig",
+    "ReceiverConfig", "SchedulerConfig", "SegmentSpec", "SegmentsConfig", "SpoolConfig",
+    "StorageConfig", "TlsConfig", "WebhookConfig", "configured_detectors",
+    "expected_biases_parameter", "labels_parameter", "load_config", "parse_config",
+    "is_loopback", "is_wildcard", "parse_endpoint",
+}  # fmt: skip
+"""What ``segwatch.collector.config`` exported before it was split by section."""
+
+
+def test_the_package_exports_its_public_names() -> None:
+    assert set(config_package.__all__) >= PUBLIC_NAMES
+    assert all(getattr(config_package, n, None) is not None for n in config_package.__all__)
 
 
 def test_zero_config_is_the_defaults() -> None:
