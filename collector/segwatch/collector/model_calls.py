@@ -1,4 +1,10 @@
-"""The decoded model calls of a request: one row per call, one column per quantity."""
+"""The decoded model calls of a request: one row per call, one column per quantity.
+
+:class:`ModelCallBatch` is what ``decode/`` makes of a trace request (and
+``profile/`` of a training set), and what ``durable/`` buffers, ``segment/``
+and ``aggregate/`` read and ``store/`` writes as raw call rows: it lives at
+the root because stages on both sides of the pipeline use it.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +24,9 @@ ModelKey = tuple[str, str, str]
 class LabelChunk:
     """Labels of a block of rows as codes: row ``rows[i]`` has ``dictionary[codes[i]]``.
 
-    The span reader hands its labels over this way (factorized once per
-    request), so no later step touches a Python string per row.
+    The fast reader (:mod:`.decode.fast_reader`) and ``ml.batch.columns``
+    hand their labels over this way (factorized once per request), so no later
+    step touches a Python string per row.
     """
 
     rows: npt.NDArray[np.int64]
@@ -169,8 +176,8 @@ class ModelCallBatch:
 def reason_code(reason: str) -> str:
     """The metric label of a rejection: ``limits``, ``late`` (or early) or ``invalid``.
 
-    Read from the messages of :mod:`.limits` (which name their config key)
-    and :func:`.decode.rejection_reason`.
+    Read from the messages of :mod:`.config.limits` (which name their config
+    key) and :func:`.decode.reference_reader.rejection_reason`.
     """
     if "(receiver.limits." in reason:
         return "limits"
