@@ -13,8 +13,9 @@ __all__ = ["DEFAULT_COLUMNS_ABOVE", "batch_attributes", "row_attributes"]
 DEFAULT_COLUMNS_ABOVE = 32
 """Batches of more rows than this go as ``ml.batch.columns``, smaller ones as plain arrays.
 
-The OTel Python encoder spends about 2 µs per array element; the bytes
-attribute costs one copy, however many rows.
+The OTel Python encoder pays for every array element (the README's span
+convention table gives the cost); the bytes attribute costs one copy, however
+many rows.
 """
 
 

@@ -52,8 +52,8 @@ class TableRows:
 
 
 # Rows that ClickHouse merges (AggregatingMergeTree) are merged when read and in
-# the background anyway; merging them again while inserting cost 60 % of the
-# insert time for our aggregate rows, whose keys are already unique per block.
+# the background anyway; merging them again while inserting took a large share of
+# the insert time for our aggregate rows, whose keys are already unique per block.
 MERGE_LATER = {"optimize_on_insert": 0}
 
 
