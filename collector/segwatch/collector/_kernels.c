@@ -208,7 +208,7 @@ done:
     return m;
 }
 
-/* -- reading OTLP spans (span_wire.py, wire.py) ------------------------------------------ */
+/* -- reading OTLP spans (decode/: span_table.py, key_values.py, wire.py) ------------------ */
 
 /* A varint at buf[*pos] before end; advances *pos. 0 when it is cut off or too long. */
 static int read_varint(const uint8_t *buf, int64_t *pos, int64_t end, uint64_t *value) {

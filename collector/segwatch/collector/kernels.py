@@ -3,7 +3,7 @@
 Two families: the aggregator's (:func:`group_stats`, :func:`group_entries`)
 and the span reader's (:func:`walk_fields`, :func:`read_key_values`,
 :func:`factorize_slices`, :func:`read_fixed64`, used by
-:mod:`.decode.span_table`, :mod:`.decode.fast_reader` and :mod:`.decode.wire`,
+:mod:`.decode.span_table`, :mod:`.decode.key_values` and :mod:`.decode.wire`,
 which keep their numpy formulation for a build without a compiler).
 
 Aggregating one quantity over every segment dimension is, in numpy, a dozen
