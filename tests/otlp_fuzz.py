@@ -122,7 +122,7 @@ class PipelineUnderFuzz:
     :meth:`feed` takes one payload: it must be answered (calls accepted,
     spans rejected) or refused as INVALID_ARGUMENT (``PermanentError``); any
     other exception is a bug and propagates. A well-formed request that the
-    fast path reads must give the reference decoder's batch.
+    fast path reads must give the reference reader's batch.
     """
 
     def __init__(self, client: Any, spool_dir: Any) -> None:
@@ -163,7 +163,7 @@ class PipelineUnderFuzz:
         self.accepted += result.accepted
         self.rejected += result.rejected
         fast = scan_request(payload)
-        if fast is not None:  # the differential: both decoders agree on what they accept
+        if fast is not None:  # the differential: both readers agree on what they accept
             try:
                 parsed = ExportTraceServiceRequest.FromString(payload)
             except DecodeError:

@@ -1,4 +1,4 @@
-"""The numpy fast path reads every request exactly as the reference decoder does."""
+"""The fast reader (numpy) reads every request it takes exactly as the reference reader does."""
 
 from __future__ import annotations
 

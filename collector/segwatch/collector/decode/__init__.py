@@ -49,7 +49,10 @@ The fast reader leaves a request to the reference exactly when it has
 Parsed messages always go to the reference reader. Both readers give the
 same batch for every request the fast reader reads: a differential test
 (tests/collector/test_span_scan.py) holds them to it, with and without the
-compiled loops.
+compiled loops. One difference is by design: the fast reader checks the
+UTF-8 of what it reads only, so a bad string in an attribute it skips
+(``http.method``, say) does not make it refuse a request that protobuf's
+parse, and so the reference reader, would refuse.
 
 - ``fast_reader``: :func:`scan_request`, the fast reader: upb down to each
   span's raw bytes, then model calls from whole arrays; the entry point.
