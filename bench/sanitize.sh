@@ -17,7 +17,8 @@ for test in test_kernels.py test_span_scan.py; do
     sed "s/max_examples=[0-9]*/max_examples=$examples/" "tests/collector/$test" > "$work/$test"
 done
 cp tests/conftest.py "$work/"
-SEGWATCH_KERNELS_LIBRARY="$work/_kernels.so" \
+# SEGWATCH_KERNELS=auto: the compiled loops must run here, whatever the caller's environment.
+SEGWATCH_KERNELS=auto SEGWATCH_KERNELS_LIBRARY="$work/_kernels.so" \
 LD_PRELOAD="$("$cc" -print-file-name=libasan.so):$("$cc" -print-file-name=libubsan.so)" \
 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
     .venv/bin/python -m pytest -q -p no:cacheprovider "$work/test_kernels.py" \
