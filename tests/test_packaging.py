@@ -126,3 +126,13 @@ def test_cflags_and_ldflags_reach_the_compiler(
     built = build_wheel(tmp_path, **{variable: flag})
     assert built.returncode != 0
     assert complaint in built.stdout + built.stderr
+
+
+def test_a_library_that_needs_more_than_glibc_is_not_tagged_manylinux(tmp_path: Path) -> None:
+    """libgcc_s is not glibc: the wheel gets this machine's own tag, for auditwheel to repair."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("manylinux tags are for Linux")
+    built = build_wheel(tmp_path, LDFLAGS="-Wl,--no-as-needed -lgcc_s")
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("*.whl")
+    assert re.fullmatch(r"segwatch-0\.1\.0-py3-none-linux_\w+\.whl", wheel.name), wheel.name
