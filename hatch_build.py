@@ -122,7 +122,7 @@ def elf_needs(library: Path) -> tuple[list[str], set[str]]:
 
 def manylinux_tag(library: Path, arch: str) -> str | None:
     """The honest ``manylinux_2_X_<arch>`` platform tag of ``library`` (with PEP 599's alias
-    where there is one), or None when it needs more than glibc or no glibc at all."""
+    where there is one), or None when it needs anything besides glibc."""
     needed, versions = elf_needs(library)
     glibc = [re.fullmatch(r"GLIBC_2\.(\d+)(\.\d+)*", v) for v in versions]
     # Anything else is not for manylinux: GCC_3.0 (libgcc_s), GLIBC_PRIVATE, another library.
