@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import io
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -12,6 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+from segwatch.clickhouse.queries import QueryResult
+from segwatch.collector.cli.output import cell_width, format_cell, print_table, progress_bar
 
 SEGWATCH = [sys.executable, "-m", "segwatch.collector.cli"]
 
@@ -126,6 +132,75 @@ def test_sql_on_the_store_directly(config: str, tmp_path: Path) -> None:
         "sql", "SELECT count() AS n FROM ml_segment_aggregates", "--config", config, "--json"
     )
     assert json.loads(as_json.stdout) == {"columns": ["n"], "rows": [[0]]}
+    # The engine's own NULL, NaN and Map values, and a CJK city, as a person reads them.
+    values = ("SELECT * FROM values('city String, n Nullable(Float64), m Map(String, UInt8)', "
+              "('東京', nan, map('a', 1)), ('Zürich', NULL, map()))")  # fmt: skip
+    cells = run("sql", values, "--config", config)
+    assert cells.returncode == 0, cells.stderr
+    assert cells.stdout == ("city    n    m\n------  ---  --------\n東京    nan  {\"a\": 1}\n"
+                            "Zürich       {}\n(2 rows)\n")  # fmt: skip
+
+
+def test_tables_align_by_terminal_cells_and_keep_one_row_per_line() -> None:
+    """A CJK character takes two terminal cells: measured with len(), every column after
+    東京 slid one cell left per character. Combining marks take none; NULL is blank, NaN
+    'nan'; maps and arrays print as JSON (they printed as Python reprs); a newline in a
+    value is escaped (it broke the row in two); wide text is cut at 72 cells."""
+    table = QueryResult(["city", "note", "score", "tags"], [
+        ["東京", None, float("nan"), {"lang": "日本語", "n": 2}],
+        ["Zu\u0308rich", "line one\nline two", 0.5, ["a", None]],
+        ["São Paulo", "ok", float("inf"), {}],
+    ])  # fmt: skip
+    out = io.StringIO()
+    print_table(table, out)
+    assert out.getvalue() == (
+        "city       note                score  tags\n"
+        "---------  ------------------  -----  --------------------------\n"
+        '東京                           nan    {"lang": "日本語", "n": 2}\n'
+        'Zu\u0308rich     line one\\nline two  0.5    ["a", null]\n'
+        "São Paulo  ok                  inf    {}\n"
+        "(3 rows)\n"
+    )
+    as_json = io.StringIO()
+    print_table(table, as_json, as_json=True)
+    assert json.loads(as_json.getvalue())["rows"][0] == ["東京", None, None, table.rows[0][3]]
+    # 72 cells at most, the ellipsis included: 35 wide characters (a 36th would pass 71).
+    assert format_cell("漢" * 40) == "漢" * 35 + "…" and cell_width("漢" * 35 + "…") == 71
+    assert format_cell("x" * 80) == "x" * 71 + "…"
+
+
+def test_the_progress_bar_redraws_only_on_a_terminal() -> None:
+    """A log or a pipe gets the finished bar once; a terminal (a real pty) gets it redrawn in
+    place, and a bar an error interrupts ends its line before the error is printed."""
+    piped = io.StringIO()
+    with progress_bar("rows", piped) as update:
+        for done in (10, 50, 100):
+            update(done, 100)
+    assert piped.getvalue() == f"  [{'#' * 30}] 100/100 rows\n"
+    main, follower = pty.openpty()
+    try:
+        with (
+            open(follower, "w", encoding="utf-8") as terminal,
+            contextlib.suppress(RuntimeError),
+            progress_bar("rows", terminal) as update,
+        ):
+            update(10, 100)
+            update(50, 100)
+            raise RuntimeError("the load failed")
+        drawn = b""
+        while chunk := _read_pty(main):  # the terminal is closed: read to its end
+            drawn += chunk
+    finally:
+        os.close(main)
+    bars = f"\r  [###{'.' * 27}] 10/100 rows\r  [{'#' * 15}{'.' * 15}] 50/100 rows\r\n"
+    assert drawn.decode() == bars
+
+
+def _read_pty(fd: int) -> bytes:
+    try:
+        return os.read(fd, 4096)
+    except OSError:  # EIO: Linux's end of a pty whose other side is closed
+        return b""
 
 
 @pytest.mark.parametrize(
