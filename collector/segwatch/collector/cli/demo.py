@@ -12,11 +12,14 @@ the last 15 minutes against the hour before.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,15 +132,40 @@ def simulate(scenario: DemoScenario, provider: TracerProvider, progress: Any = N
 
 
 def run_demo(data_dir: str | None, as_json: bool = False) -> int:
+    """Run the demo in ``data_dir`` (default: a temporary directory, removed after).
+
+    Returns 0 when the detectors found the injected drift, 1 when they did not.
+    With ``as_json`` the anomalies go to stdout as JSON and the story to stderr.
+    """
     out = sys.stderr if as_json else sys.stdout
 
     def say(text: str) -> None:
         print(text, file=out, flush=True)
 
     started = time.monotonic()
-    temporary = None if data_dir else tempfile.TemporaryDirectory(prefix="segwatch-demo-")
-    store_dir = data_dir or (temporary.name if temporary else ".")
-    config = CollectorConfig(
+    with _store_directory(data_dir) as store_dir:
+        collector = Collector(_demo_config(store_dir))
+        say(f"segwatch demo: starting a collector on the embedded store {store_dir}")
+        collector.start()
+        try:
+            scenario = _send_traffic(collector, say)
+            table = _run_detectors(collector, scenario, say)
+        finally:
+            collector.shutdown()
+    return _report(table, scenario, as_json, say, started)
+
+
+@contextmanager
+def _store_directory(data_dir: str | None) -> Iterator[str]:
+    if data_dir:
+        yield data_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="segwatch-demo-") as temporary:
+        yield temporary
+
+
+def _demo_config(store_dir: str) -> CollectorConfig:
+    return CollectorConfig(
         storage=StorageConfig(dsn=f"chdb://{store_dir}"),
         receiver=ReceiverConfig(endpoint="127.0.0.1:0"),
         api=ApiConfig(endpoint="127.0.0.1:0"),
@@ -146,46 +174,55 @@ def run_demo(data_dir: str | None, as_json: bool = False) -> int:
         # so the bias detector does not report the amount segments.
         expected_biases=(ExpectedBias("fraud", "amount", ("output.score",)),),
     )
-    collector = Collector(config)
-    say(f"segwatch demo: starting a collector on the embedded store {store_dir}")
-    collector.start()
-    try:
-        assert collector.receiver is not None and collector.processor is not None
-        endpoint = collector.receiver.address
-        say(f"  collector listening on {endpoint} (OTLP/gRPC)")
-        now = int(time.time())
-        scenario = DemoScenario(end=now - now % 300)
-        provider = service_tracer_provider(endpoint, "segwatch-demo")
-        say(
-            f"simulating 2 models over {scenario.baseline_minutes + scenario.drift_minutes} "
-            f"minutes of traffic ({scenario.total_calls} calls); amounts grow "
-            f"{scenario.drift_factor:g}x for country={scenario.drift_country} in the last "
-            f"{scenario.drift_minutes} minutes"
-        )
-        sent = simulate(scenario, provider, say)
-        provider.force_flush()
-        provider.shutdown()
-        stored = _wait_for(
-            lambda: collector.processor.stats.model_calls if collector.processor else 0,
-            sent,
-            timeout=60,
-        )
-        collector.flush()  # acknowledged calls wait in the spool for at most a second
-        say(f"  collector stored {stored} of {sent} model calls")
-        import datetime as dt
 
-        at = dt.datetime.fromtimestamp(scenario.end, dt.timezone.utc)
-        spec = load_manifest()[0]
-        say(
-            f"running the {len(collector.detectors)} detectors ({spec.name}: the last "
-            f"{spec.window // 60} minutes against the {spec.baseline // 60} minutes before)"
-        )
-        assert collector._clients is not None
-        table = detect_table(collector._clients.api, at, collector.detectors)
-    finally:
-        collector.shutdown()
-        if temporary is not None:
-            temporary.cleanup()
+
+def _send_traffic(collector: Collector, say: Callable[[str], None]) -> DemoScenario:
+    """The simulated service's calls, through the OTel SDK, until the collector stored them."""
+    assert collector.receiver is not None and collector.processor is not None
+    endpoint = collector.receiver.address
+    say(f"  collector listening on {endpoint} (OTLP/gRPC)")
+    now = int(time.time())
+    scenario = DemoScenario(end=now - now % 300)
+    provider = service_tracer_provider(endpoint, "segwatch-demo")
+    say(
+        f"simulating 2 models over {scenario.baseline_minutes + scenario.drift_minutes} "
+        f"minutes of traffic ({scenario.total_calls} calls); amounts grow "
+        f"{scenario.drift_factor:g}x for country={scenario.drift_country} in the last "
+        f"{scenario.drift_minutes} minutes"
+    )
+    sent = simulate(scenario, provider, say)
+    provider.force_flush()
+    provider.shutdown()
+    stored = _wait_for(
+        lambda: collector.processor.stats.model_calls if collector.processor else 0,
+        sent,
+        timeout=60,
+    )
+    collector.flush()  # acknowledged calls wait in the spool for at most a second
+    say(f"  collector stored {stored} of {sent} model calls")
+    return scenario
+
+
+def _run_detectors(
+    collector: Collector, scenario: DemoScenario, say: Callable[[str], None]
+) -> QueryResult:
+    at = dt.datetime.fromtimestamp(scenario.end, dt.timezone.utc)
+    spec = load_manifest()[0]
+    say(
+        f"running the {len(collector.detectors)} detectors ({spec.name}: the last "
+        f"{spec.window // 60} minutes against the {spec.baseline // 60} minutes before)"
+    )
+    assert collector._clients is not None
+    return detect_table(collector._clients.api, at, collector.detectors)
+
+
+def _report(
+    table: QueryResult,
+    scenario: DemoScenario,
+    as_json: bool,
+    say: Callable[[str], None],
+    started: float,
+) -> int:
     found = _found_injected(table, scenario)
     if as_json:
         json.dump(table.to_json(), sys.stdout)
