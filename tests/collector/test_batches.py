@@ -150,3 +150,10 @@ def test_malformed_payloads_are_refused_with_a_reason() -> None:
         decode_columns(b"SWBC\x02" + good[5:], 2)
     with pytest.raises(BatchColumnsError, match="not JSON"):
         decode_columns(struct.pack("<4sB3xI", b"SWBC", 1, 3) + b"{{{", 2)
+    for odd_type in (b'["int"]', b'{"a":1}', b"null", b"7"):  # unhashable types raised TypeError
+        header = (
+            b'{"rows":1,"columns":[{"name":"feature.x","type":' + odd_type + b',"nulls":false}]}'
+        )
+        framed = struct.pack("<4sB3xI", b"SWBC", 1, len(header)) + header
+        with pytest.raises(BatchColumnsError, match="unknown type"):
+            decode_columns(framed + bytes(-len(framed) % 8) + bytes(8), 1)

@@ -127,7 +127,7 @@ def _validate_header(header: Any, rows: int) -> list[dict[str, Any]]:
         if name in seen:
             raise BatchColumnsError(f"column {name!r} appears twice")
         seen.add(name)
-        if spec.get("type") not in ROW_BYTES:
+        if not isinstance(spec.get("type"), str) or spec["type"] not in ROW_BYTES:
             raise BatchColumnsError(f"column {name!r}: unknown type {spec.get('type')!r}")
         if not isinstance(spec.get("nulls"), bool):
             raise BatchColumnsError(f"column {name!r}: 'nulls' must be true or false")
