@@ -1,7 +1,7 @@
 """ClickHouseExporter: batched inserts with group commit.
 
-Producers (the :class:`~segwatch.collector.durable.call_buffer.CallBuffer`'s flusher for model calls,
-receiver threads for labels) hand over rows (any :class:`TableRows`) with
+Producers (the flusher of :class:`~segwatch.collector.durable.call_buffer.CallBuffer`
+for model calls, receiver threads for labels) hand over rows (any :class:`TableRows`) with
 :meth:`ClickHouseExporter.submit` and wait on the returned future; the rows
 are checked right there, on the submitting thread, and encoded as Native
 blocks while they are inserted, piece by piece (a flush never holds its
