@@ -35,7 +35,6 @@ from segwatch.collector.config.detectors import ExpectedBias, SchedulerConfig
 from segwatch.collector.config.network import ApiConfig, ReceiverConfig
 from segwatch.collector.config.storage import StorageConfig
 from segwatch.collector.service.collector import Collector
-from segwatch.collector.service.scheduler import detect_table
 from segwatch.instrumentation import monitor
 
 from .output import print_table
@@ -212,8 +211,7 @@ def _run_detectors(
         f"running the {len(collector.detectors)} detectors ({spec.name}: the last "
         f"{spec.window // 60} minutes against the {spec.baseline // 60} minutes before)"
     )
-    assert collector._clients is not None
-    return detect_table(collector._clients.api, at, collector.detectors)
+    return collector.detect(at)
 
 
 def _report(

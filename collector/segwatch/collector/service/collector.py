@@ -8,6 +8,7 @@ is accepted before its consumer is ready; shutdown goes the other way.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from segwatch.clickhouse.migrate import apply_migrations
+from segwatch.clickhouse.queries import QueryResult
 from segwatch.clickhouse.store import parse_dsn, redact_dsn
 from segwatch.collector import kernels
 from segwatch.collector.aggregate.aggregator import SegmentAggregator
@@ -38,7 +40,7 @@ from .alerts import notifiers
 from .analyst_queries import AnalystQueries, QueryBudget
 from .api import LocalApi
 from .discovery import discovery_path, remove_own_discovery, write_discovery
-from .scheduler import DetectorScheduler
+from .scheduler import DetectorScheduler, detect_table
 
 __all__ = ["Collector"]
 
@@ -293,6 +295,12 @@ class Collector:
         write_discovery(
             path, {"api": self.api.local_url, "token": self.api.token, "otlp_grpc": otlp}
         )
+
+    def detect(self, at: dt.datetime | None = None) -> QueryResult:
+        """Run the configured detectors now, for the windows ending ``at``; the new anomalies."""
+        if self._clients is None:
+            raise RuntimeError("the collector is not started")
+        return detect_table(self._clients.api, at, self.detectors)
 
     def shutdown(self) -> int:
         """Stop accepting, finish what was accepted, stop the rest; safe to call twice.
