@@ -19,3 +19,5 @@ def test_importing_instrumentation_loads_no_heavy_modules() -> None:
     assert not heavy & {m.split(".")[0] for m in modules} - {"segwatch"}
     assert "segwatch.collector" not in modules
     assert not any(m.startswith("grpc._server") for m in modules)
+    # The service configures the SDK (or not): the instrumentation needs the API only.
+    assert not any(m.startswith(("opentelemetry.sdk", "opentelemetry.exporter")) for m in modules)

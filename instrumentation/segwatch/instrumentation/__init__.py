@@ -1,7 +1,9 @@
 """segwatch.instrumentation: make model calls observable as OpenTelemetry spans.
 
-This package depends on the OpenTelemetry API and SDK only: importing it loads
-no gRPC server, numpy, pandas or ClickHouse client.
+This package depends on the OpenTelemetry API (and opentelemetry-instrumentation
+for the scikit-learn instrumentor) only: the service configures the SDK, as OTel
+instrumentations expect. Importing it loads no SDK, exporter, gRPC, numpy,
+pandas or ClickHouse client.
 """
 
 from __future__ import annotations

@@ -56,10 +56,13 @@ class _Clients:
 
 
 def _warn_if_not_compiled() -> None:
-    if not kernels.COMPILED:
+    if kernels.NUMPY_FORCED:
+        _logger.info("SEGWATCH_KERNELS=numpy: decoding and aggregating with numpy, not C")
+    elif not kernels.COMPILED:
         _logger.warning(
-            "the compiled loops (%s) are not built: decoding and aggregating with numpy, "
-            "several times slower; reinstall with a C compiler",
+            "the compiled loops (%s) are not in use (not built, or built for another ABI: "
+            "see the warning above, if any): decoding and aggregating with numpy, several times "
+            "slower; reinstall with a C compiler",
             kernels.LIBRARY.name,
         )
 
