@@ -54,7 +54,8 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 SOURCE = Path("collector/segwatch/collector/_kernels.c")
 OPTIMIZE = ["-O3", "-std=c99"]
 """Defaults that ``$CFLAGS`` may override (e.g. ``-O2 -g`` of a distribution's build)."""
-REQUIRED = ["-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC"]
+REQUIRED = ["-fno-fast-math", "-ffp-contract=off", "-shared", "-fPIC"]
+# -ffp-contract=off after -fno-fast-math: older clang resets fp-contract with the latter.
 """After ``$CFLAGS``: the numbers and the library's form depend on these."""
 NO_KERNELS = "SEGWATCH_NO_KERNELS"
 """Set to 1: build without the compiled loops (a pure-Python wheel; the collector uses numpy)."""

@@ -101,7 +101,8 @@ PUBLIC_NAMES = {
     "expected_biases_parameter", "labels_parameter", "load_config", "parse_config",
     "is_loopback", "is_wildcard", "parse_endpoint",
 }  # fmt: skip
-"""What ``segwatch.collector.config`` exported before it was split by section."""
+"""What ``segwatch.collector.config`` exported before it was split by section, plus the
+endpoint helpers that moved into it from ``service/api_door``."""
 
 
 def test_the_package_exports_its_public_names() -> None:

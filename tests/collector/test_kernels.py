@@ -222,6 +222,7 @@ def test_compiled_span_walk_equals_the_numpy_walk(spans):
         np.testing.assert_array_equal(got, want)
 
 
+@compiled_only
 @settings(max_examples=200, deadline=None)
 @given(
     data=st.binary(min_size=1, max_size=400),

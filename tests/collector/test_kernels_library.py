@@ -76,6 +76,7 @@ def test_the_current_library_is_called():
 def test_segwatch_kernels_numpy_turns_the_compiled_loops_off():
     result = _load_in_subprocess(None, "numpy")
     assert (result.stdout.strip(), result.stderr) == ("False", "")
-    result = _load_in_subprocess(None, "fast")
-    assert result.returncode != 0
-    assert "SEGWATCH_KERNELS must be auto or numpy, not 'fast'" in result.stderr
+    result = _load_in_subprocess(None, "fast")  # a typo warns and runs as auto, no traceback
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
+    assert "SEGWATCH_KERNELS must be auto or numpy, not 'fast': using auto" in result.stderr

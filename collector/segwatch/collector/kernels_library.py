@@ -33,7 +33,9 @@ says which one a build has. Both change together, with any exported function's i
 
 _MODE = os.environ.get("SEGWATCH_KERNELS") or "auto"
 if _MODE not in ("auto", "numpy"):
-    raise ValueError(f"SEGWATCH_KERNELS must be auto or numpy, not {_MODE!r}")
+    # Read at import, where raising would turn every command into a traceback: say so, go on.
+    _logger.warning("SEGWATCH_KERNELS must be auto or numpy, not %r: using auto", _MODE)
+    _MODE = "auto"
 NUMPY_FORCED = _MODE == "numpy"
 """``SEGWATCH_KERNELS=numpy`` (the default is ``auto``): never load the compiled loops, as
 where none were built (CI runs the collector tests a second time so)."""
@@ -77,7 +79,11 @@ def load() -> ctypes.CDLL | None:
         )
         return None
     for name, arguments in SIGNATURES.items():
-        function = getattr(library, name)
+        try:
+            function = getattr(library, name)
+        except AttributeError:  # the ABI number says it has it: a build gone wrong
+            _logger.warning("%s has no %s: using numpy instead, slower", LIBRARY, name)
+            return None
         function.restype = ctypes.c_int64
         function.argtypes = [ctypes.c_void_p if a == "p" else ctypes.c_int64 for a in arguments]
     return library

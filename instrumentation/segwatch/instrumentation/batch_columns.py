@@ -17,7 +17,7 @@ from array import array
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .batch_format import FIXED_HEADER, MAGIC, VERSION
+from .batch_format import ALIGNMENT, FIXED_HEADER, MAGIC, ROW_BYTES, VERSION
 
 __all__ = ["encode_columns"]
 
@@ -26,7 +26,7 @@ _NATIVE_LITTLE_ENDIAN = struct.pack("=i", 1) == struct.pack("<i", 1) and array("
 
 
 def _pad(buffer: bytearray) -> None:
-    buffer.extend(b"\0" * (-len(buffer) % 8))
+    buffer.extend(b"\0" * (-len(buffer) % ALIGNMENT))
 
 
 def _kind(values: Sequence[Any]) -> str:
@@ -76,7 +76,7 @@ def encode_columns(columns: Mapping[str, Any], rows: int) -> bytes:
         fast = _numeric_buffer(raw)
         if fast is not None:
             kind, data = fast
-            if len(data) != rows * (1 if kind == "bool" else 8):
+            if len(data) != rows * ROW_BYTES[kind]:
                 raise ValueError(f"column {name!r} does not have {rows} values")
             header_columns.append({"name": name, "type": kind, "nulls": False})
             buffers.append((None, data))

@@ -74,6 +74,6 @@
 (xs) -> if(length(xs) = 0, nan,
         (arraySort(xs)[intDiv(length(xs) + 1, 2)] + arraySort(xs)[intDiv(length(xs), 2) + 1]) / 2)
         AS sw_median,
--- The value a log-histogram key stands for (segwatch.collector.histogram): gamma
+-- The value a log-histogram key stands for (segwatch.collector.aggregate.histogram): gamma
 -- = (1 + accuracy) / (1 - accuracy); key 0 is exact zero.
 (k, gamma) -> if(k = 0, 0.0, sign(k) * 2 * pow(gamma, abs(k) - 16384) / (gamma + 1)) AS sw_key_value,

@@ -39,8 +39,8 @@ from segwatch.collector.config.endpoints import is_loopback, parse_endpoint
 from segwatch.collector.config.network import API_TOKEN_ENV, ApiConfig
 from segwatch.collector.profile.profiles import Progress, load_profile, read_table
 from segwatch.collector.service.analyst_queries import AnalystQueries, QueryBudget
+from segwatch.collector.service.detect import detect_table
 from segwatch.collector.service.discovery import discovery_path, read_discovery
-from segwatch.collector.service.scheduler import detect_table
 
 __all__ = [
     "ApiAccess",

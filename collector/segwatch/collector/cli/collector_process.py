@@ -25,7 +25,7 @@ SHUTDOWN_SECONDS = 30.0
 
 
 def run_collector(config: CollectorConfig) -> int:
-    """Run until a signal; 0 if every acknowledged call is stored, else :data:`.EXIT_SPOOLED`
+    """Run until a signal; 0 if every acknowledged call is stored, else :data:`.exits.EXIT_SPOOLED`
     (the rest waits in the spool for the next start)."""
     from segwatch.collector.service.collector import Collector
 

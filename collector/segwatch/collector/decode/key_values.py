@@ -2,7 +2,7 @@
 
 :class:`.span_table.SpanTable` finds each attribute (a ``KeyValue`` message)
 in the buffer of joined spans; :meth:`KeyValues.read` reads them all in one
-compiled pass (:func:`.kernels.read_key_values`), or with numpy
+compiled pass (:func:`~segwatch.collector.kernels.read_key_values`), or with numpy
 (:func:`numpy_key_values`) without the compiled loops: each key's bytes,
 factorized into codes, and each value's kind and position. Numbers are then
 read where they sit (:meth:`KeyValues.numbers`) and strings factorized once
@@ -108,7 +108,7 @@ def numpy_key_values(
     npt.NDArray[np.int64],
     npt.NDArray[np.int64],
 ]:
-    """:func:`.kernels.read_key_values` with numpy: key start and length, kind, payload, size."""
+    """``kernels.read_key_values`` in numpy: key start and length, kind, payload, size."""
     n = len(start)
     if (end == start).any() or (buf[start] != 0x0A).any():
         raise NotSimple  # an empty KeyValue, or not the key first

@@ -2,7 +2,7 @@
 
 upb hands over each span as its serialized bytes; :meth:`SpanTable.read`
 joins them and walks their fields in one compiled pass
-(:func:`.kernels.walk_fields`), or, without the compiled loops, in numpy
+(:func:`~segwatch.collector.kernels.walk_fields`), or, without the compiled loops, in numpy
 lock-step: step ``k`` reads the ``k``-th field of every span that has one, so
 a request of a thousand spans with thirty fields each takes thirty numpy
 steps, not thirty thousand Python ones. Either way no Python object is made
@@ -136,7 +136,7 @@ def _walk(
 def numpy_walk_fields(
     buf: npt.NDArray[np.uint8], pos: npt.NDArray[np.int64], end: npt.NDArray[np.int64]
 ) -> SpanFields:
-    """:func:`.kernels.walk_fields` with numpy, in lock-step over the spans, then checked."""
+    """``kernels.walk_fields`` in numpy, in lock-step over the spans, then checked."""
     pos = pos.copy()
     active = np.flatnonzero(pos < end)
     steps: list[tuple[npt.NDArray[np.int64], ...]] = []

@@ -43,7 +43,7 @@ def factorize_slices(
     """Codes and distinct byte strings of the slices ``buf[start:start+length]``.
 
     Equal strings get equal codes. Compiled, a hash table
-    (:func:`.kernels.factorize_slices`) that numbers them as they first appear;
+    (:func:`~segwatch.collector.kernels.factorize_slices`) that numbers them as they first appear;
     else :func:`numpy_factorize_slices`.
     """
     if not kernels.COMPILED:

@@ -44,7 +44,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from segwatch.clickhouse.detection import DetectorSpec
-from segwatch.clickhouse.queries import AnomalyFilter, list_anomalies, read_only_query
+from segwatch.clickhouse.queries import AnomalyFilter, QueryResult, list_anomalies, read_only_query
 from segwatch.collector.config.collector_config import CollectorConfig
 from segwatch.collector.config.endpoints import is_loopback, is_wildcard, parse_endpoint
 from segwatch.collector.config.network import API_TOKEN_ENV, ApiConfig
@@ -54,7 +54,7 @@ from segwatch.collector.profile.profiles import load_profile, read_table
 
 from .analyst_queries import AnalystQueries, QueryBudgetError, QueryCancelledError
 from .api_door import UPLOAD_TYPES, ApiDoor, Refusal, body_type
-from .scheduler import detect_table
+from .detect import detect_table
 
 __all__ = ["LocalApi"]
 
@@ -209,8 +209,24 @@ class LocalApi:
             self._before_read()  # read your writes: what was acknowledged is stored first
         if route == ("POST", "/api/v1/sql"):
             return self._sql(handler, request)
+        if route == ("POST", "/api/v1/detect"):
+            at_text = request.get("at")
+            return self._detect(dt.datetime.fromisoformat(at_text) if at_text else None).to_json()
         with self._lock:
             return self._route(route, request)
+
+    def detect(self, at: dt.datetime | None = None) -> QueryResult:
+        """Run the detectors now, for the windows ending ``at``, on everything acknowledged.
+
+        Thread-safe: takes the API's client as its requests do (one at a time).
+        """
+        if self._before_read is not None:
+            self._before_read()
+        return self._detect(at)
+
+    def _detect(self, at: dt.datetime | None) -> QueryResult:
+        with self._lock:
+            return detect_table(self._client, at, self._detectors)
 
     def _sql(self, handler: BaseHTTPRequestHandler, request: dict[str, Any]) -> dict[str, Any]:
         query = request.get("query")
@@ -261,10 +277,6 @@ class LocalApi:
             ):
                 raise _BadRequest("'names' must be a non-empty list of dead-letter names")
             return {"calls": self._requeue(names)}
-        if route == ("POST", "/api/v1/detect"):
-            at_text = request.get("at")
-            at = dt.datetime.fromisoformat(at_text) if at_text else None
-            return detect_table(self._client, at, self._detectors).to_json()
         raise LookupError(route)
 
     def _load_baseline(self, handler: BaseHTTPRequestHandler, query: str) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from .alerts import notifiers
 from .analyst_queries import AnalystQueries, QueryBudget
 from .api import LocalApi
 from .discovery import discovery_path, remove_own_discovery, write_discovery
-from .scheduler import DetectorScheduler, detect_table
+from .scheduler import DetectorScheduler
 
 __all__ = ["Collector"]
 
@@ -300,10 +300,14 @@ class Collector:
         )
 
     def detect(self, at: dt.datetime | None = None) -> QueryResult:
-        """Run the configured detectors now, for the windows ending ``at``; the new anomalies."""
-        if self._clients is None:
+        """Run the configured detectors now, for the windows ending ``at``; the new anomalies.
+
+        Everything acknowledged is flushed first; runs through the local API's
+        client, one request at a time with the API's own.
+        """
+        if self.api is None:
             raise RuntimeError("the collector is not started")
-        return detect_table(self._clients.api, at, self.detectors)
+        return self.api.detect(at)
 
     def shutdown(self) -> int:
         """Stop accepting, finish what was accepted, stop the rest; safe to call twice.

@@ -7,17 +7,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from segwatch.clickhouse.detection import DetectorSpec, run_detector, run_detectors
-from segwatch.clickhouse.queries import QueryResult, add_exemplar_span_ids
+from segwatch.clickhouse.detection import DetectorSpec, run_detector
+from segwatch.clickhouse.queries import add_exemplar_span_ids
 from segwatch.collector.metrics import CollectorMetrics
 
 from .alerts import AnomalyNotifier
 
-__all__ = ["DetectorScheduler", "detect_table"]
+__all__ = ["DetectorScheduler"]
 
 _logger = logging.getLogger(__name__)
 
@@ -115,38 +114,3 @@ class DetectorScheduler:
                 notifier.notify(transitions)
             except Exception:  # a notifier must not stop the scheduler
                 _logger.exception("delivering %d anomaly transitions failed", len(transitions))
-
-
-def detect_table(
-    client: Client, at: dt.datetime | None, specs: list[DetectorSpec] | None = None
-) -> QueryResult:
-    """Run the detectors (``specs``, default the manifest's) now; tabulate the new anomalies."""
-    runs = run_detectors(client, at, specs)
-    rows: list[list[Any]] = []
-    for run in runs:
-        for a in run.new_anomalies:
-            rows.append(
-                [
-                    run.detector,
-                    a["model_name"],
-                    a["model_version"],
-                    f"{a['segment_dim']}={a['segment_value']}",
-                    a["quantity"],
-                    round(float(a["score"]), 4),
-                    a["threshold"],
-                    a["support"],
-                    (a["exemplar_trace_ids"] or [""])[0],
-                ]
-            )
-    columns = [
-        "detector",
-        "model",
-        "version",
-        "segment",
-        "quantity",
-        "score",
-        "threshold",
-        "support",
-        "exemplar_trace_id",
-    ]
-    return QueryResult(columns, rows)

@@ -64,7 +64,8 @@ class InsertRefusedError(RuntimeError):
     """The store answers, but refused this insert: the data's fault (or a bug), not the store's.
 
     Retrying it as it is cannot help; the flusher sets such a flush aside after
-    a few tries (:mod:`.dead_letters`) instead of blocking everything behind it.
+    a few tries (:mod:`~segwatch.collector.durable.dead_letters`) instead of
+    blocking everything behind it.
     """
 
 
