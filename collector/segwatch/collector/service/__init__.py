@@ -18,5 +18,6 @@ queries use clients of their own, so neither holds up ingestion.
 - ``api``, ``api_door``, ``analyst_queries``: the local HTTP API, who may use it, budgeted SQL.
 - ``discovery``: the file through which the CLI finds a running collector's API.
 - ``scheduler``, ``alerts``: detectors on their cadence; anomalies out as OTLP logs and webhooks.
+- ``detect``: the detectors run now, on demand (``segwatch detect``, ``/api/v1/detect``, the demo).
 - ``logs``: JSON log lines.
 """
