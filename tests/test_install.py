@@ -138,6 +138,16 @@ def test_installed_the_decorator_records_spans_once_an_sdk_is_set_up(
     venv.install(str(wheel))
     without = venv.run("-c", IMPORTS_WITHOUT_AN_SDK)
     assert (without.returncode, without.stdout.strip()) == (0, "ok"), without.stderr
+    # The base install has the segwatch command but not the collector: it says so in one line.
+    command = str(venv.path / "bin" / "segwatch")
+    shown = venv.run("-c", f"import subprocess; subprocess.run([{command!r}, '--version'])")
+    assert shown.stdout.startswith("segwatch "), (shown.stdout, shown.stderr)
+    refused = venv.run(
+        "-c", f"import subprocess, sys; sys.exit(subprocess.run([{command!r}, 'demo']).returncode)"
+    )
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr.strip().endswith("(pip install 'segwatch[collector]')"), refused.stderr
+    assert "Traceback" not in refused.stderr
     added = venv.install(f"{wheel}[sdk]")
     assert {"opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-grpc"} <= added
     assert not added & {"numpy", "chdb", "clickhouse-connect"}

@@ -174,3 +174,19 @@ def test_per_row_monitor_samples_each_batch_call_once(recorder) -> None:
     calls = [s for s in spans if "ml.model.name" not in s.attributes]
     assert 845 < len(calls) < 1_155
     assert len(spans) == 3 * len(calls)
+
+
+@pytest.mark.parametrize("record_text", [False, True])
+def test_free_text_in_a_plain_dict_follows_record_text(recorder, record_text: bool) -> None:
+    """A plain dict takes the one-pass path: it must apply ``record_text`` as the others do."""
+    model = monitor("m", record_text=record_text, max_string_length=5,
+                    tracer_provider=recorder.provider)  # fmt: skip
+
+    @model
+    def predict(features: dict) -> float:
+        return 0.5
+
+    predict({"review": "great product", "country": "BR"})
+    (span,) = recorder.spans()
+    assert span.attributes["ml.feature.country"] == "BR"
+    assert span.attributes.get("ml.feature.review") == ("great" if record_text else None)

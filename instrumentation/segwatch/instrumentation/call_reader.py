@@ -106,6 +106,8 @@ class CallReader:
                 elif kind is str:
                     if len(value) <= longest:
                         pending[prefix + name] = value
+                    elif policy.record_text:  # free text asked for: truncated, as policy.text
+                        pending[prefix + name] = value[:longest]
                 elif value is not None:
                     try:
                         converted = to_attribute_value(value)

@@ -22,6 +22,32 @@ for a signal.
 - ``demo``, ``explain``: ``segwatch demo``, ``segwatch explain``.
 """
 
-from .main import main
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+try:
+    from .main import main
+except ModuleNotFoundError as missing:  # a base install: the instrumentation only
+    if (missing.name or "").startswith("segwatch"):
+        raise
+    _MISSING = missing.name
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        """The command without the collector's dependencies: ``--version``, else one line, 1."""
+        from importlib.metadata import version
+
+        arguments = list(sys.argv[1:] if argv is None else argv)
+        if arguments == ["--version"]:
+            print(f"segwatch {version('segwatch')}")
+            return 0
+        print(
+            f"segwatch: {_MISSING} is not installed: the segwatch command needs the "
+            "collector's dependencies (pip install 'segwatch[collector]')",
+            file=sys.stderr,
+        )
+        return 1
+
 
 __all__ = ["main"]

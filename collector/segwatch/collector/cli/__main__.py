@@ -2,6 +2,6 @@
 
 import sys
 
-from .main import main
+from segwatch.collector.cli import main
 
 sys.exit(main())

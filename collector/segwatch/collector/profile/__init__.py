@@ -3,7 +3,7 @@
 What enters: a training set (a CSV or parquet file, a pandas DataFrame, a dict
 of columns) for one model and version. What leaves: the same per-segment
 aggregates live traffic gets (the same segmentation plan and aggregator), as
-rows of ``ml_baselines`` under a profile name (``training`` by default), which
+rows of ``ml_baseline_aggregates`` under a profile name (``training`` by default), which
 ``psi_drift_training`` compares live windows with; and, read back, the
 quantile edges that switch numeric dimensions from log decades to the
 profile's deciles (:func:`~.profiles.refresh_quantile_buckets`).

@@ -2,7 +2,7 @@
 
 What enters: OTLP Export requests from any OTel SDK or Collector, over gRPC
 (TLS, mutual TLS and a bearer token when configured; message size limited by
-``limits.max_request_bytes``). What leaves: each request, still serialized, to
+``receiver.limits.max_message_mib``). What leaves: each request, still serialized, to
 its consumer (:class:`~segwatch.collector.durable.processor.ModelCallProcessor`),
 and the consumer's outcome as the OTLP answer: OK with ``partial_success``,
 ``INVALID_ARGUMENT`` for a :class:`~segwatch.collector.errors.PermanentError`,
