@@ -55,8 +55,8 @@ SOURCE = Path("collector/segwatch/collector/_kernels.c")
 OPTIMIZE = ["-O3", "-std=c99"]
 """Defaults that ``$CFLAGS`` may override (e.g. ``-O2 -g`` of a distribution's build)."""
 REQUIRED = ["-fno-fast-math", "-ffp-contract=off", "-shared", "-fPIC"]
-# -ffp-contract=off after -fno-fast-math: older clang resets fp-contract with the latter.
-"""After ``$CFLAGS``: the numbers and the library's form depend on these."""
+"""After ``$CFLAGS``: the numbers and the library's form depend on these (``-ffp-contract=off``
+after ``-fno-fast-math``: older clang resets fp-contract with the latter)."""
 NO_KERNELS = "SEGWATCH_NO_KERNELS"
 """Set to 1: build without the compiled loops (a pure-Python wheel; the collector uses numpy)."""
 
