@@ -15,6 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from wheel_build import build_wheel
 
 
 class SpanRecorder:
@@ -80,3 +81,13 @@ def client(store_dsn: str):  # type: ignore[no-untyped-def]
     apply_migrations(opened)
     yield opened
     opened.close()
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The checkout's wheel, built once per run (tests/test_packaging.py, test_install.py)."""
+    directory = tmp_path_factory.mktemp("wheel")
+    built = build_wheel(directory)
+    assert built.returncode == 0, built.stderr
+    (found,) = directory.glob("segwatch-*.whl")
+    return found

@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_packaging import build_wheel
 
 HEAVY = {"grpcio", "protobuf", "numpy", "chdb", "clickhouse-connect"}
 """What a service must not get from ``pip install segwatch``."""
@@ -51,15 +50,6 @@ class FreshVenv:
         assert result.returncode == 0, result.stderr
         installs = json.loads(report.read_text())["install"]
         return {item["metadata"]["name"].lower().replace("_", "-") for item in installs}
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("wheel")
-    built = build_wheel(directory)
-    assert built.returncode == 0, built.stderr
-    (found,) = directory.glob("segwatch-*.whl")
-    return found
 
 
 @pytest.fixture(scope="module")

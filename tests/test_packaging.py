@@ -3,7 +3,6 @@ loops inside under a platform tag a package index accepts; how the build hook fa
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -11,27 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def build_wheel(directory: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """``pip wheel`` of the checkout into ``directory`` with the dev environment's hatchling,
-    with ``env`` added to the environment; the source tree is left as it was."""
-    return subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(directory), str(ROOT)],
-        env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("wheel")
-    built = build_wheel(directory)
-    assert built.returncode == 0, built.stderr
-    (found,) = directory.glob("segwatch-*.whl")
-    return found
+from wheel_build import build_wheel
 
 
 def test_wheel_holds_the_three_subpackages_and_the_sql(wheel: Path) -> None:
