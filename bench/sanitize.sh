@@ -16,7 +16,8 @@ cc=${CC:-gcc}
 for test in test_kernels.py test_span_scan.py; do
     sed "s/max_examples=[0-9]*/max_examples=$examples/" "tests/collector/$test" > "$work/$test"
 done
-cp tests/conftest.py "$work/"
+# conftest.py imports its sibling wheel_build.py.
+cp tests/conftest.py tests/wheel_build.py "$work/"
 # SEGWATCH_KERNELS=auto: the compiled loops must run here, whatever the caller's environment.
 SEGWATCH_KERNELS=auto SEGWATCH_KERNELS_LIBRARY="$work/_kernels.so" \
 LD_PRELOAD="$("$cc" -print-file-name=libasan.so):$("$cc" -print-file-name=libubsan.so)" \
