@@ -33,7 +33,9 @@ ALLOWED: dict[str, set[str]] = {
     "durable": {"decode", "aggregate", "store", "config"},
     "receive": {"durable", "config"},
     "profile": {"aggregate", "segment", "store", "config"},
+    "serve": {"config"},
     "service": {
+        "serve",
         "receive",
         "durable",
         "decode",
@@ -43,7 +45,7 @@ ALLOWED: dict[str, set[str]] = {
         "store",
         "config",
     },
-    "cli": {"service", "durable", "profile", "store", "config"},
+    "cli": {"service", "serve", "durable", "profile", "store", "config"},
 }
 """For each folder of ``segwatch.collector``, the folders it may import (besides itself and SHARED).
 

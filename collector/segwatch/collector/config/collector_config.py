@@ -2,7 +2,7 @@
 
 Each section's dataclasses, schema and building live in their own module
 (:mod:`.storage`, :mod:`.network`, :mod:`.fields`, :mod:`.detectors`,
-:mod:`.alerts`); :mod:`.load` reads a file into a :class:`CollectorConfig`.
+:mod:`.alerts`, :mod:`.serve`); :mod:`.load` reads a file into a :class:`CollectorConfig`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from .fields import (
     SegmentsConfig,
 )
 from .network import API_SCHEMA, RECEIVER_SCHEMA, ApiConfig, ReceiverConfig
+from .serve import SERVE_SCHEMA, ServeConfig
 from .storage import STORAGE_SCHEMA, StorageConfig
 
 __all__ = ["COLLECTOR_CONFIG_SCHEMA", "CollectorConfig"]
@@ -49,6 +50,7 @@ class CollectorConfig:
     expected_biases: tuple[ExpectedBias, ...] = ()
     detectors: dict[str, DetectorConfig] = field(default_factory=dict)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 COLLECTOR_CONFIG_SCHEMA = Record({
@@ -63,5 +65,6 @@ COLLECTOR_CONFIG_SCHEMA = Record({
     "expected_biases": EXPECTED_BIASES_SCHEMA,
     "detectors": DETECTORS_SCHEMA,
     "alerts": ALERTS_SCHEMA,
+    "serve": SERVE_SCHEMA,
 })  # fmt: skip
 """A config file: every key optional (an empty file is the defaults)."""

@@ -21,6 +21,7 @@ from .collector_config import COLLECTOR_CONFIG_SCHEMA, CollectorConfig
 from .detectors import SchedulerConfig, build_baselines, build_detectors, build_expected_biases
 from .fields import build_field, build_model, build_segments
 from .network import build_api, build_receiver
+from .serve import build_serve
 from .storage import build_storage
 
 __all__ = ["ConfigError", "load_config", "parse_config"]
@@ -89,6 +90,7 @@ def _build(data: dict[str, Any], problems: Problems, base_dir: str | None) -> Co
         expected_biases=build_expected_biases(data.get("expected_biases", ())),
         detectors=build_detectors(data.get("detectors", {}), problems),
         alerts=build_alerts(data.get("alerts", {})),
+        serve=build_serve(data.get("serve", {}), problems, base_dir),
     )
 
 

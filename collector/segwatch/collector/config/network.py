@@ -25,11 +25,13 @@ __all__ = [
     "DEFAULT_GRPC_ENDPOINT",
     "RECEIVER_SCHEMA",
     "RECEIVER_TOKEN_ENV",
+    "TLS_SCHEMA",
     "ApiConfig",
     "ReceiverConfig",
     "TlsConfig",
     "build_api",
     "build_receiver",
+    "build_tls",
 ]
 
 DEFAULT_GRPC_ENDPOINT = "127.0.0.1:4317"
@@ -83,16 +85,19 @@ class ApiConfig:
     max_concurrent_queries: int = 4
 
 
+TLS_SCHEMA = Record({
+    "cert_file": Scalar(str),
+    "key_file": Scalar(str),
+    "client_ca_file": Scalar(str),
+})  # fmt: skip
+"""A server's TLS files (PEM); whether they are readable is checked once they are resolved."""
+
+
 RECEIVER_SCHEMA = Record({
     "grpc": Record({
         "endpoint": Scalar(str, checks.endpoint),
         "max_workers": Scalar(int, between(1, 256)),
-        # Whether the files are readable is checked once they are resolved (build_receiver).
-        "tls": Record({
-            "cert_file": Scalar(str),
-            "key_file": Scalar(str),
-            "client_ca_file": Scalar(str),
-        }),
+        "tls": TLS_SCHEMA,
         "token_env": Scalar(str, checks.env_name),
         "insecure": Scalar(bool),
     }),
@@ -122,28 +127,30 @@ def build_receiver(
 ) -> ReceiverConfig:
     """The validated section; the TLS files resolved against ``base_dir`` and checked."""
     receiver = dict(spec.get("grpc", {}))
-    receiver["tls"] = TlsConfig(**_tls_files(receiver.get("tls", {}), problems, base_dir))
+    receiver["tls"] = build_tls(receiver.get("tls", {}), "receiver.grpc.tls", problems, base_dir)
     receiver["limits"] = RequestLimits(**spec.get("limits", {}))
     for key in ("allowed_lateness", "allowed_skew"):
         if key in spec:
             receiver[key] = parse_duration(spec[key])
-    tls = receiver["tls"]
-    if tls.enabled != bool(tls.key_file) or (tls.client_ca_file and not tls.enabled):
-        problems.at("receiver.grpc.tls", "cert_file and key_file go together, and "
-                                          "client_ca_file needs them")  # fmt: skip
     return ReceiverConfig(**receiver)
 
 
-def _tls_files(files: dict[str, str], problems: Problems, base_dir: str | None) -> dict[str, str]:
-    """The TLS files, resolved against the config's directory; each must be readable."""
+def build_tls(
+    files: dict[str, str], path: str, problems: Problems, base_dir: str | None
+) -> TlsConfig:
+    """The TLS files at YAML ``path``, resolved against the config's directory and checked:
+    each readable, cert and key together, a client CA only with them."""
     resolved = {}
-    for key, path in files.items():
-        resolved[key] = resolve_path(base_dir, path)
+    for key, name in files.items():
+        resolved[key] = resolve_path(base_dir, name)
         try:
             checks.readable_file(resolved[key])
         except ValueError as exc:
-            problems.at(f"receiver.grpc.tls.{key}", str(exc))
-    return resolved
+            problems.at(f"{path}.{key}", str(exc))
+    tls = TlsConfig(**resolved)
+    if tls.enabled != bool(tls.key_file) or (tls.client_ca_file and not tls.enabled):
+        problems.at(path, "cert_file and key_file go together, and client_ca_file needs them")
+    return tls
 
 
 def build_api(spec: dict[str, Any]) -> ApiConfig:

@@ -1,0 +1,117 @@
+"""ServeError: a refusal or an engine error, answered the way a ClickHouse server answers it.
+
+ClickHouse clients read an error from three places: the HTTP status, the
+``X-ClickHouse-Exception-Code`` header and the body, ``Code: N. DB::Exception:
+<message> (<NAME>) (version V)``. clickhouse-connect raises its usual
+``DatabaseError`` with ``code`` set from them, so a caller can tell a retryable
+error from a permanent one whichever door it came through.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["ServeError", "engine_error", "http_status"]
+
+# The codes the door raises itself (ClickHouse's src/Common/ErrorCodes.cpp).
+CODES = {
+    "BAD_ARGUMENTS": 36,
+    "NOT_IMPLEMENTED": 48,
+    "UNKNOWN_FORMAT": 73,
+    "CANNOT_DECOMPRESS": 271,
+    "UNKNOWN_USER": 192,
+    "REQUIRED_PASSWORD": 194,
+    "TOO_MANY_SIMULTANEOUS_QUERIES": 202,
+    "SESSION_NOT_FOUND": 372,
+    "SESSION_IS_LOCKED": 373,
+    "INVALID_SESSION_TIMEOUT": 374,
+    "HTTP_LENGTH_REQUIRED": 381,
+    "QUERY_WAS_CANCELLED": 394,
+    "SETTING_CONSTRAINT_VIOLATION": 452,
+    "ACCESS_DENIED": 497,
+    "AUTHENTICATION_FAILED": 516,
+}
+
+# ClickHouse's exceptionCodeToHTTPStatus (src/Server/HTTPHandler.cpp), by error name.
+_BAD_REQUEST = frozenset({
+    "CANNOT_PARSE_TEXT", "CANNOT_PARSE_ESCAPE_SEQUENCE", "CANNOT_PARSE_QUOTED_STRING",
+    "CANNOT_PARSE_DATE", "CANNOT_PARSE_DATETIME", "CANNOT_PARSE_NUMBER",
+    "CANNOT_PARSE_DOMAIN_VALUE_FROM_STRING", "CANNOT_PARSE_IPV4", "CANNOT_PARSE_IPV6",
+    "CANNOT_PARSE_UUID", "CANNOT_PARSE_INPUT_ASSERTION_FAILED", "CANNOT_DECOMPRESS",
+    "UNKNOWN_ELEMENT_IN_AST", "UNKNOWN_TYPE_OF_AST_NODE", "TOO_DEEP_AST", "TOO_BIG_AST",
+    "UNEXPECTED_AST_STRUCTURE", "SYNTAX_ERROR", "INCORRECT_DATA", "TYPE_MISMATCH",
+    "BAD_ARGUMENTS", "DUPLICATE_COLUMN", "ILLEGAL_COLUMN", "VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE",
+    "INVALID_SESSION_TIMEOUT",
+})  # fmt: skip
+_NOT_FOUND = frozenset({
+    "UNKNOWN_TABLE", "UNKNOWN_FUNCTION", "UNKNOWN_IDENTIFIER", "UNKNOWN_TYPE",
+    "UNKNOWN_STORAGE", "UNKNOWN_DATABASE", "UNKNOWN_SETTING", "UNKNOWN_DIRECTION_OF_SORTING",
+    "UNKNOWN_AGGREGATE_FUNCTION", "UNKNOWN_FORMAT", "UNKNOWN_DATABASE_ENGINE",
+    "UNKNOWN_TYPE_OF_QUERY", "UNKNOWN_ROLE", "SESSION_NOT_FOUND",
+})  # fmt: skip
+_STATUS = {
+    "REQUIRED_PASSWORD": 401,
+    "UNKNOWN_USER": 403,
+    "WRONG_PASSWORD": 403,
+    "AUTHENTICATION_FAILED": 403,
+    "ACCESS_DENIED": 403,
+    "READONLY": 403,
+    "QUERY_IS_TOO_LARGE": 413,
+    "HTTP_LENGTH_REQUIRED": 411,
+    "NOT_IMPLEMENTED": 501,
+    "SOCKET_TIMEOUT": 503,
+    "TOO_MANY_SIMULTANEOUS_QUERIES": 503,
+    **{name: 400 for name in _BAD_REQUEST},
+    **{name: 404 for name in _NOT_FOUND},
+}
+
+_CODE = re.compile(r"Code:\s*(\d+)\.")
+_PREFIX = re.compile(r"^Code:\s*\d+\.\s*DB::Exception:\s*")
+_TRAILER = re.compile(r"(\s*\((?:version [^)]*|[A-Z][A-Z0-9_]+)\)|\s*\.)+\s*$")
+_NAME = re.compile(r"\(([A-Z][A-Z0-9_]+)\)(?:\s*\(version [^)]*\))?\.?\s*$")
+
+
+class ServeError(Exception):
+    """An error to answer with: ClickHouse's code and name, and the message."""
+
+    def __init__(self, name: str, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.code = code if code is not None else CODES[name]
+        self.message = message
+
+    @property
+    def status(self) -> int:
+        return http_status(self.name)
+
+    def body(self, version: str) -> bytes:
+        """The error as a ClickHouse server writes it, one line."""
+        text = f"Code: {self.code}. DB::Exception: {self.message}. ({self.name})"
+        return f"{text} (version {version})\n".encode()
+
+
+def http_status(name: str) -> int:
+    """The HTTP status ClickHouse answers an error of this name with (500 for the rest)."""
+    return _STATUS.get(name, 500)
+
+
+def engine_error(exc: BaseException) -> ServeError:
+    """The engine's exception as a :class:`ServeError`: its code, name and message.
+
+    chdb raises ``Code: 60. DB::Exception: <message>. (UNKNOWN_TABLE)``, sometimes
+    wrapped in a second ``Code: N. DB::Exception:`` of the same error; the
+    innermost message is the one a server would send.
+    """
+    text = str(exc).strip()
+    codes = _CODE.findall(text)
+    code = int(codes[0]) if codes else 1000  # 1000: POCO_EXCEPTION, ClickHouse's "other"
+    found = _NAME.search(text)
+    name = found.group(1) if found else "STD_EXCEPTION"
+    message = text
+    while True:  # strip every "Code: N. DB::Exception: " prefix, then the trailers
+        stripped = _PREFIX.sub("", message, count=1)
+        stripped = _TRAILER.sub("", stripped)
+        if stripped == message:
+            break
+        message = stripped
+    return ServeError(name, message or name, code)

@@ -1,0 +1,430 @@
+"""ClickHouseDoor: ClickHouse's HTTP interface, served over the embedded store.
+
+What real clients use (clickhouse-connect, curl, Grafana's and BI tools'
+ClickHouse drivers): ``GET``/``POST /`` with the query in ``query=`` or the
+body, insert data after ``INSERT ... FORMAT <name>`` (any format the engine
+reads, compressed or not), every output format the engine writes, sessions,
+settings and ``param_*`` query parameters in the URL, the ``X-ClickHouse-*``
+headers, ``/ping`` and ``/replicas_status``, and errors as ClickHouse sends
+them. Everything runs in the real engine; the door only reads HTTP, checks who
+asks, and hands the statement over.
+
+Threads: one per connection (keep-alive: a client's requests follow each
+other on it); each query runs on a worker thread while the connection's
+thread watches whether the client is still there, and kills the query if not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import socket
+import ssl
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from segwatch.collector.config.endpoints import is_wildcard, parse_endpoint
+from segwatch.collector.config.network import TlsConfig
+from segwatch.collector.config.serve import ServeConfig
+
+from .engine import Engine, EngineHandle, Outcome, Sessions
+from .errors import ServeError
+from .guard import check_statement
+from .request import BodyStream, ClickHouseRequest, encode_response, parse_request
+from .statement import HEAD_BYTES, Statement, read_statement
+from .users import Account, Accounts
+
+__all__ = ["ClickHouseDoor", "client_gone"]
+
+_logger = logging.getLogger(__name__)
+_SLOT_WAIT = 10.0  # seconds a query waits for one of its user's slots
+_MAX_SQL = 256 << 20  # bytes of SQL (an INSERT ... VALUES) read into memory at most
+_CONTENT_TYPES = {
+    "TabSeparated": "text/tab-separated-values; charset=UTF-8",
+    "TSV": "text/tab-separated-values; charset=UTF-8",
+    "CSV": "text/csv; charset=UTF-8; header=absent",
+    "CSVWithNames": "text/csv; charset=UTF-8; header=present",
+    "JSON": "application/json; charset=UTF-8",
+    "JSONCompact": "application/json; charset=UTF-8",
+    "JSONEachRow": "application/x-ndjson; charset=UTF-8",
+    "Native": "application/octet-stream",
+    "RowBinary": "application/octet-stream",
+    "RowBinaryWithNamesAndTypes": "application/octet-stream",
+    "Parquet": "application/octet-stream",
+    "Arrow": "application/octet-stream",
+    "ArrowStream": "application/octet-stream",
+}
+
+
+class ClickHouseDoor:
+    """The HTTP door on the store at ``store_path`` (None: the process's in-memory engine).
+
+    ``start()`` returns once the port is bound; ``shutdown()`` cancels what runs.
+    """
+
+    def __init__(self, config: ServeConfig, store_path: str | None) -> None:
+        self._config = config
+        self._accounts = Accounts(config.effective_users)  # raises if a password is unset
+        self._store_path = store_path
+        self.engine: Engine | None = None
+        self._sessions: Sessions | None = None
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._display_name = socket.gethostname()
+        self._temp_dir = os.path.join(store_path, "tmp-serve") if store_path else None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """Where a client on this machine reaches the door."""
+        assert self._server is not None
+        host = str(self._server.server_address[0])
+        if is_wildcard(host):
+            host = "::1" if ":" in host else "127.0.0.1"
+        scheme = "https" if self._config.tls.enabled else "http"
+        return (
+            f"{scheme}://[{host}]:{self.port}" if ":" in host else f"{scheme}://{host}:{self.port}"
+        )
+
+    def start(self) -> None:
+        self.engine = Engine(self._store_path)
+        self._sessions = Sessions(self.engine)
+        if self._temp_dir:
+            os.makedirs(self._temp_dir, exist_ok=True)
+        host, port = parse_endpoint(self._config.endpoint)
+        self._server = _Server((host, port), _handler_class(self), _tls_context(self._config.tls))
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="segwatch-serve", daemon=True
+        )
+        self._thread.start()
+        _logger.info("ClickHouse HTTP interface on %s", self.url)
+
+    def shutdown(self) -> None:
+        if self.engine is not None:
+            self.engine.kill_all()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._sessions is not None:
+            self._sessions.close()
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+    # -- one request
+
+    def serve(self, handler: BaseHTTPRequestHandler) -> None:
+        path = handler.path.partition("?")[0]
+        if path in ("/ping", "/replicas_status"):
+            self._send(handler, 200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"})
+            return
+        query_id = str(uuid.uuid4())
+        body: BodyStream | None = None
+        try:
+            if path != "/":
+                raise ServeError(
+                    "UNKNOWN_TYPE_OF_QUERY", f"There is no handle {path}: use / or /ping", 376
+                )
+            body = BodyStream(handler.rfile, handler.headers)  # type: ignore[arg-type]
+            request = parse_request(handler.command, handler.path, handler.headers, body)
+            query_id = request.query_id or query_id
+            if not request.query and (body.consumed or request.form_body):
+                self._send(handler, 200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"})
+                return
+            account = self._accounts.authenticate(request.user, request.password)
+            self._answer(handler, request, body, account, query_id)
+        except ServeError as error:
+            self._refuse(handler, error, query_id)
+        except (ConnectionError, TimeoutError, ssl.SSLError):
+            handler.close_connection = True
+        except Exception as exc:  # the door answers, whatever went wrong
+            _logger.exception("serving a request failed")
+            self._refuse(handler, ServeError("STD_EXCEPTION", str(exc), 1001), query_id)
+        finally:
+            if body is not None and not body.consumed:
+                handler.close_connection = True  # the rest of its body would read as a request
+
+    def _answer(
+        self,
+        handler: BaseHTTPRequestHandler,
+        request: ClickHouseRequest,
+        body: BodyStream,
+        account: Account,
+        query_id: str,
+    ) -> None:
+        if not account.slots.acquire(timeout=_SLOT_WAIT):
+            raise ServeError(
+                "TOO_MANY_SIMULTANEOUS_QUERIES",
+                f"Too many simultaneous queries for user {account.name}: "
+                f"{account.user.max_concurrent_queries} run (serve.users.{account.name}."
+                "max_concurrent_queries)",
+            )
+        try:
+            statement, outcome = self._run(handler, request, body, account)
+        finally:
+            account.slots.release()
+        output_format = statement.output_format or request.default_format or "TabSeparated"
+        headers = {
+            "X-ClickHouse-Query-Id": query_id,
+            "X-ClickHouse-Summary": _summary(outcome),
+            "Content-Type": _CONTENT_TYPES.get(output_format, "text/plain; charset=UTF-8"),
+        }
+        if statement.answers_rows:
+            headers["X-ClickHouse-Format"] = output_format
+        data = outcome.data
+        if request.compress_response:
+            data = encode_response(data, request.compress_response)
+            headers["Content-Encoding"] = request.compress_response
+        self._send(handler, 200, data, headers)
+
+    def _run(
+        self,
+        handler: BaseHTTPRequestHandler,
+        request: ClickHouseRequest,
+        body: BodyStream,
+        account: Account,
+    ) -> tuple[Statement, Outcome]:
+        pieces = iter(()) if request.form_body else iter(body)
+        head, complete = _head(request, pieces)
+        statement = read_statement(head, complete)
+        if statement.needs_all:
+            head = head + _rest(pieces, _MAX_SQL - len(head))
+            statement = read_statement(head, True)
+        check_statement(statement, account, request.method)
+        fresh = not request.session_id or "readonly" in request.settings
+        settings = _settings(request, account, statement, fresh)
+        if statement.data_offset is None:
+            return statement, self._execute(
+                handler, request, account, statement.sql, settings, fresh
+            )
+        with tempfile.NamedTemporaryFile(prefix="insert-", dir=self._temp_dir) as data:
+            data.write(head[statement.data_offset :])
+            for piece in pieces:
+                data.write(piece)
+            data.flush()
+            sql = _insert_from_file(statement, data.name)
+            return statement, self._execute(handler, request, account, sql, settings, fresh)
+
+    def _execute(
+        self,
+        handler: BaseHTTPRequestHandler,
+        request: ClickHouseRequest,
+        account: Account,
+        sql: str,
+        settings: dict[str, str],
+        fresh: bool,
+    ) -> Outcome:
+        assert self.engine is not None and self._sessions is not None
+        output_format = request.default_format or "TabSeparated"
+        abandoned = lambda: client_gone(handler.connection)  # noqa: E731
+        if fresh:
+            handle = self.engine.open(account)
+            try:
+                with handle.lock:
+                    _apply(handle, request.database, settings)
+                    return self.engine.execute(
+                        handle, sql, output_format, request.parameters, abandoned
+                    )
+            finally:
+                handle.close()
+        with self._sessions.hold(account, request.session_id, request.session_timeout,
+                                 request.session_check) as handle:  # fmt: skip
+            names = list(settings)
+            snapshot = handle.snapshot(names) if names else {}
+            try:
+                _apply(handle, request.database, settings)
+                return self.engine.execute(
+                    handle, sql, output_format, request.parameters, abandoned
+                )
+            finally:
+                if names:
+                    handle.restore(snapshot, names)
+
+    # -- answers
+
+    def _refuse(self, handler: BaseHTTPRequestHandler, error: ServeError, query_id: str) -> None:
+        version = self.engine.version if self.engine is not None else "unknown"
+        headers = {
+            "Content-Type": "text/plain; charset=UTF-8",
+            "X-ClickHouse-Exception-Code": str(error.code),
+            "X-ClickHouse-Query-Id": query_id,
+        }
+        try:
+            self._send(handler, error.status, error.body(version), headers)
+        except (ConnectionError, ssl.SSLError):
+            handler.close_connection = True
+
+    def _send(
+        self, handler: BaseHTTPRequestHandler, status: int, data: bytes, headers: dict[str, str]
+    ) -> None:
+        handler.send_response(status)
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        if self.engine is not None:
+            handler.send_header("X-ClickHouse-Timezone", self.engine.timezone)
+        handler.send_header("X-ClickHouse-Server-Display-Name", self._display_name)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(data)
+
+
+def _head(request: ClickHouseRequest, pieces: Iterator[bytes]) -> tuple[bytes, bool]:
+    """The stream's first :data:`HEAD_BYTES` or more (the query parameter, a line feed, the
+    body), and whether that is all of it."""
+    head = bytearray(request.query.encode() + b"\n" if request.query else b"")
+    while len(head) < HEAD_BYTES:
+        piece = next(pieces, None)
+        if piece is None:
+            return bytes(head), True
+        head += piece
+    return bytes(head), False
+
+
+def _rest(pieces: Iterator[bytes], limit: int) -> bytes:
+    rest = bytearray()
+    for piece in pieces:
+        rest += piece
+        if len(rest) > limit:
+            raise ServeError(
+                "QUERY_IS_TOO_LARGE", f"the query is longer than {_MAX_SQL} bytes", 202
+            )
+    return bytes(rest)
+
+
+def _insert_from_file(statement: Statement, path: str) -> str:
+    """The INSERT reading its data from ``path``: ``FROM INFILE`` goes before its SETTINGS."""
+    quoted = "'" + path.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    at = statement.settings_at if statement.settings_at is not None else len(statement.sql)
+    head, tail = statement.sql[:at], statement.sql[at:]
+    return f"{head} FROM INFILE {quoted} {tail} FORMAT {statement.input_format}"
+
+
+def _settings(
+    request: ClickHouseRequest, account: Account, statement: Statement, fresh: bool
+) -> dict[str, str]:
+    """The request's settings, checked against the user's budget; GET implies readonly."""
+    settings = dict(request.settings)
+    for name, limit in account.budget().items():
+        if name in settings:
+            asked = settings[name]
+            if not asked.isdigit() or int(asked) == 0 or int(asked) > int(limit):
+                raise ServeError(
+                    "SETTING_CONSTRAINT_VIOLATION",
+                    f"Setting {name} shouldn't be greater than {limit} for user {account.name} "
+                    f"(serve.users.{account.name}): asked {asked}",
+                )
+    if request.method == "GET" and fresh and not account.user.readonly:
+        settings.setdefault("readonly", "2")  # ClickHouse: GET reads and may change settings
+    if "readonly" in settings:
+        settings["readonly"] = settings.pop("readonly")  # last: it may stop later SETs
+    return settings
+
+
+def _apply(handle: EngineHandle, database: str, settings: dict[str, str]) -> None:
+    handle.use(database)
+    if handle.readonly:
+        if settings:  # the engine refuses them in readonly mode, with its own message
+            handle.set(next(iter(settings)), next(iter(settings.values())))
+        return
+    for name, value in settings.items():
+        handle.set(name, value)
+
+
+def _summary(outcome: Outcome) -> str:
+    return json.dumps({
+        "read_rows": str(outcome.rows_read),
+        "read_bytes": str(outcome.bytes_read),
+        "written_rows": str(outcome.rows_written),
+        "written_bytes": str(outcome.bytes_written),
+        "total_rows_to_read": str(outcome.rows_read),
+        "result_rows": "0",
+        "result_bytes": str(len(outcome.data)),
+        "elapsed_ns": str(outcome.elapsed_ns),
+    }, separators=(",", ":"))  # fmt: skip
+
+
+def client_gone(connection: socket.socket) -> bool:
+    """Whether the client closed its connection (its request is read: anything readable
+    now is the end of the stream). A TLS connection is peeked at below TLS."""
+    try:
+        readable, _, _ = select.select([connection], [], [], 0)
+        if not readable:
+            return False
+        if isinstance(connection, ssl.SSLSocket):
+            with socket.socket(fileno=os.dup(connection.fileno())) as raw:
+                return raw.recv(1, socket.MSG_PEEK) == b""
+        return connection.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: Any, tls: ssl.SSLContext | None) -> None:
+        self._tls = tls
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = super().get_request()
+        if self._tls is not None:  # the handshake happens on the connection's own thread
+            connection = self._tls.wrap_socket(
+                connection, server_side=True, do_handshake_on_connect=False
+            )
+        return connection, address
+
+
+def _tls_context(tls: TlsConfig) -> ssl.SSLContext | None:
+    if not tls.enabled:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.client_ca_file:
+        context.load_verify_locations(tls.client_ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _handler_class(door: ClickHouseDoor) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as ClickHouse clients expect
+        timeout = 300  # seconds an idle connection is kept
+
+        def setup(self) -> None:
+            super().setup()
+            if isinstance(self.connection, ssl.SSLSocket):
+                self.connection.do_handshake()
+
+        def do_GET(self) -> None:
+            door.serve(self)
+
+        def do_POST(self) -> None:
+            door.serve(self)
+
+        def do_HEAD(self) -> None:
+            door.serve(self)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            _logger.debug("serve: " + format, *args)
+
+        def handle_one_request(self) -> None:
+            try:
+                super().handle_one_request()
+            except (ConnectionError, ssl.SSLError, TimeoutError):
+                self.close_connection = True
+
+    return Handler
