@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -22,14 +23,24 @@ class CollectorProcess:
     ``env`` adds variables (e.g. ``SEGWATCH_FAILPOINTS``). Its log goes to
     ``collector.log`` beside the store. With ``started=False`` the constructor
     does not wait for it to listen (a failpoint may end it while it replays).
+
+    On a server's store (``storage.dsn: http://...``) there is no discovery
+    file: ``store`` is then the directory for the log, and ``endpoints`` the
+    (OTLP, API) addresses the config binds, the API's answering ``/healthz``
+    telling it started.
     """
 
     def __init__(
-        self, config: Path, store: Path, env: dict[str, str] | None = None, started: bool = True
+        self,
+        config: Path,
+        store: Path,
+        env: dict[str, str] | None = None,
+        started: bool = True,
+        endpoints: tuple[str, str] | None = None,
     ) -> None:
         self.config = config
         self.store = store
-        self.log_path = store.parent / "collector.log"
+        self.log_path = (store if endpoints else store.parent) / "collector.log"
         discovery = store / "segwatch-collector.json"
         discovery.unlink(missing_ok=True)
         with open(self.log_path, "ab") as log:
@@ -40,8 +51,21 @@ class CollectorProcess:
             )  # fmt: skip
         self.api = self.otlp = ""
         self.token: str | None = None
-        if started:
+        if endpoints is not None:
+            self.otlp, self.api = endpoints[0], f"http://{endpoints[1]}"
+            self.token = (env or {}).get("SEGWATCH_API_TOKEN")
+            if started:
+                wait_until(lambda: self._healthy() or self.process.poll() is not None, 120)
+                assert self.process.poll() is None, f"the collector did not start:\n{self.log()}"
+        elif started:
             self._wait_started(discovery)
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.api}/healthz", timeout=5) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
 
     def _wait_started(self, discovery: Path) -> None:
         wait_until(lambda: discovery.exists() or self.process.poll() is not None, timeout=120)
@@ -99,3 +123,11 @@ def api_dies(collector: CollectorProcess, query: str, timeout: float = 120) -> b
     except subprocess.TimeoutExpired:
         return False
     return True
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now (for a process that must bind a
+    port the test knows before it starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

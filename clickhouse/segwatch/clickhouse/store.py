@@ -138,7 +138,7 @@ def _open_client(location: StoreLocation, create: bool, settings: dict[str, Any]
         if location.embedded:
             bootstrap = _open_embedded(location, None)
         else:
-            bootstrap = clickhouse_connect.get_client(dsn=_server_dsn(location), database="default")
+            bootstrap = _open_server(location, "default", {})
         # The bootstrap session has none of ``settings`` (they may say readonly).
         if create:
             bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {location.database}")
@@ -151,9 +151,7 @@ def _open_client(location: StoreLocation, create: bool, settings: dict[str, Any]
         if location.embedded:
             client = _open_embedded(location, location.database, settings)
         else:
-            client = clickhouse_connect.get_client(
-                dsn=_server_dsn(location), database=location.database, settings=settings
-            )
+            client = _open_server(location, location.database, settings)
         bootstrap.close()  # after the client is open: an embedded store stays locked
         return client
     except ClickHouseError as exc:
@@ -211,6 +209,18 @@ def _held_by_another_process(path: str) -> bool:
             return True
         fcntl.flock(handle, fcntl.LOCK_UN)
     return False
+
+
+def _open_server(location: StoreLocation, database: str, settings: dict[str, Any]) -> Client:
+    """A client on a server's ``database``: every request stands alone (no ClickHouse
+    session), so one client can serve several threads, as the embedded store's can, and
+    its settings ride on each request."""
+    return clickhouse_connect.get_client(
+        dsn=_server_dsn(location),
+        database=database,
+        settings=settings,
+        autogenerate_session_id=False,
+    )
 
 
 def _server_dsn(location: StoreLocation) -> str:

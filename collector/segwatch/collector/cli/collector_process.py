@@ -1,9 +1,11 @@
-"""``segwatch collector``: the collector as this process, until SIGINT or SIGTERM.
+"""``segwatch collector`` and ``segwatch serve``: a service as this process, until SIGINT or
+SIGTERM.
 
-Threads: the main thread starts the :class:`~segwatch.collector.service.collector.Collector`
-and waits for a signal; the first signal starts a watchdog timer, so the
-process ends within :data:`SHUTDOWN_SECONDS` whatever a long replay, a silent
-store or a query does.
+Threads: the main thread starts the
+:class:`~segwatch.collector.service.collector.Collector` (or the
+:class:`~segwatch.collector.service.serving.StoreServer`) and waits for a
+signal; the first signal starts a watchdog timer, so the process ends within
+:data:`SHUTDOWN_SECONDS` whatever a long replay, a silent store or a query does.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from segwatch.collector.config.collector_config import CollectorConfig
 
 from .exits import EXIT_OK, EXIT_SPOOLED
 
-__all__ = ["SHUTDOWN_SECONDS", "run_collector"]
+__all__ = ["SHUTDOWN_SECONDS", "run_collector", "run_server"]
 
 SHUTDOWN_SECONDS = 30.0
 """SIGTERM ends the collector within this time, whatever the store or a query does."""
@@ -30,6 +32,26 @@ def run_collector(config: CollectorConfig) -> int:
     from segwatch.collector.service.collector import Collector
 
     collector = Collector(config)
+    stop = _stop_on_signal()
+    collector.start()
+    stop.wait()
+    return EXIT_SPOOLED if collector.shutdown() else EXIT_OK
+
+
+def run_server(config: CollectorConfig) -> int:
+    """Serve the config's embedded store over ClickHouse's HTTP interface until a signal."""
+    from segwatch.collector.service.serving import StoreServer
+
+    server = StoreServer(config)
+    stop = _stop_on_signal()
+    server.start()
+    stop.wait()
+    server.stop()
+    return EXIT_OK
+
+
+def _stop_on_signal() -> threading.Event:
+    """An event SIGINT or SIGTERM sets; the first also arms the watchdog."""
     stop = threading.Event()
 
     def on_signal(*_: object) -> None:
@@ -43,16 +65,14 @@ def run_collector(config: CollectorConfig) -> int:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
-    collector.start()
-    stop.wait()
-    return EXIT_SPOOLED if collector.shutdown() else EXIT_OK
+    return stop
 
 
 def _give_up(seconds: float) -> NoReturn:
     """End the process now: what was acknowledged and not stored is safe in the spool."""
     logging.getLogger(__name__).error(
-        "the collector did not stop within %.0f s: exiting; acknowledged calls not yet "
-        "stored stay in the spool for the next start",
+        "the process did not stop within %.0f s: exiting; a collector's acknowledged calls "
+        "not yet stored stay in the spool for the next start",
         seconds,
     )
     logging.shutdown()
