@@ -1,18 +1,34 @@
-"""The ``storage`` section: where the data goes, and the write-ahead spool before it."""
+"""The ``storage`` section: where the data goes, the spool before it, and how long it stays."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
+from segwatch.clickhouse.detection import parse_duration
 from segwatch.clickhouse.store import DEFAULT_DSN
 from segwatch.clickhouse.yaml_schema import Record, Scalar, at_least, between
 
 from . import checks
 from .files import resolve_dsn, resolve_path
 
-__all__ = ["STORAGE_SCHEMA", "SpoolConfig", "StorageConfig", "build_storage"]
+__all__ = [
+    "FOREVER",
+    "MIN_RETENTION",
+    "STORAGE_SCHEMA",
+    "RetentionConfig",
+    "SpoolConfig",
+    "StorageConfig",
+    "build_storage",
+    "retention_seconds",
+]
+
+FOREVER: Final = 0
+"""A retention of ``forever``: the kind's tables get no TTL."""
+
+MIN_RETENTION: Final = 3600
+"""The shortest retention, in seconds: the newest hour is still being written and read."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +51,39 @@ class SpoolConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    """How long the store keeps each kind of row, in seconds, as its tables' TTLs.
+
+    ``None`` (the key left out) leaves the tables' TTLs as they are: raw calls
+    30 days (the migrations'), everything else kept. :data:`FOREVER` removes
+    the TTL. A row's age is that of its own time (the call's, the bucket's, the
+    window's end), not of its arrival.
+    """
+
+    raw_calls: int | None = None  # ml_model_calls
+    labels: int | None = None  # ml_labels
+    aggregates: int | None = None  # ml_segment_aggregates and its 5-minute and 1-hour roll-ups
+    anomalies: int | None = None  # ml_anomalies, ml_anomaly_events
+
+
+def retention_seconds(text: str | int) -> int:
+    """``30d`` → 2592000; ``forever`` → :data:`FOREVER`; ``ValueError`` for anything else."""
+    if isinstance(text, str) and text.strip() == "forever":
+        return FOREVER
+    try:
+        seconds = parse_duration(str(text))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} must be a duration with its unit (30d, 12h) or forever"
+        ) from None
+    if seconds < MIN_RETENTION:
+        raise ValueError(
+            f"{text!r} is shorter than an hour: rows would expire while still being written"
+        )
+    return seconds
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     dsn: str = DEFAULT_DSN
     raw_calls: bool = True
@@ -43,13 +92,24 @@ class StorageConfig:
     # Inserts return once their parts are fsynced (see part_durability): acknowledged
     # calls survive a power loss, not only a crash of the collector.
     fsync_parts: bool = True
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
+
+def _check_retention(value: str | int) -> None:
+    retention_seconds(value)
+
+
+_RETENTION = Scalar((str, int), _check_retention)
 
 STORAGE_SCHEMA = Record({
     "dsn": Scalar(str, checks.dsn),
     "raw_calls": Scalar(bool),
     "histogram_accuracy": Scalar((int, float), between(0.0005, 0.2)),
     "fsync_parts": Scalar(bool),
+    "retention": Record({
+        "raw_calls": _RETENTION, "labels": _RETENTION,
+        "aggregates": _RETENTION, "anomalies": _RETENTION,
+    }),
     "spool": Record({
         "enabled": Scalar(bool),
         "path": Scalar(str),
@@ -64,7 +124,7 @@ STORAGE_SCHEMA = Record({
 
 def build_storage(spec: dict[str, Any], base_dir: str | None) -> StorageConfig:
     """The validated section, its paths resolved against ``base_dir`` (the file's directory)."""
-    storage = {k: v for k, v in spec.items() if k != "spool"}
+    storage = {k: v for k, v in spec.items() if k not in ("spool", "retention")}
     # The default store too lives beside the file: every command reading it finds the same.
     storage["dsn"] = resolve_dsn(base_dir, storage.get("dsn", DEFAULT_DSN))
     spool = dict(spec.get("spool", {}))
@@ -73,4 +133,7 @@ def build_storage(spec: dict[str, Any], base_dir: str | None) -> StorageConfig:
     elif base_dir is not None and storage["dsn"].startswith(("http://", "https://")):
         # A server's collector keeps its spool beside the file too, not wherever it started.
         spool["path"] = os.path.join(base_dir, "segwatch-spool")
-    return StorageConfig(**storage, spool=SpoolConfig(**spool))
+    retention = {key: retention_seconds(text) for key, text in spec.get("retention", {}).items()}
+    return StorageConfig(
+        **storage, spool=SpoolConfig(**spool), retention=RetentionConfig(**retention)
+    )

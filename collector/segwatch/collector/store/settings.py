@@ -1,9 +1,10 @@
-"""Store-wide settings every collector writing to one store must share.
+"""Store-wide settings every collector writing to one store must share, checked at setup.
 
-Only one so far: the histograms' relative accuracy. Keys of different
-accuracies mean different value ranges, so mixing them would silently corrupt
-every merged histogram; the first writer records its accuracy in
-``ml_store_settings`` and a writer configured otherwise is refused.
+The histograms' relative accuracy: keys of different accuracies mean different
+value ranges, so mixing them would silently corrupt every merged histogram; the
+first writer records its accuracy in ``ml_store_settings`` and a writer
+configured otherwise is refused. Then the retention (``storage.retention``,
+:mod:`.retention`): the tables' TTLs are set to the config's where they differ.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from clickhouse_connect.driver.client import Client
 
 from segwatch.collector.config.collector_config import CollectorConfig
 
+from .retention import apply_retention
+
 __all__ = ["StoreSettingsError", "check_store_settings"]
 
 
@@ -22,8 +25,13 @@ class StoreSettingsError(ValueError):
 
 
 def check_store_settings(client: Client, config: CollectorConfig) -> None:
-    """Record the config's store-wide settings, or refuse if the store has others."""
-    wanted = config.storage.histogram_accuracy
+    """Record the config's store-wide settings, or refuse if the store has others; then
+    give the tables the config's retention."""
+    _check_histogram_accuracy(client, config.storage.histogram_accuracy)
+    apply_retention(client, config.storage.retention)
+
+
+def _check_histogram_accuracy(client: Client, wanted: float) -> None:
     rows = client.query(
         "SELECT argMax(value, set_at) FROM ml_store_settings WHERE name = 'histogram_accuracy'"
         " HAVING count() > 0"
