@@ -46,7 +46,9 @@ distributed query, which ClickHouse refuses (``distributed_product_mode``), and
 co-located instead, so each shard joins its own: ``ml_labeled_calls_local`` is
 the view over the local tables and ``ml_labeled_calls`` a Distributed table over
 it (:data:`CO_LOCATED_VIEWS`). Any other view reads the Distributed names; a view
-that joins must be co-located, or it is refused.
+that joins must be co-located, or it is refused. A query that joins calls and
+labels itself (the ``performance`` detector) relies on the same co-location,
+run with ``distributed_product_mode = 'local'``.
 
 Materialized views. The migrations have none: the roll-ups of 0010 are plain
 ``ReplacingMergeTree`` tables that the detector runner fills with ``INSERT ...
