@@ -44,7 +44,7 @@ def _quote(value: str) -> str:
 def setting_name(name: str) -> str:
     """``name`` if it can be a setting's name, else the engine's refusal for unknown ones."""
     if not _SETTING_NAME.match(name):
-        raise ServeError("UNKNOWN_SETTING", f"Unknown setting '{name}'", 115)
+        raise ServeError("UNKNOWN_SETTING", f"Unknown setting '{name}'")
     return name
 
 
@@ -68,7 +68,6 @@ class EngineHandle:
         self.tag = tag
         self.lock = threading.Lock()
         self.database = ""
-        self.readonly = False
 
     def run(
         self, sql: str, output_format: str = "TabSeparated", params: dict[str, str] | None = None
@@ -126,6 +125,19 @@ class Engine:
         row = self._control.query("SELECT version(), timezone()", "TabSeparated").bytes()
         self.version, self.timezone = row.decode().strip().split("\t")
 
+    def known_names(self) -> list[str]:
+        """The names of the engine's table functions, table and database engines and
+        dictionary sources (what :mod:`.guard` sorts into the store's and the rest)."""
+        with self._control_lock:
+            result = self._control.query(
+                "SELECT name FROM system.table_functions UNION ALL "
+                "SELECT name FROM system.table_engines UNION ALL "
+                "SELECT name FROM system.database_engines UNION ALL "
+                "SELECT name FROM system.dictionary_sources",
+                "TabSeparatedRaw",
+            )
+        return [str(name) for name in result.bytes().decode().split()]
+
     def open(self, account: Account) -> EngineHandle:
         """A new engine session for ``account``: tagged, on its budget, readonly for readers."""
         try:
@@ -139,7 +151,6 @@ class Engine:
             handle.set("log_comment", handle.tag)
             if account.user.readonly:
                 handle.set("readonly", "1")  # last: from here on nothing can change it
-                handle.readonly = True
         except BaseException:
             handle.close()
             raise

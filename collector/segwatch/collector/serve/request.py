@@ -234,7 +234,7 @@ class BodyStream:
         while self._remaining:
             piece = self._rfile.read(min(self._remaining, _PIECE))
             if not piece:
-                raise ServeError("CANNOT_PARSE_INPUT_ASSERTION_FAILED", "the body ended early", 27)
+                raise ServeError("CANNOT_PARSE_INPUT_ASSERTION_FAILED", "the body ended early")
             self._remaining -= len(piece)
             yield piece
 
@@ -253,9 +253,7 @@ class BodyStream:
             while remaining:
                 piece = self._rfile.read(min(remaining, _PIECE))
                 if not piece:
-                    raise ServeError(
-                        "CANNOT_PARSE_INPUT_ASSERTION_FAILED", "a chunk ended early", 27
-                    )
+                    raise ServeError("CANNOT_PARSE_INPUT_ASSERTION_FAILED", "a chunk ended early")
                 remaining -= len(piece)
                 yield piece
             self._rfile.readline(16)  # the chunk's CRLF

@@ -10,8 +10,10 @@ them. Everything runs in the real engine; the door only reads HTTP, checks who
 asks, and hands the statement over.
 
 Threads: one per connection (keep-alive: a client's requests follow each
-other on it); each query runs on a worker thread while the connection's
-thread watches whether the client is still there, and kills the query if not.
+other on it; an answer given before its request's body was read says
+``Connection: close``); each query runs on a worker thread while the
+connection's thread watches whether the client is still there, and kills the
+query if not.
 """
 
 from __future__ import annotations
@@ -19,31 +21,31 @@ from __future__ import annotations
 import json
 import logging
 import os
-import select
 import socket
 import ssl
 import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import BaseHTTPRequestHandler
 
 from segwatch.collector.config.endpoints import is_wildcard, parse_endpoint
-from segwatch.collector.config.network import TlsConfig
 from segwatch.collector.config.serve import ServeConfig
 
 from .engine import Engine, EngineHandle, Outcome, Sessions
 from .errors import ServeError
-from .guard import check_statement
+from .guard import check_setting_values, check_statement, reaching_names
+from .listener import Listener, client_gone, handler_class, tls_context
 from .request import BodyStream, ClickHouseRequest, encode_response, parse_request
 from .statement import HEAD_BYTES, Statement, read_statement
 from .users import Account, Accounts
 
-__all__ = ["ClickHouseDoor", "client_gone"]
+__all__ = ["SLOT_WAIT", "ClickHouseDoor"]
 
 _logger = logging.getLogger(__name__)
-_SLOT_WAIT = 10.0  # seconds a query waits for one of its user's slots
+SLOT_WAIT = 10.0
+"""Seconds a query waits for one of its user's slots (``max_concurrent_queries``) before
+TOO_MANY_SIMULTANEOUS_QUERIES."""
 _MAX_SQL = 256 << 20  # bytes of SQL (an INSERT ... VALUES) read into memory at most
 _CONTENT_TYPES = {
     "TabSeparated": "text/tab-separated-values; charset=UTF-8",
@@ -66,15 +68,20 @@ class ClickHouseDoor:
     """The HTTP door on the store at ``store_path`` (None: the process's in-memory engine).
 
     ``start()`` returns once the port is bound; ``shutdown()`` cancels what runs.
+    ``slot_wait``: seconds a query waits for a slot of its user (:data:`SLOT_WAIT`).
     """
 
-    def __init__(self, config: ServeConfig, store_path: str | None) -> None:
+    def __init__(
+        self, config: ServeConfig, store_path: str | None, *, slot_wait: float = SLOT_WAIT
+    ) -> None:
         self._config = config
         self._accounts = Accounts(config.effective_users)  # raises if a password is unset
         self._store_path = store_path
+        self._slot_wait = slot_wait
         self.engine: Engine | None = None
         self._sessions: Sessions | None = None
-        self._server: ThreadingHTTPServer | None = None
+        self._reaching: frozenset[str] = frozenset()
+        self._server: Listener | None = None
         self._thread: threading.Thread | None = None
         self._display_name = socket.gethostname()
         self._temp_dir = os.path.join(store_path, "tmp-serve") if store_path else None
@@ -99,10 +106,13 @@ class ClickHouseDoor:
     def start(self) -> None:
         self.engine = Engine(self._store_path)
         self._sessions = Sessions(self.engine)
+        self._reaching = reaching_names(self.engine.known_names())
         if self._temp_dir:
             os.makedirs(self._temp_dir, exist_ok=True)
         host, port = parse_endpoint(self._config.endpoint)
-        self._server = _Server((host, port), _handler_class(self), _tls_context(self._config.tls))
+        self._server = Listener(
+            (host, port), handler_class(self.serve), tls_context(self._config.tls)
+        )
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="segwatch-serve", daemon=True
         )
@@ -126,17 +136,18 @@ class ClickHouseDoor:
 
     def serve(self, handler: BaseHTTPRequestHandler) -> None:
         path = handler.path.partition("?")[0]
-        if path in ("/ping", "/replicas_status"):
-            self._send(handler, 200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"})
-            return
         query_id = str(uuid.uuid4())
         body: BodyStream | None = None
         try:
+            body = BodyStream(handler.rfile, handler.headers)  # type: ignore[arg-type]
+            if path in ("/ping", "/replicas_status"):
+                body.drain()
+                self._send(handler, 200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"})
+                return
             if path != "/":
                 raise ServeError(
-                    "UNKNOWN_TYPE_OF_QUERY", f"There is no handle {path}: use / or /ping", 376
+                    "UNKNOWN_TYPE_OF_QUERY", f"There is no handle {path}: use / or /ping"
                 )
-            body = BodyStream(handler.rfile, handler.headers)  # type: ignore[arg-type]
             request = parse_request(handler.command, handler.path, handler.headers, body)
             query_id = request.query_id or query_id
             if not request.query and (body.consumed or request.form_body):
@@ -145,14 +156,14 @@ class ClickHouseDoor:
             account = self._accounts.authenticate(request.user, request.password)
             self._answer(handler, request, body, account, query_id)
         except ServeError as error:
-            self._refuse(handler, error, query_id)
+            self._refuse(handler, error, query_id, body)
         except (ConnectionError, TimeoutError, ssl.SSLError):
             handler.close_connection = True
         except Exception as exc:  # the door answers, whatever went wrong
             _logger.exception("serving a request failed")
-            self._refuse(handler, ServeError("STD_EXCEPTION", str(exc), 1001), query_id)
+            self._refuse(handler, ServeError("STD_EXCEPTION", str(exc)), query_id, body)
         finally:
-            if body is not None and not body.consumed:
+            if body is None or not body.consumed:
                 handler.close_connection = True  # the rest of its body would read as a request
 
     def _answer(
@@ -163,7 +174,7 @@ class ClickHouseDoor:
         account: Account,
         query_id: str,
     ) -> None:
-        if not account.slots.acquire(timeout=_SLOT_WAIT):
+        if not account.slots.acquire(timeout=self._slot_wait):
             raise ServeError(
                 "TOO_MANY_SIMULTANEOUS_QUERIES",
                 f"Too many simultaneous queries for user {account.name}: "
@@ -201,7 +212,8 @@ class ClickHouseDoor:
         if statement.needs_all:
             head = head + _rest(pieces, _MAX_SQL - len(head))
             statement = read_statement(head, True)
-        check_statement(statement, account, request.method)
+        check_statement(statement, account, request.method, self._reaching, request.parameters)
+        check_setting_values(request.settings, self._reaching)
         fresh = not request.session_id or "readonly" in request.settings
         settings = _settings(request, account, statement, fresh)
         if statement.data_offset is None:
@@ -253,13 +265,23 @@ class ClickHouseDoor:
 
     # -- answers
 
-    def _refuse(self, handler: BaseHTTPRequestHandler, error: ServeError, query_id: str) -> None:
+    def _refuse(
+        self,
+        handler: BaseHTTPRequestHandler,
+        error: ServeError,
+        query_id: str,
+        body: BodyStream | None,
+    ) -> None:
         version = self.engine.version if self.engine is not None else "unknown"
         headers = {
             "Content-Type": "text/plain; charset=UTF-8",
             "X-ClickHouse-Exception-Code": str(error.code),
             "X-ClickHouse-Query-Id": query_id,
         }
+        if body is None or not body.consumed:
+            # The rest of the body would read as the next request: the client must know
+            # this connection ends here, or it sends its next request into a closed one.
+            headers["Connection"] = "close"
         try:
             self._send(handler, error.status, error.body(version), headers)
         except (ConnectionError, ssl.SSLError):
@@ -297,9 +319,7 @@ def _rest(pieces: Iterator[bytes], limit: int) -> bytes:
     for piece in pieces:
         rest += piece
         if len(rest) > limit:
-            raise ServeError(
-                "QUERY_IS_TOO_LARGE", f"the query is longer than {_MAX_SQL} bytes", 202
-            )
+            raise ServeError("QUERY_IS_TOO_LARGE", f"the query is longer than {_MAX_SQL} bytes")
     return bytes(rest)
 
 
@@ -316,15 +336,8 @@ def _settings(
 ) -> dict[str, str]:
     """The request's settings, checked against the user's budget; GET implies readonly."""
     settings = dict(request.settings)
-    for name, limit in account.budget().items():
-        if name in settings:
-            asked = settings[name]
-            if not asked.isdigit() or int(asked) == 0 or int(asked) > int(limit):
-                raise ServeError(
-                    "SETTING_CONSTRAINT_VIOLATION",
-                    f"Setting {name} shouldn't be greater than {limit} for user {account.name} "
-                    f"(serve.users.{account.name}): asked {asked}",
-                )
+    for name, value in settings.items():
+        account.check_setting(name, value)
     if request.method == "GET" and fresh and not account.user.readonly:
         settings.setdefault("readonly", "2")  # ClickHouse: GET reads and may change settings
     if "readonly" in settings:
@@ -333,11 +346,9 @@ def _settings(
 
 
 def _apply(handle: EngineHandle, database: str, settings: dict[str, str]) -> None:
+    """``USE database`` and each setting; on a reader's handle the engine refuses every
+    change with its own message (and lets a setting be set to the value it has)."""
     handle.use(database)
-    if handle.readonly:
-        if settings:  # the engine refuses them in readonly mode, with its own message
-            handle.set(next(iter(settings)), next(iter(settings.values())))
-        return
     for name, value in settings.items():
         handle.set(name, value)
 
@@ -353,78 +364,3 @@ def _summary(outcome: Outcome) -> str:
         "result_bytes": str(len(outcome.data)),
         "elapsed_ns": str(outcome.elapsed_ns),
     }, separators=(",", ":"))  # fmt: skip
-
-
-def client_gone(connection: socket.socket) -> bool:
-    """Whether the client closed its connection (its request is read: anything readable
-    now is the end of the stream). A TLS connection is peeked at below TLS."""
-    try:
-        readable, _, _ = select.select([connection], [], [], 0)
-        if not readable:
-            return False
-        if isinstance(connection, ssl.SSLSocket):
-            with socket.socket(fileno=os.dup(connection.fileno())) as raw:
-                return raw.recv(1, socket.MSG_PEEK) == b""
-        return connection.recv(1, socket.MSG_PEEK) == b""
-    except (OSError, ValueError):
-        return True
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], handler: Any, tls: ssl.SSLContext | None) -> None:
-        self._tls = tls
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, handler)
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        connection, address = super().get_request()
-        if self._tls is not None:  # the handshake happens on the connection's own thread
-            connection = self._tls.wrap_socket(
-                connection, server_side=True, do_handshake_on_connect=False
-            )
-        return connection, address
-
-
-def _tls_context(tls: TlsConfig) -> ssl.SSLContext | None:
-    if not tls.enabled:
-        return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tls.cert_file, tls.key_file)
-    if tls.client_ca_file:
-        context.load_verify_locations(tls.client_ca_file)
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
-
-
-def _handler_class(door: ClickHouseDoor) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, as ClickHouse clients expect
-        timeout = 300  # seconds an idle connection is kept
-
-        def setup(self) -> None:
-            super().setup()
-            if isinstance(self.connection, ssl.SSLSocket):
-                self.connection.do_handshake()
-
-        def do_GET(self) -> None:
-            door.serve(self)
-
-        def do_POST(self) -> None:
-            door.serve(self)
-
-        def do_HEAD(self) -> None:
-            door.serve(self)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            _logger.debug("serve: " + format, *args)
-
-        def handle_one_request(self) -> None:
-            try:
-                super().handle_one_request()
-            except (ConnectionError, ssl.SSLError, TimeoutError):
-                self.close_connection = True
-
-    return Handler

@@ -62,7 +62,7 @@ def read_statement(head: bytes, complete: bool) -> Statement:
     lazy = (token for token in scan(text) if token.kind not in COMMENTS)
     first = next(lazy, None)
     if first is None:
-        raise ServeError("SYNTAX_ERROR", "Empty query", 62)
+        raise ServeError("SYNTAX_ERROR", "Empty query")
     kind = first.keyword() or first.text
     if kind == "INSERT":
         # Lazily: the data after FORMAT may be a GiB of bytes that are no SQL.
@@ -75,7 +75,6 @@ def read_statement(head: bytes, complete: bool) -> Statement:
         raise ServeError(
             "QUERY_IS_TOO_LARGE",
             f"the query is longer than {HEAD_BYTES} bytes and is no INSERT with data",
-            202,
         )
     sql = head.decode("utf-8", errors="strict")
     return Statement(sql, kind, output_format=_output_format(tokens(text)))

@@ -42,6 +42,19 @@ class Account:
             settings["max_memory_usage"] = str(self.user.max_memory_mib << 20)
         return settings
 
+    def check_setting(self, name: str, value: str) -> None:
+        """Refuse ``name = value`` if it lifts this user's budget (0 lifts a limit too), as
+        ClickHouse's settings constraints refuse it."""
+        limit = self.budget().get(name.lower())
+        if limit is None:
+            return
+        if not value.isdigit() or int(value) == 0 or int(value) > int(limit):
+            raise ServeError(
+                "SETTING_CONSTRAINT_VIOLATION",
+                f"Setting {name} shouldn't be greater than {limit} for user {self.name} "
+                f"(serve.users.{self.name}): asked {value}",
+            )
+
 
 class Accounts:
     """The door's users (``default`` with no password when the config names none)."""
