@@ -363,12 +363,15 @@ def test_a_users_queries_beyond_its_slots_are_refused(served: Served) -> None:
             thread.join(30)
 
 
-def test_a_client_that_leaves_has_its_query_killed(served: Served) -> None:
+@pytest.mark.parametrize("comment", ["", "&log_comment=the-clients-own"])
+def test_a_client_that_leaves_has_its_query_killed(served: Served, comment: str) -> None:
+    """Also when the client tags its query with a log_comment of its own (the door finds
+    a query by it to kill it)."""
     marker = uuid.uuid4().hex
     body = (SLOW.format(marker=marker) + " FORMAT Null").encode()  # ten seconds
     with socket.create_connection(("127.0.0.1", served.door.port)) as connection:
         connection.sendall(
-            b"POST /?database=segwatch HTTP/1.1\r\nHost: door\r\n"
+            f"POST /?database=segwatch{comment} HTTP/1.1\r\nHost: door\r\n".encode()
             + f"Authorization: {_basic('writer', 'wr-pass')}\r\n".encode()
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body

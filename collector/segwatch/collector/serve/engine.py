@@ -66,6 +66,9 @@ class EngineHandle:
     def __init__(self, connection: Any, tag: str) -> None:
         self._connection = connection
         self.tag = tag
+        # What KILL QUERY finds its query by: the tag, unless the client set a log_comment
+        # of its own (a collector's analyst sessions do, to cancel their queries themselves).
+        self.comment = tag
         self.lock = threading.Lock()
         self.database = ""
 
@@ -79,6 +82,8 @@ class EngineHandle:
 
     def set(self, name: str, value: str) -> None:
         self.run(f"SET {setting_name(name)} = {_quote(value)}")
+        if name == "log_comment":
+            self.comment = value
 
     def use(self, database: str) -> None:
         if database and database != self.database:
@@ -183,7 +188,7 @@ class Engine:
             except TimeoutError:
                 if not killed and abandoned():
                     killed = True
-                    self.kill(handle.tag)
+                    self.kill(handle.comment)
         return Outcome(
             data=result.bytes() or b"",
             rows_read=int(result.rows_read()),
