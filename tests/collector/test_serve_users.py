@@ -378,3 +378,22 @@ def test_a_client_that_leaves_has_its_query_killed(served: Served, comment: str)
         )
         wait_until(lambda: served.running(marker), timeout=30)
     wait_until(lambda: not served.running(marker), timeout=5)
+
+
+def test_a_query_runs_on_while_the_process_holds_over_a_thousand_descriptors(
+    served: Served,
+) -> None:
+    """The door watches each connection for its client leaving; a process that holds more
+    descriptors than select() takes (1024: a long-running collector does) must not read
+    that as every client gone and kill every query."""
+    held = [socket.socket() for _ in range(1100)]
+    try:
+        answer = served.request(
+            "writer",
+            "SELECT sum(s) FROM (SELECT sleepEachRow(0.1) AS s FROM numbers(5)) "
+            "SETTINGS max_block_size = 1",
+        )
+    finally:
+        for sock in held:
+            sock.close()
+    assert (answer.status, answer.code) == (200, None)

@@ -107,14 +107,21 @@ def client_gone(connection: socket.socket) -> bool:
     """Whether the client closed its connection (its request is read: anything readable
     now is the end of the stream, or for TLS the ``close_notify`` before it)."""
     try:
-        readable, _, _ = select.select([connection], [], [], 0)
-        if not readable:
+        if not _readable_now(connection):
             return False
         if isinstance(connection, ssl.SSLSocket):
             return _tls_client_gone(connection)
         return connection.recv(1, socket.MSG_PEEK) == b""
     except (OSError, ValueError):
         return True
+
+
+def _readable_now(connection: socket.socket) -> bool:
+    """Whether reading would not block. poll, not select: a long-running process holds
+    descriptors past select's 1024, which select refuses (and that read as "gone")."""
+    poller = select.poll()
+    poller.register(connection, select.POLLIN | select.POLLPRI | select.POLLHUP)
+    return bool(poller.poll(0))
 
 
 def _tls_client_gone(connection: ssl.SSLSocket) -> bool:

@@ -31,8 +31,6 @@ import io
 import json
 import logging
 import os
-import select
-import socket
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
@@ -51,6 +49,7 @@ from segwatch.collector.config.network import API_TOKEN_ENV, ApiConfig
 from segwatch.collector.errors import RetryableError
 from segwatch.collector.metrics import CONTENT_TYPE
 from segwatch.collector.profile.profiles import load_profile, read_table
+from segwatch.collector.serve.listener import client_gone
 
 from .analyst_queries import AnalystQueries, QueryBudgetError, QueryCancelledError
 from .api_door import UPLOAD_TYPES, ApiDoor, Refusal, body_type
@@ -235,7 +234,7 @@ class LocalApi:
         if self._queries is None:
             with self._lock:
                 return read_only_query(self._sql_client, query).to_json()
-        return self._queries.run(query, abandoned=lambda: _hung_up(handler)).to_json()
+        return self._queries.run(query, abandoned=lambda: client_gone(handler.connection)).to_json()
 
     def _answer(
         self,
@@ -353,17 +352,6 @@ class LocalApi:
             handler.send_header(name, value)
         handler.end_headers()
         handler.wfile.write(data)
-
-
-def _hung_up(handler: BaseHTTPRequestHandler) -> bool:
-    """Whether the client closed its connection (its request is read: anything readable
-    now is the end of the stream)."""
-    connection = handler.connection
-    try:
-        readable, _, _ = select.select([connection], [], [], 0)
-        return bool(readable) and connection.recv(1, socket.MSG_PEEK) == b""
-    except (OSError, ValueError):
-        return True
 
 
 def _copy(source: io.BufferedIOBase, target: IO[bytes], length: int) -> None:
