@@ -56,6 +56,12 @@ class TableRows:
 # the insert time for our aggregate rows, whose keys are already unique per block.
 MERGE_LATER = {"optimize_on_insert": 0}
 
+# Every insert synchronous, whatever the server's default (async_insert is 1 by default
+# in recent ClickHouse, the embedded engine included): an insert that returned is in a
+# part, and its deduplication token counts (async inserts ignore tokens unless
+# async_insert_deduplicate is on). A collector's inserts are batched already.
+SYNCHRONOUS = {"async_insert": 0}
+
 
 def insert_blocks(
     client: Client,
@@ -71,4 +77,5 @@ def insert_blocks(
     chunked request body over HTTP), never joined.
     """
     pieces = (p for b in blocks for p in ([b] if isinstance(b, bytes) else b))  # a Generator
-    client.raw_insert(table, list(column_names), pieces, fmt="Native", settings=settings or None)
+    settings = {**SYNCHRONOUS, **(settings or {})}
+    client.raw_insert(table, list(column_names), pieces, fmt="Native", settings=settings)
