@@ -23,4 +23,5 @@ unreachable.
 - ``exporter``: :class:`ClickHouseExporter`, batched inserts with group commit.
 - ``connection``: the collector's clients on its store, usable before the store is.
 - ``settings``, ``part_durability``: store-wide settings all collectors must share; fsynced parts.
+- ``retention``: the tables' TTLs from ``storage.retention``, applied at store setup.
 """
