@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-import pytest
+import threading
 
+import pytest
+from waiting import wait_until
+
+from segwatch.clickhouse.lease import Lease, LeaseHeldError
 from segwatch.clickhouse.migrate import (
+    MIGRATION_LEASE,
     Migration,
     MigrationError,
+    MigrationsPendingError,
     apply_migrations,
     load_migrations,
+    pending_migrations,
+    require_migrated,
 )
-from segwatch.clickhouse.store import open_client, parse_dsn
+from segwatch.clickhouse.sql_text import split_statements
+from segwatch.clickhouse.store import StoreError, open_client, parse_dsn
 
 
 @pytest.fixture
@@ -136,3 +145,162 @@ def test_the_aggregates_keep_their_rows_when_reordered_by_time(bare_client) -> N
     assert totals == [(1000.0, 1000, {16400: 1000.0}, 90)]
     tables = {r[0] for r in bare_client.query("SHOW TABLES").result_rows}
     assert "ml_segment_aggregates_by_time" not in tables
+
+
+def test_pending_migrations_and_require_migrated_name_what_is_missing(bare_client) -> None:
+    shipped = load_migrations()
+    with pytest.raises(
+        MigrationsPendingError, match=r"0001_segment_aggregates\.sql.*segwatch migrate"
+    ):
+        require_migrated(bare_client)
+    assert "segwatch_migrations" not in _tables(bare_client)  # asking created nothing
+    apply_migrations(bare_client, shipped[:5])
+    assert pending_migrations(bare_client) == shipped[5:]
+    with pytest.raises(StoreError, match=r"lacks 6 migration\(s\).*0006_deduplication\.sql"):
+        require_migrated(bare_client)
+    apply_migrations(bare_client)
+    assert pending_migrations(bare_client) == []
+    require_migrated(bare_client)
+    edited = Migration(shipped[0].version, shipped[0].name, shipped[0].sql + "\n-- edited\n")
+    with pytest.raises(MigrationError, match="never be edited"):
+        pending_migrations(bare_client, [edited, *shipped[1:]])
+
+
+def test_a_runner_waits_for_the_lease_another_runner_holds(bare_client, store_dsn) -> None:
+    other = open_client(parse_dsn(store_dsn))
+    try:
+        held = Lease(other, MIGRATION_LEASE, "the other runner")
+        held.acquire()
+        with pytest.raises(LeaseHeldError, match="held by the other runner; it expires at"):
+            apply_migrations(bare_client, wait=0)
+        assert pending_migrations(bare_client) == load_migrations()  # nothing applied
+        held.release()
+        assert len(apply_migrations(bare_client, wait=0)) == len(load_migrations())
+    finally:
+        other.close()
+
+
+def test_racing_runners_apply_each_migration_once(store_dsn) -> None:
+    runners = [open_client(parse_dsn(store_dsn)) for _ in range(3)]
+    results: list[list[str] | BaseException] = []
+
+    def run(client) -> None:  # type: ignore[no-untyped-def]
+        try:
+            results.append(apply_migrations(client, wait=120))
+        except BaseException as exc:  # reported below
+            results.append(exc)
+
+    threads = [threading.Thread(target=run, args=(client,)) for client in runners]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(180)
+        names = [m.name for m in load_migrations()]
+        assert sorted(results, key=len) == [[], [], names]  # one ran them all, two found none
+        versions = runners[0].query("SELECT version FROM segwatch_migrations").result_rows
+        assert sorted(v for (v,) in versions) == list(range(1, len(names) + 1))
+    finally:
+        for client in runners:
+            client.close()
+
+
+def _store_aggregates(client, rows: int, minute: int = 0) -> None:  # type: ignore[no-untyped-def]
+    client.command(
+        "INSERT INTO ml_segment_aggregates (model_name, bucket_start, segment_dim, segment_value, "
+        "quantity, count, sampled, histogram) SELECT 'm', toDateTime('2026-11-26 10:00:00', 'UTC') "
+        f"+ 60 * ({minute} + number % 90), '__all__', '__all__', 'output.score', 1, 1, "
+        f"map(16400, 1.) FROM numbers({rows})"
+    )
+
+
+def _before_the_rebuild(client) -> tuple[list[Migration], Migration]:  # type: ignore[no-untyped-def]
+    shipped = load_migrations()
+    rebuild = next(m for m in shipped if m.name == "0011_aggregates_by_time.sql")
+    apply_migrations(client, shipped[: rebuild.version - 1])
+    return shipped, rebuild
+
+
+def _assert_not_rebuilt(client, total: float) -> None:  # type: ignore[no-untyped-def]
+    """The rebuild neither happened nor left its copy behind, and every row is there."""
+    assert client.query("SELECT sum(count) FROM ml_segment_aggregates").result_rows == [(total,)]
+    assert "ml_segment_aggregates_by_time" not in _tables(client)
+    (key,) = client.query(
+        "SELECT sorting_key FROM system.tables WHERE database = currentDatabase() "
+        "AND name = 'ml_segment_aggregates'"
+    ).result_rows[0]
+    assert "toStartOfFiveMinutes" not in key
+    assert "0011_aggregates_by_time.sql" in {m.name for m in pending_migrations(client)}
+
+
+def test_a_rebuild_is_refused_while_a_writer_thread_writes_the_table(
+    bare_client, store_dsn
+) -> None:
+    """A shared store (a server): an older collector still writes ml_segment_aggregates."""
+    shipped, _ = _before_the_rebuild(bare_client)
+    _store_aggregates(bare_client, 1000)
+    stop, written = threading.Event(), []
+    writer_client = open_client(parse_dsn(store_dsn))
+
+    def write() -> None:
+        while not stop.is_set():
+            _store_aggregates(writer_client, 10, minute=len(written))
+            written.append(10)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        wait_until(lambda: written)
+        with pytest.raises(MigrationError, match="collector is still writing ml_segment_agg"):
+            apply_migrations(bare_client, shipped, exclusive=False, quiet=60)
+    finally:
+        stop.set()
+        writer.join(60)
+        writer_client.close()
+    _assert_not_rebuilt(bare_client, 1000.0 + sum(written))
+
+
+def test_a_rebuild_aborts_before_the_exchange_if_the_table_was_written_during_the_copy(
+    bare_client,
+) -> None:
+    """The 0011 rebuild with one more statement between its copy and its EXCHANGE: an
+    insert into the table being rebuilt, where a collector's write would land."""
+    shipped, rebuild = _before_the_rebuild(bare_client)
+    _store_aggregates(bare_client, 1000)
+    statements = split_statements(rebuild.sql)
+    exchange = next(i for i, s in enumerate(statements) if s.startswith("EXCHANGE TABLES"))
+    statements.insert(exchange, _insert_sql(5))
+    written_during = Migration(rebuild.version, rebuild.name, ";\n".join(statements))
+    with pytest.raises(MigrationError, match=r"written while 0011_aggregates_by_time\.sql copied"):
+        apply_migrations(bare_client, [*shipped[: rebuild.version - 1], written_during],
+                         exclusive=False, quiet=0)  # fmt: skip
+    _assert_not_rebuilt(bare_client, 1005.0)
+
+
+def test_a_rebuild_on_a_shared_store_runs_once_the_table_is_quiet(bare_client) -> None:
+    shipped, rebuild = _before_the_rebuild(bare_client)
+    _store_aggregates(bare_client, 1000)
+    quiet_for = (
+        "SELECT dateDiff('second', max(modification_time), now()) FROM system.parts "
+        "WHERE active AND database = currentDatabase() AND table = 'ml_segment_aggregates'"
+    )
+    wait_until(lambda: bare_client.query(quiet_for).result_rows[0][0] >= 1, timeout=30)
+    applied = apply_migrations(bare_client, shipped, exclusive=False, quiet=1)
+    assert applied == [m.name for m in shipped[rebuild.version - 1 :]]
+    assert bare_client.query("SELECT sum(count) FROM ml_segment_aggregates").result_rows == [
+        (1000.0,)
+    ]
+    assert "ml_segment_aggregates_by_time" not in _tables(bare_client)
+
+
+def _insert_sql(rows: int) -> str:
+    return (
+        "INSERT INTO ml_segment_aggregates (model_name, bucket_start, segment_dim, "
+        "segment_value, quantity, count, sampled, histogram) SELECT 'm', "
+        "toDateTime('2026-11-26 12:00:00', 'UTC'), '__all__', '__all__', 'output.score', 1, 1, "
+        f"map(16400, 1.) FROM numbers({rows})"
+    )
+
+
+def _tables(client) -> set[str]:  # type: ignore[no-untyped-def]
+    return {r[0] for r in client.query("SHOW TABLES").result_rows}

@@ -318,3 +318,111 @@ def test_the_config_is_found_and_its_relative_paths_are_its_own(tmp_path: Path) 
     # $SEGWATCH_CONFIG naming a missing file is bad configuration, not the defaults.
     missing = {**os.environ, "SEGWATCH_CONFIG": str(tmp_path / "nope.yaml")}
     assert run("sql", query, cwd=elsewhere, env=missing).returncode == 2
+
+
+def test_migrate_applies_what_is_missing_and_dry_run_changes_nothing(
+    config: str, tmp_path: Path
+) -> None:
+    from segwatch.clickhouse.migrate import load_migrations
+    from segwatch.clickhouse.sql_text import split_statements
+
+    shipped = load_migrations()
+    store = tmp_path / "store"
+    dry = run("migrate", "--dry-run", "--config", config)
+    assert dry.returncode == 0, dry.stderr
+    assert "every migration is pending" in dry.stderr
+    assert not store.exists()  # a dry run creates nothing
+    headers = [line for line in dry.stdout.splitlines() if line.startswith("-- ")]
+    assert headers == [f"-- {m.name}" for m in shipped]
+    # Each statement ends with ';': the printed SQL splits into the migrations' statements.
+    assert split_statements(dry.stdout) == [s for m in shipped for s in split_statements(m.sql)]
+
+    applied = run("migrate", "--config", config)
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.splitlines() == [f"applied {m.name}" for m in shipped]
+    assert applied.stderr == f"segwatch: store chdb://{store}\n"
+    for args in (["migrate"], ["migrate", "--dry-run"]):
+        again = run(*args, "--config", config)
+        assert (again.returncode, again.stdout) == (0, "the store is up to date\n"), again.stderr
+
+
+def test_migrate_dry_run_prints_only_the_pending_sql(config: str, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    code = ("import sys\nfrom segwatch.clickhouse.migrate import apply_migrations, "
+            "load_migrations\nfrom segwatch.clickhouse.store import open_client, parse_dsn\n"
+            "client = open_client(parse_dsn(sys.argv[1]))\n"
+            "apply_migrations(client, load_migrations()[:10])\nclient.close()")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code, f"chdb://{store}"], check=True, timeout=120)
+    first = run("migrate", "--dry-run", "--config", config)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("-- 0011_aggregates_by_time.sql\nCREATE TABLE IF NOT EXISTS")
+    assert first.stdout.endswith(
+        "EXCHANGE TABLES ml_segment_aggregates AND ml_segment_aggregates_by_time;\n"
+        "DROP TABLE ml_segment_aggregates_by_time;\n"
+    )
+    assert run("migrate", "--dry-run", "--config", config).stdout == first.stdout  # unchanged
+    assert run("migrate", "--config", config).stdout == "applied 0011_aggregates_by_time.sql\n"
+
+
+def test_migrate_says_when_a_collector_holds_the_store(config: str, tmp_path: Path) -> None:
+    from collector_process import CollectorProcess
+
+    collector = CollectorProcess(Path(config), tmp_path / "store")
+    try:
+        for args in (["migrate"], ["migrate", "--dry-run"]):
+            refused = run(*args, "--config", config)
+            assert refused.returncode == 1
+            (line,) = refused.stderr.strip().splitlines()
+            held = f"the embedded store {tmp_path / 'store'} is held by the collector running"
+            assert line.startswith(f"segwatch: error: {held} at {collector.api}")
+            assert "stop it to run segwatch migrate" in line
+    finally:
+        assert collector.stop() == 0, collector.log()
+
+
+def test_migrate_on_an_unreachable_server_is_one_line(tmp_path: Path) -> None:
+    """No ClickHouse server can run on this machine: this checks the http(s) path's errors."""
+    path = write_config(tmp_path, "storage:\n  dsn: http://default:s3cret@127.0.0.1:1/segwatch\n")
+    result = run("migrate", "--config", path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("segwatch: error: cannot open store http://default:***@")
+    assert "s3cret" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_migrate_renders_the_cluster_form_without_a_store(tmp_path: Path) -> None:
+    from segwatch.clickhouse.cluster import render_cluster_migrations
+    from segwatch.clickhouse.migrate import load_migrations
+    from segwatch.clickhouse.sql_text import split_statements
+
+    cwd = tmp_path / "empty"
+    cwd.mkdir()
+    rendered = run("migrate", "--cluster", "segwatch_cluster", "--render", cwd=cwd)
+    assert rendered.returncode == 0, rendered.stderr
+    assert list(cwd.iterdir()) == []  # the default store was not reached, nor made
+    expected = render_cluster_migrations(load_migrations(), "segwatch_cluster")
+    assert split_statements(rendered.stdout) == [
+        s for m in expected for s in split_statements(m.sql)
+    ]
+    assert "ON CLUSTER segwatch_cluster" in rendered.stdout
+    plain = run("migrate", "--render", cwd=cwd)
+    assert plain.returncode == 0 and "ON CLUSTER" not in plain.stdout
+    for args, code, message in (
+        (["--cluster", "bad-name", "--render"], 2, "cluster name 'bad-name' must match"),
+        (["--render", "--dry-run"], 2, "not allowed with argument"),
+        (["--cluster", "segwatch_cluster"], 1, "--cluster is for a ClickHouse cluster"),
+    ):
+        refused = run("migrate", *args, cwd=cwd)
+        assert refused.returncode == code and message in refused.stderr, refused.stderr
+    assert list(cwd.iterdir()) == []
+
+
+def test_migrate_points_at_the_door_of_segwatch_serve(config: str, tmp_path: Path) -> None:
+    """The discovery file `segwatch serve` writes (this test's pid stands for its process)."""
+    store = tmp_path / "store"
+    store.mkdir()
+    door = {"pid": os.getpid(), "serve": "http://127.0.0.1:8123", "database": "segwatch"}
+    (store / "segwatch-collector.json").write_text(json.dumps(door))
+    refused = run("migrate", "--config", config)
+    assert refused.returncode == 1
+    assert "is served by segwatch serve at http://127.0.0.1:8123" in refused.stderr
+    assert "storage.dsn: http://127.0.0.1:8123/segwatch" in refused.stderr

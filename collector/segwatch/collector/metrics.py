@@ -109,6 +109,12 @@ class CollectorMetrics:
             ["detector"],
             registry=self.registry,
         )
+        self.detector_skipped = Counter(
+            "segwatch_detector_skipped",
+            "Scheduled detector windows skipped: another collector on the store claimed them.",
+            ["detector"],
+            registry=self.registry,
+        )
 
     def read_from(self, read: Callable[[], dict[str, Any]]) -> None:
         """Add the scrape-time values (see :class:`_Snapshot` for the keys ``read`` returns)."""

@@ -24,11 +24,12 @@ from urllib.parse import urlencode, urlsplit
 from clickhouse_connect.driver.client import Client
 
 from segwatch.clickhouse.detection import DetectorSpec
-from segwatch.clickhouse.migrate import apply_migrations
+from segwatch.clickhouse.migrate import apply_migrations, require_migrated
 from segwatch.clickhouse.queries import AnomalyFilter, QueryResult, list_anomalies, read_only_query
 from segwatch.clickhouse.store import (
     StoreError,
     StoreLocation,
+    StoreLockedError,
     open_client,
     open_existing_client,
     parse_dsn,
@@ -49,6 +50,7 @@ __all__ = [
     "StoreAccess",
     "describe_store",
     "open_access",
+    "open_for_migration",
 ]
 
 
@@ -236,5 +238,37 @@ def open_access(
         return ApiAccess(url, timeout=timeout, token=token,
                          store=f"{store} (through the collector at {url})")  # fmt: skip
     client = open_client(location) if create else open_existing_client(location)
-    apply_migrations(client)
+    try:
+        if location.embedded:
+            apply_migrations(client, exclusive=True)  # locked by this process: no one writes
+        else:
+            require_migrated(client)  # shared: `segwatch migrate` is its one runner
+    except BaseException:
+        client.close()
+        raise
     return DirectAccess(client, specs, config, store=store, location=location)
+
+
+def open_for_migration(location: StoreLocation, create: bool) -> Client:
+    """The store, opened by this process for ``segwatch migrate``.
+
+    An embedded store a collector holds is refused (:class:`StoreLockedError`):
+    that collector applied its migrations when it started, and a newer
+    version's are applied when that version's collector starts, or by this
+    command once the collector is stopped. ``create=False`` (a dry run)
+    raises :class:`StoreNotFoundError` when there is no store.
+    """
+    info = read_discovery(location)
+    if info is not None and "serve" in info:  # its collectors write through its door
+        raise StoreLockedError(
+            f"the embedded store {location.path} is served by segwatch serve at "
+            f"{info['serve']} (pid {info.get('pid')}); migrate it through that door, as its "
+            f"collectors reach it: storage.dsn: {info['serve']}/{info.get('database')}"
+        )
+    if info is not None:
+        raise StoreLockedError(
+            f"the embedded store {location.path} is held by the collector running at "
+            f"{info.get('api')} (pid {info.get('pid')}), which applied the migrations it "
+            "knows when it started; stop it to run segwatch migrate"
+        )
+    return open_client(location) if create else open_existing_client(location)

@@ -18,7 +18,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from segwatch.clickhouse.migrate import (
+    Migration,
+    MigrationError,
+    apply_migrations,
+    load_migrations,
+    pending_migrations,
+)
 from segwatch.clickhouse.queries import AnomalyFilter, QueryResult
+from segwatch.clickhouse.sql_text import split_statements
 from segwatch.clickhouse.store import StoreNotFoundError, parse_dsn
 from segwatch.collector.config.collector_config import CollectorConfig
 from segwatch.collector.config.detector_specs import configured_detectors
@@ -26,8 +34,15 @@ from segwatch.collector.config.files import CONFIG_ENV, DEFAULT_CONFIG_FILE, fin
 from segwatch.collector.config.load import ConfigError, load_config
 from segwatch.collector.service.discovery import read_discovery
 
-from .access import ApiAccess, DirectAccess, StoreAccess, open_access
-from .exits import EXIT_OK, EXIT_USAGE
+from .access import (
+    ApiAccess,
+    DirectAccess,
+    StoreAccess,
+    describe_store,
+    open_access,
+    open_for_migration,
+)
+from .exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from .output import print_table, progress_bar
 
 if TYPE_CHECKING:
@@ -195,6 +210,54 @@ def _requeue(config: CollectorConfig, letters: DeadLetters, names: list[str], ev
     return EXIT_OK
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    """Apply what the store lacks (or print its SQL); a store a collector holds is refused."""
+    config_path, config = _config(args)
+    migrations = load_migrations()
+    if args.cluster is not None:
+        from segwatch.clickhouse.cluster import render_cluster_migrations
+
+        migrations = render_cluster_migrations(migrations, args.cluster)
+    if args.render:
+        _print_migrations(migrations)
+        return EXIT_OK
+    location = parse_dsn(config.storage.dsn)
+    if args.cluster is not None and location.embedded:
+        raise ValueError("--cluster is for a ClickHouse cluster: storage.dsn must be http(s)://")
+    try:
+        client = open_for_migration(location, create=not args.dry_run)
+    except StoreNotFoundError as exc:
+        if not args.dry_run:
+            raise
+        print(f"segwatch: {exc} ({_dsn_origin(config_path)}): every migration is pending",
+              file=sys.stderr)  # fmt: skip
+        _print_migrations(migrations)
+        return EXIT_OK
+    print(f"segwatch: store {describe_store(location)}", file=sys.stderr, flush=True)
+    try:
+        if args.dry_run:
+            _print_migrations(pending_migrations(client, migrations))
+            return EXIT_OK
+        # Embedded: locked by this process, no one else writes. A server: collectors may.
+        applied = apply_migrations(client, migrations, exclusive=location.embedded)
+    except MigrationError as exc:
+        print(f"segwatch: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        client.close()
+    print("\n".join(f"applied {name}" for name in applied) or "the store is up to date")
+    return EXIT_OK
+
+
+def _print_migrations(migrations: list[Migration]) -> None:
+    """Each migration's statements as they would run, under a ``-- NNNN_name.sql`` line."""
+    if not migrations:
+        print("the store is up to date")
+    for number, migration in enumerate(migrations):
+        statements = "".join(f"{statement};\n" for statement in split_statements(migration.sql))
+        print(("\n" if number else "") + f"-- {migration.name}\n{statements}", end="")
+
+
 def _utc(seconds: float) -> str:
     return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -209,5 +272,6 @@ HANDLERS: dict[str, Handler] = {
     "explain": _explain,
     "detect": _detect,
     "spool": _spool,
+    "migrate": _migrate,
 }
 """The handler of each sub-command :mod:`.parser` defines."""

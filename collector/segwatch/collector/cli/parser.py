@@ -15,6 +15,7 @@ from typing import TypeAlias
 
 from segwatch.clickhouse.detection import parse_duration
 from segwatch.clickhouse.queries import ANOMALY_STATES
+from segwatch.clickhouse.store import validate_identifier
 from segwatch.collector.config.files import CONFIG_ENV, DEFAULT_CONFIG_FILE
 
 __all__ = ["build_parser", "check_usage", "installed_version"]
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"segwatch {installed_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_add_demo, _add_collector, _add_sql, _add_anomalies, _add_baseline,
-                _add_validate, _add_explain, _add_detect, _add_spool):  # fmt: skip
+                _add_validate, _add_explain, _add_detect, _add_spool, _add_migrate):  # fmt: skip
         add(commands)
     return parser
 
@@ -192,6 +193,39 @@ def _add_spool(commands: SubParsers) -> None:
     _json_argument(spool)
 
 
+def _add_migrate(commands: SubParsers) -> None:
+    migrate = commands.add_parser(
+        "migrate",
+        help="bring the store's tables up to date with this version",
+        description="Apply the migrations the store lacks, in order, and print their names. "
+        "One runner at a time: a lease kept in the store makes a second run wait for the "
+        "first (then find nothing left to do). A collector on an embedded store migrates it "
+        "when it starts; on a ClickHouse server, collectors wait until this has run. A "
+        "migration that rebuilds a table refuses to run on a server while a collector still "
+        "writes that table: stop the older collectors first.",
+    )
+    migrate.add_argument(
+        "--cluster",
+        metavar="NAME",
+        type=_cluster_name,
+        help="the migrations' form for the ClickHouse cluster NAME (of the servers' "
+        "remote_servers): ON CLUSTER, Replicated tables behind Distributed ones",
+    )
+    mode = migrate.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the SQL of each pending migration instead, changing nothing",
+    )
+    mode.add_argument(
+        "--render",
+        action="store_true",
+        help="print the SQL of every migration (with --cluster, its cluster form) without "
+        "reaching any store",
+    )
+    _config_argument(migrate)
+
+
 def _config_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
@@ -203,6 +237,13 @@ def _config_argument(parser: argparse.ArgumentParser) -> None:
 
 def _json_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _cluster_name(text: str) -> str:
+    try:
+        return validate_identifier(text, "cluster name")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _duration(text: str) -> int:

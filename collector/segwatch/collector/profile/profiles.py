@@ -289,13 +289,17 @@ def baseline(
     Uses the config's store (default ``chdb://./segwatch-data``); while a
     collector holds that embedded store, stop it or load with the CLI.
     """
-    from segwatch.clickhouse.migrate import apply_migrations
+    from segwatch.clickhouse.migrate import apply_migrations, require_migrated
     from segwatch.clickhouse.store import open_client, parse_dsn
 
     config = config or CollectorConfig()
-    client = open_client(parse_dsn(config.storage.dsn))
+    location = parse_dsn(config.storage.dsn)
+    client = open_client(location)
     try:
-        apply_migrations(client)
+        if location.embedded:  # this process's alone
+            apply_migrations(client, exclusive=True)
+        else:  # shared: migrated by `segwatch migrate` only
+            require_migrated(client)
         return load_profile(client, data, model=model, version=version, name=name, config=config)
     finally:
         client.close()

@@ -1,4 +1,5 @@
-"""DetectorScheduler: runs each detector on its cadence inside the collector."""
+"""DetectorScheduler: runs each detector on its cadence inside the collector, each window once
+across every collector that shares the store."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Callable, Sequence
 from clickhouse_connect.driver.client import Client
 
 from segwatch.clickhouse.detection import DetectorSpec, run_detector
+from segwatch.clickhouse.lease import claim_once, holder_name
 from segwatch.clickhouse.queries import add_exemplar_span_ids
 from segwatch.collector.metrics import CollectorMetrics
 
@@ -25,10 +27,14 @@ class DetectorScheduler:
     """Runs every detector once per cadence, for the window that just closed.
 
     A run starts ``lateness`` seconds after the cadence boundary, so spans of
-    the last minute that are still in flight land first. The anomalies a run
-    opens or resolves go to every notifier (OTLP logs, webhooks). One thread; a
-    failing detector is logged and retried at its next boundary, never
-    crashing the collector.
+    the last minute that are still in flight land first. Several collectors
+    on one store each schedule every detector; before running a window, each
+    claims it in the store (:func:`~segwatch.clickhouse.lease.claim_once` on
+    ``detector:<name>:<window end>``) and only the one that wins runs it, so
+    a window runs once and its alerts go out once; the others count it as
+    ``skipped``. The anomalies a run opens or resolves go to every notifier
+    (OTLP logs, webhooks). One thread; a failing detector is logged and its
+    next window runs at the next boundary, never crashing the collector.
     """
 
     def __init__(
@@ -40,18 +46,23 @@ class DetectorScheduler:
         clock: Callable[[], float] = time.time,
         notifiers: Sequence[AnomalyNotifier] = (),
         metrics: CollectorMetrics | None = None,
+        holder: str | None = None,
+        poll: float = 5.0,
     ) -> None:
         self._metrics = metrics
+        self.holder = holder or holder_name("scheduler")  # whom its claims name; one each
         self._client = client
         self._specs = specs
         self._notifiers = list(notifiers)
         self._lateness = lateness
         self._clock = clock
+        self._poll = poll  # the longest sleep between two readings of the clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_due: dict[str, float] = {}
         self.runs = 0
         self.failures = 0
+        self.skipped = 0  # windows another collector claimed
 
     def start(self) -> None:
         now = self._clock()
@@ -78,16 +89,29 @@ class DetectorScheduler:
                         due += spec.cadence
                     self._next_due[spec.name] = due
             wait = min(self._next_due.values(), default=now + 60) - self._clock()
-            self._stop.wait(max(0.1, min(wait, 5.0)))
+            self._stop.wait(max(min(0.1, self._poll), min(wait, self._poll)))
 
     def _run_one(self, spec: DetectorSpec, at: float) -> None:
+        when = dt.datetime.fromtimestamp(at, dt.timezone.utc)
+        window_end = spec.windows(when)["window_end"].isoformat()
         try:
-            run = run_detector(self._client, spec, dt.datetime.fromtimestamp(at, dt.timezone.utc))
+            claimed = claim_once(self._client, f"detector:{spec.name}:{window_end}", self.holder)
+            if not claimed:
+                self.skipped += 1
+                if self._metrics is not None:
+                    self._metrics.detector_skipped.labels(spec.name).inc()
+                _logger.debug("detector %s, window to %s: another collector runs it",
+                              spec.name, window_end)  # fmt: skip
+                return
+            run = run_detector(self._client, spec, when)
         except Exception:
+            # A window this collector claimed is run by no other, and this one does
+            # not retry it: its findings are missed (`segwatch detect --at` runs it
+            # by hand). A claim that failed (the store unreachable) was not ours.
             self.failures += 1
             if self._metrics is not None:
                 self._metrics.detector_failures.labels(spec.name).inc()
-            _logger.exception("detector %s failed", spec.name)
+            _logger.exception("detector %s failed for the window to %s", spec.name, window_end)
             return
         self.runs += 1
         if self._metrics is not None:
