@@ -1,7 +1,8 @@
 """Collector: builds the pipeline from a config and runs it.
 
 receiver → processor (decode, segment, aggregate) → exporter → ClickHouse,
-plus the detector scheduler and the local API. Components are built with
+plus the detector scheduler, the local API and, with ``serve.in_collector``,
+ClickHouse's HTTP interface on its embedded store. Components are built with
 their next consumer and started in reverse order of the data flow, so nothing
 is accepted before its consumer is ready; shutdown goes the other way.
 """
@@ -16,9 +17,9 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from segwatch.clickhouse.migrate import apply_migrations
+from segwatch.clickhouse.migrate import require_migrated
 from segwatch.clickhouse.queries import QueryResult
-from segwatch.clickhouse.store import parse_dsn, redact_dsn
+from segwatch.clickhouse.store import StoreError, parse_dsn, redact_dsn
 from segwatch.collector import kernels
 from segwatch.collector.aggregate.aggregator import SegmentAggregator
 from segwatch.collector.config.collector_config import CollectorConfig
@@ -31,6 +32,7 @@ from segwatch.collector.metrics import CollectorMetrics
 from segwatch.collector.profile.profiles import refresh_quantile_buckets
 from segwatch.collector.receive.receiver import OTLPReceiver
 from segwatch.collector.segment.plan import SegmentationPlan
+from segwatch.collector.serve import ClickHouseDoor
 from segwatch.collector.store.connection import StoreConnection, StoreUnreachableError
 from segwatch.collector.store.exporter import ClickHouseExporter
 from segwatch.collector.store.part_durability import set_part_durability
@@ -41,6 +43,7 @@ from .analyst_queries import AnalystQueries, QueryBudget
 from .api import LocalApi
 from .discovery import discovery_path, remove_own_discovery, write_discovery
 from .scheduler import DetectorScheduler
+from .serving import set_up_store
 
 __all__ = ["Collector"]
 
@@ -83,6 +86,7 @@ class Collector:
         self.receiver: OTLPReceiver | None = None
         self.scheduler: DetectorScheduler | None = None
         self.api: LocalApi | None = None
+        self.door: ClickHouseDoor | None = None
         self.metrics = CollectorMetrics()
         self.metrics.read_from(self._metric_values)
 
@@ -102,14 +106,16 @@ class Collector:
         self._start_pipeline()
         self._start_scheduler()
         self._start_api(queries)
+        self._start_door()
         self._start_receiver()
         self._write_discovery()
         assert self.receiver is not None and self.api is not None
         _logger.info(
-            "collector listening on %s (OTLP/gRPC), API on %s, store %s",
+            "collector listening on %s (OTLP/gRPC), API on %s, store %s%s",
             self.receiver.address,
             self.api.url,
             self.location.path or redact_dsn(self.location.dsn),
+            f", ClickHouse HTTP interface on {self.door.url}" if self.door else "",
         )
 
     def _connect_store(self) -> AnalystQueries:
@@ -210,13 +216,36 @@ class Collector:
         self.receiver.start()
 
     def _set_up_store(self, client: Client) -> None:
-        """Bring a newly opened store up to date before anything else uses it."""
-        applied = apply_migrations(client)
-        if applied:
-            _logger.info("applied migrations: %s", ", ".join(applied))
-        check_store_settings(client, self.config)
-        set_part_durability(client, self.config.storage.fsync_parts)
+        """Bring a newly opened store up to date before anything else uses it.
+
+        An embedded store is this process's alone: it migrates it. A server's
+        store is shared with other collectors, so migrations are for ``segwatch
+        migrate`` (one runner at a time, never N collectors racing): until it
+        ran, the store counts as unreachable, and what is acknowledged waits in
+        the spool.
+        """
+        if self.location.embedded:
+            set_up_store(client, self.config)
+        else:
+            require_migrated(client)
+            check_store_settings(client, self.config)
+            set_part_durability(client, self.config.storage.fsync_parts)
         refresh_quantile_buckets(client, self.plan)
+
+    def _start_door(self) -> None:
+        """ClickHouse's HTTP interface on this collector's embedded store (serve.in_collector)."""
+        if not self.config.serve.in_collector:
+            return
+        if not self.location.embedded:
+            raise StoreError(
+                "serve.in_collector serves the collector's embedded store; with "
+                f"{redact_dsn(self.location.dsn)} the server already speaks that interface"
+            )
+        if self._store is None or self._store.problem:
+            raise StoreError("serve.in_collector needs the store open at start: "
+                             f"{self._store.problem if self._store else 'not opened'}")  # fmt: skip
+        self.door = ClickHouseDoor(self.config.serve, self.location.path)
+        self.door.start()
 
     def _store_back(self) -> None:
         if self.processor is not None:
@@ -295,9 +324,10 @@ class Collector:
         if path is None or self.api is None:
             return
         otlp = self.receiver.address if self.receiver else None
-        write_discovery(
-            path, {"api": self.api.local_url, "token": self.api.token, "otlp_grpc": otlp}
-        )
+        info = {"api": self.api.local_url, "token": self.api.token, "otlp_grpc": otlp}
+        if self.door is not None:
+            info["serve"] = self.door.url
+        write_discovery(path, info)
 
     def detect(self, at: dt.datetime | None = None) -> QueryResult:
         """Run the configured detectors now, for the windows ending ``at``; the new anomalies.
@@ -325,6 +355,9 @@ class Collector:
         if self.api is not None:
             self.api.shutdown()
             self.api = None
+        if self.door is not None:
+            self.door.shutdown()
+            self.door = None
         if self.scheduler is not None:
             self.scheduler.shutdown()
             self.scheduler = None
