@@ -1,6 +1,7 @@
 """Scale-out, as it runs: collector processes, each with its own spool, write one store
 through ``segwatch serve`` (ClickHouse's HTTP interface), and give, after ClickHouse merges,
-exactly the aggregates and the detectors' findings of one collector fed everything.
+exactly the aggregates and the detectors' findings of one collector fed everything; their
+schedulers run each detector window once between them.
 
 One store holds all three: the shop's traffic goes whole to one collector as model
 ``shop-1``, in halves to two as ``shop-2`` and in thirds to three as ``shop-3``; the
@@ -12,6 +13,7 @@ processes and over HTTP.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +22,10 @@ import clickhouse_connect
 import pytest
 from collector_process import CollectorProcess, free_port
 from shop_traffic import END, traffic
+from waiting import wait_until
 
-from segwatch.clickhouse.detection import run_detectors
+from segwatch.clickhouse.detection import load_manifest, run_detectors
+from segwatch.clickhouse.lease import LEASE_TABLE
 from segwatch.collector.cli.demo import service_tracer_provider
 from segwatch.collector.config import CollectorConfig, StorageConfig
 from segwatch.collector.config.serve import ServeConfig
@@ -59,7 +63,6 @@ def _start(tmp_path: Path, dsn: str, name: str) -> CollectorProcess:
         f"storage:\n  dsn: {dsn}\n  spool:\n    path: {home / 'spool'}\n"
         "    flush_interval: 0.05\n"
         f"receiver:\n  grpc:\n    endpoint: {otlp}\napi:\n  endpoint: {api}\n"
-        "scheduler:\n  enabled: false\n"
     )
     return CollectorProcess(config, home, {"SEGWATCH_API_TOKEN": TOKEN}, endpoints=(otlp, api))
 
@@ -72,6 +75,20 @@ def _send(collector: CollectorProcess, model_name: str, rows: list[tuple[int, di
         with model.call(start_time=at, end_time=at + 1) as call:
             call.features(**features)
     provider.shutdown()
+
+
+def _scheduled(collector: CollectorProcess) -> tuple[int, int]:
+    """The windows this collector's scheduler ran, and those it handled in all (ran, left to
+    another collector that claimed them, or failed)."""
+    runs = int(collector.call("GET", "/api/v1/status")["detector_runs"])
+    metrics = collector.metrics()
+    others = sum(
+        float(value)
+        for value in re.findall(
+            r"^segwatch_detector_(?:skipped|failures)_total\{[^}]*\} (\S+)$", metrics, re.M
+        )
+    )
+    return runs, runs + int(others)
 
 
 def _findings(client, at: int) -> dict[str, list[tuple]]:  # type: ignore[no-untyped-def]
@@ -100,12 +117,22 @@ def test_one_two_and_three_collector_processes_give_the_same_aggregates_and_find
                 _send(collectors[i], f"shop-{parts}", rows[i::parts])
         for collector in collectors:
             collector.sql("SELECT 1")  # flushes everything it acknowledged
+        # At start each scheduler runs the window that closed last, unless another did.
+        specs = len(load_manifest())
+        wait_until(lambda: sum(_scheduled(c)[1] for c in collectors) == 3 * specs, timeout=120)
+        runs = sum(_scheduled(c)[0] for c in collectors)
     finally:
         codes = [collector.stop() for collector in collectors]
     assert codes == [0, 0, 0]
 
     reader = clickhouse_connect.get_client(host="127.0.0.1", port=served.door.port,  # type: ignore[union-attr]
                                            database="segwatch")  # fmt: skip
+    claims = reader.query(
+        f"SELECT key, count() FROM {LEASE_TABLE} WHERE key LIKE 'claim:detector:%' GROUP BY key"
+    ).result_rows
+    assert {count for _, count in claims} == {1}
+    assert runs == len(claims) >= specs  # once each, between them (more: a boundary passed)
+
     reader.command("OPTIMIZE TABLE ml_segment_aggregates FINAL")
     merged = {
         model: reader.query(AGGREGATES, parameters={"model": model}).result_rows

@@ -3,8 +3,10 @@
 An embedded store is locked by the process that opens it. While a collector
 runs on it, ``segwatch sql``, ``anomalies`` and ``detect`` go through the
 collector's local API (found through the discovery file the collector writes
-into the store directory, mode 0600, with the API's token); otherwise they
-open the store themselves. The token goes only to a loopback address, or to
+into the store directory, mode 0600, with the API's token); while ``segwatch
+serve`` holds it, through its ClickHouse HTTP interface (as user
+``$CLICKHOUSE_USER`` with ``$CLICKHOUSE_PASSWORD`` when set, else ``default``);
+otherwise they open the store themselves. The token goes only to a loopback address, or to
 the address the config's ``api.endpoint`` names: a discovery file pointing
 elsewhere is refused. Readers pass ``create=False``: a DSN naming no store is
 an error, never a new, empty store.
@@ -19,7 +21,7 @@ import os
 import urllib.error
 import urllib.request
 from typing import Any, Protocol
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from clickhouse_connect.driver.client import Client
 
@@ -224,6 +226,8 @@ def open_access(
     location = parse_dsn(dsn)
     store = describe_store(location)
     info = read_discovery(location)
+    if info is not None and "api" not in info and info.get("serve"):
+        return _through_door(location, str(info["serve"]), specs, config, store)
     if info is not None:
         url = str(info.get("api"))
         if not _trusted_api(url, config):
@@ -247,6 +251,29 @@ def open_access(
         client.close()
         raise
     return DirectAccess(client, specs, config, store=store, location=location)
+
+
+def _through_door(
+    location: StoreLocation,
+    url: str,
+    specs: list[DetectorSpec] | None,
+    config: CollectorConfig | None,
+    store: str,
+) -> DirectAccess:
+    """The embedded store ``segwatch serve`` holds, through its door at ``url``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not is_loopback(parts.hostname or ""):
+        raise StoreError(
+            f"{discovery_path(location)} names segwatch serve at {url}, not a loopback "
+            "address: not sending it credentials"
+        )
+    user = os.environ.get("CLICKHOUSE_USER", "")
+    password = os.environ.get("CLICKHOUSE_PASSWORD", "")
+    login = f"{quote(user, safe='')}:{quote(password, safe='')}@" if user else ""
+    door = parse_dsn(f"{parts.scheme}://{login}{parts.netloc}/{location.database}")
+    client = open_existing_client(door)
+    return DirectAccess(client, specs, config, store=f"{store} (through segwatch serve at "
+                        f"{url})", location=door)  # fmt: skip
 
 
 def open_for_migration(location: StoreLocation, create: bool) -> Client:

@@ -65,6 +65,12 @@ def _collector(args: argparse.Namespace) -> int:
     return run_collector(_config(args)[1])
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .collector_process import run_server
+
+    return run_server(_config(args)[1])
+
+
 def _sql(args: argparse.Namespace) -> int:
     with _open_store(*_config(args)) as access:
         print_table(access.sql(args.query), sys.stdout, args.json)
@@ -265,6 +271,7 @@ def _utc(seconds: float) -> str:
 HANDLERS: dict[str, Handler] = {
     "demo": _demo,
     "collector": _collector,
+    "serve": _serve,
     "sql": _sql,
     "anomalies": _anomalies,
     "baseline": _baseline,

@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
-    """Text or JSON lines on stderr: INFO for the collector, warnings for the other commands."""
+    """Text or JSON lines on stderr: INFO for collector and serve, warnings for the rest."""
     handler = logging.StreamHandler()
     handler.setFormatter(
         JsonLogFormatter()
@@ -68,7 +68,7 @@ def _configure_logging(args: argparse.Namespace) -> None:
     if args.verbose:
         level = logging.DEBUG
     else:
-        level = logging.INFO if args.command == "collector" else logging.WARNING
+        level = logging.INFO if args.command in ("collector", "serve") else logging.WARNING
     logging.basicConfig(level=level, handlers=[handler])
     if not args.verbose:
         # The one-line error says what failed; the drivers' retry chatter does not help.

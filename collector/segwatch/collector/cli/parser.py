@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"segwatch {installed_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_demo, _add_collector, _add_sql, _add_anomalies, _add_baseline,
+    for add in (_add_demo, _add_collector, _add_serve, _add_sql, _add_anomalies, _add_baseline,
                 _add_validate, _add_explain, _add_detect, _add_spool, _add_migrate):  # fmt: skip
         add(commands)
     return parser
@@ -89,6 +89,21 @@ def _add_collector(commands: SubParsers) -> None:
         "/readyz, /metrics on the API's address, without a token.",
     )
     _config_argument(collector)
+
+
+def _add_serve(commands: SubParsers) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="open the embedded store to other processes over ClickHouse's HTTP interface",
+        description="Own the config's embedded store (storage.dsn: chdb://DIR), apply its "
+        "migrations, and answer ClickHouse's HTTP interface at serve.http.endpoint (default "
+        "127.0.0.1:8123) until interrupted: collectors write to it with storage.dsn: "
+        "http://HOST:PORT/segwatch, and clickhouse-connect, curl, Grafana and BI tools read it. "
+        "With no serve.users it is a fresh ClickHouse server on loopback (user default, no "
+        "password); beyond loopback it needs serve.http.tls and serve.users, whose passwords "
+        "come from the environment variables their password_env names.",
+    )
+    _config_argument(serve)
 
 
 def _add_sql(commands: SubParsers) -> None:

@@ -117,7 +117,7 @@ class ClickHouseDoor:
             target=self._server.serve_forever, name="segwatch-serve", daemon=True
         )
         self._thread.start()
-        _logger.info("ClickHouse HTTP interface on %s", self.url)
+        _logger.debug("ClickHouse HTTP interface on %s", self.url)
 
     def shutdown(self) -> None:
         if self.engine is not None:

@@ -27,7 +27,8 @@ class DetectorScheduler:
     """Runs every detector once per cadence, for the window that just closed.
 
     A run starts ``lateness`` seconds after the cadence boundary, so spans of
-    the last minute that are still in flight land first. Several collectors
+    the last minute that are still in flight land first; at start, the window
+    that closed last runs (``lateness`` after starting) unless it already ran. Several collectors
     on one store each schedule every detector; before running a window, each
     claims it in the store (:func:`~segwatch.clickhouse.lease.claim_once` on
     ``detector:<name>:<window end>``) and only the one that wins runs it, so
@@ -67,7 +68,11 @@ class DetectorScheduler:
     def start(self) -> None:
         now = self._clock()
         for spec in self._specs:
-            self._next_due[spec.name] = now - now % spec.cadence + spec.cadence + self._lateness
+            # First the window that closed last, ``lateness`` after starting (a replayed
+            # spool lands first): a restart, a deploy, must not skip the window whose
+            # boundary passed while no collector ran. If one did run it (this collector
+            # before its restart, or another), the claim is taken and the run skipped.
+            self._next_due[spec.name] = now + self._lateness
         self._thread = threading.Thread(target=self._run, name="segwatch-scheduler", daemon=True)
         self._thread.start()
 
@@ -84,12 +89,15 @@ class DetectorScheduler:
             for spec in self._specs:
                 if now >= self._next_due[spec.name]:
                     self._run_one(spec, now - self._lateness)
-                    due = self._next_due[spec.name]
-                    while due <= now:
-                        due += spec.cadence
-                    self._next_due[spec.name] = due
+                    self._next_due[spec.name] = self._due_after(spec, now)
             wait = min(self._next_due.values(), default=now + 60) - self._clock()
             self._stop.wait(max(min(0.1, self._poll), min(wait, self._poll)))
+
+    def _due_after(self, spec: DetectorSpec, now: float) -> float:
+        """When the window after the one a run at ``now`` covered is due: ``lateness`` past
+        the next cadence boundary."""
+        covered = now - self._lateness
+        return covered - covered % spec.cadence + spec.cadence + self._lateness
 
     def _run_one(self, spec: DetectorSpec, at: float) -> None:
         when = dt.datetime.fromtimestamp(at, dt.timezone.utc)
