@@ -1,139 +1,91 @@
-"""Ingest benchmark: spans/s through receive → aggregate → store, beside two baselines.
+"""Ingest benchmark: spans/s through receive → aggregate → store, embedded and over HTTP.
 
-All three are measured in the same run on the same OTLP payload (requests of
-model-call spans encoded by the real OTel SDK encoder):
+Measured in the same run on the same OTLP payload (requests of model-call
+spans encoded by the real OTel SDK encoder, :mod:`ingest_payload`):
 
 1. ``decode``: the bare protobuf decode (upb) of the requests;
 2. ``decode + attribute pass``: the decode plus one Python pass that touches
    every attribute's key and value (the naive way to read spans);
-3. ``segwatch``: the requests sent over real gRPC on loopback to a
-   ``segwatch collector`` subprocess on a fresh embedded store. The clock
-   stops once every request is acknowledged (in the collector's fsynced
-   spool) *and* a query through the collector's API (which flushes first)
-   finds all of their raw rows in ClickHouse: end to end through the store.
+3. ``embedded``: the requests sent over real gRPC on loopback to a ``segwatch
+   collector`` subprocess on a fresh embedded store (``chdb://DIR``);
+4. ``HTTP``: the same to a collector whose ``storage.dsn`` is ClickHouse's HTTP
+   interface (Native inserts over HTTP): by default a ``segwatch serve``
+   subprocess on a fresh embedded store, or with ``--dsn http(s)://...`` a
+   server you run (migrated first, as ``segwatch migrate`` does; the run's
+   model name is unique, so only its own calls are counted, and stay there).
 
-The payload is the one issue 4 sets targets on: spans with 20 features, 3
-outputs, 5 segment dimensions and 2 crosses (the collector gets that config).
+For 3 and 4 the clock stops once every request is acknowledged (in the
+collector's fsynced spool) *and* a query through the collector's API (which
+flushes first) finds all of their calls in ClickHouse: end to end through the
+store. The payload is the one issue 4 sets targets on: spans with 20 features,
+3 outputs, 5 segment dimensions and 2 crosses (the collector gets that config).
 
 Run: ``python bench/ingest.py [--requests 600] [--clients 2] [--segments 10000]
-[--flush-calls 20000] [--rate 25000]``. Prints the three rates, segwatch's spans per CPU-second
-(the collector process's user + system time: its threads and the embedded
-engine's, background merges included), the ratios to each baseline, and the
-collector's RSS idle and at its peak.
+[--flush-calls 20000] [--rate 25000] [--no-http | --dsn http://HOST:8123/DB]``.
+Prints the rates; per path the CPU each process kept busy (user + system time
+of all its threads: the embedded engine's inserts and background merges run in
+the collector on the embedded path, in ``segwatch serve`` on the HTTP one), the
+CPU per span and the spans per CPU-second of the processes together, their RSS
+idle and at peak; then the ratios to the baselines, and HTTP / embedded. A
+server named with ``--dsn`` is not a process of this run: its CPU is not counted.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import random
-import signal
-import subprocess
-import sys
-import tempfile
+import re
+import secrets
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from ingest_payload import bench_attribute_pass, bench_decode, build_payload
+from ingest_processes import CollectorOptions, ProcessWatch, RunningPath, embedded_path, http_path
 
 from segwatch.collector.cli.access import ApiAccess
 from segwatch.collector.config import SpoolConfig
-from segwatch.instrumentation import monitor
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
-# Five segment dimensions (country, device, channel, amount, hour) and two
-# crosses; the other fifteen features are measured, not segmented.
-CONFIG_MODELS = """\
-segments:
-  crosses: [[country, device], [channel, amount]]
-models:
-  fraud:
-    features:
-      country: {type: category}
-      device: {type: category}
-      channel: {type: category}
-      amount: {type: number, segments: {log: {base: 10}}}
-      hour: {type: number, segments: {linear: {width: 6}}}
-""" + "".join(f"      f{j}: {{type: number, segment: false}}\n" for j in range(15))
+@dataclass(frozen=True)
+class Load:
+    """What is sent to each path: request ``i`` is ``payloads[i % len(payloads)]``."""
+
+    payloads: list[bytes]
+    spans_per_request: int
+    requests: int
+    clients: int
+    model: str
+    rate: float | None = None  # spans/s; None: as fast as it goes
 
 
-COUNTRIES = ["US", "BR", "DE", "FR", "IN", "MX", "GB"]
+@dataclass(frozen=True)
+class ProcessFigures:
+    name: str
+    cores: float  # CPU-seconds per second of the timed run
+    idle_mib: float
+    peak_mib: float
 
 
-def build_payload(
-    spans_per_request: int, seed: int = 1, countries: int = 7, devices: int = 3
-) -> bytes:
-    """One serialized request of fraud-model spans: 20 features, 3 outputs.
+@dataclass(frozen=True)
+class PathFigures:
+    label: str
+    spans_per_second: float
+    processes: tuple[ProcessFigures, ...]
+    segments: int
 
-    Five features are segment dimensions and two crosses are declared (see
-    CONFIG_MODELS). Span start times spread over the 5 seconds before now,
-    like one batch of the SDK's BatchSpanProcessor (it exports every 5 s).
-    """
-    rng = random.Random(seed)
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    model = monitor("fraud", version="2.3", tracer_provider=provider)
-    start = time.time() - 5
-    for _ in range(spans_per_request):
-        at = int((start + rng.random() * 5) * 1e9)
-        with model.call(start_time=at, end_time=at + 1_000_000) as call:
-            features = {f"f{j}": round(rng.gauss(j, 1 + j / 5), 3) for j in range(15)}
-            call.features(
-                country=rng.choice(COUNTRIES[:countries])
-                if countries <= 7
-                else f"c{rng.randrange(countries)}",
-                device=rng.choice(["ios", "android", "web"])
-                if devices <= 3
-                else f"d{rng.randrange(devices)}",
-                channel=rng.choice(["app", "site", "pos"]),
-                amount=round(rng.lognormvariate(3.9, 0.8), 2),
-                hour=rng.randint(0, 23),
-                **features,
-            )
-            call.outputs(score=round(rng.random(), 4), label=rng.choice(["ok", "review"]),
-                         latency_ms=round(rng.expovariate(0.2), 2))  # fmt: skip
-    payload = encode_spans(exporter.get_finished_spans()).SerializeToString()
-    provider.shutdown()
-    return bytes(payload)
+    @property
+    def cores(self) -> float:
+        return sum(process.cores for process in self.processes)
 
-
-def bench_decode(payload: bytes, repeat: int) -> float:
-    started = time.perf_counter()
-    spans = 0
-    for _ in range(repeat):
-        request = ExportTraceServiceRequest.FromString(payload)
-        spans += sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
-    return spans / (time.perf_counter() - started)
-
-
-def bench_attribute_pass(payload: bytes, repeat: int) -> float:
-    started = time.perf_counter()
-    spans = 0
-    for _ in range(repeat):
-        request = ExportTraceServiceRequest.FromString(payload)
-        for resource_spans in request.resource_spans:
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    spans += 1
-                    for kv in span.attributes:
-                        key = kv.key
-                        value = kv.value
-                        kind = value.WhichOneof("value")
-                        if kind is not None:
-                            getattr(value, kind)
-                        del key
-    return spans / (time.perf_counter() - started)
+    @property
+    def per_cpu_second(self) -> float:
+        """Spans per CPU-second of every process measured on this path, together."""
+        return self.spans_per_second / self.cores
 
 
 def _ask(api: ApiAccess, query: str) -> int:
@@ -141,152 +93,146 @@ def _ask(api: ApiAccess, query: str) -> int:
     return int(api.sql(query).rows[0][0])
 
 
-def stored_calls(api: ApiAccess) -> int:
-    """Calls in the store's aggregates (with or without raw rows)."""
+def _model_literal(model: str) -> str:
+    """The run's model name as an SQL literal: the API takes no query parameters, and the
+    name is made in :func:`main` of letters, digits and ``_`` (checked here)."""
+    if not re.fullmatch(r"[A-Za-z0-9_]+", model):
+        raise ValueError(f"model name {model!r} is not letters, digits and _")
+    return f"'{model}'"
+
+
+def stored_calls(api: ApiAccess, model: str) -> int:
+    """The model's calls in the store's aggregates (with or without raw rows)."""
     return _ask(
         api,
         "SELECT toUInt64(sum(sampled)) FROM ml_segment_aggregates "
-        "WHERE segment_dim = '__all__' AND quantity = 'output.score'",
+        f"WHERE model_name = {_model_literal(model)} AND segment_dim = '__all__' "
+        "AND quantity = 'output.score'",
     )
 
 
-def active_segments(api: ApiAccess) -> int:
+def active_segments(api: ApiAccess, model: str) -> int:
     return _ask(
         api,
         "SELECT uniqExact(segment_dim, segment_value) FROM ml_segment_aggregates "
-        "WHERE quantity = 'output.score'",
+        f"WHERE model_name = {_model_literal(model)} AND quantity = 'output.score'",
     )
 
 
-@dataclass(frozen=True)
-class CollectorOptions:
-    """What the benchmark varies in the collector's config."""
+@contextmanager
+def peak_rss(watches: tuple[ProcessWatch, ...]) -> Iterator[dict[str, float]]:
+    """Each process's highest RSS (MiB), sampled every 0.2 s while the block runs."""
+    peaks = {watch.name: watch.rss_mib() for watch in watches}
+    done = threading.Event()
 
-    top_k: int = 20
-    flush_calls: int = SpoolConfig().flush_calls
-    histogram_accuracy: float = 0.01
-    raw_calls: bool = True
-    fsync_parts: bool = True
+    def sample() -> None:
+        while not done.wait(0.2):
+            for watch in watches:
+                peaks[watch.name] = max(peaks[watch.name], watch.rss_mib())
 
-
-def start_collector(
-    store: Path, options: CollectorOptions
-) -> tuple[subprocess.Popen[str], str, ApiAccess]:
-    config = store.parent / "bench.yaml"
-    flush_calls = options.flush_calls
-    config.write_text(
-        f"storage:\n  dsn: chdb://{store}\n"
-        f"  histogram_accuracy: {options.histogram_accuracy}\n"
-        f"  raw_calls: {'true' if options.raw_calls else 'false'}\n"
-        f"  fsync_parts: {'true' if options.fsync_parts else 'false'}\n"
-        f"  spool:\n    flush_calls: {flush_calls}\n    max_pending_calls: {2 * flush_calls}\n"
-        "receiver:\n  grpc:\n    endpoint: 127.0.0.1:0\n"
-        "api:\n  endpoint: 127.0.0.1:0\n"
-        "scheduler:\n  enabled: false\n"
-        + CONFIG_MODELS.replace("segments:\n", f"segments:\n  top_k: {options.top_k}\n")
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "segwatch.collector.cli", "collector", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    discovery = store / "segwatch-collector.json"
-    deadline = time.monotonic() + 60
-    while not discovery.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"collector did not start: {process.stderr.read()}")  # type: ignore[union-attr]
-        time.sleep(0.05)
-    found = json.loads(discovery.read_text())
-    return process, str(found["otlp_grpc"]), ApiAccess(found["api"], token=found["token"])
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        yield peaks
+    finally:
+        done.set()
+        sampler.join()
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def send(export: grpc.UnaryUnaryMultiCallable[bytes, bytes], load: Load) -> None:
+    """Requests 1..N from ``load.clients`` threads; with a rate, request ``i`` no sooner than
+    ``i - 1`` request intervals after the start (a steady stream, not flat out)."""
+    remaining = iter(range(1, load.requests + 1))
+    lock = threading.Lock()
+    started = time.perf_counter()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                index = next(remaining, None)
+            if index is None:
+                return
+            if load.rate:
+                due = started + (index - 1) * load.spans_per_request / load.rate
+                time.sleep(max(0.0, due - time.perf_counter()))
+            export(load.payloads[index % len(load.payloads)], timeout=120)
+
+    threads = [threading.Thread(target=worker) for _ in range(load.clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
-def _rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def bench_collector(
-    payloads: list[bytes],
-    spans_per_request: int,
-    requests: int,
-    clients: int,
-    options: CollectorOptions,
-    rate: float | None = None,
-) -> tuple[float, float, float, float]:
-    """Spans/s through the collector, the CPU it used (cores busy), its RSS idle and at peak.
-
-    With a ``rate`` (spans/s), request ``i`` is sent no sooner than ``i`` request
-    intervals after the start: the load of a steady stream instead of flat out.
-    """
-    with tempfile.TemporaryDirectory(prefix="segwatch-bench-") as tmp:
-        process, address, api = start_collector(Path(tmp) / "store", options)
-        try:
-            channel = grpc.insecure_channel(
-                address, options=[("grpc.max_send_message_length", 64 << 20)]
-            )
-            export = channel.unary_unary(EXPORT_METHOD)  # raw bytes in and out
-            idle = _rss_mib(process.pid)
-            export(payloads[0], timeout=60)  # warm-up: first inserts, caches
-            peak = idle
-            sampling = threading.Event()
-
-            def sample() -> None:
-                nonlocal peak
-                while not sampling.wait(0.2):
-                    peak = max(peak, _rss_mib(process.pid))
-
-            sampler = threading.Thread(target=sample)
-            sampler.start()
-            remaining = iter(range(1, requests + 1))
-            lock = threading.Lock()
-
-            def worker() -> None:
-                while True:
-                    with lock:
-                        index = next(remaining, None)
-                    if index is None:
-                        return
-                    if rate:
-                        due = started + (index - 1) * spans_per_request / rate
-                        time.sleep(max(0.0, due - time.perf_counter()))
-                    export(payloads[index % len(payloads)], timeout=120)
-
-            threads = [threading.Thread(target=worker) for _ in range(clients)]
-            cpu_before = _cpu_seconds(process.pid)
+def measure(path: AbstractContextManager[RunningPath], load: Load) -> PathFigures:
+    """Spans/s end to end through the path's collector, and what its processes used."""
+    with path as running:
+        channel = grpc.insecure_channel(
+            running.otlp, options=[("grpc.max_send_message_length", 64 << 20)]
+        )
+        export = channel.unary_unary(  # raw bytes in and out
+            EXPORT_METHOD, request_serializer=None, response_deserializer=None
+        )
+        idle = {watch.name: watch.rss_mib() for watch in running.processes}
+        export(load.payloads[0], timeout=60)  # warm-up: first inserts, caches
+        with peak_rss(running.processes) as peaks:
+            cpu_before = [watch.cpu_seconds() for watch in running.processes]
             started = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            stored = stored_calls(api)
+            send(export, load)
+            stored = stored_calls(running.api, load.model)
             elapsed = time.perf_counter() - started
-            cores = (_cpu_seconds(process.pid) - cpu_before) / elapsed
-            sampling.set()
-            sampler.join()
-            channel.close()
-            segments = active_segments(api)
-            if stored != (requests + 1) * spans_per_request:
-                raise RuntimeError(f"{stored} calls in the store, {requests + 1} requests sent")
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=60)
-    print(f"active segments in the store: {segments:,}")
-    return requests * spans_per_request / elapsed, cores, idle, peak
+            cpu = [
+                w.cpu_seconds() - before
+                for w, before in zip(running.processes, cpu_before, strict=True)
+            ]
+        channel.close()
+        segments = active_segments(running.api, load.model)
+    if stored != (load.requests + 1) * load.spans_per_request:
+        raise RuntimeError(f"{stored} calls in the store, {load.requests + 1} requests sent")
+    processes = tuple(
+        ProcessFigures(watch.name, used / elapsed, idle[watch.name], peaks[watch.name])
+        for watch, used in zip(running.processes, cpu, strict=True)
+    )
+    rate = load.requests * load.spans_per_request / elapsed
+    return PathFigures(running.label, rate, processes, segments)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def print_path(figures: PathFigures) -> None:
+    """The path's rate, then per process its cores, CPU per span and RSS, then all of them."""
+    print(f"{'segwatch, ' + figures.label:44s} {figures.spans_per_second:12,.0f} spans/s "
+          "end to end")  # fmt: skip
+    for process in figures.processes:
+        print(
+            f"  {process.name:10s} {process.cores:5.2f} cores busy, "
+            f"{process.cores / figures.spans_per_second * 1e6:6.1f} µs CPU per span; "
+            f"RSS idle {process.idle_mib:.0f} MiB, peak {process.peak_mib:.0f} MiB "
+            f"(+{process.peak_mib - process.idle_mib:.0f} MiB)"
+        )
+    print(f"  {'together':10s} {figures.cores:5.2f} cores busy, "
+          f"{figures.cores / figures.spans_per_second * 1e6:6.1f} µs CPU per span; "
+          f"{figures.per_cpu_second:,.0f} spans per CPU-second; "
+          f"{figures.segments:,} active segments")  # fmt: skip
+
+
+def print_ratios(decode: float, walk: float, paths: list[PathFigures]) -> None:
+    """Each path against the baselines; then HTTP / embedded when both ran."""
+    print(f"{'ratios':36s}" + "".join(f"{figures.label.split()[0]:>10s}" for figures in paths))
+    rows = [
+        ("segwatch / decode", [f.spans_per_second / decode for f in paths]),
+        ("segwatch / decode + attribute pass", [f.spans_per_second / walk for f in paths]),
+        ("per CPU-second / attribute pass", [f.per_cpu_second / walk for f in paths]),
+    ]
+    for name, values in rows:
+        print(f"  {name:34s}" + "".join(f"{value:10.3f}" for value in values))
+    if len(paths) == 2:
+        embedded, http = paths
+        print(f"ratio HTTP / embedded: {http.spans_per_second / embedded.spans_per_second:.3f} "
+              f"end to end, {http.per_cpu_second / embedded.per_cpu_second:.3f} per "
+              "CPU-second")  # fmt: skip
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--spans-per-request", type=int, default=1000)
     parser.add_argument("--requests", type=int, default=600)
     parser.add_argument("--clients", type=int, default=2, help="concurrent gRPC clients")
@@ -320,49 +266,49 @@ def main() -> None:
         default=None,
         help="send at most this many spans/s (a steady stream; default: as fast as it goes)",
     )
+    paths = parser.add_mutually_exclusive_group()
+    paths.add_argument("--no-http", action="store_true",
+                       help="measure the embedded path only")  # fmt: skip
+    paths.add_argument(
+        "--dsn",
+        default=None,
+        help="the HTTP path through this ClickHouse server (http(s)://user:pass@host:8123/db; "
+        "migrated first) instead of a segwatch serve started here",
+    )
     args = parser.parse_args()
+    if args.dsn is not None and not re.match(r"https?://", args.dsn):
+        parser.error("--dsn takes an http:// or https:// DSN")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    # A name no other run uses: on a server given with --dsn, only this run's calls count.
+    model = f"fraud_{secrets.token_hex(4)}"
     if args.segments:
         countries = max(8, args.segments // 10)
-        payloads = [build_payload(args.spans_per_request, seed, countries, 10)
+        payloads = [build_payload(args.spans_per_request, seed, countries, 10, model)
                     for seed in range(20)]  # fmt: skip
     else:
-        countries, payloads = 20, [build_payload(args.spans_per_request)]
-    payload = payloads[0]
+        countries, payloads = 20, [build_payload(args.spans_per_request, model=model)]
     print(
-        f"payload: {args.spans_per_request} spans/request, {len(payload) / 1024:.0f} KiB; "
+        f"payload: {args.spans_per_request} spans/request, {len(payloads[0]) / 1024:.0f} KiB; "
         "per span 20 features (5 segment dimensions, 2 crosses) + 3 outputs"
         + (f"; {countries} countries x 10 devices" if args.segments else "")
     )
-    decode = bench_decode(payload, args.requests)
-    walk = bench_attribute_pass(payload, args.requests)
-    ours, cores, idle, peak = bench_collector(
-        payloads,
-        args.spans_per_request,
-        args.requests,
-        args.clients,
-        CollectorOptions(
-            countries,
-            args.flush_calls,
-            args.histogram_accuracy,
-            not args.no_raw_calls,
-            not args.no_fsync_parts,
-        ),
-        args.rate,
-    )
+    decode = bench_decode(payloads[0], args.requests)
+    walk = bench_attribute_pass(payloads[0], args.requests)
+    options = CollectorOptions(countries, args.flush_calls, args.histogram_accuracy,
+                               not args.no_raw_calls, not args.no_fsync_parts)  # fmt: skip
+    load = Load(payloads, args.spans_per_request, args.requests, args.clients, model, args.rate)
+    paths = [measure(embedded_path(options, model), load)]
+    if not args.no_http:
+        paths.append(measure(http_path(options, model, args.dsn), load))
     print(f"{'baseline: protobuf decode':44s} {decode:12,.0f} spans/s")
     print(f"{'baseline: decode + one pass over attributes':44s} {walk:12,.0f} spans/s")
-    print(f"{'segwatch: receive -> aggregate -> store':44s} {ours:12,.0f} spans/s")
-    print(
-        f"{'segwatch per core (spans per CPU-second)':44s} {ours / cores:12,.0f} spans/s "
-        f"(the collector kept {cores:.2f} cores busy)"
-    )
-    print(f"ratio segwatch / decode:                 {ours / decode:6.3f}")
-    print(f"ratio segwatch / decode + attribute pass: {ours / walk:6.3f}")
-    print(f"ratio per core / decode + attribute pass: {ours / cores / walk:6.3f}")
-    print(
-        f"collector RSS: idle {idle:.0f} MiB, peak under load {peak:.0f} MiB "
-        f"(+{peak - idle:.0f} MiB)"
-    )
+    for figures in paths:
+        print_path(figures)
+    print_ratios(decode, walk, paths)
 
 
 if __name__ == "__main__":
