@@ -87,7 +87,7 @@ class Served:
             sent.setdefault("Authorization", _basic(user, PASSWORDS[user]))
         query = {"database": "segwatch", **(params or {})}
         body = None
-        if method == "GET":
+        if method in ("GET", "HEAD"):
             query["query"] = sql
         else:
             body = sql.encode()
@@ -327,6 +327,80 @@ def test_segwatchs_own_sql_passes_the_guard(served: Served, package: str) -> Non
                 check_statement(read_statement(sql.encode(), True), writer, "POST", reaching, {})
                 checked += 1
     assert checked
+
+
+def test_one_statement_per_request(served: Served) -> None:
+    """A second statement after ';' is refused, as by ClickHouse's HTTP interface: it would
+    slip past what the door checks of the first (a GET, a budget, a setting)."""
+    steal = (
+        "SELECT 1; SET additional_table_filters = {'facts': 'throwIf(1, (SELECT "
+        f"groupConcat(line) FROM file(''{served.secret}'', LineAsString)))'}}; SELECT * FROM facts"
+    )
+    for sql in (
+        steal,
+        "SELECT 1; SET max_execution_time = 0",
+        "SELECT 1; CREATE TABLE x1 (a UInt8) ENGINE = Memory",
+        "INSERT INTO facts; DROP TABLE facts FORMAT TSV\n1",
+    ):
+        answer = served.request("writer", sql)
+        assert (answer.status, answer.code) == (400, "62"), sql
+        assert b"Multi-statements are not allowed" in answer.body
+        assert b"secret" not in answer.body
+    assert served.request("writer", "SELECT count() FROM facts;").body == b"10\n"
+    assert served.own.query("EXISTS TABLE segwatch.x1").result_rows == [(0,)]
+
+
+def test_no_setting_names_a_file_or_url_where_the_store_runs(served: Served) -> None:
+    written = served.secret.parent / "schema.proto"
+    template = f"SELECT 1 FORMAT Template SETTINGS format_template_resultset = '{served.secret}'"
+    for sql, params in (
+        (template, {}),
+        (f"SET format_schema = '{served.secret}'", {}),
+        ("SELECT a FROM facts FORMAT Protobuf", {"output_format_schema": str(written)}),
+        ("SELECT 1", {"input_format_record_errors_file_path": str(written)}),
+    ):
+        answer = served.request("writer", sql, params=params)
+        assert (answer.status, answer.code) == (403, "497"), sql
+        assert b"secret" not in answer.body
+    assert not written.exists()
+
+
+def test_a_reader_ends_no_query(served: Served) -> None:
+    answer = served.request("analyst", "KILL QUERY WHERE 1 ASYNC")
+    assert (answer.status, answer.code) == (403, "497")
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_a_get_or_head_never_writes(served: Served, method: str) -> None:
+    for params in ({}, {"readonly": "0"}):
+        answer = served.request("writer", "CREATE TABLE x2 (a UInt8) ENGINE = Memory",
+                                method=method, params=params)  # fmt: skip
+        assert (answer.status, answer.code) == (500, "164")
+    assert served.own.query("EXISTS TABLE segwatch.x2").result_rows == [(0,)]
+
+
+def test_a_post_without_a_length_is_refused(served: Served) -> None:
+    with socket.create_connection(("127.0.0.1", served.door.port), timeout=30) as connection:
+        connection.sendall(b"POST /?query=SELECT%201 HTTP/1.1\r\nHost: door\r\n\r\n")
+        answer = connection.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 411")
+
+
+def test_a_strangers_form_body_is_not_read(served: Served) -> None:
+    """Credentials are checked before a multipart body is read (and decompressed)."""
+    boundary = "b0undary"
+    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"param_x\"\r\n\r\n1\r\n"
+            f"--{boundary}--\r\n").encode()  # fmt: skip
+    connection = http.client.HTTPConnection("127.0.0.1", served.door.port, timeout=30)
+    try:
+        connection.request("POST", "/", body=form, headers={
+            "Authorization": _basic("writer", "wrong"),
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        })  # fmt: skip
+        response = connection.getresponse()
+        assert (response.status, response.headers["X-ClickHouse-Exception-Code"]) == (403, "516")
+    finally:
+        connection.close()
 
 
 def test_a_get_only_reads(served: Served) -> None:

@@ -19,7 +19,10 @@ process can, ``INTO OUTFILE`` writes one, a dictionary's ``HTTP`` source or a
   other than a query or an insert, every string after ``SETTINGS``, the
   values of URL settings and, in those statements, query parameters;
 - no ``INTO OUTFILE``, ``FROM INFILE``, ``BACKUP``/``RESTORE``, nor ``SYSTEM
-  SHUTDOWN``/``KILL``; ``GET`` requests only read, as ClickHouse's do.
+  SHUTDOWN``/``KILL``, nor the settings whose values are paths or URLs
+  (:data:`PATH_SETTINGS`); ``GET`` and ``HEAD`` requests only read, as
+  ClickHouse's do; a reader ends no query (``KILL QUERY``);
+- one statement per request (:mod:`.statement` refuses a second after ``;``).
 
 A user's budget (``max_execution_time``, ``max_memory_usage``) holds in the SQL
 too: ``SET`` and ``SETTINGS`` may lower it, not lift it. Readers are
@@ -39,6 +42,8 @@ from .users import Account
 
 __all__ = [
     "HOST_FUNCTIONS",
+    "PATH_SETTINGS",
+    "READING_METHODS",
     "STORE_LOCAL",
     "check_setting_values",
     "check_statement",
@@ -76,6 +81,18 @@ HOST_FUNCTIONS = frozenset({
 """Names refused whatever the engine lists: what reaches the machine's files, network or
 programs (``disk(...)`` builds a disk on any path)."""
 
+PATH_SETTINGS = frozenset({
+    "format_schema", "format_schema_source", "format_template_resultset", "format_template_row",
+    "output_format_schema", "input_format_record_errors_file_path", "rename_files_after_processing",
+    "format_avro_schema_registry_url", "url_base",
+})  # fmt: skip
+"""Settings whose values are paths or URLs the engine reads, writes or renames (a format's
+schema or template file, an error log, files renamed after reading): refused for every user,
+in the URL, in ``SET`` and in ``SETTINGS``."""
+
+READING_METHODS = frozenset({"GET", "HEAD"})
+"""Requests that only read, as ClickHouse holds a GET to ``readonly``."""
+
 _READS = frozenset(
     {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXISTS", "EXPLAIN", "(", "SET", "USE"}
 )
@@ -103,7 +120,9 @@ def check_statement(
     """Raise :class:`ServeError` if the door does not run ``statement`` for ``account``."""
     if statement.kind in _NEVER:
         raise _denied(f"{statement.kind} reads or writes files where the store runs")
-    if method == "GET" and statement.kind not in _READS:
+    if statement.kind == "KILL" and account.user.readonly:
+        raise _denied("a reader cannot end queries (KILL): they may be another user's")
+    if method in READING_METHODS and statement.kind not in _READS:
         raise ServeError(
             "READONLY",
             "Cannot execute query in readonly mode. For queries over HTTP, method GET implies "
@@ -121,7 +140,9 @@ def check_statement(
 def check_setting_values(settings: Mapping[str, str], reaching: frozenset[str]) -> None:
     """Refuse URL settings whose values hold SQL that reaches the host
     (``additional_table_filters={'t': 'a IN (SELECT * FROM file(...))'}``)."""
-    for value in settings.values():
+    for name, value in settings.items():
+        if name.lower() in PATH_SETTINGS:
+            raise _path_setting(name)
         _check_tokens(tokens(value), reaching, True, 1)
 
 
@@ -140,6 +161,8 @@ def _check_tokens(
         if word == "SYSTEM" and after is not None and after.keyword() in ("SHUTDOWN", "KILL"):
             raise _denied(f"SYSTEM {after.keyword()} would stop the store's process")
         name = _name(token)
+        if name.lower() in PATH_SETTINGS and after is not None and after.text == "=":
+            raise _path_setting(name)
         if name.lower() in reaching and (_called(after) or _engine(significant, index)):
             raise _denied(f"{name}() reaches beyond the store (files, network or programs)")
         if token.kind == "string" and (strings_are_sql or in_settings):
@@ -199,6 +222,10 @@ def _unescape(match: re.Match[str]) -> str:
     if escaped.startswith("x") and len(escaped) == 3:
         return chr(int(escaped[1:], 16))
     return _ESCAPES.get(escaped, escaped)
+
+
+def _path_setting(name: str) -> ServeError:
+    return _denied(f"the setting {name} names a file or URL where the store runs")
 
 
 def _denied(reason: str) -> ServeError:

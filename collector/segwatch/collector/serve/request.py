@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
 from email.parser import BytesParser
@@ -40,6 +40,8 @@ TRANSPORT = frozenset({
 """URL parameters the door itself reads; no setting of the engine."""
 
 _PIECE = 1 << 20
+MAX_FORM_BYTES = 16 << 20
+"""A multipart body holds a query and its parameters; past this (decompressed) it is refused."""
 
 
 @dataclass
@@ -66,16 +68,22 @@ class ClickHouseRequest:
 
 
 def parse_request(
-    method: str, target: str, headers: Message, body: BodyStream
+    method: str,
+    target: str,
+    headers: Message,
+    body: BodyStream,
+    authenticate: Callable[[ClickHouseRequest], object],
 ) -> ClickHouseRequest:
-    """Read the request's options; a multipart body is read here (its fields join the URL's)."""
+    """Read the request's options; a multipart body is read here (its fields join the URL's),
+    after ``authenticate`` accepted the credentials: a stranger's body is never read."""
     path, _, query_string = target.partition("?")
     params = dict(parse_qsl(query_string, keep_blank_values=True))
     request = ClickHouseRequest(method, path)
+    _credentials(request, params, headers)
+    authenticate(request)
     if _form_type(headers):
         params.update(_form_fields(headers, body))
         request.form_body = True
-    _credentials(request, params, headers)
     request.query = params.get("query", "")
     request.database = params.get("database", headers.get("X-ClickHouse-Database", ""))
     request.default_format = params.get("default_format", headers.get("X-ClickHouse-Format", ""))
@@ -150,8 +158,14 @@ def _form_type(headers: Message) -> bool:
 
 def _form_fields(headers: Message, body: BodyStream) -> dict[str, str]:
     """The text fields of a multipart/form-data body (the query, its parameters)."""
-    raw = b"".join(body)
-    envelope = f"Content-Type: {headers.get('Content-Type')}\r\n\r\n".encode() + raw
+    raw = bytearray()
+    for piece in body:
+        raw += piece
+        if len(raw) > MAX_FORM_BYTES:
+            raise ServeError(
+                "QUERY_IS_TOO_LARGE", f"the form body is larger than {MAX_FORM_BYTES} bytes"
+            )
+    envelope = f"Content-Type: {headers.get('Content-Type')}\r\n\r\n".encode() + bytes(raw)
     message = BytesParser(policy=HTTP).parsebytes(envelope)
     fields: dict[str, str] = {}
     for part in message.iter_parts() if message.is_multipart() else ():
@@ -199,6 +213,9 @@ class BodyStream:
             )
         self._decoder = _DECODERS[encoding]() if encoding in _DECODERS else None
         self.consumed = not self._chunked and self._remaining == 0
+        # Neither a length nor chunks: a POST so sent is refused (its body would be read as
+        # the next request).
+        self.length_unknown = not self._chunked and length is None
         self._started = False
 
     def __iter__(self) -> Iterator[bytes]:

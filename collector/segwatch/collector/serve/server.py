@@ -34,7 +34,7 @@ from segwatch.collector.config.serve import ServeConfig
 
 from .engine import Engine, EngineHandle, Outcome, Sessions
 from .errors import ServeError
-from .guard import check_setting_values, check_statement, reaching_names
+from .guard import READING_METHODS, check_setting_values, check_statement, reaching_names
 from .listener import Listener, client_gone, handler_class, tls_context
 from .request import BodyStream, ClickHouseRequest, encode_response, parse_request
 from .statement import HEAD_BYTES, Statement, read_statement
@@ -46,7 +46,7 @@ _logger = logging.getLogger(__name__)
 SLOT_WAIT = 10.0
 """Seconds a query waits for one of its user's slots (``max_concurrent_queries``) before
 TOO_MANY_SIMULTANEOUS_QUERIES."""
-_MAX_SQL = 256 << 20  # bytes of SQL (an INSERT ... VALUES) read into memory at most
+_MAX_SQL = 64 << 20  # bytes of SQL (an INSERT ... VALUES) read into memory at most
 _CONTENT_TYPES = {
     "TabSeparated": "text/tab-separated-values; charset=UTF-8",
     "TSV": "text/tab-separated-values; charset=UTF-8",
@@ -148,12 +148,22 @@ class ClickHouseDoor:
                 raise ServeError(
                     "UNKNOWN_TYPE_OF_QUERY", f"There is no handle {path}: use / or /ping"
                 )
-            request = parse_request(handler.command, handler.path, handler.headers, body)
+            if handler.command == "POST" and body.length_unknown:
+                raise ServeError(
+                    "HTTP_LENGTH_REQUIRED",
+                    "The Transfer-Encoding is not chunked and there is no Content-Length "
+                    "header for POST request",
+                )
+            if body.consumed and "query=" not in handler.path.partition("?")[2]:
+                self._send(handler, 200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"})
+                return  # nothing asked: the health answer, as ClickHouse gives it
+            request = parse_request(handler.command, handler.path, handler.headers, body,
+                                    self._authenticate)  # fmt: skip
             query_id = request.query_id or query_id
             if not request.query and (body.consumed or request.form_body):
                 self._send(handler, 200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"})
                 return
-            account = self._accounts.authenticate(request.user, request.password)
+            account = self._authenticate(request)
             self._answer(handler, request, body, account, query_id)
         except ServeError as error:
             self._refuse(handler, error, query_id, body)
@@ -165,6 +175,9 @@ class ClickHouseDoor:
         finally:
             if body is None or not body.consumed:
                 handler.close_connection = True  # the rest of its body would read as a request
+
+    def _authenticate(self, request: ClickHouseRequest) -> Account:
+        return self._accounts.authenticate(request.user, request.password)
 
     def _answer(
         self,
@@ -210,6 +223,9 @@ class ClickHouseDoor:
         head, complete = _head(request, pieces)
         statement = read_statement(head, complete)
         if statement.needs_all:
+            if account.user.readonly:  # before reading it all: a reader inserts nothing
+                raise ServeError("READONLY", f"{account.name}: Cannot execute query in "
+                                 "readonly mode")  # fmt: skip
             head = head + _rest(pieces, _MAX_SQL - len(head))
             statement = read_statement(head, True)
         check_statement(statement, account, request.method, self._reaching, request.parameters)
@@ -338,8 +354,9 @@ def _settings(
     settings = dict(request.settings)
     for name, value in settings.items():
         account.check_setting(name, value)
-    if request.method == "GET" and fresh and not account.user.readonly:
-        settings.setdefault("readonly", "2")  # ClickHouse: GET reads and may change settings
+    reading = request.method in READING_METHODS and fresh and not account.user.readonly
+    if reading and settings.get("readonly", "0") in ("", "0"):  # a GET reads, whatever it asks
+        settings["readonly"] = "2"  # ClickHouse's for GET: reads, may change settings
     if "readonly" in settings:
         settings["readonly"] = settings.pop("readonly")  # last: it may stop later SETs
     return settings

@@ -77,7 +77,22 @@ def read_statement(head: bytes, complete: bool) -> Statement:
             f"the query is longer than {HEAD_BYTES} bytes and is no INSERT with data",
         )
     sql = head.decode("utf-8", errors="strict")
-    return Statement(sql, kind, output_format=_output_format(tokens(text)))
+    significant = tokens(text)
+    _one_statement(significant)
+    return Statement(sql, kind, output_format=_output_format(significant))
+
+
+def _one_statement(significant: list[Token]) -> None:
+    """Refuse a second statement after a ``;``, as ClickHouse's HTTP interface does."""
+    for index, token in enumerate(significant):
+        if token.kind == "punct" and token.text == ";":
+            if any(t.kind != "punct" or t.text != ";" for t in significant[index + 1 :]):
+                raise _multi_statements()
+            return
+
+
+def _multi_statements() -> ServeError:
+    return ServeError("SYNTAX_ERROR", "Multi-statements are not allowed")
 
 
 def _insert_with_data(text: str, significant: Iterator[Token]) -> Statement | None:
@@ -87,6 +102,8 @@ def _insert_with_data(text: str, significant: Iterator[Token]) -> Statement | No
         if token.depth:
             continue
         word = token.keyword()
+        if token.kind == "punct" and token.text == ";":
+            raise _multi_statements()  # a statement before FORMAT: one request, one statement
         if word in ("VALUES", "SELECT", "WITH"):
             return None  # the data (or the query) is SQL
         if word == "SETTINGS" and settings_at is None:
