@@ -119,7 +119,7 @@ def test_one_two_and_three_collector_processes_give_the_same_aggregates_and_find
             collector.sql("SELECT 1")  # flushes everything it acknowledged
         # At start each scheduler runs the window that closed last, unless another did.
         specs = len(load_manifest())
-        wait_until(lambda: sum(_scheduled(c)[1] for c in collectors) == 3 * specs, timeout=120)
+        wait_until(lambda: sum(_scheduled(c)[1] for c in collectors) >= 3 * specs, timeout=120)
         runs = sum(_scheduled(c)[0] for c in collectors)
     finally:
         codes = [collector.stop() for collector in collectors]

@@ -31,7 +31,7 @@ import chdb
 from .errors import ServeError, engine_error
 from .users import Account
 
-__all__ = ["Engine", "EngineHandle", "Outcome", "Sessions"]
+__all__ = ["MAX_SESSIONS", "Engine", "EngineHandle", "Outcome", "Sessions"]
 
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _POLL = 0.1  # seconds between looks at whether the client is still there
@@ -231,6 +231,10 @@ class _Session:
     last_used: float
 
 
+MAX_SESSIONS = 1000
+"""Sessions open at once (each holds an engine handle), across users."""
+
+
 class Sessions:
     """ClickHouse sessions (``session_id``): one engine handle each, kept between requests,
     dropped once idle past their timeout. A session is one user's: the same id under
@@ -250,19 +254,24 @@ class Sessions:
         """The session's handle, locked for this request."""
         self.sweep()
         key = (account.name, session_id)
-        with self._lock:
+        with self._lock:  # the handle is locked before sweep() could see it idle and close it
             session = self._sessions.get(key)
             if session is None:
                 if check:
                     raise ServeError("SESSION_NOT_FOUND", f"Session {session_id} not found")
+                if len(self._sessions) >= MAX_SESSIONS:
+                    raise ServeError(
+                        "TOO_MANY_SIMULTANEOUS_QUERIES",
+                        f"{MAX_SESSIONS} sessions are open: end one, or wait for one to expire",
+                    )
                 session = _Session(self._engine.open(account), timeout or 60.0, self._clock())
                 self._sessions[key] = session
             elif timeout is not None:
                 session.timeout = timeout
-        if not session.handle.lock.acquire(blocking=False):
-            raise ServeError(
-                "SESSION_IS_LOCKED", f"Session {session_id} is locked by a concurrent client"
-            )
+            if not session.handle.lock.acquire(blocking=False):
+                raise ServeError(
+                    "SESSION_IS_LOCKED", f"Session {session_id} is locked by a concurrent client"
+                )
         try:
             yield session.handle
         finally:

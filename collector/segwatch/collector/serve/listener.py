@@ -15,6 +15,7 @@ import os
 import select
 import socket
 import ssl
+import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -25,6 +26,9 @@ __all__ = ["Listener", "client_gone", "handler_class", "tls_context"]
 
 _logger = logging.getLogger(__name__)
 
+MAX_CONNECTIONS = 1024
+"""Connections the door keeps open at once (each has a thread)."""
+
 
 class Listener(ThreadingHTTPServer):
     """The door's socket, at ``address``, with ``tls`` (None: plain HTTP)."""
@@ -33,9 +37,25 @@ class Listener(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], handler: Any, tls: ssl.SSLContext | None) -> None:
         self._tls = tls
+        # One thread per connection: past MAX_CONNECTIONS a new one is closed at once
+        # (ClickHouse's max_connections), so idle keep-alives cannot pile up threads.
+        self._connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._connections.acquire(blocking=False):
+            _logger.warning("%d connections are open: closing a new one", MAX_CONNECTIONS)
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connections.release()
 
     def get_request(self) -> tuple[socket.socket, Any]:
         connection, address = super().get_request()
