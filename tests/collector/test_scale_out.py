@@ -109,6 +109,15 @@ def test_one_two_and_three_collector_processes_give_the_same_aggregates_and_find
 ) -> None:
     rows, _, _ = traffic(seed=11, color_weights_now=[0.2, 0.3, 0.5])
     dsn = f"{served.url}/segwatch"
+    reader = clickhouse_connect.get_client(host="127.0.0.1", port=served.door.port,  # type: ignore[union-attr]
+                                           database="segwatch")  # fmt: skip
+
+    def claimed() -> list[tuple[str, int]]:
+        query = (
+            f"SELECT key, count() FROM {LEASE_TABLE} WHERE key LIKE 'claim:detector:%' GROUP BY key"
+        )
+        return [tuple(row) for row in reader.query(query).result_rows]  # type: ignore[misc]
+
     collectors = [_start(tmp_path, dsn, f"collector-{i}") for i in range(3)]
     try:
         _send(collectors[0], "shop-1", rows)
@@ -120,18 +129,14 @@ def test_one_two_and_three_collector_processes_give_the_same_aggregates_and_find
         # At start each scheduler runs the window that closed last, unless another did.
         specs = len(load_manifest())
         wait_until(lambda: sum(_scheduled(c)[1] for c in collectors) >= 3 * specs, timeout=120)
-        runs = sum(_scheduled(c)[0] for c in collectors)
+        # Each claimed window ran once, between them: the runs the three count equal the
+        # windows claimed (once a run in progress has ended; more if a boundary passed).
+        wait_until(lambda: sum(_scheduled(c)[0] for c in collectors) == len(claimed()), 60)
+        assert len(claimed()) >= specs
+        assert {count for _, count in claimed()} == {1}
     finally:
         codes = [collector.stop() for collector in collectors]
     assert codes == [0, 0, 0]
-
-    reader = clickhouse_connect.get_client(host="127.0.0.1", port=served.door.port,  # type: ignore[union-attr]
-                                           database="segwatch")  # fmt: skip
-    claims = reader.query(
-        f"SELECT key, count() FROM {LEASE_TABLE} WHERE key LIKE 'claim:detector:%' GROUP BY key"
-    ).result_rows
-    assert {count for _, count in claims} == {1}
-    assert runs == len(claims) >= specs  # once each, between them (more: a boundary passed)
 
     reader.command("OPTIMIZE TABLE ml_segment_aggregates FINAL")
     merged = {
