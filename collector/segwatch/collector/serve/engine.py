@@ -70,7 +70,6 @@ class EngineHandle:
         # of its own (a collector's analyst sessions do, to cancel their queries themselves).
         self.comment = tag
         self.lock = threading.Lock()
-        self.database = ""
 
     def run(
         self, sql: str, output_format: str = "TabSeparated", params: dict[str, str] | None = None
@@ -86,9 +85,9 @@ class EngineHandle:
             self.comment = value
 
     def use(self, database: str) -> None:
-        if database and database != self.database:
+        """``USE database`` (every time: a session's own ``USE`` may have moved it)."""
+        if database:
             self.run(f"USE `{database.replace('`', '``')}`")
-            self.database = database
 
     def snapshot(self, names: list[str]) -> dict[str, tuple[str, bool]]:
         """The current value of each setting, and whether it was changed from its default."""
