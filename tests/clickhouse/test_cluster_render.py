@@ -17,6 +17,7 @@ import pytest
 
 from segwatch.clickhouse.cluster import (
     LOCAL_SUFFIX,
+    RUNNER_TABLES,
     SHARDING_KEYS,
     ClusterRenderError,
     render_cluster_migrations,
@@ -72,10 +73,29 @@ def test_the_cluster_form_keeps_the_migrations_numbers_and_names() -> None:
 
 
 def test_every_ddl_statement_runs_on_the_cluster(rendered: list[str]) -> None:
-    ddl = [s for s in rendered if not s.startswith("INSERT")]
+    """But the runner's own table (the next test): it stays on the node the runner reaches."""
+    ddl = [s for s in rendered if not s.startswith("INSERT") and not _creates_runner_table(s)]
     assert len(ddl) > len(rendered) / 2
     missing = [s[:90] for s in ddl if not re.search(rf"\bON CLUSTER {CLUSTER}\b", s)]
     assert missing == []
+
+
+def _creates_runner_table(statement: str) -> bool:
+    return any(f"CREATE TABLE IF NOT EXISTS {table} " in statement for table in RUNNER_TABLES)
+
+
+def test_the_lease_table_stays_a_plain_table_on_the_node_the_runner_reaches(engine) -> None:  # type: ignore[no-untyped-def]
+    """0012 makes segwatch_leases as segwatch.clickhouse.lease makes it before any migration:
+    one table whose insert deduplication picks each key's one winner, not a sharded one."""
+    shipped = next(m for m in load_migrations() if m.name == "0012_leases.sql")
+    (cluster_form,) = render_cluster_migrations([shipped], CLUSTER)
+    assert split_statements(cluster_form.sql) == split_statements(shipped.sql)
+    (statement,) = split_statements(cluster_form.sql)
+    formatted = _formatted(engine, statement)
+    assert _creates_runner_table(formatted)
+    assert "ON CLUSTER" not in formatted and "Distributed" not in formatted
+    assert "ENGINE = MergeTree ORDER BY key" in formatted
+    assert "non_replicated_deduplication_window = 100000" in formatted
 
 
 def _created(rendered: list[str]) -> dict[str, str]:
@@ -124,7 +144,8 @@ def test_engine_arguments_follow_the_replica_arguments(rendered: list[str]) -> N
         "replicated_deduplication_window = 10000"
         in created["ml_segment_aggregates_by_time" + LOCAL_SUFFIX]
     )
-    assert not any("non_replicated_deduplication_window" in s for s in rendered)
+    replicated = [s for s in rendered if not _creates_runner_table(s)]
+    assert not any("non_replicated_deduplication_window" in s for s in replicated)
 
 
 def test_rows_that_merge_share_a_shard(engine) -> None:  # type: ignore[no-untyped-def]
@@ -218,15 +239,15 @@ def test_a_bad_cluster_name_is_refused(name: str) -> None:
     ],
 )
 def test_statements_without_a_safe_cluster_form_are_refused(sql: str, refusal: str) -> None:
-    migration = Migration(12, "0012_new.sql", sql + ";")
-    with pytest.raises(ClusterRenderError, match=f"0012_new.sql: .*{refusal}"):
+    migration = Migration(99, "0099_new.sql", sql + ";")
+    with pytest.raises(ClusterRenderError, match=f"0099_new.sql: .*{refusal}"):
         render_cluster_migrations([migration], CLUSTER)
 
 
 def test_a_materialized_view_reads_and_writes_local_tables(engine) -> None:  # type: ignore[no-untyped-def]
     migration = Migration(
-        12,
-        "0012_mv.sql",
+        99,
+        "0099_mv.sql",
         "CREATE MATERIALIZED VIEW IF NOT EXISTS ml_rollup_mv TO ml_segment_rollup_5m AS "
         "SELECT * FROM ml_segment_aggregates ARRAY JOIN exemplar_trace_ids AS t;",
     )

@@ -175,6 +175,49 @@ def test_an_expired_lease_is_taken_over_and_its_late_holder_knows(clients: list[
     assert (state.holder, state.generation, state.released) == ("bob", 2, False)
 
 
+def test_kept_renews_the_lease_while_its_holder_is_busy(clients: list[Client]) -> None:
+    """The holder's thread does nothing for three lease renewals (as if a statement ran);
+    the renewing thread, on a client of its own, keeps the lease from lapsing."""
+    alice = Lease(clients[0], "migrations", "alice", seconds=1.5)
+    bob = Lease(clients[1], "migrations", "bob")
+    alice.acquire()
+    bob_took: list[bool] = []
+
+    def renewed_three_times() -> bool:
+        bob_took.append(bob.try_acquire())
+        return (alice.generation or 0) >= 4
+
+    with alice.kept(clients[2]):
+        wait_until(renewed_three_times, timeout=30)
+    assert True not in bob_took
+    alice.confirm()  # still hers, renewed once more
+    state = alice.state()
+    assert state is not None and (state.holder, state.lapsed) == ("alice", False)
+
+
+def test_a_lease_taken_over_under_the_renewing_thread_fails_the_next_confirm(
+    clients: list[Client],
+) -> None:
+    alice = Lease(clients[0], "migrations", "alice", seconds=1.5)
+    alice.acquire()
+    with alice.kept(clients[2]):
+        # Bob claims the next generations first, as he would have had alice's lapsed.
+        held = alice.generation or 0
+        for generation in range(held + 1, held + 10):
+            key = f"lease:migrations:{generation}"
+            clients[1].insert(
+                LEASE_TABLE, [[key, "migrations", generation, "bob", 600_000]],
+                column_names=["key", "lease", "generation", "holder", "lease_ms"],
+                settings={"insert_deduplication_token": key, "async_insert": 0},
+            )  # fmt: skip
+        wait_until(lambda: alice.generation is None, timeout=30)  # its next renewal lost
+    with pytest.raises(LeaseLostError, match="expired and was taken over: held by bob"):
+        alice.confirm()
+    alice.release()  # a holder that lost the lease releases nothing
+    state = Lease(clients[1], "migrations").state()
+    assert state is not None and (state.holder, state.released) == ("bob", False)
+
+
 def test_leases_of_different_names_do_not_meet(clients: list[Client]) -> None:
     Lease(clients[0], "migrations", "alice").acquire()
     assert Lease(clients[1], "reindex", "bob").try_acquire() is True

@@ -7,7 +7,7 @@ import threading
 import pytest
 from waiting import wait_until
 
-from segwatch.clickhouse.lease import Lease, LeaseHeldError
+from segwatch.clickhouse.lease import LEASE_TABLE, Lease, LeaseHeldError, claim_once
 from segwatch.clickhouse.migrate import (
     MIGRATION_LEASE,
     Migration,
@@ -156,7 +156,8 @@ def test_pending_migrations_and_require_migrated_name_what_is_missing(bare_clien
     assert "segwatch_migrations" not in _tables(bare_client)  # asking created nothing
     apply_migrations(bare_client, shipped[:5])
     assert pending_migrations(bare_client) == shipped[5:]
-    with pytest.raises(StoreError, match=r"lacks 6 migration\(s\).*0006_deduplication\.sql"):
+    lacks = rf"lacks {len(shipped) - 5} migration\(s\).*0006_deduplication\.sql"
+    with pytest.raises(StoreError, match=lacks):
         require_migrated(bare_client)
     apply_migrations(bare_client)
     assert pending_migrations(bare_client) == []
@@ -167,17 +168,31 @@ def test_pending_migrations_and_require_migrated_name_what_is_missing(bare_clien
 
 
 def test_a_runner_waits_for_the_lease_another_runner_holds(bare_client, store_dsn) -> None:
+    """A shared store (a server): the other runner is another process."""
     other = open_client(parse_dsn(store_dsn))
     try:
         held = Lease(other, MIGRATION_LEASE, "the other runner")
         held.acquire()
         with pytest.raises(LeaseHeldError, match="held by the other runner; it expires at"):
-            apply_migrations(bare_client, wait=0)
+            apply_migrations(bare_client, exclusive=False, wait=0)
         assert pending_migrations(bare_client) == load_migrations()  # nothing applied
         held.release()
-        assert len(apply_migrations(bare_client, wait=0)) == len(load_migrations())
+        assert len(apply_migrations(bare_client, exclusive=False, wait=0)) == len(load_migrations())
     finally:
         other.close()
+
+
+def test_an_exclusive_store_is_migrated_without_the_lease(bare_client, store_dsn) -> None:
+    """An embedded store, locked by this process: a lease left held by a run that crashed
+    (here: taken and never released) does not hold up the next start."""
+    crashed = open_client(parse_dsn(store_dsn))
+    try:
+        Lease(crashed, MIGRATION_LEASE, "a runner that crashed").acquire()
+        assert len(apply_migrations(bare_client, wait=0)) == len(load_migrations())
+        state = Lease(bare_client, MIGRATION_LEASE).state()
+        assert state is not None and state.holder == "a runner that crashed"  # untouched
+    finally:
+        crashed.close()
 
 
 def test_racing_runners_apply_each_migration_once(store_dsn) -> None:
@@ -186,7 +201,7 @@ def test_racing_runners_apply_each_migration_once(store_dsn) -> None:
 
     def run(client) -> None:  # type: ignore[no-untyped-def]
         try:
-            results.append(apply_migrations(client, wait=120))
+            results.append(apply_migrations(client, exclusive=False, wait=120))
         except BaseException as exc:  # reported below
             results.append(exc)
 
@@ -203,6 +218,96 @@ def test_racing_runners_apply_each_migration_once(store_dsn) -> None:
     finally:
         for client in runners:
             client.close()
+
+
+def test_the_lease_is_renewed_while_a_long_statement_runs(bare_client, store_dsn) -> None:
+    """A statement outlasting the lease (a copy of a big table) keeps it: a rival runner
+    polling all along never finds it lapsed, let alone takes it."""
+    slow = Migration(1, "0001_slow.sql", (
+        "CREATE TABLE slow (x UInt64 COMMENT 'x') ENGINE = MergeTree ORDER BY x;\n"
+        "INSERT INTO slow SELECT number FROM numbers(6) WHERE sleepEachRow(0.5) = 0 "
+        "SETTINGS max_block_size = 1;"
+    ))  # fmt: skip  # 3 s of inserting, under a lease of 2 s
+    rival_client = open_client(parse_dsn(store_dsn))
+    rival = Lease(rival_client, MIGRATION_LEASE, "a rival runner")
+    done, taken = threading.Event(), []
+
+    def poll() -> None:
+        while not done.wait(0.05):
+            state = rival.state()
+            if state is not None and state.lapsed and not state.released:
+                taken.append(rival.try_acquire())
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        applied = apply_migrations(bare_client, [slow], exclusive=False, holder="the runner",
+                                   lease_seconds=2.0)  # fmt: skip
+    finally:
+        done.set()
+        poller.join(60)
+        rival_client.close()
+    assert taken == []
+    assert applied == ["0001_slow.sql"]
+    assert bare_client.query("SELECT count() FROM slow").result_rows == [(6,)]
+    (generations,) = bare_client.query(
+        f"SELECT count() FROM {LEASE_TABLE} WHERE holder = 'the runner' AND lease_ms > 0"
+    ).result_rows[0]
+    assert generations >= 3  # taken, renewed while the insert ran, confirmed before recording
+
+
+# A statement that takes the migrations lease over as another runner would, had this
+# runner's lapsed: it claims the next generation first (earlier on the store's clock).
+_TAKE_OVER = (
+    f"INSERT INTO {LEASE_TABLE} (key, lease, generation, holder, claimed_at, lease_ms) "
+    "SELECT concat('lease:migrations:', toString(max(generation) + 1)), 'migrations', "
+    "max(generation) + 1, 'a runner that took over', now64(3) - INTERVAL 1 SECOND, 600000 "
+    f"FROM {LEASE_TABLE} WHERE lease = 'migrations'"
+)
+
+
+@pytest.mark.parametrize(
+    ("statements", "stopped_before"),
+    [
+        (["CREATE TABLE a (x UInt8 COMMENT 'x') ENGINE = MergeTree ORDER BY x",
+          "CREATE TABLE b (y UInt8 COMMENT 'y') ENGINE = MergeTree ORDER BY y",
+          _TAKE_OVER, "EXCHANGE TABLES a AND b"], "its EXCHANGE"),
+        (["CREATE TABLE a (x UInt8 COMMENT 'x') ENGINE = MergeTree ORDER BY x", _TAKE_OVER],
+         "being recorded as applied"),
+    ],
+)  # fmt: skip
+def test_a_runner_that_lost_the_lease_stops_before_publishing_or_recording(
+    bare_client, statements: list[str], stopped_before: str
+) -> None:
+    migration = Migration(1, "0001_taken_over.sql", ";\n".join(statements))
+    with pytest.raises(MigrationError, match=f"0001_taken_over.sql stopped before "
+                       f"{stopped_before}: this runner lost the migrations lease"):  # fmt: skip
+        apply_migrations(bare_client, [migration], exclusive=False, quiet=0)
+    columns = bare_client.query("SELECT name FROM system.columns WHERE database = "
+                                "currentDatabase() AND table = 'a'").result_rows  # fmt: skip
+    assert columns == [("x",)]  # not exchanged
+    assert pending_migrations(bare_client, [migration]) == [migration]  # not recorded
+    state = Lease(bare_client, MIGRATION_LEASE).state()
+    assert state is not None and state.holder == "a runner that took over"  # left to it
+
+
+@pytest.mark.parametrize("exclusive", [True, False])
+def test_a_store_migrated_before_the_lease_table_gets_it_from_a_migration(
+    bare_client, exclusive: bool
+) -> None:
+    """A store an earlier version migrated has every migration but the lease table's: the
+    migration makes it (collectors, whose users may not create tables, need it to claim
+    windows; they wait for this migration as for any other)."""
+    shipped = load_migrations()
+    leases = next(m for m in shipped if m.name == "0012_leases.sql")
+    apply_migrations(bare_client, shipped[: leases.version - 1])  # embedded: no lease taken
+    assert LEASE_TABLE not in _tables(bare_client)
+    with pytest.raises(MigrationsPendingError, match=r"lacks 1 migration\(s\).*0012_leases"):
+        require_migrated(bare_client)
+    assert apply_migrations(bare_client, exclusive=exclusive) == ["0012_leases.sql"]
+    assert LEASE_TABLE in _tables(bare_client)
+    require_migrated(bare_client)
+    assert claim_once(bare_client, "detector:psi_drift:2026-12-06T06:00:00+00:00", "me")
 
 
 def _store_aggregates(client, rows: int, minute: int = 0) -> None:  # type: ignore[no-untyped-def]

@@ -347,6 +347,8 @@ def test_migrate_applies_what_is_missing_and_dry_run_changes_nothing(
 
 
 def test_migrate_dry_run_prints_only_the_pending_sql(config: str, tmp_path: Path) -> None:
+    from segwatch.clickhouse.migrate import load_migrations
+
     store = tmp_path / "store"
     code = ("import sys\nfrom segwatch.clickhouse.migrate import apply_migrations, "
             "load_migrations\nfrom segwatch.clickhouse.store import open_client, parse_dsn\n"
@@ -356,12 +358,16 @@ def test_migrate_dry_run_prints_only_the_pending_sql(config: str, tmp_path: Path
     first = run("migrate", "--dry-run", "--config", config)
     assert first.returncode == 0, first.stderr
     assert first.stdout.startswith("-- 0011_aggregates_by_time.sql\nCREATE TABLE IF NOT EXISTS")
-    assert first.stdout.endswith(
+    assert (
         "EXCHANGE TABLES ml_segment_aggregates AND ml_segment_aggregates_by_time;\n"
         "DROP TABLE ml_segment_aggregates_by_time;\n"
-    )
+        "\n-- 0012_leases.sql\nCREATE TABLE IF NOT EXISTS segwatch_leases\n"
+    ) in first.stdout
+    pending = [line for line in first.stdout.splitlines() if line.startswith("-- 0")]
+    assert pending == [f"-- {m.name}" for m in load_migrations()[10:]]
     assert run("migrate", "--dry-run", "--config", config).stdout == first.stdout  # unchanged
-    assert run("migrate", "--config", config).stdout == "applied 0011_aggregates_by_time.sql\n"
+    applied = run("migrate", "--config", config).stdout.splitlines()
+    assert applied == [f"applied {m.name}" for m in load_migrations()[10:]]
 
 
 def test_migrate_says_when_a_collector_holds_the_store(config: str, tmp_path: Path) -> None:
@@ -409,20 +415,51 @@ def test_migrate_renders_the_cluster_form_without_a_store(tmp_path: Path) -> Non
     for args, code, message in (
         (["--cluster", "bad-name", "--render"], 2, "cluster name 'bad-name' must match"),
         (["--render", "--dry-run"], 2, "not allowed with argument"),
-        (["--cluster", "segwatch_cluster"], 1, "--cluster is for a ClickHouse cluster"),
     ):
         refused = run("migrate", *args, cwd=cwd)
         assert refused.returncode == code and message in refused.stderr, refused.stderr
     assert list(cwd.iterdir()) == []
 
 
+@pytest.mark.parametrize("mode", [[], ["--dry-run"]])
+def test_migrate_writes_the_cluster_form_for_review_only(
+    config: str, tmp_path: Path, mode: list[str]
+) -> None:
+    """Collectors cannot run on the cluster form yet: --cluster without --render is refused
+    before any store is reached."""
+    refused = run("migrate", "--cluster", "segwatch_cluster", *mode, "--config", config)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("usage: segwatch")
+    expected = (
+        "error: segwatch migrate --cluster needs --render, which writes the cluster form for "
+        "review: collectors cannot run on the cluster form yet"
+    )
+    assert expected in refused.stderr
+    assert not (tmp_path / "store").exists()
+
+
 def test_migrate_points_at_the_door_of_segwatch_serve(config: str, tmp_path: Path) -> None:
     """The discovery file `segwatch serve` writes (this test's pid stands for its process)."""
     store = tmp_path / "store"
     store.mkdir()
-    door = {"pid": os.getpid(), "serve": "http://127.0.0.1:8123", "database": "segwatch"}
+    door = {"pid": os.getpid(), "serve": "http://127.0.0.1:8123"}  # the DSN's database
     (store / "segwatch-collector.json").write_text(json.dumps(door))
     refused = run("migrate", "--config", config)
     assert refused.returncode == 1
     assert "is served by segwatch serve at http://127.0.0.1:8123" in refused.stderr
-    assert "storage.dsn: http://127.0.0.1:8123/segwatch" in refused.stderr
+    assert refused.stderr.rstrip().endswith("storage.dsn: http://127.0.0.1:8123/segwatch")
+
+
+def test_migrate_names_the_collector_that_serves_its_own_store(config: str, tmp_path: Path) -> None:
+    """serve.in_collector: the collector's discovery file names its API and its door; the
+    collector holds the store, and stopping it is what lets segwatch migrate run."""
+    store = tmp_path / "store"
+    store.mkdir()
+    held = {"pid": os.getpid(), "api": "http://127.0.0.1:4318", "token": "t",
+            "serve": "http://127.0.0.1:8123"}  # fmt: skip
+    (store / "segwatch-collector.json").write_text(json.dumps(held))
+    refused = run("migrate", "--config", config)
+    assert refused.returncode == 1
+    assert "held by the collector running at http://127.0.0.1:4318" in refused.stderr
+    assert "stop it to run segwatch migrate" in refused.stderr
+    assert "segwatch serve" not in refused.stderr and "None" not in refused.stderr

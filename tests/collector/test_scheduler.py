@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 from shop_traffic import ingest_color_shift
+from waiting import wait_until
 
 from segwatch.clickhouse.detection import load_manifest
+from segwatch.clickhouse.lease import LEASE_TABLE
 from segwatch.collector.service.scheduler import DetectorScheduler
 
 
@@ -33,3 +36,53 @@ def test_scheduler_runs_due_detectors_and_stores_their_anomalies(client, recorde
     rows = client.query("SELECT quantity, window_end FROM ml_anomalies").result_rows
     assert [r[0] for r in rows] == ["feature.color"]
     assert int(rows[0][1].timestamp()) == end
+
+
+def test_at_start_the_window_that_closed_last_runs_once_then_the_cadence_resumes(
+    client, recorder
+) -> None:
+    """Started mid-cadence (100 s past the boundary END, the lateness long past): the window
+    ending at END, whose boundary passed while no scheduler ran, runs once, ``lateness``
+    after the start; the next run is due ``lateness`` past the next boundary."""
+    end = ingest_color_shift(client, recorder)
+    spec = load_manifest()[0]
+    lateness, start = 15.0, end + 100.0
+    now, reads = [start], [0]
+
+    def clock() -> float:
+        reads[0] += 1
+        return now[0]
+
+    def at(moment: float) -> None:
+        """Move the clock to ``moment`` and wait for a whole turn of the scheduler's loop
+        after it (three readings of the clock: the loop reads it at its top and again to
+        know how long to sleep)."""
+        seen = reads[0]
+        now[0] = moment
+        wait_until(lambda: reads[0] >= seen + 3, timeout=30)
+
+    scheduler = DetectorScheduler(client, [spec], lateness=lateness, clock=clock, poll=0.05)
+    scheduler.start()
+    try:
+        at(start + lateness - 1)
+        assert scheduler.runs + scheduler.failures == 0  # not before start + lateness
+        at(start + lateness)
+        assert (scheduler.runs, scheduler.failures) == (1, 0)
+        at(end + spec.cadence + lateness - 1)
+        assert scheduler.runs == 1  # once, not again before the next boundary's turn
+        at(end + spec.cadence + lateness)  # start + cadence would be 85 s later
+        assert (scheduler.runs, scheduler.failures) == (2, 0)
+    finally:
+        scheduler.shutdown()
+    rows = client.query(
+        "SELECT quantity, toUnixTimestamp(window_end) FROM ml_anomalies ORDER BY window_end"
+    )  # the shift is still inside the second run's 15-minute window
+    assert [tuple(row) for row in rows.result_rows] == [
+        ("feature.color", end),
+        ("feature.color", end + spec.cadence),
+    ]
+    claims = client.query(f"SELECT key FROM {LEASE_TABLE} WHERE lease = '' ORDER BY key")
+    windows = [dt.datetime.fromtimestamp(t, dt.timezone.utc) for t in (end, end + spec.cadence)]
+    assert [key for (key,) in claims.result_rows] == [
+        f"claim:detector:{spec.name}:{window.isoformat()}" for window in windows
+    ]

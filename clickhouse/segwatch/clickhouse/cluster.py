@@ -70,9 +70,17 @@ Distributed and local tables are dropped. An ``INSERT ... SELECT`` between
 tables sharded differently is refused: its rows would stay on the wrong shards.
 As on one store, the rebuild needs writers to be quiet while it runs.
 
-Not covered here: the runner's own tables (the migrations' tracking table and
-its lease) are made by the runner; on a cluster the runner must always reach
-the same node, or keep them replicated.
+The runner's own tables. The migrations' tracking table and ``segwatch_leases``
+(the migrations' lease and the detector windows' claims, :mod:`.lease`) are
+made by the runner itself, before any migration runs, as plain ``MergeTree``
+tables on the node its DSN reaches: one winner per key needs every claimant
+to insert into one table (insert deduplication is per table; a Replicated
+table would deduplicate through Keeper instead). Migration 0012, which gives
+``segwatch_leases`` to stores migrated before it existed, is therefore
+rendered as written (:data:`RUNNER_TABLES`): no ``ON CLUSTER``, no Replicated
+engine, no Distributed name; on the node the runner reaches it finds the table
+already made. ``segwatch migrate`` and every collector must reach that one
+node.
 """
 
 from __future__ import annotations
@@ -88,6 +96,7 @@ __all__ = [
     "CO_LOCATED_VIEWS",
     "LOCAL_SUFFIX",
     "REPLICA_ARGUMENTS",
+    "RUNNER_TABLES",
     "SHARDING_KEYS",
     "ClusterRenderError",
     "render_cluster_migrations",
@@ -122,6 +131,10 @@ SHARDING_KEYS: Final[dict[str, str]] = {
 }
 """Each table's sharding key (see the module docstring). A migration creating a table
 that is not here is refused: choose its key first."""
+
+RUNNER_TABLES: Final = frozenset({"segwatch_leases"})
+"""Tables the migration runner makes on the node it reaches before any migration: a
+migration creating one is rendered as written (see the module docstring)."""
 
 CO_LOCATED_VIEWS: Final = frozenset({"ml_labeled_calls"})
 """Views that join tables sharded alike: each shard runs them on its own rows."""
@@ -277,6 +290,8 @@ def _create_table(statement: _Statement, cluster: str) -> list[str]:
     """``CREATE TABLE t (...) ENGINE = E ...`` or ``CREATE TABLE t AS s ENGINE = E ...``."""
     index, if_not_exists = statement.after_if(2, ("IF", "NOT", "EXISTS"))
     table = statement.name_at(index)
+    if table in RUNNER_TABLES:
+        return [statement.text]  # on the node the runner reaches, where the runner made it
     key = _sharding_key(table)
     edits = [statement.replace_token(index, f"{table}{LOCAL_SUFFIX} ON CLUSTER {cluster}")]
     if statement.keywords(index + 1, 1) == ("AS",):

@@ -25,30 +25,42 @@ the rows: each claimant's row names itself.
   (``now64()``), never compared across the hosts' clocks.
 
 Rows live in ``segwatch_leases``, made here with ``CREATE TABLE IF NOT EXISTS``
-(like the migrations' tracking table: the migration runner needs it before
-any migration has run). One-time claims are deleted after 90 days (their
-windows are long past); lease generations are few and kept. Deleting rows
+when an insert finds no table (like the migrations' tracking table: the
+migration runner needs it before any migration has run). The statement is
+migration ``0012_leases.sql``'s, read from that file; the migration gives the
+table to stores migrated before it existed, whose collectors may not create
+tables. One-time claims are deleted after 90 days (their windows are long
+past); lease generations are few and kept. Deleting rows
 does not forget their tokens: a key claimed again after its row is gone finds
 no row, and that claim counts as lost. On a cluster the table is a local
 ``MergeTree`` on the node the DSN reaches: every claimant must reach the same
 node (a ``Replicated`` table would deduplicate through Keeper instead).
 
 Thread-safety: each function uses the client it is given; a client must not
-be shared by threads while a call runs (use one client per thread).
+be shared by threads while a call runs (use one client per thread). A
+:class:`Lease` is used by one thread, except that :meth:`Lease.kept` renews it
+from a thread of its own (with a client of its own) while that thread works.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import logging
 import os
 import socket
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from .sql_text import split_statements
 from .store import StoreError, error_code
 
 __all__ = [
@@ -64,24 +76,10 @@ __all__ = [
 
 LEASE_TABLE = "segwatch_leases"
 _UNKNOWN_TABLE = 60  # ClickHouse's UNKNOWN_TABLE
+_logger = logging.getLogger(__name__)
 
-_CREATE_LEASES = f"""
-CREATE TABLE IF NOT EXISTS {LEASE_TABLE}
-(
-    key String COMMENT 'What was claimed: claim:<key> once, or lease:<name>:<generation>',
-    lease String DEFAULT '' COMMENT 'The lease a generation belongs to; empty for a one-time claim',
-    generation UInt64 DEFAULT 0 COMMENT 'The lease generation; 0 for a one-time claim',
-    holder String COMMENT 'Who claimed it: host, process id and a tag per claimant',
-    claimed_at DateTime64(3, 'UTC') DEFAULT now64(3) COMMENT 'When, on the store''s clock',
-    lease_ms UInt64 DEFAULT 0 COMMENT 'How long a generation lasts from claimed_at (0: released)'
-)
-ENGINE = MergeTree ORDER BY key
-TTL toDateTime(claimed_at) + INTERVAL 90 DAY WHERE lease = ''
-SETTINGS non_replicated_deduplication_window = 100000
-COMMENT 'segwatch: one-time claims and leases; insert deduplication picks each key''s one holder'
-"""
-# 100 000 inserts: three weeks of twenty detectors on a 5-minute cadence. Only claims
-# made at about the same time need to meet in the window; the rest find the row.
+_LEASE_TABLE_MIGRATION = "0012_leases.sql"
+"""The migration that creates the table: its one statement is what this module runs."""
 
 _COLUMNS = ["key", "lease", "generation", "holder", "lease_ms"]
 _TYPES = ["String", "String", "UInt64", "String", "UInt64"]
@@ -98,8 +96,16 @@ def holder_name(role: str = "") -> str:
 
 
 def ensure_lease_table(client: Client) -> None:
-    """Create ``segwatch_leases`` if the store has none (idempotent)."""
-    client.command(_CREATE_LEASES)
+    """Create ``segwatch_leases`` if the store has none (idempotent), as migration
+    ``0012_leases.sql`` does."""
+    client.command(_create_lease_table_sql())
+
+
+@functools.cache
+def _create_lease_table_sql() -> str:
+    migrations = resources.files("segwatch.clickhouse.migrations")
+    (statement,) = split_statements(migrations.joinpath(_LEASE_TABLE_MIGRATION).read_text("utf-8"))
+    return statement
 
 
 def claim_once(client: Client, key: str, holder: str) -> bool:
@@ -154,9 +160,11 @@ class Lease:
     """A named lease, held by one holder at a time until released or expired.
 
     ``seconds`` is how long each generation lasts; the holder renews it with
-    :meth:`renew` before then, or loses it to the next claimant. Used as a
-    context manager it is acquired (waiting ``wait`` seconds at most) and
-    released. One client, one thread.
+    :meth:`renew` before then (or has :meth:`kept` renew it), or loses it to
+    the next claimant. Used as a context manager it is acquired (waiting
+    ``wait`` seconds at most) and released. One client, one thread, but for
+    the renewing thread of :meth:`kept`; claims are made under a lock, so that
+    thread and the holder's never claim at once.
     """
 
     def __init__(
@@ -179,11 +187,14 @@ class Lease:
         self.poll = poll
         self.generation: int | None = None  # the generation held, while held
         self._claimed = 0.0  # time.monotonic() of the last generation claimed
+        self._claiming = threading.Lock()  # one claim at a time: holder and renewing thread
+        self._lost: LeaseLostError | None = None  # what the renewing thread found
 
-    def state(self) -> LeaseState | None:
-        """The lease's newest generation; None if it was never claimed."""
+    def state(self, client: Client | None = None) -> LeaseState | None:
+        """The lease's newest generation (read with ``client``, default the lease's own);
+        None if it was never claimed."""
         rows = _query_missing_table_as_empty(
-            self.client,
+            client or self.client,
             "SELECT generation, holder, "
             "toUnixTimestamp64Milli(claimed_at + toIntervalMillisecond(lease_ms)) AS expires, "
             "lease_ms = 0, expires <= toUnixTimestamp64Milli(now64(3)) "
@@ -207,7 +218,11 @@ class Lease:
         state = self.state()
         if state is not None and not state.lapsed and state.holder != self.holder:
             return False
-        return self._claim_next(0 if state is None else state.generation)
+        with self._claiming:
+            if self._claim_next(0 if state is None else state.generation, self.client):
+                self._lost = None
+                return True
+            return False
 
     def acquire(self, wait: float | None = None) -> None:
         """Take the lease, polling up to ``wait`` seconds (default: the constructor's).
@@ -226,46 +241,98 @@ class Lease:
                 raise StoreError(f"could not take the {self.name!r} lease; try again")
             time.sleep(self.poll)
 
-    def renew(self) -> None:
+    def renew(self, client: Client | None = None) -> None:
         """Extend the lease by claiming the next generation; :class:`LeaseLostError` if
-        another holder took it over after it expired."""
-        if self.generation is None:
-            raise LeaseLostError(f"{self.holder} does not hold the {self.name!r} lease")
-        if not self._claim_next(self.generation):
-            state = self.state()
+        another holder took it over after it expired.
+
+        ``client``: the one to claim with (default: the lease's own).
+        """
+        with self._claiming:
+            if self.generation is None:
+                raise LeaseLostError(f"{self.holder} does not hold the {self.name!r} lease")
+            if self._claim_next(self.generation, client or self.client):
+                return
             self.generation = None
-            raise LeaseLostError(
-                f"the {self.name!r} lease of {self.holder} expired and was taken over"
-                + (f": {state.describe()}" if state else "")
-            )
+        state = self.state(client)
+        raise LeaseLostError(
+            f"the {self.name!r} lease of {self.holder} expired and was taken over"
+            + (f": {state.describe()}" if state else "")
+        )
 
     def keep(self) -> None:
         """Renew if a third of the lease's time has passed since the last claim.
 
         Cheap enough to call between any two steps of long work; a step longer
-        than ``seconds`` can still lose the lease (:meth:`renew` then says so).
+        than ``seconds`` can still lose the lease (:meth:`renew` then says so);
+        :meth:`kept` renews during a step.
         """
         if time.monotonic() - self._claimed >= self.seconds / 3:
             self.renew()
+
+    def confirm(self) -> None:
+        """Make sure this holder still holds the lease, right before a step that only
+        the holder may take: renew it now, or raise :class:`LeaseLostError` if another
+        holder took it over (noticed now or by :meth:`kept`'s thread)."""
+        if self._lost is not None:
+            raise LeaseLostError(str(self._lost))
+        self.renew()
+
+    @contextmanager
+    def kept(self, client: Client) -> Iterator[None]:
+        """Keep the held lease renewed while the block runs, from a thread of its own.
+
+        The thread renews a third of the lease's time after each claim, with
+        ``client``, which no other thread may use meanwhile (a server client
+        without a session may be shared: its requests run side by side). A
+        renewal that fails for want of the store is tried again; a lease taken
+        over ends the thread, and the holder's next :meth:`confirm` raises.
+        Leaving the block stops the thread (the lease stays held).
+        """
+        stop = threading.Event()
+        thread = threading.Thread(target=self._keep_renewed, args=(client, stop),
+                                  name=f"segwatch-lease-{self.name}", daemon=True)  # fmt: skip
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def _keep_renewed(self, client: Client, stop: threading.Event) -> None:
+        retry = self.seconds / 30  # after a failed renewal: often, yet without hammering
+        while not stop.wait(max(retry, self._claimed + self.seconds / 3 - time.monotonic())):
+            try:
+                self.renew(client)
+            except LeaseLostError as exc:
+                self._lost = exc
+                _logger.error("%s", exc)
+                return
+            except Exception:
+                _logger.warning("renewing the %r lease failed; trying again", self.name,
+                                exc_info=True)  # fmt: skip
 
     def release(self) -> None:
         """Give the lease up now: its next generation, claimed as already expired.
 
         If another holder took the lease over after it expired, this changes nothing.
         """
-        if self.generation is None:
-            return
-        generation, self.generation = self.generation + 1, None
+        with self._claiming:
+            if self.generation is None:
+                return
+            generation, self.generation = self.generation + 1, None
         _insert(self.client, [_lease_key(self.name, generation), self.name, generation,
                               self.holder, 0])  # fmt: skip
 
-    def _claim_next(self, generation: int) -> bool:
-        """Claim generation ``generation + 1``; True if this holder got it."""
+    def _claim_next(self, generation: int, client: Client) -> bool:
+        """Claim generation ``generation + 1`` with ``client``; True if this holder got it.
+
+        The caller holds ``self._claiming``.
+        """
         key = _lease_key(self.name, generation + 1)
         lease_ms = max(1, round(self.seconds * 1000))
         claimed = time.monotonic()  # before the insert, so keep() errs towards renewing early
-        _insert(self.client, [key, self.name, generation + 1, self.holder, lease_ms])
-        if _winner(self.client, key) != self.holder:
+        _insert(client, [key, self.name, generation + 1, self.holder, lease_ms])
+        if _winner(client, key) != self.holder:
             return False
         self.generation, self._claimed = generation + 1, claimed
         return True

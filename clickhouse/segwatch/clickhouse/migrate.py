@@ -5,12 +5,21 @@ shipped: a changed file is refused (its checksum no longer matches what the
 tracking table recorded). Each applied migration is recorded in
 ``segwatch_migrations``; running again applies only what is new.
 
-One runner at a time: :func:`apply_migrations` holds the ``migrations`` lease
-(:mod:`.lease`, kept in the store itself) while it runs, so runners racing on
-one store (``segwatch migrate`` in every replica's start-up, two operators)
-apply each migration once; the others wait for the lease, then find nothing
-left to do. An embedded store is migrated by the process that opens it (the
-collector at start); collectors on a server do not migrate but call
+One runner at a time: on a store others may reach (a server, or an embedded
+store behind ``segwatch serve``), :func:`apply_migrations` holds the
+``migrations`` lease (:mod:`.lease`, kept in the store itself) while it runs,
+so runners racing on one store (``segwatch migrate`` in every replica's
+start-up, two operators) apply each migration once; the others wait for the
+lease, then find nothing left to do. A thread renews the lease while a
+statement runs (a copy of a big table can outlast any fixed lease), and the
+runner checks that the lease is still its own right before each ``EXCHANGE``
+and before recording a migration: a runner that lost it stops with
+:class:`MigrationError` instead of publishing or recording work another runner
+is redoing. An exclusive store (embedded, locked by the one process that
+opened it) takes no lease: the engine's lock already keeps every other process
+out, and a lease left behind by a crashed run would only block the next start.
+An embedded store is migrated by the process that opens it (the collector at
+start); collectors on a server do not migrate but call
 :func:`require_migrated`, and ``segwatch migrate`` brings the server's store
 up to date.
 
@@ -25,13 +34,16 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from .lease import Lease, holder_name
+from .lease import Lease, LeaseLostError, holder_name
 from .sql_text import Token, split_statements, tokens
 from .store import StoreError
 
@@ -51,7 +63,9 @@ TRACKING_TABLE = "segwatch_migrations"
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 MIGRATION_LEASE = "migrations"
-_LEASE_SECONDS = 600.0  # renewed between statements; a crashed runner blocks others this long
+_LEASE_SECONDS = 600.0
+"""A generation of the migrations lease: renewed by a thread while a run lasts; a crashed
+runner's keeps other runners waiting this long."""
 DEFAULT_QUIET = 60.0
 """Seconds a table must have gone unwritten before a migration on a shared store rebuilds
 it: longer than any collector's ``storage.flush_interval`` (60 s at most)."""
@@ -152,48 +166,92 @@ def apply_migrations(
     quiet: float = DEFAULT_QUIET,
     wait: float = 60.0,
     holder: str | None = None,
+    lease_seconds: float = _LEASE_SECONDS,
 ) -> list[str]:
-    """Apply every migration not applied yet, holding the ``migrations`` lease; the names
-    applied now.
+    """Apply every migration not applied yet; the names applied now.
 
     ``exclusive`` says nothing else writes the store while this runs; None
     infers it from the client: an embedded store is locked by the process that
-    opened it, a server is not. On a shared store a migration that rebuilds a
-    table is refused while the table has been written within ``quiet``
-    seconds, and aborted (its copy dropped) if the table is written during
-    the copy: :class:`MigrationError` either way, nothing lost. Waits up to
-    ``wait`` seconds for another runner's lease (then
-    :class:`~.lease.LeaseHeldError`, naming it). Blocks for the whole run.
+    opened it, a server is not. An exclusive store is migrated without a
+    lease. A shared one under the ``migrations`` lease (``lease_seconds`` a
+    generation, renewed by a thread meanwhile): this waits up to ``wait``
+    seconds for another runner's (then :class:`~.lease.LeaseHeldError`,
+    naming it), and raises :class:`MigrationError` if the lease is lost before
+    an ``EXCHANGE`` or before a migration is recorded. On a shared store a
+    migration that rebuilds a table is also refused while the table has been
+    written within ``quiet`` seconds, and aborted (its copy dropped) if the
+    table is written during the copy: :class:`MigrationError` either way,
+    nothing lost. Blocks for the whole run.
     """
     migrations = load_migrations() if migrations is None else migrations
     client.command(_CREATE_TRACKING)
     if not pending_migrations(client, migrations):
         return []  # the common start: no lease taken, nothing written
-    shared = not _is_embedded(client) if exclusive is None else not exclusive
+    if _is_embedded(client) if exclusive is None else exclusive:
+        return [_apply_one(client, m, None, None) for m in pending_migrations(client, migrations)]
     lease = Lease(client, MIGRATION_LEASE, holder or holder_name("migrate"),
-                  seconds=_LEASE_SECONDS, wait=wait)  # fmt: skip
-    with lease:
-        applied: list[str] = []
-        for migration in pending_migrations(client, migrations):  # another runner's are done
-            _apply_one(client, migration, lease, quiet if shared else None)
-            applied.append(migration.name)
-        return applied
+                  seconds=lease_seconds, wait=wait)  # fmt: skip
+    with lease, _renewing_client(client) as renewing, lease.kept(renewing):
+        # Read again under the lease: what another runner applied meanwhile is done.
+        return [_apply_one(client, m, lease, quiet) for m in pending_migrations(client, migrations)]
 
 
-def _apply_one(client: Client, migration: Migration, lease: Lease, quiet: float | None) -> None:
-    """Run one migration's statements and record it; ``quiet`` None: nobody else writes."""
+def _apply_one(
+    client: Client, migration: Migration, lease: Lease | None, quiet: float | None
+) -> str:
+    """Run one migration's statements and record it; its name.
+
+    ``lease`` None: nobody else migrates; ``quiet`` None: nobody else writes.
+    """
     statements = split_statements(migration.sql)
     guard = _RebuildGuard.of(client, migration, statements, quiet)
     for statement in statements:
-        lease.keep()
-        if guard is not None and _exchanged_tables(statement) is not None:
-            guard.check_unwritten()
+        if _exchanged_tables(statement) is not None:
+            if guard is not None:
+                guard.check_unwritten()
+            _confirm_lease(lease, migration, "its EXCHANGE")
         client.command(statement)
+    _confirm_lease(lease, migration, "being recorded as applied")
     client.insert(
         TRACKING_TABLE,
         [[migration.version, migration.name, migration.checksum]],
         column_names=["version", "name", "checksum"],
     )
+    return migration.name
+
+
+def _confirm_lease(lease: Lease | None, migration: Migration, step: str) -> None:
+    """Raise :class:`MigrationError` unless this runner still holds ``lease`` (renewed now)."""
+    if lease is None:
+        return
+    try:
+        lease.confirm()
+    except LeaseLostError as exc:
+        raise MigrationError(
+            f"{migration.name} stopped before {step}: this runner lost the migrations lease "
+            f"({exc}), and another runner may be applying the same migration, so this one "
+            "leaves it to that runner; run segwatch migrate again once it is done"
+        ) from exc
+
+
+@contextmanager
+def _renewing_client(client: Client) -> Iterator[Client]:
+    """A client the lease's renewing thread may use while ``client`` runs a statement.
+
+    A server client sends each request on its own (no session), so both
+    threads share it; an embedded client runs one call at a time, so the
+    thread gets its own on the same store (one process may open a store
+    directory through several clients).
+    """
+    if not _is_embedded(client):
+        yield client
+        return
+    path = getattr(client, "path", None)
+    sibling = clickhouse_connect.get_client(interface="chdb", path=path, database=client.database)
+    try:
+        yield sibling
+    finally:
+        sibling.close()
 
 
 def _applied(client: Client) -> dict[int, tuple[str, str]]:

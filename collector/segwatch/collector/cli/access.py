@@ -282,17 +282,20 @@ def open_for_migration(location: StoreLocation, create: bool) -> Client:
     An embedded store a collector holds is refused (:class:`StoreLockedError`):
     that collector applied its migrations when it started, and a newer
     version's are applied when that version's collector starts, or by this
-    command once the collector is stopped. ``create=False`` (a dry run)
+    command once the collector is stopped. The collector is named first: with
+    ``serve.in_collector`` it opens a door too, but it is still the collector
+    that holds the store. A store ``segwatch serve`` holds is refused naming
+    the DSN that migrates it through the door. ``create=False`` (a dry run)
     raises :class:`StoreNotFoundError` when there is no store.
     """
     info = read_discovery(location)
-    if info is not None and "serve" in info:  # its collectors write through its door
-        raise StoreLockedError(
+    if info is not None and "api" not in info and "serve" in info:
+        raise StoreLockedError(  # segwatch serve: its collectors write through its door
             f"the embedded store {location.path} is served by segwatch serve at "
             f"{info['serve']} (pid {info.get('pid')}); migrate it through that door, as its "
-            f"collectors reach it: storage.dsn: {info['serve']}/{info.get('database')}"
+            f"collectors reach it: storage.dsn: {info['serve']}/{location.database}"
         )
-    if info is not None:
+    if info is not None:  # a collector, with or without a door of its own
         raise StoreLockedError(
             f"the embedded store {location.path} is held by the collector running at "
             f"{info.get('api')} (pid {info.get('pid')}), which applied the migrations it "

@@ -217,19 +217,22 @@ def _requeue(config: CollectorConfig, letters: DeadLetters, names: list[str], ev
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    """Apply what the store lacks (or print its SQL); a store a collector holds is refused."""
+    """Apply what the store lacks (or print its SQL); a store a collector holds is refused.
+
+    ``--cluster`` comes with ``--render`` only (:func:`~.parser.check_usage`):
+    the cluster form is written for review, never applied, while collectors
+    cannot run on it.
+    """
     config_path, config = _config(args)
     migrations = load_migrations()
-    if args.cluster is not None:
-        from segwatch.clickhouse.cluster import render_cluster_migrations
-
-        migrations = render_cluster_migrations(migrations, args.cluster)
     if args.render:
+        if args.cluster is not None:
+            from segwatch.clickhouse.cluster import render_cluster_migrations
+
+            migrations = render_cluster_migrations(migrations, args.cluster)
         _print_migrations(migrations)
         return EXIT_OK
     location = parse_dsn(config.storage.dsn)
-    if args.cluster is not None and location.embedded:
-        raise ValueError("--cluster is for a ClickHouse cluster: storage.dsn must be http(s)://")
     try:
         client = open_for_migration(location, create=not args.dry_run)
     except StoreNotFoundError as exc:
@@ -244,7 +247,8 @@ def _migrate(args: argparse.Namespace) -> int:
         if args.dry_run:
             _print_migrations(pending_migrations(client, migrations))
             return EXIT_OK
-        # Embedded: locked by this process, no one else writes. A server: collectors may.
+        # Embedded: locked by this process, so no lease and no one else writing. A server:
+        # other runners (the lease) and collectors (the rebuild guard) may reach it.
         applied = apply_migrations(client, migrations, exclusive=location.embedded)
     except MigrationError as exc:
         print(f"segwatch: error: {exc}", file=sys.stderr)

@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """What argparse cannot say alone; exits 2 with the usage line, as its own errors do."""
+    if args.command == "migrate" and args.cluster is not None and not args.render:
+        parser.error("segwatch migrate --cluster needs --render, which writes the cluster "
+                     "form for review: collectors cannot run on the cluster form yet, so "
+                     "segwatch migrate does not apply it (docs/clickhouse-server.md, A "
+                     "cluster)")  # fmt: skip
     if args.command != "spool":
         return
     if args.action == "list" and (args.names or args.all):
@@ -213,18 +218,20 @@ def _add_migrate(commands: SubParsers) -> None:
         "migrate",
         help="bring the store's tables up to date with this version",
         description="Apply the migrations the store lacks, in order, and print their names. "
-        "One runner at a time: a lease kept in the store makes a second run wait for the "
-        "first (then find nothing left to do). A collector on an embedded store migrates it "
-        "when it starts; on a ClickHouse server, collectors wait until this has run. A "
-        "migration that rebuilds a table refuses to run on a server while a collector still "
-        "writes that table: stop the older collectors first.",
+        "On a server, one runner at a time: a lease kept in the store makes a second run wait "
+        "for the first (then find nothing left to do). A collector on an embedded store "
+        "migrates it when it starts; on a ClickHouse server, collectors wait until this has "
+        "run. A migration that rebuilds a table refuses to run on a server while a collector "
+        "still writes that table: stop the older collectors first. The cluster form "
+        "(--cluster NAME --render) is written for review only: collectors cannot run on it yet.",
     )
     migrate.add_argument(
         "--cluster",
         metavar="NAME",
         type=_cluster_name,
-        help="the migrations' form for the ClickHouse cluster NAME (of the servers' "
-        "remote_servers): ON CLUSTER, Replicated tables behind Distributed ones",
+        help="with --render: the migrations' form for the ClickHouse cluster NAME (of the "
+        "servers' remote_servers), ON CLUSTER, Replicated tables behind Distributed ones, "
+        "written for review; it is not applied, since collectors cannot run on it yet",
     )
     mode = migrate.add_mutually_exclusive_group()
     mode.add_argument(
@@ -235,8 +242,8 @@ def _add_migrate(commands: SubParsers) -> None:
     mode.add_argument(
         "--render",
         action="store_true",
-        help="print the SQL of every migration (with --cluster, its cluster form) without "
-        "reaching any store",
+        help="print the SQL of every migration (with --cluster NAME, its cluster form) "
+        "without reaching any store",
     )
     _config_argument(migrate)
 

@@ -28,14 +28,23 @@ class DetectorScheduler:
 
     A run starts ``lateness`` seconds after the cadence boundary, so spans of
     the last minute that are still in flight land first; at start, the window
-    that closed last runs (``lateness`` after starting) unless it already ran. Several collectors
-    on one store each schedule every detector; before running a window, each
+    that closed last runs (``lateness`` after starting) unless it already ran,
+    and then the cadence resumes at the next boundary. Several collectors on
+    one store each schedule every detector; before running a window, each
     claims it in the store (:func:`~segwatch.clickhouse.lease.claim_once` on
     ``detector:<name>:<window end>``) and only the one that wins runs it, so
     a window runs once and its alerts go out once; the others count it as
     ``skipped``. The anomalies a run opens or resolves go to every notifier
     (OTLP logs, webhooks). One thread; a failing detector is logged and its
     next window runs at the next boundary, never crashing the collector.
+
+    A claim is never given back: if the collector that claimed a window fails
+    to run it (the detector raises, the store goes away mid-run: counted in
+    ``segwatch_detector_failures`` and logged) or is killed while it runs, no
+    collector runs that window, and its findings and alerts are missed. Run it
+    by hand with ``segwatch detect --at TIME`` (TIME: the cadence boundary the
+    run was for), which claims nothing; a window run again adds no duplicate
+    rows.
     """
 
     def __init__(
