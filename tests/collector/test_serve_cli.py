@@ -4,6 +4,7 @@ README shows; the CLI going through it; a clean stop."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -112,3 +113,41 @@ def test_segwatch_serve_refuses_a_server_dsn_and_an_open_door_without_users(
     invalid = _segwatch("serve", "--config", str(wide), cwd=tmp_path)
     assert invalid.returncode == 2
     assert "serve.http.endpoint" in invalid.stderr and "serve.users" in invalid.stderr
+
+
+def test_a_collector_or_a_second_serve_on_a_served_store_is_refused(served: Served) -> None:
+    """Not left waiting on the engine's lock, taking over the discovery file the CLI reads."""
+    for command in ("collector", "serve"):
+        refused = _segwatch(command, "--config", str(served.config), cwd=served.config.parent)
+        assert refused.returncode == 1, refused.stderr
+        assert f"served by segwatch serve at http://127.0.0.1:{served.port}" in refused.stderr
+        assert f"http://127.0.0.1:{served.port}/segwatch" in refused.stderr
+    assert (served.store / "segwatch-collector.json").exists()
+
+
+def test_a_reader_queries_through_segwatch_serve_with_the_cli(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "segwatch.yaml"
+    config.write_text(
+        f"serve:\n  http: {{endpoint: 127.0.0.1:{port}}}\n  users:\n"
+        "    analyst: {password_env: ANALYST_PW, readonly: true}\n"
+    )
+    env = {**os.environ, "ANALYST_PW": "apw"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "segwatch.collector.cli", "serve", "--config", str(config)],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        discovery = tmp_path / "segwatch-data" / "segwatch-collector.json"
+        wait_until(lambda: discovery.exists() or process.poll() is not None, timeout=120)
+        reader = {**env, "CLICKHOUSE_USER": "analyst", "CLICKHOUSE_PASSWORD": "apw"}
+        found = subprocess.run(
+            [sys.executable, "-m", "segwatch.collector.cli", "sql", "SELECT 1 AS one",
+             "--config", str(config), "--json"],
+            cwd=tmp_path, env=reader, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert found.returncode == 0, found.stderr
+        assert json.loads(found.stdout)["rows"] == [[1]]
+    finally:
+        process.terminate()
+        process.wait(timeout=60)

@@ -27,7 +27,14 @@ from clickhouse_connect.driver.client import Client
 
 from segwatch.clickhouse.detection import DetectorSpec
 from segwatch.clickhouse.migrate import apply_migrations, require_migrated
-from segwatch.clickhouse.queries import AnomalyFilter, QueryResult, list_anomalies, read_only_query
+from segwatch.clickhouse.queries import (
+    AnomalyFilter,
+    QueryResult,
+    list_anomalies,
+    read_only_query,
+    run_query,
+)
+from segwatch.clickhouse.read_only import check_read_only
 from segwatch.clickhouse.store import (
     StoreError,
     StoreLocation,
@@ -94,9 +101,15 @@ class DirectAccess:
         collector: ``api.max_execution_time`` and the rest)."""
         if self.location is None:
             return read_only_query(self.client, query)
+        if str(self.client.command("SELECT getSetting('readonly')")).strip() not in ("0", ""):
+            # A reader's login (a server's, or segwatch serve's): its server holds it to
+            # readonly and to its own budget, and refuses the settings a budget would set.
+            check_read_only(query)
+            return run_query(self.client, query)
         budget = QueryBudget.of(self.config.api if self.config else ApiConfig())
         (settings,) = dataclasses.replace(budget, concurrent=1).sessions()
-        session = open_client(self.location, **settings)
+        # An existing store, opened without CREATE DATABASE: a reader may not create one.
+        session = open_existing_client(self.location, **settings)
         try:
             queries = AnalystQueries([(settings["log_comment"], session)], self.client, budget)
             return queries.run(query)

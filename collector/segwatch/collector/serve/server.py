@@ -110,9 +110,13 @@ class ClickHouseDoor:
         if self._temp_dir:
             os.makedirs(self._temp_dir, exist_ok=True)
         host, port = parse_endpoint(self._config.endpoint)
-        self._server = Listener(
-            (host, port), handler_class(self.serve), tls_context(self._config.tls)
-        )
+        try:
+            self._server = Listener(
+                (host, port), handler_class(self.serve), tls_context(self._config.tls)
+            )
+        except OSError as exc:  # the port taken (8123 is ClickHouse's own), or no such address
+            reason = exc.strerror or str(exc)
+            raise OSError(f"serve.http.endpoint {self._config.endpoint}: {reason}") from exc
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="segwatch-serve", daemon=True
         )

@@ -41,7 +41,7 @@ from segwatch.collector.store.settings import check_store_settings
 from .alerts import notifiers
 from .analyst_queries import AnalystQueries, QueryBudget
 from .api import LocalApi
-from .discovery import discovery_path, remove_own_discovery, write_discovery
+from .discovery import discovery_path, refuse_if_held, remove_own_discovery, write_discovery
 from .scheduler import DetectorScheduler
 from .serving import set_up_store
 
@@ -100,6 +100,7 @@ class Collector:
     def _start(self) -> None:
         """Build and start the components, each after the consumer it feeds."""
         _warn_if_not_compiled()
+        refuse_if_held(self.location)  # a collector or segwatch serve announces itself there
         # The spool first: with it, acknowledging needs no store.
         self.spool = self._open_spool()
         queries = self._connect_store()

@@ -13,12 +13,13 @@ import json
 import os
 from typing import Any
 
-from segwatch.clickhouse.store import StoreError, StoreLocation
+from segwatch.clickhouse.store import StoreError, StoreLocation, StoreLockedError
 
 __all__ = [
     "DISCOVERY_FILE",
     "discovery_path",
     "read_discovery",
+    "refuse_if_held",
     "remove_own_discovery",
     "write_discovery",
 ]
@@ -55,6 +56,24 @@ def read_discovery(location: StoreLocation) -> dict[str, Any] | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None  # stale: the collector that wrote it is gone
     return info
+
+
+def refuse_if_held(location: StoreLocation) -> None:
+    """Raise :class:`StoreLockedError` if a live process announces itself on this embedded
+    store: a second one would wait on the engine's lock and take over the announcement."""
+    info = read_discovery(location)
+    if info is None or int(info.get("pid", 0)) == os.getpid():
+        return
+    if "api" in info:
+        raise StoreLockedError(
+            f"the embedded store {location.path} is held by a running collector (pid "
+            f"{info['pid']}, API {info['api']}): stop it, or give this process another store"
+        )
+    served = info.get("serve")
+    raise StoreLockedError(
+        f"the embedded store {location.path} is served by segwatch serve at {served} (pid "
+        f"{info['pid']}): point storage.dsn at {served}/{location.database} to write through it"
+    )
 
 
 def write_discovery(path: str, info: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ from segwatch.collector.serve import ClickHouseDoor
 from segwatch.collector.store.part_durability import set_part_durability
 from segwatch.collector.store.settings import check_store_settings
 
-from .discovery import discovery_path, remove_own_discovery, write_discovery
+from .discovery import discovery_path, refuse_if_held, remove_own_discovery, write_discovery
 
 __all__ = ["StoreServer", "set_up_store"]
 
@@ -60,6 +60,7 @@ class StoreServer:
         return self.door.url
 
     def start(self) -> None:
+        refuse_if_held(self.location)
         self._client = open_client(self.location)  # holds the store for this process
         try:
             set_up_store(self._client, self.config)
