@@ -22,11 +22,12 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 import chdb
+
+from segwatch.collector.cancellable import CancellableRun
 
 from .errors import ServeError, engine_error
 from .users import Account
@@ -170,24 +171,8 @@ class Engine:
     ) -> Outcome:
         """Run ``sql`` on ``handle`` (its lock held by the caller), killing it if the client
         goes away (``abandoned`` turns true) before it ends."""
-        done: Future[Any] = Future()
-
-        def work() -> None:
-            try:
-                done.set_result(handle.run(sql, output_format, params))
-            except BaseException as exc:
-                done.set_exception(exc)
-
-        threading.Thread(target=work, name="segwatch-serve-query", daemon=True).start()
-        killed = False
-        while True:
-            try:
-                result = done.result(timeout=_POLL)
-                break
-            except TimeoutError:
-                if not killed and abandoned():
-                    killed = True
-                    self.kill(handle.comment)
+        run = CancellableRun(abandoned, lambda: self.kill(handle.comment), _POLL)
+        result = run.run(lambda: handle.run(sql, output_format, params), "segwatch-serve-query")
         return Outcome(
             data=result.bytes() or b"",
             rows_read=int(result.rows_read()),
@@ -208,14 +193,11 @@ class Engine:
 
     def kill_all(self) -> None:
         """Cancel every query the door runs (it is stopping)."""
-        self.kill_matching(self._process_tag + "-%")
-
-    def kill_matching(self, pattern: str) -> None:
         with self._control_lock, contextlib.suppress(Exception):
             self._control.query(
                 "KILL QUERY WHERE Settings['log_comment'] LIKE {pattern:String} ASYNC",
                 "TabSeparated",
-                params={"pattern": pattern},
+                params={"pattern": self._process_tag + "-%"},
             )
 
     def close(self) -> None:

@@ -235,7 +235,7 @@ class ClickHouseDoor:
         check_statement(statement, account, request.method, self._reaching, request.parameters)
         check_setting_values(request.settings, self._reaching)
         fresh = not request.session_id or "readonly" in request.settings
-        settings = _settings(request, account, statement, fresh)
+        settings = _settings(request, account, fresh)
         if statement.data_offset is None:
             return statement, self._execute(
                 handler, request, account, statement.sql, settings, fresh
@@ -351,9 +351,7 @@ def _insert_from_file(statement: Statement, path: str) -> str:
     return f"{head} FROM INFILE {quoted} {tail} FORMAT {statement.input_format}"
 
 
-def _settings(
-    request: ClickHouseRequest, account: Account, statement: Statement, fresh: bool
-) -> dict[str, str]:
+def _settings(request: ClickHouseRequest, account: Account, fresh: bool) -> dict[str, str]:
     """The request's settings, checked against the user's budget; GET implies readonly."""
     settings = dict(request.settings)
     for name, value in settings.items():

@@ -24,7 +24,6 @@ import queue
 import secrets
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +32,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from segwatch.clickhouse.queries import READ_ONLY, QueryResult, read_only_query
 from segwatch.clickhouse.store import error_code
+from segwatch.collector.cancellable import CancellableRun
 from segwatch.collector.config.network import ApiConfig
 from segwatch.collector.errors import RetryableError
 
@@ -145,28 +145,15 @@ class AnalystQueries:
     def _run_on(
         self, tag: str, client: Client, query: str, abandoned: Callable[[], bool] | None
     ) -> QueryResult:
-        result: Future[QueryResult] = Future()
-
-        def work() -> None:
-            try:
-                result.set_result(read_only_query(client, query))
-            except BaseException as exc:
-                result.set_exception(exc)
-
-        threading.Thread(target=work, name="segwatch-query", daemon=True).start()
-        cancelled = False
-        while True:
-            try:
-                return result.result(timeout=0.2)
-            except TimeoutError:
-                if not cancelled and (self._stopping or (abandoned and abandoned())):
-                    cancelled = True
-                    self._kill(tag)
-            except ClickHouseError as exc:
-                error = self._explain(exc, cancelled)
-                if error is exc:
-                    raise
-                raise error from exc
+        should_cancel = lambda: self._stopping or bool(abandoned and abandoned())  # noqa: E731
+        run = CancellableRun(should_cancel, lambda: self._kill(tag), 0.2)
+        try:
+            return run.run(lambda: read_only_query(client, query))
+        except ClickHouseError as exc:
+            error = self._explain(exc, run.cancelled)
+            if error is exc:
+                raise
+            raise error from exc
 
     def _explain(self, exc: ClickHouseError, cancelled: bool) -> Exception:
         code = error_code(exc)
