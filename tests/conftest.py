@@ -17,6 +17,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from wheel_build import build_wheel
 
+from segwatch.collector.config.collector_config import CollectorConfig
+from segwatch.collector.config.serve import ServeConfig
+from segwatch.collector.config.storage import StorageConfig
+from segwatch.collector.service.serving import StoreServer
+
 
 class SpanRecorder:
     """A real OTel SDK tracer provider whose finished spans can be encoded as OTLP."""
@@ -91,3 +96,16 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert built.returncode == 0, built.stderr
     (found,) = directory.glob("segwatch-*.whl")
     return found
+
+
+@pytest.fixture
+def store_server(tmp_path: Path) -> Iterator[StoreServer]:
+    """``segwatch serve`` in this process, on an embedded store of its own: a ClickHouse
+    server for the test (collectors and clients reach it at ``store_server.url``)."""
+    server = StoreServer(CollectorConfig(
+        storage=StorageConfig(dsn=f"chdb://{tmp_path / 'store'}"),
+        serve=ServeConfig(endpoint="127.0.0.1:0"),
+    ))  # fmt: skip
+    server.start()
+    yield server
+    server.stop()

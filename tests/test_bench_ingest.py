@@ -8,14 +8,10 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import clickhouse_connect
-import pytest
 
-from segwatch.collector.config import CollectorConfig, StorageConfig
-from segwatch.collector.config.serve import ServeConfig
 from segwatch.collector.service.serving import StoreServer
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "ingest.py"
@@ -58,25 +54,13 @@ def test_the_embedded_and_the_served_http_paths_each_print_their_rate_and_proces
     assert float(ratio[1]) > 0 and float(ratio[2]) > 0
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[StoreServer]:
-    """A served store in this process, standing for a ClickHouse server the user runs."""
-    served = StoreServer(CollectorConfig(
-        storage=StorageConfig(dsn=f"chdb://{tmp_path / 'store'}"),
-        serve=ServeConfig(endpoint="127.0.0.1:0"),
-    ))  # fmt: skip
-    served.start()
-    yield served
-    served.stop()
-
-
 def test_dsn_sends_the_http_path_to_that_server_under_a_model_name_of_its_own(
-    server: StoreServer,
+    store_server: StoreServer,
 ) -> None:
-    output = _run("--dsn", f"{server.url}/segwatch")
-    assert _rate(output, f"HTTP to {server.url}/segwatch") > 0
+    output = _run("--dsn", f"{store_server.url}/segwatch")
+    assert _rate(output, f"HTTP to {store_server.url}/segwatch") > 0
     assert _process_cores(output, "serve") == []  # not a process of the run: not counted
-    reader = clickhouse_connect.get_client(host="127.0.0.1", port=server.door.port,  # type: ignore[union-attr]
+    reader = clickhouse_connect.get_client(host="127.0.0.1", port=store_server.door.port,  # type: ignore[union-attr]
                                            database="segwatch")  # fmt: skip
     try:
         calls = reader.query(

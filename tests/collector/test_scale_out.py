@@ -15,11 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import clickhouse_connect
-import pytest
 from collector_process import CollectorProcess, free_port
 from shop_traffic import END, traffic
 from waiting import wait_until
@@ -27,8 +25,6 @@ from waiting import wait_until
 from segwatch.clickhouse.detection import load_manifest, run_detectors
 from segwatch.clickhouse.lease import LEASE_TABLE
 from segwatch.collector.cli.demo import service_tracer_provider
-from segwatch.collector.config import CollectorConfig, StorageConfig
-from segwatch.collector.config.serve import ServeConfig
 from segwatch.collector.service.serving import StoreServer
 from segwatch.instrumentation import monitor
 
@@ -41,17 +37,6 @@ AGGREGATES = (
     "WHERE model_name = {model:String} GROUP BY ALL ORDER BY ALL"
 )
 TOKEN = "scale-out-token"
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[StoreServer]:
-    server = StoreServer(CollectorConfig(
-        storage=StorageConfig(dsn=f"chdb://{tmp_path / 'store'}"),
-        serve=ServeConfig(endpoint="127.0.0.1:0"),
-    ))  # fmt: skip
-    server.start()
-    yield server
-    server.stop()
 
 
 def _start(tmp_path: Path, dsn: str, name: str) -> CollectorProcess:
@@ -105,11 +90,11 @@ def _findings(client, at: int) -> dict[str, list[tuple]]:  # type: ignore[no-unt
 
 
 def test_one_two_and_three_collector_processes_give_the_same_aggregates_and_findings(
-    served: StoreServer, tmp_path: Path
+    store_server: StoreServer, tmp_path: Path
 ) -> None:
     rows, _, _ = traffic(seed=11, color_weights_now=[0.2, 0.3, 0.5])
-    dsn = f"{served.url}/segwatch"
-    reader = clickhouse_connect.get_client(host="127.0.0.1", port=served.door.port,  # type: ignore[union-attr]
+    dsn = f"{store_server.url}/segwatch"
+    reader = clickhouse_connect.get_client(host="127.0.0.1", port=store_server.door.port,  # type: ignore[union-attr]
                                            database="segwatch")  # fmt: skip
 
     def claimed() -> list[tuple[str, int]]:

@@ -16,89 +16,29 @@ import http.client
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
-import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.binding import use_form_encoding
-from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
+from serve_door import Door, open_door
 from waiting import wait_until
 
 from segwatch.clickhouse.migrate import apply_migrations
 from segwatch.clickhouse.store import open_client, parse_dsn
-from segwatch.collector.config.serve import ServeConfig
-from segwatch.collector.serve import ClickHouseDoor
 from segwatch.collector.serve.errors import CODES
 
 
-@dataclass
-class Answer:
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-
-@dataclass
-class Served:
-    door: ClickHouseDoor
-    own: Client  # the store's own (embedded) client, beside the door
-
-    def client(self, **options: Any) -> Client:
-        return clickhouse_connect.get_client(
-            host="127.0.0.1", port=self.door.port, database="segwatch", **options
-        )
-
-    def request(
-        self,
-        method: str,
-        params: dict[str, str] | None = None,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Answer:
-        connection = http.client.HTTPConnection("127.0.0.1", self.door.port, timeout=60)
-        try:
-            target = "/" + ("?" + urlencode(params) if params else "")
-            connection.request(method, target, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return Answer(response.status, response.headers, response.read())
-        finally:
-            connection.close()
-
-
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    location = parse_dsn(f"chdb://{tmp_path_factory.mktemp('serve') / 'store'}")
-    own = open_client(location)
-    assert location.path is not None
-    door = ClickHouseDoor(ServeConfig(endpoint="127.0.0.1:0"), location.path)
-    door.start()
-    yield Served(door, own)
-    door.shutdown()
-    own.close()
-
-
-def _table(served: Served, columns: str = "a UInt32, s String", settings: str = "") -> str:
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    served.own.command(
-        f"CREATE TABLE segwatch.{name} ({columns}) ENGINE = MergeTree ORDER BY tuple() {settings}"
-    )
-    return name
-
-
-def _rows(served: Served, table: str) -> list[tuple[Any, ...]]:
-    return [
-        tuple(row)
-        for row in served.own.query(f"SELECT * FROM segwatch.{table} ORDER BY 1").result_rows
-    ]
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
+    with open_door(tmp_path_factory.mktemp("serve")) as door:
+        yield door
 
 
 # -- queries, inserts, parameters
 
 
-def test_a_query_answers_rows_with_their_names_and_types(served: Served) -> None:
+def test_a_query_answers_rows_with_their_names_and_types(served: Door) -> None:
     result = served.client().query(
         "SELECT toUInt8(7) AS n, 'día' AS s, [toUInt16(1), 2] AS l, toDate('2024-01-02') AS d"
     )
@@ -109,15 +49,15 @@ def test_a_query_answers_rows_with_their_names_and_types(served: Served) -> None
 
 
 @pytest.mark.parametrize("compress", [True, "lz4", "zstd", "gzip", False])
-def test_native_inserts_arrive_with_each_compression(served: Served, compress: Any) -> None:
-    table = _table(served)
+def test_native_inserts_arrive_with_each_compression(served: Door, compress: Any) -> None:
+    table = served.table()
     rows = [[i, f"row {i} ✓"] for i in range(2000)]
     summary = served.client(compress=compress).insert(table, rows, column_names=["a", "s"])
     assert summary.written_rows == 2000
-    assert _rows(served, table) == [tuple(row) for row in rows]
+    assert served.rows(table) == [tuple(row) for row in rows]
 
 
-def test_query_parameters_in_the_url_and_as_form_data(served: Served) -> None:
+def test_query_parameters_in_the_url_and_as_form_data(served: Door) -> None:
     client = served.client()
     short = client.query("SELECT {n:UInt32} + 1, {s:String}", parameters={"n": 41, "s": "a'b"})
     assert short.result_rows == [(42, "a'b")]
@@ -130,9 +70,9 @@ def test_query_parameters_in_the_url_and_as_form_data(served: Served) -> None:
 
 
 def test_an_insert_repeated_with_its_deduplication_token_stores_its_rows_once(
-    served: Served,
+    served: Door,
 ) -> None:
-    table = _table(served, settings="SETTINGS non_replicated_deduplication_window = 100")
+    table = served.table(settings="SETTINGS non_replicated_deduplication_window = 100")
     client, rows = served.client(), [[1, "a"], [2, "b"]]
     for token in ("batch-1", "batch-1", "batch-2"):
         client.insert(
@@ -144,7 +84,7 @@ def test_an_insert_repeated_with_its_deduplication_token_stores_its_rows_once(
 # -- sessions
 
 
-def test_a_temporary_table_lives_in_its_session_only(served: Served) -> None:
+def test_a_temporary_table_lives_in_its_session_only(served: Door) -> None:
     first, other = served.client(session_id="s-temp-1"), served.client(session_id="s-temp-2")
     first.command("CREATE TEMPORARY TABLE scratch (x UInt8)")
     first.command("INSERT INTO scratch VALUES (1), (2)")
@@ -154,7 +94,7 @@ def test_a_temporary_table_lives_in_its_session_only(served: Served) -> None:
     assert refused.value.code == 60
 
 
-def test_a_session_runs_one_request_at_a_time(served: Served) -> None:
+def test_a_session_runs_one_request_at_a_time(served: Door) -> None:
     marker = uuid.uuid4().hex
     slow = (
         f"SELECT sleepEachRow(0.1), '{marker}' FROM numbers(100) "
@@ -178,7 +118,7 @@ def test_a_session_runs_one_request_at_a_time(served: Served) -> None:
     assert served.request("POST", {"query": "SELECT 1", "session_id": "s-busy"}).body == b"1\n"
 
 
-def test_session_check_refuses_an_unknown_session(served: Served) -> None:
+def test_session_check_refuses_an_unknown_session(served: Door) -> None:
     answer = served.request(
         "POST", {"query": "SELECT 1", "session_id": "s-never", "session_check": "1"}
     )
@@ -186,7 +126,7 @@ def test_session_check_refuses_an_unknown_session(served: Served) -> None:
     assert answer.headers["X-ClickHouse-Exception-Code"] == "372"
 
 
-def test_url_settings_last_one_request_while_set_lasts_the_session(served: Served) -> None:
+def test_url_settings_last_one_request_while_set_lasts_the_session(served: Door) -> None:
     def threads(**params: str) -> bytes:
         return served.request(
             "POST",
@@ -205,7 +145,7 @@ def test_url_settings_last_one_request_while_set_lasts_the_session(served: Serve
 # -- errors
 
 
-def test_an_unknown_table_is_clickhouse_connects_database_error_60(served: Served) -> None:
+def test_an_unknown_table_is_clickhouse_connects_database_error_60(served: Door) -> None:
     with pytest.raises(DatabaseError) as refused:
         served.client().query("SELECT * FROM no_such_table")
     assert refused.value.code == 60
@@ -216,13 +156,13 @@ def test_an_unknown_table_is_clickhouse_connects_database_error_60(served: Serve
     assert answer.body.endswith(f"(UNKNOWN_TABLE) (version {version})\n".encode())
 
 
-def test_a_syntax_error_is_code_62_and_a_bad_request(served: Served) -> None:
+def test_a_syntax_error_is_code_62_and_a_bad_request(served: Door) -> None:
     answer = served.request("POST", body=b"SELEC 1")
     assert (answer.status, answer.headers["X-ClickHouse-Exception-Code"]) == (400, "62")
     assert b"(SYNTAX_ERROR)" in answer.body
 
 
-def test_the_doors_own_error_codes_are_the_engines(served: Served) -> None:
+def test_the_doors_own_error_codes_are_the_engines(served: Door) -> None:
     names = served.own.query(
         "SELECT code, errorCodeToName(code) FROM (SELECT arrayJoin({codes:Array(UInt32)}) AS code)",
         parameters={"codes": list(CODES.values())},
@@ -230,7 +170,7 @@ def test_the_doors_own_error_codes_are_the_engines(served: Served) -> None:
     assert {name: code for code, name in names} == CODES
 
 
-def test_a_refusal_before_the_body_is_read_closes_the_connection_cleanly(served: Served) -> None:
+def test_a_refusal_before_the_body_is_read_closes_the_connection_cleanly(served: Door) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", served.door.port, timeout=60)
     try:
         connection.request("POST", "/no/such/handle", body=b"SELECT 1")
@@ -247,7 +187,7 @@ def test_a_refusal_before_the_body_is_read_closes_the_connection_cleanly(served:
 # -- a collector's path
 
 
-def test_migrations_apply_through_an_http_dsn(served: Served) -> None:
+def test_migrations_apply_through_an_http_dsn(served: Door) -> None:
     client = open_client(parse_dsn(f"{served.door.url}/segwatch_over_http"))
     try:
         applied = apply_migrations(client)
@@ -260,7 +200,7 @@ def test_migrations_apply_through_an_http_dsn(served: Served) -> None:
     assert tables >= len(applied)
 
 
-def _running(served: Served, marker: str) -> bool:
+def _running(served: Door, marker: str) -> bool:
     found = served.own.query(
         "SELECT count() FROM system.processes WHERE query LIKE {m:String} "
         "AND query NOT LIKE '%system.processes%'",

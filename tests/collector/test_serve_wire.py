@@ -15,87 +15,21 @@ import gzip
 import http.client
 import json
 import socket
-import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import chdb
-import clickhouse_connect
 import pytest
-from clickhouse_connect.driver.client import Client
-
-from segwatch.clickhouse.store import open_client, parse_dsn
-from segwatch.collector.config.serve import ServeConfig
-from segwatch.collector.serve import ClickHouseDoor
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-
-@dataclass
-class Served:
-    door: ClickHouseDoor
-    own: Client  # the store's own (embedded) client, beside the door
-    path: str
-
-    def client(self, **options: Any) -> Client:
-        return clickhouse_connect.get_client(
-            host="127.0.0.1", port=self.door.port, database="segwatch", **options
-        )
-
-    def request(
-        self,
-        method: str,
-        params: dict[str, str] | None = None,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Answer:
-        connection = http.client.HTTPConnection("127.0.0.1", self.door.port, timeout=60)
-        try:
-            target = "/" + ("?" + urlencode(params) if params else "")
-            connection.request(method, target, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return Answer(response.status, response.headers, response.read())
-        finally:
-            connection.close()
-
-    def curl(self, *args: str, data: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(["curl", "-sS", *args], input=data, capture_output=True, timeout=60)
+from serve_door import Door, open_door
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    location = parse_dsn(f"chdb://{tmp_path_factory.mktemp('serve') / 'store'}")
-    own = open_client(location)
-    assert location.path is not None
-    door = ClickHouseDoor(ServeConfig(endpoint="127.0.0.1:0"), location.path)
-    door.start()
-    yield Served(door, own, location.path)
-    door.shutdown()
-    own.close()
-
-
-def _table(served: Served, columns: str = "a UInt32, s String") -> str:
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    served.own.command(
-        f"CREATE TABLE segwatch.{name} ({columns}) ENGINE = MergeTree ORDER BY tuple()"
-    )
-    return name
-
-
-def _rows(served: Served, table: str) -> list[tuple[Any, ...]]:
-    return [
-        tuple(row)
-        for row in served.own.query(f"SELECT * FROM segwatch.{table} ORDER BY 1").result_rows
-    ]
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
+    with open_door(tmp_path_factory.mktemp("serve")) as door:
+        yield door
 
 
 # -- raw inserts and request bodies
@@ -111,18 +45,18 @@ _FORMATTED = {
 
 @pytest.mark.parametrize("fmt", list(_FORMATTED))
 def test_raw_inserts_in_each_format_from_clickhouse_connect_and_curl(
-    served: Served, fmt: str
+    served: Door, fmt: str
 ) -> None:
-    table = _table(served)
+    table = served.table()
     served.client().raw_insert(table, ["a", "s"], _FORMATTED[fmt], fmt=fmt)
     query = urlencode({"query": f"INSERT INTO segwatch.{table} FORMAT {fmt}"})
     sent = served.curl("--data-binary", "@-", f"{served.door.url}/?{query}", data=_FORMATTED[fmt])
     assert sent.returncode == 0 and sent.stdout == b"", sent.stderr
-    assert _rows(served, table) == sorted(_ROWS + _ROWS)
+    assert served.rows(table) == sorted(_ROWS + _ROWS)
 
 
-def test_a_chunked_body_carries_the_statement_and_its_data(served: Served) -> None:
-    table = _table(served)
+def test_a_chunked_body_carries_the_statement_and_its_data(served: Door) -> None:
+    table = served.table()
 
     def pieces() -> Iterator[bytes]:
         yield f"INSERT INTO segwatch.{table} FO".encode()
@@ -137,11 +71,11 @@ def test_a_chunked_body_carries_the_statement_and_its_data(served: Served) -> No
         assert (answer.status, answer.read()) == (200, b"")
     finally:
         connection.close()
-    assert _rows(served, table) == [(1, "x"), (2, "y")]
+    assert served.rows(table) == [(1, "x"), (2, "y")]
 
 
-def test_curl_sends_a_gzip_body(served: Served, tmp_path: Path) -> None:
-    table = _table(served)
+def test_curl_sends_a_gzip_body(served: Door, tmp_path: Path) -> None:
+    table = served.table()
     (tmp_path / "rows.csv.gz").write_bytes(gzip.compress(b"5,five\n6,six\n"))
     query = urlencode({"query": f"INSERT INTO segwatch.{table} FORMAT CSV"})
     sent = served.curl(
@@ -152,17 +86,16 @@ def test_curl_sends_a_gzip_body(served: Served, tmp_path: Path) -> None:
         f"{served.door.url}/?{query}",
     )
     assert sent.returncode == 0 and sent.stdout == b"", sent.stderr
-    assert _rows(served, table) == [(5, "five"), (6, "six")]
+    assert served.rows(table) == [(5, "five"), (6, "six")]
 
 
 # -- answers
 
 
 @pytest.fixture(scope="module")
-def sample(served: Served) -> Iterator[tuple[str, Any]]:
+def sample(served: Door) -> Iterator[tuple[str, Any]]:
     """A table of several types, and a second connection to the engine itself."""
-    table = _table(
-        served,
+    table = served.table(
         "a UInt32, s String, t DateTime('UTC'), f Float64, n Nullable(Int8), l Array(String)",
     )
     served.own.command(
@@ -188,7 +121,7 @@ def sample(served: Served) -> Iterator[tuple[str, Any]]:
     ],
 )
 def test_each_output_format_is_the_engines_own_bytes(
-    served: Served, sample: tuple[str, Any], fmt: str
+    served: Door, sample: tuple[str, Any], fmt: str
 ) -> None:
     sql, engine = sample
     direct = engine.query(sql, fmt).bytes()
@@ -204,7 +137,7 @@ def test_each_output_format_is_the_engines_own_bytes(
             assert answer.body == direct
 
 
-def test_answers_carry_clickhouses_headers(served: Served) -> None:
+def test_answers_carry_clickhouses_headers(served: Door) -> None:
     query_id = f"q-{uuid.uuid4().hex}"
     answer = served.request(
         "POST", {"query": "SELECT number FROM numbers(5)", "query_id": query_id}
@@ -221,13 +154,13 @@ def test_answers_carry_clickhouses_headers(served: Served) -> None:
 
 
 @pytest.mark.parametrize("path", ["/ping", "/replicas_status"])
-def test_health_paths_answer_ok(served: Served, path: str) -> None:
+def test_health_paths_answer_ok(served: Door, path: str) -> None:
     answered = served.curl("-i", f"{served.door.url}{path}")
     assert answered.stdout.startswith(b"HTTP/1.1 200")
     assert answered.stdout.endswith(b"\r\n\r\nOk.\n")
 
 
-def test_answers_are_compressed_when_asked_for(served: Served) -> None:
+def test_answers_are_compressed_when_asked_for(served: Door) -> None:
     sql = b"SELECT number, toString(number) FROM numbers(1000)"
     plain = served.request("POST", body=sql, headers={"Accept-Encoding": "gzip"})
     assert "Content-Encoding" not in plain.headers  # not without enable_http_compression

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import clickhouse_connect
-import pytest
 from collector_process import CollectorProcess, api_dies, free_port
 from shop_traffic import END, traffic
 from waiting import wait_until
@@ -40,18 +38,6 @@ NOW_END = int(time.time()) // 300 * 300 - 300
 SHIFT = NOW_END - END
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[StoreServer]:
-    """``segwatch serve`` in this process, on an embedded store of its own."""
-    server = StoreServer(CollectorConfig(
-        storage=StorageConfig(dsn=f"chdb://{tmp_path / 'store'}"),
-        serve=ServeConfig(endpoint="127.0.0.1:0"),
-    ))  # fmt: skip
-    server.start()
-    yield server
-    server.stop()
-
-
 def _collector(dsn: str, spool: Path) -> Collector:
     return Collector(CollectorConfig(
         storage=StorageConfig(dsn=dsn, spool=SpoolConfig(path=str(spool), flush_interval=0.05)),
@@ -72,10 +58,10 @@ def _send_shop(address: str, rows: list[tuple[int, dict]]) -> None:
 
 
 def test_a_collector_on_http_stores_queries_and_detects_through_the_door(
-    served: StoreServer, tmp_path: Path
+    store_server: StoreServer, tmp_path: Path
 ) -> None:
     rows, _, _ = traffic(seed=3, color_weights_now=[0.2, 0.3, 0.5])
-    collector = _collector(f"{served.url}/segwatch", tmp_path / "spool")
+    collector = _collector(f"{store_server.url}/segwatch", tmp_path / "spool")
     collector.start()
     try:
         assert collector.readiness() == []
@@ -86,7 +72,7 @@ def test_a_collector_on_http_stores_queries_and_detects_through_the_door(
         # The store took them: read back through the door by another client, as BI would.
         reader = clickhouse_connect.get_client(
             host="127.0.0.1",
-            port=served.door.port,
+            port=store_server.door.port,
             database="segwatch",  # type: ignore[union-attr]
         )
         assert reader.query("SELECT count() FROM ml_model_calls").result_rows == [(len(rows),)]
@@ -154,12 +140,12 @@ def _config(tmp_path: Path, dsn: str, otlp: str, api: str, **spool: object) -> P
 
 
 def test_kill_9_after_an_insert_through_http_is_replayed_and_stored_once(
-    served: StoreServer, tmp_path: Path
+    store_server: StoreServer, tmp_path: Path
 ) -> None:
     rows, _, _ = traffic(seed=5, color_weights_now=[0.5, 0.3, 0.2])
     endpoints = (f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}")
     env = {"SEGWATCH_API_TOKEN": "test-token"}
-    config = _config(tmp_path, f"{served.url}/segwatch", *endpoints, flush_interval=60,
+    config = _config(tmp_path, f"{store_server.url}/segwatch", *endpoints, flush_interval=60,
                      flush_calls=100_000)  # fmt: skip
     crash = {**env, "SEGWATCH_FAILPOINTS": "exit-after-insert=1"}
     first = CollectorProcess(config, tmp_path, crash, endpoints=endpoints)
@@ -167,7 +153,7 @@ def test_kill_9_after_an_insert_through_http_is_replayed_and_stored_once(
     assert api_dies(first, "SELECT 1"), "the failpoint did not fire"  # the query flushes first
     assert first.process.returncode == 137
 
-    second = CollectorProcess(_config(tmp_path, f"{served.url}/segwatch", *endpoints,
+    second = CollectorProcess(_config(tmp_path, f"{store_server.url}/segwatch", *endpoints,
                                       flush_interval=0.02, flush_calls=500),
                               tmp_path, env, endpoints=endpoints)  # fmt: skip
     try:
