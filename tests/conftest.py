@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -17,10 +18,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from wheel_build import build_wheel
 
-from segwatch.collector.config.collector_config import CollectorConfig
-from segwatch.collector.config.serve import ServeConfig
-from segwatch.collector.config.storage import StorageConfig
-from segwatch.collector.service.serving import StoreServer
+if TYPE_CHECKING:
+    from segwatch.collector.service.serving import StoreServer
 
 
 class SpanRecorder:
@@ -101,7 +100,15 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def store_server(tmp_path: Path) -> Iterator[StoreServer]:
     """``segwatch serve`` in this process, on an embedded store of its own: a ClickHouse
-    server for the test (collectors and clients reach it at ``store_server.url``)."""
+    server for the test (collectors and clients reach it at ``store_server.url``).
+
+    Imported here, not at the top: ``bench/sanitize.sh`` runs this conftest under
+    AddressSanitizer, where loading the embedded engine aborts."""
+    from segwatch.collector.config.collector_config import CollectorConfig
+    from segwatch.collector.config.serve import ServeConfig
+    from segwatch.collector.config.storage import StorageConfig
+    from segwatch.collector.service.serving import StoreServer
+
     server = StoreServer(CollectorConfig(
         storage=StorageConfig(dsn=f"chdb://{tmp_path / 'store'}"),
         serve=ServeConfig(endpoint="127.0.0.1:0"),
