@@ -116,3 +116,22 @@ def store_server(tmp_path: Path) -> Iterator[StoreServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory of an embedded store holding ``segwatch demo``'s data (two models, 75
+    minutes, the injected drift in fraud / country=BR, the detectors' findings), made once
+    per run by the real command in a subprocess. Read it only: a test that writes copies it
+    first (``shutil.copytree``). Open it with ``chdb://<path>`` and close the client after."""
+    import subprocess
+    import sys
+
+    directory = tmp_path_factory.mktemp("demo") / "store"
+    made = subprocess.run(
+        [sys.executable, "-m", "segwatch.collector.cli", "demo", "--data", str(directory),
+         "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    return directory
