@@ -2,7 +2,10 @@
 
 Segment counts are upper estimates: categories keep the top K plus MISSING and
 ``__other__``; log buckets assume values spread over six decades; linear
-buckets, whose range the config does not say, are counted as 20.
+buckets, whose range the config does not say, are counted as 20. A global cross
+(``segments.crosses``) is a dimension of each model that declares both of its
+fields; under every other model a row says it is skipped there and which field
+the model lacks.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from segwatch.clickhouse.detection import load_manifest
 from segwatch.clickhouse.queries import QueryResult
 from segwatch.collector.config.collector_config import CollectorConfig
 from segwatch.collector.config.detector_specs import configured_detectors
-from segwatch.collector.config.fields import FieldConfig, ModelConfig
+from segwatch.collector.config.fields import FieldConfig, ModelConfig, segment_dimensions
 
 __all__ = ["ModelPlan", "detector_table", "explain_models"]
 
@@ -84,9 +87,23 @@ def explain_models(config: CollectorConfig) -> QueryResult:
         rows.append([name, "(all)", segments, plan.quantities, plan.rows_per_hour])
         for dimension, count in plan.dimensions.items():
             rows.append([name, dimension, count, "", ""])
+        rows.extend(_skipped_crosses(name, model, config))
     return QueryResult(
         ["model", "dimension", "segments", "quantities", "aggregate rows/hour"], rows
     )
+
+
+def _skipped_crosses(name: str, model: ModelConfig, config: CollectorConfig) -> list[list[object]]:
+    """A row for each global cross (``segments.crosses``) this model lacks a field of: the
+    cross applies only in models declaring both fields
+    (:func:`segwatch.collector.config.fields.models_crossing`)."""
+    rows: list[list[object]] = []
+    declared = segment_dimensions(model, config.contexts)
+    for first, second in config.segments.crosses:
+        lacking = [part for part in (first, second) if part not in declared]
+        if lacking:
+            rows.append([name, f"{first}×{second}", f"skipped: no {', '.join(lacking)}", "", ""])
+    return rows
 
 
 def detector_table(config: CollectorConfig) -> QueryResult:

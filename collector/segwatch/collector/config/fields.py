@@ -7,6 +7,7 @@ declares its crosses, its baseline and its delayed labels.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,9 @@ __all__ = [
     "build_field",
     "build_model",
     "build_segments",
+    "global_cross_problem",
+    "models_crossing",
+    "segment_dimensions",
 ]
 
 
@@ -232,3 +236,54 @@ def build_segments(spec: dict[str, Any]) -> SegmentsConfig:
         max_models=spec.get("max_models", SegmentsConfig.max_models),
         max_fields_per_model=spec.get("max_fields_per_model", SegmentsConfig.max_fields_per_model),
     )
+
+
+# -- global crosses ------------------------------------------------------------
+
+
+def segment_dimensions(model: ModelConfig, contexts: Mapping[str, FieldConfig]) -> set[str]:
+    """The fields ``model`` declares as segment dimensions: its features and the contexts it
+    lists, but those with ``segment: false``."""
+    names = {name for name, spec in model.features.items() if spec.segments.kind != "none"}
+    names |= {
+        name for name in model.contexts
+        if contexts.get(name, FieldConfig()).segments.kind != "none"
+    }  # fmt: skip
+    return names
+
+
+def models_crossing(
+    cross: tuple[str, str], models: Mapping[str, ModelConfig], contexts: Mapping[str, FieldConfig]
+) -> list[str]:
+    """The declared models a global cross (``segments.crosses``) applies in, sorted: those
+    declaring both of its fields as segment dimensions. It is skipped in the others."""
+    return sorted(
+        name for name, model in models.items() if set(cross) <= segment_dimensions(model, contexts)
+    )
+
+
+def global_cross_problem(
+    cross: tuple[str, str], models: Mapping[str, ModelConfig], contexts: Mapping[str, FieldConfig]
+) -> str | None:
+    """Why a global cross applies in no declared model (a typo, a field with
+    ``segment: false``, fields of two different models), or ``None`` when it applies in one
+    at least. The message names the cross; the caller adds its YAML path and line."""
+    first, second = cross
+    if first == second:
+        return "a cross needs two different fields"
+    if models_crossing(cross, models, contexts):
+        return None
+    shown = f"[{first}, {second}]"
+    having = {
+        part: sorted(n for n, m in models.items() if part in segment_dimensions(m, contexts))
+        for part in cross
+    }
+    for part in cross:
+        if having[part]:
+            continue
+        declared = any(part in (*m.features, *m.contexts) for m in models.values())
+        why = "has segment: false wherever it is declared" if declared else (
+            "is not a declared feature or context of any model")  # fmt: skip
+        return f"{part!r} {why}, so the cross {shown} applies in none"
+    where = "; ".join(f"{part} in {', '.join(having[part])}" for part in cross)
+    return f"the cross {shown} applies in no model: none declares both ({where})"

@@ -19,7 +19,7 @@ from segwatch.clickhouse.yaml_schema import Problems, listing, read
 from .alerts import build_alerts
 from .collector_config import COLLECTOR_CONFIG_SCHEMA, CollectorConfig
 from .detectors import SchedulerConfig, build_baselines, build_detectors, build_expected_biases
-from .fields import build_field, build_model, build_segments
+from .fields import build_field, build_model, build_segments, global_cross_problem
 from .network import build_api, build_receiver
 from .serve import build_serve
 from .storage import build_storage
@@ -134,14 +134,12 @@ def _check_models(config: CollectorConfig, problems: Problems) -> None:
 
 
 def _check_crosses(config: CollectorConfig, problems: Problems) -> None:
-    """``segments.crosses`` name fields some model (or the shared contexts) declares."""
-    declared = {f for m in config.models.values() for f in (*m.features, *m.contexts)}
-    declared |= set(config.contexts)
+    """Each of ``segments.crosses`` applies in some declared model: one that declares both of
+    its fields. A global cross is skipped in models lacking one; in none, it is a mistake."""
     for i, cross in enumerate(config.segments.crosses):
-        for part in cross:
-            if part not in declared:
-                problems.at(f"segments.crosses[{i}]", f"{part!r} is not a declared feature or "
-                            "context")  # fmt: skip
+        problem = global_cross_problem(cross, config.models, config.contexts)
+        if problem is not None:
+            problems.at(f"segments.crosses[{i}]", problem)
 
 
 def _check_expected_biases(config: CollectorConfig, problems: Problems) -> None:
