@@ -128,6 +128,9 @@ SHARDING_KEYS: Final[dict[str, str]] = {
     "ml_anomalies": _FINDING_KEY,
     "ml_anomaly_events": _FINDING_KEY,
     "ml_store_settings": "cityHash64(name)",
+    # The exporter's tables: a trace's spans and its lookup row on one shard.
+    "otel_traces": "cityHash64(TraceId)",
+    "otel_traces_trace_id_ts": "cityHash64(TraceId)",
 }
 """Each table's sharding key (see the module docstring). A migration creating a table
 that is not here is refused: choose its key first."""

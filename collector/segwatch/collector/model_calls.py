@@ -8,13 +8,23 @@ the root because stages on both sides of the pipeline use it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Column", "LabelChunk", "ModelCallBatch", "ModelKey", "object_array"]
+__all__ = [
+    "Column",
+    "LabelChunk",
+    "ModelCallBatch",
+    "ModelKey",
+    "SpanOrigin",
+    "SpanRecord",
+    "SpanSource",
+    "object_array",
+]
 
 ModelKey = tuple[str, str, str]
 """(model name, version, stage) of a model call."""
@@ -39,6 +49,37 @@ class LabelChunk:
         index: dict[str, int] = {}
         codes = [index.setdefault(v, len(index)) for v in list(values)]
         return cls(rows, np.asarray(codes, dtype=np.int64), list(index))
+
+
+class SpanRecord(NamedTuple):
+    """One span as it was sent: the OTLP ``Span`` message, its resource's attributes
+    (``KeyValue`` messages) and its instrumentation scope (``InstrumentationScope``)."""
+
+    span: Any
+    resource_attributes: Sequence[Any]
+    scope: Any
+
+
+class SpanSource(Protocol):
+    """The spans of one request, as a reader left them (see :mod:`.decode.raw_spans`)."""
+
+    def record(self, span: int) -> SpanRecord:
+        """Span number ``span`` of the request, parsed (called for the few spans written)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SpanOrigin:
+    """Where a block of a batch's rows came from: rows ``first_row + i`` are calls of span
+    ``span_of_row[i]`` of ``source`` (a batch span's rows share one span).
+
+    Kept so that the spans ``storage.traces`` writes to ``otel_traces`` are the spans
+    as sent, not rebuilt from the model-call columns.
+    """
+
+    first_row: int
+    span_of_row: npt.NDArray[np.int64]
+    source: SpanSource
 
 
 @dataclass
@@ -123,6 +164,8 @@ class ModelCallBatch:
     weights: list[float] = field(default_factory=list)  # ml.sample.weight, default 1
     quantities: dict[str, Column] = field(default_factory=dict)
     contexts: dict[str, Column] = field(default_factory=dict)
+    # The spans the rows came from, by blocks of rows (empty: a profile, or not kept).
+    span_origins: list[SpanOrigin] = field(default_factory=list)
     rejected_spans: int = 0
     rejection_reasons: list[str] = field(default_factory=list)
     rejected_by: dict[str, int] = field(default_factory=dict)  # by reason_code()
@@ -156,6 +199,10 @@ class ModelCallBatch:
             out.model_index.extend(remap[i] for i in batch.model_index)
             for name in _ROW_FIELDS:
                 getattr(out, name).extend(getattr(batch, name))
+            out.span_origins.extend(
+                SpanOrigin(o.first_row + offset, o.span_of_row, o.source)
+                for o in batch.span_origins
+            )
             for table, source in ((out.quantities, batch.quantities),
                                   (out.contexts, batch.contexts)):  # fmt: skip
                 for key, column in source.items():

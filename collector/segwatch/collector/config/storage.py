@@ -8,7 +8,7 @@ from typing import Any, Final
 
 from segwatch.clickhouse.detection import parse_duration
 from segwatch.clickhouse.store import DEFAULT_DSN
-from segwatch.clickhouse.yaml_schema import Record, Scalar, at_least, between
+from segwatch.clickhouse.yaml_schema import Problems, Record, Scalar, at_least, between, one_of
 
 from . import checks
 from .files import resolve_dsn, resolve_path
@@ -20,7 +20,9 @@ __all__ = [
     "RetentionConfig",
     "SpoolConfig",
     "StorageConfig",
+    "TracesConfig",
     "build_storage",
+    "check_storage",
     "retention_seconds",
 ]
 
@@ -64,6 +66,27 @@ class RetentionConfig:
     labels: int | None = None  # ml_labels
     aggregates: int | None = None  # ml_segment_aggregates and its 5-minute and 1-hour roll-ups
     anomalies: int | None = None  # ml_anomalies, ml_anomaly_events
+    traces: int | None = None  # otel_traces and otel_traces_trace_id_ts (written by segwatch)
+
+
+@dataclass(frozen=True)
+class TracesConfig:
+    """Which model-call spans go to ``otel_traces``, the OpenTelemetry Collector
+    ``clickhouseexporter``'s table, as they were sent (trace views read it).
+
+    ``write: false`` is for a store where an OpenTelemetry Collector's
+    clickhouseexporter already writes ``otel_traces``: segwatch then writes none
+    and its trace links read what that exporter keeps.
+    """
+
+    write: bool = True
+    # The share of traces whose model-call spans are written, chosen by trace id as
+    # OTel's TraceIdRatioBased sampler does (the low 8 bytes), so a trace is kept whole
+    # and a service sampling at the same rate keeps a superset of the same traces.
+    sample: float = 0.01
+    # always: every span whose trace id an aggregate keeps as an exemplar is written too,
+    # so each trace id an anomaly names opens in a trace view; never: the sample alone.
+    exemplars: str = "always"
 
 
 def retention_seconds(text: str | int) -> int:
@@ -93,6 +116,7 @@ class StorageConfig:
     # calls survive a power loss, not only a crash of the collector.
     fsync_parts: bool = True
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    traces: TracesConfig = field(default_factory=TracesConfig)
 
 
 def _check_retention(value: str | int) -> None:
@@ -108,7 +132,12 @@ STORAGE_SCHEMA = Record({
     "fsync_parts": Scalar(bool),
     "retention": Record({
         "raw_calls": _RETENTION, "labels": _RETENTION,
-        "aggregates": _RETENTION, "anomalies": _RETENTION,
+        "aggregates": _RETENTION, "anomalies": _RETENTION, "traces": _RETENTION,
+    }),
+    "traces": Record({
+        "write": Scalar(bool),
+        "sample": Scalar((int, float), between(0.0, 1.0)),
+        "exemplars": Scalar(str, one_of("always", "never")),
     }),
     "spool": Record({
         "enabled": Scalar(bool),
@@ -122,9 +151,19 @@ STORAGE_SCHEMA = Record({
 })  # fmt: skip
 
 
+def check_storage(storage: StorageConfig, problems: Problems) -> None:
+    """What the schema alone cannot tell: a TTL for a table another writer owns."""
+    if not storage.traces.write and storage.retention.traces is not None:
+        problems.at(
+            "storage.retention.traces",
+            "otel_traces belongs to the OpenTelemetry Collector that writes it "
+            "(storage.traces.write: false): set its TTL there (the exporter's ttl)",
+        )
+
+
 def build_storage(spec: dict[str, Any], base_dir: str | None) -> StorageConfig:
     """The validated section, its paths resolved against ``base_dir`` (the file's directory)."""
-    storage = {k: v for k, v in spec.items() if k not in ("spool", "retention")}
+    storage = {k: v for k, v in spec.items() if k not in ("spool", "retention", "traces")}
     # The default store too lives beside the file: every command reading it finds the same.
     storage["dsn"] = resolve_dsn(base_dir, storage.get("dsn", DEFAULT_DSN))
     spool = dict(spec.get("spool", {}))
@@ -135,5 +174,8 @@ def build_storage(spec: dict[str, Any], base_dir: str | None) -> StorageConfig:
         spool["path"] = os.path.join(base_dir, "segwatch-spool")
     retention = {key: retention_seconds(text) for key, text in spec.get("retention", {}).items()}
     return StorageConfig(
-        **storage, spool=SpoolConfig(**spool), retention=RetentionConfig(**retention)
+        **storage,
+        spool=SpoolConfig(**spool),
+        retention=RetentionConfig(**retention),
+        traces=TracesConfig(**spec.get("traces", {})),
     )

@@ -32,7 +32,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from segwatch.collector.config.limits import NO_LIMITS, RequestLimits
-from segwatch.collector.model_calls import Column, LabelChunk, ModelCallBatch, ModelKey
+from segwatch.collector.model_calls import Column, LabelChunk, ModelCallBatch, ModelKey, SpanOrigin
 from segwatch.instrumentation import attributes as attr
 
 from .key_values import (
@@ -44,6 +44,7 @@ from .key_values import (
     KeyValues,
     StringValues,
 )
+from .raw_spans import SerializedSpans
 from .reference_reader import ABSENT, DEFAULT_STAGE, MAX_TIME_NS, double_text, rejection_reason
 from .span_table import SpanTable
 from .wire import NotSimple, varints
@@ -60,7 +61,10 @@ def _flat_request_class() -> Any:
     )
     one, many = _F.LABEL_OPTIONAL, _F.LABEL_REPEATED
     messages: dict[str, list[tuple[str, int, int, Any, str]]] = {
-        "ScopeSpans": [("spans", 2, _F.TYPE_BYTES, many, "")],  # read by span_table
+        "ScopeSpans": [
+            ("scope", 1, _F.TYPE_BYTES, one, ""),  # kept for otel_traces (raw_spans)
+            ("spans", 2, _F.TYPE_BYTES, many, ""),  # read by span_table
+        ],
         "Resource": [("attributes", 1, _F.TYPE_BYTES, many, "")],
         "ResourceSpans": [
             ("resource", 1, _F.TYPE_MESSAGE, one, "Resource"),
@@ -129,12 +133,18 @@ def _service_name(chunks: Any) -> str:
 def _scan(request: Any, oldest_ns: int, limits: RequestLimits) -> ModelCallBatch:
     blobs: list[bytes] = []
     services: list[str] = []
+    # (resource attributes, scope), serialized; lists, so that the request's arena can go.
+    origins: list[tuple[list[bytes], bytes]] = []
+    origin_sizes: list[int] = []
     for resource_spans in request.resource_spans:
-        service = _service_name(resource_spans.resource.attributes)
+        attributes = list(resource_spans.resource.attributes)
+        service = _service_name(attributes)
         for scope_spans in resource_spans.scope_spans:
             spans = scope_spans.spans
             blobs.extend(spans)
             services.extend([service] * len(spans))
+            origins.append((attributes, scope_spans.scope))
+            origin_sizes.append(len(spans))
     limits.check_span_count(len(blobs))
     batch = ModelCallBatch()
     if not blobs:
@@ -165,6 +175,10 @@ def _scan(request: Any, oldest_ns: int, limits: RequestLimits) -> ModelCallBatch
     row_of_span[accepted] = np.arange(len(accepted), dtype=np.int64)
     _fill_rows(batch, spans, services, accepted, fields)
     _fill_columns(batch, columns, kvs, key_kind, row_of_span, strings)
+    if len(accepted):
+        origin_of_span = np.repeat(np.arange(len(origins), dtype=np.int64), origin_sizes)
+        source = SerializedSpans(blobs, origin_of_span, origins)
+        batch.span_origins.append(SpanOrigin(0, accepted, source))
     return batch
 
 

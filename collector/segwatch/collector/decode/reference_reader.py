@@ -19,13 +19,15 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from segwatch.collector.config.limits import NO_LIMITS, RequestLimits
-from segwatch.collector.model_calls import Column, ModelCallBatch, ModelKey
+from segwatch.collector.model_calls import Column, ModelCallBatch, ModelKey, SpanOrigin
 from segwatch.instrumentation import attributes as attr
 
 from .batch_spans import BatchSpanError, decode_batch_span
+from .raw_spans import ParsedSpans
 
 __all__ = [
     "ABSENT",
@@ -86,9 +88,10 @@ def decode_request(
     for resource_spans in request.resource_spans:
         service = service_name(resource_spans.resource)
         for scope_spans in resource_spans.scope_spans:
+            reader.origin = (resource_spans.resource, scope_spans.scope)
             for span in scope_spans.spans:
                 reader.read_span(span, service)
-    return reader.batch
+    return reader.finish()
 
 
 @dataclass(slots=True)
@@ -131,6 +134,19 @@ class _RequestReader:
         # Each attribute key is classified once per request: a Column to append
         # to, the name of a model field, _BATCH or _SKIP. Spans repeat the same keys.
         self.targets: dict[str, Column | str | object] = {}
+        # The spans the rows came from (raw_spans), with their resource and scope.
+        self.origin: tuple[Any, Any] = (None, None)
+        self.spans: list[Any] = []
+        self.origins: list[tuple[Any, Any]] = []
+        self.span_of_row: list[int] = []
+
+    def finish(self) -> ModelCallBatch:
+        """The batch, with the spans its rows came from."""
+        if self.spans:
+            source = ParsedSpans(self.spans, self.origins)
+            span_of_row = np.asarray(self.span_of_row, dtype=np.int64)
+            self.batch.span_origins.append(SpanOrigin(0, span_of_row, source))
+        return self.batch
 
     def target(self, key: str) -> Column | str | object:
         """Where values of attribute ``key`` go (classified once per request)."""
@@ -232,6 +248,9 @@ class _RequestReader:
             index = self.model_ids[key] = len(batch.models)
             batch.models.append(key)
         start = span.start_time_unix_nano
+        self.span_of_row.extend([len(self.spans)] * n)
+        self.spans.append(span)
+        self.origins.append(self.origin)
         if n == 1:
             batch.model_index.append(index)
             batch.start_ns.append(start)

@@ -37,7 +37,7 @@ import time
 from concurrent.futures import Future
 
 from segwatch.collector.aggregate.aggregator import SegmentAggregator
-from segwatch.collector.config.storage import SpoolConfig
+from segwatch.collector.config.storage import SpoolConfig, TracesConfig
 from segwatch.collector.errors import RetryableError
 from segwatch.collector.model_calls import ModelCallBatch
 from segwatch.collector.store.exporter import ClickHouseExporter
@@ -49,6 +49,7 @@ from .spool import Position, Spool
 __all__ = ["CallBuffer", "Reload"]
 
 _DEFAULTS = SpoolConfig()
+_TRACES = TracesConfig()
 
 _logger = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class CallBuffer:
         spool: Spool | None = None,
         *,
         raw_calls: bool = True,
+        traces: TracesConfig = _TRACES,
         flush_interval: float = 1.0,
         max_flush_calls: int = _DEFAULTS.flush_calls,
         max_pending_calls: int = _DEFAULTS.max_pending_calls,
@@ -80,6 +82,7 @@ class CallBuffer:
             exporter,
             spool,
             raw_calls=raw_calls,
+            traces=traces,
             store_timeout=store_timeout,
             max_flush_attempts=max_flush_attempts,
         )

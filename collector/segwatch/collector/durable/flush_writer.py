@@ -2,7 +2,8 @@
 
 Writing a unit aggregates its calls (:mod:`segwatch.collector.aggregate`),
 marks its spool range as being flushed, inserts the aggregates (and the raw
-calls) in one insert round under the unit's deduplication token, then marks
+calls, and the spans ``storage.traces`` keeps for ``otel_traces``) in one insert
+round under the unit's deduplication token, then marks
 the range flushed. A crash between the insert and that mark replays the unit
 under the same token, and ClickHouse drops the repeat.
 
@@ -18,10 +19,13 @@ from __future__ import annotations
 import logging
 
 from segwatch.collector.aggregate.aggregator import SegmentAggregator
+from segwatch.collector.config.storage import TracesConfig
 from segwatch.collector.errors import RetryableError
+from segwatch.collector.model_calls import ModelCallBatch
 from segwatch.collector.store.call_rows import call_rows
 from segwatch.collector.store.exporter import ClickHouseExporter, InsertRefusedError
 from segwatch.collector.store.rows import TableRows
+from segwatch.collector.store.trace_rows import exemplar_trace_ids, trace_rows, traced_rows
 
 from .dead_letters import DeadLetters
 from .failpoints import aggregate_error, exit_after_insert
@@ -48,6 +52,7 @@ class FlushWriter:
         spool: Spool | None,
         *,
         raw_calls: bool,
+        traces: TracesConfig,
         store_timeout: float,
         max_flush_attempts: int,
     ) -> None:
@@ -55,6 +60,7 @@ class FlushWriter:
         self._exporter = exporter
         self._spool = spool
         self._raw_calls = raw_calls
+        self._traces = traces
         self._store_timeout = store_timeout
         self._max_flush_attempts = max_flush_attempts
         self._dead_letters = DeadLetters(spool.directory) if spool is not None else None
@@ -68,9 +74,12 @@ class FlushWriter:
         token = unit.token or unique_token()
         try:
             aggregate_error(batch.models)
-            parts: list[TableRows] = [self._aggregator.aggregate(batch)]
+            aggregates = self._aggregator.aggregate(batch)
+            parts: list[TableRows] = [aggregates]
             if self._raw_calls:
                 parts.append(call_rows(batch))
+            if self._traces.write:
+                parts.append(self._trace_rows(batch, aggregates))
         except Exception as exc:  # a bug, not bad data: keep the flusher alive, and say so
             if unit.refusals:  # the traceback once per flush is enough
                 _logger.error("aggregating %d model calls failed again: %s", len(batch), exc)
@@ -90,6 +99,12 @@ class FlushWriter:
         for waiter in unit.waiters:
             waiter.set_result(None)
         return None
+
+    def _trace_rows(self, batch: ModelCallBatch, aggregates: TableRows) -> TableRows:
+        """The spans ``storage.traces`` keeps: the sampled traces' and the exemplars'."""
+        traces = self._traces
+        exemplars = exemplar_trace_ids(aggregates) if traces.exemplars == "always" else set()
+        return trace_rows(batch, traced_rows(batch, traces.sample, exemplars))
 
     def _failed(self, unit: PendingBatch, exc: Exception) -> Exception:
         self.failures += 1

@@ -26,7 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from segwatch.collector.aggregate.aggregator import SegmentAggregator
 from segwatch.collector.config.limits import NO_LIMITS, RequestLimits
-from segwatch.collector.config.storage import SpoolConfig
+from segwatch.collector.config.storage import SpoolConfig, TracesConfig
 from segwatch.collector.decode.fast_reader import scan_request
 from segwatch.collector.decode.labels import decode_labels
 from segwatch.collector.decode.reference_reader import decode_request
@@ -52,6 +52,7 @@ __all__ = ["ConsumeResult", "ModelCallProcessor", "ProcessorStats", "spool_paylo
 
 _logger = logging.getLogger(__name__)
 _DEFAULT_FLUSHING = SpoolConfig()  # how often and how much the buffer flushes, and its bound
+_DEFAULT_TRACES = TracesConfig()  # which spans go to otel_traces
 _OLDEST = struct.Struct("<q")
 """A spooled trace request starts with the lateness limit it was accepted under..."""
 _SPAN_LIMITS = struct.Struct("<qIII")
@@ -99,6 +100,7 @@ class ModelCallProcessor:
         *,
         spool: Spool | None = None,
         raw_calls: bool = True,
+        traces: TracesConfig = _DEFAULT_TRACES,
         flushing: SpoolConfig = _DEFAULT_FLUSHING,
         store_timeout: float = 30.0,
         backpressure_timeout: float = 5.0,
@@ -116,12 +118,14 @@ class ModelCallProcessor:
             exporter,
             spool,
             raw_calls=raw_calls,
+            traces=traces,
             flush_interval=flushing.flush_interval,
             max_flush_calls=flushing.flush_calls,
             max_pending_calls=flushing.max_pending_calls,
             reload=_reload,
             max_flush_attempts=flushing.max_flush_attempts,
         )
+        self._keep_spans = traces.write  # else the spans' bytes need not wait for the flush
         self._store_timeout = store_timeout
         self._backpressure_timeout = backpressure_timeout  # then UNAVAILABLE
         self._allowed_lateness = allowed_lateness
@@ -232,6 +236,8 @@ class ModelCallProcessor:
         if self._allowed_skew is not None:
             limits = dataclasses.replace(limits, newest_ns=int((now + self._allowed_skew) * 1e9))
         batch = _decode(request, oldest_ns, limits)
+        if not self._keep_spans:
+            batch.span_origins.clear()
         self._admit_models(batch)
         with self._lock:
             self.stats.requests += 1

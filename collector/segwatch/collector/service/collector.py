@@ -155,6 +155,7 @@ class Collector:
             self.exporter,
             spool=self.spool,
             raw_calls=config.storage.raw_calls,
+            traces=config.storage.traces,
             flushing=config.storage.spool,
             allowed_lateness=config.receiver.allowed_lateness,
             allowed_skew=config.receiver.allowed_skew,

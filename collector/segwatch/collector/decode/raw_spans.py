@@ -1,0 +1,60 @@
+"""The spans a batch's rows came from, kept as the readers already hold them.
+
+The model-call columns keep what the detectors need; a trace view needs the
+span itself (name, parent, kind, status, events, links, every attribute) with
+its resource and scope. Neither reader copies anything for it: the fast reader
+keeps the list of serialized spans upb handed it, the reference reader the
+parsed messages, each with the resource and scope they arrived under. Only the
+spans ``storage.traces`` writes (a sampled share and the aggregates'
+exemplars, a few per thousand) are ever parsed back, by :meth:`record`, on the
+flusher's thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from segwatch.collector.model_calls import SpanRecord
+
+__all__ = ["ParsedSpans", "SerializedSpans"]
+
+
+@dataclass(frozen=True)
+class SerializedSpans:
+    """A request's spans as serialized ``Span`` messages (the fast reader's).
+
+    ``origins[origin_of_span[i]]`` holds span ``i``'s resource attributes (each
+    a serialized ``KeyValue``) and its serialized ``InstrumentationScope``.
+    """
+
+    spans: Sequence[bytes]
+    origin_of_span: npt.NDArray[np.int64]
+    origins: Sequence[tuple[Sequence[bytes], bytes]]
+
+    def record(self, span: int) -> SpanRecord:
+        attributes, scope = self.origins[int(self.origin_of_span[span])]
+        return SpanRecord(
+            Span.FromString(self.spans[span]),
+            [KeyValue.FromString(kv) for kv in attributes],
+            InstrumentationScope.FromString(scope),
+        )
+
+
+@dataclass(frozen=True)
+class ParsedSpans:
+    """A request's spans as parsed messages (the reference reader's): ``spans[i]`` is a
+    ``Span``, ``origins[i]`` its ``(Resource, InstrumentationScope)``."""
+
+    spans: Sequence[Any]
+    origins: Sequence[tuple[Any, Any]]
+
+    def record(self, span: int) -> SpanRecord:
+        resource, scope = self.origins[span]
+        return SpanRecord(self.spans[span], list(resource.attributes), scope)

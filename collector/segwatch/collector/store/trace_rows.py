@@ -1,0 +1,223 @@
+"""Rows of ``otel_traces``: model-call spans as the OpenTelemetry Collector's
+``clickhouseexporter`` writes them, so the trace views built on its schema open them.
+
+Which spans (:func:`traced_rows`): the calls of a sampled share of traces,
+chosen by trace id as OTel's ``TraceIdRatioBased`` sampler chooses (its low 8
+bytes below ``sample`` × 2⁶⁴), and every call whose trace id an aggregate row
+keeps as an exemplar, so each trace id an anomaly names is there. How
+(:func:`trace_rows`): each chosen span is parsed back from what the reader kept
+(:class:`~segwatch.collector.model_calls.SpanOrigin`) and written once (a batch
+span's calls share one span), its values as the exporter renders them: hex ids,
+``SpanKind``/``StatusCode`` names as ``Internal``/``Unset``, attribute values
+as strings (numbers as JavaScript prints them, arrays and maps as JSON, bytes
+as base64).
+
+Thread contract: called on the flusher thread, on a batch no other thread changes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from segwatch.collector.model_calls import ModelCallBatch, SpanRecord
+
+from .native import ArrayColumn, Coded
+from .rows import TableRows
+
+__all__ = ["TRACE_SCHEMA", "TraceRows", "exemplar_trace_ids", "trace_rows", "traced_rows"]
+
+TRACE_SCHEMA: Final = {
+    "Timestamp": "DateTime64(9)",
+    "TraceId": "String",
+    "SpanId": "String",
+    "ParentSpanId": "String",
+    "TraceState": "String",
+    "SpanName": "LowCardinality(String)",
+    "SpanKind": "LowCardinality(String)",
+    "ServiceName": "LowCardinality(String)",
+    "ResourceAttributes": "Map(LowCardinality(String), String)",
+    "ScopeName": "String",
+    "ScopeVersion": "String",
+    "SpanAttributes": "Map(LowCardinality(String), String)",
+    "Duration": "UInt64",
+    "StatusCode": "LowCardinality(String)",
+    "StatusMessage": "String",
+    "Events.Timestamp": "Array(DateTime64(9))",
+    "Events.Name": "Array(LowCardinality(String))",
+    "Events.Attributes": "Array(Map(LowCardinality(String), String))",
+    "Links.TraceId": "Array(String)",
+    "Links.SpanId": "Array(String)",
+    "Links.TraceState": "Array(String)",
+    "Links.Attributes": "Array(Map(LowCardinality(String), String))",
+}
+"""The columns the exporter inserts (migration 0013), in its order, with their types."""
+
+_SPAN_KINDS: Final = ("Unspecified", "Internal", "Server", "Client", "Producer", "Consumer")
+_STATUS_CODES: Final = ("Unset", "Ok", "Error")
+_LOW_64: Final = 1 << 64
+
+
+class TraceRows(TableRows):
+    """Rows of ``otel_traces``."""
+
+    table = "otel_traces"
+    column_names = tuple(TRACE_SCHEMA)
+    column_types = tuple(TRACE_SCHEMA.values())
+
+
+def exemplar_trace_ids(aggregates: TableRows) -> set[bytes]:
+    """The trace ids aggregate rows keep as exemplars (their ``exemplar_trace_ids``)."""
+    column = aggregates.columns["exemplar_trace_ids"]
+    if isinstance(column, ArrayColumn) and isinstance(column.values, Coded):
+        codes, dictionary = column.values.codes, column.values.dictionary
+        return {bytes.fromhex(dictionary[i]) for i in np.unique(codes).tolist()}
+    return {bytes.fromhex(t) for i in range(len(column)) for t in column[i]}  # lists of rows
+
+
+def traced_rows(
+    batch: ModelCallBatch, sample: float, exemplars: set[bytes]
+) -> npt.NDArray[np.int64]:
+    """The rows whose spans go to ``otel_traces``: sampled by trace id, or exemplars."""
+    n = len(batch)
+    chosen = np.zeros(n, dtype=bool)
+    if sample > 0:
+        chosen |= _sampled(batch.trace_ids, sample)
+    if exemplars:
+        chosen |= np.fromiter((t in exemplars for t in batch.trace_ids), dtype=bool, count=n)
+    return np.flatnonzero(chosen)
+
+
+def _sampled(trace_ids: Sequence[bytes], sample: float) -> npt.NDArray[np.bool_]:
+    """TraceIdRatioBased's decision per row: the trace id's low 8 bytes < sample × 2⁶⁴."""
+    if sample >= 1:
+        return np.ones(len(trace_ids), dtype=bool)
+    regular = np.fromiter((len(t) == 16 for t in trace_ids), dtype=bool, count=len(trace_ids))
+    low = np.zeros(len(trace_ids), dtype=np.uint64)
+    if regular.any():
+        joined = b"".join(t for t, ok in zip(trace_ids, regular.tolist(), strict=True) if ok)
+        low[regular] = np.frombuffer(joined, dtype=">u8").reshape(-1, 2)[:, 1]
+    bound = round(sample * _LOW_64)
+    if bound >= _LOW_64:
+        return regular
+    return regular & (low < np.uint64(bound))
+
+
+def trace_rows(batch: ModelCallBatch, rows: npt.NDArray[np.int64]) -> TraceRows:
+    """One row per distinct span behind ``rows`` (a batch span's calls share their span)."""
+    out = TraceRows()
+    if not len(rows):
+        return out
+    for record in _records(batch, rows):
+        _append(out.columns, record)
+    return out
+
+
+def _records(batch: ModelCallBatch, rows: npt.NDArray[np.int64]) -> Iterable[SpanRecord]:
+    for origin in batch.span_origins:
+        first = origin.first_row
+        lo, hi = np.searchsorted(rows, [first, first + len(origin.span_of_row)]).tolist()
+        if lo == hi:
+            continue
+        spans = np.unique(origin.span_of_row[rows[lo:hi] - first])
+        for span in spans.tolist():
+            yield origin.source.record(span)
+
+
+def _append(c: dict[str, Any], record: SpanRecord) -> None:
+    span, scope = record.span, record.scope
+    resource = _attribute_map(record.resource_attributes)
+    c["Timestamp"].append(span.start_time_unix_nano)
+    c["TraceId"].append(span.trace_id.hex())
+    c["SpanId"].append(span.span_id.hex())
+    c["ParentSpanId"].append(span.parent_span_id.hex())
+    c["TraceState"].append(span.trace_state)
+    c["SpanName"].append(span.name)
+    c["SpanKind"].append(_name(_SPAN_KINDS, span.kind))
+    c["ServiceName"].append(resource.get("service.name", ""))
+    c["ResourceAttributes"].append(resource)
+    c["ScopeName"].append(scope.name if scope is not None else "")
+    c["ScopeVersion"].append(scope.version if scope is not None else "")
+    c["SpanAttributes"].append(_attribute_map(span.attributes))
+    c["Duration"].append(max(0, span.end_time_unix_nano - span.start_time_unix_nano))
+    c["StatusCode"].append(_name(_STATUS_CODES, span.status.code))
+    c["StatusMessage"].append(span.status.message)
+    c["Events.Timestamp"].append([e.time_unix_nano for e in span.events])
+    c["Events.Name"].append([e.name for e in span.events])
+    c["Events.Attributes"].append([_attribute_map(e.attributes) for e in span.events])
+    c["Links.TraceId"].append([link.trace_id.hex() for link in span.links])
+    c["Links.SpanId"].append([link.span_id.hex() for link in span.links])
+    c["Links.TraceState"].append([link.trace_state for link in span.links])
+    c["Links.Attributes"].append([_attribute_map(link.attributes) for link in span.links])
+
+
+def _name(names: tuple[str, ...], code: int) -> str:
+    return names[code] if 0 <= code < len(names) else names[0]
+
+
+def _attribute_map(attributes: Iterable[Any]) -> dict[str, str]:
+    return {kv.key: _text(kv.value) for kv in attributes}
+
+
+def _text(value: Any) -> str:
+    """An ``AnyValue`` as the exporter writes it (pdata's ``Value.AsString``)."""
+    if value.WhichOneof("value") in ("array_value", "kvlist_value"):
+        return _json_value(value)
+    return str(_plain(value))
+
+
+def _plain(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return "true" if value.bool_value else "false"
+    if kind == "int_value":
+        return value.int_value
+    if kind == "double_value":
+        return _number_text(value.double_value)
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode("ascii")
+    return ""
+
+
+def _json_value(value: Any) -> str:
+    return json.dumps(_as_json(value), separators=(",", ":"), ensure_ascii=False)
+
+
+def _as_json(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_as_json(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _as_json(kv.value) for kv in value.kvlist_value.values}
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "double_value":
+        number = value.double_value
+        return number if math.isfinite(number) else _number_text(number)
+    return _plain(value) if kind is not None else None
+
+
+def _number_text(number: float) -> str:
+    """A double as JavaScript (and the exporter) prints it: ``2`` for 2.0, ``1e-07``→``1e-7``."""
+    if math.isnan(number):
+        return "NaN"
+    if math.isinf(number):
+        return "+Inf" if number > 0 else "-Inf"
+    if number.is_integer() and abs(number) < 1e21:
+        return str(int(number))
+    text = repr(number)
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        sign = "-" if exponent.startswith("-") else "+"
+        text = f"{mantissa}e{sign}{int(exponent.lstrip('+-'))}"
+    return text

@@ -1,0 +1,277 @@
+"""storage.traces: model-call spans in ``otel_traces``, the OpenTelemetry Collector
+contrib clickhouseexporter's table, written as that exporter writes them."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from waiting import wait_until
+
+from segwatch.clickhouse.migrate import apply_migrations
+from segwatch.clickhouse.store import open_client, parse_dsn
+from segwatch.collector.config import (
+    ApiConfig,
+    CollectorConfig,
+    ReceiverConfig,
+    SchedulerConfig,
+    StorageConfig,
+)
+from segwatch.collector.config.storage import TracesConfig
+from segwatch.collector.decode.fast_reader import scan_request
+from segwatch.collector.decode.reference_reader import decode_request
+from segwatch.collector.service.collector import Collector
+from segwatch.collector.store.rows import insert_blocks
+from segwatch.collector.store.trace_rows import TRACE_SCHEMA, trace_rows, traced_rows
+from segwatch.instrumentation import monitor
+
+
+def _collector(tmp_path: Path, traces: TracesConfig) -> Collector:
+    config = CollectorConfig(
+        storage=StorageConfig(dsn=f"chdb://{tmp_path / 'store'}", traces=traces),
+        receiver=ReceiverConfig(endpoint="127.0.0.1:0"),
+        api=ApiConfig(endpoint="127.0.0.1:0"),
+        scheduler=SchedulerConfig(enabled=False),
+    )
+    return Collector(config)
+
+
+@pytest.fixture
+def every_trace(tmp_path: Path) -> Iterator[Collector]:
+    running = _collector(tmp_path, TracesConfig(sample=1.0))
+    running.start()
+    yield running
+    running.shutdown()
+
+
+def _provider(endpoint: str, kept: InMemorySpanExporter) -> TracerProvider:
+    resource = Resource.create({"service.name": "checkout", "deployment.environment": "test"})
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint, insecure=True)))
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    return provider
+
+
+def test_spans_are_written_as_the_exporter_writes_them(every_trace: Collector) -> None:
+    """Parent, kind, status, events, links, resource, scope and every attribute, from the
+    real SDK through real gRPC: what a trace view needs, not the model-call columns."""
+    assert every_trace.receiver is not None and every_trace.processor is not None
+    kept = InMemorySpanExporter()
+    provider = _provider(every_trace.receiver.address, kept)
+    tracer = provider.get_tracer("shop.scoring", "2.1.0")
+    with tracer.start_as_current_span("POST /score", kind=SpanKind.SERVER) as parent:
+        link = Link(parent.get_span_context(), {"why": "retry"})
+        with tracer.start_as_current_span("predict fraud", kind=SpanKind.INTERNAL,
+                                          links=[link]) as span:  # fmt: skip
+            span.set_attributes({
+                "ml.model.name": "fraud", "ml.model.version": "v2", "ml.feature.amount": 12.5,
+                "ml.feature.country": "BR", "ml.feature.items": 3, "ml.feature.new": True,
+                "ml.output.score": 0.25, "http.route": "/score",
+            })  # fmt: skip
+            span.add_event("scored", {"threshold": 0.5, "tags": ["a", "b"]})
+            span.set_status(Status(StatusCode.ERROR, "score out of range"))
+    provider.shutdown()
+    wait_until(lambda: every_trace.processor is not None
+               and every_trace.processor.stats.model_calls >= 1)  # fmt: skip
+    every_trace.flush()
+
+    client = every_trace._clients.api  # type: ignore[union-attr]
+    rows = client.query("SELECT * FROM otel_traces").named_results()
+    (row,) = list(rows)  # the model-call span only: the parent is not a model call
+    (sent,) = [s for s in kept.get_finished_spans() if s.name == "predict fraud"]
+    assert row["TraceId"] == f"{sent.context.trace_id:032x}"
+    assert row["SpanId"] == f"{sent.context.span_id:016x}"
+    assert row["ParentSpanId"] == f"{sent.parent.span_id:016x}"
+    assert (row["SpanName"], row["SpanKind"], row["ServiceName"]) == (
+        "predict fraud", "Internal", "checkout")  # fmt: skip
+    assert (row["ScopeName"], row["ScopeVersion"]) == ("shop.scoring", "2.1.0")
+    assert row["ResourceAttributes"]["deployment.environment"] == "test"
+    assert row["SpanAttributes"] == {
+        "ml.model.name": "fraud", "ml.model.version": "v2", "ml.feature.amount": "12.5",
+        "ml.feature.country": "BR", "ml.feature.items": "3", "ml.feature.new": "true",
+        "ml.output.score": "0.25", "http.route": "/score",
+    }  # fmt: skip
+    assert row["Duration"] == sent.end_time - sent.start_time
+    assert (row["StatusCode"], row["StatusMessage"]) == ("Error", "score out of range")
+    assert row["Events.Name"] == ["scored"]
+    assert row["Events.Attributes"] == [{"threshold": "0.5", "tags": '["a","b"]'}]
+    assert row["Links.SpanId"] == [f"{sent.parent.span_id:016x}"]
+    assert row["Links.Attributes"] == [{"why": "retry"}]
+    # The lookup table the exporter keeps beside it, filled by its materialized view.
+    lookup = client.query(
+        "SELECT count() FROM otel_traces_trace_id_ts WHERE TraceId = {t:String}",
+        parameters={"t": row["TraceId"]},
+    ).result_rows
+    assert lookup == [(1,)]
+
+
+def test_the_table_has_the_exporters_schema(tmp_path: Path) -> None:
+    client = open_client(parse_dsn(f"chdb://{tmp_path / 'store'}"))
+    try:
+        apply_migrations(client)
+        columns = client.query(
+            "SELECT name, type FROM system.columns WHERE database = currentDatabase() "
+            "AND table = 'otel_traces' AND default_kind != 'ALIAS' ORDER BY position"
+        ).result_rows
+        keys = client.query(
+            "SELECT sorting_key, primary_key, partition_key FROM system.tables "
+            "WHERE database = currentDatabase() AND name = 'otel_traces'"
+        ).result_rows
+        lookup = client.query(
+            "SELECT name, type FROM system.columns WHERE database = currentDatabase() "
+            "AND table = 'otel_traces_trace_id_ts' ORDER BY position"
+        ).result_rows
+    finally:
+        client.close()
+    assert columns == list(TRACE_SCHEMA.items())
+    sorting, partition = "ServiceName, SpanName, toDateTime(Timestamp)", "toDate(Timestamp)"
+    assert keys == [(f"{sorting}, Timestamp", sorting, partition)]
+    assert lookup == [("TraceId", "String"), ("Start", "SimpleAggregateFunction(min, DateTime)"),
+                      ("End", "SimpleAggregateFunction(max, DateTime)")]  # fmt: skip
+
+
+def _model_calls(n: int, seed: int) -> ExportTraceServiceRequest:
+    """``n`` model calls, each its own trace, encoded as the SDK's OTLP exporter would."""
+    kept = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    fraud = monitor("fraud", tracer_provider=provider)
+    rng = random.Random(seed)
+    for _ in range(n):
+        with fraud.call() as call:
+            call.features(amount=rng.lognormvariate(3, 1), country=rng.choice("ABCDEFGHIJ"))
+            call.outputs(score=rng.random())
+    request = encode_spans(kept.get_finished_spans())
+    provider.shutdown()
+    return request
+
+
+def test_the_sample_is_the_sdks_trace_id_ratio_sampler() -> None:
+    """The rows chosen by the sample are those OTel's TraceIdRatioBased keeps at the same
+    rate: a service that samples at that rate keeps every trace written here."""
+    batch = scan_request(_model_calls(3000, seed=1).SerializeToString())
+    assert batch is not None and len(batch) == 3000
+    for rate in (0.01, 0.1, 0.5):
+        chosen = set(traced_rows(batch, rate, set()).tolist())
+        sampler = TraceIdRatioBased(rate)
+        kept = {
+            i for i, t in enumerate(batch.trace_ids)
+            if sampler.should_sample(None, int.from_bytes(t, "big"), "x").decision.is_sampled()
+        }  # fmt: skip
+        assert chosen == kept
+        assert abs(len(chosen) / 3000 - rate) < 4 * (rate * (1 - rate) / 3000) ** 0.5 + 0.002
+    assert len(traced_rows(batch, 0.0, set())) == 0
+    assert len(traced_rows(batch, 1.0, set())) == 3000
+
+
+def test_both_readers_give_the_same_rows() -> None:
+    request = _model_calls(50, seed=2)
+    fast = scan_request(request.SerializeToString())
+    reference = decode_request(request)
+    assert fast is not None
+    rows = traced_rows(fast, 1.0, set())
+    assert trace_rows(fast, rows).columns == trace_rows(reference, rows).columns
+    assert len(trace_rows(fast, rows)) == 50
+
+
+def test_a_batch_spans_calls_are_one_span() -> None:
+    kept = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    with monitor("fraud", tracer_provider=provider).call() as call:
+        call.batch(4, {"amount": [1.0, 2.0, 3.0, 4.0]}, {"score": [0.1, 0.2, 0.3, 0.4]})
+    batch = decode_request(encode_spans(kept.get_finished_spans()))
+    provider.shutdown()
+    assert len(batch) == 4
+    rows = trace_rows(batch, traced_rows(batch, 1.0, set()))
+    assert len(rows) == 1 and rows.columns["SpanAttributes"][0]["ml.batch.size"] == "4"
+
+
+def test_exemplars_are_written_without_a_sample(tmp_path: Path) -> None:
+    """sample: 0 keeps only the exemplars: every trace id an aggregate names is there."""
+    running = _collector(tmp_path, TracesConfig(sample=0.0))
+    running.start()
+    try:
+        assert running.processor is not None
+        running.processor.consume(_model_calls(400, seed=3).SerializeToString())
+        running.flush()
+        client = running._clients.api  # type: ignore[union-attr]
+        named = {r[0] for r in client.query(
+            "SELECT DISTINCT arrayJoin(exemplar_trace_ids) FROM ml_segment_aggregates"
+        ).result_rows}  # fmt: skip
+        written = {r[0] for r in client.query("SELECT TraceId FROM otel_traces").result_rows}
+    finally:
+        running.shutdown()
+    assert named and named <= written
+    assert len(written) < 100  # the exemplars, not all 400 calls
+
+
+def test_write_false_leaves_the_table_to_its_exporter(tmp_path: Path) -> None:
+    running = _collector(tmp_path, TracesConfig(write=False, sample=1.0))
+    running.start()
+    try:
+        assert running.processor is not None
+        running.processor.consume(_model_calls(20, seed=4).SerializeToString())
+        running.flush()
+        client = running._clients.api  # type: ignore[union-attr]
+        calls = client.query("SELECT count() FROM ml_model_calls").result_rows
+        traces = client.query("SELECT count() FROM otel_traces").result_rows
+    finally:
+        running.shutdown()
+    assert (calls, traces) == ([(20,)], [(0,)])
+
+
+def test_an_anomalys_exemplar_traces_are_in_otel_traces(demo_store: Path) -> None:
+    """The demo (real SDK, gRPC, collector, detectors, default storage.traces): every
+    trace id an anomaly names opens in otel_traces, with its span's attributes."""
+    client = open_client(parse_dsn(f"chdb://{demo_store}"))
+    try:
+        named = client.query(
+            "SELECT model_name, segment_dim, segment_value, arrayJoin(exemplar_trace_ids) "
+            "FROM ml_anomalies"
+        ).result_rows
+        spans = {
+            r[0]: r[1] for r in client.query(
+                "SELECT TraceId, SpanAttributes FROM otel_traces WHERE TraceId IN "
+                "(SELECT arrayJoin(exemplar_trace_ids) FROM ml_anomalies)"
+            ).result_rows
+        }  # fmt: skip
+        total = client.query("SELECT count() FROM otel_traces").result_rows[0][0]
+        calls = client.query("SELECT count() FROM ml_model_calls").result_rows[0][0]
+    finally:
+        client.close()
+    assert named, "the demo's detectors found nothing to check"
+    for model, dimension, segment, trace_id in named:
+        attributes = spans[trace_id]
+        assert attributes["ml.model.name"] == model
+        if dimension.startswith("feature.") and dimension != "feature.amount":
+            assert attributes[f"ml.{dimension}"] == segment
+    assert total < calls * 0.2  # a sample and the exemplars, not every call
+
+
+def test_a_replayed_flush_adds_no_spans(tmp_path: Path) -> None:
+    """The rows go in under the flush's deduplication token, like the aggregates."""
+    client = open_client(parse_dsn(f"chdb://{tmp_path / 'store'}"))
+    try:
+        apply_migrations(client)
+        batch = scan_request(_model_calls(30, seed=5).SerializeToString())
+        assert batch is not None
+        rows = trace_rows(batch, traced_rows(batch, 1.0, set()))
+        settings = {"insert_deduplication_token": "flush-1-otel_traces"}
+        for _ in range(2):
+            insert_blocks(client, rows.table, rows.column_names, [rows.native()], settings)
+        count = client.query("SELECT count() FROM otel_traces").result_rows
+    finally:
+        client.close()
+    assert count == [(30,)]
