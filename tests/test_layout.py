@@ -34,7 +34,9 @@ ALLOWED: dict[str, set[str]] = {
     "receive": {"durable", "config"},
     "profile": {"aggregate", "segment", "store", "config"},
     "serve": {"config"},
+    "report": set(),
     "service": {
+        "report",
         "serve",
         "receive",
         "durable",
@@ -45,7 +47,7 @@ ALLOWED: dict[str, set[str]] = {
         "store",
         "config",
     },
-    "cli": {"service", "serve", "durable", "profile", "store", "config"},
+    "cli": {"service", "report", "serve", "durable", "profile", "store", "config"},
 }
 """For each folder of ``segwatch.collector``, the folders it may import (besides itself and SHARED).
 

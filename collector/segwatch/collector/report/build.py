@@ -1,0 +1,35 @@
+"""One call from a store to the report's HTML: read, draw, write the page."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from segwatch.clickhouse.detection import DetectorSpec
+
+from .data import ReportQuery, read_report
+from .figures import require_plotly
+from .page import render_page
+from .request import DriftSettings, ReportRequest
+
+__all__ = ["build_report_page"]
+
+
+def build_report_page(
+    query: ReportQuery,
+    request: ReportRequest,
+    detectors: Sequence[DetectorSpec] | None = None,
+    labels: str = "",
+    store: str = "",
+) -> str:
+    """The report page of ``request``, read through ``query``.
+
+    ``detectors``: the configured detectors (the heat map scores with
+    psi_drift's window, baseline and thresholds; the manifest's when None);
+    ``labels``: the config's label lines (``labels_parameter``); ``store``: how
+    the page names the store. Raises :class:`PlotlyMissingError` first when
+    plotly is not installed, :class:`UnknownModelError` for a model the store
+    does not have.
+    """
+    require_plotly()
+    report = read_report(query, request, DriftSettings.of(detectors), labels, store)
+    return render_page(report)

@@ -1,0 +1,114 @@
+"""What a report covers: which model, how far back, and the drift windows it compares.
+
+:class:`ReportRequest` is what ``segwatch report`` and ``GET /report`` ask for,
+validated once (a ``ValueError`` names the bad parameter); :class:`DriftSettings`
+is psi_drift's window, baseline and thresholds as the config runs them, so the
+report's heat map scores what the detector scores.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+from segwatch.clickhouse.detection import DetectorSpec, load_manifest, parse_duration
+
+__all__ = ["DEFAULT_SINCE", "DriftSettings", "ReportRequest", "ceil_to", "floor_to"]
+
+DEFAULT_SINCE = 24 * 3600
+"""How far back a report looks unless told otherwise: a day."""
+
+_PARAMETERS = ("model", "since")
+
+
+@dataclass(frozen=True)
+class ReportRequest:
+    """One model (None: every model with calls) over the last ``since`` seconds before ``at``.
+
+    ``at`` None is now. ``since`` is a positive number of seconds (``ValueError``).
+    """
+
+    model: str | None = None
+    since: int = DEFAULT_SINCE
+    at: dt.datetime | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.since, bool) or not isinstance(self.since, int) or self.since <= 0:
+            raise ValueError("'since' must be a positive number of seconds")
+        if self.model is not None and (not isinstance(self.model, str) or not self.model):
+            raise ValueError("'model' must be a non-empty model name")
+
+    @classmethod
+    def from_query_string(cls, text: str) -> ReportRequest:
+        """``model=M&since=24h`` as ``GET /report`` takes it; ``ValueError`` names the parameter.
+
+        ``since`` is a duration as ``segwatch anomalies --since`` takes it (30m, 24h, 7d).
+        """
+        params = parse_qs(text, keep_blank_values=True)
+        unknown = sorted(set(params) - set(_PARAMETERS))
+        if unknown:
+            raise ValueError(
+                f"unknown query parameter(s) {', '.join(unknown)}: /report takes model and since"
+            )
+        for name in _PARAMETERS:
+            if len(params.get(name, [])) > 1:
+                raise ValueError(f"query parameter {name!r} given more than once")
+        model = params.get("model", [""])[0] or None
+        since = DEFAULT_SINCE
+        if "since" in params:
+            try:
+                since = parse_duration(params["since"][0])
+            except ValueError as exc:
+                raise ValueError(f"query parameter 'since': {exc}") from None
+        return cls(model=model, since=since)
+
+    def moment(self) -> dt.datetime:
+        """The report's end: ``at``, else now (UTC)."""
+        at = self.at or dt.datetime.now(dt.timezone.utc)
+        return at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """psi_drift's window, trailing baseline (seconds), bins, threshold and minimum support."""
+
+    window: int = 900
+    baseline: int = 3600
+    cadence: int = 300
+    bins: int = 10
+    threshold: float = 0.2
+    min_support: int = 200
+
+    @classmethod
+    def of(cls, specs: Sequence[DetectorSpec] | None = None) -> DriftSettings:
+        """The settings of the ``psi_drift`` detector among ``specs`` (the configured
+        detectors), else the manifest's; the defaults when it is disabled."""
+        chosen = [s for s in (load_manifest() if specs is None else specs) if s.name == "psi_drift"]
+        if not chosen:
+            chosen = [s for s in load_manifest() if s.name == "psi_drift"]
+        if not chosen:
+            return cls()
+        spec = chosen[0]
+        parameters = spec.parameters
+        return cls(
+            window=spec.window,
+            baseline=spec.baseline,
+            cadence=spec.cadence,
+            bins=int(parameters.get("bins", cls.bins)),
+            threshold=float(parameters.get("threshold", cls.threshold)),
+            min_support=int(parameters.get("min_support", cls.min_support)),
+        )
+
+
+def floor_to(moment: dt.datetime, seconds: int) -> dt.datetime:
+    """``moment`` rounded down to a multiple of ``seconds`` since the epoch (UTC)."""
+    epoch = int(moment.timestamp())
+    return dt.datetime.fromtimestamp(epoch - epoch % seconds, dt.timezone.utc)
+
+
+def ceil_to(moment: dt.datetime, seconds: int) -> dt.datetime:
+    """``moment`` rounded up to a multiple of ``seconds`` since the epoch (UTC)."""
+    epoch = int(moment.timestamp())
+    return dt.datetime.fromtimestamp(-(-epoch // seconds) * seconds, dt.timezone.utc)
