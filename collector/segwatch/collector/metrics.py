@@ -5,19 +5,22 @@ process, as in the tests, must not share counters). Components get the
 object when they are built and record what only they see (answers, insert
 latency, detector runs); what already lives in their counters (spans
 accepted and rejected, spool bytes, calls waiting) is read when Prometheus
-scrapes, so the hot path pays nothing for it.
+scrapes, so the hot path pays nothing for it. What lives in the store (the
+open anomalies) is read by the scheduler's thread and kept here, so a scrape
+never waits on the store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["CONTENT_TYPE", "CollectorMetrics"]
+__all__ = ["CONTENT_TYPE", "CollectorMetrics", "OpenAnomalies", "OpenAnomalyKey"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -66,9 +69,57 @@ class _Snapshot(Collector):
             yield gauge
 
 
+OpenAnomalyKey = tuple[str, str, str]
+"""(model, detector, segment dimension): the labels of ``segwatch_open_anomalies``."""
+
+
+class OpenAnomalies(Collector):
+    """``segwatch_open_anomalies{model, detector, segment_dim}``: anomalies open in the store.
+
+    The value is store-wide: the anomalies whose latest transition in
+    ``ml_anomaly_events`` is ``open``, whichever collector's run opened them,
+    as the scheduler last read them (after each of its turns and once at its
+    start; :meth:`update`). Several collectors on one store each report the
+    same number, so a rule aggregates them with ``max``, never ``sum``. A
+    label set once reported stays, at 0 once its anomalies resolve (a series
+    that vanished would read as "no data", not "resolved"); the label values
+    are the config's models, detectors and segment dimensions, so their number
+    is bounded. Nothing is reported before the first read.
+    """
+
+    NAME = "segwatch_open_anomalies"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[OpenAnomalyKey, int] = {}
+
+    def update(self, counts: Mapping[OpenAnomalyKey, int]) -> None:
+        """Set the counts just read from the store; keys not in ``counts`` drop to 0.
+
+        Called from the scheduler's thread; a scrape reads under the same lock."""
+        with self._lock:
+            self._counts = {key: 0 for key in self._counts} | dict(counts)
+
+    def collect(self) -> Iterator[Any]:
+        gauge = GaugeMetricFamily(
+            self.NAME,
+            "Anomalies open in the store (latest transition in ml_anomaly_events is open), "
+            "by model, detector and segment dimension; store-wide, read by the scheduler "
+            "after each run and at start: with several collectors on a store, take the max.",
+            labels=["model", "detector", "segment_dim"],
+        )
+        with self._lock:
+            counts = sorted(self._counts.items())
+        for (model, detector, dimension), count in counts:
+            gauge.add_metric([model, detector, dimension], count)
+        yield gauge
+
+
 class CollectorMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.open_anomalies = OpenAnomalies()
+        self.registry.register(self.open_anomalies)
         self.requests = Counter(
             "segwatch_otlp_requests",
             "OTLP export requests answered, by signal and gRPC status code.",

@@ -22,6 +22,19 @@ __all__ = ["DetectorScheduler"]
 
 _logger = logging.getLogger(__name__)
 
+_OPEN_ANOMALIES = """
+SELECT model_name, detector, segment_dim, countIf(current_state = 'open')
+FROM (
+    SELECT detector, model_name, model_version, model_stage, segment_dim, segment_value, quantity,
+           argMax(state, window_end) AS current_state
+    FROM ml_anomaly_events FINAL
+    GROUP BY detector, model_name, model_version, model_stage, segment_dim, segment_value, quantity
+)
+GROUP BY model_name, detector, segment_dim
+"""
+"""Open anomalies per (model, detector, segment dimension), store-wide; 0 for a key whose
+anomalies all resolved (``segwatch_open_anomalies``)."""
+
 
 class DetectorScheduler:
     """Runs every detector once per cadence, for the window that just closed.
@@ -35,8 +48,12 @@ class DetectorScheduler:
     ``detector:<name>:<window end>``) and only the one that wins runs it, so
     a window runs once and its alerts go out once; the others count it as
     ``skipped``. The anomalies a run opens or resolves go to every notifier
-    (OTLP logs, webhooks). One thread; a failing detector is logged and its
-    next window runs at the next boundary, never crashing the collector.
+    (OTLP logs, webhooks). With ``metrics``, the thread reads the store's open
+    anomalies into ``segwatch_open_anomalies`` once at start and after every
+    turn that had a window due (run, skipped or failed: another collector's
+    run may have opened some), so a scrape never waits on the store. One
+    thread; a failing detector is logged and its next window runs at the next
+    boundary, never crashing the collector.
 
     A claim is never given back: if the collector that claimed a window fails
     to run it (the detector raises, the store goes away mid-run: counted in
@@ -93,14 +110,32 @@ class DetectorScheduler:
             notifier.close()
 
     def _run(self) -> None:
+        self._read_open_anomalies()
         while not self._stop.is_set():
             now = self._clock()
+            turned = False
             for spec in self._specs:
                 if now >= self._next_due[spec.name]:
                     self._run_one(spec, now - self._lateness)
                     self._next_due[spec.name] = self._due_after(spec, now)
+                    turned = True
+            if turned:
+                self._read_open_anomalies()
             wait = min(self._next_due.values(), default=now + 60) - self._clock()
             self._stop.wait(max(min(0.1, self._poll), min(wait, self._poll)))
+
+    def _read_open_anomalies(self) -> None:
+        """Refresh ``segwatch_open_anomalies`` from the store; on failure keep the last values."""
+        if self._metrics is None:
+            return
+        try:
+            rows = self._client.query(_OPEN_ANOMALIES).result_rows
+        except Exception as exc:  # the store away: the next turn reads again
+            _logger.warning("reading the open anomalies for /metrics failed: %s", exc)
+            return
+        self._metrics.open_anomalies.update(
+            {(str(model), str(detector), str(dim)): int(n) for model, detector, dim, n in rows}
+        )
 
     def _due_after(self, spec: DetectorSpec, now: float) -> float:
         """When the window after the one a run at ``now`` covered is due: ``lateness`` past
