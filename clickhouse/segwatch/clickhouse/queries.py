@@ -37,23 +37,27 @@ class QueryResult:
     rows: list[list[Any]]
 
     def to_json(self) -> dict[str, Any]:
-        return {"columns": self.columns, "rows": [[json_value(v) for v in r] for r in self.rows]}
+        """Strict JSON, NaN as ``"nan"`` (as ClickHouse's ``output_format_json_quote_denormals``
+        writes it), so that it stays apart from NULL (``null``) through the API."""
+        rows = [[json_value(v, nan="nan") for v in r] for r in self.rows]
+        return {"columns": self.columns, "rows": rows}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> QueryResult:
         return cls(list(data["columns"]), [list(r) for r in data["rows"]])
 
 
-def json_value(value: Any) -> Any:
-    """A value as strict JSON has it: NaN is null, infinities and datetimes are text."""
+def json_value(value: Any, nan: str | None = None) -> Any:
+    """A value as strict JSON has it: NaN is ``nan`` (default null), infinities and
+    datetimes are text."""
     if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else str(value)
+        return nan if math.isnan(value) else str(value)
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if isinstance(value, (list, tuple)):
-        return [json_value(v) for v in value]
+        return [json_value(v, nan) for v in value]
     if isinstance(value, dict):
-        return {str(k): json_value(v) for k, v in value.items()}
+        return {str(k): json_value(v, nan) for k, v in value.items()}
     return str(value)
 
 
@@ -155,7 +159,7 @@ FROM (
            argMaxIf(score, window_end, state = 'open') AS last_score,
            argMaxIf(support, window_end, state = 'open') AS last_support,
            argMaxIf(exemplar_trace_ids[1], window_end, state = 'open') AS last_exemplar,
-           argMax(details, window_end) AS last_details
+           argMaxIf(details, window_end, state = 'open') AS last_details
     FROM ml_anomaly_events FINAL
     WHERE {model:String} = '' OR model_name = {model:String}
     GROUP BY detector, model_name, model_version, model_stage, segment_dim, segment_value, quantity
@@ -181,7 +185,9 @@ LIMIT {limit:UInt32}
 def list_anomalies(client: Client, selection: AnomalyFilter | None = None) -> QueryResult:
     """The anomalies (open and resolved, latest change first), or each run's findings.
 
-    ``FINAL``: one row per key whatever the merges have done so far.
+    An anomaly's ``details`` is the sentence it opened with: a resolved one keeps
+    it (its ``resolved_at`` says when it ended), not its resolution's "not found in
+    the last windows". ``FINAL``: one row per key whatever the merges have done so far.
     """
     selection = selection or AnomalyFilter()
     parameters = {

@@ -49,8 +49,8 @@ from segwatch.collector.config.endpoints import is_loopback, parse_endpoint
 from segwatch.collector.config.network import API_TOKEN_ENV, ApiConfig
 from segwatch.collector.profile.profiles import Progress, load_profile, read_table
 from segwatch.collector.service.analyst_queries import AnalystQueries, QueryBudget
-from segwatch.collector.service.detect import detect_table
-from segwatch.collector.service.discovery import discovery_path, read_discovery
+from segwatch.collector.service.detect import DetectionResult, detect_table
+from segwatch.collector.service.discovery import discovery_path, read_discovery, refuse_if_locked
 
 __all__ = [
     "ApiAccess",
@@ -70,7 +70,7 @@ class StoreAccess(Protocol):
     def load_baseline(self, path: str, model: str, version: str, name: str) -> int: ...
     def sql(self, query: str) -> QueryResult: ...
     def anomalies(self, selection: AnomalyFilter) -> QueryResult: ...
-    def detect(self, at: dt.datetime | None) -> QueryResult: ...
+    def detect(self, at: dt.datetime | None) -> DetectionResult: ...
     def close(self) -> None: ...
 
 
@@ -119,7 +119,7 @@ class DirectAccess:
     def anomalies(self, selection: AnomalyFilter) -> QueryResult:
         return list_anomalies(self.client, selection)
 
-    def detect(self, at: dt.datetime | None) -> QueryResult:
+    def detect(self, at: dt.datetime | None) -> DetectionResult:
         return detect_table(self.client, at, self.specs)
 
     def close(self) -> None:
@@ -196,9 +196,9 @@ class ApiAccess:
     def anomalies(self, selection: AnomalyFilter) -> QueryResult:
         return QueryResult.from_json(self._call("POST", "/api/v1/anomalies", selection.to_json()))
 
-    def detect(self, at: dt.datetime | None) -> QueryResult:
+    def detect(self, at: dt.datetime | None) -> DetectionResult:
         body = {"at": at.isoformat() if at else None}
-        return QueryResult.from_json(self._call("POST", "/api/v1/detect", body))
+        return DetectionResult.from_json(self._call("POST", "/api/v1/detect", body))
 
     def close(self) -> None:
         pass
@@ -254,6 +254,7 @@ def open_access(
         timeout = 120.0 if config is None else max(120.0, config.api.max_execution_time + 30.0)
         return ApiAccess(url, timeout=timeout, token=token,
                          store=f"{store} (through the collector at {url})")  # fmt: skip
+    refuse_if_locked(location)  # before the engine prints its own refusal
     client = open_client(location) if create else open_existing_client(location)
     try:
         if location.embedded:
@@ -314,4 +315,5 @@ def open_for_migration(location: StoreLocation, create: bool) -> Client:
             f"{info.get('api')} (pid {info.get('pid')}), which applied the migrations it "
             "knows when it started; stop it to run segwatch migrate"
         )
+    refuse_if_locked(location)
     return open_client(location) if create else open_existing_client(location)

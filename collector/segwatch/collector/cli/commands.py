@@ -62,13 +62,13 @@ def _demo(args: argparse.Namespace) -> int:
 def _collector(args: argparse.Namespace) -> int:
     from .collector_process import run_collector
 
-    return run_collector(_config(args)[1])
+    return run_collector(_config(args, start="collector")[1])
 
 
 def _serve(args: argparse.Namespace) -> int:
     from .collector_process import run_server
 
-    return run_server(_config(args)[1])
+    return run_server(_config(args, start="serve")[1])
 
 
 def _sql(args: argparse.Namespace) -> int:
@@ -86,7 +86,10 @@ def _anomalies(args: argparse.Namespace) -> int:
 
 def _detect(args: argparse.Namespace) -> int:
     with _open_store(*_config(args)) as access:
-        print_table(access.detect(args.at), sys.stdout, args.json)
+        result = access.detect(args.at)
+    print_table(result, sys.stdout, args.json)
+    if not args.json:  # --json has the same in its "runs"
+        print("\n" + "\n".join(result.summary()))
     return EXIT_OK
 
 
@@ -107,11 +110,14 @@ def _baseline(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _config(args: argparse.Namespace) -> tuple[str | None, CollectorConfig]:
+def _config(
+    args: argparse.Namespace, start: str | None = None
+) -> tuple[str | None, CollectorConfig]:
     """The config file a command reads (``--config``, ``$SEGWATCH_CONFIG``, ...) and its
-    contents; ``(None, defaults)`` when there is none."""
+    contents; ``(None, defaults)`` when there is none. ``start``: the service the command
+    starts, whose start-up checks run first (a refusal is exit 2, as ``validate`` says)."""
     config_path = find_config(args.config)
-    return config_path, load_config(config_path)
+    return config_path, load_config(config_path, start=start)
 
 
 @contextmanager
@@ -146,7 +152,7 @@ def _dsn_origin(config_path: str | None) -> str:
 def _validate(args: argparse.Namespace) -> int:
     path, as_json = args.file, args.json
     try:
-        config = load_config(path)
+        config = load_config(path, start="validate")  # and what a service refuses at start
     except ConfigError as exc:
         if as_json:
             print(json.dumps({"file": path, "valid": False, "problems": exc.problems}))

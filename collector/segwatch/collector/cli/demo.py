@@ -6,15 +6,25 @@ SDK's OTLP/gRPC exporter to a real collector on a loopback port, which writes
 to a real embedded ClickHouse. Traffic is replayed with span start times over
 the last 75 minutes (``monitor.call(start_time=...)``), so an hour of baseline
 takes seconds: 60 minutes as usual, then 15 minutes in which transaction
-amounts grow eightfold for ``country=BR`` only. The PSI detector then runs on
-the last 15 minutes against the hour before.
+amounts grow eightfold for ``country=BR`` only. The detectors then run as the
+scheduler would have in the last 5 minutes: for the windows ending 5 minutes
+ago and now (PSI: the last 15 minutes against the hour before), so a finding
+seen in both persists and opens an anomaly (``segwatch anomalies`` lists it).
+
+``--data DIR`` keeps the store; run again on the same DIR, the demo starts
+from an empty store there (after saying so): its traffic is replayed at the
+current time, and adding it to an earlier run's would double the calls of the
+minutes they share. A DIR the demo did not make (no :data:`DEMO_MARK` in it)
+is never emptied: the demo refuses it (exit 2).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -30,16 +40,23 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from segwatch.clickhouse.detection import load_manifest
 from segwatch.clickhouse.queries import QueryResult
+from segwatch.clickhouse.store import parse_dsn
 from segwatch.collector.config.collector_config import CollectorConfig
 from segwatch.collector.config.detectors import ExpectedBias, SchedulerConfig
 from segwatch.collector.config.network import ApiConfig, ReceiverConfig
 from segwatch.collector.config.storage import StorageConfig
 from segwatch.collector.service.collector import Collector
+from segwatch.collector.service.detect import DetectionResult
+from segwatch.collector.service.discovery import refuse_if_held
 from segwatch.instrumentation import monitor
 
+from .exits import EXIT_USAGE
 from .output import print_table
 
-__all__ = ["DemoScenario", "run_demo", "service_tracer_provider", "simulate"]
+__all__ = ["DEMO_MARK", "DemoScenario", "run_demo", "service_tracer_provider", "simulate"]
+
+DEMO_MARK = "segwatch-demo.txt"
+"""The file that marks a store directory as the demo's own, which a later run may empty."""
 
 NS = 1_000_000_000
 COUNTRIES = ["US", "US", "US", "BR", "BR", "DE", "FR", "IN", "MX", "GB"]
@@ -142,6 +159,11 @@ def run_demo(data_dir: str | None, as_json: bool = False) -> int:
         print(text, file=out, flush=True)
 
     started = time.monotonic()
+    if data_dir:
+        refusal = _start_afresh(data_dir, say)
+        if refusal:
+            print(f"segwatch: {refusal}", file=sys.stderr)
+            return EXIT_USAGE
     with _store_directory(data_dir) as store_dir:
         collector = Collector(_demo_config(store_dir))
         say(f"segwatch demo: starting a collector on the embedded store {store_dir}")
@@ -154,10 +176,30 @@ def run_demo(data_dir: str | None, as_json: bool = False) -> int:
     return _report(table, scenario, as_json, say, started)
 
 
+def _start_afresh(data_dir: str, say: Callable[[str], None]) -> str | None:
+    """Make ``data_dir`` an empty store directory marked as the demo's; ``None`` when done,
+    else why not (a file, or a directory with other things in it the demo did not make)."""
+    path = os.path.abspath(data_dir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        return f"--data {data_dir}: not a directory"
+    if os.path.isdir(path) and os.listdir(path):
+        if not os.path.isfile(os.path.join(path, DEMO_MARK)):
+            return (f"--data {data_dir}: the directory is not empty and no earlier segwatch "
+                    "demo made it; give the demo a new or empty directory")  # fmt: skip
+        refuse_if_held(parse_dsn(f"chdb://{path}"))  # a collector on the demo's store
+        say(f"segwatch demo: {path} holds an earlier demo's store: starting from an empty one")
+        shutil.rmtree(path)
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, DEMO_MARK), "w", encoding="utf-8") as mark:
+        mark.write("This store was made by segwatch demo; segwatch demo --data on this "
+                   "directory empties it and starts again.\n")  # fmt: skip
+    return None
+
+
 @contextmanager
 def _store_directory(data_dir: str | None) -> Iterator[str]:
     if data_dir:
-        yield data_dir
+        yield os.path.abspath(data_dir)
         return
     with tempfile.TemporaryDirectory(prefix="segwatch-demo-") as temporary:
         yield temporary
@@ -204,18 +246,25 @@ def _send_traffic(collector: Collector, say: Callable[[str], None]) -> DemoScena
 
 def _run_detectors(
     collector: Collector, scenario: DemoScenario, say: Callable[[str], None]
-) -> QueryResult:
+) -> DetectionResult:
+    """The detectors for the windows ending 5 minutes ago and now, as the scheduler would
+    have run them: a finding in both persists (most detectors open an anomaly once found in
+    2 of their last 3 windows). The second run's findings are the result."""
     at = dt.datetime.fromtimestamp(scenario.end, dt.timezone.utc)
     spec = load_manifest()[0]
     say(
-        f"running the {len(collector.detectors)} detectors ({spec.name}: the last "
+        f"running the {len(collector.detectors)} detectors for the windows ending 5 minutes "
+        f"ago and now, as the scheduler would have ({spec.name}: the last "
         f"{spec.window // 60} minutes against the {spec.baseline // 60} minutes before)"
     )
-    return collector.detect(at)
+    collector.detect(at - dt.timedelta(minutes=5))
+    result = collector.detect(at)
+    assert isinstance(result, DetectionResult)  # what the collector's detect_table gives
+    return result
 
 
 def _report(
-    table: QueryResult,
+    table: DetectionResult,
     scenario: DemoScenario,
     as_json: bool,
     say: Callable[[str], None],
@@ -228,12 +277,12 @@ def _report(
     else:
         say("")
         print_table(_demo_view(table), sys.stdout)
-        say("")
+    say("\n" + "\n".join(table.summary()) + "\n")
     elapsed = time.monotonic() - started
     if found:
         say(
             f"found the injected drift in fraud / country={scenario.drift_country} "
-            f"({len(table.rows)} anomalies, {elapsed:.0f} s)"
+            f"({len(table.rows)} findings, {elapsed:.0f} s)"
         )
         return 0
     say(f"the injected drift in country={scenario.drift_country} was NOT found")

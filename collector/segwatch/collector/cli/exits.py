@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_SPOOLED", "EXIT_USAGE"]
+__all__ = [
+    "EXIT_BROKEN_PIPE",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_SPOOLED",
+    "EXIT_USAGE",
+]
 
 EXIT_OK = 0
 """The command did what it was asked."""
@@ -15,3 +22,6 @@ EXIT_SPOOLED = 75
 EX_TEMPFAIL): the store did not take them; the next start flushes them."""
 EXIT_INTERRUPTED = 130
 """Ctrl-C (SIGINT) during a command other than ``segwatch collector``, as shells report it."""
+EXIT_BROKEN_PIPE = 141
+"""The reader of stdout went away (``segwatch anomalies | head -1``): 128 + SIGPIPE, as a
+shell reports a command that SIGPIPE ended; nothing is printed."""

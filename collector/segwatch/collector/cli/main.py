@@ -2,7 +2,8 @@
 
 Exit codes (:mod:`.exits`): 0 success, 1 the command failed (store
 unreachable, query error), 2 bad usage or bad configuration, 75 ``segwatch
-collector`` stopped with acknowledged calls left in the spool. Errors are one
+collector`` stopped with acknowledged calls left in the spool, 141 stdout's
+reader went away (``| head``), quietly. Errors are one
 line on stderr. A command that reads or writes a store first says which one,
 on a stderr line of its own (``segwatch: store chdb:///srv/segwatch-data
 (through the collector at ...)``).
@@ -27,7 +28,7 @@ from segwatch.collector.service.logs import JsonLogFormatter
 
 from .access import ApiError
 from .commands import HANDLERS
-from .exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
+from .exits import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 from .parser import build_parser, check_usage
 
 __all__ = ["main"]
@@ -46,7 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_usage(parser, args)
     _configure_logging(args)
     try:
-        return HANDLERS[args.command](args)
+        code = HANDLERS[args.command](args)
+        sys.stdout.flush()  # here, where a closed pipe can still be caught
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except ConfigError as exc:
         print(f"segwatch: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -74,6 +79,19 @@ def _configure_logging(args: argparse.Namespace) -> None:
         # The one-line error says what failed; the drivers' retry chatter does not help.
         for noisy in ("urllib3", "clickhouse_connect"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _reader_gone() -> int:
+    """stdout's reader closed the pipe (``| head``): stop quietly, as a command SIGPIPE ends.
+
+    The Python documentation's recipe (``signal`` module, "Note on SIGPIPE"): point
+    stdout at /dev/null, so that the interpreter's own flush at exit does not fail
+    again and print "Exception ignored".
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 def _one_line(exc: BaseException) -> str:

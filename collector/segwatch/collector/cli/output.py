@@ -7,24 +7,33 @@ are escaped, so a row never spans lines), columns two spaces apart, and a
 East Asian wide and fullwidth characters (CJK) take two cells, combining marks
 and format characters (accents, zero-width joiners, variation selectors)
 none, as ``unicodedata`` says. Emoji sequences joined by zero-width joiners
-count as their parts, where terminals themselves disagree. A value wider than
-72 cells is cut with ``…``. NULL is a blank cell, NaN ``nan``; maps, arrays and
-tuples are JSON (as ``--json`` prints them), not Python reprs.
+count as their parts, where terminals themselves disagree. Values are never
+cut: on a terminal, a table wider than the terminal
+(``shutil.get_terminal_size``) has its widest columns narrowed and their
+values wrapped onto continuation lines (at spaces where it can); into a pipe
+or a file every row stays one line, whole.
+
+Values as ClickHouse's own client shows them: NULL is ``ᴺᵁᴸᴸ`` (clickhouse-client's
+Pretty formats), NaN ``nan``, infinities ``inf``/``-inf``; an empty string is
+``""``, so that it is not mistaken for a missing value; maps, arrays and tuples
+are JSON (as ``--json`` prints them), not Python reprs. ``--json`` is strict
+JSON: NULL is ``null``, NaN and infinities the strings ``"nan"``, ``"inf"``.
 
 Why not ``rich`` (issue 15 weighed it): its Table lays every cell out through
 its renderer, far slower than this on the result sizes a query may return
 (``api.max_result_rows``: 100,000 by default), and it has to be held to no
-colour, no wrapping and a fixed width to print text that scripts can read.
-Its one gain here, grapheme-aware widths for emoji sequences, does not pay
-for four more packages in the collector's install. The progress bar serves
-one command (``segwatch baseline`` on a store it opens itself); drawing it
-only on a terminal was all it lacked.
+colour and a fixed width to print text that scripts can read. Its one gain
+here, grapheme-aware widths for emoji sequences, does not pay for four more
+packages in the collector's install. The progress bar serves one command
+(``segwatch baseline`` on a store it opens itself); drawing it only on a
+terminal was all it lacked.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -33,10 +42,14 @@ from typing import Any, TextIO
 
 from segwatch.clickhouse.queries import QueryResult, json_value
 
-__all__ = ["cell_width", "format_cell", "print_table", "progress_bar"]
+__all__ = ["EMPTY", "NULL", "cell_width", "format_cell", "print_table", "progress_bar", "wrap_cell"]
 
-MAX_CELL = 72
-"""Terminal cells a value may take before it is cut with ``…``."""
+NULL = "ᴺᵁᴸᴸ"
+"""How a NULL prints: clickhouse-client's glyphs, which no ordinary string is mistaken for."""
+EMPTY = '""'
+"""How an empty string prints: visible, and apart from NULL."""
+MIN_WRAPPED = 12
+"""Terminal cells a column keeps however narrow the terminal: past that, lines overflow."""
 
 _ZERO_WIDTH = frozenset({"Mn", "Me", "Cf"})  # combining marks; format characters (ZWJ, ZWSP)
 _ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
@@ -58,9 +71,9 @@ def _char_width(char: str) -> int:
 
 
 def format_cell(value: Any) -> str:
-    """A value as one table cell: one line, at most :data:`MAX_CELL` cells wide."""
+    """A value as one table cell: one line (control characters escaped), whole."""
     if value is None:
-        return ""
+        return NULL
     if isinstance(value, float):
         if math.isnan(value):
             return "nan"
@@ -69,22 +82,35 @@ def format_cell(value: Any) -> str:
         text = json.dumps(json_value(value), ensure_ascii=False)
     else:
         text = str(value)
-    return _cut(text.translate(_ESCAPES))
+    return text.translate(_ESCAPES) if text else EMPTY
 
 
-def _cut(text: str) -> str:
-    if cell_width(text) <= MAX_CELL:
-        return text
-    room = MAX_CELL - 1  # one cell for the ellipsis
-    for end, char in enumerate(text):
-        room -= _char_width(char)
-        if room < 0:
-            return text[:end] + "…"
-    return text
+def wrap_cell(text: str, width: int) -> list[str]:
+    """``text`` as lines of at most ``width`` terminal cells, broken after a space where
+    one falls in the line, else inside a word; a character wider than ``width`` still gets
+    a line of its own."""
+    lines: list[str] = []
+    while cell_width(text) > width:
+        cells, end, last_space = 0, 0, -1
+        for end, char in enumerate(text):
+            cells += _char_width(char)
+            if cells > width:
+                break
+            if char == " ":
+                last_space = end
+        cut = last_space + 1 if last_space > 0 else max(end, 1)
+        lines.append(text[:cut].rstrip(" "))
+        text = text[cut:]
+    lines.append(text)
+    return lines
 
 
 def print_table(table: QueryResult, out: TextIO, as_json: bool = False) -> None:
-    """Print ``table`` as aligned columns, or as one JSON object with ``--json``."""
+    """Print ``table`` as aligned columns, or as one JSON object with ``--json``.
+
+    On a terminal, columns are narrowed to the terminal's width and their values
+    wrapped; elsewhere (a pipe, a file) each row is one line.
+    """
     if as_json:
         json.dump(table.to_json(), out)
         out.write("\n")
@@ -93,16 +119,48 @@ def print_table(table: QueryResult, out: TextIO, as_json: bool = False) -> None:
     widths = [cell_width(c) for c in table.columns]
     for row in cells:
         widths = [max(w, cell_width(c)) for w, c in zip(widths, row, strict=True)]
+    if _is_terminal(out):
+        widths = _fit(widths, shutil.get_terminal_size().columns)
 
-    def line(values: list[str]) -> str:
-        padded = (v + " " * (w - cell_width(v)) for v, w in zip(values, widths, strict=True))
-        return "  ".join(padded).rstrip()
+    def lines(values: list[str]) -> Iterator[str]:
+        wrapped = [wrap_cell(v, w) for v, w in zip(values, widths, strict=True)]
+        for i in range(max(len(w) for w in wrapped) if wrapped else 1):
+            parts = [w[i] if i < len(w) else "" for w in wrapped]
+            padded = (p + " " * (w - cell_width(p)) for p, w in zip(parts, widths, strict=True))
+            yield "  ".join(padded).rstrip()
 
-    out.write(line(table.columns) + "\n")
-    out.write(line(["-" * w for w in widths]) + "\n")
+    for text in lines(table.columns):
+        out.write(text + "\n")
+    out.write("  ".join("-" * w for w in widths).rstrip() + "\n")
     for row in cells:
-        out.write(line(row) + "\n")
+        for text in lines(row):
+            out.write(text + "\n")
     out.write(f"({len(cells)} row{'s' if len(cells) != 1 else ''})\n")
+
+
+def _is_terminal(out: TextIO) -> bool:
+    try:
+        return out.isatty()
+    except ValueError:  # closed
+        return False
+
+
+def _fit(widths: list[int], columns: int) -> list[int]:
+    """Column widths that fit ``columns`` cells (two between columns), narrowing the widest
+    first, none below :data:`MIN_WRAPPED` (or its own width, if narrower)."""
+    widths = list(widths)
+    room = columns - 2 * (len(widths) - 1)
+    while sum(widths) > room:
+        widest = max(range(len(widths)), key=widths.__getitem__)
+        others = sorted(widths, reverse=True)
+        target = max(others[1] if len(others) > 1 else 0, MIN_WRAPPED,
+                     widths[widest] - (sum(widths) - room))  # fmt: skip
+        if target >= widths[widest]:
+            if widths[widest] <= MIN_WRAPPED:
+                break  # every column is as narrow as it may be
+            target = widths[widest] - 1
+        widths[widest] = target
+    return widths
 
 
 @contextmanager

@@ -150,7 +150,10 @@ class LocalApi:
             def log_message(self, format: str, *args: Any) -> None:
                 _logger.debug("api: " + format, *args)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:  # the port taken, or an address this machine does not have
+            raise OSError(f"api.endpoint {self._endpoint}: {exc.strerror or exc}") from exc
         self._door.bind(host, int(self._server.server_address[1]))
         self._server.daemon_threads = True
         self._thread = threading.Thread(

@@ -2,32 +2,114 @@
 
 Light on purpose (the engine's runner and a result table, nothing of the
 collector's pipeline): every CLI command imports it.
+
+What a run prints has to explain itself: the table holds the run's new
+*findings* (``ml_anomalies``), each under the detector that reported it (a
+spec such as ``data_quality`` reports as ``data_missing``, ``data_range`` and
+``data_categories``), and :meth:`DetectionResult.summary` says which window
+each detector evaluated and that a finding opens an *anomaly*
+(``ml_anomaly_events``, what ``segwatch anomalies`` lists) only once it
+persists: found in k of the detector's last n windows (its manifest's or the
+config's ``persistence``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, field
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from segwatch.clickhouse.detection import DetectorSpec, run_detectors
+from segwatch.clickhouse.detection import DetectorSpec, load_manifest, run_detectors
 from segwatch.clickhouse.queries import QueryResult
 
-__all__ = ["detect_table"]
+__all__ = ["DetectionResult", "detect_table"]
+
+COLUMNS = [
+    "detector",
+    "model",
+    "version",
+    "segment",
+    "quantity",
+    "score",
+    "threshold",
+    "support",
+    "exemplar_trace_id",
+]
+"""The columns of the findings table, one row per new finding."""
+
+
+@dataclass(frozen=True)
+class DetectionResult(QueryResult):
+    """A detector run's new findings, and what each detector evaluated (``runs``).
+
+    Each entry of ``runs`` is JSON as ``--json`` and the API give it:
+    ``detector`` (the manifest's name), ``reports_as`` (the detector names its
+    rows carry), ``window_start`` / ``window_end`` (ISO 8601, UTC),
+    ``persistence`` (``{"found": k, "windows": n}``), and the counts
+    ``findings``, ``opened`` and ``resolved``.
+    """
+
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "runs": self.runs}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DetectionResult:
+        table = QueryResult.from_json(data)
+        return cls(table.columns, table.rows, [dict(r) for r in data.get("runs", [])])
+
+    def summary(self) -> list[str]:
+        """Lines for people: each window evaluated (detectors that share one, once), then
+        how many findings, and why they are not (yet) anomalies."""
+        groups: dict[tuple[str, str, int, int], list[str]] = {}
+        for run in self.runs:
+            persistence = run["persistence"]
+            key = (run["window_start"], run["window_end"], persistence["found"],
+                   persistence["windows"])  # fmt: skip
+            reports = [name for name in run["reports_as"] if name != run["detector"]]
+            named = f"{run['detector']} ({', '.join(reports)})" if reports else run["detector"]
+            groups.setdefault(key, []).append(named)
+        lines = ["windows evaluated (UTC):"]
+        for (start, end, found, windows), names in groups.items():
+            lines.append(f"  {_span(start, end)}  {', '.join(names)}: opens an anomaly once "
+                         f"found in {found} of its last {windows} windows")  # fmt: skip
+        findings = len(self.rows)
+        opened = sum(run["opened"] for run in self.runs)
+        resolved = sum(run["resolved"] for run in self.runs)
+        lines.append(
+            f"{findings} new finding{'' if findings == 1 else 's'}, {opened} "
+            f"anomal{'y' if opened == 1 else 'ies'} opened, {resolved} resolved: a finding "
+            "opens an anomaly only once it persists; 'segwatch anomalies' lists the anomalies, "
+            "'segwatch anomalies --findings' every finding"
+        )
+        return lines
+
+
+def _span(start: str, end: str) -> str:
+    """``2026-12-06 07:35–07:50`` (the date once when both ends share it)."""
+    first, last = dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end)
+    if first.date() == last.date():
+        return f"{first:%Y-%m-%d %H:%M}–{last:%H:%M}"
+    return f"{first:%Y-%m-%d %H:%M}–{last:%Y-%m-%d %H:%M}"
 
 
 def detect_table(
     client: Client, at: dt.datetime | None, specs: list[DetectorSpec] | None = None
-) -> QueryResult:
-    """Run the detectors (``specs``, default the manifest's) now; tabulate the new anomalies."""
-    runs = run_detectors(client, at, specs)
+) -> DetectionResult:
+    """Run the detectors (``specs``, default the manifest's) now; tabulate the new findings
+    and what each detector evaluated."""
+    chosen = load_manifest() if specs is None else specs
+    runs = run_detectors(client, at, chosen)
     rows: list[list[Any]] = []
-    for run in runs:
+    evaluated: list[dict[str, Any]] = []
+    for spec, run in zip(chosen, runs, strict=True):
         for a in run.new_anomalies:
             rows.append(
                 [
-                    run.detector,
+                    a["detector"],  # the row's own: data_quality reports as data_range, ...
                     a["model_name"],
                     a["model_version"],
                     f"{a['segment_dim']}={a['segment_value']}",
@@ -38,15 +120,15 @@ def detect_table(
                     (a["exemplar_trace_ids"] or [""])[0],
                 ]
             )
-    columns = [
-        "detector",
-        "model",
-        "version",
-        "segment",
-        "quantity",
-        "score",
-        "threshold",
-        "support",
-        "exemplar_trace_id",
-    ]
-    return QueryResult(columns, rows)
+        evaluated.append({
+            "detector": spec.name,
+            "reports_as": list(spec.detectors),
+            "window_start": run.window_start.isoformat(),
+            "window_end": run.window_end.isoformat(),
+            "persistence": {"found": spec.persistence.found,
+                            "windows": spec.persistence.windows},
+            "findings": len(run.new_anomalies),
+            "opened": len(run.opened),
+            "resolved": len(run.resolved),
+        })  # fmt: skip
+    return DetectionResult(list(COLUMNS), rows, evaluated)

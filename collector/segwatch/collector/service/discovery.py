@@ -9,8 +9,10 @@ checks the pid is alive. Server stores (``http(s)://``) have no discovery file.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
 from typing import Any
 
 from segwatch.clickhouse.store import StoreError, StoreLocation, StoreLockedError
@@ -20,6 +22,7 @@ __all__ = [
     "discovery_path",
     "read_discovery",
     "refuse_if_held",
+    "refuse_if_locked",
     "remove_own_discovery",
     "write_discovery",
 ]
@@ -60,9 +63,11 @@ def read_discovery(location: StoreLocation) -> dict[str, Any] | None:
 
 def refuse_if_held(location: StoreLocation) -> None:
     """Raise :class:`StoreLockedError` if a live process announces itself on this embedded
-    store: a second one would wait on the engine's lock and take over the announcement."""
+    store (a second one would wait on the engine's lock and take over the announcement), or,
+    announced or not, holds the engine's lock on it (:func:`refuse_if_locked`)."""
     info = read_discovery(location)
     if info is None or int(info.get("pid", 0)) == os.getpid():
+        refuse_if_locked(location)
         return
     if "api" in info:
         raise StoreLockedError(
@@ -74,6 +79,52 @@ def refuse_if_held(location: StoreLocation) -> None:
         f"the embedded store {location.path} is served by segwatch serve at {served} (pid "
         f"{info['pid']}): point storage.dsn at {served}/{location.database} to write through it"
     )
+
+
+def refuse_if_locked(location: StoreLocation) -> None:
+    """Raise :class:`StoreLockedError`, naming the store and the process, if another process
+    holds the engine's lock on this embedded store.
+
+    Asked before the engine opens it: the engine, refused, prints its own multi-line
+    exception text on stderr. The engine keeps a ``status`` file in the store, locked
+    (``flock``) while open, that names the holder's pid.
+    """
+    if location.path is None:
+        return
+    try:
+        with open(os.path.join(location.path, "status"), "rb") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = handle.read()
+            else:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                return
+    except OSError:
+        return  # no status file: no process has the store open
+    match = re.search(rb"PID: (\d+)", holder)
+    pid = int(match.group(1)) if match else None
+    if pid == os.getpid():
+        return  # this process: the engine lets it open its own store again
+    raise StoreLockedError(
+        f"the embedded store {location.path} is open in another process ({_describe(pid)}), "
+        "which announces no collector API to reach it through: stop that process, or give "
+        "this one another store"
+    )
+
+
+def _describe(pid: int | None) -> str:
+    """``pid 4242: segwatch collector --config x.yaml``, as far as ``/proc`` tells."""
+    if pid is None:
+        return "its pid unknown"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            words = [os.path.basename(w) if i == 0 else w
+                     for i, w in enumerate(handle.read().decode(errors="replace").split("\0"))
+                     if w]  # fmt: skip
+    except OSError:
+        return f"pid {pid}"
+    return f"pid {pid}: {' '.join(words)[:120]}" if words else f"pid {pid}"
 
 
 def write_discovery(path: str, info: dict[str, Any]) -> None:
