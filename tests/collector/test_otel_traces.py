@@ -275,3 +275,12 @@ def test_a_replayed_flush_adds_no_spans(tmp_path: Path) -> None:
     finally:
         client.close()
     assert count == [(30,)]
+
+
+def test_trace_ids_that_are_not_16_bytes_are_never_sampled() -> None:
+    from segwatch.collector.model_calls import ModelCallBatch
+
+    batch = ModelCallBatch(trace_ids=[b"", bytes(16), b"\x01" * 8, bytes(15) + b"\x01"])
+    assert traced_rows(batch, 0.5, set()).tolist() == [1, 3]
+    assert traced_rows(batch, 0.0, {bytes(16)}).tolist() == [1]
+    assert traced_rows(batch, 1.0, set()).tolist() == [0, 1, 2, 3]

@@ -25,7 +25,12 @@ from segwatch.collector.model_calls import ModelCallBatch
 from segwatch.collector.store.call_rows import call_rows
 from segwatch.collector.store.exporter import ClickHouseExporter, InsertRefusedError
 from segwatch.collector.store.rows import TableRows
-from segwatch.collector.store.trace_rows import exemplar_trace_ids, trace_rows, traced_rows
+from segwatch.collector.store.trace_rows import (
+    TraceRows,
+    exemplar_trace_ids,
+    trace_rows,
+    traced_rows,
+)
 
 from .dead_letters import DeadLetters
 from .failpoints import aggregate_error, exit_after_insert
@@ -67,6 +72,7 @@ class FlushWriter:
         self.failures = 0
         self.dead_letters = 0  # flushes set aside
         self.dead_letter_calls = 0
+        self.trace_failures = 0  # flushes whose spans could not be written (see _trace_rows)
 
     def write(self, unit: PendingBatch) -> Exception | None:
         """Aggregate and store one flush; None once it is in the store, else what failed."""
@@ -101,10 +107,20 @@ class FlushWriter:
         return None
 
     def _trace_rows(self, batch: ModelCallBatch, aggregates: TableRows) -> TableRows:
-        """The spans ``storage.traces`` keeps: the sampled traces' and the exemplars'."""
+        """The spans ``storage.traces`` keeps: the sampled traces' and the exemplars'.
+
+        A failure here (a bug) costs this flush's spans, never its aggregates: the
+        spans are a view for people, the aggregates what the detectors read.
+        """
         traces = self._traces
-        exemplars = exemplar_trace_ids(aggregates) if traces.exemplars == "always" else set()
-        return trace_rows(batch, traced_rows(batch, traces.sample, exemplars))
+        try:
+            exemplars = exemplar_trace_ids(aggregates) if traces.exemplars == "always" else set()
+            return trace_rows(batch, traced_rows(batch, traces.sample, exemplars))
+        except Exception:
+            self.trace_failures += 1
+            _logger.exception("writing the spans of %d model calls failed; flushing without",
+                              len(batch))  # fmt: skip
+            return TraceRows()
 
     def _failed(self, unit: PendingBatch, exc: Exception) -> Exception:
         self.failures += 1
