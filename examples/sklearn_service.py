@@ -1,12 +1,17 @@
 """An unmodified scikit-learn "service": it trains a model and predicts, nothing else.
 
-Run it under OpenTelemetry auto-instrumentation and segwatch monitors it:
+Run it under OpenTelemetry auto-instrumentation and segwatch monitors it (the README's
+commands; tests/test_examples.py runs them in a venv holding only what the pip line
+brings):
 
-    segwatch collector &        # OTLP/gRPC on 127.0.0.1:4317
-    OTEL_SERVICE_NAME=churn-service OTEL_TRACES_EXPORTER=otlp \\
-    OTEL_METRICS_EXPORTER=none OTEL_LOGS_EXPORTER=none \\
-    OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 OTEL_EXPORTER_OTLP_PROTOCOL=grpc \\
+    pip install "segwatch[sdk]" opentelemetry-distro scikit-learn pandas
+    segwatch collector &        # OTLP/gRPC on 127.0.0.1:4317 (needs "segwatch[collector]")
+    OTEL_SERVICE_NAME=churn-service OTEL_TRACES_EXPORTER=otlp OTEL_METRICS_EXPORTER=none \\
+    OTEL_LOGS_EXPORTER=none OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 \\
     opentelemetry-instrument python examples/sklearn_service.py
+
+(opentelemetry-distro sends OTLP over gRPC unless OTEL_EXPORTER_OTLP_PROTOCOL says
+otherwise.)
 """
 
 from __future__ import annotations
