@@ -93,6 +93,26 @@ def _detect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _report(args: argparse.Namespace) -> int:
+    from segwatch.collector.report import PlotlyMissingError, ReportRequest
+
+    from .report import check_report_extra, report_page, write_page
+
+    try:
+        check_report_extra()  # before any store is opened
+    except PlotlyMissingError as exc:
+        print(f"segwatch: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    request = ReportRequest(model=args.model, since=args.since)
+    config_path, config = _config(args)
+    with _open_store(config_path, config) as access:
+        page = report_page(access, config, request)
+    write_page(page, args.output)
+    size = len(page.encode()) / 2**20
+    print(f"wrote {args.output} ({size:.1f} MiB): open it in a browser; it needs no network")
+    return EXIT_OK
+
+
 def _baseline(args: argparse.Namespace) -> int:
     config_path, config = _config(args)
     if not os.path.isfile(args.file):
@@ -284,6 +304,7 @@ HANDLERS: dict[str, Handler] = {
     "serve": _serve,
     "sql": _sql,
     "anomalies": _anomalies,
+    "report": _report,
     "baseline": _baseline,
     "validate": _validate,
     "explain": _explain,

@@ -46,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"segwatch {installed_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_demo, _add_collector, _add_serve, _add_sql, _add_anomalies, _add_baseline,
-                _add_validate, _add_explain, _add_detect, _add_spool, _add_migrate):  # fmt: skip
+    for add in (_add_demo, _add_collector, _add_serve, _add_sql, _add_anomalies, _add_report,
+                _add_baseline, _add_validate, _add_explain, _add_detect, _add_spool,
+                _add_migrate):  # fmt: skip
         add(commands)
     return parser
 
@@ -144,6 +145,30 @@ def _add_anomalies(commands: SubParsers) -> None:
     )
     _config_argument(anomalies)
     _json_argument(anomalies)
+
+
+def _add_report(commands: SubParsers) -> None:
+    report = commands.add_parser(
+        "report",
+        help="write an HTML report to look at: anomalies, drift heat map, distributions",
+        description="Write one self-contained HTML file (it loads nothing from the network) "
+        "showing, per model, the open and recent anomalies and the latest findings with their "
+        "exemplar trace ids, a segment x quantity heat map of drift (PSI) over every segment, "
+        "each finding's distribution against its baseline and its time series, volume per "
+        "segment and, when labels exist, performance. Needs plotly: "
+        'pip install "segwatch[report]". Through a running collector if one holds the store.',
+    )
+    report.add_argument("--model", help="only this model (default: every model with calls)")
+    report.add_argument(
+        "--since",
+        type=_duration,
+        default=24 * 3600,
+        help="how far back to look (e.g. 30m, 24h, 7d; default 24h)",
+    )
+    report.add_argument(
+        "-o", "--output", metavar="FILE", default="report.html", help="default report.html"
+    )
+    _config_argument(report)
 
 
 def _add_baseline(commands: SubParsers) -> None:

@@ -96,8 +96,9 @@ def _e(value: Any) -> str:
 
 
 def _duration(seconds: int) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds % size == 0:
+    """``24 h``, ``7 d``, ``30 min``: days only from two on."""
+    for unit, size in (("d", 86400 if seconds >= 2 * 86400 else 0), ("h", 3600), ("min", 60)):
+        if size and seconds % size == 0:
             return f"{seconds // size} {unit}"
     return f"{seconds} s"
 

@@ -2,6 +2,8 @@
 
 ``POST /api/v1/sql`` (read-only), ``POST /api/v1/anomalies``,
 ``POST /api/v1/detect`` and ``GET /api/v1/status``: JSON in, JSON out.
+``GET /report?model=M&since=24h``: the HTML page ``segwatch report`` writes
+(read-only; 400 naming a bad parameter or an unknown model).
 ``POST /api/v1/baseline?model=M&version=V&name=N`` takes a training set's
 bytes as its body (``text/csv`` or ``application/vnd.apache.parquet``, up to
 ``api.max_upload_mib``), streamed to a temporary file: the collector never
@@ -43,12 +45,20 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from segwatch.clickhouse.detection import DetectorSpec
 from segwatch.clickhouse.queries import AnomalyFilter, QueryResult, list_anomalies, read_only_query
+from segwatch.clickhouse.store import redact_dsn
 from segwatch.collector.config.collector_config import CollectorConfig
+from segwatch.collector.config.detector_specs import labels_parameter
 from segwatch.collector.config.endpoints import is_loopback, is_wildcard, parse_endpoint
 from segwatch.collector.config.network import API_TOKEN_ENV, ApiConfig
 from segwatch.collector.errors import RetryableError
 from segwatch.collector.metrics import CONTENT_TYPE
 from segwatch.collector.profile.profiles import load_profile, read_table
+from segwatch.collector.report import (
+    PlotlyMissingError,
+    ReportRequest,
+    build_report_page,
+    client_query,
+)
 from segwatch.collector.serve.listener import client_gone
 
 from .analyst_queries import AnalystQueries, QueryBudgetError, QueryCancelledError
@@ -185,6 +195,9 @@ class LocalApi:
         if route == _BASELINE:
             self._answer(handler, route, lambda: self._load_baseline(handler, query))
             return
+        if route == ("GET", "/report"):
+            self._report(handler, query)
+            return
         self._answer(handler, route, lambda: self._run(handler, route))
 
     def _check_length(
@@ -315,6 +328,30 @@ class LocalApi:
             if self._on_baseline is not None:
                 self._on_baseline()
         return {"rows": rows}
+
+    def _report(self, handler: BaseHTTPRequestHandler, query: str) -> None:
+        """``GET /report``: the report page of what was acknowledged, or a JSON error."""
+        try:
+            request = ReportRequest.from_query_string(query)
+            if self._before_read is not None:
+                self._before_read()
+            with self._lock:
+                page = build_report_page(
+                    client_query(self._client),
+                    request,
+                    detectors=self._detectors,
+                    labels=labels_parameter(self._config) if self._config else "",
+                    store=redact_dsn(self._config.storage.dsn) if self._config else "",
+                )
+        except PlotlyMissingError as exc:
+            self._reply(handler, 501, {"error": str(exc)})
+        except ValueError as exc:  # a bad parameter, an unknown model: named in the message
+            self._reply(handler, 400, {"error": str(exc)})
+        except Exception as exc:  # the store's trouble among them: the API must answer
+            _logger.exception("report failed")
+            self._reply(handler, 500, {"error": str(exc)})
+        else:
+            self._send(handler, 200, page.encode(), "text/html; charset=utf-8")
 
     def _probe(self, handler: BaseHTTPRequestHandler, route: tuple[str, str]) -> bool:
         """Answer the health, readiness and metrics endpoints; False for any other route."""
