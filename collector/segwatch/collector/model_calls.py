@@ -53,7 +53,8 @@ class LabelChunk:
 
 class SpanRecord(NamedTuple):
     """One span as it was sent: the OTLP ``Span`` message, its resource's attributes
-    (``KeyValue`` messages) and its instrumentation scope (``InstrumentationScope``)."""
+    (``KeyValue`` messages; spans of one resource share the same list object) and its
+    instrumentation scope (``InstrumentationScope``)."""
 
     span: Any
     resource_attributes: Sequence[Any]

@@ -13,7 +13,7 @@ flusher's thread.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,14 +37,19 @@ class SerializedSpans:
     spans: Sequence[bytes]
     origin_of_span: npt.NDArray[np.int64]
     origins: Sequence[tuple[Sequence[bytes], bytes]]
+    # Each origin parsed once: the spans of a request share a few resources and scopes.
+    _parsed: dict[int, tuple[list[Any], Any]] = field(default_factory=dict, compare=False)
 
     def record(self, span: int) -> SpanRecord:
-        attributes, scope = self.origins[int(self.origin_of_span[span])]
-        return SpanRecord(
-            Span.FromString(self.spans[span]),
-            [KeyValue.FromString(kv) for kv in attributes],
-            InstrumentationScope.FromString(scope),
-        )
+        origin = int(self.origin_of_span[span])
+        parsed = self._parsed.get(origin)
+        if parsed is None:
+            attributes, scope = self.origins[origin]
+            parsed = self._parsed[origin] = (
+                [KeyValue.FromString(kv) for kv in attributes],
+                InstrumentationScope.FromString(scope),
+            )
+        return SpanRecord(Span.FromString(self.spans[span]), *parsed)
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,12 @@ class ParsedSpans:
     spans: Sequence[Any]
     origins: Sequence[tuple[Any, Any]]
 
+    # Each resource's attributes listed once (spans of a scope share them).
+    _attributes: dict[int, list[Any]] = field(default_factory=dict, compare=False)
+
     def record(self, span: int) -> SpanRecord:
         resource, scope = self.origins[span]
-        return SpanRecord(self.spans[span], list(resource.attributes), scope)
+        attributes = self._attributes.get(id(resource))
+        if attributes is None:
+            attributes = self._attributes[id(resource)] = list(resource.attributes)
+        return SpanRecord(self.spans[span], attributes, scope)

@@ -124,8 +124,13 @@ def trace_rows(batch: ModelCallBatch, rows: npt.NDArray[np.int64]) -> TraceRows:
     out = TraceRows()
     if not len(rows):
         return out
+    resources: dict[int, dict[str, str]] = {}  # by the attributes list, shared per resource
     for record in _records(batch, rows):
-        _append(out.columns, record)
+        key = id(record.resource_attributes)
+        resource = resources.get(key)
+        if resource is None:
+            resource = resources[key] = _attribute_map(record.resource_attributes)
+        _append(out.columns, record, resource)
     return out
 
 
@@ -140,9 +145,8 @@ def _records(batch: ModelCallBatch, rows: npt.NDArray[np.int64]) -> Iterable[Spa
             yield origin.source.record(span)
 
 
-def _append(c: dict[str, Any], record: SpanRecord) -> None:
+def _append(c: dict[str, Any], record: SpanRecord, resource: dict[str, str]) -> None:
     span, scope = record.span, record.scope
-    resource = _attribute_map(record.resource_attributes)
     c["Timestamp"].append(span.start_time_unix_nano)
     c["TraceId"].append(span.trace_id.hex())
     c["SpanId"].append(span.span_id.hex())
