@@ -1,18 +1,19 @@
 """The examples run as the docs say, and send what the docs' configs declare.
 
 * ``examples/text_pipeline.py`` against a collector running the text-pipeline config of
-  docs/config.md: every field that config declares arrives with values, and the example
-  sends no field the config does not declare.
+  docs/config.md: every field that config declares arrives with values, the example
+  sends no field the config does not declare, and the query its docstring shows runs.
 * The README's auto-instrumentation command, as written there (its environment, no
-  other OTel variables), runs ``examples/sklearn_service.py`` into a collector; every
-  distribution that run imports is one the README's ``pip install`` line brings
-  (resolved from the metadata of this environment: no package index is used, so
-  whether each named package installs from an index is ``tests/test_install.py``'s
-  kind of check, not made here).
+  other OTel variables), runs ``examples/sklearn_service.py`` into a collector from a
+  fresh virtual environment holding only what the README's ``pip install`` line
+  brings. That set is resolved from the metadata of this environment and linked from
+  it, not installed from a package index (no index is used here): whether each
+  package installs from an index is not checked; what the example needs is.
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -42,6 +43,12 @@ def _block(path: str, lang: str, heading: str = "", contains: str = "") -> Block
 
 TEXT_PIPELINE = _block("docs/config.md", "yaml", heading="a text pipeline")
 SKLEARN = _block("README.md", "bash", contains="examples/sklearn_service.py")
+TEXT_PIPELINE_DOC = (
+    ast.get_docstring(
+        ast.parse((ROOT / "examples" / "text_pipeline.py").read_text(encoding="utf-8"))
+    )
+    or ""
+)
 
 
 def _running(config: CollectorConfig, store: Path) -> Collector:
@@ -101,6 +108,10 @@ def test_the_text_pipeline_sends_what_its_config_declares(text_collector: Collec
         assert set(values) == segmented | crossed, name
         for dimension in segmented:  # a context the example forgot would be MISSING only
             assert values[dimension] - {"MISSING"}, (name, dimension)
+    # The query the example's docstring shows finds its Spanish traffic less confident.
+    (query,) = re.findall(r'segwatch sql "(.*?)"', TEXT_PIPELINE_DOC, flags=re.DOTALL)
+    confidence = dict(_stored(text_collector, query))  # type: ignore[arg-type]
+    assert set(confidence) == {"en", "es"} and confidence["es"] < confidence["en"]
 
 
 def _readme_command() -> tuple[list[str], dict[str, str], list[str]]:
