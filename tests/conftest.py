@@ -123,7 +123,8 @@ def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The directory of an embedded store holding ``segwatch demo``'s data (two models, 75
     minutes, the injected drift in fraud / country=BR, the detectors' findings), made once
     per run by the real command in a subprocess. Read it only: a test that writes copies it
-    first (``shutil.copytree``). Open it with ``chdb://<path>`` and close the client after."""
+    first (``shutil.copytree(..., symlinks=True)``: the engine links its tables
+    relatively). Open it with ``chdb://<path>`` and close the client after."""
     import subprocess
     import sys
 

@@ -35,13 +35,12 @@ VALUES ('claim:detector:psi_drift:2026-01-01T00:00:00+00:00', 'test-host:1:sched
 """``segwatch demo`` runs its detectors by hand, which claims no window; a scheduler would."""
 
 TABLES_WITHOUT_COLUMN_LISTS = {
-    "otel_traces",
     "otel_traces_trace_id_ts",
     "otel_traces_trace_id_ts_mv",
 }
-"""Tables whose columns are another project's schema (the OTel Collector's
-``clickhouseexporter``), documented there; the ``otel_traces`` section names them all
-and says what segwatch writes."""
+"""The OTel Collector ``clickhouseexporter``'s trace-id lookup table and its view,
+described (with their columns) in the ``otel_traces`` section, not in sections of
+their own."""
 
 
 def sql_blocks() -> list[tuple[int, str]]:
