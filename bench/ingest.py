@@ -256,6 +256,10 @@ def parse_args() -> argparse.Namespace:
         "--no-raw-calls", action="store_true", help="storage.raw_calls: false (aggregates only)"
     )
     parser.add_argument(
+        "--no-traces", action="store_true",
+        help="storage.traces.write: false (no spans to otel_traces)",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-fsync-parts",
         action="store_true",
         help="storage.fsync_parts: false (inserts return before their parts are on disk)",
@@ -299,7 +303,8 @@ def main() -> None:
     decode = bench_decode(payloads[0], args.requests)
     walk = bench_attribute_pass(payloads[0], args.requests)
     options = CollectorOptions(countries, args.flush_calls, args.histogram_accuracy,
-                               not args.no_raw_calls, not args.no_fsync_parts)  # fmt: skip
+                               not args.no_raw_calls, not args.no_fsync_parts,
+                               not args.no_traces)  # fmt: skip
     load = Load(payloads, args.spans_per_request, args.requests, args.clients, model, args.rate)
     paths = [measure(embedded_path(options, model), load)]
     if not args.no_http:

@@ -60,6 +60,7 @@ class CollectorOptions:
     histogram_accuracy: float = 0.01
     raw_calls: bool = True
     fsync_parts: bool = True
+    traces: bool = True  # storage.traces.write (its default sample and exemplars)
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,7 @@ def _collector_config(
         f"  histogram_accuracy: {options.histogram_accuracy}\n"
         f"  raw_calls: {_yaml_bool(options.raw_calls)}\n"
         f"  fsync_parts: {_yaml_bool(options.fsync_parts)}\n"
+        f"  traces:\n    write: {_yaml_bool(options.traces)}\n"
         f"  spool:\n    path: {home / 'spool'}\n"
         f"    flush_calls: {options.flush_calls}\n"
         f"    max_pending_calls: {2 * options.flush_calls}\n"
