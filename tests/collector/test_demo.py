@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,3 +34,74 @@ def test_demo_finds_the_injected_segment_and_nothing_else(tmp_path: Path) -> Non
     # Progress goes to stderr with --json, and says what happened.
     assert "simulated  75/75 minutes" in result.stderr
     assert "found the injected drift" in result.stderr
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _readme_demo_output() -> list[str]:
+    """The README's `$ segwatch demo` block: the lines it says the demo prints."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index("```console\n$ segwatch demo\n") + len("```console\n$ segwatch demo\n")
+    return text[start : text.index("\n```", start)].splitlines()
+
+
+def _shape(line: str) -> str:
+    """A line without what changes from run to run: trace ids, numbers (scores, times,
+    ports, counts), the temporary store's directory, and the alignment they move."""
+    line = re.sub(r"\b[0-9a-f]{32}\b", "ID", line)
+    line = re.sub(r"(?<![\w.])/\S+", "PATH", line)
+    line = re.sub(r"\d+(\.\d+)?", "N", line)
+    return " ".join(line.split())
+
+
+def _table(lines: list[str]) -> tuple[list[str], set[tuple[str, ...]]]:
+    """The columns and the (detector, model, segment, quantity) rows of the printed table."""
+    header = next(i for i, line in enumerate(lines) if line.startswith("detector "))
+    end = next(i for i in range(header, len(lines)) if lines[i].startswith("("))
+    rows = {tuple(line.split()[:4]) for line in lines[header + 2 : end]}
+    return lines[header].split(), rows
+
+
+def test_demo_prints_what_the_readme_shows_and_runs_again_on_its_directory(
+    demo_store: Path, tmp_path: Path
+) -> None:
+    """Run again on a directory an earlier demo made, the demo found nothing (every window
+    was decided): it now says so and starts from an empty store. What it prints is the
+    README's block, line for line, up to ids, numbers and paths; its findings open anomalies
+    (found in two windows), as the README says, and a directory no demo made is refused."""
+    earlier = tmp_path / "earlier"
+    shutil.copytree(demo_store, earlier, symlinks=True)
+    again = subprocess.run(
+        [sys.executable, "-m", "segwatch.collector.cli", "demo", "--data", str(earlier)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    printed = again.stdout.splitlines()
+    assert printed[0] == (f"segwatch demo: {earlier} holds an earlier demo's store: starting "
+                          "from an empty one")  # fmt: skip
+    readme = _readme_demo_output()
+    assert _table(printed[1:]) == _table(readme)
+    assert [_shape(line) for line in printed[1:]] == [_shape(line) for line in readme]
+    config = tmp_path / "segwatch.yaml"
+    config.write_text(f"storage:\n  dsn: chdb://{earlier}\n")
+    listed = subprocess.run(
+        [sys.executable, "-m", "segwatch.collector.cli", "anomalies", "--state", "open",
+         "--config", str(config), "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    table = json.loads(listed.stdout)
+    opened = {tuple(row[table["columns"].index(c)] for c in ("detector", "quantity"))
+              for row in table["rows"]}  # fmt: skip
+    assert opened == {("psi_drift", "output.score"), ("psi_drift", "feature.amount"),
+                      ("data_range", "feature.amount")}  # fmt: skip
+    stranger = tmp_path / "not-a-demo"
+    stranger.mkdir()
+    (stranger / "keep.txt").write_text("mine\n")
+    refused = subprocess.run(
+        [sys.executable, "-m", "segwatch.collector.cli", "demo", "--data", str(stranger)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "the directory is not empty and no earlier segwatch demo made it" in refused.stderr
+    assert (stranger / "keep.txt").read_text() == "mine\n"

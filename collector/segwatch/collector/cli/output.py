@@ -79,7 +79,7 @@ def format_cell(value: Any) -> str:
             return "nan"
         return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.6g}"
     if isinstance(value, (dict, list, tuple)):
-        text = json.dumps(json_value(value), ensure_ascii=False)
+        text = json.dumps(json_value(value, nan="nan"), ensure_ascii=False)  # as --json
     else:
         text = str(value)
     return text.translate(_ESCAPES) if text else EMPTY

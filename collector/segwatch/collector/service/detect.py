@@ -16,6 +16,7 @@ config's ``persistence``).
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,29 +64,34 @@ class DetectionResult(QueryResult):
 
     def summary(self) -> list[str]:
         """Lines for people: each window evaluated (detectors that share one, once), then
-        how many findings, and why they are not (yet) anomalies."""
-        groups: dict[tuple[str, str, int, int], list[str]] = {}
+        how many findings, and when a finding becomes an anomaly (k of n windows)."""
+        if not self.runs:
+            return ["no detector ran: the config disables every one"]
+        # The rule most detectors share is said once, at the end; the others beside them.
+        usual = Counter(_persistence(run) for run in self.runs).most_common(1)[0][0]
+        groups: dict[tuple[str, str], list[str]] = {}
         for run in self.runs:
-            persistence = run["persistence"]
-            key = (run["window_start"], run["window_end"], persistence["found"],
-                   persistence["windows"])  # fmt: skip
             reports = [name for name in run["reports_as"] if name != run["detector"]]
             named = f"{run['detector']} ({', '.join(reports)})" if reports else run["detector"]
-            groups.setdefault(key, []).append(named)
+            if _persistence(run) != usual:
+                named += f" (opens once {_persistence(run)})"
+            groups.setdefault((run["window_start"], run["window_end"]), []).append(named)
         lines = ["windows evaluated (UTC):"]
-        for (start, end, found, windows), names in groups.items():
-            lines.append(f"  {_span(start, end)}  {', '.join(names)}: opens an anomaly once "
-                         f"found in {found} of its last {windows} windows")  # fmt: skip
-        findings = len(self.rows)
-        opened = sum(run["opened"] for run in self.runs)
-        resolved = sum(run["resolved"] for run in self.runs)
+        lines += [f"  {_span(*window)}  {', '.join(names)}" for window, names in groups.items()]
+        findings, opened, resolved = (len(self.rows), sum(run["opened"] for run in self.runs),
+                                      sum(run["resolved"] for run in self.runs))  # fmt: skip
         lines.append(
-            f"{findings} new finding{'' if findings == 1 else 's'}, {opened} "
-            f"anomal{'y' if opened == 1 else 'ies'} opened, {resolved} resolved: a finding "
-            "opens an anomaly only once it persists; 'segwatch anomalies' lists the anomalies, "
-            "'segwatch anomalies --findings' every finding"
+            f"{findings} new finding{'' if findings == 1 else 's'}; a finding opens an anomaly "
+            f"once {usual}: {opened} opened, {resolved} resolved ('segwatch anomalies' lists "
+            "the anomalies, 'segwatch anomalies --findings' every finding)"
         )
         return lines
+
+
+def _persistence(run: dict[str, Any]) -> str:
+    """``found in 2 of its last 3 windows``."""
+    persistence = run["persistence"]
+    return f"found in {persistence['found']} of its last {persistence['windows']} windows"
 
 
 def _span(start: str, end: str) -> str:

@@ -124,7 +124,8 @@ def _describe(pid: int | None) -> str:
                      if w]  # fmt: skip
     except OSError:
         return f"pid {pid}"
-    return f"pid {pid}: {' '.join(words)[:120]}" if words else f"pid {pid}"
+    command = " ".join(" ".join(words).split())  # one line, whatever its arguments hold
+    return f"pid {pid}: {command[:120]}" if command else f"pid {pid}"
 
 
 def write_discovery(path: str, info: dict[str, Any]) -> None:
