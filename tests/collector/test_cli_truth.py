@@ -145,29 +145,46 @@ def test_null_nan_and_empty_strings_print_distinctly(store_config: str) -> None:
 
 
 def test_long_values_wrap_on_a_terminal_and_stay_whole_in_a_pipe(store_config: str) -> None:
-    """A value past 72 cells was cut with '…': the end of an anomaly's sentence was lost."""
+    """A value past 72 cells was cut with '…': the end of an anomaly's sentence was lost.
+    On a terminal it now wraps (a table too wide for that prints a row at a time, as
+    ClickHouse's Vertical format); in a pipe each row stays one line, whole."""
     words = [f"word{i:02d}" for i in range(40)]
     query = f"SELECT 'psi_drift' AS detector, '{' '.join(words)}' AS details"
     piped = run("sql", query, "--config", store_config)
     assert piped.stdout.splitlines()[2] == f"psi_drift  {' '.join(words)}"  # one line, whole
+    lines = _on_terminal(["sql", query, "--config", store_config], columns=60)
+    assert all(cell_width(line) <= 60 for line in lines), lines
+    body = lines[2:-1]  # after the header and its rule, before "(1 row)"
+    assert len(body) > 1 and body[0].startswith("psi_drift  word00")
+    assert all(line.startswith(" " * 11) for line in body[1:])  # continuation lines
+    assert " ".join(line.strip() for line in body).split()[1:] == words  # every word, in order
+    assert not any("…" in line for line in lines)
+    wide = ("SELECT 'fraud' AS model, 'feature.country' AS segment_dim, 'BR' AS segment_value, "
+            f"'feature.amount' AS quantity, '{' '.join(words)}' AS details")  # fmt: skip
+    lines = _on_terminal(["sql", wide, "--config", store_config], columns=60)
+    assert lines[:4] == ["Row 1:", "──────", "model:         fraud",
+                         "segment_dim:   feature.country"]  # fmt: skip
+    details = lines[lines.index("quantity:      feature.amount") + 1 : -2]
+    assert details[0].startswith("details:       word00")
+    assert all(cell_width(line) <= 60 for line in details)
+    assert " ".join(line.strip() for line in details).split()[1:] == words
+    assert lines[-2:] == ["", "(1 row)"]
+
+
+def _on_terminal(arguments: list[str], columns: int) -> list[str]:
+    """What the CLI prints on a terminal (a real pty) ``columns`` wide."""
     main, follower = pty.openpty()
     try:
         with subprocess.Popen(
-            [*SEGWATCH, "sql", query, "--config", store_config], stdout=follower,
-            stderr=subprocess.DEVNULL, env=_environment(COLUMNS="60"),
+            [*SEGWATCH, *arguments], stdout=follower, stderr=subprocess.DEVNULL,
+            env=_environment(COLUMNS=str(columns)),
         ) as process:  # fmt: skip
             os.close(follower)
             printed = _read_all(main)
             assert process.wait(timeout=120) == 0
     finally:
         os.close(main)
-    lines = printed.decode().replace("\r\n", "\n").splitlines()
-    assert all(cell_width(line) <= 60 for line in lines), lines
-    body = lines[2:-1]  # after the header and its rule, before "(1 row)"
-    assert len(body) > 1 and body[0].startswith("psi_drift  word00")
-    assert all(line.startswith(" " * 11) for line in body[1:])  # continuation lines
-    assert " ".join(line.strip() for line in body).split()[1:] == words  # every word, in order
-    assert "…" not in printed.decode()
+    return printed.decode().replace("\r\n", "\n").splitlines()
 
 
 def _read_all(fd: int) -> bytes:

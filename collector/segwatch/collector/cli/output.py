@@ -9,9 +9,12 @@ and format characters (accents, zero-width joiners, variation selectors)
 none, as ``unicodedata`` says. Emoji sequences joined by zero-width joiners
 count as their parts, where terminals themselves disagree. Values are never
 cut: on a terminal, a table wider than the terminal
-(``shutil.get_terminal_size``) has its widest columns narrowed and their
-values wrapped onto continuation lines (at spaces where it can); into a pipe
-or a file every row stays one line, whole.
+(``shutil.get_terminal_size``) has its widest columns narrowed (to
+:data:`MIN_WRAPPED` cells at the least) and their values wrapped onto
+continuation lines (at spaces where it can); a table that cannot fit so (many
+columns) is printed a row at a time, a ``column: value`` line each, as
+ClickHouse's Vertical format does (psql's ``\\x auto`` does the same). Into a
+pipe or a file every row stays one line, whole.
 
 Values as ClickHouse's own client shows them: NULL is ``ᴺᵁᴸᴸ`` (clickhouse-client's
 Pretty formats), NaN ``nan``, infinities ``inf``/``-inf``; an empty string is
@@ -48,8 +51,9 @@ NULL = "ᴺᵁᴸᴸ"
 """How a NULL prints: clickhouse-client's glyphs, which no ordinary string is mistaken for."""
 EMPTY = '""'
 """How an empty string prints: visible, and apart from NULL."""
-MIN_WRAPPED = 12
-"""Terminal cells a column keeps however narrow the terminal: past that, lines overflow."""
+MIN_WRAPPED = 30
+"""Terminal cells a wrapped column keeps: a table that cannot fit the terminal with its long
+columns this narrow is printed a row at a time instead (ClickHouse's Vertical format)."""
 
 _ZERO_WIDTH = frozenset({"Mn", "Me", "Cf"})  # combining marks; format characters (ZWJ, ZWSP)
 _ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
@@ -108,8 +112,10 @@ def wrap_cell(text: str, width: int) -> list[str]:
 def print_table(table: QueryResult, out: TextIO, as_json: bool = False) -> None:
     """Print ``table`` as aligned columns, or as one JSON object with ``--json``.
 
-    On a terminal, columns are narrowed to the terminal's width and their values
-    wrapped; elsewhere (a pipe, a file) each row is one line.
+    On a terminal, a table wider than the terminal has its long columns narrowed
+    and their values wrapped; one that cannot fit so is printed a row at a time,
+    one ``column: value`` line each (ClickHouse's Vertical format), values wrapped.
+    Elsewhere (a pipe, a file) each row is one line.
     """
     if as_json:
         json.dump(table.to_json(), out)
@@ -120,7 +126,12 @@ def print_table(table: QueryResult, out: TextIO, as_json: bool = False) -> None:
     for row in cells:
         widths = [max(w, cell_width(c)) for w, c in zip(widths, row, strict=True)]
     if _is_terminal(out):
-        widths = _fit(widths, shutil.get_terminal_size().columns)
+        columns = shutil.get_terminal_size().columns
+        fitted = _fit(widths, columns)
+        if fitted is None:
+            _print_vertical(table.columns, cells, out, columns)
+            return
+        widths = fitted
 
     def lines(values: list[str]) -> Iterator[str]:
         wrapped = [wrap_cell(v, w) for v, w in zip(values, widths, strict=True)]
@@ -135,7 +146,25 @@ def print_table(table: QueryResult, out: TextIO, as_json: bool = False) -> None:
     for row in cells:
         for text in lines(row):
             out.write(text + "\n")
-    out.write(f"({len(cells)} row{'s' if len(cells) != 1 else ''})\n")
+    out.write(_count(cells))
+
+
+def _print_vertical(names: list[str], cells: list[list[str]], out: TextIO, columns: int) -> None:
+    """``Row N:``, a rule, then ``name: value`` per column, values wrapped under themselves."""
+    indent = max((cell_width(n) for n in names), default=0) + 2  # "name:" and a space
+    room = max(columns - indent, MIN_WRAPPED)
+    for number, row in enumerate(cells, 1):
+        title = f"Row {number}:"
+        out.write(("\n" if number > 1 else "") + f"{title}\n{'─' * len(title)}\n")
+        for name, value in zip(names, row, strict=True):
+            label = f"{name}:" + " " * (indent - cell_width(name) - 1)
+            for k, part in enumerate(wrap_cell(value, room)):
+                out.write((label if k == 0 else " " * indent) + part + "\n")
+    out.write(("\n" if cells else "") + _count(cells))
+
+
+def _count(cells: list[list[str]]) -> str:
+    return f"({len(cells)} row{'s' if len(cells) != 1 else ''})\n"
 
 
 def _is_terminal(out: TextIO) -> bool:
@@ -145,21 +174,21 @@ def _is_terminal(out: TextIO) -> bool:
         return False
 
 
-def _fit(widths: list[int], columns: int) -> list[int]:
+def _fit(widths: list[int], columns: int) -> list[int] | None:
     """Column widths that fit ``columns`` cells (two between columns), narrowing the widest
-    first, none below :data:`MIN_WRAPPED` (or its own width, if narrower)."""
+    first, none below :data:`MIN_WRAPPED` (a narrower one keeps its width); ``None`` when
+    the table cannot fit so."""
     widths = list(widths)
     room = columns - 2 * (len(widths) - 1)
     while sum(widths) > room:
         widest = max(range(len(widths)), key=widths.__getitem__)
-        others = sorted(widths, reverse=True)
-        target = max(others[1] if len(others) > 1 else 0, MIN_WRAPPED,
-                     widths[widest] - (sum(widths) - room))  # fmt: skip
-        if target >= widths[widest]:
-            if widths[widest] <= MIN_WRAPPED:
-                break  # every column is as narrow as it may be
-            target = widths[widest] - 1
-        widths[widest] = target
+        if widths[widest] <= MIN_WRAPPED:
+            return None  # every column is as narrow as it may be
+        runner_up = max((w for i, w in enumerate(widths) if i != widest), default=0)
+        excess = sum(widths) - room
+        widths[widest] = max(runner_up, MIN_WRAPPED, widths[widest] - excess)
+        if widths[widest] == runner_up and runner_up > MIN_WRAPPED and excess > 0:
+            widths[widest] -= 1  # ties: narrow them in turn
     return widths
 
 
