@@ -239,7 +239,7 @@ def test_the_receiver_refuses_to_listen_beyond_loopback_unprotected(tmp_path: Pa
                             capture_output=True, text=True, timeout=120,
                             env={k: v for k, v in os.environ.items()
                                  if not k.startswith("SEGWATCH_")})  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 2  # a configuration refusal (README: exit codes)
     assert "would take data from other machines with neither TLS nor a token" in result.stderr
     assert "receiver.grpc.insecure: true" in result.stderr
     # Said explicitly, it starts.

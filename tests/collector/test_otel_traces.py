@@ -284,3 +284,18 @@ def test_trace_ids_that_are_not_16_bytes_are_never_sampled() -> None:
     assert traced_rows(batch, 0.5, set()).tolist() == [1, 3]
     assert traced_rows(batch, 0.0, {bytes(16)}).tolist() == [1]
     assert traced_rows(batch, 1.0, set()).tolist() == [0, 1, 2, 3]
+
+
+def test_the_config_refuses_a_ttl_for_a_table_segwatch_does_not_write() -> None:
+    from segwatch.collector.config import ConfigError, parse_config
+
+    text = (
+        "storage:\n  traces:\n    write: false\n    exemplars: often\n"
+        "  retention:\n    traces: 7d\n"
+    )
+    with pytest.raises(ConfigError) as refused:
+        parse_config(text, source="segwatch.yaml")
+    problems = "\n".join(refused.value.problems)
+    assert "storage.traces.exemplars (line 4): must be one of always, never" in problems
+    assert "storage.retention.traces (line 6)" in problems and "exporter" in problems
+    assert parse_config("storage:\n  traces:\n    sample: 0.1\n").storage.traces.sample == 0.1

@@ -106,7 +106,7 @@ def test_segwatch_serve_refuses_a_server_dsn_and_an_open_door_without_users(
     server = tmp_path / "server.yaml"
     server.write_text("storage:\n  dsn: http://127.0.0.1:9/segwatch\n")
     refused = _segwatch("serve", "--config", str(server), cwd=tmp_path)
-    assert refused.returncode == 1
+    assert refused.returncode == 2  # a configuration refusal
     assert "segwatch serve opens an embedded store" in refused.stderr
     wide = tmp_path / "wide.yaml"
     wide.write_text("serve:\n  http: {endpoint: 0.0.0.0:8123}\n")

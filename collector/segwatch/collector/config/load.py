@@ -38,7 +38,7 @@ from .endpoints import is_loopback, is_wildcard, parse_endpoint
 from .fields import build_field, build_model, build_segments, global_cross_problem
 from .network import build_api, build_receiver
 from .serve import build_serve
-from .storage import build_storage
+from .storage import build_storage, check_storage
 
 __all__ = ["STARTS", "ConfigError", "check_startup", "load_config", "parse_config"]
 
@@ -155,6 +155,7 @@ def _build(data: dict[str, Any], problems: Problems, base_dir: str | None) -> Co
 
 
 def _check_references(config: CollectorConfig, problems: Problems) -> None:
+    check_storage(config.storage, problems)
     _check_models(config, problems)
     _check_crosses(config, problems)
     for name, baseline in config.baselines.items():
