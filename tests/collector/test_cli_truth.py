@@ -222,19 +222,24 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly(store_config: str)
 # -- errors: one line, naming what failed
 
 
-def test_a_taken_api_port_names_the_address(tmp_path: Path) -> None:
+@pytest.mark.parametrize("taken_by", ["api", "receiver"])
+def test_a_taken_port_names_the_key_and_address(tmp_path: Path, taken_by: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
+        ports = {"api": "127.0.0.1:0", "receiver": "127.0.0.1:0", taken_by: f"127.0.0.1:{port}"}
         config = tmp_path / "segwatch.yaml"
         config.write_text(f"storage:\n  dsn: chdb://{tmp_path / 'store'}\n"
-                          "receiver:\n  grpc:\n    endpoint: 127.0.0.1:0\n"
-                          f"api:\n  endpoint: 127.0.0.1:{port}\n")  # fmt: skip
+                          f"receiver:\n  grpc:\n    endpoint: {ports['receiver']}\n"
+                          f"api:\n  endpoint: {ports['api']}\n")  # fmt: skip
         refused = run("collector", "--config", str(config))
     assert refused.returncode == 1
     last = refused.stderr.strip().splitlines()[-1]
-    assert last == f"segwatch: error: api.endpoint 127.0.0.1:{port}: Address already in use"
+    if taken_by == "api":
+        assert last == f"segwatch: error: api.endpoint 127.0.0.1:{port}: Address already in use"
+    else:
+        assert last.startswith(f"segwatch: error: receiver.grpc.endpoint 127.0.0.1:{port}: ")
 
 
 @pytest.fixture

@@ -227,9 +227,10 @@ class OTLPReceiver:
             else:
                 self.port = server.add_insecure_port(bind)
         except RuntimeError as exc:
-            raise OSError(f"cannot listen on {self._endpoint}: {exc}") from exc
-        if not self.port:
-            raise OSError(f"cannot listen on {self._endpoint}")
+            where = f"receiver.grpc.endpoint {self._endpoint}"
+            raise OSError(f"{where}: cannot listen ({exc})") from exc
+        if not self.port:  # gRPC says no more (its log line has the reason: the port is taken)
+            raise OSError(f"receiver.grpc.endpoint {self._endpoint}: cannot listen there")
         server.start()
         self._server = server
 
