@@ -299,3 +299,35 @@ def test_the_config_refuses_a_ttl_for_a_table_segwatch_does_not_write() -> None:
     assert "storage.traces.exemplars (line 4): must be one of always, never" in problems
     assert "storage.retention.traces (line 6)" in problems and "exporter" in problems
     assert parse_config("storage:\n  traces:\n    sample: 0.1\n").storage.traces.sample == 0.1
+
+
+def test_a_span_insert_that_fails_costs_the_spans_not_the_flush(every_trace: Collector) -> None:
+    """The store refuses the spans (a column gone): the aggregates and calls are stored,
+    the flush completes (the spool lets go of it), and the failure is counted."""
+    assert every_trace.processor is not None
+    client = every_trace._clients.api  # type: ignore[union-attr]
+    client.command("ALTER TABLE otel_traces DROP COLUMN StatusMessage")
+    every_trace.processor.consume(_model_calls(40, seed=6).SerializeToString())
+    every_trace.flush()  # raises if the flush did not complete
+    calls = client.query("SELECT count() FROM ml_model_calls").result_rows
+    spans = client.query("SELECT count() FROM otel_traces").result_rows
+    assert (calls, spans) == ([(40,)], [(0,)])
+    assert every_trace.processor.buffer._writer.trace_failures == 1
+
+
+def test_a_collector_refuses_an_otel_traces_it_cannot_write(tmp_path: Path) -> None:
+    """A table an exporter made first, otherwise (the migration leaves it): refused at
+    start in one sentence, unless the config leaves the table to that writer."""
+    client = open_client(parse_dsn(f"chdb://{tmp_path / 'store'}"))
+    try:
+        client.command("CREATE TABLE otel_traces (Timestamp DateTime64(9), TraceId String) "
+                       "ENGINE = MergeTree ORDER BY Timestamp")  # fmt: skip
+    finally:
+        client.close()
+    refused = _collector(tmp_path, TracesConfig())
+    with pytest.raises(Exception, match=r"otel_traces in this store lacks the columns .*SpanId"):
+        refused.start()
+    refused.shutdown()
+    left_alone = _collector(tmp_path, TracesConfig(write=False))
+    left_alone.start()
+    left_alone.shutdown()

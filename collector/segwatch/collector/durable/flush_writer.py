@@ -2,10 +2,11 @@
 
 Writing a unit aggregates its calls (:mod:`segwatch.collector.aggregate`),
 marks its spool range as being flushed, inserts the aggregates (and the raw
-calls, and the spans ``storage.traces`` keeps for ``otel_traces``) in one insert
-round under the unit's deduplication token, then marks
-the range flushed. A crash between the insert and that mark replays the unit
-under the same token, and ClickHouse drops the repeat.
+calls) in one insert round under the unit's deduplication token, then the spans
+``storage.traces`` keeps for ``otel_traces`` under the same token (their failure
+costs the spans only), then marks the range flushed. A crash between the
+inserts and that mark replays the unit under the same token, and ClickHouse
+drops the repeats.
 
 A unit that fails while the store answers (the store refused the data, or
 aggregating it raised: a bug) is set aside as a dead letter after
@@ -72,7 +73,7 @@ class FlushWriter:
         self.failures = 0
         self.dead_letters = 0  # flushes set aside
         self.dead_letter_calls = 0
-        self.trace_failures = 0  # flushes whose spans could not be written (see _trace_rows)
+        self.trace_failures = 0  # flushes whose spans were not stored (_trace_rows, _insert_spans)
 
     def write(self, unit: PendingBatch) -> Exception | None:
         """Aggregate and store one flush; None once it is in the store, else what failed."""
@@ -84,8 +85,7 @@ class FlushWriter:
             parts: list[TableRows] = [aggregates]
             if self._raw_calls:
                 parts.append(call_rows(batch))
-            if self._traces.write:
-                parts.append(self._trace_rows(batch, aggregates))
+            spans = self._trace_rows(batch, aggregates) if self._traces.write else None
         except Exception as exc:  # a bug, not bad data: keep the flusher alive, and say so
             if unit.refusals:  # the traceback once per flush is enough
                 _logger.error("aggregating %d model calls failed again: %s", len(batch), exc)
@@ -100,6 +100,8 @@ class FlushWriter:
             _logger.warning("flush of %d model calls failed: %s", len(batch), exc)
             return self._failed(unit, exc)
         exit_after_insert()
+        if spans is not None and len(spans):
+            self._insert_spans(spans, token)
         if self._spool is not None and unit.end is not None:
             self._spool.end_flush(unit.end, unit.size)
         for waiter in unit.waiters:
@@ -109,8 +111,8 @@ class FlushWriter:
     def _trace_rows(self, batch: ModelCallBatch, aggregates: TableRows) -> TableRows:
         """The spans ``storage.traces`` keeps: the sampled traces' and the exemplars'.
 
-        A failure here (a bug) costs this flush's spans, never its aggregates: the
-        spans are a view for people, the aggregates what the detectors read.
+        A failure here (a bug) costs this flush's spans, never its aggregates: see
+        :meth:`_insert_spans`.
         """
         traces = self._traces
         try:
@@ -121,6 +123,16 @@ class FlushWriter:
             _logger.exception("writing the spans of %d model calls failed; flushing without",
                               len(batch))  # fmt: skip
             return TraceRows()
+
+    def _insert_spans(self, spans: TableRows, token: str) -> None:
+        """Insert the flush's spans once its aggregates and calls are in, under the same
+        token (a replay adds none twice). A failure costs these spans only: the flush is
+        stored, and the spans are a view for people, not what the detectors read."""
+        try:
+            self._exporter.submit(spans, token=token).result(timeout=self._store_timeout)
+        except Exception as exc:
+            self.trace_failures += 1
+            _logger.warning("%d spans for otel_traces were not stored: %s", len(spans), exc)
 
     def _failed(self, unit: PendingBatch, exc: Exception) -> Exception:
         self.failures += 1

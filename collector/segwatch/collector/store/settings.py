@@ -5,6 +5,9 @@ value ranges, so mixing them would silently corrupt every merged histogram; the
 first writer records its accuracy in ``ml_store_settings`` and a writer
 configured otherwise is refused. Then the retention (``storage.retention``,
 :mod:`.retention`): the tables' TTLs are set to the config's where they differ.
+And with ``storage.traces.write``, that ``otel_traces`` has every column the
+collector writes: an OpenTelemetry Collector's exporter may have made the table
+first (the migration then leaves it), in a version whose columns differ.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from clickhouse_connect.driver.client import Client
 from segwatch.collector.config.collector_config import CollectorConfig
 
 from .retention import apply_retention
+from .trace_rows import TRACE_SCHEMA
 
 __all__ = ["StoreSettingsError", "check_store_settings"]
 
@@ -29,6 +33,23 @@ def check_store_settings(client: Client, config: CollectorConfig) -> None:
     give the tables the config's retention."""
     _check_histogram_accuracy(client, config.storage.histogram_accuracy)
     apply_retention(client, config.storage.retention)
+    if config.storage.traces.write:
+        _check_traces_table(client)
+
+
+def _check_traces_table(client: Client) -> None:
+    rows = client.query(
+        "SELECT name, type FROM system.columns "
+        "WHERE database = currentDatabase() AND table = 'otel_traces'"
+    ).result_rows
+    found = {str(name): str(kind) for name, kind in rows}
+    wrong = [f"{name} {kind}" for name, kind in TRACE_SCHEMA.items() if found.get(name) != kind]
+    if wrong:
+        raise StoreSettingsError(
+            f"otel_traces in this store lacks the columns segwatch writes ({', '.join(wrong)}): "
+            "another writer (an OpenTelemetry Collector's clickhouseexporter?) made it "
+            "otherwise; set storage.traces.write: false to leave it to that writer"
+        )
 
 
 def _check_histogram_accuracy(client: Client, wanted: float) -> None:
