@@ -9,10 +9,11 @@ import datetime as dt
 import json
 import os
 import pty
+import re
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,10 @@ import pytest
 from segwatch.clickhouse.lifecycle import EVENT_COLUMNS
 from segwatch.clickhouse.queries import AnomalyFilter, list_anomalies
 from segwatch.collector.cli.output import cell_width
+from segwatch.collector.config import ConfigError, parse_config
+from segwatch.collector.receive.receiver import OTLPReceiver
+from segwatch.collector.serve.users import Accounts
+from segwatch.collector.service.api import LocalApi
 
 SEGWATCH = [sys.executable, "-m", "segwatch.collector.cli"]
 OPEN_STORE = (  # a process holding an embedded store, announcing no API, until stdin closes
@@ -259,12 +264,13 @@ def held_store(tmp_path: Path) -> Iterator[Path]:
             holder.wait(timeout=60)
 
 
-@pytest.mark.parametrize("command", [["collector"], ["sql", "SELECT 1"]])
+@pytest.mark.parametrize("command", [["sql", "SELECT 1"], ["anomalies"]])
 def test_a_store_another_process_holds_is_one_line_naming_it(
     held_store: Path, tmp_path: Path, command: list[str]
 ) -> None:
     """The engine printed its own exception ("Code: 76. DB::Exception: Cannot lock file
-    .../status ...") before segwatch's line."""
+    .../status ...") before segwatch's line. (A collector starts on such a store and
+    acknowledges into its spool until the store is free: test_store_unreachable.py.)"""
     config = tmp_path / "segwatch.yaml"
     config.write_text(f"storage:\n  dsn: chdb://{held_store}\n"
                       "receiver:\n  grpc:\n    endpoint: 127.0.0.1:0\n"
@@ -347,3 +353,67 @@ def test_validate_refuses_what_the_collector_refuses_at_start(tmp_path: Path, ca
     assert started.returncode == 2
     assert expected in started.stderr
     assert not (tmp_path / "segwatch-data").exists()  # refused before any store was made
+
+
+# -- the same rule at validate and at a component's start (config.startup)
+
+
+def _problem(text: str, start: str, environ: dict[str, str]) -> str | None:
+    """The one problem ``parse_config`` finds in ``text`` for ``start``, its line left out
+    (``key: message``, as a component says it); None when it accepts the config."""
+    try:
+        parse_config(text, start=start, environ=environ)
+    except ConfigError as refused:
+        (problem,) = refused.problems
+        return re.sub(r" \(line \d+\): ", ": ", problem)
+    return None
+
+
+def _refusal(start: Callable[[], object], stop: Callable[[], object]) -> str | None:
+    """What a component's ``start`` raises (ValueError), or None once it has started."""
+    try:
+        start()
+    except ValueError as refused:
+        return str(refused)
+    stop()
+    return None
+
+
+@pytest.mark.parametrize("endpoint", ["127.0.0.1:0", "localhost:0", "0.0.0.0:0"])
+def test_the_receiver_refuses_at_start_what_validate_refuses(endpoint: str) -> None:
+    """The receiver's own check and validate's were two copies (their messages already
+    differed); now one function. Refused alike, said alike, but for the token variable,
+    which only validate knows from the config (the receiver names the default)."""
+    for token, insecure in ((False, False), (True, False), (False, True)):
+        text = f"receiver:\n  grpc:\n    endpoint: {endpoint}\n    insecure: {insecure}\n"
+        environ = {"SEGWATCH_RECEIVER_TOKEN": "t0ken"} if token else {}
+        validated = _problem(text, "collector", environ)
+        receiver = OTLPReceiver(endpoint, None, token="t0ken" if token else None,  # type: ignore[arg-type]
+                                insecure=insecure)  # fmt: skip
+        started = _refusal(receiver.start, receiver.shutdown)
+        refused = endpoint == "0.0.0.0:0" and not (token or insecure)
+        assert (validated is not None, started is not None) == (refused, refused)
+        if validated is not None and started is not None:
+            variable = "SEGWATCH_RECEIVER_TOKEN (receiver.grpc.token_env)"
+            told = "SEGWATCH_RECEIVER_TOKEN (or the variable receiver.grpc.token_env names)"
+            assert started == validated.replace(variable, told)
+            assert started.startswith("receiver.grpc.endpoint: 0.0.0.0:0 would take data")
+
+
+def test_the_api_and_the_door_refuse_at_start_in_validates_words() -> None:
+    """The API (given its config) and the door's accounts say exactly what validate says,
+    its line apart."""
+    for endpoint, token in (("127.0.0.1:0", None), ("0.0.0.0:0", "t0ken"), ("0.0.0.0:0", None)):
+        text = f"api:\n  endpoint: {endpoint}\n  token_env: T_API_TOKEN\n"
+        validated = _problem(text, "collector", {"T_API_TOKEN": token} if token else {})
+        api = LocalApi(endpoint, None, dict, config=parse_config(text), token=token)  # type: ignore[arg-type]
+        assert _refusal(api.start, api.shutdown) == validated
+        assert (validated is None) == (token is not None or endpoint.startswith("127."))
+    assert validated is not None and "set T_API_TOKEN (api.token_env)" in validated
+    users = "serve:\n  users:\n    reader: {password_env: T_READER_PW, readonly: true}\n"
+    for environ in ({}, {"T_READER_PW": ""}, {"T_READER_PW": "secret"}):
+        validated = _problem(users, "serve", environ)
+        config = parse_config(users)
+        door = _refusal(lambda: Accounts(config.serve.users, environ), lambda: None)  # noqa: B023
+        assert door == validated
+        assert (door is None) == bool(environ.get("T_READER_PW"))

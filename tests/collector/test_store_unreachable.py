@@ -65,6 +65,10 @@ def test_the_collector_acknowledges_into_the_spool_until_its_store_is_back(
             code, answer = _readiness(collector)
             assert code == 503
             assert "the store is unreachable" in str(answer["problems"])
+            # Said in one line naming the holder, never the engine's own refusal text.
+            log = collector.log()
+            assert "is open in another process (pid " in log
+            assert "DB::Exception" not in log and "Code: 76" not in log
             assert holder.stdin is not None
             holder.stdin.close()  # the other process lets the store go
             assert holder.wait(timeout=60) == 0

@@ -41,7 +41,13 @@ from segwatch.collector.store.settings import check_store_settings
 from .alerts import notifiers
 from .analyst_queries import AnalystQueries, QueryBudget
 from .api import LocalApi
-from .discovery import discovery_path, refuse_if_held, remove_own_discovery, write_discovery
+from .discovery import (
+    discovery_path,
+    refuse_if_held,
+    refuse_if_locked,
+    remove_own_discovery,
+    write_discovery,
+)
 from .scheduler import DetectorScheduler
 from .serving import set_up_store
 
@@ -100,7 +106,9 @@ class Collector:
     def _start(self) -> None:
         """Build and start the components, each after the consumer it feeds."""
         _warn_if_not_compiled()
-        refuse_if_held(self.location)  # a collector or segwatch serve announces itself there
+        # A collector or segwatch serve announces itself there: refused. A process that
+        # does not is an outage (see _connect_store).
+        refuse_if_held(self.location, locked_too=False)
         # The spool first: with it, acknowledging needs no store.
         self.spool = self._open_spool()
         queries = self._connect_store()
@@ -129,8 +137,9 @@ class Collector:
         budget = QueryBudget.of(self.config.api)
         query_sessions = budget.sessions()  # readonly=1, each on the budget
         self._store = StoreConnection(
-            self.location, [{}, {}, {}, {}, *query_sessions], self._set_up_store, self._store_back
-        )
+            self.location, [{}, {}, {}, {}, *query_sessions], self._set_up_store, self._store_back,
+            before_open=lambda: refuse_if_locked(self.location),  # one line, not the engine's
+        )  # fmt: skip
         self._clients = _Clients(*(self._store.client(i) for i in range(4)))
         queries = AnalystQueries(
             [(s["log_comment"], self._store.client(4 + i)) for i, s in enumerate(query_sessions)],

@@ -61,13 +61,19 @@ def read_discovery(location: StoreLocation) -> dict[str, Any] | None:
     return info
 
 
-def refuse_if_held(location: StoreLocation) -> None:
+def refuse_if_held(location: StoreLocation, locked_too: bool = True) -> None:
     """Raise :class:`StoreLockedError` if a live process announces itself on this embedded
     store (a second one would wait on the engine's lock and take over the announcement), or,
-    announced or not, holds the engine's lock on it (:func:`refuse_if_locked`)."""
+    with ``locked_too``, holds the engine's lock on it unannounced (:func:`refuse_if_locked`).
+
+    A collector passes ``locked_too=False``: a store held by a process that announces
+    nothing (a backup, a one-off script) is an outage to it, acknowledged into the spool
+    until the store is free, and its store connection asks :func:`refuse_if_locked` before
+    each try, so the engine's own refusal text is never printed."""
     info = read_discovery(location)
     if info is None or int(info.get("pid", 0)) == os.getpid():
-        refuse_if_locked(location)
+        if locked_too:
+            refuse_if_locked(location)
         return
     if "api" in info:
         raise StoreLockedError(

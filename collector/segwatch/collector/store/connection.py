@@ -35,7 +35,10 @@ class StoreConnection:
     """``len(sessions)`` clients on one store, each with its own settings, opened together.
 
     ``setup`` runs once on the first client after they are open (it may raise:
-    the clients are closed and the next use tries again). Thread-safe.
+    the clients are closed and the next use tries again). ``before_open`` runs
+    before each try and may raise :class:`StoreError` to call the store
+    unreachable without asking the engine (which prints its own refusal on
+    stderr). Thread-safe.
     """
 
     def __init__(
@@ -44,8 +47,10 @@ class StoreConnection:
         sessions: list[dict[str, Any]],
         setup: Callable[[Client], None],
         on_connected: Callable[[], None] | None = None,
+        before_open: Callable[[], None] | None = None,
     ) -> None:
         self._location = location
+        self._before_open = before_open
         self._sessions = sessions
         self._setup = setup
         self._on_connected = on_connected
@@ -88,6 +93,8 @@ class StoreConnection:
                 return
             opened: list[Client] = []
             try:
+                if self._before_open is not None:
+                    self._before_open()
                 for settings in self._sessions:
                     opened.append(open_client(self._location, **settings))
                 self._setup(opened[0])
