@@ -3,9 +3,11 @@
 Segment counts are upper estimates: categories keep the top K plus MISSING and
 ``__other__``; log buckets assume values spread over six decades; linear
 buckets, whose range the config does not say, are counted as 20. A global cross
-(``segments.crosses``) is a dimension of each model that declares both of its
-fields; under every other model a row says it is skipped there and which field
-the model lacks.
+(``segments.crosses``) applies in each model that has both of its fields (its
+features and the contexts: :func:`~segwatch.collector.config.fields.global_cross_dimensions`,
+the rule the collector follows); a cross with a context the model does not list
+applies to the calls that carry it, and a row says so; under a model lacking a
+field a row says it is skipped there and why.
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ from segwatch.clickhouse.detection import load_manifest
 from segwatch.clickhouse.queries import QueryResult
 from segwatch.collector.config.collector_config import CollectorConfig
 from segwatch.collector.config.detector_specs import configured_detectors
-from segwatch.collector.config.fields import FieldConfig, ModelConfig, segment_dimensions
+from segwatch.collector.config.fields import (
+    FieldConfig,
+    ModelConfig,
+    crossable_fields,
+    global_cross_dimensions,
+)
 
 __all__ = ["ModelPlan", "detector_table", "explain_models"]
 
@@ -67,7 +74,11 @@ def _plan(name: str, model: ModelConfig, config: CollectorConfig) -> ModelPlan:
         count = estimated_segments(config.contexts.get(context, FieldConfig()), top_k)
         if count:
             dimensions[f"context.{context}"] = count
-    for first, second in (*config.segments.crosses, *model.crosses):
+    for first, second in config.segments.crosses:
+        pair = global_cross_dimensions((first, second), model, config.contexts)
+        if pair and pair[0] in dimensions and pair[1] in dimensions:
+            dimensions[f"{first}×{second}"] = dimensions[pair[0]] * dimensions[pair[1]]
+    for first, second in model.crosses:
         a = dimensions.get(f"feature.{first}") or dimensions.get(f"context.{first}")
         b = dimensions.get(f"feature.{second}") or dimensions.get(f"context.{second}")
         if a and b:
@@ -87,23 +98,41 @@ def explain_models(config: CollectorConfig) -> QueryResult:
         rows.append([name, "(all)", segments, plan.quantities, plan.rows_per_hour])
         for dimension, count in plan.dimensions.items():
             rows.append([name, dimension, count, "", ""])
-        rows.extend(_skipped_crosses(name, model, config))
+        rows.extend(_partial_crosses(name, model, config))
     return QueryResult(
         ["model", "dimension", "segments", "quantities", "aggregate rows/hour"], rows
     )
 
 
-def _skipped_crosses(name: str, model: ModelConfig, config: CollectorConfig) -> list[list[object]]:
-    """A row for each global cross (``segments.crosses``) this model lacks a field of: the
-    cross applies only in models declaring both fields
-    (:func:`segwatch.collector.config.fields.models_crossing`)."""
+def _partial_crosses(name: str, model: ModelConfig, config: CollectorConfig) -> list[list[object]]:
+    """A row for each global cross (``segments.crosses``) that is not a dimension of every
+    call of this model: skipped, naming the field the model lacks and why, or made for the
+    calls carrying a context the model does not list."""
     rows: list[list[object]] = []
-    declared = segment_dimensions(model, config.contexts)
+    listed = set(model.contexts)
     for first, second in config.segments.crosses:
-        lacking = [part for part in (first, second) if part not in declared]
-        if lacking:
-            rows.append([name, f"{first}×{second}", f"skipped: no {', '.join(lacking)}", "", ""])
+        shown = f"{first}×{second}"
+        pair = global_cross_dimensions((first, second), model, config.contexts)
+        if pair is None:
+            lacking = [_lacking(part, model, config) for part in (first, second)]
+            reasons = ", ".join(reason for reason in lacking if reason)
+            rows.append([name, shown, f"skipped: {reasons}", "", ""])
+            continue
+        unlisted = [d.partition(".")[2] for d in pair if d.startswith("context.")]
+        unlisted = [context for context in unlisted if context not in listed]
+        if unlisted:
+            carry = " and ".join(unlisted)
+            rows.append([name, shown, f"in calls carrying {carry}", "", ""])
     return rows
+
+
+def _lacking(part: str, model: ModelConfig, config: CollectorConfig) -> str | None:
+    """Why a global cross cannot cross ``part`` in ``model``; ``None`` if it can."""
+    if part in crossable_fields(model, config.contexts):
+        return None
+    if part in model.features or part in config.contexts:
+        return f"{part} has segment: false"
+    return f"no {part}"
 
 
 def detector_table(config: CollectorConfig) -> QueryResult:

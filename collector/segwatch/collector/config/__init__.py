@@ -19,9 +19,11 @@ The modules, by section: :mod:`.storage` (``storage``), :mod:`.network`
 (``models``, ``contexts``, ``segments``), :mod:`.detectors` (``baselines``,
 ``expected_biases``, ``detectors``, ``scheduler``), :mod:`.alerts`; then
 :mod:`.collector_config` (the whole file), :mod:`.load` (reading, cross-checks),
-:mod:`.detector_specs` (the overrides applied) and :mod:`.files` (which file a
-command reads, what its relative paths mean). This package's modules import
-each other directly; code elsewhere imports the module that defines a name.
+:mod:`.startup` (what a service refuses to start with: one function per rule, for
+validate and for the component it guards), :mod:`.detector_specs` (the overrides
+applied) and :mod:`.files` (which file a command reads, what its relative paths
+mean). This package's modules import each other directly; code elsewhere imports
+the module that defines a name.
 """
 
 from .alerts import AlertsConfig, WebhookConfig

@@ -7,6 +7,7 @@ declares its crosses, its baseline and its delayed labels.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,9 +38,9 @@ __all__ = [
     "build_field",
     "build_model",
     "build_segments",
+    "crossable_fields",
+    "global_cross_dimensions",
     "global_cross_problem",
-    "models_crossing",
-    "segment_dimensions",
 ]
 
 
@@ -239,51 +240,70 @@ def build_segments(spec: dict[str, Any]) -> SegmentsConfig:
 
 
 # -- global crosses ------------------------------------------------------------
+#
+# One rule, read by validate (load.py), explain (cli/explain.py) and the collector
+# (segment/plan.py): a global cross applies in every model that has both of its fields.
+# A declared model has the features it declares and every context under ``contexts`` (a
+# context is a field any model's calls may carry, listed by the model or not), but those
+# with ``segment: false``; a model the config does not declare (learned from traffic) has
+# whatever its calls carry.
 
 
-def segment_dimensions(model: ModelConfig, contexts: Mapping[str, FieldConfig]) -> set[str]:
-    """The fields ``model`` declares as segment dimensions: its features and the contexts it
-    lists, but those with ``segment: false``."""
-    names = {name for name, spec in model.features.items() if spec.segments.kind != "none"}
-    names |= {
-        name for name in model.contexts
-        if contexts.get(name, FieldConfig()).segments.kind != "none"
-    }  # fmt: skip
-    return names
-
-
-def models_crossing(
-    cross: tuple[str, str], models: Mapping[str, ModelConfig], contexts: Mapping[str, FieldConfig]
-) -> list[str]:
-    """The declared models a global cross (``segments.crosses``) applies in, sorted: those
-    declaring both of its fields as segment dimensions. It is skipped in the others."""
-    return sorted(
-        name for name, model in models.items() if set(cross) <= segment_dimensions(model, contexts)
+def crossable_fields(model: ModelConfig, contexts: Mapping[str, FieldConfig]) -> dict[str, str]:
+    """The fields a global cross can cross in declared ``model``, each with its dimension:
+    its features that are segment dimensions (``feature.NAME``) and the contexts under
+    ``contexts`` that are (``context.NAME``). A feature's name wins over a context's, as in
+    the collector, which looks a crossed field up among features first."""
+    fields = {
+        name: f"context.{name}" for name, spec in contexts.items() if spec.segments.kind != "none"
+    }
+    fields.update(
+        (name, f"feature.{name}")
+        for name, spec in model.features.items()
+        if spec.segments.kind != "none"
     )
+    return fields
+
+
+def global_cross_dimensions(
+    cross: tuple[str, str], model: ModelConfig, contexts: Mapping[str, FieldConfig]
+) -> tuple[str, str] | None:
+    """The two dimensions a global cross crosses in declared ``model`` (``feature.country``,
+    ``context.language``), or ``None`` where it is skipped: the model lacks a field of it.
+
+    A context the model does not list is a dimension only of the calls that carry it: the
+    cross applies to those.
+    """
+    fields = crossable_fields(model, contexts)
+    first, second = fields.get(cross[0]), fields.get(cross[1])
+    return (first, second) if first and second else None
 
 
 def global_cross_problem(
     cross: tuple[str, str], models: Mapping[str, ModelConfig], contexts: Mapping[str, FieldConfig]
 ) -> str | None:
-    """Why a global cross applies in no declared model (a typo, a field with
-    ``segment: false``, fields of two different models), or ``None`` when it applies in one
-    at least. The message names the cross; the caller adds its YAML path and line."""
+    """Why ``segwatch validate`` refuses a global cross, or ``None``.
+
+    Refused: the same field twice, and, when models are declared, a field that is neither
+    a feature of one of them nor a context under ``contexts`` (a typo: it could be crossed
+    only in models the config does not declare). With no ``models`` every model is learned
+    from traffic and there is nothing to check against. A field of one model only, or one
+    with ``segment: false``, is no mistake: the cross is skipped where a field is lacking, as
+    ``segwatch explain`` shows. The message names the field; the caller adds the cross's
+    YAML path and line.
+    """
     first, second = cross
     if first == second:
         return "a cross needs two different fields"
-    if models_crossing(cross, models, contexts):
+    if not models:
         return None
-    shown = f"[{first}, {second}]"
-    having = {
-        part: sorted(n for n, m in models.items() if part in segment_dimensions(m, contexts))
-        for part in cross
-    }
+    declared = {name for model in models.values() for name in model.features} | set(contexts)
     for part in cross:
-        if having[part]:
-            continue
-        declared = any(part in (*m.features, *m.contexts) for m in models.values())
-        why = "has segment: false wherever it is declared" if declared else (
-            "is not a declared feature or context of any model")  # fmt: skip
-        return f"{part!r} {why}, so the cross {shown} applies in none"
-    where = "; ".join(f"{part} in {', '.join(having[part])}" for part in cross)
-    return f"the cross {shown} applies in no model: none declares both ({where})"
+        if part not in declared:
+            hint = difflib.get_close_matches(part, sorted(declared), n=1)
+            return (
+                f"{part!r} is not a declared feature or context (no model under models has "
+                "it as a feature, nor does contexts name it)"
+                + (f"; did you mean {hint[0]!r}?" if hint else "")
+            )
+    return None

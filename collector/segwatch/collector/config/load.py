@@ -7,20 +7,17 @@ its YAML path and line; startup refuses bad config. The reference is
 directory (:mod:`.files`). Text YAML cannot parse is one problem naming its line
 and column (PyYAML's own message names the text ``<unicode string>``).
 
-:func:`check_startup` is what ``segwatch collector`` and ``segwatch serve`` would
-otherwise find only while starting (a port bound beyond loopback without its
-token, a user's password variable unset, two listeners on one port, a store
-path that is a file): those commands run it before they start anything, and
-``segwatch validate`` runs it too, so a config the services refuse fails
-validation (exit 2, with the YAML path and line). It reads the environment the
-command runs in (the tokens and passwords the file names by variable) and the
-file system, changing neither: validate a config where it will run.
+With ``start``, :func:`parse_config` adds what ``segwatch collector`` and ``segwatch
+serve`` would otherwise find only while starting (:func:`.startup.check_startup`: a
+port bound beyond loopback without its token, a user's password variable unset, two
+listeners on one port, a store path that is a file): those commands load their config
+so before they start anything, and ``segwatch validate`` does too, so a config the
+services refuse fails validation (exit 2, with the YAML path and line).
 """
 
 from __future__ import annotations
 
 import difflib
-import itertools
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -28,19 +25,18 @@ from typing import Any
 import yaml
 
 from segwatch.clickhouse.detection import load_manifest
-from segwatch.clickhouse.store import parse_dsn
 from segwatch.clickhouse.yaml_schema import Problems, listing, read
 
 from .alerts import build_alerts
 from .collector_config import COLLECTOR_CONFIG_SCHEMA, CollectorConfig
 from .detectors import SchedulerConfig, build_baselines, build_detectors, build_expected_biases
-from .endpoints import is_loopback, is_wildcard, parse_endpoint
 from .fields import build_field, build_model, build_segments, global_cross_problem
 from .network import build_api, build_receiver
 from .serve import build_serve
+from .startup import check_startup
 from .storage import build_storage, check_storage
 
-__all__ = ["STARTS", "ConfigError", "check_startup", "load_config", "parse_config"]
+__all__ = ["ConfigError", "load_config", "parse_config"]
 
 
 class ConfigError(ValueError):
@@ -61,7 +57,7 @@ def load_config(
 
     Relative paths in the file are resolved against the file's directory.
     ``start``: also what ``segwatch <start>`` checks before starting
-    (:func:`check_startup`), in ``environ`` (default ``os.environ``).
+    (:func:`.startup.check_startup`), in ``environ`` (default ``os.environ``).
     """
     if path is None:
         return CollectorConfig()
@@ -192,8 +188,8 @@ def _check_models(config: CollectorConfig, problems: Problems) -> None:
 
 
 def _check_crosses(config: CollectorConfig, problems: Problems) -> None:
-    """Each of ``segments.crosses`` applies in some declared model: one that declares both of
-    its fields. A global cross is skipped in models lacking one; in none, it is a mistake."""
+    """Each of ``segments.crosses`` names two different fields, each declared somewhere
+    when models are (:func:`~.fields.global_cross_problem`: the rule, and why no more)."""
     for i, cross in enumerate(config.segments.crosses):
         problem = global_cross_problem(cross, config.models, config.contexts)
         if problem is not None:
@@ -230,119 +226,3 @@ def _check_detectors(config: CollectorConfig, problems: Problems) -> None:
                 f"detectors.{name}.parameters.fdr",
                 f"the false-discovery rate must lie between 0 and 1, not {fdr!r}",
             )
-
-
-# -- what a service checks before it starts ---------------------------------------
-
-STARTS = ("collector", "serve", "validate")
-"""Who asks :func:`check_startup`: a service about to start, or ``validate`` (either)."""
-
-
-def check_startup(
-    config: CollectorConfig, problems: Problems, start: str, environ: Mapping[str, str]
-) -> None:
-    """Add to ``problems`` what ``segwatch <start>`` would refuse while starting.
-
-    ``validate`` checks what either service would, except what only ``segwatch
-    serve`` needs (an embedded store: a collector may write to a server).
-    """
-    if start not in STARTS:
-        raise ValueError(f"start must be one of {', '.join(STARTS)}, not {start!r}")
-    collector = start in ("collector", "validate")
-    door = start == "serve" or (collector and config.serve.in_collector)
-    embedded = parse_dsn(config.storage.dsn).embedded
-    if collector:
-        _exposed_receiver(config, problems, environ)
-        _exposed_api(config, problems, environ)
-        _shared_ports(config, problems)
-    if door or (start == "validate" and config.serve.users):
-        _unset_passwords(config, problems, environ)
-    if start == "serve" and not embedded:
-        problems.at(
-            "storage.dsn",
-            "segwatch serve opens an embedded store (chdb://DIR), not "
-            f"{config.storage.dsn}: a ClickHouse server speaks its interface itself",
-        )
-    elif door and not embedded:
-        problems.at(
-            "serve.in_collector",
-            "serves the collector's embedded store; with a "
-            "ClickHouse server in storage.dsn, the server speaks that interface itself",
-        )
-    _directories(config, problems)
-
-
-def _exposed_receiver(
-    config: CollectorConfig, problems: Problems, environ: Mapping[str, str]
-) -> None:
-    receiver = config.receiver
-    host, _ = parse_endpoint(receiver.endpoint)
-    if is_loopback(host) or receiver.tls.enabled or receiver.insecure:
-        return
-    if not environ.get(receiver.token_env):
-        problems.at(
-            "receiver.grpc.endpoint",
-            f"{receiver.endpoint} would take data from other "
-            "machines with neither TLS nor a token: set receiver.grpc.tls, or a token "
-            f"in {receiver.token_env} (receiver.grpc.token_env), or "
-            "receiver.grpc.insecure: true; or bind it to 127.0.0.1",
-        )
-
-
-def _exposed_api(config: CollectorConfig, problems: Problems, environ: Mapping[str, str]) -> None:
-    host, _ = parse_endpoint(config.api.endpoint)
-    if not is_loopback(host) and not environ.get(config.api.token_env):
-        problems.at(
-            "api.endpoint",
-            f"{config.api.endpoint} would be reachable from other "
-            f"machines with a token they cannot know: set {config.api.token_env} "
-            "(api.token_env) where the collector runs, or bind it to 127.0.0.1",
-        )
-
-
-def _shared_ports(config: CollectorConfig, problems: Problems) -> None:
-    """Two of the collector's listeners on one port (port 0: the system picks, never shared)."""
-    listeners = [
-        ("receiver.grpc.endpoint", config.receiver.endpoint),
-        ("api.endpoint", config.api.endpoint),
-    ]
-    if config.serve.in_collector:
-        listeners.append(("serve.http.endpoint", config.serve.endpoint))
-    for (first, a), (second, b) in itertools.combinations(listeners, 2):
-        (host_a, port_a), (host_b, port_b) = parse_endpoint(a), parse_endpoint(b)
-        if (
-            port_a
-            and port_a == port_b
-            and (host_a == host_b or is_wildcard(host_a) or is_wildcard(host_b))
-        ):
-            problems.at(second, f"{b} is the port of {first} ({a}) too: give each its own")
-
-
-def _unset_passwords(
-    config: CollectorConfig, problems: Problems, environ: Mapping[str, str]
-) -> None:
-    for user in config.serve.users:
-        if user.password_env and not environ.get(user.password_env):
-            problems.at(
-                f"serve.users.{user.name}.password_env",
-                f"names {user.password_env}, "
-                "which is not set (or empty) here: set it to the user's password",
-            )
-
-
-def _directories(config: CollectorConfig, problems: Problems) -> None:
-    """The store's and the spool's directories: a file where one must be, or one this user
-    cannot write, is refused at start (a directory yet to be made is made then)."""
-    location = parse_dsn(config.storage.dsn)
-    spool = config.storage.spool
-    places = [("storage.dsn", location.path)] if location.path else []
-    if spool.enabled and not location.in_memory:
-        default = os.path.join(location.path or ".", "segwatch-spool")
-        places.append(
-            ("storage.spool.path" if spool.path else "storage.dsn", spool.path or default)
-        )
-    for key, path in places:
-        if os.path.exists(path) and not os.path.isdir(path):
-            problems.at(key, f"{path} is not a directory")
-        elif os.path.isdir(path) and not os.access(path, os.W_OK | os.X_OK):
-            problems.at(key, f"{path} is not writable by this user")

@@ -21,8 +21,9 @@ from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from segwatch.collector.config.endpoints import is_loopback, parse_endpoint
-from segwatch.collector.config.network import RECEIVER_TOKEN_ENV, TlsConfig
+from segwatch.collector.config.endpoints import parse_endpoint
+from segwatch.collector.config.network import TlsConfig
+from segwatch.collector.config.startup import unprotected_receiver
 from segwatch.collector.durable.processor import ConsumeResult
 from segwatch.collector.errors import PermanentError, RetryableError
 from segwatch.collector.metrics import CollectorMetrics
@@ -197,15 +198,15 @@ class OTLPReceiver:
         return f"{host}:{self.port}"
 
     def start(self) -> None:
+        refusal = unprotected_receiver(
+            self._endpoint,
+            tls=self._tls.enabled,
+            token=bool(self._token),
+            insecure=self._insecure,
+        )
+        if refusal is not None:  # the rule validate applies (config.startup)
+            raise ValueError(str(refusal))
         host, port = parse_endpoint(self._endpoint)
-        if not (is_loopback(host) or self._tls.enabled or self._token or self._insecure):
-            raise ValueError(
-                f"the OTLP receiver on {self._endpoint} would take data from other machines "
-                f"with neither TLS nor a token: set receiver.grpc.tls, or a token in "
-                f"{RECEIVER_TOKEN_ENV} (or the variable receiver.grpc.token_env names), or "
-                "receiver.grpc.insecure: true to accept anyone who reaches the port; or bind "
-                "it to 127.0.0.1"
-            )
         server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=self._max_workers, thread_name_prefix="segwatch-otlp"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 
 from segwatch.collector.config.collector_config import CollectorConfig
-from segwatch.collector.config.fields import FieldConfig, SegmentSpec
+from segwatch.collector.config.fields import FieldConfig, SegmentSpec, global_cross_dimensions
 
 from .buckets import EdgeBuckets, NumericBuckets, buckets_for
 
@@ -100,17 +100,39 @@ class SegmentationPlan:
         )
 
     def crosses(self, model: str, dimensions: set[str]) -> list[tuple[str, str]]:
-        """The declared crosses whose two fields are both dimensions of this batch."""
-        declared = list(self.config.segments.crosses)
+        """The crosses to make in this batch of ``model``, whose segment dimensions are
+        ``dimensions``: the model's own crosses and the global ones (``segments.crosses``)
+        whose two fields are both among them.
+
+        A global cross follows :func:`~segwatch.collector.config.fields.global_cross_dimensions`
+        in a declared model (the fields it declares and the contexts, never a feature it
+        does not declare, so ``segwatch explain`` tells where each applies); a model the
+        config does not declare gets it whenever its calls carry both fields.
+        """
         model_config = self.config.models.get(model)
+        pairs: list[tuple[str | None, str | None]] = []
+        for cross in self.config.segments.crosses:
+            if model_config is None:
+                pairs.append(_dimensions(cross, dimensions))
+            else:
+                pairs.append(
+                    global_cross_dimensions(cross, model_config, self.config.contexts)
+                    or (None, None)
+                )
         if model_config is not None:
-            declared.extend(model_config.crosses)
+            pairs.extend(_dimensions(cross, dimensions) for cross in model_config.crosses)
         out: list[tuple[str, str]] = []
-        for first, second in declared:
-            pair = (_dimension(first, dimensions), _dimension(second, dimensions))
-            if pair[0] and pair[1] and pair not in out:
-                out.append((pair[0], pair[1]))
+        for first, second in pairs:
+            if first is None or second is None or (first, second) in out:
+                continue
+            if first in dimensions and second in dimensions:  # a context only when carried
+                out.append((first, second))
         return out
+
+
+def _dimensions(cross: tuple[str, str], dimensions: set[str]) -> tuple[str | None, str | None]:
+    """A cross's two fields as dimensions of the batch (a feature before a context)."""
+    return _dimension(cross[0], dimensions), _dimension(cross[1], dimensions)
 
 
 def _dimension(field_name: str, dimensions: set[str]) -> str | None:

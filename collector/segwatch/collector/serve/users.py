@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from segwatch.collector.config.serve import ServeUser
+from segwatch.collector.config.startup import unset_password
 
 from .errors import ServeError
 
@@ -62,14 +63,10 @@ class Accounts:
     def __init__(self, users: tuple[ServeUser, ...], environ: Mapping[str, str] = os.environ):
         self._accounts: dict[str, Account] = {}
         for user in users:
-            password = ""
-            if user.password_env:
-                password = environ.get(user.password_env, "")
-                if not password:
-                    raise ValueError(
-                        f"serve.users.{user.name}.password_env names {user.password_env}, "
-                        "which is not set (or empty): set it to the user's password"
-                    )
+            refusal = unset_password(user, environ)
+            if refusal is not None:  # the rule validate applies (config.startup)
+                raise ValueError(str(refusal))
+            password = environ.get(user.password_env, "") if user.password_env else ""
             slots = threading.BoundedSemaphore(user.max_concurrent_queries)
             self._accounts[user.name] = Account(user, password, slots)
 

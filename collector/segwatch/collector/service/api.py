@@ -48,8 +48,9 @@ from segwatch.clickhouse.queries import AnomalyFilter, QueryResult, list_anomali
 from segwatch.clickhouse.store import redact_dsn
 from segwatch.collector.config.collector_config import CollectorConfig
 from segwatch.collector.config.detector_specs import labels_parameter
-from segwatch.collector.config.endpoints import is_loopback, is_wildcard, parse_endpoint
-from segwatch.collector.config.network import API_TOKEN_ENV, ApiConfig
+from segwatch.collector.config.endpoints import is_wildcard, parse_endpoint
+from segwatch.collector.config.network import ApiConfig
+from segwatch.collector.config.startup import unprotected_api
 from segwatch.collector.errors import RetryableError
 from segwatch.collector.metrics import CONTENT_TYPE
 from segwatch.collector.profile.profiles import load_profile, read_table
@@ -141,13 +142,11 @@ class LocalApi:
         return self._door.token
 
     def start(self) -> None:
+        token_env = self._config.api.token_env if self._config is not None else None
+        refusal = unprotected_api(self._endpoint, token=self._door.token_given, token_env=token_env)
+        if refusal is not None:  # the rule validate applies (config.startup)
+            raise ValueError(str(refusal))
         host, port = parse_endpoint(self._endpoint)
-        if not self._door.token_given and not is_loopback(host):
-            raise ValueError(
-                f"the API on {self._endpoint} would be reachable from other machines with a "
-                f"token they cannot know: set {API_TOKEN_ENV} (or the variable api.token_env "
-                "names), or bind it to 127.0.0.1"
-            )
         api = self
 
         class Handler(BaseHTTPRequestHandler):
