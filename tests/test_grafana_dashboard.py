@@ -26,7 +26,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.client import Client
+from demo_transitions import BR_DRIFT_TRANSITIONS
 
+from segwatch.clickhouse.detection import load_manifest
+from segwatch.clickhouse.queries import anomaly_states_sql
 from segwatch.clickhouse.store import open_client, parse_dsn
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "examples" / "grafana" / "segwatch.json"
@@ -69,6 +72,7 @@ rows into one series per segment)."""
 
 LABELS = "Label performance per segment"
 ANOMALIES = "Anomalies: open first, then this range's findings"
+HEAT_MAP = "Drift heat map: PSI per segment × quantity"
 
 
 def load_dashboard() -> dict[str, Any]:
@@ -76,8 +80,15 @@ def load_dashboard() -> dict[str, Any]:
     return loaded
 
 
-def grafana_sql(sql: str, start: int, end: int, interval_s: int = 10) -> str:
-    """``sql`` as the plugin sends it for the time range [start, end] (epoch seconds).
+def grafana_sql(
+    sql: str,
+    start: int,
+    end: int,
+    interval_s: int = 10,
+    values: dict[str, list[str]] = VALUES,
+) -> str:
+    """``sql`` as the plugin sends it for the time range [start, end] (epoch seconds), the
+    variables set to ``values``.
 
     Grafana first: ``${name:singlequote}`` is every selected value quoted with ``'`` (a
     ``'`` inside escaped as ``\\'``), comma-separated. Then the plugin's macros:
@@ -88,7 +99,7 @@ def grafana_sql(sql: str, start: int, end: int, interval_s: int = 10) -> str:
     """
 
     def quoted(match: re.Match[str]) -> str:
-        return ", ".join("'" + v.replace("'", "\\'") + "'" for v in VALUES[match.group(1)])
+        return ", ".join("'" + v.replace("'", "\\'") + "'" for v in values[match.group(1)])
 
     sql = re.sub(r"\$\{(\w+):singlequote\}", quoted, sql)
     sql = re.sub(
@@ -238,7 +249,7 @@ def test_every_variable_and_panel_runs_on_the_demo_store(demo_store: Path) -> No
     assert ("psi_drift", "feature.country=BR", "feature.amount", state or "found") in found
     assert all(r["trace_id"] for r in results[ANOMALIES])
 
-    heat = results["Drift heat map: PSI per segment × quantity"]
+    heat = results[HEAT_MAP]
     worst = max(heat, key=lambda r: r["psi"])
     assert worst["segment"] == "BR" and worst["quantity"] in ("feature.amount", "output.score")
     others = [r["psi"] for r in heat if r["segment"] != "BR"]
@@ -255,10 +266,97 @@ def test_every_variable_and_panel_runs_on_the_demo_store(demo_store: Path) -> No
     assert late_br[0] > 3 * late_us[0]  # the demo's eightfold amounts in BR
 
 
+HEAT_MAP_CONSTANTS = re.compile(
+    r"WITH (\d+) AS cadence_s, (\d+) AS window_s, (\d+) AS baseline_s, (\d+) AS bins,"
+)
+
+
+def test_the_heat_maps_window_bins_and_colours_are_psi_drifts() -> None:
+    """The heat map's cadence, window, baseline and bins are psi_drift's in the manifest,
+    and its red starts at the detector's threshold."""
+    (spec,) = [s for s in load_manifest() if s.name == "psi_drift"]
+    dashboard = load_dashboard()
+    found = HEAT_MAP_CONSTANTS.search(panel_sql(dashboard)[HEAT_MAP])
+    assert found, "the heat map's query does not start with psi_drift's constants"
+    assert tuple(int(n) for n in found.groups()) == (
+        spec.cadence,
+        spec.window,
+        spec.baseline,
+        spec.parameters["bins"],
+    )
+    (panel,) = [p for p in dashboard["panels"] if p["title"] == HEAT_MAP]
+    red = panel["fieldConfig"]["defaults"]["thresholds"]["steps"][-1]
+    assert red == {"color": "red", "value": spec.parameters["threshold"]}
+
+
+LAST_PSI_DRIFT_WINDOW = """
+SELECT segment_value, quantity, score FROM ml_anomalies FINAL
+WHERE detector = 'psi_drift' AND model_name = 'fraud' AND segment_dim = 'feature.country'
+  AND window_end = (SELECT max(window_end) FROM ml_anomalies WHERE detector = 'psi_drift')
+"""
+
+
+def test_the_heat_map_shows_psi_drifts_scores(demo_store: Path) -> None:
+    """Every psi_drift finding of the demo's last window (country=BR: amounts and scores) is
+    its heat-map cell: the same window, baseline, bins and PSI."""
+    start, end = time_range()
+    with reader(demo_store) as client:
+        _, cells = run(client, grafana_sql(panel_sql(load_dashboard())[HEAT_MAP], start, end))
+        findings = client.query(LAST_PSI_DRIFT_WINDOW).result_rows
+    psi = {(r["segment"], r["quantity"]): r["psi"] for r in cells}
+    assert ("BR", "feature.amount") in {(segment, quantity) for segment, quantity, _ in findings}
+    for segment, quantity, score in findings:
+        assert psi[(segment, quantity)] == pytest.approx(score, rel=1e-6), (segment, quantity)
+
+
+SECOND_VERSION = """
+INSERT INTO ml_segment_aggregates
+SELECT * REPLACE ('2.4' AS model_version, bucket_start + INTERVAL 30 MINUTE AS bucket_start)
+FROM ml_segment_aggregates
+WHERE model_name = 'fraud' AND bucket_start < (
+    SELECT min(bucket_start) + INTERVAL 45 MINUTE FROM ml_segment_aggregates
+    WHERE model_name = 'fraud')
+"""
+"""Version 2.4: fraud's first 45 minutes (before the drift) again, 30 minutes later: it ends
+with the demo, without the drift."""
+
+
+def test_the_heat_map_scores_each_version_on_its_own(demo_store: Path, tmp_path: Path) -> None:
+    """psi_drift scores each version (and stage) on bins of its own; with two versions
+    selected the heat map does too, a row per version's segment, and 2.3's cells are
+    those it shows alone."""
+    copy = tmp_path / "store"
+    shutil.copytree(demo_store, copy, symlinks=True)  # the store links its tables relatively
+    sql = panel_sql(load_dashboard())[HEAT_MAP]
+    start, end = time_range()
+    with reader(copy) as client:
+        client.command(SECOND_VERSION)
+        _, alone = run(client, grafana_sql(sql, start, end))
+        _, both = run(
+            client, grafana_sql(sql, start, end, values={**VALUES, "version": ["2.3", "2.4"]})
+        )
+    only = {(r["segment"], r["quantity"]): r["psi"] for r in alone}
+    cells = {(r["segment"], r["quantity"]): r["psi"] for r in both}
+    countries = {segment for segment, _ in only}
+    assert {segment for segment, _ in cells} == {
+        f"{country} ({version} serving)" for country in countries for version in ("2.3", "2.4")
+    }
+    for (segment, quantity), psi in only.items():
+        assert cells[(f"{segment} (2.3 serving)", quantity)] == pytest.approx(psi, rel=1e-9)
+    assert only[("BR", "feature.amount")] > 1
+    assert cells[("BR (2.4 serving)", "feature.amount")] < 0.2
+
+
 STATE_OF_THE_DRIFT = """
 SELECT argMax(state, window_end) FROM ml_anomaly_events FINAL
 WHERE detector = 'psi_drift' AND segment_value = 'BR' AND quantity = 'feature.amount'
 """
+
+LIFECYCLE_STATES = f"""
+SELECT detector, model_version, concat(segment_dim, '=', segment_value), quantity, current_state
+FROM ({anomaly_states_sql()})
+"""
+"""Each anomaly's state as ``segwatch anomalies`` and ``segwatch_open_anomalies`` read it."""
 
 LABEL_ROWS = """
 INSERT INTO ml_labels
@@ -271,17 +369,6 @@ SELECT timestamp + INTERVAL 1 HOUR, model_name, prediction_id, map(),
 FROM ml_model_calls
 WHERE model_name = 'fraud' AND prediction_id != '' AND cityHash64(prediction_id) % 10 = 0
 """
-
-TRANSITIONS = """
-INSERT INTO ml_anomaly_events
-SELECT now64(3), if(quantity = 'feature.amount', 'open', 'resolved'), detector, model_name,
-       model_version, model_stage, segment_dim, segment_value, quantity,
-       window_start + INTERVAL 1 HOUR, window_end + INTERVAL 1 HOUR, score, threshold, p_value,
-       support, exemplar_trace_ids, details, statistics
-FROM ml_anomalies FINAL
-WHERE detector = 'psi_drift' AND segment_value = 'BR'
-"""
-"""The drift in amounts open and the one in scores resolved, an hour after any window."""
 
 
 def test_labels_and_an_open_anomaly_on_a_copy_of_the_demo_store(
@@ -296,10 +383,14 @@ def test_labels_and_an_open_anomaly_on_a_copy_of_the_demo_store(
     start, end = time_range()
     with reader(copy) as client:
         client.command(LABEL_ROWS)
-        client.command(TRANSITIONS)
+        client.command(BR_DRIFT_TRANSITIONS)
         _, labels = run(client, grafana_sql(variable_sql(dashboard)["label"], start, end))
         kinds, performance = run(client, grafana_sql(panel_sql(dashboard)[LABELS], start, end))
         _, anomalies = run(client, grafana_sql(panel_sql(dashboard)[ANOMALIES], start, end))
+        lifecycle = {
+            tuple(row[:4]): row[4]
+            for row in client.query(LIFECYCLE_STATES, parameters={"model": "fraud"}).result_rows
+        }
     assert labels == [{"label": "label.is_fraud"}]
     check_columns(LABELS, kinds)
     assert {r["segment"] for r in performance} >= {"BR", "US", "DE"}
@@ -311,6 +402,10 @@ def test_labels_and_an_open_anomaly_on_a_copy_of_the_demo_store(
     assert states[("psi_drift", "feature.amount")] == "open"
     assert states[("psi_drift", "output.score")] == "resolved"
     assert anomalies[0]["state"] == "open"  # open ones first
+    # the panel's states are those segwatch anomalies and the open-anomalies gauge read
+    for row in anomalies:
+        key = (row["detector"], row["version"], row["segment"], row["quantity"])
+        assert row["state"] == lifecycle.get(key, "found"), key
 
 
 def test_grafana_over_segwatch_serve_gets_what_the_engine_gives(

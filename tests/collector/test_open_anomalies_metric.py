@@ -11,6 +11,7 @@ import shutil
 import urllib.request
 from pathlib import Path
 
+from demo_transitions import BR_DRIFT_TRANSITIONS
 from shop_traffic import ingest_color_shift
 from waiting import wait_until
 
@@ -21,18 +22,6 @@ from segwatch.collector.config import ApiConfig, CollectorConfig, ReceiverConfig
 from segwatch.collector.metrics import CollectorMetrics, OpenAnomalies
 from segwatch.collector.service.collector import Collector
 from segwatch.collector.service.scheduler import DetectorScheduler
-
-TRANSITIONS = """
-INSERT INTO ml_anomaly_events
-SELECT now64(3), if(quantity = 'feature.amount', 'open', 'resolved'), detector, model_name,
-       model_version, model_stage, segment_dim, segment_value, quantity,
-       window_start + INTERVAL 1 HOUR, window_end + INTERVAL 1 HOUR, score, threshold, p_value,
-       support, exemplar_trace_ids, details, statistics
-FROM ml_anomalies FINAL
-WHERE detector = 'psi_drift' AND segment_value = 'BR'
-"""
-"""The demo's drift in amounts for country=BR open, its drift in scores resolved (an hour
-after any window, whatever the demo's own runs recorded)."""
 
 
 def _scrape(url: str) -> str:
@@ -50,7 +39,7 @@ def test_a_collector_serves_the_stores_open_anomalies_from_its_start(
     shutil.copytree(demo_store, store, symlinks=True)  # the store links its tables relatively
     client = open_client(parse_dsn(f"chdb://{store}"))
     try:
-        client.command(TRANSITIONS)
+        client.command(BR_DRIFT_TRANSITIONS)
     finally:
         client.close()
     collector = Collector(CollectorConfig(

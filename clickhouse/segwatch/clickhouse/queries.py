@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -17,8 +18,10 @@ __all__ = [
     "AnomalyFilter",
     "QueryResult",
     "add_exemplar_span_ids",
+    "anomaly_states_sql",
     "json_value",
     "list_anomalies",
+    "open_anomaly_counts",
     "read_only_query",
     "run_query",
 ]
@@ -146,28 +149,30 @@ class AnomalyFilter:
         return cls(**data)
 
 
-_STATES_QUERY = """
+def anomaly_states_sql() -> str:
+    """The query of every anomaly's current state (``anomaly_states.sql``), to wrap as a
+    subquery: one row per anomaly, ``current_state`` the state of its latest transition
+    and the rest from its latest ``open`` one; parameter ``model`` (``''``: every model)."""
+    return resources.files("segwatch.clickhouse").joinpath("anomaly_states.sql").read_text("utf-8")
+
+
+_ANOMALY_STATES = anomaly_states_sql()
+
+_STATES_QUERY = f"""
 SELECT current_state AS state, opened_at, resolved_at, detector, model_name, model_version,
        model_stage, segment_dim, segment_value, quantity, round(last_score, 4) AS score,
-       last_support AS support, last_exemplar AS exemplar_trace_id, last_details AS details
-FROM (
-    SELECT detector, model_name, model_version, model_stage, segment_dim, segment_value, quantity,
-           argMax(state, window_end) AS current_state,
-           maxIf(window_end, state = 'open') AS opened_at,
-           if(current_state = 'resolved', toNullable(max(window_end)), NULL) AS resolved_at,
-           max(window_end) AS last_change,
-           argMaxIf(score, window_end, state = 'open') AS last_score,
-           argMaxIf(support, window_end, state = 'open') AS last_support,
-           argMaxIf(exemplar_trace_ids[1], window_end, state = 'open') AS last_exemplar,
-           argMaxIf(details, window_end, state = 'open') AS last_details
-    FROM ml_anomaly_events FINAL
-    WHERE {model:String} = '' OR model_name = {model:String}
-    GROUP BY detector, model_name, model_version, model_stage, segment_dim, segment_value, quantity
-)
-WHERE ({state:String} = 'all' OR current_state = {state:String})
-  AND ({since:UInt64} = 0 OR last_change >= now() - toIntervalSecond({since:UInt64}))
+       last_support AS support, last_exemplars[1] AS exemplar_trace_id, last_details AS details
+FROM ({_ANOMALY_STATES})
+WHERE ({{state:String}} = 'all' OR current_state = {{state:String}})
+  AND ({{since:UInt64}} = 0 OR last_change >= now() - toIntervalSecond({{since:UInt64}}))
 ORDER BY last_change DESC, score DESC
-LIMIT {limit:UInt32}
+LIMIT {{limit:UInt32}}
+"""
+
+_OPEN_COUNTS_QUERY = f"""
+SELECT model_name, detector, segment_dim, countIf(current_state = 'open')
+FROM ({_ANOMALY_STATES})
+GROUP BY model_name, detector, segment_dim
 """
 
 _FINDINGS_QUERY = """
@@ -198,6 +203,14 @@ def list_anomalies(client: Client, selection: AnomalyFilter | None = None) -> Qu
     }
     query = _FINDINGS_QUERY if selection.findings else _STATES_QUERY
     return run_query(client, query, parameters=parameters)
+
+
+def open_anomaly_counts(client: Client) -> dict[tuple[str, str, str], int]:
+    """Open anomalies per (model, detector, segment dimension), store-wide: 0 for a key whose
+    anomalies all resolved (the ``segwatch_open_anomalies`` gauge). Raises what the client
+    raises when the store cannot answer."""
+    rows = client.query(_OPEN_COUNTS_QUERY, parameters={"model": ""}).result_rows
+    return {(str(model), str(detector), str(dim)): int(n) for model, detector, dim, n in rows}
 
 
 def add_exemplar_span_ids(client: Client, transitions: list[dict[str, Any]]) -> None:

@@ -13,7 +13,7 @@ from clickhouse_connect.driver.client import Client
 
 from segwatch.clickhouse.detection import DetectorSpec, run_detector
 from segwatch.clickhouse.lease import claim_once, holder_name
-from segwatch.clickhouse.queries import add_exemplar_span_ids
+from segwatch.clickhouse.queries import add_exemplar_span_ids, open_anomaly_counts
 from segwatch.collector.metrics import CollectorMetrics
 
 from .alerts import AnomalyNotifier
@@ -21,19 +21,6 @@ from .alerts import AnomalyNotifier
 __all__ = ["DetectorScheduler"]
 
 _logger = logging.getLogger(__name__)
-
-_OPEN_ANOMALIES = """
-SELECT model_name, detector, segment_dim, countIf(current_state = 'open')
-FROM (
-    SELECT detector, model_name, model_version, model_stage, segment_dim, segment_value, quantity,
-           argMax(state, window_end) AS current_state
-    FROM ml_anomaly_events FINAL
-    GROUP BY detector, model_name, model_version, model_stage, segment_dim, segment_value, quantity
-)
-GROUP BY model_name, detector, segment_dim
-"""
-"""Open anomalies per (model, detector, segment dimension), store-wide; 0 for a key whose
-anomalies all resolved (``segwatch_open_anomalies``)."""
 
 
 class DetectorScheduler:
@@ -129,13 +116,11 @@ class DetectorScheduler:
         if self._metrics is None:
             return
         try:
-            rows = self._client.query(_OPEN_ANOMALIES).result_rows
+            counts = open_anomaly_counts(self._client)
         except Exception as exc:  # the store away: the next turn reads again
             _logger.warning("reading the open anomalies for /metrics failed: %s", exc)
             return
-        self._metrics.open_anomalies.update(
-            {(str(model), str(detector), str(dim)): int(n) for model, detector, dim, n in rows}
-        )
+        self._metrics.open_anomalies.update(counts)
 
     def _due_after(self, spec: DetectorSpec, now: float) -> float:
         """When the window after the one a run at ``now`` covered is due: ``lateness`` past
