@@ -32,6 +32,13 @@ def test_wheel_holds_the_three_subpackages_and_the_sql(wheel: Path) -> None:
     ]:
         assert expected in names
     assert not any(n.startswith(("tests/", "bench/", "instrumentation/")) for n in names)
+    # Every SQL and YAML file the code loads with importlib.resources (detectors,
+    # migrations, the report's reads, the shared queries) ships in the wheel.
+    root = Path(__file__).resolve().parents[1]
+    for folder in ("collector", "clickhouse", "instrumentation"):
+        for path in (root / folder).rglob("*"):
+            if path.suffix in (".sql", ".yaml"):
+                assert str(path.relative_to(root / folder)) in names, path
     metadata = zipfile.ZipFile(wheel).read("segwatch-0.1.0.dist-info/METADATA").decode()
     assert "License-Expression: Apache-2.0" in metadata
     base = [
