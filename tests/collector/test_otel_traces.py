@@ -331,3 +331,25 @@ def test_a_collector_refuses_an_otel_traces_it_cannot_write(tmp_path: Path) -> N
     left_alone = _collector(tmp_path, TracesConfig(write=False))
     left_alone.start()
     left_alone.shutdown()
+
+
+def test_a_segments_exemplar_is_a_sampled_call_when_it_has_one() -> None:
+    """So most exemplars are spans written anyway: the exemplars add few spans of their own."""
+    import numpy as np
+
+    from segwatch.collector.aggregate.aggregator import SegmentAggregator
+    from segwatch.collector.store.trace_rows import exemplar_trace_ids, sampled_rows
+
+    batch = scan_request(_model_calls(2000, seed=7).SerializeToString())
+    assert batch is not None
+    sampled = sampled_rows(batch, 0.05)
+    preferred = {batch.trace_ids[i] for i in np.flatnonzero(sampled).tolist()}
+    assert 40 < len(preferred) < 180
+    chosen = exemplar_trace_ids(SegmentAggregator().aggregate(batch, prefer=sampled))
+    plain = exemplar_trace_ids(SegmentAggregator().aggregate(batch))
+    # A segment of ~200 calls (a country, an amount decade) has a sampled call: only the
+    # few small ones (the top amount decade, a rare cross) lack one. Without the
+    # preference, each segment's first call is its exemplar.
+    assert len(chosen - preferred) <= 5 < 10 <= len(plain - preferred)
+    written = traced_rows(batch, 0.05, chosen, sampled)
+    assert len(written) == int(sampled.sum()) + len(chosen - preferred)

@@ -166,7 +166,11 @@ class SegmentAggregator:
             columns[name] = _EMPTY
         return dict(sorted(columns.items()))
 
-    def aggregate(self, batch: ModelCallBatch) -> AggregateRows:
+    def aggregate(
+        self, batch: ModelCallBatch, prefer: npt.NDArray[np.bool_] | None = None
+    ) -> AggregateRows:
+        """The batch's aggregate rows. ``prefer`` (per row): calls to take as exemplars
+        before the others, e.g. those whose spans are written anyway (storage.traces)."""
         out = AggregateRowsBuilder()
         if not len(batch):
             return out.build()
@@ -175,7 +179,8 @@ class SegmentAggregator:
         weights = np.asarray(batch.weights, dtype=np.float64)
         for index, model in enumerate(batch.models):
             rows = np.flatnonzero(model_index == index)
-            self._aggregate_model(batch, model, rows, start_ns[rows], weights[rows], out)
+            preferred = None if prefer is None else prefer[rows]
+            self._aggregate_model(batch, model, rows, start_ns[rows], weights[rows], out, preferred)
         return out.build()
 
     def _aggregate_model(
@@ -186,6 +191,7 @@ class SegmentAggregator:
         start_ns: npt.NDArray[np.int64],
         weights: npt.NDArray[np.float64],
         out: AggregateRowsBuilder,
+        preferred: npt.NDArray[np.bool_] | None = None,
     ) -> None:
         minutes, minute_codes = np.unique(start_ns // NS_PER_MINUTE, return_inverse=True)
         columns = self._model_columns(batch, model[0], rows)
@@ -224,7 +230,9 @@ class SegmentAggregator:
         ]
         if not quantities:
             return
-        groups = SegmentGroups.build(dimensions, minute_codes, minutes * 60, rows, weights, batch)
+        groups = SegmentGroups.build(
+            dimensions, minute_codes, minutes * 60, rows, weights, batch, preferred
+        )
         own_dimension = {d.name: i for i, d in enumerate(dimensions)}
         for quantity in quantities:
             # A dimension split by itself says nothing new: skip that pair.

@@ -50,7 +50,7 @@ class SegmentGroups:
     bucket_start: npt.NDArray[np.int64]  # per live group
     segment_codes: npt.NDArray[np.int64]  # per live group, into segment_names
     segment_names: list[str]  # every dimension's labels, one after the other
-    exemplars: list[str]  # per live group: the trace id (hex) of its first call
+    exemplars: list[str]  # per live group: the trace id (hex) of its first (preferred) call
 
     @classmethod
     def build(
@@ -61,7 +61,10 @@ class SegmentGroups:
         rows: npt.NDArray[np.int64],
         weights: npt.NDArray[np.float64],
         batch: ModelCallBatch,
+        preferred: npt.NDArray[np.bool_] | None = None,
     ) -> SegmentGroups:
+        """The groups of ``rows`` (one model's rows of ``batch``). A group's exemplar is its
+        first call among ``preferred`` (per row of ``rows``) if it has one, else its first."""
         n_minutes = len(bucket_seconds)
         sizes = np.array([len(d.labels) for d in dimensions], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes * n_minutes)[:-1]]).astype(np.int64)
@@ -81,9 +84,14 @@ class SegmentGroups:
         local = live - offsets[live_dim]
         size_of = sizes[live_dim]
         label_offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        # The first call of each group is its exemplar.
-        first = np.full(total, len(rows), dtype=np.int64)
-        np.minimum.at(first, flat, np.tile(np.arange(len(rows), dtype=np.int64), len(dimensions)))
+        # The first call of each group is its exemplar, a preferred one first: ranks
+        # [0, n) are the preferred rows' positions, [n, 2n) the others'.
+        n = len(rows)
+        rank = np.arange(n, dtype=np.int64)
+        if preferred is not None:
+            rank = rank + n * ~preferred
+        first = np.full(total, 2 * n, dtype=np.int64)
+        np.minimum.at(first, flat, np.tile(rank, len(dimensions)))
         trace_ids = batch.trace_ids
         return cls(
             groups=GroupMatrix(matrix, total),
@@ -97,7 +105,7 @@ class SegmentGroups:
             bucket_start=bucket_seconds[local // size_of],
             segment_codes=label_offsets[live_dim] + local % size_of,
             segment_names=[label for d in dimensions for label in d.labels],
-            exemplars=[trace_ids[r].hex() for r in rows[first[live]].tolist()],
+            exemplars=[trace_ids[r].hex() for r in rows[first[live] % max(n, 1)].tolist()],
         )
 
 

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+import numpy.typing as npt
+
 from segwatch.collector.aggregate.aggregator import SegmentAggregator
 from segwatch.collector.config.storage import TracesConfig
 from segwatch.collector.errors import RetryableError
@@ -29,6 +32,7 @@ from segwatch.collector.store.rows import TableRows
 from segwatch.collector.store.trace_rows import (
     TraceRows,
     exemplar_trace_ids,
+    sampled_rows,
     trace_rows,
     traced_rows,
 )
@@ -81,11 +85,14 @@ class FlushWriter:
         token = unit.token or unique_token()
         try:
             aggregate_error(batch.models)
-            aggregates = self._aggregator.aggregate(batch)
+            sampled = None
+            if self._traces.write:  # exemplars from spans written anyway, where a segment has one
+                sampled = sampled_rows(batch, self._traces.sample)
+            aggregates = self._aggregator.aggregate(batch, prefer=sampled)
             parts: list[TableRows] = [aggregates]
             if self._raw_calls:
                 parts.append(call_rows(batch))
-            spans = self._trace_rows(batch, aggregates) if self._traces.write else None
+            spans = None if sampled is None else self._trace_rows(batch, aggregates, sampled)
         except Exception as exc:  # a bug, not bad data: keep the flusher alive, and say so
             if unit.refusals:  # the traceback once per flush is enough
                 _logger.error("aggregating %d model calls failed again: %s", len(batch), exc)
@@ -108,7 +115,9 @@ class FlushWriter:
             waiter.set_result(None)
         return None
 
-    def _trace_rows(self, batch: ModelCallBatch, aggregates: TableRows) -> TableRows:
+    def _trace_rows(
+        self, batch: ModelCallBatch, aggregates: TableRows, sampled: npt.NDArray[np.bool_]
+    ) -> TableRows:
         """The spans ``storage.traces`` keeps: the sampled traces' and the exemplars'.
 
         A failure here (a bug) costs this flush's spans, never its aggregates: see
@@ -117,7 +126,7 @@ class FlushWriter:
         traces = self._traces
         try:
             exemplars = exemplar_trace_ids(aggregates) if traces.exemplars == "always" else set()
-            return trace_rows(batch, traced_rows(batch, traces.sample, exemplars))
+            return trace_rows(batch, traced_rows(batch, traces.sample, exemplars, sampled))
         except Exception:
             self.trace_failures += 1
             _logger.exception("writing the spans of %d model calls failed; flushing without",

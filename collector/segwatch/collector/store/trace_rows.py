@@ -3,8 +3,10 @@
 
 Which spans (:func:`traced_rows`): the calls of a sampled share of traces,
 chosen by trace id as OTel's ``TraceIdRatioBased`` sampler chooses (its low 8
-bytes below ``sample`` × 2⁶⁴), and every call whose trace id an aggregate row
-keeps as an exemplar, so each trace id an anomaly names is there. How
+bytes below ``sample`` × 2⁶⁴: :func:`sampled_rows`), and every call whose trace
+id an aggregate row keeps as an exemplar, so each trace id an anomaly names is
+there. The aggregator takes a segment's exemplar from the sampled calls when it
+has one, so most exemplars cost no span of their own. How
 (:func:`trace_rows`): each chosen span is parsed back from what the reader kept
 (:class:`~segwatch.collector.model_calls.SpanOrigin`) and written once (a batch
 span's calls share one span), its values as the exporter renders them: hex ids,
@@ -31,7 +33,14 @@ from segwatch.collector.model_calls import ModelCallBatch, SpanRecord
 from .native import ArrayColumn, Coded
 from .rows import TableRows
 
-__all__ = ["TRACE_SCHEMA", "TraceRows", "exemplar_trace_ids", "trace_rows", "traced_rows"]
+__all__ = [
+    "TRACE_SCHEMA",
+    "TraceRows",
+    "exemplar_trace_ids",
+    "sampled_rows",
+    "trace_rows",
+    "traced_rows",
+]
 
 TRACE_SCHEMA: Final = {
     "Timestamp": "DateTime64(9)",
@@ -81,25 +90,33 @@ def exemplar_trace_ids(aggregates: TableRows) -> set[bytes]:
     return {bytes.fromhex(t) for i in range(len(column)) for t in column[i]}  # lists of rows
 
 
-def traced_rows(
-    batch: ModelCallBatch, sample: float, exemplars: set[bytes]
-) -> npt.NDArray[np.int64]:
-    """The rows whose spans go to ``otel_traces``: sampled by trace id, or exemplars."""
+def sampled_rows(batch: ModelCallBatch, sample: float) -> npt.NDArray[np.bool_]:
+    """Per row, whether its trace is in the sample (TraceIdRatioBased's decision)."""
     regular, words = _trace_id_words(batch.trace_ids)
-    chosen = np.zeros(len(regular), dtype=bool)
     if sample >= 1:
-        chosen[:] = True
-    elif sample > 0:
-        bound = round(sample * _LOW_64)
-        chosen |= regular & (words[:, 1] < np.uint64(bound))
-    if exemplars:
-        wanted = [e for e in exemplars if len(e) == 16]
-        if wanted:
-            pairs = np.frombuffer(b"".join(wanted), dtype=">u8").astype(np.uint64).reshape(-1, 2)
-            maybe = regular & np.isin(words[:, 1], pairs[:, 1])  # then the exact id, on few rows
-            candidates = np.flatnonzero(maybe & ~chosen)
-            ids = batch.trace_ids
-            chosen[[i for i in candidates.tolist() if ids[i] in exemplars]] = True
+        return np.ones(len(regular), dtype=bool)
+    if sample <= 0:
+        return np.zeros(len(regular), dtype=bool)
+    return regular & (words[:, 1] < np.uint64(round(sample * _LOW_64)))
+
+
+def traced_rows(
+    batch: ModelCallBatch,
+    sample: float,
+    exemplars: set[bytes],
+    sampled: npt.NDArray[np.bool_] | None = None,
+) -> npt.NDArray[np.int64]:
+    """The rows whose spans go to ``otel_traces``: sampled by trace id (``sampled``, when
+    the caller has it already), or exemplars."""
+    chosen = sampled_rows(batch, sample) if sampled is None else sampled.copy()
+    wanted = [e for e in exemplars if len(e) == 16]
+    if wanted:
+        regular, words = _trace_id_words(batch.trace_ids)
+        pairs = np.frombuffer(b"".join(wanted), dtype=">u8").astype(np.uint64).reshape(-1, 2)
+        maybe = regular & np.isin(words[:, 1], pairs[:, 1])  # then the exact id, on few rows
+        ids = batch.trace_ids
+        candidates = np.flatnonzero(maybe & ~chosen).tolist()
+        chosen[[i for i in candidates if ids[i] in exemplars]] = True
     return np.flatnonzero(chosen)
 
 
@@ -181,13 +198,17 @@ def _attribute_map(attributes: Iterable[Any]) -> dict[str, str]:
 
 def _text(value: Any) -> str:
     """An ``AnyValue`` as the exporter writes it (pdata's ``Value.AsString``)."""
-    if value.WhichOneof("value") in ("array_value", "kvlist_value"):
+    kind = value.WhichOneof("value")  # once: it is most of the cost of a value
+    if kind == "string_value":
+        return str(value.string_value)
+    if kind == "double_value":
+        return _number_text(value.double_value)
+    if kind in ("array_value", "kvlist_value"):
         return _json_value(value)
-    return str(_plain(value))
+    return str(_plain(value, kind))
 
 
-def _plain(value: Any) -> Any:
-    kind = value.WhichOneof("value")
+def _plain(value: Any, kind: str | None) -> Any:
     if kind == "string_value":
         return value.string_value
     if kind == "bool_value":
@@ -218,7 +239,7 @@ def _as_json(value: Any) -> Any:
     if kind == "double_value":
         number = value.double_value
         return number if math.isfinite(number) else _number_text(number)
-    return _plain(value) if kind is not None else None
+    return _plain(value, kind) if kind is not None else None
 
 
 def _number_text(number: float) -> str:
