@@ -7,6 +7,9 @@ say its plots are drawn, and writes its verdict into the DOM, which ``--dump-dom
 prints. A screenshot is saved for people to look at: under ``$SEGWATCH_ARTIFACTS``
 when set, else the test's temporary directory; the run prints where.
 
+A second page, from a copy of the demo's store holding a country named like markup
+(``<!--<script>...``), must draw every plot too and show the name as text.
+
 Skipped only when chromium is absent and ``CI`` is not set (``.ci/run`` installs it).
 """
 
@@ -19,8 +22,10 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+from test_report import HOSTILE, make_hostile_store
 
 from segwatch.clickhouse.store import open_client, parse_dsn
 from segwatch.collector.report import ReportRequest, build_report_page, client_query
@@ -51,7 +56,11 @@ _CHECK = """<script>
   var plots = Array.prototype.slice.call(document.querySelectorAll(".sw-plot"));
   var verdict = {errors: window.__errors, rendered: body.getAttribute("data-plots-rendered"),
                  failed: body.getAttribute("data-plots-error"), plots: plots.length,
-                 empty: [], heatmap: null, distribution: null, remote: []};
+                 empty: [], heatmap: null, distribution: null, remote: [],
+                 titles: Array.prototype.map.call(document.querySelectorAll(".sw-plot .gtitle"),
+                                                  function (t) { return t.textContent; }),
+                 segments: Array.prototype.map.call(document.querySelectorAll("span.segment"),
+                                                    function (s) { return s.textContent; })};
   plots.forEach(function (div) {
     var svg = div.querySelector(".main-svg");
     var drawn = div.querySelectorAll(".plot g.trace, .plot g.hm, .plot image").length;
@@ -111,30 +120,39 @@ def _chromium(binary: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_report_renders_offline_with_the_drift_marked(
-    demo_store: Path, tmp_path: Path, chromium: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    client = open_client(parse_dsn(f"chdb://{demo_store}"))
+def _page(store: Path) -> str:
+    client = open_client(parse_dsn(f"chdb://{store}"))
     try:
-        page = build_report_page(client_query(client), ReportRequest(), store="the demo's store")
+        return build_report_page(client_query(client), ReportRequest(), store="the demo's store")
     finally:
         client.close()
-    report = tmp_path / "report.html"
-    report.write_text(page)
-    checked = tmp_path / "checked.html"
+
+
+def _verdict(chromium: str, page: str, directory: Path) -> dict[str, Any]:
+    """What the check script in a copy of ``page`` saw, Chromium having drawn it offline."""
+    checked = directory / "checked.html"
     checked.write_text(
         page.replace("<head>", "<head>" + _BEFORE, 1).replace("</body>", _CHECK + "</body>", 1)
     )
-
     dumped = _chromium(chromium, "--dump-dom", checked.as_uri())
     match = re.search(r'<pre id="verdict">(.*?)</pre>', dumped.stdout, re.S)
     assert match, f"no verdict: the page's check did not run\n{dumped.stderr[-2000:]}"
-    verdict = json.loads(html.unescape(match.group(1)))
-
+    verdict: dict[str, Any] = json.loads(html.unescape(match.group(1)))
     assert verdict["errors"] == [] and verdict["failed"] is None
     assert verdict["plots"] >= 10 and verdict["rendered"] == str(verdict["plots"])
     assert verdict["empty"] == []
     assert verdict["remote"] == []
+    return verdict
+
+
+def test_the_report_renders_offline_with_the_drift_marked(
+    demo_store: Path, tmp_path: Path, chromium: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = _page(demo_store)
+    report = tmp_path / "report.html"
+    report.write_text(page)
+    verdict = _verdict(chromium, page, tmp_path)
+
     heatmap = verdict["heatmap"]
     assert "feature.country=BR" in heatmap["rows"]
     assert "feature.country=BR|feature.amount" in heatmap["highlighted"]
@@ -153,3 +171,17 @@ def test_the_report_renders_offline_with_the_drift_marked(
         shutil.copy(report, Path(artifacts) / "report.html")
     with capsys.disabled():
         print(f"\nthe report page as Chromium draws it: {shot}")
+
+
+def test_a_value_like_markup_is_drawn_as_text(
+    demo_store: Path, tmp_path: Path, chromium: str
+) -> None:
+    """A country named ``<!--<script>"<b>&amp;BR</b>``: an unescaped ``<!--`` inside the
+    figures' script element swallowed the drawing script (no plot drawn), and Plotly drew
+    its ``<b>`` as bold and its ``&amp;`` as ``&``."""
+    page = _page(make_hostile_store(demo_store, tmp_path))
+    verdict = _verdict(chromium, page, tmp_path)
+    label = f"feature.country={HOSTILE}"
+    assert {"text": label, "bold": True} in verdict["heatmap"]["ticks"]  # framed: a finding
+    assert f"feature.amount in {label}: window against baseline" in verdict["titles"]
+    assert label in verdict["segments"]  # the tables

@@ -69,23 +69,25 @@ live AS (
 segments AS (
     -- One row per segment and quantity: its bins in both windows, aligned to the
     -- quantity's bins over the whole model, and what the statistics need.
-    --   Bins: for numbers, the whole model's baseline deciles (histogram keys);
-    --   then one bin per text or boolean value the whole model showed in either
-    --   window; then MISSING. Bins empty in the whole model in both windows are
-    --   dropped (the PSI smoothing would count them).
+    --   Bins (the statistics fragment's sw_decile_keys, sw_key_bins, sw_bin_counts,
+    --   sw_bins_kept: the report's heat map, report/drift_grid.sql, bins with them
+    --   and takes its edges, names and kept bins from the same rows): for numbers,
+    --   the whole model's baseline deciles (histogram keys); then one bin per text
+    --   or boolean value the whole model showed in either window; then MISSING.
+    --   Bins empty in the whole model in both windows are dropped.
     SELECT *,
-           arrayFilter((x, k) -> k, b_all_bins, keep) AS b,
-           arrayFilter((x, k) -> k, c_all_bins, keep) AS c
+           sw_bins_kept(b_all_bins, keep) AS b,
+           sw_bins_kept(c_all_bins, keep) AS c
     FROM (
         SELECT *,
-               anyIf(arrayMap((x, y) -> x + y > 0, b_all_bins, c_all_bins), segment_dim = '__all__')
+               anyIf(sw_bins_in_use(b_all_bins, c_all_bins), segment_dim = '__all__')
                    OVER model_quantity AS keep
         FROM (
             SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
                    anyIf(counts, NOT is_current) AS b_counts, anyIf(counts, is_current) AS c_counts,
                    -- a window without calls has no row: zeros
-                   if(empty(b_counts), arrayWithConstant(length(c_counts), 0.), b_counts) AS b_all_bins,
-                   if(empty(c_counts), arrayWithConstant(length(b_counts), 0.), c_counts) AS c_all_bins,
+                   sw_bins_or_zeros(b_counts, c_counts) AS b_all_bins,
+                   sw_bins_or_zeros(c_counts, b_counts) AS c_all_bins,
                    -- Support is what was received, not the weighted estimate: sampling does not
                    -- add evidence. Numeric support likewise (the share of calls with a number).
                    sumIf(sampled_calls, is_current) AS support,
@@ -103,14 +105,11 @@ segments AS (
                    any(compared_with) AS compared_with
             FROM (
                 SELECT *,
-                       arrayConcat(
-                           arrayMap(i -> arraySum(arrayFilter((v, j) -> j = i, mapValues(hist), key_bins)),
-                                    range(length(decile_keys) + 1)),
-                           arrayMap(name -> cats[name], category_names),
-                           [missing_calls]) AS counts
+                       sw_bin_counts(hist, key_bins, decile_keys, cats, category_names, missing_calls)
+                           AS counts
                 FROM (
-                -- numbers: the bin of each fine bucket is how many decile edges lie below it
-                SELECT *, arrayMap(k -> arrayCount(e -> e < k, decile_keys), mapKeys(hist)) AS key_bins
+                -- each fine bucket's bin (its own step: see `fine` on aliases used twice)
+                SELECT *, sw_key_bins(hist, decile_keys) AS key_bins
                 FROM (
                     SELECT *,
                            anyIf(baseline_deciles, segment_dim = '__all__' AND NOT is_current
@@ -121,11 +120,8 @@ segments AS (
                     FROM (
                         SELECT *,
                                -- (only the whole model's baseline needs its deciles)
-                               if(segment_dim = '__all__' AND NOT is_current, arrayDistinct(arrayMap(
-                                   q -> mapKeys(hist)[arrayFirstIndex(
-                                       s -> s >= q * arraySum(mapValues(hist)), arrayCumSum(mapValues(hist)))],
-                                   arrayMap(i -> i / {bins:UInt32}, range(1, {bins:UInt32})))), [])
-                                   AS baseline_deciles
+                               if(segment_dim = '__all__' AND NOT is_current,
+                                  sw_decile_keys(hist, {bins:UInt32}), []) AS baseline_deciles
                         FROM windowed
                     )
                     WINDOW model_quantity AS (PARTITION BY model_name, model_version, model_stage, quantity)

@@ -10,6 +10,23 @@
 -- PSI on smoothed proportions (add 0.5 per bin: an empty bin never divides by 0).
 (counts) -> arrayMap(x -> (x + 0.5) / (arraySum(counts) + 0.5 * length(counts)), counts) AS sw_smoothed,
 (b, c) -> arraySum(arrayMap((p, q) -> (q - p) * log(q / p), sw_smoothed(b), sw_smoothed(c))) AS sw_psi,
+-- psi_drift's coarse bins, which the report's heat map shares: for numbers the
+-- edges are the {bins}-quantiles of a histogram (the whole model's baseline: its
+-- keys, deduplicated), and each fine bucket falls in the bin of how many edges lie
+-- below its key; the counts are the numeric bins, then one bin per category name,
+-- then MISSING. A window without calls gets zeros; bins empty in the whole model in
+-- both windows are dropped (the PSI smoothing would count them).
+(hist, bins) -> arrayDistinct(arrayMap(
+        q -> mapKeys(hist)[arrayFirstIndex(s -> s >= q * arraySum(mapValues(hist)), arrayCumSum(mapValues(hist)))],
+        arrayMap(i -> i / bins, range(1, bins)))) AS sw_decile_keys,
+(hist, edges) -> arrayMap(k -> arrayCount(e -> e < k, edges), mapKeys(hist)) AS sw_key_bins,
+(hist, key_bins, edges, cats, names, missing) -> arrayConcat(
+        arrayMap(i -> arraySum(arrayFilter((v, j) -> j = i, mapValues(hist), key_bins)), range(length(edges) + 1)),
+        arrayMap(name -> cats[name], names),
+        [missing]) AS sw_bin_counts,
+(counts, other) -> if(empty(counts), arrayWithConstant(length(other), 0.), counts) AS sw_bins_or_zeros,
+(b, c) -> arrayMap((x, y) -> x + y > 0, b, c) AS sw_bins_in_use,
+(counts, keep) -> arrayFilter((x, k) -> k, counts, keep) AS sw_bins_kept,
 -- Jensen-Shannon distance, base 2, in [0, 1] (the square root of the divergence,
 -- as scipy.spatial.distance.jensenshannon): raw proportions, 0 log 0 = 0.
 (p, m) -> if(p > 0, p * log2(p / m), 0) AS sw_plogp,

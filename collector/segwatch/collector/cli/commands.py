@@ -96,13 +96,14 @@ def _detect(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from segwatch.collector.report import PlotlyMissingError, ReportRequest
 
-    from .report import check_report_extra, report_page, write_page
+    from .report import check_output, check_report_extra, report_page, write_page
 
     try:
         check_report_extra()  # before any store is opened
     except PlotlyMissingError as exc:
         print(f"segwatch: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    check_output(args.output)  # before the page is made
     request = ReportRequest(model=args.model, since=args.since)
     config_path, config = _config(args)
     with _open_store(config_path, config) as access:

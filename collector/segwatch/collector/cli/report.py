@@ -25,7 +25,7 @@ from segwatch.collector.service.discovery import read_discovery
 
 from .access import ApiAccess, ApiError, DirectAccess, StoreAccess
 
-__all__ = ["check_report_extra", "report_page", "write_page"]
+__all__ = ["check_output", "check_report_extra", "report_page", "write_page"]
 
 
 def check_report_extra() -> None:
@@ -69,14 +69,40 @@ def _through_collector(access: ApiAccess, config: CollectorConfig, request: Repo
         raise ApiError(f"the collector's /report: {message}") from exc
 
 
-def write_page(page: str, path: str) -> None:
-    """Write ``page`` to ``path`` whole or not at all (a temporary file, then renamed)."""
+def check_output(path: str) -> None:
+    """Raise ``OSError`` naming ``path`` when the page could not be written there: ``path``
+    a directory, its directory missing or not writable. Checked before the page is made,
+    which takes a while."""
     directory = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=directory, prefix=".segwatch-report-", delete=False
-    ) as temporary:
-        temporary.write(page)
-    umask = os.umask(0)  # a file as open() would make it (the temporary one is 0600)
-    os.umask(umask)
-    os.chmod(temporary.name, 0o666 & ~umask)
-    os.replace(temporary.name, path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write the report to {path}: it is a directory")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"cannot write the report to {path}: the directory {directory} does not exist"
+        )
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"cannot write the report to {path}: the directory {directory} is not writable"
+        )
+
+
+def write_page(page: str, path: str) -> None:
+    """Write ``page`` to ``path`` whole or not at all (a temporary file beside it, then
+    renamed). A failure leaves no temporary file and raises ``OSError`` naming ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    temporary = ""
+    try:
+        with tempfile.NamedTemporaryFile(
+            "w", encoding="utf-8", dir=directory, prefix=".segwatch-report-", delete=False
+        ) as handle:
+            temporary = handle.name
+            handle.write(page)
+        umask = os.umask(0)  # a file as open() would make it (the temporary one is 0600)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    except OSError as exc:
+        if temporary and os.path.exists(temporary):
+            os.unlink(temporary)
+        reason = exc.strerror or str(exc)
+        raise OSError(f"cannot write the report to {path}: {reason}") from exc

@@ -15,24 +15,37 @@ Plotly is the optional extra ``segwatch[report]``, imported only when a page is
 made (:class:`PlotlyMissingError` otherwise).
 
 - ``request``: what a report covers; psi_drift's windows as configured.
-- ``data``: the reads, into plain dataclasses.
+- ``reads``: the SQL files, query parameters and the read budget.
+- ``data``: the reads, into plain dataclasses; ``focus``: which findings are drawn
+  up close, and their distribution and time series.
 - ``distributions``: histograms rebuilt from the stored log buckets, for plots.
-- ``figures``: the Plotly figures. ``page``, ``page_style``: the HTML.
-- ``build``: ``build_report_page()``, from a store to the page.
+- ``figures``, ``heatmap``: the Plotly figures. ``page``, ``page_style``: the HTML.
+- ``build``: ``build_report_page()``, from a store to the page. A caller that
+  holds a lock while it reads (the API) calls ``read_report()`` under it and
+  ``render_page()`` after.
 """
 
 from __future__ import annotations
 
 from .build import build_report_page
-from .data import ReportQuery, UnknownModelError, client_query
-from .figures import PlotlyMissingError
-from .request import ReportRequest
+from .data import Report, UnknownModelError, read_report
+from .figures import PlotlyMissingError, require_plotly
+from .page import render_page
+from .reads import ReadBudget, ReportBudgetError, ReportQuery, client_query
+from .request import DriftSettings, ReportRequest
 
 __all__ = [
+    "DriftSettings",
     "PlotlyMissingError",
+    "ReadBudget",
+    "Report",
+    "ReportBudgetError",
     "ReportQuery",
     "ReportRequest",
     "UnknownModelError",
     "build_report_page",
     "client_query",
+    "read_report",
+    "render_page",
+    "require_plotly",
 ]

@@ -1,11 +1,13 @@
 -- One model's anomalies from their lifecycle (ml_anomaly_events): every open one, and
 -- those resolved since {start}; each with the sentence, score, support and exemplar
 -- trace ids of the last window it was open in (a resolved anomaly keeps the
--- explanation it opened with). Parameters: model, start.
+-- explanation it opened with). The first 100; each row carries the totals before the
+-- LIMIT (`total`, `open_total`). Parameters: model, start.
 SELECT current_state AS state, opened_at, resolved_at, detector, model_version, model_stage,
        segment_dim, segment_value, quantity, open_window_start AS window_start,
        open_window_end AS window_end, last_score AS score, last_support AS support,
-       exemplars AS exemplar_trace_ids, open_details AS details
+       exemplars AS exemplar_trace_ids, open_details AS details,
+       count() OVER () AS total, countIf(current_state = 'open') OVER () AS open_total
 FROM (
     SELECT detector, model_version, model_stage, segment_dim, segment_value, quantity,
            argMax(state, window_end) AS current_state,

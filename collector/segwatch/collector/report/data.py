@@ -1,28 +1,18 @@
 """The report's reads: everything a page shows, read from the store as plain data.
 
-Every read goes through a :data:`ReportQuery`, ``(sql, parameters) -> QueryResult``:
-:func:`client_query` makes one of a clickhouse-connect client (a store this
-process opened, a server, ``segwatch serve``'s door, or the collector's own
-client behind ``GET /report``). The SQL lives in this folder's ``.sql`` files;
-values go in as query parameters only. Nothing here writes: the heat map reads
+Every read goes through a :data:`~.reads.ReportQuery` (:mod:`.reads`: the SQL
+files, parameters, the read budget). Nothing here writes: the heat map reads
 the minute aggregates, not the detectors' roll-ups (which a run writes first).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
 from typing import Any
 
-from clickhouse_connect.driver.client import Client
-
-from segwatch.clickhouse.queries import QueryResult, run_query
-
-from .distributions import Distribution, Period
+from .focus import Focus, Series, choose_focus, read_focus
+from .reads import ReportQuery, client_query, number, rows, segment_label, utc
 from .request import DriftSettings, ReportRequest, ceil_to, floor_to
 
 __all__ = [
@@ -39,52 +29,12 @@ __all__ = [
     "segment_label",
 ]
 
-ReportQuery = Callable[[str, Mapping[str, Any]], QueryResult]
-"""Runs one of the report's queries with its parameters (a read; never a write)."""
-
-MAX_FOCUS = 6
-"""Findings shown up close (distribution and time series), the latest first."""
+_STEPS = (300, 3600, 6 * 3600, 86400)
+_MAX_POINTS = 800  # per series: the step is the first of _STEPS that keeps under it
 
 
 class UnknownModelError(ValueError):
     """The report was asked for a model the store has no calls of."""
-
-
-def client_query(client: Client) -> ReportQuery:
-    """The report's queries on ``client``."""
-    return lambda sql, parameters: run_query(client, sql, parameters=dict(parameters))
-
-
-@cache
-def _sql(name: str) -> str:
-    """This folder's ``name``, its ``/*@statistics*/`` marker filled with the detectors'
-    shared statistics (sw_psi, sw_key_value, ...)."""
-    text = resources.files(__package__).joinpath(name).read_text("utf-8")
-    if "/*@statistics*/" in text:
-        statistics = resources.files("segwatch.clickhouse.detectors").joinpath("statistics.sql")
-        text = text.replace("/*@statistics*/", statistics.read_text("utf-8"))
-    return text
-
-
-def _rows(query: ReportQuery, name: str, **parameters: Any) -> list[dict[str, Any]]:
-    values = {k: _utc_text(v) if isinstance(v, dt.datetime) else v for k, v in parameters.items()}
-    result = query(_sql(name), values)
-    return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
-
-
-def _utc_text(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _utc(value: Any) -> dt.datetime:
-    """A time as the store or the API hands it (datetime or ISO text), aware, UTC."""
-    moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
-
-
-def segment_label(dim: str, value: str) -> str:
-    """``feature.country=BR``; the whole model is ``__all__``."""
-    return "__all__" if dim == "__all__" else f"{dim}={value}"
 
 
 @dataclass(frozen=True)
@@ -130,29 +80,17 @@ class DriftGrid:
 
 
 @dataclass(frozen=True)
-class Series:
-    """A quantity over time in a segment and in the whole model (``step`` seconds apart)."""
-
-    step: int
-    times: list[dt.datetime]
-    calls: list[float]
-    means: list[float]
-    categories: list[dict[str, float]]
-    model_times: list[dt.datetime]
-    model_means: list[float]
-
-
-@dataclass(frozen=True)
-class Focus:
-    """One finding up close: its row, the distribution it compared, the quantity over time."""
-
-    finding: dict[str, Any]
-    distribution: Distribution | None
-    series: Series
-
-
-@dataclass(frozen=True)
 class ModelReport:
+    """One model's part of the page.
+
+    ``anomalies``: the first 100 (open first), of ``anomalies_total``, of which
+    ``open_anomalies`` are open; ``findings``: the latest 50 of the period's
+    ``findings_total``; ``latest_findings``: each detector's latest finding per
+    segment and quantity (the period's, and every open anomaly's), which the heat
+    map frames; ``focus``: those drawn up close, ``left_out``: those past
+    :data:`~.focus.MAX_FOCUS`, named on the page.
+    """
+
     name: str
     calls: float
     first_minute: dt.datetime
@@ -165,6 +103,11 @@ class ModelReport:
     volume: dict[str, dict[str, tuple[list[dt.datetime], list[float]]]]
     performance: list[dict[str, Any]] = field(default_factory=list)
     unread_labels: int = 0  # labels stored for the model that no configured label grades
+    anomalies_total: int = 0
+    open_anomalies: int = 0
+    findings_total: int = 0
+    latest_findings: list[dict[str, Any]] = field(default_factory=list)
+    left_out: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -186,17 +129,18 @@ def read_report(
     """Read what the report shows of ``request``'s models over its period.
 
     ``labels`` are the performance detector's label lines (the config's labels);
-    raises :class:`UnknownModelError` when the store has no such model.
+    raises :class:`UnknownModelError` when the store has no such model, and
+    :class:`~.reads.ReportBudgetError` when ``query``'s budget runs out.
     """
     settings = settings or DriftSettings.of()
     at = request.moment()
     if request.model is not None:
-        known = [row["model_name"] for row in _rows(query, "known_models.sql")]
+        known = [row["model_name"] for row in rows(query, "known_models.sql")]
         if request.model not in known:
             have = f"it has {', '.join(known)}" if known else "it holds no model calls yet"
             raise UnknownModelError(f"unknown model {request.model!r}: {have}")
     start = at - dt.timedelta(seconds=request.since)
-    models = _rows(query, "models.sql", start=start, end=at, model=request.model or "")
+    models = rows(query, "models.sql", start=start, end=at, model=request.model or "")
     return Report(
         at,
         request.since,
@@ -215,33 +159,20 @@ def _model_report(
     labels: str,
 ) -> ModelReport:
     model = str(row["model_name"])
-    first, last = _utc(row["first_minute"]), _utc(row["last_minute"])
+    first, last = utc(row["first_minute"]), utc(row["last_minute"])
     span = (last - first).total_seconds() + 60
-    step = 300 if span <= 2 * 86400 else 3600
+    step = next((s for s in _STEPS if span / s <= _MAX_POINTS), _STEPS[-1])
     series_start, series_end = floor_to(first, step), ceil_to(last + dt.timedelta(minutes=1), step)
     window_end = min(
         floor_to(at, settings.cadence), ceil_to(last + dt.timedelta(minutes=1), settings.cadence)
     )
-    anomalies = _rows(query, "anomalies.sql", model=model, start=start)
-    findings = _rows(query, "findings.sql", model=model, start=start, end=at)
-    focus = [
-        _focus(query, model, finding, series_start, series_end, step)
-        for finding in _focus_findings(anomalies, findings)
-    ]
-    performance: list[dict[str, Any]] = []
-    unread = 0
-    if any(line.split("\t")[0] == model for line in labels.splitlines()):
-        performance = _rows(
-            query,
-            "performance.sql",
-            model=model,
-            labels=labels,
-            start=series_start,
-            end=series_end,
-            step=step,
-        )
-    if not performance:
-        unread = int(query(_sql("labels_count.sql"), {"model": model}).rows[0][0])
+    anomalies, anomaly_totals = _counted(rows(query, "anomalies.sql", model=model, start=start))
+    findings, finding_totals = _counted(
+        rows(query, "findings.sql", model=model, start=start, end=at)
+    )
+    latest = rows(query, "focus_findings.sql", model=model, start=start, end=at)
+    choice = choose_focus(anomalies, latest)
+    performance, unread = _performance(query, model, labels, series_start, series_end, step)
     return ModelReport(
         name=model,
         calls=float(row["calls"]),
@@ -250,12 +181,48 @@ def _model_report(
         anomalies=anomalies,
         findings=findings,
         grids=_drift_grids(query, model, window_end, settings),
-        focus=focus,
+        focus=[
+            read_focus(query, model, finding, series_start, series_end, step)
+            for finding in choice.shown
+        ],
         step=step,
         volume=_volume(query, model, series_start, series_end, step),
         performance=performance,
         unread_labels=unread,
+        anomalies_total=anomaly_totals.get("total", 0),
+        open_anomalies=anomaly_totals.get("open_total", 0),
+        findings_total=finding_totals.get("total", 0),
+        latest_findings=latest,
+        left_out=choice.left_out,
     )
+
+
+def _counted(found: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Rows that carry their query's totals (``total``, ``open_total``: window counts taken
+    before its LIMIT) as the rows without them, and the totals (none without rows)."""
+    names = ("total", "open_total")
+    totals = {name: int(found[0][name]) for name in names if found and name in found[0]}
+    return [{k: v for k, v in r.items() if k not in names} for r in found], totals
+
+
+def _performance(
+    query: ReportQuery,
+    model: str,
+    labels: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    step: int,
+) -> tuple[list[dict[str, Any]], int]:
+    """The model's graded labels per ``step`` (when the config grades any of its labels),
+    else how many labels it has that nothing grades."""
+    if any(line.split("\t")[0] == model for line in labels.splitlines()):
+        graded = rows(
+            query, "performance.sql", model=model, labels=labels, start=start, end=end, step=step
+        )
+        if graded:
+            return graded, 0
+    (count,) = rows(query, "labels_count.sql", model=model)
+    return [], int(next(iter(count.values())))
 
 
 def _drift_grids(
@@ -264,7 +231,7 @@ def _drift_grids(
     """PSI of every segment and quantity in the latest window, one grid per version and stage."""
     window_start = window_end - dt.timedelta(seconds=settings.window)
     baseline_start = window_start - dt.timedelta(seconds=settings.baseline)
-    rows = _rows(
+    found = rows(
         query,
         "drift_grid.sql",
         model=model,
@@ -275,7 +242,7 @@ def _drift_grids(
         bins=settings.bins,
     )
     grids: dict[tuple[str, str], list[DriftCell]] = {}
-    for r in rows:
+    for r in found:
         support, baseline_support = int(r["support"]), int(r["baseline_support"])
         grids.setdefault((r["model_version"], r["model_stage"]), []).append(
             DriftCell(
@@ -285,8 +252,8 @@ def _drift_grids(
                 float(r["psi"]),
                 support,
                 baseline_support,
-                _number(r["baseline_mean"]),
-                _number(r["current_mean"]),
+                number(r["baseline_mean"]),
+                number(r["current_mean"]),
                 tested=min(support, baseline_support) >= settings.min_support,
             )
         )
@@ -296,91 +263,15 @@ def _drift_grids(
     ]
 
 
-def _number(value: Any) -> float:
-    """A float from the store (NaN) or from JSON (None for NaN)."""
-    return math.nan if value is None else float(value)
-
-
-def _focus_findings(
-    anomalies: list[dict[str, Any]], findings: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """The findings to show up close: one per segment and quantity, the latest window's,
-    those of open anomalies first; at most :data:`MAX_FOCUS`."""
-    key = ("model_version", "model_stage", "segment_dim", "segment_value", "quantity")
-    open_keys = {tuple(a[k] for k in key) for a in anomalies if a["state"] == "open"}
-    latest: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for finding in findings:  # latest window first
-        latest.setdefault(tuple(finding[k] for k in key), finding)
-    ranked = sorted(latest.items(), key=lambda item: item[0] not in open_keys)
-    return [finding for _, finding in ranked[:MAX_FOCUS]]
-
-
-def _focus(
-    query: ReportQuery,
-    model: str,
-    finding: dict[str, Any],
-    start: dt.datetime,
-    end: dt.datetime,
-    step: int,
-) -> Focus:
-    where = {
-        "model": model,
-        "version": finding["model_version"],
-        "stage": finding["model_stage"],
-        "dim": finding["segment_dim"],
-        "value": finding["segment_value"],
-        "quantity": finding["quantity"],
-    }
-    periods = {
-        bool(r["is_current"]): Period(
-            [float(v) for v in r["bucket_values"]],
-            [float(n) for n in r["bucket_calls"]],
-            {
-                str(k): float(v)
-                for k, v in zip(r["category_names"], r["category_calls"], strict=True)
-            },
-            float(r["missing_calls"]),
-            float(r["calls"]),
-        )
-        for r in _rows(
-            query,
-            "distribution.sql",
-            **where,
-            window_start=_utc(finding["window_start"]),
-            window_end=_utc(finding["window_end"]),
-            baseline_start=_utc(finding["baseline_start"]),
-            baseline_end=_utc(finding["baseline_end"]),
-        )
-    }
-    distribution = None
-    if periods:
-        distribution = Distribution(
-            str(finding["quantity"]), periods.get(False, Period()), periods.get(True, Period())
-        )
-    rows = _rows(query, "series.sql", **where, start=start, end=end, step=step)
-    own = [r for r in rows if not r["whole_model"]]
-    whole = [r for r in rows if r["whole_model"]]
-    series = Series(
-        step,
-        [_utc(r["t"]) for r in own],
-        [float(r["calls"]) for r in own],
-        [_number(r["mean"]) for r in own],
-        [{str(k): float(v) for k, v in dict(r["cats"]).items()} for r in own],
-        [_utc(r["t"]) for r in whole],
-        [_number(r["mean"]) for r in whole],
-    )
-    return Focus(finding, distribution, series)
-
-
 def _volume(
     query: ReportQuery, model: str, start: dt.datetime, end: dt.datetime, step: int
 ) -> dict[str, dict[str, tuple[list[dt.datetime], list[float]]]]:
     """Calls per ``step`` of every segment, by dimension (the whole model under ``__all__``)."""
     volume: dict[str, dict[str, tuple[list[dt.datetime], list[float]]]] = {}
-    for r in _rows(query, "volume.sql", model=model, start=start, end=end, step=step):
+    for r in rows(query, "volume.sql", model=model, start=start, end=end, step=step):
         times, calls = volume.setdefault(r["segment_dim"], {}).setdefault(
             r["segment_value"], ([], [])
         )
-        times.append(_utc(r["t"]))
+        times.append(utc(r["t"]))
         calls.append(float(r["calls"]))
     return volume

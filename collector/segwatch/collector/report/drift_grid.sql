@@ -3,12 +3,14 @@
 -- reported), the current window against the trailing baseline right before it.
 --
 -- The bins are psi_drift's (clickhouse/segwatch/clickhouse/detectors/psi_drift.sql,
--- its `segments` step): for numbers the whole model's baseline deciles ({bins}
--- bins, read from the log histograms), so every segment of a quantity shares one
--- set of bins; one bin per text or boolean value the whole model showed; MISSING
--- a bin of its own; bins empty in the whole model in both windows dropped. PSI is
--- sw_psi of the detectors' statistics fragment (smoothed proportions). Unlike the
--- detector this reads the minute table, not the roll-ups: a report writes nothing.
+-- its `segments` step), made by the same lambdas of the detectors' statistics
+-- fragment (sw_decile_keys, sw_key_bins, sw_bin_counts, sw_bins_kept), with their
+-- edges, names and kept bins taken from the same rows: for numbers the whole
+-- model's baseline deciles ({bins} bins), so every segment of a quantity shares one
+-- set of bins; one bin per text or boolean value the whole model showed; MISSING a
+-- bin of its own; bins empty in the whole model in both windows dropped. PSI is
+-- sw_psi (smoothed proportions). Unlike the detector this reads the minute table,
+-- not the roll-ups: a report writes nothing.
 --
 -- Parameters: model, window_start, window_end, baseline_start, baseline_end, bins.
 -- One row per (version, stage, segment, quantity) seen in either window.
@@ -31,14 +33,9 @@ live AS (
     GROUP BY model_version, model_stage, segment_dim, segment_value, quantity, is_current
 ),
 binned AS (
-    SELECT *,
-           arrayConcat(
-               arrayMap(i -> arraySum(arrayFilter((v, j) -> j = i, mapValues(hist), key_bins)),
-                        range(length(decile_keys) + 1)),
-               arrayMap(name -> cats[name], category_names),
-               [missing_calls]) AS counts
+    SELECT *, sw_bin_counts(hist, key_bins, decile_keys, cats, category_names, missing_calls) AS counts
     FROM (
-        SELECT *, arrayMap(k -> arrayCount(e -> e < k, decile_keys), mapKeys(hist)) AS key_bins
+        SELECT *, sw_key_bins(hist, decile_keys) AS key_bins
         FROM (
             SELECT *,
                    anyIf(baseline_deciles, segment_dim = '__all__' AND NOT is_current
@@ -48,11 +45,8 @@ binned AS (
                        AS category_names
             FROM (
                 SELECT *,
-                       if(segment_dim = '__all__' AND NOT is_current, arrayDistinct(arrayMap(
-                           q -> mapKeys(hist)[arrayFirstIndex(
-                               s -> s >= q * arraySum(mapValues(hist)), arrayCumSum(mapValues(hist)))],
-                           arrayMap(i -> i / {bins:UInt32}, range(1, {bins:UInt32})))), [])
-                           AS baseline_deciles
+                       if(segment_dim = '__all__' AND NOT is_current,
+                          sw_decile_keys(hist, {bins:UInt32}), []) AS baseline_deciles
                 FROM live
             )
             WINDOW model_quantity AS (PARTITION BY model_version, model_stage, quantity)
@@ -62,8 +56,8 @@ binned AS (
 paired AS (
     SELECT model_version, model_stage, segment_dim, segment_value, quantity,
            anyIf(counts, NOT is_current) AS b_counts, anyIf(counts, is_current) AS c_counts,
-           if(empty(b_counts), arrayWithConstant(length(c_counts), 0.), b_counts) AS b_all_bins,
-           if(empty(c_counts), arrayWithConstant(length(b_counts), 0.), c_counts) AS c_all_bins,
+           sw_bins_or_zeros(b_counts, c_counts) AS b_all_bins,
+           sw_bins_or_zeros(c_counts, b_counts) AS c_all_bins,
            sumIf(sampled_calls, is_current) AS support,
            sumIf(sampled_calls, NOT is_current) AS baseline_support,
            if(sumIf(numeric_calls, NOT is_current) > 0,
@@ -74,12 +68,11 @@ paired AS (
     GROUP BY model_version, model_stage, segment_dim, segment_value, quantity
 )
 SELECT model_version, model_stage, segment_dim, segment_value, quantity,
-       sw_psi(arrayFilter((x, k) -> k, b_all_bins, keep), arrayFilter((x, k) -> k, c_all_bins, keep))
-           AS psi,
+       sw_psi(sw_bins_kept(b_all_bins, keep), sw_bins_kept(c_all_bins, keep)) AS psi,
        support, baseline_support, baseline_mean, current_mean
 FROM (
     SELECT *,
-           anyIf(arrayMap((x, y) -> x + y > 0, b_all_bins, c_all_bins), segment_dim = '__all__')
+           anyIf(sw_bins_in_use(b_all_bins, c_all_bins), segment_dim = '__all__')
                OVER (PARTITION BY model_version, model_stage, quantity) AS keep
     FROM paired
 )

@@ -3,8 +3,12 @@
 The page loads nothing: plotly.js is inlined, the figures are JSON in the page,
 and its Content-Security-Policy forbids every fetch, so it opens offline, from
 a file or from the collector's ``GET /report``. Every value from the store is
-escaped. Once every plot is drawn, ``<body data-plots-rendered="N">`` says so
-(``data-plots-error`` if one failed), for people and browser tests alike.
+escaped: in the HTML as HTML, in the figures' JSON ``<``, ``>`` and ``&`` as
+``\\u003c``, ``\\u003e``, ``\\u0026`` (so no value can end or comment out the
+script element that holds it), and in what Plotly draws as Plotly's markup
+(:func:`~.figures.plotly_text`). Once every plot is drawn,
+``<body data-plots-rendered="N">`` says so (``data-plots-error`` if one failed),
+for people and browser tests alike.
 """
 
 from __future__ import annotations
@@ -16,15 +20,12 @@ import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .data import Focus, ModelReport, Report, segment_label
-from .figures import (
-    distribution_figure,
-    drift_heatmap,
-    performance_figure,
-    series_figure,
-    volume_figure,
-)
+from .data import ModelReport, Report
+from .figures import distribution_figure, performance_figure, series_figure, volume_figure
+from .focus import MAX_FOCUS, Focus
+from .heatmap import drift_heatmap
 from .page_style import PAGE_CSS, RENDER_SCRIPT
+from .reads import segment_label
 
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure  # type: ignore[import-untyped]
@@ -59,8 +60,11 @@ class _Plots:
         import plotly.io as pio  # type: ignore[import-untyped]
 
         data = {pid: json.loads(pio.to_json(f, validate=False)) for pid, f in self.figures.items()}
-        # "</" cannot end the script element that holds the JSON
-        return json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+        text = json.dumps(data, separators=(",", ":"))
+        # Inside a <script> element "</script" ends it and "<!--" changes how the HTML
+        # parser reads up to its end; the three characters appear in JSON only in strings,
+        # where the escapes mean the same characters to JSON.parse.
+        return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def render_page(report: Report) -> str:
@@ -118,13 +122,12 @@ def _number(value: Any) -> str:
 
 
 def _model_section(model: ModelReport, report: Report, plots: _Plots) -> str:
-    open_count = sum(1 for a in model.anomalies if a["state"] == "open")
     cards = "".join(
         f'<div class="card"><b>{value}</b><span>{label}</span></div>'
         for value, label in (
             (f"{model.calls:,.0f}", "calls"),
-            (open_count, "open anomalies"),
-            (len(model.findings), "findings"),
+            (model.open_anomalies, "open anomalies"),
+            (model.findings_total, "findings"),
             (
                 f"{_time(model.first_minute)} – {model.last_minute:%H:%M}",
                 "first and last minute (UTC)",
@@ -134,8 +137,8 @@ def _model_section(model: ModelReport, report: Report, plots: _Plots) -> str:
     parts = [
         f'<section id="model-{_e(model.name)}"><h2>Model {_e(model.name)}</h2>',
         f'<div class="cards">{cards}</div>',
-        _anomalies_table(model.anomalies),
-        _findings_table(model.findings),
+        _anomalies_table(model.anomalies, model.anomalies_total),
+        _findings_table(model.findings, model.findings_total),
         _drift_part(model, report, plots),
         _focus_part(model, plots),
         _volume_part(model, plots),
@@ -163,7 +166,7 @@ def _segment(row: dict[str, Any]) -> str:
     return f'<span class="segment">{_e(label)}</span>'
 
 
-def _anomalies_table(anomalies: list[dict[str, Any]]) -> str:
+def _anomalies_table(anomalies: list[dict[str, Any]], total: int) -> str:
     rows = (
         [
             f'<span class="state {_e(a["state"])}">{_e(a["state"])}</span>',
@@ -189,8 +192,9 @@ def _anomalies_table(anomalies: list[dict[str, Any]]) -> str:
         "what happened",
         "exemplar traces",
     ]
+    more = f" (the first {len(anomalies)} of {total}, open first)" if total > len(anomalies) else ""
     return (
-        "<h3>Anomalies: open, and resolved in the period</h3>"
+        f"<h3>Anomalies: open, and resolved in the period{more}</h3>"
         '<p class="explain">An anomaly opens once its detector finds the same segment and '
         "quantity in enough consecutive windows (persistence), and resolves when it no "
         "longer does. Exemplar trace ids open the calls behind it in a trace view.</p>"
@@ -198,7 +202,7 @@ def _anomalies_table(anomalies: list[dict[str, Any]]) -> str:
     )
 
 
-def _findings_table(findings: list[dict[str, Any]]) -> str:
+def _findings_table(findings: list[dict[str, Any]], total: int) -> str:
     rows = (
         [
             _time(f["window_end"]),
@@ -211,7 +215,7 @@ def _findings_table(findings: list[dict[str, Any]]) -> str:
             f'<span class="sentence">{_e(f["details"])}</span>',
             _traces(f["exemplar_trace_ids"]),
         ]
-        for f in findings[:50]
+        for f in findings
     )
     columns = [
         "window end",
@@ -224,7 +228,7 @@ def _findings_table(findings: list[dict[str, Any]]) -> str:
         "what the detector found",
         "exemplar traces",
     ]
-    more = f" (the latest 50 of {len(findings)})" if len(findings) > 50 else ""
+    more = f" (the latest {len(findings)} of {total})" if total > len(findings) else ""
     return (
         f"<h3>Latest detector findings{more}</h3>"
         '<p class="explain">What each detector run found, window by window, latest first: '
@@ -244,10 +248,10 @@ def _drift_part(model: ModelReport, report: Report, plots: _Plots) -> str:
             f"UTC against the {_duration(settings.baseline)} before it, binned as the "
             f"psi_drift detector bins it. Below 0.1 nothing moved; above "
             f"{settings.threshold:g} the detector flags it. <b>Framed</b> cells have "
-            f"findings in the period; grey cells had under {settings.min_support} calls "
-            "in a window, too few to test. Colours stop at 1."
+            "findings in the period, or an open anomaly; grey cells had under "
+            f"{settings.min_support} calls in a window, too few to test. Colours stop at 1."
         )
-        figure = drift_heatmap(grid, model.findings, settings, f"PSI, every segment: {name}")
+        figure = drift_heatmap(grid, model.latest_findings, settings, f"PSI, every segment: {name}")
         parts.append(plots.add(figure, caption, wide=True))
     if not model.grids:
         parts.append('<p class="empty">No calls in the latest window.</p>')
@@ -257,7 +261,12 @@ def _drift_part(model: ModelReport, report: Report, plots: _Plots) -> str:
 def _focus_part(model: ModelReport, plots: _Plots) -> str:
     if not model.focus:
         return ""
-    parts = ["<h3>What changed, finding by finding</h3>"]
+    parts = [
+        "<h3>What changed, finding by finding</h3>"
+        '<p class="explain">Each segment and quantity with a finding in the period or an '
+        "open anomaly, open anomalies first, then the latest: its distribution in the "
+        "finding's window against its baseline, and its time series.</p>"
+    ]
     for focus in model.focus:
         f = focus.finding
         parts.append(
@@ -270,7 +279,25 @@ def _focus_part(model: ModelReport, plots: _Plots) -> str:
         parts.append(plots.add(distribution_figure(focus), _distribution_caption(focus)))
         parts.append(plots.add(series_figure(focus), _series_caption(focus, model.step)))
         parts.append("</div></div>")
+    parts.append(_left_out(model.left_out))
     return "".join(parts)
+
+
+def _left_out(findings: list[dict[str, Any]]) -> str:
+    """What the page did not draw up close (past :data:`MAX_FOCUS`), each named."""
+    if not findings:
+        return ""
+    items = "".join(
+        f"<li>{_e(f['detector'])} · {_segment(f)} · {_e(f['quantity'])} · score "
+        f"{_number(f['score'])} · window end {_time(f['window_end'])}</li>"
+        for f in findings
+    )
+    return (
+        f'<div class="left-out"><p><b>{len(findings)} more segments and quantities with '
+        f"findings are not drawn here</b> (a page draws {MAX_FOCUS} per model, open anomalies "
+        "first); <code>segwatch anomalies --findings</code> lists every finding.</p>"
+        f"<ul>{items}</ul></div>"
+    )
 
 
 def _distribution_caption(focus: Focus) -> str:
@@ -288,10 +315,14 @@ def _distribution_caption(focus: Focus) -> str:
 
 
 def _series_caption(focus: Focus, step: int) -> str:
-    segment = _e(segment_label(focus.finding["segment_dim"], focus.finding["segment_value"]))
+    f = focus.finding
+    shaded = "shaded, the finding's baseline and window."
+    if f["segment_dim"] == "__all__":
+        return f"Per {_duration(step)}: the quantity in the whole model; {shaded}"
+    segment = _e(segment_label(f["segment_dim"], f["segment_value"]))
     return (
-        f"Per {step // 60} minutes: the quantity in {segment} (solid) and in the whole "
-        "model (dotted, numbers only); shaded, the finding's baseline and window."
+        f"Per {_duration(step)}: the quantity in {segment} (solid) and in the whole "
+        f"model (dotted, numbers only); {shaded}"
     )
 
 

@@ -40,6 +40,8 @@ code { font: 11px "Liberation Mono", Menlo, monospace; background: #eef1f5; padd
 .finding { border-left: 4px solid var(--bad); padding: 2px 0 4px 14px; margin: 16px 0 24px; }
 .finding p { margin: 4px 0; }
 .traces { font-size: 12px; color: var(--muted); }
+.left-out { font-size: 13px; color: var(--muted); }
+.left-out ul { columns: 2; margin: 4px 0; }
 .pair, .grid { display: grid; gap: 16px;
                grid-template-columns: repeat(auto-fit, minmax(480px, 1fr)); }
 figure.plot { margin: 0; min-width: 0; }

@@ -15,10 +15,15 @@ from urllib.parse import parse_qs
 
 from segwatch.clickhouse.detection import DetectorSpec, load_manifest, parse_duration
 
-__all__ = ["DEFAULT_SINCE", "DriftSettings", "ReportRequest", "ceil_to", "floor_to"]
+__all__ = ["DEFAULT_SINCE", "MAX_SINCE", "DriftSettings", "ReportRequest", "ceil_to", "floor_to"]
 
 DEFAULT_SINCE = 24 * 3600
 """How far back a report looks unless told otherwise: a day."""
+
+MAX_SINCE = 400 * 86400
+"""How far back a report may look: 400 days, a year and a season. A report reads every
+minute aggregate of its period, which the store keeps unless
+``storage.retention.aggregates`` says otherwise."""
 
 _PARAMETERS = ("model", "since")
 
@@ -27,7 +32,8 @@ _PARAMETERS = ("model", "since")
 class ReportRequest:
     """One model (None: every model with calls) over the last ``since`` seconds before ``at``.
 
-    ``at`` None is now. ``since`` is a positive number of seconds (``ValueError``).
+    ``at`` None is now. ``since`` is a positive number of seconds, at most
+    :data:`MAX_SINCE` (``ValueError``).
     """
 
     model: str | None = None
@@ -37,6 +43,11 @@ class ReportRequest:
     def __post_init__(self) -> None:
         if isinstance(self.since, bool) or not isinstance(self.since, int) or self.since <= 0:
             raise ValueError("'since' must be a positive number of seconds")
+        if self.since > MAX_SINCE:
+            raise ValueError(
+                f"'since' must be at most {MAX_SINCE // 86400}d: a report reads every minute "
+                "of its period"
+            )
         if self.model is not None and (not isinstance(self.model, str) or not self.model):
             raise ValueError("'model' must be a non-empty model name")
 

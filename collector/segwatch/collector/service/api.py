@@ -3,7 +3,8 @@
 ``POST /api/v1/sql`` (read-only), ``POST /api/v1/anomalies``,
 ``POST /api/v1/detect`` and ``GET /api/v1/status``: JSON in, JSON out.
 ``GET /report?model=M&since=24h``: the HTML page ``segwatch report`` writes
-(read-only; 400 naming a bad parameter or an unknown model).
+(read-only, on the analysts' budget; 400 naming a bad parameter, an unknown
+model or the budget that ran out).
 ``POST /api/v1/baseline?model=M&version=V&name=N`` takes a training set's
 bytes as its body (``text/csv`` or ``application/vnd.apache.parquet``, up to
 ``api.max_upload_mib``), streamed to a temporary file: the collector never
@@ -56,7 +57,10 @@ from segwatch.collector.metrics import CONTENT_TYPE
 from segwatch.collector.profile.profiles import load_profile, read_table
 from segwatch.collector.report import (
     PlotlyMissingError,
+    ReadBudget,
+    ReportBudgetError,
     ReportRequest,
+    UnknownModelError,
     build_report_page,
     client_query,
 )
@@ -329,23 +333,37 @@ class LocalApi:
         return {"rows": rows}
 
     def _report(self, handler: BaseHTTPRequestHandler, query: str) -> None:
-        """``GET /report``: the report page of what was acknowledged, or a JSON error."""
+        """``GET /report``: the report page of what was acknowledged, or a JSON error.
+
+        Read under the API's lock on the analysts' budget (``api.max_*``; the time is
+        for all of the page's reads), drawn after the lock is released."""
         try:
             request = ReportRequest.from_query_string(query)
+        except ValueError as exc:  # named in the message
+            self._reply(handler, 400, {"error": str(exc)})
+            return
+        config = self._config
+        api = config.api if config is not None else ApiConfig()
+        try:
             if self._before_read is not None:
                 self._before_read()
-            with self._lock:
-                page = build_report_page(
-                    client_query(self._client),
-                    request,
-                    detectors=self._detectors,
-                    labels=labels_parameter(self._config) if self._config else "",
-                    store=redact_dsn(self._config.storage.dsn) if self._config else "",
-                )
+            page = build_report_page(
+                client_query(
+                    self._client,
+                    ReadBudget(api.max_execution_time, api.max_memory_mib, api.max_result_rows),
+                ),
+                request,
+                detectors=self._detectors,
+                labels=labels_parameter(config) if config is not None else "",
+                store=redact_dsn(config.storage.dsn) if config is not None else "",
+                lock=self._lock,
+            )
         except PlotlyMissingError as exc:
             self._reply(handler, 501, {"error": str(exc)})
-        except ValueError as exc:  # a bad parameter, an unknown model: named in the message
+        except (UnknownModelError, ReportBudgetError) as exc:
             self._reply(handler, 400, {"error": str(exc)})
+        except (RetryableError, ConnectionError, TimeoutError) as exc:
+            self._reply(handler, 503, {"error": str(exc)})
         except Exception as exc:  # the store's trouble among them: the API must answer
             _logger.exception("report failed")
             self._reply(handler, 500, {"error": str(exc)})
