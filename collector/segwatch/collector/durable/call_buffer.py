@@ -239,7 +239,8 @@ class CallBuffer:
         return True
 
     def flush(self, timeout: float = 60.0) -> None:
-        """Return once everything added before the call is in the store (or raise).
+        """Return once everything added before the call is in the store (or raise), and
+        the spans of what was flushed are stored or given up.
 
         Without a spool, calls whose flush failed count as done: their senders
         were answered with the error, nothing was acknowledged.
@@ -255,6 +256,8 @@ class CallBuffer:
             while self._stored < wanted:
                 if not self._cond.wait(max(0.0, deadline - time.monotonic())):
                     raise TimeoutError("the store did not take the pending model calls in time")
+        # Their spans (otel_traces) too, queued behind them without the flusher waiting.
+        self._writer.wait_for_spans(max(0.0, deadline - time.monotonic()))
 
     def shutdown(self, timeout: float = 60.0) -> None:
         with self._cond:

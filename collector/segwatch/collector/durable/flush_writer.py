@@ -2,11 +2,11 @@
 
 Writing a unit aggregates its calls (:mod:`segwatch.collector.aggregate`),
 marks its spool range as being flushed, inserts the aggregates (and the raw
-calls) in one insert round under the unit's deduplication token, then the spans
-``storage.traces`` keeps for ``otel_traces`` under the same token (their failure
-costs the spans only), then marks the range flushed. A crash between the
-inserts and that mark replays the unit under the same token, and ClickHouse
-drops the repeats.
+calls) in one insert round under the unit's deduplication token, queues the
+spans ``storage.traces`` keeps for ``otel_traces`` behind them (best effort: not
+waited for, their failure costs the spans only), then marks the range flushed.
+A crash between the insert and that mark replays the unit under the same token,
+and ClickHouse drops the repeat.
 
 A unit that fails while the store answers (the store refused the data, or
 aggregating it raised: a bug) is set aside as a dead letter after
@@ -18,6 +18,8 @@ letter, only retried.
 from __future__ import annotations
 
 import logging
+from concurrent import futures
+from concurrent.futures import Future
 
 import numpy as np
 import numpy.typing as npt
@@ -78,6 +80,7 @@ class FlushWriter:
         self.dead_letters = 0  # flushes set aside
         self.dead_letter_calls = 0
         self.trace_failures = 0  # flushes whose spans were not stored (_trace_rows, _insert_spans)
+        self._spans_pending: Future[None] | None = None  # the last spans' insert
 
     def write(self, unit: PendingBatch) -> Exception | None:
         """Aggregate and store one flush; None once it is in the store, else what failed."""
@@ -134,14 +137,28 @@ class FlushWriter:
             return TraceRows()
 
     def _insert_spans(self, spans: TableRows, token: str) -> None:
-        """Insert the flush's spans once its aggregates and calls are in, under the same
-        token (a replay adds none twice). A failure costs these spans only: the flush is
-        stored, and the spans are a view for people, not what the detectors read."""
-        try:
-            self._exporter.submit(spans, token=token).result(timeout=self._store_timeout)
-        except Exception as exc:
+        """Queue the flush's spans behind its aggregates and calls, under the same token,
+        without waiting: the flusher goes on to the next flush while the exporter inserts
+        them. Spans are best effort: a failure (or a crash before the insert) costs these
+        spans only, never the flush, which is stored already; the aggregates are what the
+        detectors read, the spans a view for people."""
+        future = self._exporter.submit(spans, token=token)
+        self._spans_pending = future  # the exporter inserts in order: the last one is enough
+        future.add_done_callback(lambda done: self._spans_stored(done, len(spans)))
+
+    def wait_for_spans(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until the spans queued so far are stored or
+        given up: what :meth:`.call_buffer.CallBuffer.flush` promises readers."""
+        pending = self._spans_pending
+        if pending is not None:
+            futures.wait([pending], timeout=timeout)
+
+    def _spans_stored(self, done: Future[None], count: int) -> None:
+        """On the exporter's thread, once the spans' insert is over."""
+        error = done.exception()
+        if error is not None:
             self.trace_failures += 1
-            _logger.warning("%d spans for otel_traces were not stored: %s", len(spans), exc)
+            _logger.warning("%d spans for otel_traces were not stored: %s", count, error)
 
     def _failed(self, unit: PendingBatch, exc: Exception) -> Exception:
         self.failures += 1
