@@ -312,7 +312,8 @@ def test_a_span_insert_that_fails_costs_the_spans_not_the_flush(every_trace: Col
     calls = client.query("SELECT count() FROM ml_model_calls").result_rows
     spans = client.query("SELECT count() FROM otel_traces").result_rows
     assert (calls, spans) == ([(40,)], [(0,)])
-    assert every_trace.processor.buffer._writer.trace_failures == 1
+    spans_writer = every_trace.processor.buffer._writer.spans
+    assert spans_writer is not None and (spans_writer.failures, spans_writer.lost) == (1, 40)
 
 
 def test_a_collector_refuses_an_otel_traces_it_cannot_write(tmp_path: Path) -> None:
@@ -353,3 +354,46 @@ def test_a_segments_exemplar_is_a_sampled_call_when_it_has_one() -> None:
     assert len(chosen - preferred) <= 5 < 10 <= len(plain - preferred)
     written = traced_rows(batch, 0.05, chosen, sampled)
     assert len(written) == int(sampled.sum()) + len(chosen - preferred)
+
+
+def test_spans_wait_for_enough_of_them_or_the_time_then_go_in_one_insert(
+    tmp_path: Path,
+) -> None:
+    """One insert per few thousand spans, not per flush (an insert costs about the same for
+    300 spans as for 3,000); a reader's flush and the timer send what waits."""
+    from segwatch.collector.store.exporter import ClickHouseExporter
+    from segwatch.collector.store.span_writer import SpanWriter
+
+    client = open_client(parse_dsn(f"chdb://{tmp_path / 'store'}"))
+    exporter = ClickHouseExporter(client)
+    exporter.start()
+    batch = scan_request(_model_calls(100, seed=8).SerializeToString())
+    assert batch is not None
+    rows = traced_rows(batch, 1.0, set())
+    parts = [trace_rows(batch, rows[i : i + 30]) for i in (0, 30, 60)]
+
+    def stored() -> int:
+        return int(client.query("SELECT count() FROM otel_traces").result_rows[0][0])
+
+    try:
+        apply_migrations(client)
+        writer = SpanWriter(exporter, max_spans=80, max_wait=3600)
+        writer.start()
+        writer.add(parts[0])
+        writer.add(parts[1])
+        assert stored() == 0 and exporter.stats.flushes == 0  # 60 spans wait
+        writer.add(parts[2])  # 90 ≥ 80: one insert
+        wait_until(lambda: stored() == 90)
+        assert exporter.stats.flushes == 1
+        writer.add(trace_rows(batch, rows[90:95]))
+        writer.flush()  # a reader's flush sends what waits
+        assert stored() == 95
+        writer.shutdown()
+        timed = SpanWriter(exporter, max_spans=10_000, max_wait=0.2)
+        timed.start()
+        timed.add(trace_rows(batch, rows[95:]))
+        wait_until(lambda: stored() == 100, timeout=30)
+        timed.shutdown()
+    finally:
+        exporter.shutdown()
+        client.close()

@@ -113,6 +113,8 @@ class CallBuffer:
         self.peak_pending_calls = 0
 
     def start(self) -> None:
+        if self._writer.spans is not None:
+            self._writer.spans.start()
         self._thread = threading.Thread(target=self._run, name="segwatch-flush", daemon=True)
         self._thread.start()
 
@@ -256,8 +258,9 @@ class CallBuffer:
             while self._stored < wanted:
                 if not self._cond.wait(max(0.0, deadline - time.monotonic())):
                     raise TimeoutError("the store did not take the pending model calls in time")
-        # Their spans (otel_traces) too, queued behind them without the flusher waiting.
-        self._writer.wait_for_spans(max(0.0, deadline - time.monotonic()))
+        # Their spans (otel_traces) too, gathered across flushes by the span writer.
+        if self._writer.spans is not None:
+            self._writer.spans.flush(max(0.0, deadline - time.monotonic()))
 
     def shutdown(self, timeout: float = 60.0) -> None:
         with self._cond:
@@ -265,6 +268,8 @@ class CallBuffer:
             self._cond.notify()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._writer.spans is not None:  # the last flushes' spans, before the exporter stops
+            self._writer.spans.shutdown()
 
     # -- the flusher -----------------------------------------------------------
 

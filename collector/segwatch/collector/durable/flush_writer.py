@@ -2,9 +2,10 @@
 
 Writing a unit aggregates its calls (:mod:`segwatch.collector.aggregate`),
 marks its spool range as being flushed, inserts the aggregates (and the raw
-calls) in one insert round under the unit's deduplication token, queues the
-spans ``storage.traces`` keeps for ``otel_traces`` behind them (best effort: not
-waited for, their failure costs the spans only), then marks the range flushed.
+calls) in one insert round under the unit's deduplication token, hands the
+spans ``storage.traces`` keeps for ``otel_traces`` to a
+:class:`~segwatch.collector.store.span_writer.SpanWriter` (best effort: inserted
+later, with other flushes' spans), then marks the range flushed.
 A crash between the insert and that mark replays the unit under the same token,
 and ClickHouse drops the repeat.
 
@@ -18,8 +19,6 @@ letter, only retried.
 from __future__ import annotations
 
 import logging
-from concurrent import futures
-from concurrent.futures import Future
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +30,7 @@ from segwatch.collector.model_calls import ModelCallBatch
 from segwatch.collector.store.call_rows import call_rows
 from segwatch.collector.store.exporter import ClickHouseExporter, InsertRefusedError
 from segwatch.collector.store.rows import TableRows
+from segwatch.collector.store.span_writer import SpanWriter
 from segwatch.collector.store.trace_rows import (
     TraceRows,
     exemplar_trace_ids,
@@ -79,8 +79,9 @@ class FlushWriter:
         self.failures = 0
         self.dead_letters = 0  # flushes set aside
         self.dead_letter_calls = 0
-        self.trace_failures = 0  # flushes whose spans were not stored (_trace_rows, _insert_spans)
-        self._spans_pending: Future[None] | None = None  # the last spans' insert
+        self.trace_failures = 0  # flushes whose spans could not be built (_trace_rows)
+        # Where the spans go (storage.traces.write), gathered across flushes.
+        self.spans = SpanWriter(exporter) if traces.write else None
 
     def write(self, unit: PendingBatch) -> Exception | None:
         """Aggregate and store one flush; None once it is in the store, else what failed."""
@@ -110,8 +111,8 @@ class FlushWriter:
             _logger.warning("flush of %d model calls failed: %s", len(batch), exc)
             return self._failed(unit, exc)
         exit_after_insert()
-        if spans is not None and len(spans):
-            self._insert_spans(spans, token)
+        if spans is not None and self.spans is not None:
+            self.spans.add(spans)  # inserted later, with other flushes' (best effort)
         if self._spool is not None and unit.end is not None:
             self._spool.end_flush(unit.end, unit.size)
         for waiter in unit.waiters:
@@ -123,8 +124,8 @@ class FlushWriter:
     ) -> TableRows:
         """The spans ``storage.traces`` keeps: the sampled traces' and the exemplars'.
 
-        A failure here (a bug) costs this flush's spans, never its aggregates: see
-        :meth:`_insert_spans`.
+        A failure here (a bug) costs this flush's spans, never its aggregates (see
+        :mod:`segwatch.collector.store.span_writer`).
         """
         traces = self._traces
         try:
@@ -135,30 +136,6 @@ class FlushWriter:
             _logger.exception("writing the spans of %d model calls failed; flushing without",
                               len(batch))  # fmt: skip
             return TraceRows()
-
-    def _insert_spans(self, spans: TableRows, token: str) -> None:
-        """Queue the flush's spans behind its aggregates and calls, under the same token,
-        without waiting: the flusher goes on to the next flush while the exporter inserts
-        them. Spans are best effort: a failure (or a crash before the insert) costs these
-        spans only, never the flush, which is stored already; the aggregates are what the
-        detectors read, the spans a view for people."""
-        future = self._exporter.submit(spans, token=token)
-        self._spans_pending = future  # the exporter inserts in order: the last one is enough
-        future.add_done_callback(lambda done: self._spans_stored(done, len(spans)))
-
-    def wait_for_spans(self, timeout: float) -> None:
-        """Wait (at most ``timeout`` seconds) until the spans queued so far are stored or
-        given up: what :meth:`.call_buffer.CallBuffer.flush` promises readers."""
-        pending = self._spans_pending
-        if pending is not None:
-            futures.wait([pending], timeout=timeout)
-
-    def _spans_stored(self, done: Future[None], count: int) -> None:
-        """On the exporter's thread, once the spans' insert is over."""
-        error = done.exception()
-        if error is not None:
-            self.trace_failures += 1
-            _logger.warning("%d spans for otel_traces were not stored: %s", count, error)
 
     def _failed(self, unit: PendingBatch, exc: Exception) -> Exception:
         self.failures += 1
