@@ -6,6 +6,8 @@ opens a store closes it again before the next test.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -119,20 +121,24 @@ def store_server(tmp_path: Path) -> Iterator[StoreServer]:
 
 
 @pytest.fixture(scope="session")
-def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The directory of an embedded store holding ``segwatch demo``'s data (two models, 75
-    minutes, the injected drift in fraud / country=BR, the detectors' findings), made once
-    per run by the real command in a subprocess. Read it only: a test that writes copies it
-    first (``shutil.copytree(..., symlinks=True)``: the engine links its tables
-    relatively). Open it with ``chdb://<path>`` and close the client after."""
-    import subprocess
-    import sys
-
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
+    """``segwatch demo --data DIR --json``, run once per run by the real command in a
+    subprocess (``args[-2]`` is DIR): its exit code, stdout (the findings as JSON) and
+    stderr (the story). ``demo_store`` is its directory."""
     directory = tmp_path_factory.mktemp("demo") / "store"
-    made = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "segwatch.collector.cli", "demo", "--data", str(directory),
          "--json"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert made.returncode == 0, made.stderr
-    return directory
+
+
+@pytest.fixture(scope="session")
+def demo_store(demo_run: subprocess.CompletedProcess[str]) -> Path:
+    """The directory of an embedded store holding ``segwatch demo``'s data (two models, 75
+    minutes, the injected drift in fraud / country=BR, the detectors' findings). Read it
+    only: a test that writes copies it first (``shutil.copytree(..., symlinks=True)``: the
+    engine links its tables relatively). Open it with ``chdb://<path>`` and close the
+    client after."""
+    assert demo_run.returncode == 0, demo_run.stderr
+    return Path(demo_run.args[-2])

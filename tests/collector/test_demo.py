@@ -10,30 +10,19 @@ import sys
 from pathlib import Path
 
 
-def test_demo_finds_the_injected_segment_and_nothing_else(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "segwatch.collector.cli",
-            "demo",
-            "--data",
-            str(tmp_path / "d"),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    table = json.loads(result.stdout)
+def test_demo_finds_the_injected_segment_and_nothing_else(
+    demo_run: subprocess.CompletedProcess[str],
+) -> None:
+    """``segwatch demo --data DIR --json``, run once for the whole test run (conftest)."""
+    assert demo_run.returncode == 0, demo_run.stderr
+    table = json.loads(demo_run.stdout)
     segment = table["columns"].index("segment")
     model = table["columns"].index("model")
     found = {(row[model], row[segment]) for row in table["rows"]}
     assert found == {("fraud", "feature.country=BR")}
     # Progress goes to stderr with --json, and says what happened.
-    assert "simulated  75/75 minutes" in result.stderr
-    assert "found the injected drift" in result.stderr
+    assert "simulated  75/75 minutes" in demo_run.stderr
+    assert "found the injected drift" in demo_run.stderr
 
 
 README = Path(__file__).resolve().parents[2] / "README.md"
