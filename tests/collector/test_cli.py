@@ -429,12 +429,11 @@ def test_migrate_writes_the_cluster_form_for_review_only(
     before any store is reached."""
     refused = run("migrate", "--cluster", "segwatch_cluster", *mode, "--config", config)
     assert refused.returncode == 2
-    assert refused.stderr.startswith("usage: segwatch")
     expected = (
-        "error: segwatch migrate --cluster needs --render, which writes the cluster form for "
-        "review: collectors cannot run on the cluster form yet"
+        "segwatch: error: segwatch migrate --cluster needs --render, which writes the cluster "
+        "form for review: collectors cannot run on the cluster form yet"
     )
-    assert expected in refused.stderr
+    assert refused.stderr.startswith(expected) and len(refused.stderr.splitlines()) == 1
     assert not (tmp_path / "store").exists()
 
 

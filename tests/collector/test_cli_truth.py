@@ -417,3 +417,32 @@ def test_the_api_and_the_door_refuse_at_start_in_validates_words() -> None:
         door = _refusal(lambda: Accounts(config.serve.users, environ), lambda: None)  # noqa: B023
         assert door == validated
         assert (door is None) == bool(environ.get("T_READER_PW"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["anomalies", "--since", "24"], "segwatch anomalies: error: argument --since: duration"),
+        (["anomalies", "--state", "opened"], "segwatch anomalies: error: argument --state:"),
+        (["detect", "--at", "yesterday"], "segwatch detect: error: argument --at:"),
+    ],
+)
+def test_a_bad_argument_is_one_line_pointing_at_help(argv: list[str], said: str) -> None:
+    """argparse printed its usage block first (three or four lines)."""
+    refused = run(*argv)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(said), refused.stderr
+    assert refused.stderr.endswith(f"(see segwatch {argv[0]} --help)\n")
+    assert len(refused.stderr.splitlines()) == 1
+
+
+def test_a_query_error_quotes_the_query_as_written(tmp_path: Path) -> None:
+    """The embedded engine's client sends the CLI's readonly setting as a SETTINGS clause,
+    which the engine quoted back in its error as if the user had written it."""
+    config = tmp_path / "segwatch.yaml"
+    config.write_text(f"storage:\n  dsn: chdb://{tmp_path / 'store'}\n")
+    assert run("migrate", "--config", str(config)).returncode == 0
+    refused = run("sql", "--config", str(config), "SELECT * FROM nope")
+    assert refused.returncode == 1
+    (line,) = [x for x in refused.stderr.splitlines() if x.startswith("segwatch: error:")]
+    assert "In scope SELECT * FROM nope. (UNKNOWN_TABLE)" in line and "SETTINGS" not in line

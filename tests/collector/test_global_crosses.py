@@ -121,7 +121,7 @@ def test_validate_and_explain_say_the_same(
     good.write_text(TWO_MODELS)
     assert main(["validate", str(good)]) == 0
     assert capsys.readouterr().out.endswith(
-        ": valid (2 models, 1 contexts, 0 baselines, 0 expected biases)\n"
+        ": valid (2 models, 1 context, 0 baselines, 0 expected biases)\n"
     )
     assert main(["explain", str(good), "--json"]) == 0
     rows = {(r[0], r[1]): r[2] for r in json.loads(capsys.readouterr().out)["models"]["rows"]}

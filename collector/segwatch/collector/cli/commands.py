@@ -94,17 +94,21 @@ def _detect(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from segwatch.collector.report import PlotlyMissingError, ReportRequest
+    from segwatch.collector.report import PlotlyMissingError
 
-    from .report import check_output, check_report_extra, report_page, write_page
+    from .report import check_output, check_report_extra, report_page, report_request, write_page
 
+    try:
+        request = report_request(args.model, args.since)
+    except ValueError as exc:  # bad usage: argparse's own code
+        print(f"segwatch: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         check_report_extra()  # before any store is opened
     except PlotlyMissingError as exc:
         print(f"segwatch: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     check_output(args.output)  # before the page is made
-    request = ReportRequest(model=args.model, since=args.since)
     config_path, config = _config(args)
     with _open_store(config_path, config) as access:
         page = report_page(access, config, request)
@@ -183,10 +187,16 @@ def _validate(args: argparse.Namespace) -> int:
     if as_json:
         print(json.dumps({"file": path, "valid": True, "problems": []}))
     else:
-        print(
-            f"{path}: valid ({len(config.models)} models, {len(config.contexts)} contexts, "
-            f"{len(config.baselines)} baselines, {len(config.expected_biases)} expected biases)"
+        counts = ", ".join(
+            f"{n} {one if n == 1 else many}"
+            for n, one, many in (
+                (len(config.models), "model", "models"),
+                (len(config.contexts), "context", "contexts"),
+                (len(config.baselines), "baseline", "baselines"),
+                (len(config.expected_biases), "expected bias", "expected biases"),
+            )
         )
+        print(f"{path}: valid ({counts})")
     return EXIT_OK
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -96,4 +97,10 @@ def _reader_gone() -> int:
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    # The embedded engine's client sends settings as a SETTINGS clause, which the engine
+    # then quotes back as if the user had written it ("In scope SELECT ... SETTINGS
+    # readonly = '1'"): the user's query is what they wrote.
+    return _READ_ONLY_CLAUSE.sub("", text[0]) if text else type(exc).__name__
+
+
+_READ_ONLY_CLAUSE = re.compile(r" SETTINGS readonly = '1'")

@@ -11,7 +11,7 @@ import argparse
 import datetime as dt
 import os
 from importlib.metadata import PackageNotFoundError, version
-from typing import TypeAlias
+from typing import NoReturn, TypeAlias
 
 from segwatch.clickhouse.detection import parse_duration
 from segwatch.clickhouse.queries import ANOMALY_STATES
@@ -31,8 +31,16 @@ def installed_version() -> str:
         return "unknown"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, its usage errors said in one line (exit 2), as every other
+    error of the CLI is: ``segwatch anomalies: error: ... (see segwatch anomalies --help)``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="segwatch",
         description="Per-segment monitoring of ML models on OpenTelemetry and ClickHouse.",
     )
@@ -45,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         "default: $SEGWATCH_LOG_FORMAT or text",
     )
     parser.add_argument("--version", action="version", version=f"segwatch {installed_version()}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
     for add in (_add_demo, _add_collector, _add_serve, _add_sql, _add_anomalies, _add_report,
                 _add_baseline, _add_validate, _add_explain, _add_detect, _add_spool,
                 _add_migrate):  # fmt: skip
@@ -54,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """What argparse cannot say alone; exits 2 with the usage line, as its own errors do."""
+    """What argparse cannot say alone; exits 2 in one line, as its own errors do."""
     if args.command == "migrate" and args.cluster is not None and not args.render:
         parser.error("segwatch migrate --cluster needs --render, which writes the cluster "
                      "form for review: collectors cannot run on the cluster form yet, so "
