@@ -21,17 +21,30 @@ from segwatch.collector.config.collector_config import CollectorConfig
 from segwatch.collector.config.detector_specs import configured_detectors, labels_parameter
 from segwatch.collector.report import ReportRequest, build_report_page, client_query
 from segwatch.collector.report.figures import require_plotly
+from segwatch.collector.report.request import MAX_SINCE
 from segwatch.collector.service.discovery import read_discovery
 
 from .access import ApiAccess, ApiError, DirectAccess, StoreAccess
 
-__all__ = ["check_output", "check_report_extra", "report_page", "write_page"]
+__all__ = ["check_output", "check_report_extra", "report_page", "report_request", "write_page"]
 
 
 def check_report_extra() -> None:
     """Raise :class:`~segwatch.collector.report.PlotlyMissingError` (an ``ImportError``
     whose message says ``pip install "segwatch[report]"``) when plotly is missing."""
     require_plotly()
+
+
+def report_request(model: str | None, since: int) -> ReportRequest:
+    """The request ``--model`` and ``--since`` ask for. Raises ``ValueError`` naming the
+    option as the command spells it (``--since``, not the API's ``since``): bad usage,
+    which the command answers with exit 2 before it opens anything."""
+    if since > MAX_SINCE:
+        raise ValueError(
+            f"--since must be at most {MAX_SINCE // 86400}d: a report reads every minute "
+            "of its period"
+        )
+    return ReportRequest(model=model, since=since)
 
 
 def report_page(access: StoreAccess, config: CollectorConfig, request: ReportRequest) -> str:

@@ -44,13 +44,18 @@ BASELINE = "#9a9a9a"
 WINDOW = "#d62728"
 HIGHLIGHT = "#0b3d91"
 _FONT = {"family": "Liberation Sans, Helvetica, Arial, sans-serif", "size": 12}
-_LEGEND = {
-    "x": 0.99,
-    "y": 0.98,
-    "xanchor": "right",
-    "yanchor": "top",
-    "bgcolor": "rgba(255,255,255,0.8)",
-}
+# The legend goes below the plot, never over it: inside, it hid the drifted points
+# at the end of the window the chart exists to show, and the shading's labels.
+# At the figure's bottom edge (yref container), whatever the x axis's ticks take
+# (a time axis has a second row, the date).
+_LEGEND = {"orientation": "h", "x": 0, "xanchor": "left", "yref": "container", "y": 0,
+           "yanchor": "bottom"}  # fmt: skip
+_LEGEND_ROOM = 40  # pixels under the x axis's title for one row of legend
+# The title sits just above the plot, below the band where Plotly's mode bar appears
+# on hover (top right), so a long title is never drawn under the mode bar.
+_TITLE = {"x": 0.01, "xanchor": "left", "yref": "paper", "y": 1, "yanchor": "bottom",
+          "pad": {"b": 10}, "font": {"size": 15}}  # fmt: skip
+_MARGIN = {"l": 60, "r": 20, "t": 70, "b": 50}
 
 
 class PlotlyMissingError(ImportError):
@@ -71,16 +76,17 @@ def base_figure(**layout: Any) -> Figure:
     """An empty figure in the report's style, with ``layout`` on top."""
     import plotly.graph_objects as go
 
-    base = {
-        "template": "plotly_white",
-        "font": _FONT,
-        "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
-        "title": {"x": 0.01, "xanchor": "left", "font": {"size": 15}},
-    }
+    base = {"template": "plotly_white", "font": _FONT, "margin": _MARGIN, "title": _TITLE}
     figure = go.Figure()
     figure.update_layout(base)
     figure.update_layout(layout)
     return figure
+
+
+def _with_legend_below(height: int, **layout: Any) -> Figure:
+    """:func:`base_figure` of ``height`` plus room under the plot for the legend."""
+    margin = {**_MARGIN, "b": _MARGIN["b"] + _LEGEND_ROOM}
+    return base_figure(height=height + _LEGEND_ROOM, margin=margin, legend=_LEGEND, **layout)
 
 
 def plotly_text(value: Any) -> str:
@@ -98,11 +104,10 @@ def distribution_figure(focus: Focus) -> Figure | None:
         return None
     segment = segment_label(f["segment_dim"], f["segment_value"])
     quantity = plotly_text(f["quantity"])
-    figure = base_figure(
+    figure = _with_legend_below(
+        340,
         title={"text": f"{quantity} in {plotly_text(segment)}: window against baseline"},
-        height=340,
         yaxis={"title": {"text": "share of calls"}, "tickformat": ".0%"},
-        legend=_LEGEND,
         meta={"kind": "distribution", "segment": segment, "quantity": f["quantity"]},
     )
     if distribution.numeric:
@@ -144,10 +149,9 @@ def series_figure(focus: Focus) -> Figure | None:
     segment = segment_label(f["segment_dim"], f["segment_value"])
     quantity = plotly_text(f["quantity"])
     minutes = series.step // 60
-    figure = base_figure(
-        height=340,
+    figure = _with_legend_below(
+        340,
         xaxis={"title": {"text": "time (UTC)"}},
-        legend=_LEGEND,
         meta={"kind": "series", "segment": segment, "quantity": f["quantity"]},
     )
     if any(math.isfinite(m) for m in series.means):
@@ -240,9 +244,9 @@ def performance_figure(label: str, kind: str, rows: list[dict[str, Any]], step: 
     import plotly.graph_objects as go
 
     metric = "mean absolute error" if kind == "regression" else "accuracy"
-    figure = base_figure(
+    figure = _with_legend_below(
+        320,
         title={"text": f"{plotly_text(label)}: {metric} per {step // 60} min of calls"},
-        height=320,
         xaxis={"title": {"text": "time of the calls (UTC)"}},
         yaxis={
             "title": {"text": "labelled calls"},
@@ -256,7 +260,6 @@ def performance_figure(label: str, kind: str, rows: list[dict[str, Any]], step: 
             "side": "left",
             **({} if kind == "regression" else {"tickformat": ".0%"}),
         },
-        legend=_LEGEND,
         meta={"kind": "performance", "label": label},
     )
     times = [r["t"] for r in rows]

@@ -57,8 +57,16 @@ def drift_heatmap(
     marked = _findings_in(grid, findings)
     rows, columns = [plotly_text(s) for s in segments], [plotly_text(q) for q in quantities]
     figure = base_figure(
-        title={"text": plotly_text(title)},
-        height=140 + 26 * len(segments),
+        # Its x axis is on top, so the title stays at the top of the figure, under the
+        # band where the mode bar appears on hover.
+        title={
+            "text": plotly_text(title),
+            "yref": "container",
+            "y": 1,
+            "yanchor": "top",
+            "pad": {"t": 34, "b": 0},
+        },
+        height=160 + 26 * len(segments),
         xaxis={"title": {"text": "quantity"}, "side": "top", "tickangle": 0},
         yaxis={
             "title": {"text": "segment"},
@@ -69,7 +77,7 @@ def drift_heatmap(
                 for s, row in zip(segments, rows, strict=True)
             ],
         },
-        margin={"l": 260, "r": 20, "t": 90, "b": 20},
+        margin={"l": 260, "r": 20, "t": 110, "b": 20},
         meta={"kind": "heatmap", "highlighted": [f"{s}|{q}" for s, q in marked]},
     )
     hover = [[_cell_hover(grid, s, q, marked.get((s, q))) for q in quantities] for s in segments]
