@@ -20,7 +20,7 @@ from segwatch.collector.config.files import CONFIG_ENV, DEFAULT_CONFIG_FILE
 
 __all__ = ["build_parser", "check_usage", "installed_version"]
 
-SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+SubParsers: TypeAlias = "argparse._SubParsersAction[_Parser]"
 
 
 def installed_version() -> str:
