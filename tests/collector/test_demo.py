@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from segwatch.collector.cli.demo import DEMO_CONFIG, follow_up
+
 
 def test_demo_finds_the_injected_segment_and_nothing_else(
     demo_run: subprocess.CompletedProcess[str],
@@ -55,12 +57,15 @@ def _table(lines: list[str]) -> tuple[list[str], set[tuple[str, ...]]]:
 def test_demo_prints_what_the_readme_shows_and_runs_again_on_its_directory(
     demo_store: Path, tmp_path: Path
 ) -> None:
-    """Run again on a directory an earlier demo made, the demo found nothing (every window
-    was decided): it now says so and starts from an empty store. What it prints is the
-    README's block, line for line, up to ids, numbers and paths; its findings open anomalies
-    (found in two windows), as the README says, and a directory no demo made is refused."""
+    """Run again on a directory an earlier demo made (its config in it too), the demo found
+    nothing (every window was decided): it now says so and starts from an empty store. What
+    it prints is the README's block (a run without --data), line for line, up to ids,
+    numbers and paths, but the last, which names the config it wrote: that config validates
+    and lists the anomalies its findings opened (found in two windows), as the README says.
+    A directory no demo made is refused, a user's own segwatch.yaml in it kept."""
     earlier = tmp_path / "earlier"
     shutil.copytree(demo_store, earlier, symlinks=True)
+    assert (earlier / DEMO_CONFIG).is_file()  # the earlier demo wrote it: still its directory
     again = subprocess.run(
         [sys.executable, "-m", "segwatch.collector.cli", "demo", "--data", str(earlier)],
         capture_output=True, text=True, timeout=300,
@@ -71,9 +76,17 @@ def test_demo_prints_what_the_readme_shows_and_runs_again_on_its_directory(
                           "from an empty one")  # fmt: skip
     readme = _readme_demo_output()
     assert _table(printed[1:]) == _table(readme)
-    assert [_shape(line) for line in printed[1:]] == [_shape(line) for line in readme]
-    config = tmp_path / "segwatch.yaml"
-    config.write_text(f"storage:\n  dsn: chdb://{earlier}\n")
+    assert [_shape(line) for line in printed[1:-1]] == [_shape(line) for line in readme[:-1]]
+    assert readme[-1] == follow_up(None)  # the temporary store is gone; --data keeps it
+    config = earlier / DEMO_CONFIG
+    assert printed[-1].startswith(f"see them again: segwatch anomalies --config {config} ")
+    assert f'dsn: "chdb://{earlier}"' in config.read_text()  # this store, not the copied one
+    valid = subprocess.run(
+        [sys.executable, "-m", "segwatch.collector.cli", "validate", str(config)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert valid.returncode == 0, valid.stderr
+    assert valid.stdout == f"{config}: valid (1 model, 0 contexts, 0 baselines, 1 expected bias)\n"
     listed = subprocess.run(
         [sys.executable, "-m", "segwatch.collector.cli", "anomalies", "--state", "open",
          "--config", str(config), "--json"],
@@ -87,6 +100,7 @@ def test_demo_prints_what_the_readme_shows_and_runs_again_on_its_directory(
     stranger = tmp_path / "not-a-demo"
     stranger.mkdir()
     (stranger / "keep.txt").write_text("mine\n")
+    (stranger / DEMO_CONFIG).write_text("storage:\n  dsn: chdb:///elsewhere\n")
     refused = subprocess.run(
         [sys.executable, "-m", "segwatch.collector.cli", "demo", "--data", str(stranger)],
         capture_output=True, text=True, timeout=120,
@@ -94,3 +108,4 @@ def test_demo_prints_what_the_readme_shows_and_runs_again_on_its_directory(
     assert refused.returncode == 2
     assert "the directory is not empty and no earlier segwatch demo made it" in refused.stderr
     assert (stranger / "keep.txt").read_text() == "mine\n"
+    assert (stranger / DEMO_CONFIG).read_text() == "storage:\n  dsn: chdb:///elsewhere\n"

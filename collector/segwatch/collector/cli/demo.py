@@ -9,17 +9,22 @@ takes seconds: 60 minutes as usual, then 15 minutes in which transaction
 amounts grow eightfold for ``country=BR`` only. The detectors then run as the
 scheduler would have in the last 5 minutes: for the windows ending 5 minutes
 ago and now (PSI: the last 15 minutes against the hour before), so a finding
-seen in both persists and opens an anomaly (``segwatch anomalies`` lists it).
+seen in both persists and opens an anomaly. The demo prints the latest windows'
+findings and says how many the windows before found.
 
-``--data DIR`` keeps the store; run again on the same DIR, the demo starts
-from an empty store there (after saying so): its traffic is replayed at the
-current time, and adding it to an earlier run's would double the calls of the
-minutes they share. A DIR the demo did not make (no :data:`DEMO_MARK` in it)
-is never emptied: the demo refuses it (exit 2).
+``--data DIR`` keeps the store and writes ``DIR/segwatch.yaml`` (:data:`DEMO_CONFIG`),
+the demo's config, so that ``segwatch anomalies --config DIR/segwatch.yaml`` (and
+``detect``, ``report``) read the store as the demo did; the demo's last line says
+so. Without it the store is temporary, and the last line says it is gone. Run
+again on the same DIR, the demo starts from an empty store there (after saying
+so): its traffic is replayed at the current time, and adding it to an earlier
+run's would double the calls of the minutes they share. A DIR the demo did not
+make (no :data:`DEMO_MARK` in it) is never emptied: the demo refuses it (exit 2).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -42,9 +47,9 @@ from segwatch.clickhouse.detection import load_manifest
 from segwatch.clickhouse.queries import QueryResult
 from segwatch.clickhouse.store import parse_dsn
 from segwatch.collector.config.collector_config import CollectorConfig
-from segwatch.collector.config.detectors import ExpectedBias, SchedulerConfig
+from segwatch.collector.config.detectors import SchedulerConfig
+from segwatch.collector.config.load import parse_config
 from segwatch.collector.config.network import ApiConfig, ReceiverConfig
-from segwatch.collector.config.storage import StorageConfig
 from segwatch.collector.service.collector import Collector
 from segwatch.collector.service.detect import DetectionResult
 from segwatch.collector.service.discovery import refuse_if_held
@@ -53,10 +58,22 @@ from segwatch.instrumentation import monitor
 from .exits import EXIT_USAGE
 from .output import print_table
 
-__all__ = ["DEMO_MARK", "DemoScenario", "run_demo", "service_tracer_provider", "simulate"]
+__all__ = [
+    "DEMO_CONFIG",
+    "DEMO_MARK",
+    "DemoScenario",
+    "demo_config_yaml",
+    "follow_up",
+    "run_demo",
+    "service_tracer_provider",
+    "simulate",
+]
 
 DEMO_MARK = "segwatch-demo.txt"
 """The file that marks a store directory as the demo's own, which a later run may empty."""
+
+DEMO_CONFIG = "segwatch.yaml"
+"""The demo's config, written beside :data:`DEMO_MARK` in a ``--data`` directory."""
 
 NS = 1_000_000_000
 COUNTRIES = ["US", "US", "US", "BR", "BR", "DE", "FR", "IN", "MX", "GB"]
@@ -171,10 +188,22 @@ def run_demo(data_dir: str | None, as_json: bool = False) -> int:
         collector.start()
         try:
             scenario = _send_traffic(collector, say)
-            table = _run_detectors(collector, scenario, say)
+            earlier, table = _run_detectors(collector, scenario, say)
         finally:
             collector.shutdown()
-    return _report(table, scenario, as_json, say, started)
+    code = _report(table, len(earlier.rows), scenario, as_json, say, started)
+    say(follow_up(data_dir))
+    return code
+
+
+def follow_up(data_dir: str | None) -> str:
+    """The demo's last line: how to see its findings again, or that they are gone."""
+    if not data_dir:
+        return (f"the demo's temporary store is gone; segwatch demo --data DIR keeps it, "
+                f"then segwatch anomalies --config DIR/{DEMO_CONFIG} lists them again")  # fmt: skip
+    config = os.path.join(os.path.abspath(data_dir), DEMO_CONFIG)
+    return (f"see them again: segwatch anomalies --config {config} (--findings: both "
+            "windows' findings; also segwatch detect, segwatch report)")  # fmt: skip
 
 
 def _start_afresh(data_dir: str, say: Callable[[str], None]) -> str | None:
@@ -194,6 +223,8 @@ def _start_afresh(data_dir: str, say: Callable[[str], None]) -> str | None:
     with open(os.path.join(path, DEMO_MARK), "w", encoding="utf-8") as mark:
         mark.write("This store was made by segwatch demo; segwatch demo --data on this "
                    "directory empties it and starts again.\n")  # fmt: skip
+    with open(os.path.join(path, DEMO_CONFIG), "w", encoding="utf-8") as config:
+        config.write(demo_config_yaml(path))
     return None
 
 
@@ -206,15 +237,36 @@ def _store_directory(data_dir: str | None) -> Iterator[str]:
         yield temporary
 
 
+def demo_config_yaml(store_dir: str) -> str:
+    """The demo's config file for the store in ``store_dir`` (made absolute): what the
+    commands reading the store need to read it as the demo did. :func:`_demo_config` is
+    this file plus the demo's own settings."""
+    dsn = json.dumps(f"chdb://{os.path.abspath(store_dir)}")  # a JSON string is YAML
+    return f"""\
+# segwatch demo's config for its store: with --config and this file, segwatch
+# anomalies, detect and report read the store as the demo did.
+storage:
+  dsn: {dsn}
+models:
+  fraud:
+    features:
+      amount: {{}}  # as if undeclared: declared for expected_biases only
+expected_biases:
+  # The fraud score rises with the amount by design (the demo's simulation): declared,
+  # so the bias detector does not report the amount segments.
+  - {{model: fraud, dimension: amount, quantities: [output.score]}}
+"""
+
+
 def _demo_config(store_dir: str) -> CollectorConfig:
-    return CollectorConfig(
-        storage=StorageConfig(dsn=f"chdb://{store_dir}"),
+    """:func:`demo_config_yaml`, on loopback ports the system picks, without a scheduler
+    (the demo runs the detectors itself)."""
+    config = parse_config(demo_config_yaml(store_dir), source="segwatch demo's config")
+    return dataclasses.replace(
+        config,
         receiver=ReceiverConfig(endpoint="127.0.0.1:0"),
         api=ApiConfig(endpoint="127.0.0.1:0"),
-        scheduler=SchedulerConfig(enabled=False),  # the demo runs the detectors itself
-        # The fraud score rises with the amount by design (see simulate): declared,
-        # so the bias detector does not report the amount segments.
-        expected_biases=(ExpectedBias("fraud", "amount", ("output.score",)),),
+        scheduler=SchedulerConfig(enabled=False),
     )
 
 
@@ -250,10 +302,10 @@ def _send_traffic(collector: Collector, say: Callable[[str], None]) -> DemoScena
 
 def _run_detectors(
     collector: Collector, scenario: DemoScenario, say: Callable[[str], None]
-) -> DetectionResult:
+) -> tuple[DetectionResult, DetectionResult]:
     """The detectors for the windows ending 5 minutes ago and now, as the scheduler would
     have run them: a finding in both persists (most detectors open an anomaly once found in
-    2 of their last 3 windows). The second run's findings are the result."""
+    2 of their last 3 windows). Both runs' results, the earlier first."""
     at = dt.datetime.fromtimestamp(scenario.end, dt.timezone.utc)
     spec = load_manifest()[0]
     say(
@@ -261,14 +313,16 @@ def _run_detectors(
         f"ago and now, as the scheduler would have ({spec.name}: the last "
         f"{spec.window // 60} minutes against the {spec.baseline // 60} minutes before)"
     )
-    collector.detect(at - dt.timedelta(minutes=5))
+    earlier = collector.detect(at - dt.timedelta(minutes=5))
     result = collector.detect(at)
-    assert isinstance(result, DetectionResult)  # what the collector's detect_table gives
-    return result
+    # What the collector's detect_table gives.
+    assert isinstance(earlier, DetectionResult) and isinstance(result, DetectionResult)
+    return earlier, result
 
 
 def _report(
     table: DetectionResult,
+    earlier_findings: int,
     scenario: DemoScenario,
     as_json: bool,
     say: Callable[[str], None],
@@ -285,8 +339,9 @@ def _report(
     elapsed = time.monotonic() - started
     if found:
         say(
-            f"found the injected drift in fraud / country={scenario.drift_country} "
-            f"({len(table.rows)} findings, {elapsed:.0f} s)"
+            f"found the injected drift in fraud / country={scenario.drift_country} in "
+            f"{elapsed:.0f} s: the {len(table.rows)} findings above are the latest windows' "
+            f"(ending now); the windows ending 5 minutes earlier found {earlier_findings}"
         )
         return 0
     say(f"the injected drift in country={scenario.drift_country} was NOT found")
