@@ -313,11 +313,7 @@ def _run_detectors(
         f"ago and now, as the scheduler would have ({spec.name}: the last "
         f"{spec.window // 60} minutes against the {spec.baseline // 60} minutes before)"
     )
-    earlier = collector.detect(at - dt.timedelta(minutes=5))
-    result = collector.detect(at)
-    # What the collector's detect_table gives.
-    assert isinstance(earlier, DetectionResult) and isinstance(result, DetectionResult)
-    return earlier, result
+    return collector.detect(at - dt.timedelta(minutes=5)), collector.detect(at)
 
 
 def _report(

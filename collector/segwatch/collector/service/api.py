@@ -45,7 +45,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from segwatch.clickhouse.detection import DetectorSpec
-from segwatch.clickhouse.queries import AnomalyFilter, QueryResult, list_anomalies, read_only_query
+from segwatch.clickhouse.queries import AnomalyFilter, list_anomalies, read_only_query
 from segwatch.clickhouse.store import redact_dsn
 from segwatch.collector.config.collector_config import CollectorConfig
 from segwatch.collector.config.detector_specs import labels_parameter
@@ -68,7 +68,7 @@ from segwatch.collector.serve.listener import client_gone
 
 from .analyst_queries import AnalystQueries, QueryBudgetError, QueryCancelledError
 from .api_door import UPLOAD_TYPES, ApiDoor, Refusal, body_type
-from .detect import detect_table
+from .detect import DetectionResult, detect_table
 
 __all__ = ["LocalApi"]
 
@@ -233,7 +233,7 @@ class LocalApi:
         with self._lock:
             return self._route(route, request)
 
-    def detect(self, at: dt.datetime | None = None) -> QueryResult:
+    def detect(self, at: dt.datetime | None = None) -> DetectionResult:
         """Run the detectors now, for the windows ending ``at``, on everything acknowledged.
 
         Thread-safe: takes the API's client as its requests do (one at a time).
@@ -242,7 +242,7 @@ class LocalApi:
             self._before_read()
         return self._detect(at)
 
-    def _detect(self, at: dt.datetime | None) -> QueryResult:
+    def _detect(self, at: dt.datetime | None) -> DetectionResult:
         with self._lock:
             return detect_table(self._client, at, self._detectors)
 

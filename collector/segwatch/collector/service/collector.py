@@ -18,7 +18,6 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from segwatch.clickhouse.migrate import require_migrated
-from segwatch.clickhouse.queries import QueryResult
 from segwatch.clickhouse.store import StoreError, parse_dsn, redact_dsn
 from segwatch.collector import kernels
 from segwatch.collector.aggregate.aggregator import SegmentAggregator
@@ -41,6 +40,7 @@ from segwatch.collector.store.settings import check_store_settings
 from .alerts import notifiers
 from .analyst_queries import AnalystQueries, QueryBudget
 from .api import LocalApi
+from .detect import DetectionResult
 from .discovery import (
     discovery_path,
     refuse_if_held,
@@ -340,8 +340,8 @@ class Collector:
             info["serve"] = self.door.url
         write_discovery(path, info)
 
-    def detect(self, at: dt.datetime | None = None) -> QueryResult:
-        """Run the configured detectors now, for the windows ending ``at``; the new anomalies.
+    def detect(self, at: dt.datetime | None = None) -> DetectionResult:
+        """Run the configured detectors now, for the windows ending ``at``; the new findings.
 
         Everything acknowledged is flushed first; runs through the local API's
         client, one request at a time with the API's own.
