@@ -386,6 +386,11 @@ def test_spans_wait_for_enough_of_them_or_the_time_then_go_in_one_insert(
         writer.add(parts[2])  # 90 ≥ 80: one insert
         wait_until(lambda: stored() == 90)
         assert exporter.stats.flushes == 1
+        active = client.query(
+            "SELECT count() FROM system.parts WHERE database = currentDatabase() "
+            "AND table = 'otel_traces' AND active"
+        ).result_rows
+        assert active == [(1,)]  # the three flushes' spans in one part
         writer.add(trace_rows(batch, rows[90:95]))
         writer.flush()  # a reader's flush sends what waits
         assert stored() == 95

@@ -27,6 +27,7 @@ from segwatch.collector.aggregate.aggregator import SegmentAggregator
 from segwatch.collector.config.storage import TracesConfig
 from segwatch.collector.errors import RetryableError
 from segwatch.collector.model_calls import ModelCallBatch
+from segwatch.collector.store.aggregate_rows import AggregateRows
 from segwatch.collector.store.call_rows import call_rows
 from segwatch.collector.store.exporter import ClickHouseExporter, InsertRefusedError
 from segwatch.collector.store.rows import TableRows
@@ -120,7 +121,7 @@ class FlushWriter:
         return None
 
     def _trace_rows(
-        self, batch: ModelCallBatch, aggregates: TableRows, sampled: npt.NDArray[np.bool_]
+        self, batch: ModelCallBatch, aggregates: AggregateRows, sampled: npt.NDArray[np.bool_]
     ) -> TableRows:
         """The spans ``storage.traces`` keeps: the sampled traces' and the exemplars'.
 

@@ -30,7 +30,6 @@ from concurrent.futures import Future
 
 from .exporter import ClickHouseExporter
 from .rows import TableRows
-from .trace_rows import TraceRows
 
 __all__ = ["SpanWriter"]
 
@@ -90,18 +89,14 @@ class SpanWriter:
             self._thread.join(timeout)
 
     def _submit(self) -> None:
-        """Hand what waits to the exporter, as one insert (under the lock)."""
+        """Hand what waits to the exporter, as one insert of several blocks (under the lock)."""
         if not self._waiting:
             return
-        rows = TraceRows()
-        for part in self._waiting:
-            for name in rows.column_names:
-                column = part.columns[name]
-                rows.columns[name].extend(column if isinstance(column, list) else list(column))
-        count, self._waiting, self._count = self._count, [], 0
+        parts, count = self._waiting, self._count
+        self._waiting, self._count = [], 0
         # A token of its own: the exporter fails a group together, and untokened
         # submissions (labels) must not share a failed span insert's fate.
-        future = self._exporter.submit(rows, token=f"spans-{secrets.token_hex(8)}")
+        future = self._exporter.submit(*parts, token=f"spans-{secrets.token_hex(8)}")
         future.add_done_callback(lambda done: self._stored(done, count))
         self._last = future
 

@@ -30,7 +30,8 @@ import numpy.typing as npt
 
 from segwatch.collector.model_calls import ModelCallBatch, SpanRecord
 
-from .native import ArrayColumn, Coded
+from .aggregate_rows import AggregateRows
+from .native import Coded
 from .rows import TableRows
 
 __all__ = [
@@ -81,13 +82,11 @@ class TraceRows(TableRows):
     column_types = tuple(TRACE_SCHEMA.values())
 
 
-def exemplar_trace_ids(aggregates: TableRows) -> set[bytes]:
-    """The trace ids aggregate rows keep as exemplars (their ``exemplar_trace_ids``)."""
-    column = aggregates.columns["exemplar_trace_ids"]
-    if isinstance(column, ArrayColumn) and isinstance(column.values, Coded):
-        codes, dictionary = column.values.codes, column.values.dictionary
-        return {bytes.fromhex(dictionary[i]) for i in np.unique(codes).tolist()}
-    return {bytes.fromhex(t) for i in range(len(column)) for t in column[i]}  # lists of rows
+def exemplar_trace_ids(aggregates: AggregateRows) -> set[bytes]:
+    """The trace ids aggregate rows keep as exemplars (their ``exemplar_trace_ids``: one per
+    row, as codes into the flush's trace ids)."""
+    exemplars: Coded = aggregates.columns["exemplar_trace_ids"].values
+    return {bytes.fromhex(exemplars.dictionary[i]) for i in np.unique(exemplars.codes).tolist()}
 
 
 def sampled_rows(batch: ModelCallBatch, sample: float) -> npt.NDArray[np.bool_]:
