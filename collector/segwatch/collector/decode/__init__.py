@@ -8,8 +8,8 @@ oldest start time the allowed lateness admits and the
 attributes per span, attribute size, clock skew).
 
 What leaves: a :class:`~segwatch.collector.model_calls.ModelCallBatch` (one
-row per model call, one column per quantity and per context) carrying the
-spans it rejected, each counted with its reason for the OTLP partial-success
+row per model call, one column per quantity and per context, and the spans
+the rows came from: :mod:`.raw_spans`) carrying the spans it rejected, each counted with its reason for the OTLP partial-success
 answer (no or empty ``ml.model.name``, a bad ``ml.sample.weight``, too late,
 too early, over a limit, a bad batch span); a
 :class:`~.labels.LabelBatch` of ``ml_labels`` rows, with its rejected
@@ -69,6 +69,8 @@ parse, and so the reference reader, would refuse.
 - ``batch_columns``: :func:`decode_columns`, the reader of
   ``ml.batch.columns`` (docs/batch-columns.md); the writer is
   ``segwatch.instrumentation.batch_columns``.
+- ``raw_spans``: the spans a batch's rows came from, as each reader holds them,
+  parsed back only for the few ``storage.traces`` writes to ``otel_traces``.
 - ``labels``: :func:`decode_labels`, ``ml.label`` log records → ``ml_labels``
   rows (:class:`LabelRows`).
 """

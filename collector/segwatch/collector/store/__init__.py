@@ -20,6 +20,10 @@ unreachable.
 - ``native``: ClickHouse Native-format blocks from numpy columns.
 - ``rows``: :class:`TableRows`, one table's rows and their Native encoding.
 - ``aggregate_rows``, ``call_rows``: the rows of ``ml_segment_aggregates`` and ``ml_model_calls``.
+- ``trace_rows``: which calls' spans go to ``otel_traces`` (the trace-id sample, the
+  exemplars) and their rows, as the OpenTelemetry Collector's exporter writes them.
+- ``span_writer``: :class:`SpanWriter`, those rows gathered across flushes and inserted
+  in one go, best effort, by a timer thread of its own and the exporter.
 - ``exporter``: :class:`ClickHouseExporter`, batched inserts with group commit.
 - ``connection``: the collector's clients on its store, usable before the store is.
 - ``settings``, ``part_durability``: store-wide settings all collectors must share; fsynced parts.
