@@ -40,6 +40,7 @@ def exposed_names() -> set[str]:
             "model_calls": 0, "rejected_spans": 0, "rejected_by": {"invalid": 1},
             "spool_bytes": 0, "pending_calls": 0, "spilled": 0, "dead_letters": 0,
             "dead_letter_calls": 0,
+            "spans_lost": 0,
         }
     )  # fmt: skip
     metrics.open_anomalies.update({("fraud", "psi_drift", "feature.country"): 1})

@@ -313,8 +313,7 @@ def test_a_span_insert_that_fails_costs_the_spans_not_the_flush(every_trace: Col
     calls = client.query("SELECT count() FROM ml_model_calls").result_rows
     spans = client.query("SELECT count() FROM otel_traces").result_rows
     assert (calls, spans) == ([(40,)], [(0,)])
-    spans_writer = every_trace.processor.buffer._writer.spans
-    assert spans_writer is not None and (spans_writer.failures, spans_writer.lost) == (1, 40)
+    assert "segwatch_otel_traces_spans_lost_total 40.0" in every_trace.metrics.exposition().decode()
 
 
 def test_a_collector_refuses_an_otel_traces_it_cannot_write(tmp_path: Path) -> None:

@@ -59,6 +59,13 @@ class _Snapshot(Collector):
             counter = CounterMetricFamily(f"segwatch_{name}", help_text)
             counter.add_metric([], state[name.replace("_flushes", "s")])
             yield counter
+        lost = CounterMetricFamily(
+            "segwatch_otel_traces_spans_lost",
+            "Spans for otel_traces not stored: their insert failed (spans are best effort; "
+            "the aggregates and calls of their flush are stored).",
+        )
+        lost.add_metric([], state["spans_lost"])
+        yield lost
         for name, help_text in (
             ("spool_bytes", "Bytes in the spool not yet in the store."),
             ("pending_calls", "Model calls held in memory, waiting for the store."),

@@ -9,9 +9,10 @@ attributes per span, attribute size, clock skew).
 
 What leaves: a :class:`~segwatch.collector.model_calls.ModelCallBatch` (one
 row per model call, one column per quantity and per context, and the spans
-the rows came from: :mod:`.raw_spans`) carrying the spans it rejected, each counted with its reason for the OTLP partial-success
-answer (no or empty ``ml.model.name``, a bad ``ml.sample.weight``, too late,
-too early, over a limit, a bad batch span); a
+the rows came from: :mod:`.raw_spans`) carrying the spans it rejected, each
+counted with its reason for the OTLP partial-success answer (no or empty
+``ml.model.name``, a bad ``ml.sample.weight``, too late, too early, over a
+limit, a bad batch span); a
 :class:`~.labels.LabelBatch` of ``ml_labels`` rows, with its rejected
 records. A request of more spans than the limits allow raises
 :class:`~segwatch.collector.errors.PermanentError` (the receiver answers

@@ -152,6 +152,11 @@ class CallBuffer:
         """The model calls those dead letters hold."""
         return self._writer.dead_letter_calls
 
+    @property
+    def spans_lost(self) -> int:
+        """Spans for ``otel_traces`` whose insert failed (best effort: see the span writer)."""
+        return self._writer.spans.lost if self._writer.spans is not None else 0
+
     def retry_now(self) -> None:
         """The store is back: retry a failed flush now rather than at its next backoff."""
         with self._cond:

@@ -80,7 +80,6 @@ class FlushWriter:
         self.failures = 0
         self.dead_letters = 0  # flushes set aside
         self.dead_letter_calls = 0
-        self.trace_failures = 0  # flushes whose spans could not be built (_trace_rows)
         # Where the spans go (storage.traces.write), gathered across flushes.
         self.spans = SpanWriter(exporter) if traces.write else None
 
@@ -133,7 +132,6 @@ class FlushWriter:
             exemplars = exemplar_trace_ids(aggregates) if traces.exemplars == "always" else set()
             return trace_rows(batch, traced_rows(batch, traces.sample, exemplars, sampled))
         except Exception:
-            self.trace_failures += 1
             _logger.exception("writing the spans of %d model calls failed; flushing without",
                               len(batch))  # fmt: skip
             return TraceRows()

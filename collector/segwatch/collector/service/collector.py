@@ -310,6 +310,7 @@ class Collector:
             "spilled": int(buffer.spilling) if buffer else 0,
             "dead_letters": buffer.dead_letters if buffer else 0,
             "dead_letter_calls": buffer.dead_letter_calls if buffer else 0,
+            "spans_lost": buffer.spans_lost if buffer else 0,
         }
 
     def status(self) -> dict[str, Any]:

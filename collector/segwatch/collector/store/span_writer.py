@@ -12,8 +12,8 @@ shutdown.
 Spans are best effort: the aggregates and raw calls of their flush are stored
 already, exactly once; spans still waiting here when the process dies are lost
 (a few seconds' worth), and a failed insert costs its spans only (counted in
-``failures``, logged). They are a view for people; the detectors read the
-aggregates.
+``lost``, the collector's ``segwatch_otel_traces_spans_lost``; logged). They
+are a view for people; the detectors read the aggregates.
 
 Threads: :meth:`add` on the flusher thread, :meth:`flush` on any, one thread of
 its own (``segwatch-spans``) for the timer; the exporter's thread inserts.
@@ -50,8 +50,7 @@ class SpanWriter:
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self.failures = 0  # inserts of spans that failed
-        self.lost = 0  # spans they held
+        self.lost = 0  # spans whose insert failed (segwatch_otel_traces_spans_lost)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="segwatch-spans", daemon=True)
@@ -105,7 +104,6 @@ class SpanWriter:
         error = done.exception()
         if error is not None:
             with self._cond:
-                self.failures += 1
                 self.lost += count
             _logger.warning("%d spans for otel_traces were not stored: %s", count, error)
 
