@@ -83,33 +83,31 @@ class ReportRequest:
 
 @dataclass(frozen=True)
 class DriftSettings:
-    """psi_drift's window, trailing baseline (seconds), bins, threshold and minimum support."""
+    """psi_drift's window, trailing baseline and cadence (seconds), bins, threshold and
+    minimum support: the heat map bins and tests as the detector does."""
 
-    window: int = 900
-    baseline: int = 3600
-    cadence: int = 300
-    bins: int = 10
-    threshold: float = 0.2
-    min_support: int = 200
+    window: int
+    baseline: int
+    cadence: int
+    bins: int
+    threshold: float
+    min_support: int
 
     @classmethod
     def of(cls, specs: Sequence[DetectorSpec] | None = None) -> DriftSettings:
         """The settings of the ``psi_drift`` detector among ``specs`` (the configured
-        detectors), else the manifest's; the defaults when it is disabled."""
-        chosen = [s for s in (load_manifest() if specs is None else specs) if s.name == "psi_drift"]
-        if not chosen:
-            chosen = [s for s in load_manifest() if s.name == "psi_drift"]
-        if not chosen:
-            return cls()
-        spec = chosen[0]
+        detectors), else the manifest's (the detector disabled: the heat map still shows
+        drift as it would measure it)."""
+        configured = [] if specs is None else [s for s in specs if s.name == "psi_drift"]
+        (spec,) = configured or [s for s in load_manifest() if s.name == "psi_drift"]
         parameters = spec.parameters
         return cls(
             window=spec.window,
             baseline=spec.baseline,
             cadence=spec.cadence,
-            bins=int(parameters.get("bins", cls.bins)),
-            threshold=float(parameters.get("threshold", cls.threshold)),
-            min_support=int(parameters.get("min_support", cls.min_support)),
+            bins=int(parameters["bins"]),
+            threshold=float(parameters["threshold"]),
+            min_support=int(parameters["min_support"]),
         )
 
 
