@@ -165,7 +165,10 @@ def numpy_walk_fields(
         nothing = np.zeros(0, dtype=np.int64)
         return checked_fields(nothing, nothing, nothing, nothing, nothing)
     span, tag, start, stop = (np.concatenate(parts) for parts in zip(*steps, strict=True))
-    number, wire_type = tag >> 3, tag & 7
+    # The tag is an unsigned varint: shifted as such (a 10-byte tag has bit 63 set, which
+    # int64 would shift in as a sign), as the compiled walk shifts it.
+    number = (tag.astype(np.uint64) >> np.uint64(3)).astype(np.int64)
+    wire_type = tag & 7
     if (
         not _KNOWN[wire_type].all()
         or (stop > end[span]).any()
