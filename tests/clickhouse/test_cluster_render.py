@@ -187,7 +187,7 @@ def test_a_label_lands_on_its_calls_shard(engine) -> None:  # type: ignore[no-un
 
 def test_the_labelled_calls_view_joins_on_each_shard(rendered: list[str]) -> None:
     created = _created(rendered)
-    (local_view,) = [s for s in rendered if s.startswith("CREATE VIEW")]
+    (local_view,) = [s for s in rendered if s.startswith("CREATE VIEW IF NOT EXISTS ml_labeled")]
     assert "ml_labeled_calls_local ON CLUSTER" in local_view
     assert "FROM ml_model_calls_local AS c" in local_view
     assert "FROM ml_labels_local FINAL" in local_view
@@ -195,6 +195,15 @@ def test_the_labelled_calls_view_joins_on_each_shard(rendered: list[str]) -> Non
         f"Distributed({CLUSTER}, currentDatabase(), ml_labeled_calls_local)"
         in created["ml_labeled_calls"]
     )
+
+
+def test_the_incidents_view_reads_the_distributed_members(rendered: list[str]) -> None:
+    """An incident's members share a shard (its sharding key), so FINAL on each shard and
+    the view's GROUP BY over the Distributed table see each incident whole."""
+    (view,) = [s for s in rendered if s.startswith("CREATE VIEW IF NOT EXISTS ml_incidents")]
+    assert f"ml_incidents ON CLUSTER {CLUSTER}" in view
+    assert "FROM ml_incident_members FINAL" in view and "_local" not in view
+    assert SHARDING_KEYS["ml_incident_members"] == "cityHash64(model_name, incident_id)"
 
 
 def test_the_rebuild_copies_on_each_shard_and_swaps_the_local_tables(rendered) -> None:  # type: ignore[no-untyped-def]

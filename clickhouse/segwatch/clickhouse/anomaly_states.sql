@@ -16,6 +16,7 @@ SELECT detector, model_name, model_version, model_stage, segment_dim, segment_va
        max(window_end) AS last_change,
        argMaxIf(window_start, window_end, state = 'open') AS open_window_start,
        argMaxIf(score, window_end, state = 'open') AS last_score,
+       argMaxIf(threshold, window_end, state = 'open') AS last_threshold,
        argMaxIf(support, window_end, state = 'open') AS last_support,
        argMaxIf(exemplar_trace_ids, window_end, state = 'open') AS last_exemplars,
        argMaxIf(details, window_end, state = 'open') AS last_details

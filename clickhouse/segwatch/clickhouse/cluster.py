@@ -127,6 +127,7 @@ SHARDING_KEYS: Final[dict[str, str]] = {
     "ml_labels": "cityHash64(model_name, prediction_id)",
     "ml_anomalies": _FINDING_KEY,
     "ml_anomaly_events": _FINDING_KEY,
+    "ml_incident_members": "cityHash64(model_name, incident_id)",  # an incident on one shard
     "ml_store_settings": "cityHash64(name)",
     # The exporter's tables: a trace's spans and its lookup row on one shard.
     "otel_traces": "cityHash64(TraceId)",

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from clickhouse_connect.driver.client import Client
 
+from .incidents import join_incidents, settle_incidents
 from .lifecycle import KEY_COLUMNS, Persistence, most_specific, update_lifecycle
 from .rollups import FIVE_MINUTES, ONE_HOUR, roll_up
 from .yaml_schema import ListOf, MapOf, Problems, Record, Scalar, listing, matches, read
@@ -271,8 +272,11 @@ def run_detector(client: Client, spec: DetectorSpec, at: dt.datetime) -> Detecto
     """Run one detector for the window ending before ``at``.
 
     Stores its new findings (the most specific culprit of each family) in
-    ``ml_anomalies`` and the anomalies that open or resolve in
-    ``ml_anomaly_events``. Running a window again adds nothing.
+    ``ml_anomalies``, the anomalies that open or resolve in
+    ``ml_anomaly_events``, and their incidents in ``ml_incident_members``
+    (each transition gets ``incident_id``, ``incident_role``,
+    ``incident_alert`` and ``incident_summary``: see :mod:`.incidents`).
+    Running a window again adds nothing.
     """
     started = time.perf_counter()
     windows = spec.windows(at)
@@ -298,6 +302,8 @@ def run_detector(client: Client, spec: DetectorSpec, at: dt.datetime) -> Detecto
         )
         opened += transitions[0]
         resolved += transitions[1]
+    join_incidents(client, opened)
+    settle_incidents(client, resolved)
     return DetectorRun(
         spec.name,
         windows["window_start"],

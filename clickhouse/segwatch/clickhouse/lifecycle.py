@@ -24,7 +24,15 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-__all__ = ["EVENT_COLUMNS", "KEY_COLUMNS", "Persistence", "most_specific", "update_lifecycle"]
+__all__ = [
+    "EVENT_COLUMNS",
+    "KEY_COLUMNS",
+    "Persistence",
+    "cross_parents",
+    "most_specific",
+    "segment_text",
+    "update_lifecycle",
+]
 
 KEY_COLUMNS = (
     "detector",
@@ -75,10 +83,10 @@ class Persistence:
             )
 
 
-def _parents(finding: dict[str, Any]) -> list[tuple[str, str]]:
+def cross_parents(segment_dim: str, segment_value: str) -> list[tuple[str, str]]:
     """The (dimension, value) segments a cross segment lies in; none for a plain one."""
-    dims = str(finding["segment_dim"]).split(_CROSS)
-    values = str(finding["segment_value"]).split(_CROSS_VALUE)
+    dims = str(segment_dim).split(_CROSS)
+    values = str(segment_value).split(_CROSS_VALUE)
     if len(dims) < 2 or len(dims) != len(values):
         return []
     return list(zip(dims, values, strict=True))
@@ -102,7 +110,7 @@ def most_specific(findings: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     by_segment = {(family(f), f["segment_dim"], f["segment_value"]): f for f in findings}
     inside: dict[tuple[Any, ...], list[dict[str, Any]]] = {}  # crosses found in a found parent
     for finding in findings:
-        for dim, value in _parents(finding):
+        for dim, value in cross_parents(finding["segment_dim"], finding["segment_value"]):
             if (family(finding), dim, value) in by_segment:
                 key = (family(finding), dim, value, finding["segment_dim"])
                 inside.setdefault(key, []).append(finding)
@@ -227,7 +235,7 @@ def _resolution(
         "score": score, "threshold": threshold, "p_value": p_value, "support": support,
         "exemplar_trace_ids": exemplars, "statistics": statistics,
         "details": f"{found['quantity']} for "
-                   f"{_segment(found['segment_dim'], found['segment_value'])} resolved: "
+                   f"{segment_text(found['segment_dim'], found['segment_value'])} resolved: "
                    f"not found in {unseen_in}",
     }  # fmt: skip
 
@@ -241,5 +249,6 @@ def _utc(moment: dt.datetime) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
-def _segment(dim: str, value: str) -> str:
+def segment_text(dim: str, value: str) -> str:
+    """``feature.country=BR``, or ``the whole model``."""
     return "the whole model" if dim == "__all__" else f"{dim}={value}"

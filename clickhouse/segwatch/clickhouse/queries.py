@@ -159,13 +159,48 @@ def anomaly_states_sql() -> str:
 _ANOMALY_STATES = anomaly_states_sql()
 
 _STATES_QUERY = f"""
-SELECT current_state AS state, opened_at, resolved_at, detector, model_name, model_version,
-       model_stage, segment_dim, segment_value, quantity, round(last_score, 4) AS score,
-       last_support AS support, last_exemplars[1] AS exemplar_trace_id, last_details AS details
-FROM ({_ANOMALY_STATES})
-WHERE ({{state:String}} = 'all' OR current_state = {{state:String}})
-  AND ({{since:UInt64}} = 0 OR last_change >= now() - toIntervalSecond({{since:UInt64}}))
-ORDER BY last_change DESC, score DESC
+SELECT incident, role, state, opened_at, resolved_at, detector, model_name, model_version,
+       model_stage, segment_dim, segment_value, quantity, score, support, exemplar_trace_id,
+       details
+FROM (
+    SELECT *,
+           max(state = 'open') OVER incident_rows AS incident_open,
+           max(severity) OVER incident_rows AS incident_severity,
+           max(if(role = 'root', specificity, 0)) OVER incident_rows AS incident_specificity
+    FROM (
+        SELECT if(m.incident_id = '', '', m.incident_id) AS incident,
+               if(m.role = '', 'root', m.role) AS role,
+               s.current_state AS state, s.opened_at AS opened_at, s.resolved_at AS resolved_at,
+               s.detector AS detector, s.model_name AS model_name,
+               s.model_version AS model_version, s.model_stage AS model_stage,
+               s.segment_dim AS segment_dim, s.segment_value AS segment_value,
+               s.quantity AS quantity, round(s.last_score, 4) AS score,
+               s.last_support AS support, s.last_exemplars[1] AS exemplar_trace_id,
+               if(m.reason = '', s.last_details, concat(m.reason, '. ', s.last_details)) AS details,
+               s.last_change AS last_change,
+               s.last_score / greatest(s.last_threshold, 1e-12) AS severity,
+               -- a cross is more specific than a segment, a segment than the whole model
+               if(s.segment_dim = '__all__', 0, 1 + length(splitByString('×', s.segment_dim)))
+                   AS specificity,
+               -- an anomaly opened before incidents were recorded stands alone
+               if(m.incident_id = '', concat(s.detector, '\x1f', s.model_name, '\x1f',
+                  s.model_version, '\x1f', s.model_stage, '\x1f', s.segment_dim, '\x1f',
+                  s.segment_value, '\x1f', s.quantity), m.incident_id) AS incident_key
+        FROM ({_ANOMALY_STATES}) AS s
+        LEFT JOIN (SELECT * FROM ml_incident_members FINAL
+                   WHERE {{model:String}} = '' OR model_name = {{model:String}}) AS m
+            ON m.detector = s.detector AND m.model_name = s.model_name
+           AND m.model_version = s.model_version AND m.model_stage = s.model_stage
+           AND m.segment_dim = s.segment_dim AND m.segment_value = s.segment_value
+           AND m.quantity = s.quantity AND m.anomaly_opened_at = s.opened_at
+        WHERE ({{state:String}} = 'all' OR s.current_state = {{state:String}})
+          AND ({{since:UInt64}} = 0 OR s.last_change >= now() - toIntervalSecond({{since:UInt64}}))
+    )
+    WINDOW incident_rows AS (PARTITION BY incident_key)
+)
+-- Incidents, open first, the most severe then the most specific; in each its root first.
+ORDER BY incident_open DESC, incident_severity DESC, incident_specificity DESC, incident_key,
+         role = 'root' DESC, severity DESC, last_change DESC
 LIMIT {{limit:UInt32}}
 """
 
@@ -188,11 +223,15 @@ LIMIT {limit:UInt32}
 
 
 def list_anomalies(client: Client, selection: AnomalyFilter | None = None) -> QueryResult:
-    """The anomalies (open and resolved, latest change first), or each run's findings.
+    """The anomalies grouped by incident, or each run's findings.
 
-    An anomaly's ``details`` is the sentence it opened with: a resolved one keeps
-    it (its ``resolved_at`` says when it ended), not its resolution's "not found in
-    the last windows". ``FINAL``: one row per key whatever the merges have done so far.
+    Incidents come open first, then by severity (the largest score over threshold
+    of their anomalies) and specificity (a cross, a segment, the whole model);
+    in each, the root first and its consequences after it (``role``), each
+    consequence's ``details`` starting with why it belongs. An anomaly's
+    ``details`` is the sentence it opened with: a resolved one keeps it (its
+    ``resolved_at`` says when it ended), not its resolution's "not found in the
+    last windows". ``FINAL``: one row per key whatever the merges have done so far.
     """
     selection = selection or AnomalyFilter()
     parameters = {

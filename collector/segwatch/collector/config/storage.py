@@ -65,7 +65,7 @@ class RetentionConfig:
     raw_calls: int | None = None  # ml_model_calls
     labels: int | None = None  # ml_labels
     aggregates: int | None = None  # ml_segment_aggregates and its 5-minute and 1-hour roll-ups
-    anomalies: int | None = None  # ml_anomalies, ml_anomaly_events
+    anomalies: int | None = None  # ml_anomalies, ml_anomaly_events, ml_incident_members
     traces: int | None = None  # otel_traces and otel_traces_trace_id_ts (written by segwatch)
 
 

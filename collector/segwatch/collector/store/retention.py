@@ -44,7 +44,11 @@ RETENTION_TABLES: Final[dict[str, tuple[tuple[str, str], ...]]] = {
         ("ml_segment_rollup_5m", "bucket_start"),
         ("ml_segment_rollup_1h", "bucket_start"),
     ),
-    "anomalies": (("ml_anomalies", "window_end"), ("ml_anomaly_events", "window_end")),
+    "anomalies": (
+        ("ml_anomalies", "window_end"),
+        ("ml_anomaly_events", "window_end"),
+        ("ml_incident_members", "anomaly_opened_at"),
+    ),
     "traces": (("otel_traces", "toDateTime(Timestamp)"), ("otel_traces_trace_id_ts", "Start")),
 }
 """For each key of ``storage.retention``: its tables, and the time a row of each ages by."""

@@ -1,0 +1,377 @@
+"""Incidents: the anomalies that share a cause, one incident per fault, named by its root.
+
+One fault opens several anomalies. A feature falling by half for
+``country=BR`` is found by ``psi_drift`` on the feature, again on the score
+it moves, by ``metric_shift`` on the score; a feature going missing for
+``country=BR`` (``data_missing``) also shows as ``feature.country`` drifting
+in the segment ``feature.amount=MISSING`` (the same calls seen from the other
+dimension). Each anomaly that opens joins the open incident it belongs to, or
+opens one:
+
+* ``same_segment`` — an open member of the incident is in the same segment of
+  the same model (or a cross within it, or the segment a cross lies in),
+  whatever the detector or quantity;
+* ``mirror`` — an open member's quantity is this anomaly's segment dimension
+  and its segment dimension this anomaly's quantity.
+
+The incident's **root** is the member that names the cause, ranked: a segment
+that is not defined by missingness (``x=MISSING`` is where a missing feature
+shows, not where it went missing), an input (feature, context, traffic) before
+an output before a metric before a label, data quality before drift before a
+level shift before bias and performance, then the larger score over threshold,
+then the earlier. The others are its **consequences**; the root can change
+while the incident is open (the feature's drift opening a window after the
+score's). An incident is open while any member is; its id is the same in
+``ml_incident_members``, the ``ml.anomaly`` events and the webhooks.
+
+One alert per incident: a transition that opens an incident, or resolves its
+last open member, carries ``incident_alert`` (webhooks post only those; the
+OTLP records of the others go out at INFO). Incidents are assigned within one
+detector run: two collectors running two detectors of one model at the same
+moment may open two incidents for one fault when they are mirrors (same-segment
+incidents opened in the same window share their id, so they merge).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from .lifecycle import KEY_COLUMNS, cross_parents, segment_text
+
+__all__ = [
+    "MEMBERS_TABLE",
+    "IncidentMember",
+    "incident_summary",
+    "join_incidents",
+    "root_rank",
+    "settle_incidents",
+]
+
+MEMBERS_TABLE = "ml_incident_members"
+_COLUMNS = (
+    "incident_id",
+    *KEY_COLUMNS,
+    "anomaly_opened_at",
+    "role",
+    "relation",
+    "reason",
+    "state",
+    "resolved_at",
+    "score",
+    "threshold",
+    "support",
+    "exemplar_trace_ids",
+    "details",
+)
+
+# What names a cause best: lower first (see the module docstring).
+_KIND_RANK = {"feature": 0, "context": 0, "calls": 0, "output": 1, "metric": 2, "label": 3}
+_DETECTOR_RANK = {
+    "data_missing": 0, "data_range": 0, "data_categories": 0,
+    "psi_drift_training": 1, "psi_drift": 1, "version_drift": 1, "volume": 1,
+    "metric_shift": 2, "metric_shift_seasonal": 2,
+    "bias": 3, "performance": 4,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class IncidentMember:
+    """One anomaly of an incident (a row of ``ml_incident_members``)."""
+
+    incident_id: str
+    key: tuple[Any, ...]  # the anomaly's values of KEY_COLUMNS
+    opened_at: dt.datetime
+    role: str = "root"
+    relation: str = "first"
+    reason: str = ""
+    state: str = "open"
+    resolved_at: dt.datetime | None = None
+    score: float = 0.0
+    threshold: float = 0.0
+    support: int = 0
+    exemplar_trace_ids: tuple[str, ...] = ()
+    details: str = ""
+
+    def _column(self, name: str) -> Any:
+        return self.key[KEY_COLUMNS.index(name)]
+
+    @property
+    def detector(self) -> str:
+        return str(self._column("detector"))
+
+    @property
+    def model_name(self) -> str:
+        return str(self._column("model_name"))
+
+    @property
+    def segment_dim(self) -> str:
+        return str(self._column("segment_dim"))
+
+    @property
+    def segment_value(self) -> str:
+        return str(self._column("segment_value"))
+
+    @property
+    def quantity(self) -> str:
+        return str(self._column("quantity"))
+
+    @property
+    def severity(self) -> float:
+        """How far past its threshold: score over threshold."""
+        return float(self.score) / max(float(self.threshold), 1e-12)
+
+    @property
+    def segment(self) -> tuple[str, str]:
+        return (self.segment_dim, self.segment_value)
+
+    @classmethod
+    def of_transition(cls, transition: dict[str, Any]) -> IncidentMember:
+        """The member an ``open`` transition of :func:`~.lifecycle.update_lifecycle` makes."""
+        return cls(
+            incident_id="",
+            key=tuple(transition[k] for k in KEY_COLUMNS),
+            opened_at=_utc(transition["window_end"]),
+            score=float(transition["score"]),
+            threshold=float(transition["threshold"]),
+            support=int(transition["support"]),
+            exemplar_trace_ids=tuple(transition.get("exemplar_trace_ids") or ()),
+            details=str(transition["details"]),
+        )
+
+    def row(self, recorded_at: dt.datetime) -> list[Any]:
+        return [
+            recorded_at, self.incident_id, *self.key, self.opened_at, self.role, self.relation,
+            self.reason, self.state, self.resolved_at, self.score, self.threshold, self.support,
+            list(self.exemplar_trace_ids), self.details,
+        ]  # fmt: skip
+
+
+def root_rank(member: IncidentMember) -> tuple[Any, ...]:
+    """The order in which members name their incident's cause: the first is the root."""
+    kind = str(member.quantity).split(".", 1)[0]
+    return (
+        member.segment_value == "MISSING",
+        _KIND_RANK.get(kind, len(_KIND_RANK)),
+        _DETECTOR_RANK.get(member.detector, len(_DETECTOR_RANK)),
+        -member.severity,
+        member.opened_at,
+        tuple(str(k) for k in member.key),
+    )
+
+
+def _relation(anomaly: IncidentMember, member: IncidentMember) -> str | None:
+    """How ``anomaly`` belongs with ``member``'s incident, if it does."""
+    if anomaly.model_name != member.model_name:
+        return None
+    around = {anomaly.segment, *cross_parents(*anomaly.segment)}
+    if member.segment in around or anomaly.segment in cross_parents(*member.segment):
+        return "same_segment"
+    if anomaly.segment_dim == member.quantity and anomaly.quantity == member.segment_dim:
+        return "mirror"
+    return None
+
+
+_RELATION_ORDER = ("same_segment", "mirror")
+
+
+def _incident_for(
+    anomaly: IncidentMember, incidents: dict[str, list[IncidentMember]]
+) -> tuple[str, str] | None:
+    """(incident id, relation) of the open incident ``anomaly`` joins, or None.
+
+    The closest relation wins; among equals, the incident opened first.
+    """
+    best: tuple[tuple[int, dt.datetime, str], str, str] | None = None
+    for incident_id, members in incidents.items():
+        if not any(m.state == "open" for m in members):
+            continue
+        for member in members:
+            relation = _relation(anomaly, member)
+            if relation is None:
+                continue
+            rank = (_RELATION_ORDER.index(relation), min(m.opened_at for m in members), incident_id)
+            if best is None or rank < best[0]:
+                best = (rank, incident_id, relation)
+    return None if best is None else (best[1], best[2])
+
+
+def _new_incident_id(anomaly: IncidentMember) -> str:
+    """Deterministic: a rerun of the window, or another collector opening the same
+    segment's incident in the same window, gives the same id."""
+    parts = (anomaly.model_name, *anomaly.segment, anomaly.opened_at.isoformat())
+    text = "\x1f".join(parts)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _reason(member: IncidentMember, root: IncidentMember) -> str:
+    """Why ``member`` belongs to ``root``'s incident, in a sentence."""
+    cause = f"{root.quantity} for {segment_text(*root.segment)} ({root.detector})"
+    if "mirror" in (_relation(member, root), _relation(root, member)):
+        return (f"the calls of {cause} seen from {member.segment_dim}: "
+                f"{member.quantity} differs for {segment_text(*member.segment)}")  # fmt: skip
+    where = "there" if member.segment == root.segment else f"for {segment_text(*member.segment)}"
+    return f"a consequence of {cause}: {member.quantity} moved {where} ({member.detector})"
+
+
+def _ranked(members: list[IncidentMember]) -> list[IncidentMember]:
+    """The members with their roles, and reasons from the root they rank below."""
+    root = min(members, key=root_rank)
+    return [
+        replace(m, role="root", reason="") if m is root
+        else replace(m, role="consequence", reason=_reason(m, root))
+        for m in members
+    ]  # fmt: skip
+
+
+def incident_summary(members: Sequence[IncidentMember]) -> str:
+    """The incident in words: the root's sentence, then what follows from it."""
+    root = next((m for m in members if m.role == "root"), None)
+    if root is None:
+        return ""
+    consequences: dict[tuple[str, tuple[str, str]], list[str]] = {}
+    for m in members:
+        if m.role == "consequence":
+            consequences.setdefault((m.quantity, m.segment), []).append(m.detector)
+    if not consequences:
+        return root.details
+    parts = [
+        f"{quantity} {'there' if segment == root.segment else 'for ' + segment_text(*segment)} "
+        f"({', '.join(sorted(set(detectors)))})"
+        for (quantity, segment), detectors in sorted(consequences.items())
+    ]
+    return f"{root.details}. As a consequence: {'; '.join(parts)}"
+
+
+def join_incidents(client: Client, opened: Sequence[dict[str, Any]]) -> None:
+    """Give each anomaly that opened (``opened``: transitions of one detector run) its
+    incident, recorded in ``ml_incident_members``.
+
+    Sets on each transition ``incident_id``, ``incident_role``, ``incident_alert``
+    (True when it opened the incident) and ``incident_summary``.
+    """
+    if not opened:
+        return
+    incidents = _open_incidents(client, sorted({t["model_name"] for t in opened}))
+    stored = {(m.incident_id, m.key, m.opened_at): m for ms in incidents.values() for m in ms}
+    first_of: dict[str, dict[str, Any]] = {}
+    joined: list[tuple[dict[str, Any], IncidentMember]] = []
+    for transition in sorted(opened, key=lambda t: root_rank(IncidentMember.of_transition(t))):
+        anomaly = IncidentMember.of_transition(transition)
+        found = _incident_for(anomaly, incidents)
+        if found is None:
+            incident_id, relation = _new_incident_id(anomaly), "first"
+            if incident_id not in incidents:
+                first_of[incident_id] = transition
+        else:
+            incident_id, relation = found
+        anomaly = replace(anomaly, incident_id=incident_id, relation=relation)
+        incidents.setdefault(incident_id, []).append(anomaly)
+        joined.append((transition, anomaly))
+    touched = {anomaly.incident_id for _, anomaly in joined}
+    changed: list[IncidentMember] = []
+    for incident_id in touched:
+        incidents[incident_id] = _ranked(incidents[incident_id])
+        changed += [m for m in incidents[incident_id]
+                    if stored.get((m.incident_id, m.key, m.opened_at)) != m]  # fmt: skip
+    _write(client, changed)
+    for transition, anomaly in joined:
+        members = incidents[anomaly.incident_id]
+        same = (anomaly.key, anomaly.opened_at)
+        role = next(m.role for m in members if (m.key, m.opened_at) == same)
+        transition.update(
+            incident_id=anomaly.incident_id,
+            incident_role=role,
+            incident_alert=first_of.get(anomaly.incident_id) is transition,
+            incident_summary=incident_summary(members),
+        )
+
+
+def settle_incidents(client: Client, resolved: Sequence[dict[str, Any]]) -> None:
+    """Record the members that resolved (``resolved``: transitions of one detector run).
+
+    Sets on each transition whose anomaly belongs to an incident ``incident_id``,
+    ``incident_role``, ``incident_summary`` and ``incident_alert`` (True on one
+    transition per incident that has no open member left: the incident resolved).
+    """
+    if not resolved:
+        return
+    incidents = _open_incidents(client, sorted({t["model_name"] for t in resolved}))
+    by_key = {m.key: m for ms in incidents.values() for m in ms if m.state == "open"}
+    changed: list[IncidentMember] = []
+    settled: list[tuple[dict[str, Any], IncidentMember]] = []
+    for transition in resolved:
+        member = by_key.get(tuple(transition[k] for k in KEY_COLUMNS))
+        if member is None:
+            continue  # opened before incidents were recorded
+        done = replace(member, state="resolved", resolved_at=_utc(transition["window_end"]))
+        members = incidents[member.incident_id]
+        members[members.index(member)] = done
+        changed.append(done)
+        settled.append((transition, done))
+    _write(client, changed)
+    alerted: set[str] = set()
+    for transition, member in settled:
+        members = incidents[member.incident_id]
+        closed = all(m.state == "resolved" for m in members)
+        transition.update(
+            incident_id=member.incident_id,
+            incident_role=member.role,
+            incident_alert=closed and member.incident_id not in alerted,
+            incident_summary=incident_summary(members),
+        )
+        if closed:
+            alerted.add(member.incident_id)
+
+
+def _open_incidents(client: Client, models: Iterable[str]) -> dict[str, list[IncidentMember]]:
+    """Every member of the models' open incidents, by incident."""
+    result = client.query(
+        f"SELECT {', '.join(_COLUMNS)} FROM {MEMBERS_TABLE} FINAL "
+        "WHERE model_name IN {models:Array(String)} AND incident_id IN ("
+        f"  SELECT incident_id FROM {MEMBERS_TABLE} FINAL "
+        "  WHERE model_name IN {models:Array(String)} AND state = 'open')",
+        parameters={"models": list(models)},
+    )
+    incidents: dict[str, list[IncidentMember]] = {}
+    n = len(KEY_COLUMNS)
+    for row in result.result_rows:
+        values = dict(zip(_COLUMNS, row, strict=True))
+        member = IncidentMember(
+            incident_id=values["incident_id"],
+            key=tuple(row[1 : 1 + n]),
+            opened_at=_utc(values["anomaly_opened_at"]),
+            role=values["role"],
+            relation=values["relation"],
+            reason=values["reason"],
+            state=values["state"],
+            resolved_at=_utc(values["resolved_at"]) if values["resolved_at"] else None,
+            score=float(values["score"]),
+            threshold=float(values["threshold"]),
+            support=int(values["support"]),
+            exemplar_trace_ids=tuple(values["exemplar_trace_ids"]),
+            details=values["details"],
+        )
+        incidents.setdefault(member.incident_id, []).append(member)
+    return incidents
+
+
+def _write(client: Client, members: Sequence[IncidentMember]) -> None:
+    if not members:
+        return
+    recorded_at = dt.datetime.now(dt.timezone.utc)
+    client.insert(
+        MEMBERS_TABLE,
+        [m.row(recorded_at) for m in members],
+        column_names=["recorded_at", *_COLUMNS],
+    )
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    """The engine returns naive UTC datetimes; make them comparable with aware ones."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)

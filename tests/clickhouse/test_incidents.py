@@ -1,0 +1,160 @@
+"""Anomalies that share a cause form one incident named by its root, with one alert."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from segwatch.clickhouse.incidents import join_incidents, settle_incidents
+from segwatch.clickhouse.lifecycle import EVENT_COLUMNS
+from segwatch.clickhouse.queries import AnomalyFilter, list_anomalies
+
+T0 = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.timezone.utc)
+
+
+def _opened(
+    detector: str, dim: str, value: str, quantity: str, score: float, *, minutes: int = 0,
+    threshold: float = 0.2, model: str = "fraud",
+) -> dict[str, Any]:  # fmt: skip
+    end = T0 + dt.timedelta(minutes=minutes)
+    return {
+        "state": "open", "detector": detector, "model_name": model, "model_version": "1",
+        "model_stage": "serving", "segment_dim": dim, "segment_value": value,
+        "quantity": quantity, "window_start": end - dt.timedelta(minutes=15), "window_end": end,
+        "score": score, "threshold": threshold, "p_value": 0.001, "support": 500,
+        "exemplar_trace_ids": ["ab" * 16], "details": f"{quantity} moved for {dim}={value}",
+        "statistics": {},
+    }  # fmt: skip
+
+
+def _resolved(opened: dict[str, Any], minutes: int) -> dict[str, Any]:
+    end = T0 + dt.timedelta(minutes=minutes)
+    return {**opened, "state": "resolved", "window_start": end - dt.timedelta(minutes=15),
+            "window_end": end, "details": "resolved"}  # fmt: skip
+
+
+def _incidents(client) -> list[tuple[Any, ...]]:  # type: ignore[no-untyped-def]
+    return client.query(
+        "SELECT incident_id, state, root_detector, root_segment_dim, root_segment_value, "
+        "root_quantity, anomalies, open_anomalies, consequences FROM ml_incidents "
+        "ORDER BY opened_at, incident_id"
+    ).result_rows
+
+
+def test_one_fault_seen_by_several_detectors_is_one_incident_named_by_its_input(client) -> None:  # type: ignore[no-untyped-def]
+    country = "feature.country"
+    # The score's drift and level shift open first; the feature's drift a window later.
+    first = [
+        _opened("psi_drift", country, "BR", "output.score", 4.6),
+        _opened("metric_shift", country, "BR", "output.score", 9.0, threshold=4.0),
+        _opened("psi_drift", "feature.device", "ios", "feature.amount", 0.4),  # another fault
+    ]
+    join_incidents(client, first)
+    br = first[0]["incident_id"]
+    assert first[1]["incident_id"] == br and first[2]["incident_id"] != br
+    # One alert per incident: the transition that opened each one.
+    assert [t["incident_alert"] for t in first] == [True, False, True]
+    later = [_opened("psi_drift", country, "BR", "feature.amount", 4.5, minutes=5),
+             _opened("data_range", country, "BR", "feature.amount", 0.03, minutes=5,
+                     threshold=0.01)]  # fmt: skip
+    join_incidents(client, later)
+    assert {t["incident_id"] for t in later} == {br}
+    assert [t["incident_alert"] for t in later] == [False, False]
+    rows = {row[0]: row for row in _incidents(client)}
+    assert len(rows) == 2
+    # The root is the input, from the data-quality check, not the score that opened first.
+    assert rows[br][2:6] == ("data_range", country, "BR", "feature.amount")
+    assert rows[br][6:8] == (4, 4)
+    assert "psi_drift: feature.amount for feature.country=BR" in rows[br][8]
+    assert "metric_shift: output.score for feature.country=BR" in rows[br][8]
+    reasons = client.query(
+        "SELECT detector, quantity, role, reason FROM ml_incident_members FINAL "
+        "WHERE incident_id = {i:String} ORDER BY detector, quantity", parameters={"i": br}
+    ).result_rows
+    roles = {(d, q): (role, reason) for d, q, role, reason in reasons}
+    assert roles[("data_range", "feature.amount")] == ("root", "")
+    role, reason = roles[("metric_shift", "output.score")]
+    assert role == "consequence"
+    assert reason.startswith("a consequence of feature.amount for feature.country=BR (data_range)")
+    # The summary says what is root and what follows from it.
+    assert later[0]["incident_summary"].startswith("feature.amount moved for feature.country=BR. ")
+    assert "As a consequence: " in later[0]["incident_summary"]
+
+
+def test_a_missing_feature_and_its_mirror_are_one_incident(client) -> None:  # type: ignore[no-untyped-def]
+    missing = _opened("data_missing", "feature.country", "BR", "feature.amount", 0.3,
+                      threshold=0.1)  # fmt: skip
+    mirror = _opened("psi_drift", "feature.amount", "MISSING", "feature.country", 2.1)
+    join_incidents(client, [mirror])  # the mirror seen first
+    join_incidents(client, [missing])
+    assert mirror["incident_id"] == missing["incident_id"]
+    assert (mirror["incident_alert"], missing["incident_alert"]) == (True, False)
+    [row] = _incidents(client)
+    assert row[2:6] == ("data_missing", "feature.country", "BR", "feature.amount")
+    [(reason,)] = client.query(
+        "SELECT reason FROM ml_incident_members FINAL WHERE role = 'consequence'"
+    ).result_rows
+    assert "seen from feature.amount" in reason
+
+
+def test_an_incident_resolves_with_its_last_anomaly_and_alerts_once(client) -> None:  # type: ignore[no-untyped-def]
+    root = _opened("psi_drift", "feature.country", "BR", "feature.amount", 4.5)
+    echo = _opened("psi_drift", "feature.country", "BR", "output.score", 4.6)
+    join_incidents(client, [root, echo])
+    gone = _resolved(root, 20)
+    settle_incidents(client, [gone])
+    assert (gone["incident_id"], gone["incident_alert"]) == (root["incident_id"], False)
+    assert _incidents(client)[0][1] == "open"
+    last = _resolved(echo, 25)
+    settle_incidents(client, [last])
+    assert last["incident_alert"] is True
+    [row] = _incidents(client)
+    assert row[1] == "resolved" and row[7] == 0
+    # The same segment later is a new fault: a new incident, a new alert.
+    again = _opened("psi_drift", "feature.country", "BR", "feature.amount", 3.0, minutes=60)
+    join_incidents(client, [again])
+    assert again["incident_alert"] is True and again["incident_id"] != root["incident_id"]
+
+
+def test_crosses_join_their_parent_segment_and_models_stay_apart(client) -> None:  # type: ignore[no-untyped-def]
+    parent = _opened("psi_drift", "feature.country", "BR", "feature.amount", 4.5)
+    cross = _opened("metric_shift", "feature.country×feature.device", "BR × ios",
+                    "output.score", 8.0, threshold=4.0)  # fmt: skip
+    other_model = _opened("psi_drift", "feature.country", "BR", "feature.amount", 4.5,
+                          model="churn")  # fmt: skip
+    join_incidents(client, [parent, cross, other_model])
+    assert cross["incident_id"] == parent["incident_id"]
+    assert other_model["incident_id"] != parent["incident_id"]
+    assert [t["incident_alert"] for t in (parent, cross, other_model)] == [True, False, True]
+
+
+def _record(client, transitions: list[dict[str, Any]]) -> None:  # type: ignore[no-untyped-def]
+    """Write the transitions to ml_anomaly_events, as update_lifecycle does."""
+    client.insert(
+        "ml_anomaly_events",
+        [[T0, *(t[c] for c in EVENT_COLUMNS)] for t in transitions],
+        column_names=["recorded_at", *EVENT_COLUMNS],
+    )
+
+
+def test_anomalies_are_listed_by_incident_root_first_worst_first(client) -> None:  # type: ignore[no-untyped-def]
+    mild = [_opened("psi_drift", "feature.device", "ios", "feature.amount", 0.3)]
+    severe = [
+        _opened("metric_shift", "feature.country", "BR", "output.score", 40.0, threshold=4.0),
+        _opened("psi_drift", "feature.country", "BR", "feature.amount", 4.5),
+        _opened("psi_drift", "__all__", "__all__", "feature.hour", 0.25),  # alone, mild
+    ]
+    for batch in (mild, severe):
+        _record(client, batch)
+        join_incidents(client, batch)
+    listed = list_anomalies(client, AnomalyFilter())
+    rows = [dict(zip(listed.columns, row, strict=True)) for row in listed.rows]
+    assert [(r["role"], r["quantity"], r["segment_value"]) for r in rows] == [
+        ("root", "feature.amount", "BR"),  # the worst incident (score 10x its threshold) first
+        ("consequence", "output.score", "BR"),
+        ("root", "feature.amount", "ios"),  # 1.5x, in a segment
+        ("root", "feature.hour", "__all__"),  # 1.25x, the whole model
+    ]
+    assert rows[0]["incident"] == rows[1]["incident"] != rows[2]["incident"]
+    assert rows[1]["details"].startswith("a consequence of feature.amount for feature.country=BR")
+    assert rows[1]["details"].endswith("output.score moved for feature.country=BR")
