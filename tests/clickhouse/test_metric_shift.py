@@ -65,9 +65,11 @@ def _robust_z(calls, language: str, spec: DetectorSpec) -> tuple[float, float, f
     minimum = spec.parameters["min_window_calls"]
     means = np.array([np.mean(v) for v in tiles.values() if len(v) >= minimum])
     median = float(np.median(means))
-    # The scale: the MAD's, floored at the current mean's standard error.
+    # The scale: the MAD's, calibrated for the number of windows (see
+    # test_calibration.py), floored at the current mean's standard error.
     standard_error = float(np.std(current)) / np.sqrt(len(current))
-    scale = max(1.4826 * float(np.median(np.abs(means - median))), standard_error)
+    calibration = len(means) / (len(means) - 1.1)
+    scale = max(calibration * 1.4826 * float(np.median(np.abs(means - median))), standard_error)
     return (float(np.mean(current)) - median) / scale, median, float(np.mean(current))
 
 
@@ -85,7 +87,10 @@ def test_a_confidence_drop_for_one_language_is_found_there(client, recorder) -> 
     assert anomaly["baseline_value"] == pytest.approx(median, rel=1e-9)
     assert anomaly["current_value"] == pytest.approx(mean, rel=1e-9)
     assert anomaly["statistics"]["baseline_windows"] == 12
-    assert anomaly["p_value"] == pytest.approx(2 * stats.t.sf(abs(z), 11), rel=1e-6, abs=1e-300)
+    # Student's t with 0.4 n degrees of freedom, n = 12 windows (the calibration)
+    assert anomaly["p_value"] == pytest.approx(
+        2 * stats.t.sf(abs(z), 0.4 * 12), rel=1e-6, abs=1e-300
+    )
     assert abs(anomaly["statistics"]["rest_z"]) <= spec.parameters["rest_threshold"]
     assert "metric.confidence dropped for feature.language=es" in anomaly["details"]
 

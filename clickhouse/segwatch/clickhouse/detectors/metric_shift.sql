@@ -6,21 +6,27 @@
 --   * trailing ({season} = 0): every window from baseline_start to the current one;
 --   * seasonal ({season} > 0, e.g. 7d): the windows within {span} seconds of the
 --     same moment {season} seconds ago (same hour last week).
--- Score: the robust z-score |mean - median| / (1.4826 MAD) of the window means
--- (median and MAD: a few bad windows in the baseline do not move them); the
+-- Score: the robust z-score |mean - median| / scale of the window means
+-- (median and MAD: a few bad windows in the baseline do not move them), the
+-- scale 1.4826 MAD calibrated for the number of windows n (x n / (n - 1.1): see
+-- sw_robust_scale in statistics.sql); the
 -- scale is floored at {min_relative_scale} of the median, so a metric that never
 -- varied does not alarm on a rounding change, and at the standard error of the
 -- current window's mean (its calls' deviation / sqrt(calls)): a MAD of a
 -- dozen window means can come out small by chance, the sampling noise of the
--- window itself is known. p-value: two-sided Student's t with (baseline
--- windows - 1) degrees of freedom, as the scale is estimated from those windows
--- (a normal p would take a dozen windows' spread for the truth).
+-- window itself is known. p-value: two-sided Student's t with 0.4 n degrees
+-- of freedom (sw_robust_dof: a MAD carries less information than a deviation
+-- of n values; with n - 1, p < 0.001 came five times too often for n = 24).
+-- The floors only ever raise the scale: where they bind, p is conservative.
 --
 -- Noise control: {min_support} calls in the window and {min_baseline_windows}
 -- baseline windows with {min_window_calls} calls each; |z| above {threshold} and
 -- Benjamini-Hochberg at {fdr} over every test of the run; a segment is reported
--- only when the rest of its dimension did not shift (|z| of the rest at most
--- {rest_threshold}), the whole model only when no segment explains the shift.
+-- only when the rest of its dimension did not shift (|z| of the rest, on the
+-- same calibrated scale, at most {rest_threshold}) and the segment moved away
+-- from the rest of the model (the robust z of their gap beyond {threshold}: a
+-- change spread across a dimension is no one segment's), the whole model only
+-- when no segment explains the shift.
 --
 -- Output: the detector contract (see manifest.yaml).
 WITH
@@ -64,12 +70,12 @@ tested AS (
     SELECT *, {detector:String} AS fdr_family,
            abs(z) AS score,
            -- (1 when |z| cannot be reported: see fdr.sql)
-           if(abs(z) <= {threshold:Float64}, 1.0, sw_student_t_2sf(z, length(means) - 1)) AS p_value
+           if(abs(z) <= {threshold:Float64}, 1.0, sw_student_t_2sf(z, sw_robust_dof(length(means)))) AS p_value
     FROM (
         SELECT *, (current_mean - median) / scale AS z
         FROM (
             SELECT *,
-                   greatest(1.4826 * sw_median(arrayMap(x -> abs(x - median), means)),
+                   greatest(sw_robust_scale(means),
                             {min_relative_scale:Float64} * abs(median),
                             -- the current mean's own standard error: a few quiet windows
                             -- must not make its sampling noise look like a shift
@@ -100,8 +106,13 @@ tested AS (
 /*@fdr*/
 reported AS (
     -- A segment's shift is its own when the rest of its dimension kept its
-    -- level; the
-    -- whole model is reported only when no segment explains the shift.
+    -- level (rest_z) and the segment moved away from the rest of the model
+    -- (gap_z: the robust z of its mean minus the mean of every other call, window
+    -- by window, on the same calibrated scale). A change spread across the
+    -- dimension moves every segment alike: its gaps hold, even where a segment's
+    -- own scale came out small by chance and its z passed the threshold (and the
+    -- unflagged rest, the segments the spread moved least, seemed to hold).
+    -- The whole model is reported only when no segment explains the shift.
     SELECT *
     FROM (
         SELECT *,
@@ -109,7 +120,8 @@ reported AS (
                    AS explaining_segments
         FROM (
             SELECT *,
-                   segment_dim != '__all__' AND rest_z <= {rest_threshold:Float64} AS is_specific
+                   segment_dim != '__all__' AND rest_z <= {rest_threshold:Float64}
+                   AND abs(gap_z) > {threshold:Float64} AS is_specific
             FROM (
                 -- |robust z| of the rest, the larger of its two views; inf when too thin,
                 -- or when the flagged segments hold most of the calls (the model shifted)
@@ -118,20 +130,33 @@ reported AS (
                            if(length(rest_means) < {min_baseline_windows:UInt32}
                               OR rest_counts[1] < greatest({min_window_calls:Float64}, all_counts[1] / 2), inf,
                               abs(rest_totals[1] / rest_counts[1] - sw_median(rest_means))
-                              / greatest(1.4826 * sw_median(arrayMap(x -> abs(x - sw_median(rest_means)), rest_means)),
+                              / greatest(sw_robust_scale(rest_means),
                                          {min_relative_scale:Float64} * abs(sw_median(rest_means)), 1e-12)),
                            if(length(tested_rest_means) < {min_baseline_windows:UInt32}
                               OR tested_rest_counts[1] < {min_window_calls:Float64}, inf,
                               abs(tested_rest_totals[1] / tested_rest_counts[1] - sw_median(tested_rest_means))
-                              / greatest(1.4826 * sw_median(arrayMap(x -> abs(x - sw_median(tested_rest_means)),
-                                                                     tested_rest_means)),
+                              / greatest(sw_robust_scale(tested_rest_means),
                                          {min_relative_scale:Float64} * abs(sw_median(tested_rest_means)), 1e-12)))
-                           AS rest_z
+                           AS rest_z,
+                       -- inf when there are too few windows to judge (rest_z decides then)
+                       if(length(gap_means) < {min_baseline_windows:UInt32}
+                          OR all_counts[1] - counts[1] < {min_window_calls:Float64}, inf,
+                          (current_mean - (all_totals[1] - totals[1]) / (all_counts[1] - counts[1]) - sw_median(gap_means))
+                          / greatest(sw_robust_scale(gap_means), {min_relative_scale:Float64} * abs(median),
+                                     standard_error, 1e-12)) AS gap_z
                 FROM (
                     SELECT *,
                            sw_window_means(rest_totals, rest_counts, {min_window_calls:Float64}) AS rest_means,
                            sw_window_means(tested_rest_totals, tested_rest_counts, {min_window_calls:Float64})
-                               AS tested_rest_means
+                               AS tested_rest_means,
+                           -- the segment's mean minus the rest of the model's, in each baseline
+                           -- window where both had enough calls
+                           arrayFilter(x -> isFinite(x), arrayMap(
+                               (t, n, rt, rn) -> if(n >= {min_window_calls:Float64} AND rn >= {min_window_calls:Float64},
+                                                    t / n - rt / rn, nan),
+                               arraySlice(totals, 2), arraySlice(counts, 2),
+                               arraySlice(arrayMap((a, x) -> a - x, all_totals, totals), 2),
+                               arraySlice(arrayMap((a, x) -> a - x, all_counts, counts), 2))) AS gap_means
                     FROM (
                         -- The rest of the dimension, two views: the whole model minus every
                         -- flagged segment of the dimension, and its tested segments minus the
@@ -179,13 +204,16 @@ SELECT
            concat(' in ', toString(length(means)), ' windows around the same time ',
                   toString(round({season:UInt32} / 86400, 1)), ' days earlier')),
         ' (robust z ', toString(round(z, 2)), ', threshold ', toString({threshold:Float64}),
-        if(p_value < 1e-6, ', p < 1e-6', concat(', p = ', toString(round(p_value, 6)))), '); ',
+        if(p_value < 1e-6, ', Student''s t p < 1e-6', concat(', Student''s t p = ', toString(round(p_value, 6)))),
+        ' with ', toString(round(sw_robust_dof(length(means)), 1)), ' degrees of freedom); ',
         toString(support), ' calls in the window',
         if(segment_dim = '__all__', '',
-           concat('; the rest of ', segment_dim, ' held its level (|z| ', toString(round(rest_z, 2)), ')'))
+           concat('; the rest of ', segment_dim, ' held its level (|z| ', toString(round(rest_z, 2)),
+                  ') and the segment moved away from the rest of the model (z ', toString(round(gap_z, 2)), ')'))
     ) AS details,
     map('z', z, 'median', median, 'scale', scale, 'standard_error', standard_error, 'current_mean', current_mean,
         'baseline_windows', toFloat64(length(means)), 'fdr_tests', toFloat64(fdr_tests),
-        'rest_z', if(segment_dim = '__all__', nan, rest_z)) AS statistics
+        'rest_z', if(segment_dim = '__all__', nan, rest_z),
+        'gap_z', if(segment_dim = '__all__', nan, gap_z)) AS statistics
 FROM reported
 ORDER BY score DESC
