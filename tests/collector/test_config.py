@@ -163,6 +163,53 @@ def test_labels_reach_the_performance_detector() -> None:
         parse_config("models:\n  eta:\n    labels:\n      minutes: {kind: regression}\n")
 
 
+SENSITIVE = """\
+contexts:
+  gender: {type: category, sensitive: true}
+  language: {type: category}
+models:
+  loans:
+    features:
+      age_band: {type: category, sensitive: true}
+      income: {type: number}
+    contexts: [gender, language]
+  chat:
+    features:
+      region: {type: category, sensitive: true}
+"""
+
+
+def test_sensitive_fields_reach_the_bias_detector() -> None:
+    """A sensitive context counts in every model (any model's calls may carry it); a
+    feature in its own model. As a query parameter, never formatted into the SQL."""
+    bias = next(d for d in configured_detectors(parse_config(SENSITIVE)) if d.name == "bias")
+    assert bias.parameters["sensitive_dimensions"] == (
+        "\tcontext.gender\nchat\tfeature.region\nloans\tfeature.age_band"
+    )
+    assert "{sensitive_dimensions:String}" in bias.sql
+    plain = next(d for d in configured_detectors(parse_config("")) if d.name == "bias")
+    assert plain.parameters["sensitive_dimensions"] == ""
+
+
+def test_only_segment_dimensions_can_be_sensitive() -> None:
+    text = """\
+models:
+  loans:
+    features:
+      user_id: {type: category, segment: false, sensitive: true}
+    outputs:
+      score: {type: number, sensitive: true}
+"""
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert info.value.problems == [
+        "models.loans.outputs.score.sensitive (line 6): only features and contexts can be "
+        "sensitive: they are the dimensions that split traffic",
+        "models.loans.features.user_id.sensitive (line 4): a sensitive field must be a segment "
+        "dimension, not segment: false (its segments are what bias compares)",
+    ]
+
+
 def test_validate_command(tmp_path: Path) -> None:
     good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
     good.write_text(EXAMPLES[0])
@@ -189,7 +236,13 @@ def test_explain_command(tmp_path: Path) -> None:
     assert rows[("fraud", "feature.country")][2] == 42  # top 40 + MISSING + __other__
     assert ("fraud", "feature.user_id") not in rows  # segment: false
     assert rows[("fraud", "country×device")][2] == 42 * 27
+    # country is sensitive: its dimension and the crosses including it are marked
+    assert report["models"]["columns"][5] == "sensitive"
+    assert rows[("fraud", "feature.country")][5] == "yes"
+    assert rows[("fraud", "country×device")][5] == rows[("fraud", "amount×country")][5] == "yes"
+    assert rows[("fraud", "feature.device")][5] == rows[("fraud", "(all)")][5] == ""
     total = rows[("fraud", "(all)")]
+
     assert total[3] == 9 and total[4] > 0  # quantities, aggregate rows per hour
     detector = report["detectors"]["rows"][0]
     assert detector[:4] == ["psi_drift", "5m", "15m", "120m"]

@@ -90,18 +90,33 @@ def _plan(name: str, model: ModelConfig, config: CollectorConfig) -> ModelPlan:
 
 
 def explain_models(config: CollectorConfig) -> QueryResult:
-    """One row per model and dimension, with the model's total first."""
+    """One row per model and dimension, with the model's total first; ``sensitive`` says
+    which dimensions the bias detector checks for standing gaps (fields declared
+    ``sensitive: true``, and crosses including one), not only for changes."""
     rows: list[list[object]] = []
     for name, model in sorted(config.models.items()):
         plan = _plan(name, model, config)
         segments = 1 + sum(plan.dimensions.values())
-        rows.append([name, "(all)", segments, plan.quantities, plan.rows_per_hour])
+        rows.append([name, "(all)", segments, plan.quantities, plan.rows_per_hour, ""])
         for dimension, count in plan.dimensions.items():
-            rows.append([name, dimension, count, "", ""])
-        rows.extend(_partial_crosses(name, model, config))
+            sensitive = _is_sensitive(dimension, model, config)
+            rows.append([name, dimension, count, "", "", "yes" if sensitive else ""])
+        rows.extend([*row, ""] for row in _partial_crosses(name, model, config))
     return QueryResult(
-        ["model", "dimension", "segments", "quantities", "aggregate rows/hour"], rows
+        ["model", "dimension", "segments", "quantities", "aggregate rows/hour", "sensitive"], rows
     )
+
+
+def _is_sensitive(dimension: str, model: ModelConfig, config: CollectorConfig) -> bool:
+    """Whether a dimension (``feature.x``, ``context.y``, or a cross ``x×y`` of field
+    names, a feature's name winning over a context's) has a field declared sensitive."""
+    for part in dimension.split("×"):
+        kind, _, field_name = part.rpartition(".")
+        in_features = kind == "feature" or (not kind and field_name in model.features)
+        spec = (model.features if in_features else config.contexts).get(field_name)
+        if spec is not None and spec.sensitive:
+            return True
+    return False
 
 
 def _partial_crosses(name: str, model: ModelConfig, config: CollectorConfig) -> list[list[object]]:

@@ -1,5 +1,6 @@
 """The manifest's detectors as this config runs them: its overrides, and the
-parameters it derives (expected biases for ``bias``, labels for ``performance``)."""
+parameters it derives (expected biases and sensitive dimensions for ``bias``, labels
+for ``performance``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,12 @@ from .collector_config import CollectorConfig
 from .detectors import DetectorConfig
 from .fields import ModelConfig
 
-__all__ = ["configured_detectors", "expected_biases_parameter", "labels_parameter"]
+__all__ = [
+    "configured_detectors",
+    "expected_biases_parameter",
+    "labels_parameter",
+    "sensitive_dimensions_parameter",
+]
 
 
 def expected_biases_parameter(config: CollectorConfig) -> str:
@@ -24,6 +30,22 @@ def expected_biases_parameter(config: CollectorConfig) -> str:
         prefix = "context" if bias.dimension in model.contexts else "feature"
         for quantity in bias.quantities or ("",):
             lines.append(f"{bias.model}\t{prefix}.{bias.dimension}\t{quantity}")
+    return "\n".join(lines)
+
+
+def sensitive_dimensions_parameter(config: CollectorConfig) -> str:
+    """The fields declared ``sensitive: true`` as the bias detector reads them: one
+    ``model<TAB>segment dimension`` per line, model empty for every model (a context
+    under ``contexts`` is a field any model's calls may carry)."""
+    lines = [
+        f"\tcontext.{name}" for name, spec in sorted(config.contexts.items()) if spec.sensitive
+    ]
+    for model_name, model in sorted(config.models.items()):
+        lines.extend(
+            f"{model_name}\tfeature.{name}"
+            for name, spec in sorted(model.features.items())
+            if spec.sensitive
+        )
     return "\n".join(lines)
 
 
@@ -63,6 +85,8 @@ def configured_detectors(config: CollectorConfig) -> list[DetectorSpec]:
             parameters["min_support"] = config.segments.min_segment_size
         if "expected_biases" in parameters:
             parameters["expected_biases"] = expected_biases_parameter(config)
+        if "sensitive_dimensions" in parameters:
+            parameters["sensitive_dimensions"] = sensitive_dimensions_parameter(config)
         if "labels" in parameters:
             parameters["labels"] = labels_parameter(config)
         parameters.update(override.parameters)

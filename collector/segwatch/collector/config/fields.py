@@ -66,6 +66,9 @@ class SegmentSpec:
 class FieldConfig:
     type: str = "auto"  # number, category, bool or auto (inferred from the data)
     segments: SegmentSpec = field(default_factory=SegmentSpec)
+    # Fairness monitoring: the bias detector reports this dimension's standing gaps
+    # (and those of crosses including it), not only their changes. Features and contexts.
+    sensitive: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,7 @@ _FIELD = Record({
     "type": Scalar(str, one_of("number", "category", "bool", "auto")),
     "segments": _SEGMENTS,
     "segment": Scalar(bool),
+    "sensitive": Scalar(bool),
 })  # fmt: skip
 _CROSS = ListOf(Scalar(str), min_len=2, max_len=2)
 
@@ -166,10 +170,14 @@ SEGMENTS_SCHEMA = Record({
 def build_field(path: str, spec: dict[str, Any], problems: Problems) -> FieldConfig:
     """The field at YAML ``path``; what the schema alone cannot tell goes to ``problems``."""
     kind = spec.get("type", "auto")
+    sensitive = bool(spec.get("sensitive", False))
     if spec.get("segment") is False:
-        return FieldConfig(type=kind, segments=SegmentSpec(kind="none"))
+        if sensitive:
+            problems.at(f"{path}.sensitive", "a sensitive field must be a segment dimension, "
+                        "not segment: false (its segments are what bias compares)")  # fmt: skip
+        return FieldConfig(type=kind, segments=SegmentSpec(kind="none"), sensitive=sensitive)
     if "segments" not in spec:
-        return FieldConfig(type=kind)
+        return FieldConfig(type=kind, sensitive=sensitive)
     ((how, value),) = spec["segments"].items()
     numeric_only = how in ("log", "linear", "edges", "quantiles")
     if numeric_only and kind in ("category", "bool"):
@@ -191,10 +199,18 @@ def build_field(path: str, spec: dict[str, Any], problems: Problems) -> FieldCon
     )
     if how == "linear" and "width" not in value:
         problems.at(f"{path}.segments.linear", "linear buckets need a width")
-    return FieldConfig(type=kind, segments=segments)
+    return FieldConfig(type=kind, segments=segments, sensitive=sensitive)
 
 
 def build_model(path: str, spec: dict[str, Any], problems: Problems) -> ModelConfig:
+    for section in ("outputs", "metrics"):
+        for name, field_spec in spec.get(section, {}).items():
+            if field_spec.get("sensitive"):
+                problems.at(
+                    f"{path}.{section}.{name}.sensitive",
+                    "only features and contexts can be sensitive: they are the dimensions "
+                    "that split traffic",
+                )
     return ModelConfig(
         features={n: build_field(f"{path}.features.{n}", f, problems)
                   for n, f in spec.get("features", {}).items()},
