@@ -19,7 +19,7 @@ from segwatch.collector.config import (
 )
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "config.md"
-EXAMPLES = re.findall(r"```yaml\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)[1:]
+EXAMPLES = re.findall(r"## Worked example: .*?```yaml\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)
 SEGWATCH = [sys.executable, "-m", "segwatch.collector.cli"]
 
 MISTAKES = """\
@@ -63,7 +63,7 @@ EXPECTED_PROBLEMS = [
     "models.fraud.crosses[1] (line 16): a cross needs two different fields",
     "models.fraud.baseline (line 17): no baseline named 'lastweek'",
     "models.fraud.featurs (line 18): unknown key; did you mean 'features'?",
-    "baselines.v2 (line 20): a version baseline must name its version",
+    "baselines.v2.kind (line 20): kind 'version' is no longer a baseline kind: version_drift",
     "expected_biases[0].dimension (line 22): 'planet' is not a feature or context",
     "expected_biases[1].model (line 23): no model named 'nope'",
     "detectors.psi_drfit (line 25): no detector named 'psi_drfit'; did you mean 'psi_drift'?",
@@ -242,7 +242,10 @@ def test_explain_command(tmp_path: Path) -> None:
     assert rows[("fraud", "country×device")][5] == rows[("fraud", "amount×country")][5] == "yes"
     assert rows[("fraud", "feature.device")][5] == rows[("fraud", "(all)")][5] == ""
     total = rows[("fraud", "(all)")]
-
     assert total[3] == 9 and total[4] > 0  # quantities, aggregate rows per hour
     detector = report["detectors"]["rows"][0]
     assert detector[:4] == ["psi_drift", "5m", "15m", "120m"]
+    # fraud's baseline names profile fraud_training, of version 2.3, for every version.
+    assert report["baselines"]["rows"] == [
+        ["fraud", "champion", "fraud_training", "version '2.3''s, for every version"]
+    ]

@@ -76,10 +76,11 @@ def test_python_api_takes_a_dataframe(tmp_path: Path) -> None:
 
 def test_csv_reading_types_columns(tmp_path: Path) -> None:
     path = tmp_path / "train.csv"
-    path.write_text("amount,country,flag\n1.5,BR,x\n,US,y\n3,,z\n")
+    path.write_text("amount,country,flag\n1.5,BR,x\n,US,y\n3,,z\nnan,DE,w\n")
     table = read_table(str(path))
-    assert table["amount"].tolist() == [1.5, None, 3.0]  # empty cell: MISSING
-    assert table["country"].tolist() == ["BR", "US", None]
+    assert table["amount"].tolist()[:3] == [1.5, None, 3.0]  # empty cell: MISSING
+    assert np.isnan(table["amount"][3])  # NaN: MISSING too, once loaded
+    assert table["country"].tolist() == ["BR", "US", None, "DE"]
 
 
 def test_cli_loads_a_csv_with_progress(tmp_path: Path) -> None:
@@ -95,9 +96,63 @@ def test_cli_loads_a_csv_with_progress(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "loaded 500 rows" in result.stdout and "500/500 rows" in result.stderr
+    assert "columns read: amount as feature.amount, country as feature.country\n" in result.stdout
     missing = subprocess.run(
         [sys.executable, "-m", "segwatch.collector.cli", "baseline", str(tmp_path / "nope.csv"),
          "--model", "fraud", "--config", str(config)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert missing.returncode == 1 and "no such file" in missing.stderr
+
+
+FRAUD = """\
+models:
+  fraud:
+    features:
+      amount: {type: number}
+      country: {type: category}
+    outputs:
+      score: {type: number}
+"""
+
+
+def test_columns_are_the_fields_the_config_declares(client) -> None:
+    """A declared output `score` reads a column `score` (it used to be a feature, and the
+    output 100 % MISSING); `output.score` still works; an undeclared column is ignored."""
+    from segwatch.collector.config import parse_config
+    from segwatch.collector.profile.profiles import profile_columns
+
+    config = parse_config(FRAUD)
+    data = {"amount": np.array([1.0, 20.0, 300.0]), "country": np.array(["BR", "US", "BR"]),
+            "score": np.array([0.1, 0.2, 0.3]), "is_fraud": np.array([0, 1, 0])}  # fmt: skip
+    columns = profile_columns(list(data), "fraud", config)
+    assert columns.taken == {"amount": "feature.amount", "country": "feature.country",
+                             "score": "output.score"}  # fmt: skip
+    assert columns.ignored == ("is_fraud",)
+    assert "score as output.score" in columns.describe() and "is_fraud" in columns.describe()
+    load_profile(client, data, model="fraud", config=config)
+    stored = client.query(
+        "SELECT quantity, sum(count) - sum(missing) FROM ml_baseline_aggregates "
+        "WHERE segment_dim = '__all__' GROUP BY quantity ORDER BY quantity"
+    ).result_rows
+    assert stored == [("feature.amount", 3), ("feature.country", 3), ("output.score", 3)]
+    prefixed = {"amount": data["amount"], "output.score": data["score"]}
+    assert profile_columns(list(prefixed), "fraud", config).taken["output.score"] == "output.score"
+    # Without declared fields (zero config) every bare column is a feature, none ignored.
+    assert profile_columns(list(data), "fraud").taken["score"] == "feature.score"
+
+
+def test_a_table_whose_columns_match_no_declared_field_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "train.csv"
+    path.write_text("amt,cntry,label\n1,BR,0\n2,US,1\n")
+    config = tmp_path / "c.yaml"
+    store = tmp_path / "store"
+    config.write_text(f"storage:\n  dsn: chdb://{store}\n" + FRAUD)
+    result = subprocess.run(
+        [sys.executable, "-m", "segwatch.collector.cli", "baseline", str(path), "--model",
+         "fraud", "--config", str(config)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "no column is a field model 'fraud' declares" in result.stderr
+    assert "amt, cntry, label" in result.stderr and not store.exists()  # refused before

@@ -46,12 +46,13 @@ def test_zero_config_features_switch_to_baseline_deciles(client, recorder) -> No
 
 
 def test_declared_buckets_are_kept_and_quantiles_count_is_honoured(client) -> None:
-    load_profile(client, _training(), model="shop")
-    plan = SegmentationPlan(parse_config(
+    config = parse_config(
         "models:\n  shop:\n    features:\n"
         "      amount: {type: number, segments: {log: {base: 2}}}\n"
         "      age: {type: number, segments: {quantiles: 4}}\n"
-    ))  # fmt: skip
+    )  # fmt: skip
+    load_profile(client, _training(), model="shop", config=config)  # bucketed as live will be
+    plan = SegmentationPlan(config)
     refresh_quantile_buckets(client, plan)
     assert isinstance(plan.buckets("shop", "feature.amount"), LogBuckets)  # declared: kept
     age = plan.buckets("shop", "feature.age")

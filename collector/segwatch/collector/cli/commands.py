@@ -119,9 +119,13 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _baseline(args: argparse.Namespace) -> int:
+    from segwatch.collector.profile.profiles import profile_columns, table_columns
+
     config_path, config = _config(args)
     if not os.path.isfile(args.file):
         raise ValueError(f"{args.file}: no such file")
+    # Refused before any store is opened when no column is a field the config declares.
+    columns = profile_columns(table_columns(args.file), args.model, config)
     # Only `baseline` may make a store (a profile loaded before the first collector).
     store = _open_store(config_path, config, create=True)
     with store as access, progress_bar("rows") as progress:
@@ -132,6 +136,7 @@ def _baseline(args: argparse.Namespace) -> int:
         f"loaded {rows} rows of {args.file} as profile {args.name!r} of model "
         f"{args.model!r}" + (f" version {args.version!r}" if args.version else "")
     )
+    print(columns.describe())
     return EXIT_OK
 
 
@@ -201,20 +206,28 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from .explain import detector_table, explain_models
+    from .explain import baseline_table, detector_table, explain_models
 
     config = load_config(args.file)
     models, detectors = explain_models(config), detector_table(config)
+    baselines = baseline_table(config)
     if args.json:
-        print(json.dumps({"models": models.to_json(), "detectors": detectors.to_json()}))
+        print(json.dumps({"models": models.to_json(), "detectors": detectors.to_json(),
+                          "baselines": baselines.to_json()}))  # fmt: skip
         return EXIT_OK
     print(f"{args.file}: store {config.storage.dsn}, OTLP/gRPC on {config.receiver.endpoint}\n")
     print_table(models, sys.stdout)
     print(
         "\nModels not declared here are monitored too, with inferred types and default "
-        f"segments (top {config.segments.top_k} categories, log decades).\n"
+        f"segments (top {config.segments.top_k} categories, log decades), compared with "
+        "the training profile once one is loaded.\n"
     )
     print_table(detectors, sys.stdout)
+    if baselines.rows:
+        print("\nThe profile psi_drift_training compares each model with (loaded with segwatch "
+              "baseline --name PROFILE; explain reads no store: a model whose profile is not "
+              "loaded gets no training comparison):\n")  # fmt: skip
+        print_table(baselines, sys.stdout)
     return EXIT_OK
 
 

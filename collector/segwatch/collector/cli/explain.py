@@ -18,7 +18,11 @@ from dataclasses import dataclass
 from segwatch.clickhouse.detection import load_manifest
 from segwatch.clickhouse.queries import QueryResult
 from segwatch.collector.config.collector_config import CollectorConfig
-from segwatch.collector.config.detector_specs import configured_detectors
+from segwatch.collector.config.detector_specs import (
+    DEFAULT_PROFILE,
+    configured_detectors,
+    model_profiles,
+)
 from segwatch.collector.config.fields import (
     FieldConfig,
     ModelConfig,
@@ -26,7 +30,7 @@ from segwatch.collector.config.fields import (
     global_cross_dimensions,
 )
 
-__all__ = ["ModelPlan", "detector_table", "explain_models"]
+__all__ = ["ModelPlan", "baseline_table", "detector_table", "explain_models"]
 
 _ASSUMED_DECADES = 6
 _ASSUMED_LINEAR_BUCKETS = 20
@@ -164,3 +168,22 @@ def detector_table(config: CollectorConfig) -> QueryResult:
         if spec.name not in enabled:
             rows.append([spec.name, "disabled", "", "", ""])
     return QueryResult(["detector", "cadence", "window", "baseline", "parameters"], rows)
+
+
+def baseline_table(config: CollectorConfig) -> QueryResult:
+    """Which loaded profile ``psi_drift_training`` compares each declared model with.
+
+    explain reads no store: whether that profile is loaded is not known here (a
+    model whose profile is not loaded gets no training comparison).
+    """
+    chosen = model_profiles(config)
+    rows: list[list[object]] = []
+    for name, model in sorted(config.models.items()):
+        profile, version = chosen.get(name, (DEFAULT_PROFILE, None))
+        versions = (
+            "each live version's own, else the one loaded without a version"
+            if version is None
+            else f"version {version!r}'s, for every version"
+        )
+        rows.append([name, model.baseline or "(none)", profile, versions])
+    return QueryResult(["model", "baseline", "profile", "profile versions"], rows)

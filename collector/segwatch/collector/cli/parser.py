@@ -187,8 +187,11 @@ def _add_baseline(commands: SubParsers) -> None:
         help="load a training set as a baseline profile of a model",
         description="Load a training set (CSV, or parquet with pandas and pyarrow) through the "
         "same segmentation and aggregation as live traffic, as the profile --name of --model. "
-        "Loading again replaces the profile. Columns output.* and metric.* are outputs and "
-        "metrics; the others are features.",
+        "Loading again replaces the profile. A column is the field the config declares "
+        "under its name for --model (a declared output score reads a column score); "
+        "output.x, metric.x, feature.x and context.x name their kind; when the model declares "
+        "fields, other columns are ignored (and listed), else they are features. NaN and "
+        "empty cells are MISSING.",
     )
     baseline.add_argument("file", help="the training set: a .csv or .parquet file")
     baseline.add_argument("--model", required=True, help="the model the profile describes")

@@ -1,6 +1,6 @@
 """The manifest's detectors as this config runs them: its overrides, and the
 parameters it derives (expected biases and sensitive dimensions for ``bias``, labels
-for ``performance``)."""
+for ``performance``, each model's profile for ``psi_drift_training``)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,18 @@ from .detectors import DetectorConfig
 from .fields import ModelConfig
 
 __all__ = [
+    "DEFAULT_PROFILE",
     "configured_detectors",
     "expected_biases_parameter",
     "labels_parameter",
+    "model_profiles",
+    "profiles_parameter",
     "sensitive_dimensions_parameter",
 ]
+
+DEFAULT_PROFILE = "training"
+"""The profile a model without ``baseline`` is compared with (``segwatch baseline``'s
+default ``--name``)."""
 
 
 def expected_biases_parameter(config: CollectorConfig) -> str:
@@ -31,6 +38,27 @@ def expected_biases_parameter(config: CollectorConfig) -> str:
         for quantity in bias.quantities or ("",):
             lines.append(f"{bias.model}\t{prefix}.{bias.dimension}\t{quantity}")
     return "\n".join(lines)
+
+
+def model_profiles(config: CollectorConfig) -> dict[str, tuple[str, str | None]]:
+    """(profile name, pinned version or ``None``) of each model whose config names a
+    ``baseline``; every other model is compared with :data:`DEFAULT_PROFILE`."""
+    chosen: dict[str, tuple[str, str | None]] = {}
+    for name, model in sorted(config.models.items()):
+        baseline = config.baselines.get(model.baseline) if model.baseline else None
+        if baseline is not None:
+            chosen[name] = (baseline.profile, baseline.version)
+    return chosen
+
+
+def profiles_parameter(config: CollectorConfig) -> str:
+    """:func:`model_profiles` as the training detectors read them (windows_profile.sql):
+    one ``model<TAB>profile<TAB>pinned<TAB>version`` per line, ``pinned`` 1 when the
+    baseline names a version (then every live version reads that version's profile)."""
+    return "\n".join(
+        f"{model}\t{profile}\t{int(version is not None)}\t{version or ''}"
+        for model, (profile, version) in model_profiles(config).items()
+    )
 
 
 def sensitive_dimensions_parameter(config: CollectorConfig) -> str:
@@ -89,6 +117,8 @@ def configured_detectors(config: CollectorConfig) -> list[DetectorSpec]:
             parameters["sensitive_dimensions"] = sensitive_dimensions_parameter(config)
         if "labels" in parameters:
             parameters["labels"] = labels_parameter(config)
+        if "profiles" in parameters:
+            parameters["profiles"] = profiles_parameter(config)
         parameters.update(override.parameters)
         specs.append(dataclasses.replace(
             spec,

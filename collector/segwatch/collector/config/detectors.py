@@ -3,6 +3,13 @@
 What the models are compared with, which differences are expected, and how
 the manifest's detectors (:mod:`segwatch.clickhouse.detection`) are tuned
 for this deployment. :mod:`.detector_specs` applies the overrides.
+
+``baselines.<name>`` names a loaded profile (``kind: training``, the only kind):
+``models.<m>.baseline: <name>`` makes ``psi_drift_training`` compare model ``m``
+with it (:func:`~.detector_specs.profiles_parameter`). The kinds that once stood
+beside it (``trailing``, ``same_hour_last_week``, ``version``) and ``window`` did
+nothing: each is refused with the detector setting that does what it meant
+(:data:`REMOVED_BASELINE_KINDS`).
 """
 
 from __future__ import annotations
@@ -19,7 +26,6 @@ from segwatch.clickhouse.yaml_schema import (
     Scalar,
     at_least,
     between,
-    one_of,
 )
 
 from . import checks
@@ -28,6 +34,7 @@ __all__ = [
     "BASELINES_SCHEMA",
     "DETECTORS_SCHEMA",
     "EXPECTED_BIASES_SCHEMA",
+    "REMOVED_BASELINE_KINDS",
     "SCHEDULER_SCHEMA",
     "BaselineConfig",
     "DetectorConfig",
@@ -41,9 +48,44 @@ __all__ = [
 
 @dataclass(frozen=True)
 class BaselineConfig:
-    kind: str  # trailing, same_hour_last_week, version, training
-    window: int = 3600
+    """A loaded profile a model is compared with (``models.<m>.baseline``).
+
+    ``profile``: the name it was loaded under (``segwatch baseline --name``);
+    ``version``: the profile of that model version (``--version``) for every
+    live version; ``None``: each live version's own profile when one is loaded,
+    else the profile loaded without a version.
+    """
+
+    profile: str
     version: str | None = None
+    kind: str = "training"
+
+
+REMOVED_BASELINE_KINDS = {
+    "trailing": "the trailing window is psi_drift's own baseline: set "
+    "detectors.psi_drift.baseline (e.g. 2h; metric_shift's is detectors.metric_shift.baseline)",
+    "same_hour_last_week": "metric_shift_seasonal compares every model with the same hour "
+    "last week: tune it under detectors.metric_shift_seasonal",
+    "version": "version_drift compares each version with the champion "
+    "(detectors.version_drift.parameters.champion_stage); to compare with the profile of "
+    "a version, use kind: training with version",
+}
+"""Baseline kinds that did nothing (no detector read them), and what to use instead."""
+
+
+def _baseline_kind(kind: str) -> None:
+    if kind in REMOVED_BASELINE_KINDS:
+        raise ValueError(f"kind {kind!r} is no longer a baseline kind: "
+                         f"{REMOVED_BASELINE_KINDS[kind]}")  # fmt: skip
+    if kind != "training":
+        raise ValueError(f"must be training, not {kind!r}")
+
+
+def _removed_window(_: str) -> None:
+    raise ValueError(
+        "window is no longer a baseline key (it belonged to kind: trailing): "
+        + REMOVED_BASELINE_KINDS["trailing"]
+    )
 
 
 @dataclass(frozen=True)
@@ -72,9 +114,10 @@ class SchedulerConfig:
 
 
 BASELINES_SCHEMA = MapOf(Record({
-    "kind": Scalar(str, one_of("trailing", "same_hour_last_week", "version", "training")),
-    "window": Scalar(str, checks.duration),
+    "kind": Scalar(str, _baseline_kind),
+    "profile": Scalar(str, checks.field_name),
     "version": Scalar(str),
+    "window": Scalar(str, _removed_window),
 }), checks.field_name)  # fmt: skip
 
 EXPECTED_BIASES_SCHEMA = ListOf(Record({
@@ -100,12 +143,9 @@ SCHEDULER_SCHEMA = Record({"enabled": Scalar(bool)})
 
 
 def build_baselines(spec: dict[str, Any]) -> dict[str, BaselineConfig]:
+    """Each baseline's profile: ``profile``, else the baseline's own name."""
     return {
-        name: BaselineConfig(
-            kind=baseline.get("kind", "trailing"),
-            window=parse_duration(baseline["window"]) if "window" in baseline else 3600,
-            version=baseline.get("version"),
-        )
+        name: BaselineConfig(profile=baseline.get("profile", name), version=baseline.get("version"))
         for name, baseline in spec.items()
     }
 

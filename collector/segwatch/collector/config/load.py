@@ -154,9 +154,6 @@ def _check_references(config: CollectorConfig, problems: Problems) -> None:
     check_storage(config.storage, problems)
     _check_models(config, problems)
     _check_crosses(config, problems)
-    for name, baseline in config.baselines.items():
-        if baseline.kind == "version" and not baseline.version:
-            problems.at(f"baselines.{name}", "a version baseline must name its version")
     _check_expected_biases(config, problems)
     if config.detectors:
         _check_detectors(config, problems)
@@ -179,7 +176,9 @@ def _check_models(config: CollectorConfig, problems: Problems) -> None:
             if cross[0] == cross[1]:
                 problems.at(f"models.{name}.crosses[{i}]", "a cross needs two different fields")
         if model.baseline is not None and model.baseline not in config.baselines:
-            problems.at(f"models.{name}.baseline", f"no baseline named {model.baseline!r}")
+            known = ", ".join(sorted(config.baselines)) or "none is declared"
+            problems.at(f"models.{name}.baseline", f"no baseline named {model.baseline!r} "
+                        f"under baselines ({known})")  # fmt: skip
         for label_name, label in model.labels.items():
             for role, output in (("prediction", label.prediction), ("score", label.score)):
                 if output and model.outputs and output not in model.outputs:

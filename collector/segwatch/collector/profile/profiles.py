@@ -2,10 +2,12 @@
 
 ``segwatch baseline --model M FILE`` (CSV, or parquet when pandas and pyarrow
 are installed) and, from Python, :func:`baseline` (a pandas DataFrame or a
-dict of columns). Columns named ``output.<x>`` or ``metric.<x>`` are outputs
-and metrics; every other column is a feature. Loading a profile again
-replaces it. Detectors such as ``psi_drift_training`` compare live windows
-with the profile.
+dict of columns). Columns are fields by the config (:func:`profile_columns`:
+a declared output ``score`` reads a column ``score``; ``output.score`` always
+works); numeric features are bucketed at the edges live traffic will use
+(:mod:`.quantiles`); NaN, an empty CSV cell and None are MISSING, as an omitted
+span attribute is. Loading a profile again replaces it. ``psi_drift_training``
+compares each model's live windows with its profile.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from __future__ import annotations
 import csv
 import datetime as dt
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from clickhouse_connect.driver.client import Client
 
 from segwatch.collector.aggregate.aggregator import (
@@ -24,22 +28,26 @@ from segwatch.collector.aggregate.aggregator import (
     AggregateRows,
     SegmentAggregator,
 )
-from segwatch.collector.aggregate.histogram import DEFAULT_ACCURACY, log_histogram
 from segwatch.collector.config.collector_config import CollectorConfig
 from segwatch.collector.model_calls import Column, LabelChunk, ModelCallBatch
 from segwatch.collector.segment.plan import SegmentationPlan
 from segwatch.collector.store.rows import MERGE_LATER, TableRows
 from segwatch.collector.store.settings import check_store_settings
 
+from .columns import column_quantities
+from .quantiles import data_edges, refresh_quantile_buckets, stored_edges
+
 __all__ = [
     "BASELINE_COLUMNS",
     "BASELINE_SCHEMA",
     "BaselineRows",
+    "ProfileColumns",
     "baseline",
     "load_profile",
-    "quantile_edges",
+    "profile_columns",
     "read_table",
     "refresh_quantile_buckets",
+    "table_columns",
 ]
 
 BASELINE_SCHEMA = {
@@ -66,28 +74,87 @@ class BaselineRows(TableRows):
     insert_settings = MERGE_LATER
 
 
-def _quantity_name(column: str) -> str:
-    if column.startswith(("feature.", "output.", "metric.", "context.")):
-        return column
-    return f"feature.{column}"
+@dataclass(frozen=True)
+class ProfileColumns:
+    """What a table's columns are taken as: ``taken`` (column → quantity, e.g.
+    ``score`` → ``output.score``), and the columns ``ignored``."""
+
+    model: str
+    taken: dict[str, str]
+    ignored: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """One line for people: what each column was taken as, and what was ignored."""
+        taken = ", ".join(
+            column if column == quantity else f"{column} as {quantity}"
+            for column, quantity in self.taken.items()
+        )
+        line = f"columns read: {taken or 'none'}"
+        if self.ignored:
+            line += (f"; ignored (not fields of model {self.model!r} in the config; name one "
+                     f"feature.<name> to keep it): {', '.join(self.ignored)}")  # fmt: skip
+        return line
+
+
+def profile_columns(
+    columns: list[str], model: str, config: CollectorConfig | None = None
+) -> ProfileColumns:
+    """Which field each column is (:func:`~.columns.column_quantities`).
+
+    When the config declares fields for ``model``, a bare column name it does not
+    declare is ignored (a label, an id), and a table none of whose columns is a
+    declared field is refused with ``ValueError``: its names do not match the
+    config. Without declared fields every bare name is a feature.
+    """
+    config = config or CollectorConfig()
+    declared = config.models.get(model)
+    fields = SegmentationPlan(config).declared_fields(model) if declared else set()
+    if not fields:
+        return ProfileColumns(model, column_quantities(columns, model, config))
+    bare = {name.partition(".")[2] for name in fields}
+    kept = [c for c in columns if c in bare or _named_with_kind(c)]
+    ignored = tuple(c for c in columns if c not in kept)
+    taken = column_quantities(kept, model, config)
+    if not fields & set(taken.values()):
+        raise ValueError(
+            f"no column is a field model {model!r} declares ({', '.join(sorted(fields))}); "
+            f"the columns are {', '.join(columns) or 'none'}: name them as the config does "
+            "(a declared output score reads a column score, or output.score)"
+        )
+    return ProfileColumns(model, taken, ignored)
+
+
+def _named_with_kind(column: str) -> bool:
+    kind, dot, rest = column.removeprefix("ml.").partition(".")
+    return bool(dot and rest) and kind in ("feature", "output", "metric", "context")
+
+
+def _missing(value: Any) -> bool:
+    """None, an empty cell, NaN and pandas' NA/NaT: MISSING, as an omitted attribute is."""
+    if value is None or (isinstance(value, str) and value == ""):
+        return True
+    if isinstance(value, (float, np.floating)):
+        return bool(value != value)
+    return type(value).__name__ in ("NAType", "NaTType")
 
 
 def _column(values: Any, first_row: int) -> Column:
-    """One data-set column as a :class:`Column` of whole-array chunks (no per-row Python)."""
+    """One data-set column as a :class:`Column` of whole-array chunks (no per-row Python
+    for numbers); MISSING values (:func:`_missing`) are left out, as live data leaves them."""
     array = np.asarray(values)
     rows = np.arange(first_row, first_row + len(array), dtype=np.int64)
     column = Column()
     if array.dtype.kind in "iuf":
         numbers = array.astype(np.float64)
-        column.number_chunks.append((rows, numbers))  # NaN stays a value, as in live data
+        present = ~np.isnan(numbers)
+        column.number_chunks.append((rows[present], numbers[present]))
     elif array.dtype.kind == "b":
         column.label_chunks.append(LabelChunk(rows, array.astype(np.int64), ["false", "true"]))
-    else:  # objects: numbers, text and None (MISSING) may mix
+    else:  # objects: numbers, text and MISSING may mix
         objects = array.astype(object).tolist()
-        number_at = [i for i, v in enumerate(objects)
-                     if isinstance(v, (int, float)) and not isinstance(v, bool)]  # fmt: skip
-        label_at = [i for i, v in enumerate(objects)
-                    if v is not None and v != "" and not isinstance(v, (int, float))]  # fmt: skip
+        kept = [i for i, v in enumerate(objects) if not _missing(v)]
+        number_at = [i for i in kept if _is_number(objects[i])]
+        label_at = [i for i in kept if not _is_number(objects[i])]
         if number_at:
             numbers = np.array([objects[i] for i in number_at], dtype=np.float64)
             column.number_chunks.append((rows[number_at], numbers))
@@ -97,20 +164,41 @@ def _column(values: Any, first_row: int) -> Column:
     return column
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
+def _numbers(values: Any) -> npt.NDArray[np.float64]:
+    """The finite numbers of a column (for its quantile edges)."""
+    array = np.asarray(values)
+    if array.dtype.kind in "iuf":
+        numbers = array.astype(np.float64)
+    elif array.dtype.kind == "O":
+        numbers = np.array([v for v in array.tolist() if _is_number(v)], dtype=np.float64)
+    else:
+        return np.empty(0)
+    return numbers[np.isfinite(numbers)]
+
+
 def _text(value: Any) -> str:
     if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
     return str(value)
 
 
-def _batch(columns: dict[str, Any], n: int, model: str, version: str) -> ModelCallBatch:
+def _batch(columns: dict[str, Any], n: int, model: str, version: str,
+           taken: dict[str, str]) -> ModelCallBatch:  # fmt: skip
     batch = ModelCallBatch(models=[(model, version, "training")])
     batch.model_index = [0] * n
     batch.start_ns = [0] * n  # a profile has no time: every row in one bucket
     batch.trace_ids = [b""] * n
     batch.weights = [1.0] * n
     for name, values in columns.items():
-        quantity = _quantity_name(name)
+        quantity = taken.get(name)
+        if quantity is None:  # ignored
+            continue
         table = batch.contexts if quantity.startswith("context.") else batch.quantities
         table[quantity] = _column(values, 0)
     return batch
@@ -159,86 +247,83 @@ def load_profile(
 ) -> int:
     """Replace profile ``name`` of ``model`` (and ``version``) with one computed from ``data``.
 
+    Columns are fields as :func:`profile_columns` says (``ValueError`` when none is
+    one the config declares). Numeric features are bucketed at the edges the other
+    versions of this profile were (the first load takes its own quantiles:
+    :mod:`.quantiles`), which the collector's plan then uses for live traffic.
     Returns the number of rows read.
     """
     if not model:
         raise ValueError("a baseline needs a model name")
     if not name:
         raise ValueError("a baseline needs a name")
-    check_store_settings(client, config or CollectorConfig())
+    config = config or CollectorConfig()
+    columns = profile_columns(_column_names(data), model, config)
+    check_store_settings(client, config)
     client.command(
         "ALTER TABLE ml_baseline_aggregates DELETE WHERE baseline_name = {name:String} "
         "AND model_name = {model:String} AND model_version = {version:String} "
         "SETTINGS mutations_sync = 2",
         parameters={"name": name, "model": model, "version": version},
     )
-    aggregator = SegmentAggregator(SegmentationPlan(config))
+    plan = SegmentationPlan(config)
+    plan.use_quantile_edges(_profile_edges(client, data, plan, columns, name))
+    aggregator = SegmentAggregator(plan)
     loaded_at = dt.datetime.now(dt.timezone.utc)
     done = 0
-    for columns, total in _chunks(data, chunk_rows):
-        n = len(next(iter(columns.values()))) if columns else 0
+    for chunk, total in _chunks(data, chunk_rows):
+        n = len(next(iter(chunk.values()))) if chunk else 0
         if not n:
             continue
-        rows = _profile_rows(aggregator.aggregate(_batch(columns, n, model, version)), name,
-                             loaded_at)  # fmt: skip
-        rows.insert_into(client)
+        batch = _batch(chunk, n, model, version, columns.taken)
+        _profile_rows(aggregator.aggregate(batch), name, loaded_at).insert_into(client)
         done += n
         if progress is not None:
             progress(done, total)
     return done
 
 
-def quantile_edges(
-    client: Client,
-    counts: dict[tuple[str, str], int],
-    name: str = "training",
-    accuracy: float = DEFAULT_ACCURACY,
-) -> dict[tuple[str, str], tuple[float, ...]]:
-    """Bucket edges at the profile's quantiles, per (model, numeric feature).
+def _column_names(data: Any) -> list[str]:
+    if isinstance(data, dict):
+        return [str(name) for name in data]
+    if hasattr(data, "columns"):
+        return [str(name) for name in data.columns]
+    raise TypeError("a baseline is a pandas DataFrame or a dict of equal-length columns")
 
-    ``counts`` says how many buckets each (model, feature) wants; the edges
-    come from the profile's whole-model histogram (``accuracy``), deduplicated.
-    """
-    if not counts:
-        return {}
-    sketch = log_histogram(accuracy)
-    rows = client.query(
-        "SELECT model_name, quantity, sumMap(histogram) FROM ml_baseline_aggregates "
-        "WHERE baseline_name = {name:String} AND segment_dim = '__all__' "
-        "AND startsWith(quantity, 'feature.') GROUP BY model_name, quantity",
-        parameters={"name": name},
-    ).result_rows
-    edges: dict[tuple[str, str], tuple[float, ...]] = {}
-    for model, quantity, histogram in rows:
-        wanted = counts.get((model, quantity))
-        if not wanted or not histogram:
-            continue
-        keys = sorted(histogram)
-        cumulative = np.cumsum([histogram[k] for k in keys])
-        total = cumulative[-1]
-        cuts: list[float] = []
-        for i in range(1, wanted):
-            index = int(np.searchsorted(cumulative, total * i / wanted))
-            value = sketch.value(int(keys[min(index, len(keys) - 1)]))
-            if not cuts or value > cuts[-1]:
-                cuts.append(value)
-        if cuts:
-            edges[(model, quantity)] = tuple(cuts)
+
+def _profile_edges(
+    client: Client, data: Any, plan: SegmentationPlan, columns: ProfileColumns, name: str
+) -> dict[tuple[str, str], tuple[float, ...]]:
+    """The quantile edges this load buckets with: those the profile's other versions
+    were bucketed with, else the quantiles of this data."""
+    model = columns.model
+    by_quantity = {quantity: column for column, quantity in columns.taken.items()}
+    counts = plan.quantile_counts([(model, q) for q in by_quantity if q.startswith("feature.")])
+    edges = stored_edges(client, name, [model], counts)
+    for key, count in counts.items():
+        if key not in edges:
+            values = data[by_quantity[key[1]]]
+            found = data_edges(_numbers(values.to_numpy() if hasattr(values, "to_numpy")
+                                        else values), count)  # fmt: skip
+            if found:
+                edges[key] = found
     return edges
 
 
-def refresh_quantile_buckets(client: Client, plan: SegmentationPlan, name: str = "training") -> int:
-    """Point ``plan`` at the quantiles of profile ``name``; return how many fields use them."""
-    fields = client.query(
-        "SELECT DISTINCT model_name, quantity FROM ml_baseline_aggregates "
-        "WHERE baseline_name = {name:String} AND segment_dim = '__all__' "
-        "AND startsWith(quantity, 'feature.')",
-        parameters={"name": name},
-    ).result_rows
-    edges = quantile_edges(client, plan.quantile_counts([(m, q) for m, q in fields]), name,
-                           plan.config.storage.histogram_accuracy)  # fmt: skip
-    plan.use_quantile_edges(edges)
-    return len(edges)
+def table_columns(path: str) -> list[str]:
+    """The column names of a CSV (its header row) or parquet file, without reading its rows."""
+    if path.endswith(".parquet"):
+        try:
+            import pyarrow.parquet as pq  # type: ignore[import-untyped]
+        except ImportError as exc:
+            raise ValueError("reading parquet needs pandas and pyarrow installed") from exc
+        names = pq.ParquetFile(path).schema_arrow.names
+        return [n for n in names if not n.startswith("__index_level_")]
+    with open(path, newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle), None)
+    if not header:
+        raise ValueError(f"{path}: no header row")
+    return header
 
 
 def read_table(path: str) -> Any:
