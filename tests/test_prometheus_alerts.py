@@ -44,6 +44,7 @@ def exposed_names() -> set[str]:
         }
     )  # fmt: skip
     metrics.open_anomalies.update({("fraud", "psi_drift", "feature.country"): 1})
+    metrics.open_incidents.update({("fraud", "psi_drift"): 1})
     metrics.detector_failures.labels("psi_drift")
     metrics.requests.labels("traces", "OK")
     text = metrics.exposition().decode()
@@ -82,20 +83,20 @@ def test_every_rule_reads_metrics_the_collector_exposes() -> None:
 
 def test_every_rule_has_a_severity_a_summary_and_a_description() -> None:
     found = rules()
-    assert {r["alert"] for r in found} >= {"SegwatchAnomalyOpen", "SegwatchCollectorSpilling"}
+    assert {r["alert"] for r in found} >= {"SegwatchIncidentOpen", "SegwatchCollectorSpilling"}
     for rule in found:
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
         assert rule["annotations"]["summary"].strip(), rule["alert"]
         assert rule["annotations"]["description"].strip(), rule["alert"]
 
 
-def test_the_anomaly_rule_takes_the_max_over_collectors_and_waits_five_minutes() -> None:
-    """Every collector on a store reports the same store-wide count: ``sum`` would multiply
-    it by the number of collectors."""
-    (rule,) = [r for r in rules() if r["alert"] == "SegwatchAnomalyOpen"]
-    assert re.match(
-        r"^max by \(model, detector, segment_dim\) \(segwatch_open_anomalies\)", rule["expr"]
-    )
+def test_the_incident_rule_takes_the_max_over_collectors_and_waits_five_minutes() -> None:
+    """One alert per fault (an incident, not each of its anomalies). Every collector on a
+    store reports the same store-wide count: ``sum`` would multiply it by the number of
+    collectors."""
+    (rule,) = [r for r in rules() if r["alert"] == "SegwatchIncidentOpen"]
+    assert re.match(r"^max by \(model, root_detector\) \(segwatch_open_incidents\)", rule["expr"])
+    assert not any("segwatch_open_anomalies" in r["expr"] for r in rules())
     assert rule["for"] == "5m"
-    for label in ("model", "detector", "segment_dim"):
+    for label in ("model", "root_detector"):
         assert f"$labels.{label}" in rule["annotations"]["summary"]

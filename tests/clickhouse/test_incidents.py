@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import numpy as np
+
 from segwatch.clickhouse.incidents import join_incidents, settle_incidents
 from segwatch.clickhouse.lifecycle import EVENT_COLUMNS
 from segwatch.clickhouse.queries import AnomalyFilter, list_anomalies
@@ -21,6 +23,8 @@ def _opened(
         "state": "open", "detector": detector, "model_name": model, "model_version": "1",
         "model_stage": "serving", "segment_dim": dim, "segment_value": value,
         "quantity": quantity, "window_start": end - dt.timedelta(minutes=15), "window_end": end,
+        "baseline_start": end - dt.timedelta(minutes=75),
+        "baseline_end": end - dt.timedelta(minutes=15),
         "score": score, "threshold": threshold, "p_value": 0.001, "support": 500,
         "exemplar_trace_ids": ["ab" * 16], "details": f"{quantity} moved for {dim}={value}",
         "statistics": {},
@@ -69,7 +73,8 @@ def test_one_fault_seen_by_several_detectors_is_one_incident_named_by_its_input(
     assert "metric_shift: output.score for feature.country=BR" in rows[br][8]
     reasons = client.query(
         "SELECT detector, quantity, role, reason FROM ml_incident_members FINAL "
-        "WHERE incident_id = {i:String} ORDER BY detector, quantity", parameters={"i": br}
+        "WHERE incident_id = {i:String} ORDER BY detector, quantity",
+        parameters={"i": br},
     ).result_rows
     roles = {(d, q): (role, reason) for d, q, role, reason in reasons}
     assert roles[("data_range", "feature.amount")] == ("root", "")
@@ -158,3 +163,63 @@ def test_anomalies_are_listed_by_incident_root_first_worst_first(client) -> None
     assert rows[0]["incident"] == rows[1]["incident"] != rows[2]["incident"]
     assert rows[1]["details"].startswith("a consequence of feature.amount for feature.country=BR")
     assert rows[1]["details"].endswith("output.score moved for feature.country=BR")
+
+
+def _raw_calls(client, rows: list[tuple[str, float, float]], minutes: int) -> None:  # type: ignore[no-untyped-def]
+    """Calls of fraud 1 in the 15 minutes before T0 + minutes: (country, amount, score)."""
+    end = T0 + dt.timedelta(minutes=minutes)
+    client.insert(
+        "ml_model_calls",
+        [[end - dt.timedelta(seconds=1 + i % 800), f"{i:032x}", f"{i:016x}", 1000, "fraud", "1",
+          "serving", "predict", "", "svc",
+          {"feature.amount": amount, "output.score": score}, {"feature.country": country}]
+         for i, (country, amount, score) in enumerate(rows)],
+        column_names=["timestamp", "trace_id", "span_id", "duration_ns", "model_name",
+                      "model_version", "model_stage", "operation", "prediction_id",
+                      "service_name", "numbers", "strings"],
+    )  # fmt: skip
+
+
+def test_a_shift_that_only_the_roots_calls_carry_is_its_consequence(client) -> None:  # type: ignore[no-untyped-def]
+    """The score rose for country=BR; amounts in [100, 1000) are mostly BR's, so the score's
+    level shifted there too. Recomputed from the raw calls without BR's, it is back to
+    normal: a consequence of the BR incident. Where the score also rose for the others
+    (amounts in [1000, 10000)), it is an incident of its own."""
+    rng = np.random.default_rng(7)
+    calls = [("BR", float(a), 0.2 + 0.5 + 0.01 * rng.standard_normal())
+             for a in rng.uniform(100, 1000, 600)]  # fmt: skip
+    calls += [
+        ("US", float(a), 0.2 + 0.01 * rng.standard_normal()) for a in rng.uniform(100, 1000, 300)
+    ]
+    calls += [("US", float(a), 0.2 + 0.3 + 0.01 * rng.standard_normal())
+              for a in rng.uniform(1000, 10000, 400)]  # fmt: skip
+    _raw_calls(client, calls, minutes=5)
+    root = _opened("psi_drift", "feature.country", "BR", "output.score", 3.0)
+    join_incidents(client, [root])
+    shift = {"median": 0.2, "scale": 0.01}
+    decile = {**_opened("metric_shift", "feature.amount", "[100, 1000)", "output.score", 40.0,
+                        minutes=5, threshold=4.0), "support": 900, "statistics": shift}  # fmt: skip
+    other = {**_opened("metric_shift", "feature.amount", "[1000, 10000)", "output.score", 30.0,
+                       minutes=5, threshold=4.0), "support": 400, "statistics": shift}  # fmt: skip
+    join_incidents(client, [decile, other])
+    assert decile["incident_id"] == root["incident_id"]
+    assert decile["incident_role"] == "consequence" and decile["incident_alert"] is False
+    assert other["incident_id"] != root["incident_id"] and other["incident_alert"] is True
+    [(relation, reason)] = client.query(
+        "SELECT relation, reason FROM ml_incident_members FINAL WHERE segment_value = '[100, 1000)'"
+    ).result_rows
+    assert relation == "explained"
+    assert reason.startswith("explained by output.score for feature.country=BR (psi_drift): "
+                             "without its 600 calls there, its 300 calls give mean ")  # fmt: skip
+    assert "against the usual 0.2: robust z 0.0" in reason and reason.endswith(", under 4")
+
+
+def test_a_finding_the_raw_calls_do_not_hold_is_not_explained(client) -> None:  # type: ignore[no-untyped-def]
+    """Raw calls off (or expired): nothing to recompute from, so no attaching by guess."""
+    root = _opened("psi_drift", "feature.country", "BR", "output.score", 3.0)
+    shift = {"median": 0.2, "scale": 0.01}
+    decile = {**_opened("metric_shift", "feature.amount", "[100, 1000)", "output.score", 40.0,
+                        minutes=5, threshold=4.0), "statistics": shift}  # fmt: skip
+    join_incidents(client, [root])
+    join_incidents(client, [decile])
+    assert decile["incident_id"] != root["incident_id"] and decile["incident_alert"] is True

@@ -223,6 +223,38 @@ def test_webhooks_are_retried_and_rate_limited(webhook: str) -> None:
     assert first["anomaly"]["statistics"] == {"psi": 0.41, "ks": None}  # NaN: null
 
 
+def _of_incident(transition: dict, role: str, alert: bool) -> dict:
+    return {**transition, "incident_id": "9f2c01d2a7b3e4f5", "incident_role": role,
+            "incident_alert": alert,
+            "incident_summary": "feature.amount moved for feature.country=BR. As a consequence: "
+                                "output.score there (metric_shift)"}  # fmt: skip
+
+
+def test_one_webhook_post_and_one_warning_per_incident(webhook: str) -> None:
+    """The root opens the incident: posted, WARN. A consequence joining, or a member
+    resolving while others stay open: not posted, INFO. The last member resolving
+    resolves the incident: posted."""
+    root = _of_incident(_transition("open"), "root", True)
+    echo = {**_of_incident(_transition("open"), "consequence", False), "quantity": "output.score"}
+    partly = _of_incident(_transition("resolved"), "consequence", False)
+    closed = _of_incident(_transition("resolved"), "root", True)
+    notifier = WebhookNotifier(webhook)
+    notifier.notify([root, echo, partly, closed])
+    assert notifier.sent == 2
+    opened, resolved = _Hook.bodies
+    assert opened["text"] == (
+        "[segwatch] fraud 2: incident 9f2c01d2a7b3e4f5 opened (psi_drift): feature.amount moved "
+        "for feature.country=BR. As a consequence: output.score there (metric_shift)"
+    )
+    assert opened["anomaly"]["incident_role"] == "root"
+    assert resolved["text"].startswith("[segwatch] fraud 2: incident 9f2c01d2a7b3e4f5 resolved")
+    records = anomaly_log_records([root, echo, partly, closed])
+    assert [r.severity_text for r in records] == ["WARN", "INFO", "INFO", "INFO"]
+    attributes = {kv.key: kv.value.string_value for kv in records[1].attributes}
+    assert attributes["ml.incident.id"] == "9f2c01d2a7b3e4f5"
+    assert attributes["ml.incident.role"] == "consequence"
+
+
 def test_the_config_names_the_destinations() -> None:
     built = notifiers(AlertsConfig(webhooks=(WebhookConfig("http://127.0.0.1:9/a"),),
                                    otlp_endpoint="http://127.0.0.1:4317"))  # fmt: skip

@@ -19,7 +19,7 @@ from segwatch.clickhouse.detection import load_manifest
 from segwatch.clickhouse.lifecycle import Persistence
 from segwatch.clickhouse.store import open_client, parse_dsn
 from segwatch.collector.config import ApiConfig, CollectorConfig, ReceiverConfig, StorageConfig
-from segwatch.collector.metrics import CollectorMetrics, OpenAnomalies
+from segwatch.collector.metrics import CollectorMetrics, open_anomalies_gauge
 from segwatch.collector.service.collector import Collector
 from segwatch.collector.service.scheduler import DetectorScheduler
 
@@ -97,10 +97,21 @@ def test_a_scheduled_run_that_opens_an_anomaly_sets_the_gauge(client, recorder) 
             f'segment_dim="{dimension}"}} {float(count)}'
         )
         assert line in lines
+    # ... and the incident the anomaly opened, under its root's detector.
+    incidents = client.query(
+        "SELECT model_name, root_detector, count() FROM ml_incidents WHERE state = 'open' "
+        "GROUP BY ALL"
+    ).result_rows
+    assert incidents, "the anomaly opened no incident"
+    for model, detector, count in incidents:
+        line = (
+            f'segwatch_open_incidents{{model="{model}",root_detector="{detector}"}} {float(count)}'
+        )
+        assert line in lines
 
 
 def test_a_key_whose_anomalies_resolved_stays_at_zero() -> None:
-    gauge = OpenAnomalies()
+    gauge = open_anomalies_gauge()
     assert [s for family in gauge.collect() for s in family.samples] == []
     gauge.update({("fraud", "psi_drift", "feature.country"): 2, ("shop", "volume", "__all__"): 1})
     gauge.update({("shop", "volume", "__all__"): 3})

@@ -12,7 +12,11 @@ opens one:
   the same model (or a cross within it, or the segment a cross lies in),
   whatever the detector or quantity;
 * ``mirror`` — an open member's quantity is this anomaly's segment dimension
-  and its segment dimension this anomaly's quantity.
+  and its segment dimension this anomaly's quantity;
+* ``explained`` — recomputed without the calls of the incident root's segment
+  (of another dimension), this anomaly's statistic no longer passes its
+  threshold (:mod:`.explained`): a decile of an unrelated feature, or the
+  whole model, moved only because the root's segment's calls are among its own.
 
 The incident's **root** is the member that names the cause, ranked: a segment
 that is not defined by missingness (``x=MISSING`` is where a missing feature
@@ -42,6 +46,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from .explained import EXPLAINABLE, explained_by
 from .lifecycle import KEY_COLUMNS, cross_parents, segment_text
 
 __all__ = [
@@ -220,13 +225,41 @@ def _reason(member: IncidentMember, root: IncidentMember) -> str:
 
 
 def _ranked(members: list[IncidentMember]) -> list[IncidentMember]:
-    """The members with their roles, and reasons from the root they rank below."""
-    root = min(members, key=root_rank)
+    """The members with their roles, and reasons from the root they rank below (an
+    explained member keeps the recomputation that attached it)."""
+    explained = [m for m in members if m.relation == "explained"]
+    root = min([m for m in members if m.relation != "explained"] or explained, key=root_rank)
     return [
         replace(m, role="root", reason="") if m is root
+        else replace(m, role="consequence", reason=m.reason) if m.relation == "explained"
         else replace(m, role="consequence", reason=_reason(m, root))
         for m in members
     ]  # fmt: skip
+
+
+_MOST_CAUSES_TRIED = 5
+
+
+def _explaining_incident(
+    client: Client, transition: dict[str, Any], incidents: dict[str, list[IncidentMember]]
+) -> tuple[str, str] | None:
+    """(incident id, reason) of the open incident whose root's segment explains the
+    anomaly away (see :mod:`.explained`), the most severe tried first; or None."""
+    if transition["detector"] not in EXPLAINABLE:
+        return None
+    roots = sorted(
+        (m for ms in incidents.values() for m in ms
+         if m.role == "root" and m.model_name == transition["model_name"]
+         and any(o.state == "open" for o in ms)),
+        key=lambda m: -m.severity,
+    )  # fmt: skip
+    for root in roots[:_MOST_CAUSES_TRIED]:
+        evidence = explained_by(client, transition, root.segment)
+        if evidence:
+            reason = (f"explained by {root.quantity} for {segment_text(*root.segment)} "
+                      f"({root.detector}): {evidence}")  # fmt: skip
+            return root.incident_id, reason
+    return None
 
 
 def incident_summary(members: Sequence[IncidentMember]) -> str:
@@ -264,13 +297,17 @@ def join_incidents(client: Client, opened: Sequence[dict[str, Any]]) -> None:
     for transition in sorted(opened, key=lambda t: root_rank(IncidentMember.of_transition(t))):
         anomaly = IncidentMember.of_transition(transition)
         found = _incident_for(anomaly, incidents)
+        reason = ""
+        if found is None and (explaining := _explaining_incident(client, transition, incidents)):
+            found = (explaining[0], "explained")
+            reason = explaining[1]
         if found is None:
             incident_id, relation = _new_incident_id(anomaly), "first"
             if incident_id not in incidents:
                 first_of[incident_id] = transition
         else:
             incident_id, relation = found
-        anomaly = replace(anomaly, incident_id=incident_id, relation=relation)
+        anomaly = replace(anomaly, incident_id=incident_id, relation=relation, reason=reason)
         incidents.setdefault(incident_id, []).append(anomaly)
         joined.append((transition, anomaly))
     touched = {anomaly.incident_id for _, anomaly in joined}

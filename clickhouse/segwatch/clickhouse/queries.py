@@ -22,6 +22,7 @@ __all__ = [
     "json_value",
     "list_anomalies",
     "open_anomaly_counts",
+    "open_incident_counts",
     "read_only_query",
     "run_query",
 ]
@@ -244,12 +245,22 @@ def list_anomalies(client: Client, selection: AnomalyFilter | None = None) -> Qu
     return run_query(client, query, parameters=parameters)
 
 
-def open_anomaly_counts(client: Client) -> dict[tuple[str, str, str], int]:
+def open_anomaly_counts(client: Client) -> dict[tuple[str, ...], int]:
     """Open anomalies per (model, detector, segment dimension), store-wide: 0 for a key whose
     anomalies all resolved (the ``segwatch_open_anomalies`` gauge). Raises what the client
     raises when the store cannot answer."""
     rows = client.query(_OPEN_COUNTS_QUERY, parameters={"model": ""}).result_rows
     return {(str(model), str(detector), str(dim)): int(n) for model, detector, dim, n in rows}
+
+
+def open_incident_counts(client: Client) -> dict[tuple[str, ...], int]:
+    """Open incidents per (model, root detector), store-wide: 0 for a key whose incidents all
+    resolved (the ``segwatch_open_incidents`` gauge). Raises what the client raises when the
+    store cannot answer."""
+    rows = client.query(
+        "SELECT model_name, root_detector, countIf(state = 'open') FROM ml_incidents GROUP BY ALL"
+    ).result_rows
+    return {(str(model), str(detector)): int(n) for model, detector, n in rows}
 
 
 def add_exemplar_span_ids(client: Client, transitions: list[dict[str, Any]]) -> None:

@@ -20,7 +20,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["CONTENT_TYPE", "CollectorMetrics", "OpenAnomalies", "OpenAnomalyKey"]
+__all__ = [
+    "CONTENT_TYPE",
+    "CollectorMetrics",
+    "OpenAnomalyKey",
+    "StoreCounts",
+    "open_anomalies_gauge",
+    "open_incidents_gauge",
+]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -76,31 +83,34 @@ class _Snapshot(Collector):
             yield gauge
 
 
+StoreCountKey = tuple[str, ...]
+"""The label values of one :class:`StoreCounts` series, in its labels' order."""
 OpenAnomalyKey = tuple[str, str, str]
 """(model, detector, segment dimension): the labels of ``segwatch_open_anomalies``."""
 
 
-class OpenAnomalies(Collector):
-    """``segwatch_open_anomalies{model, detector, segment_dim}``: anomalies open in the store.
+class StoreCounts(Collector):
+    """A gauge of things open in the store: ``segwatch_open_anomalies{model, detector,
+    segment_dim}`` (anomalies whose latest transition in ``ml_anomaly_events`` is
+    ``open``) and ``segwatch_open_incidents{model, root_detector}`` (incidents with an
+    open anomaly, ``ml_incidents``).
 
-    The value is store-wide: the anomalies whose latest transition in
-    ``ml_anomaly_events`` is ``open``, whichever collector's run opened them,
-    as the scheduler last read them (after each of its turns and once at its
-    start; :meth:`update`). Several collectors on one store each report the
-    same number, so a rule aggregates them with ``max``, never ``sum``. A
-    label set once reported stays, at 0 once its anomalies resolve (a series
-    that vanished would read as "no data", not "resolved"); the label values
-    are the config's models, detectors and segment dimensions, so their number
-    is bounded. Nothing is reported before the first read.
+    The value is store-wide, whichever collector's run opened them, as the
+    scheduler last read them (after each of its turns and once at its start;
+    :meth:`update`). Several collectors on one store each report the same
+    number, so a rule aggregates them with ``max``, never ``sum``. A label set
+    once reported stays, at 0 once its anomalies resolve (a series that vanished
+    would read as "no data", not "resolved"); the label values are the config's
+    models, detectors and segment dimensions, so their number is bounded.
+    Nothing is reported before the first read.
     """
 
-    NAME = "segwatch_open_anomalies"
-
-    def __init__(self) -> None:
+    def __init__(self, name: str, help_text: str, labels: tuple[str, ...]) -> None:
+        self.name, self._help, self._labels = name, help_text, list(labels)
         self._lock = threading.Lock()
-        self._counts: dict[OpenAnomalyKey, int] = {}
+        self._counts: dict[StoreCountKey, int] = {}
 
-    def update(self, counts: Mapping[OpenAnomalyKey, int]) -> None:
+    def update(self, counts: Mapping[StoreCountKey, int]) -> None:
         """Set the counts just read from the store; keys not in ``counts`` drop to 0.
 
         Called from the scheduler's thread; a scrape reads under the same lock."""
@@ -108,25 +118,42 @@ class OpenAnomalies(Collector):
             self._counts = {key: 0 for key in self._counts} | dict(counts)
 
     def collect(self) -> Iterator[Any]:
-        gauge = GaugeMetricFamily(
-            self.NAME,
-            "Anomalies open in the store (latest transition in ml_anomaly_events is open), "
-            "by model, detector and segment dimension; store-wide, read by the scheduler "
-            "after each run and at start: with several collectors on a store, take the max.",
-            labels=["model", "detector", "segment_dim"],
-        )
+        gauge = GaugeMetricFamily(self.name, self._help, labels=self._labels)
         with self._lock:
             counts = sorted(self._counts.items())
-        for (model, detector, dimension), count in counts:
-            gauge.add_metric([model, detector, dimension], count)
+        for key, count in counts:
+            gauge.add_metric(list(key), count)
         yield gauge
+
+
+def open_anomalies_gauge() -> StoreCounts:
+    return StoreCounts(
+        "segwatch_open_anomalies",
+        "Anomalies open in the store (latest transition in ml_anomaly_events is open), "
+        "by model, detector and segment dimension; store-wide, read by the scheduler "
+        "after each run and at start: with several collectors on a store, take the max.",
+        ("model", "detector", "segment_dim"),
+    )
+
+
+def open_incidents_gauge() -> StoreCounts:
+    return StoreCounts(
+        "segwatch_open_incidents",
+        "Incidents open in the store (one per fault: the anomalies that share a cause, "
+        "ml_incidents), by model and the detector of their root; store-wide, read by the "
+        "scheduler after each run and at start: with several collectors on a store, take "
+        "the max.",
+        ("model", "root_detector"),
+    )
 
 
 class CollectorMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.open_anomalies = OpenAnomalies()
+        self.open_anomalies = open_anomalies_gauge()
         self.registry.register(self.open_anomalies)
+        self.open_incidents = open_incidents_gauge()
+        self.registry.register(self.open_incidents)
         self.requests = Counter(
             "segwatch_otlp_requests",
             "OTLP export requests answered, by signal and gRPC status code.",

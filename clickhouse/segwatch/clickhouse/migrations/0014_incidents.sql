@@ -20,7 +20,7 @@ CREATE TABLE IF NOT EXISTS ml_incident_members
     quantity LowCardinality(String) COMMENT 'What changed, e.g. feature.amount',
     anomaly_opened_at DateTime('UTC') COMMENT 'End of the window at which the member anomaly opened (an anomaly that opens again is a new member)',
     role LowCardinality(String) COMMENT 'root (the cause the incident is named by) or consequence',
-    relation LowCardinality(String) COMMENT 'How it joined: first (it opened the incident), same_segment (the same segment, or a cross within it), mirror (the same calls seen from the other dimension)',
+    relation LowCardinality(String) COMMENT 'How it joined: first (it opened the incident), same_segment (the same segment, or a cross within it), mirror (the same calls seen from the other dimension), explained (without the calls of the root''s segment its statistic no longer passes)',
     reason String COMMENT 'A sentence: why this anomaly belongs to the incident (empty for the root)',
     state LowCardinality(String) COMMENT 'The member anomaly''s state: open or resolved',
     resolved_at Nullable(DateTime('UTC')) COMMENT 'End of the window at which it resolved',

@@ -1,13 +1,16 @@
 """Anomalies going out: OTLP log records and webhooks, when an anomaly opens or resolves.
 
-Each transition a detector run records (``ml_anomaly_events``) is delivered to
-every configured destination:
+Each transition a detector run records (``ml_anomaly_events``) belongs to an
+incident (:mod:`segwatch.clickhouse.incidents`: the anomalies that share a
+cause). One fault, one alert:
 
 * :class:`OtlpAnomalyExporter` — one OTLP/gRPC ``LogsService/Export`` per
   batch to ``alerts.otlp.endpoint``: a log record per transition, event name
   ``ml.anomaly``, the body the anomaly's sentence, the exemplar's trace and span id,
-  ``ml.anomaly.*`` and ``ml.model.*`` attributes; severity WARN when it
-  opens, INFO when it resolves. The transport is the OTel SDK's
+  ``ml.anomaly.*``, ``ml.incident.*`` and ``ml.model.*`` attributes; severity
+  WARN for the transition that opens an incident, INFO for the others (a
+  consequence joining, an anomaly resolving), so a backend alerting on WARN
+  alerts once per incident. The transport is the OTel SDK's
   ``OTLPLogExporter``, so it behaves as every OTLP exporter does: TLS for an
   ``https://`` endpoint (``OTEL_EXPORTER_OTLP_[LOGS_]CERTIFICATE`` for a private
   CA, plus client certificate and key for mutual TLS), headers from
@@ -16,8 +19,9 @@ every configured destination:
   retryable gRPC codes retried with jittered exponential backoff within the
   timeout, honouring the server's ``RetryInfo`` delay (read from the
   ``google.rpc.retryinfo-bin`` trailer, where the Python SDK looks).
-* :class:`WebhookNotifier` — one JSON ``POST`` per transition, with a
-  Slack-compatible ``text`` field and the anomaly's fields; retried on
+* :class:`WebhookNotifier` — one JSON ``POST`` per incident that opens or
+  resolves (not per anomaly), with a Slack-compatible ``text`` field (the
+  incident's root and what follows from it) and the anomaly's fields; retried on
   connection errors, 429 and 5xx; at most ``per_minute`` posts a minute per
   webhook (the rest are counted as dropped, and logged), so a bad hour does
   not flood a channel.
@@ -108,6 +112,11 @@ def anomaly_log_records(transitions: Sequence[dict[str, Any]]) -> list[LogRecord
             "ml.anomaly.window.start": str(t["window_start"]),
             "ml.anomaly.window.end": str(t["window_end"]),
         }
+        if t.get("incident_id"):
+            attributes["ml.incident.id"] = t["incident_id"]
+            attributes["ml.incident.role"] = t["incident_role"]
+        # WARN opens an incident (or an anomaly recorded before incidents were)
+        warn = t["state"] == "open" and (t.get("incident_alert") or not t.get("incident_id"))
         if t.get("p_value") is not None:
             attributes["ml.anomaly.p_value"] = float(t["p_value"])
         trace_ids = t.get("exemplar_trace_ids") or []
@@ -122,9 +131,9 @@ def anomaly_log_records(transitions: Sequence[dict[str, Any]]) -> list[LogRecord
         records.append(LogRecord(
             time_unix_nano=_nanos(t["window_end"]),
             observed_time_unix_nano=now,
-            severity_number=(SeverityNumber.SEVERITY_NUMBER_WARN if t["state"] == "open"
+            severity_number=(SeverityNumber.SEVERITY_NUMBER_WARN if warn
                              else SeverityNumber.SEVERITY_NUMBER_INFO),
-            severity_text="WARN" if t["state"] == "open" else "INFO",
+            severity_text="WARN" if warn else "INFO",
             event_name=EVENT_NAME,
             body=AnyValue(string_value=str(t["details"])),
             attributes=[KeyValue(key=k, value=_value(v)) for k, v in attributes.items()],
@@ -212,18 +221,23 @@ class OtlpAnomalyExporter:
 
 
 def webhook_payload(transition: dict[str, Any]) -> dict[str, Any]:
-    """The JSON a webhook receives: Slack's ``text``, then every field of the anomaly."""
+    """The JSON a webhook receives: Slack's ``text``, then every field of the anomaly
+    (``incident_id``, ``incident_summary``, ... included)."""
     verb = "opened" if transition["state"] == "open" else "resolved"
+    what = f"incident {transition['incident_id']}" if transition.get("incident_id") else "anomaly"
     text = (
-        f"[segwatch] {transition['model_name']} {transition['model_version']}: anomaly {verb} "
-        f"({transition['detector']}): {transition['details']}"
+        f"[segwatch] {transition['model_name']} {transition['model_version']}: {what} {verb} "
+        f"({transition['detector']}): "
+        f"{transition.get('incident_summary') or transition['details']}"
     )
     # Strict JSON: a statistic that does not apply is NaN (e.g. KS for a category): null.
     return {"text": text, "anomaly": json_value(transition)}
 
 
 class WebhookNotifier:
-    """POSTs each transition as JSON to ``url``, retried, at most ``per_minute`` a minute."""
+    """POSTs each incident that opens or resolves as JSON to ``url`` (the transitions
+    with ``incident_alert``; a transition without an incident, one recorded before
+    incidents were, is posted too), retried, at most ``per_minute`` a minute."""
 
     def __init__(
         self, url: str, *, per_minute: int = 30, attempts: int = 4, timeout: float = 10.0
@@ -252,6 +266,8 @@ class WebhookNotifier:
 
     def notify(self, transitions: Sequence[dict[str, Any]]) -> None:
         for transition in transitions:
+            if transition.get("incident_id") and not transition.get("incident_alert"):
+                continue  # one post per incident: its opening and its resolution
             if not self._allowed():
                 self.dropped += 1
                 _logger.warning("webhook rate limit reached: an anomaly was not posted")

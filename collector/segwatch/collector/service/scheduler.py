@@ -13,7 +13,11 @@ from clickhouse_connect.driver.client import Client
 
 from segwatch.clickhouse.detection import DetectorSpec, run_detector
 from segwatch.clickhouse.lease import claim_once, holder_name
-from segwatch.clickhouse.queries import add_exemplar_span_ids, open_anomaly_counts
+from segwatch.clickhouse.queries import (
+    add_exemplar_span_ids,
+    open_anomaly_counts,
+    open_incident_counts,
+)
 from segwatch.collector.metrics import CollectorMetrics
 
 from .alerts import AnomalyNotifier
@@ -35,8 +39,9 @@ class DetectorScheduler:
     ``detector:<name>:<window end>``) and only the one that wins runs it, so
     a window runs once and its alerts go out once; the others count it as
     ``skipped``. The anomalies a run opens or resolves go to every notifier
-    (OTLP logs, webhooks). With ``metrics``, the thread reads the store's open
-    anomalies into ``segwatch_open_anomalies`` once at start and after every
+    (OTLP logs, webhooks: see :mod:`.alerts`, one alert per incident). With
+    ``metrics``, the thread reads the store's open anomalies and incidents into
+    ``segwatch_open_anomalies`` and ``segwatch_open_incidents`` once at start and after every
     turn that had a window due (run, skipped or failed: another collector's
     run may have opened some), so a scrape never waits on the store. One
     thread; a failing detector is logged and its next window runs at the next
@@ -112,15 +117,18 @@ class DetectorScheduler:
             self._stop.wait(max(min(0.1, self._poll), min(wait, self._poll)))
 
     def _read_open_anomalies(self) -> None:
-        """Refresh ``segwatch_open_anomalies`` from the store; on failure keep the last values."""
+        """Refresh ``segwatch_open_anomalies`` and ``segwatch_open_incidents`` from the store;
+        on failure keep the last values."""
         if self._metrics is None:
             return
         try:
-            counts = open_anomaly_counts(self._client)
+            anomalies = open_anomaly_counts(self._client)
+            incidents = open_incident_counts(self._client)
         except Exception as exc:  # the store away: the next turn reads again
             _logger.warning("reading the open anomalies for /metrics failed: %s", exc)
             return
-        self._metrics.open_anomalies.update(counts)
+        self._metrics.open_anomalies.update(anomalies)
+        self._metrics.open_incidents.update(incidents)
 
     def _due_after(self, spec: DetectorSpec, now: float) -> float:
         """When the window after the one a run at ``now`` covered is due: ``lateness`` past
