@@ -85,6 +85,12 @@ def _anomalies(args: argparse.Namespace) -> int:
 
 
 def _detect(args: argparse.Namespace) -> int:
+    if args.start is not None:  # a replay of history (parser.check_usage set args.end)
+        from .backfill import run_detect_range
+
+        with _open_store(*_config(args)) as access, progress_bar("windows") as progress:
+            run_detect_range(access, args.start, args.end, args.json, progress)
+        return EXIT_OK
     with _open_store(*_config(args)) as access:
         result = access.detect(args.at)
     print_table(result, sys.stdout, args.json)
@@ -137,6 +143,21 @@ def _baseline(args: argparse.Namespace) -> int:
         f"{args.model!r}" + (f" version {args.version!r}" if args.version else "")
     )
     print(columns.describe())
+    return EXIT_OK
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from .backfill import print_backfill, run_backfill
+
+    config_path, config = _config(args)
+    if not os.path.isfile(args.file):
+        raise ValueError(f"{args.file}: no such file")
+    store = _open_store(config_path, config, create=True)  # history may come before traffic
+    with store as access, progress_bar("rows") as progress:
+        result = run_backfill(access, args.file, model=args.model, timestamp=args.timestamp,
+                              version=args.version, stage=args.stage, config=config,
+                              progress=progress)  # fmt: skip
+    print_backfill(result, args.file, args.model, config, args.json)
     return EXIT_OK
 
 
@@ -330,6 +351,7 @@ HANDLERS: dict[str, Handler] = {
     "anomalies": _anomalies,
     "report": _report,
     "baseline": _baseline,
+    "backfill": _backfill,
     "validate": _validate,
     "explain": _explain,
     "detect": _detect,

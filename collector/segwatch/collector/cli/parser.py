@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import re
 from importlib.metadata import PackageNotFoundError, version
 from typing import NoReturn, TypeAlias
 
@@ -17,6 +18,7 @@ from segwatch.clickhouse.detection import parse_duration
 from segwatch.clickhouse.queries import ANOMALY_STATES
 from segwatch.clickhouse.store import validate_identifier
 from segwatch.collector.config.files import CONFIG_ENV, DEFAULT_CONFIG_FILE
+from segwatch.collector.service.detect import MAX_RANGE
 
 __all__ = ["build_parser", "check_usage", "installed_version"]
 
@@ -57,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", required=True, parser_class=_Parser
     )
     for add in (_add_demo, _add_collector, _add_serve, _add_sql, _add_anomalies, _add_report,
-                _add_baseline, _add_validate, _add_explain, _add_detect, _add_spool,
-                _add_migrate):  # fmt: skip
+                _add_baseline, _add_backfill, _add_validate, _add_explain, _add_detect,
+                _add_spool, _add_migrate):  # fmt: skip
         add(commands)
     return parser
 
@@ -70,6 +72,8 @@ def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
                      "form for review: collectors cannot run on the cluster form yet, so "
                      "segwatch migrate does not apply it (docs/clickhouse-server.md, A "
                      "cluster)")  # fmt: skip
+    if args.command == "detect":
+        _check_detect_range(parser, args)
     if args.command != "spool":
         return
     if args.action == "list" and (args.names or args.all):
@@ -200,6 +204,34 @@ def _add_baseline(commands: SubParsers) -> None:
     _config_argument(baseline)
 
 
+def _add_backfill(commands: SubParsers) -> None:
+    backfill = commands.add_parser(
+        "backfill",
+        help="load logged predictions as if they had come as spans",
+        description="Read a file of logged model calls (CSV, or parquet with pandas and "
+        "pyarrow; one row per call, one column per field, one column of times) and write the "
+        "aggregates and raw calls the collector would have written had the calls come as "
+        "spans at those times: same segments, same config, same limits. Columns map to "
+        "fields by the config (a declared output 'score' reads a column 'score'; "
+        "output.x, metric.x, context.x name their kind; any other column is a feature); an "
+        "empty cell is MISSING. Idempotent: running a file again (or again after a crash) "
+        "stores it once. Not while a collector holds the embedded store: stop it first.",
+    )
+    backfill.add_argument("file", help="the logged predictions: a .csv or .parquet file")
+    backfill.add_argument("--model", required=True, help="the model that made the calls")
+    backfill.add_argument(
+        "--timestamp",
+        required=True,
+        metavar="COLUMN",
+        help="the column of call times: ISO 8601 (no zone: UTC) or Unix seconds",
+    )
+    backfill.add_argument("--version", default="", help="the model version (default none)")
+    backfill.add_argument("--stage", default="serving", type=_stage,
+                          help="the deployment stage (default serving)")  # fmt: skip
+    _config_argument(backfill)
+    _json_argument(backfill)
+
+
 def _add_validate(commands: SubParsers) -> None:
     validate = commands.add_parser(
         "validate",
@@ -225,9 +257,26 @@ def _add_detect(commands: SubParsers) -> None:
     detect = commands.add_parser(
         "detect",
         help="run the detectors now",
-        description="Run every detector once for the windows that ended before --at (now).",
+        description="Run every detector once for the windows that ended before --at (now); "
+        "or, with --from (and --to, default now), replay history: every detector's every "
+        "window that ends in the range, in time order as the scheduler would have run them, "
+        "opening and resolving anomalies as it goes (at most 31 days a run).",
     )
     detect.add_argument("--at", type=_timestamp, help="ISO time, e.g. 2026-11-26T12:00:00Z")
+    detect.add_argument(
+        "--from",
+        dest="start",
+        type=_moment,
+        metavar="TIME",
+        help="replay from TIME: ISO 8601 (e.g. 2026-11-26T12:00:00Z) or relative to now (-2h, "
+        "-7d)",
+    )
+    detect.add_argument(
+        "--to", dest="end", type=_moment, metavar="TIME", help="replay up to TIME (default now)"
+    )
+    # `--from -2h`: argparse takes what starts with "-" for an option unless it looks like a
+    # negative number; a relative time is one here (the command has no option like it).
+    detect._negative_number_matcher = re.compile(r"^-\d+(\.\d+)?\s*[smhd]?$")
     _config_argument(detect)
     _json_argument(detect)
 
@@ -321,6 +370,42 @@ def _positive_int(text: str) -> int:
     if not 1 <= value <= 10_000:
         raise argparse.ArgumentTypeError(f"{value} is not between 1 and 10000")
     return value
+
+
+def _check_detect_range(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--from and --to: a replay of history, not a run at one moment; a range that ends after
+    it starts, within the bound."""
+    if args.start is None:
+        if args.end is not None:
+            parser.error("--to needs --from: the range to replay starts at --from")
+        return
+    if args.at is not None:
+        parser.error("--at runs one moment, --from/--to a range: one or the other")
+    end = args.end if args.end is not None else dt.datetime.now(dt.timezone.utc)
+    if end <= args.start:
+        parser.error(f"--to ({end.isoformat(timespec='seconds')}) must be after --from "
+                     f"({args.start.isoformat(timespec='seconds')})")  # fmt: skip
+    if end - args.start > MAX_RANGE:
+        days = (end - args.start).total_seconds() / 86400
+        parser.error(f"--from to --to spans {days:.1f} days, past the {MAX_RANGE.days} days one "
+                     "run covers: split the range")  # fmt: skip
+    args.end = end
+
+
+def _moment(text: str) -> dt.datetime:
+    """An ISO 8601 time, ``now``, or ``-DURATION`` before now (``-2h``, as --since reads)."""
+    if text.strip() == "now":
+        return dt.datetime.now(dt.timezone.utc)
+    if text.strip().startswith("-"):
+        seconds = _duration(text.strip()[1:])
+        return dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=seconds)
+    return _timestamp(text)
+
+
+def _stage(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a stage is a non-empty name, e.g. serving or shadow")
+    return text
 
 
 def _timestamp(text: str) -> dt.datetime:

@@ -1,4 +1,5 @@
-"""Running the detectors now, on demand: ``segwatch detect``, the API's ``/detect``, the demo.
+"""Running the detectors on demand: ``segwatch detect`` (now, ``--at``, or over a range of
+history: ``--from``/``--to``), the API's ``/detect``, the demo.
 
 Light on purpose (the engine's runner and a result table, nothing of the
 collector's pipeline): every CLI command imports it.
@@ -11,21 +12,39 @@ each detector evaluated and that a finding opens an *anomaly*
 (``ml_anomaly_events``, what ``segwatch anomalies`` lists) only once it
 persists: found in k of the detector's last n windows (its manifest's or the
 config's ``persistence``).
+
+:func:`detect_range` replays history: every detector's every cadence window
+whose end falls in the range, in time order (detectors interleaved, as the
+scheduler would have run them), each through the same
+:func:`~segwatch.clickhouse.detection.run_detector`, so persistence opens and
+resolves anomalies as it would have live. Running a range again adds nothing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from segwatch.clickhouse.detection import DetectorSpec, load_manifest, run_detectors
-from segwatch.clickhouse.queries import QueryResult
+from segwatch.clickhouse.detection import (
+    DetectorRun,
+    DetectorSpec,
+    load_manifest,
+    run_detector,
+    run_detectors,
+)
+from segwatch.clickhouse.queries import QueryResult, open_anomaly_counts
 
-__all__ = ["DetectionResult", "detect_table"]
+__all__ = ["MAX_RANGE", "DetectionResult", "RangeResult", "detect_range", "detect_table",
+           "range_windows"]  # fmt: skip
+
+MAX_RANGE = dt.timedelta(days=31)
+"""The longest range ``detect_range`` runs: a month of history (at a 5-minute cadence,
+about 9,000 windows per detector)."""
 
 COLUMNS = [
     "detector",
@@ -138,3 +157,111 @@ def detect_table(
             "resolved": len(run.resolved),
         })  # fmt: skip
     return DetectionResult(list(COLUMNS), rows, evaluated)
+
+
+RANGE_COLUMNS = ["detector", "windows", "first_window_end", "last_window_end", "findings",
+                 "opened", "resolved"]  # fmt: skip
+"""The columns of a range run's table, one row per detector."""
+
+
+@dataclass(frozen=True)
+class RangeResult(QueryResult):
+    """What a range run did, per detector (``rows``, :data:`RANGE_COLUMNS`), over
+    [``start``, ``end``]; ``open`` is how many anomalies were open at its end."""
+
+    start: str = ""
+    end: str = ""
+    open: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        totals = {name: sum(row[RANGE_COLUMNS.index(name)] for row in self.rows)
+                  for name in ("windows", "findings", "opened", "resolved")}  # fmt: skip
+        return {**super().to_json(), "from": self.start, "to": self.end, **totals,
+                "open": self.open}  # fmt: skip
+
+    def summary(self) -> list[str]:
+        """Lines for people: the totals, and where to look next."""
+        json = self.to_json()
+        if not self.rows:
+            return [f"no window of any detector ends between {self.start} and {self.end}"]
+        return [
+            f"{json['windows']} windows run from {self.start} to {self.end}: "
+            f"{json['findings']} findings, {json['opened']} anomalies opened, "
+            f"{json['resolved']} resolved, {self.open} open at the end ('segwatch anomalies' "
+            "lists them, 'segwatch anomalies --findings' every finding)"
+        ]
+
+
+def range_windows(
+    specs: list[DetectorSpec], start: dt.datetime, end: dt.datetime
+) -> list[tuple[dt.datetime, int]]:
+    """Every (cadence boundary, spec index) with ``start`` < boundary <= ``end``, in the
+    order the scheduler runs them: by time, then in the specs' order.
+
+    ``ValueError`` when ``end`` is not after ``start`` or the range is past
+    :data:`MAX_RANGE`.
+    """
+    if end <= start:
+        raise ValueError(f"the range must end after it starts ({start.isoformat()} to "
+                         f"{end.isoformat()})")  # fmt: skip
+    if end - start > MAX_RANGE:
+        raise ValueError(f"a range of {end - start} is past the {MAX_RANGE.days} days one run "
+                         "covers: split it")  # fmt: skip
+    first, last = int(start.timestamp()), int(end.timestamp())
+    moments: list[tuple[int, int]] = []
+    for index, spec in enumerate(specs):
+        boundary = first - first % spec.cadence + spec.cadence
+        moments += [(b, index) for b in range(boundary, last + 1, spec.cadence)]
+    return [(dt.datetime.fromtimestamp(b, dt.timezone.utc), i) for b, i in sorted(moments)]
+
+
+def detect_range(
+    client: Client,
+    start: dt.datetime,
+    end: dt.datetime,
+    specs: list[DetectorSpec] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> RangeResult:
+    """Run every window of every detector (``specs``, default the manifest's) that ends in
+    (``start``, ``end``], in time order; ``progress(done, total)`` after each window."""
+    chosen = load_manifest() if specs is None else specs
+    windows = range_windows(chosen, start, end)
+    tallies = [_Tally(spec.name) for spec in chosen]
+    for done, (moment, index) in enumerate(windows, start=1):
+        tallies[index].add(run_detector(client, chosen[index], moment))
+        if progress is not None:
+            progress(done, len(windows))
+    still_open = _open_anomalies(client, [name for s in chosen for name in s.detectors])
+    return RangeResult(list(RANGE_COLUMNS), [t.row() for t in tallies if t.windows],
+                       start.isoformat(), end.isoformat(), still_open)  # fmt: skip
+
+
+@dataclass
+class _Tally:
+    """One detector's runs over a range, as a row of :data:`RANGE_COLUMNS`."""
+
+    detector: str
+    windows: int = 0
+    first_end: str = ""
+    last_end: str = ""
+    findings: int = 0
+    opened: int = 0
+    resolved: int = 0
+
+    def add(self, run: DetectorRun) -> None:
+        self.windows += 1
+        self.first_end = self.first_end or run.window_end.isoformat()
+        self.last_end = run.window_end.isoformat()
+        self.findings += len(run.new_anomalies)
+        self.opened += len(run.opened)
+        self.resolved += len(run.resolved)
+
+    def row(self) -> list[Any]:
+        return [self.detector, self.windows, self.first_end, self.last_end, self.findings,
+                self.opened, self.resolved]  # fmt: skip
+
+
+def _open_anomalies(client: Client, detectors: list[str]) -> int:
+    """Open anomalies of ``detectors``, store-wide (the ``segwatch_open_anomalies`` query)."""
+    counts = open_anomaly_counts(client)
+    return sum(n for (_, detector, _), n in counts.items() if detector in detectors)

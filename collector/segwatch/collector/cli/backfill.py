@@ -1,0 +1,105 @@
+"""``segwatch backfill`` and ``segwatch detect --from/--to``: history in, and replayed.
+
+Both write to the store as a collector would, so both need the store itself:
+directly (an embedded store no one holds, a server, or an embedded store
+``segwatch serve`` holds, through its door). While a collector holds the
+embedded store, its local API is the only way in, and it takes neither a file
+of a month of calls nor a month of detector runs in one request: the commands
+refuse, naming the collector, and the user stops it first (its own windows
+keep running as it restarts; a replay of the same range later adds nothing).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+
+from clickhouse_connect.driver.client import Client
+
+from segwatch.clickhouse.detection import DetectorSpec
+from segwatch.clickhouse.store import StoreLockedError
+from segwatch.collector.config.collector_config import CollectorConfig
+from segwatch.collector.config.storage import FOREVER
+from segwatch.collector.profile.backfill import BackfillResult, Progress, backfill_file
+from segwatch.collector.service.detect import RangeResult, detect_range
+
+from .access import DirectAccess, StoreAccess
+from .output import print_table
+
+__all__ = ["print_backfill", "run_backfill", "run_detect_range"]
+
+RAW_CALLS_TTL = 30 * 86400
+"""How long ``ml_model_calls`` keeps a call when the config leaves its retention alone."""
+
+
+def _client(access: StoreAccess, command: str) -> tuple[Client, list[DetectorSpec] | None]:
+    """The store's client, or :class:`StoreLockedError` when a collector holds the store."""
+    if not isinstance(access, DirectAccess):
+        raise StoreLockedError(
+            f"{access.store}: a running collector holds this embedded store, and segwatch "
+            f"{command} writes to it directly: stop the collector, run the command, start the "
+            "collector again (or reach the store through segwatch serve or a ClickHouse server)"
+        )
+    return access.client, access.specs
+
+
+def run_backfill(
+    access: StoreAccess,
+    path: str,
+    *,
+    model: str,
+    timestamp: str,
+    version: str,
+    stage: str,
+    config: CollectorConfig,
+    progress: Progress | None = None,
+) -> BackfillResult:
+    client, _ = _client(access, "backfill")
+    return backfill_file(client, path, model=model, timestamp=timestamp, version=version,
+                         stage=stage, config=config, progress=progress)  # fmt: skip
+
+
+def print_backfill(
+    result: BackfillResult, path: str, model: str, config: CollectorConfig, as_json: bool
+) -> None:
+    """What was written, and what the store will not keep (raw calls past their retention)."""
+    retention = config.storage.retention.raw_calls
+    ttl = RAW_CALLS_TTL if retention is None else retention
+    oldest_kept = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=ttl)
+    expired = bool(result.raw_calls and ttl != FOREVER and result.first is not None
+                   and result.first < oldest_kept)  # fmt: skip
+    if as_json:
+        print(json.dumps({"file": path, "model": model, **result.to_json(),
+                          "raw_calls_expire": expired}))  # fmt: skip
+        return
+    span = (f" from {result.first:%Y-%m-%d %H:%M:%S} to {result.last:%Y-%m-%d %H:%M:%S} UTC"
+            if result.first and result.last else "")  # fmt: skip
+    fields = ", ".join(f"{column} as {quantity}" for column, quantity in result.quantities.items())
+    print(f"backfilled {result.rows} calls of model {model!r}{span} from {path}")
+    print(f"columns read: {fields}")
+    if result.ignored:
+        print(f"ignored (not fields of model {model!r} in the config; name one feature.<name> "
+              f"to keep it): {', '.join(result.ignored)}")  # fmt: skip
+    if result.unaggregated or result.unsegmented:
+        print(f"limits: {result.unaggregated} fields not aggregated (segments."
+              f"max_fields_per_model), {result.unsegmented} dimensions not segmented "
+              "(segments.max_per_model)")  # fmt: skip
+    if expired:
+        print(f"note: ml_model_calls keeps calls {ttl // 86400} days (storage.retention."
+              "raw_calls): the older ones are in the aggregates only")  # fmt: skip
+    print("next: segwatch detect --from TIME --to TIME replays the detectors over these times")
+
+
+def run_detect_range(
+    access: StoreAccess,
+    start: dt.datetime,
+    end: dt.datetime,
+    as_json: bool,
+    progress: Progress | None = None,
+) -> None:
+    client, specs = _client(access, "detect --from")
+    result: RangeResult = detect_range(client, start, end, specs, progress)
+    print_table(result, sys.stdout, as_json)
+    if not as_json:  # --json has the totals in its object
+        print("\n" + "\n".join(result.summary()))

@@ -1,0 +1,208 @@
+"""segwatch backfill: logged predictions stored as the spans of the same calls would be, once."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from segwatch.collector.aggregate.aggregator import SegmentAggregator
+from segwatch.collector.cli.main import main
+from segwatch.collector.config import parse_config
+from segwatch.collector.decode.reference_reader import decode_request
+from segwatch.collector.profile.backfill import backfill_file
+from segwatch.collector.profile.columns import column_quantities
+from segwatch.collector.segment.plan import SegmentationPlan
+from segwatch.instrumentation import monitor
+
+START = int(dt.datetime.now(dt.timezone.utc).timestamp()) // 3600 * 3600 - 2 * 3600
+"""Two hours ago, on the hour: inside the raw calls' 30-day retention."""
+DECLARED = "models:\n  fraud:\n    outputs: {score: {}}\n"
+"""A config that declares the output ``score``: the file's column ``score`` is that output."""
+STATE = ("count", "missing", "numeric_count", "sum", "min", "max", "histogram", "categories")
+KEY = ("model_name", "model_version", "model_stage", "bucket_start", "segment_dim",
+       "segment_value", "quantity")  # fmt: skip
+
+
+def _calls(n: int, seed: int = 3) -> list[dict]:
+    """Calls over a few minutes, with MISSING values in every field."""
+    rng = random.Random(seed)
+    return [
+        {
+            "time": START + i * 240 // n,
+            "amount": None if rng.random() < 0.1 else round(rng.lognormvariate(3, 1), 2),
+            "country": rng.choice(["BR", "US", "DE", None]),
+            "score": None if rng.random() < 0.05 else round(rng.random(), 4),
+        }
+        for i in range(n)
+    ]
+
+
+def _write_csv(path: Path, calls: list[dict], times: list[str] | None = None) -> Path:
+    with open(path, "w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(["ts", "amount", "country", "score"])
+        for i, call in enumerate(calls):
+            when = times[i] if times else dt.datetime.fromtimestamp(call["time"], dt.timezone.utc)
+            out.writerow([when if times else when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                          *("" if call[k] is None else call[k]
+                            for k in ("amount", "country", "score"))])  # fmt: skip
+    return path
+
+
+def _as_spans(recorder, calls: list[dict], config) -> dict[tuple, dict]:  # type: ignore[no-untyped-def]
+    """The aggregate rows the collector makes of the same calls sent as spans, merged by key."""
+    model = monitor(model="fraud", version="1", tracer_provider=recorder.provider)
+    for call in calls:
+        at = call["time"] * 1_000_000_000
+        with model.call(start_time=at, end_time=at + 1) as span:
+            span.features(amount=call["amount"], country=call["country"])
+            span.outputs(score=call["score"])
+    aggregator = SegmentAggregator(SegmentationPlan(config))
+    rows = aggregator.aggregate(decode_request(recorder.request()))
+    merged: dict[tuple, dict] = {}
+    for i in range(len(rows)):
+        key = tuple(rows.columns[k][i] for k in KEY)
+        state = {n: rows.columns[n][i] for n in STATE}
+        merged[key] = _merge(merged[key], state) if key in merged else state
+    return merged
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = {n: a[n] + b[n] for n in ("count", "missing", "numeric_count", "sum")}
+    out["min"], out["max"] = min(a["min"], b["min"]), max(a["max"], b["max"])
+    for name in ("histogram", "categories"):
+        out[name] = dict(Counter(a[name]) + Counter(b[name]))
+    return out
+
+
+def _stored(client) -> dict[tuple, dict]:  # type: ignore[no-untyped-def]
+    result = client.query(
+        f"SELECT {', '.join(KEY)}, sum(count), sum(missing), sum(numeric_count), sum(sum), "
+        "min(min), max(max), sumMap(histogram), sumMap(categories) FROM ml_segment_aggregates "
+        f"GROUP BY {', '.join(KEY)}"
+    ).result_rows
+    out = {}
+    for row in result:
+        key = (*row[:3], int(row[3].replace(tzinfo=dt.timezone.utc).timestamp()), *row[4:7])
+        out[key] = dict(zip(STATE, row[7:], strict=True))
+    return out
+
+
+def _totals(client) -> tuple[int, float]:  # type: ignore[no-untyped-def]
+    """(raw calls stored, calls counted by the whole-model aggregate of feature.amount)."""
+    calls = client.query("SELECT count() FROM ml_model_calls").result_rows[0][0]
+    counted = client.query(
+        "SELECT sum(count) FROM ml_segment_aggregates WHERE segment_dim = '__all__' "
+        "AND quantity = 'feature.amount'"
+    ).result_rows[0][0]
+    return int(calls), float(counted or 0)
+
+
+def test_backfill_stores_what_the_same_calls_sent_as_spans_make(
+    client, recorder, tmp_path: Path
+) -> None:
+    calls = _calls(1500)
+    config = parse_config(f"{DECLARED}    features: {{amount: {{}}, country: {{}}}}\n"
+                          "    crosses: [[amount, country]]\n")  # fmt: skip
+    path = _write_csv(tmp_path / "calls.csv", calls)
+    result = backfill_file(client, str(path), model="fraud", version="1", timestamp="ts",
+                           chunk_rows=400, config=config)  # fmt: skip
+    assert (result.rows, result.chunks) == (1500, 4)
+    assert result.quantities == {"amount": "feature.amount", "country": "feature.country",
+                                 "score": "output.score"}  # fmt: skip
+    expected, stored = _as_spans(recorder, calls, config), _stored(client)
+    assert {k[4] for k in stored} == {"__all__", "feature.amount", "feature.country",
+                                      "feature.amount×feature.country"}  # fmt: skip
+    assert stored.keys() == expected.keys()
+    for key, state in expected.items():
+        got = stored[key]
+        assert got["sum"] == pytest.approx(state["sum"]), key
+        assert {n: got[n] for n in state if n != "sum"} == {n: state[n] for n in state
+                                                             if n != "sum"}, key  # fmt: skip
+    assert _totals(client) == (1500, 1500.0)
+    services = client.query("SELECT DISTINCT service_name FROM ml_model_calls").result_rows
+    assert services == [("segwatch backfill",)]
+
+
+def test_a_second_run_and_a_run_after_a_crash_store_each_call_once(client, tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "calls.csv", _calls(1000, seed=5))
+
+    def crash(done: int, total: int) -> None:
+        if done >= 600:
+            raise KeyboardInterrupt  # killed mid-file, after three chunks were stored
+
+    with pytest.raises(KeyboardInterrupt):
+        backfill_file(client, str(path), model="fraud", timestamp="ts", chunk_rows=200,
+                      progress=crash)  # fmt: skip
+    assert _totals(client) == (600, 600.0)
+    for _ in range(2):  # the rerun stores the rest; a third run stores nothing
+        backfill_file(client, str(path), model="fraud", timestamp="ts", chunk_rows=200)
+        assert _totals(client) == (1000, 1000.0)
+    changed = _write_csv(tmp_path / "more.csv", _calls(1000, seed=6))
+    backfill_file(client, str(changed), model="fraud", timestamp="ts", chunk_rows=200)
+    assert _totals(client) == (2000, 2000.0)  # another file's calls are other calls
+
+
+def test_the_config_says_which_field_each_column_is() -> None:
+    config = parse_config(
+        "models:\n  fraud:\n    outputs: {score: {}}\n    metrics: {latency: {}}\n"
+        "contexts: {language: {}}\n"
+    )
+    mapped = column_quantities(["amount", "score", "latency", "language", "metric.x",
+                                "ml.output.label"], "fraud", config)  # fmt: skip
+    assert mapped == {"amount": "feature.amount", "score": "output.score",
+                      "latency": "metric.latency", "language": "context.language",
+                      "metric.x": "metric.x", "ml.output.label": "output.label"}  # fmt: skip
+    assert column_quantities(["score"], "other", config) == {"score": "feature.score"}
+    with pytest.raises(ValueError, match=r"'score' and 'output\.score' are both output\.score"):
+        column_quantities(["score", "output.score"], "fraud", config)
+    both = parse_config("models:\n  fraud:\n    features: {p: {}}\n    outputs: {p: {}}\n")
+    with pytest.raises(ValueError, match="declares 'p' as feature and output"):
+        column_quantities(["p"], "fraud", both)
+
+
+def _config_file(tmp_path: Path, extra: str = "") -> Path:
+    config = tmp_path / "segwatch.yaml"
+    config.write_text(f"storage:\n  dsn: chdb://{tmp_path / 'store'}\n{extra}")
+    return config
+
+
+def test_cli_backfills_with_the_config_and_refuses_bad_input_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config_file(tmp_path, DECLARED)
+    calls = _calls(300)
+    times = [dt.datetime.fromtimestamp(c["time"], dt.timezone.utc).isoformat() for c in calls]
+    times[157] = "yesterday"
+    bad = _write_csv(tmp_path / "bad.csv", calls, times)
+    args = ["backfill", "--model", "fraud", "--config", str(config)]
+    assert main([*args, "--timestamp", "when", str(bad)]) == 1
+    assert "no column 'when' (--timestamp); its columns are ts, amount" in capsys.readouterr().err
+    assert main([*args, "--timestamp", "ts", str(bad)]) == 1
+    assert f"{bad}:159: column 'ts': 'yesterday' is not a time" in capsys.readouterr().err
+    good = _write_csv(tmp_path / "good.csv", calls)
+    assert main([*args, "--timestamp", "ts", "--json", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert '"rows": 300' in out and '"score": "output.score"' in out
+    assert '"ignored": ["amount", "country"]' in out  # the model declares its fields: not these
+    assert main(["sql", "--config", str(config), "--json",
+                 "SELECT countIf(quantity = 'output.score') > 0 AS scored FROM "
+                 "ml_segment_aggregates"]) == 0  # fmt: skip
+    assert '"rows": [[true]]' in capsys.readouterr().out.replace("1]]", "true]]")
+
+
+def test_cli_refuses_while_a_collector_holds_the_store(
+    collector, store_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "segwatch.yaml"
+    config.write_text(f"storage:\n  dsn: {store_dsn}\n")
+    path = _write_csv(tmp_path / "calls.csv", _calls(10))
+    code = main(["backfill", "--model", "fraud", "--timestamp", "ts", "--config", str(config),
+                 str(path)])  # fmt: skip
+    assert code == 1
+    assert "a running collector holds this embedded store" in capsys.readouterr().err
