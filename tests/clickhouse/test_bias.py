@@ -155,6 +155,18 @@ def test_a_sensitive_field_s_standing_gap_is_reported_unless_expected(client, re
     assert _run(client, _spec(JA_EXPECTED)) == []
 
 
+def test_a_sensitive_gap_needs_no_baseline(client, recorder) -> None:  # type: ignore[no-untyped-def]
+    """A model whose calls began within the window: no change can be tested, the standing
+    gaps of a sensitive field can (and their numbers are all finite)."""
+    _store(client, recorder, [(m, c) for m, c in _traffic(seed=5) if m >= END - 3600])
+    assert _run(client, _spec(CONFIG)) == []
+    found = _run(client, _spec(SENSITIVE))
+    assert _segments(found) == [("feature.language", v) for v in ("ja", "en", "de")]
+    assert all(a["statistics"]["change"] == 0 for a in found)
+    assert all(np.isfinite(list(a["statistics"].values())).all() for a in found)
+    assert "change_z" not in found[0]["statistics"]
+
+
 def test_a_declared_gap_that_grows_is_still_reported(client, recorder) -> None:  # type: ignore[no-untyped-def]
     """Declared expected, ja's standing gap is silent; grown by under a deviation in the
     last hour, it is news, as it would be on any field."""

@@ -184,11 +184,13 @@ SELECT
            toString(toUInt64(round(received))), ' calls against ', toString(toUInt64(round(rest_received))),
            '; a standing gap on a field declared sensitive, not declared an expected bias')
     ) AS details,
-    map('d', d, 'z', z, 'change_d', change_d, 'change_z', change_z,
+    -- (finite numbers only: a standing gap found without a baseline has no change)
+    mapFilter((k, v) -> isFinite(v), map(
+        'd', d, 'z', z, 'change_d', change_d, 'change_z', change_z,
         'gap', gap, 'gap_before', gap_before, 'gap_error', gap_error, 'gap_error_before', gap_error_before,
         'mean', mean, 'rest_mean', rest_mean, 'sd', sqrt(variance), 'rest_sd', sqrt(rest_variance),
         'mean_before', mean_before, 'rest_mean_before', rest_mean_before,
         'sensitive', toFloat64(is_sensitive), 'change', toFloat64(test = 'change'),
-        'fdr_tests', toFloat64(fdr_tests)) AS statistics
+        'fdr_tests', toFloat64(fdr_tests))) AS statistics
 FROM reported
 ORDER BY score DESC
