@@ -57,15 +57,16 @@ if(baseline_seconds % 3600 = 0, concat(toString(intDiv(baseline_seconds, 3600)),
 moments AS (
     -- Per segment: the window's moments (n, total, ...) and the baseline's (..._before).
     SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
-           sumIf(numeric_count, now) AS n, sumIf(sum, now) AS total, sumIf(sum_sq, now) AS total_sq,
+           sumIf(numeric_count, in_window) AS n, sumIf(sum, in_window) AS total,
+           sumIf(sum_sq, in_window) AS total_sq,
            -- the rows received behind the finite values (weights are 1/sampling rate)
-           sumIf(sampled * numeric_count / greatest(count, 1e-12), now) AS received,
-           sumIf(numeric_count, NOT now) AS n_before, sumIf(sum, NOT now) AS total_before,
-           sumIf(sum_sq, NOT now) AS total_sq_before,
-           sumIf(sampled * numeric_count / greatest(count, 1e-12), NOT now) AS received_before,
-           groupUniqArrayArrayIf(5)(exemplar_trace_ids, now) AS exemplars
+           sumIf(sampled * numeric_count / greatest(count, 1e-12), in_window) AS received,
+           sumIf(numeric_count, NOT in_window) AS n_before, sumIf(sum, NOT in_window) AS total_before,
+           sumIf(sum_sq, NOT in_window) AS total_sq_before,
+           sumIf(sampled * numeric_count / greatest(count, 1e-12), NOT in_window) AS received_before,
+           groupUniqArrayArrayIf(5)(exemplar_trace_ids, in_window) AS exemplars
     FROM (
-        SELECT *, bucket_start >= {window_start:DateTime('UTC')} AS now
+        SELECT *, bucket_start >= {window_start:DateTime('UTC')} AS in_window
         FROM ml_segment_rollup_5m FINAL  -- rolled up first by the runner
         WHERE match(quantity, {quantities:String}) AND segment_dim != '__all__'
           AND ((bucket_start >= {window_start:DateTime('UTC')} AND bucket_start < {window_end:DateTime('UTC')})
