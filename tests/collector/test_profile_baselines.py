@@ -248,3 +248,42 @@ def test_a_removed_baseline_kind_says_what_to_use_instead(kind: str) -> None:
     assert problem.startswith("baselines.b.kind (line 2): kind") and "detectors." in problem
     with pytest.raises(ConfigError, match=r"window is no longer a baseline key.*psi_drift"):
         parse_config("baselines:\n  b: {window: 1d}\n")
+
+
+def test_nan_sent_live_is_missing_in_every_form(recorder) -> None:
+    """A NaN span attribute, a NaN element of a batch array and of ``ml.batch.columns`` are
+    MISSING, as an omitted attribute is (and as NaN in a training set is)."""
+    import math
+
+    from segwatch.collector.decode.reference_reader import decode_request
+    from segwatch.instrumentation import monitor
+    from segwatch.instrumentation.batch_columns import encode_columns
+
+    model = monitor("shop", tracer_provider=recorder.provider)
+    values, start = [1.5, math.nan, 3.0], END * 10**9
+    for value in values:
+        with model.call(start_time=start, end_time=start + 1) as call:
+            call.span.set_attribute("ml.feature.amount", value)
+            call.span.set_attribute("ml.output.score", 0.5)  # measured per amount segment
+    with model.call(start_time=start, end_time=start + 1) as call:
+        call.span.set_attribute("ml.batch.size", 3)
+        call.span.set_attribute("ml.feature.amount", values)
+        call.span.set_attribute("ml.output.score", 0.5)
+    with model.call(start_time=start, end_time=start + 1) as call:
+        call.span.set_attribute("ml.batch.size", 3)
+        call.span.set_attribute(
+            "ml.batch.columns", encode_columns({"feature.amount": np.array(values)}, 3)
+        )
+        call.span.set_attribute("ml.output.score", 0.5)
+    rows = SegmentAggregator().aggregate(decode_request(recorder.request()))
+    c = rows.columns
+    whole = next(
+        i
+        for i in range(len(rows))
+        if c["segment_dim"][i] == "__all__" and c["quantity"][i] == "feature.amount"
+    )
+    assert (c["count"][whole], c["missing"][whole], c["numeric_count"][whole]) == (9, 3, 6)
+    assert not c["categories"][whole]  # no "nan" value
+    segments = {c["segment_value"][i] for i in range(len(rows))
+                if c["segment_dim"][i] == "feature.amount"}  # fmt: skip
+    assert "MISSING" in segments and "NaN" not in segments

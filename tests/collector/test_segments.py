@@ -28,7 +28,7 @@ def test_numbers_fall_in_decades_with_special_segments() -> None:
     column = Column(number_rows=list(range(len(values))), numbers=values)
     assert _labels(column, len(values)) == [
         "[0.1, 1)", "[1, 10)", "[1, 10)", "[10, 100)", "[100, 1000)", "[1000, 10000)",
-        "(-10, -1]", "(-100, -10]", "0", "NaN", "inf", "-inf",
+        "(-10, -1]", "(-100, -10]", "0", "MISSING", "inf", "-inf",  # NaN is MISSING
     ]  # fmt: skip
 
 

@@ -87,9 +87,9 @@ class SpanOrigin:
 class Column:
     """One quantity's values across the rows of a batch.
 
-    Numbers (ints and finite or non-finite doubles) and labels (strings and
-    booleans, as ``true``/``false``) are kept apart; a row absent from both is
-    MISSING for this quantity.
+    Numbers (ints and doubles, infinities included) and labels (strings and
+    booleans, as ``true``/``false``) are kept apart; a row absent from both, or
+    whose number is NaN, is MISSING for this quantity.
     """
 
     number_rows: list[int] = field(default_factory=list)
@@ -107,15 +107,25 @@ class Column:
     _label_cache: Any = field(default=None, repr=False, compare=False)
 
     def number_data(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-        """Rows and values of every number in the column (built once, then reused)."""
+        """Rows and values of every number in the column (built once, then reused).
+
+        NaN is left out: a row whose value is NaN is MISSING, as a row without the
+        attribute is, whichever way it came (a span attribute, a batch array's element,
+        an ``ml.batch.columns`` value, a training set's cell): pandas and numpy write
+        missing numbers as NaN, and one missing value must not be two segments.
+        """
         key = (len(self.number_rows), len(self.number_chunks))
         cached = self._number_cache
         if cached is not None and cached[0] == key:
             return cached[1], cached[2]
         rows = [np.asarray(self.number_rows, dtype=np.int64), *(r for r, _ in self.number_chunks)]
         values = [np.asarray(self.numbers, dtype=np.float64), *(v for _, v in self.number_chunks)]
-        self._number_cache = (key, np.concatenate(rows), np.concatenate(values))
-        return self._number_cache[1], self._number_cache[2]
+        all_rows, all_values = np.concatenate(rows), np.concatenate(values)
+        present = ~np.isnan(all_values)
+        if not present.all():
+            all_rows, all_values = all_rows[present], all_values[present]
+        self._number_cache = (key, all_rows, all_values)
+        return all_rows, all_values
 
     def label_codes(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], list[str]]:
         """Rows of every label, their codes and the dictionary (built once, then reused).

@@ -17,7 +17,7 @@ def to_attribute_value(value: Any) -> AttributeScalar | None:
     """Convert one feature/output value to an OTel scalar; None means MISSING.
 
     numpy scalars become Python numbers; ``NaN`` stays a float (the collector
-    gives it a segment of its own); anything else that is not a scalar raises
+    counts it MISSING, as pandas and numpy mean it); anything else that is not a scalar raises
     ``TypeError`` so the caller can report it.
     """
     kind = type(value)
