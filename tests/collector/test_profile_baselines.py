@@ -251,8 +251,9 @@ def test_a_removed_baseline_kind_says_what_to_use_instead(kind: str) -> None:
 
 
 def test_nan_sent_live_is_missing_in_every_form(recorder) -> None:
-    """A NaN span attribute, a NaN element of a batch array and of ``ml.batch.columns`` are
-    MISSING, as an omitted attribute is (and as NaN in a training set is)."""
+    """A NaN span attribute, a NaN element of a batch array and of ``ml.batch.columns`` (from
+    numpy or pandas) are MISSING, as an omitted attribute is (and as NaN in a training set
+    is); a pandas column with NaN stays numbers (it was once sent as text categories)."""
     import math
 
     from segwatch.collector.decode.reference_reader import decode_request
@@ -275,6 +276,11 @@ def test_nan_sent_live_is_missing_in_every_form(recorder) -> None:
             "ml.batch.columns", encode_columns({"feature.amount": np.array(values)}, 3)
         )
         call.span.set_attribute("ml.output.score", 0.5)
+    with model.call(start_time=start, end_time=start + 1) as call:  # pandas: numbers stay numbers
+        call.span.set_attribute("ml.batch.size", 3)
+        column = pd.Series(values)
+        call.span.set_attribute("ml.batch.columns", encode_columns({"feature.amount": column}, 3))
+        call.span.set_attribute("ml.output.score", 0.5)
     rows = SegmentAggregator().aggregate(decode_request(recorder.request()))
     c = rows.columns
     whole = next(
@@ -282,8 +288,8 @@ def test_nan_sent_live_is_missing_in_every_form(recorder) -> None:
         for i in range(len(rows))
         if c["segment_dim"][i] == "__all__" and c["quantity"][i] == "feature.amount"
     )
-    assert (c["count"][whole], c["missing"][whole], c["numeric_count"][whole]) == (9, 3, 6)
-    assert not c["categories"][whole]  # no "nan" value
+    assert (c["count"][whole], c["missing"][whole], c["numeric_count"][whole]) == (12, 4, 8)
+    assert not c["categories"][whole]  # no "nan" value, no number sent as text
     segments = {c["segment_value"][i] for i in range(len(rows))
                 if c["segment_dim"][i] == "feature.amount"}  # fmt: skip
     assert "MISSING" in segments and "NaN" not in segments

@@ -128,7 +128,12 @@ def _numeric_buffer(raw: Any) -> tuple[str, bytes] | None:
         return None
     if hasattr(raw, "to_numpy"):  # pandas: nullable dtypes may hold NA
         if bool(raw.isna().any()):
-            return None
+            if kind == "b":
+                return None  # booleans with NA: categories with a validity bitmap
+            # NaN and NA as NaN, which the collector counts MISSING: the numbers stay
+            # numbers (the category path would send them as text).
+            numbers = raw.to_numpy(dtype="float64", na_value=math.nan)
+            return "float64", bytes(numbers.astype("<f8").tobytes())
         raw = raw.to_numpy()
     if kind == "f":
         return "float64", bytes(raw.astype("<f8").tobytes())
