@@ -247,5 +247,5 @@ def test_explain_command(tmp_path: Path) -> None:
     assert detector[:4] == ["psi_drift", "5m", "15m", "120m"]
     # fraud's baseline names profile fraud_training, of version 2.3, for every version.
     assert report["baselines"]["rows"] == [
-        ["fraud", "champion", "fraud_training", "version '2.3''s, for every version"]
+        ["fraud", "champion", "fraud_training", "the one of version 2.3, for every live version"]
     ]

@@ -183,7 +183,7 @@ def baseline_table(config: CollectorConfig) -> QueryResult:
         versions = (
             "each live version's own, else the one loaded without a version"
             if version is None
-            else f"version {version!r}'s, for every version"
+            else f"the one of version {version}, for every live version"
         )
         rows.append([name, model.baseline or "(none)", profile, versions])
     return QueryResult(["model", "baseline", "profile", "profile versions"], rows)
