@@ -51,11 +51,11 @@ def spec_named(name: str, **parameters: Any) -> DetectorSpec:
     return dataclasses.replace(spec, parameters={**spec.parameters, **parameters})
 
 
-def per_seed(spec: DetectorSpec) -> DetectorSpec:
-    """``spec`` with its false-discovery step run per model (each model is one seed)."""
+def per_seed(spec: DetectorSpec, seed_column: str = "model_name") -> DetectorSpec:
+    """``spec`` with its false-discovery step run per seed (each value of ``seed_column``)."""
     partition = "PARTITION BY fdr_family"
     assert spec.sql.count(partition) == 3, "fdr.sql changed: update the calibration harness"
-    return dataclasses.replace(spec, sql=spec.sql.replace(partition, f"{partition}, model_name"))
+    return dataclasses.replace(spec, sql=spec.sql.replace(partition, f"{partition}, {seed_column}"))
 
 
 def run_parameters(spec: DetectorSpec, at: dt.datetime = AT) -> dict[str, Any]:
@@ -90,10 +90,13 @@ def rows_tested(client, spec: DetectorSpec, columns: str, at: dt.datetime = AT) 
     return list(client.query(sql, parameters=run_parameters(spec, at)).result_rows)
 
 
-def seeds_with_findings(client, spec: DetectorSpec, at: dt.datetime = AT) -> set[str]:  # type: ignore[no-untyped-def]
-    """The models (seeds) for which the detector's query reports anything."""
+def seeds_with_findings(  # type: ignore[no-untyped-def]
+    client, spec: DetectorSpec, at: dt.datetime = AT, seed_column: int = 1
+) -> set[str]:
+    """The seeds (models, or the output column ``seed_column``) for which the
+    detector's query reports anything."""
     rows = client.query(spec.sql, parameters=run_parameters(spec, at)).result_rows
-    return {row[1] for row in rows}
+    return {row[seed_column] for row in rows}
 
 
 def assert_uniform(p_values: Sequence[float], what: str) -> float:
@@ -148,6 +151,13 @@ def bucket_starts(spec: DetectorSpec, at: dt.datetime = AT) -> list[dt.datetime]
     return [start + dt.timedelta(seconds=300 * i) for i in range(count)]
 
 
+def compact_buckets(spec: DetectorSpec, calls: int = 100) -> tuple[list[dt.datetime], list[int]]:
+    """The buckets of a run of ``spec`` at AT with ``calls`` calls each, the
+    baseline's in its first bucket (the detectors read their sum: cheaper to write)."""
+    buckets = bucket_starts(spec)
+    return [buckets[0], *buckets[-3:]], [calls * (len(buckets) - 3), calls, calls, calls]
+
+
 # The calibration of the robust z (statistics.sql: sw_robust_scale, sw_robust_dof).
 
 
@@ -180,3 +190,86 @@ def test_the_robust_z_calibration_is_the_simulation_s() -> None:
         assert before > 2.5, (windows, before)
         assert 0.4 < after < 1.6, (windows, after)
         assert 0.85 < at_5 < 1.15, (windows, at_5)
+
+
+# Clean traffic as minute rows: histograms and categories drawn bucket by bucket.
+
+CATEGORIES = {"a": 0.4, "b": 0.3, "c": 0.2, "d": 0.07, "e": 0.03}
+RARE_CATEGORIES, RARE_SHARE = 1000, 0.05
+"""With ``rare``, feature.c also takes one of RARE_CATEGORIES rare values in a share
+RARE_SHARE of calls, so values a baseline never saw keep coming (as ids do)."""
+
+
+def value_keys(rng: np.random.Generator, draws: int = 1_000_000) -> tuple[np.ndarray, np.ndarray]:
+    """Histogram keys of a log-normal value spanning a few decades, and their
+    probabilities (estimated from ``draws`` values: fine-grained enough that
+    few calls share a key, as for real measurements)."""
+    from segwatch.collector.aggregate.histogram import histogram_keys
+
+    keys, counts = np.unique(histogram_keys(rng.lognormal(3.0, 1.5, draws)), return_counts=True)
+    return keys.astype(int), counts / counts.sum()
+
+
+def clean_traffic(  # type: ignore[no-untyped-def]
+    client, buckets: Sequence[dt.datetime], prefix: str, rng: np.random.Generator, *,
+    seeds: int, segments: int = 4, calls: int | Sequence[int] = 100, missing: float = 0.03,
+    version: str = "1", stage: str = "serving", rare: bool = False,
+) -> None:  # fmt: skip
+    """``seeds`` models named ``prefix``<i>, one row per bucket, segment (``segments``
+    values of feature.g, and the whole model) and quantity: feature.x a number
+    (value_keys), feature.c a category (CATEGORIES), each MISSING in a share
+    ``missing`` of ``calls`` calls per segment and bucket (or per bucket, one each),
+    all of ``version`` in ``stage``. Nothing changes."""
+    from segwatch.collector.aggregate.histogram import bucket_value
+
+    keys, probabilities = value_keys(rng)
+    values = np.array([bucket_value(int(k)) for k in keys])
+    tail = RARE_CATEGORIES if rare else 0
+    names = [*CATEGORIES, *(f"r{i}" for i in range(tail))]
+    shares = np.array([*CATEGORIES.values(), *[RARE_SHARE / RARE_CATEGORIES] * tail])
+    shares /= shares.sum()
+    shape = (seeds, segments, len(buckets))
+    per_bucket = np.broadcast_to(np.asarray(calls), (len(buckets),))
+    cell_calls = np.broadcast_to(per_bucket, shape).ravel()
+    absent = rng.binomial(cell_calls, missing, (2, cell_calls.size))
+    numbers = rng.multinomial(cell_calls - absent[0], probabilities)
+    categories = rng.multinomial(cell_calls - absent[1], shares)
+    numbers, categories = numbers.reshape(*shape, -1), categories.reshape(*shape, -1)
+    absent = absent.reshape(2, *shape)
+    columns: dict[str, list[Any]] = {c: [] for c in AGGREGATE_COLUMNS if c != "exemplar_trace_ids"}
+    for seed in range(seeds):
+        for segment in [*range(segments), None]:
+            pick = slice(None) if segment is None else slice(segment, segment + 1)
+            nums, cats = numbers[seed, pick].sum(axis=0), categories[seed, pick].sum(axis=0)
+            gone = absent[:, seed, pick].sum(axis=1)
+            total = per_bucket * (segments if segment is None else 1)
+            for b, bucket in enumerate(buckets):
+                used = np.nonzero(nums[b])[0]
+                key_counts = nums[b][used].astype(float)
+                row_values = values[used]
+                common = {
+                    "model_name": f"{prefix}{seed}", "model_version": version,
+                    "model_stage": stage, "bucket_start": bucket,
+                    "segment_dim": "__all__" if segment is None else "feature.g",
+                    "segment_value": "__all__" if segment is None else f"s{segment}",
+                    "count": float(total[b]), "sampled": int(total[b]),
+                }  # fmt: skip
+                number = {
+                    "quantity": "feature.x", "missing": float(gone[0, b]),
+                    "numeric_count": float(key_counts.sum()),
+                    "sum": float(key_counts @ row_values),
+                    "sum_sq": float(key_counts @ row_values**2),
+                    "min": float(row_values.min()), "max": float(row_values.max()),
+                    "histogram": dict(zip(keys[used].tolist(), key_counts.tolist(), strict=True)),
+                    "categories": {},
+                }  # fmt: skip
+                category = {
+                    "quantity": "feature.c", "missing": float(gone[1, b]), "numeric_count": 0.0,
+                    "sum": 0.0, "sum_sq": 0.0, "min": float("inf"), "max": float("-inf"),
+                    "histogram": {},
+                    "categories": {names[i]: float(cats[b][i]) for i in np.nonzero(cats[b])[0]},
+                }  # fmt: skip
+                for row in (number, category):
+                    for name, value in {**common, **row}.items():
+                        columns[name].append(value)
+    insert_aggregates(client, columns)
