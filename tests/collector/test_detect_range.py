@@ -5,10 +5,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from snippets import blocks_of
 
 from segwatch.clickhouse.detection import load_manifest
 from segwatch.collector.cli.main import main
@@ -102,3 +106,32 @@ def test_a_bad_range_is_bad_usage(
         main(["detect", *arguments])
     assert exit_code.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_readme_walkthrough_runs_as_shown_and_finds_brs_amounts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's offline evaluation, block by block, in an empty directory (no config:
+    the default store ./segwatch-data)."""
+    blocks = [b for b in blocks_of(Path("README.md"))
+              if b.heading == "Offline evaluation: backfill and replay"]  # fmt: skip
+    assert [b.lang for b in blocks] == ["python", "console"]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEGWATCH_CONFIG", raising=False)
+    written = subprocess.run([sys.executable, "-c", blocks[0].text], capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+    assert written.returncode == 0, written.stderr
+    commands = [line.removeprefix("$ ") for line in blocks[1].text.splitlines()]
+    assert [c.split()[:2] for c in commands] == [["segwatch", "backfill"],
+                                                 ["segwatch", "detect"],
+                                                 ["segwatch", "anomalies"]]  # fmt: skip
+    outputs = []
+    for command in commands:
+        assert main(shlex.split(command)[1:]) == 0, command
+        outputs.append(capsys.readouterr().out)
+    assert "backfilled 9000 calls of model 'fraud'" in outputs[0]
+    assert "amount as feature.amount, country as feature.country" in outputs[0]
+    assert "psi_drift" in outputs[1] and "anomalies opened" in outputs[1]
+    found = [line for line in outputs[2].splitlines() if "feature.amount" in line]
+    assert found and all("BR" in line for line in found), outputs[2]
+    assert any("psi_drift" in line for line in found)

@@ -73,7 +73,7 @@ def print_backfill(
         print(json.dumps({"file": path, "model": model, **result.to_json(),
                           "raw_calls_expire": expired}))  # fmt: skip
         return
-    span = (f" from {result.first:%Y-%m-%d %H:%M:%S} to {result.last:%Y-%m-%d %H:%M:%S} UTC"
+    span = (f" ({result.first:%Y-%m-%d %H:%M:%S} to {result.last:%Y-%m-%d %H:%M:%S} UTC)"
             if result.first and result.last else "")  # fmt: skip
     fields = ", ".join(f"{column} as {quantity}" for column, quantity in result.quantities.items())
     print(f"backfilled {result.rows} calls of model {model!r}{span} from {path}")

@@ -233,7 +233,11 @@ def detect_range(
             progress(done, len(windows))
     still_open = _open_anomalies(client, [name for s in chosen for name in s.detectors])
     return RangeResult(list(RANGE_COLUMNS), [t.row() for t in tallies if t.windows],
-                       start.isoformat(), end.isoformat(), still_open)  # fmt: skip
+                       _second(start), _second(end), still_open)  # fmt: skip
+
+
+def _second(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
