@@ -54,7 +54,7 @@ models:
     crosses: [[country, device], [country, merchant]]
   sentiment:
     features:
-      language: {type: category}
+      language: {type: category, sensitive: true}  # fairness: its standing gaps count
       channel: {type: category}
       text_length: {type: number}
     outputs: {label: {type: category}}

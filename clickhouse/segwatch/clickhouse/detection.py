@@ -302,7 +302,7 @@ def run_detector(client: Client, spec: DetectorSpec, at: dt.datetime) -> Detecto
         )
         opened += transitions[0]
         resolved += transitions[1]
-    join_incidents(client, opened)
+    join_incidents(client, opened, spec.parameters)
     settle_incidents(client, resolved)
     return DetectorRun(
         spec.name,

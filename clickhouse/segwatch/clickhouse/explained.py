@@ -16,7 +16,13 @@ Recomputed, per detector:
   baseline window, over A's baseline deciles (numbers) or values (categories)
   and MISSING, smoothed as psi_drift smooths;
 * ``data_missing`` — the share of A-without-B's calls missing the quantity,
-  less the finding's baseline share.
+  less the finding's baseline share;
+* ``data_range``, ``data_categories`` — the share of A-without-B's values in the
+  window outside the whole model's baseline range (with the detector's
+  ``range_tolerance``), or never seen in its baseline;
+* ``volume`` — the calls of A-without-B in the window against what their share
+  of the model's calls in the baseline expects (B's calls leaving A, e.g. to
+  ``MISSING`` once B's value goes missing, do not count as A's traffic dropping).
 
 Other detectors are not recomputed (a profile or another version is their
 baseline, not raw calls of the window): their findings stay incidents of their
@@ -38,21 +44,28 @@ from .segment_calls import segment_condition
 
 __all__ = ["EXPLAINABLE", "explained_by"]
 
-EXPLAINABLE = frozenset({"metric_shift", "metric_shift_seasonal", "psi_drift", "data_missing"})
+EXPLAINABLE = frozenset({
+    "metric_shift", "metric_shift_seasonal", "psi_drift", "volume",
+    "data_missing", "data_range", "data_categories",
+})  # fmt: skip
 """The detectors whose findings are recomputed without a cause's calls."""
 _MIN_LEFT = 30
 _RAW_COVERAGE = 0.9
 
 
 def explained_by(
-    client: Client, finding: Mapping[str, Any], cause_segment: tuple[str, str]
+    client: Client,
+    finding: Mapping[str, Any],
+    cause_segment: tuple[str, str],
+    parameters: Mapping[str, Any] | None = None,
 ) -> str | None:
     """A sentence saying how ``finding`` (an ``open`` transition: key, window, baseline,
     score, threshold, support, statistics) falls under its threshold without the calls of
     ``cause_segment`` (a (dimension, value) of another dimension), or None if it does not
-    (or cannot be told)."""
+    (or cannot be told). ``parameters``: its detector's (e.g. ``range_tolerance``)."""
     if finding["detector"] not in EXPLAINABLE or cause_segment[0] == finding["segment_dim"]:
         return None
+    parameters_of_detector = parameters
     a = segment_condition(finding["segment_dim"], finding["segment_value"], "a")
     b = segment_condition(*cause_segment, "b")
     if a is None or b is None or cause_segment[0] == "__all__":
@@ -63,13 +76,56 @@ def explained_by(
         "stage": finding["model_stage"], "q": finding["quantity"],
         "start": _text(finding["window_start"]), "end": _text(finding["window_end"]),
     }  # fmt: skip
-    calls = f"""
+    model_calls = """
         FROM ml_model_calls
-        WHERE model_name = {{model:String}} AND model_version = {{version:String}}
-          AND model_stage = {{stage:String}} AND ({a[0]})"""
+        WHERE model_name = {model:String} AND model_version = {version:String}
+          AND model_stage = {stage:String}"""
+    if finding["detector"] == "volume":
+        return _without_volume(client, finding, model_calls, a[0], b[0], parameters)
+    if finding["detector"] in ("data_range", "data_categories"):
+        tolerance = float((parameters_of_detector or {}).get("range_tolerance", 0.05))
+        return _without_bad_values(
+            client, finding, model_calls, a[0], b[0], {**parameters, "tolerance": tolerance}
+        )
+    calls = f"{model_calls} AND ({a[0]})"
     if finding["detector"] == "psi_drift":
         return _without_psi(client, finding, calls, b[0], parameters)
     return _without_mean_or_missing(client, finding, calls, b[0], parameters)
+
+
+def _without_volume(
+    client: Client,
+    finding: Mapping[str, Any],
+    model_calls: str,
+    segment: str,
+    cause: str,
+    parameters: dict[str, Any],
+) -> str | None:
+    """volume's drop for A's calls not in B: observed against their baseline share."""
+    parameters = {**parameters, "baseline_start": _text(finding["baseline_start"])}
+    current = "timestamp >= {start:DateTime('UTC')}"
+    row = client.query(
+        f"""SELECT countIf({current} AND ({segment})),
+                   countIf({current} AND ({segment}) AND NOT ({cause})),
+                   countIf(NOT {current} AND ({segment}) AND NOT ({cause})),
+                   countIf({current}), countIf(NOT {current})
+            {model_calls} AND timestamp >= {{baseline_start:DateTime('UTC')}}
+              AND timestamp < {{end:DateTime('UTC')}}""",
+        parameters=parameters,
+    ).result_rows[0]
+    n, left, left_before, model_now, model_before = (int(x) for x in row)
+    if model_before == 0 or left_before == 0:
+        return None
+    expected = left_before / model_before * model_now
+    settled, answer = _settled(finding, n, max(left, int(expected)))
+    if settled:
+        return answer
+    drop = max(0.0, 1 - left / expected)
+    threshold = float(finding["threshold"])
+    if drop > threshold:
+        return None
+    return (f"without its calls there, {left} calls came of the {expected:.0f} their "
+            f"baseline share expects (drop {drop:.2f}, under {threshold:g})")  # fmt: skip
 
 
 def _without_mean_or_missing(
@@ -104,6 +160,51 @@ def _without_mean_or_missing(
     if not math.isfinite(score) or score > threshold:
         return None
     return f"without its {n - left} calls there, its {left} calls give {what}, under {threshold:g}"
+
+
+def _without_bad_values(
+    client: Client,
+    finding: Mapping[str, Any],
+    model_calls: str,
+    segment: str,
+    cause: str,
+    parameters: dict[str, Any],
+) -> str | None:
+    """data_range's or data_categories' share of bad values among A's calls not in B:
+    outside the whole model's baseline range, or never seen in its baseline."""
+    parameters = {**parameters, "baseline_start": _text(finding["baseline_start"])}
+    q = "{q:String}"
+    before = (f"{model_calls} AND timestamp >= {{baseline_start:DateTime('UTC')}} "
+              "AND timestamp < {start:DateTime('UTC')}")  # fmt: skip
+    if finding["detector"] == "data_range":
+        present = f"mapContains(numbers, {q}) AND isFinite(numbers[{q}])"
+        bad = (f"numbers[{q}] < low - abs(low) * {{tolerance:Float64}} "
+               f"OR numbers[{q}] > high + abs(high) * {{tolerance:Float64}}")  # fmt: skip
+        known = (f"(SELECT minIf(numbers[{q}], {present}) {before}) AS low, "
+                 f"(SELECT maxIf(numbers[{q}], {present}) {before}) AS high")  # fmt: skip
+    else:
+        present = f"mapContains(strings, {q})"
+        bad = f"NOT has(seen, strings[{q}])"
+        known = f"(SELECT groupUniqArrayIf(strings[{q}], {present}) {before}) AS seen"
+    row = client.query(
+        f"""WITH {known}
+            SELECT countIf({segment}), countIf(({segment}) AND NOT ({cause}) AND {present}),
+                   countIf(({segment}) AND NOT ({cause}) AND {present} AND ({bad}))
+            {model_calls} AND timestamp >= {{start:DateTime('UTC')}}
+              AND timestamp < {{end:DateTime('UTC')}}""",
+        parameters=parameters,
+    ).result_rows[0]
+    n, left, bad_left = (int(x) for x in row)
+    settled, answer = _settled(finding, n, left)
+    if settled:
+        return answer
+    share = bad_left / left
+    threshold = float(finding["threshold"])
+    if share > threshold:
+        return None
+    what = "out of range" if finding["detector"] == "data_range" else "never seen"
+    return (f"without its {n - left} calls there, {100 * share:.2f} % of its {left} calls' "
+            f"values are {what}, under {100 * threshold:g} %")  # fmt: skip
 
 
 def _without_psi(

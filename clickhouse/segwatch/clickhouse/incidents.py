@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -241,7 +241,10 @@ _MOST_CAUSES_TRIED = 5
 
 
 def _explaining_incident(
-    client: Client, transition: dict[str, Any], incidents: dict[str, list[IncidentMember]]
+    client: Client,
+    transition: dict[str, Any],
+    incidents: dict[str, list[IncidentMember]],
+    parameters: Mapping[str, Any],
 ) -> tuple[str, str] | None:
     """(incident id, reason) of the open incident whose root's segment explains the
     anomaly away (see :mod:`.explained`), the most severe tried first; or None."""
@@ -254,7 +257,7 @@ def _explaining_incident(
         key=lambda m: -m.severity,
     )  # fmt: skip
     for root in roots[:_MOST_CAUSES_TRIED]:
-        evidence = explained_by(client, transition, root.segment)
+        evidence = explained_by(client, transition, root.segment, parameters)
         if evidence:
             reason = (f"explained by {root.quantity} for {segment_text(*root.segment)} "
                       f"({root.detector}): {evidence}")  # fmt: skip
@@ -281,9 +284,11 @@ def incident_summary(members: Sequence[IncidentMember]) -> str:
     return f"{root.details}. As a consequence: {'; '.join(parts)}"
 
 
-def join_incidents(client: Client, opened: Sequence[dict[str, Any]]) -> None:
-    """Give each anomaly that opened (``opened``: transitions of one detector run) its
-    incident, recorded in ``ml_incident_members``.
+def join_incidents(
+    client: Client, opened: Sequence[dict[str, Any]], parameters: Mapping[str, Any] | None = None
+) -> None:
+    """Give each anomaly that opened (``opened``: transitions of one detector run, whose
+    ``parameters`` they were found with) its incident, recorded in ``ml_incident_members``.
 
     Sets on each transition ``incident_id``, ``incident_role``, ``incident_alert``
     (True when it opened the incident) and ``incident_summary``.
@@ -298,7 +303,10 @@ def join_incidents(client: Client, opened: Sequence[dict[str, Any]]) -> None:
         anomaly = IncidentMember.of_transition(transition)
         found = _incident_for(anomaly, incidents)
         reason = ""
-        if found is None and (explaining := _explaining_incident(client, transition, incidents)):
+        explaining = (
+            None if found else _explaining_incident(client, transition, incidents, parameters or {})
+        )
+        if explaining:
             found = (explaining[0], "explained")
             reason = explaining[1]
         if found is None:
