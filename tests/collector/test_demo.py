@@ -97,6 +97,20 @@ def test_demo_prints_what_the_readme_shows_and_runs_again_on_its_directory(
               for row in table["rows"]}  # fmt: skip
     assert opened == {("psi_drift", "output.score"), ("psi_drift", "feature.amount"),
                       ("data_range", "feature.amount")}  # fmt: skip
+    # One fault, one incident: its root the amount out of range, the rest follow from it.
+    column = {name: i for i, name in enumerate(table["columns"])}
+    assert len({row[column["incident"]] for row in table["rows"]}) == 1
+    roles = [(row[column["role"]], row[column["detector"]], row[column["quantity"]])
+             for row in table["rows"]]  # fmt: skip
+    assert roles[0] == ("root", "data_range", "feature.amount")
+    assert sorted(roles[1:]) == [("consequence", "psi_drift", "feature.amount"),
+                                 ("consequence", "psi_drift", "output.score")]  # fmt: skip
+    text = subprocess.run(
+        [sys.executable, "-m", "segwatch.collector.cli", "anomalies", "--state", "open",
+         "--config", str(config)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert text.stdout.count("└ consequence") == 2, text.stdout
     stranger = tmp_path / "not-a-demo"
     stranger.mkdir()
     (stranger / "keep.txt").write_text("mine\n")

@@ -80,8 +80,19 @@ def _sql(args: argparse.Namespace) -> int:
 def _anomalies(args: argparse.Namespace) -> int:
     selection = AnomalyFilter(args.limit, args.model, args.state, args.since, args.findings)
     with _open_store(*_config(args)) as access:
-        print_table(access.anomalies(selection), sys.stdout, args.json)
+        listed = access.anomalies(selection)
+    print_table(listed if args.json else _indented(listed), sys.stdout, args.json)
     return EXIT_OK
+
+
+def _indented(listed: QueryResult) -> QueryResult:
+    """For people: each consequence drawn under its incident's root (``└ consequence``)."""
+    if "role" not in listed.columns:
+        return listed  # --findings: no incidents
+    role = listed.columns.index("role")
+    rows = [[*row[:role], "└ consequence" if row[role] == "consequence" else row[role],
+             *row[role + 1:]] for row in listed.rows]  # fmt: skip
+    return QueryResult(listed.columns, rows)
 
 
 def _detect(args: argparse.Namespace) -> int:

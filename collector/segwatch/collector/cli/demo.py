@@ -45,7 +45,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from segwatch.clickhouse.detection import load_manifest
 from segwatch.clickhouse.queries import QueryResult
-from segwatch.clickhouse.store import parse_dsn
+from segwatch.clickhouse.store import open_client, parse_dsn
 from segwatch.collector.config.collector_config import CollectorConfig
 from segwatch.collector.config.detectors import SchedulerConfig
 from segwatch.collector.config.load import parse_config
@@ -191,7 +191,8 @@ def run_demo(data_dir: str | None, as_json: bool = False) -> int:
             earlier, table = _run_detectors(collector, scenario, say)
         finally:
             collector.shutdown()
-    code = _report(table, len(earlier.rows), scenario, as_json, say, started)
+        incidents = _open_incidents(store_dir)
+    code = _report(table, len(earlier.rows), scenario, as_json, say, started, incidents)
     say(follow_up(data_dir))
     return code
 
@@ -316,6 +317,21 @@ def _run_detectors(
     return collector.detect(at - dt.timedelta(minutes=5)), collector.detect(at)
 
 
+def _open_incidents(store_dir: str) -> list[tuple[str, str, str, list[str]]]:
+    """The store's open incidents (the collector has let go of it): (model, root, its
+    detector, consequences), the most severe first."""
+    client = open_client(parse_dsn(f"chdb://{store_dir}"))
+    try:
+        rows = client.query(
+            "SELECT model_name, concat(root_quantity, ' for ', root_segment_dim, '=', "
+            "root_segment_value), root_detector, consequences FROM ml_incidents "
+            "WHERE state = 'open' ORDER BY severity DESC"
+        ).result_rows
+    finally:
+        client.close()
+    return [(str(m), str(root), str(detector), list(c)) for m, root, detector, c in rows]
+
+
 def _report(
     table: DetectionResult,
     earlier_findings: int,
@@ -323,6 +339,7 @@ def _report(
     as_json: bool,
     say: Callable[[str], None],
     started: float,
+    incidents: list[tuple[str, str, str, list[str]]],
 ) -> int:
     found = _found_injected(table, scenario)
     if as_json:
@@ -332,12 +349,16 @@ def _report(
         say("")
         print_table(_demo_view(table), sys.stdout)
     say("\n" + "\n".join(table.summary()) + "\n")
+    for model, root, detector, consequences in incidents:
+        follows = f"; {len(consequences)} more follow from it: {', '.join(consequences)}"
+        say(f"open incident: {model} / {root} ({detector}){follows if consequences else ''}")
     elapsed = time.monotonic() - started
     if found:
         say(
             f"found the injected drift in fraud / country={scenario.drift_country} in "
             f"{elapsed:.0f} s: the {len(table.rows)} findings above are the latest windows' "
-            f"(ending now); the windows ending 5 minutes earlier found {earlier_findings}"
+            f"(ending now); the windows ending 5 minutes earlier found {earlier_findings}; "
+            f"{len(incidents)} incident{'' if len(incidents) == 1 else 's'} open"
         )
         return 0
     say(f"the injected drift in country={scenario.drift_country} was NOT found")

@@ -142,9 +142,12 @@ def _add_anomalies(commands: SubParsers) -> None:
     anomalies = commands.add_parser(
         "anomalies",
         help="list the anomalies the detectors found",
-        description="List anomalies, latest change first: each one's state (open, or resolved "
-        "once its detector stopped finding it), when it opened and resolved, and the sentence "
-        "that explains it. --findings lists what each detector run found, window by window.",
+        description="List anomalies by incident (the anomalies that share a cause: one fault), "
+        "open incidents first, the most severe and most specific first; in each, its root (the "
+        "change that explains the others) first, then its consequences, each saying why it "
+        "belongs. Each anomaly's state (open, or resolved once its detector stopped finding it), "
+        "when it opened and resolved, and the sentence that explains it. --findings lists what "
+        "each detector run found, window by window.",
     )
     anomalies.add_argument("--limit", type=_positive_int, default=50, help="rows (default 50)")
     anomalies.add_argument("--model", help="only this model")
