@@ -51,6 +51,11 @@ NUMBER = "number"
 TEXT = "text"
 
 PANEL_COLUMNS: dict[str, dict[str, str]] = {
+    "Incidents: one per fault, its root and what follows": {
+        "state": TEXT, "opened_at": TIME, "resolved_at": TIME, "root": TEXT,
+        "root_detector": TEXT, "version": TEXT, "severity": NUMBER, "anomalies": NUMBER,
+        "consequences": TEXT, "details": TEXT,
+    },
     "Anomalies: open first, then this range's findings": {
         "window_end": TIME, "state": TEXT, "detector": TEXT, "version": TEXT, "segment": TEXT,
         "quantity": TEXT, "score": NUMBER, "threshold": NUMBER, "support": NUMBER,
@@ -71,6 +76,7 @@ DateTime column as its time and a text column as the series name (the plugin tur
 rows into one series per segment)."""
 
 LABELS = "Label performance per segment"
+INCIDENTS = "Incidents: one per fault, its root and what follows"
 ANOMALIES = "Anomalies: open first, then this range's findings"
 HEAT_MAP = "Drift heat map: PSI per segment × quantity"
 
@@ -244,6 +250,9 @@ def test_every_variable_and_panel_runs_on_the_demo_store(demo_store: Path) -> No
         (state,) = client.query(STATE_OF_THE_DRIFT).result_rows[0]
 
     assert results[LABELS] == []  # no labels in the demo: see the test below
+    # the demo's one fault is one incident, named at its root
+    incidents = [(r["state"], r["root"], r["anomalies"]) for r in results[INCIDENTS]]
+    assert incidents == [("open", "feature.amount for feature.country=BR", 3)], incidents
     found = [(r["detector"], r["segment"], r["quantity"], r["state"]) for r in results[ANOMALIES]]
     # open if the demo's runs opened it (found in enough windows), else found
     assert ("psi_drift", "feature.country=BR", "feature.amount", state or "found") in found
