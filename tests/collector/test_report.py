@@ -160,6 +160,21 @@ def test_the_br_amount_psi_is_the_detectors_and_the_largest_of_its_column(fraud:
     assert column["feature.country=BR"] > 10 * max(others)
 
 
+def test_anomalies_are_grouped_by_incident_root_first(fraud: Report) -> None:
+    """The demo's one fault: one open incident, its root (the amount out of range in BR)
+    first, the two drifts it explains after it, each saying why."""
+    (model,) = fraud.models
+    opened = [a for a in model.anomalies if a["state"] == "open"]
+    assert model.open_incidents == 1 and len({a["incident"] for a in opened}) == 1
+    assert [(a["role"], a["detector"]) for a in opened][0] == ("root", "data_range")
+    assert [a["role"] for a in opened[1:]] == ["consequence", "consequence"]
+    assert all(a["reason"].startswith("a consequence of feature.amount") for a in opened[1:])
+    from segwatch.collector.report import render_page
+
+    page = render_page(fraud)
+    assert "<b>1</b><span>open incidents</span>" in page and "└ consequence" in page
+
+
 def test_the_br_amount_distribution_moved_as_injected(fraud: Report) -> None:
     """The demo multiplies BR amounts by 8 in the window: the histograms say so."""
     (focus,) = [

@@ -83,8 +83,9 @@ class DriftGrid:
 class ModelReport:
     """One model's part of the page.
 
-    ``anomalies``: the first 100 (open first), of ``anomalies_total``, of which
-    ``open_anomalies`` are open; ``findings``: the latest 50 of the period's
+    ``anomalies``: the first 100 (by incident, open incidents first), of
+    ``anomalies_total``, of which ``open_anomalies`` are open, in
+    ``open_incidents`` incidents; ``findings``: the latest 50 of the period's
     ``findings_total``; ``latest_findings``: each detector's latest finding per
     segment and quantity (the period's, and every open anomaly's), which the heat
     map frames; ``focus``: those drawn up close, ``left_out``: those past
@@ -105,6 +106,7 @@ class ModelReport:
     unread_labels: int = 0  # labels stored for the model that no configured label grades
     anomalies_total: int = 0
     open_anomalies: int = 0
+    open_incidents: int = 0
     findings_total: int = 0
     latest_findings: list[dict[str, Any]] = field(default_factory=list)
     left_out: list[dict[str, Any]] = field(default_factory=list)
@@ -191,6 +193,7 @@ def _model_report(
         unread_labels=unread,
         anomalies_total=anomaly_totals.get("total", 0),
         open_anomalies=anomaly_totals.get("open_total", 0),
+        open_incidents=anomaly_totals.get("open_incidents", 0),
         findings_total=finding_totals.get("total", 0),
         latest_findings=latest,
         left_out=choice.left_out,
@@ -198,9 +201,10 @@ def _model_report(
 
 
 def _counted(found: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Rows that carry their query's totals (``total``, ``open_total``: window counts taken
+    """Rows that carry their query's totals (``total``, ``open_total``, ``open_incidents``:
+    window counts taken
     before its LIMIT) as the rows without them, and the totals (none without rows)."""
-    names = ("total", "open_total")
+    names = ("total", "open_total", "open_incidents")
     totals = {name: int(found[0][name]) for name in names if found and name in found[0]}
     return [{k: v for k, v in r.items() if k not in names} for r in found], totals
 

@@ -126,6 +126,7 @@ def _model_section(model: ModelReport, report: Report, plots: _Plots) -> str:
         f'<div class="card"><b>{value}</b><span>{label}</span></div>'
         for value, label in (
             (f"{model.calls:,.0f}", "calls"),
+            (model.open_incidents, "open incidents"),
             (model.open_anomalies, "open anomalies"),
             (model.findings_total, "findings"),
             (
@@ -170,19 +171,21 @@ def _anomalies_table(anomalies: list[dict[str, Any]], total: int) -> str:
     rows = (
         [
             f'<span class="state {_e(a["state"])}">{_e(a["state"])}</span>',
+            _e("└ consequence" if a["role"] == "consequence" else a["role"]),
             _time(a["opened_at"]),
             _time(a["resolved_at"]),
             _e(a["detector"]),
             _segment(a),
             _e(a["quantity"]),
             _number(a["score"]),
-            f'<span class="sentence">{_e(a["details"])}</span>',
+            f'<span class="sentence">{_e(_sentence(a))}</span>',
             _traces(a["exemplar_trace_ids"]),
         ]
         for a in anomalies
     )
     columns = [
         "state",
+        "incident",
         "opened",
         "resolved",
         "detector",
@@ -194,12 +197,21 @@ def _anomalies_table(anomalies: list[dict[str, Any]], total: int) -> str:
     ]
     more = f" (the first {len(anomalies)} of {total}, open first)" if total > len(anomalies) else ""
     return (
-        f"<h3>Anomalies: open, and resolved in the period{more}</h3>"
+        f"<h3>Anomalies by incident: open, and resolved in the period{more}</h3>"
         '<p class="explain">An anomaly opens once its detector finds the same segment and '
         "quantity in enough consecutive windows (persistence), and resolves when it no "
-        "longer does. Exemplar trace ids open the calls behind it in a trace view.</p>"
+        "longer does. Anomalies that share a cause are one incident: its root (the change "
+        "that explains the others) first, then its consequences, each saying why it "
+        "belongs; open incidents first, the most severe first. Exemplar trace ids open the "
+        "calls behind it in a trace view.</p>"
         + _table(columns, rows, "No anomaly is open or was resolved in the period.")
     )
+
+
+def _sentence(anomaly: dict[str, Any]) -> str:
+    """A consequence's sentence starts with why it belongs to its incident."""
+    reason = anomaly.get("reason") or ""
+    return f"{reason}. {anomaly['details']}" if reason else str(anomaly["details"])
 
 
 def _findings_table(findings: list[dict[str, Any]], total: int) -> str:
