@@ -129,23 +129,33 @@ def test_backfill_stores_what_the_same_calls_sent_as_spans_make(
     assert services == [("segwatch backfill",)]
 
 
-def test_a_second_run_and_a_run_after_a_crash_store_each_call_once(client, tmp_path: Path) -> None:
-    path = _write_csv(tmp_path / "calls.csv", _calls(1000, seed=5))
+def test_a_rerun_after_a_refused_row_a_crash_or_a_success_stores_each_call_once(
+    client, tmp_path: Path
+) -> None:
+    calls = _calls(1000, seed=5)
+    times = [dt.datetime.fromtimestamp(c["time"], dt.timezone.utc).isoformat() for c in calls]
+    times[700] = "soon"
+    path = _write_csv(tmp_path / "calls.csv", calls, times)
+    with pytest.raises(ValueError, match=r"calls\.csv:702: column 'ts': 'soon' is not a time"):
+        backfill_file(client, str(path), model="fraud", timestamp="ts", chunk_rows=200)
+    assert _totals(client) == (600, 600.0)  # the three chunks before the refused row's
 
     def crash(done: int, total: int) -> None:
-        if done >= 600:
-            raise KeyboardInterrupt  # killed mid-file, after three chunks were stored
+        if done >= 800:
+            raise KeyboardInterrupt  # killed mid-file, after the fourth chunk was stored
 
+    times[700] = times[699]
+    _write_csv(path, calls, times)  # the row fixed: the chunks before it are the same
     with pytest.raises(KeyboardInterrupt):
         backfill_file(client, str(path), model="fraud", timestamp="ts", chunk_rows=200,
                       progress=crash)  # fmt: skip
-    assert _totals(client) == (600, 600.0)
+    assert _totals(client) == (800, 800.0)
     for _ in range(2):  # the rerun stores the rest; a third run stores nothing
         backfill_file(client, str(path), model="fraud", timestamp="ts", chunk_rows=200)
         assert _totals(client) == (1000, 1000.0)
-    changed = _write_csv(tmp_path / "more.csv", _calls(1000, seed=6))
-    backfill_file(client, str(changed), model="fraud", timestamp="ts", chunk_rows=200)
-    assert _totals(client) == (2000, 2000.0)  # another file's calls are other calls
+    other = _write_csv(tmp_path / "more.csv", _calls(1000, seed=6))
+    backfill_file(client, str(other), model="fraud", timestamp="ts", chunk_rows=200)
+    assert _totals(client) == (2000, 2000.0)  # other rows are other calls
 
 
 def test_the_config_says_which_field_each_column_is() -> None:
@@ -206,3 +216,24 @@ def test_cli_refuses_while_a_collector_holds_the_store(
                  str(path)])  # fmt: skip
     assert code == 1
     assert "a running collector holds this embedded store" in capsys.readouterr().err
+
+
+def test_parquet_times_and_nan_are_read_as_times_and_missing(client, tmp_path: Path) -> None:
+    import pandas as pd
+
+    calls = _calls(500, seed=9)
+    frame = pd.DataFrame({
+        "when": pd.to_datetime([c["time"] for c in calls], unit="s", utc=True),
+        "amount": [float("nan") if c["amount"] is None else c["amount"] for c in calls],
+        "country": [c["country"] for c in calls],
+    })  # fmt: skip
+    path = tmp_path / "calls.parquet"
+    frame.to_parquet(path)
+    result = backfill_file(client, str(path), model="fraud", timestamp="when")
+    assert result.rows == 500 and result.first == dt.datetime.fromtimestamp(START, dt.timezone.utc)
+    missing = client.query(
+        "SELECT quantity, sum(missing) FROM ml_segment_aggregates WHERE segment_dim = '__all__' "
+        "GROUP BY quantity ORDER BY quantity"
+    ).result_rows
+    assert missing == [("feature.amount", sum(c["amount"] is None for c in calls)),
+                       ("feature.country", sum(c["country"] is None for c in calls))]  # fmt: skip

@@ -14,7 +14,16 @@ thread for an upload) and inserts through its own client; it shares no state
 with the running pipeline except the plan's quantile edges, which it replaces
 whole.
 
+The second table it takes is a file of logged predictions (``segwatch
+backfill``): one row per call with its time, written as the minute aggregates
+(``ml_segment_aggregates``) and raw calls (``ml_model_calls``) the calls' spans
+would have made, chunk after chunk, on the caller's thread and through its
+client.
+
 - ``profiles``: :func:`load_profile`, :func:`baseline`, reading CSV/parquet, which
   field each column is (:func:`profile_columns`), NaN as MISSING.
 - ``quantiles``: the quantile edges a profile and live traffic share.
+- ``columns``: which field of a model each column of a table is.
+- ``logged_calls``: a table of logged calls in chunks, as the batches its spans would make.
+- ``backfill``: :func:`backfill_file`, those batches aggregated and stored, once.
 """
