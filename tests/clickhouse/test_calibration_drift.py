@@ -21,6 +21,8 @@ then runs on it.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from scipy import stats
 from test_calibration import (
@@ -33,6 +35,7 @@ from test_calibration import (
     per_seed,
     roll_up_for,
     rows_tested,
+    run_parameters,
     seeds_with_findings,
     spec_named,
 )
@@ -94,3 +97,24 @@ def test_version_drift_p_values_are_uniform_and_bh_holds_its_rate(client) -> Non
     )
     roll_up_for(client, spec)
     _check(client, spec, "version")
+
+
+def test_the_sentence_names_each_test_and_the_missing_share(client) -> None:  # type: ignore[no-untyped-def]
+    """A feature that goes MISSING in a third of calls: psi_drift's sentence says so
+    first, and names the test behind each p-value."""
+    rng = np.random.default_rng(1807)
+    spec = spec_named("psi_drift")
+    buckets, calls = compact_buckets(spec)
+    clean_traffic(client, buckets[:1], "missing", rng, seeds=1, calls=calls[:1])
+    clean_traffic(client, buckets[1:], "missing", rng, seeds=1, calls=calls[1:], missing=0.33)
+    roll_up_for(client, spec)
+    rows = client.query(spec.sql, parameters=run_parameters(spec)).result_rows
+    sentences = {row[6]: row[19] for row in rows if row[4] == "__all__"}
+    number, category = sentences["feature.x"], sentences["feature.c"]
+    assert number.startswith("feature.x drifted for the whole model: PSI "), number
+    for sentence in (number, category):
+        assert re.search(
+            r"PSI [0-9.]+ > 0\.2, missing [2-4]\.[0-9] % → 3[0-9]\.[0-9] % \(", sentence
+        )
+    assert ", KS p " in number and ", chi-square p " in number and "the smaller doubled" in number
+    assert "chi-square p " in category and "KS" not in category

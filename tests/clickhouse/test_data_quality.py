@@ -77,7 +77,9 @@ def test_each_break_is_found_in_its_segment(client, recorder) -> None:  # type: 
     pooled = share * len(br_now) / (len(br_now) + n_b)
     z = share / (pooled * (1 - pooled) * (1 / len(br_now) + 1 / n_b)) ** 0.5
     assert missing[0]["p_value"] == pytest.approx(stats.norm.sf(z), rel=1e-6, abs=1e-300)
-    assert "missing in" in missing[0]["details"]
+    # the shares before and after, and the test behind the p-value
+    assert f"missing 0 % → {round(100 * share, 1)} % of calls" in missing[0]["details"]
+    assert "(one-sided two-proportion z test p " in missing[0]["details"]
 
     out_of_range = found["data_range"]
     assert _culprits(out_of_range) == [("feature.device", "ios", "feature.amount")]

@@ -197,8 +197,8 @@ SELECT
                 concat(quantity, ' took values never seen before for ')),
         if(segment_dim = '__all__', 'the whole model', concat(segment_dim, '=', segment_value)), ': ',
         multiIf(check = 'missing',
-                concat('missing in ', toString(round(100 * share_c, 1)), ' % of calls, ',
-                       toString(round(100 * share_b, 1)), ' % in the baseline'),
+                concat('missing ', toString(round(100 * share_b, 1)), ' % → ',
+                       toString(round(100 * share_c, 1)), ' % of calls (baseline → window)'),
                 check = 'range',
                 concat(toString(round(100 * share_c, 2)), ' % of values outside [',
                        toString(round(model_low, 4)), ', ', toString(round(model_high, 4)),
@@ -208,7 +208,9 @@ SELECT
                           concat(' (e.g. ', arrayStringConcat(arraySlice(arrayFilter(
                               k -> NOT has(model_categories, k), mapKeys(cats_c)), 1, 3), ', '), ')'),
                           ''))),
-        if(p_value < 1e-6, ' (p < 1e-6)', concat(' (p = ', toString(round(p_value, 6)), ')')),
+        -- the test behind the p: a z test of two shares, or a Poisson tail of the bad calls
+        if(check = 'missing', ' (one-sided two-proportion z test p ', ' (Poisson p '),
+        if(p_value < 1e-6, '< 1e-6)', concat('= ', toString(round(p_value, 6)), ')')),
         '; ', toString(support), ' calls in the window',
         if(segment_dim = '__all__', '',
            concat('; the rest of ', segment_dim, ' scored ', toString(round(rest_score, 4))))

@@ -43,6 +43,8 @@ assumeNotNull((SELECT (1 + a) / (1 - a) FROM (
 -- (chi-square: x below dof - 1; Kolmogorov: t < 0.82).
 (x, bins) -> if(x < bins - 2, 1.0, sw_chi2_sf(x, bins - 1)) AS sw_chi2_p,
 (t) -> if(t < 0.82, 1.0, sw_kolmogorov_sf(t)) AS sw_ks_p,
+-- a p-value in a sentence (1 stands for "not computed": its statistic was below its median)
+(p) -> multiIf(p < 1e-6, '< 1e-6', p >= 1, '> 0.5', concat('= ', toString(round(p, 6)))) AS sw_p_text,
 /*@rolled_up*/
 live AS (
     SELECT
@@ -101,6 +103,12 @@ segments AS (
                       sumIf(total, NOT is_current) / sumIf(numeric_calls, NOT is_current), nan) AS baseline_mean,
                    if(sumIf(numeric_calls, is_current) > 0,
                       sumIf(total, is_current) / sumIf(numeric_calls, is_current), nan) AS current_mean,
+                   -- the MISSING share in each window (what the sentence says first when it moved)
+                   if(sumIf(calls, NOT is_current) > 0,
+                      sumIf(missing_calls, NOT is_current) / sumIf(calls, NOT is_current), nan)
+                       AS baseline_missing_share,
+                   if(sumIf(calls, is_current) > 0,
+                      sumIf(missing_calls, is_current) / sumIf(calls, is_current), nan) AS missing_share,
                    anyIf(exemplars, is_current) AS exemplars,
                    any(compared_with) AS compared_with
             FROM (
@@ -284,8 +292,17 @@ SELECT
         quantity, ' drifted for ',
         if(segment_dim = '__all__', 'the whole model', concat(segment_dim, '=', segment_value)),
         ': PSI ', toString(round(score, 3)), ' > ', toString({threshold:Float64}),
-        if(isNaN(ks), '', concat(', KS ', toString(round(ks, 3)))),
-        if(p_value < 1e-6, ' (p < 1e-6)', concat(' (p = ', toString(round(p_value, 6)), ')')),
+        -- a MISSING share that moved (by a point or more) is often the whole story: first
+        if(abs(missing_share - baseline_missing_share) >= 0.01,
+           concat(', missing ', toString(round(100 * baseline_missing_share, 1)), ' % → ',
+                  toString(round(100 * missing_share, 1)), ' %'), ''),
+        -- each p named by its test; for numbers the reported p is the smaller doubled
+        ' (', if(numeric,
+                 concat('KS D ', toString(round(ks, 3)), ', KS p ', sw_p_text(ks_p),
+                        ', chi-square p ', sw_p_text(chi2_p), ' over ', toString(kept_bins),
+                        ' bins: p ', sw_p_text(p_value), ', the smaller doubled'),
+                 concat('chi-square p ', sw_p_text(p_value), ' over ', toString(kept_bins), ' bins')),
+        ')',
         multiIf(compared_with != '', concat(' against the ', compared_with, ' in the same window'),
                 {baseline_name:String} = '',
                 concat(' against the baseline ', toString({baseline_start:DateTime('UTC')}), ' to ',
@@ -298,9 +315,10 @@ SELECT
         if(segment_dim = '__all__', '',
            concat('; the rest of ', segment_dim, ' did not shift (PSI ', toString(round(rest_score, 3)), ')'))
     ) AS details,
-    map('psi', score, 'js', js, 'chi2', chi2, 'chi2_p', sw_chi2_p(chi2, kept_bins),
-        'ks', ks, 'ks_p', if(numeric, sw_ks_p(ks_t), nan),
+    map('psi', score, 'js', js, 'chi2', chi2, 'chi2_p', chi2_p,
+        'ks', ks, 'ks_p', ks_p,
         'wasserstein', wasserstein, 'fdr_tests', toFloat64(fdr_tests),
-        'rest_psi', if(segment_dim = '__all__', nan, rest_score)) AS statistics
-FROM reported
+        'rest_psi', if(segment_dim = '__all__', nan, rest_score),
+        'missing_share', missing_share, 'baseline_missing_share', baseline_missing_share) AS statistics
+FROM (SELECT *, sw_chi2_p(chi2, kept_bins) AS chi2_p, if(numeric, sw_ks_p(ks_t), nan) AS ks_p FROM reported)
 ORDER BY score DESC

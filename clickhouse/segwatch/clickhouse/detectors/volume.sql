@@ -80,8 +80,8 @@ SELECT
         toString(support), ' calls in the window where its usual share (',
         toString(round(100 * baseline_support / model_baseline_support, 2)), ' %) of the model''s ',
         toString(model_support), ' calls gives ', toString(round(expected)),
-        ' (', toString(round(100 * score)), ' % missing',
-        if(p_value < 1e-6, ', p < 1e-6', concat(', p = ', toString(round(p_value, 6)))), ')'
+        ' (', toString(round(100 * score)), ' % of them did not come',
+        if(p_value < 1e-6, ', Poisson p < 1e-6', concat(', Poisson p = ', toString(round(p_value, 6)))), ')'
     ) AS details,
     map('expected', expected, 'drop', score, 'baseline_share', baseline_support / model_baseline_support,
         'model_calls', toFloat64(model_support), 'fdr_tests', toFloat64(fdr_tests)) AS statistics
