@@ -21,8 +21,8 @@ from segwatch.collector.service.detect import MAX_RANGE, range_windows
 HOUR = 3600
 START = int(dt.datetime.now(dt.timezone.utc).timestamp()) // HOUR * HOUR - 4 * HOUR
 """The history's first minute: four hours ago, on the hour."""
-MINUTES = 150
-DRIFT_FROM = 105  # the minute from which ES's amounts are eight times larger
+MINUTES = 130
+DRIFT_FROM = 95  # the minute from which ES's amounts are eight times larger
 
 
 def _utc(seconds: int) -> dt.datetime:
@@ -30,7 +30,7 @@ def _utc(seconds: int) -> dt.datetime:
 
 
 def _history(path: Path, seed: int = 7) -> Path:
-    """Two and a half hours of logged calls, 120 a minute; ES's amounts drift at the end."""
+    """130 minutes of logged calls, 120 a minute; ES's amounts drift from minute 95."""
     rng = np.random.default_rng(seed)
     n = MINUTES * 120
     seconds = START + np.sort(rng.integers(0, MINUTES * 60, n))
@@ -71,13 +71,13 @@ def test_a_replayed_range_opens_the_drift_once_and_a_second_replay_adds_nothing(
     base = ["--config", str(config)]
     assert main(["backfill", *base, "--model", "fraud", "--timestamp", "ts", str(path)]) == 0
     capsys.readouterr()
-    first, last = _utc(START + 75 * 60).isoformat(), _utc(START + MINUTES * 60).isoformat()
+    first, last = _utc(START + 85 * 60).isoformat(), _utc(START + MINUTES * 60).isoformat()
     replay = ["detect", *base, "--from", first, "--to", last, "--json"]
     assert main(replay) == 0
     ran = json.loads(capsys.readouterr().out)
-    # psi_drift runs every 5 minutes: the windows ending at minutes 80, 85, ..., 150
-    assert (ran["windows"], ran["from"], ran["to"]) == (15, first, last)
-    assert ran["rows"][0][:4] == ["psi_drift", 15, _utc(START + 80 * 60).isoformat(), last]
+    # psi_drift runs every 5 minutes: the windows ending at minutes 90, 95, ..., 130
+    assert (ran["windows"], ran["from"], ran["to"]) == (9, first, last)
+    assert ran["rows"][0][:4] == ["psi_drift", 9, _utc(START + 90 * 60).isoformat(), last]
     assert ran["findings"] > 0 and ran["opened"] >= 1 and ran["open"] >= 1
     opened = ["sql", *base, "--json", "SELECT DISTINCT segment_value FROM ml_anomaly_events "
               "WHERE state = 'open' AND segment_dim = 'feature.country' "
@@ -86,7 +86,7 @@ def test_a_replayed_range_opens_the_drift_once_and_a_second_replay_adds_nothing(
     assert json.loads(capsys.readouterr().out)["rows"] == [["ES"]]  # the drifted one, alone
     assert main(replay) == 0  # again: every window's findings and transitions are stored
     again = json.loads(capsys.readouterr().out)
-    assert (again["windows"], again["findings"], again["opened"]) == (15, 0, 0)
+    assert (again["windows"], again["findings"], again["opened"]) == (9, 0, 0)
 
 
 @pytest.mark.parametrize(
