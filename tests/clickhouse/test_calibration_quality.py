@@ -5,10 +5,13 @@ number and the category of test_calibration.clean_traffic (feature.c with a
 long tail of rare values, so values the baseline never saw keep arriving),
 each MISSING in 3 % of calls; 6 hours of baseline and a window drawn alike.
 
-The missing check's p (a one-sided two-proportion z test) is computed where
-the window's share rose (threshold 0): given that, it is uniform on (0, 0.5].
-The range and categories checks count calls (a Poisson tail of a count that is
-mostly 0): their p-values are discrete, so they are held to P(p <= a) <= a.
+Every check's p is a tail of a count, computed where the window's share rose
+(threshold 0): the missing check's an exact binomial one (given the calls
+missing in both windows), the range and categories checks' a Poisson one (of
+a count that is mostly 0). Discrete p-values, held to P(p <= a) <= a at every
+level. The missing check had a two-proportion z test: with 3 % missing (9
+calls of a window's 300), it gave p <= 0.01 1.6-1.7 times too often (a count
+is skewed) and BH let 6.8 % of these seeds report one; it is exact now.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 from test_calibration import (
     assert_false_finding_share,
-    assert_uniform,
     clean_traffic,
     compact_buckets,
     per_seed,
@@ -60,8 +62,6 @@ def test_data_quality_p_values_are_calibrated_and_bh_holds_its_rate(client) -> N
     assert {k: len(v) for k, v in checks.items()} == {
         "missing": 4 * SEEDS, "range": SEEDS, "categories": SEEDS,
     }  # fmt: skip
-    missing = checks["missing"]
-    assert_uniform(2 * missing[missing < 0.5], "data_missing where the share rose")
     for check, values in checks.items():
         assert_at_most_nominal(values, f"data_{check}")
     assert np.mean(checks["categories"] < 1) > 0.5, "new values arrive in most windows"

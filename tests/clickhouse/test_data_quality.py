@@ -72,14 +72,15 @@ def test_each_break_is_found_in_its_segment(client, recorder) -> None:  # type: 
     br_now = [f for s, f in calls if s >= END - WINDOW and f["country"] == "BR"]
     share = sum(f["amount"] is None for f in br_now) / len(br_now)
     assert missing[0]["current_value"] == pytest.approx(share) and missing[0]["baseline_value"] == 0
-    # The one-sided two-proportion z-test, as scipy's normal distribution has it.
+    # The one-sided binomial test, as scipy has it: of the calls missing in both
+    # windows (none in the baseline), at least as many in the window as were.
     n_b = sum(1 for s, f in calls if s < END - WINDOW and f["country"] == "BR")
-    pooled = share * len(br_now) / (len(br_now) + n_b)
-    z = share / (pooled * (1 - pooled) * (1 / len(br_now) + 1 / n_b)) ** 0.5
-    assert missing[0]["p_value"] == pytest.approx(stats.norm.sf(z), rel=1e-6, abs=1e-300)
+    gone = sum(f["amount"] is None for f in br_now)
+    expected = stats.binom.sf(gone - 1, gone, len(br_now) / (len(br_now) + n_b))
+    assert missing[0]["p_value"] == pytest.approx(expected, rel=1e-6, abs=1e-300)
     # the shares before and after, and the test behind the p-value
     assert f"missing 0 % → {round(100 * share, 1)} % of calls" in missing[0]["details"]
-    assert "(one-sided two-proportion z test p " in missing[0]["details"]
+    assert "(one-sided binomial test p " in missing[0]["details"]
 
     out_of_range = found["data_range"]
     assert _culprits(out_of_range) == [("feature.device", "ios", "feature.amount")]
