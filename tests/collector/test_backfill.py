@@ -237,3 +237,17 @@ def test_parquet_times_and_nan_are_read_as_times_and_missing(client, tmp_path: P
     ).result_rows
     assert missing == [("feature.amount", sum(c["amount"] is None for c in calls)),
                        ("feature.country", sum(c["country"] is None for c in calls))]  # fmt: skip
+
+
+def test_a_column_of_numbers_stays_numbers_in_a_chunk_where_some_text_turns_up(
+    client, tmp_path: Path
+) -> None:
+    calls = [dict(c, amount=c["amount"] or 1.0) for c in _calls(600, seed=4)]
+    calls[450]["amount"] = "n/a"  # in the third chunk: pandas reads that chunk's column as text
+    path = _write_csv(tmp_path / "calls.csv", calls)
+    backfill_file(client, str(path), model="fraud", timestamp="ts", chunk_rows=200)
+    (numbers, categories), = client.query(
+        "SELECT sum(numeric_count), sumMap(categories) FROM ml_segment_aggregates "
+        "WHERE segment_dim = '__all__' AND quantity = 'feature.amount'"
+    ).result_rows  # fmt: skip
+    assert (numbers, categories) == (599, {"n/a": 1})

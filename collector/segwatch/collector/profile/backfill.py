@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from clickhouse_connect.driver.client import Client
 
 from segwatch.collector.aggregate.aggregator import SegmentAggregator
@@ -192,6 +193,7 @@ class _Reading:
         self.ignored: tuple[str, ...] = ()
         self.first, self.last = 2**63 - 1, -1  # the earliest and latest call, in ns
         self.chunk = LoggedChunk({}, 0)  # the last one read
+        self._numeric: set[str] = set()  # columns of numbers in the first chunk
 
     def next(self) -> ModelCallBatch | None:
         chunk = next(self._chunks, None)
@@ -202,12 +204,14 @@ class _Reading:
             self.quantities, self.ignored = _quantities(
                 chunk, self._timestamp, self._model[0], self._config, self._source
             )
+            self._numeric = {name for name, values in chunk.columns.items()
+                             if np.asarray(values).dtype.kind in "iuf"}  # fmt: skip
         column = chunk.columns[self._timestamp]
         start_ns = call_times(column, self._timestamp, chunk.first_line, self._source)
         if len(start_ns):
             self.first = min(self.first, int(start_ns.min()))
             self.last = max(self.last, int(start_ns.max()))
-        return chunk_batch(chunk.columns, self.quantities, start_ns, self._model)
+        return chunk_batch(chunk.columns, self.quantities, start_ns, self._model, self._numeric)
 
 
 def _token(chunk: LoggedChunk, index: int, timestamp: str, model: tuple[str, str, str]) -> str:

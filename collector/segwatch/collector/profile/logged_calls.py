@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,8 +173,14 @@ def chunk_batch(
     quantities: dict[str, str],
     start_ns: npt.NDArray[np.int64],
     model: tuple[str, str, str],
+    numeric: Collection[str] = (),
 ) -> ModelCallBatch:
-    """One chunk as the decoded calls of spans would be (no trace: the ids are empty)."""
+    """One chunk as the decoded calls of spans would be (no trace: the ids are empty).
+
+    ``numeric``: columns that held numbers (in the first chunk): where a later
+    chunk of one holds text too (``n/a``), each cell that parses is still a
+    number there, as a span would send it, and only the rest are labels.
+    """
     n = len(start_ns)
     batch = ModelCallBatch(models=[model])
     batch.model_index = [0] * n
@@ -188,14 +194,16 @@ def chunk_batch(
         if name not in columns:
             continue  # a chunk of a later DataFrame without it: MISSING, as an absent attribute
         table = batch.contexts if quantity.startswith("context.") else batch.quantities
-        table[quantity] = _column(columns[name])
+        table[quantity] = _column(columns[name], name in numeric)
     return batch
 
 
-def _column(values: Any) -> Column:
+def _column(values: Any, numeric: bool = False) -> Column:
     """One column's values: numbers and labels apart, NaN and None MISSING (as in live data)."""
     array = np.asarray(values)
     column = Column()
+    if numeric and array.dtype.kind == "O":
+        array = _parsed_numbers(array, column)
     if array.dtype.kind in "iuf":
         numbers = array.astype(np.float64)
         present = ~np.isnan(numbers)
@@ -207,6 +215,30 @@ def _column(values: Any) -> Column:
     elif not _texts(array, column):
         _mixed(array.astype(object), column)
     return column
+
+
+def _parsed_numbers(array: npt.NDArray[Any], column: Column) -> npt.NDArray[Any]:
+    """Add the cells of ``array`` that parse as numbers to ``column``; the others, the
+    numbers replaced by None, are returned for labels."""
+    try:
+        import pandas as pd
+
+        parsed = pd.to_numeric(pd.Series(array), errors="coerce").to_numpy(np.float64)
+    except ImportError:
+        parsed = np.array([_number(v) for v in array.tolist()], dtype=np.float64)
+    rows = np.flatnonzero(~np.isnan(parsed))
+    if len(rows):
+        column.number_chunks.append((rows.astype(np.int64), parsed[rows]))
+    rest = array.astype(object)
+    rest[rows] = None
+    return rest
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _texts(array: npt.NDArray[Any], column: Column) -> bool:
