@@ -30,7 +30,10 @@ from segwatch.clickhouse.detection import DetectorSpec
 
 SEEDS = 500
 CALLS = 500  # per seed and period
-LABELS = "perf\tlabel.is_fraud\tclassification\toutput.is_fraud\toutput.score\ttrue\t0.5"
+LABELS = (
+    "perf\tlabel.is_fraud\tclassification\toutput.is_fraud\toutput.score\ttrue\t0.5\n"
+    "eta\tlabel.minutes\tregression\toutput.minutes\t\ttrue\t0.5"
+)
 
 # A uniform draw in (0, 1) from the row number and a salt, and a normal one (Box-Muller).
 _UNIFORM = "((cityHash64(number, {salt}) % 4294967296) + 0.5) / 4294967296"
@@ -63,6 +66,16 @@ SELECT timestamp, 'perf', prediction_id, map(),
 FROM (SELECT toUInt64(prediction_id) AS number, * FROM ml_model_calls WHERE model_name = 'perf')
 """
 
+# The truth of eta's calls: the prediction plus N(0, 3) (other salts than the prediction's).
+_ERROR = _NORMAL.replace("number, 1)", "number, 6)").replace("number, 2)", "number, 7)")
+REGRESSION_LABELS_SQL = f"""
+INSERT INTO ml_labels (timestamp, model_name, prediction_id, numbers, strings, trace_id,
+                       service_name)
+SELECT timestamp, 'eta', prediction_id,
+       map('label.minutes', numbers['output.minutes'] + 3 * {_ERROR}), map(), '', 'calibration'
+FROM (SELECT toUInt64(prediction_id) AS number, * FROM ml_model_calls WHERE model_name = 'eta')
+"""
+
 
 def _labelled_calls(client, spec: DetectorSpec) -> None:  # type: ignore[no-untyped-def]
     windows = spec.windows(AT)
@@ -77,6 +90,14 @@ def _labelled_calls(client, spec: DetectorSpec) -> None:  # type: ignore[no-unty
     }
     client.command(CALLS_SQL, parameters={**stamps, **nanoseconds})
     client.command(LABELS_SQL)
+    # eta: a regressor whose errors are N(0, 3) minutes throughout
+    client.command(
+        CALLS_SQL.replace("'perf'", "'eta'").replace(
+            "map('output.score', score)", f"map('output.minutes', 20 + 5 * {_NORMAL})"
+        ),
+        parameters={**stamps, **nanoseconds},
+    )
+    client.command(REGRESSION_LABELS_SQL)
 
 
 def test_performance_p_values_are_uniform_and_bh_holds_its_rate(client) -> None:  # type: ignore[no-untyped-def]
@@ -88,7 +109,7 @@ def test_performance_p_values_are_uniform_and_bh_holds_its_rate(client) -> None:
         if segment == "s0":
             metrics.setdefault(metric, []).append(p_value)
     assert {m: len(v) for m, v in metrics.items()} == dict.fromkeys(
-        ("accuracy", "precision", "recall", "auc"), SEEDS
+        ("accuracy", "precision", "recall", "auc", "mae", "rmse"), SEEDS
     )
     for metric, values in metrics.items():
         assert_uniform(values, f"performance {metric}")
