@@ -124,7 +124,13 @@ def test_sql_on_the_store_directly(config: str, tmp_path: Path) -> None:
     assert result.stderr == f"segwatch: store chdb://{tmp_path / 'store'}\n"
     empty = run("anomalies", "--config", config)
     assert empty.returncode == 0 and "(0 rows)" in empty.stdout
-    assert empty.stdout.splitlines()[0].split()[:3] == ["state", "opened_at", "resolved_at"]
+    assert empty.stdout.splitlines()[0].split()[:5] == [
+        "incident",
+        "role",
+        "state",
+        "opened_at",
+        "resolved_at",
+    ]
     findings = run("anomalies", "--findings", "--since", "1h", "--config", config)
     assert findings.returncode == 0, findings.stderr
     assert findings.stdout.splitlines()[0].split()[:2] == ["window_end", "detector"]
