@@ -111,6 +111,14 @@ def assert_uniform(p_values: Sequence[float], what: str) -> float:
     return float(result.pvalue)
 
 
+def assert_at_most_nominal(p_values: np.ndarray, what: str) -> None:
+    """P(p <= a) <= a at a few levels a, up to binomial noise (chance < ACCEPT)."""
+    for level in (0.001, 0.01, 0.05, 0.2):
+        below = int(np.sum(p_values <= level))
+        chance = stats.binom.sf(below - 1, len(p_values), level)
+        assert chance >= ACCEPT, f"{what}: {below} of {len(p_values)} p-values <= {level}"
+
+
 def assert_false_finding_share(found: int, seeds: int, rate: float, what: str) -> None:
     """Fail when ``found`` of ``seeds`` clean seeds with a finding is more than a
     share ``rate`` allows (a binomial count this high, or higher, has chance < ACCEPT)."""

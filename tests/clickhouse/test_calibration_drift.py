@@ -24,9 +24,8 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from scipy import stats
 from test_calibration import (
-    ACCEPT,
+    assert_at_most_nominal,
     assert_false_finding_share,
     assert_uniform,
     bucket_starts,
@@ -47,14 +46,6 @@ COLUMNS = (
     "sw_chi2_sf(chi2, kept_bins - 1), if(numeric, sw_kolmogorov_sf(ks_t), nan), p_value, "
     "segment_value, quantity"
 )
-
-
-def assert_at_most_nominal(p_values: np.ndarray, what: str) -> None:
-    """P(p <= a) <= a at a few levels a, up to binomial noise (chance < ACCEPT)."""
-    for level in (0.001, 0.01, 0.05, 0.2):
-        below = int(np.sum(p_values <= level))
-        chance = stats.binom.sf(below - 1, len(p_values), level)
-        assert chance >= ACCEPT, f"{what}: {below} of {len(p_values)} p-values <= {level}"
 
 
 def _check(client, spec, prefix: str) -> None:  # type: ignore[no-untyped-def]

@@ -18,6 +18,7 @@ import numpy as np
 from scipy import stats
 from test_calibration import (
     AT,
+    assert_at_most_nominal,
     assert_false_finding_share,
     assert_uniform,
     bucket_starts,
@@ -118,6 +119,23 @@ def test_robust_z_p_values_are_uniform_and_bh_holds_its_rate(client) -> None:  #
         fdr = spec.parameters["fdr"]
         found = seeds_with_findings(client, per_seed(spec))
         assert_false_finding_share(len(found), SEEDS, fdr, spec.name)
+
+
+def test_where_a_floor_binds_the_p_value_is_conservative(client) -> None:  # type: ignore[no-untyped-def]
+    """No window-to-window wobble: the window means vary by their sampling noise
+    only, the scale's floor at the window's standard error binds in about half
+    the tests (and the 1 % floor, here larger still, is off), so p comes out
+    larger than uniform, never smaller."""
+    rng = np.random.default_rng(1819)
+    spec = spec_named("metric_shift", **OFF, min_relative_scale=0.0)
+    _series(client, bucket_starts(spec), "quiet", rng, wobble=0.0)
+    roll_up_for(client, spec)
+    rows = rows_tested(client, spec, "p_value, segment_dim, scale = standard_error")
+    segments = [row for row in rows if row[1] != "__all__"]
+    assert 0.3 < np.mean([row[2] for row in segments]) < 0.7  # the floor binds
+    assert_at_most_nominal(np.array([row[0] for row in segments]), "metric_shift, floored")
+    found = seeds_with_findings(client, per_seed(spec))
+    assert_false_finding_share(len(found), SEEDS, spec.parameters["fdr"], "metric_shift, floored")
 
 
 def test_a_shift_spread_across_a_dimension_is_no_one_segment_s(client) -> None:  # type: ignore[no-untyped-def]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 from test_calibration import (
+    assert_at_most_nominal,
     assert_false_finding_share,
     clean_traffic,
     compact_buckets,
@@ -27,7 +28,6 @@ from test_calibration import (
     run_parameters,
     spec_named,
 )
-from test_calibration_drift import assert_at_most_nominal
 
 from segwatch.clickhouse.detection import DetectorSpec
 

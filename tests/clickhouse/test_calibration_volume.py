@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 from test_calibration import (
+    assert_at_most_nominal,
     assert_false_finding_share,
     compact_buckets,
     insert_aggregates,
@@ -27,7 +28,6 @@ from test_calibration import (
     seeds_with_findings,
     spec_named,
 )
-from test_calibration_drift import assert_at_most_nominal
 
 SEEDS = 1000
 SHARES = (0.4, 0.3, 0.2, 0.1)
