@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 
-__all__ = ["FIVE_MINUTES", "ONE_HOUR", "Rollup", "roll_up"]
+__all__ = ["FIVE_MINUTES", "ONE_HOUR", "Rollup", "forget_rollups", "roll_up"]
 
 
 @dataclass(frozen=True)
@@ -130,3 +130,26 @@ def _consecutive(buckets: list[int], size: int) -> list[list[int]]:
 
 def _text(epoch: int) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def forget_rollups(client: Client, start: dt.datetime, end: dt.datetime) -> None:
+    """Drop both roll-ups' buckets in the whole hours around [start, end], for minute rows
+    written there after the fact (a backfill of history): a bucket rolled up before them
+    would otherwise stand for good once settled. The next run that reads them rolls them
+    up again. A mutation, run to its end: only where a roll-up holds rows."""
+    first = start.replace(minute=0, second=0, microsecond=0)
+    last = end.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
+    bounds = {"start": first.strftime(_SQL_TIME), "end": last.strftime(_SQL_TIME)}
+    where = "bucket_start >= {start:DateTime('UTC')} AND bucket_start < {end:DateTime('UTC')}"
+    for rollup in (FIVE_MINUTES, ONE_HOUR):
+        held = client.query(
+            f"SELECT count() FROM {rollup.table} WHERE {where}", parameters=bounds
+        ).result_rows[0][0]
+        if held:
+            client.command(
+                f"ALTER TABLE {rollup.table} DELETE WHERE {where} SETTINGS mutations_sync = 2",
+                parameters=bounds,
+            )
+
+
+_SQL_TIME = "%Y-%m-%d %H:%M:%S"

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from clickhouse_connect.driver.client import Client
 
+from segwatch.clickhouse.rollups import forget_rollups
 from segwatch.collector.aggregate.aggregator import SegmentAggregator
 from segwatch.collector.config.collector_config import CollectorConfig
 from segwatch.collector.model_calls import ModelCallBatch
@@ -161,7 +162,7 @@ def backfill_table(
     if reading.quantities is None:
         raise ValueError(f"{source}: no rows")
     if done:
-        _drop_rollups(client, reading.first, reading.last)
+        forget_rollups(client, _time(reading.first), _time(reading.last))
     return BackfillResult(
         rows=done,
         chunks=count,
@@ -249,30 +250,6 @@ def _quantities(
     except ValueError as exc:
         raise ValueError(f"{source}: {exc}") from None
     return columns.taken, columns.ignored
-
-
-_ROLLUPS = ("ml_segment_rollup_5m", "ml_segment_rollup_1h")
-_SQL_TIME = "%Y-%m-%d %H:%M:%S"
-
-
-def _drop_rollups(client: Client, first_ns: int, last_ns: int) -> None:
-    """Drop the roll-ups of the hours [first, last] touch: a roll-up made before the backfill
-    would otherwise stand for those buckets for good (a settled bucket is rolled up once)."""
-    hour = 3600 * 10**9
-    start, end = first_ns // hour * hour, (last_ns // hour + 1) * hour
-    bounds = {"start": _time(start).strftime(_SQL_TIME), "end": _time(end).strftime(_SQL_TIME)}
-    for table in _ROLLUPS:
-        held = client.query(
-            f"SELECT count() FROM {table} WHERE bucket_start >= {{start:DateTime('UTC')}} "
-            "AND bucket_start < {end:DateTime('UTC')}",
-            parameters=bounds,
-        ).result_rows[0][0]
-        if held:
-            client.command(
-                f"ALTER TABLE {table} DELETE WHERE bucket_start >= {{start:DateTime('UTC')}} "
-                "AND bucket_start < {end:DateTime('UTC')} SETTINGS mutations_sync = 2",
-                parameters=bounds,
-            )
 
 
 def _time(ns: int) -> dt.datetime:
