@@ -89,8 +89,9 @@ def test_detect_names_the_windows_it_evaluated_and_when_findings_open(store_conf
     )
     assert sum("psi_drift" in line for line in evaluated) == 1  # a shared window, said once
     assert evaluated[-1].startswith("0 new findings; a finding opens an anomaly once found in "
-                                    "2 of its last 3 windows: 0 opened, 0 resolved")  # fmt: skip
-    assert "'segwatch anomalies' lists the anomalies" in evaluated[-1]
+                                    "2 of its last 3 windows: 0 opened (0 new incidents), "
+                                    "0 resolved")  # fmt: skip
+    assert "'segwatch anomalies' lists them by incident" in evaluated[-1]
     # --json: the same, for programs, beside the table's columns and rows.
     as_json = run("detect", "--at", at, "--config", store_config, "--json")
     runs = {r["detector"]: r for r in json.loads(as_json.stdout)["runs"]}

@@ -68,7 +68,8 @@ class DetectionResult(QueryResult):
     ``detector`` (the manifest's name), ``reports_as`` (the detector names its
     rows carry), ``window_start`` / ``window_end`` (ISO 8601, UTC),
     ``persistence`` (``{"found": k, "windows": n}``), and the counts
-    ``findings``, ``opened`` and ``resolved``.
+    ``findings``, ``opened``, ``resolved`` and ``incidents`` (the incidents the
+    anomalies that opened opened: the others joined one already open).
     """
 
     runs: list[dict[str, Any]] = field(default_factory=list)
@@ -99,10 +100,12 @@ class DetectionResult(QueryResult):
         lines += [f"  {_span(*window)}  {', '.join(names)}" for window, names in groups.items()]
         findings, opened, resolved = (len(self.rows), sum(run["opened"] for run in self.runs),
                                       sum(run["resolved"] for run in self.runs))  # fmt: skip
+        incidents = sum(run.get("incidents", 0) for run in self.runs)
         lines.append(
             f"{findings} new finding{'' if findings == 1 else 's'}; a finding opens an anomaly "
-            f"once {usual}: {opened} opened, {resolved} resolved ('segwatch anomalies' lists "
-            "the anomalies, 'segwatch anomalies --findings' every finding)"
+            f"once {usual}: {opened} opened ({_incidents(incidents)}), {resolved} resolved "
+            "('segwatch anomalies' lists them by incident, 'segwatch anomalies --findings' "
+            "every finding)"
         )
         return lines
 
@@ -155,12 +158,22 @@ def detect_table(
             "findings": len(run.new_anomalies),
             "opened": len(run.opened),
             "resolved": len(run.resolved),
+            "incidents": incidents_opened(run),
         })  # fmt: skip
     return DetectionResult(list(COLUMNS), rows, evaluated)
 
 
+def incidents_opened(run: DetectorRun) -> int:
+    """The incidents a run's anomalies opened (the others joined an open one)."""
+    return sum(1 for t in run.opened if t.get("incident_alert"))
+
+
+def _incidents(count: int) -> str:
+    return f"{count} new incident{'' if count == 1 else 's'}"
+
+
 RANGE_COLUMNS = ["detector", "windows", "first_window_end", "last_window_end", "findings",
-                 "opened", "resolved"]  # fmt: skip
+                 "opened", "incidents", "resolved"]  # fmt: skip
 """The columns of a range run's table, one row per detector."""
 
 
@@ -174,8 +187,9 @@ class RangeResult(QueryResult):
     open: int = 0
 
     def to_json(self) -> dict[str, Any]:
+        counted = ("windows", "findings", "opened", "incidents", "resolved")
         totals = {name: sum(row[RANGE_COLUMNS.index(name)] for row in self.rows)
-                  for name in ("windows", "findings", "opened", "resolved")}  # fmt: skip
+                  for name in counted}  # fmt: skip
         return {**super().to_json(), "from": self.start, "to": self.end, **totals,
                 "open": self.open}  # fmt: skip
 
@@ -186,9 +200,10 @@ class RangeResult(QueryResult):
             return [f"no window of any detector ends between {self.start} and {self.end}"]
         return [
             f"{json['windows']} windows run from {self.start} to {self.end}: "
-            f"{json['findings']} findings, {json['opened']} anomalies opened, "
-            f"{json['resolved']} resolved, {self.open} open at the end ('segwatch anomalies' "
-            "lists them, 'segwatch anomalies --findings' every finding)"
+            f"{json['findings']} findings, {json['opened']} anomalies opened "
+            f"({_incidents(json['incidents'])}), {json['resolved']} resolved, {self.open} open "
+            "at the end ('segwatch anomalies' lists them by incident, 'segwatch anomalies "
+            "--findings' every finding)"
         ]
 
 
@@ -250,6 +265,7 @@ class _Tally:
     last_end: str = ""
     findings: int = 0
     opened: int = 0
+    incidents: int = 0
     resolved: int = 0
 
     def add(self, run: DetectorRun) -> None:
@@ -258,11 +274,12 @@ class _Tally:
         self.last_end = run.window_end.isoformat()
         self.findings += len(run.new_anomalies)
         self.opened += len(run.opened)
+        self.incidents += incidents_opened(run)
         self.resolved += len(run.resolved)
 
     def row(self) -> list[Any]:
         return [self.detector, self.windows, self.first_end, self.last_end, self.findings,
-                self.opened, self.resolved]  # fmt: skip
+                self.opened, self.incidents, self.resolved]  # fmt: skip
 
 
 def _open_anomalies(client: Client, detectors: list[str]) -> int:
