@@ -195,6 +195,7 @@ def test_the_config_chooses_each_models_profile(client) -> None:
     assert {(a["model_name"], a["segment_dim"], a["quantity"]) for a in found} == {
         ("other", "__all__", "feature.color")
     }, [a["details"] for a in found]
+    assert "against the profile 'training'" in found[0]["details"]  # the one it was compared with
     # The plan buckets shop at retrained's edges: the training profile's are others.
     retrained = set(
         client.query(
@@ -228,6 +229,7 @@ def test_a_version_reads_its_own_profile_else_the_unversioned_one(client) -> Non
     assert {(a["model_version"], a["segment_dim"], a["quantity"]) for a in found} == {
         ("2", "__all__", "feature.color")
     }, [a["details"] for a in found]
+    assert "against the profile 'training' (version 2)" in found[0]["details"]
     # Pinned: every version reads version 2's profile, so version 1 drifts too (version
     # 2's finding of this window was stored by the run above: not new again).
     pinned = parse_config(LOW_SUPPORT + "models:\n  shop:\n    baseline: v2\n"
@@ -236,6 +238,7 @@ def test_a_version_reads_its_own_profile_else_the_unversioned_one(client) -> Non
     assert {(a["model_version"], a["segment_dim"], a["quantity"]) for a in found} == {
         ("1", "__all__", "feature.color")
     }, [a["details"] for a in found]
+    assert "against the profile 'training' (version 2)" in found[0]["details"]  # pinned
 
 
 @pytest.mark.parametrize("kind", ["trailing", "same_hour_last_week", "version"])

@@ -56,7 +56,7 @@ def test_live_drift_against_the_training_profile_is_found(client, recorder) -> N
     runs = {r.detector: r for r in run_detectors(client, dt.datetime.fromtimestamp(END, dt.UTC))}
     found = runs["psi_drift_training"].new_anomalies
     assert {(a["segment_dim"], a["quantity"]) for a in found} == {("__all__", "feature.color")}
-    assert "against the training profile" in found[0]["details"]
+    assert "against the profile 'training'" in found[0]["details"]
 
 
 def test_no_drift_against_a_profile_of_the_same_distribution(client, recorder) -> None:

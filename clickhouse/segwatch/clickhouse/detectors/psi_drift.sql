@@ -110,7 +110,7 @@ segments AS (
                    if(sumIf(calls, is_current) > 0,
                       sumIf(missing_calls, is_current) / sumIf(calls, is_current), nan) AS missing_share,
                    anyIf(exemplars, is_current) AS exemplars,
-                   any(compared_with) AS compared_with
+                   max(compared_with) AS compared_with  -- over rows without one: ''
             FROM (
                 SELECT *,
                        sw_bin_counts(hist, key_bins, decile_keys, cats, category_names, missing_calls)
@@ -303,11 +303,10 @@ SELECT
                         ' bins: p ', sw_p_text(p_value), ', the smaller doubled'),
                  concat('chi-square p ', sw_p_text(p_value), ' over ', toString(kept_bins), ' bins')),
         ')',
-        multiIf(compared_with != '', concat(' against the ', compared_with, ' in the same window'),
-                {baseline_name:String} = '',
+        multiIf(startsWith(compared_with, 'profile '), concat(' against the ', compared_with),
+                compared_with != '', concat(' against the ', compared_with, ' in the same window'),
                 concat(' against the baseline ', toString({baseline_start:DateTime('UTC')}), ' to ',
-                       toString({baseline_end:DateTime('UTC')}), ' UTC'),
-                concat(' against the ', {baseline_name:String}, ' profile')),
+                       toString({baseline_end:DateTime('UTC')}), ' UTC')),
         if(isFinite(baseline_mean) AND isFinite(current_mean),
            concat('; mean ', toString(round(baseline_mean, 3)), ' -> ', toString(round(current_mean, 3))),
            ''),

@@ -21,7 +21,10 @@ profile AS (
         sum(b.sum) AS total,
         sumMap(b.histogram) AS hist,
         sumMap(b.categories) AS cats,
-        CAST([], 'Array(String)') AS exemplars
+        CAST([], 'Array(String)') AS exemplars,
+        -- what the sentence names: profile 'training' (version 2)
+        any(concat('profile ''', key.4, '''', if(key.5 = '', '', concat(' (version ', key.5, ')'))))
+            AS compared_with
     FROM ml_baseline_aggregates AS b
     ARRAY JOIN (
         SELECT groupArray((model_name, model_version, model_stage, profile_name,
@@ -55,5 +58,5 @@ profile AS (
 windowed AS (
     SELECT *, '' AS compared_with FROM live
     UNION ALL
-    SELECT *, '' AS compared_with FROM profile
+    SELECT * FROM profile
 ),
