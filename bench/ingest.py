@@ -28,6 +28,9 @@ the collector on the embedded path, in ``segwatch serve`` on the HTTP one), the
 CPU per span and the spans per CPU-second of the processes together, their RSS
 idle and at peak; then the ratios to the baselines, and HTTP / embedded. A
 server named with ``--dsn`` is not a process of this run: its CPU is not counted.
+Last, unless ``--no-encoders``, :mod:`ingest_encoders` in a process of its own: one
+flush's raw-call rows inserted through segwatch's Native encoder, clickhouse-connect's
+``insert`` and its Arrow insert, the CPU per row of each.
 """
 
 from __future__ import annotations
@@ -35,11 +38,14 @@ from __future__ import annotations
 import argparse
 import re
 import secrets
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from ingest_payload import bench_attribute_pass, bench_decode, build_payload
@@ -270,6 +276,11 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="send at most this many spans/s (a steady stream; default: as fast as it goes)",
     )
+    parser.add_argument(
+        "--no-encoders", action="store_true",
+        help="skip the raw-call insert three ways (ingest_encoders.py: segwatch's Native "
+        "encoder, clickhouse-connect's insert and its Arrow insert)",
+    )  # fmt: skip
     paths = parser.add_mutually_exclusive_group()
     paths.add_argument("--no-http", action="store_true",
                        help="measure the embedded path only")  # fmt: skip
@@ -314,6 +325,10 @@ def main() -> None:
     for figures in paths:
         print_path(figures)
     print_ratios(decode, walk, paths)
+    if not args.no_encoders:  # a process of its own: one embedded store per process
+        encoders = Path(__file__).with_name("ingest_encoders.py")
+        subprocess.run([sys.executable, str(encoders), "--calls", str(args.flush_calls)],
+                       check=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -10,14 +10,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from store_faults import FailOnce, Outage
 from waiting import wait_until
 
 from segwatch.collector.aggregate.aggregator import SegmentAggregator
 from segwatch.collector.config import SpoolConfig
 from segwatch.collector.decode.reference_reader import decode_request
+from segwatch.collector.durable.call_buffer import CallBuffer
 from segwatch.collector.durable.processor import ModelCallProcessor, spool_payload
 from segwatch.collector.durable.spool import TRACES, Spool
+from segwatch.collector.errors import RetryableError
+from segwatch.collector.model_calls import ModelCallBatch
 from segwatch.collector.store.exporter import ClickHouseExporter
 from segwatch.instrumentation import monitor
 
@@ -179,8 +183,6 @@ def test_flush_returns_under_steady_load(tmp_path: Path, client) -> None:  # typ
     """What was added before flush() is stored; calls arriving meanwhile do not hold it up."""
     import threading
 
-    from segwatch.collector.model_calls import ModelCallBatch
-
     processor, exporter, spool = _spooled_processor(
         client, tmp_path, max_bytes=1 << 30, flush_interval=0.2
     )
@@ -213,3 +215,50 @@ def test_flush_returns_under_steady_load(tmp_path: Path, client) -> None:  # typ
         exporter.shutdown()
         spool.close()
     assert waited < 20
+
+
+def _calls(n: int) -> ModelCallBatch:
+    """``n`` calls of one model (what the buffer counts; never flushed here)."""
+    return ModelCallBatch(models=[("m", "", "serving")], model_index=[0] * n, start_ns=[1] * n,
+                          duration_ns=[1] * n, trace_ids=[b"\x01" * 16] * n,
+                          span_ids=[b"\x02" * 8] * n, operations=[""] * n,
+                          prediction_ids=[""] * n, service_names=[""] * n,
+                          weights=[1.0] * n)  # fmt: skip
+
+
+def test_reserved_room_is_held_for_its_batch(client: Any) -> None:
+    """Two requests that wait for room cannot both take the same room: the second is refused
+    (or, with a spool, spills) instead of both passing and one spilling after decoding."""
+    # No flusher is started: nothing leaves the buffer.
+    buffer = CallBuffer(
+        SegmentAggregator(), ClickHouseExporter(client), max_flush_calls=100, max_pending_calls=100
+    )
+    buffer.add(_calls(60))
+    assert buffer.reserve(40, timeout=0)
+    with pytest.raises(RetryableError):
+        buffer.reserve(40, timeout=0)  # the room left is held for the first
+    buffer.release(40)  # that request failed before its add
+    assert buffer.reserve(40, timeout=0)
+    buffer.add(_calls(40), reserved=True)
+    assert buffer.pending_calls == 100
+    with pytest.raises(RetryableError):
+        buffer.reserve(1, timeout=0)
+
+
+def test_a_batch_with_reserved_room_is_not_spilled(tmp_path: Path, client: Any) -> None:
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 24)
+    spool.open()
+    buffer = CallBuffer(SegmentAggregator(), ClickHouseExporter(client), spool,
+                        max_flush_calls=100, max_pending_calls=100,
+                        reload=lambda record: None)  # fmt: skip
+    try:
+        buffer.add(_calls(60), spool.write(TRACES, b"a"))
+        first = buffer.reserve(40, timeout=0)
+        second = buffer.reserve(40, timeout=0)  # no room: its add will spill
+        assert (first, second) == (True, False)
+        buffer.add(_calls(40), spool.write(TRACES, b"b"), reserved=first)
+        assert not buffer.spilling and buffer.pending_calls == 100
+        buffer.add(_calls(40), spool.write(TRACES, b"c"), reserved=second)
+        assert buffer.spilling and buffer.pending_calls == 100
+    finally:
+        spool.close()

@@ -92,6 +92,7 @@ class CallBuffer:
         self._max_pending_calls = max(max_pending_calls, max_flush_calls)  # room for one flush
         self._pending: list[PendingBatch] = []
         self._pending_calls = 0
+        self._reserved_calls = 0  # room reserve() promised to adds still to come
         # Entries are stored in the order they were added, so counts say what is stored:
         self._added = 0  # entries added so far
         self._stored = 0  # ... of which in the store
@@ -164,34 +165,52 @@ class CallBuffer:
                 self._retry_at = time.monotonic()
                 self._cond.notify_all()
 
-    def reserve(self, calls: int, timeout: float | None = 5.0) -> None:
-        """Wait until ``calls`` more fit under the pending limit; :class:`RetryableError` if not.
+    def reserve(self, calls: int, timeout: float | None = 5.0) -> bool:
+        """Wait until ``calls`` more fit under the pending limit and hold that room for them;
+        :class:`RetryableError` if they do not in time.
+
+        True: the room is held until the caller's :meth:`add` with ``reserved=True``
+        takes it, or :meth:`release` gives it back (a request that fails in
+        between). Two requests that waited together cannot both take the same room,
+        so a batch that got its room is never spilled for want of it.
 
         Waiting here is the back-pressure: the client's next request waits for
         this answer, so intake slows to what the store takes. A store that
         stays behind for ``timeout`` seconds (None: wait as long as it takes)
         makes the receiver answer UNAVAILABLE, or, when the buffer can spill
-        (a spool and ``reload``), makes the next :meth:`add` spill; a failing
-        store spills at once.
+        (a spool and ``reload``), makes the next :meth:`add` spill (False: no
+        room held); a failing store spills at once.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._pending_calls and self._pending_calls + calls > self._max_pending_calls:
+            while self._held_calls() and self._held_calls() + calls > self._max_pending_calls:
                 if self._reload is not None and (self._spilled_after is not None or self._retry_at):
-                    return  # spilling, or the store is failing: no point waiting
+                    return False  # spilling, or the store is failing: no point waiting
                 left = 60.0 if deadline is None else deadline - time.monotonic()
                 if left <= 0:
                     if self._reload is not None:
-                        return  # add() spills it
+                        return False  # add() spills it
                     raise RetryableError(
                         f"{self._pending_calls} model calls are waiting for the store "
                         f"(limit {self._max_pending_calls}); retry later"
                     )
                 self._cond.wait(left)
+            self._reserved_calls += calls
+            return True
+
+    def release(self, calls: int) -> None:
+        """Give back room :meth:`reserve` held for a batch that will not be added."""
+        with self._cond:
+            self._reserved_calls = max(0, self._reserved_calls - calls)
+            self._cond.notify_all()
+
+    def _held_calls(self) -> int:
+        """Calls waiting here and room promised to adds to come (under the lock)."""
+        return self._pending_calls + self._reserved_calls
 
     def add(
         self, batch: ModelCallBatch, end: Position | None = None, size: int = 0,
-        *, token: str | None = None, first: Position | None = None,
+        *, token: str | None = None, first: Position | None = None, reserved: bool = False,
     ) -> Future[None] | None:  # fmt: skip
         """Queue a batch; without a spool, returns a future that resolves once it is stored.
 
@@ -202,9 +221,13 @@ class CallBuffer:
         interrupted flush, a requeued dead letter). A unit never starts a
         spill, but while one is under way it joins it (one record: it is read
         back with its token), so the flushes keep the spool's order.
+        ``reserved``: :meth:`reserve` held room for it (taken now); such a batch
+        spills only to follow a spill already under way.
         """
         waiter: Future[None] | None = Future() if self._spool is None else None
         with self._cond:
+            if reserved:
+                self._reserved_calls = max(0, self._reserved_calls - len(batch))
             if self._stopping and waiter is not None:
                 waiter.set_exception(RuntimeError("the collector is shutting down"))
                 return waiter
@@ -213,7 +236,7 @@ class CallBuffer:
             spills = (
                 self._spilled_after is not None and first in (None, end)
                 if token is not None
-                else self._spills(len(batch), end, previous)
+                else self._spills(len(batch), end, previous, reserved)
             )
             if spills:
                 self._spilled_upto = end
@@ -228,13 +251,17 @@ class CallBuffer:
             self._cond.notify()
         return waiter
 
-    def _spills(self, calls: int, end: Position | None, previous: Position | None) -> bool:
+    def _spills(
+        self, calls: int, end: Position | None, previous: Position | None, reserved: bool
+    ) -> bool:
         """Whether a batch goes to the spool only (under the lock). Once one is, all are, until
         the flusher has read them back: the flushes must follow the spool's order."""
         if self._reload is None or end is None:
             return False
         if self._spilled_after is None:
-            if not self._pending_calls or self._pending_calls + calls <= self._max_pending_calls:
+            if reserved or not self._pending_calls:
+                return False  # its room was held for it
+            if self._held_calls() + calls <= self._max_pending_calls:
                 return False
             if previous is None:
                 return False  # cannot happen: something is pending, so something was added

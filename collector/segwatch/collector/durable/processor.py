@@ -177,8 +177,9 @@ class ModelCallProcessor:
                 continue
             batch, token = reloaded
             self._admit_models(batch, replay=True)  # acknowledged once: never refused now
-            self.buffer.reserve(len(batch), timeout=None)
-            self.buffer.add(batch, record.end, record_bytes(record.payload), token=token)
+            reserved = self.buffer.reserve(len(batch), timeout=None)
+            self.buffer.add(batch, record.end, record_bytes(record.payload), token=token,
+                            reserved=reserved)  # fmt: skip
             calls += len(batch)
         if unit:  # the range ends past the spool's end: cannot happen, but never drop calls
             calls += self._queue_unit(unit, interrupted)
@@ -270,20 +271,25 @@ class ModelCallProcessor:
         oldest_ns: int,
         limits: RequestLimits,
     ) -> None:
-        self.buffer.reserve(len(batch), self._backpressure_timeout)
+        reserved = self.buffer.reserve(len(batch), self._backpressure_timeout)
         if self._spool is None:
-            waiter = self.buffer.add(batch)
+            waiter = self.buffer.add(batch, reserved=reserved)
             assert waiter is not None
             _wait(waiter, self._store_timeout)
             return
-        body = request if isinstance(request, bytes) else request.SerializeToString()
-        payload = spool_payload(body, oldest_ns, limits)
-        with self._spool_lock:
-            try:
-                end = self._spool.write(TRACES_LIMITED, payload)
-            except (SpoolFullError, OSError) as exc:
-                raise RetryableError(f"cannot spool the request: {exc}") from exc
-            self.buffer.add(batch, end, record_bytes(payload))
+        try:
+            body = request if isinstance(request, bytes) else request.SerializeToString()
+            payload = spool_payload(body, oldest_ns, limits)
+            with self._spool_lock:
+                try:
+                    end = self._spool.write(TRACES_LIMITED, payload)
+                except (SpoolFullError, OSError) as exc:
+                    raise RetryableError(f"cannot spool the request: {exc}") from exc
+                self.buffer.add(batch, end, record_bytes(payload), reserved=reserved)
+                reserved = False  # taken by add()
+        finally:
+            if reserved:  # not added: give the room back
+                self.buffer.release(len(batch))
         try:
             self._spool.sync(end)
         except OSError as exc:

@@ -192,12 +192,23 @@ def _name(names: tuple[str, ...], code: int) -> str:
 
 
 def _attribute_map(attributes: Iterable[Any]) -> dict[str, str]:
-    return {kv.key: _text(kv.value) for kv in attributes}
+    """Each attribute's value as text (:func:`_text`), with the two common kinds inline:
+    a span carries dozens of attributes, and a call per value was most of their cost."""
+    out: dict[str, str] = {}
+    for kv in attributes:
+        value = kv.value
+        kind = value.WhichOneof("value")  # once: it is most of the cost of a value
+        if kind == "string_value":
+            out[kv.key] = value.string_value
+        elif kind == "double_value":
+            out[kv.key] = _number_text(value.double_value)
+        else:
+            out[kv.key] = _text(value, kind)
+    return out
 
 
-def _text(value: Any) -> str:
-    """An ``AnyValue`` as the exporter writes it (pdata's ``Value.AsString``)."""
-    kind = value.WhichOneof("value")  # once: it is most of the cost of a value
+def _text(value: Any, kind: str | None) -> str:
+    """An ``AnyValue`` of kind ``kind`` as the exporter writes it (pdata's ``Value.AsString``)."""
     if kind == "string_value":
         return str(value.string_value)
     if kind == "double_value":
@@ -243,13 +254,15 @@ def _as_json(value: Any) -> Any:
 
 def _number_text(number: float) -> str:
     """A double as JavaScript (and the exporter) prints it: ``2`` for 2.0, ``1e-07``→``1e-7``."""
+    text = repr(number)
+    if "e" not in text and "n" not in text:  # most numbers: no exponent, finite
+        return str(int(number)) if text.endswith(".0") else text  # -0.0 too: "0"
     if math.isnan(number):
         return "NaN"
     if math.isinf(number):
         return "+Inf" if number > 0 else "-Inf"
     if number.is_integer() and abs(number) < 1e21:
         return str(int(number))
-    text = repr(number)
     if "e" in text:
         mantissa, exponent = text.split("e")
         sign = "-" if exponent.startswith("-") else "+"
