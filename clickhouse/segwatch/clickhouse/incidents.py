@@ -40,40 +40,23 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
 from .explained import EXPLAINABLE, explained_by
-from .lifecycle import KEY_COLUMNS, cross_parents, segment_text
+from .incident_members import IncidentMember, open_incidents, utc, write_members
+from .lifecycle import cross_parents, segment_text
 
 __all__ = [
-    "MEMBERS_TABLE",
     "IncidentMember",
     "incident_summary",
     "join_incidents",
     "root_rank",
     "settle_incidents",
 ]
-
-MEMBERS_TABLE = "ml_incident_members"
-_COLUMNS = (
-    "incident_id",
-    *KEY_COLUMNS,
-    "anomaly_opened_at",
-    "role",
-    "relation",
-    "reason",
-    "state",
-    "resolved_at",
-    "score",
-    "threshold",
-    "support",
-    "exemplar_trace_ids",
-    "details",
-)
 
 # What names a cause best: lower first (see the module docstring).
 _KIND_RANK = {"feature": 0, "context": 0, "calls": 0, "output": 1, "metric": 2, "label": 3}
@@ -83,78 +66,6 @@ _DETECTOR_RANK = {
     "metric_shift": 2, "metric_shift_seasonal": 2,
     "bias": 3, "performance": 4,
 }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class IncidentMember:
-    """One anomaly of an incident (a row of ``ml_incident_members``)."""
-
-    incident_id: str
-    key: tuple[Any, ...]  # the anomaly's values of KEY_COLUMNS
-    opened_at: dt.datetime
-    role: str = "root"
-    relation: str = "first"
-    reason: str = ""
-    state: str = "open"
-    resolved_at: dt.datetime | None = None
-    score: float = 0.0
-    threshold: float = 0.0
-    support: int = 0
-    exemplar_trace_ids: tuple[str, ...] = ()
-    details: str = ""
-
-    def _column(self, name: str) -> Any:
-        return self.key[KEY_COLUMNS.index(name)]
-
-    @property
-    def detector(self) -> str:
-        return str(self._column("detector"))
-
-    @property
-    def model_name(self) -> str:
-        return str(self._column("model_name"))
-
-    @property
-    def segment_dim(self) -> str:
-        return str(self._column("segment_dim"))
-
-    @property
-    def segment_value(self) -> str:
-        return str(self._column("segment_value"))
-
-    @property
-    def quantity(self) -> str:
-        return str(self._column("quantity"))
-
-    @property
-    def severity(self) -> float:
-        """How far past its threshold: score over threshold."""
-        return float(self.score) / max(float(self.threshold), 1e-12)
-
-    @property
-    def segment(self) -> tuple[str, str]:
-        return (self.segment_dim, self.segment_value)
-
-    @classmethod
-    def of_transition(cls, transition: dict[str, Any]) -> IncidentMember:
-        """The member an ``open`` transition of :func:`~.lifecycle.update_lifecycle` makes."""
-        return cls(
-            incident_id="",
-            key=tuple(transition[k] for k in KEY_COLUMNS),
-            opened_at=_utc(transition["window_end"]),
-            score=float(transition["score"]),
-            threshold=float(transition["threshold"]),
-            support=int(transition["support"]),
-            exemplar_trace_ids=tuple(transition.get("exemplar_trace_ids") or ()),
-            details=str(transition["details"]),
-        )
-
-    def row(self, recorded_at: dt.datetime) -> list[Any]:
-        return [
-            recorded_at, self.incident_id, *self.key, self.opened_at, self.role, self.relation,
-            self.reason, self.state, self.resolved_at, self.score, self.threshold, self.support,
-            list(self.exemplar_trace_ids), self.details,
-        ]  # fmt: skip
 
 
 def root_rank(member: IncidentMember) -> tuple[Any, ...]:
@@ -295,7 +206,7 @@ def join_incidents(
     """
     if not opened:
         return
-    incidents = _open_incidents(client, sorted({t["model_name"] for t in opened}))
+    incidents = open_incidents(client, sorted({t["model_name"] for t in opened}))
     stored = {(m.incident_id, m.key, m.opened_at): m for ms in incidents.values() for m in ms}
     first_of: dict[str, dict[str, Any]] = {}
     joined: list[tuple[dict[str, Any], IncidentMember]] = []
@@ -315,7 +226,10 @@ def join_incidents(
                 first_of[incident_id] = transition
         else:
             incident_id, relation = found
-        anomaly = replace(anomaly, incident_id=incident_id, relation=relation, reason=reason)
+        role = "root" if relation == "first" else "consequence"  # until the incident is ranked
+        anomaly = replace(
+            anomaly, incident_id=incident_id, relation=relation, reason=reason, role=role
+        )
         incidents.setdefault(incident_id, []).append(anomaly)
         joined.append((transition, anomaly))
     touched = {anomaly.incident_id for _, anomaly in joined}
@@ -324,7 +238,7 @@ def join_incidents(
         incidents[incident_id] = _ranked(incidents[incident_id])
         changed += [m for m in incidents[incident_id]
                     if stored.get((m.incident_id, m.key, m.opened_at)) != m]  # fmt: skip
-    _write(client, changed)
+    write_members(client, changed)
     for transition, anomaly in joined:
         members = incidents[anomaly.incident_id]
         same = (anomaly.key, anomaly.opened_at)
@@ -346,20 +260,20 @@ def settle_incidents(client: Client, resolved: Sequence[dict[str, Any]]) -> None
     """
     if not resolved:
         return
-    incidents = _open_incidents(client, sorted({t["model_name"] for t in resolved}))
+    incidents = open_incidents(client, sorted({t["model_name"] for t in resolved}))
     by_key = {m.key: m for ms in incidents.values() for m in ms if m.state == "open"}
     changed: list[IncidentMember] = []
     settled: list[tuple[dict[str, Any], IncidentMember]] = []
     for transition in resolved:
-        member = by_key.get(tuple(transition[k] for k in KEY_COLUMNS))
+        member = by_key.get(IncidentMember.key_of(transition))
         if member is None:
             continue  # opened before incidents were recorded
-        done = replace(member, state="resolved", resolved_at=_utc(transition["window_end"]))
+        done = replace(member, state="resolved", resolved_at=utc(transition["window_end"]))
         members = incidents[member.incident_id]
         members[members.index(member)] = done
         changed.append(done)
         settled.append((transition, done))
-    _write(client, changed)
+    write_members(client, changed)
     alerted: set[str] = set()
     for transition, member in settled:
         members = incidents[member.incident_id]
@@ -372,51 +286,3 @@ def settle_incidents(client: Client, resolved: Sequence[dict[str, Any]]) -> None
         )
         if closed:
             alerted.add(member.incident_id)
-
-
-def _open_incidents(client: Client, models: Iterable[str]) -> dict[str, list[IncidentMember]]:
-    """Every member of the models' open incidents, by incident."""
-    result = client.query(
-        f"SELECT {', '.join(_COLUMNS)} FROM {MEMBERS_TABLE} FINAL "
-        "WHERE model_name IN {models:Array(String)} AND incident_id IN ("
-        f"  SELECT incident_id FROM {MEMBERS_TABLE} FINAL "
-        "  WHERE model_name IN {models:Array(String)} AND state = 'open')",
-        parameters={"models": list(models)},
-    )
-    incidents: dict[str, list[IncidentMember]] = {}
-    n = len(KEY_COLUMNS)
-    for row in result.result_rows:
-        values = dict(zip(_COLUMNS, row, strict=True))
-        member = IncidentMember(
-            incident_id=values["incident_id"],
-            key=tuple(row[1 : 1 + n]),
-            opened_at=_utc(values["anomaly_opened_at"]),
-            role=values["role"],
-            relation=values["relation"],
-            reason=values["reason"],
-            state=values["state"],
-            resolved_at=_utc(values["resolved_at"]) if values["resolved_at"] else None,
-            score=float(values["score"]),
-            threshold=float(values["threshold"]),
-            support=int(values["support"]),
-            exemplar_trace_ids=tuple(values["exemplar_trace_ids"]),
-            details=values["details"],
-        )
-        incidents.setdefault(member.incident_id, []).append(member)
-    return incidents
-
-
-def _write(client: Client, members: Sequence[IncidentMember]) -> None:
-    if not members:
-        return
-    recorded_at = dt.datetime.now(dt.timezone.utc)
-    client.insert(
-        MEMBERS_TABLE,
-        [m.row(recorded_at) for m in members],
-        column_names=["recorded_at", *_COLUMNS],
-    )
-
-
-def _utc(moment: dt.datetime) -> dt.datetime:
-    """The engine returns naive UTC datetimes; make them comparable with aware ones."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
