@@ -16,7 +16,7 @@ T0 = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.timezone.utc)
 
 def _opened(
     detector: str, dim: str, value: str, quantity: str, score: float, *, minutes: int = 0,
-    threshold: float = 0.2, model: str = "fraud",
+    threshold: float = 0.2, model: str = "fraud", means: tuple[float, float] = (0.2, 0.5),
 ) -> dict[str, Any]:  # fmt: skip
     end = T0 + dt.timedelta(minutes=minutes)
     return {
@@ -26,6 +26,7 @@ def _opened(
         "baseline_start": end - dt.timedelta(minutes=75),
         "baseline_end": end - dt.timedelta(minutes=15),
         "score": score, "threshold": threshold, "p_value": 0.001, "support": 500,
+        "baseline_value": means[0], "current_value": means[1],
         "exemplar_trace_ids": ["ab" * 16], "details": f"{quantity} moved for {dim}={value}",
         "statistics": {},
     }  # fmt: skip
@@ -80,10 +81,13 @@ def test_one_fault_seen_by_several_detectors_is_one_incident_named_by_its_input(
     assert roles[("data_range", "feature.amount")] == ("root", "")
     role, reason = roles[("metric_shift", "output.score")]
     assert role == "consequence"
-    assert reason.startswith("a consequence of feature.amount for feature.country=BR (data_range)")
+    assert reason == ("a consequence of feature.amount leaving its range for "
+                      "feature.country=BR (data_range): output.score rose there (metric_shift)")
     # The summary says what is root and what follows from it.
-    assert later[0]["incident_summary"].startswith("feature.amount moved for feature.country=BR. ")
-    assert "As a consequence: " in later[0]["incident_summary"]
+    assert later[0]["incident_summary"] == (
+        "feature.amount moved for feature.country=BR. As a consequence: feature.amount rose "
+        "there (psi_drift); output.score rose there (metric_shift, psi_drift)"
+    )
 
 
 def test_a_missing_feature_and_its_mirror_are_one_incident(client) -> None:  # type: ignore[no-untyped-def]
@@ -161,7 +165,10 @@ def test_anomalies_are_listed_by_incident_root_first_worst_first(client) -> None
         ("root", "feature.hour", "__all__"),  # 1.25x, the whole model
     ]
     assert rows[0]["incident"] == rows[1]["incident"] != rows[2]["incident"]
-    assert rows[1]["details"].startswith("a consequence of feature.amount for feature.country=BR")
+    assert rows[1]["details"].startswith(
+        "a consequence of feature.amount rising for feature.country=BR (psi_drift): "
+        "output.score rose there (metric_shift). "
+    )
     assert rows[1]["details"].endswith("output.score moved for feature.country=BR")
 
 

@@ -8,6 +8,7 @@ state when it resolves): ReplacingMergeTree on ``recorded_at``, read with ``FINA
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,9 +32,19 @@ _COLUMNS = (
     "score",
     "threshold",
     "support",
+    "baseline_value",
+    "current_value",
     "exemplar_trace_ids",
     "details",
 )
+
+
+_CHECKS = {  # detectors whose baseline and current values are not the quantity's means
+    "data_missing": ("went missing", "going missing"),
+    "data_range": ("left its range", "leaving its range"),
+    "data_categories": ("took new values", "taking new values"),
+    "bias": ("drew apart from the rest", "drawing apart from the rest"),
+}
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,8 @@ class IncidentMember:
     score: float = 0.0
     threshold: float = 0.0
     support: int = 0
+    baseline_value: float = math.nan  # the quantity's mean before and in its window
+    current_value: float = math.nan
     exemplar_trace_ids: tuple[str, ...] = ()
     details: str = ""
 
@@ -78,6 +91,18 @@ class IncidentMember:
         return str(self._column("quantity"))
 
     @property
+    def movement(self) -> tuple[str, str]:
+        """What happened to the quantity, as a verb and its -ing form: ``("rose",
+        "rising")``, ``("went missing", "going missing")``, ``("moved", "changing")``
+        (no mean to compare: a category)."""
+        if self.detector in _CHECKS:
+            return _CHECKS[self.detector]
+        before, now = self.baseline_value, self.current_value
+        if not (math.isfinite(before) and math.isfinite(now)) or before == now:
+            return "moved", "changing"
+        return ("rose", "rising") if now > before else ("fell", "falling")
+
+    @property
     def severity(self) -> float:
         """How far past its threshold: score over threshold."""
         return float(self.score) / max(float(self.threshold), 1e-12)
@@ -101,6 +126,8 @@ class IncidentMember:
             score=float(transition["score"]),
             threshold=float(transition["threshold"]),
             support=int(transition["support"]),
+            baseline_value=float(transition.get("baseline_value", math.nan)),
+            current_value=float(transition.get("current_value", math.nan)),
             exemplar_trace_ids=tuple(transition.get("exemplar_trace_ids") or ()),
             details=str(transition["details"]),
         )
@@ -109,7 +136,7 @@ class IncidentMember:
         return [
             recorded_at, self.incident_id, *self.key, self.opened_at, self.role, self.relation,
             self.reason, self.state, self.resolved_at, self.score, self.threshold, self.support,
-            list(self.exemplar_trace_ids), self.details,
+            self.baseline_value, self.current_value, list(self.exemplar_trace_ids), self.details,
         ]  # fmt: skip
 
 
@@ -138,6 +165,8 @@ def open_incidents(client: Client, models: Iterable[str]) -> dict[str, list[Inci
             score=float(values["score"]),
             threshold=float(values["threshold"]),
             support=int(values["support"]),
+            baseline_value=float(values["baseline_value"]),
+            current_value=float(values["current_value"]),
             exemplar_trace_ids=tuple(values["exemplar_trace_ids"]),
             details=values["details"],
         )

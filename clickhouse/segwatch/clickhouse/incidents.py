@@ -126,13 +126,21 @@ def _new_incident_id(anomaly: IncidentMember) -> str:
 
 
 def _reason(member: IncidentMember, root: IncidentMember) -> str:
-    """Why ``member`` belongs to ``root``'s incident, in a sentence."""
-    cause = f"{root.quantity} for {segment_text(*root.segment)} ({root.detector})"
+    """Why ``member`` belongs to ``root``'s incident, in a sentence: "a consequence of
+    feature.amount falling for feature.country=BR (psi_drift): output.score rose there
+    (metric_shift)"."""
+    where = segment_text(*root.segment)
+    cause = f"{root.quantity} {root.movement[1]} for {where} ({root.detector})"
     if "mirror" in (_relation(member, root), _relation(root, member)):
         return (f"the calls of {cause} seen from {member.segment_dim}: "
                 f"{member.quantity} differs for {segment_text(*member.segment)}")  # fmt: skip
+    return f"a consequence of {cause}: {_follows(member, root)} ({member.detector})"
+
+
+def _follows(member: IncidentMember, root: IncidentMember) -> str:
+    """``output.score rose there``, or ``... for <its segment>``."""
     where = "there" if member.segment == root.segment else f"for {segment_text(*member.segment)}"
-    return f"a consequence of {cause}: {member.quantity} moved {where} ({member.detector})"
+    return f"{member.quantity} {member.movement[0]} {where}"
 
 
 def _ranked(members: list[IncidentMember]) -> list[IncidentMember]:
@@ -181,17 +189,14 @@ def incident_summary(members: Sequence[IncidentMember]) -> str:
     root = next((m for m in members if m.role == "root"), None)
     if root is None:
         return ""
-    consequences: dict[tuple[str, tuple[str, str]], list[str]] = {}
+    consequences: dict[str, list[str]] = {}  # what followed, by the detectors that saw it
     for m in members:
         if m.role == "consequence":
-            consequences.setdefault((m.quantity, m.segment), []).append(m.detector)
+            consequences.setdefault(_follows(m, root), []).append(m.detector)
     if not consequences:
         return root.details
-    parts = [
-        f"{quantity} {'there' if segment == root.segment else 'for ' + segment_text(*segment)} "
-        f"({', '.join(sorted(set(detectors)))})"
-        for (quantity, segment), detectors in sorted(consequences.items())
-    ]
+    parts = [f"{what} ({', '.join(sorted(set(detectors)))})"
+             for what, detectors in sorted(consequences.items())]  # fmt: skip
     return f"{root.details}. As a consequence: {'; '.join(parts)}"
 
 

@@ -183,7 +183,8 @@ def _recent_findings(
     """The findings of windows ending in (``since``, ``window_end``], by key, oldest first."""
     recent = client.query(
         f"SELECT {', '.join(KEY_COLUMNS)}, window_start, window_end, baseline_start, "
-        "baseline_end, score, threshold, p_value, support, exemplar_trace_ids, details, "
+        "baseline_end, score, threshold, p_value, support, baseline_value, current_value, "
+        "exemplar_trace_ids, details, "
         "statistics FROM ml_anomalies FINAL "
         "WHERE detector = {detector:String} AND window_end > {since:DateTime('UTC')} "
         "AND window_end <= {window_end:DateTime('UTC')} ORDER BY window_end",

@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS ml_incident_members
     score Float64 COMMENT 'Its score when it opened',
     threshold Float64 COMMENT 'Its detector''s threshold',
     support UInt64 COMMENT 'Calls in its segment during the window it opened in',
+    baseline_value Float64 COMMENT 'Its detector''s baseline value when it opened (the quantity''s mean; a share for data_quality, the gap for bias; NaN for categories)',
+    current_value Float64 COMMENT 'The same in the window it opened in',
     exemplar_trace_ids Array(String) COMMENT 'Trace ids (hex) of calls in its segment during that window',
     details String COMMENT 'Its sentence: what changed, by how much, against what'
 )
