@@ -121,6 +121,10 @@ def test_a_whole_model_drift_one_segment_carries_is_explained_by_it(client) -> N
         "without its 450 calls there, its 900 calls give PSI 0.0"
     )
     assert explained_by(client, whole, ("feature.country", "US")) is None
+    # A finding the raw calls do not reproduce (DE's score never moved) is not explained
+    # away by a cause that is not even among its calls: nothing to attach.
+    calm = _finding("psi_drift", "feature.country", "DE", "output.score", support=450)
+    assert explained_by(client, calm, ("feature.device", "ios")) is None
     # data_missing: amounts missing for BR only (here: every call lacks it, BR or not,
     # so without BR the share stays: not explained).
     missing = _finding("data_missing", "__all__", "__all__", "feature.amount", support=1350,

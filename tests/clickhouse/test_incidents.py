@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
 import numpy as np
 
-from segwatch.clickhouse.incidents import join_incidents, settle_incidents
+from segwatch.clickhouse.incident_members import IncidentMember
+from segwatch.clickhouse.incidents import _still_resolved, join_incidents, settle_incidents
 from segwatch.clickhouse.lifecycle import EVENT_COLUMNS
 from segwatch.clickhouse.queries import AnomalyFilter, list_anomalies
 
@@ -81,8 +83,10 @@ def test_one_fault_seen_by_several_detectors_is_one_incident_named_by_its_input(
     assert roles[("data_range", "feature.amount")] == ("root", "")
     role, reason = roles[("metric_shift", "output.score")]
     assert role == "consequence"
-    assert reason == ("a consequence of feature.amount leaving its range for "
-                      "feature.country=BR (data_range): output.score rose there (metric_shift)")
+    assert reason == (
+        "a consequence of feature.amount leaving its range for "
+        "feature.country=BR (data_range): output.score rose there (metric_shift)"
+    )
     # The summary says what is root and what follows from it.
     assert later[0]["incident_summary"] == (
         "feature.amount moved for feature.country=BR. As a consequence: feature.amount rose "
@@ -218,7 +222,9 @@ def test_a_shift_that_only_the_roots_calls_carry_is_its_consequence(client) -> N
     assert relation == "explained"
     assert reason.startswith("explained by output.score for feature.country=BR (psi_drift): "
                              "without its 600 calls there, its 300 calls give mean ")  # fmt: skip
-    assert "against the usual 0.2: robust z 0.0" in reason and reason.endswith(", under 4")
+    assert "against the usual 0.2: robust z 0.0" in reason and reason.endswith(
+        ", under 4 (with them 33.3)"
+    )
 
 
 def test_a_finding_the_raw_calls_do_not_hold_is_not_explained(client) -> None:  # type: ignore[no-untyped-def]
@@ -230,3 +236,40 @@ def test_a_finding_the_raw_calls_do_not_hold_is_not_explained(client) -> None:  
     join_incidents(client, [root])
     join_incidents(client, [decile])
     assert decile["incident_id"] != root["incident_id"] and decile["incident_alert"] is True
+
+
+def test_a_later_fault_in_the_same_segment_is_an_incident_of_its_own(client) -> None:  # type: ignore[no-untyped-def]
+    """An anomaly that stays open (new categories in a field that keeps getting new ones)
+    must not swallow a fault in its segment hours later: a consequence would not alert."""
+    lasting = _opened("data_categories", "feature.country", "BR", "feature.merchant", 0.05,
+                      threshold=0.01)  # fmt: skip
+    join_incidents(client, [lasting])
+    later = _opened("psi_drift", "feature.country", "BR", "feature.amount", 4.0, minutes=180)
+    join_incidents(client, [later])
+    assert later["incident_id"] != lasting["incident_id"] and later["incident_alert"] is True
+    soon = _opened("metric_shift", "feature.country", "BR", "output.score", 9.0, minutes=185,
+                   threshold=4.0)  # fmt: skip
+    join_incidents(client, [soon])  # within two hours of the latest: the same fault
+    assert soon["incident_id"] == later["incident_id"] and soon["incident_alert"] is False
+
+
+def test_a_replay_of_the_past_does_not_join_todays_incidents(client) -> None:  # type: ignore[no-untyped-def]
+    today = _opened("psi_drift", "feature.country", "BR", "feature.amount", 4.0, minutes=24 * 60)
+    join_incidents(client, [today])
+    # a day earlier, as `segwatch detect --from` runs it
+    replayed = _opened("metric_shift", "feature.country", "BR", "output.score", 9.0,
+                       threshold=4.0)  # fmt: skip
+    join_incidents(client, [replayed])
+    assert replayed["incident_id"] != today["incident_id"] and replayed["incident_alert"] is True
+
+
+def test_a_member_another_run_resolved_is_not_reopened_by_a_rewrite(client) -> None:  # type: ignore[no-untyped-def]
+    """A run ranks an incident from what it read; meanwhile another collector's run resolved
+    one of its members. The rewrite of that member keeps it resolved."""
+    score = _opened("metric_shift", "feature.country", "BR", "output.score", 9.0, threshold=4.0)
+    join_incidents(client, [score])
+    settle_incidents(client, [_resolved(score, 10)])
+    stale = IncidentMember.of_transition(score)
+    stale = dataclasses.replace(stale, incident_id=score["incident_id"], role="root")
+    rewritten = _still_resolved(client, [dataclasses.replace(stale, role="consequence")])
+    assert [(m.role, m.state) for m in rewritten] == [("consequence", "resolved")]

@@ -17,7 +17,15 @@ from clickhouse_connect.driver.client import Client
 
 from .lifecycle import KEY_COLUMNS
 
-__all__ = ["MEMBERS_TABLE", "IncidentMember", "open_incidents", "utc", "write_members"]
+__all__ = [
+    "JOIN_WITHIN",
+    "MEMBERS_TABLE",
+    "IncidentMember",
+    "open_incidents",
+    "read_members",
+    "utc",
+    "write_members",
+]
 
 MEMBERS_TABLE = "ml_incident_members"
 _COLUMNS = (
@@ -140,14 +148,49 @@ class IncidentMember:
         ]  # fmt: skip
 
 
-def open_incidents(client: Client, models: Iterable[str]) -> dict[str, list[IncidentMember]]:
-    """Every member of the models' open incidents, by incident."""
+JOIN_WITHIN = dt.timedelta(hours=2)
+"""How long after an incident's latest anomaly opened another may still join it. One
+fault's anomalies open within the persistence windows of each detector (at most 45 minutes
+with the default cadences: bias's 2 of 3 windows 15 minutes apart); a later one in the
+same segment is another fault, not a consequence of one long open."""
+
+
+def open_incidents(
+    client: Client, models: Iterable[str], joinable_at: dt.datetime | None = None
+) -> dict[str, list[IncidentMember]]:
+    """Every member of the models' open incidents, by incident. With ``joinable_at``: the
+    incidents an anomaly opening then may join, as they stood then (a replay of last month
+    does not join today's incidents): one of their anomalies was open at that moment and
+    the latest opened at most :data:`JOIN_WITHIN` before it."""
+    if joinable_at is None:
+        chosen = "state = 'open'"
+        parameters: dict[str, Any] = {"models": list(models)}
+    else:
+        chosen = (
+            "anomaly_opened_at <= {at:DateTime('UTC')} GROUP BY incident_id "
+            "HAVING max(anomaly_opened_at) >= {at:DateTime('UTC')} - "
+            "toIntervalSecond({within:UInt32}) AND countIf(state = 'open' "
+            "OR resolved_at > {at:DateTime('UTC')}) > 0"
+        )
+        parameters = {"models": list(models), "at": joinable_at.strftime("%Y-%m-%d %H:%M:%S"),
+                      "within": int(JOIN_WITHIN.total_seconds())}  # fmt: skip
+    return read_members(
+        client,
+        "model_name IN {models:Array(String)} AND incident_id IN ("
+        f"SELECT incident_id FROM {MEMBERS_TABLE} FINAL "
+        f"WHERE model_name IN {{models:Array(String)}} AND {chosen})",
+        parameters,
+    )
+
+
+def read_members(
+    client: Client, where: str, parameters: dict[str, Any]
+) -> dict[str, list[IncidentMember]]:
+    """The members ``where`` (a condition made by this package; values in ``parameters``)
+    selects, by incident."""
     result = client.query(
-        f"SELECT {', '.join(_COLUMNS)} FROM {MEMBERS_TABLE} FINAL "
-        "WHERE model_name IN {models:Array(String)} AND incident_id IN ("
-        f"  SELECT incident_id FROM {MEMBERS_TABLE} FINAL "
-        "  WHERE model_name IN {models:Array(String)} AND state = 'open')",
-        parameters={"models": list(models)},
+        f"SELECT {', '.join(_COLUMNS)} FROM {MEMBERS_TABLE} FINAL WHERE {where}",
+        parameters=parameters,
     )
     incidents: dict[str, list[IncidentMember]] = {}
     n = len(KEY_COLUMNS)

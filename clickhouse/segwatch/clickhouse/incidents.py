@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -47,7 +48,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from .explained import EXPLAINABLE, explained_by
-from .incident_members import IncidentMember, open_incidents, utc, write_members
+from .incident_members import IncidentMember, open_incidents, read_members, utc, write_members
 from .lifecycle import cross_parents, segment_text
 
 __all__ = [
@@ -157,6 +158,7 @@ def _ranked(members: list[IncidentMember]) -> list[IncidentMember]:
 
 
 _MOST_CAUSES_TRIED = 5
+_logger = logging.getLogger(__name__)
 
 
 def _explaining_incident(
@@ -176,7 +178,12 @@ def _explaining_incident(
         key=lambda m: -m.severity,
     )  # fmt: skip
     for root in roots[:_MOST_CAUSES_TRIED]:
-        evidence = explained_by(client, transition, root.segment, parameters)
+        try:
+            evidence = explained_by(client, transition, root.segment, parameters)
+        except Exception:  # an incident of its own rather than a run that fails after the
+            # lifecycle recorded its transitions (they would never be notified)
+            _logger.exception("recomputing %s without %s failed", transition["details"], root)
+            continue
         if evidence:
             reason = (f"explained by {root.quantity} for {segment_text(*root.segment)} "
                       f"({root.detector}): {evidence}")  # fmt: skip
@@ -211,7 +218,8 @@ def join_incidents(
     """
     if not opened:
         return
-    incidents = open_incidents(client, sorted({t["model_name"] for t in opened}))
+    moment = max(utc(t["window_end"]) for t in opened)
+    incidents = open_incidents(client, sorted({t["model_name"] for t in opened}), moment)
     stored = {(m.incident_id, m.key, m.opened_at): m for ms in incidents.values() for m in ms}
     first_of: dict[str, dict[str, Any]] = {}
     joined: list[tuple[dict[str, Any], IncidentMember]] = []
@@ -243,7 +251,7 @@ def join_incidents(
         incidents[incident_id] = _ranked(incidents[incident_id])
         changed += [m for m in incidents[incident_id]
                     if stored.get((m.incident_id, m.key, m.opened_at)) != m]  # fmt: skip
-    write_members(client, changed)
+    write_members(client, _still_resolved(client, changed))
     for transition, anomaly in joined:
         members = incidents[anomaly.incident_id]
         same = (anomaly.key, anomaly.opened_at)
@@ -254,6 +262,22 @@ def join_incidents(
             incident_alert=first_of.get(anomaly.incident_id) is transition,
             incident_summary=incident_summary(members),
         )
+
+
+def _still_resolved(client: Client, changed: list[IncidentMember]) -> list[IncidentMember]:
+    """``changed`` with the state each member has in the store now: another collector may
+    have resolved one while this run ranked its incident (a rewrite must not reopen it)."""
+    ids = sorted({m.incident_id for m in changed})
+    if not ids:
+        return changed
+    now = read_members(client, "incident_id IN {ids:Array(String)}", {"ids": ids})
+    resolved = {(m.key, m.opened_at): m for ms in now.values() for m in ms
+                if m.state == "resolved"}  # fmt: skip
+    return [
+        replace(m, state="resolved", resolved_at=resolved[(m.key, m.opened_at)].resolved_at)
+        if m.state == "open" and (m.key, m.opened_at) in resolved else m
+        for m in changed
+    ]  # fmt: skip
 
 
 def settle_incidents(client: Client, resolved: Sequence[dict[str, Any]]) -> None:

@@ -155,7 +155,7 @@ def update_lifecycle(
     open_now, decided = _states_before(client, detector, window_end)
     window = {"window_start": window_start, "window_end": window_end}
     opened = [
-        {**findings[-1], **window, "state": "open"}
+        {**findings[-1], **_found_in(findings[-1]), **window, "state": "open"}
         for key, findings in found.items()
         if key not in open_now
         and key not in decided
@@ -175,6 +175,13 @@ def update_lifecycle(
             column_names=["recorded_at", *EVENT_COLUMNS],
         )
     return opened, resolved
+
+
+def _found_in(finding: dict[str, Any]) -> dict[str, Any]:
+    """The window a finding was found in, kept apart from the transition's window (the
+    run that opened it may have found nothing itself: k of n windows)."""
+    return {"found_window_start": finding["window_start"],
+            "found_window_end": finding["window_end"]}  # fmt: skip
 
 
 def _recent_findings(
