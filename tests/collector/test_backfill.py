@@ -251,3 +251,18 @@ def test_a_column_of_numbers_stays_numbers_in_a_chunk_where_some_text_turns_up(
         "WHERE segment_dim = '__all__' AND quantity = 'feature.amount'"
     ).result_rows  # fmt: skip
     assert (numbers, categories) == (599, {"n/a": 1})
+
+
+def test_a_nan_written_as_text_is_missing_as_in_a_baseline(client, tmp_path: Path) -> None:
+    """``NaN`` in a CSV cell: ``segwatch baseline`` reads it as MISSING, so backfill must too
+    (a text ``NaN`` made the column categories, and the two paths drifted apart)."""
+    calls = [dict(c, amount=c["amount"] or 1.0) for c in _calls(300, seed=5)]
+    for i, text in ((3, "NaN"), (4, "nan"), (250, "NaN")):
+        calls[i]["amount"] = text
+    path = _write_csv(tmp_path / "calls.csv", calls)
+    backfill_file(client, str(path), model="fraud", timestamp="ts", chunk_rows=200)
+    (numbers, missing, categories), = client.query(
+        "SELECT sum(numeric_count), sum(missing), sumMap(categories) FROM ml_segment_aggregates "
+        "WHERE segment_dim = '__all__' AND quantity = 'feature.amount'"
+    ).result_rows  # fmt: skip
+    assert (numbers, missing, categories) == (297, 3, {})

@@ -52,11 +52,17 @@ class LoggedChunk:
     first_line: int  # the line of its first row in a CSV (the header is line 1)
 
 
+NAN_TEXTS = ["", "nan", "NaN", "NAN", "-nan", "-NaN", "+nan"]
+"""Cells that are MISSING: empty, or a NaN as Python's ``float()`` reads it, so a file of
+logged calls reads as ``segwatch baseline`` reads the same file (NaN is MISSING); other
+texts ("NA", "null") are kept as written."""
+
+
 def read_chunks(path: str, chunk_rows: int = CHUNK_ROWS) -> Iterator[LoggedChunk]:
     """The file's rows, ``chunk_rows`` at a time, as columns.
 
     A CSV is read by pandas when it is installed (its C reader: an empty cell
-    is MISSING, every other text kept as written), else by
+    or a NaN is MISSING (:data:`NAN_TEXTS`), every other text kept as written), else by
     :func:`~.profiles.read_table`; parquet needs pandas and pyarrow (read whole).
     """
     if path.endswith(".parquet"):
@@ -67,8 +73,8 @@ def read_chunks(path: str, chunk_rows: int = CHUNK_ROWS) -> Iterator[LoggedChunk
     except ImportError:
         yield from _table_chunks(read_table(path), chunk_rows)
         return
-    reader = pd.read_csv(path, chunksize=chunk_rows, keep_default_na=False, na_values=[""],
-                         low_memory=False)  # fmt: skip
+    reader = pd.read_csv(path, chunksize=chunk_rows, keep_default_na=False,
+                         na_values=NAN_TEXTS, low_memory=False)  # fmt: skip
     line = 2
     with reader:
         while True:
