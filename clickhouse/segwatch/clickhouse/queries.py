@@ -18,6 +18,7 @@ __all__ = [
     "AnomalyFilter",
     "QueryResult",
     "add_exemplar_span_ids",
+    "anomaly_incidents_sql",
     "anomaly_states_sql",
     "json_value",
     "list_anomalies",
@@ -159,44 +160,31 @@ def anomaly_states_sql() -> str:
 
 _ANOMALY_STATES = anomaly_states_sql()
 
+
+def anomaly_incidents_sql() -> str:
+    """Every anomaly's current state with its incident (``anomaly_incidents.sql``: role,
+    reason, severity, specificity, incident_key), to wrap as a subquery; parameter
+    ``model`` (``''``: every model)."""
+    text = resources.files("segwatch.clickhouse").joinpath("anomaly_incidents.sql")
+    return text.read_text("utf-8").replace("/*@anomaly_states*/", f"\n{_ANOMALY_STATES}\n")
+
+
+_ANOMALY_INCIDENTS = anomaly_incidents_sql()
+
 _STATES_QUERY = f"""
-SELECT incident, role, state, opened_at, resolved_at, detector, model_name, model_version,
-       model_stage, segment_dim, segment_value, quantity, score, support, exemplar_trace_id,
-       details
+SELECT incident, role, current_state AS state, opened_at, resolved_at, detector, model_name,
+       model_version, model_stage, segment_dim, segment_value, quantity,
+       round(last_score, 4) AS score, last_support AS support,
+       last_exemplars[1] AS exemplar_trace_id,
+       if(reason = '', last_details, concat(reason, '. ', last_details)) AS details
 FROM (
     SELECT *,
-           max(state = 'open') OVER incident_rows AS incident_open,
+           max(current_state = 'open') OVER incident_rows AS incident_open,
            max(severity) OVER incident_rows AS incident_severity,
            max(if(role = 'root', specificity, 0)) OVER incident_rows AS incident_specificity
-    FROM (
-        SELECT if(m.incident_id = '', '', m.incident_id) AS incident,
-               if(m.role = '', 'root', m.role) AS role,
-               s.current_state AS state, s.opened_at AS opened_at, s.resolved_at AS resolved_at,
-               s.detector AS detector, s.model_name AS model_name,
-               s.model_version AS model_version, s.model_stage AS model_stage,
-               s.segment_dim AS segment_dim, s.segment_value AS segment_value,
-               s.quantity AS quantity, round(s.last_score, 4) AS score,
-               s.last_support AS support, s.last_exemplars[1] AS exemplar_trace_id,
-               if(m.reason = '', s.last_details, concat(m.reason, '. ', s.last_details)) AS details,
-               s.last_change AS last_change,
-               s.last_score / greatest(s.last_threshold, 1e-12) AS severity,
-               -- a cross is more specific than a segment, a segment than the whole model
-               if(s.segment_dim = '__all__', 0, 1 + length(splitByString('×', s.segment_dim)))
-                   AS specificity,
-               -- an anomaly opened before incidents were recorded stands alone
-               if(m.incident_id = '', concat(s.detector, '\x1f', s.model_name, '\x1f',
-                  s.model_version, '\x1f', s.model_stage, '\x1f', s.segment_dim, '\x1f',
-                  s.segment_value, '\x1f', s.quantity), m.incident_id) AS incident_key
-        FROM ({_ANOMALY_STATES}) AS s
-        LEFT JOIN (SELECT * FROM ml_incident_members FINAL
-                   WHERE {{model:String}} = '' OR model_name = {{model:String}}) AS m
-            ON m.detector = s.detector AND m.model_name = s.model_name
-           AND m.model_version = s.model_version AND m.model_stage = s.model_stage
-           AND m.segment_dim = s.segment_dim AND m.segment_value = s.segment_value
-           AND m.quantity = s.quantity AND m.anomaly_opened_at = s.opened_at
-        WHERE ({{state:String}} = 'all' OR s.current_state = {{state:String}})
-          AND ({{since:UInt64}} = 0 OR s.last_change >= now() - toIntervalSecond({{since:UInt64}}))
-    )
+    FROM ({_ANOMALY_INCIDENTS})
+    WHERE ({{state:String}} = 'all' OR current_state = {{state:String}})
+      AND ({{since:UInt64}} = 0 OR last_change >= now() - toIntervalSecond({{since:UInt64}}))
     WINDOW incident_rows AS (PARTITION BY incident_key)
 )
 -- Incidents, open first, the most severe then the most specific; in each its root first.

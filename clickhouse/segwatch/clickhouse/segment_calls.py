@@ -19,10 +19,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .lifecycle import cross_parents
+
 __all__ = ["segment_condition"]
 
-_CROSS = "×"
-_CROSS_VALUE = " × "
 _NUMBER = r"(-?(?:[0-9.]+(?:e[+-]?[0-9]+)?|inf))"
 _HALF_OPEN = re.compile(rf"^\[{_NUMBER}, {_NUMBER}\)$")  # [a, b): log, linear, edges
 _NEGATIVE = re.compile(rf"^\({_NUMBER}, {_NUMBER}\]$")  # (-a, -b]: negative log buckets
@@ -39,13 +39,12 @@ def segment_condition(
     so two segments' conditions can share one query."""
     if segment_dim == "__all__":
         return "1", {}
-    dims = segment_dim.split(_CROSS)
-    values = segment_value.split(_CROSS_VALUE)
-    if len(dims) != len(values):
-        return None
+    segments = cross_parents(segment_dim, segment_value) or [(segment_dim, segment_value)]
+    if "×" in segment_dim and len(segments) == 1:
+        return None  # a cross whose value does not split into one per dimension
     parts: list[str] = []
     parameters: dict[str, Any] = {}
-    for i, (dim, value) in enumerate(zip(dims, values, strict=True)):
+    for i, (dim, value) in enumerate(segments):
         one = _one(dim, value, f"{name}_{i}")
         if one is None:
             return None

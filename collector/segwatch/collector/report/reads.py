@@ -21,7 +21,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from segwatch.clickhouse.queries import QueryResult, anomaly_states_sql, run_query
+from segwatch.clickhouse.queries import QueryResult, anomaly_incidents_sql, run_query
 from segwatch.clickhouse.store import error_code
 
 __all__ = [
@@ -107,14 +107,15 @@ def _budget_error(code: int, budget: ReadBudget) -> ReportBudgetError:
 @cache
 def _sql(name: str) -> str:
     """This folder's ``name``, its markers filled: ``/*@statistics*/`` with the detectors'
-    shared statistics (sw_psi, sw_bin_counts, sw_key_value, ...), ``/*@anomaly_states*/``
-    with the query of every anomaly's current state that ``segwatch anomalies`` reads."""
+    shared statistics (sw_psi, sw_bin_counts, sw_key_value, ...), ``/*@anomaly_incidents*/``
+    with the query of every anomaly's current state and incident that ``segwatch
+    anomalies`` reads."""
     text = resources.files(__package__).joinpath(name).read_text("utf-8")
     if "/*@statistics*/" in text:
         statistics = resources.files("segwatch.clickhouse.detectors").joinpath("statistics.sql")
         text = text.replace("/*@statistics*/", statistics.read_text("utf-8"))
-    if "/*@anomaly_states*/" in text:
-        text = text.replace("/*@anomaly_states*/", f"\n{anomaly_states_sql()}\n")
+    if "/*@anomaly_incidents*/" in text:
+        text = text.replace("/*@anomaly_incidents*/", f"\n{anomaly_incidents_sql()}\n")
     return text
 
 
