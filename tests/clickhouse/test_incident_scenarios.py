@@ -6,7 +6,10 @@ windows of the fault's last half hour as the scheduler would (each at its
 cadence's boundaries, oldest first), with the config's defaults: persistence,
 FDR, minimum support. Every model scores its calls from its inputs, so its
 segments differ all the time without any fault, and no expected bias is
-declared. Each seed is its own model: the detectors test every seed in one run.
+declared. Each seed is its own model: the detectors test every seed in one run. Their
+false-discovery control then pools every model's tests, the faulted ones' true findings
+included, which makes BH more lenient for the clean models than a run of their own would
+be: their silence here is the harder claim.
 """
 
 from __future__ import annotations
