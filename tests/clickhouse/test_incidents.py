@@ -273,3 +273,20 @@ def test_a_member_another_run_resolved_is_not_reopened_by_a_rewrite(client) -> N
     stale = dataclasses.replace(stale, incident_id=score["incident_id"], role="root")
     rewritten = _still_resolved(client, [dataclasses.replace(stale, role="consequence")])
     assert [(m.role, m.state) for m in rewritten] == [("consequence", "resolved")]
+
+
+def test_an_open_incident_is_listed_whole_when_its_root_resolved_first(client) -> None:  # type: ignore[no-untyped-def]
+    root = _opened("data_range", "feature.country", "BR", "feature.amount", 0.03, threshold=0.01)
+    echo = _opened("psi_drift", "feature.country", "BR", "output.score", 4.6)
+    _record(client, [root, echo])
+    join_incidents(client, [root, echo])
+    gone = _resolved(root, 20)
+    _record(client, [gone])
+    settle_incidents(client, [gone])
+    listed = list_anomalies(client, AnomalyFilter(state="open"))
+    rows = [dict(zip(listed.columns, row, strict=True)) for row in listed.rows]
+    assert [(r["role"], r["state"], r["detector"]) for r in rows] == [
+        ("root", "resolved", "data_range"),  # the incident is open: its root is shown too
+        ("consequence", "open", "psi_drift"),
+    ]
+    assert list_anomalies(client, AnomalyFilter(state="resolved")).rows == []

@@ -180,13 +180,16 @@ SELECT incident, role, current_state AS state, opened_at, resolved_at, detector,
 FROM (
     SELECT *,
            max(current_state = 'open') OVER incident_rows AS incident_open,
+           max(last_change) OVER incident_rows AS incident_change,
            max(severity) OVER incident_rows AS incident_severity,
            max(if(role = 'root', specificity, 0)) OVER incident_rows AS incident_specificity
     FROM ({_ANOMALY_INCIDENTS})
-    WHERE ({{state:String}} = 'all' OR current_state = {{state:String}})
-      AND ({{since:UInt64}} = 0 OR last_change >= now() - toIntervalSecond({{since:UInt64}}))
     WINDOW incident_rows AS (PARTITION BY incident_key)
 )
+-- By incident: an open incident is listed whole (a root that resolved while a consequence
+-- is open included), a resolved one once all of it resolved.
+WHERE ({{state:String}} = 'all' OR ({{state:String}} = 'open') = incident_open)
+  AND ({{since:UInt64}} = 0 OR incident_change >= now() - toIntervalSecond({{since:UInt64}}))
 -- Incidents, open first, the most severe then the most specific; in each its root first.
 ORDER BY incident_open DESC, incident_severity DESC, incident_specificity DESC, incident_key,
          role = 'root' DESC, severity DESC, last_change DESC
@@ -214,13 +217,15 @@ LIMIT {limit:UInt32}
 def list_anomalies(client: Client, selection: AnomalyFilter | None = None) -> QueryResult:
     """The anomalies grouped by incident, or each run's findings.
 
-    Incidents come open first, then by severity (the largest score over threshold
-    of their anomalies) and specificity (a cross, a segment, the whole model);
-    in each, the root first and its consequences after it (``role``), each
-    consequence's ``details`` starting with why it belongs. An anomaly's
-    ``details`` is the sentence it opened with: a resolved one keeps it (its
-    ``resolved_at`` says when it ended), not its resolution's "not found in the
-    last windows". ``FINAL``: one row per key whatever the merges have done so far.
+    ``state`` and ``since`` select incidents, whole: an open incident is listed with
+    every anomaly it has, one that resolved included (its root may resolve before its
+    consequences); ``limit`` counts rows. Incidents come open first, then by severity
+    (the largest score over threshold of their anomalies) and specificity (a cross, a
+    segment, the whole model); in each, the root first and its consequences after it
+    (``role``), each consequence's ``details`` starting with why it belongs. An
+    anomaly's ``details`` is the sentence it opened with: a resolved one keeps it (its
+    ``resolved_at`` says when it ended), not its resolution's "not found in the last
+    windows". ``FINAL``: one row per key whatever the merges have done so far.
     """
     selection = selection or AnomalyFilter()
     parameters = {

@@ -1,8 +1,8 @@
 -- One model's anomalies by incident (segwatch.clickhouse's anomaly_incidents.sql, what
--- segwatch anomalies reads): every open one, and those resolved since {start}; each with
--- the sentence, score, support and exemplar trace ids of the last window it was open in (a
--- resolved anomaly keeps the explanation it opened with), its incident, role (root or
--- consequence) and the reason it belongs. Ordered as segwatch anomalies lists them: open
+-- segwatch anomalies reads): every open incident, whole, and those resolved since {start};
+-- each anomaly with the sentence, score, support and exemplar trace ids of the last window
+-- it was open in (a resolved anomaly keeps the explanation it opened with), its incident,
+-- role (root or consequence) and the reason it belongs. Ordered as segwatch anomalies lists them: open
 -- incidents first, the most severe first, the root first in each. The first 100; each row
 -- carries the totals before the LIMIT (`total`, `open_total`, `open_incidents`).
 -- Parameters: model, start.
@@ -15,11 +15,13 @@ SELECT current_state AS state, opened_at, resolved_at, detector, model_version, 
 FROM (
     SELECT *,
            max(current_state = 'open') OVER incident_rows AS incident_open,
+           max(last_change) OVER incident_rows AS incident_change,
            max(severity) OVER incident_rows AS incident_severity
     FROM (/*@anomaly_incidents*/)
-    WHERE current_state = 'open' OR last_change >= {start:DateTime('UTC')}
     WINDOW incident_rows AS (PARTITION BY incident_key)
 )
+-- whole incidents: every open one (its resolved anomalies too), those changed since start
+WHERE incident_open OR incident_change >= {start:DateTime('UTC')}
 ORDER BY incident_open DESC, incident_severity DESC, incident_key, role = 'root' DESC,
          score DESC
 LIMIT 100
