@@ -343,7 +343,7 @@ def _fill_columns(
     """Each quantity's and context's values, as one chunk of (rows, values) per column."""
     valued = kvs.kind != NO_VALUE
     at = np.flatnonzero((key_kind == _COLUMN) & (row_of_span[kvs.span] >= 0) & valued)
-    at = at[np.argsort(kvs.key_codes[at], kind="stable")]  # by key, then in row order
+    at = at[_stable_order(kvs.key_codes[at], len(kvs.key_names))]  # by key, then in row order
     keys = kvs.key_codes[at]
     rows = row_of_span[kvs.span[at]]
     kind = kvs.kind[at]
@@ -373,3 +373,11 @@ def _fill_columns(
                 LabelChunk(rows[lo:hi][label], codes.astype(np.int64),
                            [dictionary[i] for i in distinct.tolist()])
             )  # fmt: skip
+
+
+def _stable_order(codes: npt.NDArray[np.int64], distinct: int) -> npt.NDArray[np.intp]:
+    """``np.argsort(codes, kind="stable")`` for codes in ``[0, distinct)``: as 16-bit
+    integers when they fit, which numpy sorts by radix, several times faster."""
+    if distinct <= 1 << 16:
+        return np.argsort(codes.astype(np.uint16), kind="stable")
+    return np.argsort(codes, kind="stable")

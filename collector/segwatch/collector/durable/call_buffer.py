@@ -366,6 +366,7 @@ class CallBuffer:
                     time.sleep(0.001)
                 continue
             unit = flush_unit(taken, self._spool)
+            del taken  # joined into the unit: its batches need not outlive the join
             self._in_flight_calls = len(unit.batch)
             error = self._writer.write(unit)
             if error is None or self._writer.set_aside(unit, error):
@@ -391,6 +392,7 @@ class CallBuffer:
                         self._cond.notify_all()  # reserve() may spill instead of waiting
                     if self._stopping:
                         return  # what is left stays in the spool for the next start
+            del unit  # not kept while the flusher waits for the next flush (a retry keeps it)
 
     def _wants_refill(self) -> bool:
         """Spilled calls wait and there is room for them (under the lock)."""
