@@ -6,7 +6,7 @@ import datetime as dt
 
 from shop_traffic import END, ingest, traffic
 
-from segwatch.clickhouse.rollups import FIVE_MINUTES, ONE_HOUR, roll_up
+from segwatch.clickhouse.rollups import FIVE_MINUTES, ONE_HOUR, _chunks, _consecutive, roll_up
 
 _TOTALS = (
     "SELECT segment_dim, segment_value, quantity, toStartOfHour(bucket_start) AS hour, "
@@ -55,3 +55,14 @@ def test_a_bucket_rolled_before_it_settled_is_rolled_again_once(client, recorder
         "WHERE segment_dim = '__all__' AND quantity = 'feature.color'"
     ).result_rows[0]
     assert calls == sum(1 for at, _ in rows if at >= END - 600)
+
+
+def test_a_long_roll_up_is_inserted_in_pieces() -> None:
+    """A first run rolls up hours of history: each insert holds at most half an hour of
+    buckets (bounding its memory), and the pieces cover every bucket once, in order."""
+    five = FIVE_MINUTES.seconds
+    runs = _consecutive([b * five for b in [*range(30), *range(40, 45)]], five)
+    pieces = _chunks(runs, 1800 // five)
+    assert [len(piece) for piece in pieces] == [6, 6, 6, 6, 6, 5]
+    assert [b for piece in pieces for b in piece] == [b for run in runs for b in run]
+    assert _chunks(_consecutive([0, 3600], 3600), 1) == [[0], [3600]]

@@ -23,6 +23,7 @@ from clickhouse_connect.driver.client import Client
 from .incidents import join_incidents, settle_incidents
 from .lifecycle import KEY_COLUMNS, Persistence, most_specific, update_lifecycle
 from .rollups import FIVE_MINUTES, ONE_HOUR, roll_up
+from .store import DETECTOR_SETTINGS
 from .yaml_schema import ListOf, MapOf, Problems, Record, Scalar, listing, matches, read
 
 if TYPE_CHECKING:  # importlib.resources.abc is Python 3.11+; only annotations use it
@@ -343,7 +344,7 @@ def _should_run(client: Client, spec: DetectorSpec, parameters: dict[str, Any]) 
 
 def _find(client: Client, spec: DetectorSpec, parameters: dict[str, Any]) -> list[dict[str, Any]]:
     """The detector's query with these parameters; stores and returns the new findings."""
-    result = client.query(spec.sql, parameters=parameters)
+    result = client.query(spec.sql, parameters=parameters, settings=DETECTOR_SETTINGS)
     if not result.result_rows:
         return []  # the embedded engine reports no column names for an empty result
     names = list(result.column_names)

@@ -26,6 +26,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 __all__ = [
     "DEFAULT_DATABASE",
     "DEFAULT_DSN",
+    "DETECTOR_SETTINGS",
     "StoreError",
     "StoreLocation",
     "StoreLockedError",
@@ -41,6 +42,18 @@ __all__ = [
 DEFAULT_DSN = "chdb://./segwatch-data"
 DEFAULT_DATABASE = "segwatch"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+DETECTOR_SETTINGS: dict[str, int] = {
+    # A detector run's queries and roll-ups aggregate and sort every segment of their
+    # windows, in the collector's own process when the store is embedded: past these
+    # sizes their GROUP BY and ORDER BY spill to disk instead of growing the process,
+    # and a query that still needs more than max_memory_usage fails (that run only)
+    # rather than take the collector's memory.
+    "max_bytes_before_external_group_by": 200 << 20,
+    "max_bytes_before_external_sort": 200 << 20,
+    "max_memory_usage": 1 << 30,
+}
+"""Settings of every query a detector run makes (see :mod:`segwatch.clickhouse.detection`)."""
 
 
 class StoreError(RuntimeError):
