@@ -177,7 +177,7 @@ def _scan(request: Any, oldest_ns: int, limits: RequestLimits) -> ModelCallBatch
     _fill_columns(batch, columns, kvs, key_kind, row_of_span, strings)
     if len(accepted):
         origin_of_span = np.repeat(np.arange(len(origins), dtype=np.int64), origin_sizes)
-        source = SerializedSpans(blobs, origin_of_span, origins)
+        source = SerializedSpans(spans.data, spans.span_stop, origin_of_span, origins)
         batch.span_origins.append(SpanOrigin(0, accepted, source))
     return batch
 

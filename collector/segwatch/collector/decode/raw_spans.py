@@ -3,8 +3,10 @@
 The model-call columns keep what the detectors need; a trace view needs the
 span itself (name, parent, kind, status, events, links, every attribute) with
 its resource and scope. Neither reader copies anything for it: the fast reader
-keeps the list of serialized spans upb handed it, the reference reader the
-parsed messages, each with the resource and scope they arrived under. Only the
+keeps the buffer its span table joined the serialized spans into (one object
+per request, not one per span: a flush keeps tens of thousands of them), the
+reference reader the parsed messages, each with the resource and scope they
+arrived under. Only the
 spans ``storage.traces`` writes (a sampled share and the aggregates'
 exemplars, a few per thousand) are ever parsed back, by :meth:`record`, on the
 flusher's thread.
@@ -28,13 +30,15 @@ __all__ = ["ParsedSpans", "SerializedSpans"]
 
 @dataclass(frozen=True)
 class SerializedSpans:
-    """A request's spans as serialized ``Span`` messages (the fast reader's).
+    """A request's spans as serialized ``Span`` messages (the fast reader's), one after
+    the other in ``data``: span ``i`` ends at ``span_stop[i]``, where span ``i + 1`` starts.
 
     ``origins[origin_of_span[i]]`` holds span ``i``'s resource attributes (each
     a serialized ``KeyValue``) and its serialized ``InstrumentationScope``.
     """
 
-    spans: Sequence[bytes]
+    data: bytes
+    span_stop: npt.NDArray[np.int64]
     origin_of_span: npt.NDArray[np.int64]
     origins: Sequence[tuple[Sequence[bytes], bytes]]
     # Each origin parsed once: the spans of a request share a few resources and scopes.
@@ -49,7 +53,9 @@ class SerializedSpans:
                 [KeyValue.FromString(kv) for kv in attributes],
                 InstrumentationScope.FromString(scope),
             )
-        return SpanRecord(Span.FromString(self.spans[span]), *parsed)
+        start = int(self.span_stop[span - 1]) if span else 0
+        message = Span.FromString(self.data[start : int(self.span_stop[span])])
+        return SpanRecord(message, *parsed)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ class SpanTable:
 
     data: bytes  # the spans, joined (plus PADDING)
     buf: npt.NDArray[np.uint8]  # the same bytes, for numpy
+    span_stop: npt.NDArray[np.int64]  # where each span ends in ``data`` (the next starts there)
     start_ns: npt.NDArray[np.uint64]
     end_ns: npt.NDArray[np.uint64]
     ids: dict[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]  # field → (start, stop)
@@ -72,6 +73,7 @@ class SpanTable:
         return cls(
             data=data,
             buf=buf,
+            span_stop=end,
             start_ns=_fixed64(buf, fields, _START, n),
             end_ns=_fixed64(buf, fields, _END, n),
             ids={f: _slices(fields, f, n) for f in (_TRACE_ID, _SPAN_ID, _NAME)},
