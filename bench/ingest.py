@@ -327,8 +327,8 @@ def main() -> None:
     print_ratios(decode, walk, paths)
     if not args.no_encoders:  # a process of its own: one embedded store per process
         encoders = Path(__file__).with_name("ingest_encoders.py")
-        subprocess.run([sys.executable, str(encoders), "--calls", str(args.flush_calls)],
-                       check=True)  # fmt: skip
+        calls = min(args.flush_calls, args.requests * args.spans_per_request)  # one flush
+        subprocess.run([sys.executable, str(encoders), "--calls", str(calls)], check=True)
 
 
 if __name__ == "__main__":

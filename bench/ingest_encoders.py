@@ -138,8 +138,9 @@ and return the insert itself."""
 
 def compare(calls: int, repeat: int) -> list[tuple[str, float, float, tuple[int, int]]]:
     """Per path: (name, build µs CPU per row, insert µs CPU per row, stored checksum)."""
-    payload = build_payload(1000, model="fraud")
-    decoded = [scan_request(payload) for _ in range(max(1, calls // 1000))]
+    per_request = min(calls, 1000)
+    payload = build_payload(per_request, model="fraud")
+    decoded = [scan_request(payload) for _ in range(max(1, round(calls / per_request)))]
     rows = call_rows(ModelCallBatch.concat([b for b in decoded if b is not None]))
     results = []
     with tempfile.TemporaryDirectory(prefix="segwatch-bench-encoders-") as tmp:

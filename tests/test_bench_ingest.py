@@ -52,12 +52,17 @@ def test_the_embedded_and_the_served_http_paths_each_print_their_rate_and_proces
                       output, re.MULTILINE)  # fmt: skip
     assert ratio, output
     assert float(ratio[1]) > 0 and float(ratio[2]) > 0
+    # Then the raw-call insert three ways, each stored the same rows.
+    for path in ("segwatch Native", "clickhouse-connect insert", "clickhouse-connect Arrow"):
+        assert re.search(rf"^  {path} +build +{NUMBER} \+ insert +{NUMBER} = +{NUMBER}$",
+                         output, re.MULTILINE), output  # fmt: skip
+    assert "every path stored the same rows: yes" in output
 
 
 def test_dsn_sends_the_http_path_to_that_server_under_a_model_name_of_its_own(
     store_server: StoreServer,
 ) -> None:
-    output = _run("--dsn", f"{store_server.url}/segwatch")
+    output = _run("--dsn", f"{store_server.url}/segwatch", "--no-encoders")
     assert _rate(output, f"HTTP to {store_server.url}/segwatch") > 0
     assert _process_cores(output, "serve") == []  # not a process of the run: not counted
     reader = clickhouse_connect.get_client(host="127.0.0.1", port=store_server.door.port,  # type: ignore[union-attr]
