@@ -31,6 +31,7 @@ from segwatch.collector.config import (
 from segwatch.collector.config.storage import TracesConfig
 from segwatch.collector.decode.fast_reader import scan_request
 from segwatch.collector.decode.reference_reader import decode_request
+from segwatch.collector.model_calls import ModelCallBatch
 from segwatch.collector.service.collector import Collector
 from segwatch.collector.store.rows import insert_blocks
 from segwatch.collector.store.trace_rows import TRACE_SCHEMA, trace_rows, traced_rows
@@ -279,8 +280,6 @@ def test_a_replayed_flush_adds_no_spans(tmp_path: Path) -> None:
 
 
 def test_trace_ids_that_are_not_16_bytes_are_never_sampled() -> None:
-    from segwatch.collector.model_calls import ModelCallBatch
-
     batch = ModelCallBatch(trace_ids=[b"", bytes(16), b"\x01" * 8, bytes(15) + b"\x01"])
     assert traced_rows(batch, 0.5, set()).tolist() == [1, 3]
     assert traced_rows(batch, 0.0, {bytes(16)}).tolist() == [1]
@@ -402,3 +401,53 @@ def test_spans_wait_for_enough_of_them_or_the_time_then_go_in_one_insert(
     finally:
         exporter.shutdown()
         client.close()
+
+
+def _calls_in_one_minute(n: int, seed: int) -> ModelCallBatch:
+    """``n`` calls of one model in the same minute (each its own trace), decoded."""
+    kept = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    fraud = monitor("fraud", tracer_provider=provider)
+    rng = random.Random(seed)
+    minute = 1_800_000_000 // 60 * 60
+    for i in range(n):
+        at = (minute + i * 50 // n) * 1_000_000_000
+        with fraud.call(start_time=at, end_time=at + 1000) as call:
+            call.features(amount=rng.lognormvariate(3, 1), country=rng.choice("ABCDEFGHIJ"))
+            call.outputs(score=rng.random())
+    batch = scan_request(encode_spans(kept.get_finished_spans()).SerializeToString())
+    provider.shutdown()
+    assert batch is not None
+    return batch
+
+
+def test_a_small_segment_costs_one_exemplar_span_a_minute_not_one_a_flush() -> None:
+    """A group with no sampled call names the exemplar a stored flush of its minute wrote:
+    every trace id a row names is still a span written, and later flushes add few."""
+    from segwatch.collector.aggregate.aggregator import SegmentAggregator
+    from segwatch.collector.aggregate.exemplars import ExemplarMemory
+    from segwatch.collector.store.trace_rows import exemplar_trace_ids, sampled_rows
+
+    aggregator, memory = SegmentAggregator(), ExemplarMemory()
+    written: set[bytes] = set()  # trace ids whose spans the flushes wrote
+    extra = []  # spans each flush wrote for its exemplars alone
+    for seed in (1, 2, 3):
+        batch = _calls_in_one_minute(600, seed)
+        sampled = sampled_rows(batch, 0.002)
+        named = exemplar_trace_ids(aggregator.aggregate(batch, prefer=sampled, exemplars=memory))
+        rows = traced_rows(batch, 0.002, named, sampled)
+        memory.commit()  # as the flush writer does once the insert succeeded
+        written |= {batch.trace_ids[i] for i in rows.tolist()}
+        assert named <= written  # every exemplar opens in otel_traces
+        extra.append(len(rows) - int(sampled.sum()))
+    assert extra[0] >= 10 and extra[1] + extra[2] <= extra[0] // 2, extra
+    # A flush that was not stored leaves nothing behind: the next names its own calls.
+    fresh = ExemplarMemory()
+    batch = _calls_in_one_minute(600, 4)
+    aggregator.aggregate(batch, prefer=sampled_rows(batch, 0.002), exemplars=fresh)
+    fresh.discard()
+    assert len(fresh) == 0
+    again = _calls_in_one_minute(600, 5)
+    named = exemplar_trace_ids(aggregator.aggregate(again, exemplars=fresh))
+    assert named <= set(again.trace_ids)

@@ -11,7 +11,8 @@ count, rows received, missing, numeric count, sum, sum of squares, min, max,
 the log histogram (key → weight), category counts and exemplar trace ids.
 ClickHouse merges rows of the same key, whichever batch or collector wrote
 them, so nothing is kept between batches but the category vocabularies and
-each model's field and segment budgets.
+each model's field and segment budgets (and, in the caller's hands, an
+:class:`~.exemplars.ExemplarMemory`: each group's exemplar already written).
 
 Threads: :meth:`~.aggregator.SegmentAggregator.aggregate` runs on its
 caller's thread and blocks it for the computation only (no I/O): the call
@@ -31,6 +32,9 @@ aggregates.
   rows, finite numbers with their histogram keys, labels folded into the top K.
 - ``segment_groups``: every (dimension, minute, segment) group of one model's
   calls, and one quantity's rows over all of them through the compiled loops.
+- ``exemplars``: :class:`ExemplarMemory`, the exemplar each (segment, minute)
+  group already has in ``otel_traces``, so a small segment costs one span a
+  minute rather than one a flush.
 - ``histogram``: :class:`LogHistogram`, the DDSketch-style log histogram: the
   bucket key of a value, the value of a key, one accuracy per store.
 """

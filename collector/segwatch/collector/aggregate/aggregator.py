@@ -40,6 +40,7 @@ from segwatch.collector.store.aggregate_rows import (
     AggregateRowsBuilder,
 )
 
+from .exemplars import ExemplarMemory
 from .histogram import log_histogram
 from .quantity_values import quantity_values
 from .segment_groups import SegmentGroups, append_quantity_rows
@@ -167,10 +168,16 @@ class SegmentAggregator:
         return dict(sorted(columns.items()))
 
     def aggregate(
-        self, batch: ModelCallBatch, prefer: npt.NDArray[np.bool_] | None = None
+        self,
+        batch: ModelCallBatch,
+        prefer: npt.NDArray[np.bool_] | None = None,
+        exemplars: ExemplarMemory | None = None,
     ) -> AggregateRows:
         """The batch's aggregate rows. ``prefer`` (per row): calls to take as exemplars
-        before the others, e.g. those whose spans are written anyway (storage.traces)."""
+        before the others, e.g. those whose spans are written anyway (storage.traces);
+        ``exemplars``: a group with none of those takes the exemplar this memory has for
+        it, if any, before its first call (the choices are staged there; see
+        :mod:`.exemplars`)."""
         out = AggregateRowsBuilder()
         if not len(batch):
             return out.build()
@@ -180,7 +187,8 @@ class SegmentAggregator:
         for index, model in enumerate(batch.models):
             rows = np.flatnonzero(model_index == index)
             preferred = None if prefer is None else prefer[rows]
-            self._aggregate_model(batch, model, rows, start_ns[rows], weights[rows], out, preferred)
+            self._aggregate_model(batch, model, rows, start_ns[rows], weights[rows], out,
+                                  preferred, exemplars)  # fmt: skip
         return out.build()
 
     def _aggregate_model(
@@ -192,6 +200,7 @@ class SegmentAggregator:
         weights: npt.NDArray[np.float64],
         out: AggregateRowsBuilder,
         preferred: npt.NDArray[np.bool_] | None = None,
+        exemplars: ExemplarMemory | None = None,
     ) -> None:
         minutes, minute_codes = np.unique(start_ns // NS_PER_MINUTE, return_inverse=True)
         columns = self._model_columns(batch, model[0], rows)
@@ -231,8 +240,9 @@ class SegmentAggregator:
         if not quantities:
             return
         groups = SegmentGroups.build(
-            dimensions, minute_codes, minutes * 60, rows, weights, batch, preferred
-        )
+            dimensions, minute_codes, minutes * 60, rows, weights, batch, preferred,
+            None if exemplars is None else (model, exemplars),
+        )  # fmt: skip
         own_dimension = {d.name: i for i, d in enumerate(dimensions)}
         for quantity in quantities:
             # A dimension split by itself says nothing new: skip that pair.

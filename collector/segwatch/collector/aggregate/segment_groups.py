@@ -23,6 +23,7 @@ from segwatch.collector.model_calls import ModelCallBatch, ModelKey
 from segwatch.collector.segment.segments import SegmentDimension
 from segwatch.collector.store.aggregate_rows import AggregateRowsBuilder, GroupEntries
 
+from .exemplars import ExemplarMemory
 from .quantity_values import QuantityValues
 
 __all__ = ["SegmentGroups", "append_quantity_rows"]
@@ -62,9 +63,12 @@ class SegmentGroups:
         weights: npt.NDArray[np.float64],
         batch: ModelCallBatch,
         preferred: npt.NDArray[np.bool_] | None = None,
+        remembered: tuple[ModelKey, ExemplarMemory] | None = None,
     ) -> SegmentGroups:
         """The groups of ``rows`` (one model's rows of ``batch``). A group's exemplar is its
-        first call among ``preferred`` (per row of ``rows``) if it has one, else its first."""
+        first call among ``preferred`` (per row of ``rows``) if it has one, else the one a
+        stored flush gave it (``remembered``: the model and the memory; the choices made
+        here are staged there), else its first call."""
         n_minutes = len(bucket_seconds)
         sizes = np.array([len(d.labels) for d in dimensions], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes * n_minutes)[:-1]]).astype(np.int64)
@@ -93,7 +97,7 @@ class SegmentGroups:
         first = np.full(total, 2 * n, dtype=np.int64)
         np.minimum.at(first, flat, np.tile(rank, len(dimensions)))
         trace_ids = batch.trace_ids
-        return cls(
+        groups = cls(
             groups=GroupMatrix(matrix, total),
             weights=weights,
             total=total,
@@ -107,6 +111,23 @@ class SegmentGroups:
             segment_names=[label for d in dimensions for label in d.labels],
             exemplars=[trace_ids[r].hex() for r in rows[first[live] % max(n, 1)].tolist()],
         )
+        if remembered is not None:
+            groups.recall_exemplars(*remembered, plain=(first[live] >= n).tolist())
+        return groups
+
+    def recall_exemplars(self, model: ModelKey, memory: ExemplarMemory, plain: list[bool]) -> None:
+        """Give each live group with no preferred call (``plain``) the exemplar a stored
+        flush gave it, if any; stage every other group's own choice in ``memory``."""
+        dims = [self.dim_names[d] for d in self.live_dim.tolist()]
+        segments = [self.segment_names[c] for c in self.segment_codes.tolist()]
+        minutes = self.bucket_start.tolist()
+        for i, (dim, segment, minute) in enumerate(zip(dims, segments, minutes, strict=True)):
+            key = (*model, dim, segment, int(minute))
+            known = memory.recall(key) if plain[i] else None
+            if known is None:
+                memory.stage(key, self.exemplars[i])
+            else:
+                self.exemplars[i] = known
 
 
 def append_quantity_rows(

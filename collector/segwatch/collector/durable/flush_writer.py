@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from segwatch.collector.aggregate.aggregator import SegmentAggregator
+from segwatch.collector.aggregate.exemplars import ExemplarMemory
 from segwatch.collector.config.storage import TracesConfig
 from segwatch.collector.errors import RetryableError
 from segwatch.collector.model_calls import ModelCallBatch
@@ -80,8 +81,11 @@ class FlushWriter:
         self.failures = 0
         self.dead_letters = 0  # flushes set aside
         self.dead_letter_calls = 0
-        # Where the spans go (storage.traces.write), gathered across flushes.
+        # Where the spans go (storage.traces.write), gathered across flushes, and the
+        # exemplars stored flushes wrote (a small segment's group then costs one span a
+        # minute, not one a flush).
         self.spans = SpanWriter(exporter) if traces.write else None
+        self._exemplars = ExemplarMemory() if traces.write else None
 
     def write(self, unit: PendingBatch) -> Exception | None:
         """Aggregate and store one flush; None once it is in the store, else what failed."""
@@ -92,12 +96,14 @@ class FlushWriter:
             sampled = None
             if self._traces.write:  # exemplars from spans written anyway, where a segment has one
                 sampled = sampled_rows(batch, self._traces.sample)
-            aggregates = self._aggregator.aggregate(batch, prefer=sampled)
+            aggregates = self._aggregator.aggregate(batch, prefer=sampled,
+                                                    exemplars=self._exemplars)  # fmt: skip
             parts: list[TableRows] = [aggregates]
             if self._raw_calls:
                 parts.append(call_rows(batch))
             spans = None if sampled is None else self._trace_rows(batch, aggregates, sampled)
         except Exception as exc:  # a bug, not bad data: keep the flusher alive, and say so
+            self._forget_exemplars()
             if unit.refusals:  # the traceback once per flush is enough
                 _logger.error("aggregating %d model calls failed again: %s", len(batch), exc)
             else:
@@ -109,15 +115,22 @@ class FlushWriter:
             self._exporter.submit(*parts, token=token).result(timeout=self._store_timeout)
         except Exception as exc:
             _logger.warning("flush of %d model calls failed: %s", len(batch), exc)
+            self._forget_exemplars()  # its spans are not written: no later row may name them
             return self._failed(unit, exc)
         exit_after_insert()
         if spans is not None and self.spans is not None:
             self.spans.add(spans)  # inserted later, with other flushes' (best effort)
+        if self._exemplars is not None:
+            self._exemplars.commit()
         if self._spool is not None and unit.end is not None:
             self._spool.end_flush(unit.end, unit.size)
         for waiter in unit.waiters:
             waiter.set_result(None)
         return None
+
+    def _forget_exemplars(self) -> None:
+        if self._exemplars is not None:
+            self._exemplars.discard()
 
     def _trace_rows(
         self, batch: ModelCallBatch, aggregates: AggregateRows, sampled: npt.NDArray[np.bool_]
