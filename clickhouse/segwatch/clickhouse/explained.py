@@ -47,6 +47,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from .segment_calls import segment_condition
+from .store import DETECTOR_SETTINGS
 
 __all__ = ["EXPLAINABLE", "explained_by"]
 
@@ -137,7 +138,9 @@ class _Query:
     )
 
     def row(self, client: Client, sql: str) -> tuple[Any, ...]:
-        return tuple(client.query(sql, parameters=self.parameters).result_rows[0])
+        return tuple(
+            client.query(sql, parameters=self.parameters, settings=DETECTOR_SETTINGS).result_rows[0]
+        )
 
 
 def _volume(client: Client, finding: Mapping[str, Any], q: _Query) -> _Recomputed | None:
@@ -240,6 +243,7 @@ def _psi_drift(client: Client, finding: Mapping[str, Any], q: _Query) -> _Recomp
               AND timestamp < {{end:DateTime('UTC')}}
             GROUP BY current, bin""",
         parameters=q.parameters,
+        settings=DETECTOR_SETTINGS,
     ).result_rows
     baseline = {bin_: int(calls) for current, bin_, calls, _ in rows if not current}
     window = {bin_: int(calls) for current, bin_, calls, _ in rows if current}

@@ -16,6 +16,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from .lifecycle import KEY_COLUMNS
+from .store import DETECTOR_SETTINGS
 
 __all__ = [
     "JOIN_WITHIN",
@@ -191,6 +192,7 @@ def read_members(
     result = client.query(
         f"SELECT {', '.join(_COLUMNS)} FROM {MEMBERS_TABLE} FINAL WHERE {where}",
         parameters=parameters,
+        settings=DETECTOR_SETTINGS,
     )
     incidents: dict[str, list[IncidentMember]] = {}
     n = len(KEY_COLUMNS)
