@@ -211,7 +211,8 @@ SELECT
                           concat(' (e.g. ', arrayStringConcat(arraySlice(arrayFilter(
                               k -> NOT has(model_categories, k), mapKeys(cats_c)), 1, 3), ', '), ')'),
                           ''))),
-        -- the test behind the p: a z test of two shares, or a Poisson tail of the bad calls
+        -- the test behind the p: the exact one-sided binomial test of the missing calls,
+        -- or a Poisson tail of the bad calls
         if(check = 'missing', ' (one-sided binomial test p ', ' (Poisson p '),
         if(p_value < 1e-6, '< 1e-6)', concat('= ', toString(round(p_value, 6)), ')')),
         '; ', toString(support), ' calls in the window',
