@@ -18,7 +18,8 @@ For 3 and 4 the clock stops once every request is acknowledged (in the
 collector's fsynced spool) *and* a query through the collector's API (which
 flushes first) finds all of their calls in ClickHouse: end to end through the
 store. The payload is the one issue 4 sets targets on: spans with 20 features,
-3 outputs, 5 segment dimensions and 2 crosses (the collector gets that config).
+3 outputs, 5 segment dimensions and 2 crosses (the collector gets that config);
+each request is sent with trace ids of its own, as traffic brings.
 
 Run: ``python bench/ingest.py [--requests 600] [--clients 2] [--segments 10000]
 [--flush-calls 20000] [--rate 25000] [--no-http | --dsn http://HOST:8123/DB]``.
@@ -44,11 +45,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from ingest_payload import bench_attribute_pass, bench_decode, build_payload
+from ingest_payload import TraceIdRewriter, bench_attribute_pass, bench_decode, build_payload
 from ingest_processes import CollectorOptions, ProcessWatch, RunningPath, embedded_path, http_path
 
 from segwatch.collector.cli.access import ApiAccess
@@ -59,7 +60,8 @@ EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 @dataclass(frozen=True)
 class Load:
-    """What is sent to each path: request ``i`` is ``payloads[i % len(payloads)]``."""
+    """What is sent to each path: request ``i`` is ``payloads[i % len(payloads)]`` with
+    trace ids of its own (:class:`ingest_payload.TraceIdRewriter`), as traffic brings."""
 
     payloads: list[bytes]
     spans_per_request: int
@@ -67,6 +69,12 @@ class Load:
     clients: int
     model: str
     rate: float | None = None  # spans/s; None: as fast as it goes
+    rewriters: list[TraceIdRewriter] = field(default_factory=list)
+
+    def request(self, index: int) -> bytes:
+        if not self.rewriters:
+            return self.payloads[index % len(self.payloads)]
+        return self.rewriters[index % len(self.rewriters)].copy(index)
 
 
 @dataclass(frozen=True)
@@ -161,7 +169,7 @@ def send(export: grpc.UnaryUnaryMultiCallable[bytes, bytes], load: Load) -> None
             if load.rate:
                 due = started + (index - 1) * load.spans_per_request / load.rate
                 time.sleep(max(0.0, due - time.perf_counter()))
-            export(load.payloads[index % len(load.payloads)], timeout=120)
+            export(load.request(index), timeout=120)
 
     threads = [threading.Thread(target=worker) for _ in range(load.clients)]
     for thread in threads:
@@ -316,7 +324,8 @@ def main() -> None:
     options = CollectorOptions(countries, args.flush_calls, args.histogram_accuracy,
                                not args.no_raw_calls, not args.no_fsync_parts,
                                not args.no_traces)  # fmt: skip
-    load = Load(payloads, args.spans_per_request, args.requests, args.clients, model, args.rate)
+    load = Load(payloads, args.spans_per_request, args.requests, args.clients, model, args.rate,
+                [TraceIdRewriter(payload) for payload in payloads])  # fmt: skip
     paths = [measure(embedded_path(options, model), load)]
     if not args.no_http:
         paths.append(measure(http_path(options, model, args.dsn), load))

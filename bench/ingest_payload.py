@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import time
 
+import numpy as np
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
@@ -21,7 +22,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from segwatch.instrumentation import monitor
 
-__all__ = ["bench_attribute_pass", "bench_decode", "build_payload", "models_config"]
+__all__ = [
+    "TraceIdRewriter",
+    "bench_attribute_pass",
+    "bench_decode",
+    "build_payload",
+    "models_config",
+]
 
 COUNTRIES = ["US", "BR", "DE", "FR", "IN", "MX", "GB"]
 
@@ -114,3 +121,32 @@ def bench_attribute_pass(payload: bytes, repeat: int) -> float:
                             getattr(value, kind)
                         del key
     return spans / (time.perf_counter() - started)
+
+
+class TraceIdRewriter:
+    """Copies of a payload, each with fresh random trace ids (the bytes around them kept).
+
+    A bench that sent one payload over and over would send the same trace ids
+    every time: the trace-id sample would keep the same traces, and each flush
+    would pick as exemplars the calls the previous one picked. Each request of
+    real traffic brings traces never seen before; so do these copies.
+    """
+
+    def __init__(self, payload: bytes) -> None:
+        request = ExportTraceServiceRequest.FromString(payload)
+        ids = [span.trace_id for r in request.resource_spans for s in r.scope_spans
+               for span in s.spans]  # fmt: skip
+        at, start = [], 0
+        for trace_id in ids:  # the spans are serialized in order: each id after the last
+            found = payload.index(b"\x0a\x10" + trace_id, start) + 2
+            at.append(found)
+            start = found + 16
+        self._payload = payload
+        self._bytes = (np.asarray(at, dtype=np.int64)[:, None] + np.arange(16)).ravel()
+
+    def copy(self, seed: int) -> bytes:
+        """The payload with trace ids drawn from ``seed``."""
+        buf = np.frombuffer(bytearray(self._payload), dtype=np.uint8)
+        buf[self._bytes] = np.random.default_rng(seed).integers(0, 256, len(self._bytes),
+                                                                dtype=np.uint8)  # fmt: skip
+        return buf.tobytes()
