@@ -23,8 +23,8 @@ profile AS (
         sumMap(b.categories) AS cats,
         CAST([], 'Array(String)') AS exemplars,
         -- what the sentence names: profile 'training' (version 2)
-        any(concat('profile ''', key.4, '''', if(key.5 = '', '', concat(' (version ', key.5, ')'))))
-            AS compared_with
+        any(concat('profile ', char(39), key.4, char(39),  -- char(39): a quote
+                   if(key.5 = '', '', concat(' (version ', key.5, ')')))) AS compared_with
     FROM ml_baseline_aggregates AS b
     ARRAY JOIN (
         SELECT groupArray((model_name, model_version, model_stage, profile_name,
