@@ -86,7 +86,8 @@ def test_demo_prints_what_the_readme_shows_and_runs_again_on_its_directory(
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert valid.returncode == 0, valid.stderr
-    assert valid.stdout == f"{config}: valid (0 models, 0 contexts, 0 baselines, 0 expected biases)\n"
+    counts = "0 models, 0 contexts, 0 baselines, 0 expected biases"
+    assert valid.stdout == f"{config}: valid ({counts})\n"
     listed = subprocess.run(
         [sys.executable, "-m", "segwatch.collector.cli", "anomalies", "--state", "open",
          "--config", str(config), "--json"],

@@ -166,7 +166,7 @@ def test_anomalies_are_grouped_by_incident_root_first(fraud: Report) -> None:
     (model,) = fraud.models
     opened = [a for a in model.anomalies if a["state"] == "open"]
     assert model.open_incidents == 1 and len({a["incident"] for a in opened}) == 1
-    assert [(a["role"], a["detector"]) for a in opened][0] == ("root", "data_range")
+    assert (opened[0]["role"], opened[0]["detector"]) == ("root", "data_range")
     assert [a["role"] for a in opened[1:]] == ["consequence", "consequence"]
     assert all(a["reason"].startswith("a consequence of feature.amount") for a in opened[1:])
     from segwatch.collector.report import render_page

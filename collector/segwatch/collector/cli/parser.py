@@ -271,8 +271,7 @@ def _add_detect(commands: SubParsers) -> None:
         dest="start",
         type=_moment,
         metavar="TIME",
-        help="replay from TIME: ISO 8601 (e.g. 2026-11-26T12:00:00Z) or relative to now (-2h, "
-        "-7d)",
+        help="replay from TIME: ISO 8601 (e.g. 2026-11-26T12:00:00Z) or relative to now (-2h, -7d)",
     )
     detect.add_argument(
         "--to", dest="end", type=_moment, metavar="TIME", help="replay up to TIME (default now)"
