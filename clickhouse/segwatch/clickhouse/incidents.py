@@ -13,10 +13,17 @@ opens one:
   whatever the detector or quantity;
 * ``mirror`` — an open member's quantity is this anomaly's segment dimension
   and its segment dimension this anomaly's quantity;
-* ``explained`` — recomputed without the calls of the incident root's segment
-  (of another dimension), this anomaly's statistic no longer passes its
-  threshold (:mod:`.explained`): a decile of an unrelated feature, or the
-  whole model, moved only because the root's segment's calls are among its own.
+* ``explained`` — recomputed from the raw calls, this anomaly's statistic
+  passes its threshold with the calls of the incident root's segment (of
+  another dimension) and no longer does without them (:mod:`.explained`): a
+  decile of an unrelated feature, or the whole model, moved only because the
+  root's segment's calls are among its own.
+
+Only an incident whose latest anomaly opened at most
+:data:`~.incident_members.JOIN_WITHIN` (2 h) before, as it stood at the
+anomaly's window, can be joined: one fault's anomalies open within their
+detectors' persistence windows, and an anomaly that stays open must not
+swallow a later fault in its segment (a consequence does not alert).
 
 The incident's **root** is the member that names the cause, ranked: a segment
 that is not defined by missingness (``x=MISSING`` is where a missing feature
