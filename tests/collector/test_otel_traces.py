@@ -15,6 +15,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from waiting import wait_until
@@ -142,10 +143,25 @@ def test_the_table_has_the_exporters_schema(tmp_path: Path) -> None:
                       ("End", "SimpleAggregateFunction(max, DateTime)")]  # fmt: skip
 
 
+class _SeededIds(IdGenerator):
+    """The SDK's random ids, from a seeded generator: the traces a sample keeps (by trace
+    id) are the same on every run, so what a test counts of them cannot vary by chance."""
+
+    def __init__(self, seed: int) -> None:
+        self._rng = random.Random(seed)
+
+    def generate_span_id(self) -> int:
+        return self._rng.getrandbits(64) or 1
+
+    def generate_trace_id(self) -> int:
+        return self._rng.getrandbits(128) or 1
+
+
 def _model_calls(n: int, seed: int) -> ExportTraceServiceRequest:
-    """``n`` model calls, each its own trace, encoded as the SDK's OTLP exporter would."""
+    """``n`` model calls, each its own trace, encoded as the SDK's OTLP exporter would (the
+    ids seeded too)."""
     kept = InMemorySpanExporter()
-    provider = TracerProvider()
+    provider = TracerProvider(id_generator=_SeededIds(seed))
     provider.add_span_processor(SimpleSpanProcessor(kept))
     fraud = monitor("fraud", tracer_provider=provider)
     rng = random.Random(seed)
@@ -404,9 +420,9 @@ def test_spans_wait_for_enough_of_them_or_the_time_then_go_in_one_insert(
 
 
 def _calls_in_one_minute(n: int, seed: int) -> ModelCallBatch:
-    """``n`` calls of one model in the same minute (each its own trace), decoded."""
+    """``n`` calls of one model in the same minute (each its own trace, ids seeded), decoded."""
     kept = InMemorySpanExporter()
-    provider = TracerProvider()
+    provider = TracerProvider(id_generator=_SeededIds(seed))
     provider.add_span_processor(SimpleSpanProcessor(kept))
     fraud = monitor("fraud", tracer_provider=provider)
     rng = random.Random(seed)
