@@ -46,6 +46,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from .lifecycle import sql_time
 from .segment_calls import segment_condition
 from .store import DETECTOR_SETTINGS
 
@@ -92,12 +93,13 @@ def explained_by(
     if a is None or b is None:
         return None
     start = finding.get("found_window_start", finding["window_start"])
+    end = finding.get("found_window_end", finding["window_end"])
     bound = {
         **a[1], **b[1],
         "model": finding["model_name"], "version": finding["model_version"],
         "stage": finding["model_stage"], "q": finding["quantity"],
-        "start": _text(start), "end": _text(finding.get("found_window_end", finding["window_end"])),
-        "baseline_start": _text(finding.get("baseline_start", start)),
+        "start": sql_time(start), "end": sql_time(end),
+        "baseline_start": sql_time(finding.get("baseline_start", start)),
         "tolerance": float((parameters or {}).get("range_tolerance", 0.05)),
     }  # fmt: skip
     recompute = _RECOMPUTE[finding["detector"]]
@@ -277,7 +279,3 @@ def _psi(baseline: Mapping[str, int], current: Mapping[str, int]) -> float:
         r = (current.get(key, 0) + 0.5) / c_total
         total += (r - p) * math.log(r / p)
     return total
-
-
-def _text(moment: Any) -> str:
-    return str(moment.strftime("%Y-%m-%d %H:%M:%S"))

@@ -15,7 +15,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from .lifecycle import KEY_COLUMNS
+from .lifecycle import KEY_COLUMNS, sql_time, utc
 from .store import DETECTOR_SETTINGS
 
 __all__ = [
@@ -24,7 +24,6 @@ __all__ = [
     "IncidentMember",
     "open_incidents",
     "read_members",
-    "utc",
     "write_members",
 ]
 
@@ -173,7 +172,7 @@ def open_incidents(
             "toIntervalSecond({within:UInt32}) AND countIf(state = 'open' "
             "OR resolved_at > {at:DateTime('UTC')}) > 0"
         )
-        parameters = {"models": list(models), "at": joinable_at.strftime("%Y-%m-%d %H:%M:%S"),
+        parameters = {"models": list(models), "at": sql_time(joinable_at),
                       "within": int(JOIN_WITHIN.total_seconds())}  # fmt: skip
     return read_members(
         client,
@@ -228,8 +227,3 @@ def write_members(client: Client, members: Sequence[IncidentMember]) -> None:
         [m.row(recorded_at) for m in members],
         column_names=["recorded_at", *_COLUMNS],
     )
-
-
-def utc(moment: dt.datetime) -> dt.datetime:
-    """The engine returns naive UTC datetimes; make them comparable with aware ones."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)

@@ -31,7 +31,9 @@ __all__ = [
     "cross_parents",
     "most_specific",
     "segment_text",
+    "sql_time",
     "update_lifecycle",
+    "utc",
 ]
 
 KEY_COLUMNS = (
@@ -195,7 +197,11 @@ def _recent_findings(
         "statistics FROM ml_anomalies FINAL "
         "WHERE detector = {detector:String} AND window_end > {since:DateTime('UTC')} "
         "AND window_end <= {window_end:DateTime('UTC')} ORDER BY window_end",
-        parameters={"detector": detector, "since": _text(since), "window_end": _text(window_end)},
+        parameters={
+            "detector": detector,
+            "since": sql_time(since),
+            "window_end": sql_time(window_end),
+        },
     )
     found: dict[_Key, list[dict[str, Any]]] = {}
     for row in recent.result_rows:
@@ -219,14 +225,14 @@ def _states_before(
         "FROM ml_anomaly_events FINAL "
         "WHERE detector = {detector:String} AND window_end <= {window_end:DateTime('UTC')} "
         f"GROUP BY {keys}",
-        parameters={"detector": detector, "window_end": _text(window_end)},
+        parameters={"detector": detector, "window_end": sql_time(window_end)},
     )
     open_now: dict[_Key, tuple[Any, ...]] = {}
     decided: set[_Key] = set()
     n = len(KEY_COLUMNS)
     for row in latest.result_rows:
         key, state, last_end, last = tuple(row[:n]), row[n], row[n + 1], row[n + 2]
-        if _utc(last_end) == window_end:
+        if utc(last_end) == window_end:
             decided.add(key)
         elif state == "open":
             open_now[key] = last
@@ -249,11 +255,12 @@ def _resolution(
     }  # fmt: skip
 
 
-def _text(moment: dt.datetime) -> str:
+def sql_time(moment: dt.datetime) -> str:
+    """A UTC datetime as a ``DateTime('UTC')`` query parameter's text."""
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _utc(moment: dt.datetime) -> dt.datetime:
+def utc(moment: dt.datetime) -> dt.datetime:
     """The engine returns naive UTC datetimes; make them comparable with aware ones."""
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 

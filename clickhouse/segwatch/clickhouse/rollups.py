@@ -152,7 +152,7 @@ def forget_rollups(client: Client, start: dt.datetime, end: dt.datetime) -> None
     up again. A mutation, run to its end: only where a roll-up holds rows."""
     first = start.replace(minute=0, second=0, microsecond=0)
     last = end.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
-    bounds = {"start": first.strftime(_SQL_TIME), "end": last.strftime(_SQL_TIME)}
+    bounds = {"start": _text(int(first.timestamp())), "end": _text(int(last.timestamp()))}
     where = "bucket_start >= {start:DateTime('UTC')} AND bucket_start < {end:DateTime('UTC')}"
     for rollup in (FIVE_MINUTES, ONE_HOUR):
         held = client.query(
@@ -163,6 +163,3 @@ def forget_rollups(client: Client, start: dt.datetime, end: dt.datetime) -> None
                 f"ALTER TABLE {rollup.table} DELETE WHERE {where} SETTINGS mutations_sync = 2",
                 parameters=bounds,
             )
-
-
-_SQL_TIME = "%Y-%m-%d %H:%M:%S"

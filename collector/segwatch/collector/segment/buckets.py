@@ -1,8 +1,10 @@
 """Numeric segments: log, linear and explicit-edge buckets, with special values apart.
 
 Every bucketing maps a float array to integer codes and each code to a label.
-NaN, ``inf`` and ``-inf`` are segments of their own everywhere; log buckets
-also give zero its own segment and split negatives by magnitude.
+``inf`` and ``-inf`` are segments of their own everywhere; log buckets also
+give zero its own segment and split negatives by magnitude. NaN is MISSING
+(``Column.number_data`` leaves it out before values get here); a NaN given
+anyway gets a code and a label of its own rather than a bucket's.
 """
 
 from __future__ import annotations
