@@ -58,7 +58,6 @@ class BaselineConfig:
 
     profile: str
     version: str | None = None
-    kind: str = "training"
 
 
 REMOVED_BASELINE_KINDS = {
