@@ -100,10 +100,18 @@ class CollectorProcess:
             return str(response.read().decode())
 
     def stop(self, timeout: float = 120) -> int:
-        """SIGTERM, and the exit code once it is gone."""
+        """SIGTERM, and the exit code once it is gone. A collector still there after
+        ``timeout`` is killed and the test fails with its log (what it was doing)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(
+                f"the collector did not stop {timeout:.0f} s after SIGTERM; its log:\n{self.log()}"
+            ) from None
 
     def wait_dead(self, timeout: float = 120) -> int:
         return self.process.wait(timeout=timeout)
