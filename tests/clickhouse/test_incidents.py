@@ -174,6 +174,11 @@ def test_anomalies_are_listed_by_incident_root_first_worst_first(client) -> None
         "output.score rose there (metric_shift). "
     )
     assert rows[1]["details"].endswith("output.score moved for feature.country=BR")
+    # The limit counts incidents, each listed whole: one is the worst incident, root and
+    # consequence; two adds the next incident, not a cut of one.
+    for limit, expected in ((1, rows[:2]), (2, rows[:3])):
+        limited = list_anomalies(client, AnomalyFilter(limit=limit))
+        assert [dict(zip(limited.columns, row, strict=True)) for row in limited.rows] == expected
 
 
 def _raw_calls(client, rows: list[tuple[str, float, float]], minutes: int) -> None:  # type: ignore[no-untyped-def]

@@ -178,22 +178,27 @@ SELECT incident, role, current_state AS state, opened_at, resolved_at, detector,
        last_exemplars[1] AS exemplar_trace_id,
        if(reason = '', last_details, concat(reason, '. ', last_details)) AS details
 FROM (
+    -- Incidents, open first, the most severe then the most specific: the limit counts them.
     SELECT *,
-           max(current_state = 'open') OVER incident_rows AS incident_open,
-           max(last_change) OVER incident_rows AS incident_change,
-           max(severity) OVER incident_rows AS incident_severity,
-           max(if(role = 'root', specificity, 0)) OVER incident_rows AS incident_specificity
-    FROM ({_ANOMALY_INCIDENTS})
-    WINDOW incident_rows AS (PARTITION BY incident_key)
+           dense_rank() OVER (ORDER BY incident_open DESC, incident_severity DESC,
+                                       incident_specificity DESC, incident_key) AS incident_rank
+    FROM (
+        SELECT *,
+               max(current_state = 'open') OVER incident_rows AS incident_open,
+               max(last_change) OVER incident_rows AS incident_change,
+               max(severity) OVER incident_rows AS incident_severity,
+               max(if(role = 'root', specificity, 0)) OVER incident_rows AS incident_specificity
+        FROM ({_ANOMALY_INCIDENTS})
+        WINDOW incident_rows AS (PARTITION BY incident_key)
+    )
+    -- By incident: an open incident is listed whole (a root that resolved while a
+    -- consequence is open included), a resolved one once all of it resolved.
+    WHERE ({{state:String}} = 'all' OR ({{state:String}} = 'open') = incident_open)
+      AND ({{since:UInt64}} = 0 OR incident_change >= now() - toIntervalSecond({{since:UInt64}}))
 )
--- By incident: an open incident is listed whole (a root that resolved while a consequence
--- is open included), a resolved one once all of it resolved.
-WHERE ({{state:String}} = 'all' OR ({{state:String}} = 'open') = incident_open)
-  AND ({{since:UInt64}} = 0 OR incident_change >= now() - toIntervalSecond({{since:UInt64}}))
--- Incidents, open first, the most severe then the most specific; in each its root first.
-ORDER BY incident_open DESC, incident_severity DESC, incident_specificity DESC, incident_key,
-         role = 'root' DESC, severity DESC, last_change DESC
-LIMIT {{limit:UInt32}}
+WHERE incident_rank <= {{limit:UInt32}}
+-- In each incident its root first.
+ORDER BY incident_rank, role = 'root' DESC, severity DESC, last_change DESC
 """
 
 _OPEN_COUNTS_QUERY = f"""
@@ -219,7 +224,8 @@ def list_anomalies(client: Client, selection: AnomalyFilter | None = None) -> Qu
 
     ``state`` and ``since`` select incidents, whole: an open incident is listed with
     every anomaly it has, one that resolved included (its root may resolve before its
-    consequences); ``limit`` counts rows. Incidents come open first, then by severity
+    consequences); ``limit`` counts incidents, each listed whole (with ``findings``,
+    rows). Incidents come open first, then by severity
     (the largest score over threshold of their anomalies) and specificity (a cross, a
     segment, the whole model); in each, the root first and its consequences after it
     (``role``), each consequence's ``details`` starting with why it belongs. An

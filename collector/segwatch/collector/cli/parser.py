@@ -149,7 +149,10 @@ def _add_anomalies(commands: SubParsers) -> None:
         "when it opened and resolved, and the sentence that explains it. --findings lists what "
         "each detector run found, window by window.",
     )
-    anomalies.add_argument("--limit", type=_positive_int, default=50, help="rows (default 50)")
+    anomalies.add_argument(
+        "--limit", type=_positive_int, default=50,
+        help="incidents, each listed whole; with --findings, rows (default 50)",
+    )  # fmt: skip
     anomalies.add_argument("--model", help="only this model")
     anomalies.add_argument(
         "--state", choices=ANOMALY_STATES, default="all", help="open, resolved or all (default)"
