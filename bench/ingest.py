@@ -289,6 +289,11 @@ def parse_args() -> argparse.Namespace:
         help="skip the raw-call insert three ways (ingest_encoders.py: segwatch's Native "
         "encoder, clickhouse-connect's insert and its Arrow insert)",
     )  # fmt: skip
+    parser.add_argument(
+        "--store", type=Path, default=None,
+        help="keep the embedded path's store (and its spool, config and log) in this new "
+        "directory, to open after the run (its system.parts, the stored rows)",
+    )  # fmt: skip
     paths = parser.add_mutually_exclusive_group()
     paths.add_argument("--no-http", action="store_true",
                        help="measure the embedded path only")  # fmt: skip
@@ -326,7 +331,7 @@ def main() -> None:
                                not args.no_traces)  # fmt: skip
     load = Load(payloads, args.spans_per_request, args.requests, args.clients, model, args.rate,
                 [TraceIdRewriter(payload) for payload in payloads])  # fmt: skip
-    paths = [measure(embedded_path(options, model), load)]
+    paths = [measure(embedded_path(options, model, args.store), load)]
     if not args.no_http:
         paths.append(measure(http_path(options, model, args.dsn), load))
     print(f"{'baseline: protobuf decode':44s} {decode:12,.0f} spans/s")

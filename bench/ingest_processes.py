@@ -96,9 +96,18 @@ class RunningPath:
 
 
 @contextmanager
-def embedded_path(options: CollectorOptions, model: str) -> Iterator[RunningPath]:
-    """A collector on a fresh embedded store in a temporary directory."""
-    with tempfile.TemporaryDirectory(prefix="segwatch-bench-") as tmp:
+def embedded_path(
+    options: CollectorOptions, model: str, keep: Path | None = None
+) -> Iterator[RunningPath]:
+    """A collector on a fresh embedded store in a temporary directory, or in ``keep`` (a
+    directory that must not exist yet: the store, spool, config and log stay there, to
+    open after the run)."""
+    with ExitStack() as stack:
+        if keep is None:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="segwatch-bench-"))
+        else:
+            keep.mkdir(parents=True)
+            tmp = str(keep)
         store = Path(tmp) / "store"
         config = _collector_config(Path(tmp), f"chdb://{store}", options, model)
         command = [*SEGWATCH, "collector", "--config", str(config)]

@@ -11,10 +11,11 @@ import pytest
 from segwatch.collector.aggregate.aggregator import AggregateRows
 from segwatch.collector.decode.labels import LabelRows
 from segwatch.collector.profile.profiles import BaselineRows
-from segwatch.collector.store.call_rows import CallRows
+from segwatch.collector.store.call_rows import CallRows, _row_map
 from segwatch.collector.store.native import (
     ArrayColumn,
     Coded,
+    HexColumn,
     MapColumn,
     native_block,
     native_chunks,
@@ -103,3 +104,38 @@ def test_mismatched_lengths_and_unknown_types_are_refused() -> None:
         native_chunks(("a", "b"), ("UInt8", "UInt8"), [[1, 2], [1]])
     with pytest.raises(ValueError, match="unsupported ClickHouse type Decimal"):
         native_block(("a",), ("Decimal(9, 2)",), [[1]])
+
+
+def test_hex_columns_store_each_ids_hex_text(client) -> None:  # type: ignore[no-untyped-def]
+    """Ids of one length are written by numpy, others one by one: the same text either way."""
+    client.command("CREATE TABLE ids (i UInt64, id String) ENGINE = MergeTree ORDER BY i")
+    rng = np.random.default_rng(7)
+    same = [rng.bytes(16) for _ in range(50)]
+    mixed = [b"", b"\x00", b"\xab\xcd", rng.bytes(16), rng.bytes(70)]
+    for first, ids in ((0, same), (100, mixed)):
+        block = native_block(("i", "id"), ("UInt64", "String"),
+                             [np.arange(first, first + len(ids)), HexColumn(ids)])  # fmt: skip
+        insert_blocks(client, "ids", ("i", "id"), [block])
+    stored = [row[0] for row in client.query("SELECT id FROM ids ORDER BY i").result_rows]
+    assert stored == [raw.hex() for raw in same + mixed]
+    assert HexColumn(mixed)[2] == "abcd" and len(HexColumn(mixed)) == 5
+
+
+def test_row_maps_keep_column_order_within_a_row_whatever_order_rows_come_in() -> None:
+    """Rows strictly increasing per column (the usual case) or not (a stable sort): a row's
+    entries are in column order, and a column's repeated row keeps its values in order."""
+    names = ["a", "b", "c"]
+    unordered = [(np.array([2, 0]), 0, np.array([1.0, 2.0])),
+                 (np.array([0, 0]), 1, np.array([3.0, 4.0]))]  # fmt: skip
+    column = _row_map(3, names, unordered, lambda values: values)
+    assert column.tolist() == [{"a": 2.0, "b": 4.0}, {}, {"a": 1.0}]
+    assert list(column.keys.codes) == [0, 1, 1, 0] and list(column.values) == [2.0, 3.0, 4.0, 1.0]
+    rng = np.random.default_rng(3)
+    parts = [(np.flatnonzero(rng.random(500) < 0.7), k, rng.random(500)) for k in range(3)]
+    parts = [(rows, k, values[: len(rows)]) for rows, k, values in parts]
+    fast = _row_map(500, names, parts, lambda values: values)
+    flat = [(int(r), k, v) for rows, k, values in parts for r, v in zip(rows, values, strict=True)]
+    expected = [{names[k]: v for r, k, v in sorted(flat, key=lambda e: (e[0], e[1])) if r == row}
+                for row in range(500)]  # fmt: skip
+    assert fast.tolist() == expected
+    assert list(fast.ends) == list(np.cumsum([len(e) for e in expected]))

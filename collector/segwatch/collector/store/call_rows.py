@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -9,7 +10,7 @@ import numpy.typing as npt
 
 from segwatch.collector.model_calls import ModelCallBatch
 
-from .native import Coded, MapColumn
+from .native import Coded, HexColumn, MapColumn
 from .rows import TableRows
 
 __all__ = ["CALL_COLUMNS", "CALL_SCHEMA", "CallRows", "call_rows"]
@@ -41,26 +42,34 @@ class CallRows(TableRows):
 
 
 def call_rows(batch: ModelCallBatch) -> CallRows:
-    """One row per model call; values keyed by quantity name (``feature.amount``)."""
+    """One row per model call; values keyed by quantity name (``feature.amount``).
+
+    Built without a Python step per row or per map entry: ids stay bytes until
+    the Native encoder writes their hex (:class:`~.native.HexColumn`), labels
+    stay codes into their columns' dictionaries, and each map entry's place is
+    computed with numpy (see :func:`_row_map`).
+    """
     n = len(batch)
     names: list[str] = []
     number_parts: list[tuple[npt.NDArray[np.int64], int, npt.NDArray[np.float64]]] = []
-    label_parts: list[tuple[npt.NDArray[np.int64], int, npt.NDArray[np.object_]]] = []
+    label_parts: list[tuple[npt.NDArray[np.int64], int, npt.NDArray[np.int64]]] = []
+    labels: list[str] = []  # every label column's dictionary, one after the other
     for name, column in (*batch.quantities.items(), *batch.contexts.items()):
         names.append(name)
         number_rows, values = column.number_data()
         if len(number_rows):
             number_parts.append((number_rows, len(names) - 1, values))
-        label_rows, labels = column.label_data()
+        label_rows, codes, dictionary = column.label_codes()
         if len(label_rows):
-            label_parts.append((label_rows, len(names) - 1, labels))
+            label_parts.append((label_rows, len(names) - 1, codes + len(labels)))
+            labels.extend(dictionary)
     out = CallRows()
     c = out.columns
     models = batch.models
     model_index = np.asarray(batch.model_index, dtype=np.int64)
     c["timestamp"] = np.asarray(batch.start_ns, dtype=np.int64)  # DateTime64(9): nanoseconds
-    c["trace_id"] = [t.hex() for t in batch.trace_ids]
-    c["span_id"] = [s.hex() for s in batch.span_ids]
+    c["trace_id"] = HexColumn(batch.trace_ids)
+    c["span_id"] = HexColumn(batch.span_ids)
     c["duration_ns"] = np.asarray(batch.duration_ns, dtype=np.uint64)
     c["model_name"] = Coded(model_index, [m[0] for m in models])
     c["model_version"] = Coded(model_index, [m[1] for m in models])
@@ -68,18 +77,54 @@ def call_rows(batch: ModelCallBatch) -> CallRows:
     c["operation"] = batch.operations
     c["prediction_id"] = batch.prediction_ids
     c["service_name"] = batch.service_names
-    c["numbers"] = _row_map(n, names, number_parts)
-    c["strings"] = _row_map(n, names, label_parts)
+    c["numbers"] = _row_map(n, names, number_parts, lambda values: values)
+    c["strings"] = _row_map(n, names, label_parts, lambda codes: Coded(codes, labels))
     return out
 
 
-def _row_map(n: int, names: list[str], parts: list[tuple[Any, int, Any]]) -> MapColumn:
-    """Each row's (name → value) entries, gathered from the columns that have a value there."""
+def _row_map(
+    n: int,
+    names: list[str],
+    parts: list[tuple[npt.NDArray[np.int64], int, Any]],
+    wrap: Callable[[Any], Any],
+) -> MapColumn:
+    """Each row's (name → value) entries, gathered from the columns that have a value there.
+
+    ``parts`` are (rows, key, values) per column, in column order; a row's entries
+    follow that order. ``wrap`` makes the map's value column from the values joined.
+    """
     if not parts:
-        return MapColumn(np.zeros(n, dtype=np.uint64), Coded(np.zeros(0, np.int64), names), [])
-    rows = np.concatenate([r for r, _, _ in parts])
-    keys = np.concatenate([np.full(len(r), k, dtype=np.int64) for r, k, _ in parts])
+        empty = np.zeros(0, np.int64)
+        return MapColumn(np.zeros(n, dtype=np.uint64), Coded(empty, names), wrap(empty))
+    part_rows = [rows for rows, _, _ in parts]
+    counts = np.bincount(np.concatenate(part_rows), minlength=n)
+    ends = np.cumsum(counts)
+    places = _entry_places(ends - counts, part_rows)
+    keys = np.empty(len(places), dtype=np.int64)
+    keys[places] = np.concatenate([np.full(len(r), k, dtype=np.int64) for r, k, _ in parts])
     values = np.concatenate([v for _, _, v in parts])
-    order = np.argsort(rows, kind="stable")  # by row, then in column order
-    ends = np.cumsum(np.bincount(rows, minlength=n)).astype(np.uint64)
-    return MapColumn(ends, Coded(keys[order], names), values[order])
+    ordered = np.empty_like(values)
+    ordered[places] = values
+    return MapColumn(ends.astype(np.uint64), Coded(keys, names), wrap(ordered))
+
+
+def _entry_places(
+    starts: npt.NDArray[np.int64], part_rows: list[npt.NDArray[np.int64]]
+) -> npt.NDArray[np.int64]:
+    """Where each entry of the joined parts goes: grouped by row, in part order within a row.
+
+    Each part's rows are usually strictly increasing (one value per row), and then
+    an entry's place is its row's start plus how many earlier parts filled that row:
+    one gather and one scatter per part. Otherwise, a stable sort by row.
+    """
+    if all(len(r) < 2 or bool((r[1:] > r[:-1]).all()) for r in part_rows):
+        filled = starts.copy()
+        pieces = []
+        for rows in part_rows:
+            pieces.append(filled[rows])
+            filled[rows] += 1
+        return np.concatenate(pieces)
+    order = np.argsort(np.concatenate(part_rows), kind="stable")
+    places = np.empty(len(order), dtype=np.int64)
+    places[order] = np.arange(len(order), dtype=np.int64)
+    return places

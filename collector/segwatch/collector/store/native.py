@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ArrayColumn", "Coded", "MapColumn", "native_block", "native_chunks"]
+__all__ = ["ArrayColumn", "Coded", "HexColumn", "MapColumn", "native_block", "native_chunks"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,20 @@ class Coded:
 
     def __getitem__(self, index: int) -> str:
         return self.dictionary[int(self.codes[index])]
+
+
+@dataclass(frozen=True)
+class HexColumn:
+    """Byte strings written as their lowercase hex text (a ``String`` column): row ``i`` is
+    ``raw[i].hex()``, computed by the encoder for all rows at once (trace and span ids)."""
+
+    raw: Sequence[bytes]
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __getitem__(self, index: int) -> str:
+        return self.raw[index].hex()
 
 
 @dataclass(frozen=True)
@@ -202,7 +216,26 @@ def _string(text: str) -> bytes:
     return (_SHORT[n] if n < 0x80 else _varint(n)) + data
 
 
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def _hex_strings(raw: Sequence[bytes]) -> bytes:
+    """Each byte string as its hex text, each prefixed by its length: numpy does the
+    digits when all have one length under 64 bytes (ids), else a step per value."""
+    width = len(raw[0]) if len(raw) else 0
+    if not len(raw) or width >= 0x40 or set(map(len, raw)) != {width}:
+        return b"".join([_string(r.hex()) for r in raw])
+    data = np.frombuffer(b"".join(raw), dtype=np.uint8).reshape(len(raw), width)
+    out = np.empty((len(raw), 1 + 2 * width), dtype=np.uint8)
+    out[:, 0] = 2 * width
+    out[:, 1::2] = _HEX_DIGITS[data >> 4]
+    out[:, 2::2] = _HEX_DIGITS[data & 0x0F]
+    return out.tobytes()
+
+
 def _strings(values: Any) -> bytes:
+    if isinstance(values, HexColumn):
+        return _hex_strings(values.raw)
     if isinstance(values, Coded):
         pieces = np.array([_string(s) for s in values.dictionary] + [b""], dtype=object)
         return b"".join(pieces[np.asarray(values.codes, dtype=np.intp)].tolist())
