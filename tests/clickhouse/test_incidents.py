@@ -10,7 +10,7 @@ import numpy as np
 
 from segwatch.clickhouse.incident_members import IncidentMember
 from segwatch.clickhouse.incidents import _still_resolved, join_incidents, settle_incidents
-from segwatch.clickhouse.lifecycle import EVENT_COLUMNS
+from segwatch.clickhouse.lifecycle import EVENT_COLUMNS, Persistence, utc
 from segwatch.clickhouse.queries import AnomalyFilter, list_anomalies
 
 T0 = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.timezone.utc)
@@ -295,3 +295,54 @@ def test_an_open_incident_is_listed_whole_when_its_root_resolved_first(client) -
         ("consequence", "open", "psi_drift"),
     ]
     assert list_anomalies(client, AnomalyFilter(state="resolved")).rows == []
+
+
+def test_an_anomaly_a_failed_run_left_without_incident_is_joined_and_alerted_late(
+    client, recorder, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A run that recorded its anomalies (ml_anomaly_events) and failed before their
+    incidents (the store went away) left them open with no incident and no alert; a rerun
+    of the window does not open them again. The next run gives them their incident and
+    returns them among its opened transitions, so their alert goes out late, once."""
+    from shop_traffic import END, ingest, traffic
+
+    from segwatch.clickhouse import detection
+
+    ingest(client, recorder, traffic(seed=3, color_weights_now=[0.2, 0.3, 0.5])[0])
+    psi = next(s for s in detection.load_manifest() if s.name == "psi_drift")
+    psi = dataclasses.replace(psi, persistence=Persistence(found=1, windows=1))
+    at = dt.datetime.fromtimestamp(END, dt.timezone.utc)
+
+    def store_gone(*_: object) -> None:
+        raise ConnectionError("the store went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(detection, "join_incidents", store_gone)
+        try:
+            detection.run_detector(client, psi, at)
+        except ConnectionError:
+            pass
+        else:
+            raise AssertionError("the run did not fail")
+    opened_events = client.query(
+        "SELECT quantity FROM ml_anomaly_events FINAL WHERE state = 'open'"
+    ).result_rows
+    assert opened_events == [("feature.color",)]
+    assert client.query("SELECT count() FROM ml_incident_members").result_rows == [(0,)]
+
+    for later in (at, at + dt.timedelta(minutes=5)):  # a rerun of the window, then the next
+        run = detection.run_detector(client, psi, later)
+        if later == at:
+            assert [t["quantity"] for t in run.opened] == ["feature.color"]
+            repaired = run.opened[0]
+            assert repaired["incident_role"] == "root" and repaired["incident_alert"] is True
+            assert repaired["window_end"] == psi.windows(at)["window_end"]  # when it opened
+            assert utc(repaired["found_window_end"]) == repaired["window_end"]
+            assert "PSI" in repaired["details"]
+        else:
+            assert [t["quantity"] for t in run.opened] == []  # joined once, alerted once
+    members = client.query(
+        "SELECT incident_id, quantity, role FROM ml_incident_members FINAL"
+    ).result_rows
+    assert [(m[1], m[2]) for m in members] == [("feature.color", "root")]
+    assert members[0][0] == repaired["incident_id"]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from clickhouse_connect.driver.client import Client
 
-from .incidents import join_incidents, settle_incidents
+from .incidents import join_incidents, join_unjoined, settle_incidents
 from .lifecycle import KEY_COLUMNS, Persistence, most_specific, update_lifecycle
 from .rollups import FIVE_MINUTES, ONE_HOUR, roll_up
 from .store import DETECTOR_SETTINGS
@@ -277,6 +277,8 @@ def run_detector(client: Client, spec: DetectorSpec, at: dt.datetime) -> Detecto
     ``ml_anomaly_events``, and their incidents in ``ml_incident_members``
     (each transition gets ``incident_id``, ``incident_role``,
     ``incident_alert`` and ``incident_summary``: see :mod:`.incidents`).
+    The opened include anomalies an earlier run recorded but failed before
+    giving them an incident (:func:`~.incidents.join_unjoined`): late, not lost.
     Running a window again adds nothing.
     """
     started = time.perf_counter()
@@ -290,6 +292,9 @@ def run_detector(client: Client, spec: DetectorSpec, at: dt.datetime) -> Detecto
     if _should_run(client, spec, parameters):  # before rolling up: nothing to read otherwise
         _roll_up_for(client, spec, windows)
         new = _find(client, spec, parameters)
+    # Anomalies an earlier run recorded open but failed to give an incident join theirs
+    # first (this run may resolve them), and are alerted with this run's.
+    unjoined = join_unjoined(client, spec.detectors, windows["window_end"], spec.parameters)
     opened: list[dict[str, Any]] = []
     resolved: list[dict[str, Any]] = []
     for detector in spec.detectors:
@@ -311,7 +316,7 @@ def run_detector(client: Client, spec: DetectorSpec, at: dt.datetime) -> Detecto
         windows["window_end"],
         new,
         time.perf_counter() - started,
-        opened,
+        unjoined + opened,
         resolved,
     )
 

@@ -26,10 +26,12 @@ from clickhouse_connect.driver.client import Client
 
 __all__ = [
     "EVENT_COLUMNS",
+    "FINDING_COLUMNS",
     "KEY_COLUMNS",
     "Persistence",
     "cross_parents",
     "most_specific",
+    "opened_transition",
     "segment_text",
     "sql_time",
     "update_lifecycle",
@@ -61,6 +63,24 @@ EVENT_COLUMNS = (
     "statistics",
 )
 """The columns of ``ml_anomaly_events`` a transition fills (``recorded_at`` is added)."""
+
+FINDING_COLUMNS = (
+    *KEY_COLUMNS,
+    "window_start",
+    "window_end",
+    "baseline_start",
+    "baseline_end",
+    "score",
+    "threshold",
+    "p_value",
+    "support",
+    "baseline_value",
+    "current_value",
+    "exemplar_trace_ids",
+    "details",
+    "statistics",
+)
+"""The columns of ``ml_anomalies`` an ``open`` transition is made from."""
 
 _Key = tuple[Any, ...]
 """One anomaly's values of :data:`KEY_COLUMNS`."""
@@ -157,7 +177,7 @@ def update_lifecycle(
     open_now, decided = _states_before(client, detector, window_end)
     window = {"window_start": window_start, "window_end": window_end}
     opened = [
-        {**findings[-1], **_found_in(findings[-1]), **window, "state": "open"}
+        opened_transition(findings[-1], window)
         for key, findings in found.items()
         if key not in open_now
         and key not in decided
@@ -179,11 +199,14 @@ def update_lifecycle(
     return opened, resolved
 
 
-def _found_in(finding: dict[str, Any]) -> dict[str, Any]:
-    """The window a finding was found in, kept apart from the transition's window (the
-    run that opened it may have found nothing itself: k of n windows)."""
-    return {"found_window_start": finding["window_start"],
-            "found_window_end": finding["window_end"]}  # fmt: skip
+def opened_transition(finding: dict[str, Any], window: dict[str, dt.datetime]) -> dict[str, Any]:
+    """The ``open`` transition at ``window`` (its start and end) of the anomaly whose latest
+    finding is ``finding`` (a row of :data:`FINDING_COLUMNS`). The window the finding was
+    found in is kept apart (``found_window_start``, ``found_window_end``): the run that
+    opened it may have found nothing itself (k of n windows)."""
+    found_in = {"found_window_start": finding["window_start"],
+                "found_window_end": finding["window_end"]}  # fmt: skip
+    return {**finding, **found_in, **window, "state": "open"}
 
 
 def _recent_findings(
@@ -191,10 +214,7 @@ def _recent_findings(
 ) -> dict[_Key, list[dict[str, Any]]]:
     """The findings of windows ending in (``since``, ``window_end``], by key, oldest first."""
     recent = client.query(
-        f"SELECT {', '.join(KEY_COLUMNS)}, window_start, window_end, baseline_start, "
-        "baseline_end, score, threshold, p_value, support, baseline_value, current_value, "
-        "exemplar_trace_ids, details, "
-        "statistics FROM ml_anomalies FINAL "
+        f"SELECT {', '.join(FINDING_COLUMNS)} FROM ml_anomalies FINAL "
         "WHERE detector = {detector:String} AND window_end > {since:DateTime('UTC')} "
         "AND window_end <= {window_end:DateTime('UTC')} ORDER BY window_end",
         parameters={
