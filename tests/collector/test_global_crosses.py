@@ -95,6 +95,10 @@ def test_a_declared_model_crosses_its_features_and_the_contexts() -> None:
          "name it); did you mean 'language'?"),
         ("[country, country]", "segments.crosses[4] (line 9): a cross needs two different "
          "fields"),
+        ("[langage, devise]", "segments.crosses[4] (line 9): 'langage' and 'devise' are not "
+         "declared features or contexts (no model under models has them as features, nor "
+         "does contexts name them); for 'langage', did you mean 'language'?; for 'devise', "
+         "did you mean 'device'?"),
     ],
 )  # fmt: skip
 def test_validate_refuses_a_field_declared_nowhere(cross: str, message: str) -> None:

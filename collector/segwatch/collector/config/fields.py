@@ -314,12 +314,24 @@ def global_cross_problem(
     if not models:
         return None
     declared = {name for model in models.values() for name in model.features} | set(contexts)
-    for part in cross:
-        if part not in declared:
-            hint = difflib.get_close_matches(part, sorted(declared), n=1)
-            return (
-                f"{part!r} is not a declared feature or context (no model under models has "
-                "it as a feature, nor does contexts name it)"
-                + (f"; did you mean {hint[0]!r}?" if hint else "")
-            )
-    return None
+    unknown = [part for part in cross if part not in declared]
+    if not unknown:
+        return None
+
+    def hint(part: str) -> str:
+        close = difflib.get_close_matches(part, sorted(declared), n=1)
+        return f"did you mean {close[0]!r}?" if close else ""
+
+    if len(unknown) == 1:
+        text = (
+            f"{unknown[0]!r} is not a declared feature or context (no model under models "
+            "has it as a feature, nor does contexts name it)"
+        )
+        hints = [hint(unknown[0])]
+    else:
+        text = (
+            f"{unknown[0]!r} and {unknown[1]!r} are not declared features or contexts (no "
+            "model under models has them as features, nor does contexts name them)"
+        )
+        hints = [f"for {part!r}, {hint(part)}" for part in unknown if hint(part)]
+    return "; ".join([text, *filter(None, hints)])
