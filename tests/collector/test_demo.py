@@ -22,6 +22,12 @@ def test_demo_finds_the_injected_segment_and_nothing_else(
     model = table["columns"].index("model")
     found = {(row[model], row[segment]) for row in table["rows"]}
     assert found == {("fraud", "feature.country=BR")}
+    # The open incidents too: one, rooted in BR, its consequences there.
+    [incident] = table["incidents"]
+    assert incident["model"] == "fraud" and incident["root"].endswith("feature.country=BR")
+    assert all(c.endswith("for feature.country=BR") for c in incident["consequences"])
+    reported = {name for run in table["runs"] for name in run["reports_as"]}
+    assert incident["root_detector"] in reported
     # Progress goes to stderr with --json, and says what happened.
     assert "simulated  75/75 minutes" in demo_run.stderr
     assert "found the injected drift" in demo_run.stderr

@@ -169,7 +169,8 @@ def run_demo(data_dir: str | None, as_json: bool = False) -> int:
     """Run the demo in ``data_dir`` (default: a temporary directory, removed after).
 
     Returns 0 when the detectors found the injected drift, 1 when they did not.
-    With ``as_json`` the anomalies go to stdout as JSON and the story to stderr.
+    With ``as_json`` the findings (and the open incidents, ``incidents``) go to stdout as
+    JSON and the story to stderr.
     """
     out = sys.stderr if as_json else sys.stdout
 
@@ -338,7 +339,10 @@ def _report(
 ) -> int:
     found = _found_injected(table, scenario)
     if as_json:
-        json.dump(table.to_json(), sys.stdout)
+        opened = [{"model": model, "root": root, "root_detector": detector,
+                   "consequences": consequences}
+                  for model, root, detector, consequences in incidents]  # fmt: skip
+        json.dump({**table.to_json(), "incidents": opened}, sys.stdout)
         sys.stdout.write("\n")
     else:
         say("")
