@@ -78,6 +78,26 @@ def test_kernels_equal_the_numpy_formulation(seed, rows, dims, groups_per_dim, k
         np.testing.assert_array_equal(got[2], expected[2])
 
 
+@pytest.mark.parametrize("sampled", [False, True])
+def test_dimensions_that_share_groups_are_summed_as_numpy_sums_them(sampled):
+    """The C loops read a row's groups in every dimension at once, which keeps numpy's order
+    of terms only when no group is in two dimensions: a matrix where some are runs numpy."""
+    groups, total, present, number_pos, numbers, keys, weights = _case(7, 200, 3, 6, 20, sampled)
+    shared = groups.copy()
+    shared[1] = groups[0]  # the second dimension's groups are the first's
+    checked = GroupMatrix(shared, total)
+    assert checked.by_row is None and GroupMatrix(groups, total).by_row is not None
+    stats = group_stats(checked, present, number_pos, numbers, weights)
+    expected = _numpy_group_stats(shared, present, number_pos, numbers, weights, total)
+    for got, want in zip(stats, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    live = np.unique(shared[:, present].ravel())
+    got = group_entries(checked, number_pos, keys, weights, live)
+    want = _numpy_group_entries(shared, number_pos, keys, weights, live, total, 1 << 40)
+    for got_part, want_part in zip(got, want, strict=True):
+        np.testing.assert_array_equal(got_part, want_part)
+
+
 def test_entries_skip_groups_that_are_not_live():
     groups = np.array([[0, 1, 2, 2]], dtype=np.int64)
     rows = np.arange(4, dtype=np.int64)
@@ -152,8 +172,9 @@ def test_the_compiled_entries_loop_stops_at_its_capacity(dense_cells):
     out_keys = np.full(8, -7, dtype=np.int64)  # room for 3, then a guard the loop must not touch
     out_weights = np.full(8, -7.0)
     address = kernels._address
+    by_row = np.ascontiguousarray(matrix.T)
     status = kernels._LIBRARY.segwatch_group_entries(
-        address(matrix), 1, 3, address(rows), address(keys), 3, address(weights),
+        address(matrix), address(by_row), 1, 3, address(rows), address(keys), 3, address(weights),
         address(live), 4, 1, dense_cells, kernels.MAX_KEY_RANGE, 3,
         address(lengths), address(out_keys), address(out_weights),
     )  # fmt: skip

@@ -23,15 +23,23 @@
  * for, so a library built from an older source (a stale _kernels.so in an editable
  * install) is not called with arguments it does not take. Change it here and in
  * kernels.py (ABI) together, with any change to an exported function's interface. */
-#define SEGWATCH_KERNELS_ABI 1
+#define SEGWATCH_KERNELS_ABI 2
 
 int64_t segwatch_kernels_abi(void) { return SEGWATCH_KERNELS_ABI; }
 
-/* Per group: weighted rows present, numeric count, sum, sum of squares, min, max.
- *
- * groups is n_dims x n_rows (row-major): groups[d * n_rows + r] is the group of
- * row r in dimension d. Terms are added dimension by dimension, rows in order:
- * the same order as numpy's bincount over the tiled arrays, so the same sums. */
+/* The loops below read a group matrix row by row: groups is n_rows x n_dims (row-major),
+ * groups[r * n_dims + d] the group of row r in dimension d, and each dimension's groups
+ * are its own (kernels.py's GroupMatrix checks that the dimensions' group ranges do not
+ * overlap). So a row is read once for every dimension, the n_dims updates of one row go to
+ * n_dims different groups and do not wait on each other (a loop dimension by dimension
+ * waited on each sum in turn whenever consecutive rows fell in one group), and every group
+ * still adds its rows' terms in row order: the order numpy's bincount over the tiled
+ * arrays adds them, so the same sums, bit for bit. */
+
+enum { STAT_PRESENT, STAT_COUNT, STAT_SUM, STAT_SUM_SQ, STAT_MIN, STAT_MAX, STAT_SLOT = 8 };
+
+/* Per group: weighted rows present, numeric count, sum, sum of squares, min, max. While
+ * counting, a group's six statistics share one 64-byte slot (one cache line per update). */
 int64_t segwatch_group_stats(const int64_t *groups, int64_t n_dims, int64_t n_rows,
                              const int64_t *present, int64_t n_present,
                              const int64_t *number_pos, const double *numbers,
@@ -42,43 +50,114 @@ int64_t segwatch_group_stats(const int64_t *groups, int64_t n_dims, int64_t n_ro
         if (present[i] < 0 || present[i] >= n_rows) return OUT_OF_RANGE;
     for (int64_t i = 0; i < n_numbers; i++)
         if (number_pos[i] < 0 || number_pos[i] >= n_rows) return OUT_OF_RANGE;
+    /* 64 bytes more than the slots, to start them on a cache line. */
+    char *block = malloc((size_t)(total * STAT_SLOT + 8) * sizeof(double));
+    if (!block) return NO_MEMORY;
+    double *slots = (double *)(block + (64 - (uintptr_t)block % 64) % 64);
     for (int64_t g = 0; g < total; g++) {
-        weighted_present[g] = numeric_count[g] = sums[g] = sum_sq[g] = 0.0;
-        minima[g] = INFINITY;
-        maxima[g] = -INFINITY;
+        double *slot = slots + g * STAT_SLOT;
+        slot[STAT_PRESENT] = slot[STAT_COUNT] = slot[STAT_SUM] = slot[STAT_SUM_SQ] = 0.0;
+        slot[STAT_MIN] = INFINITY;
+        slot[STAT_MAX] = -INFINITY;
     }
-    for (int64_t d = 0; d < n_dims; d++) {
-        const int64_t *group_of = groups + d * n_rows;
-        for (int64_t i = 0; i < n_present; i++) {
-            int64_t r = present[i];
-            weighted_present[group_of[r]] += weights[r];
-        }
-        for (int64_t i = 0; i < n_numbers; i++) {
-            int64_t r = number_pos[i];
-            int64_t g = group_of[r];
-            double w = weights[r], v = numbers[i];
-            numeric_count[g] += w;
-            sums[g] += v * w;
-            sum_sq[g] += v * v * w;
-            if (v < minima[g]) minima[g] = v;
-            if (v > maxima[g]) maxima[g] = v;
+    for (int64_t i = 0; i < n_present; i++) {
+        int64_t r = present[i];
+        const int64_t *group_of = groups + r * n_dims;
+        double w = weights[r];
+        for (int64_t d = 0; d < n_dims; d++) slots[group_of[d] * STAT_SLOT + STAT_PRESENT] += w;
+    }
+    for (int64_t i = 0; i < n_numbers; i++) {
+        int64_t r = number_pos[i];
+        const int64_t *group_of = groups + r * n_dims;
+        double w = weights[r], v = numbers[i];
+        double vw = v * w, vvw = v * v * w; /* as numpy: (v * v) * w */
+        for (int64_t d = 0; d < n_dims; d++) {
+            double *slot = slots + group_of[d] * STAT_SLOT;
+            slot[STAT_COUNT] += w;
+            slot[STAT_SUM] += vw;
+            slot[STAT_SUM_SQ] += vvw;
+            if (v < slot[STAT_MIN]) slot[STAT_MIN] = v;
+            if (v > slot[STAT_MAX]) slot[STAT_MAX] = v;
         }
     }
+    for (int64_t g = 0; g < total; g++) {
+        const double *slot = slots + g * STAT_SLOT;
+        weighted_present[g] = slot[STAT_PRESENT];
+        numeric_count[g] = slot[STAT_COUNT];
+        sums[g] = slot[STAT_SUM];
+        sum_sq[g] = slot[STAT_SUM_SQ];
+        minima[g] = slot[STAT_MIN];
+        maxima[g] = slot[STAT_MAX];
+    }
+    free(block);
     return 0;
+}
+
+/* group_entries' count when (group, key) cells are few: a counter per cell, then the
+ * live groups' nonzero cells in key order. Rows are counted in every dimension at once
+ * (by_row: n_rows x n_dims), the dimensions not overlapping (kernels.py checks), so each
+ * cell still adds its rows in row order. Where every row weighs 1 (unsampled calls) the
+ * counters are 32-bit integers, half the memory to go through; a sum of ones is exact in
+ * a double as in an integer, so the entries are the same. */
+static int64_t dense_entries(const int64_t *by_row, int64_t n_dims, const int64_t *rows,
+                             const int64_t *rank, int64_t n, const double *weights,
+                             const int64_t *live, int64_t n_live, int64_t total, int64_t span,
+                             const int64_t *distinct, int64_t capacity, int64_t *lengths,
+                             int64_t *out_keys, double *out_weights) {
+    int unit = n < ((int64_t)1 << 31);
+    for (int64_t i = 0; unit && i < n; i++) unit = weights[rows[i]] == 1.0;
+    size_t cell_size = unit ? sizeof(uint32_t) : sizeof(double);
+    void *cells = calloc((size_t)(total * span), cell_size);
+    if (!cells) return NO_MEMORY;
+    if (unit) {
+        uint32_t *counts = cells;
+        for (int64_t i = 0; i < n; i++) {
+            const int64_t *group_of = by_row + rows[i] * n_dims;
+            int64_t k = rank[i];
+            for (int64_t d = 0; d < n_dims; d++) counts[group_of[d] * span + k]++;
+        }
+    } else {
+        double *sums = cells;
+        for (int64_t i = 0; i < n; i++) {
+            int64_t r = rows[i], k = rank[i];
+            const int64_t *group_of = by_row + r * n_dims;
+            double w = weights[r];
+            for (int64_t d = 0; d < n_dims; d++) sums[group_of[d] * span + k] += w;
+        }
+    }
+    int64_t m = 0;
+    for (int64_t li = 0; li < n_live; li++) {
+        int64_t first = m, at = live[li] * span;
+        for (int64_t j = 0; j < span; j++) {
+            double value = unit ? (double)((uint32_t *)cells)[at + j] : ((double *)cells)[at + j];
+            if (value != 0.0) {
+                if (m >= capacity) {
+                    free(cells);
+                    return NO_ROOM;
+                }
+                out_keys[m] = distinct[j];
+                out_weights[m++] = value;
+            }
+        }
+        lengths[li] = m - first;
+    }
+    free(cells);
+    return m;
 }
 
 /* Per group of `live` (sorted): its distinct keys (sorted) and their summed weights.
  *
- * Row rows[i] has key keys[i] (n of them) and counts in its group of every
- * dimension with weights[rows[i]] (positive). Writes each live group's entry
+ * The group matrix in both layouts: groups (n_dims x n_rows, for the sorted count) and
+ * by_row (n_rows x n_dims, for the dense one). Row rows[i] has key keys[i] (n of them)
+ * and counts in its group of every dimension with weights[rows[i]] (positive). Writes each live group's entry
  * count to lengths (room for n_live) and the entries, group after group, to
  * out_keys and out_weights (room for capacity each; n * n_dims is enough when no
  * live group repeats); returns how many, NO_MEMORY, NO_ROOM (more entries than
  * capacity: a live group given twice), or OUT_OF_RANGE (a row or live group out
  * of range, keys spanning more than max_width values). Cells add their weights in
  * the order numpy's bincount over the tiled arrays would. */
-int64_t segwatch_group_entries(const int64_t *groups, int64_t n_dims, int64_t n_rows,
-                               const int64_t *rows, const int64_t *keys, int64_t n,
+int64_t segwatch_group_entries(const int64_t *groups, const int64_t *by_row, int64_t n_dims,
+                               int64_t n_rows, const int64_t *rows, const int64_t *keys, int64_t n,
                                const double *weights, const int64_t *live, int64_t n_live,
                                int64_t total, int64_t dense_cells, int64_t max_width,
                                int64_t capacity, int64_t *lengths, int64_t *out_keys,
@@ -89,7 +168,7 @@ int64_t segwatch_group_entries(const int64_t *groups, int64_t n_dims, int64_t n_
         if (live[li] < 0 || live[li] >= total) return OUT_OF_RANGE;
     memset(lengths, 0, (size_t)n_live * sizeof(int64_t));
     if (n == 0) return 0;
-    /* The distinct keys, sorted, and each key's index among them (a counting pass). */
+    /* The distinct keys, sorted, and each entry's rank among them (a counting pass). */
     int64_t low = keys[0], high = keys[0];
     for (int64_t i = 1; i < n; i++) {
         if (keys[i] < low) low = keys[i];
@@ -99,9 +178,11 @@ int64_t segwatch_group_entries(const int64_t *groups, int64_t n_dims, int64_t n_
     int64_t width = high - low + 1;
     int64_t *index = calloc((size_t)width, sizeof(int64_t));
     int64_t *distinct = malloc((size_t)width * sizeof(int64_t));
-    if (!index || !distinct) {
+    int64_t *rank = malloc((size_t)n * sizeof(int64_t));
+    if (!index || !distinct || !rank) {
         free(index);
         free(distinct);
+        free(rank);
         return NO_MEMORY;
     }
     for (int64_t i = 0; i < n; i++) index[keys[i] - low] = 1;
@@ -112,38 +193,11 @@ int64_t segwatch_group_entries(const int64_t *groups, int64_t n_dims, int64_t n_
             distinct[span++] = j + low;
         }
     }
+    for (int64_t i = 0; i < n; i++) rank[i] = index[keys[i] - low];
     int64_t m = 0;
     if (total * span <= dense_cells) {
-        /* Few (group, key) cells: count them all, then read the live groups' cells. */
-        double *cells = calloc((size_t)(total * span), sizeof(double));
-        if (!cells) {
-            m = NO_MEMORY;
-            goto done;
-        }
-        for (int64_t d = 0; d < n_dims; d++) {
-            const int64_t *group_of = groups + d * n_rows;
-            for (int64_t i = 0; i < n; i++) {
-                int64_t r = rows[i];
-                cells[group_of[r] * span + index[keys[i] - low]] += weights[r];
-            }
-        }
-        for (int64_t li = 0; li < n_live; li++) {
-            const double *mine = cells + live[li] * span;
-            int64_t first = m;
-            for (int64_t j = 0; j < span; j++) {
-                if (mine[j] != 0.0) {
-                    if (m >= capacity) {
-                        free(cells);
-                        m = NO_ROOM;
-                        goto done;
-                    }
-                    out_keys[m] = distinct[j];
-                    out_weights[m++] = mine[j];
-                }
-            }
-            lengths[li] = m - first;
-        }
-        free(cells);
+        m = dense_entries(by_row, n_dims, rows, rank, n, weights, live, n_live, total, span,
+                          distinct, capacity, lengths, out_keys, out_weights);
         goto done;
     }
     /* Many cells (many groups, wide keys): sort the entries by (group, key) with two
@@ -163,7 +217,7 @@ int64_t segwatch_group_entries(const int64_t *groups, int64_t n_dims, int64_t n_
         const int64_t *group_of = groups + d * n_rows;
         for (int64_t i = 0; i < n; i++) {
             entry_group[d * n + i] = group_of[rows[i]];
-            entry_key[d * n + i] = index[keys[i] - low];
+            entry_key[d * n + i] = rank[i];
         }
     }
     for (int64_t e = 0; e < entries; e++) starts[entry_key[e] + 1]++;
@@ -205,6 +259,7 @@ free_buckets:
 done:
     free(index);
     free(distinct);
+    free(rank);
     return m;
 }
 

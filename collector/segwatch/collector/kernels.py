@@ -17,14 +17,17 @@ decode while the flusher aggregates.
 The library is compiled when the package is installed (``hatch_build.py``);
 without it (:mod:`.kernels_library` says when it is not used) the numpy
 formulation below does the same work, slower (:data:`COMPILED` says which one
-runs). Both give the same numbers bit for bit: sums add the same terms in the
-same order (dimension by dimension, values in order), which
-``tests/collector/test_kernels.py`` checks.
+runs). Both give the same numbers bit for bit: each group adds the same terms
+in the same order (its rows in order; a group belongs to one dimension), which
+``tests/collector/test_kernels.py`` checks. The C loops take a row's groups in
+every dimension at once (:attr:`GroupMatrix.by_row`): the updates of one row
+then go to different groups and do not wait on each other.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -47,8 +50,9 @@ __all__ = [
 ]
 
 DENSE_CELLS = 1 << 20
-"""Up to this many (group, key) cells (8 MiB of counters), or four per entry, entries are
-counted densely; beyond, sorted (two counting sorts in C, ``np.unique`` in numpy)."""
+"""Up to this many (group, key) cells (8 MiB of counters, 4 MiB where every row weighs 1), or
+four per entry, entries are counted densely; beyond, sorted (two counting sorts in C,
+``np.unique`` in numpy)."""
 
 MAX_KEY_RANGE = 1 << 24
 """Keys of one call to :func:`group_entries` span at most this many values (the C loop
@@ -73,7 +77,12 @@ class GroupMatrix:
 
     ``matrix[d, r]`` is the group of row ``r`` in dimension ``d``, below
     ``total``; the matrix is kept as a read-only copy, so what was checked
-    stays true.
+    stays true. The C loops read it row by row (:attr:`by_row`, ``rows ×
+    dimensions``), one row's groups in every dimension at once, which adds
+    each group's terms in the numpy formulation's order only when no group
+    belongs to two dimensions: when the dimensions' group ranges overlap,
+    :attr:`by_row` is None and the numpy formulation runs (the aggregator's
+    dimensions each have a range of their own).
     """
 
     matrix: _I64
@@ -91,6 +100,19 @@ class GroupMatrix:
     @property
     def rows(self) -> int:
         return int(self.matrix.shape[1])
+
+    @cached_property
+    def by_row(self) -> _I64 | None:
+        """``rows × dimensions`` (a read-only copy), or None when two dimensions share groups."""
+        matrix = self.matrix
+        if matrix.size and matrix.shape[0] > 1:
+            low, high = matrix.min(axis=1), matrix.max(axis=1)
+            order = np.argsort(low, kind="stable")
+            if bool(np.any(low[order][1:] <= high[order][:-1])):
+                return None
+        by_row = np.ascontiguousarray(matrix.T)
+        by_row.flags.writeable = False
+        return by_row
 
 
 def _check_arrays(**arrays: tuple[npt.NDArray[np.generic], type, int]) -> None:
@@ -115,13 +137,14 @@ def group_stats(
         present=(present, np.int64, -1), number_pos=(number_pos, np.int64, -1),
         numbers=(numbers, np.float64, len(number_pos)), weights=(weights, np.float64, n_rows),
     )  # fmt: skip
-    if _LIBRARY is None:
+    by_row = None if _LIBRARY is None else groups.by_row
+    if _LIBRARY is None or by_row is None:
         _check_rows(present, n_rows)
         _check_rows(number_pos, n_rows)
         return _numpy_group_stats(groups.matrix, present, number_pos, numbers, weights, total)
     out = tuple(np.empty(total) for _ in range(6))
     status = _LIBRARY.segwatch_group_stats(
-        _address(groups.matrix), groups.matrix.shape[0], n_rows,
+        _address(by_row), groups.matrix.shape[0], n_rows,
         _address(present), len(present),
         _address(number_pos), _address(numbers), len(number_pos),
         _address(weights), total, *(_address(a) for a in out),
@@ -158,7 +181,8 @@ def group_entries(
     capacity = groups.matrix.shape[0] * len(rows)  # every (dimension, row): one entry at most
     if dense_cells is None:
         dense_cells = max(DENSE_CELLS, 4 * capacity)  # then a count beats the alternative
-    if _LIBRARY is None:
+    by_row = None if _LIBRARY is None else groups.by_row
+    if _LIBRARY is None or by_row is None:
         _check_rows(rows, n_rows)
         _check_rows(live, total)
         if len(keys) and int(keys.max()) - int(keys.min()) >= MAX_KEY_RANGE:
@@ -168,13 +192,14 @@ def group_entries(
     out_keys = np.empty(capacity, dtype=np.int64)
     out_weights = np.empty(capacity, dtype=np.float64)
     entries = _LIBRARY.segwatch_group_entries(
-        _address(groups.matrix), groups.matrix.shape[0], n_rows,
+        _address(groups.matrix), _address(by_row), groups.matrix.shape[0], n_rows,
         _address(rows), _address(keys), len(rows), _address(weights),
         _address(live), len(live), total, dense_cells, MAX_KEY_RANGE, capacity,
         _address(lengths), _address(out_keys), _address(out_weights),
     )  # fmt: skip
     _raise_for(entries, _ENTRIES_RANGE)
-    return lengths, out_keys[:entries].copy(), out_weights[:entries].copy()
+    # Views, not copies: pages past the entries were never touched, so hold no memory.
+    return lengths, out_keys[:entries], out_weights[:entries]
 
 
 def walk_fields(

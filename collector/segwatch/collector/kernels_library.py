@@ -27,7 +27,7 @@ LIBRARY = Path(
 )
 """Where the build puts the compiled loops (``bench/sanitize.sh`` points elsewhere)."""
 
-ABI = 1
+ABI = 2
 """The library interface :mod:`.kernels` calls; ``segwatch_kernels_abi()`` in ``_kernels.c``
 says which one a build has. Both change together, with any exported function's interface."""
 
@@ -42,7 +42,7 @@ where none were built (CI runs the collector tests a second time so)."""
 
 SIGNATURES = {
     "segwatch_group_stats": "piipippipipppppp",
-    "segwatch_group_entries": "piippippiiiiippp",
+    "segwatch_group_entries": "ppiippippiiiiippp",
     "segwatch_walk_fields": "pippiippppp",
     "segwatch_read_key_values": "pippiippppp",
     "segwatch_read_fixed64": "pipip",

@@ -142,9 +142,13 @@ def append_quantity_rows(
     live = groups.live[kept]
     w = groups.weights
     checked = groups.groups
+    everywhere = len(quantity.present) == checked.rows  # positions: sorted, distinct
     present, numeric_count, sums, sum_sq, minima, maxima = group_stats(
-        checked, quantity.present, quantity.number_pos, quantity.numbers, w
-    )
+        checked, _NONE if everywhere else quantity.present, quantity.number_pos,
+        quantity.numbers, w,
+    )  # fmt: skip
+    if everywhere:  # every row has a value: its groups' weights, summed in the same order
+        present = groups.counts
     histogram = group_entries(
         checked, quantity.number_pos, quantity.hist_keys.astype(np.int64), w, live
     )
@@ -171,3 +175,6 @@ def append_quantity_rows(
         categories=GroupEntries(*categories),
         category_names=quantity.label_names,
     )
+
+
+_NONE = np.zeros(0, dtype=np.int64)

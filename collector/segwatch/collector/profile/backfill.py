@@ -23,7 +23,10 @@ rows changed is new calls. After writing, the detectors' roll-ups of the hours i
 dropped (they are rebuilt from the minute rows on the next run), so a
 detector sees backfilled calls even in windows it had rolled up before.
 
-Threads: everything runs on the caller's thread, through the caller's client.
+Threads: the caller's thread reads and aggregates; one more thread inserts,
+through the caller's client, one chunk at a time, while the next chunk is read
+and aggregated (the engine's insert and the compiled loops leave the
+interpreter's lock free, so on two cores they overlap).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import datetime as dt
 import hashlib
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,10 +140,11 @@ def backfill_table(
 ) -> BackfillResult:
     """Backfill ``chunks``; each chunk's inserts carry a token of its own (:func:`_token`).
 
-    Chunk after chunk on the caller's thread: read, aggregated, inserted, then
-    counted by ``progress(done, total)``. (Reading the next chunk and inserting the
-    last one on threads of their own, beside the aggregation, was measured: no
-    faster, the stages hold the interpreter's lock most of their time.)
+    Chunk after chunk: read and aggregated on the caller's thread, inserted on
+    another while the next one is read and aggregated (one insert in flight:
+    memory holds two chunks' rows at most), then counted by ``progress(done,
+    total)``. On an error every chunk before the bad one is stored before it is
+    raised.
     """
     if not model:
         raise ValueError("a backfill needs a model name")
@@ -150,15 +155,15 @@ def backfill_table(
     aggregator = SegmentAggregator(plan)
     reading = _Reading(chunks, timestamp, (model, version, stage), config, source)
     done = count = 0
-    for count, batch in enumerate(iter(reading.next, None), start=1):
-        parts: list[TableRows] = [aggregator.aggregate(batch)]
-        if config.storage.raw_calls:
-            parts.append(call_rows(batch))
-        token = _token(reading.chunk, count - 1, timestamp, (model, version, stage))
-        _insert_all(client, parts, token)
-        done += len(batch)
-        if progress is not None:
-            progress(done, max(expected_rows, done))
+    with _Inserts(client) as inserts:
+        for count, batch in enumerate(iter(reading.next, None), start=1):
+            parts: list[TableRows] = [aggregator.aggregate(batch)]
+            if config.storage.raw_calls:
+                parts.append(call_rows(batch))
+            done = _stored(done, inserts.wait(), expected_rows, progress)
+            token = _token(reading.chunk, count - 1, timestamp, (model, version, stage))
+            inserts.start(parts, token, len(batch))
+        done = _stored(done, inserts.wait(), expected_rows, progress)
     if reading.quantities is None:
         raise ValueError(f"{source}: no rows")
     if done:
@@ -221,6 +226,47 @@ def _token(chunk: LoggedChunk, index: int, timestamp: str, model: tuple[str, str
     at its end) inserts the chunks that changed, and only those."""
     key = "\x1f".join(("backfill-v1", *model, timestamp, str(index), chunk_digest(chunk)))
     return "backfill-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+class _Inserts:
+    """Inserts on a thread of their own, one in flight: :meth:`wait` for it (which raises its
+    error), then :meth:`start` the next."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segwatch-backfill")
+        self._pending: tuple[Future[None], int] | None = None
+
+    def __enter__(self) -> _Inserts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._pending is not None:  # an error on the way out: store what came before
+                self._pending[0].exception()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def start(self, parts: list[TableRows], token: str, rows: int) -> None:
+        """Start inserting ``parts`` (``rows`` calls); the previous insert must be done."""
+        assert self._pending is None, "one insert at a time: wait() for the last one"
+        self._pending = (self._pool.submit(_insert_all, self._client, parts, token), rows)
+
+    def wait(self) -> int:
+        """Wait for the insert in flight; returns its calls (0 if none)."""
+        if self._pending is None:
+            return 0
+        future, rows = self._pending
+        self._pending = None
+        future.result()
+        return rows
+
+
+def _stored(done: int, rows: int, expected: int, progress: Progress | None) -> int:
+    """``done`` plus the ``rows`` an insert just stored, counted by ``progress``."""
+    if rows and progress is not None:
+        progress(done + rows, max(expected, done + rows))
+    return done + rows
 
 
 def _insert_all(client: Client, parts: list[TableRows], token: str) -> None:
