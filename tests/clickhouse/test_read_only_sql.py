@@ -50,6 +50,12 @@ def test_a_format_clause_is_refused_with_its_own_words(client: Any) -> None:
         with pytest.raises(ValueError, match="remove 'FORMAT JSON'") as refused:
             read_only_query(client, query)
         assert "Native" not in str(refused.value)
+    # A FORMAT with no name: not the engine's error about the readonly setting appended.
+    for query in ("SELECT 1 FORMAT", "SELECT count() FORMAT;", "SELECT 'a' format"):
+        with pytest.raises(ValueError, match="remove the 'FORMAT' that ends the query"):
+            read_only_query(client, query)
+    # A column named format still reads.
+    assert read_only_query(client, "SELECT x, format FROM (SELECT 1 AS x, 2 AS format)").rows
 
 
 def test_into_outfile_is_refused(client: Any, tmp_path: Path) -> None:

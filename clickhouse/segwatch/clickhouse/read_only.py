@@ -65,6 +65,12 @@ def check_read_only(query: str) -> None:
                 f"remove 'FORMAT {after.text}': results come back as columns and rows, in the "
                 "format the caller asks for (the CLI prints a table, or JSON with --json)"
             )
+        if _is_format_without_name(before, token, after):
+            raise ValueError(
+                "remove the 'FORMAT' that ends the query: results come back as columns and "
+                "rows, in the format the caller asks for (the CLI prints a table, or JSON "
+                "with --json)"
+            )
 
 
 def _is_format_clause(
@@ -82,3 +88,15 @@ def _is_format_clause(
     if after is None or after.kind not in ("word", "ident"):
         return False
     return then is None or then.text == ";" or then.keyword() == "SETTINGS"
+
+
+def _is_format_without_name(before: Token | None, token: Token, after: Token | None) -> bool:
+    """``FORMAT`` ending the query after a value (``SELECT 1 FORMAT``, ``... count()
+    FORMAT``, ``SELECT * FORMAT``): a FORMAT clause with no name, where the engine would
+    take what the caller appends for the format's name and blame that. After a name
+    (``SELECT a, format``) it may be a column, and the engine decides."""
+    if token.keyword() != "FORMAT" or token.depth != 0 or before is None:
+        return False
+    if after is not None and after.text != ";":
+        return False
+    return before.text in (")", "*") or before.kind == "string" or before.text[0].isdigit()
