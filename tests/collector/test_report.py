@@ -389,6 +389,11 @@ def test_the_focus_is_open_anomalies_first_then_the_latest_and_says_what_it_left
     ]
     assert [f["segment_value"] for f in choice.left_out] == ["b"]
     assert choose_focus([], findings, cap=10).left_out == []
+    # Open anomalies in the anomalies' order (an incident's root before its consequence),
+    # whichever finding came later.
+    incident = [row("b", "q", state="open"), row("c", "q", state="open")]
+    shown = choose_focus(incident, findings, cap=10).shown
+    assert [f["segment_value"] for f in shown] == ["b", "c", "a"]
 
 
 def test_report_request_from_a_query_string() -> None:

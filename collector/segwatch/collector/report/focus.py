@@ -2,7 +2,8 @@
 
 Every segment and quantity with a finding in the period, or with an open
 anomaly, gets its distribution (the window against its baseline) and its time
-series, those of open anomalies first, then the latest; past
+series, those of open anomalies first (each incident's root before its consequences),
+then the latest; past
 :data:`MAX_FOCUS` the rest are named on the page, not drawn (:class:`FocusChoice`).
 """
 
@@ -62,12 +63,17 @@ def choose_focus(
     anomalies: list[dict[str, Any]], findings: list[dict[str, Any]], cap: int = MAX_FOCUS
 ) -> FocusChoice:
     """One finding per segment and quantity (the latest: ``findings`` come latest first),
-    those of open anomalies first; the first ``cap`` shown, the rest left out."""
-    open_keys = {tuple(a[k] for k in _KEY) for a in anomalies if a["state"] == "open"}
+    those of open anomalies first, in the order of ``anomalies`` (by incident, its root
+    first: the cause is drawn before what follows from it); the first ``cap`` shown, the
+    rest left out."""
+    open_rank: dict[tuple[Any, ...], int] = {}
+    for rank, anomaly in enumerate(a for a in anomalies if a["state"] == "open"):
+        open_rank.setdefault(tuple(anomaly[k] for k in _KEY), rank)
     latest: dict[tuple[Any, ...], dict[str, Any]] = {}
     for finding in findings:
         latest.setdefault(tuple(finding[k] for k in _KEY), finding)
-    ranked = sorted(latest.items(), key=lambda item: item[0] not in open_keys)  # stable
+    unranked = len(open_rank)
+    ranked = sorted(latest.items(), key=lambda item: open_rank.get(item[0], unranked))  # stable
     chosen = [finding for _, finding in ranked]
     return FocusChoice(chosen[:cap], chosen[cap:])
 
