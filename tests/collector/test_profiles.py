@@ -49,6 +49,36 @@ def test_profile_is_aggregated_like_live_data_and_reloading_replaces_it(client) 
     assert _profile_counts(client) == counts
 
 
+def test_a_load_that_fails_part_way_leaves_the_old_profile_whole(client) -> None:  # type: ignore[no-untyped-def]
+    """The detectors compare with the old profile while a new one loads, and still do
+    when the load fails after some of its chunks went in (an interrupted command)."""
+    load_profile(client, _training_set(), model="shop")
+    old = _profile_counts(client)
+    seen_while_loading: list[dict[tuple, float]] = []
+
+    def interrupted(done: int, total: int) -> None:
+        seen_while_loading.append(_profile_counts(client))
+        if done == total:  # every chunk in, not yet swapped
+            raise KeyboardInterrupt
+
+    try:
+        load_profile(client, _training_set(500) | {"size": np.array(["XL"] * 500, dtype=object)},
+                     model="shop", chunk_rows=100, progress=interrupted)  # fmt: skip
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the load was not interrupted")
+    assert seen_while_loading == [old] * 5  # five chunks in, none seen under its name
+    assert _profile_counts(client) == old
+    leftovers = client.query(
+        "SELECT count() FROM ml_baseline_aggregates WHERE baseline_name != 'training'"
+    ).result_rows
+    assert leftovers == [(0,)]  # the chunks written aside are gone
+    # A load that completes replaces it.
+    load_profile(client, _training_set(500), model="shop", chunk_rows=100)
+    assert _profile_counts(client)[("__all__", "__all__", "feature.color")] == 500
+
+
 def test_live_drift_against_the_training_profile_is_found(client, recorder) -> None:
     load_profile(client, _training_set(), model="shop")
     rows, _, _ = traffic(seed=3, color_weights_now=[0.2, 0.3, 0.5])

@@ -36,6 +36,7 @@ from segwatch.collector.store.settings import check_store_settings
 
 from .columns import column_quantities
 from .quantiles import data_edges, refresh_quantile_buckets, stored_edges
+from .staged import delete_profile, staged_name, swap_in
 
 __all__ = [
     "BASELINE_COLUMNS",
@@ -260,26 +261,25 @@ def load_profile(
     config = config or CollectorConfig()
     columns = profile_columns(_column_names(data), model, config)
     check_store_settings(client, config)
-    client.command(
-        "ALTER TABLE ml_baseline_aggregates DELETE WHERE baseline_name = {name:String} "
-        "AND model_name = {model:String} AND model_version = {version:String} "
-        "SETTINGS mutations_sync = 2",
-        parameters={"name": name, "model": model, "version": version},
-    )
     plan = SegmentationPlan(config)
-    plan.use_quantile_edges(_profile_edges(client, data, plan, columns, name))
+    plan.use_quantile_edges(_profile_edges(client, data, plan, columns, name, version))
     aggregator = SegmentAggregator(plan)
     loaded_at = dt.datetime.now(dt.timezone.utc)
+    staged = staged_name(name)  # the old profile serves until every row is in (.staged)
     done = 0
-    for chunk, total in _chunks(data, chunk_rows):
-        n = len(next(iter(chunk.values()))) if chunk else 0
-        if not n:
-            continue
-        batch = _batch(chunk, n, model, version, columns.taken)
-        _profile_rows(aggregator.aggregate(batch), name, loaded_at).insert_into(client)
-        done += n
-        if progress is not None:
-            progress(done, total)
+    try:
+        for chunk, total in _chunks(data, chunk_rows):
+            n = len(next(iter(chunk.values()))) if chunk else 0
+            if not n:
+                continue
+            batch = _batch(chunk, n, model, version, columns.taken)
+            _profile_rows(aggregator.aggregate(batch), staged, loaded_at).insert_into(client)
+            done += n
+            if progress is not None:
+                progress(done, total)
+        swap_in(client, staged, name, model, version)
+    finally:
+        delete_profile(client, staged, model, version)
     return done
 
 
@@ -292,14 +292,20 @@ def _column_names(data: Any) -> list[str]:
 
 
 def _profile_edges(
-    client: Client, data: Any, plan: SegmentationPlan, columns: ProfileColumns, name: str
+    client: Client,
+    data: Any,
+    plan: SegmentationPlan,
+    columns: ProfileColumns,
+    name: str,
+    version: str,
 ) -> dict[tuple[str, str], tuple[float, ...]]:
     """The quantile edges this load buckets with: those the profile's other versions
-    were bucketed with, else the quantiles of this data."""
+    were bucketed with (not ``version``'s, which this load replaces), else the
+    quantiles of this data."""
     model = columns.model
     by_quantity = {quantity: column for column, quantity in columns.taken.items()}
     counts = plan.quantile_counts([(model, q) for q in by_quantity if q.startswith("feature.")])
-    edges = stored_edges(client, name, [model], counts)
+    edges = stored_edges(client, name, [model], counts, replaced_version=version)
     for key, count in counts.items():
         if key not in edges:
             values = data[by_quantity[key[1]]]

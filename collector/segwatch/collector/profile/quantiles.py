@@ -72,18 +72,29 @@ def label_edges(labels: list[str]) -> tuple[float, ...]:
 
 
 def stored_edges(
-    client: Client, name: str, models: list[str], dimensions: Mapping[tuple[str, str], int]
+    client: Client,
+    name: str,
+    models: list[str],
+    dimensions: Mapping[tuple[str, str], int],
+    replaced_version: str | None = None,
 ) -> Edges:
     """The edges profile ``name`` of each of ``models`` was bucketed with, for the
-    ``dimensions`` (``(model, feature.x)``) that want quantiles (any version of it)."""
+    ``dimensions`` (``(model, feature.x)``) that want quantiles (any version of it but
+    ``replaced_version``, the one a load is replacing)."""
     if not models or not dimensions:
         return {}
     rows = client.query(
         "SELECT model_name, segment_dim, groupUniqArray(segment_value) "
         "FROM ml_baseline_aggregates WHERE baseline_name = {name:String} "
         "AND has({models:Array(String)}, model_name) AND startsWith(segment_dim, 'feature.') "
-        "AND position(segment_dim, '×') = 0 GROUP BY model_name, segment_dim",
-        parameters={"name": name, "models": models},
+        "AND position(segment_dim, '×') = 0 AND NOT ({replacing:UInt8} AND "
+        "model_version = {replaced:String}) GROUP BY model_name, segment_dim",
+        parameters={
+            "name": name,
+            "models": models,
+            "replacing": int(replaced_version is not None),
+            "replaced": replaced_version or "",
+        },
     ).result_rows
     edges: Edges = {}
     for model, dimension, labels in rows:
