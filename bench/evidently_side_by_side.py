@@ -19,6 +19,7 @@ own environment::
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import importlib
 import tempfile
@@ -122,7 +123,16 @@ def run_evidently(minutes: list[tuple[int, dict[str, Any]]]) -> tuple[dict, floa
     return results, time.perf_counter() - started
 
 
+def parse_args() -> argparse.Namespace:
+    """No options: ``--help`` prints what the bench measures, and how to run it."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    return parser.parse_args()
+
+
 def main() -> None:
+    parse_args()
     now = int(time.time())
     end = now - now % 300
     minutes = generate(end)

@@ -13,6 +13,7 @@ Run: ``python bench/instrumentation.py``.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import time
 from typing import Any
@@ -112,7 +113,16 @@ def bench_batch(rows: int = 10_000) -> float:
     return best / rows * 1e6
 
 
+def parse_args() -> argparse.Namespace:
+    """No options: ``--help`` prints what the bench measures, and how to run it."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    return parser.parse_args()
+
+
 def main() -> None:
+    parse_args()
     (m50, m99), (b50, b99), round_ratio = bench_per_call()
     print(f"per call, 20 features + 2 outputs ({CALLS} calls x {ROUNDS} rounds):")
     print(f"  bare OTel span        p50 {b50:7.2f} us   p99 {b99:7.2f} us")

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -30,16 +28,12 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ingest import (  # bench/ is not a package
-    EXPORT_METHOD,
-    CollectorOptions,
-    _rss_mib,
-    build_payload,
-    start_collector,
-    stored_calls,
-)
+from ingest import EXPORT_METHOD, stored_calls  # bench/ is not a package
+from ingest_payload import build_payload
+from ingest_processes import CollectorOptions, embedded_path
 
 SPANS_PER_REQUEST = 1000
+MODEL = "fraud"  # the payload's model, the one whose stored calls are counted
 
 
 def send(address: str, rate: float, seconds: float) -> None:
@@ -76,29 +70,26 @@ def _queue_depth(api: str) -> tuple[float, float]:
 
 
 def soak(minutes: float, rate: float, every: float) -> None:
-    with tempfile.TemporaryDirectory(prefix="segwatch-soak-") as tmp:
-        collector, address, api = start_collector(Path(tmp) / "store", CollectorOptions())
-        try:
-            sender = subprocess.Popen(
-                [sys.executable, __file__, "--send", address, "--rate", str(rate),
-                 "--minutes", str(minutes)],
-                stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
-            samples: list[tuple[float, float, float, float]] = []
-            started = time.monotonic()
-            print(" elapsed s   RSS MiB   pending calls   spool MiB")
-            while sender.poll() is None:
-                time.sleep(every)
-                pending, spool = _queue_depth(api.base_url)
-                sample = (time.monotonic() - started, _rss_mib(collector.pid), pending, spool)
-                samples.append(sample)
-                print(f"{sample[0]:10.0f} {sample[1]:9.0f} {pending:15,.0f} {spool / 2**20:11.1f}",
-                      flush=True)  # fmt: skip
-            result = json.loads(sender.stdout.read())  # type: ignore[union-attr]
-            stored = stored_calls(api)
-        finally:
-            collector.send_signal(signal.SIGTERM)
-            collector.wait(timeout=120)
+    # embedded_path stops the collector (SIGTERM, then waits) when the block ends.
+    with embedded_path(CollectorOptions(), MODEL) as path:
+        collector = path.processes[0]
+        sender = subprocess.Popen(
+            [sys.executable, __file__, "--send", path.otlp, "--rate", str(rate),
+             "--minutes", str(minutes)],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        samples: list[tuple[float, float, float, float]] = []
+        started = time.monotonic()
+        print(" elapsed s   RSS MiB   pending calls   spool MiB")
+        while sender.poll() is None:
+            time.sleep(every)
+            pending, spool = _queue_depth(path.api.base_url)
+            sample = (time.monotonic() - started, collector.rss_mib(), pending, spool)
+            samples.append(sample)
+            print(f"{sample[0]:10.0f} {sample[1]:9.0f} {pending:15,.0f} {spool / 2**20:11.1f}",
+                  flush=True)  # fmt: skip
+        result = json.loads(sender.stdout.read())  # type: ignore[union-attr]
+        stored = stored_calls(path.api, MODEL)
     settled = [s for s in samples if s[0] >= 60] or samples
     start, end = settled[0], settled[-1]
     peak = max(settled, key=lambda s: s[1])
