@@ -219,7 +219,8 @@ def _add_backfill(commands: SubParsers) -> None:
         "aggregates and raw calls the collector would have written had the calls come as "
         "spans at those times: same segments, same config, same limits. Columns map to "
         "fields by the config (a declared output 'score' reads a column 'score'; "
-        "output.x, metric.x, context.x name their kind; any other column is a feature); an "
+        "output.x, metric.x, feature.x and context.x name their kind; when the model declares "
+        "fields, other columns are ignored (and listed), else they are features); an "
         "empty cell is MISSING. Idempotent: running a file again (or again after a crash) "
         "stores it once. Not while a collector holds the embedded store: stop it first.",
     )
