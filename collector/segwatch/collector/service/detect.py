@@ -168,8 +168,12 @@ def incidents_opened(run: DetectorRun) -> int:
     return sum(1 for t in run.opened if t.get("incident_alert"))
 
 
+def _counted(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
 def _incidents(count: int) -> str:
-    return f"{count} new incident{'' if count == 1 else 's'}"
+    return _counted(count, "new incident", "new incidents")
 
 
 RANGE_COLUMNS = ["detector", "windows", "first_window_end", "last_window_end", "findings",
@@ -199,8 +203,9 @@ class RangeResult(QueryResult):
         if not self.rows:
             return [f"no window of any detector ends between {self.start} and {self.end}"]
         return [
-            f"{json['windows']} windows run from {self.start} to {self.end}: "
-            f"{json['findings']} findings, {json['opened']} anomalies opened "
+            f"{_counted(json['windows'], 'window', 'windows')} run from {self.start} to "
+            f"{self.end}: {_counted(json['findings'], 'finding', 'findings')}, "
+            f"{_counted(json['opened'], 'anomaly', 'anomalies')} opened "
             f"({_incidents(json['incidents'])}), {json['resolved']} resolved, {self.open} open "
             "at the end ('segwatch anomalies' lists them by incident, 'segwatch anomalies "
             "--findings' every finding)"
