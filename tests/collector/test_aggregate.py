@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -86,6 +87,16 @@ def test_aggregates_match_a_naive_computation(recorder) -> None:
         state = out[("fraud", "1", "serving", minute, "__all__", "__all__", "feature.country")]
         assert state["count"] == n
         assert sum(state["categories"].values()) == n - state["missing"]
+
+
+def test_quantities_summed_on_threads_give_the_same_rows(recorder) -> None:
+    """A backfill's aggregator sums a batch's quantities on two threads: same rows, same order."""
+    _send(recorder, _rows(400, seed=3))
+    batch = decode_request(recorder.request())
+    alone = SegmentAggregator().aggregate(batch)
+    with ThreadPoolExecutor(max_workers=2) as executor:
+        threaded = SegmentAggregator(executor=executor).aggregate(batch)
+    assert len(alone) > 0 and alone.native() == threaded.native()
 
 
 def test_merge_of_two_halves_equals_the_whole(recorder) -> None:

@@ -130,13 +130,13 @@ static int64_t dense_entries(const int64_t *by_row, int64_t n_dims, const int64_
         int64_t first = m, at = live[li] * span;
         for (int64_t j = 0; j < span; j++) {
             double value = unit ? (double)((uint32_t *)cells)[at + j] : ((double *)cells)[at + j];
-            if (value != 0.0) {
-                if (m >= capacity) {
-                    free(cells);
-                    return NO_ROOM;
-                }
+            if (m < capacity) { /* written whether or not it counts: no branch to mispredict */
                 out_keys[m] = distinct[j];
-                out_weights[m++] = value;
+                out_weights[m] = value;
+                m += value != 0.0;
+            } else if (value != 0.0) {
+                free(cells);
+                return NO_ROOM;
             }
         }
         lengths[li] = m - first;

@@ -1,19 +1,22 @@
 """Every (dimension, minute, segment) group of one model's calls, and a quantity's rows over them.
 
 :class:`SegmentGroups` numbers the groups of every segment dimension at once
-(one row of a matrix per dimension); :func:`append_quantity_rows` sums one
+(one row of a matrix per dimension); :func:`quantity_sums` sums one
 quantity (:mod:`.quantity_values`) over all of them in one pass of the
 compiled loops (:func:`segwatch.collector.kernels.group_stats` and
 :func:`~segwatch.collector.kernels.group_entries`, or their numpy
-formulation) and appends one mergeable row per live group to the
-:class:`AggregateRowsBuilder`.
+formulation), and :func:`append_quantity_rows` appends one mergeable row per
+live group to the :class:`AggregateRowsBuilder`.
 
-No shared state: called on the aggregating thread, with arrays it owns.
+No shared state: :func:`quantity_sums` only reads the groups, so several
+quantities may be summed on threads at once; the rest runs on the
+aggregating thread, with arrays it owns.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +29,7 @@ from segwatch.collector.store.aggregate_rows import AggregateRowsBuilder, GroupE
 from .exemplars import ExemplarMemory
 from .quantity_values import QuantityValues
 
-__all__ = ["SegmentGroups", "append_quantity_rows"]
+__all__ = ["QuantitySums", "SegmentGroups", "append_quantity_rows", "quantity_sums"]
 
 
 @dataclass
@@ -130,14 +133,22 @@ class SegmentGroups:
                 self.exemplars[i] = known
 
 
-def append_quantity_rows(
-    out: AggregateRowsBuilder,
-    model: ModelKey,
-    quantity: QuantityValues,
-    groups: SegmentGroups,
-    keep: npt.NDArray[np.bool_],
-) -> None:
-    """Append the rows of one quantity in every live group where ``keep`` holds."""
+@dataclass
+class QuantitySums:
+    """One quantity summed over the live groups it is kept in (:func:`quantity_sums`)."""
+
+    kept: npt.NDArray[np.int64]  # which live groups (indices into SegmentGroups.live)
+    numbers: dict[str, npt.NDArray[Any]]  # count, sampled, missing, ... per kept group
+    histogram: GroupEntries
+    categories: GroupEntries
+
+
+def quantity_sums(
+    quantity: QuantityValues, groups: SegmentGroups, keep: npt.NDArray[np.bool_]
+) -> QuantitySums:
+    """One quantity's sums in every live group where ``keep`` holds, through the compiled
+    loops (which leave the interpreter's lock free: quantities can be summed on several
+    threads at once). Reads ``groups`` only."""
     kept = np.flatnonzero(keep)
     live = groups.live[kept]
     w = groups.weights
@@ -154,6 +165,28 @@ def append_quantity_rows(
     )
     categories = group_entries(checked, quantity.label_pos, quantity.label_codes, w, live)
     counts = groups.counts[live]
+    numbers = {
+        "count": counts,
+        "sampled": groups.sampled[live],
+        "missing": counts - present[live],
+        "numeric_count": numeric_count[live],
+        "sum": sums[live],
+        "sum_sq": sum_sq[live],
+        "min": minima[live],
+        "max": maxima[live],
+    }
+    return QuantitySums(kept, numbers, GroupEntries(*histogram), GroupEntries(*categories))
+
+
+def append_quantity_rows(
+    out: AggregateRowsBuilder,
+    model: ModelKey,
+    quantity: QuantityValues,
+    groups: SegmentGroups,
+    sums: QuantitySums,
+) -> None:
+    """Append the rows of one quantity's :func:`quantity_sums`."""
+    kept = sums.kept
     out.add(
         model,
         quantity.name,
@@ -161,18 +194,9 @@ def append_quantity_rows(
         segments=(groups.segment_codes[kept], groups.segment_names),
         exemplars=(kept, groups.exemplars),
         bucket_start=groups.bucket_start[kept],
-        numbers={
-            "count": counts,
-            "sampled": groups.sampled[live],
-            "missing": counts - present[live],
-            "numeric_count": numeric_count[live],
-            "sum": sums[live],
-            "sum_sq": sum_sq[live],
-            "min": minima[live],
-            "max": maxima[live],
-        },
-        histogram=GroupEntries(*histogram),
-        categories=GroupEntries(*categories),
+        numbers=sums.numbers,
+        histogram=sums.histogram,
+        categories=sums.categories,
         category_names=quantity.label_names,
     )
 

@@ -25,8 +25,10 @@ detector sees backfilled calls even in windows it had rolled up before.
 
 Threads: the caller's thread reads and aggregates; one more thread inserts,
 through the caller's client, one chunk at a time, while the next chunk is read
-and aggregated (the engine's insert and the compiled loops leave the
-interpreter's lock free, so on two cores they overlap).
+and aggregated; where the process may use two cores, two more sum a chunk's
+quantities at once (:class:`~segwatch.collector.aggregate.aggregator.SegmentAggregator`'s
+executor). The engine's insert and the compiled loops leave the interpreter's
+lock free, so on two cores they overlap; the rows are the same either way.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,7 +143,8 @@ def backfill_table(
 ) -> BackfillResult:
     """Backfill ``chunks``; each chunk's inserts carry a token of its own (:func:`_token`).
 
-    Chunk after chunk: read and aggregated on the caller's thread, inserted on
+    Chunk after chunk: read and aggregated on the caller's thread (its
+    quantities summed on two threads where two cores are free), inserted on
     another while the next one is read and aggregated (one insert in flight:
     memory holds two chunks' rows at most), then counted by ``progress(done,
     total)``. On an error every chunk before the bad one is stored before it is
@@ -152,10 +156,10 @@ def backfill_table(
     check_store_settings(client, config)
     plan = SegmentationPlan(config)
     refresh_quantile_buckets(client, plan)  # live traffic uses a profile's deciles: so do we
-    aggregator = SegmentAggregator(plan)
     reading = _Reading(chunks, timestamp, (model, version, stage), config, source)
     done = count = 0
-    with _Inserts(client) as inserts:
+    with _Inserts(client) as inserts, _summing_threads() as executor:
+        aggregator = SegmentAggregator(plan, executor)
         for count, batch in enumerate(iter(reading.next, None), start=1):
             parts: list[TableRows] = [aggregator.aggregate(batch)]
             if config.storage.raw_calls:
@@ -260,6 +264,16 @@ class _Inserts:
         self._pending = None
         future.result()
         return rows
+
+
+def _summing_threads() -> ThreadPoolExecutor | nullcontext[None]:
+    """Threads to sum a chunk's quantities on, one per core this process may use (two at
+    most: the insert thread wants one too); none on one core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = min(2, cores or 1)
+    if workers < 2:
+        return nullcontext()
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="segwatch-aggregate")
 
 
 def _stored(done: int, rows: int, expected: int, progress: Progress | None) -> int:
