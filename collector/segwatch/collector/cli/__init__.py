@@ -35,18 +35,23 @@ except ModuleNotFoundError as missing:  # a base install: the instrumentation on
     _MISSING = missing.name
 
     def main(argv: Sequence[str] | None = None) -> int:
-        """The command without the collector's dependencies: ``--version``, else one line, 1."""
+        """The command without the collector's dependencies: ``--version``; ``--help`` saying
+        what to install; else that in one line, and 1."""
         from importlib.metadata import version
 
         arguments = list(sys.argv[1:] if argv is None else argv)
         if arguments == ["--version"]:
             print(f"segwatch {version('segwatch')}")
             return 0
-        print(
-            f"segwatch: {_MISSING} is not installed: the segwatch command needs the "
-            "collector's dependencies (pip install 'segwatch[collector]')",
-            file=sys.stderr,
+        missing = (
+            f"{_MISSING} is not installed: the segwatch command needs the collector's "
+            "dependencies (pip install 'segwatch[collector]')"
         )
+        if arguments in (["--help"], ["-h"]):
+            print(f"usage: segwatch [--version] <command> ...\n\n{missing}; this install has "
+                  "the instrumentation (segwatch.instrumentation) and --version.")  # fmt: skip
+            return 0
+        print(f"segwatch: {missing}", file=sys.stderr)
         return 1
 
 
