@@ -148,6 +148,15 @@ def test_a_reader_queries_through_segwatch_serve_with_the_cli(tmp_path: Path) ->
         )  # fmt: skip
         assert found.returncode == 0, found.stderr
         assert json.loads(found.stdout)["rows"] == [[1]]
+        # Without a login of its users, the refusal says which variables to set.
+        anonymous = {k: v for k, v in env.items() if not k.startswith("CLICKHOUSE_")}
+        refused = subprocess.run(
+            [sys.executable, "-m", "segwatch.collector.cli", "sql", "SELECT 1",
+             "--config", str(config)],
+            cwd=tmp_path, env=anonymous, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert refused.returncode == 1, refused.stderr
+        assert "refused the login 'default': set $CLICKHOUSE_USER and " in refused.stderr
     finally:
         process.terminate()
         process.wait(timeout=60)

@@ -285,7 +285,15 @@ def _through_door(
     password = os.environ.get("CLICKHOUSE_PASSWORD", "")
     login = f"{quote(user, safe='')}:{quote(password, safe='')}@" if user else ""
     door = parse_dsn(f"{parts.scheme}://{login}{parts.netloc}/{location.database}")
-    client = open_existing_client(door)
+    try:
+        client = open_existing_client(door)
+    except Exception as exc:
+        if "AUTHENTICATION_FAILED" not in str(exc):
+            raise
+        raise StoreError(
+            f"segwatch serve at {url} refused the login {user or 'default'!r}: set "
+            "$CLICKHOUSE_USER and $CLICKHOUSE_PASSWORD to one of its serve.users"
+        ) from None
     return DirectAccess(client, specs, config, store=f"{store} (through segwatch serve at "
                         f"{url})", location=door)  # fmt: skip
 
