@@ -158,7 +158,9 @@ def _add_anomalies(commands: SubParsers) -> None:
         "--state", choices=ANOMALY_STATES, default="all", help="open, resolved or all (default)"
     )
     anomalies.add_argument(
-        "--since", type=_duration, help="only what changed in the last DURATION (e.g. 30m, 24h, 7d)"
+        "--since",
+        type=_duration,
+        help="only what changed in the last DURATION (e.g. 30m, 24h, 7d; default: any time)",
     )
     anomalies.add_argument(
         "--findings", action="store_true", help="each detector run's findings instead"
