@@ -6,7 +6,14 @@ import datetime as dt
 
 from shop_traffic import END, ingest, traffic
 
-from segwatch.clickhouse.rollups import FIVE_MINUTES, ONE_HOUR, _chunks, _consecutive, roll_up
+from segwatch.clickhouse.rollups import (
+    _INSERT_SECONDS,
+    FIVE_MINUTES,
+    ONE_HOUR,
+    _chunks,
+    _consecutive,
+    roll_up,
+)
 
 _TOTALS = (
     "SELECT segment_dim, segment_value, quantity, toStartOfHour(bucket_start) AS hour, "
@@ -58,11 +65,15 @@ def test_a_bucket_rolled_before_it_settled_is_rolled_again_once(client, recorder
 
 
 def test_a_long_roll_up_is_inserted_in_pieces() -> None:
-    """A first run rolls up hours of history: each insert holds at most half an hour of
-    buckets (bounding its memory), and the pieces cover every bucket once, in order."""
+    """A first run rolls up hours of history: each insert holds at most _INSERT_SECONDS of
+    buckets (bounding its memory and its GROUP BY's size), no insert spans a gap (it would
+    read the gap's minutes), and the pieces cover every bucket once, in order."""
     five = FIVE_MINUTES.seconds
+    most = _INSERT_SECONDS // five
     runs = _consecutive([b * five for b in [*range(30), *range(40, 45)]], five)
-    pieces = _chunks(runs, 1800 // five)
-    assert [len(piece) for piece in pieces] == [6, 6, 6, 6, 6, 5]
+    pieces = _chunks(runs, most)
+    assert 1 < most < 30 and all(0 < len(piece) <= most for piece in pieces)
+    assert all(piece[-1] - piece[0] == (len(piece) - 1) * five for piece in pieces)
+    assert len(pieces) == -(-30 // most) + -(-5 // most)
     assert [b for piece in pieces for b in piece] == [b for run in runs for b in run]
     assert _chunks(_consecutive([0, 3600], 3600), 1) == [[0], [3600]]

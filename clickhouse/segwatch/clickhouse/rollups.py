@@ -138,7 +138,12 @@ def _chunks(runs: list[list[int]], most: int) -> list[list[int]]:
     return [run[i : i + most] for run in runs for i in range(0, len(run), most)]
 
 
-_INSERT_SECONDS = 1800  # the most time one roll-up insert covers (1-hour buckets: one)
+_INSERT_SECONDS = 600
+"""The most time one roll-up insert covers (1-hour buckets: one). Its GROUP BY holds a
+state per bucket, segment and quantity (two maps and a set of exemplars each): half an
+hour of 1,000 segments x 30 quantities held ~250 MiB, spilled to disk past
+DETECTOR_SETTINGS' 200 MiB and cost twice the CPU per row of ten minutes (bench/detect.py's
+store, 1.8 M minute rows: 2.6-3.4 CPU-seconds against 3 x 0.64-0.86)."""
 
 
 def _text(epoch: int) -> str:
