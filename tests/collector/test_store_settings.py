@@ -8,7 +8,11 @@ import pytest
 
 from segwatch.collector.config import ConfigError, parse_config
 from segwatch.collector.service.collector import Collector
-from segwatch.collector.store.settings import StoreSettingsError
+from segwatch.collector.store.settings import (
+    RAW_CALL_MERGE_BASE,
+    StoreSettingsError,
+    check_store_settings,
+)
 
 _BASE = (
     "receiver:\n  grpc:\n    endpoint: 127.0.0.1:0\n"
@@ -48,3 +52,24 @@ def test_a_store_keeps_the_accuracy_it_was_written_with(tmp_path: Path, recorder
 def test_an_accuracy_out_of_range_is_refused() -> None:
     with pytest.raises(ConfigError, match="histogram_accuracy"):
         parse_config("storage:\n  histogram_accuracy: 0.5\n")
+
+
+def test_an_embedded_store_merges_raw_call_parts_wider_once_set(client, store_dsn) -> None:  # type: ignore[no-untyped-def]
+    """The engine's merges run in the collector there: ``ml_model_calls`` gets a wider merge
+    base at setup, once (the next setup finds it set), and keeps its other settings."""
+
+    def table_settings() -> str:
+        query = client.query(
+            "SELECT create_table_query FROM system.tables "
+            "WHERE database = currentDatabase() AND name = 'ml_model_calls'"
+        ).result_rows[0][0]
+        return str(query).split(" SETTINGS ", 1)[1]
+
+    assert "merge_selector_base" not in table_settings()  # the migrations leave the default
+    config = parse_config(f"storage:\n  dsn: {store_dsn}\n")
+    check_store_settings(client, config)
+    check_store_settings(client, config)
+    settings = table_settings()
+    assert settings.count("merge_selector_base") == 1
+    assert f"merge_selector_base = {RAW_CALL_MERGE_BASE}" in settings
+    assert "non_replicated_deduplication_window = 10000" in settings  # deduplication kept
