@@ -27,7 +27,9 @@ Prints the rates; per path the CPU each process kept busy (user + system time
 of all its threads: the embedded engine's inserts and background merges run in
 the collector on the embedded path, in ``segwatch serve`` on the HTTP one), the
 CPU per span and the spans per CPU-second of the processes together, their RSS
-idle and at peak; then the ratios to the baselines, and HTTP / embedded. A
+idle and at peak; then the ratios to the baselines, HTTP / embedded, and the
+embedded path against issue 18's targets (50,000 spans per CPU-second, 0.75 of the
+attribute-pass baseline per CPU-second, RSS growth at most 150 MiB), each met or not. A
 server named with ``--dsn`` is not a process of this run: its CPU is not counted.
 Last, unless ``--no-encoders``, :mod:`ingest_encoders` in a process of its own: one
 flush's raw-call rows inserted through segwatch's Native encoder, clickhouse-connect's
@@ -245,6 +247,33 @@ def print_ratios(decode: float, walk: float, paths: list[PathFigures]) -> None:
               "CPU-second")  # fmt: skip
 
 
+TARGET_PER_CPU_SECOND = 50_000
+"""Issue 18's ingest targets, for the embedded path with raw calls and ``otel_traces`` on:
+spans per CPU-second of the collector, that rate against the attribute-pass baseline, and
+the RSS growth under load (MiB)."""
+TARGET_RATIO = 0.75
+TARGET_RSS_GROWTH_MIB = 150
+
+
+def print_targets(walk: float, embedded: PathFigures, as_set: bool) -> None:
+    """The embedded path against issue 18's targets, each with met or not met; ``as_set``
+    False says the run was not in the targets' configuration."""
+    growth = max(p.peak_mib - p.idle_mib for p in embedded.processes)
+    ratio = embedded.per_cpu_second / walk
+    rows = [
+        (f"spans per CPU-second {embedded.per_cpu_second:,.0f}",
+         f">= {TARGET_PER_CPU_SECOND:,}", embedded.per_cpu_second >= TARGET_PER_CPU_SECOND),
+        (f"per CPU-second / attribute pass {ratio:.3f}", f">= {TARGET_RATIO}",
+         ratio >= TARGET_RATIO),
+        (f"RSS growth +{growth:.0f} MiB", f"<= {TARGET_RSS_GROWTH_MIB} MiB",
+         growth <= TARGET_RSS_GROWTH_MIB),
+    ]  # fmt: skip
+    print("issue 18 targets (embedded" + ("" if as_set else "; this run has raw calls or "
+          "otel_traces off, the targets are set with both on") + "):")  # fmt: skip
+    for measured, target, met in rows:
+        print(f"  {measured:42s} target {target:12s} {'met' if met else 'NOT met'}")
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--spans-per-request", type=int, default=1000)
@@ -339,6 +368,7 @@ def main() -> None:
     for figures in paths:
         print_path(figures)
     print_ratios(decode, walk, paths)
+    print_targets(walk, paths[0], not (args.no_raw_calls or args.no_traces))
     if not args.no_encoders:  # a process of its own: one embedded store per process
         encoders = Path(__file__).with_name("ingest_encoders.py")
         calls = min(args.flush_calls, args.requests * args.spans_per_request)  # one flush

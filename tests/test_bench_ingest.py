@@ -52,6 +52,13 @@ def test_the_embedded_and_the_served_http_paths_each_print_their_rate_and_proces
                       output, re.MULTILINE)  # fmt: skip
     assert ratio, output
     assert float(ratio[1]) > 0 and float(ratio[2]) > 0
+    # The embedded path against issue 18's three targets, each said met or not.
+    assert "issue 18 targets (embedded):" in output
+    verdicts = re.findall(r"^  (spans per CPU-second|per CPU-second / attribute pass|RSS growth)"
+                          r" .* target .* (met|NOT met)$", output, re.MULTILINE)  # fmt: skip
+    assert [name for name, _ in verdicts] == [
+        "spans per CPU-second", "per CPU-second / attribute pass", "RSS growth",
+    ], output  # fmt: skip
     # Then the raw-call insert three ways, each stored the same rows.
     for path in ("segwatch Native", "clickhouse-connect insert", "clickhouse-connect Arrow"):
         assert re.search(rf"^  {path} +build +{NUMBER} \+ insert +{NUMBER} = +{NUMBER}$",
