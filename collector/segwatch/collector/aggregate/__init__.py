@@ -18,7 +18,9 @@ Threads: :meth:`~.aggregator.SegmentAggregator.aggregate` runs on its
 caller's thread and blocks it for the computation only (no I/O): the call
 buffer's flusher thread in the collector, the thread loading a baseline in
 ``profile/``. It is thread-safe: what it keeps between batches is under
-locks. Its inner loops (:func:`~segwatch.collector.kernels.group_stats`,
+locks. Given an executor (a backfill's, on two cores), it sums each batch's
+quantities there, several at once, and adds their rows in order: the same
+rows. Its inner loops (:func:`~segwatch.collector.kernels.group_stats`,
 :func:`~segwatch.collector.kernels.group_entries`) live in ``kernels.py`` at
 the package root, because ``decode/`` runs its span-reading loops from the
 same compiled library (``_kernels.c``); without a C compiler both use the

@@ -82,10 +82,13 @@ class SegmentGroups:
         total = int(offsets[-1] + sizes[-1] * n_minutes)
         flat = matrix.ravel()
         sampled = np.bincount(flat, minlength=total)
-        counts = np.asarray(
-            np.bincount(flat, weights=np.tile(weights, len(dimensions)), minlength=total),
-            dtype=np.float64,
-        )
+        if bool(np.all(weights == 1.0)):  # unsampled: a sum of ones is the count, exactly
+            counts = sampled.astype(np.float64)
+        else:
+            counts = np.asarray(
+                np.bincount(flat, weights=np.tile(weights, len(dimensions)), minlength=total),
+                dtype=np.float64,
+            )
         live = np.flatnonzero(sampled)
         live_dim = np.searchsorted(offsets, live, side="right") - 1
         local = live - offsets[live_dim]
