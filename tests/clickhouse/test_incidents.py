@@ -7,6 +7,7 @@ import datetime as dt
 from typing import Any
 
 import numpy as np
+import pytest
 
 from segwatch.clickhouse.incident_members import IncidentMember
 from segwatch.clickhouse.incidents import _still_resolved, join_incidents, settle_incidents
@@ -174,6 +175,10 @@ def test_anomalies_are_listed_by_incident_root_first_worst_first(client) -> None
         "output.score rose there (metric_shift). "
     )
     assert rows[1]["details"].endswith("output.score moved for feature.country=BR")
+    # A model without anomalies lists nothing; one the store has never seen is named.
+    assert list_anomalies(client, AnomalyFilter(model="fraud", state="resolved")).rows == []
+    with pytest.raises(ValueError, match="unknown model 'frauds': it has fraud"):
+        list_anomalies(client, AnomalyFilter(model="frauds"))
     # The limit counts incidents, each listed whole: one is the worst incident, root and
     # consequence; two adds the next incident, not a cut of one.
     for limit, expected in ((1, rows[:2]), (2, rows[:3])):

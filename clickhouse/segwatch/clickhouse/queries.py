@@ -232,6 +232,8 @@ def list_anomalies(client: Client, selection: AnomalyFilter | None = None) -> Qu
     anomaly's ``details`` is the sentence it opened with: a resolved one keeps it (its
     ``resolved_at`` says when it ended), not its resolution's "not found in the last
     windows". ``FINAL``: one row per key whatever the merges have done so far.
+    A ``model`` the store has neither calls nor anomalies of is a ``ValueError``
+    naming those it has.
     """
     selection = selection or AnomalyFilter()
     parameters = {
@@ -241,7 +243,25 @@ def list_anomalies(client: Client, selection: AnomalyFilter | None = None) -> Qu
         "since": selection.since or 0,  # 0: no time limit
     }
     query = _FINDINGS_QUERY if selection.findings else _STATES_QUERY
-    return run_query(client, query, parameters=parameters)
+    result = run_query(client, query, parameters=parameters)
+    if selection.model and not result.rows:
+        _check_known_model(client, selection.model)
+    return result
+
+
+_KNOWN_MODELS = """
+SELECT DISTINCT model_name FROM ml_segment_aggregates WHERE segment_dim = '__all__'
+UNION DISTINCT SELECT DISTINCT model_name FROM ml_anomaly_events
+"""
+
+
+def _check_known_model(client: Client, model: str) -> None:
+    """``ValueError`` naming the store's models when ``model`` is none of them (a typo
+    lists nothing, as a model without anomalies does, unless it is said)."""
+    known = sorted(str(row[0]) for row in client.query(_KNOWN_MODELS).result_rows)
+    if model not in known:
+        have = f"it has {', '.join(known)}" if known else "it holds no model calls yet"
+        raise ValueError(f"unknown model {model!r}: {have}")
 
 
 def open_anomaly_counts(client: Client) -> dict[tuple[str, ...], int]:
