@@ -17,8 +17,10 @@ whole.
 The second table it takes is a file of logged predictions (``segwatch
 backfill``): one row per call with its time, written as the minute aggregates
 (``ml_segment_aggregates``) and raw calls (``ml_model_calls``) the calls' spans
-would have made, chunk after chunk, on the caller's thread and through its
-client.
+would have made, chunk after chunk: read and aggregated on the caller's thread
+(a chunk's quantities summed on a second thread where two cores are free), each
+chunk inserted on a thread of its own through the caller's client while the
+next is aggregated (one insert in flight).
 
 - ``profiles``: :func:`load_profile`, :func:`baseline`, reading CSV/parquet, which
   field each column is (:func:`profile_columns`), NaN as MISSING.
@@ -26,4 +28,5 @@ client.
 - ``columns``: which field of a model each column of a table is.
 - ``logged_calls``: a table of logged calls in chunks, as the batches its spans would make.
 - ``backfill``: :func:`backfill_file`, those batches aggregated and stored, once.
+- ``staged``: a profile load written aside and swapped in whole.
 """
