@@ -13,7 +13,8 @@ process to :class:`~segwatch.collector.service.collector.Collector` and waits
 for a signal.
 
 - ``main``: ``main()``: parse, set up logging, run the command, map errors to exit codes.
-- ``parser``: what the command line accepts (every help text), one function per command.
+- ``parser``: what the command line accepts (every help text), one function per command;
+  ``argument_types``: what each argument accepts (argparse type functions).
 - ``commands``: what each command does, one handler each, dispatched by name.
 - ``collector_process``: ``segwatch collector``: the process, its signals, its 30 s bound.
 - ``exits``: the exit codes.

@@ -1,8 +1,8 @@
 """What ``segwatch`` accepts: the argument parser, one ``_add_<command>`` per sub-command.
 
-Every help text a user sees is here. Argument types turn bad input into
-argparse's own error (usage line, exit 2) before any command runs; the
-commands themselves are in :mod:`.commands`.
+Every help text a user sees is here. Argument types (:mod:`.argument_types`)
+turn bad input into argparse's own error (usage line, exit 2) before any
+command runs; the commands themselves are in :mod:`.commands`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import re
 from importlib.metadata import PackageNotFoundError, version
 from typing import NoReturn, TypeAlias
 
-from segwatch.clickhouse.detection import parse_duration
 from segwatch.clickhouse.queries import ANOMALY_STATES
-from segwatch.clickhouse.store import validate_identifier
 from segwatch.collector.config.files import CONFIG_ENV, DEFAULT_CONFIG_FILE
 from segwatch.collector.service.detect import MAX_RANGE
+
+from .argument_types import cluster_name, duration, moment, positive_int, stage, timestamp
 
 __all__ = ["build_parser", "check_usage", "installed_version"]
 
@@ -150,7 +150,7 @@ def _add_anomalies(commands: SubParsers) -> None:
         "each detector run found, window by window.",
     )
     anomalies.add_argument(
-        "--limit", type=_positive_int, default=50,
+        "--limit", type=positive_int, default=50,
         help="incidents, each listed whole; with --findings, rows (default 50)",
     )  # fmt: skip
     anomalies.add_argument("--model", help="only this model")
@@ -159,7 +159,7 @@ def _add_anomalies(commands: SubParsers) -> None:
     )
     anomalies.add_argument(
         "--since",
-        type=_duration,
+        type=duration,
         help="only what changed in the last DURATION (e.g. 30m, 24h, 7d; default: any time)",
     )
     anomalies.add_argument(
@@ -183,7 +183,7 @@ def _add_report(commands: SubParsers) -> None:
     report.add_argument("--model", help="only this model (default: every model with calls)")
     report.add_argument(
         "--since",
-        type=_duration,
+        type=duration,
         default=24 * 3600,
         help="how far back to look (e.g. 30m, 24h, 7d; default 24h)",
     )
@@ -235,7 +235,7 @@ def _add_backfill(commands: SubParsers) -> None:
         help="the column of call times: ISO 8601 (no zone: UTC) or Unix seconds",
     )
     backfill.add_argument("--version", default="", help="the model version (default none)")
-    backfill.add_argument("--stage", default="serving", type=_stage,
+    backfill.add_argument("--stage", default="serving", type=stage,
                           help="the deployment stage (default serving)")  # fmt: skip
     _config_argument(backfill)
     _json_argument(backfill)
@@ -271,16 +271,16 @@ def _add_detect(commands: SubParsers) -> None:
         "window that ends in the range, in time order as the scheduler would have run them, "
         "opening and resolving anomalies as it goes (at most 31 days a run).",
     )
-    detect.add_argument("--at", type=_timestamp, help="ISO time, e.g. 2026-11-26T12:00:00Z")
+    detect.add_argument("--at", type=timestamp, help="ISO time, e.g. 2026-11-26T12:00:00Z")
     detect.add_argument(
         "--from",
         dest="start",
-        type=_moment,
+        type=moment,
         metavar="TIME",
         help="replay from TIME: ISO 8601 (e.g. 2026-11-26T12:00:00Z) or relative to now (-2h, -7d)",
     )
     detect.add_argument(
-        "--to", dest="end", type=_moment, metavar="TIME", help="replay up to TIME (default now)"
+        "--to", dest="end", type=moment, metavar="TIME", help="replay up to TIME (default now)"
     )
     # `--from -2h`: argparse takes what starts with "-" for an option unless it looks like a
     # negative number; a relative time is one here (the command has no option like it).
@@ -323,7 +323,7 @@ def _add_migrate(commands: SubParsers) -> None:
     migrate.add_argument(
         "--cluster",
         metavar="NAME",
-        type=_cluster_name,
+        type=cluster_name,
         help="with --render: the migrations' form for the ClickHouse cluster NAME (of the "
         "servers' remote_servers), ON CLUSTER, Replicated tables behind Distributed ones, "
         "written for review; it is not applied, since collectors cannot run on it yet",
@@ -356,30 +356,6 @@ def _json_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def _cluster_name(text: str) -> str:
-    try:
-        return validate_identifier(text, "cluster name")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _duration(text: str) -> int:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not 1 <= value <= 10_000:
-        raise argparse.ArgumentTypeError(f"{value} is not between 1 and 10000")
-    return value
-
-
 def _check_detect_range(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """--from and --to: a replay of history, not a run at one moment; a range that ends after
     it starts, within the bound."""
@@ -398,27 +374,3 @@ def _check_detect_range(parser: argparse.ArgumentParser, args: argparse.Namespac
         parser.error(f"--from to --to spans {days:.1f} days, past the {MAX_RANGE.days} days one "
                      "run covers: split the range")  # fmt: skip
     args.end = end
-
-
-def _moment(text: str) -> dt.datetime:
-    """An ISO 8601 time, ``now``, or ``-DURATION`` before now (``-2h``, as --since reads)."""
-    if text.strip() == "now":
-        return dt.datetime.now(dt.timezone.utc)
-    if text.strip().startswith("-"):
-        seconds = _duration(text.strip()[1:])
-        return dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=seconds)
-    return _timestamp(text)
-
-
-def _stage(text: str) -> str:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("a stage is a non-empty name, e.g. serving or shadow")
-    return text
-
-
-def _timestamp(text: str) -> dt.datetime:
-    try:
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
