@@ -23,6 +23,20 @@ _TOTALS = (
 )
 
 
+# Each rolled-up row's exemplars beside every distinct exemplar of its bucket's minute rows.
+_EXEMPLARS = (
+    "SELECT rolled.ids, minute.ids FROM ("
+    "  SELECT model_name, segment_dim, segment_value, quantity, bucket_start, "
+    "         exemplar_trace_ids AS ids FROM {table} FINAL) AS rolled "
+    "JOIN ("
+    "  SELECT model_name, segment_dim, segment_value, quantity, "
+    "         toStartOfInterval(bucket_start, INTERVAL {seconds} SECOND) AS bucket_start, "
+    "         groupUniqArrayArray(exemplar_trace_ids) AS ids "
+    "  FROM ml_segment_aggregates GROUP BY ALL) AS minute "
+    "USING (model_name, segment_dim, segment_value, quantity, bucket_start)"
+)
+
+
 def _at(epoch: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
 
@@ -37,11 +51,64 @@ def test_rollups_regroup_the_minute_rows_exactly(client, recorder) -> None:  # t
     for table in (FIVE_MINUTES.table, ONE_HOUR.table):
         rolled = client.query(_TOTALS.format(table=table, final="FINAL")).result_rows
         assert rolled == minute, table
+    # Exemplars: five distinct trace ids of the bucket's calls (all of them when fewer).
+    for rollup in (FIVE_MINUTES, ONE_HOUR):
+        pairs = client.query(
+            _EXEMPLARS.format(table=rollup.table, seconds=rollup.seconds)
+        ).result_rows
+        held = client.query(f"SELECT count() FROM {rollup.table} FINAL").result_rows[0][0]
+        assert len(pairs) == held, rollup.table  # every rolled-up row has its minute rows
+        for ids, bucket_ids in pairs:
+            assert len(set(ids)) == len(ids) == min(5, len(bucket_ids)), rollup.table
+            assert set(ids) <= set(bucket_ids), rollup.table
     buckets = client.query(
         f"SELECT count(), uniqExact(bucket_start) FROM {ONE_HOUR.table} FINAL "
         "WHERE segment_dim = '__all__' AND quantity = 'feature.color'"
     ).result_rows
     assert buckets == [(2, 2)]
+
+
+def test_rolled_up_exemplars_are_five_distinct_calls_of_the_bucket(client) -> None:  # type: ignore[no-untyped-def]
+    """An hour of minute rows with many exemplars each (two partial rows a minute, five
+    trace ids each, one repeated): every 5-minute and 1-hour row keeps five distinct ids
+    of its bucket; a bucket with fewer keeps them all."""
+    hour = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    rows = []
+    for minute in range(60):
+        for part in range(2):
+            ids = [f"{minute:02d}{part}{i}".ljust(32, "0") for i in range(5)]
+            if part:
+                ids[0] = f"{minute:02d}00".ljust(32, "0")  # the first part's first call again
+            rows.append(_minute_row(hour + dt.timedelta(minutes=minute), "many", ids))
+    few = [f"f{i}".ljust(32, "0") for i in range(3)]
+    rows.append(_minute_row(hour, "few", few))
+    client.insert("ml_segment_aggregates", rows, column_names=_AGGREGATE_COLUMNS)
+    end = hour + dt.timedelta(hours=1)
+    assert roll_up(client, FIVE_MINUTES, hour, end) == 12
+    assert roll_up(client, ONE_HOUR, hour, end) == 1
+    for rollup in (FIVE_MINUTES, ONE_HOUR):
+        pairs = client.query(
+            _EXEMPLARS.format(table=rollup.table, seconds=rollup.seconds)
+        ).result_rows
+        assert len(pairs) == 12 // (rollup.seconds // 300) + 1, rollup.table
+        for ids, bucket_ids in pairs:
+            assert len(set(ids)) == len(ids) == min(5, len(bucket_ids)), rollup.table
+            assert set(ids) <= set(bucket_ids), rollup.table
+        assert sorted(max(pairs, key=lambda pair: len(pair[1]))[1]) != sorted(few)
+        assert [sorted(ids) for ids, _ in pairs if len(ids) == 3] == [sorted(few)]
+
+
+_AGGREGATE_COLUMNS = [
+    "model_name", "model_version", "model_stage", "bucket_start", "segment_dim", "segment_value",
+    "quantity", "count", "sampled", "missing", "numeric_count", "sum", "sum_sq", "min", "max",
+    "histogram", "categories", "exemplar_trace_ids",
+]  # fmt: skip
+
+
+def _minute_row(at: dt.datetime, value: str, ids: list[str]) -> list[object]:
+    """One partial minute row of segment color=``value``: five calls of size 1."""
+    return ["shop", "1", "serving", at, "feature.color", value, "feature.size",
+            5.0, 5, 0.0, 5.0, 5.0, 5.0, 1.0, 1.0, {16384: 5.0}, {}, ids]  # fmt: skip
 
 
 def test_a_bucket_rolled_before_it_settled_is_rolled_again_once(client, recorder) -> None:  # type: ignore[no-untyped-def]

@@ -64,7 +64,8 @@ moments AS (
            sumIf(numeric_count, NOT in_window) AS n_before, sumIf(sum, NOT in_window) AS total_before,
            sumIf(sum_sq, NOT in_window) AS total_sq_before,
            sumIf(sampled * numeric_count / greatest(count, 1e-12), NOT in_window) AS received_before,
-           groupUniqArrayArrayIf(5)(exemplar_trace_ids, in_window) AS exemplars
+           -- five distinct exemplars (see psi_drift.sql)
+           arraySlice(arrayDistinct(groupArrayArrayIf(60)(exemplar_trace_ids, in_window)), 1, 5) AS exemplars
     FROM (
         SELECT *, bucket_start >= {window_start:DateTime('UTC')} AS in_window
         FROM ml_segment_rollup_5m FINAL  -- rolled up first by the runner

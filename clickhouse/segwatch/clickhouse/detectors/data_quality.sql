@@ -48,8 +48,9 @@ paired AS (
                -- (min, max) and categories: its histogram and exemplars are enough
                sumMapIf(histogram, bucket_start >= {window_start:DateTime('UTC')}) AS hist,
                sumMap(categories) AS cats,
-               groupUniqArrayArrayIf(5)(exemplar_trace_ids, bucket_start >= {window_start:DateTime('UTC')})
-                   AS exemplars
+               -- five distinct exemplars (see psi_drift.sql)
+               arraySlice(arrayDistinct(groupArrayArrayIf(60)(
+                   exemplar_trace_ids, bucket_start >= {window_start:DateTime('UTC')})), 1, 5) AS exemplars
         FROM rolled_up
         WHERE bucket_start >= {baseline_start:DateTime('UTC')}
           AND bucket_start < {window_end:DateTime('UTC')}

@@ -55,8 +55,9 @@ series AS (
                   1 + intDiv(toUnixTimestamp(bucket_start) - history_start, window_seconds)) AS slot,
                sum(sum) AS total, sum(numeric_count) AS numbers, sum(sampled) AS received,
                sum(sum_sq) AS squares, sum(sampled * numeric_count / greatest(count, 1e-12)) AS numeric_received,
-               groupUniqArrayArrayIf(5)(exemplar_trace_ids, bucket_start >= {window_start:DateTime('UTC')})
-                   AS exemplars
+               -- five distinct exemplars (see psi_drift.sql)
+               arraySlice(arrayDistinct(groupArrayArrayIf(60)(
+                   exemplar_trace_ids, bucket_start >= {window_start:DateTime('UTC')})), 1, 5) AS exemplars
         FROM ml_segment_rollup_5m FINAL  -- rolled up first by the runner
         WHERE match(quantity, {quantities:String})
           AND ((bucket_start >= {window_start:DateTime('UTC')} AND bucket_start < {window_end:DateTime('UTC')})
