@@ -15,7 +15,8 @@ request, the store connection's retry thread. Detector runs and analysts'
 queries use clients of their own, so neither holds up ingestion.
 
 - ``collector``: :class:`Collector`, building and running the pipeline from a config.
-- ``api``, ``api_door``, ``analyst_queries``: the local HTTP API, who may use it, budgeted SQL.
+- ``api``, ``api_door``, ``api_upload``, ``analyst_queries``: the local HTTP API, who may use
+  it, a training set uploaded to it, budgeted SQL.
 - ``discovery``: the file through which the CLI finds a running collector's API.
 - ``scheduler``, ``alerts``: detectors on their cadence; anomalies out as OTLP logs and webhooks.
 - ``detect``: the detectors run now, on demand (``segwatch detect``, ``/api/v1/detect``, the demo).

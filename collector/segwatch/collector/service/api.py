@@ -30,16 +30,13 @@ neither another query nor the probes, flushes or detector runs.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import IO, Any
-from urllib.parse import parse_qs
+from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
@@ -54,7 +51,7 @@ from segwatch.collector.config.network import ApiConfig
 from segwatch.collector.config.startup import unprotected_api
 from segwatch.collector.errors import RetryableError
 from segwatch.collector.metrics import CONTENT_TYPE
-from segwatch.collector.profile.profiles import load_profile, read_table
+from segwatch.collector.profile.profiles import load_profile
 from segwatch.collector.report import (
     PlotlyMissingError,
     ReadBudget,
@@ -67,7 +64,8 @@ from segwatch.collector.report import (
 from segwatch.collector.serve.listener import client_gone
 
 from .analyst_queries import AnalystQueries, QueryBudgetError, QueryCancelledError
-from .api_door import UPLOAD_TYPES, ApiDoor, Refusal, body_type
+from .api_door import ApiDoor, Refusal
+from .api_upload import read_upload
 from .detect import DetectionResult, detect_table
 
 __all__ = ["LocalApi"]
@@ -299,29 +297,7 @@ class LocalApi:
 
     def _load_baseline(self, handler: BaseHTTPRequestHandler, query: str) -> dict[str, Any]:
         """Stream the uploaded training set to a temporary file, then load it as a profile."""
-        params = parse_qs(query, keep_blank_values=True)
-        if "path" in params:
-            raise _BadRequest(
-                "the collector reads no file paths: send the training set's bytes as the "
-                "request body (segwatch baseline FILE does)"
-            )
-        fields = {}
-        for key, default in (("model", None), ("version", ""), ("name", "training")):
-            values = params.get(key, [] if default is None else [default])
-            if len(values) != 1 or (key != "version" and not values[0]):
-                raise _BadRequest(f"query parameter {key!r} must be given once, not empty")
-            fields[key] = values[0]
-        content_type = body_type(handler.headers)
-        length = int(handler.headers["Content-Length"])
-        with tempfile.NamedTemporaryFile(
-            prefix="segwatch-baseline-", suffix=UPLOAD_TYPES[content_type]
-        ) as spooled:
-            _copy(handler.rfile, spooled, length)
-            spooled.flush()
-            try:
-                table = read_table(spooled.name)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise _BadRequest(str(exc).replace(spooled.name, "the uploaded file")) from exc
+        fields, table = read_upload(handler, query)
         with self._lock:
             if self._before_read is not None:
                 self._before_read()
@@ -409,14 +385,3 @@ class LocalApi:
             handler.send_header(name, value)
         handler.end_headers()
         handler.wfile.write(data)
-
-
-def _copy(source: io.BufferedIOBase, target: IO[bytes], length: int) -> None:
-    """``length`` bytes from ``source`` to ``target``, a MiB at a time."""
-    remaining = length
-    while remaining:
-        chunk = source.read(min(remaining, 1 << 20))
-        if not chunk:
-            raise _BadRequest(f"the body ended after {length - remaining} of {length} bytes")
-        target.write(chunk)
-        remaining -= len(chunk)
