@@ -31,6 +31,7 @@ from segwatch.collector.model_calls import Column, ModelCallBatch, ModelKey
 from segwatch.collector.segment.plan import SegmentationPlan
 from segwatch.collector.segment.segments import (
     CategoryVocabulary,
+    SegmentDimension,
     cross_dimension,
     positions_in,
     segment_dimension,
@@ -200,6 +201,37 @@ class SegmentAggregator:
                                   preferred, exemplars)  # fmt: skip
         return out.build()
 
+    def _dimensions(
+        self,
+        model_name: str,
+        columns: dict[str, Column],
+        rows: npt.NDArray[np.int64],
+        observed: set[str],
+    ) -> list[SegmentDimension]:
+        """The whole model, each segment dimension of ``model_name`` in ``columns`` (adding
+        to ``observed`` those whose vocabulary this batch updated), then the crosses."""
+        plan = self.plan
+        dimensions = [whole_model(len(rows))]
+        for name, column in columns.items():
+            if (
+                name.startswith(("feature.", "context."))
+                and plan.is_dimension(model_name, name)
+                and self._admit(model_name, name)
+            ):
+                vocabulary = self._vocabulary(model_name, name)
+                dimension, folded = segment_dimension(
+                    name, column, rows, vocabulary, plan.buckets(model_name, name)
+                )
+                observed.add(name)
+                if folded:
+                    with self._lock:
+                        self.folded[(model_name, name)] += folded
+                dimensions.append(dimension)
+        by_name = {d.name: d for d in dimensions}
+        for first, second in plan.crosses(model_name, set(by_name)):
+            dimensions.append(cross_dimension(by_name[first], by_name[second]))
+        return dimensions
+
     def _aggregate_model(
         self,
         batch: ModelCallBatch,
@@ -213,27 +245,8 @@ class SegmentAggregator:
     ) -> None:
         minutes, minute_codes = np.unique(start_ns // NS_PER_MINUTE, return_inverse=True)
         columns = self._model_columns(batch, model[0], rows)
-        dimensions = [whole_model(len(rows))]
-        plan = self.plan
         observed: set[str] = set()  # dimensions whose vocabulary this batch updated
-        for name, column in columns.items():
-            if (
-                name.startswith(("feature.", "context."))
-                and plan.is_dimension(model[0], name)
-                and self._admit(model[0], name)
-            ):
-                vocabulary = self._vocabulary(model[0], name)
-                dimension, folded = segment_dimension(
-                    name, column, rows, vocabulary, plan.buckets(model[0], name)
-                )
-                observed.add(name)
-                if folded:
-                    with self._lock:
-                        self.folded[(model[0], name)] += folded
-                dimensions.append(dimension)
-        by_name = {d.name: d for d in dimensions}
-        for first, second in plan.crosses(model[0], set(by_name)):
-            dimensions.append(cross_dimension(by_name[first], by_name[second]))
+        dimensions = self._dimensions(model[0], columns, rows, observed)
         quantities = [
             quantity_values(
                 name,

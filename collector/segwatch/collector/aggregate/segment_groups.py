@@ -94,14 +94,8 @@ class SegmentGroups:
         local = live - offsets[live_dim]
         size_of = sizes[live_dim]
         label_offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        # The first call of each group is its exemplar, a preferred one first: ranks
-        # [0, n) are the preferred rows' positions, [n, 2n) the others'.
         n = len(rows)
-        rank = np.arange(n, dtype=np.int64)
-        if preferred is not None:
-            rank = rank + n * ~preferred
-        first = np.full(total, 2 * n, dtype=np.int64)
-        np.minimum.at(first, flat, np.tile(rank, len(dimensions)))
+        first = _first_calls(flat, total, n, len(dimensions), preferred)
         trace_ids = batch.trace_ids
         groups = cls(
             groups=GroupMatrix(matrix, total),
@@ -205,3 +199,21 @@ def append_quantity_rows(
 
 
 _NONE = np.zeros(0, dtype=np.int64)
+
+
+def _first_calls(
+    flat: npt.NDArray[np.int64],
+    total: int,
+    n: int,
+    n_dimensions: int,
+    preferred: npt.NDArray[np.bool_] | None,
+) -> npt.NDArray[np.int64]:
+    """Per group (of ``total``), the rank of its first call, its exemplar: a preferred one
+    first. Ranks [0, n) are the preferred rows' positions, [n, 2n) the others'; 2n, none.
+    ``flat``: the group matrix (one row of ``n`` per dimension), raveled."""
+    rank = np.arange(n, dtype=np.int64)
+    if preferred is not None:
+        rank = rank + n * ~preferred
+    first = np.full(total, 2 * n, dtype=np.int64)
+    np.minimum.at(first, flat, np.tile(rank, n_dimensions))
+    return first
