@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from clickhouse_connect.driver.client import Client
 
-from .incidents import join_incidents, join_unjoined, settle_incidents
-from .lifecycle import KEY_COLUMNS, Persistence, most_specific, update_lifecycle
+from .incident_repair import join_unjoined
+from .incidents import join_incidents, settle_incidents
+from .lifecycle import FINDING_COLUMNS, KEY_COLUMNS, Persistence, most_specific, update_lifecycle
 from .rollups import FIVE_MINUTES, ONE_HOUR, roll_up
 from .store import DETECTOR_SETTINGS
 from .yaml_schema import ListOf, MapOf, Problems, Record, Scalar, listing, matches, read
@@ -41,23 +42,7 @@ __all__ = [
 ]
 
 ANOMALIES_TABLE = "ml_anomalies"
-ANOMALY_COLUMNS = (
-    *KEY_COLUMNS,  # detector, model, version, stage, segment dimension and value, quantity
-    "window_start",
-    "window_end",
-    "baseline_start",
-    "baseline_end",
-    "score",
-    "threshold",
-    "p_value",
-    "support",
-    "baseline_support",
-    "baseline_value",
-    "current_value",
-    "exemplar_trace_ids",
-    "details",
-    "statistics",
-)
+ANOMALY_COLUMNS = FINDING_COLUMNS
 """The columns every detector returns, in order (the detector contract)."""
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -278,7 +263,8 @@ def run_detector(client: Client, spec: DetectorSpec, at: dt.datetime) -> Detecto
     (each transition gets ``incident_id``, ``incident_role``,
     ``incident_alert`` and ``incident_summary``: see :mod:`.incidents`).
     The opened include anomalies an earlier run recorded but failed before
-    giving them an incident (:func:`~.incidents.join_unjoined`): late, not lost.
+    giving them an incident (:func:`~.incident_repair.join_unjoined`): late, not
+    lost.
     Running a window again adds nothing.
     """
     started = time.perf_counter()
@@ -294,7 +280,10 @@ def run_detector(client: Client, spec: DetectorSpec, at: dt.datetime) -> Detecto
         new = _find(client, spec, parameters)
     # Anomalies an earlier run recorded open but failed to give an incident join theirs
     # first (this run may resolve them), and are alerted with this run's.
-    unjoined = join_unjoined(client, spec.detectors, windows["window_end"], spec.parameters)
+    lookback = dt.timedelta(seconds=spec.cadence * spec.persistence.windows)
+    unjoined = join_unjoined(
+        client, spec.detectors, windows["window_end"], lookback, spec.parameters
+    )
     opened: list[dict[str, Any]] = []
     resolved: list[dict[str, Any]] = []
     for detector in spec.detectors:

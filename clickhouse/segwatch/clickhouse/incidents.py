@@ -40,7 +40,9 @@ last open member, carries ``incident_alert`` (webhooks post only those; the
 OTLP records of the others go out at INFO). Incidents are assigned within one
 detector run: two collectors running two detectors of one model at the same
 moment may open two incidents for one fault when they are mirrors (same-segment
-incidents opened in the same window share their id, so they merge).
+incidents opened in the same window share their id, so they merge). A run that
+failed between its anomalies' events and their incidents is mended by the next
+(:mod:`.incident_repair`).
 """
 
 from __future__ import annotations
@@ -56,29 +58,21 @@ from clickhouse_connect.driver.client import Client
 
 from .explained import EXPLAINABLE, explained_by
 from .incident_members import (
-    JOIN_WITHIN,
-    MEMBERS_TABLE,
     IncidentMember,
     open_incidents,
     read_members,
     write_members,
 )
 from .lifecycle import (
-    FINDING_COLUMNS,
-    KEY_COLUMNS,
     cross_parents,
-    opened_transition,
     segment_text,
-    sql_time,
     utc,
 )
-from .store import DETECTOR_SETTINGS
 
 __all__ = [
     "IncidentMember",
     "incident_summary",
     "join_incidents",
-    "join_unjoined",
     "root_rank",
     "settle_incidents",
 ]
@@ -286,67 +280,6 @@ def join_incidents(
             incident_alert=first_of.get(anomaly.incident_id) is transition,
             incident_summary=incident_summary(members),
         )
-
-
-_KEYS = ", ".join(KEY_COLUMNS)
-_UNJOINED = f"""
-SELECT {", ".join(f"f.{c}" for c in FINDING_COLUMNS)}, o.opened_from, o.opened_at
-FROM ml_anomalies AS f FINAL
-INNER JOIN (
-    -- open anomalies of the detectors with no incident member, opened within the limit
-    SELECT {_KEYS}, max(window_end) AS opened_at,
-           argMax(window_start, window_end) AS opened_from
-    FROM ml_anomaly_events FINAL
-    WHERE detector IN {{detectors:Array(String)}} AND window_end <= {{end:DateTime('UTC')}}
-      AND window_end >= {{end:DateTime('UTC')}} - toIntervalSecond({{within:UInt32}})
-    GROUP BY {_KEYS}
-    HAVING argMax(state, window_end) = 'open'
-       AND ({_KEYS}, opened_at) NOT IN (
-           SELECT {_KEYS}, anomaly_opened_at FROM {MEMBERS_TABLE} FINAL
-           WHERE detector IN {{detectors:Array(String)}})
-) AS o USING ({_KEYS})
-WHERE f.detector IN {{detectors:Array(String)}} AND f.window_end <= o.opened_at
-ORDER BY f.window_end
-"""
-
-
-def join_unjoined(
-    client: Client,
-    detectors: Sequence[str],
-    window_end: dt.datetime,
-    parameters: Mapping[str, Any] | None = None,
-) -> list[dict[str, Any]]:
-    """The anomalies of ``detectors`` still open without an incident, given theirs now.
-
-    A run records its anomalies' transitions (``ml_anomaly_events``) before their
-    incidents; one that failed in between (the store went away) left anomalies that
-    are open with no incident, and whose alert never went out: a rerun of the window
-    does not open them again. Each that opened within :data:`JOIN_WITHIN` up to
-    ``window_end`` joins its incident here (as :func:`join_incidents` does), and its
-    ``open`` transition is returned, rebuilt from its finding, to be alerted late
-    rather than never.
-    """
-    if not detectors:
-        return []
-    parameters_sql = {
-        "detectors": list(detectors),
-        "end": sql_time(window_end),
-        "within": int(JOIN_WITHIN.total_seconds()),
-    }
-    result = client.query(_UNJOINED, parameters=parameters_sql, settings=DETECTOR_SETTINGS)
-    latest: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for row in result.result_rows:  # oldest first: each key's latest finding stays
-        finding = dict(zip((*FINDING_COLUMNS, "opened_from", "opened_at"), row, strict=True))
-        latest[IncidentMember.key_of(finding)] = finding
-    opened = [
-        opened_transition(
-            {c: finding[c] for c in FINDING_COLUMNS},
-            {"window_start": utc(finding["opened_from"]), "window_end": utc(finding["opened_at"])},
-        )
-        for finding in latest.values()
-    ]
-    join_incidents(client, opened, parameters)
-    return opened
 
 
 def _still_resolved(client: Client, changed: list[IncidentMember]) -> list[IncidentMember]:

@@ -74,13 +74,15 @@ FINDING_COLUMNS = (
     "threshold",
     "p_value",
     "support",
+    "baseline_support",
     "baseline_value",
     "current_value",
     "exemplar_trace_ids",
     "details",
     "statistics",
 )
-"""The columns of ``ml_anomalies`` an ``open`` transition is made from."""
+"""The columns of ``ml_anomalies``, every detector's findings (the detector contract), which
+an ``open`` transition is made from."""
 
 _Key = tuple[Any, ...]
 """One anomaly's values of :data:`KEY_COLUMNS`."""
