@@ -74,9 +74,19 @@ def test_a_load_that_fails_part_way_leaves_the_old_profile_whole(client) -> None
         "SELECT count() FROM ml_baseline_aggregates WHERE baseline_name != 'training'"
     ).result_rows
     assert leftovers == [(0,)]  # the chunks written aside are gone
+    # A killed load leaves its staged rows (no finally runs): the next load deletes them.
+    client.command(
+        "INSERT INTO ml_baseline_aggregates SELECT * REPLACE ('training\x1fload dead' AS "
+        "baseline_name) FROM (SELECT * FROM ml_baseline_aggregates)"
+    )
+    dead = "SELECT count() FROM ml_baseline_aggregates WHERE baseline_name = {n:String}"
+    assert client.query(dead, parameters={"n": "training\x1fload dead"}).result_rows[0][0] > 0
     # A load that completes replaces it.
     load_profile(client, _training_set(500), model="shop", chunk_rows=100)
     assert _profile_counts(client)[("__all__", "__all__", "feature.color")] == 500
+    assert client.query(
+        "SELECT count() FROM ml_baseline_aggregates WHERE baseline_name != 'training'"
+    ).result_rows == [(0,)]
 
 
 def test_live_drift_against_the_training_profile_is_found(client, recorder) -> None:

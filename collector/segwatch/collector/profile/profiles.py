@@ -36,7 +36,7 @@ from segwatch.collector.store.settings import check_store_settings
 
 from .columns import column_quantities
 from .quantiles import data_edges, refresh_quantile_buckets, stored_edges
-from .staged import delete_profile, staged_name, swap_in
+from .staged import delete_staged, staged_name, swap_in
 
 __all__ = [
     "BASELINE_COLUMNS",
@@ -266,6 +266,7 @@ def load_profile(
     aggregator = SegmentAggregator(plan)
     loaded_at = dt.datetime.now(dt.timezone.utc)
     staged = staged_name(name)  # the old profile serves until every row is in (.staged)
+    delete_staged(client, name, model, version)  # what a killed load of it left
     done = 0
     try:
         for chunk, total in _chunks(data, chunk_rows):
@@ -279,7 +280,7 @@ def load_profile(
                 progress(done, total)
         swap_in(client, staged, name, model, version)
     finally:
-        delete_profile(client, staged, model, version)
+        delete_staged(client, name, model, version)
     return done
 
 
