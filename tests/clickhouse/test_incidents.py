@@ -179,6 +179,12 @@ def test_anomalies_are_listed_by_incident_root_first_worst_first(client) -> None
     assert list_anomalies(client, AnomalyFilter(model="fraud", state="resolved")).rows == []
     with pytest.raises(ValueError, match="unknown model 'frauds': it has fraud"):
         list_anomalies(client, AnomalyFilter(model="frauds"))
+    # A model with only a profile loaded (no traffic yet) is known.
+    client.insert("ml_baseline_aggregates", [["training", "churn", "", "__all__", "__all__",
+                                              "feature.x"]],
+                  column_names=["baseline_name", "model_name", "model_version", "segment_dim",
+                                "segment_value", "quantity"])  # fmt: skip
+    assert list_anomalies(client, AnomalyFilter(model="churn")).rows == []
     # The limit counts incidents, each listed whole: one is the worst incident, root and
     # consequence; two adds the next incident, not a cut of one.
     for limit, expected in ((1, rows[:2]), (2, rows[:3])):

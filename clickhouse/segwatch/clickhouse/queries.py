@@ -232,7 +232,7 @@ def list_anomalies(client: Client, selection: AnomalyFilter | None = None) -> Qu
     anomaly's ``details`` is the sentence it opened with: a resolved one keeps it (its
     ``resolved_at`` says when it ended), not its resolution's "not found in the last
     windows". ``FINAL``: one row per key whatever the merges have done so far.
-    A ``model`` the store has neither calls nor anomalies of is a ``ValueError``
+    A ``model`` the store has no calls, anomalies or profile of is a ``ValueError``
     naming those it has.
     """
     selection = selection or AnomalyFilter()
@@ -252,12 +252,14 @@ def list_anomalies(client: Client, selection: AnomalyFilter | None = None) -> Qu
 _KNOWN_MODELS = """
 SELECT DISTINCT model_name FROM ml_segment_aggregates WHERE segment_dim = '__all__'
 UNION DISTINCT SELECT DISTINCT model_name FROM ml_anomaly_events
+UNION DISTINCT SELECT DISTINCT model_name FROM ml_baseline_aggregates
 """
 
 
 def _check_known_model(client: Client, model: str) -> None:
-    """``ValueError`` naming the store's models when ``model`` is none of them (a typo
-    lists nothing, as a model without anomalies does, unless it is said)."""
+    """``ValueError`` naming the store's models (with calls, anomalies or a profile) when
+    ``model`` is none of them (a typo lists nothing, as a model without anomalies does,
+    unless it is said)."""
     known = sorted(str(row[0]) for row in client.query(_KNOWN_MODELS).result_rows)
     if model not in known:
         have = f"it has {', '.join(known)}" if known else "it holds no model calls yet"

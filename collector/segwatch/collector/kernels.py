@@ -198,8 +198,9 @@ def group_entries(
         _address(lengths), _address(out_keys), _address(out_weights),
     )  # fmt: skip
     _raise_for(entries, _ENTRIES_RANGE)
-    # Views, not copies: pages past the entries were never touched, so hold no memory.
-    return lengths, out_keys[:entries], out_weights[:entries]
+    # Copies: a view would keep the capacity-sized buffers alive until the rows are built
+    # (a backfill measured ~40 MiB more at its peak), for a copy of a few entries.
+    return lengths, out_keys[:entries].copy(), out_weights[:entries].copy()
 
 
 def walk_fields(

@@ -18,9 +18,9 @@ The second table it takes is a file of logged predictions (``segwatch
 backfill``): one row per call with its time, written as the minute aggregates
 (``ml_segment_aggregates``) and raw calls (``ml_model_calls``) the calls' spans
 would have made, chunk after chunk: read and aggregated on the caller's thread
-(a chunk's quantities summed on a second thread where two cores are free), each
-chunk inserted on a thread of its own through the caller's client while the
-next is aggregated (one insert in flight).
+(a chunk's quantities summed on two worker threads where two cores are free),
+and inserted through the caller's client by one insert thread while the next
+chunk is aggregated (one insert in flight).
 
 - ``profiles``: :func:`load_profile`, :func:`baseline`, reading CSV/parquet, which
   field each column is (:func:`profile_columns`), NaN as MISSING.

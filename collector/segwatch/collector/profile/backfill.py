@@ -148,7 +148,7 @@ def backfill_table(
     another while the next one is read and aggregated (one insert in flight:
     memory holds two chunks' rows at most), then counted by ``progress(done,
     total)``. On an error every chunk before the bad one is stored before it is
-    raised.
+    raised, unless its insert failed too (that error is noted on the one raised).
     """
     if not model:
         raise ValueError("a backfill needs a model name")
@@ -247,7 +247,10 @@ class _Inserts:
     def __exit__(self, *exc: object) -> None:
         try:
             if self._pending is not None:  # an error on the way out: store what came before
-                self._pending[0].exception()
+                failed = self._pending[0].exception()
+                if failed is not None and isinstance(exc[1], BaseException):
+                    # The error leaving is the one raised; the insert's is said beside it.
+                    exc[1].add_note(f"the insert of the chunk before also failed: {failed!r}")
         finally:
             self._pool.shutdown(wait=True)
 
