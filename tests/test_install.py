@@ -132,9 +132,14 @@ def test_installed_the_decorator_records_spans_once_an_sdk_is_set_up(
     command = str(venv.path / "bin" / "segwatch")
     shown = venv.run("-c", f"import subprocess; subprocess.run([{command!r}, '--version'])")
     assert shown.stdout.startswith("segwatch "), (shown.stdout, shown.stderr)
-    helped = venv.run("-c", f"import subprocess; subprocess.run([{command!r}, '--help'])")
-    assert helped.stdout.startswith("usage: segwatch"), (helped.stdout, helped.stderr)
-    assert "pip install 'segwatch[collector]'" in helped.stdout
+    for asked in (["--help"], ["demo", "--help"]):
+        helped = venv.run(
+            "-c",
+            f"import subprocess, sys; sys.exit(subprocess.run({[command, *asked]!r}).returncode)",
+        )
+        assert helped.returncode == 0, (asked, helped.stderr)
+        assert helped.stdout.startswith("usage: segwatch"), (helped.stdout, helped.stderr)
+        assert "pip install 'segwatch[collector]'" in helped.stdout
     refused = venv.run(
         "-c", f"import subprocess, sys; sys.exit(subprocess.run([{command!r}, 'demo']).returncode)"
     )

@@ -48,7 +48,7 @@ except ModuleNotFoundError as missing:  # a base install: the instrumentation on
             f"{_MISSING} is not installed: the segwatch command needs the collector's "
             "dependencies (pip install 'segwatch[collector]')"
         )
-        if arguments in (["--help"], ["-h"]):
+        if "--help" in arguments or "-h" in arguments:
             print(f"usage: segwatch [--version] <command> ...\n\n{missing}; this install has "
                   "the instrumentation (segwatch.instrumentation) and --version.")  # fmt: skip
             return 0
