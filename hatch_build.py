@@ -152,6 +152,7 @@ class KernelsBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             library = compile_kernels(Path(self.root), target)
         except (OSError, subprocess.CalledProcessError) as exc:
             detail = (getattr(exc, "stderr", "") or str(exc)).strip()
+            self.finalize(version, build_data, "")  # abort ends the build: no finalize
             self.app.abort(
                 f"segwatch: cannot compile {SOURCE}: {detail}\n"
                 "Install a C compiler (e.g. apt-get install gcc; or point CC at one), or set "

@@ -80,12 +80,15 @@ def test_the_wheel_is_tagged_manylinux_as_auditwheel_sees_it(wheel: Path) -> Non
 
 
 def test_without_a_compiler_the_build_stops_and_says_what_to_do(tmp_path: Path) -> None:
-    built = build_wheel(tmp_path, CC=str(tmp_path / "no-such-cc"))
+    temporary = tmp_path / "tmp"  # where the build hook makes its scratch directory
+    temporary.mkdir()
+    built = build_wheel(tmp_path, CC=str(tmp_path / "no-such-cc"), TMPDIR=str(temporary))
     assert built.returncode != 0
     output = built.stdout + built.stderr
     assert "segwatch: cannot compile collector/segwatch/collector/_kernels.c" in output
     assert "Install a C compiler" in output and "SEGWATCH_NO_KERNELS=1" in output
     assert not list(tmp_path.glob("*.whl"))
+    assert not list(temporary.glob("segwatch-kernels-*"))  # the failed build left none behind
 
 
 def test_segwatch_no_kernels_builds_the_pure_python_wheel(tmp_path: Path) -> None:
