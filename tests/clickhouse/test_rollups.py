@@ -70,19 +70,28 @@ def test_rollups_regroup_the_minute_rows_exactly(client, recorder) -> None:  # t
 
 def test_rolled_up_exemplars_are_five_distinct_calls_of_the_bucket(client) -> None:  # type: ignore[no-untyped-def]
     """An hour of minute rows with many exemplars each (two partial rows a minute, five
-    trace ids each, one repeated): every 5-minute and 1-hour row keeps five distinct ids
-    of its bucket; a bucket with fewer keeps them all."""
+    trace ids each, one repeated), and a small segment whose 20 flushes a minute each name
+    the minute's one exemplar (as ExemplarMemory makes them), left unmerged as flushes
+    leave them: every 5-minute and 1-hour row keeps five distinct ids of its bucket; a
+    bucket with fewer keeps them all."""
     hour = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     rows = []
     for minute in range(60):
+        at = hour + dt.timedelta(minutes=minute)
         for part in range(2):
             ids = [f"{minute:02d}{part}{i}".ljust(32, "0") for i in range(5)]
             if part:
                 ids[0] = f"{minute:02d}00".ljust(32, "0")  # the first part's first call again
-            rows.append(_minute_row(hour + dt.timedelta(minutes=minute), "many", ids))
+            rows.append(_minute_row(at, "many", ids))
+        rows += [_minute_row(at, "small", [f"s{minute:02d}".ljust(32, "0")])] * 20
     few = [f"f{i}".ljust(32, "0") for i in range(3)]
     rows.append(_minute_row(hour, "few", few))
-    client.insert("ml_segment_aggregates", rows, column_names=_AGGREGATE_COLUMNS)
+    # Partial rows stay apart, as each flush's do (the collector inserts without merging).
+    client.insert("ml_segment_aggregates", rows, column_names=_AGGREGATE_COLUMNS,
+                  settings={"optimize_on_insert": 0})  # fmt: skip
+    assert client.query(
+        "SELECT count() FROM ml_segment_aggregates WHERE segment_value = 'small'"
+    ).result_rows == [(60 * 20,)]
     end = hour + dt.timedelta(hours=1)
     assert roll_up(client, FIVE_MINUTES, hour, end) == 12
     assert roll_up(client, ONE_HOUR, hour, end) == 1
@@ -90,7 +99,7 @@ def test_rolled_up_exemplars_are_five_distinct_calls_of_the_bucket(client) -> No
         pairs = client.query(
             _EXEMPLARS.format(table=rollup.table, seconds=rollup.seconds)
         ).result_rows
-        assert len(pairs) == 12 // (rollup.seconds // 300) + 1, rollup.table
+        assert len(pairs) == 2 * (12 // (rollup.seconds // 300)) + 1, rollup.table
         for ids, bucket_ids in pairs:
             assert len(set(ids)) == len(ids) == min(5, len(bucket_ids)), rollup.table
             assert set(ids) <= set(bucket_ids), rollup.table

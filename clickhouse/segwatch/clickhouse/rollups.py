@@ -34,17 +34,27 @@ class Rollup:
     seconds: int
     source: str  # the table its buckets are built from
     final: str  # "FINAL" when the source is itself a roll-up
+    exemplars: str  # the aggregate of the source rows' exemplar_trace_ids: five distinct ids
 
 
-FIVE_MINUTES = Rollup("ml_segment_rollup_5m", 300, "ml_segment_aggregates", "")
-ONE_HOUR = Rollup("ml_segment_rollup_1h", 3600, "ml_segment_rollup_5m", "FINAL")
+# Exemplars, five distinct trace ids of the bucket's calls. The minute rows are read
+# unmerged (a minute has a partial row per flush until the engine merges them), and the
+# flushes of a minute name the same exemplar for a small segment (ExemplarMemory), so a
+# 5-minute bucket can hold any number of repeats: groupUniqArrayArray(5) keeps five
+# distinct ids whatever their number. An hour is rolled up from FINAL 5-minute rows, each
+# of at most five ids and the minutes' ids apart: the first five distinct of the first 60
+# met are five distinct ids of the hour, without a hash set per group (about 0.5 us of
+# the 2.2 us a row costs a roll-up; the detectors' queries read FINAL roll-ups the same way).
+FIVE_MINUTES = Rollup(
+    "ml_segment_rollup_5m", 300, "ml_segment_aggregates", "",
+    "groupUniqArrayArray(5)(exemplar_trace_ids)",
+)  # fmt: skip
+ONE_HOUR = Rollup(
+    "ml_segment_rollup_1h", 3600, "ml_segment_rollup_5m", "FINAL",
+    "arraySlice(arrayDistinct(groupArrayArray(60)(exemplar_trace_ids)), 1, 5)",
+)  # fmt: skip
 
 _KEYS = "model_name, model_version, model_stage, segment_dim, segment_value, quantity"
-# Exemplars: the first five distinct trace ids met in the bucket, as groupUniqArrayArray(5)
-# chose them, without its hash set per group (about 0.5 us of the 2.2 us a minute row costs
-# a roll-up, and a third of psi_drift's query: bench/detect.py). 60 ids hold every id of a
-# 5-minute bucket (5 minute rows of at most 5) and of an hour (12 rows); a minute has more
-# rows only while partial rows are unmerged, and theirs are other calls.
 _INSERT = """
 INSERT INTO {table}
 SELECT model_name, model_version, model_stage,
@@ -52,8 +62,7 @@ SELECT model_name, model_version, model_stage,
        segment_dim, segment_value, quantity,
        sum(count), sum(sampled), sum(missing), sum(numeric_count), sum(sum), sum(sum_sq),
        min(min), max(max), sumMap(histogram), sumMap(categories),
-       arraySlice(arrayDistinct(groupArrayArray(60)(exemplar_trace_ids)), 1, 5),
-       {{now:DateTime64(3, 'UTC')}}
+       {exemplars}, {{now:DateTime64(3, 'UTC')}}
 FROM {source} {final}
 WHERE bucket_start >= {{first:DateTime('UTC')}} AND bucket_start < {{last:DateTime('UTC')}}
   AND toUnixTimestamp(toStartOfInterval(bucket_start, INTERVAL {seconds} SECOND, 'UTC'))
@@ -86,7 +95,11 @@ def roll_up(
     # Roll up what is missing, and what settled after its roll-up was made.
     wanted = [b for b in range(first, last, size) if not current.get(b, False)]
     insert = _INSERT.format(
-        table=rollup.table, seconds=size, source=rollup.source, final=rollup.final
+        table=rollup.table,
+        seconds=size,
+        source=rollup.source,
+        final=rollup.final,
+        exemplars=rollup.exemplars,
     )
     for run in _chunks(_consecutive(wanted, size), max(1, _INSERT_SECONDS // size)):
         first_text, last_text = _text(run[0]), _text(run[-1] + size)
