@@ -43,8 +43,9 @@ class Rollup:
 # 5-minute bucket can hold any number of repeats: groupUniqArrayArray(5) keeps five
 # distinct ids whatever their number. An hour is rolled up from FINAL 5-minute rows, each
 # of at most five ids and the minutes' ids apart: the first five distinct of the first 60
-# met are five distinct ids of the hour, without a hash set per group (about 0.5 us of
-# the 2.2 us a row costs a roll-up; the detectors' queries read FINAL roll-ups the same way).
+# met are five distinct ids of the hour, without a hash set per group (a quarter of a
+# roll-up's CPU per row, README, Benchmarks; the detectors' queries read FINAL roll-ups
+# the same way).
 FIVE_MINUTES = Rollup(
     "ml_segment_rollup_5m", 300, "ml_segment_aggregates", "",
     "groupUniqArrayArray(5)(exemplar_trace_ids)",
@@ -160,9 +161,8 @@ def _chunks(runs: list[list[int]], most: int) -> list[list[int]]:
 _INSERT_SECONDS = 600
 """The most time one roll-up insert covers (1-hour buckets: one). Its GROUP BY holds a
 state per bucket, segment and quantity (two maps and a set of exemplars each): half an
-hour of 1,000 segments x 30 quantities held ~250 MiB, spilled to disk past
-DETECTOR_SETTINGS' 200 MiB and cost twice the CPU per row of ten minutes (bench/detect.py's
-store, 1.8 M minute rows: 2.6-3.4 CPU-seconds against 3 x 0.64-0.86)."""
+hour of a large store's segments spilled past DETECTOR_SETTINGS' limit and cost about
+twice the CPU per row of ten minutes (README, Benchmarks: ``bench/detect.py``)."""
 
 
 def _text(epoch: int) -> str:

@@ -199,7 +199,7 @@ def group_entries(
     )  # fmt: skip
     _raise_for(entries, _ENTRIES_RANGE)
     # Copies: a view would keep the capacity-sized buffers alive until the rows are built
-    # (a backfill measured ~40 MiB more at its peak), for a copy of a few entries.
+    # (a backfill's peak memory grew with them), for a copy of a few entries.
     return lengths, out_keys[:entries].copy(), out_weights[:entries].copy()
 
 

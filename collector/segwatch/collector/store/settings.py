@@ -12,11 +12,10 @@ first (the migration then leaves it), in a version whose columns differ.
 In an embedded store, ``ml_model_calls`` merges its parts
 :data:`RAW_CALL_MERGE_BASE` at a time (``merge_selector_base``; ClickHouse's
 default is 5): there the engine's merges run in the collector's process, and
-merging the one part each flush writes cost more CPU than inserting it (60
-flushes of 20,000 calls of the ingest bench's payload: 4.6 µs of merge CPU per
-call, each row written 2.6 times; with 10, 2.6 µs and 1.9 times, for about a
-dozen active parts per day instead of a few). A ClickHouse server's merges are its
-operator's to tune: a store there keeps the default.
+merging the one part each flush writes cost more CPU than inserting it; wider
+merges rewrite each row fewer times, for more active parts (README, Benchmarks:
+``bench/ingest.py``). A ClickHouse server's merges are its operator's to tune: a
+store there keeps the default.
 """
 
 from __future__ import annotations
