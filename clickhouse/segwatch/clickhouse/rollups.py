@@ -154,7 +154,7 @@ def _consecutive(buckets: list[int], size: int) -> list[list[int]]:
 def _chunks(runs: list[list[int]], most: int) -> list[list[int]]:
     """Each run cut into pieces of at most ``most`` buckets, one insert each: a first run
     rolls up hours of history, and in one insert its GROUP BY and the part it writes took
-    the process 3.9 GiB past its steady state (bench/detect.py; +0.5 GiB in half hours)."""
+    the process gigabytes past its steady state (README, Benchmarks: ``bench/detect.py``)."""
     return [run[i : i + most] for run in runs for i in range(0, len(run), most)]
 
 

@@ -57,8 +57,8 @@ live AS (
         sum(sum) AS total,
         sumMap(histogram) AS hist,
         sumMap(categories) AS cats,
-        -- five distinct exemplars of the window (see rollups.py's _INSERT: a set per group
-        -- cost the query a third of its CPU)
+        -- five distinct exemplars of the window, without a set per group: the FINAL
+        -- roll-ups' rows hold distinct ids (see rollups.py, FIVE_MINUTES and ONE_HOUR)
         arraySlice(arrayDistinct(groupArrayArrayIf(60)(
             exemplar_trace_ids, bucket_start >= {window_start:DateTime('UTC')})), 1, 5) AS exemplars
     FROM rolled_up
