@@ -57,17 +57,8 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from .explained import EXPLAINABLE, explained_by
-from .incident_members import (
-    IncidentMember,
-    open_incidents,
-    read_members,
-    write_members,
-)
-from .lifecycle import (
-    cross_parents,
-    segment_text,
-    utc,
-)
+from .incident_members import IncidentMember, open_incidents, read_members, write_members
+from .lifecycle import cross_parents, segment_text, utc
 
 __all__ = [
     "IncidentMember",
