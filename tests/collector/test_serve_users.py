@@ -211,6 +211,9 @@ def test_the_writer_inserts(served: Served) -> None:
 def test_the_reader_cannot_write(served: Served, sql: str) -> None:
     answer = served.request("analyst", sql)
     assert (answer.status, answer.code) == (500, "164")
+    # as a server names who logged in, not the engine's own session user
+    assert b"analyst: Cannot execute query in readonly mode" in answer.body
+    assert b"default" not in answer.body
     assert served.own.query("SELECT count() FROM segwatch.facts").result_rows == [(10,)]
 
 

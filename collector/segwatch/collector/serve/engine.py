@@ -64,9 +64,10 @@ class Outcome:
 class EngineHandle:
     """One engine session: a chdb connection and its lock (one query at a time)."""
 
-    def __init__(self, connection: Any, tag: str) -> None:
+    def __init__(self, connection: Any, tag: str, user: str = "default") -> None:
         self._connection = connection
         self.tag = tag
+        self.user = user  # the account the errors name (the engine's own session is "default")
         # What KILL QUERY finds its query by: the tag, unless the client set a log_comment
         # of its own (a collector's analyst sessions do, to cancel their queries themselves).
         self.comment = tag
@@ -78,7 +79,7 @@ class EngineHandle:
         try:
             return self._connection.query(sql, output_format, params=params or {})
         except Exception as exc:
-            raise engine_error(exc) from exc
+            raise engine_error(exc, self.user) from exc
 
     def set(self, name: str, value: str) -> None:
         self.run(f"SET {setting_name(name)} = {_quote(value)}")
@@ -149,7 +150,9 @@ class Engine:
             connection = chdb.connect(self._target)  # type: ignore[no-untyped-call]
         except Exception as exc:
             raise engine_error(exc) from exc
-        handle = EngineHandle(connection, f"{self._process_tag}-{secrets.token_hex(6)}")
+        handle = EngineHandle(
+            connection, f"{self._process_tag}-{secrets.token_hex(6)}", account.name
+        )
         try:
             for name, value in account.budget().items():
                 handle.set(name, value)

@@ -77,6 +77,7 @@ _STATUS = {
 }
 
 _CODE = re.compile(r"Code:\s*(\d+)\.")
+_ENGINE_USER = "default: "
 _PREFIX = re.compile(r"^Code:\s*\d+\.\s*DB::Exception:\s*")
 _TRAILER = re.compile(r"(\s*\((?:version [^)]*|[A-Z][A-Z0-9_]+)\)|\s*\.)+\s*$")
 _NAME = re.compile(r"\(([A-Z][A-Z0-9_]+)\)(?:\s*\(version [^)]*\))?\.?\s*$")
@@ -106,12 +107,14 @@ def http_status(name: str) -> int:
     return _STATUS.get(name, 500)
 
 
-def engine_error(exc: BaseException) -> ServeError:
+def engine_error(exc: BaseException, user: str = "default") -> ServeError:
     """The engine's exception as a :class:`ServeError`: its code, name and message.
 
     chdb raises ``Code: 60. DB::Exception: <message>. (UNKNOWN_TABLE)``, sometimes
     wrapped in a second ``Code: N. DB::Exception:`` of the same error; the
-    innermost message is the one a server would send.
+    innermost message is the one a server would send. The engine runs every session
+    as its own user ``default`` and names it in refusals (``default: Cannot execute
+    query in readonly mode``): a server would name the user who logged in, ``user``.
     """
     text = str(exc).strip()
     codes = _CODE.findall(text)
@@ -125,4 +128,6 @@ def engine_error(exc: BaseException) -> ServeError:
         if stripped == message:
             break
         message = stripped
+    if message.startswith(_ENGINE_USER):
+        message = f"{user}: {message[len(_ENGINE_USER) :]}"
     return ServeError(name, message or name, code)
