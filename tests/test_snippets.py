@@ -299,8 +299,7 @@ def _shown(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.strip("\n").splitlines())
 
 
-@pytest.mark.parametrize("block", SHELL_RUN, ids=_ids(SHELL_RUN))
-def test_shell_snippet_runs_as_shown(block: Block) -> None:
+def _run_as_shown(block: Block) -> None:
     for command in commands_of(block):
         argv = _runnable(command)
         assert argv is not None
@@ -310,6 +309,19 @@ def test_shell_snippet_runs_as_shown(block: Block) -> None:
             assert _shown(result.stdout + result.stderr) == _shown(command.output), block.where
         else:
             assert result.returncode == 0, f"{block.where}: {result.stderr}"
+
+
+def test_shell_snippets_run_as_shown() -> None:
+    """Every shell block no named test covers runs as shown (none, at times: each of the
+    README's is covered by a test of its own); the made-up blocks show the check can fail."""
+    for block in SHELL_RUN:
+        _run_as_shown(block)
+    version = metadata.version("segwatch")
+    _run_as_shown(_made_up("console", f"$ segwatch --version\nsegwatch {version}\n"))
+    with pytest.raises(AssertionError, match=r"made-up\.md:7"):
+        _run_as_shown(_made_up("console", "$ segwatch --version\nsegwatch 0.0.0-not-this\n"))
+    with pytest.raises(AssertionError, match=r"made-up\.md:7"):
+        _run_as_shown(_made_up("bash", "segwatch validate README.md\n"))  # not a config: exit 2
 
 
 def _pip_installs() -> list[tuple[Block, list[str]]]:
