@@ -150,9 +150,12 @@ def test_a_rerun_after_a_refused_row_a_crash_or_a_success_stores_each_call_once(
         backfill_file(client, str(path), model="fraud", timestamp="ts", chunk_rows=200,
                       progress=crash)  # fmt: skip
     assert _totals(client) == (800, 800.0)
+    already = []
     for _ in range(2):  # the rerun stores the rest; a third run stores nothing
-        backfill_file(client, str(path), model="fraud", timestamp="ts", chunk_rows=200)
+        result = backfill_file(client, str(path), model="fraud", timestamp="ts", chunk_rows=200)
         assert _totals(client) == (1000, 1000.0)
+        already.append((result.rows, result.already_stored))
+    assert already == [(1000, 800), (1000, 1000)]  # each run says what the store already had
     other = _write_csv(tmp_path / "more.csv", _calls(1000, seed=6))
     backfill_file(client, str(other), model="fraud", timestamp="ts", chunk_rows=200)
     assert _totals(client) == (2000, 2000.0)  # other rows are other calls
@@ -200,6 +203,11 @@ def test_cli_backfills_with_the_config_and_refuses_bad_input_naming_it(
     out = capsys.readouterr().out
     assert '"rows": 300' in out and '"score": "output.score"' in out
     assert '"ignored": ["amount", "country"]' in out  # the model declares its fields: not these
+    assert '"already_stored": 0' in out
+    assert main([*args, "--timestamp", "ts", str(good)]) == 0  # again: nothing new, and it says so
+    out = capsys.readouterr().out
+    assert out.startswith("nothing new: the 300 calls of model 'fraud' (")
+    assert "were already stored" in out and "backfilled 300" not in out
     assert main(["sql", "--config", str(config), "--json",
                  "SELECT countIf(quantity = 'output.score') > 0 AS scored FROM "
                  "ml_segment_aggregates"]) == 0  # fmt: skip

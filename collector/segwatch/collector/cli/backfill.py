@@ -76,7 +76,15 @@ def print_backfill(
     span = (f" ({result.first:%Y-%m-%d %H:%M:%S} to {result.last:%Y-%m-%d %H:%M:%S} UTC)"
             if result.first and result.last else "")  # fmt: skip
     fields = ", ".join(f"{column} as {quantity}" for column, quantity in result.quantities.items())
-    print(f"backfilled {result.rows} calls of model {model!r}{span} from {path}")
+    new = result.rows - result.already_stored
+    if not result.already_stored:
+        print(f"backfilled {result.rows} calls of model {model!r}{span} from {path}")
+    elif not new:
+        print(f"nothing new: the {result.rows} calls of model {model!r}{span} in {path} were "
+              "already stored (backfilled before; each call is stored once)")  # fmt: skip
+    else:
+        print(f"backfilled {new} calls of model {model!r}{span} from {path}; the other "
+              f"{result.already_stored} were already stored (backfilled before)")  # fmt: skip
     print(f"columns read: {fields}")
     if result.ignored:
         print(f"ignored (not fields of model {model!r} in the config; name one feature.<name> "

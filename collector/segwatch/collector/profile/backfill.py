@@ -19,9 +19,12 @@ again after a crash part-way, or after fixing the row a run refused, stores
 every chunk once: ClickHouse drops an insert whose token it has seen among
 the table's last 10,000 inserts (``non_replicated_deduplication_window``,
 migration 0006; a replicated table's own window otherwise). A chunk whose
-rows changed is new calls. After writing, the detectors' roll-ups of the hours it touched are
-dropped (they are rebuilt from the minute rows on the next run), so a
-detector sees backfilled calls even in windows it had rolled up before.
+rows changed is new calls. The result counts the calls of chunks the store
+already had (:attr:`BackfillResult.already_stored`), from the engine's
+``DuplicatedInsertedBlocks`` counter read around each chunk's inserts.
+After writing, the detectors' roll-ups of the hours it touched are dropped
+(they are rebuilt from the minute rows on the next run), so a detector sees
+backfilled calls even in windows it had rolled up before.
 
 Threads: the caller's thread reads and aggregates; one more thread inserts,
 through the caller's client, one chunk at a time, while the next chunk is read
@@ -44,6 +47,7 @@ from typing import Any
 
 import numpy as np
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from segwatch.clickhouse.rollups import forget_rollups
 from segwatch.collector.aggregate.aggregator import SegmentAggregator
@@ -75,7 +79,7 @@ Progress = Callable[[int, int], None]
 class BackfillResult:
     """What a backfill read and wrote."""
 
-    rows: int
+    rows: int  # calls read and sent to the store
     chunks: int
     first: dt.datetime | None  # the earliest call's time
     last: dt.datetime | None  # the latest
@@ -84,6 +88,7 @@ class BackfillResult:
     unaggregated: int  # fields left out by segments.max_fields_per_model
     unsegmented: int  # dimensions refused by segments.max_per_model
     raw_calls: bool  # whether ml_model_calls got the calls too
+    already_stored: int = 0  # of ``rows``, the calls of chunks the store had: dropped as duplicates
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -96,6 +101,7 @@ class BackfillResult:
             "unaggregated_fields": self.unaggregated,
             "unsegmented_dimensions": self.unsegmented,
             "raw_calls": self.raw_calls,
+            "already_stored": self.already_stored,
         }
 
 
@@ -182,6 +188,7 @@ def backfill_table(
         unaggregated=aggregator.unaggregated[model],
         unsegmented=aggregator.unsegmented[model],
         raw_calls=config.storage.raw_calls,
+        already_stored=inserts.already_stored,
     )
 
 
@@ -239,7 +246,8 @@ class _Inserts:
     def __init__(self, client: Client) -> None:
         self._client = client
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segwatch-backfill")
-        self._pending: tuple[Future[None], int] | None = None
+        self._pending: tuple[Future[bool], int] | None = None
+        self.already_stored = 0  # calls of the chunks whose every insert was a duplicate
 
     def __enter__(self) -> _Inserts:
         return self
@@ -265,7 +273,8 @@ class _Inserts:
             return 0
         future, rows = self._pending
         self._pending = None
-        future.result()
+        if future.result():
+            self.already_stored += rows
         return rows
 
 
@@ -286,14 +295,34 @@ def _stored(done: int, rows: int, expected: int, progress: Progress | None) -> i
     return done + rows
 
 
-def _insert_all(client: Client, parts: list[TableRows], token: str) -> None:
+def _insert_all(client: Client, parts: list[TableRows], token: str) -> bool:
     """Each table's rows in one synchronous insert under ``<token>-<table>``: a second insert
-    with it adds nothing."""
+    with it adds nothing. True when every insert was such a second one (the engine counted a
+    duplicate block for each: see :func:`_duplicates`)."""
+    duplicated = True
     for part in parts:
         if len(part):
             settings = {**part.insert_settings,
                         "insert_deduplication_token": f"{token}-{part.table}"}  # fmt: skip
+            before = _duplicates(client)
             insert_blocks(client, part.table, part.column_names, [part.native_chunks()], settings)
+            duplicated = duplicated and _duplicates(client) > before
+    return duplicated
+
+
+def _duplicates(client: Client) -> int:
+    """The engine's count of inserted blocks it dropped as duplicates so far (0 if it cannot
+    say). Process-wide in the embedded engine, where the backfill is the only writer (its
+    store is refused while a collector holds it); server-wide on a server, where another
+    client's retried insert at the same moment could make a new chunk look stored (only
+    the count printed is off then: what is stored is the engine's decision)."""
+    try:
+        rows = client.query(
+            "SELECT value FROM system.events WHERE event = 'DuplicatedInsertedBlocks'"
+        ).result_rows
+    except DatabaseError:
+        return 0
+    return int(rows[0][0]) if rows else 0
 
 
 def _quantities(
