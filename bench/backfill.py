@@ -158,7 +158,7 @@ def throughput(data: Path, rows: int, core: int) -> None:
     import pandas as pd
 
     from segwatch.collector.config import CollectorConfig, StorageConfig
-    from segwatch.collector.profile.backfill import backfill_file
+    from segwatch.collector.profile.backfill import backfill_file, keep_freed_memory
 
     start = int(time.time()) // HOUR * HOUR - 3 * HOUR
     path = data / f"throughput-{rows}.csv"
@@ -170,6 +170,7 @@ def throughput(data: Path, rows: int, core: int) -> None:
     pandas_s, pandas_cpu, _ = timed(lambda: pd.read_csv(path))
     print(f"  {'pandas.read_csv (baseline)':38} {pandas_s:6.2f} s  {rows / pandas_s:>11,.0f} "
           f"rows/s  {pandas_cpu:6.2f} CPU-s")  # fmt: skip
+    keep_freed_memory()  # as segwatch backfill does
     warm_up(data, path)
     for raw_calls in (False, True):
         config = CollectorConfig(storage=StorageConfig(raw_calls=raw_calls))
@@ -185,7 +186,7 @@ def throughput(data: Path, rows: int, core: int) -> None:
 def scenario(data: Path) -> None:
     from segwatch.clickhouse.detection import load_manifest
     from segwatch.collector.config import CollectorConfig, SegmentsConfig
-    from segwatch.collector.profile.backfill import backfill_file
+    from segwatch.collector.profile.backfill import backfill_file, keep_freed_memory
     from segwatch.collector.service.detect import detect_range
 
     start = int(time.time()) // HOUR * HOUR - 3 * HOUR
@@ -201,6 +202,7 @@ def scenario(data: Path) -> None:
     read_s, read_cpu, _ = timed(lambda: pd.read_csv(path))  # the read alone, for reference
     print(f"  pandas.read_csv of the file alone    {read_s:6.2f} s  "
           f"{SCENARIO_ROWS / read_s:>9,.0f} rows/s  {read_cpu:6.2f} CPU-s")  # fmt: skip
+    keep_freed_memory()  # as segwatch backfill does
     warm_up(data, path)
     end = dt.datetime.fromtimestamp(start + HOUR + HOUR // 4, dt.timezone.utc)
     # 50 segments: every one its own (the default keeps the top 20 values of a field)

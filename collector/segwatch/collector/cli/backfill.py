@@ -21,7 +21,12 @@ from segwatch.clickhouse.detection import DetectorSpec
 from segwatch.clickhouse.store import StoreLockedError
 from segwatch.collector.config.collector_config import CollectorConfig
 from segwatch.collector.config.storage import FOREVER
-from segwatch.collector.profile.backfill import BackfillResult, Progress, backfill_file
+from segwatch.collector.profile.backfill import (
+    BackfillResult,
+    Progress,
+    backfill_file,
+    keep_freed_memory,
+)
 from segwatch.collector.service.detect import RangeResult, detect_range
 
 from .access import DirectAccess, StoreAccess
@@ -56,6 +61,7 @@ def run_backfill(
     progress: Progress | None = None,
 ) -> BackfillResult:
     client, _ = _client(access, "backfill")
+    keep_freed_memory()  # the command's process ends after the backfill
     return backfill_file(client, path, model=model, timestamp=timestamp, version=version,
                          stage=stage, config=config, progress=progress)  # fmt: skip
 

@@ -36,6 +36,7 @@ lock free, so on two cores they overlap; the rows are the same either way.
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import hashlib
 import os
@@ -70,7 +71,7 @@ from .logged_calls import (
 from .profiles import profile_columns
 from .quantiles import refresh_quantile_buckets
 
-__all__ = ["BackfillResult", "Progress", "backfill_file", "backfill_table"]
+__all__ = ["BackfillResult", "Progress", "backfill_file", "backfill_table", "keep_freed_memory"]
 
 Progress = Callable[[int, int], None]
 
@@ -103,6 +104,30 @@ class BackfillResult:
             "raw_calls": self.raw_calls,
             "already_stored": self.already_stored,
         }
+
+
+def keep_freed_memory() -> None:
+    """Let glibc's malloc keep the memory a chunk frees for the next chunk (process-wide).
+
+    By default glibc maps a large block (past 128 KiB at first, 32 MiB at most as it
+    adapts) fresh from the kernel and unmaps it when freed, and returns the top of its
+    heap to the kernel once 2x that is free: every chunk's arrays (the compiled loops'
+    outputs and counters, numpy's temporaries) were then new pages, each faulted in and
+    zeroed by the kernel again. Here blocks up to 32 MiB come from the heap, and the
+    heap is not trimmed: the pages stay mapped and are reused. For a process that
+    backfills and exits (``segwatch backfill``, the bench): it keeps its peak memory
+    until it ends. Does nothing where malloc has no ``mallopt`` (not glibc).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest
+    mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 
 
 def backfill_file(

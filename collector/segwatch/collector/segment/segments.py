@@ -121,7 +121,7 @@ def segment_dimension(
         if found.any():
             bucketing = buckets or _DECADES
             numeric = bucketing.codes(numbers[found])
-            distinct, inverse = np.unique(numeric, return_inverse=True)
+            distinct, inverse = _distinct(numeric)
             codes[position[found]] = inverse + len(labels)
             labels.extend(bucketing.label(int(c)) for c in distinct)
     label_rows, label_codes, dictionary = column.label_codes()
@@ -157,6 +157,21 @@ def cross_dimension(first: SegmentDimension, second: SegmentDimension) -> Segmen
 
 
 _DECADES = LogBuckets(10.0)
+_DENSE_RANGE = 1 << 16  # codes spanning fewer values than this are counted, not sorted
+
+
+def _distinct(
+    codes: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """``np.unique(codes, return_inverse=True)``, without its sort when the codes span a
+    small range (a bucketing's indices usually do; its special values, far away, do not)."""
+    low, high = int(codes.min()), int(codes.max())
+    if high - low >= _DENSE_RANGE:
+        return np.unique(codes, return_inverse=True)
+    shifted = codes - low
+    occurs = np.bincount(shifted, minlength=high - low + 1) > 0
+    rank = np.cumsum(occurs) - 1
+    return np.flatnonzero(occurs) + low, rank[shifted]
 
 
 def positions_in(
