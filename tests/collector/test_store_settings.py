@@ -10,6 +10,7 @@ from segwatch.collector.config import ConfigError, parse_config
 from segwatch.collector.service.collector import Collector
 from segwatch.collector.store.settings import (
     RAW_CALL_MERGE_BASE,
+    RAW_CALL_MERGE_SETTINGS,
     StoreSettingsError,
     check_store_settings,
 )
@@ -54,22 +55,73 @@ def test_an_accuracy_out_of_range_is_refused() -> None:
         parse_config("storage:\n  histogram_accuracy: 0.5\n")
 
 
-def test_an_embedded_store_merges_raw_call_parts_wider_once_set(client, store_dsn) -> None:  # type: ignore[no-untyped-def]
+def _raw_call_table_settings(client) -> str:  # type: ignore[no-untyped-def]
+    """The SETTINGS clause of ``ml_model_calls``' definition, as ``name = value, ...``."""
+    query = client.query(
+        "SELECT create_table_query FROM system.tables "
+        "WHERE database = currentDatabase() AND name = 'ml_model_calls'"
+    ).result_rows[0][0]
+    return str(query).split(" SETTINGS ", 1)[1].split(" COMMENT ", 1)[0]
+
+
+def test_an_embedded_store_merges_raw_call_parts_wider_and_vertically_once_set(
+    client, store_dsn
+) -> None:  # type: ignore[no-untyped-def]
     """The engine's merges run in the collector there: ``ml_model_calls`` gets a wider merge
-    base at setup, once (the next setup finds it set), and keeps its other settings."""
-
-    def table_settings() -> str:
-        query = client.query(
-            "SELECT create_table_query FROM system.tables "
-            "WHERE database = currentDatabase() AND name = 'ml_model_calls'"
-        ).result_rows[0][0]
-        return str(query).split(" SETTINGS ", 1)[1]
-
-    assert "merge_selector_base" not in table_settings()  # the migrations leave the default
+    base and vertical merges at setup, once (the next setup finds them set), and keeps its
+    other settings."""
+    before = _raw_call_table_settings(client)
+    assert "merge_selector_base" not in before  # the migrations leave the defaults
+    assert "vertical_merge" not in before
     config = parse_config(f"storage:\n  dsn: {store_dsn}\n")
     check_store_settings(client, config)
     check_store_settings(client, config)
-    settings = table_settings()
-    assert settings.count("merge_selector_base") == 1
+    settings = _raw_call_table_settings(client)
+    for name, value in RAW_CALL_MERGE_SETTINGS.items():
+        assert settings.count(f"{name} = ") == 1
+        assert f"{name} = {value}," in f"{settings},"  # = 1, not = 131072's prefix
     assert f"merge_selector_base = {RAW_CALL_MERGE_BASE}" in settings
     assert "non_replicated_deduplication_window = 10000" in settings  # deduplication kept
+
+
+def test_a_store_set_up_before_vertical_merges_gets_them(client, store_dsn) -> None:  # type: ignore[no-untyped-def]
+    """A store an earlier version set up (the merge base only) gains what it lacks, and
+    a setting the store has otherwise (131072, not 1) is set again."""
+    client.command(
+        "ALTER TABLE ml_model_calls MODIFY SETTING merge_selector_base = 10, "
+        "vertical_merge_algorithm_min_rows_to_activate = 131072"
+    )
+    check_store_settings(client, parse_config(f"storage:\n  dsn: {store_dsn}\n"))
+    settings = _raw_call_table_settings(client)
+    assert "vertical_merge_algorithm_min_rows_to_activate = 1," in f"{settings},"
+    assert "vertical_merge_algorithm_min_columns_to_activate = 1," in f"{settings},"
+    assert settings.count("merge_selector_base") == 1
+
+
+def test_vertical_merges_keep_every_raw_call_row_as_it_was(client, store_dsn) -> None:  # type: ignore[no-untyped-def]
+    """Parts of raw calls merged vertically (the sorting key first, then each column
+    gathered alone) hold the same rows, maps included, as before the merge."""
+    check_store_settings(client, parse_config(f"storage:\n  dsn: {store_dsn}\n"))
+    for part in range(3):  # overlapping timestamps: the merge interleaves the parts' rows
+        client.command(
+            "INSERT INTO ml_model_calls (timestamp, trace_id, span_id, model_name, model_stage, "
+            "numbers, strings) SELECT toStartOfHour(now64(9, 'UTC')) + "
+            "toIntervalMillisecond(number * 3 + {p:UInt8}), hex(number), toString({p:UInt8}), "
+            "if(number % 2, 'a', 'b'), 'serving', "
+            "map('feature.x', number / 7, concat('output.', toString(number % 5)), {p:UInt8}), "
+            "map('feature.c', toString(number % 11)) FROM numbers(5000)",
+            parameters={"p": part},
+        )
+    checksum = (
+        "SELECT count(), sum(cityHash64(timestamp, trace_id, span_id, model_name, "
+        "toString(numbers), toString(strings))) FROM ml_model_calls"
+    )
+    before = client.query(checksum).result_rows[0]
+    client.command("OPTIMIZE TABLE ml_model_calls FINAL")
+    parts = client.query(
+        "SELECT count() FROM system.parts WHERE database = currentDatabase() "
+        "AND table = 'ml_model_calls' AND active"
+    ).result_rows[0][0]
+    assert parts == 1
+    assert client.query(checksum).result_rows[0] == before
+    assert before[0] == 15000

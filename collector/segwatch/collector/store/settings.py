@@ -9,18 +9,23 @@ And with ``storage.traces.write``, that ``otel_traces`` has every column the
 collector writes: an OpenTelemetry Collector's exporter may have made the table
 first (the migration then leaves it), in a version whose columns differ.
 
-In an embedded store, ``ml_model_calls`` merges its parts
+In an embedded store the engine's merges run in the collector's process, and
+merging the one ``ml_model_calls`` part each flush writes cost more CPU than
+inserting it: that table gets :data:`RAW_CALL_MERGE_SETTINGS`. It merges its parts
 :data:`RAW_CALL_MERGE_BASE` at a time (``merge_selector_base``; ClickHouse's
-default is 5): there the engine's merges run in the collector's process, and
-merging the one part each flush writes cost more CPU than inserting it; wider
-merges rewrite each row fewer times, for more active parts (README, Benchmarks:
-``bench/ingest.py``). A ClickHouse server's merges are its operator's to tune: a
-store there keeps the default.
+default is 5: wider merges rewrite each row fewer times, for more active parts),
+and vertically, whatever the merge's size: the sorting key's columns are merged
+first, then every other column is gathered alone in that order, so a merge holds
+one column's buffers of each part at a time, not every column's (ClickHouse
+merges so only tables with 11 columns outside the key and merges of 131,072 rows
+or more; this one has 8; README, Benchmarks: ``bench/ingest.py``). A ClickHouse
+server's merges are its operator's to tune: a store there keeps the defaults.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 from clickhouse_connect.driver.client import Client
 
@@ -30,10 +35,22 @@ from segwatch.collector.config.collector_config import CollectorConfig
 from .retention import apply_retention
 from .trace_rows import TRACE_SCHEMA
 
-__all__ = ["RAW_CALL_MERGE_BASE", "StoreSettingsError", "check_store_settings"]
+__all__ = [
+    "RAW_CALL_MERGE_BASE",
+    "RAW_CALL_MERGE_SETTINGS",
+    "StoreSettingsError",
+    "check_store_settings",
+]
 
 RAW_CALL_MERGE_BASE = 10
 """``ml_model_calls``' ``merge_selector_base`` in an embedded store."""
+
+RAW_CALL_MERGE_SETTINGS = {
+    "merge_selector_base": RAW_CALL_MERGE_BASE,
+    "vertical_merge_algorithm_min_columns_to_activate": 1,
+    "vertical_merge_algorithm_min_rows_to_activate": 1,
+}
+"""``ml_model_calls``' merge settings in an embedded store (MergeTree settings)."""
 
 
 class StoreSettingsError(ValueError):
@@ -48,20 +65,26 @@ def check_store_settings(client: Client, config: CollectorConfig) -> None:
     if config.storage.traces.write:
         _check_traces_table(client)
     if parse_dsn(config.storage.dsn).embedded:
-        _merge_raw_calls_wider(client)
+        _set_raw_call_merges(client)
 
 
-def _merge_raw_calls_wider(client: Client) -> None:
-    """Give ``ml_model_calls`` its merge base, unless it has it (a settings change: no part
-    is rewritten; merges follow it from now on)."""
+def _set_raw_call_merges(client: Client) -> None:
+    """Give ``ml_model_calls`` the :data:`RAW_CALL_MERGE_SETTINGS` it lacks (a settings
+    change: no part is rewritten; merges follow it from now on)."""
     rows = client.query(
         "SELECT create_table_query FROM system.tables "
         "WHERE database = currentDatabase() AND name = 'ml_model_calls'"
     ).result_rows
-    if rows and f"merge_selector_base = {RAW_CALL_MERGE_BASE}" not in str(rows[0][0]):
-        client.command(
-            f"ALTER TABLE ml_model_calls MODIFY SETTING merge_selector_base = {RAW_CALL_MERGE_BASE}"
-        )
+    if not rows:
+        return
+
+    table_settings = dict(
+        re.findall(r"(\w+) = ([^,\s]+)", str(rows[0][0]).rsplit(" SETTINGS ", 1)[-1])
+    )
+    missing = [f"{name} = {value}" for name, value in RAW_CALL_MERGE_SETTINGS.items()
+               if table_settings.get(name) != str(value)]  # fmt: skip
+    if missing:
+        client.command(f"ALTER TABLE ml_model_calls MODIFY SETTING {', '.join(missing)}")
 
 
 def _check_traces_table(client: Client) -> None:
