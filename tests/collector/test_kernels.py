@@ -172,7 +172,7 @@ def test_the_compiled_entries_loop_stops_at_its_capacity(dense_cells):
     out_keys = np.full(8, -7, dtype=np.int64)  # room for 3, then a guard the loop must not touch
     out_weights = np.full(8, -7.0)
     address = kernels._address
-    by_row = np.ascontiguousarray(matrix.T)
+    by_row = np.ascontiguousarray(matrix.T, dtype=np.int32)
     status = kernels._LIBRARY.segwatch_group_entries(
         address(matrix), address(by_row), 1, 3, address(rows), address(keys), 3, address(weights),
         address(live), 4, 1, dense_cells, kernels.MAX_KEY_RANGE, 3,

@@ -23,14 +23,16 @@
  * for, so a library built from an older source (a stale _kernels.so in an editable
  * install) is not called with arguments it does not take. Change it here and in
  * kernels.py (ABI) together, with any change to an exported function's interface. */
-#define SEGWATCH_KERNELS_ABI 2
+#define SEGWATCH_KERNELS_ABI 3
 
 int64_t segwatch_kernels_abi(void) { return SEGWATCH_KERNELS_ABI; }
 
 /* The loops below read a group matrix row by row: groups is n_rows x n_dims (row-major),
  * groups[r * n_dims + d] the group of row r in dimension d, and each dimension's groups
  * are its own (kernels.py's GroupMatrix checks that the dimensions' group ranges do not
- * overlap). So a row is read once for every dimension, the n_dims updates of one row go to
+ * overlap). Group numbers are 32-bit there (a chunk has far fewer than 2^31 groups;
+ * kernels.py checks): every quantity's loop streams the whole matrix, rows x dimensions,
+ * often larger than the caches, and half the bytes is half that traffic. So a row is read once for every dimension, the n_dims updates of one row go to
  * n_dims different groups and do not wait on each other (a loop dimension by dimension
  * waited on each sum in turn whenever consecutive rows fell in one group), and every group
  * still adds its rows' terms in row order: the order numpy's bincount over the tiled
@@ -40,7 +42,7 @@ enum { STAT_PRESENT, STAT_COUNT, STAT_SUM, STAT_SUM_SQ, STAT_MIN, STAT_MAX, STAT
 
 /* Per group: weighted rows present, numeric count, sum, sum of squares, min, max. While
  * counting, a group's six statistics share one 64-byte slot (one cache line per update). */
-int64_t segwatch_group_stats(const int64_t *groups, int64_t n_dims, int64_t n_rows,
+int64_t segwatch_group_stats(const int32_t *groups, int64_t n_dims, int64_t n_rows,
                              const int64_t *present, int64_t n_present,
                              const int64_t *number_pos, const double *numbers,
                              int64_t n_numbers, const double *weights, int64_t total,
@@ -62,17 +64,18 @@ int64_t segwatch_group_stats(const int64_t *groups, int64_t n_dims, int64_t n_ro
     }
     for (int64_t i = 0; i < n_present; i++) {
         int64_t r = present[i];
-        const int64_t *group_of = groups + r * n_dims;
+        const int32_t *group_of = groups + r * n_dims;
         double w = weights[r];
-        for (int64_t d = 0; d < n_dims; d++) slots[group_of[d] * STAT_SLOT + STAT_PRESENT] += w;
+        for (int64_t d = 0; d < n_dims; d++)
+            slots[(int64_t)group_of[d] * STAT_SLOT + STAT_PRESENT] += w;
     }
     for (int64_t i = 0; i < n_numbers; i++) {
         int64_t r = number_pos[i];
-        const int64_t *group_of = groups + r * n_dims;
+        const int32_t *group_of = groups + r * n_dims;
         double w = weights[r], v = numbers[i];
         double vw = v * w, vvw = v * v * w; /* as numpy: (v * v) * w */
         for (int64_t d = 0; d < n_dims; d++) {
-            double *slot = slots + group_of[d] * STAT_SLOT;
+            double *slot = slots + (int64_t)group_of[d] * STAT_SLOT;
             slot[STAT_COUNT] += w;
             slot[STAT_SUM] += vw;
             slot[STAT_SUM_SQ] += vvw;
@@ -99,7 +102,7 @@ int64_t segwatch_group_stats(const int64_t *groups, int64_t n_dims, int64_t n_ro
  * cell still adds its rows in row order. Where every row weighs 1 (unsampled calls) the
  * counters are 32-bit integers, half the memory to go through; a sum of ones is exact in
  * a double as in an integer, so the entries are the same. */
-static int64_t dense_entries(const int64_t *by_row, int64_t n_dims, const int64_t *rows,
+static int64_t dense_entries(const int32_t *by_row, int64_t n_dims, const int64_t *rows,
                              const int64_t *rank, int64_t n, const double *weights,
                              const int64_t *live, int64_t n_live, int64_t total, int64_t span,
                              const int64_t *distinct, int64_t capacity, int64_t *lengths,
@@ -112,17 +115,17 @@ static int64_t dense_entries(const int64_t *by_row, int64_t n_dims, const int64_
     if (unit) {
         uint32_t *counts = cells;
         for (int64_t i = 0; i < n; i++) {
-            const int64_t *group_of = by_row + rows[i] * n_dims;
+            const int32_t *group_of = by_row + rows[i] * n_dims;
             int64_t k = rank[i];
-            for (int64_t d = 0; d < n_dims; d++) counts[group_of[d] * span + k]++;
+            for (int64_t d = 0; d < n_dims; d++) counts[(int64_t)group_of[d] * span + k]++;
         }
     } else {
         double *sums = cells;
         for (int64_t i = 0; i < n; i++) {
             int64_t r = rows[i], k = rank[i];
-            const int64_t *group_of = by_row + r * n_dims;
+            const int32_t *group_of = by_row + r * n_dims;
             double w = weights[r];
-            for (int64_t d = 0; d < n_dims; d++) sums[group_of[d] * span + k] += w;
+            for (int64_t d = 0; d < n_dims; d++) sums[(int64_t)group_of[d] * span + k] += w;
         }
     }
     int64_t m = 0;
@@ -148,7 +151,7 @@ static int64_t dense_entries(const int64_t *by_row, int64_t n_dims, const int64_
 /* Per group of `live` (sorted): its distinct keys (sorted) and their summed weights.
  *
  * The group matrix in both layouts: groups (n_dims x n_rows, for the sorted count) and
- * by_row (n_rows x n_dims, for the dense one). Row rows[i] has key keys[i] (n of them)
+ * by_row (n_rows x n_dims, 32-bit, for the dense one). Row rows[i] has key keys[i] (n of them)
  * and counts in its group of every dimension with weights[rows[i]] (positive). Writes each live group's entry
  * count to lengths (room for n_live) and the entries, group after group, to
  * out_keys and out_weights (room for capacity each; n * n_dims is enough when no
@@ -156,7 +159,7 @@ static int64_t dense_entries(const int64_t *by_row, int64_t n_dims, const int64_
  * capacity: a live group given twice), or OUT_OF_RANGE (a row or live group out
  * of range, keys spanning more than max_width values). Cells add their weights in
  * the order numpy's bincount over the tiled arrays would. */
-int64_t segwatch_group_entries(const int64_t *groups, const int64_t *by_row, int64_t n_dims,
+int64_t segwatch_group_entries(const int64_t *groups, const int32_t *by_row, int64_t n_dims,
                                int64_t n_rows, const int64_t *rows, const int64_t *keys, int64_t n,
                                const double *weights, const int64_t *live, int64_t n_live,
                                int64_t total, int64_t dense_cells, int64_t max_width,

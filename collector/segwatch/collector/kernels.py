@@ -60,6 +60,7 @@ keeps a counter per value in the range: histogram keys span 65,536, category cod
 
 _F64 = npt.NDArray[np.float64]
 _I64 = npt.NDArray[np.int64]
+_I32 = npt.NDArray[np.int32]
 
 
 _LIBRARY = load()
@@ -102,15 +103,18 @@ class GroupMatrix:
         return int(self.matrix.shape[1])
 
     @cached_property
-    def by_row(self) -> _I64 | None:
-        """``rows × dimensions`` (a read-only copy), or None when two dimensions share groups."""
+    def by_row(self) -> _I32 | None:
+        """``rows × dimensions`` in 32 bits (a read-only copy: what the C loops stream, once
+        per quantity), or None when two dimensions share groups or there are 2^31 groups."""
         matrix = self.matrix
+        if self.total > np.iinfo(np.int32).max:
+            return None
         if matrix.size and matrix.shape[0] > 1:
             low, high = matrix.min(axis=1), matrix.max(axis=1)
             order = np.argsort(low, kind="stable")
             if bool(np.any(low[order][1:] <= high[order][:-1])):
                 return None
-        by_row = np.ascontiguousarray(matrix.T)
+        by_row = np.ascontiguousarray(matrix.T, dtype=np.int32)
         by_row.flags.writeable = False
         return by_row
 

@@ -27,7 +27,7 @@ LIBRARY = Path(
 )
 """Where the build puts the compiled loops (``bench/sanitize.sh`` points elsewhere)."""
 
-ABI = 2
+ABI = 3
 """The library interface :mod:`.kernels` calls; ``segwatch_kernels_abi()`` in ``_kernels.c``
 says which one a build has. Both change together, with any exported function's interface."""
 
