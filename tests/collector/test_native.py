@@ -139,3 +139,38 @@ def test_row_maps_keep_column_order_within_a_row_whatever_order_rows_come_in() -
                 for row in range(500)]  # fmt: skip
     assert fast.tolist() == expected
     assert list(fast.ends) == list(np.cumsum([len(e) for e in expected]))
+
+
+def test_row_maps_of_columns_with_a_value_in_every_row_are_the_columns_side_by_side() -> None:
+    """Every column in every row (a model's calls carrying the same fields): each row's
+    entries in column order, as when some rows lack a column."""
+    names = ["a", "b", "c"]
+    rng = np.random.default_rng(5)
+    dense = [(np.arange(400), k, rng.random(400)) for k in (2, 0, 1)]
+    column = _row_map(400, names, dense, lambda values: values)
+    expected = [{names[k]: values[row] for _, k, values in dense} for row in range(400)]
+    assert column.tolist() == expected
+    assert list(column.keys.codes[:6]) == [2, 0, 1, 2, 0, 1]  # column order within a row
+    assert list(column.ends[:3]) == [3, 6, 9] and column.ends.dtype == np.uint64
+    # One column missing one row: the general path, and the same entries for the rest.
+    sparse = [*dense[:2], (np.arange(1, 400), 1, dense[2][2][1:])]
+    general = _row_map(400, names, sparse, lambda values: values).tolist()
+    assert general[0] == {"c": dense[0][2][0], "a": dense[1][2][0]}
+    assert general[1:] == expected[1:]
+    labels = _row_map(3, names, [(np.arange(3), 0, np.array([4, 5, 4]))],
+                      lambda codes: Coded(codes, ["", "", "", "", "x", "y"]))  # fmt: skip
+    assert labels.tolist() == [{"a": "x"}, {"a": "y"}, {"a": "x"}]
+
+
+def test_a_column_of_one_repeated_value_encodes_as_value_by_value() -> None:
+    """A String or LowCardinality column holding one value in every row (no prediction ids,
+    one service) is written at once, in the same bytes as value by value."""
+    from segwatch.collector.store.native import _string, _strings, factorize
+
+    for value in ("", "predict", "é" * 200):  # 200 bytes and more: a two-byte length
+        values = [value] * 5
+        assert _strings(values) == b"".join(_string(v) for v in values)
+        assert factorize(values)[0] == [value] and list(factorize(values)[1]) == [0] * 5
+    assert _strings(["a", "b", "a"]) == b"".join(_string(v) for v in ["a", "b", "a"])
+    assert factorize(["a", "b", "a"])[0] == ["a", "b"]
+    assert _strings([]) == b"" and factorize([])[0] == []

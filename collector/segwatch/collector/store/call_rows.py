@@ -97,6 +97,8 @@ def _row_map(
         empty = np.zeros(0, np.int64)
         return MapColumn(np.zeros(n, dtype=np.uint64), Coded(empty, names), wrap(empty))
     part_rows = [rows for rows, _, _ in parts]
+    if all(_every_row(rows, n) for rows in part_rows):
+        return _dense_row_map(n, names, parts, wrap)
     counts = np.bincount(np.concatenate(part_rows), minlength=n)
     ends = np.cumsum(counts)
     places = _entry_places(ends - counts, part_rows)
@@ -106,6 +108,29 @@ def _row_map(
     ordered = np.empty_like(values)
     ordered[places] = values
     return MapColumn(ends.astype(np.uint64), Coded(keys, names), wrap(ordered))
+
+
+def _every_row(rows: npt.NDArray[np.int64], n: int) -> bool:
+    """Whether a column has one value in each of the ``n`` rows, in row order (rows are in
+    ``[0, n)``: ``n`` of them strictly increasing are ``0 .. n - 1``)."""
+    return len(rows) == n and (n < 2 or bool((rows[1:] > rows[:-1]).all()))
+
+
+def _dense_row_map(
+    n: int,
+    names: list[str],
+    parts: list[tuple[npt.NDArray[np.int64], int, Any]],
+    wrap: Callable[[Any], Any],
+) -> MapColumn:
+    """:func:`_row_map` when every column has a value in every row (the usual case: a model's
+    calls carry the same features): row ``r``'s entries are every column's value ``r``, in
+    column order, so the entries are the columns side by side, read row by row (one copy,
+    no scatter)."""
+    width = len(parts)
+    ends = np.arange(1, n + 1, dtype=np.uint64) * np.uint64(width)
+    keys = np.tile(np.array([key for _, key, _ in parts], dtype=np.int64), n)
+    values = np.column_stack([values for _, _, values in parts]).reshape(-1)
+    return MapColumn(ends, Coded(keys, names), wrap(values))
 
 
 def _entry_places(

@@ -241,6 +241,8 @@ def _strings(values: Any) -> bytes:
         return b"".join(pieces[np.asarray(values.codes, dtype=np.intp)].tolist())
     if isinstance(values, np.ndarray):
         values = values.tolist()
+    if len(values) and _all_alike(values):  # one value in every row (e.g. no prediction ids)
+        return _string(values[0]) * len(values)
     encoded = [v.encode() for v in values]
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
     if not len(encoded) or lengths.max() >= 0x80:
@@ -321,6 +323,14 @@ def factorize(values: list[str]) -> tuple[list[str], npt.NDArray[np.int64]]:
     A dict does this in one pass; ``np.unique`` on an object array sorts
     Python strings and is several times slower.
     """
+    if len(values) and _all_alike(values):  # e.g. one operation, one service in a flush
+        return [values[0]], np.zeros(len(values), dtype=np.int64)
     index: dict[str, int] = {}
     codes = [index.setdefault(v, len(index)) for v in values]
     return list(index), np.asarray(codes, dtype=np.int64)
+
+
+def _all_alike(values: list[str]) -> bool:
+    """Whether every value equals the first: ``list.count`` compares in C (identity first:
+    a decoded column's repeated values are usually one object)."""
+    return values.count(values[0]) == len(values)
