@@ -13,7 +13,16 @@ bucket rolled up after it settled is final and never read from the minute
 rows again.
 
 5-minute buckets come from the minute rows, 1-hour buckets from the 5-minute
-ones. Only complete buckets (ending before ``end``) are rolled up.
+ones. Only complete buckets wholly in the range asked for are rolled up.
+
+Histograms and categories: summing the maps is most of a roll-up's cost, and most
+detectors read only counts and sums (``volume``, ``metric_shift``, ``bias``), or read
+the maps of the current window only (``data_quality``). ``maps_from`` rolls the buckets
+before it up without them: those rows hold empty maps and ``maps = 0``, except the whole
+model's (``__all__``) rows, which are few and keep theirs (``data_quality`` reads its
+baseline's categories there). A bucket rolled up without maps is rolled up again, maps
+included, by the first run that asks for them; a bucket never loses its maps. An hour's
+row has its maps when all its 5-minute rows had theirs.
 """
 
 from __future__ import annotations
@@ -34,7 +43,8 @@ class Rollup:
     seconds: int
     source: str  # the table its buckets are built from
     final: str  # "FINAL" when the source is itself a roll-up
-    exemplars: str  # the aggregate of the source rows' exemplar_trace_ids: five distinct ids
+    with_maps: str  # the aggregates of histogram, categories, exemplar_trace_ids and maps
+    without_maps: str  # the same for a bucket rolled up without its maps (see above)
 
 
 # Exemplars, five distinct trace ids of the bucket's calls. The minute rows are read
@@ -45,25 +55,32 @@ class Rollup:
 # of at most five ids and the minutes' ids apart: the first five distinct of the first 60
 # met are five distinct ids of the hour, without a hash set per group (a quarter of a
 # roll-up's CPU per row, README, Benchmarks; the detectors' queries read FINAL roll-ups
-# the same way).
+# the same way). A bucket rolled up without maps is history that only volume reads the
+# exemplars of (a vanished segment's, five distinct ids over its baseline's buckets):
+# one minute row's ids are enough there, and cost no set per group.
 FIVE_MINUTES = Rollup(
     "ml_segment_rollup_5m", 300, "ml_segment_aggregates", "",
-    "groupUniqArrayArray(5)(exemplar_trace_ids)",
+    "sumMap(histogram), sumMap(categories), groupUniqArrayArray(5)(exemplar_trace_ids), "
+    "toUInt8(1)",
+    "sumMapIf(histogram, segment_dim = '__all__'), sumMapIf(categories, segment_dim = '__all__'), "
+    "any(exemplar_trace_ids), toUInt8(segment_dim = '__all__')",
 )  # fmt: skip
-ONE_HOUR = Rollup(
-    "ml_segment_rollup_1h", 3600, "ml_segment_rollup_5m", "FINAL",
-    "arraySlice(arrayDistinct(groupArrayArray(60)(exemplar_trace_ids)), 1, 5)",
-)  # fmt: skip
+_HOUR = (
+    "sumMap(histogram), sumMap(categories), "
+    "arraySlice(arrayDistinct(groupArrayArray(60)(exemplar_trace_ids)), 1, 5), min(maps)"
+)
+ONE_HOUR = Rollup("ml_segment_rollup_1h", 3600, "ml_segment_rollup_5m", "FINAL", _HOUR, _HOUR)
 
-_KEYS = "model_name, model_version, model_stage, segment_dim, segment_value, quantity"
 _INSERT = """
 INSERT INTO {table}
+    (model_name, model_version, model_stage, bucket_start, segment_dim, segment_value, quantity,
+     count, sampled, missing, numeric_count, sum, sum_sq, min, max,
+     histogram, categories, exemplar_trace_ids, maps, rolled_at)
 SELECT model_name, model_version, model_stage,
        toStartOfInterval(bucket_start, INTERVAL {seconds} SECOND, 'UTC') AS bucket,
        segment_dim, segment_value, quantity,
        sum(count), sum(sampled), sum(missing), sum(numeric_count), sum(sum), sum(sum_sq),
-       min(min), max(max), sumMap(histogram), sumMap(categories),
-       {exemplars}, {{now:DateTime64(3, 'UTC')}}
+       min(min), max(max), {maps}, {{now:DateTime64(3, 'UTC')}}
 FROM {source} {final}
 WHERE bucket_start >= {{first:DateTime('UTC')}} AND bucket_start < {{last:DateTime('UTC')}}
   AND toUnixTimestamp(toStartOfInterval(bucket_start, INTERVAL {seconds} SECOND, 'UTC'))
@@ -80,52 +97,81 @@ def roll_up(
     *,
     settle: int = 60,
     now: dt.datetime | None = None,  # the wall clock (tests set it)
+    maps_from: dt.datetime | None = None,
 ) -> int:
-    """Roll up the complete buckets of [start, end) that are missing, or settled since
-    their roll-up (see above); return how many were rolled up.
+    """Roll up the buckets wholly in [start, end) that are missing, or settled since
+    their roll-up, or lack the maps asked for (see above); return how many were rolled up.
 
-    The 1-hour roll-up is built from the 5-minute one: roll that up first.
+    Buckets starting at or after ``maps_from`` get their histograms and categories
+    (``None``, the default: every bucket does); those before it are rolled up without
+    them, unless their earlier roll-up had them. The 1-hour roll-up is built from the
+    5-minute one: roll that up first, with the maps its hours need.
     """
     size = rollup.seconds
-    moment = _text(int((now or dt.datetime.now(dt.timezone.utc)).timestamp()))
-    first = int(start.timestamp()) // size * size
+    clock = now or dt.datetime.now(dt.timezone.utc)
+    moment = _text(int(clock.timestamp()))
+    # Only the buckets wholly in [start, end): an hour that began before ``start`` may
+    # lack 5-minute buckets nobody rolled up, and its roll-up would stand for good.
+    first = -(-int(start.timestamp()) // size) * size
     last = int(end.timestamp()) // size * size  # buckets starting before it are complete
     if last <= first:
         return 0
-    current = _current_buckets(client, rollup, first, last, settle, moment)
-    # Roll up what is missing, and what settled after its roll-up was made.
-    wanted = [b for b in range(first, last, size) if not current.get(b, False)]
-    insert = _INSERT.format(
-        table=rollup.table,
-        seconds=size,
-        source=rollup.source,
-        final=rollup.final,
-        exemplars=rollup.exemplars,
-    )
-    for run in _chunks(_consecutive(wanted, size), max(1, _INSERT_SECONDS // size)):
-        first_text, last_text = _text(run[0]), _text(run[-1] + size)
-        client.command(
-            insert,
-            parameters={"first": first_text, "last": last_text, "buckets": run, "now": moment},
-            settings=DETECTOR_SETTINGS,
+    maps_first = first if maps_from is None else int(maps_from.timestamp())
+    held, latest = _held_buckets(client, rollup, first, last, settle, moment)
+    # Stamped after every earlier roll-up of these buckets, so that FINAL keeps this one
+    # even when the earlier was made within the same millisecond (or the clock stepped back).
+    stamp = max(clock, latest + dt.timedelta(milliseconds=1)) if latest else clock
+    # Roll up what is missing, what settled after its roll-up was made, and what lacks
+    # the maps asked for; with its maps when asked, or when its roll-up had them.
+    wanted: dict[bool, list[int]] = {True: [], False: []}
+    for bucket in range(first, last, size):
+        current, had_maps = held.get(bucket, (False, False))
+        maps = bucket >= maps_first or had_maps
+        if not current or (maps and not had_maps):
+            wanted[maps].append(bucket)
+    for maps, buckets in wanted.items():
+        insert = _INSERT.format(
+            table=rollup.table,
+            seconds=size,
+            source=rollup.source,
+            final=rollup.final,
+            maps=rollup.with_maps if maps else rollup.without_maps,
         )
-    return len(wanted)
+        for run in _chunks(_consecutive(buckets, size), max(1, _INSERT_SECONDS // size)):
+            first_text, last_text = _text(run[0]), _text(run[-1] + size)
+            client.command(
+                insert,
+                parameters={
+                    "first": first_text,
+                    "last": last_text,
+                    "buckets": run,
+                    "now": stamp.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+                },
+                settings=DETECTOR_SETTINGS,
+            )
+    return len(wanted[True]) + len(wanted[False])
 
 
-def _current_buckets(
+def _held_buckets(
     client: Client, rollup: Rollup, first: int, last: int, settle: int, moment: str
-) -> dict[int, bool]:
-    """The buckets of [first, last) rolled up already: True when that roll-up is current.
-
-    Current means made after the bucket settled, or the bucket has not settled
-    yet (``moment`` is before its end plus ``settle``).
+) -> tuple[dict[int, tuple[bool, bool]], dt.datetime | None]:
+    """The buckets of [first, last) rolled up already: (current, maps) of their latest
+    roll-up, current when made after the bucket settled or the bucket has not settled
+    yet (``moment`` is before its end plus ``settle``), maps when every row has them;
+    and the latest roll-up's time (None: none).
     """
     rows = client.query(
-        "SELECT bucket_start, max(rolled_at) >= settled OR {now:DateTime('UTC')} < settled "
-        "FROM (SELECT *, bucket_start + toIntervalSecond({size:UInt32} + {settle:UInt32}) "
-        f"AS settled FROM {rollup.table}) "
-        "WHERE bucket_start >= {first:DateTime('UTC')} "
-        "AND bucket_start < {last:DateTime('UTC')} GROUP BY bucket_start, settled",
+        "SELECT bucket_start, argMax(current, rolled_at), argMax(maps, rolled_at), "
+        "max(rolled_at) FROM ("
+        "  SELECT bucket_start, rolled_at, min(maps) AS maps,"
+        "         rolled_at >= settled OR {now:DateTime('UTC')} < settled AS current"
+        "  FROM (SELECT bucket_start, rolled_at, maps, bucket_start"
+        "        + toIntervalSecond({size:UInt32} + {settle:UInt32}) AS settled"
+        f"       FROM {rollup.table}"
+        "        WHERE bucket_start >= {first:DateTime('UTC')}"
+        "          AND bucket_start < {last:DateTime('UTC')})"
+        "  GROUP BY bucket_start, rolled_at, settled) "
+        "GROUP BY bucket_start",
         parameters={
             "first": _text(first),
             "last": _text(last),
@@ -134,7 +180,12 @@ def _current_buckets(
             "now": moment,
         },
     ).result_rows
-    return {int(row[0].replace(tzinfo=dt.timezone.utc).timestamp()): row[1] for row in rows}
+    held = {
+        int(row[0].replace(tzinfo=dt.timezone.utc).timestamp()): (bool(row[1]), bool(row[2]))
+        for row in rows
+    }
+    latest = max((row[3].replace(tzinfo=dt.timezone.utc) for row in rows), default=None)
+    return held, latest
 
 
 def _consecutive(buckets: list[int], size: int) -> list[list[int]]:

@@ -22,6 +22,8 @@
 -- segment explains it.
 --
 -- Output: the detector contract (see manifest.yaml).
+-- segwatch: reads the roll-ups' maps of window (and the whole model's baseline categories,
+-- which every roll-up keeps: see segwatch.clickhouse.rollups)
 WITH
 /*@statistics*/
 assumeNotNull((SELECT (1 + a) / (1 - a) FROM (
@@ -44,10 +46,12 @@ paired AS (
                bucket_start >= {window_start:DateTime('UTC')} AS is_current,
                sum(count) AS calls, sum(sampled) AS sampled, sum(missing) AS missing_calls,
                sum(numeric_count) AS numeric_calls, min(min) AS low, max(max) AS high,
-               -- only the window's values are checked against the baseline's range
-               -- (min, max) and categories: its histogram and exemplars are enough
-               sumMapIf(histogram, bucket_start >= {window_start:DateTime('UTC')}) AS hist,
-               sumMap(categories) AS cats,
+               -- only the window's values are checked against the whole model's baseline
+               -- range (min, max) and categories: the window's histogram and categories,
+               -- the whole model's baseline categories and the exemplars are enough
+               sumMapIf(histogram, bucket_start >= {window_start:DateTime('UTC')} AND sw_maps_read(maps)) AS hist,
+               sumMapIf(categories, (bucket_start >= {window_start:DateTime('UTC')} OR segment_dim = '__all__')
+                                    AND sw_maps_read(maps)) AS cats,
                -- five distinct exemplars (see psi_drift.sql)
                arraySlice(arrayDistinct(groupArrayArrayIf(60)(
                    exemplar_trace_ids, bucket_start >= {window_start:DateTime('UTC')})), 1, 5) AS exemplars

@@ -55,8 +55,8 @@ live AS (
         sum(missing) AS missing_calls,
         sum(numeric_count) AS numeric_calls,
         sum(sum) AS total,
-        sumMap(histogram) AS hist,
-        sumMap(categories) AS cats,
+        sumMapIf(histogram, sw_maps_read(maps)) AS hist,
+        sumMapIf(categories, sw_maps_read(maps)) AS cats,
         -- five distinct exemplars of the window, without a set per group: the FINAL
         -- roll-ups' rows hold distinct ids (see rollups.py, FIVE_MINUTES and ONE_HOUR)
         arraySlice(arrayDistinct(groupArrayArrayIf(60)(

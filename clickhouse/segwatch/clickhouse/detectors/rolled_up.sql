@@ -4,6 +4,10 @@
 -- for its whole hours and the 5-minute one for the rest, so a day of baseline is
 -- 24 rows per segment and quantity, not 1,440 (see segwatch.clickhouse.rollups,
 -- which the runner calls first).
+-- A row whose maps (histogram, categories) are read: true, or the query stops if the
+-- row was rolled up without them (maps = 0: its detector's SQL did not say it reads them,
+-- `-- segwatch: reads the roll-ups' maps of ...`, and the runner did not roll them up).
+(maps) -> NOT throwIf(maps = 0, 'a roll-up row read without its histogram and categories: its detector''s SQL must say it reads them (segwatch.clickhouse.detection, _MAPS)') AS sw_maps_read,
 toStartOfHour({baseline_start:DateTime('UTC')} + INTERVAL 3599 SECOND) AS sw_hours_start,
 toStartOfHour({baseline_end:DateTime('UTC')}) AS sw_hours_end,
 rolled_up AS (

@@ -1,3 +1,4 @@
+-- segwatch: reads the roll-ups' maps of window: the profile is the baseline
 -- The baseline is a loaded profile (segwatch baseline): `live` holds only the
 -- current window then. Which profile each model is compared with:
 --   {profiles}: one `model<TAB>profile<TAB>pinned<TAB>version` per line, from the

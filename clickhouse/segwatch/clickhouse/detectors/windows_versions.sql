@@ -1,3 +1,4 @@
+-- segwatch: reads the roll-ups' maps of window: the champion in it is the baseline
 -- Version comparison: each challenger (a version or stage other than the
 -- champion, e.g. a shadow or canary model) is compared with the champion over
 -- the same window: the champion's calls are the challenger's baseline. The

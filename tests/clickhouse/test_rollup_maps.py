@@ -1,0 +1,213 @@
+"""Roll-ups without histograms and categories: marked, rolled up again when asked, never read.
+
+Older buckets are rolled up without their maps (``maps_from``; see
+segwatch.clickhouse.rollups): their numbers must be exactly the minute rows', the
+whole model's rows must keep their maps, a detector that reads a row's maps must
+never see one without them, and its findings must be those of a store rolled up
+with every map.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
+from shop_traffic import END, ingest, traffic
+
+from segwatch.clickhouse.detection import load_manifest, run_detector
+from segwatch.clickhouse.migrate import apply_migrations, load_migrations
+from segwatch.clickhouse.rollups import FIVE_MINUTES, ONE_HOUR, roll_up
+
+_NUMBERS = (
+    "SELECT segment_dim, segment_value, quantity, toStartOfHour(bucket_start) AS hour, "
+    "sum(count), sum(sampled), sum(missing), sum(numeric_count), sum(sum), min(min), max(max) "
+    "FROM {table} {final} GROUP BY ALL ORDER BY ALL"
+)
+_MAPS = (
+    "SELECT segment_dim, segment_value, quantity, toStartOfHour(bucket_start) AS hour, "
+    "sumMap(histogram), sumMap(categories) FROM {table} {final} {where} "
+    "GROUP BY ALL ORDER BY ALL"
+)
+
+
+def _at(epoch: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+
+
+def _marks(client, rollup) -> dict[tuple[str, int], int]:  # type: ignore[no-untyped-def]
+    """How many FINAL rows of the roll-up have (whole model or not, maps)."""
+    rows = client.query(
+        f"SELECT segment_dim = '__all__', maps, count() FROM {rollup.table} FINAL GROUP BY ALL"
+    ).result_rows
+    return {("__all__" if whole else "segments", maps): n for whole, maps, n in rows}
+
+
+def test_without_maps_numbers_are_exact_and_the_whole_model_keeps_maps(client, recorder) -> None:  # type: ignore[no-untyped-def]
+    rows, _, _ = traffic(seed=6, color_weights_now=[0.2, 0.3, 0.5])
+    ingest(client, recorder, rows)
+    start, end = _at(END - 3600), _at(END)
+    assert roll_up(client, FIVE_MINUTES, start, end, maps_from=end) == 12
+    assert roll_up(client, ONE_HOUR, start, end, maps_from=end) == 1
+    minute = "WHERE bucket_start >= {start:DateTime('UTC')}"
+    bounds = {"start": start.strftime("%Y-%m-%d %H:%M:%S")}
+    numbers = client.query(
+        _NUMBERS.format(table="ml_segment_aggregates", final=minute), parameters=bounds
+    ).result_rows
+    whole_maps = client.query(
+        _MAPS.format(table="ml_segment_aggregates", final="",
+                     where=minute + " AND segment_dim = '__all__'"), parameters=bounds
+    ).result_rows  # fmt: skip
+    assert whole_maps and any(row[5] for row in whole_maps)  # categories, color and size
+    for rollup in (FIVE_MINUTES, ONE_HOUR):
+        rolled = client.query(_NUMBERS.format(table=rollup.table, final="FINAL")).result_rows
+        assert rolled == numbers, rollup.table
+        marks = _marks(client, rollup)
+        assert set(marks) == {("__all__", 1), ("segments", 0)}, rollup.table
+        assert (
+            client.query(
+                _MAPS.format(
+                    table=rollup.table, final="FINAL", where="WHERE segment_dim = '__all__'"
+                )
+            ).result_rows
+            == whole_maps
+        ), rollup.table
+        # the segments' rows hold empty maps, marked: no reader takes them for "no values"
+        assert client.query(
+            f"SELECT countIf(length(histogram) + length(categories) > 0) FROM {rollup.table} FINAL "
+            "WHERE maps = 0"
+        ).result_rows == [(0,)]
+
+
+def test_maps_asked_for_later_are_rolled_up_then_and_never_lost(client, recorder) -> None:  # type: ignore[no-untyped-def]
+    rows, _, _ = traffic(seed=7, color_weights_now=[0.5, 0.3, 0.2])
+    ingest(client, recorder, rows)
+    start, end, settled = _at(END - 3600), _at(END), _at(END + 600)
+    assert roll_up(client, FIVE_MINUTES, start, end, now=settled, maps_from=end) == 12
+    # The last 15 minutes with maps: those three buckets again, once.
+    window = _at(END - 900)
+    assert roll_up(client, FIVE_MINUTES, start, end, now=settled, maps_from=window) == 3
+    assert roll_up(client, FIVE_MINUTES, start, end, now=settled, maps_from=window) == 0
+    # Asked without maps again, buckets that have them keep them (nothing to roll up).
+    assert roll_up(client, FIVE_MINUTES, start, end, now=settled, maps_from=end) == 0
+    assert _marks(client, FIVE_MINUTES)[("segments", 0)] > 0
+    # The whole hour with maps: the nine others; then the hour from them, with maps.
+    assert roll_up(client, FIVE_MINUTES, start, end, now=settled, maps_from=start) == 9
+    assert roll_up(client, ONE_HOUR, start, end, now=settled, maps_from=start) == 1
+    minute = client.query(
+        _MAPS.format(table="ml_segment_aggregates", final="",
+                     where="WHERE bucket_start >= {start:DateTime('UTC')}"),
+        parameters={"start": start.strftime("%Y-%m-%d %H:%M:%S")},
+    ).result_rows  # fmt: skip
+    for rollup in (FIVE_MINUTES, ONE_HOUR):
+        assert {maps for _, maps in _marks(client, rollup)} == {1}, rollup.table
+        rolled = client.query(_MAPS.format(table=rollup.table, final="FINAL", where="")).result_rows
+        assert rolled == minute, rollup.table
+    # An hour rolled up from 5-minute rows without maps has none, and is rolled up again
+    # once they have them.
+    client.command(f"TRUNCATE TABLE {ONE_HOUR.table}")
+    client.command(f"TRUNCATE TABLE {FIVE_MINUTES.table}")
+    assert roll_up(client, FIVE_MINUTES, start, end, now=settled, maps_from=end) == 12
+    assert roll_up(client, ONE_HOUR, start, end, now=settled, maps_from=end) == 1
+    assert _marks(client, ONE_HOUR)[("segments", 0)] > 0
+    assert roll_up(client, ONE_HOUR, start, end, now=settled, maps_from=start) == 1  # again
+    assert _marks(client, ONE_HOUR)[("segments", 0)] > 0  # its 5-minute rows had none
+    assert roll_up(client, FIVE_MINUTES, start, end, now=settled, maps_from=start) == 12
+    assert roll_up(client, ONE_HOUR, start, end, now=settled, maps_from=start) == 1
+    assert {maps for _, maps in _marks(client, ONE_HOUR)} == {1}
+
+
+def test_a_bucket_rolled_up_with_maps_unsettled_keeps_them_rolled_again(client, recorder) -> None:  # type: ignore[no-untyped-def]
+    rows, _, _ = traffic(seed=8, color_weights_now=[0.5, 0.3, 0.2])
+    ingest(client, recorder, rows)
+    start, end = _at(END - 600), _at(END)
+    assert roll_up(client, FIVE_MINUTES, start, end, now=_at(END + 10)) == 2  # the last unsettled
+    # Settled: rolled again, by a run that asks for no maps; the maps stay.
+    assert roll_up(client, FIVE_MINUTES, start, end, now=_at(END + 300), maps_from=end) == 1
+    assert {maps for _, maps in _marks(client, FIVE_MINUTES)} == {1}
+
+
+def test_an_hour_that_began_before_the_range_is_not_rolled_up(client, recorder) -> None:  # type: ignore[no-untyped-def]
+    """A run's baseline may start mid-hour (a first run, after a restart): the 5-minute
+    buckets before it are not rolled up, so that hour must not be (its roll-up would hold
+    part of its calls, and stand for good)."""
+    rows, _, _ = traffic(seed=9, color_weights_now=[0.5, 0.3, 0.2])
+    ingest(client, recorder, rows)
+    start, end = _at(END - 3600 - 1800), _at(END)
+    assert roll_up(client, FIVE_MINUTES, _at(END - 3600 - 900), end) == 15
+    assert roll_up(client, ONE_HOUR, _at(END - 3600 - 900), end) == 1  # [END - 1 h, END)
+    held = client.query(f"SELECT DISTINCT bucket_start FROM {ONE_HOUR.table}").result_rows
+    assert held == [(_at(END - 3600).replace(tzinfo=None),)]
+    assert roll_up(client, FIVE_MINUTES, start, end) == 3  # 5-minute buckets: the same rule
+    (calls,) = client.query(
+        f"SELECT sum(count) FROM {ONE_HOUR.table} FINAL "
+        "WHERE segment_dim = '__all__' AND quantity = 'feature.color'"
+    ).result_rows[0]
+    assert calls == sum(1 for at, _ in rows if END - 3600 <= at < END)
+
+
+def _findings(client, names: tuple[str, ...]) -> list[tuple[Any, ...]]:  # type: ignore[no-untyped-def]
+    specs = [spec for spec in load_manifest() if spec.name in names]
+    runs = [run_detector(client, spec, _at(END)) for spec in specs]
+    return sorted(
+        (row["detector"], row["segment_dim"], row["segment_value"], row["quantity"],
+         round(row["score"], 9), row["details"])
+        for run in runs for row in run.new_anomalies
+    )  # fmt: skip
+
+
+def test_detectors_find_the_same_on_history_rolled_up_without_maps(client, recorder) -> None:  # type: ignore[no-untyped-def]
+    """The color mix shifts in the last 15 minutes, and a color never seen before comes:
+    psi_drift and data_quality (categories) find the same whether the history was rolled
+    up without maps (as a first run's older buckets are) or not; and a detector's query
+    run on rows without the maps it reads stops, never reading them as empty."""
+    rows, _, _ = traffic(seed=3, color_weights_now=[0.2, 0.3, 0.5])
+    rows += [(at, {**features, "color": "violet"}) for at, features in rows[-100:-40]]
+    ingest(client, recorder, rows)
+    names = ("psi_drift", "data_quality")
+    reference = _findings(client, names)  # rolled up by the runs, with the maps they read
+    assert {row[0] for row in reference} >= {"psi_drift", "data_categories"}
+    client.command("TRUNCATE TABLE ml_anomalies")
+    client.command("TRUNCATE TABLE ml_anomaly_events")
+    client.command("TRUNCATE TABLE ml_incident_members")
+    client.command(f"TRUNCATE TABLE {FIVE_MINUTES.table}")
+    client.command(f"TRUNCATE TABLE {ONE_HOUR.table}")
+    start, end = _at(END - 7 * 3600), _at(END)
+    roll_up(client, FIVE_MINUTES, start, end, maps_from=end)
+    roll_up(client, ONE_HOUR, start, end, maps_from=end)
+    psi = next(spec for spec in load_manifest() if spec.name == "psi_drift")
+    parameters = {
+        **psi.parameters,
+        "detector": psi.name,
+        **{k: v.strftime("%Y-%m-%d %H:%M:%S") for k, v in psi.windows(end).items()},
+    }
+    with pytest.raises(DatabaseError, match="without its histogram and categories"):
+        client.query(psi.sql, parameters=parameters)
+    assert _findings(client, names) == reference
+
+
+def test_an_upgraded_store_keeps_its_rolled_up_maps(bare_client) -> None:  # type: ignore[no-untyped-def]
+    shipped = load_migrations()
+    maps = next(m for m in shipped if m.name == "0016_rollup_maps.sql")
+    apply_migrations(bare_client, shipped[: maps.version - 1])
+    for rollup in (FIVE_MINUTES, ONE_HOUR):
+        bare_client.command(
+            f"INSERT INTO {rollup.table} (model_name, bucket_start, segment_dim, segment_value, "
+            "quantity, count, sampled, histogram, rolled_at) VALUES ('m', '2026-11-26 10:00:00', "
+            "'feature.country', 'BR', 'output.score', 1, 1, map(16400, 1.), now64(3))"
+        )
+    apply_migrations(bare_client)
+    for rollup in (FIVE_MINUTES, ONE_HOUR):
+        assert bare_client.query(
+            f"SELECT maps, histogram FROM {rollup.table} FINAL"
+        ).result_rows == [(1, {16400: 1.0})], rollup.table
+
+
+@pytest.fixture
+def bare_client(store_dsn: str):  # type: ignore[no-untyped-def]
+    from segwatch.clickhouse.store import open_client, parse_dsn
+
+    opened = open_client(parse_dsn(store_dsn))
+    yield opened
+    opened.close()
