@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from clickhouse_connect.driver.client import Client
 
+from .embedded_insert import stream_insert
 from .native import native_chunks
 
 __all__ = ["MERGE_LATER", "TableRows", "insert_blocks"]
@@ -73,9 +74,10 @@ def insert_blocks(
     """One ``INSERT ... FORMAT Native`` of several blocks (of the same columns).
 
     A block is its bytes or its pieces (:meth:`TableRows.native_chunks`); the
-    pieces are streamed to the store (a file for the embedded engine, a
+    pieces are streamed to the store (the embedded engine's streaming insert, a
     chunked request body over HTTP), never joined.
     """
     pieces = (p for b in blocks for p in ([b] if isinstance(b, bytes) else b))  # a Generator
     settings = {**SYNCHRONOUS, **(settings or {})}
-    client.raw_insert(table, list(column_names), pieces, fmt="Native", settings=settings)
+    if not stream_insert(client, table, column_names, pieces, settings):
+        client.raw_insert(table, list(column_names), pieces, fmt="Native", settings=settings)
