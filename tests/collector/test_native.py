@@ -119,6 +119,8 @@ def test_hex_columns_store_each_ids_hex_text(client) -> None:  # type: ignore[no
     stored = [row[0] for row in client.query("SELECT id FROM ids ORDER BY i").result_rows]
     assert stored == [raw.hex() for raw in same + mixed]
     assert HexColumn(mixed)[2] == "abcd" and len(HexColumn(mixed)) == 5
+    empty = native_block(("id",), ("String",), [HexColumn([b"", b""])])  # one length: 0
+    assert empty == native_block(("id",), ("String",), [["", ""]])
 
 
 def test_row_maps_keep_column_order_within_a_row_whatever_order_rows_come_in() -> None:

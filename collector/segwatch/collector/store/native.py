@@ -216,20 +216,17 @@ def _string(text: str) -> bytes:
     return (_SHORT[n] if n < 0x80 else _varint(n)) + data
 
 
-_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-
-
 def _hex_strings(raw: Sequence[bytes]) -> bytes:
-    """Each byte string as its hex text, each prefixed by its length: numpy does the
-    digits when all have one length under 64 bytes (ids), else a step per value."""
+    """Each byte string as its hex text, each prefixed by its length: when all have one
+    length under 64 bytes (ids), their hex is written at once and numpy puts the length
+    bytes between; else a step per value."""
     width = len(raw[0]) if len(raw) else 0
     if not len(raw) or width >= 0x40 or set(map(len, raw)) != {width}:
         return b"".join([_string(r.hex()) for r in raw])
-    data = np.frombuffer(b"".join(raw), dtype=np.uint8).reshape(len(raw), width)
+    digits = b"".join(raw).hex().encode("ascii")  # every id's hex, one after the other
     out = np.empty((len(raw), 1 + 2 * width), dtype=np.uint8)
     out[:, 0] = 2 * width
-    out[:, 1::2] = _HEX_DIGITS[data >> 4]
-    out[:, 2::2] = _HEX_DIGITS[data & 0x0F]
+    out[:, 1:] = np.frombuffer(digits, dtype=np.uint8).reshape(len(raw), 2 * width)
     return out.tobytes()
 
 
