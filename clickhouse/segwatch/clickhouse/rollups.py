@@ -137,7 +137,8 @@ def roll_up(
             final=rollup.final,
             maps=rollup.with_maps if maps else rollup.without_maps,
         )
-        for run in _chunks(_consecutive(buckets, size), max(1, _INSERT_SECONDS // size)):
+        most = max(1, (_INSERT_SECONDS if maps else _INSERT_SECONDS_WITHOUT_MAPS) // size)
+        for run in _chunks(_consecutive(buckets, size), most):
             first_text, last_text = _text(run[0]), _text(run[-1] + size)
             client.command(
                 insert,
@@ -147,7 +148,7 @@ def roll_up(
                     "buckets": run,
                     "now": stamp.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
                 },
-                settings=DETECTOR_SETTINGS,
+                settings=_INSERT_SETTINGS,
             )
     return len(wanted[True]) + len(wanted[False])
 
@@ -214,6 +215,15 @@ _INSERT_SECONDS = 600
 state per bucket, segment and quantity (two maps and a set of exemplars each): half an
 hour of a large store's segments spilled past DETECTOR_SETTINGS' limit and cost about
 twice the CPU per row of ten minutes (README, Benchmarks: ``bench/detect.py``)."""
+
+_INSERT_SECONDS_WITHOUT_MAPS = 1800
+"""Without maps a bucket's states are a few numbers each: half an hour's fit well within
+DETECTOR_SETTINGS' limit, in a third of the inserts (each a part the engine merges)."""
+
+_INSERT_SETTINGS = {**DETECTOR_SETTINGS, "optimize_on_insert": 0}
+"""A roll-up's rows are unique per sorting key (they are its GROUP BY): merging each
+inserted block by key, as a ReplacingMergeTree does by default, replaces nothing and
+cost a quarter of a roll-up's CPU (README, Benchmarks: ``bench/detect.py``)."""
 
 
 def _text(epoch: int) -> str:

@@ -42,6 +42,7 @@
 -- segment's, the segment's calls and the rest's, the window both times.
 WITH
 /*@statistics*/
+/*@rolled_up*/
 arrayMap(line -> splitByChar('\t', line),
          arrayFilter(line -> line != '', splitByChar('\n', {expected_biases:String}))) AS expected,
 arrayMap(line -> splitByChar('\t', line),
@@ -67,12 +68,10 @@ moments AS (
            -- five distinct exemplars (see psi_drift.sql)
            arraySlice(arrayDistinct(groupArrayArrayIf(60)(exemplar_trace_ids, in_window)), 1, 5) AS exemplars
     FROM (
+        -- the window's 5-minute rows, the baseline's whole hours' 1-hour rows (rolled_up)
         SELECT *, bucket_start >= {window_start:DateTime('UTC')} AS in_window
-        FROM ml_segment_rollup_5m FINAL  -- rolled up first by the runner
+        FROM rolled_up
         WHERE match(quantity, {quantities:String}) AND segment_dim != '__all__'
-          AND ((bucket_start >= {window_start:DateTime('UTC')} AND bucket_start < {window_end:DateTime('UTC')})
-               OR (bucket_start >= {baseline_start:DateTime('UTC')}
-                   AND bucket_start < {baseline_end:DateTime('UTC')}))
     )
     GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity
 ),

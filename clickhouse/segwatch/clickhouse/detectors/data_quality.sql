@@ -31,35 +31,28 @@ assumeNotNull((SELECT (1 + a) / (1 - a) FROM (
     FROM ml_store_settings WHERE name = 'histogram_accuracy'))) AS histogram_gamma,
 /*@rolled_up*/
 paired AS (
+    -- One group per segment and quantity, both periods side by side (-If combinators):
+    -- only the window's values are checked against the whole model's baseline range
+    -- (min, max) and categories, so the window's histogram and categories, the whole
+    -- model's baseline categories and the window's exemplars are all the maps read.
     SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
            sumIf(sampled, is_current) AS support,
            sumIf(sampled, NOT is_current) AS baseline_support,
-           sumIf(calls, is_current) AS calls_c, sumIf(calls, NOT is_current) AS calls_b,
-           sumIf(missing_calls, is_current) AS missing_c, sumIf(missing_calls, NOT is_current) AS missing_b,
-           sumIf(numeric_calls, is_current) AS numeric_c, sumIf(numeric_calls, NOT is_current) AS numeric_b,
-           minIf(low, NOT is_current) AS low_b, maxIf(high, NOT is_current) AS high_b,
-           anyIf(hist, is_current) AS hist_c,
-           anyIf(cats, is_current) AS cats_c, anyIf(cats, NOT is_current) AS cats_b,
-           anyIf(exemplars, is_current) AS exemplars
+           sumIf(count, is_current) AS calls_c, sumIf(count, NOT is_current) AS calls_b,
+           sumIf(missing, is_current) AS missing_c, sumIf(missing, NOT is_current) AS missing_b,
+           sumIf(numeric_count, is_current) AS numeric_c, sumIf(numeric_count, NOT is_current) AS numeric_b,
+           minIf(min, NOT is_current) AS low_b, maxIf(max, NOT is_current) AS high_b,
+           sumMapIf(histogram, is_current AND sw_maps_read(maps)) AS hist_c,
+           sumMapIf(categories, is_current AND sw_maps_read(maps)) AS cats_c,
+           sumMapIf(categories, NOT is_current AND segment_dim = '__all__' AND sw_maps_read(maps)) AS cats_b,
+           -- five distinct exemplars (see psi_drift.sql)
+           arraySlice(arrayDistinct(groupArrayArrayIf(60)(exemplar_trace_ids, is_current)), 1, 5) AS exemplars
     FROM (
-        SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
-               bucket_start >= {window_start:DateTime('UTC')} AS is_current,
-               sum(count) AS calls, sum(sampled) AS sampled, sum(missing) AS missing_calls,
-               sum(numeric_count) AS numeric_calls, min(min) AS low, max(max) AS high,
-               -- only the window's values are checked against the whole model's baseline
-               -- range (min, max) and categories: the window's histogram and categories,
-               -- the whole model's baseline categories and the exemplars are enough
-               sumMapIf(histogram, bucket_start >= {window_start:DateTime('UTC')} AND sw_maps_read(maps)) AS hist,
-               sumMapIf(categories, (bucket_start >= {window_start:DateTime('UTC')} OR segment_dim = '__all__')
-                                    AND sw_maps_read(maps)) AS cats,
-               -- five distinct exemplars (see psi_drift.sql)
-               arraySlice(arrayDistinct(groupArrayArrayIf(60)(
-                   exemplar_trace_ids, bucket_start >= {window_start:DateTime('UTC')})), 1, 5) AS exemplars
+        SELECT *, bucket_start >= {window_start:DateTime('UTC')} AS is_current
         FROM rolled_up
         WHERE bucket_start >= {baseline_start:DateTime('UTC')}
           AND bucket_start < {window_end:DateTime('UTC')}
           AND (bucket_start < {baseline_end:DateTime('UTC')} OR bucket_start >= {window_start:DateTime('UTC')})
-        GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity, is_current
     )
     GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity
 ),
