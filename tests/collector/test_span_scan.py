@@ -197,8 +197,6 @@ def test_what_the_fast_path_leaves_to_the_reference() -> None:
 def test_irregular_spans_are_left_to_the_reference() -> None:
     from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-    from segwatch.collector.decode.fast_reader import FlatTraceRequest
-
     span = Span(name="predict m", trace_id=b"\x01" * 16, span_id=b"\x02" * 8,
                 start_time_unix_nano=5, end_time_unix_nano=9)  # fmt: skip
     span.attributes.add(key="ml.model.name").value.string_value = "m"
@@ -206,9 +204,8 @@ def test_irregular_spans_are_left_to_the_reference() -> None:
     good = span.SerializeToString()
 
     def request(*raw_spans: bytes) -> bytes:
-        flat = FlatTraceRequest()
-        flat.resource_spans.add().scope_spans.add().spans.extend(raw_spans)
-        return bytes(flat.SerializeToString())
+        scope_spans = b"".join(_field(2, raw) for raw in raw_spans)
+        return _field(1, _field(2, scope_spans))  # request → resource spans → scope spans
 
     fast = scan_request(request(good, b"", good))  # an empty span is a span with no fields
     assert fast is not None and len(fast) == 2
@@ -225,3 +222,75 @@ def test_irregular_spans_are_left_to_the_reference() -> None:
         b"\x2a\x02\xff\xfe",  # a name that is not UTF-8
     ):
         assert scan_request(request(good, irregular)) is None, irregular
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, body: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(body)) + body
+
+
+def test_the_levels_above_the_spans_are_walked_as_protobuf_parses_them() -> None:
+    """Resources, scopes and fields the fast reader skips (schema URLs, dropped counts)
+    read the same both ways; what is irregular above the spans goes to the reference."""
+    from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    from segwatch.collector.model_calls import SpanRecord
+
+    request = ExportTraceServiceRequest()
+    for service in ("a", "", "b"):
+        resource_spans = request.resource_spans.add(schema_url="https://r")
+        resource_spans.resource.dropped_attributes_count = 3
+        resource_spans.resource.attributes.add(key="host", value=AnyValue(int_value=1))
+        if service:
+            resource_spans.resource.attributes.add(
+                key="service.name", value=AnyValue(string_value=service)
+            )
+        for scope_name in ("s1", "s2"):
+            scope = resource_spans.scope_spans.add(schema_url="https://s")
+            scope.scope.CopyFrom(InstrumentationScope(name=scope_name, version="1"))
+            for i in range(3):
+                name = f"{service}{scope_name}{i}"
+                span = scope.spans.add(name=name, trace_id=bytes(16), span_id=bytes([i]) * 8,
+                                       start_time_unix_nano=i + 1)  # fmt: skip
+                span.attributes.add(key="ml.model.name", value=AnyValue(string_value="m"))
+                span.attributes.add(key="ml.feature.x", value=AnyValue(double_value=i))
+    payload = request.SerializeToString()
+    fast = scan_request(payload)
+    assert fast is not None and len(fast) == 18
+    assert fast.service_names == ["a"] * 6 + [""] * 6 + ["b"] * 6
+    assert_same_batch(fast, decode_request(ExportTraceServiceRequest.FromString(payload)))
+    # The spans kept for otel_traces: each with its own resource and scope.
+    (origin,) = fast.span_origins
+    records: list[SpanRecord] = [origin.source.record(i) for i in range(18)]
+    assert [r.span.name for r in records][5:8] == ["as22", "s10", "s11"]
+    assert records[7].span == request.resource_spans[1].scope_spans[0].spans[1]
+    assert (
+        records[17].scope.name == "s2" and records[17].resource_attributes[1].key == "service.name"
+    )
+    assert isinstance(records[0].span, Span)
+
+    def one_span(resource_spans: bytes) -> bytes:
+        return _field(1, resource_spans)
+
+    scope_spans = _field(2, request.resource_spans[0].scope_spans[0].spans[0].SerializeToString())
+    resource = _field(1, request.resource_spans[0].resource.SerializeToString())
+    assert scan_request(one_span(resource + _field(2, scope_spans))) is not None
+    for irregular in (
+        one_span(resource + resource + _field(2, scope_spans)),  # the resource twice
+        one_span(_field(2, _field(1, b"") + _field(1, b"") + scope_spans)),  # the scope twice
+        one_span(resource + b"\x10\x01"),  # scope_spans as a varint
+        one_span(resource + _field(2, scope_spans)) + b"\x0b",  # a group
+        one_span(resource + _field(2, scope_spans))[:-1],  # cut off
+        one_span(resource + _field(2, scope_spans)) + _varint(1 << 32 | 0) + b"\x00",  # field 2^29
+    ):
+        assert scan_request(irregular) is None, irregular

@@ -40,7 +40,8 @@ The fast reader leaves a request to the reference exactly when it has
   :data:`~.wire.KEY_WIDTH` bytes;
 * a key, a span name or a string value it reads that is not UTF-8, or a
   resource attribute (read up to ``service.name``) that does not parse;
-* an irregular span: a field it reads (trace and span id, name, start, end)
+* an irregular level above the spans (see ``request_layout``), or an
+  irregular span: a field it reads (trace and span id, name, start, end)
   repeated or of another wire type, an attribute that is not a message, a
   group, field number 0, a field running past its span;
 * bytes that do not parse (the reference's parse then raises);
@@ -57,6 +58,10 @@ parse, and so the reference reader, would refuse.
 
 - ``fast_reader``: :func:`scan_request`, the fast reader: upb down to each
   span's raw bytes, then model calls from whole arrays; the entry point.
+- ``request_layout``: :func:`read_layout`, where each span sits in the request's
+  bytes and the resource and scope it came under (the levels above the spans
+  walked like the spans; a field number protobuf refuses, a resource or a scope
+  given twice, a field of another wire type are left to the reference).
 - ``span_table``: :class:`SpanTable`, every span's fields read at once (ids,
   name, times, where each attribute sits), compiled or in numpy lock-step.
 - ``key_values``: :class:`KeyValues`, every attribute's key and value located

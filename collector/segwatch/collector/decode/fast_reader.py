@@ -1,9 +1,9 @@
 """Reading OTLP trace requests with numpy: the fast reader of the decode stage.
 
-upb parses the request down to the spans and leaves each span as its raw
-bytes (:data:`FlatTraceRequest` declares ``ScopeSpans.spans`` as ``repeated
-bytes``, the same wire format); :class:`.span_table.SpanTable` walks the
-spans' fields for all spans at once and finds their attributes in one buffer;
+:func:`.request_layout.read_layout` finds where each span sits in the
+request's bytes (the levels above the spans walked like the spans, no Python
+object per span); :class:`.span_table.SpanTable` walks the spans' fields for
+all spans at once, in place, and finds their attributes;
 :class:`.key_values.KeyValues` reads those attributes at once: where each key
 and value sits, the value kinds, the numbers, and the strings, factorized by
 hash. This module turns them into model calls: it classifies each distinct
@@ -17,19 +17,16 @@ the caller reads the request with :func:`.reference_reader.decode_request`:
 array values (batch spans), ``ml.batch.*`` keys, map or bytes values, a key
 repeated within a span, a key longer than :data:`.wire.KEY_WIDTH`, fields out
 of canonical order, keys or strings that are not valid UTF-8, irregular spans
-(see :mod:`.span_table`), malformed bytes. Both give the same batch; a
-differential test (tests/collector/test_span_scan.py) holds them to it.
+(see :mod:`.span_table`) or levels above them (see :mod:`.request_layout`),
+malformed bytes. Both give the same batch; a differential test
+(tests/collector/test_span_scan.py) holds them to it.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import numpy.typing as npt
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from segwatch.collector.config.limits import NO_LIMITS, RequestLimits
 from segwatch.collector.model_calls import Column, LabelChunk, ModelCallBatch, ModelKey, SpanOrigin
@@ -46,46 +43,11 @@ from .key_values import (
 )
 from .raw_spans import SerializedSpans
 from .reference_reader import ABSENT, DEFAULT_STAGE, MAX_TIME_NS, double_text, rejection_reason
+from .request_layout import RequestLayout, read_layout
 from .span_table import SpanTable
 from .wire import NotSimple, varints
 
-__all__ = ["FlatTraceRequest", "scan_request"]
-
-_F = descriptor_pb2.FieldDescriptorProto
-
-
-def _flat_request_class() -> Any:
-    """ExportTraceServiceRequest down to the spans, each left as its raw bytes."""
-    proto = descriptor_pb2.FileDescriptorProto(
-        name="segwatch/flat_trace.proto", package="segwatch.flat", syntax="proto3"
-    )
-    one, many = _F.LABEL_OPTIONAL, _F.LABEL_REPEATED
-    messages: dict[str, list[tuple[str, int, int, Any, str]]] = {
-        "ScopeSpans": [
-            ("scope", 1, _F.TYPE_BYTES, one, ""),  # kept for otel_traces (raw_spans)
-            ("spans", 2, _F.TYPE_BYTES, many, ""),  # read by span_table
-        ],
-        "Resource": [("attributes", 1, _F.TYPE_BYTES, many, "")],
-        "ResourceSpans": [
-            ("resource", 1, _F.TYPE_MESSAGE, one, "Resource"),
-            ("scope_spans", 2, _F.TYPE_MESSAGE, many, "ScopeSpans"),
-        ],
-        "Request": [("resource_spans", 1, _F.TYPE_MESSAGE, many, "ResourceSpans")],
-    }
-    for message_name, fields in messages.items():
-        message = proto.message_type.add(name=message_name)
-        for name, number, type_, label, type_name in fields:
-            field = message.field.add(name=name, number=number, type=type_, label=label)
-            if type_name:
-                field.type_name = f".segwatch.flat.{type_name}"
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("segwatch.flat.Request"))
-
-
-FlatTraceRequest: Any = _flat_request_class()
-"""The message class that parses a trace request down to its spans, each as raw bytes."""
-
+__all__ = ["scan_request"]
 
 # What an attribute key is, once classified (per distinct key).
 _SKIP, _COLUMN, _NAME, _VERSION, _STAGE, _OPERATION, _PREDICTION_ID, _WEIGHT = range(8)
@@ -116,40 +78,18 @@ def scan_request(
     None too: the caller's protobuf parse then names the error.
     """
     try:
-        request = FlatTraceRequest.FromString(payload)
-        return _scan(request, oldest_ns, limits)
+        return _scan(payload, oldest_ns, limits)
     except (DecodeError, NotSimple):
         return None
 
 
-def _service_name(chunks: Any) -> str:
-    for chunk in chunks:
-        kv = KeyValue.FromString(chunk)
-        if kv.key == "service.name":
-            return str(kv.value.string_value)
-    return ""
-
-
-def _scan(request: Any, oldest_ns: int, limits: RequestLimits) -> ModelCallBatch:
-    blobs: list[bytes] = []
-    services: list[str] = []
-    # (resource attributes, scope), serialized; lists, so that the request's arena can go.
-    origins: list[tuple[list[bytes], bytes]] = []
-    origin_sizes: list[int] = []
-    for resource_spans in request.resource_spans:
-        attributes = list(resource_spans.resource.attributes)
-        service = _service_name(attributes)
-        for scope_spans in resource_spans.scope_spans:
-            spans = scope_spans.spans
-            blobs.extend(spans)
-            services.extend([service] * len(spans))
-            origins.append((attributes, scope_spans.scope))
-            origin_sizes.append(len(spans))
-    limits.check_span_count(len(blobs))
+def _scan(payload: bytes, oldest_ns: int, limits: RequestLimits) -> ModelCallBatch:
+    layout = read_layout(payload)
+    limits.check_span_count(len(layout))
     batch = ModelCallBatch()
-    if not blobs:
+    if not len(layout):
         return batch
-    spans = SpanTable.read(blobs)
+    spans = SpanTable.read(layout.data, layout.buf, layout.span_start, layout.span_stop)
     spans.check_names()
     if not len(spans.kv_span):
         return batch
@@ -173,11 +113,12 @@ def _scan(request: Any, oldest_ns: int, limits: RequestLimits) -> ModelCallBatch
     accepted = _accept(batch, spans, np.flatnonzero(is_call), fields, oldest_ns, limits)
     row_of_span = np.full(n_spans, -1, dtype=np.int64)
     row_of_span[accepted] = np.arange(len(accepted), dtype=np.int64)
-    _fill_rows(batch, spans, services, accepted, fields)
+    _fill_rows(batch, spans, layout, accepted, fields)
     _fill_columns(batch, columns, kvs, key_kind, row_of_span, strings)
     if len(accepted):
-        origin_of_span = np.repeat(np.arange(len(origins), dtype=np.int64), origin_sizes)
-        source = SerializedSpans(spans.data, spans.span_stop, origin_of_span, origins)
+        source = SerializedSpans(
+            layout.data, layout.span_start, layout.span_stop, layout.origin_of_span, layout.origins
+        )
         batch.span_origins.append(SpanOrigin(0, accepted, source))
     return batch
 
@@ -306,7 +247,7 @@ def _accept(
 def _fill_rows(
     batch: ModelCallBatch,
     spans: SpanTable,
-    services: list[str],
+    layout: RequestLayout,
     accepted: npt.NDArray[np.int64],
     fields: _ModelFields,
 ) -> None:
@@ -328,7 +269,11 @@ def _fill_rows(
     batch.span_ids = spans.span_ids(accepted)
     batch.operations = fields.operation[accepted].tolist()
     batch.prediction_ids = fields.prediction_id[accepted].tolist()
-    batch.service_names = [services[i] for i in accepted.tolist()]
+    services = layout.services
+    if len(services) == 1:  # one resource and one scope: the common case
+        batch.service_names = services * len(accepted)
+    else:
+        batch.service_names = [services[i] for i in layout.origin_of_span[accepted].tolist()]
     batch.weights = fields.weight[accepted].tolist()
 
 

@@ -3,7 +3,7 @@
 The model-call columns keep what the detectors need; a trace view needs the
 span itself (name, parent, kind, status, events, links, every attribute) with
 its resource and scope. Neither reader copies anything for it: the fast reader
-keeps the buffer its span table joined the serialized spans into (one object
+keeps the request's bytes its span table read the spans in (one object
 per request, not one per span: a flush keeps tens of thousands of them), the
 reference reader the parsed messages, each with the resource and scope they
 arrived under. Only the
@@ -30,14 +30,15 @@ __all__ = ["ParsedSpans", "SerializedSpans"]
 
 @dataclass(frozen=True)
 class SerializedSpans:
-    """A request's spans as serialized ``Span`` messages (the fast reader's), one after
-    the other in ``data``: span ``i`` ends at ``span_stop[i]``, where span ``i + 1`` starts.
+    """A request's spans as serialized ``Span`` messages (the fast reader's), in place in
+    the request's bytes ``data``: span ``i`` is ``data[span_start[i]:span_stop[i]]``.
 
     ``origins[origin_of_span[i]]`` holds span ``i``'s resource attributes (each
     a serialized ``KeyValue``) and its serialized ``InstrumentationScope``.
     """
 
     data: bytes
+    span_start: npt.NDArray[np.int64]
     span_stop: npt.NDArray[np.int64]
     origin_of_span: npt.NDArray[np.int64]
     origins: Sequence[tuple[Sequence[bytes], bytes]]
@@ -53,8 +54,8 @@ class SerializedSpans:
                 [KeyValue.FromString(kv) for kv in attributes],
                 InstrumentationScope.FromString(scope),
             )
-        start = int(self.span_stop[span - 1]) if span else 0
-        message = Span.FromString(self.data[start : int(self.span_stop[span])])
+        start, stop = int(self.span_start[span]), int(self.span_stop[span])
+        message = Span.FromString(self.data[start:stop])
         return SpanRecord(message, *parsed)
 
 

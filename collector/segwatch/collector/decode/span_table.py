@@ -1,14 +1,14 @@
 """The spans of a request, read field by field for all spans at once.
 
-upb hands over each span as its serialized bytes; :meth:`SpanTable.read`
-joins them and walks their fields in one compiled pass
+:mod:`.request_layout` finds where each span sits in the request's bytes;
+:meth:`SpanTable.read` walks their fields in place, in one compiled pass
 (:func:`~segwatch.collector.kernels.walk_fields`), or, without the compiled loops, in numpy
 lock-step: step ``k`` reads the ``k``-th field of every span that has one, so
 a request of a thousand spans with thirty fields each takes thirty numpy
 steps, not thirty thousand Python ones. Either way no Python object is made
 per attribute. What comes out: each span's trace and span id, name, start and
 end, and where each of its attributes (``KeyValue`` messages) sits in the
-joined buffer, in span order.
+request's buffer, in span order.
 
 Anything irregular raises :class:`.wire.NotSimple` and the request goes to the
 reference reader: a field we read repeated or with the wrong wire type, a
@@ -27,7 +27,15 @@ from segwatch.collector import kernels
 
 from .wire import KEY_WIDTH, NotSimple, varints
 
-__all__ = ["PADDING", "SpanFields", "SpanTable", "SpanView", "checked_fields", "numpy_walk_fields"]
+__all__ = [
+    "PADDING",
+    "SpanFields",
+    "SpanTable",
+    "SpanView",
+    "checked_fields",
+    "numpy_walk_fields",
+    "walk_messages",
+]
 
 _VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
 _TRACE_ID, _SPAN_ID, _NAME, _START, _END, _ATTRIBUTE = 1, 2, 5, 7, 8, 9
@@ -49,9 +57,10 @@ class SpanView:
 class SpanTable:
     """The fields we read of every span; attributes as positions in ``buf``."""
 
-    data: bytes  # the spans, joined (plus PADDING)
+    data: bytes  # the request the spans are in (plus PADDING)
     buf: npt.NDArray[np.uint8]  # the same bytes, for numpy
-    span_stop: npt.NDArray[np.int64]  # where each span ends in ``data`` (the next starts there)
+    span_start: npt.NDArray[np.int64]  # where each span starts in ``data``
+    span_stop: npt.NDArray[np.int64]  # ... and ends
     start_ns: npt.NDArray[np.uint64]
     end_ns: npt.NDArray[np.uint64]
     ids: dict[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]  # field → (start, stop)
@@ -63,17 +72,22 @@ class SpanTable:
         return len(self.start_ns)
 
     @classmethod
-    def read(cls, spans: list[bytes]) -> SpanTable:
-        n = len(spans)
-        lengths = np.fromiter(map(len, spans), dtype=np.int64, count=n)
-        data = b"".join(spans) + bytes(PADDING)
-        buf = np.frombuffer(data, dtype=np.uint8)
-        end = np.cumsum(lengths)
-        fields = _walk(buf, end - lengths, end)
+    def read(
+        cls,
+        data: bytes,
+        buf: npt.NDArray[np.uint8],
+        span_start: npt.NDArray[np.int64],
+        span_stop: npt.NDArray[np.int64],
+    ) -> SpanTable:
+        """The spans ``data[span_start[i]:span_stop[i]]``; ``buf`` is ``data`` for numpy,
+        which ends with at least :data:`PADDING` bytes past the last span."""
+        n = len(span_start)
+        fields = _walk(buf, span_start, span_stop)
         return cls(
             data=data,
             buf=buf,
-            span_stop=end,
+            span_start=span_start,
+            span_stop=span_stop,
             start_ns=_fixed64(buf, fields, _START, n),
             end_ns=_fixed64(buf, fields, _END, n),
             ids={f: _slices(fields, f, n) for f in (_TRACE_ID, _SPAN_ID, _NAME)},
@@ -127,18 +141,36 @@ def _walk(
     buf: npt.NDArray[np.uint8], pos: npt.NDArray[np.int64], end: npt.NDArray[np.int64]
 ) -> SpanFields:
     """Every field of every span, checked: compiled (one pass), else :func:`numpy_walk_fields`."""
+    return checked_fields(*walk_messages(buf, pos, end))
+
+
+def walk_messages(
+    buf: npt.NDArray[np.uint8], pos: npt.NDArray[np.int64], end: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], ...]:
+    """Every field of the messages ``buf[pos[m]:end[m]]``, in message order: (message,
+    number, wire type, payload start, payload stop), compiled or in numpy lock-step.
+
+    Raises :class:`.wire.NotSimple` when a message is irregular: groups, a field past
+    its message, or field number 0. Nothing about a schema is checked.
+    """
     if not kernels.COMPILED:
-        return numpy_walk_fields(buf, pos, end)
+        return _numpy_walk(buf, pos, end)
     walked = kernels.walk_fields(buf, pos, end)
     if walked is None:
         raise NotSimple  # groups, a field past its span, or field number 0
-    return checked_fields(*walked)
+    return walked
 
 
 def numpy_walk_fields(
     buf: npt.NDArray[np.uint8], pos: npt.NDArray[np.int64], end: npt.NDArray[np.int64]
 ) -> SpanFields:
     """``kernels.walk_fields`` in numpy, in lock-step over the spans, then checked."""
+    return checked_fields(*_numpy_walk(buf, pos, end))
+
+
+def _numpy_walk(
+    buf: npt.NDArray[np.uint8], pos: npt.NDArray[np.int64], end: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], ...]:
     pos = pos.copy()
     active = np.flatnonzero(pos < end)
     steps: list[tuple[npt.NDArray[np.int64], ...]] = []
@@ -165,7 +197,7 @@ def numpy_walk_fields(
         active = active[(stop < end[active]) & (stop >= start)]
     if not steps:  # no span has a field (every one empty): nothing to read
         nothing = np.zeros(0, dtype=np.int64)
-        return checked_fields(nothing, nothing, nothing, nothing, nothing)
+        return nothing, nothing, nothing, nothing, nothing
     span, tag, start, stop = (np.concatenate(parts) for parts in zip(*steps, strict=True))
     # The tag is an unsigned varint: shifted as such (a 10-byte tag has bit 63 set, which
     # int64 would shift in as a sign), as the compiled walk shifts it.
@@ -184,7 +216,7 @@ def numpy_walk_fields(
     step = np.repeat(np.arange(len(steps)), [len(s[0]) for s in steps])
     order = np.empty(len(span), dtype=np.int64)
     order[first[span] + step] = np.arange(len(span))
-    return checked_fields(*(a[order] for a in (span, number, wire_type, start, stop)))
+    return tuple(a[order] for a in (span, number, wire_type, start, stop))
 
 
 def checked_fields(
