@@ -8,6 +8,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from segwatch.collector.aggregate.aggregator import SegmentAggregator
@@ -274,3 +275,38 @@ def test_a_nan_written_as_text_is_missing_as_in_a_baseline(client, tmp_path: Pat
         "WHERE segment_dim = '__all__' AND quantity = 'feature.amount'"
     ).result_rows  # fmt: skip
     assert (numbers, missing, categories) == (297, 3, {})
+
+
+def test_text_kept_as_pandas_reads_it_gives_the_object_arrays_digest_times_and_labels(
+    tmp_path: Path,
+) -> None:
+    """read_chunks keeps pandas' text arrays (no object array of Python strings): the chunk's
+    digest (the deduplication token) is the one the object array gives, so a file backfilled
+    before is still recognized; its times and labels are the same too."""
+    pd = pytest.importorskip("pandas")
+    from segwatch.collector.profile import logged_calls as lc
+
+    path = tmp_path / "calls.csv"
+    path.write_text("ts,country,amount,note\n2026-01-01T00:00:00Z,BR,1.5,\n"
+                    "2026-01-01T00:00:01Z,,2,x\n2026-01-01T00:00:02Z,nan,,NA\n"
+                    "2026-01-01T00:00:03.5Z,US,3,x\n")  # fmt: skip
+    (chunk,) = lc.read_chunks(str(path))
+    assert lc.is_pandas_text(chunk.columns["country"])
+    as_objects = lc.LoggedChunk(
+        {name: np.asarray(values, dtype=object) if lc.is_pandas_text(values) else values
+         for name, values in chunk.columns.items()}, 2)  # fmt: skip
+    assert lc.chunk_digest(chunk) == lc.chunk_digest(as_objects)
+    changed = dict(chunk.columns, country=pd.array(["BR", None, None, "DE"], dtype="str"))
+    assert lc.chunk_digest(lc.LoggedChunk(changed, 2)) != lc.chunk_digest(chunk)
+    times = lc.call_times(chunk.columns["ts"], "ts", 2, "f")
+    assert list(times) == list(lc.call_times(as_objects.columns["ts"], "ts", 2, "f"))
+    assert times[3] - times[0] == 3_500_000_000
+    for name in ("country", "note"):
+        (kept,), (objects,) = (lc._column(c.columns[name]).label_chunks
+                               for c in (chunk, as_objects))  # fmt: skip
+        assert (list(kept.rows), list(kept.codes), kept.dictionary) == (
+            list(objects.rows), list(objects.codes), objects.dictionary)  # fmt: skip
+    assert lc._column(chunk.columns["country"]).label_chunks[0].dictionary == ["BR", "US"]
+    bad = dict(chunk.columns, ts=pd.array(["2026-01-01T00:00:00Z", "soon"] * 2, dtype="str"))
+    with pytest.raises(ValueError, match="f:3: column 'ts': 'soon' is not a time"):
+        lc.call_times(bad["ts"], "ts", 2, "f")

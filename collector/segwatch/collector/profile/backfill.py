@@ -66,6 +66,7 @@ from .logged_calls import (
     chunk_batch,
     chunk_digest,
     count_lines,
+    is_pandas_text,
     read_chunks,
 )
 from .profiles import profile_columns
@@ -247,7 +248,8 @@ class _Reading:
                 chunk, self._timestamp, self._model[0], self._config, self._source
             )
             self._numeric = {name for name, values in chunk.columns.items()
-                             if np.asarray(values).dtype.kind in "iuf"}  # fmt: skip
+                             if not is_pandas_text(values)  # text: no number column
+                             and np.asarray(values).dtype.kind in "iuf"}  # fmt: skip
         column = chunk.columns[self._timestamp]
         start_ns = call_times(column, self._timestamp, chunk.first_line, self._source)
         if len(start_ns):

@@ -84,8 +84,23 @@ def read_chunks(path: str, chunk_rows: int = CHUNK_ROWS) -> Iterator[LoggedChunk
                 return
             except ValueError as exc:  # pandas' ParserError names the line
                 raise ValueError(f"{path}: {str(exc).strip()}") from None
-            yield LoggedChunk({str(c): frame[c].to_numpy() for c in frame.columns}, line)
+            yield LoggedChunk({str(c): _values(frame[c]) for c in frame.columns}, line)
             line += len(frame)
+
+
+def _values(series: Any) -> Any:
+    """A column of a chunk pandas read: numbers as numpy; text as pandas keeps it (Arrow
+    strings, missing cells NA), since its own loops factorize and hash that without the
+    interpreter's lock, and a numpy array of Python strings costs more to make than what is
+    done with it (see :func:`is_pandas_text`)."""
+    return series.array if is_pandas_text(series) else series.to_numpy()
+
+
+def is_pandas_text(values: Any) -> bool:
+    """Whether ``values`` is a pandas column (or array) of text: its string dtype, whatever
+    holds the strings; the functions here take it where they take a numpy array of them."""
+    dtype = getattr(values, "dtype", None)
+    return type(dtype).__name__ == "StringDtype" and type(dtype).__module__.startswith("pandas")
 
 
 def _table_chunks(data: Any, chunk_rows: int) -> Iterator[LoggedChunk]:
@@ -112,6 +127,9 @@ def chunk_digest(chunk: LoggedChunk) -> str:
     whichever file or run they come from (None and NaN hash alike: both are MISSING)."""
     digest = hashlib.sha256()
     for name, values in chunk.columns.items():
+        if is_pandas_text(values):  # what the object array's hash below would give, faster
+            digest.update(name.encode() + b"\x1fobject\x1f" + _text_hashes(values).tobytes())
+            continue
         array = np.asarray(values)
         digest.update(name.encode() + b"\x1f" + str(array.dtype).encode() + b"\x1f")
         if array.dtype.kind in "biufM":
@@ -126,10 +144,26 @@ def chunk_digest(chunk: LoggedChunk) -> str:
     return digest.hexdigest()
 
 
+def _text_hashes(values: Any) -> npt.NDArray[np.uint64]:
+    """``pd.util.hash_array`` of the column as an object array (missing: 2**64 - 1), from its
+    distinct values: the object array's hash factorizes it the same way first."""
+    import pandas as pd
+
+    codes, distinct = pd.factorize(values, use_na_sentinel=True)
+    hashes = pd.util.hash_array(np.asarray(distinct, dtype=object), categorize=False)
+    codes = np.asarray(codes, dtype=np.int64)
+    missing = np.uint64(2**64 - 1)
+    if not len(hashes):
+        return np.full(len(codes), missing, dtype=np.uint64)
+    return np.where(codes >= 0, hashes.take(np.maximum(codes, 0)), missing).astype(np.uint64)
+
+
 def call_times(values: Any, column: str, first_line: int, source: str) -> npt.NDArray[np.int64]:
     """Each row's time in Unix nanoseconds: ISO 8601 text (no zone: UTC) or Unix seconds."""
-    array = np.asarray(values)
-    if array.dtype.kind in "iuf":
+    array = None if is_pandas_text(values) else np.asarray(values)
+    if array is None:
+        ns, bad = _parse_times(values)
+    elif array.dtype.kind in "iuf":
         seconds = array.astype(np.float64)
         bad = ~np.isfinite(seconds) | (seconds * 1e9 < _FIRST_NS) | (seconds * 1e9 >= _END_NS)
         ns = np.where(bad, 0, np.round(seconds * 1e9)).astype(np.int64)
@@ -140,14 +174,15 @@ def call_times(values: Any, column: str, first_line: int, source: str) -> npt.ND
         ns, bad = _parse_times(array)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
+        shown = (np.asarray(values, dtype=object) if array is None else array)[row]
         raise ValueError(
-            f"{source}:{first_line + row}: column {column!r}: {array[row]!r} is not a time "
+            f"{source}:{first_line + row}: column {column!r}: {shown!r} is not a time "
             "between 1970 and 2106 (ISO 8601, e.g. 2026-11-26T12:00:00Z, or Unix seconds)"
         )
     return ns
 
 
-def _parse_times(array: npt.NDArray[Any]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+def _parse_times(array: Any) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
     """ISO 8601 texts → (nanoseconds, bad); pandas' parser when installed, else one by one."""
     try:
         import pandas as pd
@@ -206,8 +241,10 @@ def chunk_batch(
 
 def _column(values: Any, numeric: bool = False) -> Column:
     """One column's values: numbers and labels apart, NaN and None MISSING (as in live data)."""
-    array = np.asarray(values)
     column = Column()
+    if is_pandas_text(values) and not numeric and _texts(values, column):
+        return column
+    array = np.asarray(values, dtype=object) if is_pandas_text(values) else np.asarray(values)
     if numeric and array.dtype.kind == "O":
         array = _parsed_numbers(array, column)
     if array.dtype.kind in "iuf":
@@ -247,7 +284,7 @@ def _number(value: Any) -> float:
         return float("nan")
 
 
-def _texts(array: npt.NDArray[Any], column: Column) -> bool:
+def _texts(array: Any, column: Column) -> bool:
     """Fill ``column`` from a column of text and MISSING with pandas' C loops, if it is one
     (False: pandas is not installed or the column holds something else)."""
     try:
