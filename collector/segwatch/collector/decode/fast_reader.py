@@ -223,8 +223,7 @@ def _accept(
     attributes, largest, over = limits.spans_over(
         spans.kv_span, spans.kv_stop - spans.kv_start, len(spans)
     )
-    names = fields.name[candidates].tolist()
-    usable = np.fromiter((bool(n) for n in names), dtype=bool, count=len(names))
+    usable = fields.name[candidates].astype(bool)  # a name, and not empty: truth, per object
     usable &= fields.weight[candidates] > 0
     usable &= ~over[candidates]
     usable &= spans.start_ns[candidates] < np.uint64(MAX_TIME_NS)
@@ -254,14 +253,7 @@ def _fill_rows(
     """One row per accepted span: model, times, ids, operation, prediction id, weight."""
     stages = fields.stage[accepted]
     stages[stages == ""] = DEFAULT_STAGE
-    model_ids: dict[ModelKey, int] = {}
-    for key in zip(fields.name[accepted].tolist(), fields.version[accepted].tolist(),
-                   stages.tolist(), strict=True):  # fmt: skip
-        index = model_ids.get(key)
-        if index is None:
-            index = model_ids[key] = len(batch.models)
-            batch.models.append(key)
-        batch.model_index.append(index)
+    _add_models(batch, fields.name[accepted], fields.version[accepted], stages)
     start, end = spans.start_ns[accepted], spans.end_ns[accepted]
     batch.start_ns = start.tolist()
     batch.duration_ns = np.where(end > start, end - start, 0).tolist()
@@ -275,6 +267,27 @@ def _fill_rows(
     else:
         batch.service_names = [services[i] for i in layout.origin_of_span[accepted].tolist()]
     batch.weights = fields.weight[accepted].tolist()
+
+
+def _add_models(
+    batch: ModelCallBatch,
+    names: npt.NDArray[np.object_],
+    versions: npt.NDArray[np.object_],
+    stages: npt.NDArray[np.object_],
+) -> None:
+    """Each row's model (name, version, stage), the models numbered as they first appear."""
+    columns = (names, versions, stages)
+    if len(names) and all(bool((column == column[0]).all()) for column in columns):
+        batch.model_index.extend([len(batch.models)] * len(names))  # the common case: one model
+        batch.models.append((names[0], versions[0], stages[0]))
+        return
+    model_ids: dict[ModelKey, int] = {}
+    for key in zip(names.tolist(), versions.tolist(), stages.tolist(), strict=True):
+        index = model_ids.get(key)
+        if index is None:
+            index = model_ids[key] = len(batch.models)
+            batch.models.append(key)
+        batch.model_index.append(index)
 
 
 def _fill_columns(

@@ -230,16 +230,23 @@ def checked_fields(
 
     Raises :class:`.wire.NotSimple` otherwise (the reference reader's business).
     """
-    for field, expected in _SINGULAR.items():
-        mine = number == field
-        if (wire_type[mine] != expected).any() or (np.bincount(span[mine]) > 1).any():
-            raise NotSimple  # what "last one wins" means here is the reference's business
-    attributes = number == _ATTRIBUTE
-    if (wire_type[attributes] != _LEN).any():
+    # One pass for all the fields we read (numbers past the table are not ours).
+    expected = _EXPECTED_WIRE_TYPE[np.minimum(number, len(_EXPECTED_WIRE_TYPE) - 1)]
+    ours = expected >= 0
+    if (ours & (wire_type != expected)).any():
         raise NotSimple
+    attributes = number == _ATTRIBUTE
+    singular = ours & ~attributes
+    if singular.any():
+        pair = span[singular] * len(_EXPECTED_WIRE_TYPE) + number[singular]
+        if np.bincount(pair).max() > 1:
+            raise NotSimple  # what "last one wins" means here is the reference's business
     return SpanFields(span, number, wire_type, start, stop, attributes)
 
 
+_EXPECTED_WIRE_TYPE = np.full(16, -1, dtype=np.int64)  # per field number we read: its wire type
+for _field, _wire_type in {**_SINGULAR, _ATTRIBUTE: _LEN}.items():
+    _EXPECTED_WIRE_TYPE[_field] = _wire_type
 _KNOWN = np.zeros(8, dtype=bool)  # wire types protobuf 3 uses
 _KNOWN[[_VARINT, _FIXED64, _LEN, _FIXED32]] = True
 _HAS_VARINT = np.zeros(8, dtype=bool)  # a varint value, or a varint length
