@@ -279,13 +279,14 @@ class ModelCallProcessor:
             return
         try:
             body = request if isinstance(request, bytes) else request.SerializeToString()
-            payload = spool_payload(body, oldest_ns, limits)
+            head = spool_head(oldest_ns, limits)  # written before the body, not joined to it
             with self._spool_lock:
                 try:
-                    end = self._spool.write(TRACES_LIMITED, payload)
+                    end = self._spool.write(TRACES_LIMITED, body, head=head)
                 except (SpoolFullError, OSError) as exc:
                     raise RetryableError(f"cannot spool the request: {exc}") from exc
-                self.buffer.add(batch, end, record_bytes(payload), reserved=reserved)
+                size = record_bytes(head) + len(body)
+                self.buffer.add(batch, end, size, reserved=reserved)
                 reserved = False  # taken by add()
         finally:
             if reserved:  # not added: give the room back
@@ -316,6 +317,11 @@ def spool_payload(request: bytes, oldest_ns: int = 0, limits: RequestLimits | No
 
     Without ``limits``, a :data:`.spool.TRACES` record; with them, :data:`.spool.TRACES_LIMITED`.
     """
+    return spool_head(oldest_ns, limits) + request
+
+
+def spool_head(oldest_ns: int = 0, limits: RequestLimits | None = None) -> bytes:
+    """What :func:`spool_payload` puts before the request."""
     head = _OLDEST.pack(oldest_ns)
     if limits is not None:
         head += _SPAN_LIMITS.pack(
@@ -324,7 +330,7 @@ def spool_payload(request: bytes, oldest_ns: int = 0, limits: RequestLimits | No
             limits.max_attributes_per_span,
             limits.max_attribute_bytes,
         )
-    return head + request
+    return head
 
 
 def _reload(record: Record) -> tuple[ModelCallBatch, str | None] | None:

@@ -255,12 +255,13 @@ class Spool:
 
     # -- appending -------------------------------------------------------------
 
-    def write(self, kind: int, payload: bytes) -> Position:
-        """Append a record (not yet durable: call :meth:`sync` with the position).
+    def write(self, kind: int, payload: bytes, head: bytes = b"") -> Position:
+        """Append a record of ``head + payload`` (not yet durable: call :meth:`sync` with
+        the position); the two are written one after the other, never joined in memory.
 
         Raises :class:`SpoolFullError` when the unflushed bytes would pass ``max_bytes``.
         """
-        size = _HEADER.size + len(payload)
+        size = _HEADER.size + len(head) + len(payload)
         with self._lock:
             if self._bytes + size > self.max_bytes:
                 raise SpoolFullError(
@@ -270,7 +271,9 @@ class Spool:
             if self._offset and self._offset + size > self.segment_bytes:
                 self._new_segment()
             # One system call, and no copy of a request that may be megabytes.
-            os.writev(self._fd, [_header(kind, payload), payload])
+            crc = zlib.crc32(payload, zlib.crc32(head))  # the CRC of head + payload
+            header = _HEADER.pack(len(head) + len(payload), crc, kind)
+            os.writev(self._fd, [header, head, payload])
             self._offset += size
             self._bytes += size
             self._written = Position(self._segment, self._offset)
