@@ -57,13 +57,13 @@ class Rollup:
 # roll-up's CPU per row, README, Benchmarks; the detectors' queries read FINAL roll-ups
 # the same way). A bucket rolled up without maps is history that only volume reads the
 # exemplars of (a vanished segment's, five distinct ids over its baseline's buckets):
-# one minute row's ids are enough there, and cost no set per group.
+# one minute row's ids (one that has some) are enough there, and cost no set per group.
 FIVE_MINUTES = Rollup(
     "ml_segment_rollup_5m", 300, "ml_segment_aggregates", "",
     "sumMap(histogram), sumMap(categories), groupUniqArrayArray(5)(exemplar_trace_ids), "
     "toUInt8(1)",
     "sumMapIf(histogram, segment_dim = '__all__'), sumMapIf(categories, segment_dim = '__all__'), "
-    "any(exemplar_trace_ids), toUInt8(segment_dim = '__all__')",
+    "anyIf(exemplar_trace_ids, notEmpty(exemplar_trace_ids)), toUInt8(segment_dim = '__all__')",
 )  # fmt: skip
 _HOUR = (
     "sumMap(histogram), sumMap(categories), "
