@@ -30,7 +30,10 @@ Two measurements, each on a fresh embedded store (``chdb://DIR``) in this proces
    own; the default keeps a field's 20 most frequent values). Printed: pandas'
    read of the file alone (for reference: the backfill reads it again), each
    phase's seconds and CPU seconds, the total against the 10 s target, and
-   every finding. Each part prints the machine's load average beside it.
+   every finding, and how many cores each phase kept busy (its CPU seconds per
+   second: on a busy machine its wall time says little; its CPU seconds over the
+   two cores bound what a quiet one could give). Each part prints the machine's
+   load average beside it.
 
 Run: ``python bench/backfill.py [--rows 500000] [--core 0] [--data DIR]
 [--no-scenario] [--no-throughput]``. Files are written to ``--data`` (default
@@ -228,9 +231,9 @@ def scenario(data: Path) -> None:
         ).result_rows
     total = load_s + detect_s
     print(f"  backfill (read, aggregate, insert)  {load_s:6.2f} s  {loaded.rows / load_s:>9,.0f} "
-          f"rows/s  {load_cpu:6.2f} CPU-s")  # fmt: skip
+          f"rows/s  {load_cpu:6.2f} CPU-s  {load_cpu / load_s:4.2f} cores busy")  # fmt: skip
     print(f"  detect (every detector, one window) {detect_s:6.2f} s  {ran.to_json()['windows']} "
-          f"runs  {detect_cpu:6.2f} CPU-s")  # fmt: skip
+          f"runs  {detect_cpu:6.2f} CPU-s  {detect_cpu / detect_s:4.2f} cores busy")  # fmt: skip
     verdict = "within" if total < 10 else "over"
     print(f"  total {total:.2f} s: {verdict} the 10 s target; {load()}")
     cells = {(f"segment={s}", f"feature.{f}") for s, f in DRIFTED}
