@@ -11,8 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import DatabaseError
+from clickhouse_connect.driver.exceptions import DatabaseError, ProgrammingError
 
+from segwatch.clickhouse.store import open_client, parse_dsn
 from segwatch.collector.store.embedded_insert import stream_insert
 from segwatch.collector.store.native import native_chunks
 from segwatch.collector.store.rows import insert_blocks
@@ -83,7 +84,16 @@ def test_an_encoding_error_is_raised_as_it_is_and_stores_nothing(
     assert _count(client) == 1
 
 
+def test_a_closed_client_says_so_as_for_any_call(store_dsn: str) -> None:
+    closed = open_client(parse_dsn(store_dsn))
+    closed.close()
+    with pytest.raises(ProgrammingError, match="closed"):
+        insert_blocks(closed, "streamed", ["a", "b"], [_native([(1, "x")])])
+
+
 def test_a_client_without_an_embedded_engine_is_left_to_the_usual_path() -> None:
+    """A stand-in, not a real HTTP client: the decision reads only the backend's shape,
+    and a server to answer the usual path is what other tests (test_server_path) run."""
     read: list[bytes] = []
 
     def pieces() -> Iterator[bytes]:

@@ -5,8 +5,12 @@ file and has the engine read it back (``INSERT ... FROM INFILE``): each byte
 is copied through the page cache twice, the file is created, written and
 unlinked once per insert. chdb's own ``send_insert`` takes the Native bytes
 as they are encoded, in the same engine session (the client's handle, under
-its lock, so it is one more call on the client like any other) — about a
-quarter less CPU per insert measured alone (README, Benchmarks).
+its lock, so the session's settings (set on the handle when the client was made)
+apply as to any other call) — about a quarter less CPU per insert measured alone
+(README, Benchmarks). The pieces are encoded while the engine reads them, under
+that lock. A Python error while encoding cancels the insert: nothing of it is
+stored unless it was past the engine's block size (``min_insert_block_size_rows``,
+about a million rows), more than any one insert of segwatch's holds.
 
 It reaches the handle through clickhouse-connect's backend, which has no public
 way to it: :func:`stream_insert` answers False when the client is not an
@@ -46,12 +50,13 @@ def stream_insert(
     """
     backend = getattr(client, "_backend", None)
     handle = getattr(backend, "_handle", None)
-    connection = getattr(handle, "conn", None)
     lock = getattr(handle, "lock", None)
-    if connection is None or lock is None or not hasattr(connection, "send_insert"):
+    if lock is None or not hasattr(getattr(handle, "conn", None), "send_insert"):
         return False
     if getattr(handle, "stream_owner", None) == threading.get_ident():
         return False  # this thread reads a result on the handle: the usual path says so
+    keep = getattr(backend, "_engine_settings", None)  # drops transport-only settings
+    settings = keep(settings) if keep is not None else settings
     database = f"{_identifier(client.database)}." if client.database else ""
     columns = ", ".join(_identifier(name) for name in column_names)
     clause = ", ".join(f"{_setting(name)} = {_literal(value)}" for name, value in settings.items())
@@ -60,9 +65,14 @@ def stream_insert(
         sql += f" SETTINGS {clause}"
     engine_error = getattr(backend, "_wrap_exception", None)
     with lock:
+        connection = getattr(handle, "conn", None)  # under the lock: a close sets None
+        if connection is None or getattr(backend, "_closed", False):
+            return False  # closed meanwhile: the usual path raises the client's own error
         inserter = _engine_call(engine_error, connection.send_insert, sql, "Native")
         try:
-            for piece in pieces:  # encoded as they are asked for: an encoding error is its own
+            # Encoded as they are asked for, under the handle's lock (as the engine reads
+            # them); an encoding error is raised as it is, and the insert is cancelled.
+            for piece in pieces:
                 _engine_call(engine_error, inserter.append, piece)
             _engine_call(engine_error, inserter.finish)
         except BaseException:
