@@ -5,13 +5,17 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import random
+import sys
+import types
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from segwatch.collector import cli as cli_package
 from segwatch.collector.aggregate.aggregator import SegmentAggregator
+from segwatch.collector.cli import backfill as cli_backfill
 from segwatch.collector.cli.main import main
 from segwatch.collector.config import parse_config
 from segwatch.collector.decode.reference_reader import decode_request
@@ -187,8 +191,10 @@ def _config_file(tmp_path: Path, extra: str = "") -> Path:
 
 
 def test_cli_backfills_with_the_config_and_refuses_bad_input_naming_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    kept: list[None] = []  # malloc is left alone: this process (pytest) goes on after main()
+    monkeypatch.setattr(cli_backfill, "keep_freed_memory", lambda: kept.append(None))
     config = _config_file(tmp_path, DECLARED)
     calls = _calls(300)
     times = [dt.datetime.fromtimestamp(c["time"], dt.timezone.utc).isoformat() for c in calls]
@@ -213,6 +219,42 @@ def test_cli_backfills_with_the_config_and_refuses_bad_input_naming_it(
                  "SELECT countIf(quantity = 'output.score') > 0 AS scored FROM "
                  "ml_segment_aggregates"]) == 0  # fmt: skip
     assert '"rows": [[true]]' in capsys.readouterr().out.replace("1]]", "true]]")
+    assert kept == []
+
+
+def test_only_the_segwatch_program_keeps_freed_memory(tmp_path: Path) -> None:
+    """The console script and ``python -m segwatch.collector.cli`` are the program (their
+    process ends with the command); a process that calls ``main()`` itself is not."""
+    assert not cli_backfill.is_the_program()  # pytest's __main__
+    script = Path(sys.executable).with_name("segwatch")  # the console script pip wrote
+    for path in (script, Path(cli_package.__file__).with_name("__main__.py")):
+        program = types.ModuleType("program")
+        exec(compile(path.read_text().replace("sys.exit(main())", "pass"), str(path), "exec"),
+             program.__dict__)  # fmt: skip
+        assert cli_backfill.is_the_program(program), path
+    caller = types.ModuleType("caller")
+    caller.main = lambda: 0  # type: ignore[attr-defined]  # a main of its own
+    assert not cli_backfill.is_the_program(caller)
+
+
+def test_a_store_through_segwatch_serve_reports_no_already_stored_count(  # type: ignore[no-untyped-def]
+    store_server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``DuplicatedInsertedBlocks`` is the serving node's: a served (or clustered) store's
+    readings say nothing sure of this backfill's inserts, so none is read or reported."""
+    config = tmp_path / "segwatch.yaml"
+    config.write_text(f"storage:\n  dsn: {store_server.url}/segwatch\n{DECLARED}")
+    good = _write_csv(tmp_path / "good.csv", _calls(50))
+    args = ["backfill", "--model", "fraud", "--config", str(config), "--timestamp", "ts"]
+    assert main([*args, str(good)]) == 0
+    assert main([*args, str(good)]) == 0  # again: stored once, but not counted as such
+    out = capsys.readouterr().out
+    assert out.count("backfilled 50 calls of model 'fraud'") == 2 and "already" not in out
+    assert main([*args, "--json", str(good)]) == 0
+    assert '"already_stored": null' in capsys.readouterr().out
+    assert main(["sql", "--config", str(config), "--json",
+                 "SELECT count() FROM ml_model_calls"]) == 0  # fmt: skip
+    assert '"rows": [[50]]' in capsys.readouterr().out
 
 
 def test_cli_refuses_while_a_collector_holds_the_store(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+import types
 
 from clickhouse_connect.driver.client import Client
 
@@ -32,7 +33,7 @@ from segwatch.collector.service.detect import RangeResult, detect_range
 from .access import DirectAccess, StoreAccess
 from .output import print_table
 
-__all__ = ["print_backfill", "run_backfill", "run_detect_range"]
+__all__ = ["is_the_program", "print_backfill", "run_backfill", "run_detect_range"]
 
 RAW_CALLS_TTL = 30 * 86400
 """How long ``ml_model_calls`` keeps a call when the config leaves its retention alone."""
@@ -60,10 +61,27 @@ def run_backfill(
     config: CollectorConfig,
     progress: Progress | None = None,
 ) -> BackfillResult:
+    """Backfill ``path`` into the store ``access`` reaches (see ``profile.backfill``).
+
+    When this process is the ``segwatch`` program itself (:func:`is_the_program`), which
+    ends after the command, malloc keeps freed memory for the next chunk
+    (:func:`keep_freed_memory`, process-wide); called as a function (a test, a script that
+    goes on), the process's malloc is left as it was."""
     client, _ = _client(access, "backfill")
-    keep_freed_memory()  # the command's process ends after the backfill
+    if is_the_program():
+        keep_freed_memory()
     return backfill_file(client, path, model=model, timestamp=timestamp, version=version,
                          stage=stage, config=config, progress=progress)  # fmt: skip
+
+
+def is_the_program(main_module: types.ModuleType | None = None) -> bool:
+    """Whether this process runs the ``segwatch`` program: its ``__main__`` (or
+    ``main_module``) is the console script or ``python -m segwatch.collector.cli``, both of
+    which call ``segwatch.collector.cli.main`` and exit with its code."""
+    # Looked up, not imported: cli.main imports the commands, which import this module.
+    ours = getattr(sys.modules.get("segwatch.collector.cli.main"), "main", None)
+    module = main_module if main_module is not None else sys.modules.get("__main__")
+    return ours is not None and getattr(module, "main", None) is ours
 
 
 def print_backfill(
@@ -82,8 +100,9 @@ def print_backfill(
     span = (f" ({result.first:%Y-%m-%d %H:%M:%S} to {result.last:%Y-%m-%d %H:%M:%S} UTC)"
             if result.first and result.last else "")  # fmt: skip
     fields = ", ".join(f"{column} as {quantity}" for column, quantity in result.quantities.items())
-    new = result.rows - result.already_stored
-    if not result.already_stored:
+    stored = result.already_stored or 0  # None: not counted (not an embedded store)
+    new = result.rows - stored
+    if not stored:
         print(f"backfilled {result.rows} calls of model {model!r}{span} from {path}")
     elif not new:
         print(f"nothing new: the {result.rows} calls of model {model!r}{span} in {path} were "

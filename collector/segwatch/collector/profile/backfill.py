@@ -19,9 +19,10 @@ again after a crash part-way, or after fixing the row a run refused, stores
 every chunk once: ClickHouse drops an insert whose token it has seen among
 the table's last 10,000 inserts (``non_replicated_deduplication_window``,
 migration 0006; a replicated table's own window otherwise). A chunk whose
-rows changed is new calls. The result counts the calls of chunks the store
-already had (:attr:`BackfillResult.already_stored`), from the engine's
-``DuplicatedInsertedBlocks`` counter read around each chunk's inserts.
+rows changed is new calls. On an embedded store (``chdb://``) the result counts
+the calls of chunks the store already had (:attr:`BackfillResult.already_stored`),
+from the engine's ``DuplicatedInsertedBlocks`` counter read around each chunk's
+inserts; elsewhere it is None, not counted (see :func:`_counts_duplicates`).
 After writing, the detectors' roll-ups of the hours it touched are dropped
 (they are rebuilt from the minute rows on the next run), so a detector sees
 backfilled calls even in windows it had rolled up before.
@@ -90,7 +91,9 @@ class BackfillResult:
     unaggregated: int  # fields left out by segments.max_fields_per_model
     unsegmented: int  # dimensions refused by segments.max_per_model
     raw_calls: bool  # whether ml_model_calls got the calls too
-    already_stored: int = 0  # of ``rows``, the calls of chunks the store had: dropped as duplicates
+    # Of ``rows``, the calls of chunks the store had (dropped as duplicates); None where the
+    # store cannot say (not embedded: :func:`_counts_duplicates`).
+    already_stored: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -108,16 +111,20 @@ class BackfillResult:
 
 
 def keep_freed_memory() -> None:
-    """Let glibc's malloc keep the memory a chunk frees for the next chunk (process-wide).
+    """Let glibc's malloc keep the memory a chunk frees for the next chunk.
+
+    Process-wide and permanent: every later allocation of the process, on every thread,
+    runs under these settings. Only for a process that ends after the backfill (the
+    ``segwatch`` program's own ``segwatch backfill``, the bench); never call it in a
+    process that goes on (a collector, a test run, a library's caller).
 
     By default glibc maps a large block (past 128 KiB at first, 32 MiB at most as it
     adapts) fresh from the kernel and unmaps it when freed, and returns the top of its
     heap to the kernel once 2x that is free: every chunk's arrays (the compiled loops'
     outputs and counters, numpy's temporaries) were then new pages, each faulted in and
     zeroed by the kernel again. Here blocks up to 32 MiB come from the heap, and the
-    heap is not trimmed: the pages stay mapped and are reused. For a process that
-    backfills and exits (``segwatch backfill``, the bench): it keeps its peak memory
-    until it ends. Does nothing where malloc has no ``mallopt`` (not glibc).
+    heap is not trimmed: the pages stay mapped and are reused, and the process keeps its
+    peak memory until it ends. Does nothing where malloc has no ``mallopt`` (not glibc).
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt
@@ -190,7 +197,7 @@ def backfill_table(
     refresh_quantile_buckets(client, plan)  # live traffic uses a profile's deciles: so do we
     reading = _Reading(chunks, timestamp, (model, version, stage), config, source)
     done = count = 0
-    with _Inserts(client) as inserts, _summing_threads() as executor:
+    with _Inserts(client, _counts_duplicates(client)) as inserts, _summing_threads() as executor:
         aggregator = SegmentAggregator(plan, executor)
         for count, batch in enumerate(iter(reading.next, None), start=1):
             parts: list[TableRows] = [aggregator.aggregate(batch)]
@@ -270,11 +277,12 @@ class _Inserts:
     """Inserts on a thread of their own, one in flight: :meth:`wait` for it (which raises its
     error), then :meth:`start` the next."""
 
-    def __init__(self, client: Client) -> None:
-        self._client = client
+    def __init__(self, client: Client, count_duplicates: bool) -> None:
+        self._client, self._count = client, count_duplicates
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segwatch-backfill")
         self._pending: tuple[Future[bool], int] | None = None
-        self.already_stored = 0  # calls of the chunks whose every insert was a duplicate
+        # Calls of the chunks whose every insert was a duplicate; None when not counted.
+        self.already_stored: int | None = 0 if count_duplicates else None
 
     def __enter__(self) -> _Inserts:
         return self
@@ -292,7 +300,8 @@ class _Inserts:
     def start(self, parts: list[TableRows], token: str, rows: int) -> None:
         """Start inserting ``parts`` (``rows`` calls); the previous insert must be done."""
         assert self._pending is None, "one insert at a time: wait() for the last one"
-        self._pending = (self._pool.submit(_insert_all, self._client, parts, token), rows)
+        insert = self._pool.submit(_insert_all, self._client, parts, token, self._count)
+        self._pending = (insert, rows)
 
     def wait(self) -> int:
         """Wait for the insert in flight; returns its calls (0 if none)."""
@@ -300,7 +309,7 @@ class _Inserts:
             return 0
         future, rows = self._pending
         self._pending = None
-        if future.result():
+        if future.result() and self.already_stored is not None:
             self.already_stored += rows
         return rows
 
@@ -322,27 +331,35 @@ def _stored(done: int, rows: int, expected: int, progress: Progress | None) -> i
     return done + rows
 
 
-def _insert_all(client: Client, parts: list[TableRows], token: str) -> bool:
+def _insert_all(client: Client, parts: list[TableRows], token: str, count: bool) -> bool:
     """Each table's rows in one synchronous insert under ``<token>-<table>``: a second insert
-    with it adds nothing. True when every insert was such a second one (the engine counted a
-    duplicate block for each: see :func:`_duplicates`)."""
-    duplicated = True
+    with it adds nothing. With ``count``, True when every insert was such a second one (the
+    engine counted a duplicate block for each: see :func:`_duplicates`); else False."""
+    duplicated = count
     for part in parts:
         if len(part):
             settings = {**part.insert_settings,
                         "insert_deduplication_token": f"{token}-{part.table}"}  # fmt: skip
-            before = _duplicates(client)
+            before = _duplicates(client) if count else 0
             insert_blocks(client, part.table, part.column_names, [part.native_chunks()], settings)
             duplicated = duplicated and _duplicates(client) > before
     return duplicated
 
 
+def _counts_duplicates(client: Client) -> bool:
+    """Whether ``client``'s engine can tell this backfill's dropped inserts: only an embedded
+    store's (``chdb://``), the engine of this process, where the backfill is the only writer
+    (its store is refused while a collector holds it). ``DuplicatedInsertedBlocks`` is a
+    node's counter: on a cluster the Distributed insert is deduplicated on the shards (the
+    node inserted to never counts one), behind a load balancer the readings before and after
+    may come from different nodes, and through ``segwatch serve`` (or on any shared server)
+    another writer's deduplicated replay moves it too."""
+    return str(getattr(client, "uri", "")).startswith("chdb://")
+
+
 def _duplicates(client: Client) -> int:
     """The engine's count of inserted blocks it dropped as duplicates so far (0 if it cannot
-    say). Process-wide in the embedded engine, where the backfill is the only writer (its
-    store is refused while a collector holds it); server-wide on a server, where another
-    client's retried insert at the same moment could make a new chunk look stored (only
-    the count printed is off then: what is stored is the engine's decision)."""
+    say); read only where :func:`_counts_duplicates`."""
     try:
         rows = client.query(
             "SELECT value FROM system.events WHERE event = 'DuplicatedInsertedBlocks'"
