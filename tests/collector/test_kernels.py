@@ -98,6 +98,17 @@ def test_dimensions_that_share_groups_are_summed_as_numpy_sums_them(sampled):
         np.testing.assert_array_equal(got_part, want_part)
 
 
+def test_the_c_loops_read_32_bit_groups_below_two_to_the_31_groups_and_numpy_runs_above():
+    """:attr:`GroupMatrix.by_row` is int32: with 2^31 groups or more (``total``, not the
+    matrix's size, decides) it is None, and the numpy formulation runs."""
+    top = np.iinfo(np.int32).max  # 2^31 - 1
+    groups = np.array([[0, 3, 1], [top - 2, top - 1, top - 2]], dtype=np.int64)
+    fits = GroupMatrix(groups, top).by_row
+    assert fits is not None and fits.dtype == np.int32
+    assert fits.tolist() == groups.T.tolist()  # the largest group, 2^31 - 2, kept exactly
+    assert GroupMatrix(groups, top + 1).by_row is None
+
+
 def test_entries_skip_groups_that_are_not_live():
     groups = np.array([[0, 1, 2, 2]], dtype=np.int64)
     rows = np.arange(4, dtype=np.int64)

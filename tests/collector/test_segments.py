@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 
 from segwatch.collector.model_calls import Column
+from segwatch.collector.segment.buckets import _SPECIAL_LABELS
 from segwatch.collector.segment.segments import (
+    _DENSE_RANGE,
     MISSING,
     OTHER,
     CategoryVocabulary,
+    _distinct,
     segment_dimension,
 )
 
@@ -56,3 +59,26 @@ def test_vocabulary_keeps_the_most_frequent_and_stays_bounded() -> None:
 def test_top_k_must_be_positive() -> None:
     with pytest.raises(ValueError):
         CategoryVocabulary(0)
+
+
+def test_distinct_codes_are_numpys_unique_whether_counted_or_sorted() -> None:
+    """``_distinct`` counts codes spanning less than ``_DENSE_RANGE`` and sorts the rest: both
+    give ``np.unique``'s distinct codes and inverse, for bucket indices near and far apart,
+    negative ones, and the special values' codes (2^40 on) among them."""
+    rng = np.random.default_rng(11)
+    special = np.array(sorted(_SPECIAL_LABELS), dtype=np.int64)
+    spans = (1, 2, 50, _DENSE_RANGE - 1, _DENSE_RANGE, _DENSE_RANGE + 1, 1 << 21)
+    counted = 0
+    for case in range(300):
+        span = spans[case % len(spans)]
+        low = int(rng.integers(-(1 << 21), 1 << 21))
+        codes = low + rng.integers(0, span, size=int(rng.integers(1, 400)), dtype=np.int64)
+        if case % 3 == 0:  # some inf, -inf, 0 or NaN among the buckets
+            codes[rng.random(len(codes)) < 0.2] = rng.choice(special)
+        distinct, inverse = _distinct(codes)
+        want_distinct, want_inverse = np.unique(codes, return_inverse=True)
+        np.testing.assert_array_equal(distinct, want_distinct)
+        np.testing.assert_array_equal(inverse, want_inverse)
+        np.testing.assert_array_equal(distinct[inverse], codes)
+        counted += int(codes.max()) - int(codes.min()) < _DENSE_RANGE
+    assert 50 < counted < 250  # both ways were taken

@@ -100,8 +100,14 @@ def test_a_store_set_up_before_vertical_merges_gets_them(client, store_dsn) -> N
 
 def test_vertical_merges_keep_every_raw_call_row_as_it_was(client, store_dsn) -> None:  # type: ignore[no-untyped-def]
     """Parts of raw calls merged vertically (the sorting key first, then each column
-    gathered alone) hold the same rows, maps included, as before the merge."""
+    gathered alone) hold the same rows, maps included, as before the merge.
+
+    The engine merges vertically only into a wide part: these few rows would make a
+    compact one (under ``min_bytes_for_wide_part``), merged horizontally whatever the
+    settings, so the test makes every part wide; the engine's ``GatheredColumns`` counter
+    (columns gathered alone, the vertical stage) says the merge was vertical."""
     check_store_settings(client, parse_config(f"storage:\n  dsn: {store_dsn}\n"))
+    client.command("ALTER TABLE ml_model_calls MODIFY SETTING min_bytes_for_wide_part = 0")
     for part in range(3):  # overlapping timestamps: the merge interleaves the parts' rows
         client.command(
             "INSERT INTO ml_model_calls (timestamp, trace_id, span_id, model_name, model_stage, "
@@ -117,7 +123,11 @@ def test_vertical_merges_keep_every_raw_call_row_as_it_was(client, store_dsn) ->
         "toString(numbers), toString(strings))) FROM ml_model_calls"
     )
     before = client.query(checksum).result_rows[0]
+    # The engine's counter, process-wide: only this test merges in this process now.
+    gathered = "SELECT sum(value) FROM system.events WHERE event = 'GatheredColumns'"
+    gathered_before = int(client.query(gathered).result_rows[0][0] or 0)
     client.command("OPTIMIZE TABLE ml_model_calls FINAL")
+    assert int(client.query(gathered).result_rows[0][0] or 0) > gathered_before
     parts = client.query(
         "SELECT count() FROM system.parts WHERE database = currentDatabase() "
         "AND table = 'ml_model_calls' AND active"
