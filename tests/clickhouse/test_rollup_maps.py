@@ -4,12 +4,13 @@ Older buckets are rolled up without their maps (``maps_from``; see
 segwatch.clickhouse.rollups): their numbers must be exactly the minute rows', the
 whole model's rows must keep their maps, a detector that reads a row's maps must
 never see one without them, and its findings must be those of a store rolled up
-with every map.
+with every map, also when the session disables short-circuit evaluation.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from shop_traffic import END, ingest, traffic
 from segwatch.clickhouse.detection import load_manifest, run_detector
 from segwatch.clickhouse.migrate import apply_migrations, load_migrations
 from segwatch.clickhouse.rollups import FIVE_MINUTES, ONE_HOUR, roll_up
+from segwatch.clickhouse.store import open_client, parse_dsn
 
 _NUMBERS = (
     "SELECT segment_dim, segment_value, quantity, toStartOfHour(bucket_start) AS hour, "
@@ -30,6 +32,18 @@ _MAPS = (
     "sumMap(histogram), sumMap(categories) FROM {table} {final} {where} "
     "GROUP BY ALL ORDER BY ALL"
 )
+
+
+_SHIFT = (END - int(time.time())) // 86400 * 86400 + 2 * 86400
+PAST_END = END - _SHIFT
+"""shop_traffic's END moved back whole days to one or two days before the wall clock,
+which a detector run's roll-ups tell settled buckets by: traffic ending at PAST_END has
+settled, so the runner rolls the buckets before the maps a detector reads up without
+them (shop_traffic's own END lies ahead of the clock: nothing there has settled)."""
+
+
+def _past(rows: list[tuple[int, dict[str, str]]]) -> list[tuple[int, dict[str, str]]]:
+    return [(at - _SHIFT, features) for at, features in rows]
 
 
 def _at(epoch: int) -> dt.datetime:
@@ -47,9 +61,9 @@ def _marks(client, rollup) -> dict[tuple[str, int], int]:  # type: ignore[no-unt
 def test_without_maps_numbers_are_exact_and_the_whole_model_keeps_maps(client, recorder) -> None:  # type: ignore[no-untyped-def]
     rows, _, _ = traffic(seed=6, color_weights_now=[0.2, 0.3, 0.5])
     ingest(client, recorder, rows)
-    start, end = _at(END - 3600), _at(END)
-    assert roll_up(client, FIVE_MINUTES, start, end, maps_from=end) == 12
-    assert roll_up(client, ONE_HOUR, start, end, maps_from=end) == 1
+    start, end, settled = _at(END - 3600), _at(END), _at(END + 600)
+    assert roll_up(client, FIVE_MINUTES, start, end, now=settled, maps_from=end) == 12
+    assert roll_up(client, ONE_HOUR, start, end, now=settled, maps_from=end) == 1
     minute = "WHERE bucket_start >= {start:DateTime('UTC')}"
     bounds = {"start": start.strftime("%Y-%m-%d %H:%M:%S")}
     numbers = client.query(
@@ -149,7 +163,7 @@ def test_an_hour_that_began_before_the_range_is_not_rolled_up(client, recorder) 
 
 def _findings(client, names: tuple[str, ...]) -> list[tuple[Any, ...]]:  # type: ignore[no-untyped-def]
     specs = [spec for spec in load_manifest() if spec.name in names]
-    runs = [run_detector(client, spec, _at(END)) for spec in specs]
+    runs = [run_detector(client, spec, _at(PAST_END)) for spec in specs]
     return sorted(
         (row["detector"], row["segment_dim"], row["segment_value"], row["quantity"],
          round(row["score"], 9), row["details"])
@@ -157,23 +171,31 @@ def _findings(client, names: tuple[str, ...]) -> list[tuple[Any, ...]]:  # type:
     )  # fmt: skip
 
 
-def test_detectors_find_the_same_on_history_rolled_up_without_maps(client, recorder) -> None:  # type: ignore[no-untyped-def]
-    """The color mix shifts in the last 15 minutes, and a color never seen before comes:
-    psi_drift and data_quality (categories) find the same whether the history was rolled
-    up without maps (as a first run's older buckets are) or not; and a detector's query
-    run on rows without the maps it reads stops, never reading them as empty."""
+def _forget_runs(client) -> None:  # type: ignore[no-untyped-def]
+    """Drop what detector runs stored and rolled up: the next runs start afresh."""
+    for table in ("ml_anomalies", "ml_anomaly_events", "ml_incident_members",
+                  FIVE_MINUTES.table, ONE_HOUR.table):  # fmt: skip
+        client.command(f"TRUNCATE TABLE {table}")
+
+
+def _shifted_colors(client, recorder) -> None:  # type: ignore[no-untyped-def]
+    """The color mix shifts in the last 15 minutes before PAST_END, and a color never
+    seen before comes: psi_drift and data_quality (data_categories) find something."""
     rows, _, _ = traffic(seed=3, color_weights_now=[0.2, 0.3, 0.5])
     rows += [(at, {**features, "color": "violet"}) for at, features in rows[-100:-40]]
-    ingest(client, recorder, rows)
+    ingest(client, recorder, _past(rows))
+
+
+def test_detectors_find_the_same_on_history_rolled_up_without_maps(client, recorder) -> None:  # type: ignore[no-untyped-def]
+    """psi_drift and data_quality (categories) find the same whether the history was
+    rolled up without maps (as a first run's older buckets are) or not; and a detector's
+    query run on rows without the maps it reads stops, never reading them as empty."""
+    _shifted_colors(client, recorder)
     names = ("psi_drift", "data_quality")
     reference = _findings(client, names)  # rolled up by the runs, with the maps they read
     assert {row[0] for row in reference} >= {"psi_drift", "data_categories"}
-    client.command("TRUNCATE TABLE ml_anomalies")
-    client.command("TRUNCATE TABLE ml_anomaly_events")
-    client.command("TRUNCATE TABLE ml_incident_members")
-    client.command(f"TRUNCATE TABLE {FIVE_MINUTES.table}")
-    client.command(f"TRUNCATE TABLE {ONE_HOUR.table}")
-    start, end = _at(END - 7 * 3600), _at(END)
+    _forget_runs(client)
+    start, end = _at(PAST_END - 7 * 3600), _at(PAST_END)
     roll_up(client, FIVE_MINUTES, start, end, maps_from=end)
     roll_up(client, ONE_HOUR, start, end, maps_from=end)
     psi = next(spec for spec in load_manifest() if spec.name == "psi_drift")
@@ -185,6 +207,25 @@ def test_detectors_find_the_same_on_history_rolled_up_without_maps(client, recor
     with pytest.raises(DatabaseError, match="without its histogram and categories"):
         client.query(psi.sql, parameters=parameters)
     assert _findings(client, names) == reference
+
+
+def test_data_quality_where_short_circuits_are_disabled(client, recorder, store_dsn) -> None:  # type: ignore[no-untyped-def]
+    """data_quality checks a row's maps only where it reads them (`is_current AND
+    sw_maps_read(maps)`): its baseline's rows, rolled up without maps, are never checked,
+    under a session (a server profile) that says short_circuit_function_evaluation =
+    'disable' too."""
+    _shifted_colors(client, recorder)
+    reference = _findings(client, ("data_quality",))
+    assert "data_categories" in {row[0] for row in reference}
+    _forget_runs(client)
+    disabled = open_client(parse_dsn(store_dsn), short_circuit_function_evaluation="disable")
+    try:
+        setting = "SELECT getSetting('short_circuit_function_evaluation')"
+        assert disabled.query(setting).result_rows == [("disable",)]
+        assert _findings(disabled, ("data_quality",)) == reference
+        assert _marks(disabled, FIVE_MINUTES)[("segments", 0)] > 0  # the baseline's rows
+    finally:
+        disabled.close()
 
 
 def test_an_upgraded_store_keeps_its_rolled_up_maps(bare_client) -> None:  # type: ignore[no-untyped-def]

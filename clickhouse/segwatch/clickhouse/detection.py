@@ -342,7 +342,9 @@ def _should_run(client: Client, spec: DetectorSpec, parameters: dict[str, Any]) 
     if not spec.run_if:
         return True
     used = {k: v for k, v in parameters.items() if "{" + k + ":" in spec.run_if}
-    return bool(client.query(spec.run_if, parameters=used).result_rows[0][0])
+    return bool(
+        client.query(spec.run_if, parameters=used, settings=DETECTOR_SETTINGS).result_rows[0][0]
+    )
 
 
 def _find(client: Client, spec: DetectorSpec, parameters: dict[str, Any]) -> list[dict[str, Any]]:

@@ -180,6 +180,7 @@ def _held_buckets(
             "settle": settle,
             "now": moment,
         },
+        settings=DETECTOR_SETTINGS,
     ).result_rows
     held = {
         int(row[0].replace(tzinfo=dt.timezone.utc).timestamp()): (bool(row[1]), bool(row[2]))

@@ -43,7 +43,7 @@ DEFAULT_DSN = "chdb://./segwatch-data"
 DEFAULT_DATABASE = "segwatch"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
-DETECTOR_SETTINGS: dict[str, int] = {
+DETECTOR_SETTINGS: dict[str, int | str] = {
     # A detector run's queries and roll-ups aggregate and sort every segment of their
     # windows, in the collector's own process when the store is embedded: past these
     # sizes their GROUP BY and ORDER BY spill to disk instead of growing the process,
@@ -52,6 +52,12 @@ DETECTOR_SETTINGS: dict[str, int] = {
     "max_bytes_before_external_group_by": 200 << 20,
     "max_bytes_before_external_sort": 200 << 20,
     "max_memory_usage": 1 << 30,
+    # A detector reads a roll-up row's maps as `sumMapIf(histogram, is_current AND
+    # sw_maps_read(maps))` (detectors/rolled_up.sql): the check, which stops the query
+    # on a row rolled up without its maps, must run only on the rows the condition
+    # selects. That is the default, but a server profile may say 'disable', and then
+    # every data_quality run would stop on its baseline's rows.
+    "short_circuit_function_evaluation": "enable",
 }
 """Settings of every query a detector run makes (see :mod:`segwatch.clickhouse.detection`)."""
 
