@@ -4,7 +4,9 @@ Older buckets are rolled up without their maps (``maps_from``; see
 segwatch.clickhouse.rollups): their numbers must be exactly the minute rows', the
 whole model's rows must keep their maps, a detector that reads a row's maps must
 never see one without them, and its findings must be those of a store rolled up
-with every map, also when the session disables short-circuit evaluation.
+with every map: also when another run rolled its buckets up again without their
+maps between its roll-up and its query, and when the session disables short-circuit
+evaluation.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 from shop_traffic import END, ingest, traffic
 
+from segwatch.clickhouse import detection, rollups
 from segwatch.clickhouse.detection import load_manifest, run_detector
 from segwatch.clickhouse.migrate import apply_migrations, load_migrations
 from segwatch.clickhouse.rollups import FIVE_MINUTES, ONE_HOUR, roll_up
@@ -207,6 +210,69 @@ def test_detectors_find_the_same_on_history_rolled_up_without_maps(client, recor
     with pytest.raises(DatabaseError, match="without its histogram and categories"):
         client.query(psi.sql, parameters=parameters)
     assert _findings(client, names) == reference
+
+
+def _buckets_maps(client) -> list[tuple[int, int]]:  # type: ignore[no-untyped-def]
+    """Per 5-minute bucket (seconds before END), whether every segment's row has its maps."""
+    rows = client.query(
+        f"SELECT toUnixTimestamp(bucket_start), min(maps) FROM {FIVE_MINUTES.table} FINAL "
+        "WHERE segment_dim != '__all__' GROUP BY ALL ORDER BY ALL"
+    ).result_rows
+    return [(END - bucket, maps) for bucket, maps in rows]
+
+
+def _nothing_held(*args: Any) -> tuple[dict[int, tuple[bool, bool]], None]:
+    """rollups._held_buckets as another run saw it, having read what is held before this
+    run's roll-up landed (nothing yet): it rolls up every bucket, stamped with its own,
+    later clock."""
+    return {}, None
+
+
+def test_buckets_not_settled_are_rolled_up_with_their_maps(client, recorder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    rows, _, _ = traffic(seed=8, color_weights_now=[0.5, 0.3, 0.2])
+    ingest(client, recorder, rows)
+    start, end, unsettled = _at(END - 900), _at(END), _at(END + 10)
+    assert roll_up(client, FIVE_MINUTES, start, end, now=unsettled, maps_from=end) == 3
+    assert _buckets_maps(client) == [(900, 0), (600, 0), (300, 1)]  # the last ends at END
+    # A run asking for every map, then one without (a volume run that read before the
+    # first's roll-up landed) inserting later: the bucket not settled keeps its maps.
+    assert roll_up(client, FIVE_MINUTES, start, end, now=unsettled, maps_from=start) == 2
+    assert _buckets_maps(client) == [(900, 1), (600, 1), (300, 1)]
+    with monkeypatch.context() as patched:
+        patched.setattr(rollups, "_held_buckets", _nothing_held)
+        assert roll_up(client, FIVE_MINUTES, start, end, now=_at(END + 20), maps_from=end) == 3
+    assert _buckets_maps(client) == [(900, 0), (600, 0), (300, 1)]
+
+
+def test_maps_lost_to_another_run_are_rolled_up_again(client, recorder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Two runs at once (two collectors, or the scheduler beside POST /api/v1/detect):
+    psi_drift rolls its buckets up with their maps; a volume run that read what was held
+    before that roll-up landed rolls the same buckets up without maps, stamped later,
+    before psi_drift's query reads them. psi_drift rolls them up again and finds what it
+    finds undisturbed."""
+    _shifted_colors(client, recorder)
+    reference = _findings(client, ("psi_drift",))
+    assert {row[0] for row in reference} == {"psi_drift"}
+    _forget_runs(client)
+    roll_up_for = detection._roll_up_for
+    clobbered: list[dict[tuple[str, int], int]] = []
+
+    def then_another_run(client, spec, windows) -> None:  # type: ignore[no-untyped-def]
+        roll_up_for(client, spec, windows)
+        if clobbered:
+            return  # once
+        later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
+        with monkeypatch.context() as patched:
+            patched.setattr(rollups, "_held_buckets", _nothing_held)
+            for rollup in (FIVE_MINUTES, ONE_HOUR):
+                roll_up(client, rollup, windows["baseline_start"], windows["window_end"],
+                        now=later, maps_from=windows["window_end"])  # fmt: skip
+        clobbered.append(_marks(client, FIVE_MINUTES))
+
+    monkeypatch.setattr(detection, "_roll_up_for", then_another_run)
+    assert _findings(client, ("psi_drift",)) == reference
+    assert clobbered and clobbered[0][("segments", 0)] > 0  # the race took place
+    assert {maps for _, maps in _marks(client, FIVE_MINUTES)} == {1}  # the maps again
 
 
 def test_data_quality_where_short_circuits_are_disabled(client, recorder, store_dsn) -> None:  # type: ignore[no-untyped-def]

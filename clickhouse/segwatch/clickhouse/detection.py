@@ -19,12 +19,13 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from .incident_repair import join_unjoined
 from .incidents import join_incidents, settle_incidents
 from .lifecycle import FINDING_COLUMNS, KEY_COLUMNS, Persistence, most_specific, update_lifecycle
 from .rollups import FIVE_MINUTES, ONE_HOUR, roll_up
-from .store import DETECTOR_SETTINGS
+from .store import DETECTOR_SETTINGS, error_code
 from .yaml_schema import ListOf, MapOf, Problems, Record, Scalar, listing, matches, read
 
 if TYPE_CHECKING:  # importlib.resources.abc is Python 3.11+; only annotations use it
@@ -282,8 +283,7 @@ def run_detector(client: Client, spec: DetectorSpec, at: dt.datetime) -> Detecto
     }
     new: list[dict[str, Any]] = []
     if _should_run(client, spec, parameters):  # before rolling up: nothing to read otherwise
-        _roll_up_for(client, spec, windows)
-        new = _find(client, spec, parameters)
+        new = _roll_up_and_find(client, spec, windows, parameters)
     # Anomalies an earlier run recorded open but failed to give an incident join theirs
     # first (this run may resolve them), and are alerted with this run's.
     lookback = dt.timedelta(seconds=spec.cadence * spec.persistence.windows)
@@ -314,6 +314,37 @@ def run_detector(client: Client, spec: DetectorSpec, at: dt.datetime) -> Detecto
         unjoined + opened,
         resolved,
     )
+
+
+def _roll_up_and_find(
+    client: Client, spec: DetectorSpec, windows: dict[str, dt.datetime], parameters: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Roll up what the run reads, then find (see :func:`_find`).
+
+    Another run may roll the same buckets up without their maps between this run's
+    roll-up and its query (it read what was held before this run's roll-up landed, and
+    its later rows win: see rollups). The query then stops on a row without the maps it
+    reads; the buckets are rolled up again, with them, and the query runs once more.
+    """
+    _roll_up_for(client, spec, windows)
+    try:
+        return _find(client, spec, parameters)
+    except DatabaseError as exc:
+        if not _read_without_maps(exc):
+            raise
+    _roll_up_for(client, spec, windows)  # the maps asked for, over the later rows without
+    return _find(client, spec, parameters)
+
+
+def _read_without_maps(exc: DatabaseError) -> bool:
+    """Whether a detector query stopped on a roll-up row without its maps: the
+    ``throwIf`` of ``sw_maps_read`` (detectors/rolled_up.sql), by its code and message."""
+    return error_code(exc) == _THROW_IF_CODE and _READ_WITHOUT_MAPS in str(exc)
+
+
+_THROW_IF_CODE = 395  # FUNCTION_THROW_IF_VALUE_IS_NON_ZERO
+_READ_WITHOUT_MAPS = "a roll-up row read without its histogram and categories"
+"""The start of ``sw_maps_read``'s message in detectors/rolled_up.sql."""
 
 
 def _roll_up_for(client: Client, spec: DetectorSpec, windows: dict[str, dt.datetime]) -> None:

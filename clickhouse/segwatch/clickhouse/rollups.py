@@ -23,6 +23,16 @@ model's (``__all__``) rows, which are few and keep theirs (``data_quality`` read
 baseline's categories there). A bucket rolled up without maps is rolled up again, maps
 included, by the first run that asks for them; a bucket never loses its maps. An hour's
 row has its maps when all its 5-minute rows had theirs.
+
+Two runs may roll up the same buckets at once (two collectors on one store, or the
+scheduler beside ``POST /api/v1/detect``): one that read what is held before the
+other's roll-up landed inserts after it, and its rows, stamped later, are the ones
+FINAL keeps. A bucket that has not settled yet is therefore always rolled up with
+its maps: the newest buckets are where runs meet, and the first detector of a run
+rolls them up with maps anyway. An older bucket rolled up without maps over one
+rolled up with them is caught by the reader's check (``sw_maps_read`` in
+``detectors/rolled_up.sql``), and the runner rolls it up again (see
+:mod:`.detection`).
 """
 
 from __future__ import annotations
@@ -104,7 +114,8 @@ def roll_up(
 
     Buckets starting at or after ``maps_from`` get their histograms and categories
     (``None``, the default: every bucket does); those before it are rolled up without
-    them, unless their earlier roll-up had them. The 1-hour roll-up is built from the
+    them, unless their earlier roll-up had them or they have not settled yet (``now``
+    before their end plus ``settle``: see above). The 1-hour roll-up is built from the
     5-minute one: roll that up first, with the maps its hours need.
     """
     size = rollup.seconds
@@ -122,11 +133,13 @@ def roll_up(
     # even when the earlier was made within the same millisecond (or the clock stepped back).
     stamp = max(clock, latest + dt.timedelta(milliseconds=1)) if latest else clock
     # Roll up what is missing, what settled after its roll-up was made, and what lacks
-    # the maps asked for; with its maps when asked, or when its roll-up had them.
+    # the maps asked for; with its maps when asked, when its roll-up had them, or when
+    # it has not settled (another run may be rolling it up with them right now).
+    unsettled_from = int(clock.timestamp()) - size - settle  # buckets starting after it
     wanted: dict[bool, list[int]] = {True: [], False: []}
     for bucket in range(first, last, size):
         current, had_maps = held.get(bucket, (False, False))
-        maps = bucket >= maps_first or had_maps
+        maps = bucket >= maps_first or had_maps or bucket > unsettled_from
         if not current or (maps and not had_maps):
             wanted[maps].append(bucket)
     for maps, buckets in wanted.items():

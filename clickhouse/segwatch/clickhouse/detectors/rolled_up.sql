@@ -6,7 +6,10 @@
 -- which the runner calls first).
 -- A row whose maps (histogram, categories) are read: true, or the query stops if the
 -- row was rolled up without them (maps = 0: its detector's SQL did not say it reads them,
--- `-- segwatch: reads the roll-ups' maps of ...`, and the runner did not roll them up).
+-- `-- segwatch: reads the roll-ups' maps of ...`, and the runner did not roll them up;
+-- or another run rolled them up again without, after this run's roll-up: the runner
+-- then rolls them up once more and runs the query again, see
+-- segwatch.clickhouse.detection). The message is how the runner knows this error.
 -- `cond AND sw_maps_read(maps)` checks only the rows `cond` selects: detector queries
 -- run with short_circuit_function_evaluation = 'enable' (store.DETECTOR_SETTINGS).
 (maps) -> NOT throwIf(maps = 0, 'a roll-up row read without its histogram and categories: its detector''s SQL must say it reads them, in a line `-- segwatch: reads the roll-ups'' maps of window|all`') AS sw_maps_read,
