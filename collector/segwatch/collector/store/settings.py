@@ -14,12 +14,15 @@ merging the one ``ml_model_calls`` part each flush writes cost more CPU than
 inserting it: that table gets :data:`RAW_CALL_MERGE_SETTINGS`. It merges its parts
 :data:`RAW_CALL_MERGE_BASE` at a time (``merge_selector_base``; ClickHouse's
 default is 5: wider merges rewrite each row fewer times, for more active parts),
-and vertically, whatever the merge's size: the sorting key's columns are merged
-first, then every other column is gathered alone in that order, so a merge holds
-one column's buffers of each part at a time, not every column's (ClickHouse
+and vertically, whatever the merge's row count: the sorting key's columns are
+merged first, then every other column is gathered alone in that order, so a merge
+holds one column's buffers of each part at a time, not every column's (ClickHouse
 merges so only tables with 11 columns outside the key and merges of 131,072 rows
-or more; this one has 8; README, Benchmarks: ``bench/ingest.py``). A ClickHouse
-server's merges are its operator's to tune: a store there keeps the defaults.
+or more; this one has 8; README, Benchmarks: ``bench/ingest.py``). A merge whose
+result is a compact part (under ``min_bytes_for_wide_part``) stays horizontal,
+whatever these say: only the larger merges, which hold the most, go vertical. A
+ClickHouse server's merges are its operator's to tune: a store there keeps the
+defaults.
 """
 
 from __future__ import annotations
