@@ -20,7 +20,7 @@ from segwatch.collector.config.collector_config import CollectorConfig
 
 from .exits import EXIT_OK, EXIT_SPOOLED
 
-__all__ = ["SHUTDOWN_SECONDS", "run_collector", "run_server"]
+__all__ = ["SHUTDOWN_SECONDS", "run_collector", "run_server", "stop_on_signal", "wait_for_signal"]
 
 SHUTDOWN_SECONDS = 30.0
 """SIGTERM ends the collector within this time, whatever the store or a query does."""
@@ -32,9 +32,9 @@ def run_collector(config: CollectorConfig) -> int:
     from segwatch.collector.service.collector import Collector
 
     collector = Collector(config)
-    stop = _stop_on_signal()
+    stop = stop_on_signal()
     collector.start()
-    stop.wait()
+    wait_for_signal(stop)
     return EXIT_SPOOLED if collector.shutdown() else EXIT_OK
 
 
@@ -43,14 +43,31 @@ def run_server(config: CollectorConfig) -> int:
     from segwatch.collector.service.serving import StoreServer
 
     server = StoreServer(config)
-    stop = _stop_on_signal()
+    stop = stop_on_signal()
     server.start()
-    stop.wait()
+    wait_for_signal(stop)
     server.stop()
     return EXIT_OK
 
 
-def _stop_on_signal() -> threading.Event:
+def wait_for_signal(stop: threading.Event) -> None:
+    """Wait until ``stop`` is set, waking every :data:`SIGNAL_CHECK_SECONDS`.
+
+    A signal the kernel hands to another thread (the engine's and gRPC's threads do
+    not block SIGTERM) only marks the handler pending: Python runs it on the main
+    thread, which an untimed wait would never wake to do. Each timed wait that
+    returns lets a pending handler run.
+    """
+    while not stop.wait(SIGNAL_CHECK_SECONDS):
+        pass
+
+
+SIGNAL_CHECK_SECONDS = 0.5
+"""How often the main thread wakes to run a signal handler another thread's signal left
+pending."""
+
+
+def stop_on_signal() -> threading.Event:
     """An event SIGINT or SIGTERM sets; the first also arms the watchdog."""
     stop = threading.Event()
 
