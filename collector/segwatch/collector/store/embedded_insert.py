@@ -4,13 +4,13 @@ clickhouse-connect's chdb backend writes every insert's bytes to a temporary
 file and has the engine read it back (``INSERT ... FROM INFILE``): each byte
 is copied through the page cache twice, the file is created, written and
 unlinked once per insert. chdb's own ``send_insert`` takes the Native bytes
-as they are encoded, in the same engine session (the client's handle, under
-its lock, so the session's settings (set on the handle when the client was made)
-apply as to any other call) — about a quarter less CPU per insert measured alone
-(README, Benchmarks). The pieces are encoded while the engine reads them, under
-that lock. A Python error while encoding cancels the insert: nothing of it is
-stored unless it was past the engine's block size (``min_insert_block_size_rows``,
-about a million rows), more than any one insert of segwatch's holds.
+as they are encoded, in the same engine session: the client's handle, under its
+lock, so the settings set on the handle when the client was made apply as to any
+other call; for less CPU per insert (README, Benchmarks). The pieces are encoded
+while the engine reads them, under that lock. A Python error while encoding
+cancels the insert: nothing of it is stored unless it was past the engine's block
+size (``min_insert_block_size_rows``, about a million rows), more than any one
+insert of segwatch's holds.
 
 It reaches the handle through clickhouse-connect's backend, which has no public
 way to it: :func:`stream_insert` answers False when the client is not an
