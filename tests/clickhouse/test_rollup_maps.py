@@ -156,7 +156,7 @@ def test_an_hour_that_began_before_the_range_is_not_rolled_up(client, recorder) 
     assert roll_up(client, ONE_HOUR, _at(END - 3600 - 900), end) == 1  # [END - 1 h, END)
     held = client.query(f"SELECT DISTINCT bucket_start FROM {ONE_HOUR.table}").result_rows
     assert held == [(_at(END - 3600).replace(tzinfo=None),)]
-    assert roll_up(client, FIVE_MINUTES, start, end) == 3  # 5-minute buckets: the same rule
+    assert roll_up(client, FIVE_MINUTES, start, end) == 0  # no calls before END - 75 min
     (calls,) = client.query(
         f"SELECT sum(count) FROM {ONE_HOUR.table} FINAL "
         "WHERE segment_dim = '__all__' AND quantity = 'feature.color'"
@@ -318,3 +318,26 @@ def bare_client(store_dsn: str):  # type: ignore[no-untyped-def]
     opened = open_client(parse_dsn(store_dsn))
     yield opened
     opened.close()
+
+
+def test_buckets_without_calls_cost_no_insert(client, recorder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A range before the store's first call (a first run's baseline, a backfilled file's)
+    rolls up nothing, and issues no insert: nothing is held for those buckets, so every
+    run asked again, and each insert of nothing cost a query's planning."""
+    rows, _, _ = traffic(seed=10, color_weights_now=[0.5, 0.3, 0.2])
+    ingest(client, recorder, rows)
+    inserts: list[str] = []
+    command = type(client).command
+
+    def spy(self, cmd, *args, **kwargs):  # type: ignore[no-untyped-def]
+        inserts.extend([cmd] if cmd.lstrip().startswith("INSERT") else [])
+        return command(self, cmd, *args, **kwargs)
+
+    monkeypatch.setattr(type(client), "command", spy)
+    before = _at(END - 75 * 60)  # the first call's bucket
+    assert roll_up(client, FIVE_MINUTES, _at(END - 4 * 3600), before) == 0
+    assert roll_up(client, ONE_HOUR, _at(END - 4 * 3600), before) == 0
+    assert inserts == []
+    # Across the first call: only the three buckets that hold calls (ten minutes an insert).
+    assert roll_up(client, FIVE_MINUTES, _at(END - 3 * 3600), _at(END - 60 * 60)) == 3
+    assert len(inserts) == -(-3 * 300 // rollups._INSERT_SECONDS)

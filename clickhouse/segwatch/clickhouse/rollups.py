@@ -142,6 +142,15 @@ def roll_up(
         maps = bucket >= maps_first or had_maps or bucket > unsettled_from
         if not current or (maps and not had_maps):
             wanted[maps].append(bucket)
+    if wanted[True] or wanted[False]:
+        # A bucket without source rows rolls up to nothing: no insert for it (a first
+        # run's baseline before the store's first call, or a backfilled file's, asked
+        # every run since nothing is held for it, cost an insert of nothing each).
+        filled = _buckets_with_rows(
+            client, rollup, min(wanted[True] + wanted[False]),
+            max(wanted[True] + wanted[False]) + size,
+        )  # fmt: skip
+        wanted = {maps: [b for b in buckets if b in filled] for maps, buckets in wanted.items()}
     for maps, buckets in wanted.items():
         insert = _INSERT.format(
             table=rollup.table,
@@ -203,10 +212,24 @@ def _held_buckets(
     return held, latest
 
 
+def _buckets_with_rows(client: Client, rollup: Rollup, first: int, last: int) -> set[int]:
+    """The buckets of [first, last) that the roll-up's source holds rows in (a few
+    milliseconds: the parts' time ranges leave out most of the table)."""
+    rows = client.query(
+        "SELECT DISTINCT toUInt32(toStartOfInterval(bucket_start, "
+        f"INTERVAL {rollup.seconds} SECOND, 'UTC')) FROM {rollup.source} "
+        "WHERE bucket_start >= {first:DateTime('UTC')} AND bucket_start < {last:DateTime('UTC')}",
+        parameters={"first": _text(first), "last": _text(last)},
+        settings=DETECTOR_SETTINGS,
+    ).result_rows
+    return {int(row[0]) for row in rows}
+
+
 def _consecutive(buckets: list[int], size: int) -> list[list[int]]:
     """Runs of consecutive buckets: one insert each, reading only its own time range.
 
-    A bucket that had no calls is wanted every time, and must not widen the read.
+    Buckets without calls are not rolled up (see roll_up): a gap of them splits a run, so
+    no insert reads across it.
     """
     runs: list[list[int]] = []
     for bucket in buckets:
