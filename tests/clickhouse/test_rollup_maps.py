@@ -121,18 +121,58 @@ def test_maps_asked_for_later_are_rolled_up_then_and_never_lost(client, recorder
         assert {maps for _, maps in _marks(client, rollup)} == {1}, rollup.table
         rolled = client.query(_MAPS.format(table=rollup.table, final="FINAL", where="")).result_rows
         assert rolled == minute, rollup.table
-    # An hour rolled up from 5-minute rows without maps has none, and is rolled up again
-    # once they have them.
+    # An hour rolled up from 5-minute rows without maps has none; asked with maps, it is
+    # rolled up again from the minute rows (its 5-minute rows have none), exactly.
     client.command(f"TRUNCATE TABLE {ONE_HOUR.table}")
     client.command(f"TRUNCATE TABLE {FIVE_MINUTES.table}")
     assert roll_up(client, FIVE_MINUTES, start, end, now=settled, maps_from=end) == 12
     assert roll_up(client, ONE_HOUR, start, end, now=settled, maps_from=end) == 1
     assert _marks(client, ONE_HOUR)[("segments", 0)] > 0
     assert roll_up(client, ONE_HOUR, start, end, now=settled, maps_from=start) == 1  # again
-    assert _marks(client, ONE_HOUR)[("segments", 0)] > 0  # its 5-minute rows had none
-    assert roll_up(client, FIVE_MINUTES, start, end, now=settled, maps_from=start) == 12
-    assert roll_up(client, ONE_HOUR, start, end, now=settled, maps_from=start) == 1
     assert {maps for _, maps in _marks(client, ONE_HOUR)} == {1}
+    rolled = client.query(_MAPS.format(table=ONE_HOUR.table, final="FINAL", where="")).result_rows
+    assert rolled == minute
+    assert {maps for _, maps in _marks(client, FIVE_MINUTES)} == {0, 1}  # left as they were
+    assert roll_up(client, ONE_HOUR, start, end, now=settled, maps_from=start) == 0
+
+
+def test_an_hour_comes_from_its_five_minute_buckets_only_when_all_are_held(
+    client, recorder, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A first run's baseline hours are rolled up from the minute rows (their 5-minute
+    buckets are not rolled up for them); an hour whose twelve 5-minute buckets are held
+    comes from those, at a twelfth of the rows; both give the same hour."""
+    rows, _, _ = traffic(seed=11, color_weights_now=[0.5, 0.3, 0.2])
+    ingest(client, recorder, rows)
+    start, end, settled = _at(END - 3600), _at(END), _at(END + 600)
+    sources: list[str] = []
+    command = type(client).command
+
+    def spy(self, cmd, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if cmd.lstrip().startswith(f"INSERT INTO {ONE_HOUR.table}"):
+            sources.append(cmd.split("FROM ")[1].split()[0])
+        return command(self, cmd, *args, **kwargs)
+
+    monkeypatch.setattr(type(client), "command", spy)
+    assert roll_up(client, ONE_HOUR, start, end, now=settled) == 1
+    from_minutes = client.query(
+        _MAPS.format(table=ONE_HOUR.table, final="FINAL", where="")
+    ).result_rows
+    assert sources == ["ml_segment_aggregates"]
+    # Eleven of its twelve 5-minute buckets held: still from the minute rows.
+    client.command(f"TRUNCATE TABLE {ONE_HOUR.table}")
+    assert roll_up(client, FIVE_MINUTES, start, _at(END - 300), now=settled) == 11
+    assert roll_up(client, ONE_HOUR, start, end, now=settled) == 1
+    assert sources[-1] == "ml_segment_aggregates"
+    # All twelve: from them.
+    client.command(f"TRUNCATE TABLE {ONE_HOUR.table}")
+    assert roll_up(client, FIVE_MINUTES, start, end, now=settled) == 1
+    assert roll_up(client, ONE_HOUR, start, end, now=settled) == 1
+    assert sources[-1] == FIVE_MINUTES.table
+    assert (
+        client.query(_MAPS.format(table=ONE_HOUR.table, final="FINAL", where="")).result_rows
+        == from_minutes
+    )
 
 
 def test_a_bucket_rolled_up_with_maps_unsettled_keeps_them_rolled_again(client, recorder) -> None:  # type: ignore[no-untyped-def]

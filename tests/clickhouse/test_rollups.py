@@ -66,6 +66,21 @@ def test_rollups_regroup_the_minute_rows_exactly(client, recorder) -> None:  # t
         "WHERE segment_dim = '__all__' AND quantity = 'feature.color'"
     ).result_rows
     assert buckets == [(2, 2)]
+    # Hours without their 5-minute buckets are rolled up from the minute rows: the same.
+    client.command(f"TRUNCATE TABLE {ONE_HOUR.table}")
+    client.command(f"TRUNCATE TABLE {FIVE_MINUTES.table}")
+    assert roll_up(client, ONE_HOUR, start, end) == 2
+    rolled = client.query(_TOTALS.format(table=ONE_HOUR.table, final="FINAL")).result_rows
+    assert rolled == minute
+    pairs = client.query(
+        _EXEMPLARS.format(table=ONE_HOUR.table, seconds=ONE_HOUR.seconds)
+    ).result_rows
+    assert (
+        len(pairs) == client.query(f"SELECT count() FROM {ONE_HOUR.table} FINAL").result_rows[0][0]
+    )
+    for ids, bucket_ids in pairs:
+        assert len(set(ids)) == len(ids) == min(5, len(bucket_ids))
+        assert set(ids) <= set(bucket_ids)
 
 
 def test_rolled_up_exemplars_are_five_distinct_calls_of_the_bucket(client) -> None:  # type: ignore[no-untyped-def]

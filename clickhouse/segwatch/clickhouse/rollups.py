@@ -12,8 +12,12 @@ bucket's earlier rows: ReplacingMergeTree on ``rolled_at``, read with
 bucket rolled up after it settled is final and never read from the minute
 rows again.
 
-5-minute buckets come from the minute rows, 1-hour buckets from the 5-minute
-ones. Only complete buckets wholly in the range asked for are rolled up.
+5-minute buckets come from the minute rows. A 1-hour bucket comes from its 5-minute
+ones when all twelve are held (current, with the maps it is asked for), and from the
+minute rows otherwise: a first run's baseline hours then cost one GROUP BY into hours
+(a third of the CPU of rolling them up into 5-minute buckets first, which no detector
+of those hours reads: see detection). Only complete buckets wholly in the range asked
+for are rolled up, and only those that hold calls.
 
 Histograms and categories: summing the maps is most of a roll-up's cost, and most
 detectors read only counts and sums (``volume``, ``metric_shift``, ``bias``), or read
@@ -80,6 +84,10 @@ _HOUR = (
     "arraySlice(arrayDistinct(groupArrayArray(60)(exemplar_trace_ids)), 1, 5), min(maps)"
 )
 ONE_HOUR = Rollup("ml_segment_rollup_1h", 3600, "ml_segment_rollup_5m", "FINAL", _HOUR, _HOUR)
+_HOUR_FROM_MINUTES = Rollup(ONE_HOUR.table, ONE_HOUR.seconds, FIVE_MINUTES.source, "",
+                            FIVE_MINUTES.with_maps, FIVE_MINUTES.without_maps)  # fmt: skip
+"""An hour whose 5-minute buckets are not all held, rolled up from its minute rows (with
+the 5-minute recipes: the minute rows are unmerged, see FIVE_MINUTES)."""
 
 _INSERT = """
 INSERT INTO {table}
@@ -115,8 +123,9 @@ def roll_up(
     Buckets starting at or after ``maps_from`` get their histograms and categories
     (``None``, the default: every bucket does); those before it are rolled up without
     them, unless their earlier roll-up had them or they have not settled yet (``now``
-    before their end plus ``settle``: see above). The 1-hour roll-up is built from the
-    5-minute one: roll that up first, with the maps its hours need.
+    before their end plus ``settle``: see above). A 1-hour bucket is built from its
+    5-minute ones when they are all held with the maps it needs, from the minute rows
+    otherwise.
     """
     size = rollup.seconds
     clock = now or dt.datetime.now(dt.timezone.utc)
@@ -142,37 +151,69 @@ def roll_up(
         maps = bucket >= maps_first or had_maps or bucket > unsettled_from
         if not current or (maps and not had_maps):
             wanted[maps].append(bucket)
-    if wanted[True] or wanted[False]:
-        # A bucket without source rows rolls up to nothing: no insert for it (a first
-        # run's baseline before the store's first call, or a backfilled file's, asked
-        # every run since nothing is held for it, cost an insert of nothing each).
-        filled = _buckets_with_rows(
-            client, rollup, min(wanted[True] + wanted[False]),
-            max(wanted[True] + wanted[False]) + size,
-        )  # fmt: skip
-        wanted = {maps: [b for b in buckets if b in filled] for maps, buckets in wanted.items()}
+    if not wanted[True] and not wanted[False]:
+        return 0
+    # A bucket without calls rolls up to nothing: no insert for it (a first run's
+    # baseline before the store's first call, or a backfilled file's, was asked again
+    # every run, since nothing is held for it, and cost an insert of nothing each).
+    lowest, highest = min(wanted[True] + wanted[False]), max(wanted[True] + wanted[False])
+    filled = _buckets_with_calls(client, size, lowest, highest + size)
+    wanted = {maps: [b for b in buckets if b in filled] for maps, buckets in wanted.items()}
+    finer = (
+        _held_buckets(client, FIVE_MINUTES, lowest, highest + size, settle, moment)[0]
+        if rollup.final else {}
+    )  # fmt: skip
     for maps, buckets in wanted.items():
-        insert = _INSERT.format(
-            table=rollup.table,
-            seconds=size,
-            source=rollup.source,
-            final=rollup.final,
-            maps=rollup.with_maps if maps else rollup.without_maps,
-        )
-        most = max(1, (_INSERT_SECONDS if maps else _INSERT_SECONDS_WITHOUT_MAPS) // size)
-        for run in _chunks(_consecutive(buckets, size), most):
-            first_text, last_text = _text(run[0]), _text(run[-1] + size)
-            client.command(
-                insert,
-                parameters={
-                    "first": first_text,
-                    "last": last_text,
-                    "buckets": run,
-                    "now": stamp.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
-                },
-                settings=_INSERT_SETTINGS,
-            )
+        if not rollup.final:  # 5-minute buckets: from the minute rows
+            _insert(client, rollup, maps, buckets, stamp)
+            continue
+        # an hour from its 5-minute buckets when all are held, with the maps asked for
+        from_finer = [b for b in buckets if _finer_held(finer, b, size, maps)]
+        _insert(client, rollup, maps, from_finer, stamp)
+        _insert(client, _HOUR_FROM_MINUTES, maps, _without(buckets, from_finer), stamp)
     return len(wanted[True]) + len(wanted[False])
+
+
+def _insert(
+    client: Client, rollup: Rollup, maps: bool, buckets: list[int], stamp: dt.datetime
+) -> None:
+    """Roll ``buckets`` up from the roll-up's source, with or without their maps, in
+    inserts of at most a few minutes' states each (see _INSERT_SECONDS)."""
+    size = rollup.seconds
+    insert = _INSERT.format(
+        table=rollup.table,
+        seconds=size,
+        source=rollup.source,
+        final=rollup.final,
+        maps=rollup.with_maps if maps else rollup.without_maps,
+    )
+    most = max(1, (_INSERT_SECONDS if maps else _INSERT_SECONDS_WITHOUT_MAPS) // size)
+    for run in _chunks(_consecutive(buckets, size), most):
+        client.command(
+            insert,
+            parameters={
+                "first": _text(run[0]),
+                "last": _text(run[-1] + size),
+                "buckets": run,
+                "now": stamp.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+            },
+            settings=_INSERT_SETTINGS,
+        )
+
+
+def _finer_held(finer: dict[int, tuple[bool, bool]], bucket: int, size: int, maps: bool) -> bool:
+    """Whether every 5-minute bucket of ``bucket`` is held current (with its maps when
+    ``maps``) in ``finer`` (empty unless the roll-up is built from the 5-minute one)."""
+    step = FIVE_MINUTES.seconds
+    return bool(finer) and all(
+        finer.get(b, (False, False))[0] and (finer[b][1] or not maps)
+        for b in range(bucket, bucket + size, step)
+    )
+
+
+def _without(buckets: list[int], chosen: list[int]) -> list[int]:
+    taken = set(chosen)
+    return [b for b in buckets if b not in taken]
 
 
 def _held_buckets(
@@ -212,12 +253,12 @@ def _held_buckets(
     return held, latest
 
 
-def _buckets_with_rows(client: Client, rollup: Rollup, first: int, last: int) -> set[int]:
-    """The buckets of [first, last) that the roll-up's source holds rows in (a few
+def _buckets_with_calls(client: Client, size: int, first: int, last: int) -> set[int]:
+    """The buckets (of ``size`` seconds) of [first, last) that hold minute rows (a few
     milliseconds: the parts' time ranges leave out most of the table)."""
     rows = client.query(
         "SELECT DISTINCT toUInt32(toStartOfInterval(bucket_start, "
-        f"INTERVAL {rollup.seconds} SECOND, 'UTC')) FROM {rollup.source} "
+        f"INTERVAL {size} SECOND, 'UTC')) FROM {FIVE_MINUTES.source} "
         "WHERE bucket_start >= {first:DateTime('UTC')} AND bucket_start < {last:DateTime('UTC')}",
         parameters={"first": _text(first), "last": _text(last)},
         settings=DETECTOR_SETTINGS,

@@ -55,10 +55,15 @@ series AS (
                   1 + intDiv(toUnixTimestamp(bucket_start) - history_start, window_seconds)) AS slot,
                sum(sum) AS total, sum(numeric_count) AS numbers, sum(sampled) AS received,
                sum(sum_sq) AS squares, sum(sampled * numeric_count / greatest(count, 1e-12)) AS numeric_received,
-               -- five distinct exemplars (see psi_drift.sql)
-               arraySlice(arrayDistinct(groupArrayArrayIf(60)(
-                   exemplar_trace_ids, bucket_start >= {window_start:DateTime('UTC')})), 1, 5) AS exemplars
-        FROM ml_segment_rollup_5m FINAL  -- rolled up first by the runner
+               -- five distinct exemplars of the window (its minute rows repeat ids: see
+               -- FIVE_MINUTES in segwatch.clickhouse.rollups)
+               groupUniqArrayArrayIf(5)(exemplar_trace_ids, bucket_start >= {window_start:DateTime('UTC')})
+                   AS exemplars
+        -- The minute rows, not a roll-up: this detector reads a few quantities over hours,
+        -- and rolling every quantity of those hours up into 5-minute buckets on a first
+        -- run cost ten times this read (README, Benchmarks: bench/detect.py). Unmerged
+        -- rows of a minute add up like merged ones.
+        FROM ml_segment_aggregates
         WHERE match(quantity, {quantities:String})
           AND ((bucket_start >= {window_start:DateTime('UTC')} AND bucket_start < {window_end:DateTime('UTC')})
                OR (bucket_start >= toDateTime(history_start) AND bucket_start < toDateTime(history_end)))
