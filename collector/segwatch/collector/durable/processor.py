@@ -136,6 +136,10 @@ class ModelCallProcessor:
         self._clock = clock
         self._lock = threading.Lock()
         self._spool_lock = threading.Lock()  # spool order == buffer order
+        # One request decoded at a time: decoding holds the GIL but for short numpy calls,
+        # so two handler threads decoding at once gained nothing and handed the GIL back
+        # and forth across the cores at each call (README, Benchmarks: bench/ingest.py).
+        self._decode_lock = threading.Lock()
         self.stats = ProcessorStats()
 
     def start(self) -> None:
@@ -236,7 +240,8 @@ class ModelCallProcessor:
         limits = self._limits
         if self._allowed_skew is not None:
             limits = dataclasses.replace(limits, newest_ns=int((now + self._allowed_skew) * 1e9))
-        batch = _decode(request, oldest_ns, limits)
+        with self._decode_lock:
+            batch = _decode(request, oldest_ns, limits)
         if not self._keep_spans:
             batch.span_origins.clear()
         self._admit_models(batch)
