@@ -44,6 +44,7 @@ from segwatch.collector.store.trace_rows import (
 from .dead_letters import DeadLetters
 from .failpoints import aggregate_error, exit_after_insert
 from .flush_unit import PendingBatch, unique_token
+from .python_turn import PYTHON_TURN
 from .spool import Spool
 
 __all__ = ["FlushWriter"]
@@ -92,16 +93,8 @@ class FlushWriter:
         batch = unit.batch
         token = unit.token or unique_token()
         try:
-            aggregate_error(batch.models)
-            sampled = None
-            if self._traces.write:  # exemplars from spans written anyway, where a segment has one
-                sampled = sampled_rows(batch, self._traces.sample)
-            aggregates = self._aggregator.aggregate(batch, prefer=sampled,
-                                                    exemplars=self._exemplars)  # fmt: skip
-            parts: list[TableRows] = [aggregates]
-            if self._raw_calls:
-                parts.append(call_rows(batch))
-            spans = None if sampled is None else self._trace_rows(batch, aggregates, sampled)
+            with PYTHON_TURN:  # not beside a request's decode
+                parts, spans = self._rows(batch)
         except Exception as exc:  # a bug, not bad data: keep the flusher alive, and say so
             self._forget_exemplars()
             if unit.refusals:  # the traceback once per flush is enough
@@ -127,6 +120,20 @@ class FlushWriter:
         for waiter in unit.waiters:
             waiter.set_result(None)
         return None
+
+    def _rows(self, batch: ModelCallBatch) -> tuple[list[TableRows], TableRows | None]:
+        """The flush's rows: what to insert (its aggregates, and its raw calls with
+        ``storage.raw_calls``), and its spans (with ``storage.traces.write``)."""
+        aggregate_error(batch.models)
+        sampled = None
+        if self._traces.write:  # exemplars from spans written anyway, where a segment has one
+            sampled = sampled_rows(batch, self._traces.sample)
+        aggregates = self._aggregator.aggregate(batch, prefer=sampled, exemplars=self._exemplars)
+        parts: list[TableRows] = [aggregates]
+        if self._raw_calls:
+            parts.append(call_rows(batch))
+        spans = None if sampled is None else self._trace_rows(batch, aggregates, sampled)
+        return parts, spans
 
     def _forget_exemplars(self) -> None:
         if self._exemplars is not None:

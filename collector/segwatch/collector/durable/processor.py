@@ -37,6 +37,7 @@ from segwatch.collector.store.rows import TableRows
 
 from .call_buffer import CallBuffer
 from .dead_letters import requests_in, split_requeued
+from .python_turn import PYTHON_TURN
 from .spool import (
     REQUEUED,
     TRACES,
@@ -136,10 +137,6 @@ class ModelCallProcessor:
         self._clock = clock
         self._lock = threading.Lock()
         self._spool_lock = threading.Lock()  # spool order == buffer order
-        # One request decoded at a time: decoding holds the GIL but for short numpy calls,
-        # so two handler threads decoding at once gained nothing and handed the GIL back
-        # and forth across the cores at each call (README, Benchmarks: bench/ingest.py).
-        self._decode_lock = threading.Lock()
         self.stats = ProcessorStats()
 
     def start(self) -> None:
@@ -240,7 +237,7 @@ class ModelCallProcessor:
         limits = self._limits
         if self._allowed_skew is not None:
             limits = dataclasses.replace(limits, newest_ns=int((now + self._allowed_skew) * 1e9))
-        with self._decode_lock:
+        with PYTHON_TURN:  # one decode at a time, not beside a flush's aggregation
             batch = _decode(request, oldest_ns, limits)
         if not self._keep_spans:
             batch.span_origins.clear()
