@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from segwatch.clickhouse import rollups
 from segwatch.clickhouse.detection import DetectorSpec, load_manifest
-from segwatch.clickhouse.rollups import FIVE_MINUTES, ONE_HOUR, roll_up
 
 AT = dt.datetime(2027, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
 """When every calibration run happens (a cadence boundary of every detector)."""
@@ -70,15 +70,7 @@ def run_parameters(spec: DetectorSpec, at: dt.datetime = AT) -> dict[str, Any]:
 
 def roll_up_for(client, spec: DetectorSpec, at: dt.datetime = AT) -> None:  # type: ignore[no-untyped-def]
     """Roll up what a run of ``spec`` at ``at`` reads, as the runner does first."""
-    windows = spec.windows(at)
-    roll_up(client, FIVE_MINUTES, windows["baseline_start"], windows["window_end"])
-    roll_up(client, ONE_HOUR, windows["baseline_start"], windows["baseline_end"])
-    season, span = spec.parameters.get("season", 0), spec.parameters.get("span", 0)
-    if season:  # metric_shift_seasonal: the windows around the same moment a season ago
-        start = windows["window_start"] - dt.timedelta(seconds=season + span)
-        roll_up(
-            client, FIVE_MINUTES, start, windows["window_end"] - dt.timedelta(seconds=season - span)
-        )
+    rollups.roll_up_for(client, spec.sql, spec.maps, spec.windows(at))
 
 
 def rows_tested(client, spec: DetectorSpec, columns: str, at: dt.datetime = AT) -> list[tuple]:  # type: ignore[no-untyped-def,type-arg]

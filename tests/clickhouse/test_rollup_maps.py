@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from importlib import resources
 from typing import Any
 
 import pytest
@@ -23,7 +24,12 @@ from segwatch.clickhouse import detection, rollups
 from segwatch.clickhouse.detection import load_manifest, run_detector
 from segwatch.clickhouse.migrate import apply_migrations, load_migrations
 from segwatch.clickhouse.rollups import FIVE_MINUTES, ONE_HOUR, roll_up
-from segwatch.clickhouse.store import open_client, parse_dsn
+from segwatch.clickhouse.store import (
+    DETECTOR_SETTINGS,
+    detector_query_settings,
+    open_client,
+    parse_dsn,
+)
 
 _NUMBERS = (
     "SELECT segment_dim, segment_value, quantity, toStartOfHour(bucket_start) AS hour, "
@@ -294,11 +300,11 @@ def test_maps_lost_to_another_run_are_rolled_up_again(client, recorder, monkeypa
     reference = _findings(client, ("psi_drift",))
     assert {row[0] for row in reference} == {"psi_drift"}
     _forget_runs(client)
-    roll_up_for = detection._roll_up_for
+    roll_up_for = detection.roll_up_for
     clobbered: list[dict[tuple[str, int], int]] = []
 
-    def then_another_run(client, spec, windows) -> None:  # type: ignore[no-untyped-def]
-        roll_up_for(client, spec, windows)
+    def then_another_run(client, sql, maps, windows) -> None:  # type: ignore[no-untyped-def]
+        roll_up_for(client, sql, maps, windows)
         if clobbered:
             return  # once
         later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
@@ -309,7 +315,7 @@ def test_maps_lost_to_another_run_are_rolled_up_again(client, recorder, monkeypa
                         now=later, maps_from=windows["window_end"])  # fmt: skip
         clobbered.append(_marks(client, FIVE_MINUTES))
 
-    monkeypatch.setattr(detection, "_roll_up_for", then_another_run)
+    monkeypatch.setattr(detection, "roll_up_for", then_another_run)
     assert _findings(client, ("psi_drift",)) == reference
     assert clobbered and clobbered[0][("segments", 0)] > 0  # the race took place
     assert {maps for _, maps in _marks(client, FIVE_MINUTES)} == {1}  # the maps again
@@ -381,3 +387,53 @@ def test_buckets_without_calls_cost_no_insert(client, recorder, monkeypatch) -> 
     # Across the first call: only the three buckets that hold calls (ten minutes an insert).
     assert roll_up(client, FIVE_MINUTES, _at(END - 3 * 3600), _at(END - 60 * 60)) == 3
     assert len(inserts) == -(-3 * 300 // rollups._INSERT_SECONDS)
+
+
+@pytest.mark.parametrize("minutes_after_end", [0, 5, 45, 60])
+def test_a_run_reads_each_bucket_of_its_range_once(client, recorder, minutes_after_end) -> None:  # type: ignore[no-untyped-def]
+    """Whatever the alignment of its baseline, what a detector reads through rolled_up.sql
+    (whole hours from the 1-hour roll-up, the rest from the 5-minute one) is every minute
+    row of its window and baseline once, after the runner's roll-up; and a baseline's whole
+    hours get no 5-minute buckets of their own."""
+    rows, _, _ = traffic(seed=12, color_weights_now=[0.5, 0.3, 0.2])
+    ingest(client, recorder, rows)
+    spec = next(s for s in load_manifest() if s.name == "data_quality")  # a 6-hour baseline
+    windows = spec.windows(_at(END + 60 * minutes_after_end))
+    rollups.roll_up_for(client, spec.sql, spec.maps, windows)
+    fragment = (
+        resources.files("segwatch.clickhouse.detectors").joinpath("rolled_up.sql").read_text()
+    )
+    parameters = {k: v.strftime("%Y-%m-%d %H:%M:%S") for k, v in windows.items()}
+    where = "segment_dim = '__all__' AND quantity = 'feature.color'"
+    read = client.query(
+        "WITH "
+        + fragment.rstrip().rstrip(",")
+        + f" SELECT sum(count) FROM rolled_up WHERE {where}",
+        parameters=parameters,
+    ).result_rows[0][0]
+    in_range = sum(
+        1
+        for at, _ in rows
+        if windows["window_start"].timestamp() <= at < windows["window_end"].timestamp()
+        or windows["baseline_start"].timestamp() <= at < windows["baseline_end"].timestamp()
+    )
+    assert read == in_range
+    hours = rollups._whole_hours(windows["baseline_start"], windows["baseline_end"])
+    assert hours is not None
+    inside = client.query(
+        f"SELECT count() FROM {FIVE_MINUTES.table} "
+        "WHERE bucket_start >= {first:DateTime('UTC')} AND bucket_start < {last:DateTime('UTC')}",
+        parameters={"first": hours[0].strftime("%Y-%m-%d %H:%M:%S"),
+                    "last": hours[1].strftime("%Y-%m-%d %H:%M:%S")},
+    ).result_rows[0][0]  # fmt: skip
+    assert inside == 0
+
+
+def test_faster_planning_only_where_the_server_knows_its_setting(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """optimize_and_compare_chain is ClickHouse 25.2's: a detector's query sends it only to a
+    server that lists it (an older one refuses a setting it does not know)."""
+    assert detector_query_settings(client)["optimize_and_compare_chain"] == 0
+    monkeypatch.delitem(client.server_settings, "optimize_and_compare_chain")
+    older = detector_query_settings(client)
+    assert "optimize_and_compare_chain" not in older
+    assert older == DETECTOR_SETTINGS

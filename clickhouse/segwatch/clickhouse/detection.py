@@ -24,8 +24,8 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from .incident_repair import join_unjoined
 from .incidents import join_incidents, settle_incidents
 from .lifecycle import FINDING_COLUMNS, KEY_COLUMNS, Persistence, most_specific, update_lifecycle
-from .rollups import FIVE_MINUTES, ONE_HOUR, roll_up
-from .store import DETECTOR_SETTINGS, error_code
+from .rollups import FIVE_MINUTES, roll_up_for
+from .store import DETECTOR_SETTINGS, detector_query_settings, error_code
 from .yaml_schema import ListOf, MapOf, Problems, Record, Scalar, listing, matches, read
 
 if TYPE_CHECKING:  # importlib.resources.abc is Python 3.11+; only annotations use it
@@ -326,13 +326,14 @@ def _roll_up_and_find(
     its later rows win: see rollups). The query then stops on a row without the maps it
     reads; the buckets are rolled up again, with them, and the query runs once more.
     """
-    _roll_up_for(client, spec, windows)
+    roll_up_for(client, spec.sql, spec.maps, windows)
     try:
         return _find(client, spec, parameters)
     except DatabaseError as exc:
         if not _read_without_maps(exc):
             raise
-    _roll_up_for(client, spec, windows)  # the maps asked for, over the later rows without
+    # the maps asked for, over the later rows without
+    roll_up_for(client, spec.sql, spec.maps, windows)
     return _find(client, spec, parameters)
 
 
@@ -345,38 +346,6 @@ def _read_without_maps(exc: DatabaseError) -> bool:
 _THROW_IF_CODE = 395  # FUNCTION_THROW_IF_VALUE_IS_NON_ZERO
 _READ_WITHOUT_MAPS = "a roll-up row read without its histogram and categories"
 """The start of ``sw_maps_read``'s message in detectors/rolled_up.sql."""
-
-
-def _roll_up_for(client: Client, spec: DetectorSpec, windows: dict[str, dt.datetime]) -> None:
-    """Roll up what this run reads and is not rolled up for good yet (see rollups), with
-    the histograms and categories of the rows the detector reads them from (``maps``):
-    the buckets before are rolled up without them, at a fraction of the cost.
-
-    A detector that reads the 1-hour roll-up (detectors/rolled_up.sql) reads its
-    baseline's whole hours there and only the rest in 5-minute buckets: those hours'
-    5-minute buckets are not rolled up for it (a first run's hours of history then cost
-    one GROUP BY into hours, from the minute rows, instead of two).
-    """
-    if FIVE_MINUTES.table not in spec.sql:
-        return  # reads no roll-up (e.g. metric_shift, performance)
-    start, end = windows["baseline_start"], windows["window_end"]
-    maps_from = {"all": start, "window": windows["window_start"]}.get(spec.maps, end)
-    hours = _whole_hours(start, windows["baseline_end"])
-    if ONE_HOUR.table not in spec.sql or hours is None:
-        roll_up(client, FIVE_MINUTES, start, end, maps_from=maps_from)
-        return
-    roll_up(client, FIVE_MINUTES, start, hours[0], maps_from=maps_from)
-    roll_up(client, FIVE_MINUTES, hours[1], end, maps_from=maps_from)
-    roll_up(client, ONE_HOUR, *hours, maps_from=maps_from)
-
-
-def _whole_hours(start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime, dt.datetime] | None:
-    """The whole hours of [start, end) (rolled_up.sql's sw_hours_start, sw_hours_end), or
-    None when it holds none."""
-    first = int(start.timestamp()) + ONE_HOUR.seconds - 1
-    first -= first % ONE_HOUR.seconds
-    last = int(end.timestamp()) // ONE_HOUR.seconds * ONE_HOUR.seconds
-    return (_utc(first), _utc(last)) if last > first else None
 
 
 def _should_run(client: Client, spec: DetectorSpec, parameters: dict[str, Any]) -> bool:
@@ -392,7 +361,7 @@ def _should_run(client: Client, spec: DetectorSpec, parameters: dict[str, Any]) 
 
 def _find(client: Client, spec: DetectorSpec, parameters: dict[str, Any]) -> list[dict[str, Any]]:
     """The detector's query with these parameters; stores and returns the new findings."""
-    result = client.query(spec.sql, parameters=parameters, settings=DETECTOR_SETTINGS)
+    result = client.query(spec.sql, parameters=parameters, settings=detector_query_settings(client))
     if not result.result_rows:
         return []  # the embedded engine reports no column names for an empty result
     names = list(result.column_names)

@@ -1,12 +1,13 @@
 """Rolling ml_segment_aggregates up to 5-minute and 1-hour buckets for the detectors.
 
 A detector run reads its current window from the 5-minute roll-up and its
-baseline from the 1-hour one: a few rows per segment and quantity instead of
-every minute (a day of 1,000 segments x 30 quantities is 43 million minute
-rows). The minute table stays the source of truth; :func:`roll_up` builds the
-buckets a run needs that are not rolled up yet, and rolls a bucket up once
-more after it settled (``settle`` seconds after its end) if its roll-up was
-made before, so calls that arrived late still count (a roll-up replaces the
+baseline's whole hours from the 1-hour one (detectors/rolled_up.sql): a few rows per
+segment and quantity instead of every minute (a day of 1,000 segments x 30
+quantities is 43 million minute rows); ``metric_shift``, which reads a few quantities
+in 15-minute slots, reads the minute rows. The minute table stays the source of
+truth; :func:`roll_up` builds the buckets a run needs that are not rolled up yet,
+and rolls a bucket up once more after it settled (``settle`` seconds after its end)
+if its roll-up was made before, so calls that arrived late still count (a roll-up replaces the
 bucket's earlier rows: ReplacingMergeTree on ``rolled_at``, read with
 ``FINAL``). Until then the first roll-up serves every detector of a run; a
 bucket rolled up after it settled is final and never read from the minute
@@ -20,13 +21,14 @@ of those hours reads: see detection). Only complete buckets wholly in the range 
 for are rolled up, and only those that hold calls.
 
 Histograms and categories: summing the maps is most of a roll-up's cost, and most
-detectors read only counts and sums (``volume``, ``metric_shift``, ``bias``), or read
+detectors read only counts and sums (``volume``, ``bias``), or read
 the maps of the current window only (``data_quality``). ``maps_from`` rolls the buckets
 before it up without them: those rows hold empty maps and ``maps = 0``, except the whole
 model's (``__all__``) rows, which are few and keep theirs (``data_quality`` reads its
 baseline's categories there). A bucket rolled up without maps is rolled up again, maps
 included, by the first run that asks for them; a bucket never loses its maps. An hour's
-row has its maps when all its 5-minute rows had theirs.
+row has its maps when all its 5-minute rows had theirs (or, rolled up from the minute
+rows, when it was rolled up with them).
 
 Two runs may roll up the same buckets at once (two collectors on one store, or the
 scheduler beside ``POST /api/v1/detect``): one that read what is held before the
@@ -48,7 +50,7 @@ from clickhouse_connect.driver.client import Client
 
 from .store import DETECTOR_SETTINGS
 
-__all__ = ["FIVE_MINUTES", "ONE_HOUR", "Rollup", "forget_rollups", "roll_up"]
+__all__ = ["FIVE_MINUTES", "ONE_HOUR", "Rollup", "forget_rollups", "roll_up", "roll_up_for"]
 
 
 @dataclass(frozen=True)
@@ -60,12 +62,18 @@ class Rollup:
     with_maps: str  # the aggregates of histogram, categories, exemplar_trace_ids and maps
     without_maps: str  # the same for a bucket rolled up without its maps (see above)
 
+    @property
+    def of_five_minutes(self) -> bool:
+        """Built from the 5-minute roll-up (the 1-hour one), when its buckets are there."""
+        return self.source == "ml_segment_rollup_5m"
+
 
 # Exemplars, five distinct trace ids of the bucket's calls. The minute rows are read
 # unmerged (a minute has a partial row per flush until the engine merges them), and the
 # flushes of a minute name the same exemplar for a small segment (ExemplarMemory), so a
 # 5-minute bucket can hold any number of repeats: groupUniqArrayArray(5) keeps five
-# distinct ids whatever their number. An hour is rolled up from FINAL 5-minute rows, each
+# distinct ids whatever their number (and so does an hour rolled up from the minute
+# rows: _HOUR_FROM_MINUTES). An hour is rolled up from FINAL 5-minute rows, each
 # of at most five ids and the minutes' ids apart: the first five distinct of the first 60
 # met are five distinct ids of the hour, without a hash set per group (a quarter of a
 # roll-up's CPU per row, README, Benchmarks; the detectors' queries read FINAL roll-ups
@@ -159,12 +167,14 @@ def roll_up(
     lowest, highest = min(wanted[True] + wanted[False]), max(wanted[True] + wanted[False])
     filled = _buckets_with_calls(client, size, lowest, highest + size)
     wanted = {maps: [b for b in buckets if b in filled] for maps, buckets in wanted.items()}
+    if not wanted[True] and not wanted[False]:
+        return 0
     finer = (
         _held_buckets(client, FIVE_MINUTES, lowest, highest + size, settle, moment)[0]
-        if rollup.final else {}
+        if rollup.of_five_minutes else {}
     )  # fmt: skip
     for maps, buckets in wanted.items():
-        if not rollup.final:  # 5-minute buckets: from the minute rows
+        if not rollup.of_five_minutes:  # 5-minute buckets: from the minute rows
             _insert(client, rollup, maps, buckets, stamp)
             continue
         # an hour from its 5-minute buckets when all are held, with the maps asked for
@@ -306,6 +316,44 @@ cost a quarter of a roll-up's CPU (README, Benchmarks: ``bench/detect.py``)."""
 
 def _text(epoch: int) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def roll_up_for(client: Client, sql: str, maps: str, windows: dict[str, dt.datetime]) -> None:
+    """Roll up what a detector run reads and is not rolled up for good yet: the run of a
+    detector whose query is ``sql`` (one that names no roll-up reads none) over ``windows``
+    (window_start, window_end, baseline_start, baseline_end), with the histograms and
+    categories of the rows it reads them from (``maps``: ``window``, ``all`` or ``""``,
+    from the SQL's ``-- segwatch: reads the roll-ups' maps of`` line); the buckets before
+    are rolled up without them, at a fraction of the cost.
+
+    A detector that reads the 1-hour roll-up (detectors/rolled_up.sql) reads its
+    baseline's whole hours there and only the rest in 5-minute buckets: those hours'
+    5-minute buckets are not rolled up for it (a first run's hours of history then cost
+    one GROUP BY into hours, from the minute rows, instead of two).
+    """
+    if FIVE_MINUTES.table not in sql:
+        return  # reads no roll-up (e.g. metric_shift, performance)
+    start, end = windows["baseline_start"], windows["window_end"]
+    maps_from = {"all": start, "window": windows["window_start"]}.get(maps, end)
+    hours = _whole_hours(start, windows["baseline_end"])
+    if ONE_HOUR.table not in sql or hours is None:
+        roll_up(client, FIVE_MINUTES, start, end, maps_from=maps_from)
+        return
+    roll_up(client, FIVE_MINUTES, start, hours[0], maps_from=maps_from)
+    roll_up(client, FIVE_MINUTES, hours[1], end, maps_from=maps_from)
+    roll_up(client, ONE_HOUR, *hours, maps_from=maps_from)
+
+
+def _whole_hours(start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime, dt.datetime] | None:
+    """The whole hours of [start, end) (rolled_up.sql's sw_hours_start, sw_hours_end), or
+    None when it holds none."""
+    size = ONE_HOUR.seconds
+    first = -(-int(start.timestamp()) // size) * size
+    last = int(end.timestamp()) // size * size
+    if last <= first:
+        return None
+    return (dt.datetime.fromtimestamp(first, dt.timezone.utc),
+            dt.datetime.fromtimestamp(last, dt.timezone.utc))  # fmt: skip
 
 
 def forget_rollups(client: Client, start: dt.datetime, end: dt.datetime) -> None:

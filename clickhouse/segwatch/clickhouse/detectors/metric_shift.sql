@@ -54,7 +54,9 @@ series AS (
                if(bucket_start >= {window_start:DateTime('UTC')}, 0,
                   1 + intDiv(toUnixTimestamp(bucket_start) - history_start, window_seconds)) AS slot,
                sum(sum) AS total, sum(numeric_count) AS numbers, sum(sampled) AS received,
-               sum(sum_sq) AS squares, sum(sampled * numeric_count / greatest(count, 1e-12)) AS numeric_received,
+               sum(sum_sq) AS squares,
+               -- the received calls with a number: of the slot's sums, which no merge changes
+               sum(sampled) * sum(numeric_count) / greatest(sum(count), 1e-12) AS numeric_received,
                -- five distinct exemplars of the window (its minute rows repeat ids: see
                -- FIVE_MINUTES in segwatch.clickhouse.rollups)
                groupUniqArrayArrayIf(5)(exemplar_trace_ids, bucket_start >= {window_start:DateTime('UTC')})
@@ -62,7 +64,7 @@ series AS (
         -- The minute rows, not a roll-up: this detector reads a few quantities over hours,
         -- and rolling every quantity of those hours up into 5-minute buckets on a first
         -- run cost ten times this read (README, Benchmarks: bench/detect.py). Unmerged
-        -- rows of a minute add up like merged ones.
+        -- rows of a minute add up like merged ones: only sums are taken per row.
         FROM ml_segment_aggregates
         WHERE match(quantity, {quantities:String})
           AND ((bucket_start >= {window_start:DateTime('UTC')} AND bucket_start < {window_end:DateTime('UTC')})

@@ -93,8 +93,7 @@ class FlushWriter:
         batch = unit.batch
         token = unit.token or unique_token()
         try:
-            with PYTHON_TURN:  # not beside a request's decode
-                parts, spans = self._rows(batch)
+            parts, spans = self._rows(batch)
         except Exception as exc:  # a bug, not bad data: keep the flusher alive, and say so
             self._forget_exemplars()
             if unit.refusals:  # the traceback once per flush is enough
@@ -125,14 +124,23 @@ class FlushWriter:
         """The flush's rows: what to insert (its aggregates, and its raw calls with
         ``storage.raw_calls``), and its spans (with ``storage.traces.write``)."""
         aggregate_error(batch.models)
+        # Each step in its turn, not beside a request's decode (see python_turn); one by
+        # one, so that a decode waits for one step at most.
         sampled = None
-        if self._traces.write:  # exemplars from spans written anyway, where a segment has one
-            sampled = sampled_rows(batch, self._traces.sample)
-        aggregates = self._aggregator.aggregate(batch, prefer=sampled, exemplars=self._exemplars)
+        with PYTHON_TURN:
+            if self._traces.write:  # exemplars from spans written anyway, where a segment has one
+                sampled = sampled_rows(batch, self._traces.sample)
+            aggregates = self._aggregator.aggregate(
+                batch, prefer=sampled, exemplars=self._exemplars
+            )
         parts: list[TableRows] = [aggregates]
         if self._raw_calls:
-            parts.append(call_rows(batch))
-        spans = None if sampled is None else self._trace_rows(batch, aggregates, sampled)
+            with PYTHON_TURN:
+                parts.append(call_rows(batch))
+        spans = None
+        if sampled is not None:
+            with PYTHON_TURN:
+                spans = self._trace_rows(batch, aggregates, sampled)
         return parts, spans
 
     def _forget_exemplars(self) -> None:

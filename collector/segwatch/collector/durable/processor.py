@@ -237,8 +237,8 @@ class ModelCallProcessor:
         limits = self._limits
         if self._allowed_skew is not None:
             limits = dataclasses.replace(limits, newest_ns=int((now + self._allowed_skew) * 1e9))
-        with PYTHON_TURN:  # one decode at a time, not beside a flush's aggregation
-            batch = _decode(request, oldest_ns, limits)
+        started = time.monotonic()
+        batch = self._decode_in_turn(request, oldest_ns, limits)
         if not self._keep_spans:
             batch.span_origins.clear()
         self._admit_models(batch)
@@ -249,10 +249,29 @@ class ModelCallProcessor:
             self.stats.ignored_values += batch.ignored_values
         message = "; ".join(batch.rejection_reasons)
         if len(batch):
-            self._accept(batch, request, oldest_ns, limits)
+            patience = self._backpressure_timeout
+            if patience is not None:  # the turn's wait counts against the back-pressure bound
+                patience = max(0.0, patience - (time.monotonic() - started))
+            self._accept(batch, request, oldest_ns, limits, patience)
             with self._lock:
                 self.stats.model_calls += len(batch)
         return ConsumeResult(len(batch), batch.rejected_spans, message)
+
+    def _decode_in_turn(
+        self, request: ExportTraceServiceRequest | bytes, oldest_ns: int, limits: RequestLimits
+    ) -> ModelCallBatch:
+        """The request decoded in its turn (one decode at a time, not beside a flush's
+        aggregation: see python_turn); :class:`RetryableError` when the turn does not
+        come within the back-pressure bound (a flush of many calls holds it)."""
+        patience = self._backpressure_timeout
+        if not PYTHON_TURN.acquire(timeout=-1 if patience is None else patience):
+            raise RetryableError(
+                f"the collector is busy: no turn to decode the request within {patience} s"
+            )
+        try:
+            return _decode(request, oldest_ns, limits)
+        finally:
+            PYTHON_TURN.release()
 
     def _admit_models(self, batch: ModelCallBatch, replay: bool = False) -> None:
         """Refuse a request that would make the collector track more than ``max_models``."""
@@ -272,8 +291,9 @@ class ModelCallProcessor:
         request: ExportTraceServiceRequest | bytes,
         oldest_ns: int,
         limits: RequestLimits,
+        patience: float | None,
     ) -> None:
-        reserved = self.buffer.reserve(len(batch), self._backpressure_timeout)
+        reserved = self.buffer.reserve(len(batch), patience)
         if self._spool is None:
             waiter = self.buffer.add(batch, reserved=reserved)
             assert waiter is not None
