@@ -17,7 +17,7 @@ rows again.
 ones when all twelve are held (current, with the maps it is asked for), and from the
 minute rows otherwise: a first run's baseline hours then cost one GROUP BY into hours
 (a third of the CPU of rolling them up into 5-minute buckets first, which no detector
-of those hours reads: see detection). Only complete buckets wholly in the range asked
+of those hours reads: see roll_up_for). Only complete buckets wholly in the range asked
 for are rolled up, and only those that hold calls.
 
 Histograms and categories: summing the maps is most of a roll-up's cost, and most

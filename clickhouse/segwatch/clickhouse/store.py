@@ -60,6 +60,7 @@ DETECTOR_SETTINGS: dict[str, int | str] = {
     # every data_quality run would stop on its baseline's rows.
     "short_circuit_function_evaluation": "enable",
 }
+"""Settings of every query a detector run makes (see :mod:`segwatch.clickhouse.detection`)."""
 
 _FASTER_PLANNING: dict[str, int | str] = {"optimize_and_compare_chain": 0}
 """The analyzer pass that derives comparisons implied by AND chains (``a < b AND b < 5``
@@ -76,9 +77,6 @@ def detector_query_settings(client: Client) -> dict[str, int | str]:
     where the client's server has its setting."""
     known = client.server_settings
     return {**DETECTOR_SETTINGS, **{k: v for k, v in _FASTER_PLANNING.items() if k in known}}
-
-
-"""Settings of every query a detector run makes (see :mod:`segwatch.clickhouse.detection`)."""
 
 
 class StoreError(RuntimeError):
