@@ -7,6 +7,7 @@ them say so in their docstrings.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from clickhouse_connect.driver.exceptions import DatabaseError
@@ -47,6 +48,25 @@ class Outage:
             self.refused += 1
             raise ConnectionError("the store is down")
         return self._client.raw_insert(*args, **kwargs)
+
+
+class Hung(Outage):
+    """An :class:`Outage` whose inserts hang until :meth:`release`, then fail while the
+    store is down: a flush stays in flight meanwhile (``hung`` is set once one waits)."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client)
+        self.hung = threading.Event()
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def raw_insert(self, *args: Any, **kwargs: Any) -> Any:
+        if not self._released.is_set():
+            self.hung.set()
+            self._released.wait(60)
+        return super().raw_insert(*args, **kwargs)
 
 
 class RefusesData:

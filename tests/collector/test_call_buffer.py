@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from store_faults import FailOnce, Outage
+from store_faults import FailOnce, Hung, Outage
 from waiting import wait_until
 
 from segwatch.collector.aggregate.aggregator import SegmentAggregator
@@ -262,3 +262,47 @@ def test_a_batch_with_reserved_room_is_not_spilled(tmp_path: Path, client: Any) 
         assert buffer.spilling and buffer.pending_calls == 100
     finally:
         spool.close()
+
+
+def test_the_memory_bound_counts_the_flush_being_written(
+    tmp_path: Path, client: Any, recorder: Any
+) -> None:
+    """A flush in flight is still in memory, and comes back whole if it fails: the calls
+    admitted beside it must leave room for it (else a failed flush puts the buffer a
+    whole flush over its bound, as a CI run of the outage test once saw)."""
+    store = Hung(client)  # the first flush's insert hangs, then fails: the store is down
+    exporter = ClickHouseExporter(store)  # type: ignore[arg-type]
+    exporter.start()
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 24)
+    spool.open()
+    flushing = SpoolConfig(flush_interval=0.05, flush_calls=20, max_pending_calls=50)
+    processor = ModelCallProcessor(SegmentAggregator(), exporter, spool=spool, flushing=flushing,
+                                   backpressure_timeout=0.3)  # fmt: skip
+    processor.start()
+    model = monitor("m", tracer_provider=recorder.provider)
+
+    def request() -> Any:
+        for i in range(20):
+            with model.call() as call:
+                call.features(x=float(i))
+        return recorder.request()
+
+    try:
+        processor.consume(request())
+        assert store.hung.wait(30)  # its flush is in flight, 20 calls
+        for _ in range(4):  # room for one more beside it; the rest wait, then spill
+            processor.consume(request())
+        assert processor.buffer.spilling
+        store.release()  # the hung insert fails: the flush's calls are pending again
+        wait_until(lambda: processor.buffer.store_failing)  # set as its calls came back
+        assert processor.buffer.pending_calls <= 50  # 60 when the flush was not counted
+        assert processor.buffer.peak_pending_calls <= 50
+        store.down = False
+        processor.flush(timeout=60)
+    finally:
+        processor.shutdown()
+        exporter.shutdown()
+        spool.close()
+    # Reading spilled calls back may pass the bound by the one request that fills the room.
+    assert processor.buffer.peak_pending_calls <= 50 + 20
+    assert client.query("SELECT count() FROM ml_model_calls").result_rows == [(100,)]

@@ -21,7 +21,9 @@ until it is stored.
 If the store fails, the calls stay and the flush is retried with backoff.
 A flush that fails while the store answers is set aside as a dead letter
 after ``max_flush_attempts`` tries (:mod:`.flush_writer` writes the flushes).
-Memory stays bounded by ``max_pending_calls``: beyond it, with a spool,
+Memory stays bounded by ``max_pending_calls`` (the flush being written
+counts: it comes back if it fails; a read-back from the spool may pass the
+bound by the one request that fills the room): beyond it, with a spool,
 requests are still acknowledged once spooled, but their calls are *spilled*
 (not kept here) and read back from the spool, in order, as the flushes make
 room; the spool's own size limit then bounds the outage it can absorb (the
@@ -111,7 +113,7 @@ class CallBuffer:
         self.spilled_records = 0  # read back so far
         self._spilled_calls = 0  # calls only in the spool now
         self._in_flight_calls = 0  # calls of the flush being written
-        self.peak_pending_calls = 0
+        self.peak_pending_calls = 0  # the most calls in memory: waiting, and being written
 
     def start(self) -> None:
         if self._writer.spans is not None:
@@ -205,8 +207,9 @@ class CallBuffer:
             self._cond.notify_all()
 
     def _held_calls(self) -> int:
-        """Calls waiting here and room promised to adds to come (under the lock)."""
-        return self._pending_calls + self._reserved_calls
+        """Calls in memory (waiting here, or in the flush being written: a failed flush
+        comes back) and room promised to adds to come (under the lock)."""
+        return self._pending_calls + self._in_flight_calls + self._reserved_calls
 
     def add(
         self, batch: ModelCallBatch, end: Position | None = None, size: int = 0,
@@ -247,7 +250,7 @@ class CallBuffer:
             entry = PendingBatch(batch, end, size, waiters, time.monotonic(), token, first)
             self._pending.append(entry)
             self._pending_calls += len(batch)
-            self.peak_pending_calls = max(self.peak_pending_calls, self._pending_calls)
+            self._note_peak()
             self._cond.notify()
         return waiter
 
@@ -341,8 +344,13 @@ class CallBuffer:
                 break
         del self._pending[: len(taken)]
         self._pending_calls -= calls
-        self._cond.notify_all()  # room for reserve()
+        self._in_flight_calls = calls  # still in memory, and back if the flush fails
         return taken
+
+    def _note_peak(self) -> None:
+        """Keep the most calls held in memory so far (under the lock)."""
+        held = self._pending_calls + self._in_flight_calls
+        self.peak_pending_calls = max(self.peak_pending_calls, held)
 
     def _run(self) -> None:
         backoff = 0.5
@@ -367,7 +375,6 @@ class CallBuffer:
                 continue
             unit = flush_unit(taken, self._spool)
             del taken  # joined into the unit: its batches need not outlive the join
-            self._in_flight_calls = len(unit.batch)
             error = self._writer.write(unit)
             if error is None or self._writer.set_aside(unit, error):
                 backoff = 0.5
@@ -407,13 +414,13 @@ class CallBuffer:
         assert self._spool is not None and self._reload is not None
         with self._cond:
             after, upto = self._spilled_after, self._spilled_upto
-            room = self._max_pending_calls - self._pending_calls
+            room = self._max_pending_calls - self._pending_calls - self._in_flight_calls
         assert after is not None and upto is not None
         entries, calls, last = read_spilled(self._spool, self._reload, after, upto, room)
         with self._cond:
             self._pending.extend(entries)
             self._pending_calls += calls
-            self.peak_pending_calls = max(self.peak_pending_calls, self._pending_calls)
+            self._note_peak()
             self.spilled_records += len(entries)
             self._spilled_calls = max(0, self._spilled_calls - calls)
             if last == self._spilled_upto:
