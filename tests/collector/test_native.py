@@ -176,3 +176,21 @@ def test_a_column_of_one_repeated_value_encodes_as_value_by_value() -> None:
     assert _strings(["a", "b", "a"]) == b"".join(_string(v) for v in ["a", "b", "a"])
     assert factorize(["a", "b", "a"])[0] == ["a", "b"]
     assert _strings([]) == b"" and factorize([])[0] == []
+
+
+def test_coded_strings_are_written_as_value_by_value() -> None:
+    """A coded String column (the raw calls' label values) is gathered from a byte table of
+    its dictionary: the bytes must be those of writing each value, whatever the lengths."""
+    from segwatch.collector.store.native import _GATHER_CODES, _string, _strings
+
+    rng = np.random.default_rng(7)
+    dictionaries = (
+        ["ok", "no", "BR"],  # one length: gathered whole
+        ["", "a", "review", "é", "😀x", "MISSING"],  # lengths 1 to 8 with their prefix
+        ["short", "y" * 63, "z" * 130],  # past the gathered width: value by value
+    )
+    for dictionary in dictionaries:
+        for size in (0, 1, 1000, 2 * _GATHER_CODES + 17):  # several gather steps
+            codes = rng.integers(0, len(dictionary), size)
+            expected = b"".join(_string(dictionary[c]) for c in codes)
+            assert _strings(Coded(codes, dictionary)) == expected, (dictionary, size)

@@ -220,8 +220,10 @@ def _hex_strings(raw: Sequence[bytes]) -> bytes:
     """Each byte string as its hex text, each prefixed by its length: when all have one
     length under 64 bytes (ids), their hex is written at once and numpy puts the length
     bytes between; else a step per value."""
-    width = len(raw[0]) if len(raw) else 0
-    if not len(raw) or width >= 0x40 or set(map(len, raw)) != {width}:
+    if not any(raw):  # no ids at all (a backfill's calls): each an empty string
+        return b"\x00" * len(raw)
+    width = len(raw[0])
+    if width >= 0x40 or set(map(len, raw)) != {width}:
         return b"".join([_string(r.hex()) for r in raw])
     digits = b"".join(raw).hex().encode("ascii")  # every id's hex, one after the other
     out = np.empty((len(raw), 1 + 2 * width), dtype=np.uint8)
@@ -234,8 +236,7 @@ def _strings(values: Any) -> bytes:
     if isinstance(values, HexColumn):
         return _hex_strings(values.raw)
     if isinstance(values, Coded):
-        pieces = np.array([_string(s) for s in values.dictionary] + [b""], dtype=object)
-        return b"".join(pieces[np.asarray(values.codes, dtype=np.intp)].tolist())
+        return _coded_strings(np.asarray(values.codes, dtype=np.intp), values.dictionary)
     if isinstance(values, np.ndarray):
         values = values.tolist()
     if len(values) and _all_alike(values):  # one value in every row (e.g. no prediction ids)
@@ -253,6 +254,33 @@ def _strings(values: Any) -> bytes:
     text[at] = False
     out[text] = data
     return out.tobytes()
+
+
+_GATHER_CODES = 1 << 16
+"""Codes gathered per step by :func:`_coded_strings`: bounds its padded copy (a few MiB)."""
+_WIDEST_GATHERED = 64
+"""Past this many bytes a dictionary string is joined value by value: a table padded to it
+would copy more than it saves."""
+
+
+def _coded_strings(codes: npt.NDArray[np.intp], dictionary: Sequence[str]) -> bytes:
+    """Each code's dictionary string, length-prefixed (code -1: nothing), without a step
+    per value: the dictionary's encoded strings are the rows of a byte table padded to the
+    longest, gathered by code, then the padding dropped (nothing to drop when all are as
+    long: the usual labels of one length)."""
+    pieces = [_string(s) for s in dictionary] + [b""]
+    widths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+    width = int(widths.max())
+    if width > _WIDEST_GATHERED:
+        return b"".join(np.array(pieces, dtype=object)[codes].tolist())
+    table = np.zeros((len(pieces), width), dtype=np.uint8)
+    for row, piece in enumerate(pieces):
+        table[row, : len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+    if not len(codes) or (bool((widths[:-1] == width).all()) and int(codes.min()) >= 0):
+        return table[codes].tobytes()
+    written = np.arange(width) < widths[:, None]  # each row's bytes that are not padding
+    parts = (codes[at : at + _GATHER_CODES] for at in range(0, len(codes), _GATHER_CODES))
+    return np.concatenate([table[part][written[part]] for part in parts]).tobytes()
 
 
 def _low_cardinality(values: Any) -> tuple[bytes, list[bytes]]:
