@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 from shop_traffic import END, ingest, traffic
 
 from segwatch.clickhouse.rollups import (
     _INSERT_SECONDS,
     FIVE_MINUTES,
+    LATE_AFTER,
     ONE_HOUR,
     _chunks,
     _consecutive,
     roll_up,
 )
+from segwatch.collector.store.late_rows import late_bucket_rows
 
 _TOTALS = (
     "SELECT segment_dim, segment_value, quantity, toStartOfHour(bucket_start) AS hour, "
@@ -168,3 +171,44 @@ def test_a_long_roll_up_is_inserted_in_pieces() -> None:
     assert len(pieces) == -(-30 // most) + -(-5 // most)
     assert [b for piece in pieces for b in piece] == [b for run in runs for b in run]
     assert _chunks(_consecutive([0, 3600], 3600), 1) == [[0], [3600]]
+
+
+def test_a_settled_bucket_is_rolled_again_once_calls_landed_late_in_it(client, recorder) -> None:  # type: ignore[no-untyped-def]
+    """Calls that reach the minute table after a bucket's roll-up settled (a store outage's
+    spooled backlog) count once their writer marks the bucket late: its 5-minute and
+    1-hour roll-ups made before the mark are rolled up again, once; unmarked, they stand."""
+    rows, _, _ = traffic(seed=8, color_weights_now=[0.5, 0.3, 0.2])
+    ingest(client, recorder, rows[:-1])
+    start, end = _at(END - 3600), _at(END)
+    settled = END + 3600  # the hour and its buckets settled long ago
+    assert roll_up(client, FIVE_MINUTES, start, end, now=_at(settled)) > 0
+    assert roll_up(client, ONE_HOUR, start, end, now=_at(settled)) == 1
+    ingest(client, recorder, rows[-1:])  # a late call, in the last bucket
+    assert roll_up(client, FIVE_MINUTES, start, end, now=_at(settled + 60)) == 0  # unmarked
+    # A mark made before the roll-ups (an earlier late flush) leaves them standing.
+    late_bucket_rows([rows[-1][0]], settled - 1).insert_into(client)
+    assert roll_up(client, FIVE_MINUTES, start, end, now=_at(settled + 120)) == 0
+    late_bucket_rows([rows[-1][0]], settled + 150).insert_into(client)  # once it landed
+    assert roll_up(client, FIVE_MINUTES, start, end, now=_at(settled + 180)) == 1
+    assert roll_up(client, ONE_HOUR, start, end, now=_at(settled + 180)) == 1
+    for rollup in (FIVE_MINUTES, ONE_HOUR):
+        assert roll_up(client, rollup, start, end, now=_at(settled + 240)) == 0, rollup.table
+        (calls,) = client.query(
+            f"SELECT sum(count) FROM {rollup.table} FINAL "
+            "WHERE segment_dim = '__all__' AND quantity = 'feature.color'"
+        ).result_rows[0]
+        assert calls == sum(1 for at, _ in rows if at >= END - 3600), rollup.table
+
+
+def test_a_writer_marks_only_the_buckets_it_gave_rows_late() -> None:
+    """A flush seconds after its minutes marks nothing; rows LATE_AFTER or more past
+    their 5-minute bucket's end mark that bucket, once; a backfill marks every bucket."""
+    five = FIVE_MINUTES.seconds
+    minutes = np.array([END - 600, END - 540, END - 300, END - 60])  # two buckets, two rows each
+    on_time = late_bucket_rows(minutes, END + LATE_AFTER - 1)
+    assert len(on_time) == 1 and list(on_time.columns["bucket_start"]) == [END - 600]
+    assert len(late_bucket_rows(minutes[2:], END + 5)) == 0  # seconds after: on time
+    late = late_bucket_rows(minutes, END + LATE_AFTER)
+    assert list(late.columns["bucket_start"]) == [END - 2 * five, END - five]
+    assert set(late.columns["marked_at"]) == {(END + LATE_AFTER) * 1000}  # milliseconds
+    assert len(late_bucket_rows(minutes, END - 600, every=True)) == 2

@@ -9,6 +9,7 @@ import sys
 import types
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -352,3 +353,28 @@ def test_text_kept_as_pandas_reads_it_gives_the_object_arrays_digest_times_and_l
     bad = dict(chunk.columns, ts=pd.array(["2026-01-01T00:00:00Z", "soon"] * 2, dtype="str"))
     with pytest.raises(ValueError, match="f:3: column 'ts': 'soon' is not a time"):
         lc.call_times(bad["ts"], "ts", 2, "f")
+
+
+def test_a_backfill_into_buckets_rolled_up_before_is_rolled_up_again(
+    client: Any, tmp_path: Path
+) -> None:
+    """A detector run rolled the file's hour up before the backfill (from other calls):
+    the backfill marks its buckets late, so the next roll-up counts its calls too."""
+    from segwatch.clickhouse.rollups import FIVE_MINUTES, ONE_HOUR, roll_up
+
+    hour = (dt.datetime.fromtimestamp(START, dt.timezone.utc),
+            dt.datetime.fromtimestamp(START + 3600, dt.timezone.utc))  # fmt: skip
+    calls = _calls(400)
+    backfill_file(client, str(_write_csv(tmp_path / "a.csv", calls[:100])), model="fraud",
+                  timestamp="ts")  # fmt: skip
+    for rollup in (FIVE_MINUTES, ONE_HOUR):
+        assert roll_up(client, rollup, *hour) > 0, rollup.table
+    backfill_file(client, str(_write_csv(tmp_path / "b.csv", calls[100:])), model="fraud",
+                  timestamp="ts")  # fmt: skip
+    for rollup in (FIVE_MINUTES, ONE_HOUR):
+        assert roll_up(client, rollup, *hour) > 0, rollup.table  # rolled up again
+        (rolled,) = client.query(
+            f"SELECT sum(count) FROM {rollup.table} FINAL "
+            "WHERE segment_dim = '__all__' AND quantity = 'feature.amount'"
+        ).result_rows[0]
+        assert rolled == 400, rollup.table

@@ -10,8 +10,11 @@ and rolls a bucket up once more after it settled (``settle`` seconds after its e
 if its roll-up was made before, so calls that arrived late still count (a roll-up replaces the
 bucket's earlier rows: ReplacingMergeTree on ``rolled_at``, read with
 ``FINAL``). Until then the first roll-up serves every detector of a run; a
-bucket rolled up after it settled is final and never read from the minute
-rows again.
+bucket rolled up after it settled stands until calls later still reach its minute
+rows: their writer (a collector's flush, a backfill) marks the bucket in
+``ml_late_buckets`` once they landed (:data:`LATE_AFTER`), and a roll-up made
+before the mark is rolled up again by the next run that reads the bucket (the
+hour around it too).
 
 5-minute buckets come from the minute rows. A 1-hour bucket comes from its 5-minute
 ones when all twelve are held (current, with the maps it is asked for), and from the
@@ -50,7 +53,26 @@ from clickhouse_connect.driver.client import Client
 
 from .store import DETECTOR_SETTINGS
 
-__all__ = ["FIVE_MINUTES", "ONE_HOUR", "Rollup", "forget_rollups", "roll_up", "roll_up_for"]
+__all__ = [
+    "FIVE_MINUTES",
+    "LATE_AFTER",
+    "LATE_BUCKETS",
+    "ONE_HOUR",
+    "SETTLE",
+    "Rollup",
+    "roll_up",
+    "roll_up_for",
+]
+
+SETTLE = 60
+"""Seconds after a bucket's end until it settles: a roll-up made before is made again after."""
+LATE_BUCKETS = "ml_late_buckets"
+"""Where writers mark the 5-minute buckets whose minute rows they inserted late."""
+LATE_AFTER = SETTLE // 2
+"""A writer marks the 5-minute buckets of the minute rows it inserts this many seconds or
+more after the bucket's end: a settled roll-up (made ``SETTLE`` seconds after it at the
+earliest) may have missed them. Half of ``SETTLE`` leaves room for the writer's clock to
+lag the runner's; a flush of on-time calls (seconds after their minute) marks nothing."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +143,7 @@ def roll_up(
     start: dt.datetime,
     end: dt.datetime,
     *,
-    settle: int = 60,
+    settle: int = SETTLE,
     now: dt.datetime | None = None,  # the wall clock (tests set it)
     maps_from: dt.datetime | None = None,
 ) -> int:
@@ -230,9 +252,10 @@ def _held_buckets(
     client: Client, rollup: Rollup, first: int, last: int, settle: int, moment: str
 ) -> tuple[dict[int, tuple[bool, bool]], dt.datetime | None]:
     """The buckets of [first, last) rolled up already: (current, maps) of their latest
-    roll-up, current when made after the bucket settled or the bucket has not settled
-    yet (``moment`` is before its end plus ``settle``), maps when every row has them;
-    and the latest roll-up's time (None: none).
+    roll-up, current when the bucket has not settled yet (``moment`` is before its end
+    plus ``settle``) or the roll-up was made after it settled and after the bucket's
+    latest mark in ``ml_late_buckets`` (any of its 5-minute buckets'), maps when every
+    row has them; and the latest roll-up's time (None: none).
     """
     rows = client.query(
         "SELECT bucket_start, argMax(current, rolled_at), argMax(maps, rolled_at), "
@@ -255,12 +278,34 @@ def _held_buckets(
         },
         settings=DETECTOR_SETTINGS,
     ).result_rows
-    held = {
-        int(row[0].replace(tzinfo=dt.timezone.utc).timestamp()): (bool(row[1]), bool(row[2]))
-        for row in rows
-    }
-    latest = max((row[3].replace(tzinfo=dt.timezone.utc) for row in rows), default=None)
+    marks = _late_marks(client, rollup.seconds, first, last) if rows else {}
+    unsettled_from = _epoch(moment) - rollup.seconds - settle  # buckets starting after it
+    held = {}
+    for row in rows:
+        bucket = int(_utc(row[0]).timestamp())
+        stale = bucket <= unsettled_from and bucket in marks and _utc(row[3]) <= marks[bucket]
+        held[bucket] = (bool(row[1]) and not stale, bool(row[2]))
+    latest = max((_utc(row[3]) for row in rows), default=None)
     return held, latest
+
+
+def _late_marks(client: Client, size: int, first: int, last: int) -> dict[int, dt.datetime]:
+    """The latest mark in ``ml_late_buckets`` of each bucket (of ``size`` seconds) of
+    [first, last) that has one."""
+    rows = client.query(
+        f"SELECT toUInt32(toStartOfInterval(bucket_start, INTERVAL {size} SECOND, 'UTC')), "
+        f"max(marked_at) FROM {LATE_BUCKETS} "
+        "WHERE bucket_start >= {first:DateTime('UTC')} AND bucket_start < {last:DateTime('UTC')} "
+        "GROUP BY 1",
+        parameters={"first": _text(first), "last": _text(last)},
+        settings=DETECTOR_SETTINGS,
+    ).result_rows
+    return {int(bucket): _utc(marked) for bucket, marked in rows}
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    """A time the store returned (naive, in UTC, or aware) as an aware UTC time."""
+    return moment.replace(tzinfo=dt.timezone.utc)
 
 
 def _buckets_with_calls(client: Client, size: int, first: int, last: int) -> set[int]:
@@ -318,6 +363,12 @@ def _text(epoch: int) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _epoch(text: str) -> int:
+    """The inverse of :func:`_text`."""
+    moment = dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.timezone.utc)
+    return int(moment.timestamp())
+
+
 def roll_up_for(client: Client, sql: str, maps: str, windows: dict[str, dt.datetime]) -> None:
     """Roll up what a detector run reads and is not rolled up for good yet: the run of a
     detector whose query is ``sql`` (one that names no roll-up reads none) over ``windows``
@@ -354,23 +405,3 @@ def _whole_hours(start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime, dt.
         return None
     return (dt.datetime.fromtimestamp(first, dt.timezone.utc),
             dt.datetime.fromtimestamp(last, dt.timezone.utc))  # fmt: skip
-
-
-def forget_rollups(client: Client, start: dt.datetime, end: dt.datetime) -> None:
-    """Drop both roll-ups' buckets in the whole hours around [start, end], for minute rows
-    written there after the fact (a backfill of history): a bucket rolled up before them
-    would otherwise stand for good once settled. The next run that reads them rolls them
-    up again. A mutation, run to its end: only where a roll-up holds rows."""
-    first = start.replace(minute=0, second=0, microsecond=0)
-    last = end.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
-    bounds = {"start": _text(int(first.timestamp())), "end": _text(int(last.timestamp()))}
-    where = "bucket_start >= {start:DateTime('UTC')} AND bucket_start < {end:DateTime('UTC')}"
-    for rollup in (FIVE_MINUTES, ONE_HOUR):
-        held = client.query(
-            f"SELECT count() FROM {rollup.table} WHERE {where}", parameters=bounds
-        ).result_rows[0][0]
-        if held:
-            client.command(
-                f"ALTER TABLE {rollup.table} DELETE WHERE {where} SETTINGS mutations_sync = 2",
-                parameters=bounds,
-            )

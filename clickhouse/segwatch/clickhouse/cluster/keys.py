@@ -36,6 +36,7 @@ SHARDING_KEYS: Final[dict[str, str]] = {
     "ml_segment_aggregates_by_time": _SEGMENT_KEY,
     "ml_segment_rollup_5m": _SEGMENT_KEY,
     "ml_segment_rollup_1h": _SEGMENT_KEY,
+    "ml_late_buckets": "cityHash64(bucket_start)",  # a few rows, read with max(): any shard
     "ml_baseline_aggregates": (
         "cityHash64(baseline_name, model_name, model_version, quantity, segment_dim, segment_value)"
     ),

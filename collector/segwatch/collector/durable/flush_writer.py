@@ -2,7 +2,9 @@
 
 Writing a unit aggregates its calls (:mod:`segwatch.collector.aggregate`),
 marks its spool range as being flushed, inserts the aggregates (and the raw
-calls) in one insert round under the unit's deduplication token, hands the
+calls) in one insert round under the unit's deduplication token, then marks the
+5-minute buckets it gave minute rows late (:mod:`~segwatch.collector.store.late_rows`:
+the detectors' roll-ups of them are rolled up again), hands the
 spans ``storage.traces`` keeps for ``otel_traces`` to a
 :class:`~segwatch.collector.store.span_writer.SpanWriter` (best effort: inserted
 later, with other flushes' spans), then marks the range flushed.
@@ -19,6 +21,7 @@ letter, only retried.
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +34,7 @@ from segwatch.collector.model_calls import ModelCallBatch
 from segwatch.collector.store.aggregate_rows import AggregateRows
 from segwatch.collector.store.call_rows import call_rows
 from segwatch.collector.store.exporter import ClickHouseExporter, InsertRefusedError
+from segwatch.collector.store.late_rows import late_bucket_rows
 from segwatch.collector.store.rows import TableRows
 from segwatch.collector.store.span_writer import SpanWriter
 from segwatch.collector.store.trace_rows import (
@@ -105,6 +109,7 @@ class FlushWriter:
             self._spool.begin_flush(unit.first, unit.end)
         try:
             self._exporter.submit(*parts, token=token).result(timeout=self._store_timeout)
+            self._mark_late(parts[0], token)
         except Exception as exc:
             _logger.warning("flush of %d model calls failed: %s", len(batch), exc)
             self._forget_exemplars()  # its spans are not written: no later row may name them
@@ -142,6 +147,14 @@ class FlushWriter:
             with PYTHON_TURN:
                 spans = self._trace_rows(batch, aggregates, sampled)
         return parts, spans
+
+    def _mark_late(self, aggregates: TableRows, token: str) -> None:
+        """Mark the 5-minute buckets this flush gave minute rows late, now that they landed
+        (:mod:`segwatch.collector.store.late_rows`), under the flush's token: a replay of
+        the flush marks them once more only if this insert did not land."""
+        marks = late_bucket_rows(aggregates.columns["bucket_start"], time.time())
+        if len(marks):
+            self._exporter.submit(marks, token=token).result(timeout=self._store_timeout)
 
     def _forget_exemplars(self) -> None:
         if self._exemplars is not None:

@@ -23,9 +23,10 @@ rows changed is new calls. On an embedded store (``chdb://``) the result counts
 the calls of chunks the store already had (:attr:`BackfillResult.already_stored`),
 from the engine's ``DuplicatedInsertedBlocks`` counter read around each chunk's
 inserts; elsewhere it is None, not counted (see :func:`_counts_duplicates`).
-After writing, the detectors' roll-ups of the hours it touched are dropped
-(they are rebuilt from the minute rows on the next run), so a detector sees
-backfilled calls even in windows it had rolled up before.
+After writing, every 5-minute bucket from its first call to its last is marked
+late (``ml_late_buckets``): the detectors' roll-ups of them made before are
+rolled up again by the next run that reads them, so a detector sees backfilled
+calls even in windows it had rolled up before.
 
 Threads: the caller's thread reads and aggregates; one more thread inserts,
 through the caller's client, one chunk at a time, while the next chunk is read
@@ -41,6 +42,7 @@ import ctypes
 import datetime as dt
 import hashlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
@@ -51,12 +53,13 @@ import numpy as np
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from segwatch.clickhouse.rollups import forget_rollups
+from segwatch.clickhouse.rollups import FIVE_MINUTES
 from segwatch.collector.aggregate.aggregator import SegmentAggregator
 from segwatch.collector.config.collector_config import CollectorConfig
 from segwatch.collector.model_calls import ModelCallBatch
 from segwatch.collector.segment.plan import SegmentationPlan
 from segwatch.collector.store.call_rows import call_rows
+from segwatch.collector.store.late_rows import late_bucket_rows
 from segwatch.collector.store.rows import TableRows, insert_blocks
 from segwatch.collector.store.settings import check_store_settings
 
@@ -209,8 +212,8 @@ def backfill_table(
         done = _stored(done, inserts.wait(), expected_rows, progress)
     if reading.quantities is None:
         raise ValueError(f"{source}: no rows")
-    if done:
-        forget_rollups(client, _time(reading.first), _time(reading.last))
+    if done:  # once every chunk landed: the roll-ups of its buckets made before are stale
+        _mark_late(client, reading.first, reading.last)
     return BackfillResult(
         rows=done,
         chunks=count,
@@ -386,6 +389,14 @@ def _quantities(
     except ValueError as exc:
         raise ValueError(f"{source}: {exc}") from None
     return columns.taken, columns.ignored
+
+
+def _mark_late(client: Client, first_ns: int, last_ns: int) -> None:
+    """Mark late every 5-minute bucket from ``first_ns`` to ``last_ns`` (see rollups)."""
+    size = FIVE_MINUTES.seconds
+    first = first_ns // 10**9 // size * size
+    buckets = np.arange(first, last_ns // 10**9 + 1, size, dtype=np.int64)
+    late_bucket_rows(buckets, time.time(), every=True).insert_into(client)
 
 
 def _time(ns: int) -> dt.datetime:

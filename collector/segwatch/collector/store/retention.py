@@ -43,6 +43,7 @@ RETENTION_TABLES: Final[dict[str, tuple[tuple[str, str], ...]]] = {
         ("ml_segment_aggregates", "bucket_start"),
         ("ml_segment_rollup_5m", "bucket_start"),
         ("ml_segment_rollup_1h", "bucket_start"),
+        ("ml_late_buckets", "bucket_start"),
     ),
     "anomalies": (
         ("ml_anomalies", "window_end"),
