@@ -31,6 +31,7 @@ def test_demo_finds_the_injected_segment_and_nothing_else(
     # Progress goes to stderr with --json, and says what happened.
     assert "simulated  75/75 minutes" in demo_run.stderr
     assert "found the injected drift" in demo_run.stderr
+    assert "findings on standard output are" in demo_run.stderr  # not "above": on stdout
 
 
 README = Path(__file__).resolve().parents[2] / "README.md"

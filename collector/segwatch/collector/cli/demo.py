@@ -353,9 +353,10 @@ def _report(
         say(f"open incident: {model} / {root} ({detector}){follows if consequences else ''}")
     elapsed = time.monotonic() - started
     if found:
+        where = "on standard output" if as_json else "above"  # --json: the story is on stderr
         say(
             f"found the injected drift in fraud / country={scenario.drift_country} in "
-            f"{elapsed:.0f} s: the {len(table.rows)} findings above are the latest windows' "
+            f"{elapsed:.0f} s: the {len(table.rows)} findings {where} are the latest windows' "
             f"(ending now); the windows ending 5 minutes earlier found {earlier_findings}; "
             f"{len(incidents)} incident{'' if len(incidents) == 1 else 's'} open"
         )
