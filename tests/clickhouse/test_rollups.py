@@ -185,19 +185,35 @@ def test_a_settled_bucket_is_rolled_again_once_calls_landed_late_in_it(client, r
     assert roll_up(client, ONE_HOUR, start, end, now=_at(settled)) == 1
     ingest(client, recorder, rows[-1:])  # a late call, in the last bucket
     assert roll_up(client, FIVE_MINUTES, start, end, now=_at(settled + 60)) == 0  # unmarked
-    # A mark made before the roll-ups (an earlier late flush) leaves them standing.
-    late_bucket_rows([rows[-1][0]], settled - 1).insert_into(client)
+    # A mark made well before the roll-ups (an earlier late flush) leaves them standing.
+    late_bucket_rows([rows[-1][0]], settled - LATE_AFTER - 1).insert_into(client)
     assert roll_up(client, FIVE_MINUTES, start, end, now=_at(settled + 120)) == 0
-    late_bucket_rows([rows[-1][0]], settled + 150).insert_into(client)  # once it landed
-    assert roll_up(client, FIVE_MINUTES, start, end, now=_at(settled + 180)) == 1
-    assert roll_up(client, ONE_HOUR, start, end, now=_at(settled + 180)) == 1
+    marked = settled + 150  # the late call landed
+    late_bucket_rows([rows[-1][0]], marked).insert_into(client)
+    # The hour first: its 5-minute bucket is stale, so it comes from the minute rows.
+    later = marked + LATE_AFTER + 1  # a roll-up less than LATE_AFTER after a mark is stale
+    assert roll_up(client, ONE_HOUR, start, end, now=_at(later)) == 1
+    assert roll_up(client, FIVE_MINUTES, start, end, now=_at(later)) == 1
     for rollup in (FIVE_MINUTES, ONE_HOUR):
-        assert roll_up(client, rollup, start, end, now=_at(settled + 240)) == 0, rollup.table
+        assert roll_up(client, rollup, start, end, now=_at(later + 60)) == 0, rollup.table
         (calls,) = client.query(
             f"SELECT sum(count) FROM {rollup.table} FINAL "
             "WHERE segment_dim = '__all__' AND quantity = 'feature.color'"
         ).result_rows[0]
         assert calls == sum(1 for at, _ in rows if at >= END - 3600), rollup.table
+    # A writer's clock 10 s behind the runner's: a roll-up made (by the runner's clock)
+    # just before the mark's landing reads as made after it, but is within the margin.
+    assert roll_up(client, FIVE_MINUTES, start, end, now=_at(later + 300)) == 0
+    delete_rolled = f"DELETE FROM {FIVE_MINUTES.table} WHERE bucket_start = {{b:DateTime('UTC')}}"
+    client.command(delete_rolled, parameters={"b": _at(END - 300)})  # so that it is made now:
+    assert roll_up(client, FIVE_MINUTES, start, end, now=_at(later + 300)) == 1
+    late_bucket_rows([rows[-1][0]], later + 300 - 10).insert_into(client)
+    assert roll_up(client, FIVE_MINUTES, start, end, now=_at(later + 400)) == 1
+    # Made because of a mark, a roll-up is stamped past its margin: the next detector of
+    # the run, seconds later, takes it as it is.
+    late_bucket_rows([rows[-1][0]], later + 410).insert_into(client)
+    assert roll_up(client, FIVE_MINUTES, start, end, now=_at(later + 415)) == 1
+    assert roll_up(client, FIVE_MINUTES, start, end, now=_at(later + 416)) == 0
 
 
 def test_a_writer_marks_only_the_buckets_it_gave_rows_late() -> None:

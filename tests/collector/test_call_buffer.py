@@ -264,9 +264,17 @@ def test_a_batch_with_reserved_room_is_not_spilled(tmp_path: Path, client: Any) 
         spool.close()
 
 
+@pytest.mark.parametrize(
+    ("first", "flush_calls", "later", "kept"),
+    [
+        (20, 20, 4, 1),  # room for one request beside the flush; the rest wait, then spill
+        (50, 50, 2, 0),  # a whole bound in flight, nothing pending: no room for any
+    ],
+)
 def test_the_memory_bound_counts_the_flush_being_written(
-    tmp_path: Path, client: Any, recorder: Any
-) -> None:
+    tmp_path: Path, client: Any, recorder: Any, first: int, flush_calls: int, later: int,
+    kept: int,
+) -> None:  # fmt: skip
     """A flush in flight is still in memory, and comes back whole if it fails: the calls
     admitted beside it must leave room for it (else a failed flush puts the buffer a
     whole flush over its bound, as a CI run of the outage test once saw)."""
@@ -275,34 +283,38 @@ def test_the_memory_bound_counts_the_flush_being_written(
     exporter.start()
     spool = Spool(tmp_path / "spool", max_bytes=1 << 24)
     spool.open()
-    flushing = SpoolConfig(flush_interval=0.05, flush_calls=20, max_pending_calls=50)
+    flushing = SpoolConfig(flush_interval=0.05, flush_calls=flush_calls, max_pending_calls=50)
     processor = ModelCallProcessor(SegmentAggregator(), exporter, spool=spool, flushing=flushing,
                                    backpressure_timeout=0.3)  # fmt: skip
     processor.start()
     model = monitor("m", tracer_provider=recorder.provider)
 
-    def request() -> Any:
-        for i in range(20):
+    def request(calls: int) -> Any:
+        for i in range(calls):
             with model.call() as call:
                 call.features(x=float(i))
         return recorder.request()
 
     try:
-        processor.consume(request())
-        assert store.hung.wait(30)  # its flush is in flight, 20 calls
-        for _ in range(4):  # room for one more beside it; the rest wait, then spill
-            processor.consume(request())
+        processor.consume(request(first))
+        assert store.hung.wait(30)  # its flush is in flight
+        for _ in range(later):
+            processor.consume(request(20))
         assert processor.buffer.spilling
+        assert processor.buffer.held_calls == first + 20 * kept
         store.release()  # the hung insert fails: the flush's calls are pending again
         wait_until(lambda: processor.buffer.store_failing)  # set as its calls came back
-        assert processor.buffer.pending_calls <= 50  # 60 when the flush was not counted
+        # 60 and 90 when the flush was not counted
+        assert processor.buffer.pending_calls == first + 20 * kept <= 50
         assert processor.buffer.peak_pending_calls <= 50
         store.down = False
         processor.flush(timeout=60)
     finally:
+        store.release()  # (a failed assertion above must not leave the insert hanging)
         processor.shutdown()
         exporter.shutdown()
         spool.close()
     # Reading spilled calls back may pass the bound by the one request that fills the room.
     assert processor.buffer.peak_pending_calls <= 50 + 20
-    assert client.query("SELECT count() FROM ml_model_calls").result_rows == [(100,)]
+    expected = first + 20 * later
+    assert client.query("SELECT count() FROM ml_model_calls").result_rows == [(expected,)]

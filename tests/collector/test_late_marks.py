@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from segwatch.clickhouse.rollups import FIVE_MINUTES, roll_up
+from store_faults import RefusesData
+
+from segwatch.clickhouse.rollups import FIVE_MINUTES, LATE_AFTER, roll_up
 from segwatch.collector.aggregate.aggregator import SegmentAggregator
 from segwatch.collector.config import SpoolConfig
 from segwatch.collector.durable.processor import ModelCallProcessor
@@ -71,6 +73,44 @@ def test_calls_landing_after_their_bucket_settled_are_rolled_up(
     ).result_rows
     assert [m[0] for m in marks] == [bucket]
     assert marks[0][1].replace(tzinfo=dt.timezone.utc).timestamp() >= before  # once they landed
-    assert roll_up(client, FIVE_MINUTES, start, end) == 1  # rolled up again: the late calls count
+    # A run past the margin after the mark (LATE_AFTER: a roll-up sooner is made again).
+    run = dt.datetime.fromtimestamp(time.time() + LATE_AFTER + 1, dt.timezone.utc)
+    assert roll_up(client, FIVE_MINUTES, start, end, now=run) == 1  # the late calls count
     assert _rolled_calls(client, bucket) == 5
-    assert roll_up(client, FIVE_MINUTES, start, end) == 0  # once
+    assert roll_up(client, FIVE_MINUTES, start, end, now=run) == 0  # once
+
+
+def test_a_mark_the_store_refuses_fails_no_flush_and_goes_with_the_next(
+    client: Any, recorder: Any, tmp_path: Path
+) -> None:
+    """The flush's rows are stored before its marks: a refused mark must not make them a
+    dead letter (or a retry); it is sent again with the next flush's, keeping its time."""
+    store = RefusesData(client, "ml_late_buckets")
+    exporter = ClickHouseExporter(store)  # type: ignore[arg-type]
+    exporter.start()
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 24)
+    spool.open()
+    processor = ModelCallProcessor(SegmentAggregator(), exporter, spool=spool,
+                                   flushing=SpoolConfig(flush_interval=0.05,
+                                                        max_flush_attempts=1))  # fmt: skip
+    processor.start()
+    now = int(time.time())
+    bucket = now // 300 * 300 - 900
+    try:
+        before = time.time()
+        _send(processor, recorder, [bucket + 10, bucket + 20])  # late: its mark is refused
+        assert store.refused == 1
+        store.refusing = False
+        _send(processor, recorder, [now - 1])  # on time: nothing of its own to mark
+    finally:
+        processor.shutdown()
+        exporter.shutdown()
+        spool.close()
+    assert (processor.buffer.failures, processor.buffer.dead_letters) == (0, 0)
+    assert client.query("SELECT count() FROM ml_model_calls").result_rows == [(3,)]
+    marks = client.query(
+        "SELECT toUInt32(bucket_start), marked_at FROM ml_late_buckets"
+    ).result_rows
+    assert [m[0] for m in marks] == [bucket]
+    landed = marks[0][1].replace(tzinfo=dt.timezone.utc).timestamp()
+    assert before <= landed <= time.time()

@@ -72,7 +72,9 @@ LATE_AFTER = SETTLE // 2
 """A writer marks the 5-minute buckets of the minute rows it inserts this many seconds or
 more after the bucket's end: a settled roll-up (made ``SETTLE`` seconds after it at the
 earliest) may have missed them. Half of ``SETTLE`` leaves room for the writer's clock to
-lag the runner's; a flush of on-time calls (seconds after their minute) marks nothing."""
+lag the runner's; a flush of on-time calls (seconds after their minute) marks nothing.
+Also the margin after a mark within which a roll-up still counts as made before it
+(see _late_marks)."""
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,9 @@ def roll_up(
     maps_first = first if maps_from is None else int(maps_from.timestamp())
     held, latest = _held_buckets(client, rollup, first, last, settle, moment)
     # Stamped after every earlier roll-up of these buckets, so that FINAL keeps this one
-    # even when the earlier was made within the same millisecond (or the clock stepped back).
+    # even when the earlier was made within the same millisecond (or the clock stepped back),
+    # and past the margin of the marks that made some stale: made after this run read those
+    # marks, it holds their late rows (see _late_marks).
     stamp = max(clock, latest + dt.timedelta(milliseconds=1)) if latest else clock
     # Roll up what is missing, what settled after its roll-up was made, and what lacks
     # the maps asked for; with its maps when asked, when its roll-up had them, or when
@@ -254,8 +258,10 @@ def _held_buckets(
     """The buckets of [first, last) rolled up already: (current, maps) of their latest
     roll-up, current when the bucket has not settled yet (``moment`` is before its end
     plus ``settle``) or the roll-up was made after it settled and after the bucket's
-    latest mark in ``ml_late_buckets`` (any of its 5-minute buckets'), maps when every
-    row has them; and the latest roll-up's time (None: none).
+    latest mark in ``ml_late_buckets`` (any of its 5-minute buckets', plus a margin:
+    _late_marks), maps when every row has them; and the time a new roll-up of them
+    must be stamped after (None: none held): the latest roll-up's, or a later mark's
+    margin where a mark made a bucket stale.
     """
     rows = client.query(
         "SELECT bucket_start, argMax(current, rolled_at), argMax(maps, rolled_at), "
@@ -281,17 +287,26 @@ def _held_buckets(
     marks = _late_marks(client, rollup.seconds, first, last) if rows else {}
     unsettled_from = _epoch(moment) - rollup.seconds - settle  # buckets starting after it
     held = {}
+    latest = max((_utc(row[3]) for row in rows), default=None)
     for row in rows:
         bucket = int(_utc(row[0]).timestamp())
         stale = bucket <= unsettled_from and bucket in marks and _utc(row[3]) <= marks[bucket]
         held[bucket] = (bool(row[1]) and not stale, bool(row[2]))
-    latest = max((_utc(row[3]) for row in rows), default=None)
+        if stale and latest is not None:
+            latest = max(latest, marks[bucket])
     return held, latest
 
 
 def _late_marks(client: Client, size: int, first: int, last: int) -> dict[int, dt.datetime]:
-    """The latest mark in ``ml_late_buckets`` of each bucket (of ``size`` seconds) of
-    [first, last) that has one."""
+    """For each bucket (of ``size`` seconds) of [first, last) marked in ``ml_late_buckets``:
+    its latest mark plus :data:`LATE_AFTER`, the time a roll-up must be stamped after to
+    count (a writer's clock behind the runner's, or a replica that has not fetched the
+    late rows yet when the runner reads, would make one made just after the mark miss
+    them). A roll-up made because a mark made its bucket stale is stamped past that
+    margin (see roll_up): it read the minute rows after its runner saw the mark, so the
+    next detector of the run takes it as it is. Its stamp is then up to LATE_AFTER ahead
+    of the clock, which no bucket's settling can be mistaken by: a call landing after
+    such a roll-up lands LATE_AFTER or more after its bucket's end, and is marked."""
     rows = client.query(
         f"SELECT toUInt32(toStartOfInterval(bucket_start, INTERVAL {size} SECOND, 'UTC')), "
         f"max(marked_at) FROM {LATE_BUCKETS} "
@@ -300,7 +315,8 @@ def _late_marks(client: Client, size: int, first: int, last: int) -> dict[int, d
         parameters={"first": _text(first), "last": _text(last)},
         settings=DETECTOR_SETTINGS,
     ).result_rows
-    return {int(bucket): _utc(marked) for bucket, marked in rows}
+    margin = dt.timedelta(seconds=LATE_AFTER)
+    return {int(bucket): _utc(marked) + margin for bucket, marked in rows}
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:

@@ -123,7 +123,14 @@ class CallBuffer:
 
     @property
     def pending_calls(self) -> int:
+        """Calls waiting for a flush (not the flush being written: see held_calls)."""
         return self._pending_calls
+
+    @property
+    def held_calls(self) -> int:
+        """Calls in memory: waiting for a flush, and in the flush being written (what
+        ``max_pending_calls`` bounds)."""
+        return self._pending_calls + self._in_flight_calls
 
     @property
     def unstored_calls(self) -> int:
@@ -193,7 +200,8 @@ class CallBuffer:
                     if self._reload is not None:
                         return False  # add() spills it
                     raise RetryableError(
-                        f"{self._pending_calls} model calls are waiting for the store "
+                        f"{self._pending_calls + self._in_flight_calls} model calls are "
+                        "waiting for the store "
                         f"(limit {self._max_pending_calls}); retry later"
                     )
                 self._cond.wait(left)
@@ -262,8 +270,8 @@ class CallBuffer:
         if self._reload is None or end is None:
             return False
         if self._spilled_after is None:
-            if reserved or not self._pending_calls:
-                return False  # its room was held for it
+            if reserved or not self._pending_calls + self._in_flight_calls:
+                return False  # its room was held for it, or nothing is held
             if self._held_calls() + calls <= self._max_pending_calls:
                 return False
             if previous is None:
@@ -414,7 +422,7 @@ class CallBuffer:
         assert self._spool is not None and self._reload is not None
         with self._cond:
             after, upto = self._spilled_after, self._spilled_upto
-            room = self._max_pending_calls - self._pending_calls - self._in_flight_calls
+            room = self._max_pending_calls - self._pending_calls  # nothing in flight: this thread
         assert after is not None and upto is not None
         entries, calls, last = read_spilled(self._spool, self._reload, after, upto, room)
         with self._cond:

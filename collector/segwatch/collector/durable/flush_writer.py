@@ -4,7 +4,7 @@ Writing a unit aggregates its calls (:mod:`segwatch.collector.aggregate`),
 marks its spool range as being flushed, inserts the aggregates (and the raw
 calls) in one insert round under the unit's deduplication token, then marks the
 5-minute buckets it gave minute rows late (:mod:`~segwatch.collector.store.late_rows`:
-the detectors' roll-ups of them are rolled up again), hands the
+the detectors' roll-ups of them are rolled up again; best effort), hands the
 spans ``storage.traces`` keeps for ``otel_traces`` to a
 :class:`~segwatch.collector.store.span_writer.SpanWriter` (best effort: inserted
 later, with other flushes' spans), then marks the range flushed.
@@ -34,7 +34,7 @@ from segwatch.collector.model_calls import ModelCallBatch
 from segwatch.collector.store.aggregate_rows import AggregateRows
 from segwatch.collector.store.call_rows import call_rows
 from segwatch.collector.store.exporter import ClickHouseExporter, InsertRefusedError
-from segwatch.collector.store.late_rows import late_bucket_rows
+from segwatch.collector.store.late_rows import LateBucketRows, late_bucket_rows
 from segwatch.collector.store.rows import TableRows
 from segwatch.collector.store.span_writer import SpanWriter
 from segwatch.collector.store.trace_rows import (
@@ -91,6 +91,7 @@ class FlushWriter:
         # minute, not one a flush).
         self.spans = SpanWriter(exporter) if traces.write else None
         self._exemplars = ExemplarMemory() if traces.write else None
+        self._unsent_marks: LateBucketRows | None = None  # see _mark_late
 
     def write(self, unit: PendingBatch) -> Exception | None:
         """Aggregate and store one flush; None once it is in the store, else what failed."""
@@ -109,12 +110,12 @@ class FlushWriter:
             self._spool.begin_flush(unit.first, unit.end)
         try:
             self._exporter.submit(*parts, token=token).result(timeout=self._store_timeout)
-            self._mark_late(parts[0], token)
         except Exception as exc:
             _logger.warning("flush of %d model calls failed: %s", len(batch), exc)
             self._forget_exemplars()  # its spans are not written: no later row may name them
             return self._failed(unit, exc)
         exit_after_insert()
+        self._mark_late(parts[0])
         if spans is not None and self.spans is not None:
             self.spans.add(spans)  # inserted later, with other flushes' (best effort)
         if self._exemplars is not None:
@@ -148,13 +149,28 @@ class FlushWriter:
                 spans = self._trace_rows(batch, aggregates, sampled)
         return parts, spans
 
-    def _mark_late(self, aggregates: TableRows, token: str) -> None:
+    def _mark_late(self, aggregates: TableRows) -> None:
         """Mark the 5-minute buckets this flush gave minute rows late, now that they landed
-        (:mod:`segwatch.collector.store.late_rows`), under the flush's token: a replay of
-        the flush marks them once more only if this insert did not land."""
+        (:mod:`segwatch.collector.store.late_rows`), with the marks earlier flushes could
+        not send. Never fails the flush, whose rows are stored (failing it would retry
+        them, or set them aside as a dead letter): marks that fail are kept, with their
+        times, for the next flush. A crash before the flush's end in the spool replays
+        it, and the replay marks them again; marks kept unsent when the process stops
+        are lost (the calls then count in the detectors' roll-ups only of buckets rolled
+        up after they landed, as before marks existed)."""
         marks = late_bucket_rows(aggregates.columns["bucket_start"], time.time())
-        if len(marks):
-            self._exporter.submit(marks, token=token).result(timeout=self._store_timeout)
+        if self._unsent_marks is not None:
+            marks = self._unsent_marks.joined(marks)
+        if not len(marks):
+            return
+        try:
+            self._exporter.submit(marks).result(timeout=self._store_timeout)
+        except Exception as exc:
+            self._unsent_marks = marks
+            _logger.warning("marking %d buckets that got calls late failed (retried with the "
+                            "next flush): %s", len(marks), exc)  # fmt: skip
+        else:
+            self._unsent_marks = None
 
     def _forget_exemplars(self) -> None:
         if self._exemplars is not None:

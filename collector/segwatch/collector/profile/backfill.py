@@ -23,10 +23,10 @@ rows changed is new calls. On an embedded store (``chdb://``) the result counts
 the calls of chunks the store already had (:attr:`BackfillResult.already_stored`),
 from the engine's ``DuplicatedInsertedBlocks`` counter read around each chunk's
 inserts; elsewhere it is None, not counted (see :func:`_counts_duplicates`).
-After writing, every 5-minute bucket from its first call to its last is marked
-late (``ml_late_buckets``): the detectors' roll-ups of them made before are
-rolled up again by the next run that reads them, so a detector sees backfilled
-calls even in windows it had rolled up before.
+After writing, every 5-minute bucket that got calls is marked late
+(``ml_late_buckets``): the detectors' roll-ups of them made before are rolled
+up again by the next run that reads them, so a detector sees backfilled calls
+even in windows it had rolled up before.
 
 Threads: the caller's thread reads and aggregates; one more thread inserts,
 through the caller's client, one chunk at a time, while the next chunk is read
@@ -213,7 +213,7 @@ def backfill_table(
     if reading.quantities is None:
         raise ValueError(f"{source}: no rows")
     if done:  # once every chunk landed: the roll-ups of its buckets made before are stale
-        _mark_late(client, reading.first, reading.last)
+        late_bucket_rows(sorted(reading.buckets), time.time(), every=True).insert_into(client)
     return BackfillResult(
         rows=done,
         chunks=count,
@@ -245,6 +245,7 @@ class _Reading:
         self.quantities: dict[str, str] | None = None
         self.ignored: tuple[str, ...] = ()
         self.first, self.last = 2**63 - 1, -1  # the earliest and latest call, in ns
+        self.buckets: set[int] = set()  # the 5-minute buckets of the calls (epoch seconds)
         self.chunk = LoggedChunk({}, 0)  # the last one read
         self._numeric: set[str] = set()  # columns of numbers in the first chunk
 
@@ -265,6 +266,8 @@ class _Reading:
         if len(start_ns):
             self.first = min(self.first, int(start_ns.min()))
             self.last = max(self.last, int(start_ns.max()))
+            size = FIVE_MINUTES.seconds
+            self.buckets.update(np.unique(start_ns // (size * 10**9) * size).tolist())
         return chunk_batch(chunk.columns, self.quantities, start_ns, self._model, self._numeric)
 
 
@@ -389,14 +392,6 @@ def _quantities(
     except ValueError as exc:
         raise ValueError(f"{source}: {exc}") from None
     return columns.taken, columns.ignored
-
-
-def _mark_late(client: Client, first_ns: int, last_ns: int) -> None:
-    """Mark late every 5-minute bucket from ``first_ns`` to ``last_ns`` (see rollups)."""
-    size = FIVE_MINUTES.seconds
-    first = first_ns // 10**9 // size * size
-    buckets = np.arange(first, last_ns // 10**9 + 1, size, dtype=np.int64)
-    late_bucket_rows(buckets, time.time(), every=True).insert_into(client)
 
 
 def _time(ns: int) -> dt.datetime:

@@ -306,7 +306,7 @@ class Collector:
             "rejected_spans": stats.rejected_spans if stats else 0,
             "rejected_by": dict(stats.rejected_by) if stats else {},
             "spool_bytes": self.spool.unflushed_bytes if self.spool else 0,
-            "pending_calls": buffer.pending_calls if buffer else 0,
+            "pending_calls": buffer.held_calls if buffer else 0,  # the flush written too
             "spilled": int(buffer.spilling) if buffer else 0,
             "dead_letters": buffer.dead_letters if buffer else 0,
             "dead_letter_calls": buffer.dead_letter_calls if buffer else 0,

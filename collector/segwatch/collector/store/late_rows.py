@@ -11,6 +11,7 @@ every bucket of its file.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +29,21 @@ class LateBucketRows(TableRows):
     table = "ml_late_buckets"
     column_names = ("bucket_start", "marked_at")
     column_types = ("DateTime('UTC')", "DateTime64(3, 'UTC')")
+    # A backfill of years of history marks buckets in more months (the table's partitions)
+    # than an insert may write by default (100).
+    insert_settings: ClassVar[dict[str, Any]] = {"max_partitions_per_insert_block": 0}
+
+    def joined(self, other: LateBucketRows) -> LateBucketRows:
+        """These marks and ``other``'s, one per bucket: its latest."""
+        buckets = np.concatenate([self.columns["bucket_start"], other.columns["bucket_start"]])
+        marked = np.concatenate([self.columns["marked_at"], other.columns["marked_at"]])
+        order = np.lexsort((marked, buckets))  # by bucket, then by time: the last is the latest
+        buckets, marked = buckets[order], marked[order]
+        last = np.ones(len(buckets), dtype=bool)  # each bucket's last row
+        last[:-1] = buckets[1:] != buckets[:-1]
+        rows = LateBucketRows()
+        rows.columns["bucket_start"], rows.columns["marked_at"] = buckets[last], marked[last]
+        return rows
 
 
 def late_bucket_rows(

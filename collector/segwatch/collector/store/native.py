@@ -278,9 +278,13 @@ def _coded_strings(codes: npt.NDArray[np.intp], dictionary: Sequence[str]) -> by
         table[row, : len(piece)] = np.frombuffer(piece, dtype=np.uint8)
     if not len(codes) or (bool((widths[:-1] == width).all()) and int(codes.min()) >= 0):
         return table[codes].tobytes()
-    written = np.arange(width) < widths[:, None]  # each row's bytes that are not padding
+    columns = np.arange(width)
     parts = (codes[at : at + _GATHER_CODES] for at in range(0, len(codes), _GATHER_CODES))
-    return np.concatenate([table[part][written[part]] for part in parts]).tobytes()
+    # each part's rows, less their padding (the mask is made per part: a dictionary of
+    # many values would double the table)
+    return np.concatenate(
+        [table[part][columns < widths[part][:, None]] for part in parts]
+    ).tobytes()
 
 
 def _low_cardinality(values: Any) -> tuple[bytes, list[bytes]]:
