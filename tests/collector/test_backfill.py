@@ -378,3 +378,6 @@ def test_a_backfill_into_buckets_rolled_up_before_is_rolled_up_again(
             "WHERE segment_dim = '__all__' AND quantity = 'feature.amount'"
         ).result_rows[0]
         assert rolled == 400, rollup.table
+        # Made after the run read the marks, the roll-up stands for the next detector of
+        # the run, seconds after the backfill (not rolled up by every one of them again).
+        assert roll_up(client, rollup, *hour) == 0, rollup.table

@@ -172,8 +172,8 @@ def roll_up(
     held, latest = _held_buckets(client, rollup, first, last, settle, moment)
     # Stamped after every earlier roll-up of these buckets, so that FINAL keeps this one
     # even when the earlier was made within the same millisecond (or the clock stepped back),
-    # and past the margin of the marks that made some stale: made after this run read those
-    # marks, it holds their late rows (see _late_marks).
+    # and past the margin of their marks: made after this run read them, it holds their
+    # late rows (see _late_marks).
     stamp = max(clock, latest + dt.timedelta(milliseconds=1)) if latest else clock
     # Roll up what is missing, what settled after its roll-up was made, and what lacks
     # the maps asked for; with its maps when asked, when its roll-up had them, or when
@@ -260,8 +260,8 @@ def _held_buckets(
     plus ``settle``) or the roll-up was made after it settled and after the bucket's
     latest mark in ``ml_late_buckets`` (any of its 5-minute buckets', plus a margin:
     _late_marks), maps when every row has them; and the time a new roll-up of them
-    must be stamped after (None: none held): the latest roll-up's, or a later mark's
-    margin where a mark made a bucket stale.
+    must be stamped after (None: none held or marked): the latest roll-up's, or a
+    later mark's margin.
     """
     rows = client.query(
         "SELECT bucket_start, argMax(current, rolled_at), argMax(maps, rolled_at), "
@@ -284,16 +284,15 @@ def _held_buckets(
         },
         settings=DETECTOR_SETTINGS,
     ).result_rows
-    marks = _late_marks(client, rollup.seconds, first, last) if rows else {}
+    marks = _late_marks(client, rollup.seconds, first, last)
     unsettled_from = _epoch(moment) - rollup.seconds - settle  # buckets starting after it
     held = {}
-    latest = max((_utc(row[3]) for row in rows), default=None)
     for row in rows:
         bucket = int(_utc(row[0]).timestamp())
         stale = bucket <= unsettled_from and bucket in marks and _utc(row[3]) <= marks[bucket]
         held[bucket] = (bool(row[1]) and not stale, bool(row[2]))
-        if stale and latest is not None:
-            latest = max(latest, marks[bucket])
+    # A roll-up made now read the marks first: it is stamped past their margins.
+    latest = max([_utc(row[3]) for row in rows] + list(marks.values()), default=None)
     return held, latest
 
 
@@ -302,9 +301,10 @@ def _late_marks(client: Client, size: int, first: int, last: int) -> dict[int, d
     its latest mark plus :data:`LATE_AFTER`, the time a roll-up must be stamped after to
     count (a writer's clock behind the runner's, or a replica that has not fetched the
     late rows yet when the runner reads, would make one made just after the mark miss
-    them). A roll-up made because a mark made its bucket stale is stamped past that
-    margin (see roll_up): it read the minute rows after its runner saw the mark, so the
-    next detector of the run takes it as it is. Its stamp is then up to LATE_AFTER ahead
+    them). A roll-up made after its runner read a bucket's mark is stamped past that
+    margin (see roll_up): it read the minute rows after it saw the mark, so the next
+    detector of the run takes it as it is (right after a backfill, every detector would
+    roll its buckets up again otherwise). Its stamp is then up to LATE_AFTER ahead
     of the clock, which no bucket's settling can be mistaken by: a call landing after
     such a roll-up lands LATE_AFTER or more after its bucket's end, and is marked."""
     rows = client.query(
