@@ -59,6 +59,7 @@ __all__ = [
     "LATE_BUCKETS",
     "ONE_HOUR",
     "SETTLE",
+    "LateMarks",
     "Rollup",
     "roll_up",
     "roll_up_for",
@@ -148,6 +149,7 @@ def roll_up(
     settle: int = SETTLE,
     now: dt.datetime | None = None,  # the wall clock (tests set it)
     maps_from: dt.datetime | None = None,
+    marks: LateMarks | None = None,
 ) -> int:
     """Roll up the buckets wholly in [start, end) that are missing, or settled since
     their roll-up, or lack the maps asked for (see above); return how many were rolled up.
@@ -157,7 +159,8 @@ def roll_up(
     them, unless their earlier roll-up had them or they have not settled yet (``now``
     before their end plus ``settle``: see above). A 1-hour bucket is built from its
     5-minute ones when they are all held with the maps it needs, from the minute rows
-    otherwise.
+    otherwise. ``marks``: the late marks read for a range around [start, end) (read
+    now when None or narrower).
     """
     size = rollup.seconds
     clock = now or dt.datetime.now(dt.timezone.utc)
@@ -169,7 +172,9 @@ def roll_up(
     if last <= first:
         return 0
     maps_first = first if maps_from is None else int(maps_from.timestamp())
-    held, latest = _held_buckets(client, rollup, first, last, settle, moment)
+    if marks is None or not marks.cover(first, last):
+        marks = LateMarks.read(client, first, last)
+    held, latest = _held_buckets(client, rollup, first, last, settle, moment, marks)
     # Stamped after every earlier roll-up of these buckets, so that FINAL keeps this one
     # even when the earlier was made within the same millisecond (or the clock stepped back),
     # and past the margin of their marks: made after this run read them, it holds their
@@ -196,7 +201,7 @@ def roll_up(
     if not wanted[True] and not wanted[False]:
         return 0
     finer = (
-        _held_buckets(client, FIVE_MINUTES, lowest, highest + size, settle, moment)[0]
+        _held_buckets(client, FIVE_MINUTES, lowest, highest + size, settle, moment, marks)[0]
         if rollup.of_five_minutes else {}
     )  # fmt: skip
     for maps, buckets in wanted.items():
@@ -253,13 +258,19 @@ def _without(buckets: list[int], chosen: list[int]) -> list[int]:
 
 
 def _held_buckets(
-    client: Client, rollup: Rollup, first: int, last: int, settle: int, moment: str
+    client: Client,
+    rollup: Rollup,
+    first: int,
+    last: int,
+    settle: int,
+    moment: str,
+    late: LateMarks,
 ) -> tuple[dict[int, tuple[bool, bool]], dt.datetime | None]:
     """The buckets of [first, last) rolled up already: (current, maps) of their latest
     roll-up, current when the bucket has not settled yet (``moment`` is before its end
     plus ``settle``) or the roll-up was made after it settled and after the bucket's
     latest mark in ``ml_late_buckets`` (any of its 5-minute buckets', plus a margin:
-    _late_marks), maps when every row has them; and the time a new roll-up of them
+    LateMarks), maps when every row has them; and the time a new roll-up of them
     must be stamped after (None: none held or marked): the latest roll-up's, or a
     later mark's margin.
     """
@@ -284,7 +295,7 @@ def _held_buckets(
         },
         settings=DETECTOR_SETTINGS,
     ).result_rows
-    marks = _late_marks(client, rollup.seconds, first, last)
+    marks = late.of(rollup.seconds, first, last)
     unsettled_from = _epoch(moment) - rollup.seconds - settle  # buckets starting after it
     held = {}
     for row in rows:
@@ -296,27 +307,51 @@ def _held_buckets(
     return held, latest
 
 
-def _late_marks(client: Client, size: int, first: int, last: int) -> dict[int, dt.datetime]:
-    """For each bucket (of ``size`` seconds) of [first, last) marked in ``ml_late_buckets``:
-    its latest mark plus :data:`LATE_AFTER`, the time a roll-up must be stamped after to
-    count (a writer's clock behind the runner's, or a replica that has not fetched the
+@dataclass(frozen=True)
+class LateMarks:
+    """The 5-minute buckets of [first, last) marked in ``ml_late_buckets``, each with its
+    latest mark plus :data:`LATE_AFTER`: the time a roll-up of it must be stamped after
+    to count (a writer's clock behind the runner's, or a replica that has not fetched the
     late rows yet when the runner reads, would make one made just after the mark miss
-    them). A roll-up made after its runner read a bucket's mark is stamped past that
-    margin (see roll_up): it read the minute rows after it saw the mark, so the next
-    detector of the run takes it as it is (right after a backfill, every detector would
-    roll its buckets up again otherwise). Its stamp is then up to LATE_AFTER ahead
-    of the clock, which no bucket's settling can be mistaken by: a call landing after
-    such a roll-up lands LATE_AFTER or more after its bucket's end, and is marked."""
-    rows = client.query(
-        f"SELECT toUInt32(toStartOfInterval(bucket_start, INTERVAL {size} SECOND, 'UTC')), "
-        f"max(marked_at) FROM {LATE_BUCKETS} "
-        "WHERE bucket_start >= {first:DateTime('UTC')} AND bucket_start < {last:DateTime('UTC')} "
-        "GROUP BY 1",
-        parameters={"first": _text(first), "last": _text(last)},
-        settings=DETECTOR_SETTINGS,
-    ).result_rows
-    margin = dt.timedelta(seconds=LATE_AFTER)
-    return {int(bucket): _utc(marked) + margin for bucket, marked in rows}
+    them). Read once per detector run (:func:`roll_up_for`) for all its roll-ups.
+
+    A roll-up made after its runner read a bucket's mark is stamped past that margin
+    (see roll_up): it read the minute rows after it saw the mark, so the next detector
+    of the run takes it as it is (right after a backfill, every detector would roll its
+    buckets up again otherwise). Its stamp is then up to LATE_AFTER ahead of the clock,
+    which no bucket's settling can be mistaken by: a call landing after such a roll-up
+    lands LATE_AFTER or more after its bucket's end, and is marked.
+    """
+
+    first: int
+    last: int
+    marks: dict[int, dt.datetime]
+
+    @classmethod
+    def read(cls, client: Client, first: int, last: int) -> LateMarks:
+        step = FIVE_MINUTES.seconds
+        first = first // step * step
+        rows = client.query(
+            f"SELECT toUInt32(bucket_start), max(marked_at) FROM {LATE_BUCKETS} "
+            "WHERE bucket_start >= {first:DateTime('UTC')} "
+            "AND bucket_start < {last:DateTime('UTC')} GROUP BY 1",
+            parameters={"first": _text(first), "last": _text(last)},
+            settings=DETECTOR_SETTINGS,
+        ).result_rows
+        margin = dt.timedelta(seconds=LATE_AFTER)
+        return cls(first, last, {int(bucket): _utc(mark) + margin for bucket, mark in rows})
+
+    def cover(self, first: int, last: int) -> bool:
+        return self.first <= first and last <= self.last
+
+    def of(self, size: int, first: int, last: int) -> dict[int, dt.datetime]:
+        """The latest (plus the margin) of each bucket of ``size`` seconds of [first, last)."""
+        grouped: dict[int, dt.datetime] = {}
+        for bucket, mark in self.marks.items():
+            if first <= bucket < last:
+                key = bucket // size * size
+                grouped[key] = max(mark, grouped.get(key, mark))
+        return grouped
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:
@@ -403,12 +438,13 @@ def roll_up_for(client: Client, sql: str, maps: str, windows: dict[str, dt.datet
     start, end = windows["baseline_start"], windows["window_end"]
     maps_from = {"all": start, "window": windows["window_start"]}.get(maps, end)
     hours = _whole_hours(start, windows["baseline_end"])
+    marks = LateMarks.read(client, int(start.timestamp()), int(end.timestamp()))
     if ONE_HOUR.table not in sql or hours is None:
-        roll_up(client, FIVE_MINUTES, start, end, maps_from=maps_from)
+        roll_up(client, FIVE_MINUTES, start, end, maps_from=maps_from, marks=marks)
         return
-    roll_up(client, FIVE_MINUTES, start, hours[0], maps_from=maps_from)
-    roll_up(client, FIVE_MINUTES, hours[1], end, maps_from=maps_from)
-    roll_up(client, ONE_HOUR, *hours, maps_from=maps_from)
+    roll_up(client, FIVE_MINUTES, start, hours[0], maps_from=maps_from, marks=marks)
+    roll_up(client, FIVE_MINUTES, hours[1], end, maps_from=maps_from, marks=marks)
+    roll_up(client, ONE_HOUR, *hours, maps_from=maps_from, marks=marks)
 
 
 def _whole_hours(start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime, dt.datetime] | None:
