@@ -75,7 +75,7 @@ more after the bucket's end: a settled roll-up (made ``SETTLE`` seconds after it
 earliest) may have missed them. Half of ``SETTLE`` leaves room for the writer's clock to
 lag the runner's; a flush of on-time calls (seconds after their minute) marks nothing.
 Also the margin after a mark within which a roll-up still counts as made before it
-(see _late_marks)."""
+(see LateMarks)."""
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ def roll_up(
     # Stamped after every earlier roll-up of these buckets, so that FINAL keeps this one
     # even when the earlier was made within the same millisecond (or the clock stepped back),
     # and past the margin of their marks: made after this run read them, it holds their
-    # late rows (see _late_marks).
+    # late rows (see LateMarks).
     stamp = max(clock, latest + dt.timedelta(milliseconds=1)) if latest else clock
     # Roll up what is missing, what settled after its roll-up was made, and what lacks
     # the maps asked for; with its maps when asked, when its roll-up had them, or when
