@@ -381,3 +381,11 @@ def test_a_backfill_into_buckets_rolled_up_before_is_rolled_up_again(
         # Made after the run read the marks, the roll-up stands for the next detector of
         # the run, seconds after the backfill (not rolled up by every one of them again).
         assert roll_up(client, rollup, *hour) == 0, rollup.table
+    # Run again (as after one stopped between a chunk's inserts and its marks), it stores
+    # nothing twice and marks its buckets again.
+    latest = "SELECT count(DISTINCT bucket_start), max(marked_at) FROM ml_late_buckets"
+    buckets, marked = client.query(latest).result_rows[0]
+    again = backfill_file(client, str(tmp_path / "b.csv"), model="fraud", timestamp="ts")
+    assert again.already_stored == 300
+    assert client.query(latest).result_rows[0][0] == buckets
+    assert client.query(latest).result_rows[0][1] > marked

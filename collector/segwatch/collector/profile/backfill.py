@@ -23,10 +23,13 @@ rows changed is new calls. On an embedded store (``chdb://``) the result counts
 the calls of chunks the store already had (:attr:`BackfillResult.already_stored`),
 from the engine's ``DuplicatedInsertedBlocks`` counter read around each chunk's
 inserts; elsewhere it is None, not counted (see :func:`_counts_duplicates`).
-After writing, every 5-minute bucket that got calls is marked late
+Once a chunk's inserts returned, its 5-minute buckets are marked late
 (``ml_late_buckets``): the detectors' roll-ups of them made before are rolled
 up again by the next run that reads them, so a detector sees backfilled calls
-even in windows it had rolled up before.
+even in buckets it had rolled up before. A run stopped between a chunk's
+inserts and its marks (killed, or its stderr's reader gone) leaves that chunk's
+buckets unmarked; running it again stores nothing twice and marks every chunk
+again.
 
 Threads: the caller's thread reads and aggregates; one more thread inserts,
 through the caller's client, one chunk at a time, while the next chunk is read
@@ -50,6 +53,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
@@ -208,12 +212,10 @@ def backfill_table(
                 parts.append(call_rows(batch))
             done = _stored(done, inserts.wait(), expected_rows, progress)
             token = _token(reading.chunk, count - 1, timestamp, (model, version, stage))
-            inserts.start(parts, token, len(batch))
+            inserts.start(parts, token, len(batch), reading.buckets)
         done = _stored(done, inserts.wait(), expected_rows, progress)
     if reading.quantities is None:
         raise ValueError(f"{source}: no rows")
-    if done:  # once every chunk landed: the roll-ups of its buckets made before are stale
-        late_bucket_rows(sorted(reading.buckets), time.time(), every=True).insert_into(client)
     return BackfillResult(
         rows=done,
         chunks=count,
@@ -245,7 +247,7 @@ class _Reading:
         self.quantities: dict[str, str] | None = None
         self.ignored: tuple[str, ...] = ()
         self.first, self.last = 2**63 - 1, -1  # the earliest and latest call, in ns
-        self.buckets: set[int] = set()  # the 5-minute buckets of the calls (epoch seconds)
+        self.buckets = np.zeros(0, np.int64)  # the last chunk's 5-minute buckets (epoch s)
         self.chunk = LoggedChunk({}, 0)  # the last one read
         self._numeric: set[str] = set()  # columns of numbers in the first chunk
 
@@ -263,11 +265,11 @@ class _Reading:
                              and np.asarray(values).dtype.kind in "iuf"}  # fmt: skip
         column = chunk.columns[self._timestamp]
         start_ns = call_times(column, self._timestamp, chunk.first_line, self._source)
+        size = FIVE_MINUTES.seconds
+        self.buckets = np.unique(start_ns // (size * 10**9) * size)
         if len(start_ns):
             self.first = min(self.first, int(start_ns.min()))
             self.last = max(self.last, int(start_ns.max()))
-            size = FIVE_MINUTES.seconds
-            self.buckets.update(np.unique(start_ns // (size * 10**9) * size).tolist())
         return chunk_batch(chunk.columns, self.quantities, start_ns, self._model, self._numeric)
 
 
@@ -303,10 +305,13 @@ class _Inserts:
         finally:
             self._pool.shutdown(wait=True)
 
-    def start(self, parts: list[TableRows], token: str, rows: int) -> None:
-        """Start inserting ``parts`` (``rows`` calls); the previous insert must be done."""
+    def start(
+        self, parts: list[TableRows], token: str, rows: int, buckets: npt.NDArray[np.int64]
+    ) -> None:
+        """Start inserting ``parts`` (``rows`` calls in the 5-minute ``buckets``, marked
+        late once they landed); the previous insert must be done."""
         assert self._pending is None, "one insert at a time: wait() for the last one"
-        insert = self._pool.submit(_insert_all, self._client, parts, token, self._count)
+        insert = self._pool.submit(_insert_all, self._client, parts, token, self._count, buckets)
         self._pending = (insert, rows)
 
     def wait(self) -> int:
@@ -337,10 +342,15 @@ def _stored(done: int, rows: int, expected: int, progress: Progress | None) -> i
     return done + rows
 
 
-def _insert_all(client: Client, parts: list[TableRows], token: str, count: bool) -> bool:
+def _insert_all(
+    client: Client, parts: list[TableRows], token: str, count: bool,
+    buckets: npt.NDArray[np.int64],
+) -> bool:  # fmt: skip
     """Each table's rows in one synchronous insert under ``<token>-<table>``: a second insert
-    with it adds nothing. With ``count``, True when every insert was such a second one (the
-    engine counted a duplicate block for each: see :func:`_duplicates`); else False."""
+    with it adds nothing; then ``buckets`` marked late (also when the rows were there
+    already: a run stopped before its marks is repaired by running it again). With
+    ``count``, True when every insert was such a second one (the engine counted a
+    duplicate block for each: see :func:`_duplicates`); else False."""
     duplicated = count
     for part in parts:
         if len(part):
@@ -349,6 +359,7 @@ def _insert_all(client: Client, parts: list[TableRows], token: str, count: bool)
             before = _duplicates(client) if count else 0
             insert_blocks(client, part.table, part.column_names, [part.native_chunks()], settings)
             duplicated = duplicated and _duplicates(client) > before
+    late_bucket_rows(buckets, time.time(), every=True).insert_into(client)
     return duplicated
 
 

@@ -20,6 +20,7 @@ unreachable.
 - ``native``: ClickHouse Native-format blocks from numpy columns.
 - ``rows``: :class:`TableRows`, one table's rows and their Native encoding.
 - ``aggregate_rows``, ``call_rows``: the rows of ``ml_segment_aggregates`` and ``ml_model_calls``.
+- ``late_rows``: the marks of ``ml_late_buckets``, for minute rows written late.
 - ``trace_rows``: which calls' spans go to ``otel_traces`` (the trace-id sample, the
   exemplars) and their rows, as the OpenTelemetry Collector's exporter writes them.
 - ``span_writer``: :class:`SpanWriter`, those rows gathered across flushes and inserted

@@ -5,7 +5,7 @@ writer marks the bucket after inserting more of its minute rows (see
 :mod:`segwatch.clickhouse.rollups`). The collector marks what a flush inserted
 :data:`~segwatch.clickhouse.rollups.LATE_AFTER` seconds or more after its
 bucket's end (a store outage's backlog, an SDK's retries); a backfill marks
-every bucket of its file.
+every bucket each chunk gives calls, once the chunk landed.
 """
 
 from __future__ import annotations
