@@ -164,7 +164,7 @@ def roll_up(
     """
     size = rollup.seconds
     clock = now or dt.datetime.now(dt.timezone.utc)
-    moment = _text(int(clock.timestamp()))
+    moment = int(clock.timestamp())
     # Only the buckets wholly in [start, end): an hour that began before ``start`` may
     # lack 5-minute buckets nobody rolled up, and its roll-up would stand for good.
     first = -(-int(start.timestamp()) // size) * size
@@ -183,7 +183,7 @@ def roll_up(
     # Roll up what is missing, what settled after its roll-up was made, and what lacks
     # the maps asked for; with its maps when asked, when its roll-up had them, or when
     # it has not settled (another run may be rolling it up with them right now).
-    unsettled_from = int(clock.timestamp()) - size - settle  # buckets starting after it
+    unsettled_from = moment - size - settle  # buckets starting after it
     wanted: dict[bool, list[int]] = {True: [], False: []}
     for bucket in range(first, last, size):
         current, had_maps = held.get(bucket, (False, False))
@@ -263,7 +263,7 @@ def _held_buckets(
     first: int,
     last: int,
     settle: int,
-    moment: str,
+    moment: int,
     late: LateMarks,
 ) -> tuple[dict[int, tuple[bool, bool]], dt.datetime | None]:
     """The buckets of [first, last) rolled up already: (current, maps) of their latest
@@ -291,12 +291,12 @@ def _held_buckets(
             "last": _text(last),
             "size": rollup.seconds,
             "settle": settle,
-            "now": moment,
+            "now": _text(moment),
         },
         settings=DETECTOR_SETTINGS,
     ).result_rows
     marks = late.of(rollup.seconds, first, last)
-    unsettled_from = _epoch(moment) - rollup.seconds - settle  # buckets starting after it
+    unsettled_from = moment - rollup.seconds - settle  # buckets starting after it
     held = {}
     for row in rows:
         bucket = int(_utc(row[0]).timestamp())
@@ -412,12 +412,6 @@ cost a quarter of a roll-up's CPU (README, Benchmarks: ``bench/detect.py``)."""
 
 def _text(epoch: int) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _epoch(text: str) -> int:
-    """The inverse of :func:`_text`."""
-    moment = dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.timezone.utc)
-    return int(moment.timestamp())
 
 
 def roll_up_for(client: Client, sql: str, maps: str, windows: dict[str, dt.datetime]) -> None:

@@ -200,8 +200,7 @@ class CallBuffer:
                     if self._reload is not None:
                         return False  # add() spills it
                     raise RetryableError(
-                        f"{self._pending_calls + self._in_flight_calls} model calls are "
-                        "waiting for the store "
+                        f"{self.held_calls} model calls are waiting for the store "
                         f"(limit {self._max_pending_calls}); retry later"
                     )
                 self._cond.wait(left)
@@ -217,7 +216,7 @@ class CallBuffer:
     def _held_calls(self) -> int:
         """Calls in memory (waiting here, or in the flush being written: a failed flush
         comes back) and room promised to adds to come (under the lock)."""
-        return self._pending_calls + self._in_flight_calls + self._reserved_calls
+        return self.held_calls + self._reserved_calls
 
     def add(
         self, batch: ModelCallBatch, end: Position | None = None, size: int = 0,
@@ -270,7 +269,7 @@ class CallBuffer:
         if self._reload is None or end is None:
             return False
         if self._spilled_after is None:
-            if reserved or not self._pending_calls + self._in_flight_calls:
+            if reserved or not self.held_calls:
                 return False  # its room was held for it, or nothing is held
             if self._held_calls() + calls <= self._max_pending_calls:
                 return False
@@ -357,8 +356,7 @@ class CallBuffer:
 
     def _note_peak(self) -> None:
         """Keep the most calls held in memory so far (under the lock)."""
-        held = self._pending_calls + self._in_flight_calls
-        self.peak_pending_calls = max(self.peak_pending_calls, held)
+        self.peak_pending_calls = max(self.peak_pending_calls, self.held_calls)
 
     def _run(self) -> None:
         backoff = 0.5
