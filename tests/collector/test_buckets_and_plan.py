@@ -28,6 +28,36 @@ def test_log_buckets_any_base() -> None:
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize("base", [10.0, 2.0, 1.5, math.e, 1.1, 1e10, 1.01])
+def test_log_bucket_exponents_are_exact_at_every_power(base: float) -> None:
+    """A value lands in [b^k, b^(k+1)) with b^k as np.power gives it, exactly at and beside
+    every power of the base across the normal doubles; the table of powers (bases far from
+    1: not 1.01) gives what np.power per value gives everywhere, subnormals, zeros,
+    negatives and special values included; a column's codes are its values' one by one."""
+    with np.errstate(over="ignore", under="ignore"):
+        powers = np.power(base, np.arange(-1100.0, 1100.0))
+    powers = powers[np.isfinite(powers) & (powers > 0)]
+    rng = np.random.default_rng(18)
+    values = np.concatenate([
+        powers, np.nextafter(powers, 0), np.nextafter(powers, np.inf),
+        rng.lognormal(0, 60, 20_000), [5e-324, 1e-310, 2.2e-308, 1.7976931348623157e308],
+    ])  # fmt: skip
+    buckets = LogBuckets(base)
+    normal = values[values >= np.finfo(np.float64).tiny]
+    codes = buckets.codes(normal)
+    with np.errstate(over="ignore"):
+        lower, upper = np.power(base, codes.astype(np.float64)), np.power(base, codes + 1.0)
+    assert (lower <= normal).all() and (normal < upper).all()
+
+    mixed = np.concatenate([values, -values, [0.0, math.nan, math.inf, -math.inf]])
+    rng.shuffle(mixed)
+    per_value = LogBuckets(base)
+    per_value._table = None  # np.power for every value, as before the table
+    assert (buckets.codes(mixed) == per_value.codes(mixed)).all()
+    one_by_one = [int(buckets.codes(mixed[i : i + 1])[0]) for i in range(0, len(mixed), 97)]
+    assert buckets.codes(mixed)[::97].tolist() == one_by_one
+
+
 def test_linear_and_edge_buckets() -> None:
     assert _labels(LinearBuckets(10, origin=5), [5, 14.9, 15, -1, math.inf]) == [
         "[5, 15)", "[5, 15)", "[15, 25)", "[-5, 5)", "inf",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +25,8 @@ _NAN, _POS_INF, _NEG_INF, _ZERO = 1 << 40, (1 << 40) + 1, (1 << 40) + 2, (1 << 4
 _SPECIAL_LABELS = {_NAN: "NaN", _POS_INF: "inf", _NEG_INF: "-inf", _ZERO: "0"}
 _NEGATIVE = 1 << 20  # log buckets of negative values: code = exponent - _NEGATIVE
 _LIMIT = 1 << 30  # linear bucket indices are clamped to ±_LIMIT
+_SMALLEST = 5e-324  # the smallest positive double
+_MAX_POWERS = 1 << 16  # log buckets keep their base's powers in a table up to this size
 
 
 def _number(value: float) -> str:
@@ -34,8 +37,10 @@ class NumericBuckets:
     """Base: special values; subclasses bucket the finite ones."""
 
     def codes(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
-        codes = np.empty(values.shape, dtype=np.int64)
         finite = np.isfinite(values)
+        if finite.all():  # the usual column: no special value to look for
+            return self._finite_codes(values)
+        codes = np.empty(values.shape, dtype=np.int64)
         codes[finite] = self._finite_codes(values[finite])
         codes[np.isnan(values)] = _NAN
         codes[values == math.inf] = _POS_INF
@@ -60,21 +65,39 @@ class LogBuckets(NumericBuckets):
         if not base > 1:
             raise ValueError("the base of log buckets must be greater than 1")
         self.base = base
+        self._ln_base = math.log(base)
+        # Every exponent a finite magnitude's estimate below can take, one either side,
+        # and one more each way should numpy's log round otherwise than math's.
+        self._lowest = math.floor(math.log(_SMALLEST) / self._ln_base) - 2
+        highest = math.floor(math.log(sys.float_info.max) / self._ln_base) + 3
+        self._table: npt.NDArray[np.float64] | None = None
+        if highest - self._lowest < _MAX_POWERS:  # a base far from 1
+            with np.errstate(over="ignore", under="ignore"):
+                self._table = np.power(base, np.arange(self._lowest, highest + 1.0))
 
     def _finite_codes(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
-        codes = np.full(values.shape, _ZERO, dtype=np.int64)
         nonzero = values != 0
-        magnitude = np.abs(values[nonzero])
-        exponent = np.floor(np.log(magnitude) / math.log(self.base)).astype(np.int64)
+        every = bool(nonzero.all())
+        magnitude = np.abs(values if every else values[nonzero])
+        exponent = np.floor(np.log(magnitude) / self._ln_base).astype(np.int64)
         # Floating point can land one bucket off at exact powers: settle it exactly.
         # (Near the largest doubles the next power is inf: never <= magnitude, as it should be.)
-        with np.errstate(over="ignore"):
-            lower = np.power(self.base, exponent.astype(np.float64))
-            exponent -= (lower > magnitude).astype(np.int64)
-            exponent += (np.power(self.base, exponent + 1.0) <= magnitude).astype(np.int64)
-        exponent[values[nonzero] < 0] -= _NEGATIVE
+        exponent -= self._base_to(exponent) > magnitude
+        exponent += self._base_to(exponent + 1) <= magnitude
+        exponent -= (values < 0 if every else values[nonzero] < 0) * _NEGATIVE
+        if every:
+            return exponent
+        codes = np.full(values.shape, _ZERO, dtype=np.int64)
         codes[nonzero] = exponent
         return codes
+
+    def _base_to(self, exponent: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        """``base ** exponent``, as ``np.power`` gives it: from the table made once (a gather,
+        not a power per value) where the base has one."""
+        if self._table is not None:
+            return self._table[exponent - self._lowest]
+        with np.errstate(over="ignore", under="ignore"):
+            return np.power(self.base, exponent.astype(np.float64))
 
     def _label(self, code: int) -> str:
         if code > -_NEGATIVE // 2:
