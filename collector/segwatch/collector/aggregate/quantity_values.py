@@ -53,8 +53,8 @@ def quantity_values(
     label_rows, label_codes, names = column.label_codes()
     number_pos, number_found = positions_in(rows, number_rows)
     label_pos, label_found = positions_in(rows, label_rows)
-    numbers = numbers[number_found]
-    number_pos = number_pos[number_found]
+    if not number_found.all():  # another model's rows too
+        numbers, number_pos = numbers[number_found], number_pos[number_found]
     finite = np.isfinite(numbers)
     codes = label_codes[label_found]
     label_positions = label_pos[label_found]

@@ -196,6 +196,8 @@ def _concat(parts: list[npt.NDArray[Any]], dtype: Any) -> npt.NDArray[Any]:
     """The pieces joined; empties ``parts``."""
     if not parts:
         return np.zeros(0, dtype=dtype)
-    joined = np.concatenate(parts).astype(dtype, copy=False)
+    # Cast while joining (one pass): histogram keys come as int64 and fit Int16 (they were
+    # int16 before the compiled loops counted them).
+    joined = np.concatenate(parts, dtype=dtype, casting="unsafe")
     parts.clear()
     return joined
