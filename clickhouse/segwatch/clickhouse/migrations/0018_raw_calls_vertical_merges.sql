@@ -1,0 +1,12 @@
+-- The raw calls merged column by column (ClickHouse's vertical merge algorithm).
+-- By default a merge takes every column of every part at once unless the table
+-- has at least 11 columns outside its sorting key; ml_model_calls has 8, two of
+-- them maps (a row's numbers and strings), so its parts were merged whole: per
+-- merge a buffer for every column of every part, and merges that cost several
+-- times the inserts. Column by column, the sorting key is merged first and each
+-- other column then follows its order alone. Measured on the embedded engine
+-- (60 inserts of 20,000 calls with 25 fields, merged as they came, then into one
+-- part): merges tracked 240 MiB at their peak before, 76-110 MiB after, and
+-- merging the 1.2 M rows into one part took 4.4 CPU-seconds before, 0.8 after,
+-- for the same part (18 MiB). Applies to merges from now on; parts keep their data.
+ALTER TABLE ml_model_calls MODIFY SETTING vertical_merge_algorithm_min_columns_to_activate = 1;
