@@ -15,6 +15,7 @@ from segwatch.collector.segment.segments import (
     OTHER,
     CategoryVocabulary,
     _distinct,
+    positions_in,
     segment_dimension,
 )
 
@@ -82,3 +83,21 @@ def test_distinct_codes_are_numpys_unique_whether_counted_or_sorted() -> None:
         np.testing.assert_array_equal(distinct[inverse], codes)
         counted += int(codes.max()) - int(codes.min()) < _DENSE_RANGE
     assert 50 < counted < 250  # both ways were taken
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [np.arange(0, 50), np.arange(7, 57), np.array([3, 4, 9, 20, 21, 40]), np.array([5])],
+)
+def test_positions_in_finds_each_wanted_row_or_says_it_is_not_there(rows) -> None:  # type: ignore[no-untyped-def]
+    """Consecutive rows (one model's batch, found by arithmetic) or not (searched), wanted
+    rows all inside them or some outside: each row's position where found, and found
+    exactly for the rows that are there."""
+    rng = np.random.default_rng(4)
+    inside = rng.choice(rows, size=30)
+    for wanted in (inside, np.concatenate([inside, [0, 2, 60, 99]]),
+                   np.concatenate([inside, [-3, 0, 2]]), rows[::-1]):  # fmt: skip
+        wanted = np.asarray(wanted, dtype=np.int64)
+        position, found = positions_in(rows.astype(np.int64), wanted)
+        assert found.tolist() == [w in set(rows.tolist()) for w in wanted.tolist()]
+        assert (rows[position[found]] == wanted[found]).all()

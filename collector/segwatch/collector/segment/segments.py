@@ -183,6 +183,8 @@ def positions_in(
     first = int(rows[0])
     if int(rows[-1]) - first == len(rows) - 1:  # consecutive rows (one model's batch): no search
         position = wanted - first
+        if int(position.min()) >= 0 and int(position.max()) < len(rows):  # all of them
+            return position, np.ones(len(wanted), dtype=bool)
         found = (position >= 0) & (position < len(rows))
         return np.clip(position, 0, len(rows) - 1), found
     position = np.minimum(np.searchsorted(rows, wanted), len(rows) - 1)
