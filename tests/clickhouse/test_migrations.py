@@ -56,31 +56,6 @@ def test_every_column_has_a_comment(bare_client) -> None:
     assert views == []  # a view's columns cannot carry comments; the view itself does
 
 
-def test_the_raw_calls_are_merged_column_by_column(bare_client) -> None:
-    """0018: ml_model_calls takes ClickHouse's vertical merges (its 8 columns outside the
-    sorting key are fewer than the default's 11): the setting is on the table, and a merge
-    keeps every row. (The engine shows no merge's algorithm after it ran: no part_log.)"""
-    apply_migrations(bare_client)
-    engine = bare_client.query(
-        "SELECT engine_full FROM system.tables WHERE database = currentDatabase() "
-        "AND name = 'ml_model_calls'"
-    ).result_rows[0][0]
-    assert "vertical_merge_algorithm_min_columns_to_activate = 1" in engine
-    for part in range(3):
-        bare_client.command(
-            "INSERT INTO ml_model_calls (timestamp, model_name, numbers, strings) "
-            f"SELECT now64(9) + number, 'm', map('feature.x', number + {part}), "
-            "map('feature.c', toString(number % 7)) FROM numbers(50000)"
-        )
-    bare_client.command("OPTIMIZE TABLE ml_model_calls FINAL")
-    rows = bare_client.query(
-        "SELECT count(), sum(numbers['feature.x']), uniqExact(strings['feature.c']), "
-        "(SELECT count() FROM system.parts WHERE database = currentDatabase() "
-        "AND table = 'ml_model_calls' AND active) FROM ml_model_calls"
-    ).result_rows
-    assert rows == [(150_000, 3 * sum(range(50_000)) + 50_000 * 3, 7, 1)]
-
-
 def test_new_migration_is_applied_after_the_shipped_ones(bare_client) -> None:
     shipped = load_migrations()
     apply_migrations(bare_client, shipped)
