@@ -56,11 +56,7 @@ live AS (
         sum(numeric_count) AS numeric_calls,
         sum(sum) AS total,
         sumMapIf(histogram, sw_maps_read(maps)) AS hist,
-        sumMapIf(categories, sw_maps_read(maps)) AS cats,
-        -- five distinct exemplars of the window, without a set per group: the FINAL
-        -- roll-ups' rows hold distinct ids (see rollups.py, FIVE_MINUTES and ONE_HOUR)
-        arraySlice(arrayDistinct(groupArrayArrayIf(60)(
-            exemplar_trace_ids, bucket_start >= {window_start:DateTime('UTC')})), 1, 5) AS exemplars
+        sumMapIf(categories, sw_maps_read(maps)) AS cats
     FROM rolled_up
     -- The trailing baseline's rows too, unless a profile is the baseline.
     WHERE bucket_start >= if({baseline_name:String} = '', {baseline_start:DateTime('UTC')},
@@ -88,7 +84,10 @@ segments AS (
                    OVER model_quantity AS keep
         FROM (
             SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
-                   anyIf(counts, NOT is_current) AS b_counts, anyIf(counts, is_current) AS c_counts,
+                   -- a window's row (at most one): groupArrayIf(...)[1], not anyIf, which holds
+                   -- its value as a generic Field (the maps' tuples: 0.4 CPU-s of a 2 CPU-s run)
+                   groupArrayIf(counts, NOT is_current)[1] AS b_counts,
+                   groupArrayIf(counts, is_current)[1] AS c_counts,
                    -- a window without calls has no row: zeros
                    sw_bins_or_zeros(b_counts, c_counts) AS b_all_bins,
                    sw_bins_or_zeros(c_counts, b_counts) AS c_all_bins,
@@ -99,8 +98,8 @@ segments AS (
                    sumIf(sampled_calls * numeric_calls / greatest(calls, 1e-300), is_current) AS numeric_support,
                    sumIf(sampled_calls * numeric_calls / greatest(calls, 1e-300), NOT is_current)
                        AS baseline_numeric_support,
-                   anyIf(hist, NOT is_current) AS hist_b,
-                   anyIf(hist, is_current) AS hist_c,
+                   groupArrayIf(hist, NOT is_current)[1] AS hist_b,
+                   groupArrayIf(hist, is_current)[1] AS hist_c,
                    if(sumIf(numeric_calls, NOT is_current) > 0,
                       sumIf(total, NOT is_current) / sumIf(numeric_calls, NOT is_current), nan) AS baseline_mean,
                    if(sumIf(numeric_calls, is_current) > 0,
@@ -111,7 +110,6 @@ segments AS (
                        AS baseline_missing_share,
                    if(sumIf(calls, is_current) > 0,
                       sumIf(missing_calls, is_current) / sumIf(calls, is_current), nan) AS missing_share,
-                   anyIf(exemplars, is_current) AS exemplars,
                    max(compared_with) AS compared_with  -- over rows without one: ''
             FROM (
                 SELECT *,
@@ -143,73 +141,85 @@ segments AS (
         WINDOW model_quantity AS (PARTITION BY model_name, model_version, model_stage, quantity)
     )
 ),
+scored AS (
+    -- Each test's PSI (the score) beside the whole model's bins (a reference for the
+    -- rest of the dimension, see `reported`), for the segments with support in both
+    -- windows. Only a test scoring above the threshold can be reported (see
+    -- `tested`): `flagged`; the other statistics are computed for those alone.
+    SELECT *, sw_psi(b, c) AS score, score > {threshold:Float64} AS flagged
+    FROM (
+        SELECT *,
+               anyIf(b, segment_dim = '__all__') OVER model_quantity AS all_b,
+               anyIf(c, segment_dim = '__all__') OVER model_quantity AS all_c
+        FROM segments
+        WINDOW model_quantity AS (PARTITION BY model_name, model_version, model_stage, quantity)
+    )
+    WHERE support >= {min_support:UInt64} AND baseline_support >= {min_support:UInt64}
+),
 fine AS (
     -- Both windows' fine buckets in key order (key order is value order), as
     -- (key, baseline, current) entries; a key in both windows appears twice and
-    -- only its last entry ends the key's step of the two CDFs. (Each step is a
+    -- only its last entry ends the key's step of the two CDFs. Flagged tests only:
+    -- the others' entries are empty, and so cost nothing below. (Each step is a
     -- subquery of its own: an alias used twice is expanded twice, and the
     -- statistics' lambdas would otherwise grow the query tree past its limit.)
-    SELECT *,
-           arrayMax(arrayMap((gap, i) -> if(i = length(keys) OR keys[i + 1] != keys[i], gap, 0),
-                             cdf_gaps, arrayEnumerate(keys))) AS ks,
-           arraySum(arrayMap((gap, i) -> if(i < length(keys),
-                                            gap * (sw_key_value(keys[i + 1], histogram_gamma)
-                                                   - sw_key_value(keys[i], histogram_gamma)), 0),
-                             cdf_gaps, arrayEnumerate(keys))) AS wasserstein
+    SELECT * EXCEPT (keys, cdf_b, cdf_c, cdf_gaps),
+           if(numeric, arrayMax(arrayMap((gap, i) -> if(i = length(keys) OR keys[i + 1] != keys[i], gap, 0),
+                                         cdf_gaps, arrayEnumerate(keys))), nan) AS ks,
+           if(numeric, arraySum(arrayMap((gap, i) -> if(i < length(keys),
+                                                        gap * (sw_key_value(keys[i + 1], histogram_gamma)
+                                                               - sw_key_value(keys[i], histogram_gamma)), 0),
+                                         cdf_gaps, arrayEnumerate(keys))), nan) AS wasserstein
     FROM (
         SELECT *, arrayMap((x, y) -> abs(x / cdf_b[-1] - y / cdf_c[-1]), cdf_b, cdf_c) AS cdf_gaps
         FROM (
-            SELECT *,
+            SELECT * EXCEPT (entries),
                    arrayMap(e -> e.1, entries) AS keys,
                    arrayCumSum(arrayMap(e -> e.2, entries)) AS cdf_b,
                    arrayCumSum(arrayMap(e -> e.3, entries)) AS cdf_c
             FROM (
-                SELECT *,
+                SELECT * EXCEPT (fine_b, fine_c),
                        arraySort(e -> e.1, arrayConcat(
-                           arrayMap((k, v) -> (k, v, 0.), mapKeys(hist_b), mapValues(hist_b)),
-                           arrayMap((k, v) -> (k, 0., v), mapKeys(hist_c), mapValues(hist_c))))
-                           AS entries,
-                       length(mapKeys(hist_b)) > 0 AND length(mapKeys(hist_c)) > 0 AS numeric
-                FROM segments
+                           arrayMap((k, v) -> (k, v, 0.), mapKeys(fine_b), mapValues(fine_b)),
+                           arrayMap((k, v) -> (k, 0., v), mapKeys(fine_c), mapValues(fine_c))))
+                           AS entries
+                FROM (
+                    -- the fine buckets of a flagged test (empty for the others)
+                    SELECT * EXCEPT (hist_b, hist_c),
+                           if(flagged, hist_b, map()) AS fine_b,
+                           if(flagged, hist_c, map()) AS fine_c,
+                           length(mapKeys(hist_b)) > 0 AND length(mapKeys(hist_c)) > 0 AS numeric
+                    FROM scored
+                )
             )
         )
     )
 ),
 tested AS (
-    -- Beside each test, the whole model's bins and those of every tested segment of
-    -- its dimension (the two references for the rest of the dimension, see `reported`).
+    -- Beside each test, the bins of every tested segment of its dimension (the other
+    -- reference for the rest of the dimension, see `reported`).
     -- p-values only where they can matter: 1 for a test scoring at most the
     -- threshold (see fdr.sql), so the costly tails are computed for the few
-    -- tests that can be reported.
+    -- tests that can be reported; so are JS, chi-square and KS (from the flagged
+    -- bins: empty for the others).
     SELECT *, {detector:String} AS fdr_family,
-           if(score > {threshold:Float64},
-              if(numeric, least(1.0, 2 * least(sw_ks_p(ks_t), sw_chi2_p(chi2, kept_bins))),
-                 sw_chi2_p(chi2, kept_bins)),
-              1.0) AS p_value,
+           if(numeric, least(1.0, 2 * least(ks_p, chi2_p)), chi2_p) AS p_value,
            sumForEach(b) OVER dimension AS dimension_b,
            sumForEach(c) OVER dimension AS dimension_c
     FROM (
-        SELECT *, length(kept_b) AS kept_bins
+        SELECT *,
+               if(flagged, sw_chi2_p(chi2, kept_bins), 1.0) AS chi2_p,
+               if(numeric, if(flagged, sw_ks_p(ks_t), 1.0), nan) AS ks_p
         FROM (
-            SELECT *, sw_chi2_of(kept_b, kept_c) AS chi2
+            SELECT *, sw_chi2_of(kept_b, kept_c) AS chi2, length(kept_b) AS kept_bins
             FROM (
                 SELECT *,
-                       sw_psi(b, c) AS score,
-                       sw_js(b, c) AS js,
-                       sw_kept_b(b, c, baseline_support, support) AS kept_b,
-                       sw_kept_c(b, c, baseline_support, support) AS kept_c,
+                       sw_js(flagged_b, flagged_c) AS js,
+                       sw_kept_b(flagged_b, flagged_c, baseline_support, support) AS kept_b,
+                       sw_kept_c(flagged_b, flagged_c, baseline_support, support) AS kept_c,
                        ks * sqrt(baseline_numeric_support * numeric_support
                                  / (baseline_numeric_support + numeric_support)) AS ks_t
-                FROM (
-                    SELECT * EXCEPT (ks, wasserstein),
-                           if(numeric, ks, nan) AS ks,
-                           if(numeric, wasserstein, nan) AS wasserstein,
-                           anyIf(b, segment_dim = '__all__') OVER model_quantity AS all_b,
-                           anyIf(c, segment_dim = '__all__') OVER model_quantity AS all_c
-                    FROM fine
-                    WINDOW model_quantity AS (PARTITION BY model_name, model_version, model_stage, quantity)
-                )
-                WHERE support >= {min_support:UInt64} AND baseline_support >= {min_support:UInt64}
+                FROM (SELECT *, if(flagged, b, []) AS flagged_b, if(flagged, c, []) AS flagged_c FROM fine)
             )
         )
     )
@@ -321,5 +331,15 @@ SELECT
         'wasserstein', wasserstein, 'fdr_tests', toFloat64(fdr_tests),
         'rest_psi', if(segment_dim = '__all__', nan, rest_score),
         'missing_share', missing_share, 'baseline_missing_share', baseline_missing_share) AS statistics
-FROM (SELECT *, sw_chi2_p(chi2, kept_bins) AS chi2_p, if(numeric, sw_ks_p(ks_t), nan) AS ks_p FROM reported)
+FROM reported
+-- The window's exemplars, joined to the reported rows at the end rather than carried
+-- beside every test through each step: five distinct ones, without a set per group
+-- (the FINAL roll-ups' rows hold distinct ids, see rollups.py, FIVE_MINUTES and ONE_HOUR).
+LEFT JOIN (
+    SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
+           arraySlice(arrayDistinct(groupArrayArray(60)(exemplar_trace_ids)), 1, 5) AS exemplars
+    FROM rolled_up
+    WHERE bucket_start >= {window_start:DateTime('UTC')} AND bucket_start < {window_end:DateTime('UTC')}
+    GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity
+) AS window_exemplars USING (model_name, model_version, model_stage, segment_dim, segment_value, quantity)
 ORDER BY score DESC

@@ -22,7 +22,6 @@ profile AS (
         sum(b.sum) AS total,
         sumMap(b.histogram) AS hist,
         sumMap(b.categories) AS cats,
-        CAST([], 'Array(String)') AS exemplars,
         -- what the sentence names: profile 'training' (version 2)
         any(concat('profile ', char(39), key.4, char(39),  -- char(39): a quote
                    if(key.5 = '', '', concat(' (version ', key.5, ')')))) AS compared_with

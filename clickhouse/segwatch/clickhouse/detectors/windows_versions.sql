@@ -30,7 +30,7 @@ windowed AS (
     UNION ALL
     SELECT l.model_name, k.model_version, k.model_stage, l.segment_dim, l.segment_value, l.quantity,
            toUInt8(0) AS is_current, l.calls, l.sampled_calls, l.missing_calls, l.numeric_calls,
-           l.total, l.hist, l.cats, l.exemplars,
+           l.total, l.hist, l.cats,
            concat('champion ', k.champion, ' (', {champion_stage:String}, ')') AS compared_with
     FROM live AS l
     INNER JOIN challengers AS k ON l.model_name = k.model_name AND l.model_version = k.champion
