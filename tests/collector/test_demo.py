@@ -46,10 +46,13 @@ def _readme_demo_output() -> list[str]:
 
 def _shape(line: str) -> str:
     """A line without what changes from run to run: trace ids, numbers (scores, times,
-    ports, counts), the temporary store's directory, and the alignment they move."""
+    ports, counts), the temporary store's directory, and the alignment they move. A window
+    that crosses midnight names its end's date too (``2026-12-06 23:00–2026-12-07 01:00``,
+    where the README's, within a day, reads ``2026-12-06 07:35–07:50``): one shape."""
     line = re.sub(r"\b[0-9a-f]{32}\b", "ID", line)
     line = re.sub(r"(?<![\w.])/\S+", "PATH", line)
     line = re.sub(r"\d+(\.\d+)?", "N", line)
+    line = line.replace("N:N–N-N-N N:N", "N:N–N:N")
     return " ".join(line.split())
 
 
