@@ -57,7 +57,6 @@ import numpy.typing as npt
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from segwatch.clickhouse.rollups import FIVE_MINUTES
 from segwatch.collector.aggregate.aggregator import SegmentAggregator
 from segwatch.collector.config.collector_config import CollectorConfig
 from segwatch.collector.model_calls import ModelCallBatch
@@ -212,7 +211,7 @@ def backfill_table(
                 parts.append(call_rows(batch))
             done = _stored(done, inserts.wait(), expected_rows, progress)
             token = _token(reading.chunk, count - 1, timestamp, (model, version, stage))
-            inserts.start(parts, token, len(batch), reading.buckets)
+            inserts.start(parts, token, len(batch), reading.minutes)
         done = _stored(done, inserts.wait(), expected_rows, progress)
     if reading.quantities is None:
         raise ValueError(f"{source}: no rows")
@@ -247,7 +246,7 @@ class _Reading:
         self.quantities: dict[str, str] | None = None
         self.ignored: tuple[str, ...] = ()
         self.first, self.last = 2**63 - 1, -1  # the earliest and latest call, in ns
-        self.buckets = np.zeros(0, np.int64)  # the last chunk's 5-minute buckets (epoch s)
+        self.minutes = np.zeros(0, np.int64)  # the last chunk's minutes (epoch s)
         self.chunk = LoggedChunk({}, 0)  # the last one read
         self._numeric: set[str] = set()  # columns of numbers in the first chunk
 
@@ -265,8 +264,7 @@ class _Reading:
                              and np.asarray(values).dtype.kind in "iuf"}  # fmt: skip
         column = chunk.columns[self._timestamp]
         start_ns = call_times(column, self._timestamp, chunk.first_line, self._source)
-        size = FIVE_MINUTES.seconds
-        self.buckets = np.unique(start_ns // (size * 10**9) * size)
+        self.minutes = np.unique(start_ns // (60 * 10**9) * 60)
         if len(start_ns):
             self.first = min(self.first, int(start_ns.min()))
             self.last = max(self.last, int(start_ns.max()))
@@ -306,12 +304,12 @@ class _Inserts:
             self._pool.shutdown(wait=True)
 
     def start(
-        self, parts: list[TableRows], token: str, rows: int, buckets: npt.NDArray[np.int64]
+        self, parts: list[TableRows], token: str, rows: int, minutes: npt.NDArray[np.int64]
     ) -> None:
-        """Start inserting ``parts`` (``rows`` calls in the 5-minute ``buckets``, marked
-        late once they landed); the previous insert must be done."""
+        """Start inserting ``parts`` (``rows`` calls in the ``minutes``, whose 5-minute
+        buckets are marked late once they landed); the previous insert must be done."""
         assert self._pending is None, "one insert at a time: wait() for the last one"
-        insert = self._pool.submit(_insert_all, self._client, parts, token, self._count, buckets)
+        insert = self._pool.submit(_insert_all, self._client, parts, token, self._count, minutes)
         self._pending = (insert, rows)
 
     def wait(self) -> int:
@@ -344,12 +342,12 @@ def _stored(done: int, rows: int, expected: int, progress: Progress | None) -> i
 
 def _insert_all(
     client: Client, parts: list[TableRows], token: str, count: bool,
-    buckets: npt.NDArray[np.int64],
+    minutes: npt.NDArray[np.int64],
 ) -> bool:  # fmt: skip
     """Each table's rows in one synchronous insert under ``<token>-<table>``: a second insert
-    with it adds nothing; then ``buckets`` marked late (also when the rows were there
-    already: a run stopped before its marks is repaired by running it again). With
-    ``count``, True when every insert was such a second one (the engine counted a
+    with it adds nothing; then the 5-minute buckets of ``minutes`` marked late (also when
+    the rows were there already: a run stopped before its marks is repaired by running it
+    again). With ``count``, True when every insert was such a second one (the engine counted a
     duplicate block for each: see :func:`_duplicates`); else False."""
     duplicated = count
     for part in parts:
@@ -359,7 +357,7 @@ def _insert_all(
             before = _duplicates(client) if count else 0
             insert_blocks(client, part.table, part.column_names, [part.native_chunks()], settings)
             duplicated = duplicated and _duplicates(client) > before
-    late_bucket_rows(buckets, time.time(), every=True).insert_into(client)
+    late_bucket_rows(minutes, time.time(), every=True).insert_into(client)
     return duplicated
 
 

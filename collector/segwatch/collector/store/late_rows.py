@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from segwatch.clickhouse.rollups import FIVE_MINUTES, LATE_AFTER
+from segwatch.clickhouse.rollups import FIVE_MINUTES, LATE_AFTER, LATE_BUCKETS
 
 from .rows import TableRows
 
@@ -26,7 +26,7 @@ __all__ = ["LateBucketRows", "late_bucket_rows"]
 class LateBucketRows(TableRows):
     """Rows of ``ml_late_buckets``."""
 
-    table = "ml_late_buckets"
+    table = LATE_BUCKETS
     column_names = ("bucket_start", "marked_at")
     column_types = ("DateTime('UTC')", "DateTime64(3, 'UTC')")
     # A backfill of years of history marks buckets in more months (the table's partitions)
