@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 
@@ -10,6 +11,7 @@ from waiting import wait_until
 
 from segwatch.clickhouse.detection import load_manifest
 from segwatch.clickhouse.lease import LEASE_TABLE
+from segwatch.clickhouse.store import open_client, parse_dsn
 from segwatch.collector.service.scheduler import DetectorScheduler
 
 
@@ -86,3 +88,32 @@ def test_at_start_the_window_that_closed_last_runs_once_then_the_cadence_resumes
     assert [key for (key,) in claims.result_rows] == [
         f"claim:detector:{spec.name}:{window.isoformat()}" for window in windows
     ]
+
+
+def test_a_turn_runs_its_detectors_on_two_sessions_and_one_failing_stops_no_other(
+    client, recorder, store_dsn
+) -> None:
+    """The detectors due at one boundary run as a group, their queries on the scheduler's
+    session and its helper at once: a detector that fails counts as a failure, the
+    others of the turn still run and store their findings."""
+    end = ingest_color_shift(client, recorder)
+    psi = load_manifest()[0]
+    broken = dataclasses.replace(psi, name="broken", sql="SELECT * FROM no_such_table")
+    times = iter([end - 1.0])
+
+    def clock() -> float:
+        return next(times, end + 20.0)
+
+    helper = open_client(parse_dsn(store_dsn))
+    scheduler = DetectorScheduler(
+        client, [broken, psi], lateness=15.0, clock=clock, helpers=[helper]
+    )
+    scheduler.start()
+    try:
+        wait_until(lambda: scheduler.runs + scheduler.failures == 2, timeout=60)
+    finally:
+        scheduler.shutdown()
+        helper.close()
+    assert (scheduler.runs, scheduler.failures) == (1, 1)
+    rows = client.query("SELECT detector, quantity FROM ml_anomalies").result_rows
+    assert rows == [("psi_drift", "feature.color")]

@@ -11,17 +11,19 @@ with its YAML path and line.
 from __future__ import annotations
 
 import datetime as dt
+import queue
 import re
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from .incident_repair import join_unjoined
+from .incident_repair import unjoined_opened
 from .incidents import join_incidents, settle_incidents
 from .lifecycle import FINDING_COLUMNS, KEY_COLUMNS, Persistence, most_specific, update_lifecycle
 from .rollups import FIVE_MINUTES, roll_up_for
@@ -39,6 +41,7 @@ __all__ = [
     "load_manifest",
     "parse_duration",
     "run_detector",
+    "run_detector_group",
     "run_detectors",
 ]
 
@@ -262,78 +265,163 @@ class DetectorRun:
 
 
 def run_detector(client: Client, spec: DetectorSpec, at: dt.datetime) -> DetectorRun:
-    """Run one detector for the window ending before ``at``.
+    """Run one detector for the window ending before ``at`` (see :func:`run_detector_group`);
+    raises what the run raised."""
+    (outcome,) = run_detector_group(client, [spec], at)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
-    Stores its new findings (the most specific culprit of each family) in
-    ``ml_anomalies``, the anomalies that open or resolve in
-    ``ml_anomaly_events``, and their incidents in ``ml_incident_members``
-    (each transition gets ``incident_id``, ``incident_role``,
-    ``incident_alert`` and ``incident_summary``: see :mod:`.incidents`).
-    The opened include anomalies an earlier run recorded but failed before
-    giving them an incident (:func:`~.incident_repair.join_unjoined`): late, not
-    lost.
-    Running a window again adds nothing.
+
+def run_detector_group(
+    client: Client, specs: Sequence[DetectorSpec], at: dt.datetime, helpers: Sequence[Client] = ()
+) -> list[DetectorRun | Exception]:
+    """Run each detector of ``specs`` for its window ending before ``at``: a scheduler's turn.
+
+    Each run stores its new findings (the most specific culprit of each family) in
+    ``ml_anomalies``, the anomalies that open or resolve in ``ml_anomaly_events``, and
+    their incidents in ``ml_incident_members`` (each transition gets ``incident_id``,
+    ``incident_role``, ``incident_alert`` and ``incident_summary``: see
+    :mod:`.incidents`). The opened include anomalies an earlier run recorded but failed
+    before giving them an incident (:func:`~.incident_repair.unjoined_opened`): late,
+    not lost. Running a window again adds nothing.
+
+    The runs' queries go out on ``client`` and each of ``helpers`` (other sessions of
+    the same store) at once, a detector at a time per session: one detector query keeps
+    about one and a half of this machine's two cores busy (its planning, window functions
+    and final steps are one thread), two keep both. Roll-ups take turns (two runs rolling
+    up one bucket would both do the work), and the incidents are joined afterwards on
+    ``client``, one detector after another in the order of ``specs``, as a run at a time
+    would: an incident's root does not depend on which query finished first.
+
+    Returns each detector's run, or the exception that stopped it (the others still run).
+    A run's ``seconds`` are its own work; with helpers the runs overlap.
     """
-    started = time.perf_counter()
-    windows = spec.windows(at)
-    parameters: dict[str, Any] = {
-        **spec.parameters,
-        "detector": spec.name,
-        **{k: v.strftime("%Y-%m-%d %H:%M:%S") for k, v in windows.items()},
-    }
-    new: list[dict[str, Any]] = []
-    if _should_run(client, spec, parameters):  # before rolling up: nothing to read otherwise
-        new = _roll_up_and_find(client, spec, windows, parameters)
-    # Anomalies an earlier run recorded open but failed to give an incident join theirs
-    # first (this run may resolve them), and are alerted with this run's.
-    lookback = dt.timedelta(seconds=spec.cadence * spec.persistence.windows)
-    unjoined = join_unjoined(
-        client, spec.detectors, windows["window_end"], lookback, spec.parameters
-    )
-    opened: list[dict[str, Any]] = []
-    resolved: list[dict[str, Any]] = []
-    for detector in spec.detectors:
-        transitions = update_lifecycle(
-            client,
-            detector,
-            windows["window_start"],
-            windows["window_end"],
-            spec.cadence,
-            spec.persistence,
+    runs = [_GroupRun(spec, spec.windows(at)) for spec in specs]
+    work: queue.SimpleQueue[_GroupRun] = queue.SimpleQueue()
+    for run in runs:
+        work.put(run)
+    roll_ups = threading.Lock()
+
+    def drain(session: Client) -> None:
+        while True:
+            try:
+                run = work.get_nowait()
+            except queue.Empty:
+                return
+            run.evaluate(session, roll_ups)
+
+    threads = [
+        threading.Thread(target=drain, args=(helper,), name=f"segwatch-detect-{i}", daemon=True)
+        for i, helper in enumerate(helpers, start=1)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        drain(client)
+    finally:  # interrupted: no helper starts another detector
+        while not work.empty():
+            work.get_nowait()
+        for thread in threads:
+            thread.join()
+    return [run.settle(client) for run in runs]
+
+
+@dataclass
+class _GroupRun:
+    """One detector's run in :func:`run_detector_group`: evaluated on a session of its own
+    (its query, lifecycle and unjoined anomalies), then settled (its incidents) in turn."""
+
+    spec: DetectorSpec
+    windows: dict[str, dt.datetime]
+    new: list[dict[str, Any]] = field(default_factory=list)
+    unjoined: list[dict[str, Any]] = field(default_factory=list)
+    opened: list[dict[str, Any]] = field(default_factory=list)
+    resolved: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    error: Exception | None = None
+
+    def evaluate(self, client: Client, roll_ups: threading.Lock) -> None:
+        """Find (unless ``run_if`` says there is nothing to compare with), record what opens
+        and resolves, and read the anomalies left without an incident."""
+        started = time.perf_counter()
+        spec, windows = self.spec, self.windows
+        parameters: dict[str, Any] = {
+            **spec.parameters,
+            "detector": spec.name,
+            **{k: v.strftime("%Y-%m-%d %H:%M:%S") for k, v in windows.items()},
+        }
+        try:
+            # run_if before rolling up: with nothing to compare with, nothing to read
+            if _should_run(client, spec, parameters):
+                self.new = _roll_up_and_find(client, spec, windows, parameters, roll_ups)
+            # Read before this window's transitions are recorded, as they are joined after:
+            # only anomalies that opened in an earlier window are taken.
+            lookback = dt.timedelta(seconds=spec.cadence * spec.persistence.windows)
+            self.unjoined = unjoined_opened(client, spec.detectors, windows["window_end"], lookback)
+            for detector in spec.detectors:
+                opened, resolved = update_lifecycle(
+                    client,
+                    detector,
+                    windows["window_start"],
+                    windows["window_end"],
+                    spec.cadence,
+                    spec.persistence,
+                )
+                self.opened += opened
+                self.resolved += resolved
+        except Exception as exc:  # this detector's run stops here; the others go on
+            self.error = exc
+        self.seconds += time.perf_counter() - started
+
+    def settle(self, client: Client) -> DetectorRun | Exception:
+        """Join the incidents (the anomalies left without one first, as they opened
+        earlier); the run, or the exception that stopped it."""
+        if self.error is not None:
+            return self.error
+        started = time.perf_counter()
+        try:
+            join_incidents(client, self.unjoined, self.spec.parameters)
+            join_incidents(client, self.opened, self.spec.parameters)
+            settle_incidents(client, self.resolved)
+        except Exception as exc:
+            return exc
+        return DetectorRun(
+            self.spec.name,
+            self.windows["window_start"],
+            self.windows["window_end"],
+            self.new,
+            self.seconds + time.perf_counter() - started,
+            self.unjoined + self.opened,
+            self.resolved,
         )
-        opened += transitions[0]
-        resolved += transitions[1]
-    join_incidents(client, opened, spec.parameters)
-    settle_incidents(client, resolved)
-    return DetectorRun(
-        spec.name,
-        windows["window_start"],
-        windows["window_end"],
-        new,
-        time.perf_counter() - started,
-        unjoined + opened,
-        resolved,
-    )
 
 
 def _roll_up_and_find(
-    client: Client, spec: DetectorSpec, windows: dict[str, dt.datetime], parameters: dict[str, Any]
+    client: Client,
+    spec: DetectorSpec,
+    windows: dict[str, dt.datetime],
+    parameters: dict[str, Any],
+    roll_ups: threading.Lock,
 ) -> list[dict[str, Any]]:
-    """Roll up what the run reads, then find (see :func:`_find`).
+    """Roll up what the run reads (one run at a time: ``roll_ups``), then find (see
+    :func:`_find`).
 
     Another run may roll the same buckets up without their maps between this run's
     roll-up and its query (it read what was held before this run's roll-up landed, and
     its later rows win: see rollups). The query then stops on a row without the maps it
     reads; the buckets are rolled up again, with them, and the query runs once more.
     """
-    roll_up_for(client, spec.sql, spec.maps, windows)
+    with roll_ups:
+        roll_up_for(client, spec.sql, spec.maps, windows)
     try:
         return _find(client, spec, parameters)
     except DatabaseError as exc:
         if not _read_without_maps(exc):
             raise
     # the maps asked for, over the later rows without
-    roll_up_for(client, spec.sql, spec.maps, windows)
+    with roll_ups:
+        roll_up_for(client, spec.sql, spec.maps, windows)
     return _find(client, spec, parameters)
 
 
@@ -397,9 +485,18 @@ def _find(client: Client, spec: DetectorSpec, parameters: dict[str, Any]) -> lis
 
 
 def run_detectors(
-    client: Client, at: dt.datetime | None = None, specs: list[DetectorSpec] | None = None
+    client: Client,
+    at: dt.datetime | None = None,
+    specs: list[DetectorSpec] | None = None,
+    helpers: Sequence[Client] = (),
 ) -> list[DetectorRun]:
-    """Run every detector (or ``specs``) once for the windows ending before ``at`` (now)."""
+    """Run every detector (or ``specs``) once for the windows ending before ``at`` (now), as
+    one group (:func:`run_detector_group`, on ``client`` and ``helpers``); raises the first
+    failure, once the others have run."""
     at = at or dt.datetime.now(dt.timezone.utc)
     chosen = load_manifest() if specs is None else specs  # [] (all disabled) runs none
-    return [run_detector(client, spec, at) for spec in chosen]
+    outcomes = run_detector_group(client, chosen, at, helpers)
+    for outcome in outcomes:
+        if isinstance(outcome, Exception):
+            raise outcome
+    return cast(list[DetectorRun], outcomes)

@@ -4,8 +4,8 @@ A run records its anomalies' transitions (``ml_anomaly_events``) before their
 incidents (``ml_incident_members``, :mod:`.incidents`). One that failed in
 between (the store went away) left anomalies that are open with no incident,
 and whose alert never went out; a rerun of the window does not open them
-again. The next run of the same detectors finds them here and gives them their
-incidents, and returns their ``open`` transitions with its own, so the alert
+again. The next run of the same detectors finds them here (it gives them their
+incidents, and returns their ``open`` transitions with its own), so the alert
 goes out late rather than never.
 
 Only anomalies that opened in an earlier window than the run's are taken: a
@@ -17,17 +17,16 @@ repaired from under it.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
 from .incident_members import JOIN_WITHIN, MEMBERS_TABLE, IncidentMember
-from .incidents import join_incidents
 from .lifecycle import FINDING_COLUMNS, KEY_COLUMNS, opened_transition, sql_time, utc
 from .store import DETECTOR_SETTINGS
 
-__all__ = ["join_unjoined"]
+__all__ = ["unjoined_opened"]
 
 _KEYS = ", ".join(KEY_COLUMNS)
 _UNJOINED = f"""
@@ -55,20 +54,18 @@ ORDER BY f.window_end
 """
 
 
-def join_unjoined(
-    client: Client,
-    detectors: Sequence[str],
-    window_end: dt.datetime,
-    lookback: dt.timedelta,
-    parameters: Mapping[str, Any] | None = None,
+def unjoined_opened(
+    client: Client, detectors: Sequence[str], window_end: dt.datetime, lookback: dt.timedelta
 ) -> list[dict[str, Any]]:
-    """The anomalies of ``detectors`` still open without an incident, given theirs now.
+    """The ``open`` transitions of the anomalies of ``detectors`` still open without an
+    incident, for the run to give them theirs (:func:`~.incidents.join_incidents`).
 
-    Each that opened in a window ending in the :data:`JOIN_WITHIN` before ``window_end``
-    (not at it) joins its incident (as :func:`~.incidents.join_incidents` does), and its
-    ``open`` transition is returned, rebuilt from its latest finding (``lookback``: how
-    long before it opened a finding that opened it may be, the detector's persistence
-    windows times its cadence).
+    Each opened in a window ending in the :data:`JOIN_WITHIN` before ``window_end`` (not
+    at it); its transition is rebuilt from its latest finding (``lookback``: how long
+    before it opened a finding that opened it may be, the detector's persistence
+    windows times its cadence). Read only: a run of several detectors reads them beside
+    its queries, and joins every detector's incidents afterwards, one detector after
+    another (:func:`~.detection.run_detector_group`).
     """
     if not detectors:
         return []
@@ -83,12 +80,10 @@ def join_unjoined(
     for row in result.result_rows:  # oldest first: each key's latest finding stays
         finding = dict(zip((*FINDING_COLUMNS, "opened_from", "opened_at"), row, strict=True))
         latest[IncidentMember.key_of(finding)] = finding
-    opened = [
+    return [
         opened_transition(
             {c: finding[c] for c in FINDING_COLUMNS},
             {"window_start": utc(finding["opened_from"]), "window_end": utc(finding["opened_at"])},
         )
         for finding in latest.values()
     ]
-    join_incidents(client, opened, parameters)
-    return opened

@@ -14,12 +14,14 @@ an error, never a new, empty store.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -120,7 +122,22 @@ class DirectAccess:
         return list_anomalies(self.client, selection)
 
     def detect(self, at: dt.datetime | None) -> DetectionResult:
-        return detect_table(self.client, at, self.specs)
+        with self.detector_helpers() as helpers:
+            return detect_table(self.client, at, self.specs, helpers)
+
+    @contextlib.contextmanager
+    def detector_helpers(self) -> Iterator[list[Client]]:
+        """A second session of the store for the detectors' queries, as the collector's
+        scheduler has (two queries at once: see ``run_detector_group``); none without a
+        location (a client handed over)."""
+        if self.location is None:
+            yield []
+            return
+        helper = open_existing_client(self.location)
+        try:
+            yield [helper]
+        finally:
+            helper.close()
 
     def close(self) -> None:
         self.client.close()

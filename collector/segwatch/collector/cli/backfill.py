@@ -16,9 +16,6 @@ import json
 import sys
 import types
 
-from clickhouse_connect.driver.client import Client
-
-from segwatch.clickhouse.detection import DetectorSpec
 from segwatch.clickhouse.store import StoreLockedError
 from segwatch.collector.config.collector_config import CollectorConfig
 from segwatch.collector.config.storage import FOREVER
@@ -39,15 +36,15 @@ RAW_CALLS_TTL = 30 * 86400
 """How long ``ml_model_calls`` keeps a call when the config leaves its retention alone."""
 
 
-def _client(access: StoreAccess, command: str) -> tuple[Client, list[DetectorSpec] | None]:
-    """The store's client, or :class:`StoreLockedError` when a collector holds the store."""
+def _direct(access: StoreAccess, command: str) -> DirectAccess:
+    """The store opened here, or :class:`StoreLockedError` when a collector holds it."""
     if not isinstance(access, DirectAccess):
         raise StoreLockedError(
             f"{access.store}: a running collector holds this embedded store, and segwatch "
             f"{command} writes to it directly: stop the collector, run the command, start the "
             "collector again (or reach the store through segwatch serve or a ClickHouse server)"
         )
-    return access.client, access.specs
+    return access
 
 
 def run_backfill(
@@ -67,7 +64,7 @@ def run_backfill(
     ends after the command, malloc keeps freed memory for the next chunk
     (:func:`keep_freed_memory`, process-wide); called as a function (a test, a script that
     goes on), the process's malloc is left as it was."""
-    client, _ = _client(access, "backfill")
+    client = _direct(access, "backfill").client
     if is_the_program():
         keep_freed_memory()
     return backfill_file(client, path, model=model, timestamp=timestamp, version=version,
@@ -131,8 +128,11 @@ def run_detect_range(
     as_json: bool,
     progress: Progress | None = None,
 ) -> None:
-    client, specs = _client(access, "detect --from")
-    result: RangeResult = detect_range(client, start, end, specs, progress)
+    direct = _direct(access, "detect --from")
+    with direct.detector_helpers() as helpers:
+        result: RangeResult = detect_range(
+            direct.client, start, end, direct.specs, progress, helpers
+        )
     print_table(result, sys.stdout, as_json)
     if not as_json:  # --json has the totals in its object
         print("\n" + "\n".join(result.summary()))

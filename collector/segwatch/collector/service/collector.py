@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -62,6 +62,10 @@ class _Clients:
     scheduler: Client
     api: Client
     control: Client  # cancels analysts' queries (KILL QUERY)
+    detectors: Client  # the scheduler's second session: two detector queries at once
+
+
+_SESSIONS = len(fields(_Clients))
 
 
 def _warn_if_not_compiled() -> None:
@@ -137,12 +141,17 @@ class Collector:
         budget = QueryBudget.of(self.config.api)
         query_sessions = budget.sessions()  # readonly=1, each on the budget
         self._store = StoreConnection(
-            self.location, [{}, {}, {}, {}, *query_sessions], self._set_up_store, self._store_back,
+            self.location, [*({} for _ in range(_SESSIONS)), *query_sessions],
+            self._set_up_store, self._store_back,
             before_open=lambda: refuse_if_locked(self.location),  # one line, not the engine's
         )  # fmt: skip
-        self._clients = _Clients(*(self._store.client(i) for i in range(4)))
+        self._clients = _Clients(*(self._store.client(i) for i in range(_SESSIONS)))
+        analysts = [
+            (session["log_comment"], self._store.client(_SESSIONS + i))
+            for i, session in enumerate(query_sessions)
+        ]
         queries = AnalystQueries(
-            [(s["log_comment"], self._store.client(4 + i)) for i, s in enumerate(query_sessions)],
+            analysts,
             self._clients.control,
             budget,
         )
@@ -188,6 +197,7 @@ class Collector:
             self.detectors,
             notifiers=notifiers(self.config.alerts),
             metrics=self.metrics,
+            helpers=[self._clients.detectors],
         )
         self.scheduler.start()
 

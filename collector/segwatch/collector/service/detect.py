@@ -15,17 +15,19 @@ config's ``persistence``).
 
 :func:`detect_range` replays history: every detector's every cadence window
 whose end falls in the range, in time order (detectors interleaved, as the
-scheduler would have run them), each through the same
-:func:`~segwatch.clickhouse.detection.run_detector`, so persistence opens and
-resolves anomalies as it would have live. Running a range again adds nothing.
+scheduler would have run them; the windows of one moment as one group, as the
+scheduler's turn), through the same
+:func:`~segwatch.clickhouse.detection.run_detector_group`, so persistence opens
+and resolves anomalies as it would have live. Running a range again adds nothing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -34,7 +36,7 @@ from segwatch.clickhouse.detection import (
     DetectorRun,
     DetectorSpec,
     load_manifest,
-    run_detector,
+    run_detector_group,
     run_detectors,
 )
 from segwatch.clickhouse.queries import QueryResult, open_anomaly_counts
@@ -125,12 +127,15 @@ def _span(start: str, end: str) -> str:
 
 
 def detect_table(
-    client: Client, at: dt.datetime | None, specs: list[DetectorSpec] | None = None
+    client: Client,
+    at: dt.datetime | None,
+    specs: list[DetectorSpec] | None = None,
+    helpers: Sequence[Client] = (),
 ) -> DetectionResult:
-    """Run the detectors (``specs``, default the manifest's) now; tabulate the new findings
-    and what each detector evaluated."""
+    """Run the detectors (``specs``, default the manifest's) now, as a group on ``client``
+    and ``helpers``; tabulate the new findings and what each detector evaluated."""
     chosen = load_manifest() if specs is None else specs
-    runs = run_detectors(client, at, chosen)
+    runs = run_detectors(client, at, chosen, helpers)
     rows: list[list[Any]] = []
     evaluated: list[dict[str, Any]] = []
     for spec, run in zip(chosen, runs, strict=True):
@@ -241,14 +246,24 @@ def detect_range(
     end: dt.datetime,
     specs: list[DetectorSpec] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    helpers: Sequence[Client] = (),
 ) -> RangeResult:
     """Run every window of every detector (``specs``, default the manifest's) that ends in
-    (``start``, ``end``], in time order; ``progress(done, total)`` after each window."""
+    (``start``, ``end``], in time order; ``progress(done, total)`` after each moment's
+    windows. The windows due at one moment run as the scheduler's turn would, as a group
+    on ``client`` and ``helpers`` (:func:`~segwatch.clickhouse.detection.run_detector_group`)."""
     chosen = load_manifest() if specs is None else specs
     windows = range_windows(chosen, start, end)
     tallies = [_Tally(spec.name) for spec in chosen]
-    for done, (moment, index) in enumerate(windows, start=1):
-        tallies[index].add(run_detector(client, chosen[index], moment))
+    done = 0
+    for moment, group in groupby(windows, key=lambda window: window[0]):
+        indexes = [index for _, index in group]
+        outcomes = run_detector_group(client, [chosen[i] for i in indexes], moment, helpers)
+        for index, outcome in zip(indexes, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                raise outcome
+            tallies[index].add(outcome)
+        done += len(indexes)
         if progress is not None:
             progress(done, len(windows))
     still_open = _open_anomalies(client, [name for s in chosen for name in s.detectors])

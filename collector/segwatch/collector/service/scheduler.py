@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 from clickhouse_connect.driver.client import Client
 
-from segwatch.clickhouse.detection import DetectorSpec, run_detector
+from segwatch.clickhouse.detection import DetectorRun, DetectorSpec, run_detector_group
 from segwatch.clickhouse.lease import claim_once, holder_name
 from segwatch.clickhouse.queries import (
     add_exemplar_span_ids,
@@ -44,8 +44,11 @@ class DetectorScheduler:
     ``segwatch_open_anomalies`` and ``segwatch_open_incidents`` once at start and after every
     turn that had a window due (run, skipped or failed: another collector's
     run may have opened some), so a scrape never waits on the store. One
-    thread; a failing detector is logged and its next window runs at the next
-    boundary, never crashing the collector.
+    thread, and one more per session of ``helpers`` while a turn runs: the
+    detectors due together run as a group, their queries on ``client`` and the
+    helpers at once (:func:`~segwatch.clickhouse.detection.run_detector_group`). A
+    failing detector is logged and its next window runs at the next boundary,
+    never crashing the collector.
 
     A claim is never given back: if the collector that claimed a window fails
     to run it (the detector raises, the store goes away mid-run: counted in
@@ -67,8 +70,10 @@ class DetectorScheduler:
         metrics: CollectorMetrics | None = None,
         holder: str | None = None,
         poll: float = 5.0,
+        helpers: Sequence[Client] = (),
     ) -> None:
         self._metrics = metrics
+        self._helpers = tuple(helpers)
         self.holder = holder or holder_name("scheduler")  # whom its claims name; one each
         self._client = client
         self._specs = specs
@@ -105,13 +110,11 @@ class DetectorScheduler:
         self._read_open_anomalies()
         while not self._stop.is_set():
             now = self._clock()
-            turned = False
-            for spec in self._specs:
-                if now >= self._next_due[spec.name]:
-                    self._run_one(spec, now - self._lateness)
+            due = [spec for spec in self._specs if now >= self._next_due[spec.name]]
+            if due:
+                self._run_turn(due, now - self._lateness)
+                for spec in due:
                     self._next_due[spec.name] = self._due_after(spec, now)
-                    turned = True
-            if turned:
                 self._read_open_anomalies()
             wait = min(self._next_due.values(), default=now + 60) - self._clock()
             self._stop.wait(max(min(0.1, self._poll), min(wait, self._poll)))
@@ -136,28 +139,50 @@ class DetectorScheduler:
         covered = now - self._lateness
         return covered - covered % spec.cadence + spec.cadence + self._lateness
 
-    def _run_one(self, spec: DetectorSpec, at: float) -> None:
+    def _run_turn(self, due: list[DetectorSpec], at: float) -> None:
+        """Run the windows of ``due`` that this collector claims, as one group."""
         when = dt.datetime.fromtimestamp(at, dt.timezone.utc)
+        claimed = [spec for spec in due if self._claim(spec, when)]
+        try:
+            outcomes: list[DetectorRun | Exception] = run_detector_group(
+                self._client, claimed, when, self._helpers
+            )
+        except Exception as exc:  # the group itself broke: every claimed window failed
+            outcomes = [exc] * len(claimed)
+        for spec, outcome in zip(claimed, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                self._failed(spec, when, outcome)
+            else:
+                self._ran(spec, outcome)
+
+    def _claim(self, spec: DetectorSpec, when: dt.datetime) -> bool:
+        """Whether this collector runs the spec's window (another one may have claimed it)."""
         window_end = spec.windows(when)["window_end"].isoformat()
         try:
             claimed = claim_once(self._client, f"detector:{spec.name}:{window_end}", self.holder)
-            if not claimed:
-                self.skipped += 1
-                if self._metrics is not None:
-                    self._metrics.detector_skipped.labels(spec.name).inc()
-                _logger.debug("detector %s, window to %s: another collector runs it",
-                              spec.name, window_end)  # fmt: skip
-                return
-            run = run_detector(self._client, spec, when)
-        except Exception:
-            # A window this collector claimed is run by no other, and this one does
-            # not retry it: its findings are missed (`segwatch detect --at` runs it
-            # by hand). A claim that failed (the store unreachable) was not ours.
-            self.failures += 1
+        except Exception as exc:  # the store unreachable: the claim was not ours
+            self._failed(spec, when, exc)
+            return False
+        if not claimed:
+            self.skipped += 1
             if self._metrics is not None:
-                self._metrics.detector_failures.labels(spec.name).inc()
-            _logger.exception("detector %s failed for the window to %s", spec.name, window_end)
-            return
+                self._metrics.detector_skipped.labels(spec.name).inc()
+            _logger.debug("detector %s, window to %s: another collector runs it",
+                          spec.name, window_end)  # fmt: skip
+        return claimed
+
+    def _failed(self, spec: DetectorSpec, when: dt.datetime, exc: Exception) -> None:
+        # A window this collector claimed is run by no other, and this one does
+        # not retry it: its findings are missed (`segwatch detect --at` runs it
+        # by hand).
+        self.failures += 1
+        if self._metrics is not None:
+            self._metrics.detector_failures.labels(spec.name).inc()
+        window_end = spec.windows(when)["window_end"].isoformat()
+        _logger.error("detector %s failed for the window to %s", spec.name, window_end,
+                      exc_info=exc)  # fmt: skip
+
+    def _ran(self, spec: DetectorSpec, run: DetectorRun) -> None:
         self.runs += 1
         if self._metrics is not None:
             self._metrics.detector_seconds.labels(spec.name).observe(run.seconds)
