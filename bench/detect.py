@@ -225,8 +225,8 @@ Run = tuple[str, float, list[dict]]  # type: ignore[type-arg]
 def run_all(client, helper, at: int) -> tuple[float, float, list[Run]]:  # type: ignore[no-untyped-def]
     """Run every default detector for the window ending at ``at``, as the scheduler's turn
     does (a group: two queries at once, on ``client`` and ``helper``); return the seconds
-    and CPU-seconds of the whole run and each detector's seconds (its own work: they
-    overlap)."""
+    and CPU-seconds of the whole run and each detector's seconds (its run's, start to end:
+    they overlap)."""
     started, started_cpu = time.perf_counter(), cpu_seconds()
     outcomes = run_detector_group(
         client, load_manifest(), dt.datetime.fromtimestamp(at, dt.timezone.utc), [helper]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from counting_client import CountingClient
 from incident_scenarios import END, FAULTS, SCENARIOS, SEEDS, Fault, model_name, scenario_config
 from incident_scenarios import simulate as simulate_scenarios
 
@@ -47,13 +48,14 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Store]:
     """Every scenario and seed simulated, and their windows run as the scheduler would."""
     path: Path = tmp_path_factory.mktemp("incident-scenarios")
     client = open_client(parse_dsn(f"chdb://{path}"))
-    helper = open_client(parse_dsn(f"chdb://{path}"))  # the scheduler's second session
+    helper = CountingClient(open_client(parse_dsn(f"chdb://{path}")))  # the second session
     try:
         apply_migrations(client)
         simulate_scenarios(client)
         models = [model_name(s, seed) for s in SCENARIOS for seed in SEEDS]
         specs = configured_detectors(scenario_config(models))
         _run_turns(client, specs, [helper])
+        assert helper.statements > 0  # the group used its helper
         result = client.query("SELECT * FROM ml_incidents ORDER BY model_name, severity DESC")
         incidents = [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
         yield _Store(client, specs, _stored(client), incidents)

@@ -308,22 +308,36 @@ def test_an_open_incident_is_listed_whole_when_its_root_resolved_first(client) -
     assert list_anomalies(client, AnomalyFilter(state="resolved")).rows == []
 
 
+@pytest.mark.parametrize("grouped", [False, True], ids=["alone", "in a group"])
 def test_an_anomaly_a_failed_run_left_without_incident_is_joined_and_alerted_late(
-    client, recorder, monkeypatch
+    client, recorder, monkeypatch, store_dsn, grouped
 ) -> None:  # type: ignore[no-untyped-def]
     """A run that recorded its anomalies (ml_anomaly_events) and failed before their
     incidents (the store went away) left them open with no incident and no alert; a rerun
     of the window does not open them again. The next window's run gives them their
     incident and returns them among its opened transitions, so their alert goes out late,
-    once."""
+    once. The same when the runs are a scheduler's turns: a group beside another detector,
+    on two sessions (its read of them on either, their join after every run's events)."""
+    from counting_client import CountingClient
     from shop_traffic import END, ingest, traffic
 
     from segwatch.clickhouse import detection
+    from segwatch.clickhouse.store import open_client, parse_dsn
 
     ingest(client, recorder, traffic(seed=3, color_weights_now=[0.2, 0.3, 0.5])[0])
-    psi = next(s for s in detection.load_manifest() if s.name == "psi_drift")
-    psi = dataclasses.replace(psi, persistence=Persistence(found=1, windows=1))
+    specs = {s.name: s for s in detection.load_manifest()}
+    psi = dataclasses.replace(specs["psi_drift"], persistence=Persistence(found=1, windows=1))
     at = dt.datetime.fromtimestamp(END, dt.timezone.utc)
+    helper = CountingClient(open_client(parse_dsn(store_dsn)))
+
+    def run(moment: dt.datetime) -> detection.DetectorRun:
+        if not grouped:
+            return detection.run_detector(client, psi, moment)
+        outcomes = detection.run_detector_group(client, [specs["volume"], psi], moment, [helper])
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                raise outcome
+        return outcomes[1]  # type: ignore[return-value]
 
     def store_gone(*_: object) -> None:
         raise ConnectionError("the store went away")
@@ -331,7 +345,7 @@ def test_an_anomaly_a_failed_run_left_without_incident_is_joined_and_alerted_lat
     with monkeypatch.context() as patched:
         patched.setattr(detection, "join_incidents", store_gone)
         try:
-            detection.run_detector(client, psi, at)
+            run(at)
         except ConnectionError:
             pass
         else:
@@ -345,18 +359,20 @@ def test_an_anomaly_a_failed_run_left_without_incident_is_joined_and_alerted_lat
     # A run of the same window (another may be between its events and its incidents)
     # leaves it; the next window's run repairs it; the one after has nothing left to do.
     for minutes in (0, 5, 10):
-        run = detection.run_detector(client, psi, at + dt.timedelta(minutes=minutes))
+        ran = run(at + dt.timedelta(minutes=minutes))
         if minutes == 5:
-            assert [t["quantity"] for t in run.opened] == ["feature.color"]
-            repaired = run.opened[0]
+            assert [t["quantity"] for t in ran.opened] == ["feature.color"]
+            repaired = ran.opened[0]
             assert repaired["incident_role"] == "root" and repaired["incident_alert"] is True
             assert repaired["window_end"] == psi.windows(at)["window_end"]  # when it opened
             assert utc(repaired["found_window_end"]) == repaired["window_end"]
             assert "PSI" in repaired["details"]
         else:
-            assert [t["quantity"] for t in run.opened] == []
+            assert [t["quantity"] for t in ran.opened] == []
     members = client.query(
         "SELECT incident_id, quantity, role FROM ml_incident_members FINAL"
     ).result_rows
     assert [(m[1], m[2]) for m in members] == [("feature.color", "root")]
     assert members[0][0] == repaired["incident_id"]
+    assert (helper.statements > 0) == grouped
+    helper.close()

@@ -135,3 +135,16 @@ def test_the_readme_walkthrough_runs_as_shown_and_finds_brs_amounts(
     found = [line for line in outputs[2].splitlines() if "feature.amount" in line]
     assert found and all("BR" in line for line in found), outputs[2]
     assert any("psi_drift" in line for line in found)
+
+
+def test_a_store_without_a_second_session_runs_its_detectors_on_one() -> None:
+    """segwatch detect opens a second session for the detectors' queries, except where a
+    session of its own would not reach the same store: an in-memory one (a second handle
+    would open another, empty store) or a client handed over without its location."""
+    from segwatch.clickhouse.store import parse_dsn
+    from segwatch.collector.cli.access import DirectAccess
+
+    for location in (parse_dsn("chdb://memory"), None):
+        access = DirectAccess(client=None, location=location)  # type: ignore[arg-type]
+        with access.detector_helpers() as helpers:
+            assert helpers == []

@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import time
 
+from counting_client import CountingClient
 from shop_traffic import ingest_color_shift
 from waiting import wait_until
 
@@ -98,13 +99,15 @@ def test_a_turn_runs_its_detectors_on_two_sessions_and_one_failing_stops_no_othe
     others of the turn still run and store their findings."""
     end = ingest_color_shift(client, recorder)
     psi = load_manifest()[0]
-    broken = dataclasses.replace(psi, name="broken", sql="SELECT * FROM no_such_table")
+    # it fails after half a second: the helper has taken psi_drift by then
+    failing = "SELECT throwIf(sleepEachRow(0.5) = 0, 'broken') FROM numbers(1)"
+    broken = dataclasses.replace(psi, name="broken", sql=failing)
     times = iter([end - 1.0])
 
     def clock() -> float:
         return next(times, end + 20.0)
 
-    helper = open_client(parse_dsn(store_dsn))
+    helper = CountingClient(open_client(parse_dsn(store_dsn)))
     scheduler = DetectorScheduler(
         client, [broken, psi], lateness=15.0, clock=clock, helpers=[helper]
     )
@@ -115,5 +118,6 @@ def test_a_turn_runs_its_detectors_on_two_sessions_and_one_failing_stops_no_othe
         scheduler.shutdown()
         helper.close()
     assert (scheduler.runs, scheduler.failures) == (1, 1)
+    assert helper.statements > 0  # one of the two ran on the helper session
     rows = client.query("SELECT detector, quantity FROM ml_anomalies").result_rows
     assert rows == [("psi_drift", "feature.color")]

@@ -10,6 +10,7 @@ with its YAML path and line.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import queue
 import re
@@ -295,7 +296,12 @@ def run_detector_group(
     would: an incident's root does not depend on which query finished first.
 
     Returns each detector's run, or the exception that stopped it (the others still run).
-    A run's ``seconds`` are its own work; with helpers the runs overlap.
+    A run's ``seconds`` run from its start to its end, waits for the roll-up turn
+    included; with helpers the runs overlap and share the cores. What a group stores is
+    what the same runs one at a time store, up to the roll-ups' order: a 1-hour bucket is
+    rolled up from its 5-minute rows when they are all held, from the minute rows
+    otherwise, and which comes first may change its exemplars and the last bits of its
+    sums.
     """
     runs = [_GroupRun(spec, spec.windows(at)) for spec in specs]
     work: queue.SimpleQueue[_GroupRun] = queue.SimpleQueue()
@@ -311,17 +317,19 @@ def run_detector_group(
                 return
             run.evaluate(session, roll_ups)
 
-    threads = [
-        threading.Thread(target=drain, args=(helper,), name=f"segwatch-detect-{i}", daemon=True)
-        for i, helper in enumerate(helpers, start=1)
-    ]
-    for thread in threads:
-        thread.start()
+    threads: list[threading.Thread] = []
     try:
+        for i, helper in enumerate(helpers[: max(0, len(runs) - 1)], start=1):
+            thread = threading.Thread(
+                target=drain, args=(helper,), name=f"segwatch-detect-{i}", daemon=True
+            )
+            thread.start()
+            threads.append(thread)
         drain(client)
-    finally:  # interrupted: no helper starts another detector
-        while not work.empty():
-            work.get_nowait()
+    finally:  # interrupted: no helper starts another detector; those under way end
+        with contextlib.suppress(queue.Empty):
+            while True:
+                work.get_nowait()
         for thread in threads:
             thread.join()
     return [run.settle(client) for run in runs]
@@ -339,7 +347,8 @@ class _GroupRun:
     opened: list[dict[str, Any]] = field(default_factory=list)
     resolved: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
-    error: Exception | None = None
+    # until evaluate() ends: a run whose thread died mid-way (a BaseException) is no success
+    error: Exception | None = field(default_factory=lambda: RuntimeError("the run did not end"))
 
     def evaluate(self, client: Client, roll_ups: threading.Lock) -> None:
         """Find (unless ``run_if`` says there is nothing to compare with), record what opens
@@ -370,6 +379,7 @@ class _GroupRun:
                 )
                 self.opened += opened
                 self.resolved += resolved
+            self.error = None
         except Exception as exc:  # this detector's run stops here; the others go on
             self.error = exc
         self.seconds += time.perf_counter() - started

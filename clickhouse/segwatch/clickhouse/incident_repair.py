@@ -11,7 +11,11 @@ goes out late rather than never.
 Only anomalies that opened in an earlier window than the run's are taken: a
 run of the same window elsewhere (``segwatch detect`` by hand beside the
 scheduler) may still be between its events and its incidents, and is not
-repaired from under it.
+repaired from under it. A group of runs (:func:`~.detection.run_detector_group`)
+joins its incidents once every run of the group has recorded its events, seconds
+later (tens of seconds for a first run that rolls up hours of history); a replay
+of the last two hours beside a live scheduler (``segwatch detect --from``) may then
+see its anomalies repaired, and alerted, by the scheduler's next window first.
 """
 
 from __future__ import annotations

@@ -171,7 +171,7 @@ class CollectorMetrics:
         )
         self.detector_seconds = Histogram(
             "segwatch_detector_run_seconds",
-            "Time of one scheduled detector run.",
+            "Time of one scheduled detector run, start to end (the runs of one turn overlap).",
             ["detector"],
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
             registry=self.registry,

@@ -129,8 +129,9 @@ class DirectAccess:
     def detector_helpers(self) -> Iterator[list[Client]]:
         """A second session of the store for the detectors' queries, as the collector's
         scheduler has (two queries at once: see ``run_detector_group``); none without a
-        location (a client handed over)."""
-        if self.location is None:
+        location (a client handed over) or for an in-memory store (a session of its own
+        would open another, empty one)."""
+        if self.location is None or self.location.in_memory:
             yield []
             return
         helper = open_existing_client(self.location)
