@@ -10,11 +10,13 @@ _STATEMENTS = ("query", "command", "insert", "raw_query", "raw_insert")
 
 class CountingClient:
     """Wraps a clickhouse-connect client; ``statements`` counts its queries, commands and
-    inserts (from any thread: a count is only read once the work is done)."""
+    inserts, and ``settings`` holds each query's text and settings (from any thread: they
+    are only read once the work is done)."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
         self.statements = 0
+        self.settings: list[tuple[str, dict[str, Any]]] = []
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._client, name)
@@ -23,6 +25,8 @@ class CountingClient:
 
         def counted(*args: Any, **kwargs: Any) -> Any:
             self.statements += 1
+            if name == "query":
+                self.settings.append((str(args[0] if args else ""), kwargs.get("settings") or {}))
             return attribute(*args, **kwargs)
 
         return counted

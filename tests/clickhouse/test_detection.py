@@ -14,6 +14,7 @@ from segwatch.clickhouse.detection import (
     ManifestError,
     load_manifest,
     parse_duration,
+    run_detector_group,
     run_detectors,
 )
 
@@ -184,3 +185,34 @@ def test_a_manifest_that_is_not_yaml_or_lists_no_detectors(tmp_path, monkeypatch
     nothing = _manifest_package(tmp_path, "fake_detectors_nothing", "# no detectors\n", {})
     with pytest.raises(ManifestError, match=r"\(top level\): needs detectors"):
         load_manifest(nothing)
+
+
+def test_a_group_shares_the_engines_threads_among_its_queries(client, recorder, store_dsn) -> None:  # type: ignore[no-untyped-def]
+    """Two detector queries at once each get half the engine's threads (at least one): two
+    of two threads each on two cores spent more CPU than one each. A detector alone keeps
+    the engine's own."""
+    from counting_client import CountingClient
+
+    from segwatch.clickhouse.store import open_client, parse_dsn
+
+    ingest(client, recorder, traffic(seed=3, color_weights_now=[0.2, 0.3, 0.5])[0])
+    specs = {s.name: s for s in load_manifest()}
+    at = dt.datetime.fromtimestamp(END, dt.timezone.utc)
+    engine = int(client.query("SELECT getSetting('max_threads')").result_rows[0][0])
+    main, helper = CountingClient(client), CountingClient(open_client(parse_dsn(store_dsn)))
+    try:
+        group = [specs["psi_drift"], specs["volume"], specs["data_quality"]]
+        outcomes = run_detector_group(main, group, at, [helper])
+        assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
+        alone = CountingClient(client)
+        run_detector_group(alone, [specs["bias"]], at, [helper])
+    finally:
+        helper.close()
+
+    def detector_queries(recorded: CountingClient) -> list[dict]:  # type: ignore[type-arg]
+        return [settings for sql, settings in recorded.settings if sql.startswith("-- ")]
+
+    grouped = detector_queries(main) + detector_queries(helper)
+    assert len(grouped) == 3 and detector_queries(helper)  # each once, on both sessions
+    assert {settings.get("max_threads") for settings in grouped} == {max(1, engine // 2)}
+    assert [settings.get("max_threads") for settings in detector_queries(alone)] == [None]
