@@ -350,7 +350,7 @@ def _threads_each(client: Client, sessions: int) -> int | None:
     when it does not say). Two queries of two threads each on two cores spent more CPU on
     their parallel steps and on switching than one thread each: over ten alternated
     scheduled runs of bench/detect.py's store, one each took 11 % less time (medians 2.88
-    → 2.57 s) and 12 % less CPU. A server with more cores keeps more per query."""
+    → 2.57 s) and 14 % less CPU (5.45 → 4.69 CPU-s). A server with more cores keeps more."""
     try:
         threads = int(client.query("SELECT getSetting('max_threads')").result_rows[0][0])
     except (DatabaseError, IndexError, TypeError, ValueError):
