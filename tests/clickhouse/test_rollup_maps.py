@@ -303,8 +303,8 @@ def test_maps_lost_to_another_run_are_rolled_up_again(client, recorder, monkeypa
     roll_up_for = detection.roll_up_for
     clobbered: list[dict[tuple[str, int], int]] = []
 
-    def then_another_run(client, sql, maps, windows) -> None:  # type: ignore[no-untyped-def]
-        roll_up_for(client, sql, maps, windows)
+    def then_another_run(client, sql, maps, windows, turns=None) -> None:  # type: ignore[no-untyped-def]
+        roll_up_for(client, sql, maps, windows, turns)
         if clobbered:
             return  # once
         later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)

@@ -27,7 +27,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from .incident_repair import unjoined_opened
 from .incidents import join_incidents, settle_incidents
 from .lifecycle import FINDING_COLUMNS, KEY_COLUMNS, Persistence, most_specific, update_lifecycle
-from .rollups import FIVE_MINUTES, roll_up_for
+from .rollups import FIVE_MINUTES, RollUpTurns, roll_up_for
 from .store import DETECTOR_SETTINGS, detector_query_settings, error_code
 from .yaml_schema import ListOf, MapOf, Problems, Record, Scalar, listing, matches, read
 
@@ -291,8 +291,8 @@ def run_detector_group(
     the same store) at once, a detector at a time per session, each query on its share of
     the engine's threads: one detector query keeps about one and a half of this machine's
     two cores busy (its planning, window functions and final steps are one thread), two
-    keep both. Roll-ups take turns (two runs rolling
-    up one bucket would both do the work), and the incidents are joined afterwards on
+    keep both. Roll-ups take turns at each roll-up table (two runs rolling up one bucket
+    would both do the work: see :class:`~.rollups.RollUpTurns`), and the incidents are joined afterwards on
     ``client``, one detector after another in the order of ``specs``, as a run at a time
     would: an incident's root does not depend on which query finished first.
 
@@ -339,9 +339,9 @@ def run_detector_group(
 
 @dataclass(frozen=True)
 class _Turn:
-    """What the runs of one group share: the roll-ups' turn, and each query's threads."""
+    """What the runs of one group share: the turns at the roll-ups, and each query's threads."""
 
-    roll_ups: threading.Lock = field(default_factory=threading.Lock)
+    roll_ups: RollUpTurns = field(default_factory=RollUpTurns)
     max_threads: int | None = None  # a detector query's; None: the engine's own
 
 
@@ -437,24 +437,22 @@ def _roll_up_and_find(
     parameters: dict[str, Any],
     turn: _Turn,
 ) -> list[dict[str, Any]]:
-    """Roll up what the run reads (one run of the group at a time), then find (see
-    :func:`_find`).
+    """Roll up what the run reads (one run of the group at a time per roll-up table),
+    then find (see :func:`_find`).
 
     Another run may roll the same buckets up without their maps between this run's
     roll-up and its query (it read what was held before this run's roll-up landed, and
     its later rows win: see rollups). The query then stops on a row without the maps it
     reads; the buckets are rolled up again, with them, and the query runs once more.
     """
-    with turn.roll_ups:
-        roll_up_for(client, spec.sql, spec.maps, windows)
+    roll_up_for(client, spec.sql, spec.maps, windows, turn.roll_ups)
     try:
         return _find(client, spec, parameters, turn.max_threads)
     except DatabaseError as exc:
         if not _read_without_maps(exc):
             raise
     # the maps asked for, over the later rows without
-    with turn.roll_ups:
-        roll_up_for(client, spec.sql, spec.maps, windows)
+    roll_up_for(client, spec.sql, spec.maps, windows, turn.roll_ups)
     return _find(client, spec, parameters, turn.max_threads)
 
 
