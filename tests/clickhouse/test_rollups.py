@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
 import numpy as np
 from shop_traffic import END, ingest, traffic
 
+from segwatch.clickhouse.detection import load_manifest
 from segwatch.clickhouse.rollups import (
     _INSERT_SECONDS,
     FIVE_MINUTES,
     LATE_AFTER,
     ONE_HOUR,
+    RollUpTurns,
     _chunks,
     _consecutive,
     roll_up,
+    roll_up_for,
 )
 from segwatch.collector.store.late_rows import late_bucket_rows
 
@@ -228,3 +233,29 @@ def test_a_writer_marks_only_the_buckets_it_gave_rows_late() -> None:
     assert list(late.columns["bucket_start"]) == [END - 2 * five, END - five]
     assert set(late.columns["marked_at"]) == {(END + LATE_AFTER) * 1000}  # milliseconds
     assert len(late_bucket_rows(minutes, END - 600, every=True)) == 2
+
+
+def _held(client, rollup) -> int:  # type: ignore[no-untyped-def]
+    return int(client.query(f"SELECT count() FROM {rollup.table}").result_rows[0][0])
+
+
+def test_a_run_rolls_its_hours_up_while_another_has_the_5_minute_turn(client, recorder) -> None:  # type: ignore[no-untyped-def]
+    """In a group, a run waiting for the 5-minute roll-up's turn (another run rolling up
+    its buckets) rolls its baseline's hours up meanwhile; then its 5-minute buckets."""
+    rows, _, _ = traffic(seed=6, color_weights_now=[0.2, 0.3, 0.5])
+    ingest(client, recorder, rows)
+    spec = next(s for s in load_manifest() if s.name == "data_quality")  # a 6-hour baseline
+    turns = RollUpTurns()
+    with turns.five_minutes:  # another run's 5-minute roll-up
+        run = threading.Thread(
+            target=roll_up_for, args=(client, spec.sql, spec.maps, spec.windows(_at(END)), turns)
+        )
+        run.start()
+        deadline = time.monotonic() + 60
+        while not _held(client, ONE_HOUR) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _held(client, ONE_HOUR)  # the hour of calls in its baseline's whole hours
+        assert not _held(client, FIVE_MINUTES)  # waiting for the turn
+    run.join(60)
+    assert not run.is_alive()
+    assert _held(client, FIVE_MINUTES)  # the last hour's buckets, then

@@ -292,9 +292,10 @@ def run_detector_group(
     the engine's threads: one detector query keeps about one and a half of this machine's
     two cores busy (its planning, window functions and final steps are one thread), two
     keep both. Roll-ups take turns at each roll-up table (two runs rolling up one bucket
-    would both do the work: see :class:`~.rollups.RollUpTurns`), and the incidents are joined afterwards on
-    ``client``, one detector after another in the order of ``specs``, as a run at a time
-    would: an incident's root does not depend on which query finished first.
+    would both do the work: see :class:`~.rollups.RollUpTurns`), and the incidents are
+    joined afterwards on ``client``, one detector after another in the order of
+    ``specs``, as a run at a time would: an incident's root does not depend on which
+    query finished first.
 
     Returns each detector's run, or the exception that stopped it (the others still run).
     A run's ``seconds`` run from its start to its end, waits for the roll-up turn
