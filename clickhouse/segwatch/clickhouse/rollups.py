@@ -59,6 +59,7 @@ __all__ = [
     "FIVE_MINUTES",
     "LATE_AFTER",
     "LATE_BUCKETS",
+    "MINUTE_ROWS_BY_KEY",
     "ONE_HOUR",
     "SETTLE",
     "LateMarks",
@@ -136,6 +137,17 @@ _HOUR_FROM_MINUTES = Rollup(ONE_HOUR.table, ONE_HOUR.seconds, FIVE_MINUTES.sourc
 """An hour whose 5-minute buckets are not all held, rolled up from its minute rows (with
 the 5-minute recipes: the minute rows are unmerged, see FIVE_MINUTES)."""
 
+MINUTE_ROWS_BY_KEY = (
+    "AND toStartOfFiveMinutes(bucket_start) >= toStartOfFiveMinutes({first}) "
+    "AND toStartOfFiveMinutes(bucket_start) < {last}"
+)
+"""The condition, beside ``bucket_start >= {first} AND bucket_start < {last}``, that lets a
+read of the minute rows skip by the sorting key to the 5-minute slices of [first, last)
+(0011_aggregates_by_time.sql). It follows from the range, so it changes no result; without
+it the engine reads the whole table's ``bucket_start`` to find them (it does not carry a
+condition on the column over to the key's ``toStartOfFiveMinutes`` of it): 4,466 granules
+against 21 for 5 minutes of ``bench/detect.py``'s day, 0.098 against 0.007 CPU-s."""
+
 _INSERT = """
 INSERT INTO {table}
     (model_name, model_version, model_stage, bucket_start, segment_dim, segment_value, quantity,
@@ -149,7 +161,7 @@ SELECT model_name, model_version, model_stage,
        sum(count), sum(sampled), sum(missing), sum(numeric_count), sum(sum), sum(sum_sq),
        min(min), max(max), {maps}, {{now:DateTime64(3, 'UTC')}}
 FROM {source} {final}
-WHERE bucket_start >= {{first:DateTime('UTC')}} AND bucket_start < {{last:DateTime('UTC')}}
+WHERE bucket_start >= {{first:DateTime('UTC')}} AND bucket_start < {{last:DateTime('UTC')}} {by_key}
   AND toUnixTimestamp(toStartOfInterval(bucket_start, INTERVAL {seconds} SECOND, 'UTC'))
       IN {{buckets:Array(UInt32)}} {rows}
 GROUP BY model_name, model_version, model_stage, bucket, segment_dim, segment_value, quantity
@@ -238,9 +250,16 @@ def _insert(
     inserts of at most a few minutes' states each (see _INSERT_SECONDS)."""
     size = rollup.seconds
 
+    by_key = MINUTE_ROWS_BY_KEY if rollup.source == FIVE_MINUTES.source else ""
+
     def select(recipe: str, rows: str = "") -> str:
         return _SELECT.format(
-            seconds=size, source=rollup.source, final=rollup.final, maps=recipe, rows=rows
+            seconds=size,
+            source=rollup.source,
+            final=rollup.final,
+            maps=recipe,
+            rows=rows,
+            by_key=by_key.format(first="{first:DateTime('UTC')}", last="{last:DateTime('UTC')}"),
         )
 
     if maps:
@@ -387,11 +406,15 @@ def _utc(moment: dt.datetime) -> dt.datetime:
 
 def _buckets_with_calls(client: Client, size: int, first: int, last: int) -> set[int]:
     """The buckets (of ``size`` seconds) of [first, last) that hold minute rows (a few
-    milliseconds: the parts' time ranges leave out most of the table)."""
+    milliseconds: the sorting key's 5-minute slices leave out the rest of the table)."""
+    by_key = MINUTE_ROWS_BY_KEY.format(
+        first="{first:DateTime('UTC')}", last="{last:DateTime('UTC')}"
+    )
     rows = client.query(
         "SELECT DISTINCT toUInt32(toStartOfInterval(bucket_start, "
         f"INTERVAL {size} SECOND, 'UTC')) FROM {FIVE_MINUTES.source} "
-        "WHERE bucket_start >= {first:DateTime('UTC')} AND bucket_start < {last:DateTime('UTC')}",
+        "WHERE bucket_start >= {first:DateTime('UTC')} AND bucket_start < {last:DateTime('UTC')} "
+        + by_key,
         parameters={"first": _text(first), "last": _text(last)},
         settings=DETECTOR_SETTINGS,
     ).result_rows

@@ -65,10 +65,17 @@ series AS (
         -- and rolling every quantity of those hours up into 5-minute buckets on a first
         -- run cost ten times this read (README, Benchmarks: bench/detect.py). Unmerged
         -- rows of a minute add up like merged ones: only sums are taken per row.
+        -- (Each range also as the sorting key's 5-minute slices, which it implies: the engine
+        -- then skips to them instead of reading the whole table's bucket_start; see
+        -- MINUTE_ROWS_BY_KEY in segwatch.clickhouse.rollups.)
         FROM ml_segment_aggregates
         WHERE match(quantity, {quantities:String})
-          AND ((bucket_start >= {window_start:DateTime('UTC')} AND bucket_start < {window_end:DateTime('UTC')})
-               OR (bucket_start >= toDateTime(history_start) AND bucket_start < toDateTime(history_end)))
+          AND ((bucket_start >= {window_start:DateTime('UTC')} AND bucket_start < {window_end:DateTime('UTC')}
+                AND toStartOfFiveMinutes(bucket_start) >= toStartOfFiveMinutes({window_start:DateTime('UTC')})
+                AND toStartOfFiveMinutes(bucket_start) < {window_end:DateTime('UTC')})
+               OR (bucket_start >= toDateTime(history_start) AND bucket_start < toDateTime(history_end)
+                   AND toStartOfFiveMinutes(bucket_start) >= toStartOfFiveMinutes(toDateTime(history_start))
+                   AND toStartOfFiveMinutes(bucket_start) < toDateTime(history_end)))
         GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity, slot
     )
     GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity
