@@ -250,7 +250,6 @@ def _insert(
     """Roll ``buckets`` up from the roll-up's source, with or without their maps, in
     inserts of at most a few minutes' states each (see _INSERT_SECONDS)."""
     size = rollup.seconds
-
     by_key = MINUTE_ROWS_BY_KEY if rollup.source == FIVE_MINUTES.source else ""
 
     def select(recipe: str, rows: str = "") -> str:
