@@ -7,6 +7,7 @@ import threading
 import time
 
 import numpy as np
+from read_limit import THREE_DAYS, ReadLimit
 from shop_traffic import END, ingest, traffic
 
 from segwatch.clickhouse.detection import load_manifest, run_detector
@@ -261,53 +262,20 @@ def test_a_run_rolls_its_hours_up_while_another_has_the_5_minute_turn(client, re
     assert _held(client, FIVE_MINUTES)  # the last hour's buckets, then
 
 
-class _ReadLimit:
-    """A client whose every statement may read at most ``rows`` rows (the engine refuses
-    more): reads of the minute rows must skip by the sorting key to the slices they need."""
-
-    def __init__(self, client, rows: int) -> None:  # type: ignore[no-untyped-def]
-        self._client, self._rows = client, rows
-
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
-        attribute = getattr(self._client, name)
-        if name not in ("query", "command"):
-            return attribute
-
-        def limited(*args, settings=None, **kwargs):  # type: ignore[no-untyped-def]
-            limit = {"max_rows_to_read": self._rows, "read_overflow_mode": "throw"}
-            return attribute(*args, settings={**(settings or {}), **limit}, **kwargs)
-
-        return limited
-
-
-_THREE_DAYS = """
-INSERT INTO ml_segment_aggregates
-    (model_name, model_version, model_stage, bucket_start, segment_dim, segment_value, quantity,
-     count, sampled, missing, numeric_count, sum, sum_sq, min, max, histogram)
-SELECT 'limits', '1', 'serving', toDateTime({end:UInt32} - 60 * (1 + intDiv(number, 200)), 'UTC'),
-       'feature.d', concat('v', toString(number % 100)),
-       concat('metric.m', toString(number % 200 >= 100)),
-       30 + number % 7, 30 + number % 7, 0, 30 + number % 7,
-       3000 + number % 11, 300000 + number % 13, 90, 110,
-       map(toInt16(16620), toFloat64(30 + number % 7))
-FROM numbers(3 * 1440 * 200)
-"""
-
-
 def test_reads_of_the_minute_rows_skip_to_their_five_minute_slices(client) -> None:  # type: ignore[no-untyped-def]
     """Rolling up ten minutes of three days of minute rows (864,000) reads a few thousand
     of them, and so does metric_shift over its six hours and a quarter, not the whole
     table's bucket_start column."""
-    client.command(_THREE_DAYS, parameters={"end": END})
-    limited = _ReadLimit(client, 100_000)
+    client.command(THREE_DAYS, parameters={"end": END})
+    limited = ReadLimit(client, 100_000)
     assert roll_up(limited, FIVE_MINUTES, _at(END - 600), _at(END)) == 2
     assert roll_up(limited, ONE_HOUR, _at(END - 3 * 3600), _at(END - 2 * 3600)) == 1
     held = client.query(
         f"SELECT sum(count) FROM {ONE_HOUR.table} FINAL WHERE segment_dim = 'feature.d'"
     ).result_rows[0][0]
     minutes = client.query(
-        "SELECT sum(count) FROM ml_segment_aggregates "
-        "WHERE bucket_start >= {first:DateTime('UTC')} AND bucket_start < {last:DateTime('UTC')}",
+        "SELECT sum(count) FROM ml_segment_aggregates WHERE segment_dim = 'feature.d' "
+        "AND bucket_start >= {first:DateTime('UTC')} AND bucket_start < {last:DateTime('UTC')}",
         parameters={"first": _at(END - 3 * 3600), "last": _at(END - 2 * 3600)},
     ).result_rows[0][0]
     assert held == minutes > 0

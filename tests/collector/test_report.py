@@ -21,12 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from read_limit import THREE_DAYS, ReadLimit
+from shop_traffic import END
 from waiting import wait_until
 
 from segwatch.clickhouse.store import open_client, parse_dsn
 from segwatch.collector.report import ReportRequest, UnknownModelError, client_query
 from segwatch.collector.report.data import Report, read_report
 from segwatch.collector.report.page_style import RENDER_SCRIPT
+from segwatch.collector.report.reads import rows
 from segwatch.collector.report.request import DriftSettings
 
 pytest.importorskip("plotly", reason="the report needs the extra segwatch[report]")
@@ -649,3 +652,22 @@ def test_get_report_reads_on_the_analysts_budget(demo_store: Path) -> None:
         "a report read returned more than 10 rows (api.max_result_rows): ask for a shorter "
         "period, or one model"
     )
+
+
+@pytest.mark.parametrize("name", ["models.sql", "volume.sql", "drift_grid.sql",
+                                  "series.sql", "distribution.sql"])  # fmt: skip
+def test_a_report_query_reads_only_the_minutes_of_its_period(client, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Over three days of minute rows (864,000), each report query reading the minute rows
+    reads those of its hour and a quarter, found by the sorting key's 5-minute slices."""
+    client.command(THREE_DAYS, parameters={"end": END})
+    end = dt.datetime.fromtimestamp(END, dt.timezone.utc)
+    found = rows(
+        client_query(ReadLimit(client, 100_000)),
+        name,
+        model="limits", version="1", stage="serving", dim="feature.d", value="v1",
+        quantity="metric.m0", step=300, bins=10,
+        start=end - dt.timedelta(hours=1), end=end,
+        baseline_start=end - dt.timedelta(minutes=75), baseline_end=end - dt.timedelta(minutes=15),
+        window_start=end - dt.timedelta(minutes=15), window_end=end,
+    )  # fmt: skip
+    assert found  # the period's calls are there

@@ -27,6 +27,10 @@ FROM (
       AND segment_dim = {dim:String} AND segment_value = {value:String}
       AND bucket_start >= {baseline_start:DateTime('UTC')}
       AND bucket_start < {window_end:DateTime('UTC')}
+      -- (and its 5-minute slices, the sorting key's: the read skips to them; see
+      -- segwatch.clickhouse.rollups.MINUTE_ROWS_BY_KEY)
+      AND toStartOfFiveMinutes(bucket_start) >= toStartOfFiveMinutes({baseline_start:DateTime('UTC')})
+      AND toStartOfFiveMinutes(bucket_start) < {window_end:DateTime('UTC')}
       AND (bucket_start < {baseline_end:DateTime('UTC')} OR bucket_start >= {window_start:DateTime('UTC')})
     GROUP BY is_current
 )

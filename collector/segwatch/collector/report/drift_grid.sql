@@ -29,6 +29,10 @@ live AS (
     WHERE model_name = {model:String}
       AND bucket_start >= {baseline_start:DateTime('UTC')}
       AND bucket_start < {window_end:DateTime('UTC')}
+      -- (and its 5-minute slices, the sorting key's: the read skips to them; see
+      -- segwatch.clickhouse.rollups.MINUTE_ROWS_BY_KEY)
+      AND toStartOfFiveMinutes(bucket_start) >= toStartOfFiveMinutes({baseline_start:DateTime('UTC')})
+      AND toStartOfFiveMinutes(bucket_start) < {window_end:DateTime('UTC')}
       AND (bucket_start < {baseline_end:DateTime('UTC')} OR bucket_start >= {window_start:DateTime('UTC')})
     GROUP BY model_version, model_stage, segment_dim, segment_value, quantity, is_current
 ),

@@ -16,5 +16,9 @@ WHERE model_name = {model:String} AND model_version = {version:String}
   AND model_stage = {stage:String} AND quantity = {quantity:String}
   AND ((segment_dim = {dim:String} AND segment_value = {value:String}) OR segment_dim = '__all__')
   AND bucket_start >= {start:DateTime('UTC')} AND bucket_start < {end:DateTime('UTC')}
+  -- (and its 5-minute slices, the sorting key's: the read skips to them; see
+  -- segwatch.clickhouse.rollups.MINUTE_ROWS_BY_KEY)
+  AND toStartOfFiveMinutes(bucket_start) >= toStartOfFiveMinutes({start:DateTime('UTC')})
+  AND toStartOfFiveMinutes(bucket_start) < {end:DateTime('UTC')}
 GROUP BY t, whole_model, own
 ORDER BY whole_model, t

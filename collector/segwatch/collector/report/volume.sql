@@ -13,6 +13,10 @@ FROM (
         FROM ml_segment_aggregates
         WHERE model_name = {model:String}
           AND bucket_start >= {start:DateTime('UTC')} AND bucket_start < {end:DateTime('UTC')}
+          -- (and its 5-minute slices, the sorting key's: the read skips to them; see
+          -- segwatch.clickhouse.rollups.MINUTE_ROWS_BY_KEY)
+          AND toStartOfFiveMinutes(bucket_start) >= toStartOfFiveMinutes({start:DateTime('UTC')})
+          AND toStartOfFiveMinutes(bucket_start) < {end:DateTime('UTC')}
         GROUP BY segment_dim, segment_value, bucket_start, quantity
     )
     GROUP BY segment_dim, segment_value, bucket_start
