@@ -263,9 +263,9 @@ def test_a_run_rolls_its_hours_up_while_another_has_the_5_minute_turn(client, re
 
 
 def test_reads_of_the_minute_rows_skip_to_their_five_minute_slices(client) -> None:  # type: ignore[no-untyped-def]
-    """Rolling up ten minutes of three days of minute rows (864,000) reads a few thousand
-    of them, and so does metric_shift over its six hours and a quarter, not the whole
-    table's bucket_start column."""
+    """Rolling up ten minutes, or an hour, of three days of minute rows (864,000) reads
+    the granules of their 5-minute slices (under 100,000 rows), and so does metric_shift
+    over its six hours and a quarter: not the whole table's bucket_start column."""
     client.command(THREE_DAYS, parameters={"end": END})
     limited = ReadLimit(client, 100_000)
     assert roll_up(limited, FIVE_MINUTES, _at(END - 600), _at(END)) == 2
