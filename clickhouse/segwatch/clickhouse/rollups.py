@@ -138,16 +138,17 @@ _HOUR_FROM_MINUTES = Rollup(ONE_HOUR.table, ONE_HOUR.seconds, FIVE_MINUTES.sourc
 the 5-minute recipes: the minute rows are unmerged, see FIVE_MINUTES)."""
 
 MINUTE_ROWS_BY_KEY = (
-    "AND toStartOfFiveMinutes(bucket_start) >= toStartOfFiveMinutes({first}) "
-    "AND toStartOfFiveMinutes(bucket_start) < {last}"
+    "AND toStartOfFiveMinutes(bucket_start) >= toStartOfFiveMinutes({first:DateTime('UTC')}) "
+    "AND toStartOfFiveMinutes(bucket_start) < {last:DateTime('UTC')}"
 )
-"""The condition, beside ``bucket_start >= {first} AND bucket_start < {last}``, that lets a
-read of the minute rows skip by the sorting key to the 5-minute slices of [first, last)
-(0011_aggregates_by_time.sql). It follows from the range, so it changes no result; without
-it the engine reads ``bucket_start`` in every part whose time range overlaps [first, last)
-to find them (it does not carry a condition on the column over to the key's
-``toStartOfFiveMinutes`` of it): 4,466 granules against 21 for 5 minutes of
-``bench/detect.py``'s day (parts spanning the day), 0.098 against 0.007 CPU-s."""
+"""The condition, beside ``bucket_start >= {first} AND bucket_start < {last}`` (query
+parameters of those names), that lets a read of the minute rows skip by the sorting key
+to the 5-minute slices of [first, last) (0011_aggregates_by_time.sql). It follows from
+the range, so it changes no result; without it the engine reads ``bucket_start`` in every
+part whose time range overlaps [first, last) to find them (it does not carry a condition
+on the column over to the key's ``toStartOfFiveMinutes`` of it): 4,466 granules against
+21 for 5 minutes of ``bench/detect.py``'s day (parts spanning the day), 0.098 against
+0.007 CPU-s."""
 
 _INSERT = """
 INSERT INTO {table}
@@ -259,7 +260,7 @@ def _insert(
             final=rollup.final,
             maps=recipe,
             rows=rows,
-            by_key=by_key.format(first="{first:DateTime('UTC')}", last="{last:DateTime('UTC')}"),
+            by_key=by_key,
         )
 
     if maps:
@@ -407,14 +408,11 @@ def _utc(moment: dt.datetime) -> dt.datetime:
 def _buckets_with_calls(client: Client, size: int, first: int, last: int) -> set[int]:
     """The buckets (of ``size`` seconds) of [first, last) that hold minute rows (a few
     milliseconds: the sorting key's 5-minute slices leave out the rest of the table)."""
-    by_key = MINUTE_ROWS_BY_KEY.format(
-        first="{first:DateTime('UTC')}", last="{last:DateTime('UTC')}"
-    )
     rows = client.query(
         "SELECT DISTINCT toUInt32(toStartOfInterval(bucket_start, "
         f"INTERVAL {size} SECOND, 'UTC')) FROM {FIVE_MINUTES.source} "
         "WHERE bucket_start >= {first:DateTime('UTC')} AND bucket_start < {last:DateTime('UTC')} "
-        + by_key,
+        + MINUTE_ROWS_BY_KEY,
         parameters={"first": _text(first), "last": _text(last)},
         settings=DETECTOR_SETTINGS,
     ).result_rows
