@@ -28,6 +28,22 @@ def test_synced_records_come_back_after_a_restart(tmp_path: Path) -> None:
     again.close()
 
 
+def test_a_reader_reads_a_records_body_from_disk_in_any_segment(tmp_path: Path) -> None:
+    """What a pending batch reads back at its flush: slices of a request it did not keep,
+    from the record's segment, wherever a rotation put it; nothing outside the body."""
+    spool = _spool(tmp_path, segment_bytes=64)
+    spool.open()
+    bodies = [f"body number {i}".encode() * 3 for i in range(3)]  # one segment each
+    ends = [spool.write(TRACES, body, head=b"head") for body in bodies]
+    assert len({end.segment for end in ends}) == 3
+    for body, end in zip(bodies, ends, strict=True):
+        read = spool.reader(end, len(body))
+        assert (read(0, len(body)), read(5, 11)) == (body, body[5:11])
+        with pytest.raises(ValueError, match="outside"):
+            read(0, len(body) + 1)
+    spool.close()
+
+
 def test_a_torn_tail_is_cut_and_appends_continue(tmp_path: Path) -> None:
     spool = _spool(tmp_path)
     spool.open()

@@ -29,6 +29,7 @@ from segwatch.collector.config.limits import NO_LIMITS, RequestLimits
 from segwatch.collector.config.storage import SpoolConfig, TracesConfig
 from segwatch.collector.decode.fast_reader import scan_request
 from segwatch.collector.decode.labels import decode_labels
+from segwatch.collector.decode.raw_spans import SerializedSpans, SpanBytes
 from segwatch.collector.decode.reference_reader import decode_request
 from segwatch.collector.errors import PermanentError, RetryableError
 from segwatch.collector.model_calls import ModelCallBatch
@@ -308,6 +309,8 @@ class ModelCallProcessor:
                 except (SpoolFullError, OSError) as exc:
                     raise RetryableError(f"cannot spool the request: {exc}") from exc
                 size = record_bytes(head) + len(body)
+                if body is request:  # the fast reader's spans point into it
+                    _read_spans_from_spool(batch, self._spool.reader(end, len(body)))
                 self.buffer.add(batch, end, size, reserved=reserved)
                 reserved = False  # taken by add()
         finally:
@@ -332,6 +335,17 @@ class ModelCallProcessor:
 
     def _store(self, parts: list[TableRows]) -> None:
         _wait(self._exporter.submit(*parts), self._store_timeout)
+
+
+def _read_spans_from_spool(batch: ModelCallBatch, read: SpanBytes) -> None:
+    """Let ``batch`` read its spans back from its spooled request at its flush instead of
+    keeping the request's bytes until then (see :mod:`..decode.raw_spans`)."""
+    batch.span_origins[:] = [
+        dataclasses.replace(origin, source=origin.source.reading_from(read))
+        if isinstance(origin.source, SerializedSpans)
+        else origin
+        for origin in batch.span_origins
+    ]
 
 
 def spool_payload(request: bytes, oldest_ns: int = 0, limits: RequestLimits | None = None) -> bytes:

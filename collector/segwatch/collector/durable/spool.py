@@ -30,7 +30,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,6 +222,28 @@ class Spool:
                         raise OSError(f"spool segment {segment} is corrupt at offset {offset}")
                     offset += _HEADER.size + length
                     yield Record(Position(segment, offset), kind, payload)
+
+    def reader(self, end: Position, length: int) -> Callable[[int, int], bytes]:
+        """Reads bytes ``start:stop`` of the last ``length`` bytes of the record ending at
+        ``end`` (offsets from where those bytes start), from disk, each read on its own.
+
+        For what a pending batch needs of its request only at its flush (the few spans
+        ``storage.traces`` writes), so that it need not keep the request in memory. Valid
+        while the record is unflushed: its segment is released only once a flush passes it.
+        Raises ``OSError`` when the segment is gone or too short.
+        """
+        path, base = self._path(end.segment), end.offset - length
+
+        def read(start: int, stop: int) -> bytes:
+            if not 0 <= start <= stop <= length:
+                raise ValueError(f"bytes {start}:{stop} are outside the record's {length}")
+            with open(path, "rb", buffering=0) as handle:
+                data = os.pread(handle.fileno(), stop - start, base + start)
+            if len(data) < stop - start:
+                raise OSError(f"spool segment {end.segment} ends before offset {base + stop}")
+            return data
+
+        return read
 
     def _lock_directory(self) -> None:
         """One collector per spool: a second one would replay and release the first's data."""
