@@ -47,7 +47,7 @@ MALLOC_ARENAS = 2
 glibc gives threads arenas of their own, up to eight per core; each keeps the
 memory its thread freed. The collector's threads (gRPC's, the flusher's, the
 engine's) take turns at Python work, so more arenas only held more freed
-memory: two kept its RSS peak under load 15–20 MiB lower at the same CPU
+memory: two kept its RSS peak under load 10–20 MiB lower at the same CPU
 (``bench/ingest.py``). ``$MALLOC_ARENA_MAX``, which glibc reads at start, wins.
 """
 _M_ARENA_MAX = -8  # mallopt's parameter, from glibc's malloc.h
