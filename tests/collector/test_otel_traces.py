@@ -364,17 +364,20 @@ def test_spans_read_back_from_the_spool_are_the_spans_sent(tmp_path: Path) -> No
 def test_a_spool_that_lost_a_waiting_request_costs_its_spans_not_its_calls(
     tmp_path: Path,
 ) -> None:
-    """The spool segment cut short under a waiting request (a disk that lost it): its
-    spans cannot be read back, so the flush goes on without them; its calls and
-    aggregates are stored and the flush completes."""
+    """The spool segment cut short under the second of two waiting requests (a disk that
+    lost it): that request's spans cannot be read back, so the flush goes on without
+    them, counted as lost; the first request's spans, and both requests' calls and
+    aggregates, are stored and the flush completes."""
     running = _collector(tmp_path, TracesConfig(sample=1.0), _UNTIMED)
     running.start()
     try:
         assert running.processor is not None
         running.processor.consume(_model_calls(50, seed=11).SerializeToString())
         (segment,) = (tmp_path / "store" / "segwatch-spool").glob("*.wal")
+        first_end = segment.stat().st_size
+        running.processor.consume(_model_calls(30, seed=12).SerializeToString())
         with open(segment, "r+b") as handle:
-            handle.truncate(100)
+            handle.truncate(first_end)
         running.flush()  # raises if the flush did not complete
         client = running._clients.api  # type: ignore[union-attr]
         calls = client.query("SELECT count() FROM ml_model_calls").result_rows
@@ -383,9 +386,11 @@ def test_a_spool_that_lost_a_waiting_request_costs_its_spans_not_its_calls(
             "WHERE segment_dim = '__all__' AND quantity = 'output.score'"
         ).result_rows
         spans = client.query("SELECT count() FROM otel_traces").result_rows
+        metrics = running.metrics.exposition().decode()
     finally:
         running.shutdown()
-    assert (calls, aggregates, spans) == ([(50,)], [(50,)], [(0,)])
+    assert (calls, aggregates, spans) == ([(80,)], [(80,)], [(50,)])
+    assert "segwatch_otel_traces_spans_lost_total 30.0" in metrics
 
 
 def test_trace_ids_that_are_not_16_bytes_are_never_sampled() -> None:

@@ -68,8 +68,9 @@ class _Snapshot(Collector):
             yield counter
         lost = CounterMetricFamily(
             "segwatch_otel_traces_spans_lost",
-            "Spans for otel_traces not stored: their insert failed (spans are best effort; "
-            "the aggregates and calls of their flush are stored).",
+            "Spans for otel_traces not stored: their insert failed, or their request could "
+            "not be read back from the spool (spans are best effort; the aggregates and "
+            "calls of their flush are stored).",
         )
         lost.add_metric([], state["spans_lost"])
         yield lost

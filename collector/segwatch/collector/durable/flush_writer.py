@@ -118,6 +118,7 @@ class FlushWriter:
         self._mark_late(parts[0])
         if spans is not None and self.spans is not None:
             self.spans.add(spans)  # inserted later, with other flushes' (best effort)
+            self.spans.lose(spans.unread)  # chosen, but their spool bytes were gone
         if self._exemplars is not None:
             self._exemplars.commit()
         if self._spool is not None and unit.end is not None:
@@ -126,7 +127,7 @@ class FlushWriter:
             waiter.set_result(None)
         return None
 
-    def _rows(self, batch: ModelCallBatch) -> tuple[list[TableRows], TableRows | None]:
+    def _rows(self, batch: ModelCallBatch) -> tuple[list[TableRows], TraceRows | None]:
         """The flush's rows: what to insert (its aggregates, and its raw calls with
         ``storage.raw_calls``), and its spans (with ``storage.traces.write``)."""
         aggregate_error(batch.models)
@@ -178,7 +179,7 @@ class FlushWriter:
 
     def _trace_rows(
         self, batch: ModelCallBatch, aggregates: AggregateRows, sampled: npt.NDArray[np.bool_]
-    ) -> TableRows:
+    ) -> TraceRows:
         """The spans ``storage.traces`` keeps: the sampled traces' and the exemplars'.
 
         A failure here (a bug) costs this flush's spans, never its aggregates (see

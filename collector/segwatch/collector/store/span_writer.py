@@ -50,7 +50,7 @@ class SpanWriter:
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self.lost = 0  # spans whose insert failed (segwatch_otel_traces_spans_lost)
+        self.lost = 0  # spans not stored: insert failed, or unreadable (..._spans_lost)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="segwatch-spans", daemon=True)
@@ -68,6 +68,11 @@ class SpanWriter:
             self._count += len(spans)
             if self._count >= self._max_spans:
                 self._submit()
+
+    def lose(self, count: int) -> None:
+        """Count spans that never came here: chosen, but not readable (their flush went on)."""
+        with self._cond:
+            self.lost += count
 
     def flush(self, timeout: float = 60.0) -> None:
         """Insert what waits, and wait (at most ``timeout`` s) until every span handed over

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+from google.protobuf.message import DecodeError
 
 from segwatch.collector.model_calls import ModelCallBatch, SpanRecord
 
@@ -42,6 +44,8 @@ __all__ = [
     "trace_rows",
     "traced_rows",
 ]
+
+_logger = logging.getLogger(__name__)
 
 TRACE_SCHEMA: Final = {
     "Timestamp": "DateTime64(9)",
@@ -75,11 +79,15 @@ _LOW_64: Final = 1 << 64
 
 
 class TraceRows(TableRows):
-    """Rows of ``otel_traces``."""
+    """Rows of ``otel_traces``; ``unread``: chosen spans that could not be read back."""
 
     table = "otel_traces"
     column_names = tuple(TRACE_SCHEMA)
     column_types = tuple(TRACE_SCHEMA.values())
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unread = 0
 
 
 def exemplar_trace_ids(aggregates: AggregateRows) -> set[bytes]:
@@ -141,7 +149,7 @@ def trace_rows(batch: ModelCallBatch, rows: npt.NDArray[np.int64]) -> TraceRows:
     if not len(rows):
         return out
     resources: dict[int, dict[str, str]] = {}  # by the attributes list, shared per resource
-    for record in _records(batch, rows):
+    for record in _records(batch, rows, out):
         key = id(record.resource_attributes)
         resource = resources.get(key)
         if resource is None:
@@ -150,15 +158,27 @@ def trace_rows(batch: ModelCallBatch, rows: npt.NDArray[np.int64]) -> TraceRows:
     return out
 
 
-def _records(batch: ModelCallBatch, rows: npt.NDArray[np.int64]) -> Iterable[SpanRecord]:
+def _records(
+    batch: ModelCallBatch, rows: npt.NDArray[np.int64], out: TraceRows
+) -> Iterable[SpanRecord]:
+    """The spans behind ``rows``, parsed; those of a request whose bytes cannot be read
+    back from the spool (its segment lost or cut short) are counted in ``out.unread``
+    and skipped, so they cost their own spans, not the other requests'."""
     for origin in batch.span_origins:
         first = origin.first_row
         lo, hi = np.searchsorted(rows, [first, first + len(origin.span_of_row)]).tolist()
         if lo == hi:
             continue
-        spans = np.unique(origin.span_of_row[rows[lo:hi] - first])
-        for span in spans.tolist():
-            yield origin.source.record(span)
+        spans = np.unique(origin.span_of_row[rows[lo:hi] - first]).tolist()
+        for done, span in enumerate(spans):
+            try:
+                record = origin.source.record(span)
+            except (OSError, DecodeError) as exc:
+                out.unread += len(spans) - done
+                _logger.warning("%d spans for otel_traces could not be read back from the "
+                                "spool: %s", len(spans) - done, exc)  # fmt: skip
+                break
+            yield record
 
 
 def _append(c: dict[str, Any], record: SpanRecord, resource: dict[str, str]) -> None:
