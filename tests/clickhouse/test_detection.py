@@ -216,3 +216,118 @@ def test_a_group_shares_the_engines_threads_among_its_queries(client, recorder, 
     assert len(grouped) == 3 and detector_queries(helper)  # each once, on both sessions
     assert {settings.get("max_threads") for settings in grouped} == {max(1, engine // 2)}
     assert [settings.get("max_threads") for settings in detector_queries(alone)] == [None]
+
+
+def _on_a_helper() -> bool:
+    """Whether this thread is one of run_detector_group's helper sessions."""
+    import threading
+
+    return threading.current_thread().name.startswith("segwatch-detect-")
+
+
+def _first_run_to_the_first_session(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Make a group's work queue hand its first run to the first session (the thread that
+    called run_detector_group, not a helper's ``segwatch-detect-<n>``), so which session
+    takes which of two runs is fixed."""
+    import queue
+    import threading
+
+    from segwatch.clickhouse import detection
+
+    first_taken = threading.Event()
+
+    class FirstRunToTheFirstSession(queue.SimpleQueue):  # type: ignore[type-arg]
+        def get_nowait(self):  # type: ignore[no-untyped-def]
+            if _on_a_helper():
+                first_taken.wait(10)
+            else:
+                first_taken.set()
+            return super().get_nowait()
+
+    monkeypatch.setattr(detection.queue, "SimpleQueue", FirstRunToTheFirstSession)
+
+
+def test_a_group_joins_a_runs_incidents_while_helpers_still_evaluate(  # type: ignore[no-untyped-def]
+    client, recorder, store_dsn, monkeypatch
+) -> None:
+    """Once the first session has no detector left to evaluate, it joins the incidents of
+    the runs evaluated so far, in order, while a helper still evaluates a later one. The
+    helper's run here waits (at most 10 s) for the first run's join: joined only after
+    every run, as before, it would wait in vain."""
+    import threading
+
+    from segwatch.clickhouse import detection
+    from segwatch.clickhouse.store import open_client, parse_dsn
+
+    ingest(client, recorder, traffic(seed=3, color_weights_now=[0.2, 0.3, 0.5])[0])
+    specs = {s.name: s for s in load_manifest()}
+    joined, waited = threading.Event(), []
+    original_join, original_should_run = detection.join_incidents, detection._should_run
+
+    def join_incidents(*args, **kwargs):  # type: ignore[no-untyped-def]
+        joined.set()
+        return original_join(*args, **kwargs)
+
+    def should_run(session, spec, parameters):  # type: ignore[no-untyped-def]
+        if _on_a_helper():
+            waited.append((spec.name, joined.wait(10)))
+        return original_should_run(session, spec, parameters)
+
+    _first_run_to_the_first_session(monkeypatch)
+    monkeypatch.setattr(detection, "join_incidents", join_incidents)
+    monkeypatch.setattr(detection, "_should_run", should_run)
+    helper = open_client(parse_dsn(store_dsn))
+    try:
+        at = dt.datetime.fromtimestamp(END, dt.timezone.utc)
+        outcomes = run_detector_group(client, [specs["volume"], specs["psi_drift"]], at, [helper])
+    finally:
+        helper.close()
+    assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
+    assert [o.detector for o in outcomes] == ["volume", "psi_drift"]  # type: ignore[union-attr]
+    assert waited == [("psi_drift", True)]
+    assert [a["quantity"] for a in outcomes[1].new_anomalies] == ["feature.color"]  # type: ignore[union-attr]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # it dies
+def test_a_helper_thread_that_dies_fails_its_run_and_the_group_still_returns(  # type: ignore[no-untyped-def]
+    client, recorder, store_dsn, monkeypatch
+) -> None:
+    """A helper thread ended by a BaseException mid-run (not caught as a run's failure):
+    its run is reported as not ended, the other run settles, and the group returns rather
+    than wait for the dead run forever (the call runs in a thread here, so a hang fails
+    the test after 60 s instead of stopping the suite)."""
+    import threading
+
+    from segwatch.clickhouse import detection
+    from segwatch.clickhouse.store import open_client, parse_dsn
+
+    ingest(client, recorder, traffic(seed=3, color_weights_now=[0.2, 0.3, 0.5])[0])
+    specs = {s.name: s for s in load_manifest()}
+    original_should_run = detection._should_run
+
+    def should_run(session, spec, parameters):  # type: ignore[no-untyped-def]
+        if _on_a_helper():
+            raise SystemExit("the helper thread ends here")
+        return original_should_run(session, spec, parameters)
+
+    monkeypatch.setattr(detection, "_should_run", should_run)
+    helper = open_client(parse_dsn(store_dsn))
+    outcomes: list = []  # type: ignore[type-arg]
+    at = dt.datetime.fromtimestamp(END, dt.timezone.utc)
+
+    def group() -> None:
+        outcomes.extend(
+            run_detector_group(client, [specs["volume"], specs["psi_drift"]], at, [helper])
+        )
+
+    try:
+        _first_run_to_the_first_session(monkeypatch)
+        runner = threading.Thread(target=group, daemon=True)
+        runner.start()
+        runner.join(60)
+        assert not runner.is_alive(), "the group waited for the dead helper's run"
+    finally:
+        helper.close()
+    volume, psi = outcomes
+    assert volume.detector == "volume" and isinstance(psi, RuntimeError)
+    assert "did not end" in str(psi)

@@ -317,7 +317,7 @@ def test_an_anomaly_a_failed_run_left_without_incident_is_joined_and_alerted_lat
     of the window does not open them again. The next window's run gives them their
     incident and returns them among its opened transitions, so their alert goes out late,
     once. The same when the runs are a scheduler's turns: a group beside another detector,
-    on two sessions (its read of them on either, their join after every run's events)."""
+    on two sessions (its read of them on either, their join on the first)."""
     from counting_client import CountingClient
     from shop_traffic import END, ingest, traffic
 

@@ -293,9 +293,12 @@ def run_detector_group(
     two cores busy (its planning, window functions and final steps are one thread), two
     keep both. Roll-ups take turns at each roll-up table (two runs rolling up one bucket
     would both do the work: see :class:`~.rollups.RollUpTurns`), and the incidents are
-    joined afterwards on ``client``, one detector after another in the order of
-    ``specs``, as a run at a time would: an incident's root does not depend on which
-    query finished first.
+    joined on ``client``, one detector after another in the order of ``specs``, as a run
+    at a time would: an incident's root does not depend on which query finished first.
+    A run's incidents are joined as soon as it and the runs before it have been
+    evaluated, once ``client`` has no detector left to evaluate: while the helpers
+    still evaluate the last ones (joining reads only the incidents the runs before it
+    joined, and the raw calls, so when it happens does not change what it records).
 
     Returns each detector's run, or the exception that stopped it (the others still run).
     A run's ``seconds`` run from its start to its end, waits for the roll-up turn
@@ -321,6 +324,7 @@ def run_detector_group(
             run.evaluate(session, turn)
 
     threads: list[threading.Thread] = []
+    settled: list[DetectorRun | Exception] = []
     try:
         for i, helper in enumerate(helpers, start=1):
             thread = threading.Thread(
@@ -329,13 +333,16 @@ def run_detector_group(
             thread.start()
             threads.append(thread)
         drain(client)
+        for run in runs:  # every run is evaluated or under way on a helper
+            run.evaluated.wait()
+            settled.append(run.settle(client))
     finally:  # interrupted: no helper starts another detector; those under way end
         with contextlib.suppress(queue.Empty):
             while True:
                 work.get_nowait()
         for thread in threads:
             thread.join()
-    return [run.settle(client) for run in runs]
+    return settled
 
 
 @dataclass(frozen=True)
@@ -373,6 +380,7 @@ class _GroupRun:
     seconds: float = 0.0
     # until evaluate() ends: a run whose thread died mid-way (a BaseException) is no success
     error: Exception | None = field(default_factory=lambda: RuntimeError("the run did not end"))
+    evaluated: threading.Event = field(default_factory=threading.Event)  # set when it ends
 
     def evaluate(self, client: Client, turn: _Turn) -> None:
         """Find (unless ``run_if`` says there is nothing to compare with), record what opens
@@ -406,7 +414,9 @@ class _GroupRun:
             self.error = None
         except Exception as exc:  # this detector's run stops here; the others go on
             self.error = exc
-        self.seconds += time.perf_counter() - started
+        finally:
+            self.seconds += time.perf_counter() - started
+            self.evaluated.set()
 
     def settle(self, client: Client) -> DetectorRun | Exception:
         """Join the incidents (the anomalies left without one first, as they opened

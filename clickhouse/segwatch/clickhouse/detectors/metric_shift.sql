@@ -40,6 +40,13 @@ if({season:UInt32} = 0, toUnixTimestamp({baseline_end:DateTime('UTC')}),
    current_end - {season:UInt32} + {span:UInt32}) AS history_end,
 -- Slot 0 (array index 1) is the current window, slots 1.. the baseline windows in time order.
 toUInt32(1 + intDiv(history_end - history_start + window_seconds - 1, window_seconds)) AS slots,
+-- The minute rows of the window and of the history (see `series`).
+(b) -> b >= {window_start:DateTime('UTC')} AND b < {window_end:DateTime('UTC')}
+       AND toStartOfFiveMinutes(b) >= toStartOfFiveMinutes({window_start:DateTime('UTC')})
+       AND toStartOfFiveMinutes(b) < {window_end:DateTime('UTC')} AS metric_window_rows,
+(b) -> b >= toDateTime(history_start) AND b < toDateTime(history_end)
+       AND toStartOfFiveMinutes(b) >= toStartOfFiveMinutes(toDateTime(history_start))
+       AND toStartOfFiveMinutes(b) < toDateTime(history_end) AS metric_history_rows,
 series AS (
     SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
            groupArrayInsertAt(0., slots)(total, toUInt32(slot)) AS totals,
@@ -50,17 +57,6 @@ series AS (
            sumIf(received, slot > 0) AS baseline_support,
            anyIf(exemplars, slot = 0) AS exemplars
     FROM (
-        SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
-               if(bucket_start >= {window_start:DateTime('UTC')}, 0,
-                  1 + intDiv(toUnixTimestamp(bucket_start) - history_start, window_seconds)) AS slot,
-               sum(sum) AS total, sum(numeric_count) AS numbers, sum(sampled) AS received,
-               sum(sum_sq) AS squares,
-               -- the received calls with a number: of the slot's sums, which no merge changes
-               sum(sampled) * sum(numeric_count) / greatest(sum(count), 1e-12) AS numeric_received,
-               -- five distinct exemplars of the window (its minute rows repeat ids: see
-               -- FIVE_MINUTES in segwatch.clickhouse.rollups)
-               groupUniqArrayArrayIf(5)(exemplar_trace_ids, bucket_start >= {window_start:DateTime('UTC')})
-                   AS exemplars
         -- The minute rows, not a roll-up: this detector reads a few quantities over hours,
         -- and rolling every quantity of those hours up into 5-minute buckets on a first
         -- run cost ten times this read (README, Benchmarks: bench/detect.py). Unmerged
@@ -68,14 +64,33 @@ series AS (
         -- (Each range also as the sorting key's 5-minute slices, which it implies: the engine
         -- then skips to them instead of reading the whole table's bucket_start; see
         -- MINUTE_ROWS_BY_KEY in segwatch.clickhouse.rollups.)
+        -- The window (slot 0) and the baseline windows are two reads: only the window's
+        -- rows are read for their exemplars (an -If combinator reads its column for every
+        -- row: the baseline's exemplar ids were a tenth of the detector's run). History
+        -- rows from the window's start on are the window's, or not read.
+        SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
+               0 AS slot,
+               sum(sum) AS total, sum(numeric_count) AS numbers, sum(sampled) AS received,
+               sum(sum_sq) AS squares,
+               -- the received calls with a number: of the slot's sums, which no merge changes
+               sum(sampled) * sum(numeric_count) / greatest(sum(count), 1e-12) AS numeric_received,
+               -- five distinct exemplars of the window (its minute rows repeat ids: see
+               -- FIVE_MINUTES in segwatch.clickhouse.rollups)
+               groupUniqArrayArray(5)(exemplar_trace_ids) AS exemplars
         FROM ml_segment_aggregates
-        WHERE match(quantity, {quantities:String})
-          AND ((bucket_start >= {window_start:DateTime('UTC')} AND bucket_start < {window_end:DateTime('UTC')}
-                AND toStartOfFiveMinutes(bucket_start) >= toStartOfFiveMinutes({window_start:DateTime('UTC')})
-                AND toStartOfFiveMinutes(bucket_start) < {window_end:DateTime('UTC')})
-               OR (bucket_start >= toDateTime(history_start) AND bucket_start < toDateTime(history_end)
-                   AND toStartOfFiveMinutes(bucket_start) >= toStartOfFiveMinutes(toDateTime(history_start))
-                   AND toStartOfFiveMinutes(bucket_start) < toDateTime(history_end)))
+        WHERE match(quantity, {quantities:String}) AND metric_window_rows(bucket_start)
+        GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity
+        UNION ALL
+        SELECT model_name, model_version, model_stage, segment_dim, segment_value, quantity,
+               1 + intDiv(toUnixTimestamp(bucket_start) - history_start, window_seconds) AS slot,
+               sum(sum) AS total, sum(numeric_count) AS numbers, sum(sampled) AS received,
+               sum(sum_sq) AS squares,
+               -- the received calls with a number: of the slot's sums, which no merge changes
+               sum(sampled) * sum(numeric_count) / greatest(sum(count), 1e-12) AS numeric_received,
+               CAST([], 'Array(String)') AS exemplars
+        FROM ml_segment_aggregates
+        WHERE match(quantity, {quantities:String}) AND bucket_start < {window_start:DateTime('UTC')}
+          AND metric_history_rows(bucket_start)
         GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity, slot
     )
     GROUP BY model_name, model_version, model_stage, segment_dim, segment_value, quantity

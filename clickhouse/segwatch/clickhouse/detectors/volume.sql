@@ -34,12 +34,13 @@ tested AS (
                        toUInt64(round(sumIf(calls, NOT is_current))) AS baseline_support,
                        groupUniqArrayArrayIf(5)(bucket_exemplars, NOT is_current) AS exemplars
                 FROM (
-                    -- Every quantity's row counts every call of its segment and minute
-                    -- (MISSING included), so calls = received / quantities read.
+                    -- Every quantity's row counts every call of its segment and bucket
+                    -- (MISSING included), so calls = the mean of its quantities' rows
+                    -- (one row each: rolled_up reads the roll-ups FINAL).
                     SELECT model_name, model_version, model_stage, segment_dim, segment_value,
                            bucket_start >= {window_start:DateTime('UTC')} AS is_current,
-                           sum(sampled) / uniqExact(quantity) AS calls,
-                           groupUniqArrayArray(5)(exemplar_trace_ids) AS bucket_exemplars
+                           avg(sampled) AS calls,
+                           any(exemplar_trace_ids) AS bucket_exemplars  -- its quantities' rows hold the same calls
                     FROM rolled_up
                     WHERE bucket_start >= {baseline_start:DateTime('UTC')}
                       AND bucket_start < {window_end:DateTime('UTC')}
