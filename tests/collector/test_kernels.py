@@ -78,6 +78,22 @@ def test_kernels_equal_the_numpy_formulation(seed, rows, dims, groups_per_dim, k
         np.testing.assert_array_equal(got[2], expected[2])
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_a_square_past_float64s_range_sums_to_inf_without_a_warning():
+    """A value of 1e200 (OTLP doubles may be any finite number) has a square past float64's
+    range: its group's sum of squares is inf in both formulations, and numpy's says nothing
+    (the C loops never did; the numpy one warned once per flush)."""
+    groups = np.array([[0, 0, 1]], dtype=np.int64)
+    rows = np.arange(3, dtype=np.int64)
+    numbers, weights = np.array([1e200, 2.0, 3.0]), np.ones(3)
+    for sums in (
+        group_stats(GroupMatrix(groups, 2), rows, rows, numbers, weights),
+        _numpy_group_stats(groups, rows, rows, numbers, weights, 2),
+    ):
+        assert sums[2].tolist() == [1e200 + 2.0, 3.0]
+        assert sums[3].tolist() == [np.inf, 9.0]
+
+
 @pytest.mark.parametrize("sampled", [False, True])
 def test_dimensions_that_share_groups_are_summed_as_numpy_sums_them(sampled):
     """The C loops read a row's groups in every dimension at once, which keeps numpy's order

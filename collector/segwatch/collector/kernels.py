@@ -345,11 +345,13 @@ def _numpy_group_stats(
     weighted_present = np.bincount(
         groups[:, present].ravel(), weights=np.tile(weights[present], dims), minlength=total
     )
+    with np.errstate(over="ignore"):  # past float64's range a sum is inf, as in the C loops
+        weighted, squares = values * w, values * values * w
     return (
         weighted_present.astype(np.float64),
         np.bincount(flat, weights=w, minlength=total).astype(np.float64),
-        np.bincount(flat, weights=values * w, minlength=total).astype(np.float64),
-        np.bincount(flat, weights=values * values * w, minlength=total).astype(np.float64),
+        np.bincount(flat, weights=weighted, minlength=total).astype(np.float64),
+        np.bincount(flat, weights=squares, minlength=total).astype(np.float64),
         minima,
         maxima,
     )
