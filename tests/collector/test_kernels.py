@@ -81,8 +81,8 @@ def test_kernels_equal_the_numpy_formulation(seed, rows, dims, groups_per_dim, k
 @pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_a_square_past_float64s_range_sums_to_inf_without_a_warning():
     """A value of 1e200 (OTLP doubles may be any finite number) has a square past float64's
-    range: its group's sum of squares is inf in both formulations, and numpy's says nothing
-    (the C loops never did; the numpy one warned once per flush)."""
+    range: its group's sum of squares is inf in both formulations, and numpy's raises no
+    RuntimeWarning (the C loops never did)."""
     groups = np.array([[0, 0, 1]], dtype=np.int64)
     rows = np.arange(3, dtype=np.int64)
     numbers, weights = np.array([1e200, 2.0, 3.0]), np.ones(3)
